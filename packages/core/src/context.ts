@@ -1,0 +1,59 @@
+import type { Protocol, Usage } from './usage-record.js'
+
+export type Outcome = 'pending' | 'ok' | 'upstream_error' | 'client_aborted' | 'rejected' | 'gateway_error'
+
+/** One try of one upstream, reported to `onAttempt` listeners (metrics, health). */
+export interface Attempt {
+  upstream: string
+  upstreamModel: string
+  /** `ok` (committed to the client), or why the attempt was abandoned. */
+  result: 'ok' | 'connect_error' | 'timeout' | 'stall' | 'status' | 'error' | 'aborted'
+  status?: number
+  durationMs: number
+  ttftMs?: number
+}
+
+/**
+ * `request.llm`: the facts of one LLM request. Each field has one writer:
+ * core (ids, timings start/end), auth (keyId), router (models, upstream, attempts, usage, outcome).
+ */
+export class LlmContext {
+  readonly requestId: string
+  /** performance.now() at arrival. */
+  readonly startedAt: number
+  keyId: string | null = null
+  model: string | null = null
+  upstreamModel: string | null = null
+  upstream: string | null = null
+  protocol: Protocol = 'openai'
+  stream = false
+  attempts = 0
+  /** performance.now() values; 0 = not yet. */
+  upstreamHeadersAt = 0
+  firstTokenAt = 0
+  endedAt = 0
+  usage: Usage | null = null
+  estimated = false
+  outcome: Outcome = 'pending'
+  clientAborted = false
+  error: { code: string; message: string } | null = null
+  /** Free-form data that listeners copy into the usage record (e.g. from custom hooks). */
+  metadata: Record<string, unknown> | null = null
+
+  constructor(requestId: string, startedAt: number) {
+    this.requestId = requestId
+    this.startedAt = startedAt
+  }
+
+  get ttftMs(): number | null {
+    return this.firstTokenAt === 0 ? null : round(this.firstTokenAt - this.startedAt)
+  }
+
+  get durationMs(): number {
+    return round((this.endedAt === 0 ? performance.now() : this.endedAt) - this.startedAt)
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000
+}

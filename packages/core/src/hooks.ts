@@ -1,0 +1,63 @@
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { Attempt } from './context.js'
+import type { UsageRecord } from './usage-record.js'
+
+export interface LlmHooks {
+  /** Once per routed request, when it has ended (finished, aborted or failed). */
+  onUsage: (record: UsageRecord, request: FastifyRequest) => void | Promise<void>
+  /** Once per upstream attempt, when its fate is known (committed or abandoned). */
+  onAttempt: (attempt: Attempt, request: FastifyRequest) => void | Promise<void>
+}
+export type LlmHookName = keyof LlmHooks
+
+const HOOK_NAMES: ReadonlySet<string> = new Set<LlmHookName>(['onUsage', 'onAttempt'])
+
+/**
+ * Mercurius-style registry. Listeners run after the fact: a throwing or slow listener never affects
+ * the request or the other listeners (errors are logged, promises are not awaited).
+ */
+export class LlmHookRegistry {
+  private readonly listeners: { [K in LlmHookName]: LlmHooks[K][] } = { onUsage: [], onAttempt: [] }
+  private readonly log: FastifyBaseLogger
+
+  constructor(log: FastifyBaseLogger) {
+    this.log = log
+  }
+
+  addHook<K extends LlmHookName>(name: K, fn: LlmHooks[K]): void {
+    if (!HOOK_NAMES.has(name))
+      throw new TypeError(`Unknown llm hook ${JSON.stringify(name)}; expected one of ${[...HOOK_NAMES].join(', ')}`)
+    if (typeof fn !== 'function') throw new TypeError(`The ${name} hook must be a function`)
+    ;(this.listeners[name] as LlmHooks[K][]).push(fn)
+  }
+
+  hasListeners(name: LlmHookName): boolean {
+    return this.listeners[name].length > 0
+  }
+
+  emitUsage(record: UsageRecord, request: FastifyRequest): void {
+    this.run('onUsage', this.listeners.onUsage, record, request)
+  }
+
+  emitAttempt(attempt: Attempt, request: FastifyRequest): void {
+    this.run('onAttempt', this.listeners.onAttempt, attempt, request)
+  }
+
+  private run<T>(
+    name: LlmHookName,
+    list: ((value: T, request: FastifyRequest) => void | Promise<void>)[],
+    value: T,
+    request: FastifyRequest,
+  ): void {
+    for (let i = 0; i < list.length; i++) {
+      try {
+        const result = (list[i] as (value: T, request: FastifyRequest) => void | Promise<void>)(value, request)
+        if (result !== undefined && typeof (result as Promise<void>).catch === 'function') {
+          ;(result as Promise<void>).catch((err: unknown) => this.log.error({ err, hook: name }, 'llm hook listener failed'))
+        }
+      } catch (err) {
+        this.log.error({ err, hook: name }, 'llm hook listener failed')
+      }
+    }
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * Finds `"<key>": { … }` in a JSON (or SSE-of-JSON) byte stream fed chunk by chunk, and hands each
+ * captured object's text to `onObject`. O(1) memory: only the captured object (capped) is kept.
+ * Used beside the response stream to read usage without buffering the body.
+ *
+ * Escaped occurrences inside strings (`\"usage\"`) are skipped: in JSON text a quote inside a string
+ * is always preceded by a backslash.
+ */
+const BACKSLASH = 0x5c
+const QUOTE = 0x22
+const COLON = 0x3a
+const OPEN = 0x7b
+const CLOSE = 0x7d
+
+enum State {
+  Search = 0,
+  /** Matched the key; expecting `:`. */
+  Colon = 1,
+  /** Matched `:`; expecting `{` (anything else, e.g. `null`, abandons the match). */
+  Value = 2,
+  Capture = 3,
+}
+
+export class JsonKeyScanner {
+  private readonly needle: Buffer
+  private readonly maxBytes: number
+  private readonly onObject: (json: string) => void
+  private state: State = State.Search
+  /** Bytes of the needle matched at the end of the previous chunk (cross-chunk matches). */
+  private partial = 0
+  private prevByte = 0
+  private captured: Buffer[] = []
+  private capturedBytes = 0
+  private depth = 0
+  private inString = false
+  private escaped = false
+
+  constructor(key: string, onObject: (json: string) => void, maxBytes = 16 * 1024) {
+    this.needle = Buffer.from(`"${key}"`)
+    this.onObject = onObject
+    this.maxBytes = maxBytes
+  }
+
+  write(chunk: Buffer): void {
+    let pos = 0
+    const len = chunk.length
+    while (pos < len) {
+      switch (this.state) {
+        case State.Search:
+          pos = this.search(chunk, pos)
+          break
+        case State.Colon:
+        case State.Value:
+          pos = this.afterKey(chunk, pos)
+          break
+        case State.Capture:
+          pos = this.capture(chunk, pos)
+          break
+      }
+    }
+    this.prevByte = len > 0 ? (chunk[len - 1] as number) : this.prevByte
+  }
+
+  private search(chunk: Buffer, from: number): number {
+    const needle = this.needle
+    if (this.partial > 0 && from === 0) {
+      // Does this chunk complete a needle begun at the end of the previous one?
+      const rest = needle.length - this.partial
+      const matched = this.partial
+      this.partial = 0
+      if (chunk.length >= rest && chunk.compare(needle, matched, needle.length, 0, rest) === 0) {
+        this.state = State.Colon
+        return rest
+      }
+    }
+    let at = chunk.indexOf(needle, from)
+    while (at !== -1) {
+      const before = at > 0 ? chunk[at - 1] : this.prevByte
+      if (before !== BACKSLASH) {
+        this.state = State.Colon
+        return at + needle.length
+      }
+      at = chunk.indexOf(needle, at + 1)
+    }
+    this.partial = trailingPrefix(chunk, needle)
+    return chunk.length
+  }
+
+  private afterKey(chunk: Buffer, from: number): number {
+    let pos = from
+    while (pos < chunk.length) {
+      const b = chunk[pos] as number
+      if (b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09) {
+        pos++
+        continue
+      }
+      if (this.state === State.Colon) {
+        if (b !== COLON) {
+          this.state = State.Search
+          return pos
+        }
+        this.state = State.Value
+        pos++
+        continue
+      }
+      if (b !== OPEN) {
+        this.state = State.Search
+        return pos
+      }
+      this.state = State.Capture
+      this.depth = 0
+      this.inString = false
+      this.escaped = false
+      this.captured = []
+      this.capturedBytes = 0
+      return pos
+    }
+    return pos
+  }
+
+  private capture(chunk: Buffer, from: number): number {
+    let pos = from
+    const len = chunk.length
+    for (; pos < len; pos++) {
+      const b = chunk[pos] as number
+      if (this.inString) {
+        if (this.escaped) this.escaped = false
+        else if (b === BACKSLASH) this.escaped = true
+        else if (b === QUOTE) this.inString = false
+        continue
+      }
+      if (b === QUOTE) this.inString = true
+      else if (b === OPEN) this.depth++
+      else if (b === CLOSE && --this.depth === 0) {
+        pos++
+        this.keep(chunk.subarray(from, pos))
+        if (this.state === State.Capture) this.finish()
+        return pos
+      }
+    }
+    this.keep(chunk.subarray(from, pos))
+    return pos
+  }
+
+  private keep(part: Buffer): void {
+    this.capturedBytes += part.length
+    if (this.capturedBytes > this.maxBytes) {
+      // Not a usage object we can hold: give up on this match, keep scanning.
+      this.captured = []
+      this.state = State.Search
+      return
+    }
+    // Copy: the chunk belongs to the response stream and may be reused after we return.
+    this.captured.push(Buffer.from(part))
+  }
+
+  private finish(): void {
+    const text = this.captured.length === 1 ? (this.captured[0] as Buffer).toString() : Buffer.concat(this.captured).toString()
+    this.captured = []
+    this.state = State.Search
+    this.onObject(text)
+  }
+}
+
+/** Length of the longest suffix of `chunk` that is a proper prefix of `needle`. */
+function trailingPrefix(chunk: Buffer, needle: Buffer): number {
+  const max = Math.min(needle.length - 1, chunk.length)
+  for (let n = max; n > 0; n--) {
+    if (chunk.compare(needle, 0, n, chunk.length - n, chunk.length) === 0) return n
+  }
+  return 0
+}

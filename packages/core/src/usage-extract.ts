@@ -1,0 +1,126 @@
+import { JsonKeyScanner } from './json-scan.js'
+import type { Protocol, Usage } from './usage-record.js'
+
+/** The JSON key each wire format reports usage under (streamed and not). */
+const USAGE_KEY: Record<Protocol, string> = {
+  openai: 'usage',
+  vllm: 'usage',
+  anthropic: 'usage',
+  gemini: 'usageMetadata',
+  tgi: 'details',
+}
+
+type Counts = Record<string, unknown>
+
+function int(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.trunc(value) : undefined
+}
+
+function nested(obj: Counts, key: string, field: string): number | undefined {
+  const inner = obj[key]
+  return inner !== null && typeof inner === 'object' ? int((inner as Counts)[field]) : undefined
+}
+
+/**
+ * Reads the usage a response reports, from its bytes as they pass, for any supported wire format.
+ * Later reports override earlier ones field by field (Anthropic sends input tokens in `message_start`
+ * and cumulative output tokens in `message_delta`; Gemini repeats cumulative `usageMetadata`).
+ */
+export class UsageExtractor {
+  private readonly scanner: JsonKeyScanner
+  private prompt: number | undefined
+  private completion: number | undefined
+  private total: number | undefined
+  private cached: number | undefined
+  private reasoning: number | undefined
+
+  constructor(protocol: Protocol) {
+    this.scanner = new JsonKeyScanner(USAGE_KEY[protocol], (json) => this.merge(json))
+  }
+
+  write(chunk: Buffer): void {
+    this.scanner.write(chunk)
+  }
+
+  /** What the upstream reported, or null when it reported nothing. */
+  result(): Usage | null {
+    if (this.prompt === undefined && this.completion === undefined && this.total === undefined) return null
+    const prompt = this.prompt ?? 0
+    const completion = this.completion ?? 0
+    const usage: Usage = {
+      promptTokens: prompt,
+      completionTokens: completion,
+      totalTokens: this.total ?? prompt + completion,
+    }
+    if (this.cached !== undefined) usage.cachedTokens = this.cached
+    if (this.reasoning !== undefined) usage.reasoningTokens = this.reasoning
+    return usage
+  }
+
+  /** True when the report lacks the prompt side (TGI streams), so that part must be estimated. */
+  get missingPrompt(): boolean {
+    return this.prompt === undefined
+  }
+
+  private merge(json: string): void {
+    let obj: Counts
+    try {
+      obj = JSON.parse(json) as Counts
+    } catch {
+      return
+    }
+    // OpenAI chat/completions/embeddings, vLLM
+    const prompt = int(obj.prompt_tokens)
+    if (prompt !== undefined) this.prompt = prompt
+    const completion = int(obj.completion_tokens)
+    if (completion !== undefined) this.completion = completion
+    const total = int(obj.total_tokens)
+    if (total !== undefined) this.total = total
+    const cached = nested(obj, 'prompt_tokens_details', 'cached_tokens') ?? nested(obj, 'input_tokens_details', 'cached_tokens')
+    if (cached !== undefined) this.cached = cached
+    const reasoning =
+      nested(obj, 'completion_tokens_details', 'reasoning_tokens') ?? nested(obj, 'output_tokens_details', 'reasoning_tokens')
+    if (reasoning !== undefined) this.reasoning = reasoning
+
+    // OpenAI responses, Anthropic (input_tokens excludes cache reads/writes, so they are added back)
+    const input = int(obj.input_tokens)
+    const cacheRead = int(obj.cache_read_input_tokens)
+    const cacheWrite = int(obj.cache_creation_input_tokens)
+    if (input !== undefined || cacheRead !== undefined || cacheWrite !== undefined) {
+      if (cacheRead !== undefined || cacheWrite !== undefined) {
+        this.prompt = (input ?? 0) + (cacheRead ?? 0) + (cacheWrite ?? 0)
+        if (cacheRead !== undefined) this.cached = cacheRead
+      } else if (input !== undefined && (this.prompt === undefined || input > 0)) {
+        this.prompt = input
+      }
+    }
+    const output = int(obj.output_tokens)
+    if (output !== undefined) this.completion = output
+
+    // Gemini usageMetadata: completion includes thinking tokens, as OpenAI's includes reasoning
+    const promptCount = int(obj.promptTokenCount)
+    if (promptCount !== undefined) this.prompt = promptCount
+    const candidates = int(obj.candidatesTokenCount)
+    const thoughts = int(obj.thoughtsTokenCount)
+    if (candidates !== undefined || thoughts !== undefined) this.completion = (candidates ?? 0) + (thoughts ?? 0)
+    if (thoughts !== undefined) this.reasoning = thoughts
+    const totalCount = int(obj.totalTokenCount)
+    if (totalCount !== undefined) this.total = totalCount
+    const cachedContent = int(obj.cachedContentTokenCount)
+    if (cachedContent !== undefined) this.cached = cachedContent
+
+    // TGI details
+    const generated = int(obj.generated_tokens)
+    if (generated !== undefined) this.completion = generated
+
+    if (total === undefined && totalCount === undefined) this.total = undefined
+  }
+}
+
+/**
+ * The estimate used when an upstream reports no usage: about four bytes of JSON text per token.
+ * Documented in the README; the record then says `estimated: true`.
+ */
+export function estimateTokensFromBytes(bytes: number): number {
+  return Math.ceil(bytes / 4)
+}

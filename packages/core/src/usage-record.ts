@@ -1,0 +1,50 @@
+import Type, { type Static } from 'typebox'
+
+/** Wire formats the gateway speaks to upstreams (and meters). */
+export const Protocol = Type.Union([
+  Type.Literal('openai'),
+  Type.Literal('vllm'),
+  Type.Literal('tgi'),
+  Type.Literal('anthropic'),
+  Type.Literal('gemini'),
+])
+export type Protocol = Static<typeof Protocol>
+
+/** Contract (DESIGN.md §3): one record per request that reached routing. */
+export const UsageRecordSchema = Type.Object(
+  {
+    id: Type.String({ description: 'Stable unique id of this record; receivers dedupe by it.' }),
+    timestamp: Type.String({ description: 'ISO 8601 time the request ended.' }),
+    requestId: Type.String(),
+    keyId: Type.Union([Type.String(), Type.Null()]),
+    model: Type.String({ description: 'The model (or alias) the client asked for.' }),
+    upstreamModel: Type.Union([Type.String(), Type.Null()], { description: 'The model name sent to the upstream that answered.' }),
+    upstream: Type.Union([Type.String(), Type.Null()], { description: 'Name of the upstream that answered.' }),
+    protocol: Protocol,
+    stream: Type.Boolean(),
+    status: Type.Integer({ description: 'HTTP status the client received (0 when no response was written).' }),
+    promptTokens: Type.Integer({ minimum: 0 }),
+    completionTokens: Type.Integer({ minimum: 0 }),
+    totalTokens: Type.Integer({ minimum: 0 }),
+    cachedTokens: Type.Optional(Type.Integer({ minimum: 0 })),
+    reasoningTokens: Type.Optional(Type.Integer({ minimum: 0 })),
+    estimated: Type.Boolean({ description: 'True when the upstream reported no usage and the counts are estimates.' }),
+    ttftMs: Type.Union([Type.Number(), Type.Null()]),
+    durationMs: Type.Number(),
+    attempts: Type.Integer({ minimum: 0 }),
+    clientAborted: Type.Boolean(),
+    error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
+    metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  },
+  { additionalProperties: false },
+)
+export type UsageRecord = Static<typeof UsageRecordSchema>
+
+/** Token counts read from the traffic (normalised across wire formats). */
+export interface Usage {
+  promptTokens: number
+  completionTokens: number
+  totalTokens: number
+  cachedTokens?: number
+  reasoningTokens?: number
+}
