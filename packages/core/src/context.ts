@@ -1,5 +1,23 @@
 import type { Protocol, Usage } from './usage-record.js'
 
+/** Per-key limits, written by auth (from config or a custom key store), read by rate-limit. */
+export interface KeyLimits {
+  rpm?: number
+  rps?: number
+  /** Tokens per minute. */
+  tpm?: number
+  /** Concurrent requests in flight. */
+  concurrency?: number
+  quota?: { tokens: number; per: 'day' | 'month' }
+}
+
+/** Why a request was turned away before routing (reported to `onReject` listeners). */
+export interface Rejection {
+  reason: 'auth' | 'ip' | 'model_access' | 'rate_limit' | 'token_limit' | 'concurrency' | 'quota' | 'queue_full'
+  keyId: string | null
+  statusCode: number
+}
+
 export type Outcome = 'pending' | 'ok' | 'upstream_error' | 'client_aborted' | 'rejected' | 'gateway_error'
 
 /** One try of one upstream, reported to `onAttempt` listeners (metrics, health). */
@@ -22,6 +40,10 @@ export class LlmContext {
   /** performance.now() at arrival. */
   readonly startedAt: number
   keyId: string | null = null
+  /** Models (route names or aliases) the key may use; null = any. Written by auth, enforced by the router. */
+  allowedModels: ReadonlySet<string> | null = null
+  /** The key's own limits, if any. Written by auth, read by rate-limit. */
+  keyLimits: KeyLimits | null = null
   model: string | null = null
   upstreamModel: string | null = null
   upstream: string | null = null

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
-import type { Attempt } from './context.js'
+import type { Attempt, Rejection } from './context.js'
 import type { UsageRecord } from './usage-record.js'
 
 export interface LlmHooks {
@@ -7,17 +7,19 @@ export interface LlmHooks {
   onUsage: (record: UsageRecord, request: FastifyRequest) => void | Promise<void>
   /** Once per upstream attempt, when its fate is known (committed or abandoned). */
   onAttempt: (attempt: Attempt, request: FastifyRequest) => void | Promise<void>
+  /** When auth or a limit turns a request away. */
+  onReject: (rejection: Rejection, request: FastifyRequest) => void | Promise<void>
 }
 export type LlmHookName = keyof LlmHooks
 
-const HOOK_NAMES: ReadonlySet<string> = new Set<LlmHookName>(['onUsage', 'onAttempt'])
+const HOOK_NAMES: ReadonlySet<string> = new Set<LlmHookName>(['onUsage', 'onAttempt', 'onReject'])
 
 /**
  * Mercurius-style registry. Listeners run after the fact: a throwing or slow listener never affects
  * the request or the other listeners (errors are logged, promises are not awaited).
  */
 export class LlmHookRegistry {
-  private readonly listeners: { [K in LlmHookName]: LlmHooks[K][] } = { onUsage: [], onAttempt: [] }
+  private readonly listeners: { [K in LlmHookName]: LlmHooks[K][] } = { onUsage: [], onAttempt: [], onReject: [] }
   private readonly log: FastifyBaseLogger
 
   constructor(log: FastifyBaseLogger) {
@@ -41,6 +43,10 @@ export class LlmHookRegistry {
 
   emitAttempt(attempt: Attempt, request: FastifyRequest): void {
     this.run('onAttempt', this.listeners.onAttempt, attempt, request)
+  }
+
+  emitReject(rejection: Rejection, request: FastifyRequest): void {
+    this.run('onReject', this.listeners.onReject, rejection, request)
   }
 
   private run<T>(
