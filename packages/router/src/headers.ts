@@ -1,0 +1,77 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { Protocol } from '@llmproxy/core'
+import type { Upstream } from '@llmproxy/upstreams'
+
+/**
+ * Request headers that never reach an upstream: hop-by-hop headers (RFC 9110 §7.6.1; reply-from
+ * already drops `connection` and the headers it names), the client's own credentials (the upstream
+ * gets its configured key instead), and accept-encoding (the gateway reads usage from the body, so
+ * upstreams answer uncompressed; the client gets the same bytes, which are small and streamed).
+ */
+const DROPPED_REQUEST_HEADERS = [
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'authorization',
+  'x-api-key',
+  'api-key',
+  'x-goog-api-key',
+  'cookie',
+  'accept-encoding',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-real-ip',
+]
+
+export function upstreamRequestHeaders(headers: IncomingHttpHeaders, upstream: Upstream, requestId: string): IncomingHttpHeaders {
+  for (let i = 0; i < DROPPED_REQUEST_HEADERS.length; i++) delete headers[DROPPED_REQUEST_HEADERS[i] as string]
+  headers['x-request-id'] = requestId
+  if (upstream.apiKey !== undefined) setCredential(headers, upstream.protocol, upstream.apiKey)
+  if (upstream.headers !== undefined) Object.assign(headers, upstream.headers)
+  return headers
+}
+
+function setCredential(headers: IncomingHttpHeaders, protocol: Protocol, apiKey: string): void {
+  switch (protocol) {
+    case 'anthropic':
+      headers['x-api-key'] = apiKey
+      break
+    case 'gemini':
+      headers['x-goog-api-key'] = apiKey
+      break
+    default:
+      headers.authorization = `Bearer ${apiKey}`
+  }
+}
+
+/** Response headers not passed back to the client (hop-by-hop, and what the gateway recomputes). */
+const DROPPED_RESPONSE_HEADERS = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'trailer',
+  'te',
+  'date',
+  'server',
+  'x-request-id',
+])
+
+/** Copies the upstream's response headers the client should see. */
+export function clientResponseHeaders(upstream: IncomingHttpHeaders, bodyRewritten: boolean): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {}
+  for (const name in upstream) {
+    if (DROPPED_RESPONSE_HEADERS.has(name)) continue
+    if (bodyRewritten && name === 'content-length') continue
+    out[name] = upstream[name]
+  }
+  return out
+}

@@ -1,0 +1,5 @@
+export { UpstreamDispatcher } from './dispatcher.js'
+export { type ModelProblem, ModelTable, type ResolvedRoute } from './models.js'
+export { type ModelRoute, ModelRouteSchema, RetrySchema, RouterOptionsSchema, TimeoutsSchema } from './options.js'
+export { ENDPOINTS, type RouterDecorator, type RouterOptions, router } from './plugin.js'
+export type { Endpoint } from './proxy.js'

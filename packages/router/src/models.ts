@@ -1,0 +1,85 @@
+import type { Pool, UpstreamRegistry } from '@llmproxy/upstreams'
+import type { ModelRoute } from './options.js'
+
+/** A model route ready for the hot path: its pool and fallbacks resolved once. */
+export interface ResolvedRoute {
+  readonly name: string
+  readonly upstreamModel: string
+  readonly pool: Pool
+  readonly fallbacks: readonly ResolvedRoute[]
+}
+
+export interface ModelProblem {
+  path: string
+  message: string
+}
+
+/** name or alias → route. Built once per config; swapped whole on reload. */
+export class ModelTable {
+  private readonly byName: Map<string, ResolvedRoute>
+  /** For GET /v1/models: every name and alias, in config order. */
+  readonly listing: readonly { id: string; aliasOf: string | null }[]
+
+  private constructor(byName: Map<string, ResolvedRoute>, listing: { id: string; aliasOf: string | null }[]) {
+    this.byName = byName
+    this.listing = listing
+  }
+
+  get(name: string): ResolvedRoute | undefined {
+    return this.byName.get(name)
+  }
+
+  /** Checks the routes against each other and the upstreams; lists every problem. */
+  static check(models: readonly ModelRoute[], upstreams: UpstreamRegistry): ModelProblem[] {
+    const problems: ModelProblem[] = []
+    const names = new Map<string, string>()
+    models.forEach((model, i) => {
+      for (const [j, id] of [model.name, ...(model.aliases ?? [])].entries()) {
+        const where = j === 0 ? `/models/${i}/name` : `/models/${i}/aliases/${j - 1}`
+        const owner = names.get(id)
+        if (owner !== undefined) problems.push({ path: where, message: `"${id}" is already used by ${owner}` })
+        else names.set(id, where)
+      }
+      model.upstreams.forEach((name, j) => {
+        if (upstreams.get(name) === undefined) problems.push({ path: `/models/${i}/upstreams/${j}`, message: `unknown upstream "${name}"` })
+      })
+    })
+    models.forEach((model, i) => {
+      model.fallbacks?.forEach((fallback, j) => {
+        const path = `/models/${i}/fallbacks/${j}`
+        if (fallback === model.name) problems.push({ path, message: 'a model cannot be its own fallback' })
+        else if (!models.some((m) => m.name === fallback)) problems.push({ path, message: `unknown model "${fallback}"` })
+      })
+    })
+    return problems
+  }
+
+  static build(models: readonly ModelRoute[], upstreams: UpstreamRegistry): ModelTable {
+    const routes = new Map<string, { name: string; upstreamModel: string; pool: Pool; fallbacks: ResolvedRoute[] }>()
+    for (const model of models) {
+      routes.set(model.name, {
+        name: model.name,
+        upstreamModel: model.upstreamModel ?? model.name,
+        pool: upstreams.pool(model.upstreams, model.strategy),
+        fallbacks: [],
+      })
+    }
+    const byName = new Map<string, ResolvedRoute>()
+    const listing: { id: string; aliasOf: string | null }[] = []
+    for (const model of models) {
+      const route = routes.get(model.name)
+      if (route === undefined) continue
+      for (const fallback of model.fallbacks ?? []) {
+        const target = routes.get(fallback)
+        if (target !== undefined) route.fallbacks.push(target)
+      }
+      byName.set(model.name, route)
+      listing.push({ id: model.name, aliasOf: null })
+      for (const alias of model.aliases ?? []) {
+        byName.set(alias, route)
+        listing.push({ id: alias, aliasOf: model.name })
+      }
+    }
+    return new ModelTable(byName, listing)
+  }
+}

@@ -1,0 +1,86 @@
+import Type, { type Static } from 'typebox'
+
+export const ModelRouteSchema = Type.Object(
+  {
+    name: Type.String({ minLength: 1, description: 'The model name clients send.' }),
+    aliases: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'Other names clients may send for this model.' })),
+    upstreams: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'The pool: names of upstreams serving this model.' }),
+    upstreamModel: Type.Optional(Type.String({ minLength: 1, description: 'The model name sent upstream (default: name).' })),
+    strategy: Type.Optional(Type.String({ description: 'Balancing strategy of the pool (default round-robin).' })),
+    fallbacks: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), { description: 'Other models tried in order when the pool cannot answer.' }),
+    ),
+  },
+  { additionalProperties: false },
+)
+export type ModelRoute = Static<typeof ModelRouteSchema>
+
+export const TimeoutsSchema = Type.Object(
+  {
+    connectMs: Type.Integer({ minimum: 1, default: 5000, description: 'TCP/TLS connect timeout per attempt.' }),
+    firstTokenMs: Type.Integer({
+      minimum: 1,
+      default: 30000,
+      description: 'Streamed requests: the first body byte must arrive within this time of the attempt start.',
+    }),
+    idleMs: Type.Integer({ minimum: 1, default: 30000, description: 'Streamed requests: longest silence between two chunks.' }),
+    responseMs: Type.Integer({
+      minimum: 1,
+      default: 600000,
+      description: 'Non-streamed requests: the answer must start within this time (generation happens before the first byte).',
+    }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const RetryOnSchema = Type.Union([
+  Type.Literal('connect'),
+  Type.Literal('timeout'),
+  Type.Literal('stall'),
+  Type.Literal(429),
+  Type.Literal(500),
+  Type.Literal(502),
+  Type.Literal(503),
+  Type.Literal(504),
+])
+
+export const RetrySchema = Type.Object(
+  {
+    attempts: Type.Integer({ minimum: 1, default: 3, description: 'Attempts per request, across the pool and fallbacks.' }),
+    on: Type.Array(RetryOnSchema, {
+      default: ['connect', 'timeout', 'stall', 429, 500, 502, 503, 504],
+      description: 'Failures that move the request to another attempt (before the first byte reaches the client).',
+    }),
+    budgetMs: Type.Integer({ minimum: 1, default: 60000, description: 'No new attempt starts after this much time.' }),
+    backoffMs: Type.Integer({
+      minimum: 0,
+      default: 100,
+      description: 'Base backoff before retrying an upstream already tried (jittered, doubling).',
+    }),
+    maxRetryAfterMs: Type.Integer({
+      minimum: 0,
+      default: 5000,
+      description: 'Longest upstream Retry-After the gateway waits out itself; longer ones go back to the client.',
+    }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const RouterOptionsSchema = Type.Object(
+  {
+    models: Type.Array(ModelRouteSchema, { description: 'Model routes.' }),
+    timeouts: TimeoutsSchema,
+    retry: RetrySchema,
+    bodyLimit: Type.Integer({ minimum: 1, default: 8 * 1024 * 1024, description: 'Largest request body accepted, in bytes.' }),
+    includeUsage: Type.Boolean({
+      default: true,
+      description:
+        'Ask OpenAI-style upstreams for usage on streams (stream_options.include_usage) and hide the extra chunk from clients that did not ask.',
+    }),
+  },
+  { additionalProperties: false },
+)
+export type RouterOptionsInput = Static<typeof RouterOptionsSchema>
+export type RetryOn = Static<typeof RetryOnSchema>
+export type Timeouts = Static<typeof TimeoutsSchema>
+export type Retry = Static<typeof RetrySchema>

@@ -1,0 +1,151 @@
+import replyFrom from '@fastify/reply-from'
+import { ConfigError, ensureCore, errors, sendError, toLlmProxyError, validateOptions } from '@llmproxy/core'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Dispatcher } from 'undici'
+import { UpstreamDispatcher } from './dispatcher.js'
+import { ModelTable } from './models.js'
+import { type ModelRoute, type RetryOn, type RouterOptionsInput, RouterOptionsSchema } from './options.js'
+import { type Endpoint, ProxyCall, type ProxySettings } from './proxy.js'
+
+export type RouterOptions = Partial<Omit<RouterOptionsInput, 'models'>> & Pick<RouterOptionsInput, 'models'>
+
+export interface RouterDecorator {
+  /** Hot reload: validates the new model routes against the current upstreams, then swaps them atomically. */
+  update(models: ModelRoute[]): void
+  /** The model routes in force. */
+  models(): readonly ModelRoute[]
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    llmRouter: RouterDecorator
+  }
+}
+
+/** The OpenAI-compatible endpoints. Only these paths are proxied, each to the same path upstream. */
+export const ENDPOINTS: readonly Endpoint[] = [
+  { path: '/v1/chat/completions', terminators: [Buffer.from('data: [DONE]')], takesIncludeUsage: true },
+  { path: '/v1/completions', terminators: [Buffer.from('data: [DONE]')], takesIncludeUsage: true },
+  { path: '/v1/embeddings', terminators: [], takesIncludeUsage: false },
+  {
+    path: '/v1/responses',
+    terminators: [Buffer.from('"response.completed"'), Buffer.from('"response.incomplete"'), Buffer.from('"response.failed"')],
+    takesIncludeUsage: false,
+  },
+]
+
+const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptions) => {
+  await ensureCore(fastify)
+  if (!fastify.hasDecorator('upstreams')) {
+    throw new Error('@llmproxy/router needs @llmproxy/upstreams: register it (with your upstreams) before the router')
+  }
+  const options = validateOptions(RouterOptionsSchema, rawOptions, '@llmproxy/router options')
+  const upstreams = fastify.upstreams
+
+  const checked = (models: readonly ModelRoute[]): ModelTable => {
+    const problems = ModelTable.check(models, upstreams)
+    if (problems.length > 0) throw new ConfigError('@llmproxy/router models', problems)
+    return ModelTable.build(models, upstreams)
+  }
+  let models: readonly ModelRoute[] = options.models
+  let table = checked(models)
+  let modelsBody = modelsListing(table)
+
+  fastify.decorate('llmRouter', {
+    update(next: ModelRoute[]) {
+      const nextTable = checked(next)
+      models = next
+      table = nextTable
+      modelsBody = modelsListing(nextTable)
+    },
+    models: () => models,
+  } satisfies RouterDecorator)
+
+  const dispatcher = new UpstreamDispatcher(options.timeouts.connectMs)
+  fastify.addHook('onClose', () => dispatcher.close())
+  const settings: ProxySettings = {
+    dispatcher,
+    hooks: fastify.llm,
+    timeouts: options.timeouts,
+    retry: options.retry,
+    retryOn: new Set<RetryOn>(options.retry.on),
+  }
+  const includeUsage = options.includeUsage
+  const bodyLimit = options.bodyLimit
+
+  // Routes live in their own context: reply.from and the OpenAI-shaped error handler stay private to them.
+  await fastify.register(async (routes) => {
+    await routes.register(replyFrom, {
+      undici: dispatcher as unknown as Dispatcher,
+      disableRequestLogging: true,
+    })
+    routes.setErrorHandler((err, _request, reply) => {
+      const error = toLlmProxyError(err, bodyLimit)
+      if (error.statusCode >= 500) reply.log.error({ err }, 'request failed')
+      return sendError(reply, error)
+    })
+
+    for (const endpoint of ENDPOINTS) {
+      routes.post(endpoint.path, { bodyLimit }, (request: FastifyRequest, reply: FastifyReply) => {
+        reply.header('x-request-id', request.id)
+        const body = request.body
+        if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+          return sendError(reply, errors.invalidRequest('The request body must be a JSON object.'))
+        }
+        const fields = body as Record<string, unknown>
+        const model = fields.model
+        if (typeof model !== 'string' || model.length === 0) return sendError(reply, errors.missingModel())
+        if (fields.stream !== undefined && typeof fields.stream !== 'boolean') {
+          return sendError(reply, errors.invalidRequest('"stream" must be a boolean.'))
+        }
+        const route = table.get(model)
+        if (route === undefined) return sendError(reply, errors.modelNotFound(model))
+        const ctx = request.llm
+        const allowed = ctx.allowedModels
+        if (allowed !== null && !allowed.has(model) && !allowed.has(route.name)) {
+          fastify.llm.emitReject({ reason: 'model_access', keyId: ctx.keyId, statusCode: 403 }, request)
+          return sendError(reply, errors.forbidden(`This API key may not use the model "${model}".`, 'llmproxy_model_not_allowed'))
+        }
+        ctx.model = model
+        ctx.stream = fields.stream === true
+        let stripUsage = false
+        if (ctx.stream && includeUsage && endpoint.takesIncludeUsage) {
+          const streamOptions = fields.stream_options
+          const given = streamOptions !== null && typeof streamOptions === 'object' ? (streamOptions as Record<string, unknown>) : null
+          if (given?.include_usage !== true) {
+            fields.stream_options = { ...given, include_usage: true }
+            stripUsage = true
+          }
+        }
+        new ProxyCall(request, reply, settings, endpoint, route, fields, stripUsage).start()
+        return reply
+      })
+    }
+
+    routes.get('/v1/models', (request, reply) => {
+      reply.header('x-request-id', request.id)
+      return reply.type('application/json; charset=utf-8').send(modelsBody)
+    })
+  })
+}
+
+function modelsListing(table: ModelTable): string {
+  return JSON.stringify({
+    object: 'list',
+    data: table.listing.map((m) => ({
+      id: m.id,
+      object: 'model',
+      created: 0,
+      owned_by: 'llmproxy',
+      ...(m.aliasOf ? { alias_of: m.aliasOf } : {}),
+    })),
+  })
+}
+
+/** OpenAI-compatible routes, model resolution and zero-buffer proxying with the usage tap. */
+export const router = fp(routerPlugin, {
+  name: '@llmproxy/router',
+  fastify: '5.x',
+  dependencies: ['@llmproxy/upstreams'],
+})

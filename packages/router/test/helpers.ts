@@ -1,0 +1,82 @@
+import type { UsageRecord } from '@llmproxy/core'
+import { type MockBehavior, type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
+import { upstreams } from '@llmproxy/upstreams'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { type RouterOptions, router } from '../src/index.js'
+
+export interface Harness {
+  app: FastifyInstance
+  url: string
+  mock: MockUpstream
+  records: UsageRecord[]
+  close(): Promise<void>
+}
+
+export interface HarnessOptions {
+  mock?: MockBehavior
+  router?: Partial<RouterOptions>
+  apiKey?: string
+}
+
+/** A real gateway (upstreams + router) in front of a real mock upstream, both on loopback sockets. */
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
+  const mock = await startMockUpstream({ defaults: { tokens: 5, ...options.mock } })
+  const app = Fastify({ logger: false })
+  await app.register(upstreams, {
+    upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai', ...(options.apiKey ? { apiKey: options.apiKey } : {}) }],
+    healthChecks: { enabled: false },
+  })
+  await app.register(router, {
+    models: [{ name: 'gpt-test', aliases: ['alias-test'], upstreams: ['mock'], upstreamModel: 'mock-model' }],
+    retry: { attempts: 1 },
+    ...options.router,
+  })
+  const records: UsageRecord[] = []
+  app.llm.addHook('onUsage', (record) => {
+    records.push(record)
+  })
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  return {
+    app,
+    url,
+    mock,
+    records,
+    async close() {
+      await app.close()
+      await mock.close()
+    },
+  }
+}
+
+/** Waits until `check` holds (polling), or fails after `timeoutMs`. */
+export async function eventually(check: () => boolean, timeoutMs = 2000, what = 'condition'): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+export interface SseEvent {
+  event: string | null
+  data: string
+}
+
+export function parseSse(text: string): SseEvent[] {
+  const events: SseEvent[] = []
+  for (const block of text.split(/\r?\n\r?\n/)) {
+    if (block.trim() === '') continue
+    let event: string | null = null
+    const data: string[] = []
+    for (const line of block.split(/\r?\n/)) {
+      if (line.startsWith('event:')) event = line.slice(6).trim()
+      else if (line.startsWith('data:')) data.push(line.slice(5).trimStart())
+    }
+    events.push({ event, data: data.join('\n') })
+  }
+  return events
+}
+
+export function chat(extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hello there' }], ...extra })
+}

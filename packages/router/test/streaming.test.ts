@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+import { expectedContent, promptTokensFor } from '@llmproxy/mock-upstream'
+import { request } from 'undici'
+import { chat, eventually, type Harness, parseSse, startHarness } from './helpers.js'
+
+let h: Harness
+before(async () => {
+  h = await startHarness()
+})
+after(() => h.close())
+
+test('no buffering: each chunk reaches the client before the upstream sends the next', async () => {
+  h.mock.reset()
+  const res = await request(`${h.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: chat({ stream: true, mock: { tokens: 6, gapMs: 50 } }),
+  })
+  assert.equal(res.statusCode, 200)
+  assert.match(String(res.headers['content-type']), /^text\/event-stream/)
+  const contentArrivals: number[] = []
+  let text = ''
+  for await (const chunk of res.body) {
+    const now = performance.now()
+    const part = (chunk as Buffer).toString()
+    text += part
+    for (const event of parseSse(part)) {
+      if (event.data.includes('"content":"') && !event.data.includes('"content":""')) contentArrivals.push(now)
+    }
+  }
+  const sent = h.mock.requests[0]?.chunkTimes ?? []
+  assert.equal(sent.length, 6)
+  assert.equal(contentArrivals.length, 6)
+  for (let k = 0; k + 1 < sent.length; k++) {
+    assert.ok(
+      (contentArrivals[k] as number) < (sent[k + 1] as number),
+      `token ${k} arrived at ${contentArrivals[k]} but the upstream sent token ${k + 1} at ${sent[k + 1]}`,
+    )
+  }
+  const content = parseSse(text)
+    .filter((e) => e.data !== '[DONE]')
+    .map((e) => (JSON.parse(e.data) as { choices: { delta: { content?: string } }[] }).choices[0]?.delta.content ?? '')
+    .join('')
+  assert.equal(content, expectedContent(6))
+  assert.ok(text.endsWith('data: [DONE]\n\n'))
+})
+
+test('include_usage is added upstream and its chunk hidden from a client that did not ask', async () => {
+  h.mock.reset()
+  h.records.length = 0
+  const body = chat({ stream: true })
+  const res = await request(`${h.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+  const text = await res.body.text()
+  const upstreamBody = h.mock.requests[0]?.body as { stream_options?: { include_usage?: boolean }; model: string }
+  assert.equal(upstreamBody.stream_options?.include_usage, true)
+  assert.equal(upstreamBody.model, 'mock-model')
+  const events = parseSse(text)
+  assert.ok(!events.some((e) => e.data.includes('"choices":[]')), 'the usage-only chunk must not reach the client')
+  assert.equal(events.at(-1)?.data, '[DONE]')
+  await eventually(() => h.records.length === 1, 2000, 'usage record')
+  const record = h.records[0]
+  assert.ok(record)
+  assert.equal(record.promptTokens, promptTokensFor(upstreamBody))
+  assert.equal(record.completionTokens, 5)
+  assert.equal(record.totalTokens, record.promptTokens + 5)
+  assert.equal(record.estimated, false)
+  assert.equal(record.stream, true)
+  assert.equal(record.model, 'gpt-test')
+  assert.equal(record.upstreamModel, 'mock-model')
+  assert.equal(record.upstream, 'mock')
+  assert.equal(record.status, 200)
+  assert.equal(record.attempts, 1)
+  assert.equal(record.clientAborted, false)
+  assert.equal(typeof record.ttftMs, 'number')
+})
+
+test('a client that asked for include_usage gets the usage chunk', async () => {
+  h.records.length = 0
+  const res = await request(`${h.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: chat({ stream: true, stream_options: { include_usage: true } }),
+  })
+  const events = parseSse(await res.body.text())
+  const usage = events.find((e) => e.data.includes('"choices":[]'))
+  assert.ok(usage, 'usage chunk expected')
+  const reported = (JSON.parse(usage.data) as { usage: { completion_tokens: number } }).usage
+  await eventually(() => h.records.length === 1)
+  assert.equal(h.records[0]?.completionTokens, reported.completion_tokens)
+})
+
+test('non-streamed: the body passes through unchanged and usage is read from it', async () => {
+  h.mock.reset()
+  h.records.length = 0
+  const res = await request(`${h.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: chat() })
+  assert.equal(res.statusCode, 200)
+  const body = (await res.body.json()) as { choices: { message: { content: string } }[]; usage: { prompt_tokens: number; completion_tokens: number } }
+  assert.equal(body.choices[0]?.message.content, expectedContent(5))
+  await eventually(() => h.records.length === 1)
+  assert.equal(h.records[0]?.promptTokens, body.usage.prompt_tokens)
+  assert.equal(h.records[0]?.completionTokens, body.usage.completion_tokens)
+  assert.equal(h.records[0]?.stream, false)
+})
+
+test('completions, embeddings and responses are proxied and metered', async () => {
+  for (const [path, extra] of [
+    ['/v1/completions', { prompt: 'Say hi', stream: true }],
+    ['/v1/completions', { prompt: 'Say hi' }],
+    ['/v1/embeddings', { input: 'embed me' }],
+    ['/v1/responses', { input: 'hi', stream: true }],
+    ['/v1/responses', { input: 'hi' }],
+  ] as const) {
+    h.records.length = 0
+    const res = await request(`${h.url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'alias-test', ...extra }),
+    })
+    const text = await res.body.text()
+    assert.equal(res.statusCode, 200, `${path}: ${text}`)
+    await eventually(() => h.records.length === 1, 2000, `record for ${path}`)
+    const record = h.records[0]
+    assert.ok(record)
+    assert.equal(record.estimated, false, `${path} should report usage`)
+    assert.ok(record.promptTokens > 0, path)
+    if (path !== '/v1/embeddings') assert.equal(record.completionTokens, 5, path)
+    if ('stream' in extra && path === '/v1/completions') assert.ok(!text.includes('"choices":[]'), 'usage chunk stripped')
+  }
+})
+
+test('GET /v1/models lists the models and their aliases', async () => {
+  const res = await request(`${h.url}/v1/models`)
+  const body = (await res.body.json()) as { data: { id: string }[] }
+  assert.deepEqual(
+    body.data.map((m) => m.id),
+    ['gpt-test', 'alias-test'],
+  )
+})

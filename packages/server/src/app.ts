@@ -1,0 +1,98 @@
+import { randomUUID } from 'node:crypto'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { errors, llmCore, sendError, toLlmProxyError } from '@llmproxy/core'
+import { router } from '@llmproxy/router'
+import { upstreams } from '@llmproxy/upstreams'
+import Fastify, { type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { Config } from './config.js'
+import { requestLogging } from './request-log.js'
+
+export interface GatewayOptions {
+  /** A pino logger or Fastify logger options (default: pino at the config's log level, secrets redacted). */
+  logger?: FastifyServerOptions['logger'] | FastifyServerOptions['loggerInstance']
+}
+
+/** Paths and keys pino must never print. */
+export const REDACTED_PATHS = [
+  'req.headers.authorization',
+  'req.headers["x-api-key"]',
+  'req.headers["api-key"]',
+  'req.headers["x-goog-api-key"]',
+  'req.headers.cookie',
+  '*.apiKey',
+  '*.secret',
+  '*.token',
+  '*.key',
+]
+
+/** x-request-id from the client is kept when it is short and plain; anything else gets a new id. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+export function genRequestId(req: IncomingMessage): string {
+  const given = req.headers['x-request-id']
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+}
+
+/** Builds the reference gateway from a validated config: the plugins wired together, not started. */
+export async function buildGateway(config: Config, options: GatewayOptions = {}): Promise<FastifyInstance> {
+  const settings = config.server
+  const loggerOption =
+    options.logger ??
+    ({ level: settings.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } } satisfies FastifyServerOptions['logger'])
+  const isInstance = typeof loggerOption === 'object' && loggerOption !== null && 'child' in loggerOption
+  const fastifyOptions: FastifyHttpOptions<Server> = {
+    ...(isInstance
+      ? { loggerInstance: loggerOption as FastifyServerOptions['loggerInstance'] }
+      : { logger: loggerOption as FastifyServerOptions['logger'] }),
+    genReqId: genRequestId,
+    disableRequestLogging: true,
+    trustProxy: settings.trustProxy,
+    bodyLimit: config.bodyLimit,
+    // Slow clients are bounded by the Node server (headers and whole request within limits, idle sockets closed).
+    serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) =>
+      createServer(
+        {
+          headersTimeout: settings.headersTimeoutMs,
+          requestTimeout: settings.requestTimeoutMs,
+          keepAliveTimeout: settings.keepAliveTimeoutMs,
+          connectionsCheckingInterval: Math.min(1000, settings.headersTimeoutMs),
+        },
+        handler,
+      ),
+  }
+  const app = Fastify(fastifyOptions) as unknown as FastifyInstance
+
+  await app.register(llmCore)
+  requestLogging(app)
+  await app.register(upstreams, {
+    upstreams: config.upstreams,
+    healthChecks: config.healthChecks,
+    passive: config.passiveHealth,
+    queue: config.queue,
+  })
+  await app.register(router, {
+    models: config.models,
+    retry: config.retry,
+    timeouts: config.timeouts,
+    bodyLimit: config.bodyLimit,
+  })
+
+  let closing = false
+  app.addHook('preClose', (done) => {
+    closing = true
+    done()
+  })
+  app.get('/healthz', { config: { auth: false, rateLimit: false } }, (_request, reply) => reply.send({ status: 'ok' }))
+  app.get('/readyz', { config: { auth: false, rateLimit: false } }, (_request, reply) => {
+    const available = app.upstreams.snapshot().some((u) => u.state === 'healthy' || u.state === 'half-open')
+    if (closing || !available) return reply.code(503).send({ status: closing ? 'shutting down' : 'no healthy upstream' })
+    return reply.send({ status: 'ready' })
+  })
+  app.setNotFoundHandler((request, reply) => sendError(reply, errors.notFound(request.method, request.url.split('?')[0] ?? '')))
+  app.setErrorHandler((err, _request, reply) => {
+    const error = toLlmProxyError(err, config.bodyLimit)
+    if (error.statusCode >= 500) reply.log.error({ err }, 'request failed')
+    return sendError(reply, error)
+  })
+  return app
+}

@@ -1,0 +1,125 @@
+import { readFileSync } from 'node:fs'
+import { ConfigError, type ConfigProblem, checkSchema } from '@llmproxy/core'
+import { ModelRouteSchema, RetrySchema, TimeoutsSchema } from '@llmproxy/router'
+import { HealthChecksSchema, PassiveHealthSchema, QueueSchema, UpstreamConfigSchema } from '@llmproxy/upstreams'
+import Type, { type Static } from 'typebox'
+import { Value } from 'typebox/value'
+import { parse as parseYaml } from 'yaml'
+
+export const ServerSettingsSchema = Type.Object(
+  {
+    host: Type.String({ default: '0.0.0.0' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+    trustProxy: Type.Union([Type.Boolean(), Type.String(), Type.Array(Type.String())], {
+      default: false,
+      description: "Fastify's trustProxy: which proxies may set X-Forwarded-For (decides the client IP used by the IP allowlist).",
+    }),
+    headersTimeoutMs: Type.Integer({
+      minimum: 1,
+      default: 10_000,
+      description: 'A client must send its request headers within this time.',
+    }),
+    requestTimeoutMs: Type.Integer({
+      minimum: 1,
+      default: 30_000,
+      description: 'A client must send its whole request (headers and body) within this time.',
+    }),
+    keepAliveTimeoutMs: Type.Integer({ minimum: 1, default: 5_000, description: 'Idle keep-alive connections close after this time.' }),
+    shutdownGraceMs: Type.Integer({
+      minimum: 0,
+      default: 30_000,
+      description: 'On SIGTERM/SIGINT, in-flight requests may finish within this time; then they are aborted.',
+    }),
+    logLevel: Type.Union(
+      ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+      { default: 'info' },
+    ),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+/** The config file (DESIGN.md §3). Keys of capabilities not built yet are listed in NOT_SUPPORTED_YET. */
+export const ConfigSchema = Type.Object(
+  {
+    $schema: Type.Optional(Type.String({ description: 'Path or URL of this JSON Schema, for editors.' })),
+    server: ServerSettingsSchema,
+    upstreams: Type.Array(UpstreamConfigSchema, { minItems: 1 }),
+    models: Type.Array(ModelRouteSchema, { minItems: 1 }),
+    retry: RetrySchema,
+    timeouts: TimeoutsSchema,
+    healthChecks: HealthChecksSchema,
+    passiveHealth: PassiveHealthSchema,
+    queue: QueueSchema,
+    bodyLimit: Type.Integer({ minimum: 1, default: 8 * 1024 * 1024, description: 'Largest request body accepted, in bytes.' }),
+    auth: Type.Optional(Type.Unknown()),
+    rateLimit: Type.Optional(Type.Unknown()),
+    redis: Type.Optional(Type.Unknown()),
+    usage: Type.Optional(Type.Unknown()),
+    metrics: Type.Optional(Type.Unknown()),
+    admin: Type.Optional(Type.Unknown()),
+  },
+  { additionalProperties: false },
+)
+export type Config = Static<typeof ConfigSchema>
+
+/** Config keys of the design whose capability this build does not have yet: rejected, never ignored. */
+const NOT_SUPPORTED_YET: readonly string[] = ['auth', 'rateLimit', 'redis', 'usage', 'metrics', 'admin']
+
+const ENV_REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
+
+/**
+ * Replaces `${NAME}` and `${NAME:-default}` in every string of the parsed config (never in the raw
+ * text, so a value cannot inject YAML). A missing variable without default is a problem at its path.
+ */
+export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, path: string, problems: ConfigProblem[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(ENV_REFERENCE, (_match, name: string, fallback: string | undefined) => {
+      const found = env[name]
+      if (found !== undefined) return found
+      if (fallback !== undefined) return fallback
+      problems.push({ path, message: `environment variable ${name} is not set` })
+      return ''
+    })
+  }
+  if (Array.isArray(value)) return value.map((item, i) => interpolateEnv(item, env, `${path}/${i}`, problems))
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {}
+    for (const [key, item] of Object.entries(value)) out[key] = interpolateEnv(item, env, `${path}/${key}`, problems)
+    return out
+  }
+  return value
+}
+
+/** Parses, interpolates and validates a config document; throws a ConfigError listing every problem. */
+export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let raw: unknown
+  try {
+    raw = parseYaml(text, { prettyErrors: true })
+  } catch (err) {
+    throw new ConfigError(`config ${source}`, [{ path: '', message: `not valid YAML or JSON: ${(err as Error).message}` }])
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(`config ${source}`, [{ path: '', message: 'must be a mapping (an object) of settings' }])
+  }
+  const problems: ConfigProblem[] = []
+  const interpolated = interpolateEnv(raw, env, '', problems) as Record<string, unknown>
+  for (const key of NOT_SUPPORTED_YET) {
+    if (key in interpolated) problems.push({ path: `/${key}`, message: 'not supported yet by this version of LLMProxy' })
+  }
+  const config = Value.Default(ConfigSchema, interpolated) as unknown
+  problems.push(...checkSchema(ConfigSchema, config))
+  if (problems.length > 0) throw new ConfigError(`config ${source}`, problems)
+  return config as Config
+}
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`config ${file}`, [
+      { path: '', message: `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` },
+    ])
+  }
+  return parseConfig(text, file, env)
+}

@@ -1,0 +1,5 @@
+export { buildGateway, type GatewayOptions, genRequestId, REDACTED_PATHS } from './app.js'
+export { type Config, ConfigSchema, interpolateEnv, loadConfigFile, parseConfig } from './config.js'
+export { startDemo } from './demo.js'
+export { type RunningGateway, startGateway } from './main.js'
+export { configJsonSchema } from './schema.js'

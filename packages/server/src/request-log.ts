@@ -1,0 +1,48 @@
+import type { FastifyInstance } from 'fastify'
+
+/**
+ * One structured line per request. Routed LLM requests are logged when their usage record is final
+ * (it knows the model, upstream, TTFT and tokens); everything else when the response finishes.
+ */
+export function requestLogging(app: FastifyInstance): void {
+  app.llm.addHook('onUsage', (record, request) => {
+    request.log.info(
+      {
+        reqId: record.requestId,
+        method: request.method,
+        url: request.url,
+        status: record.status,
+        keyId: record.keyId,
+        model: record.model,
+        upstream: record.upstream,
+        upstreamModel: record.upstreamModel,
+        stream: record.stream,
+        attempts: record.attempts,
+        ttftMs: record.ttftMs,
+        durationMs: record.durationMs,
+        promptTokens: record.promptTokens,
+        completionTokens: record.completionTokens,
+        estimated: record.estimated,
+        clientAborted: record.clientAborted,
+        ...(record.error ? { error: record.error.code } : {}),
+      },
+      'request',
+    )
+  })
+  app.addHook('onResponse', (request, reply, done) => {
+    if ((request.llm?.model ?? null) === null) {
+      request.log.info(
+        {
+          reqId: request.id,
+          method: request.method,
+          url: request.url,
+          status: reply.statusCode,
+          keyId: request.llm?.keyId ?? null,
+          durationMs: Math.round(reply.elapsedTime),
+        },
+        'request',
+      )
+    }
+    done()
+  })
+}

@@ -1,0 +1,12 @@
+// The baseline the benchmark compares against: a bare Fastify + @fastify/reply-from proxy, nothing else.
+import replyFrom from '@fastify/reply-from'
+import Fastify from 'fastify'
+
+const upstream = process.env.BENCH_UPSTREAM ?? 'http://127.0.0.1:9000'
+const port = Number(process.env.BENCH_PORT ?? 0)
+const app = Fastify({ logger: false })
+await app.register(replyFrom, { base: upstream, undici: { connections: 2048 } })
+app.post('/v1/chat/completions', (_request, reply) => reply.from('/v1/chat/completions'))
+const url = await app.listen({ port, host: '127.0.0.1' })
+process.stdout.write(`listening ${url}\n`)
+process.once('SIGTERM', () => app.close().then(() => process.exit(0)))

@@ -1,0 +1,248 @@
+// `pnpm bench`: the gateway against (a) the mock upstream directly and (b) a bare Fastify +
+// @fastify/reply-from proxy, measured in the same run. Prints ratios; the figures that separate
+// proxies on a small machine are the added TTFT and the proxy's own CPU time per request.
+// LLMPROXY_BENCH_SMOKE=1 runs tiny counts (CI checks the harness, not the numbers).
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Pool } from 'undici'
+
+const SMOKE = process.env.LLMPROXY_BENCH_SMOKE === '1'
+const root = new URL('../..', import.meta.url).pathname
+const CLK_TCK = 100
+const cores = (await import('node:os')).availableParallelism()
+// Gateway (or bare proxy) on core 0, mock + load generator on the other core(s), where possible.
+const pin = (core: string): string[] => (cores >= 2 && !SMOKE ? ['taskset', '-c', core] : [])
+
+interface Proc {
+  child: ChildProcess
+  url: string
+}
+
+function start(label: string, command: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<Proc> {
+  return new Promise((resolve, reject) => {
+    const [bin, ...args] = command as [string, ...string[]]
+    const child = spawn(bin, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    const onData = (data: Buffer) => {
+      out += data.toString()
+      const match = ready.exec(out)
+      if (match) {
+        child.stdout?.off('data', onData)
+        child.stderr?.off('data', onData)
+        child.stdout?.resume()
+        child.stderr?.resume()
+        resolve({ child, url: match[1] as string })
+      }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', onData)
+    child.once('exit', (code) => reject(new Error(`${label} exited (${code}) before it was ready:\n${out}`)))
+  })
+}
+
+const tsNode = ['node', '--conditions=llmproxy-source', '--import', 'tsx']
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))))
+    })
+  })
+}
+
+async function waitHealthy(url: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      const res = await fetch(url)
+      if (res.ok) return
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`${url} never became healthy`)
+}
+
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+}
+
+function peakRssMb(pid: number): number {
+  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return match ? Number(match[1]) / 1024 : Number.NaN
+}
+
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number
+}
+
+const chatBody = (stream: boolean, mock: Record<string, number>) =>
+  JSON.stringify({ model: 'bench', stream, messages: [{ role: 'user', content: 'Benchmark me.' }], mock })
+
+interface RunResult {
+  ttfts: number[]
+  errors: number
+  requests: number
+  seconds: number
+}
+
+/** `total` requests, `concurrency` at a time; TTFT = first body chunk after the request was sent. */
+async function load(target: string, total: number, concurrency: number, body: string): Promise<RunResult> {
+  const pool = new Pool(target, { connections: concurrency, pipelining: 1, keepAliveTimeout: 60_000 })
+  const ttfts: number[] = []
+  let errors = 0
+  let next = 0
+  const started = performance.now()
+  const worker = async () => {
+    while (next < total) {
+      next++
+      const t0 = performance.now()
+      try {
+        const res = await pool.request({
+          method: 'POST',
+          path: '/v1/chat/completions',
+          headers: { 'content-type': 'application/json' },
+          body,
+        })
+        let first = true
+        for await (const _chunk of res.body) {
+          if (first) {
+            ttfts.push(performance.now() - t0)
+            first = false
+          }
+        }
+        if (res.statusCode !== 200) errors++
+      } catch {
+        errors++
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, worker))
+  const seconds = (performance.now() - started) / 1000
+  await pool.close()
+  return { ttfts, errors, requests: total, seconds }
+}
+
+async function main() {
+  const tmp = mkdtempSync(join(tmpdir(), 'llmproxy-bench-'))
+  const procs: ChildProcess[] = []
+  try {
+    const mock = await start(
+      'mock',
+      [...pin('1'), ...tsNode, 'packages/mock-upstream/src/cli.ts', '--port', '0', '--no-record'],
+      {},
+      /listening on (http:\/\/\S+)/,
+    )
+    procs.push(mock.child)
+    const configFile = join(tmp, 'bench.json')
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        server: { host: '127.0.0.1', port: 0, logLevel: 'warn' },
+        upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }],
+        models: [{ name: 'bench', upstreams: ['mock'] }],
+        healthChecks: { enabled: false },
+      }),
+    )
+    const gatewayPort = await freePort()
+    const [gatewayBin, ...gatewayArgs] = [
+      ...pin('0'),
+      ...tsNode,
+      'packages/server/src/cli.ts',
+      '--config',
+      configFile,
+      '--port',
+      String(gatewayPort),
+    ]
+    const gatewayChild = spawn(gatewayBin as string, gatewayArgs, {
+      cwd: root,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    })
+    procs.push(gatewayChild)
+    const gateway = { child: gatewayChild, url: `http://127.0.0.1:${gatewayPort}` }
+    await waitHealthy(`${gateway.url}/healthz`)
+    const bare = await start(
+      'bare proxy',
+      [...pin('0'), ...tsNode, 'test/bench/bare-proxy.ts'],
+      { BENCH_UPSTREAM: mock.url },
+      /listening (http:\/\/\S+)/,
+    )
+    procs.push(bare.child)
+    const targets = { direct: mock.url, bare: bare.url, gateway: gateway.url }
+    const proxyPid = { bare: bare.child.pid as number, gateway: gateway.child.pid as number }
+
+    const n = (full: number, smoke: number) => (SMOKE ? smoke : full)
+    const rows: string[] = []
+    const print = (line: string) => {
+      rows.push(line)
+      process.stdout.write(`${line}\n`)
+    }
+
+    // Warm-up (JIT, connection pools)
+    for (const target of Object.values(targets)) await load(target, n(500, 5), 8, chatBody(true, { tokens: 8, gapMs: 0 }))
+
+    // 1. Added TTFT, streams at concurrency 1 (mock TTFT 0; tokens 4)
+    const ttft: Record<string, number[]> = {}
+    for (const [name, target] of Object.entries(targets))
+      ttft[name] = (await load(target, n(1000, 5), 1, chatBody(true, { tokens: 4, gapMs: 0 }))).ttfts
+    const p = (name: string, q: number) => percentile(ttft[name] ?? [], q)
+    print('## TTFT at concurrency 1 (streamed, ms)')
+    print('| target | p50 | p99 | added p50 vs direct | added p99 vs direct |')
+    print('|---|---|---|---|---|')
+    for (const name of Object.keys(targets)) {
+      print(
+        `| ${name} | ${p(name, 50).toFixed(3)} | ${p(name, 99).toFixed(3)} | ${(p(name, 50) - p('direct', 50)).toFixed(3)} | ${(p(name, 99) - p('direct', 99)).toFixed(3)} |`,
+      )
+    }
+    print(`gateway added TTFT p50 minus bare proxy added TTFT p50: ${(p('gateway', 50) - p('bare', 50)).toFixed(3)} ms`)
+
+    // 2 and 3. Throughput and proxy CPU per request
+    const throughput = async (title: string, total: number, concurrency: number, body: string) => {
+      print(`\n## ${title}`)
+      print('| target | req/s | errors | proxy CPU ms/req | CPU ratio vs bare |')
+      print('|---|---|---|---|---|')
+      let bareCpu = Number.NaN
+      for (const [name, target] of Object.entries(targets)) {
+        const pid = name === 'direct' ? null : proxyPid[name as 'bare' | 'gateway']
+        const cpu0 = pid === null ? 0 : cpuSeconds(pid)
+        const result = await load(target, total, concurrency, body)
+        const cpuMs = pid === null ? Number.NaN : ((cpuSeconds(pid) - cpu0) * 1000) / total
+        if (name === 'bare') bareCpu = cpuMs
+        const ratio = name === 'gateway' ? (cpuMs / bareCpu).toFixed(2) : name === 'bare' ? '1.00' : '-'
+        print(
+          `| ${name} | ${(result.requests / result.seconds).toFixed(0)} | ${result.errors} | ${Number.isNaN(cpuMs) ? '-' : cpuMs.toFixed(3)} | ${ratio} |`,
+        )
+      }
+    }
+    await throughput('Unary, concurrency 32', n(20_000, 20), 32, chatBody(false, { tokens: 16, gapMs: 0 }))
+    await throughput('Streams of 64 tokens, concurrency 64', n(5_000, 10), 64, chatBody(true, { tokens: 64, gapMs: 0 }))
+
+    // 4. 1,000 concurrent slow streams (about 1 s each)
+    print(`\n## ${n(1000, 20)} concurrent slow streams (1 s each)`)
+    print('| target | TTFT p50 ms | TTFT p99 ms | errors | proxy peak RSS MB |')
+    print('|---|---|---|---|---|')
+    const slow = chatBody(true, { ttftMs: 50, tokens: 20, gapMs: 50 })
+    for (const [name, target] of Object.entries(targets)) {
+      const concurrent = n(1000, 20)
+      const result = await load(target, concurrent, concurrent, slow)
+      const pid = name === 'direct' ? null : proxyPid[name as 'bare' | 'gateway']
+      print(
+        `| ${name} | ${percentile(result.ttfts, 50).toFixed(1)} | ${percentile(result.ttfts, 99).toFixed(1)} | ${result.errors} | ${pid === null ? '-' : peakRssMb(pid).toFixed(1)} |`,
+      )
+    }
+    if (SMOKE) print('\n(smoke run: tiny counts, numbers not meaningful)')
+  } finally {
+    for (const child of procs) child.kill('SIGTERM')
+    rmSync(tmp, { recursive: true, force: true })
+  }
+}
+
+await main()
