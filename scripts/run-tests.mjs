@@ -46,13 +46,16 @@ async function ensureRedis() {
     stdio: 'inherit',
   })
   if (started.error || started.status !== 0) {
-    console.warn(`run-tests: could not start redis-server on port ${port} (${started.error?.message ?? `exit ${started.status}`}); Redis tests will fail in CI`)
+    console.warn(
+      `run-tests: could not start redis-server on port ${port} (${started.error?.message ?? `exit ${started.status}`}); Redis tests will fail in CI`,
+    )
     return
   }
   for (let i = 0; i < 50 && !(await reachable(port)); i++) await new Promise((r) => setTimeout(r, 100))
 }
 
-const files = args.length > 0 ? args : [...findTests(join(root, 'packages')), ...findTests(join(root, 'examples')), ...findTests(join(root, 'test'))]
+const files =
+  args.length > 0 ? args : [...findTests(join(root, 'packages')), ...findTests(join(root, 'examples')), ...findTests(join(root, 'test'))]
 await ensureRedis()
 const child = spawn(
   process.execPath,

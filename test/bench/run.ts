@@ -137,7 +137,7 @@ async function main() {
   try {
     const mock = await start(
       'mock',
-      [...pin('1'), ...tsNode, 'packages/mock-upstream/src/cli.ts', '--port', '0', '--no-record'],
+      [...pin('1'), ...tsNode, 'packages/mock-upstream/src/cli.ts', '--port', '0'],
       {},
       /listening on (http:\/\/\S+)/,
     )

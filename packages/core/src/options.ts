@@ -1,4 +1,5 @@
 import type { Static, TSchema } from 'typebox'
+import { Settings } from 'typebox/system'
 import { Value } from 'typebox/value'
 
 /** One problem in a configuration: where it is (JSON pointer-like path) and what is wrong. */
@@ -20,10 +21,27 @@ export class ConfigError extends Error {
 export function checkSchema(schema: TSchema, value: unknown, pathPrefix = ''): ConfigProblem[] {
   const problems: ConfigProblem[] = []
   const seen = new Set<string>()
-  for (const error of Value.Errors(schema, value)) {
+  // TypeBox stops at 8 errors by default; a config report should list them all.
+  const maxErrors = Settings.Get().maxErrors
+  Settings.Set({ maxErrors: 1000 })
+  let found: ReturnType<typeof Value.Errors>
+  try {
+    found = Value.Errors(schema, value)
+  } finally {
+    Settings.Set({ maxErrors })
+  }
+  // A union of literals reports one `const` error per member: fold them into "must be one of …".
+  const allowed = new Map<string, unknown[]>()
+  for (const error of found) {
+    const key = `${pathPrefix}${error.instancePath}`
+    if (error.keyword === 'const') {
+      const list = allowed.get(key) ?? []
+      list.push((error.params as { allowedValue?: unknown }).allowedValue)
+      allowed.set(key, list)
+      continue
+    }
     // additionalProperties reports twice: the offending key (schema is false) and the parent object.
     if (error.keyword === 'boolean' && error.message === 'schema is false') {
-      const key = `${pathPrefix}${error.instancePath}`
       if (!seen.has(key)) {
         seen.add(key)
         problems.push({ path: key, message: 'unknown key' })
@@ -31,10 +49,17 @@ export function checkSchema(schema: TSchema, value: unknown, pathPrefix = ''): C
       continue
     }
     if (error.keyword === 'additionalProperties') continue
-    const key = `${pathPrefix}${error.instancePath}`
     if (seen.has(key)) continue
     seen.add(key)
-    problems.push({ path: key, message: error.message })
+    const values = allowed.get(key)
+    const message =
+      error.keyword === 'anyOf' && values !== undefined
+        ? `must be one of ${values.map((v) => JSON.stringify(v)).join(', ')}`
+        : error.message
+    problems.push({ path: key, message })
+  }
+  for (const [key, values] of allowed) {
+    if (!seen.has(key)) problems.push({ path: key, message: `must be ${values.map((v) => JSON.stringify(v)).join(' or ')}` })
   }
   return problems
 }

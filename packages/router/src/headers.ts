@@ -63,13 +63,19 @@ const DROPPED_RESPONSE_HEADERS = new Set([
   'date',
   'server',
   'x-request-id',
+  'openai-organization',
+  'openai-project',
 ])
 
-/** Copies the upstream's response headers the client should see. */
+/**
+ * Copies the upstream's response headers the client should see. The upstream's own rate-limit headers
+ * describe the gateway's account with that provider, not the client's limits (which the rate-limit
+ * plugin reports under the same names), so they are not passed on; nor is the provider organisation.
+ */
 export function clientResponseHeaders(upstream: IncomingHttpHeaders, bodyRewritten: boolean): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {}
   for (const name in upstream) {
-    if (DROPPED_RESPONSE_HEADERS.has(name)) continue
+    if (DROPPED_RESPONSE_HEADERS.has(name) || name.startsWith('x-ratelimit-')) continue
     if (bodyRewritten && name === 'content-length') continue
     out[name] = upstream[name]
   }

@@ -30,7 +30,7 @@ export class ModelTable {
   }
 
   /** Checks the routes against each other and the upstreams; lists every problem. */
-  static check(models: readonly ModelRoute[], upstreams: UpstreamRegistry): ModelProblem[] {
+  static check(models: readonly ModelRoute[], hasUpstream: (name: string) => boolean): ModelProblem[] {
     const problems: ModelProblem[] = []
     const names = new Map<string, string>()
     models.forEach((model, i) => {
@@ -41,7 +41,7 @@ export class ModelTable {
         else names.set(id, where)
       }
       model.upstreams.forEach((name, j) => {
-        if (upstreams.get(name) === undefined) problems.push({ path: `/models/${i}/upstreams/${j}`, message: `unknown upstream "${name}"` })
+        if (!hasUpstream(name)) problems.push({ path: `/models/${i}/upstreams/${j}`, message: `unknown upstream "${name}"` })
       })
     })
     models.forEach((model, i) => {

@@ -5,10 +5,17 @@ import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
 import { UpstreamDispatcher } from './dispatcher.js'
 import { ModelTable } from './models.js'
-import { type ModelRoute, type RetryOn, type RouterOptionsInput, RouterOptionsSchema } from './options.js'
+import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
 import { type Endpoint, ProxyCall, type ProxySettings } from './proxy.js'
 
-export type RouterOptions = Partial<Omit<RouterOptionsInput, 'models'>> & Pick<RouterOptionsInput, 'models'>
+/** Options as given: everything but `models` has defaults (see RouterOptionsSchema). */
+export interface RouterOptions {
+  models: ModelRoute[]
+  timeouts?: Partial<Timeouts>
+  retry?: Partial<Retry>
+  bodyLimit?: number
+  includeUsage?: boolean
+}
 
 export interface RouterDecorator {
   /** Hot reload: validates the new model routes against the current upstreams, then swaps them atomically. */
@@ -44,7 +51,7 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
   const upstreams = fastify.upstreams
 
   const checked = (models: readonly ModelRoute[]): ModelTable => {
-    const problems = ModelTable.check(models, upstreams)
+    const problems = ModelTable.check(models, (name) => upstreams.get(name) !== undefined)
     if (problems.length > 0) throw new ConfigError('@llmproxy/router models', problems)
     return ModelTable.build(models, upstreams)
   }
@@ -80,6 +87,9 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       undici: dispatcher as unknown as Dispatcher,
       disableRequestLogging: true,
     })
+    // Only JSON bodies: anything else is a 415, not a string the handler would have to reject.
+    routes.removeAllContentTypeParsers()
+    routes.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, routes.getDefaultJsonParser('error', 'error'))
     routes.setErrorHandler((err, _request, reply) => {
       const error = toLlmProxyError(err, bodyLimit)
       if (error.statusCode >= 500) reply.log.error({ err }, 'request failed')

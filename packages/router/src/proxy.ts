@@ -179,7 +179,7 @@ export class ProxyCall implements TapListener {
 
   private startAttempt(lease: Lease): void {
     if (this.finished) {
-      lease.release({ ok: true })
+      lease.release({ ok: false, kind: 'aborted' })
       return
     }
     const upstream = lease.upstream
@@ -466,8 +466,13 @@ export class ProxyCall implements TapListener {
     const raw = this.reply.raw
     const status = raw.headersSent ? raw.statusCode : 0
     if (this.lease !== null) {
-      const failed = this.streamError !== null && !ctx.clientAborted
-      this.releaseLease(failed ? { ok: false, kind: 'error' } : { ok: true, ...this.ttft() }, null)
+      // A client leaving says nothing about the upstream's health: 'aborted' is neutral for passive checks.
+      const result: AttemptResult = ctx.clientAborted
+        ? { ok: false, kind: 'aborted' }
+        : this.streamError !== null
+          ? { ok: false, kind: 'error' }
+          : { ok: true, ...this.ttft() }
+      this.releaseLease(result, null)
     }
     if (ctx.clientAborted) ctx.outcome = 'client_aborted'
     else if (ctx.outcome === 'pending') ctx.outcome = this.streamError === null && status < 500 ? 'ok' : 'upstream_error'

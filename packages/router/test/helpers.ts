@@ -25,6 +25,8 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   await app.register(upstreams, {
     upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai', ...(options.apiKey ? { apiKey: options.apiKey } : {}) }],
     healthChecks: { enabled: false },
+    // These tests provoke failures on purpose; passive ejection has its own tests in @llmproxy/upstreams.
+    passive: { failuresToEject: 1000 },
   })
   await app.register(router, {
     models: [{ name: 'gpt-test', aliases: ['alias-test'], upstreams: ['mock'], upstreamModel: 'mock-model' }],

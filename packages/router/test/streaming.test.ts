@@ -93,9 +93,16 @@ test('a client that asked for include_usage gets the usage chunk', async () => {
 test('non-streamed: the body passes through unchanged and usage is read from it', async () => {
   h.mock.reset()
   h.records.length = 0
-  const res = await request(`${h.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: chat() })
+  const res = await request(`${h.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: chat(),
+  })
   assert.equal(res.statusCode, 200)
-  const body = (await res.body.json()) as { choices: { message: { content: string } }[]; usage: { prompt_tokens: number; completion_tokens: number } }
+  const body = (await res.body.json()) as {
+    choices: { message: { content: string } }[]
+    usage: { prompt_tokens: number; completion_tokens: number }
+  }
   assert.equal(body.choices[0]?.message.content, expectedContent(5))
   await eventually(() => h.records.length === 1)
   assert.equal(h.records[0]?.promptTokens, body.usage.prompt_tokens)

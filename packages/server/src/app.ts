@@ -1,15 +1,20 @@
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { auth } from '@llmproxy/auth'
 import { errors, llmCore, sendError, toLlmProxyError } from '@llmproxy/core'
+import { llmMetrics } from '@llmproxy/metrics'
+import { rateLimit } from '@llmproxy/rate-limit'
 import { router } from '@llmproxy/router'
 import { upstreams } from '@llmproxy/upstreams'
-import Fastify, { type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { usage } from '@llmproxy/usage'
+import Fastify, { type FastifyHttpOptions, type FastifyInstance, LogController } from 'fastify'
+import pino, { type DestinationStream } from 'pino'
 import type { Config } from './config.js'
 import { requestLogging } from './request-log.js'
 
 export interface GatewayOptions {
-  /** A pino logger or Fastify logger options (default: pino at the config's log level, secrets redacted). */
-  logger?: FastifyServerOptions['logger'] | FastifyServerOptions['loggerInstance']
+  /** Where the JSON log lines go (default: stdout). */
+  logDestination?: DestinationStream
 }
 
 /** Paths and keys pino must never print. */
@@ -36,16 +41,15 @@ export function genRequestId(req: IncomingMessage): string {
 /** Builds the reference gateway from a validated config: the plugins wired together, not started. */
 export async function buildGateway(config: Config, options: GatewayOptions = {}): Promise<FastifyInstance> {
   const settings = config.server
-  const loggerOption =
-    options.logger ??
-    ({ level: settings.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } } satisfies FastifyServerOptions['logger'])
-  const isInstance = typeof loggerOption === 'object' && loggerOption !== null && 'child' in loggerOption
+  const logger = pino(
+    { level: settings.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
+    options.logDestination ?? pino.destination(1),
+  )
   const fastifyOptions: FastifyHttpOptions<Server> = {
-    ...(isInstance
-      ? { loggerInstance: loggerOption as FastifyServerOptions['loggerInstance'] }
-      : { logger: loggerOption as FastifyServerOptions['logger'] }),
+    loggerInstance: logger,
     genReqId: genRequestId,
-    disableRequestLogging: true,
+    // The gateway logs one line per request itself (request-log.ts), not Fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
     trustProxy: settings.trustProxy,
     bodyLimit: config.bodyLimit,
     // Slow clients are bounded by the Node server (headers and whole request within limits, idle sockets closed).
@@ -64,6 +68,12 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
 
   await app.register(llmCore)
   requestLogging(app)
+  if (config.metrics !== false) await app.register(llmMetrics, config.metrics)
+  if (config.auth !== undefined) await app.register(auth, config.auth)
+  if (config.rateLimit !== undefined) {
+    await app.register(rateLimit, { ...config.rateLimit, ...(config.redis === undefined ? {} : { redis: config.redis }) })
+  }
+  if (config.usage !== undefined) await app.register(usage, config.usage)
   await app.register(upstreams, {
     upstreams: config.upstreams,
     healthChecks: config.healthChecks,

@@ -1,0 +1,15 @@
+export { AUTH_ERROR_CODES, authErrors, WWW_AUTHENTICATE } from './errors.js'
+export {
+  type AuthCallbacks,
+  type AuthOptions,
+  AuthOptionsSchema,
+  type AuthPluginOptions,
+  type KeyConfig,
+  KeyConfigSchema,
+  type KeyIdentity,
+  KeyQuotaSchema,
+  KeyRateLimitSchema,
+  KeysSchema,
+  type ResolveKey,
+} from './options.js'
+export { AUTH_PLUGIN_NAME, type AuthDecorator, auth, isModelAllowed } from './plugin.js'

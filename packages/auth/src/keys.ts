@@ -1,0 +1,133 @@
+import { createHash } from 'node:crypto'
+import type { IncomingHttpHeaders } from 'node:http'
+import type { ConfigProblem, KeyLimits } from '@llmproxy/core'
+import type { KeyConfig, KeyIdentity } from './options.js'
+
+/** What a request gets when its key is accepted; built once per key, shared by its requests. */
+export interface KeyEntry {
+  readonly identity: KeyIdentity
+  /** null = all models. */
+  readonly allowedModels: ReadonlySet<string> | null
+  readonly limits: KeyLimits | null
+}
+
+/** A key from the configuration: only its SHA-256 digest is kept in memory. */
+export interface ConfigKeyEntry extends KeyEntry {
+  readonly digest: Buffer
+}
+
+/** The configured keys, swapped as a whole on reload. */
+export interface KeyTable {
+  /** By hex SHA-256 of the key. */
+  readonly byHash: ReadonlyMap<string, ConfigKeyEntry>
+  readonly byId: ReadonlyMap<string, ConfigKeyEntry>
+}
+
+export function sha256(key: string): Buffer {
+  return createHash('sha256').update(key).digest()
+}
+
+const SHA256_PREFIX = 'sha256:'
+const HEX64 = /^[0-9a-f]{64}$/i
+
+/** The limits object `request.llm.keyLimits` gets: only the fields set, frozen; null when none. */
+function limitsOf(limits: KeyLimits | undefined): KeyLimits | null {
+  if (limits === undefined) return null
+  const out: KeyLimits = {}
+  if (limits.rpm !== undefined) out.rpm = limits.rpm
+  if (limits.rps !== undefined) out.rps = limits.rps
+  if (limits.tpm !== undefined) out.tpm = limits.tpm
+  if (limits.concurrency !== undefined) out.concurrency = limits.concurrency
+  if (limits.quota !== undefined) out.quota = Object.freeze({ tokens: limits.quota.tokens, per: limits.quota.per })
+  return Object.keys(out).length === 0 ? null : Object.freeze(out)
+}
+
+/** Precomputes what requests with this identity get (the allowed-model Set, the limits). */
+export function compileEntry(source: KeyIdentity): KeyEntry {
+  const limits = limitsOf(source.limits)
+  const identity: KeyIdentity = { id: source.id }
+  if (source.models !== undefined) identity.models = Object.freeze([...source.models]) as string[]
+  if (limits !== null) identity.limits = limits
+  if (source.metadata !== undefined) identity.metadata = { ...source.metadata }
+  const models = source.models
+  return {
+    identity: Object.freeze(identity),
+    allowedModels: models === undefined || models.includes('*') ? null : new Set(models),
+    limits,
+  }
+}
+
+/** True when `value` has the shape of a KeyIdentity (checked on what resolveKey returns). */
+export function isKeyIdentity(value: unknown): value is KeyIdentity {
+  if (value === null || typeof value !== 'object') return false
+  const v = value as Record<string, unknown>
+  return (
+    typeof v.id === 'string' &&
+    v.id.length > 0 &&
+    (v.models === undefined || (Array.isArray(v.models) && v.models.every((m) => typeof m === 'string'))) &&
+    (v.limits === undefined || (typeof v.limits === 'object' && v.limits !== null)) &&
+    (v.metadata === undefined || (typeof v.metadata === 'object' && v.metadata !== null))
+  )
+}
+
+/**
+ * Builds the key table from validated key configs. Plaintext keys are hashed here and dropped.
+ * Duplicate ids and duplicate keys (also a plaintext key equal to a sha256 one) are reported in
+ * `problems` by path, never by value.
+ */
+export function compileKeys(keys: readonly KeyConfig[], path: string, problems: ConfigProblem[]): KeyTable {
+  const byHash = new Map<string, ConfigKeyEntry>()
+  const byId = new Map<string, ConfigKeyEntry>()
+  const hashIndex = new Map<string, number>()
+  const idIndex = new Map<string, number>()
+  for (let i = 0; i < keys.length; i++) {
+    const config = keys[i] as KeyConfig
+    let digest: Buffer
+    if (config.key.startsWith(SHA256_PREFIX)) {
+      const hex = config.key.slice(SHA256_PREFIX.length)
+      if (!HEX64.test(hex)) {
+        problems.push({ path: `${path}/${i}/key`, message: 'a "sha256:" key must be followed by 64 hex digits' })
+        continue
+      }
+      digest = Buffer.from(hex, 'hex')
+    } else {
+      digest = sha256(config.key)
+    }
+    const hash = digest.toString('hex')
+    const sameKey = hashIndex.get(hash)
+    if (sameKey !== undefined) problems.push({ path: `${path}/${i}/key`, message: `duplicate key (same as ${path}/${sameKey}/key)` })
+    const sameId = idIndex.get(config.id)
+    if (sameId !== undefined)
+      problems.push({ path: `${path}/${i}/id`, message: `duplicate id ${JSON.stringify(config.id)} (same as ${path}/${sameId}/id)` })
+    if (sameKey !== undefined || sameId !== undefined) continue
+    hashIndex.set(hash, i)
+    idIndex.set(config.id, i)
+    const source: KeyIdentity = { id: config.id }
+    if (config.models !== undefined) source.models = config.models
+    if (config.rateLimit !== undefined || config.quota !== undefined) {
+      source.limits = config.quota === undefined ? { ...config.rateLimit } : { ...config.rateLimit, quota: config.quota }
+    }
+    if (config.metadata !== undefined) source.metadata = config.metadata
+    const entry: ConfigKeyEntry = { ...compileEntry(source), digest }
+    byHash.set(hash, entry)
+    byId.set(config.id, entry)
+  }
+  return { byHash, byId }
+}
+
+/**
+ * The key a request presents: `Authorization: Bearer <key>`, else `x-api-key` (Anthropic clients),
+ * else `api-key` (Azure clients). Never the query string. Undefined when none (or empty).
+ */
+export function presentedKey(headers: IncomingHttpHeaders): string | undefined {
+  const authorization = headers.authorization
+  if (typeof authorization === 'string' && authorization.length > 7 && authorization.slice(0, 7).toLowerCase() === 'bearer ') {
+    const key = authorization.slice(7).trim()
+    if (key.length > 0) return key
+  }
+  const xApiKey = headers['x-api-key']
+  if (typeof xApiKey === 'string' && xApiKey.length > 0) return xApiKey.trim() || undefined
+  const apiKey = headers['api-key']
+  if (typeof apiKey === 'string' && apiKey.length > 0) return apiKey.trim() || undefined
+  return undefined
+}

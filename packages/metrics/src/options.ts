@@ -1,0 +1,60 @@
+import { ConfigError, type ConfigProblem, validateOptions } from '@llmproxy/core'
+import Type, { type Static } from 'typebox'
+
+const Buckets = Type.Array(Type.Number({ exclusiveMinimum: 0 }), {
+  minItems: 1,
+  description: 'Strictly increasing upper bounds, in seconds.',
+})
+
+export const MetricsOptionsSchema = Type.Object(
+  {
+    path: Type.String({ default: '/metrics', pattern: '^/', description: 'URL of the Prometheus scrape route.' }),
+    prefix: Type.String({
+      default: 'llmproxy_',
+      pattern: '^([a-zA-Z_:][a-zA-Z0-9_:]*)?$',
+      description: 'Prefix of the LLM metric names (process and HTTP route metrics keep their standard names).',
+    }),
+    perKeyLabels: Type.Boolean({ default: false, description: 'Add a key_id label to the token counters.' }),
+    defaultMetrics: Type.Boolean({ default: true, description: 'Collect prom-client process metrics.' }),
+    routeMetrics: Type.Boolean({ default: true, description: 'Collect fastify-metrics HTTP route duration histograms.' }),
+    maxLabelValues: Type.Integer({
+      default: 1000,
+      minimum: 1,
+      description: 'Distinct values kept per label (model, key_id, upstream); later ones are reported as "other".',
+    }),
+    buckets: Type.Optional(
+      Type.Object(
+        {
+          ttftSeconds: Type.Optional(Buckets),
+          durationSeconds: Type.Optional(Buckets),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+)
+export type MetricsOptions = Static<typeof MetricsOptionsSchema>
+
+export const DEFAULT_TTFT_BUCKETS: readonly number[] = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30]
+export const DEFAULT_DURATION_BUCKETS: readonly number[] = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+export const DELIVERY_BUCKETS: readonly number[] = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+const SUBJECT = '@llmproxy/metrics options'
+
+/** Validates the options (defaults filled in); bucket lists must also be strictly increasing. */
+export function resolveOptions(options: unknown): MetricsOptions {
+  const opts = validateOptions(MetricsOptionsSchema, options, SUBJECT)
+  const problems: ConfigProblem[] = []
+  for (const [name, buckets] of Object.entries(opts.buckets ?? {})) {
+    if (buckets === undefined) continue
+    for (let i = 1; i < buckets.length; i++) {
+      if ((buckets[i] as number) <= (buckets[i - 1] as number)) {
+        problems.push({ path: `/buckets/${name}/${i}`, message: 'must be greater than the previous bucket' })
+        break
+      }
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(SUBJECT, problems)
+  return opts
+}

@@ -1,0 +1,109 @@
+import { ensureCore, errors, sendError } from '@llmproxy/core'
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import fastifyMetrics from 'fastify-metrics'
+import fp from 'fastify-plugin'
+import { Registry } from 'prom-client'
+import { LlmMetrics } from './llm-metrics.js'
+import { type MetricsOptions, resolveOptions } from './options.js'
+import {
+  isRateLimitsSource,
+  isUpstreamsSource,
+  isUsageSource,
+  registerRateLimitMetrics,
+  registerUpstreamMetrics,
+  registerUsageMetrics,
+} from './sources.js'
+
+/** The `fastify.llmMetrics` decorator. */
+export interface LlmMetricsDecorator {
+  /** The registry this plugin writes to (not prom-client's global one): add your own metrics here. */
+  registry: Registry
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    llmMetrics: LlmMetricsDecorator
+  }
+}
+
+/** Name under which fastify-metrics decorates the app (distinct from its default, so a host app may use both). */
+const FASTIFY_METRICS_DECORATOR = 'llmproxyFastifyMetrics'
+
+/**
+ * Route config of the scrape route. Typed loosely on purpose: `auth` and `rateLimit` are read by
+ * @llmproxy/auth and @llmproxy/rate-limit, which this package does not depend on.
+ */
+/** fastify-metrics' default summary name (summaries are off: histograms aggregate across instances, and cost less). */
+const HTTP_SUMMARY_NAME = 'http_request_summary_seconds'
+
+const SCRAPE_ROUTE_CONFIG = { auth: false, rateLimit: false, disableMetrics: true }
+
+const metricsPlugin: FastifyPluginAsync<Partial<MetricsOptions>> = async (fastify, options) => {
+  await ensureCore(fastify)
+  const opts = resolveOptions(options)
+  const registry = new Registry()
+
+  if (opts.defaultMetrics || opts.routeMetrics) {
+    await fastify.register(fastifyMetrics.default, {
+      name: FASTIFY_METRICS_DECORATOR,
+      endpoint: null,
+      defaultMetrics: { enabled: opts.defaultMetrics, register: registry },
+      routeMetrics: {
+        enabled: opts.routeMetrics ? { histogram: true, summary: false } : false,
+        // Also measures routes registered before this plugin; unknown URLs share the label `__unknown__`.
+        registeredRoutesOnly: false,
+        overrides: { histogram: { registers: [registry] }, summary: { registers: [registry] } },
+      },
+    })
+    // fastify-metrics creates its summary even when disabled; it would only show as an empty family.
+    registry.removeSingleMetric(HTTP_SUMMARY_NAME)
+  }
+
+  const llm = new LlmMetrics(registry, opts, fastify.log)
+  fastify.llm.addHook('onUsage', (record) => llm.recordUsage(record))
+  fastify.llm.addHook('onAttempt', (attempt) => llm.recordAttempt(attempt))
+  fastify.llm.addHook('onReject', (rejection) => llm.recordRejection(rejection))
+
+  let detachUsage: (() => void) | null = null
+  // Other plugins may be registered after this one: look for their decorators once all are loaded.
+  fastify.addHook('onReady', async () => {
+    const upstreams = decoratorOf(fastify, 'upstreams')
+    if (isUpstreamsSource(upstreams)) registerUpstreamMetrics(registry, opts.prefix, upstreams, fastify.log)
+    const usage = decoratorOf(fastify, 'usage')
+    if (isUsageSource(usage)) detachUsage = registerUsageMetrics(registry, opts.prefix, usage, fastify.log)
+    const rateLimits = decoratorOf(fastify, 'rateLimits')
+    if (isRateLimitsSource(rateLimits)) registerRateLimitMetrics(registry, opts.prefix, rateLimits)
+  })
+  fastify.addHook('onClose', async () => {
+    detachUsage?.()
+  })
+
+  fastify.decorate('llmMetrics', { registry })
+
+  fastify.route({
+    method: 'GET',
+    url: opts.path,
+    exposeHeadRoute: false,
+    logLevel: 'warn',
+    config: SCRAPE_ROUTE_CONFIG,
+    handler: async (request, reply) => {
+      try {
+        const text = await registry.metrics()
+        return reply.type(registry.contentType).send(text)
+      } catch (err) {
+        request.log.error({ err }, 'metrics collection failed')
+        return sendError(reply, errors.internal({ cause: err }))
+      }
+    },
+  })
+}
+
+function decoratorOf(fastify: FastifyInstance, name: string): unknown {
+  return fastify.hasDecorator(name) ? Reflect.get(fastify, name) : undefined
+}
+
+/**
+ * Prometheus metrics for LLMProxy: LLM request metrics from core's hooks, upstream / usage / rate-limit
+ * state read at scrape time, and (via fastify-metrics) process and HTTP route metrics, on a registry of its own.
+ */
+export const llmMetrics = fp(metricsPlugin, { name: '@llmproxy/metrics', fastify: '5.x' })

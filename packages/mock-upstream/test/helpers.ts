@@ -1,0 +1,76 @@
+import { performance } from 'node:perf_hooks'
+import { type Dispatcher, request } from 'undici'
+import type { MockUpstream } from '../src/index.js'
+
+export interface Answer {
+  status: number
+  headers: Dispatcher.ResponseData['headers']
+  text: string
+}
+
+/** POSTs JSON and reads the whole answer. */
+export async function post(mock: MockUpstream, path: string, body: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+  const res = await request(`${mock.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  })
+  return { status: res.statusCode, headers: res.headers, text: await res.body.text() }
+}
+
+export async function get(mock: MockUpstream, path: string): Promise<Answer> {
+  const res = await request(`${mock.url}${path}`)
+  return { status: res.statusCode, headers: res.headers, text: await res.body.text() }
+}
+
+export interface SseEvent {
+  event: string | null
+  data: string
+}
+
+/** Splits an SSE text into its events (`event:` and `data:` lines). */
+export function parseSse(text: string): SseEvent[] {
+  const events: SseEvent[] = []
+  for (const block of text.split(/\r?\n\r?\n/)) {
+    if (block.trim() === '') continue
+    let event: string | null = null
+    const data: string[] = []
+    for (const line of block.split(/\r?\n/)) {
+      if (line.startsWith('event:')) event = line.slice(6).trim()
+      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''))
+    }
+    events.push({ event, data: data.join('\n') })
+  }
+  return events
+}
+
+/** The JSON payloads of an SSE text (`[DONE]` excluded). */
+export function sseJson(text: string): Record<string, unknown>[] {
+  return parseSse(text)
+    .filter((e) => e.data !== '[DONE]')
+    .map((e) => JSON.parse(e.data) as Record<string, unknown>)
+}
+
+export interface TimedStream {
+  status: number
+  headersAt: number
+  chunks: { at: number; text: string }[]
+  text: string
+}
+
+/** POSTs JSON and reads the streamed answer, noting when each chunk arrived. */
+export async function postTimed(mock: MockUpstream, path: string, body: unknown): Promise<TimedStream> {
+  const res = await request(`${mock.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  })
+  const headersAt = performance.now()
+  const chunks: { at: number; text: string }[] = []
+  for await (const chunk of res.body) chunks.push({ at: performance.now(), text: String(chunk) })
+  return { status: res.statusCode, headersAt, chunks, text: chunks.map((c) => c.text).join('') }
+}
+
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}

@@ -1,0 +1,235 @@
+import { strict as assert } from 'node:assert'
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { createServer } from 'node:net'
+import { after, test } from 'node:test'
+import { Redis } from 'ioredis'
+import { RedisStore } from '../src/index.js'
+import { awayFromMinuteBoundary, build, chat, type Harness, settle, until } from './helpers.js'
+
+const REDIS_URL = process.env.LLMPROXY_TEST_REDIS_URL ?? 'redis://127.0.0.1:6390'
+/** Unique per run, so concurrent runs (and reruns) never share counters. */
+const PREFIX = `llmproxy-test:${randomUUID()}:`
+
+function quietClient(url: string): Redis {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 1000,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  })
+  client.on('error', () => undefined)
+  return client
+}
+
+async function reachable(): Promise<boolean> {
+  const client = quietClient(REDIS_URL)
+  try {
+    await client.connect()
+    return (await client.ping()) === 'PONG'
+  } catch {
+    return false
+  } finally {
+    client.disconnect()
+  }
+}
+
+const available = await reachable()
+const where = new URL(REDIS_URL).host
+// In CI a missing Redis is a failure, not a skip.
+const skip =
+  available || process.env.CI
+    ? false
+    : `Redis not reachable at ${where}: start one with redis-server --port 6390 --save '' --appendonly no --daemonize yes`
+if (!available && process.env.CI) {
+  test('Redis is reachable (required when CI is set)', () => assert.fail(`Redis not reachable at ${where} (LLMPROXY_TEST_REDIS_URL)`))
+}
+
+after(async () => {
+  if (!available) return
+  const client = quietClient(REDIS_URL)
+  await client.connect()
+  const keys = await client.keys(`${PREFIX}*`)
+  if (keys.length > 0) await client.del(...keys)
+  client.disconnect()
+})
+
+function redisOptions(prefix = PREFIX) {
+  return { store: 'redis' as const, redis: { url: REDIS_URL, keyPrefix: prefix } }
+}
+
+async function pair(options: Parameters<typeof build>[0], keys: Parameters<typeof build>[1]): Promise<[Harness, Harness]> {
+  return [await build(options, keys), await build(options, keys)]
+}
+
+test('two instances sharing Redis hold a per-key rpm across both (concurrent bursts)', { skip }, async (t) => {
+  const [a, b] = await pair({ ...redisOptions(), perKey: { rpm: 10 } }, {})
+  t.after(() => Promise.all([a.app.close(), b.app.close()]))
+  assert.equal(a.app.rateLimits.redisHealthy, true)
+  const burst = []
+  for (let i = 0; i < 15; i++) burst.push(chat(a.app, 'shared-rpm'), chat(b.app, 'shared-rpm'))
+  const results = await Promise.all(burst)
+  const ok = results.filter((r) => r.statusCode === 200).length
+  assert.ok(Math.abs(ok - 10) <= 1, `${ok} requests passed, expected 10 ± 1`)
+  const limited = results.filter((r) => r.statusCode === 429)
+  assert.equal(limited.length, 30 - ok)
+  for (const r of limited) assert.equal(r.json().error.code, 'llmproxy_rate_limited')
+  assert.equal(limited[0]?.headers['x-ratelimit-limit-requests'], '10')
+  assert.equal(a.app.rateLimits.fallbacks + b.app.rateLimits.fallbacks, 0)
+})
+
+test('two instances share tokens per minute: charges and held reservations are seen by both, never overshooting', { skip }, async (t) => {
+  await awayFromMinuteBoundary()
+  const limits = { tpm: 1000 }
+  const [a, b] = await pair(redisOptions(), { k: limits, h: limits })
+  t.after(async () => {
+    a.releaseHeld()
+    b.releaseHeld()
+    await Promise.all([a.app.close(), b.app.close()])
+  })
+  assert.equal((await chat(a.app, 'k', { max_tokens: 10, use: 700 })).statusCode, 200)
+  await settle()
+  assert.equal((await b.app.rateLimits.usage('k', limits)).tpm?.used, 700)
+  const refused = await chat(b.app, 'k', { max_tokens: 400 })
+  assert.equal(refused.statusCode, 429)
+  assert.equal(refused.json().error.code, 'llmproxy_token_limit')
+
+  // Each held request reserves ~238 tokens: exactly 4 fit in 1000, whichever instance they hit.
+  const held = []
+  for (let i = 0; i < 4; i++)
+    held.push(chat(a.app, 'h', { max_tokens: 230 }, '/v1/hold'), chat(b.app, 'h', { max_tokens: 230 }, '/v1/hold'))
+  await until(() => a.held() + b.held() + a.rejections.length + b.rejections.length - 1 === 8)
+  assert.equal(a.held() + b.held(), 4)
+  a.releaseHeld()
+  b.releaseHeld()
+  const results = await Promise.all(held)
+  assert.equal(results.filter((r) => r.statusCode === 200).length, 4)
+  assert.equal(results.filter((r) => r.statusCode === 429).length, 4)
+  await settle()
+  // The held requests sent no usage record: their reservations were given back.
+  assert.equal((await a.app.rateLimits.usage('h', limits)).tpm?.used, 0)
+})
+
+test('quota is shared across instances and survives a restart', { skip }, async (t) => {
+  const prefix = `${PREFIX}quota:`
+  const limits = { quota: { tokens: 1000, per: 'day' as const } }
+  const [a, b] = await pair(redisOptions(prefix), { q: limits })
+  assert.equal((await chat(a.app, 'q', { max_tokens: 10, use: 800 })).statusCode, 200)
+  await settle()
+  const refused = await chat(b.app, 'q', { max_tokens: 300 })
+  assert.equal(refused.statusCode, 429)
+  assert.equal(refused.json().error.code, 'quota_exceeded')
+  await Promise.all([a.app.close(), b.app.close()])
+
+  const c = await build(redisOptions(prefix), { q: limits })
+  t.after(() => c.app.close())
+  const usage = await c.app.rateLimits.usage('q', limits)
+  assert.equal(usage.quota?.used, 800)
+  assert.equal(usage.quota?.remaining, 200)
+  assert.equal((await chat(c.app, 'q', { max_tokens: 300 })).json().error.code, 'quota_exceeded')
+})
+
+test('concurrency slots are shared; a slot never released expires after its TTL', { skip }, async (t) => {
+  const [a, b] = await pair({ ...redisOptions(), perKey: { concurrency: 1 } }, {})
+  t.after(async () => {
+    a.releaseHeld()
+    await Promise.all([a.app.close(), b.app.close()])
+  })
+  const holding = chat(a.app, 'slot', {}, '/v1/hold')
+  await until(() => a.held() === 1)
+  const refused = await chat(b.app, 'slot')
+  assert.equal(refused.statusCode, 429)
+  assert.equal(refused.json().error.code, 'llmproxy_concurrency_limit')
+  assert.deepEqual((await b.app.rateLimits.usage('slot', { concurrency: 1 })).concurrency, { limit: 1, inFlight: 1 })
+  a.releaseHeld()
+  assert.equal((await holding).statusCode, 200)
+  await until(async () => (await b.app.rateLimits.usage('slot', { concurrency: 1 })).concurrency?.inFlight === 0)
+  assert.equal((await chat(b.app, 'slot')).statusCode, 200)
+
+  // A crashed instance: its slot is never released, and expires.
+  const client = new Redis(REDIS_URL, { keyPrefix: PREFIX })
+  t.after(() => client.disconnect())
+  const store = new RedisStore(client)
+  assert.deepEqual(await store.acquire('c:crash', 'dead-instance:1', 1, 1000), { ok: true, value: 1 })
+  assert.deepEqual(await store.acquire('c:crash', 'live:1', 1, 1000), { ok: false, value: 1 })
+  await settle(1100)
+  assert.deepEqual(await store.acquire('c:crash', 'live:1', 1, 1000), { ok: true, value: 1 })
+})
+
+async function closedPort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  assert.ok(address !== null && typeof address === 'object')
+  await new Promise((resolve) => server.close(resolve))
+  return address.port
+}
+
+function outageWarnings(h: Harness): number {
+  return h.logs.filter((l) => l.level === 40 && /Redis is unreachable/.test(l.msg)).length
+}
+
+test('Redis unreachable: requests are served with local limits and one warning', async (t) => {
+  const port = await closedPort()
+  const h = await build({ store: 'redis', redis: { url: `redis://127.0.0.1:${port}` }, perKey: { rpm: 2 } })
+  t.after(() => h.app.close())
+  assert.equal(h.app.rateLimits.redisHealthy, false)
+  assert.equal((await chat(h.app, 'x')).statusCode, 200)
+  assert.equal((await chat(h.app, 'x')).statusCode, 200)
+  const limited = await chat(h.app, 'x')
+  assert.equal(limited.statusCode, 429)
+  assert.equal(limited.json().error.code, 'llmproxy_rate_limited')
+  assert.ok(h.app.rateLimits.fallbacks >= 3)
+  await settle(500) // several reconnection attempts fail meanwhile
+  assert.equal(outageWarnings(h), 1)
+})
+
+const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0
+
+function startRedis(port: number): Promise<ChildProcess> {
+  const child = spawn('redis-server', ['--port', `${port}`, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  return until(async () => {
+    const client = quietClient(`redis://127.0.0.1:${port}`)
+    try {
+      await client.connect()
+      return (await client.ping()) === 'PONG'
+    } catch {
+      return false
+    } finally {
+      client.disconnect()
+    }
+  }).then(() => child)
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return Promise.resolve()
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve())
+    child.kill('SIGKILL')
+  })
+}
+
+test('Redis going down and coming back: local limits meanwhile, one warning, one recovery message', {
+  skip: hasRedisServer ? false : 'redis-server binary not found',
+}, async (t) => {
+  const port = await closedPort()
+  let server = await startRedis(port)
+  t.after(() => stop(server))
+  const h = await build({ store: 'redis', redis: { url: `redis://127.0.0.1:${port}` }, perKey: { rpm: 100 } })
+  t.after(() => h.app.close())
+  assert.equal(h.app.rateLimits.redisHealthy, true)
+  assert.equal((await chat(h.app, 'y')).statusCode, 200)
+
+  await stop(server)
+  await until(() => !h.app.rateLimits.redisHealthy)
+  for (let i = 0; i < 5; i++) assert.equal((await chat(h.app, 'y')).statusCode, 200)
+  assert.ok(h.app.rateLimits.fallbacks >= 5)
+  assert.equal(outageWarnings(h), 1)
+
+  server = await startRedis(port)
+  await until(() => h.app.rateLimits.redisHealthy, 10_000)
+  assert.equal((await chat(h.app, 'y')).statusCode, 200)
+  assert.equal(outageWarnings(h), 1)
+  assert.equal(h.logs.filter((l) => l.level === 30 && /reachable again/.test(l.msg)).length, 1)
+})

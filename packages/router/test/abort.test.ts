@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+import type { RecordedRequest } from '@llmproxy/mock-upstream'
+import { request } from 'undici'
+import { chat, eventually, type Harness, startHarness } from './helpers.js'
+
+let h: Harness
+before(async () => {
+  h = await startHarness()
+})
+after(() => h.close())
+
+/** Aborts the client at `abortAfterMs` and returns how long the upstream took to see it go. */
+async function abortAndMeasure(body: string, readFirstChunk: boolean): Promise<{ releaseMs: number; upstream: RecordedRequest }> {
+  h.mock.reset()
+  h.records.length = 0
+  const controller = new AbortController()
+  const aborted = new Promise<RecordedRequest>((resolve) => h.mock.once('abort', resolve))
+  const pending = request(`${h.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body,
+    signal: controller.signal,
+  })
+  await h.mock.waitForRequests(1)
+  if (readFirstChunk) {
+    const res = await pending
+    const iterator = res.body[Symbol.asyncIterator]()
+    await iterator.next()
+  } else {
+    pending.catch(() => {})
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  const abortedAt = performance.now()
+  controller.abort()
+  const upstream = await aborted
+  return { releaseMs: (upstream.closedAt ?? Number.POSITIVE_INFINITY) - abortedAt, upstream }
+}
+
+test('client abort mid-stream releases the upstream within 100 ms and is metered', async () => {
+  const { releaseMs, upstream } = await abortAndMeasure(chat({ stream: true, mock: { tokens: 100, gapMs: 20 } }), true)
+  assert.ok(upstream.aborted)
+  assert.ok(releaseMs < 100, `upstream released after ${releaseMs} ms`)
+  await eventually(() => h.records.length === 1)
+  const record = h.records[0]
+  assert.ok(record)
+  assert.equal(record.clientAborted, true)
+  assert.equal(record.estimated, true)
+  assert.ok(record.completionTokens >= 1 && record.completionTokens < 100, `estimated ${record.completionTokens}`)
+})
+
+test('client abort while a non-streamed answer is generated releases the upstream within 100 ms', async () => {
+  const { releaseMs, upstream } = await abortAndMeasure(chat({ mock: { ttftMs: 5000 } }), false)
+  assert.ok(upstream.aborted)
+  assert.ok(releaseMs < 100, `upstream released after ${releaseMs} ms`)
+  await eventually(() => h.records.length === 1)
+  assert.equal(h.records[0]?.clientAborted, true)
+  assert.equal(h.records[0]?.status, 0)
+})
+
+test('client abort before the first token of a stream releases the upstream within 100 ms', async () => {
+  const { releaseMs } = await abortAndMeasure(chat({ stream: true, mock: { ttftMs: 5000 } }), false)
+  assert.ok(releaseMs < 100, `upstream released after ${releaseMs} ms`)
+})
+
+test('the gateway keeps serving after aborts', async () => {
+  const res = await request(`${h.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: chat(),
+  })
+  assert.equal(res.statusCode, 200)
+  await res.body.json()
+})

@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { test } from 'node:test'
+import { ConfigError } from '@llmproxy/core'
+import { configJsonSchema, parseConfig } from '../src/index.js'
+
+const minimal = `
+upstreams:
+  - { name: vllm-a, url: "http://127.0.0.1:8000", protocol: vllm }
+models:
+  - { name: qwen-7b, aliases: [gpt-4o-mini], upstreams: [vllm-a], upstreamModel: Qwen/Qwen2.5-7B-Instruct }
+`
+
+function problemsOf(text: string, env: NodeJS.ProcessEnv = {}): { path: string; message: string }[] {
+  try {
+    parseConfig(text, 'test.yaml', env)
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err))
+    return err.problems
+  }
+  assert.fail('expected a ConfigError')
+}
+
+test('a minimal YAML config is accepted with defaults filled in', () => {
+  const config = parseConfig(minimal, 'test.yaml', {})
+  assert.equal(config.server.port, 8080)
+  assert.equal(config.timeouts.firstTokenMs, 30000)
+  assert.equal(config.retry.attempts, 3)
+  assert.equal(config.models[0]?.upstreamModel, 'Qwen/Qwen2.5-7B-Instruct')
+})
+
+test('JSON is accepted too', () => {
+  const config = parseConfig(
+    JSON.stringify({ upstreams: [{ name: 'a', url: 'http://x', protocol: 'openai' }], models: [{ name: 'm', upstreams: ['a'] }] }),
+    'c.json',
+    {},
+  )
+  assert.equal(config.models[0]?.name, 'm')
+})
+
+test('ENV references and defaults are interpolated in values', () => {
+  const text = `${minimal}
+server: { host: "\${HOST:-127.0.0.1}", port: 9999 }
+auth:
+  keys:
+    - { id: team-a, key: "\${TEAM_A_KEY}" }
+`
+  const config = parseConfig(text, 'test.yaml', { TEAM_A_KEY: 'sk-team-a-1234567890' })
+  assert.equal(config.server.host, '127.0.0.1')
+  assert.equal(config.auth?.keys?.[0]?.key, 'sk-team-a-1234567890')
+})
+
+test('every problem is listed with its path, including missing env vars and unknown keys', () => {
+  const problems = problemsOf(`
+server: { port: 99999, colour: blue }
+upstreams:
+  - { name: a, url: "\${MISSING_URL}", protocol: carrier-pigeon }
+models:
+  - { name: m, upstreams: [a], strategy: 7 }
+timeouts: { firstTokenMs: -1 }
+`)
+  const paths = problems.map((p) => p.path)
+  for (const expected of [
+    '/server/port',
+    '/server/colour',
+    '/upstreams/0/url',
+    '/upstreams/0/protocol',
+    '/models/0/strategy',
+    '/timeouts/firstTokenMs',
+  ]) {
+    assert.ok(paths.includes(expected), `${expected} missing from ${JSON.stringify(problems)}`)
+  }
+  assert.match(problems.find((p) => p.path === '/upstreams/0/url')?.message ?? '', /MISSING_URL/)
+  assert.equal(problems.find((p) => p.path === '/server/colour')?.message, 'unknown key')
+  assert.match(problems.find((p) => p.path === '/upstreams/0/protocol')?.message ?? '', /must be one of "openai", "vllm"/)
+})
+
+test('keys of capabilities not built yet are rejected, not ignored', () => {
+  const problems = problemsOf(`${minimal}\nadmin: { token: x }\n`)
+  assert.deepEqual(problems, [{ path: '/admin', message: 'not supported yet by this version of LLMProxy' }])
+})
+
+test('invalid YAML and non-mapping documents get a clear error', () => {
+  assert.match(problemsOf('upstreams: [')[0]?.message ?? '', /not valid YAML/)
+  assert.match(problemsOf('- a\n- b')[0]?.message ?? '', /must be a mapping/)
+})
+
+test('the error message names each path and problem', () => {
+  assert.throws(
+    () => parseConfig('upstreams: []\nmodels: []', 'x.yaml', {}),
+    (err: Error) => {
+      assert.match(err.message, /Invalid config x\.yaml/)
+      assert.match(err.message, /\/upstreams: /)
+      assert.match(err.message, /\/models: /)
+      return true
+    },
+  )
+})
+
+test('packages/server/schema.json is the JSON Schema the CLI prints (run `pnpm --filter @llmproxy/server schema` to refresh)', () => {
+  const committed = JSON.parse(readFileSync(new URL('../schema.json', import.meta.url), 'utf8')) as unknown
+  assert.deepEqual(committed, configJsonSchema())
+})
+
+test('models are checked against the upstreams and each other', () => {
+  const problems = problemsOf(`
+upstreams:
+  - { name: a, url: "http://x", protocol: openai }
+models:
+  - { name: m, upstreams: [a, ghost], fallbacks: [nowhere] }
+  - { name: n, aliases: [m], upstreams: [a] }
+`)
+  assert.deepEqual(
+    problems.map((p) => p.path),
+    ['/models/0/upstreams/1', '/models/1/aliases/0', '/models/0/fallbacks/0'],
+  )
+})

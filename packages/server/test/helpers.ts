@@ -1,0 +1,72 @@
+import { Writable } from 'node:stream'
+import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
+import type { FastifyInstance } from 'fastify'
+import { buildGateway, parseConfig } from '../src/index.js'
+
+export interface ServerHarness {
+  app: FastifyInstance
+  url: string
+  mock: MockUpstream
+  logs: Record<string, unknown>[]
+  logText(): string
+  close(): Promise<void>
+}
+
+/** The reference gateway built from a config (YAML text appended to a base pointing at a mock), on a real socket. */
+export async function startServer(options: { server?: string; extraYaml?: string; env?: NodeJS.ProcessEnv } = {}): Promise<ServerHarness> {
+  const mock = await startMockUpstream({ defaults: { tokens: 5 } })
+  try {
+    return await startOn(mock, options)
+  } catch (err) {
+    await mock.close()
+    throw err
+  }
+}
+
+async function startOn(
+  mock: MockUpstream,
+  options: { server?: string; extraYaml?: string; env?: NodeJS.ProcessEnv },
+): Promise<ServerHarness> {
+  const text = `
+server: { host: 127.0.0.1, port: 0${options.server ? `, ${options.server}` : ''} }
+upstreams:
+  - { name: mock, url: "${mock.url}", protocol: openai, apiKey: "sk-upstream-secret-value" }
+models:
+  - { name: gpt-test, aliases: [alias-test], upstreams: [mock], upstreamModel: mock-model }
+healthChecks: { enabled: false }
+${options.extraYaml ?? ''}`
+  const config = parseConfig(text, 'test', options.env ?? {})
+  const logs: Record<string, unknown>[] = []
+  const lines: string[] = []
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString().split('\n')) {
+        if (line === '') continue
+        lines.push(line)
+        logs.push(JSON.parse(line) as Record<string, unknown>)
+      }
+      callback()
+    },
+  })
+  const app = await buildGateway(config, { logDestination: destination })
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  return {
+    app,
+    url,
+    mock,
+    logs,
+    logText: () => lines.join('\n'),
+    async close() {
+      await app.close()
+      await mock.close()
+    },
+  }
+}
+
+export async function eventually(check: () => boolean, timeoutMs = 2000, what = 'condition'): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}

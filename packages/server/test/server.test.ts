@@ -1,0 +1,186 @@
+import assert from 'node:assert/strict'
+import { connect } from 'node:net'
+import { after, before, describe, test } from 'node:test'
+import { request } from 'undici'
+import { eventually, type ServerHarness, startServer } from './helpers.js'
+import { rawExchange } from './raw.js'
+
+const chat = (extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }], ...extra })
+
+describe('the reference server', () => {
+  let h: ServerHarness
+  before(async () => {
+    h = await startServer({ server: 'headersTimeoutMs: 300, requestTimeoutMs: 600, keepAliveTimeoutMs: 200', extraYaml: 'bodyLimit: 4096' })
+  })
+  after(() => h.close())
+
+  test('x-request-id is accepted from the client, returned, and sent upstream', async () => {
+    h.mock.reset()
+    const res = await request(`${h.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'client-id-42' },
+      body: chat(),
+    })
+    await res.body.text()
+    assert.equal(res.headers['x-request-id'], 'client-id-42')
+    assert.equal(h.mock.requests[0]?.headers['x-request-id'], 'client-id-42')
+  })
+
+  test('a request id is generated when absent or unsafe', async () => {
+    const res = await request(`${h.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'bad id\twith "quotes"' },
+      body: chat(),
+    })
+    await res.body.text()
+    assert.match(String(res.headers['x-request-id']), /^[0-9a-f-]{36}$/)
+  })
+
+  test('one structured log line per request, with model, upstream, TTFT, tokens and no secrets', async () => {
+    h.logs.length = 0
+    const res = await request(`${h.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer sk-client-secret-value' },
+      body: chat({ stream: true }),
+    })
+    await res.body.text()
+    await eventually(() => h.logs.some((l) => l.msg === 'request'))
+    const lines = h.logs.filter((l) => l.msg === 'request')
+    assert.equal(lines.length, 1)
+    const line = lines[0] as Record<string, unknown>
+    assert.equal(line.model, 'gpt-test')
+    assert.equal(line.upstream, 'mock')
+    assert.equal(line.status, 200)
+    assert.equal(typeof line.ttftMs, 'number')
+    assert.equal(typeof line.durationMs, 'number')
+    assert.equal(line.completionTokens, 5)
+    assert.equal(typeof line.reqId, 'string')
+    assert.ok(!h.logText().includes('sk-client-secret-value'))
+    assert.ok(!h.logText().includes('sk-upstream-secret-value'))
+  })
+
+  test('unknown paths and methods answer 404 in the OpenAI shape and reach no upstream', async () => {
+    h.mock.reset()
+    for (const [method, path] of [
+      ['GET', '/v1/chat/completions'],
+      ['POST', '/v1/other'],
+      ['POST', '/v1/chat/completions/../../admin'],
+      ['POST', '/v1/chat/completions/%2e%2e/%2e%2e/admin'],
+      ['POST', '/admin'],
+    ] as const) {
+      const res = await request(`${h.url}${path}`, {
+        method,
+        headers: { 'content-type': 'application/json' },
+        body: method === 'GET' ? undefined : chat(),
+      })
+      const body = (await res.body.json()) as { error: { code: string } }
+      assert.equal(res.statusCode, 404, `${method} ${path}`)
+      assert.equal(body.error.code, 'llmproxy_not_found')
+    }
+    assert.equal(h.mock.requests.length, 0)
+  })
+
+  test('an absolute-URI request target cannot choose the upstream', async () => {
+    h.mock.reset()
+    const body = chat()
+    const response = await rawExchange(
+      h.url,
+      `POST http://169.254.169.254/v1/chat/completions HTTP/1.1\r\nhost: 169.254.169.254\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    )
+    // Either it is served by the configured upstream (the host is ignored), or refused; never sent elsewhere.
+    assert.match(response, /^HTTP\/1\.1 (200|400|404)/)
+    for (const seen of h.mock.requests) assert.equal(seen.path, '/v1/chat/completions')
+  })
+
+  test('a 413 reaches a client that is still sending its body', async () => {
+    const response = await new Promise<string>((resolve, reject) => {
+      const { hostname, port } = new URL(h.url)
+      const socket = connect(Number(port), hostname)
+      let out = ''
+      let sending: NodeJS.Timeout | undefined
+      socket.on('data', (d: Buffer) => {
+        out += d.toString()
+      })
+      socket.on('error', () => {
+        clearInterval(sending)
+        resolve(out)
+      })
+      socket.on('close', () => {
+        clearInterval(sending)
+        resolve(out)
+      })
+      socket.setTimeout(5000, () => reject(new Error(`no answer: ${out}`)))
+      socket.write(
+        'POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10000000\r\n\r\n{"model":"gpt-test","pad":"',
+      )
+      // Keep sending while the server answers.
+      sending = setInterval(() => {
+        if (!socket.destroyed) socket.write('x'.repeat(16 * 1024))
+      }, 5)
+    })
+    assert.match(response, /^HTTP\/1\.1 413/)
+    assert.match(response, /llmproxy_body_too_large/)
+  })
+
+  test('a client that sends its headers too slowly is disconnected', async () => {
+    const { hostname, port } = new URL(h.url)
+    const started = Date.now()
+    const closed = await new Promise<number>((resolve) => {
+      const socket = connect(Number(port), hostname)
+      socket.write('POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n')
+      socket.on('data', () => {})
+      socket.on('error', () => {})
+      socket.on('close', () => resolve(Date.now() - started))
+    })
+    assert.ok(closed < 3000, `closed after ${closed} ms`)
+  })
+
+  test('a client that sends its body too slowly is disconnected', async () => {
+    const { hostname, port } = new URL(h.url)
+    const started = Date.now()
+    const result = await new Promise<{ ms: number; out: string }>((resolve) => {
+      const socket = connect(Number(port), hostname)
+      let out = ''
+      socket.write('POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"mod')
+      socket.on('data', (d: Buffer) => {
+        out += d.toString()
+      })
+      socket.on('error', () => {})
+      socket.on('close', () => resolve({ ms: Date.now() - started, out }))
+    })
+    assert.ok(result.ms < 3000, `closed after ${result.ms} ms`)
+  })
+
+  test('idle keep-alive connections are closed', async () => {
+    const { hostname, port } = new URL(h.url)
+    const started = Date.now()
+    const ms = await new Promise<number>((resolve) => {
+      const socket = connect(Number(port), hostname)
+      socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n')
+      socket.on('data', () => {})
+      socket.on('error', () => {})
+      socket.on('close', () => resolve(Date.now() - started))
+    })
+    assert.ok(ms < 3000, `closed after ${ms} ms`)
+  })
+
+  test('/healthz and /readyz', async () => {
+    const live = await request(`${h.url}/healthz`)
+    assert.equal(live.statusCode, 200)
+    await live.body.dump()
+    const ready = await request(`${h.url}/readyz`)
+    assert.equal(ready.statusCode, 200)
+    assert.deepEqual(await ready.body.json(), { status: 'ready' })
+  })
+
+  test('the gateway still serves after all that', async () => {
+    const res = await request(`${h.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: chat(),
+    })
+    assert.equal(res.statusCode, 200)
+    await res.body.json()
+  })
+})

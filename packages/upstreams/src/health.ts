@@ -1,0 +1,147 @@
+import { type ClientRequest, request as httpRequest } from 'node:http'
+import { request as httpsRequest } from 'node:https'
+import type { Protocol } from '@llmproxy/core'
+import type { HealthChecksOptions } from './options.js'
+import type { UpstreamNode } from './upstream.js'
+
+/** Active-check path when the upstream names none. SaaS APIs (anthropic, gemini) get passive health only. */
+const DEFAULT_PATHS: Record<Protocol, string | null> = {
+  openai: '/v1/models',
+  vllm: '/health',
+  tgi: '/health',
+  anthropic: null,
+  gemini: null,
+}
+
+/** The active-check path of a protocol, or null when it has none (SaaS: passive health only). */
+export function defaultHealthCheckPath(protocol: Protocol): string | null {
+  return DEFAULT_PATHS[protocol]
+}
+
+/** The path an upstream is checked on, or null when it is not actively checked. */
+export function healthCheckPath(upstream: UpstreamNode, options: HealthChecksOptions): string | null {
+  const own = upstream.healthCheck
+  if (!options.enabled || own?.enabled === false) return null
+  const path = own?.path ?? defaultHealthCheckPath(upstream.protocol)
+  if (path === null) return null
+  return path.startsWith('/') ? path : `/${path}`
+}
+
+/** The headers of a check: the upstream's own, its credential the way its protocol expects it. */
+export function healthCheckHeaders(upstream: UpstreamNode): Record<string, string> {
+  const headers: Record<string, string> = { ...upstream.headers, 'user-agent': 'llmproxy-health-check', connection: 'close' }
+  const key = upstream.apiKey
+  if (key !== undefined && key !== '') {
+    if (upstream.protocol === 'anthropic') headers['x-api-key'] = key
+    else if (upstream.protocol === 'gemini') headers['x-goog-api-key'] = key
+    else headers.authorization = `Bearer ${key}`
+  }
+  if (upstream.protocol === 'anthropic' && headers['anthropic-version'] === undefined) headers['anthropic-version'] = '2023-06-01'
+  return headers
+}
+
+export type CheckListener = (upstream: UpstreamNode, ok: boolean, error: string | null) => void
+
+interface Loop {
+  timer: NodeJS.Timeout | null
+  request: ClientRequest | null
+  stopped: boolean
+}
+
+/**
+ * One check loop per actively checked upstream: a check, then the next one an interval (± jitter) after it
+ * ends, so checks of an upstream never overlap. Timers are unref'd; `close` stops every loop and aborts
+ * the checks in flight.
+ */
+export class HealthChecker {
+  private readonly options: HealthChecksOptions
+  private readonly onResult: CheckListener
+  private readonly loops = new Map<UpstreamNode, Loop>()
+  private running = false
+
+  constructor(options: HealthChecksOptions, onResult: CheckListener) {
+    this.options = options
+    this.onResult = onResult
+  }
+
+  start(upstreams: Iterable<UpstreamNode>): void {
+    if (this.running) return
+    this.running = true
+    for (const upstream of upstreams) this.sync(upstream)
+  }
+
+  /** Starts or stops the loop of `upstream` to match its settings (once started). */
+  sync(upstream: UpstreamNode): void {
+    if (!this.running) return
+    const checked = healthCheckPath(upstream, this.options) !== null
+    const loop = this.loops.get(upstream)
+    if (checked && loop === undefined) {
+      const fresh: Loop = { timer: null, request: null, stopped: false }
+      this.loops.set(upstream, fresh)
+      // The first check comes soon, spread over a fraction of the interval so that checks don't all fire at once.
+      this.schedule(upstream, fresh, Math.random() * this.options.jitter * this.options.intervalMs)
+    } else if (!checked && loop !== undefined) {
+      this.stop(upstream)
+    }
+  }
+
+  stop(upstream: UpstreamNode): void {
+    const loop = this.loops.get(upstream)
+    if (loop === undefined) return
+    this.loops.delete(upstream)
+    loop.stopped = true
+    if (loop.timer !== null) clearTimeout(loop.timer)
+    loop.timer = null
+    loop.request?.destroy()
+    loop.request = null
+  }
+
+  close(): void {
+    this.running = false
+    for (const upstream of [...this.loops.keys()]) this.stop(upstream)
+  }
+
+  private schedule(upstream: UpstreamNode, loop: Loop, delay: number): void {
+    loop.timer = setTimeout(() => {
+      loop.timer = null
+      this.check(upstream, loop)
+    }, delay)
+    loop.timer.unref()
+  }
+
+  private nextDelay(): number {
+    const { intervalMs, jitter } = this.options
+    return Math.max(1, intervalMs * (1 + jitter * (2 * Math.random() - 1)))
+  }
+
+  private check(upstream: UpstreamNode, loop: Loop): void {
+    const path = healthCheckPath(upstream, this.options)
+    if (path === null) return
+    const url = new URL(upstream.url + path)
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest
+    const timeoutMs = this.options.timeoutMs
+    let status = 0
+    let error: string | null = null
+    const req = send(url, { method: 'GET', headers: healthCheckHeaders(upstream), agent: false })
+    loop.request = req
+    const deadline = setTimeout(() => req.destroy(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs)
+    deadline.unref()
+    req.on('response', (res) => {
+      status = res.statusCode ?? 0
+      res.on('error', () => {})
+      res.resume()
+    })
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      error ??= err.code ?? err.message
+    })
+    req.on('close', () => {
+      clearTimeout(deadline)
+      loop.request = null
+      if (loop.stopped) return
+      const ok = error === null && status >= 200 && status < 300
+      this.onResult(upstream, ok, ok ? null : (error ?? `status ${status}`))
+      if (!loop.stopped) this.schedule(upstream, loop, this.nextDelay())
+    })
+    req.end()
+  }
+}

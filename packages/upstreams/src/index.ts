@@ -1,0 +1,35 @@
+export { UPSTREAMS_BUSY, upstreamsBusy } from './errors.js'
+export {
+  type HealthChecksOptions,
+  HealthChecksSchema,
+  type PassiveHealthOptions,
+  PassiveHealthSchema,
+  type QueueOptions,
+  QueueSchema,
+  type ResolvedUpstreamConfig,
+  type ResolvedUpstreamsOptions,
+  resolveOptions,
+  resolveUpstreamList,
+  type UpstreamConfig,
+  UpstreamConfigSchema,
+  UpstreamHealthCheckSchema,
+  UpstreamListSchema,
+  type UpstreamsCallbackOptions,
+  type UpstreamsOptions,
+  UpstreamsOptionsSchema,
+  type UpstreamsPluginOptions,
+} from './options.js'
+export { upstreams } from './plugin.js'
+export type { Pool } from './pool.js'
+export { UpstreamRegistry, type UpstreamRegistryEvents, type UpstreamsLogger } from './registry.js'
+export {
+  builtinStrategies,
+  latency,
+  leastConnections,
+  powerOfTwo,
+  roundRobin,
+  type Strategy,
+  type StrategyFactory,
+  weighted,
+} from './strategies.js'
+export type { AttemptResult, Lease, Upstream, UpstreamSnapshot, UpstreamState } from './upstream.js'

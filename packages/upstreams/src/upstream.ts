@@ -1,0 +1,349 @@
+import type { Protocol } from '@llmproxy/core'
+import type { HealthChecksOptions, PassiveHealthOptions, ResolvedUpstreamConfig, UpstreamConfig } from './options.js'
+
+/**
+ * - healthy: picked normally.
+ * - unhealthy: failed `unhealthyAfter` active checks in a row; picked by nobody until `healthyAfter` good checks.
+ * - ejected: failed `failuresToEject` requests in a row; picked by nobody until its cooldown has passed.
+ * - half-open: the cooldown has passed; exactly one request may try it.
+ * - draining: taken out by an admin (`drain`); picked by nobody until `enable`.
+ */
+export type UpstreamState = 'healthy' | 'unhealthy' | 'ejected' | 'half-open' | 'draining'
+
+/** An upstream as strategies, the router and admin code see it (read only: change it through leases and the registry). */
+export interface Upstream {
+  readonly name: string
+  /** Origin plus optional base path, without a trailing slash. */
+  readonly url: string
+  readonly protocol: Protocol
+  readonly weight: number
+  readonly maxConcurrency: number | null
+  readonly apiKey: string | undefined
+  readonly headers: Record<string, string> | undefined
+  /** Leases not yet released. */
+  readonly inFlight: number
+  readonly state: UpstreamState
+  /** Peak-EWMA of the time to first token, in ms; null before the first sample. */
+  readonly ewmaTtftMs: number | null
+}
+
+/** How one attempt on a leased upstream went, reported by `lease.release(result)`. */
+export interface AttemptResult {
+  /** True when the upstream answered well (2xx, or the response was committed to the client). */
+  ok: boolean
+  /**
+   * Why it failed. connect/timeout/stall/error count as failures; `status` is judged by `status`
+   * (>= 500 failure, 429 hold, other 4xx neutral); `aborted` (the client went away) is neutral.
+   */
+  kind?: 'connect' | 'timeout' | 'status' | 'stall' | 'error' | 'aborted'
+  status?: number
+  ttftMs?: number
+  /** From a 429's Retry-After, in ms (default 1000). */
+  retryAfterMs?: number
+}
+
+/** The right to send one request to `upstream`. Release it exactly once, when the attempt's fate is known. */
+export interface Lease {
+  readonly upstream: Upstream
+  /** Counts the attempt for passive health and frees the slot. Idempotent: later calls do nothing. */
+  release(result: AttemptResult): void
+}
+
+/** What admin APIs and metrics see of an upstream. */
+export interface UpstreamSnapshot {
+  name: string
+  url: string
+  protocol: Protocol
+  state: UpstreamState
+  inFlight: number
+  ewmaTtftMs: number | null
+  /** Ejections since start (passive health). */
+  ejections: number
+  /** Failed requests in a row. */
+  consecutiveFailures: number
+  /** Failed requests in the last 60 s. */
+  recentErrors: number
+  /** The last failure (request or health check), or null. */
+  lastError: string | null
+  weight: number
+  maxConcurrency: number | null
+  /** Epoch ms until which a 429 holds the upstream back, or null. */
+  heldUntil: number | null
+}
+
+/** What an upstream needs from its registry. */
+export interface UpstreamOwner {
+  readonly passive: PassiveHealthOptions
+  readonly checks: HealthChecksOptions
+  onTransition(upstream: UpstreamNode, previous: UpstreamState, reason: string): void
+  /** A slot was freed or the state changed: serve the queues of the pools holding this upstream. */
+  wake(upstream: UpstreamNode): void
+}
+
+/** Weight of a new TTFT sample below the current EWMA (a sample above it is taken at once: peak-EWMA). */
+const EWMA_DECAY = 0.3
+const DEFAULT_RETRY_AFTER_MS = 1000
+const ERROR_WINDOW_S = 60
+
+class UpstreamLease implements Lease {
+  readonly upstream: UpstreamNode
+  private released = false
+
+  constructor(upstream: UpstreamNode) {
+    this.upstream = upstream
+  }
+
+  release(result: AttemptResult): void {
+    if (this.released) return
+    this.released = true
+    this.upstream.settle(this, result)
+  }
+}
+
+/** An upstream with its health state machine. Internal: the public view is `Upstream`. */
+export class UpstreamNode implements Upstream {
+  readonly name: string
+  url: string
+  protocol: Protocol
+  weight: number
+  maxConcurrency: number | null
+  apiKey: string | undefined
+  headers: Record<string, string> | undefined
+  healthCheck: UpstreamConfig['healthCheck']
+  inFlight = 0
+  state: UpstreamState = 'healthy'
+  ewmaTtftMs: number | null = null
+
+  ejections = 0
+  consecutiveFailures = 0
+  lastError: string | null = null
+  /** Epoch ms; 0 = not held. */
+  heldUntil = 0
+  /** Epoch ms the current ejection ends. */
+  ejectedUntil = 0
+  /** Ejections in a row without a success in between: the cooldown doubles with each. */
+  private ejectionStreak = 0
+  /** The one lease allowed while half-open. */
+  private trialLease: UpstreamLease | null = null
+  private checkFailures = 0
+  private checkSuccesses = 0
+  /** Failures per second over the last minute (ring of 60 one-second buckets). */
+  private readonly errorCounts = new Uint32Array(ERROR_WINDOW_S)
+  private readonly errorSeconds = new Float64Array(ERROR_WINDOW_S)
+  /** Pools holding this upstream, to wake their queues. */
+  readonly pools: { serve(): void; readonly waiting: number }[] = []
+  private readonly owner: UpstreamOwner
+
+  constructor(config: ResolvedUpstreamConfig, url: string, owner: UpstreamOwner) {
+    this.name = config.name
+    this.owner = owner
+    this.url = url
+    this.protocol = config.protocol
+    this.weight = config.weight
+    this.maxConcurrency = config.maxConcurrency ?? null
+    this.apiKey = config.apiKey
+    this.headers = config.headers
+    this.healthCheck = config.healthCheck
+  }
+
+  /** Hot reload of an upstream with the same name and url: new settings, same state. */
+  configure(config: ResolvedUpstreamConfig): void {
+    this.protocol = config.protocol
+    this.weight = config.weight
+    this.maxConcurrency = config.maxConcurrency ?? null
+    this.apiKey = config.apiKey
+    this.headers = config.headers
+    this.healthCheck = config.healthCheck
+  }
+
+  /** Whether a new request may be sent here now (ignoring maxConcurrency). Ends a passed cooldown (→ half-open). */
+  available(now: number): boolean {
+    switch (this.state) {
+      case 'healthy':
+        break
+      case 'ejected':
+        if (now < this.ejectedUntil) return false
+        this.refresh(now)
+        break
+      case 'half-open':
+        if (this.trialLease !== null) return false
+        break
+      default:
+        return false
+    }
+    if (this.heldUntil !== 0) {
+      if (now < this.heldUntil) return false
+      this.heldUntil = 0
+    }
+    return true
+  }
+
+  /** Applies the lazy transition: an ejection whose cooldown has passed becomes half-open. */
+  refresh(now: number): void {
+    if (this.state === 'ejected' && now >= this.ejectedUntil) {
+      this.trialLease = null
+      this.setState('half-open', 'ejection cooldown elapsed')
+    }
+  }
+
+  /** Takes a slot. While half-open, the lease is the single trial. */
+  lease(): Lease {
+    const lease = new UpstreamLease(this)
+    this.inFlight++
+    if (this.state === 'half-open') this.trialLease = lease
+    return lease
+  }
+
+  /** Passive health: called once per lease by `lease.release`. */
+  settle(lease: UpstreamLease, result: AttemptResult): void {
+    this.inFlight--
+    const trial = this.trialLease === lease
+    if (trial) this.trialLease = null
+    if (result.ok) {
+      this.succeeded(result.ttftMs)
+    } else {
+      const kind = result.kind
+      if (kind === 'aborted') {
+        // The client went away: says nothing about the upstream.
+      } else if (kind !== undefined && kind !== 'status') {
+        this.failed(kind, trial)
+      } else {
+        const status = result.status
+        if (status === undefined || status >= 500) this.failed(status === undefined ? 'error' : `status ${status}`, trial)
+        else {
+          if (status === 429) this.heldUntil = Date.now() + (result.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS)
+          // It answered: alive, whatever it thought of the request.
+          if (trial && this.state === 'half-open') this.recover('trial request answered')
+        }
+      }
+    }
+    this.owner.wake(this)
+  }
+
+  private succeeded(ttftMs: number | undefined): void {
+    if (ttftMs !== undefined && ttftMs >= 0) {
+      const ewma = this.ewmaTtftMs
+      this.ewmaTtftMs = ewma === null || ttftMs > ewma ? ttftMs : ewma + EWMA_DECAY * (ttftMs - ewma)
+    }
+    // A request begun before the ejection says nothing about now: the cooldown and the trial decide.
+    if (this.state === 'ejected') return
+    this.consecutiveFailures = 0
+    this.ejectionStreak = 0
+    if (this.state === 'half-open') this.recover('request succeeded')
+  }
+
+  private failed(what: string, trial: boolean): void {
+    const now = Date.now()
+    this.consecutiveFailures++
+    this.countError(now)
+    this.lastError = what
+    if (this.state === 'half-open') {
+      if (trial) this.eject(now, `trial request failed (${what})`)
+    } else if (this.state === 'healthy' && this.consecutiveFailures >= this.owner.passive.failuresToEject) {
+      this.eject(now, `${this.consecutiveFailures} consecutive failures (last: ${what})`)
+    }
+  }
+
+  private eject(now: number, reason: string): void {
+    const { baseEjectionMs, maxEjectionMs } = this.owner.passive
+    this.ejections++
+    this.ejectionStreak++
+    this.ejectedUntil = now + Math.min(baseEjectionMs * 2 ** (this.ejectionStreak - 1), maxEjectionMs)
+    // Ending an ejection through active checks takes `healthyAfter` good checks made after it.
+    this.checkSuccesses = 0
+    this.setState('ejected', reason)
+  }
+
+  private recover(reason: string): void {
+    this.consecutiveFailures = 0
+    this.trialLease = null
+    this.setState('healthy', reason)
+  }
+
+  /** Active health: the result of one check. Returns true when the state changed. */
+  checked(ok: boolean, error: string | null): boolean {
+    const { healthyAfter, unhealthyAfter } = this.owner.checks
+    const state = this.state
+    if (ok) {
+      this.checkFailures = 0
+      this.checkSuccesses++
+      if ((state === 'unhealthy' || state === 'ejected' || state === 'half-open') && this.checkSuccesses >= healthyAfter) {
+        this.recover(`${this.checkSuccesses} health checks passed`)
+        return true
+      }
+      return false
+    }
+    this.checkSuccesses = 0
+    this.checkFailures++
+    this.lastError = `health check: ${error ?? 'failed'}`
+    if ((state === 'healthy' || state === 'ejected' || state === 'half-open') && this.checkFailures >= unhealthyAfter) {
+      this.trialLease = null
+      this.setState('unhealthy', `${this.checkFailures} health checks failed (last: ${error ?? 'failed'})`)
+      return true
+    }
+    return false
+  }
+
+  drain(): void {
+    this.setState('draining', 'drained by an admin')
+  }
+
+  enable(): void {
+    this.consecutiveFailures = 0
+    this.ejectionStreak = 0
+    this.checkFailures = 0
+    this.trialLease = null
+    this.heldUntil = 0
+    this.setState('healthy', 'enabled by an admin')
+  }
+
+  snapshot(now: number): UpstreamSnapshot {
+    this.refresh(now)
+    return this.describe(now)
+  }
+
+  /** The snapshot as things stand (no lazy transition). */
+  describe(now: number): UpstreamSnapshot {
+    return {
+      name: this.name,
+      url: this.url,
+      protocol: this.protocol,
+      state: this.state,
+      inFlight: this.inFlight,
+      ewmaTtftMs: this.ewmaTtftMs,
+      ejections: this.ejections,
+      consecutiveFailures: this.consecutiveFailures,
+      recentErrors: this.recentErrors(now),
+      lastError: this.lastError,
+      weight: this.weight,
+      maxConcurrency: this.maxConcurrency,
+      heldUntil: this.heldUntil > now ? this.heldUntil : null,
+    }
+  }
+
+  private setState(next: UpstreamState, reason: string): void {
+    const previous = this.state
+    if (previous === next) return
+    this.state = next
+    this.owner.onTransition(this, previous, reason)
+  }
+
+  private countError(now: number): void {
+    const second = Math.floor(now / 1000)
+    const i = second % ERROR_WINDOW_S
+    if (this.errorSeconds[i] !== second) {
+      this.errorSeconds[i] = second
+      this.errorCounts[i] = 0
+    }
+    this.errorCounts[i]++
+  }
+
+  private recentErrors(now: number): number {
+    const second = Math.floor(now / 1000)
+    let total = 0
+    for (let i = 0; i < ERROR_WINDOW_S; i++) {
+      if (second - (this.errorSeconds[i] as number) < ERROR_WINDOW_S) total += this.errorCounts[i] as number
+    }
+    return total
+  }
+}

@@ -1,0 +1,186 @@
+import { strict as assert } from 'node:assert'
+import { afterEach, beforeEach, describe, mock, test } from 'node:test'
+import { UpstreamRegistry, type UpstreamSnapshot, type UpstreamState } from '../src/index.js'
+import { config, lease, pickName } from './helpers.js'
+
+const T0 = 1_700_000_000_000
+
+interface Transition {
+  name: string
+  from: UpstreamState
+  to: UpstreamState
+  reason: string
+}
+
+function setup(passive: { failuresToEject?: number; baseEjectionMs?: number; maxEjectionMs?: number } = {}) {
+  const registry = new UpstreamRegistry({ upstreams: [config('a'), config('b')], passive })
+  const transitions: Transition[] = []
+  registry.on('state', (snapshot: UpstreamSnapshot, from: UpstreamState, reason: string) => {
+    transitions.push({ name: snapshot.name, from, to: snapshot.state, reason })
+  })
+  return { registry, transitions, solo: registry.pool(['a']), both: registry.pool(['a', 'b']) }
+}
+
+describe('passive health', () => {
+  beforeEach(() => mock.timers.enable({ apis: ['Date'], now: T0 }))
+  afterEach(() => mock.timers.reset())
+
+  test('ejects after N consecutive failures and skips the ejected upstream', () => {
+    const { registry, solo, both, transitions } = setup()
+    lease(solo).release({ ok: false, kind: 'connect' })
+    lease(solo).release({ ok: false, kind: 'status', status: 503 })
+    assert.equal(registry.get('a')?.state, 'healthy')
+    lease(solo).release({ ok: false, kind: 'timeout' })
+    assert.equal(registry.get('a')?.state, 'ejected')
+    assert.equal(solo.tryAcquire(), null)
+    assert.deepEqual(
+      Array.from({ length: 4 }, () => pickName(both)),
+      ['b', 'b', 'b', 'b'],
+    )
+    const snap = registry.snapshot().find((s) => s.name === 'a')
+    assert.equal(snap?.ejections, 1)
+    assert.equal(snap?.consecutiveFailures, 3)
+    assert.equal(snap?.recentErrors, 3)
+    assert.equal(snap?.lastError, 'timeout')
+    assert.equal(transitions.length, 1)
+    assert.deepEqual({ ...transitions[0], reason: undefined }, { name: 'a', from: 'healthy', to: 'ejected', reason: undefined })
+    assert.match(transitions[0]?.reason ?? '', /3 consecutive failures/)
+  })
+
+  test('a success resets the count; 4xx and aborts are not failures', () => {
+    const { registry, solo } = setup()
+    lease(solo).release({ ok: false, kind: 'stall' })
+    lease(solo).release({ ok: false, kind: 'error' })
+    lease(solo).release({ ok: true })
+    assert.equal(registry.get('a')?.state, 'healthy')
+    lease(solo).release({ ok: false, kind: 'status', status: 500 })
+    lease(solo).release({ ok: false, kind: 'status', status: 400 })
+    lease(solo).release({ ok: false, kind: 'status', status: 404 })
+    lease(solo).release({ ok: false, kind: 'aborted' })
+    lease(solo).release({ ok: false, status: 502 })
+    assert.equal(registry.get('a')?.state, 'healthy')
+    assert.equal(registry.snapshot()[0]?.consecutiveFailures, 2)
+    lease(solo).release({ ok: false, kind: 'connect' })
+    assert.equal(registry.get('a')?.state, 'ejected')
+  })
+
+  test('cooldown, then one half-open trial; failure re-ejects with a doubled cooldown, success recovers', () => {
+    const { registry, solo, transitions } = setup({ baseEjectionMs: 1000, maxEjectionMs: 3000 })
+    for (let i = 0; i < 3; i++) lease(solo).release({ ok: false, kind: 'connect' })
+    mock.timers.tick(999)
+    assert.equal(solo.tryAcquire(), null)
+    mock.timers.tick(1)
+    const trial = lease(solo)
+    assert.equal(registry.get('a')?.state, 'half-open')
+    // Exactly one trial: the others skip it.
+    assert.equal(solo.tryAcquire(), null)
+    assert.equal(solo.tryAcquire(), null)
+    trial.release({ ok: false, kind: 'connect' })
+    assert.equal(registry.get('a')?.state, 'ejected')
+
+    // Doubled: 2000, then capped at 3000.
+    mock.timers.tick(1999)
+    assert.equal(solo.tryAcquire(), null)
+    mock.timers.tick(1)
+    lease(solo).release({ ok: false, kind: 'timeout' })
+    mock.timers.tick(2999)
+    assert.equal(solo.tryAcquire(), null)
+    mock.timers.tick(1)
+    lease(solo).release({ ok: false, kind: 'status', status: 500 })
+    mock.timers.tick(2999)
+    assert.equal(solo.tryAcquire(), null)
+    mock.timers.tick(1)
+    lease(solo).release({ ok: true, ttftMs: 50 })
+    assert.equal(registry.get('a')?.state, 'healthy')
+    assert.equal(registry.snapshot()[0]?.consecutiveFailures, 0)
+    assert.equal(registry.snapshot()[0]?.ejections, 4)
+
+    // A success resets the streak: the next ejection is back to the base cooldown.
+    for (let i = 0; i < 3; i++) lease(solo).release({ ok: false, kind: 'connect' })
+    mock.timers.tick(1000)
+    assert.notEqual(solo.tryAcquire(), null)
+
+    assert.deepEqual(
+      transitions.map((x) => `${x.from}>${x.to}`),
+      [
+        'healthy>ejected',
+        'ejected>half-open',
+        'half-open>ejected',
+        'ejected>half-open',
+        'half-open>ejected',
+        'ejected>half-open',
+        'half-open>ejected',
+        'ejected>half-open',
+        'half-open>healthy',
+        'healthy>ejected',
+        'ejected>half-open',
+      ],
+    )
+  })
+
+  test('a half-open trial that the client aborts frees the trial for the next request', () => {
+    const { registry, solo } = setup({ baseEjectionMs: 1000 })
+    for (let i = 0; i < 3; i++) lease(solo).release({ ok: false, kind: 'connect' })
+    mock.timers.tick(1000)
+    lease(solo).release({ ok: false, kind: 'aborted' })
+    assert.equal(registry.get('a')?.state, 'half-open')
+    lease(solo).release({ ok: false, kind: 'status', status: 404 })
+    assert.equal(registry.get('a')?.state, 'healthy')
+  })
+
+  test('requests in flight during the ejection do not end it or double it', () => {
+    const { registry, solo } = setup({ baseEjectionMs: 1000 })
+    const stale = [lease(solo), lease(solo)]
+    for (let i = 0; i < 3; i++) lease(solo).release({ ok: false, kind: 'connect' })
+    stale[0]?.release({ ok: true })
+    stale[1]?.release({ ok: false, kind: 'connect' })
+    assert.equal(registry.get('a')?.state, 'ejected')
+    assert.equal(registry.snapshot()[0]?.ejections, 1)
+    mock.timers.tick(1000)
+    assert.notEqual(solo.tryAcquire(), null)
+  })
+
+  test('429 holds the upstream back until Retry-After, without counting a failure', () => {
+    const { registry, solo, both, transitions } = setup()
+    lease(solo).release({ ok: false, kind: 'status', status: 429, retryAfterMs: 2000 })
+    const snap = registry.snapshot()[0]
+    assert.equal(snap?.heldUntil, T0 + 2000)
+    assert.equal(snap?.consecutiveFailures, 0)
+    assert.equal(snap?.state, 'healthy')
+    assert.equal(solo.tryAcquire(), null)
+    assert.equal(pickName(both), 'b')
+    mock.timers.tick(1999)
+    assert.equal(solo.tryAcquire(), null)
+    mock.timers.tick(1)
+    lease(solo).release({ ok: false, kind: 'status', status: 429 })
+    // Default hold: 1 s.
+    assert.equal(registry.snapshot()[0]?.heldUntil, T0 + 3000)
+    mock.timers.tick(1000)
+    assert.equal(registry.snapshot()[0]?.heldUntil, null)
+    assert.equal(pickName(solo), 'a')
+    assert.equal(transitions.length, 0)
+  })
+
+  test('release is idempotent', () => {
+    const { registry, solo } = setup({ failuresToEject: 2 })
+    const l = lease(solo)
+    assert.equal(registry.get('a')?.inFlight, 1)
+    l.release({ ok: false, kind: 'connect' })
+    l.release({ ok: false, kind: 'connect' })
+    assert.equal(registry.get('a')?.inFlight, 0)
+    assert.equal(registry.get('a')?.state, 'healthy')
+  })
+
+  test('recent errors count the last 60 seconds only', () => {
+    const { registry, solo } = setup({ failuresToEject: 100 })
+    lease(solo).release({ ok: false, kind: 'connect' })
+    mock.timers.tick(30_000)
+    lease(solo).release({ ok: false, kind: 'connect' })
+    lease(solo).release({ ok: false, kind: 'connect' })
+    assert.equal(registry.snapshot()[0]?.recentErrors, 3)
+    mock.timers.tick(31_000)
+    assert.equal(registry.snapshot()[0]?.recentErrors, 2)
+    mock.timers.tick(60_000)
+    assert.equal(registry.snapshot()[0]?.recentErrors, 0)
+  })
+})

@@ -1,0 +1,71 @@
+import { EventEmitter } from 'node:events'
+import { ConfigError, ensureCore, validateOptions } from '@llmproxy/core'
+import type { FastifyPluginAsync } from 'fastify'
+import fp from 'fastify-plugin'
+import { type UsageOptionsInput, UsageOptionsSchema } from './options.js'
+import { WebhookSink } from './sink.js'
+import type { Counters, UsageApi, UsageEvents, UsageListener, UsageStats } from './types.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Usage records: listeners, webhook sink stats, flush, delivery events. */
+    usage: UsageApi
+  }
+}
+
+const SUBJECT = '@llmproxy/usage options'
+
+const usagePlugin: FastifyPluginAsync<UsageOptionsInput> = async (fastify, rawOptions) => {
+  await ensureCore(fastify)
+  const options = validateOptions(UsageOptionsSchema, rawOptions, SUBJECT)
+  const log = fastify.log.child({ plugin: '@llmproxy/usage' })
+  const events = new EventEmitter<UsageEvents>()
+  const counters: Counters = {
+    delivered: 0,
+    deliveryFailures: 0,
+    dropped: 0,
+    notSpooled: 0,
+    lastDeliveryAt: null,
+    lastError: null,
+  }
+
+  let sink: WebhookSink | null = null
+  const { webhook, spoolDir } = options
+  if (webhook !== undefined) {
+    if (spoolDir === undefined) throw new ConfigError(SUBJECT, [{ path: '/spoolDir', message: 'is required when webhook is set' }])
+    const protocol = new URL(webhook.url).protocol
+    if (protocol !== 'http:' && protocol !== 'https:') {
+      throw new ConfigError(SUBJECT, [{ path: '/webhook/url', message: 'must be an http or https URL' }])
+    }
+    sink = new WebhookSink({ ...options, webhook, spoolDir }, counters, events, log)
+    fastify.llm.addHook('onUsage', sink.listener)
+  }
+
+  const api: UsageApi = {
+    onUsage(fn: UsageListener): void {
+      if (typeof fn !== 'function') throw new TypeError('fastify.usage.onUsage(fn): fn must be a function')
+      fastify.llm.addHook('onUsage', fn)
+    },
+    stats(): UsageStats {
+      return {
+        queueDepth: sink?.spool.pending ?? 0,
+        spoolBytes: sink?.spool.bytes ?? 0,
+        ...counters,
+      }
+    },
+    flush(): Promise<void> {
+      return sink === null ? Promise.resolve() : sink.flush()
+    },
+    events,
+  }
+  fastify.decorate('usage', api)
+
+  if (sink !== null) {
+    const active = sink
+    fastify.addHook('onReady', async () => active.start())
+    fastify.addHook('onClose', async () => active.close(options.shutdownFlushMs))
+  }
+}
+
+/** Usage records: the public listener API and a durable, batched, signed webhook sink. */
+export const usage = fp(usagePlugin, { name: '@llmproxy/usage', fastify: '5.x' })

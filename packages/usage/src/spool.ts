@@ -1,0 +1,456 @@
+import * as fs from 'node:fs'
+import type { FileHandle } from 'node:fs/promises'
+import { open } from 'node:fs/promises'
+import * as path from 'node:path'
+import type { FastifyBaseLogger } from 'fastify'
+import type { FsyncPolicy } from './options.js'
+
+const SEGMENT_NAME = /^(\d{16})\.jsonl$/
+const CURSOR_FILE = 'cursor.json'
+const CURSOR_TMP = 'cursor.json.tmp'
+const LOCK_FILE = 'lock'
+/** Spool directories open in this process (another app on the same directory would corrupt it). */
+const openDirs = new Set<string>()
+const NEWLINE = 0x0a
+const READ_CHUNK = 256 * 1024
+const SCAN_CHUNK = 1024 * 1024
+
+export interface SpoolOptions {
+  dir: string
+  maxBytes: number
+  segmentBytes: number
+  fsync: FsyncPolicy
+}
+
+interface Segment {
+  seq: number
+  /** Bytes in the file (for the active segment: bytes of complete appends). */
+  size: number
+  /** Complete lines not yet consumed (for the oldest segment: after the cursor). */
+  records: number
+}
+
+/** Records read from the cursor, not yet acknowledged. Lines are the raw JSON texts, as spooled. */
+export interface SpoolBatch {
+  readonly seq: number
+  readonly start: number
+  readonly end: number
+  readonly lines: string[]
+  /** Complete lines consumed, valid or not (corrupt lines are skipped with a warning). */
+  readonly consumed: number
+  readonly generation: number
+}
+
+function segmentName(seq: number): string {
+  return `${String(seq).padStart(16, '0')}.jsonl`
+}
+
+function isRecordLine(text: string): boolean {
+  try {
+    const value: unknown = JSON.parse(text)
+    return value !== null && typeof value === 'object' && typeof (value as { id?: unknown }).id === 'string'
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Append-only spool of JSON lines in segment files `<seq>.jsonl`, with a delivery cursor
+ * (segment + byte offset) in `cursor.json`, replaced atomically (temp file + rename).
+ *
+ * Appends are synchronous `write(2)` calls on an `O_APPEND` fd: when `append` returns, the record is
+ * in the OS page cache, so a process crash (even `kill -9`) loses nothing; the fsync policy decides
+ * what a power failure can lose. Segments before the cursor are deleted. On open, the spool is
+ * replayed from the cursor, and writes go to a new segment, so a torn last line of a previous run
+ * (crash mid-write) is the tail of a closed segment: the reader skips it.
+ */
+export class Spool {
+  private readonly dir: string
+  private readonly maxBytes: number
+  private readonly segmentBytes: number
+  private readonly fsyncPolicy: FsyncPolicy
+  private readonly log: FastifyBaseLogger
+  /** Undelivered (or partly delivered) segments, oldest first; the active one is last when `fd !== -1`. */
+  private readonly segments: Segment[] = []
+  private cursorSeq = 0
+  private cursorOffset = 0
+  private nextSeq = 1
+  private fd = -1
+  private dirty = false
+  /** fd with an fdatasync in flight, and whether it must be closed when that completes. */
+  private syncingFd = -1
+  private closeAfterSync = false
+  private reader: { seq: number; handle: FileHandle } | null = null
+  /** Bumped when segments are dropped, so that acknowledgements of batches read before are ignored. */
+  private generation = 0
+  private closed = false
+  /** Bytes of the segment files on disk. */
+  bytes = 0
+  /** Complete records spooled and not yet acknowledged (or dropped). */
+  pending = 0
+  /** Records acknowledged or dropped since open (grows monotonically; used by flush). */
+  released = 0
+
+  constructor(options: SpoolOptions, log: FastifyBaseLogger) {
+    this.dir = path.resolve(options.dir)
+    this.maxBytes = options.maxBytes
+    this.segmentBytes = options.segmentBytes
+    this.fsyncPolicy = options.fsync
+    this.log = log
+    this.load()
+  }
+
+  /** Whether `length` more bytes stay within maxBytes. */
+  fits(length: number): boolean {
+    return this.bytes + length <= this.maxBytes
+  }
+
+  /** Appends one line (ending in `\n`). Throws on I/O errors (the record is then not spooled). */
+  append(line: Buffer): void {
+    if (this.closed) throw new Error('usage spool is closed')
+    let active = this.fd === -1 ? this.openWriter() : (this.segments[this.segments.length - 1] as Segment)
+    if (active.size > 0 && active.size + line.length > this.segmentBytes) {
+      this.closeWriter()
+      active = this.openWriter()
+    }
+    let written = 0
+    try {
+      while (written < line.length) written += fs.writeSync(this.fd, line, written, line.length - written)
+    } catch (err) {
+      // A partial line becomes the torn tail of a closed segment, which the reader skips.
+      active.size += written
+      this.bytes += written
+      this.closeWriter()
+      throw err
+    }
+    active.size += line.length
+    active.records++
+    this.bytes += line.length
+    this.pending++
+    if (this.fsyncPolicy === 'always') {
+      try {
+        fs.fdatasyncSync(this.fd)
+      } catch (err) {
+        this.log.error({ err }, 'usage spool: fdatasync failed')
+      }
+    } else {
+      this.dirty = true
+    }
+  }
+
+  /** fdatasync of the active segment if it has unsynced appends (the `interval` policy's timer). */
+  syncIfDirty(): void {
+    if (!this.dirty || this.fd === -1 || this.syncingFd !== -1) return
+    this.dirty = false
+    const fd = this.fd
+    this.syncingFd = fd
+    fs.fdatasync(fd, (err) => {
+      this.syncingFd = -1
+      if (err) this.log.error({ err }, 'usage spool: fdatasync failed')
+      if (this.closeAfterSync) {
+        this.closeAfterSync = false
+        this.closeFd(fd)
+      }
+    })
+  }
+
+  /**
+   * Deletes the oldest segment with its undelivered records (the `drop-oldest` policy).
+   * Returns the number of records dropped, or -1 when there is nothing to drop.
+   */
+  dropOldest(): number {
+    const oldest = this.segments[0]
+    if (oldest === undefined) return -1
+    if (this.fd !== -1 && this.segments.length === 1) this.closeWriter()
+    this.segments.shift()
+    this.unlinkSegment(oldest.seq)
+    this.bytes -= oldest.size
+    this.pending -= oldest.records
+    this.released += oldest.records
+    this.generation++
+    this.cursorSeq = this.segments[0]?.seq ?? this.nextSeq
+    this.cursorOffset = 0
+    this.persistCursor()
+    return oldest.records
+  }
+
+  /** Reads up to `maxRecords` records from the cursor (one segment at most). Null when there is nothing to read. */
+  async read(maxRecords: number): Promise<SpoolBatch | null> {
+    if (this.closed) return null
+    this.skipFinished()
+    const segment = this.segments[0]
+    if (segment === undefined || this.cursorOffset >= segment.size) return null
+    const generation = this.generation
+    const seq = segment.seq
+    const start = this.cursorOffset
+    const limit = segment.size
+    const handle = await this.readerFor(seq)
+    const lines: string[] = []
+    let consumed = 0
+    let pos = start
+    let chunkSize = READ_CHUNK
+    while (lines.length < maxRecords && pos < limit) {
+      const want = Math.min(chunkSize, limit - pos)
+      const buf = Buffer.allocUnsafe(want)
+      const { bytesRead } = await handle.read(buf, 0, want, pos)
+      if (generation !== this.generation) return null
+      let from = 0
+      while (lines.length < maxRecords) {
+        const nl = buf.indexOf(NEWLINE, from)
+        if (nl === -1 || nl >= bytesRead) break
+        const text = buf.toString('utf8', from, nl)
+        consumed++
+        if (isRecordLine(text)) lines.push(text)
+        else this.log.warn({ segment: seq, offset: pos + from }, 'usage spool: skipping a corrupt line')
+        from = nl + 1
+      }
+      if (from > 0) {
+        pos += from
+        continue
+      }
+      if (bytesRead < want || pos + bytesRead >= limit) {
+        // No newline before the end of a closed segment: the torn last line of a crash mid-write.
+        this.log.warn({ segment: seq, offset: pos, bytes: limit - pos }, 'usage spool: skipping a torn last line')
+        pos = limit
+        break
+      }
+      chunkSize *= 2
+    }
+    return { seq, start, end: pos, lines, consumed, generation }
+  }
+
+  /**
+   * Marks a batch as delivered: moves the cursor past it and persists the cursor; fully delivered
+   * segments are deleted. Returns false (and changes nothing) for a batch made stale by a drop.
+   */
+  ack(batch: SpoolBatch): boolean {
+    if (batch.generation !== this.generation || batch.seq !== this.cursorSeq || batch.start !== this.cursorOffset) return false
+    const segment = this.segments[0]
+    if (segment === undefined) return false
+    this.cursorOffset = batch.end
+    segment.records -= batch.consumed
+    this.pending -= batch.consumed
+    this.released += batch.consumed
+    this.persistCursor()
+    this.skipFinished()
+    return true
+  }
+
+  /** Syncs and closes the files. The spool keeps its data for the next open. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    if (this.fd !== -1) this.closeWriter()
+    fs.rmSync(path.join(this.dir, LOCK_FILE), { force: true })
+    openDirs.delete(this.dir)
+    if (this.reader !== null) {
+      const { handle } = this.reader
+      this.reader = null
+      await handle.close()
+    }
+  }
+
+  private load(): void {
+    fs.mkdirSync(this.dir, { recursive: true })
+    this.lock()
+    fs.rmSync(path.join(this.dir, CURSOR_TMP), { force: true })
+    const seqs: number[] = []
+    for (const name of fs.readdirSync(this.dir)) {
+      const match = SEGMENT_NAME.exec(name)
+      if (match !== null) seqs.push(Number(match[1]))
+    }
+    seqs.sort((a, b) => a - b)
+    const cursor = this.readCursor()
+    for (const seq of seqs) {
+      if (cursor !== null && seq < cursor.seq) {
+        this.unlinkSegment(seq)
+        continue
+      }
+      const file = path.join(this.dir, segmentName(seq))
+      const size = fs.statSync(file).size
+      const from = cursor !== null && seq === cursor.seq ? Math.min(cursor.offset, size) : 0
+      const records = countLines(file, from, size)
+      if (this.segments.length === 0) this.cursorOffset = from
+      this.segments.push({ seq, size, records })
+      this.bytes += size
+      this.pending += records
+    }
+    const last = seqs[seqs.length - 1] ?? 0
+    this.nextSeq = Math.max(last, cursor?.seq ?? 0) + 1
+    this.cursorSeq = this.segments[0]?.seq ?? this.nextSeq
+  }
+
+  /**
+   * One writer per spool: refuses a directory held by this process or by another live process
+   * (pid in `lock`). A lock left by a dead process (crash, kill -9) is taken over.
+   */
+  private lock(): void {
+    if (openDirs.has(this.dir)) throw new Error(`usage spool ${this.dir} is already open in this process`)
+    const file = path.join(this.dir, LOCK_FILE)
+    let holder = Number.NaN
+    try {
+      holder = Number(fs.readFileSync(file, 'utf8').trim())
+    } catch {
+      // no lock
+    }
+    if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
+      throw new Error(`usage spool ${this.dir} is in use by process ${holder}`)
+    }
+    fs.writeFileSync(file, String(process.pid))
+    openDirs.add(this.dir)
+  }
+
+  private readCursor(): { seq: number; offset: number } | null {
+    let text: string
+    try {
+      text = fs.readFileSync(path.join(this.dir, CURSOR_FILE), 'utf8')
+    } catch {
+      return null
+    }
+    try {
+      const value = JSON.parse(text) as { segment?: unknown; offset?: unknown }
+      if (Number.isSafeInteger(value.segment) && Number.isSafeInteger(value.offset)) {
+        return { seq: value.segment as number, offset: Math.max(0, value.offset as number) }
+      }
+    } catch {
+      // fall through
+    }
+    // Replaying from the oldest segment can only duplicate records, never lose them.
+    this.log.warn({ dir: this.dir }, 'usage spool: unreadable cursor, replaying from the oldest segment')
+    return null
+  }
+
+  private persistCursor(): void {
+    const tmp = path.join(this.dir, CURSOR_TMP)
+    try {
+      const fd = fs.openSync(tmp, 'w')
+      try {
+        fs.writeSync(fd, JSON.stringify({ segment: this.cursorSeq, offset: this.cursorOffset }))
+        if (this.fsyncPolicy !== 'never') fs.fdatasyncSync(fd)
+      } finally {
+        fs.closeSync(fd)
+      }
+      fs.renameSync(tmp, path.join(this.dir, CURSOR_FILE))
+    } catch (err) {
+      // At worst the next start redelivers the batch: duplicates, no loss.
+      this.log.error({ err }, 'usage spool: could not persist the delivery cursor')
+    }
+  }
+
+  /** Deletes closed segments the cursor has passed and moves the cursor to the next one. */
+  private skipFinished(): void {
+    for (;;) {
+      const oldest = this.segments[0]
+      if (oldest === undefined || this.cursorOffset < oldest.size) return
+      if (this.fd !== -1 && this.segments.length === 1) return
+      this.segments.shift()
+      this.unlinkSegment(oldest.seq)
+      this.bytes -= oldest.size
+      this.cursorSeq = this.segments[0]?.seq ?? this.nextSeq
+      this.cursorOffset = 0
+    }
+  }
+
+  private openWriter(): Segment {
+    const seq = this.nextSeq++
+    this.fd = fs.openSync(path.join(this.dir, segmentName(seq)), 'a')
+    if (this.fsyncPolicy !== 'never') this.syncDir()
+    const segment: Segment = { seq, size: 0, records: 0 }
+    this.segments.push(segment)
+    if (this.segments.length === 1) {
+      this.cursorSeq = seq
+      this.cursorOffset = 0
+    }
+    return segment
+  }
+
+  private closeWriter(): void {
+    const fd = this.fd
+    this.fd = -1
+    if (this.fsyncPolicy !== 'never' && this.dirty) {
+      try {
+        fs.fdatasyncSync(fd)
+      } catch (err) {
+        this.log.error({ err }, 'usage spool: fdatasync failed')
+      }
+    }
+    this.dirty = false
+    if (this.syncingFd === fd) this.closeAfterSync = true
+    else this.closeFd(fd)
+  }
+
+  private closeFd(fd: number): void {
+    try {
+      fs.closeSync(fd)
+    } catch (err) {
+      this.log.error({ err }, 'usage spool: close failed')
+    }
+  }
+
+  /** Makes a new segment's directory entry durable. */
+  private syncDir(): void {
+    try {
+      const fd = fs.openSync(this.dir, 'r')
+      try {
+        fs.fsyncSync(fd)
+      } finally {
+        fs.closeSync(fd)
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'usage spool: could not fsync the spool directory')
+    }
+  }
+
+  private async readerFor(seq: number): Promise<FileHandle> {
+    if (this.reader !== null) {
+      if (this.reader.seq === seq) return this.reader.handle
+      const old = this.reader.handle
+      this.reader = null
+      await old.close()
+    }
+    const handle = await open(path.join(this.dir, segmentName(seq)), 'r')
+    this.reader = { seq, handle }
+    return handle
+  }
+
+  private unlinkSegment(seq: number): void {
+    try {
+      fs.rmSync(path.join(this.dir, segmentName(seq)), { force: true })
+    } catch (err) {
+      this.log.error({ err, segment: seq }, 'usage spool: could not delete a segment')
+    }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** Complete lines (newline-terminated) in `file` between `from` and `to`. */
+function countLines(file: string, from: number, to: number): number {
+  if (from >= to) return 0
+  const fd = fs.openSync(file, 'r')
+  try {
+    const buf = Buffer.allocUnsafe(Math.min(SCAN_CHUNK, to - from))
+    let count = 0
+    let pos = from
+    while (pos < to) {
+      const n = fs.readSync(fd, buf, 0, Math.min(buf.length, to - pos), pos)
+      if (n === 0) break
+      let at = buf.indexOf(NEWLINE, 0)
+      while (at !== -1 && at < n) {
+        count++
+        at = buf.indexOf(NEWLINE, at + 1)
+      }
+      pos += n
+    }
+    return count
+  } finally {
+    fs.closeSync(fd)
+  }
+}

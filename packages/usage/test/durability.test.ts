@@ -1,0 +1,230 @@
+import { strict as assert } from 'node:assert'
+import { type ChildProcess, spawn } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { after, test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { buildApp, captureLogs, closedPort, emit, makeRecord, removeDir, segmentFiles, startReceiver, tempDir, waitFor } from './helpers.js'
+
+const dirs: string[] = []
+after(() => {
+  for (const dir of dirs) removeDir(dir)
+})
+function spoolDir(): string {
+  const dir = tempDir()
+  dirs.push(dir)
+  return dir
+}
+
+test('restart: records left undelivered at close are delivered by the next app on the same spool', async (t) => {
+  const dir = spoolDir()
+  const receiver = await startReceiver()
+  t.after(() => receiver.close())
+  receiver.respond = () => 503
+  const first = await buildApp({
+    webhook: { url: receiver.url },
+    spoolDir: dir,
+    batch: { maxRecords: 10, maxWaitMs: 10 },
+    retry: { baseMs: 10, maxMs: 50 },
+    shutdownFlushMs: 200,
+  })
+  const records = Array.from({ length: 25 }, () => makeRecord())
+  for (const r of records) emit(first, r)
+  await waitFor(() => receiver.deliveries.length >= 2, 15_000, 'failed attempts')
+  await first.close()
+  assert.equal(receiver.ids.size, 0)
+  assert.ok(segmentFiles(dir).length >= 1, 'records stay spooled')
+
+  receiver.respond = () => 200
+  const second = await buildApp({ webhook: { url: receiver.url }, spoolDir: dir, batch: { maxRecords: 10, maxWaitMs: 60_000 } })
+  t.after(() => second.close())
+  assert.equal(second.usage.stats().queueDepth, 25, 'replayed from disk')
+  // Replayed records are overdue: they go without waiting for maxWaitMs.
+  await waitFor(() => receiver.ids.size === 25, 15_000, 'replay')
+  assert.deepEqual(
+    [...receiver.ids],
+    records.map((r) => r.id),
+  )
+  await waitFor(() => second.usage.stats().queueDepth === 0)
+  const cursor = JSON.parse(fs.readFileSync(path.join(dir, 'cursor.json'), 'utf8')) as { segment: number; offset: number }
+  assert.equal(typeof cursor.segment, 'number')
+  assert.equal(typeof cursor.offset, 'number')
+})
+
+test('graceful close delivers what is pending within shutdownFlushMs', async (t) => {
+  const dir = spoolDir()
+  const receiver = await startReceiver()
+  t.after(() => receiver.close())
+  const app = await buildApp({ webhook: { url: receiver.url }, spoolDir: dir, batch: { maxRecords: 100, maxWaitMs: 60_000 } })
+  for (let i = 0; i < 7; i++) emit(app, makeRecord())
+  assert.equal(receiver.deliveries.length, 0)
+  await app.close()
+  assert.equal(receiver.ids.size, 7)
+  assert.deepEqual(segmentFiles(dir).length <= 1, true)
+  const again = await buildApp({ webhook: { url: receiver.url }, spoolDir: dir })
+  t.after(() => again.close())
+  assert.equal(again.usage.stats().queueDepth, 0, 'nothing left to replay')
+})
+
+test('fully delivered segments are deleted; the cursor moves across rotated segments', async (t) => {
+  const dir = spoolDir()
+  const receiver = await startReceiver()
+  receiver.respond = () => 503
+  t.after(() => receiver.close())
+  const app = await buildApp({
+    webhook: { url: receiver.url },
+    spoolDir: dir,
+    batch: { maxRecords: 7, maxWaitMs: 10 },
+    retry: { baseMs: 10, maxMs: 30 },
+    spool: { segmentBytes: 2000 },
+  })
+  t.after(() => app.close())
+  const line = Buffer.byteLength(`${JSON.stringify(makeRecord())}\n`)
+  for (let i = 0; i < 20; i++) emit(app, makeRecord())
+  const files = segmentFiles(dir)
+  assert.ok(files.length >= 3, `rotated at segmentBytes (${files.length} segments)`)
+  for (const f of files) assert.ok(fs.statSync(path.join(dir, f)).size <= Math.max(2000, line))
+  const onDisk = files.reduce((sum, f) => sum + fs.statSync(path.join(dir, f)).size, 0)
+  assert.equal(app.usage.stats().spoolBytes, onDisk)
+  assert.ok(onDisk >= 20 * (line - 5))
+  receiver.respond = () => 200
+  await waitFor(() => receiver.ids.size === 20)
+  await waitFor(() => app.usage.stats().queueDepth === 0)
+  assert.ok(segmentFiles(dir).length <= 1, 'delivered segments deleted (only the active one may remain)')
+  assert.ok(app.usage.stats().spoolBytes < 2000 + line)
+})
+
+test('a torn last line (crash mid-write) and a corrupt line are skipped; the rest is delivered', async (t) => {
+  const dir = spoolDir()
+  const good = Array.from({ length: 3 }, () => makeRecord())
+  const torn = JSON.stringify(makeRecord()).slice(0, 40)
+  const content = `${JSON.stringify(good[0])}\n{"not":"a record"}\n${JSON.stringify(good[1])}\n${JSON.stringify(good[2])}\n${torn}`
+  fs.writeFileSync(path.join(dir, '0000000000000001.jsonl'), content)
+  const receiver = await startReceiver()
+  t.after(() => receiver.close())
+  const logs = captureLogs()
+  const app = await buildApp({ webhook: { url: receiver.url }, spoolDir: dir, batch: { maxRecords: 10, maxWaitMs: 10 } }, logs)
+  t.after(() => app.close())
+  assert.equal(app.usage.stats().queueDepth, 4, 'complete lines only')
+  const fresh = makeRecord()
+  emit(app, fresh)
+  await waitFor(() => receiver.ids.size === 4, 15_000, 'good records')
+  assert.deepEqual([...receiver.ids], [...good.map((r) => r.id), fresh.id])
+  for (const d of receiver.deliveries) JSON.parse(d.raw)
+  await waitFor(() => app.usage.stats().queueDepth === 0)
+  assert.ok(logs.lines.some((l) => l.msg.includes('torn last line')))
+  assert.ok(logs.lines.some((l) => l.msg.includes('corrupt line')))
+  assert.equal(app.usage.stats().delivered, 4)
+  assert.ok(!fs.existsSync(path.join(dir, '0000000000000001.jsonl')), 'the old segment is deleted once passed')
+})
+
+test('replay starts at the persisted cursor', async (t) => {
+  const dir = spoolDir()
+  const records = Array.from({ length: 4 }, () => makeRecord())
+  const lines = records.map((r) => `${JSON.stringify(r)}\n`)
+  fs.writeFileSync(path.join(dir, '0000000000000005.jsonl'), lines.join(''))
+  fs.writeFileSync(path.join(dir, '0000000000000004.jsonl'), lines.join(''))
+  const offset = Buffer.byteLength(lines[0] ?? '') + Buffer.byteLength(lines[1] ?? '')
+  fs.writeFileSync(path.join(dir, 'cursor.json'), JSON.stringify({ segment: 5, offset }))
+  const receiver = await startReceiver()
+  t.after(() => receiver.close())
+  const app = await buildApp({ webhook: { url: receiver.url }, spoolDir: dir })
+  t.after(() => app.close())
+  assert.equal(app.usage.stats().queueDepth, 2)
+  assert.ok(!fs.existsSync(path.join(dir, '0000000000000004.jsonl')), 'segments before the cursor are deleted')
+  await waitFor(() => receiver.ids.size === 2)
+  assert.deepEqual(
+    [...receiver.ids],
+    records.slice(2).map((r) => r.id),
+  )
+})
+
+function spawnEmitter(mode: 'emit' | 'deliver', dir: string, url: string): ChildProcess {
+  const fixture = fileURLToPath(new URL('./fixtures/emitter.ts', import.meta.url))
+  return spawn(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', fixture, mode, dir, url], {
+    cwd: fileURLToPath(new URL('../../..', import.meta.url)),
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((resolve) => child.once('exit', () => resolve()))
+}
+
+test('kill -9 while emitting loses no accepted record: a new process on the same spool delivers them all', async (t) => {
+  const dir = spoolDir()
+  const port = await closedPort()
+  const emitter = spawnEmitter('emit', dir, `http://127.0.0.1:${port}/usage`)
+  t.after(() => {
+    emitter.kill('SIGKILL')
+  })
+  let accepted = 0
+  let buffered = ''
+  emitter.stdout?.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString()
+    const lines = buffered.split('\n')
+    buffered = lines.pop() ?? ''
+    for (const l of lines) if (l.startsWith('accepted ')) accepted = Number(l.slice(9))
+  })
+  await waitFor(() => accepted >= 2000, 30_000, 'the emitter to accept 2,000 records')
+  emitter.kill('SIGKILL')
+  await exited(emitter)
+  assert.equal(emitter.signalCode, 'SIGKILL')
+  const acknowledged = accepted
+
+  const receiver = await startReceiver()
+  t.after(() => receiver.close())
+  const deliverer = spawnEmitter('deliver', dir, receiver.url)
+  t.after(() => {
+    deliverer.kill('SIGKILL')
+  })
+  await waitFor(
+    () => {
+      for (let i = 0; i < acknowledged; i++) if (!receiver.ids.has(`kill-${i}`)) return false
+      return true
+    },
+    30_000,
+    'every accepted record after the restart',
+  )
+  deliverer.kill('SIGTERM')
+  await exited(deliverer)
+  for (const id of receiver.ids) assert.match(id, /^kill-\d+$/)
+  assert.ok(receiver.ids.size >= acknowledged)
+})
+
+test('one writer per spool: a second app on the same directory is refused until the first closes', async () => {
+  const dir = spoolDir()
+  const port = await closedPort()
+  const options = { webhook: { url: `http://127.0.0.1:${port}/usage` }, spoolDir: dir }
+  const first = await buildApp(options)
+  await assert.rejects(buildApp(options), /already open in this process/)
+  fs.writeFileSync(path.join(dir, 'lock'), String(process.ppid))
+  await first.close()
+  assert.ok(!fs.existsSync(path.join(dir, 'lock')), 'released on close')
+  fs.writeFileSync(path.join(dir, 'lock'), String(process.ppid))
+  await assert.rejects(buildApp(options), /in use by process/)
+  fs.writeFileSync(path.join(dir, 'lock'), '2147483646')
+  const second = await buildApp(options)
+  await second.close()
+})
+
+test("every fsync policy ('always', 'interval', 'never') spools, rotates and replays", async (t) => {
+  const receiver = await startReceiver()
+  t.after(() => receiver.close())
+  for (const fsync of ['always', 'interval', 'never'] as const) {
+    const dir = spoolDir()
+    const port = await closedPort()
+    const spool = { fsync, fsyncIntervalMs: 5, segmentBytes: 1500 }
+    const down = await buildApp({ webhook: { url: `http://127.0.0.1:${port}/usage` }, spoolDir: dir, spool, shutdownFlushMs: 0 })
+    const records = Array.from({ length: 12 }, () => makeRecord())
+    for (const r of records) emit(down, r)
+    await new Promise((resolve) => setTimeout(resolve, 30))
+    await down.close()
+    assert.ok(segmentFiles(dir).length >= 2, `${fsync}: rotated`)
+    const up = await buildApp({ webhook: { url: receiver.url }, spoolDir: dir, spool })
+    await waitFor(() => records.every((r) => receiver.ids.has(r.id)), 15_000, `${fsync}: replay`)
+    await up.close()
+  }
+})

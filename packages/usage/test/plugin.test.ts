@@ -1,0 +1,221 @@
+import { strict as assert } from 'node:assert'
+import { after, test } from 'node:test'
+import { ConfigError, type UsageRecord } from '@llmproxy/core'
+import Fastify from 'fastify'
+import { type SpoolFullEvent, type UsageOptionsInput, usage } from '../src/index.js'
+import { buildApp, captureLogs, closedPort, emit, makeRecord, removeDir, segmentFiles, startReceiver, tempDir, waitFor } from './helpers.js'
+
+const dirs: string[] = []
+after(() => {
+  for (const dir of dirs) removeDir(dir)
+})
+function spoolDir(): string {
+  const dir = tempDir()
+  dirs.push(dir)
+  return dir
+}
+
+const lineBytes = (r: UsageRecord): number => Buffer.byteLength(`${JSON.stringify(r)}\n`)
+
+test('without a webhook, records only go to listeners; stats are zero and flush resolves', async (t) => {
+  const app = await buildApp({})
+  t.after(() => app.close())
+  const seen: string[] = []
+  app.usage.onUsage((record) => {
+    seen.push(record.id)
+  })
+  const r = makeRecord()
+  emit(app, r)
+  assert.deepEqual(seen, [r.id])
+  await app.usage.flush()
+  assert.deepEqual(app.usage.stats(), {
+    queueDepth: 0,
+    spoolBytes: 0,
+    delivered: 0,
+    deliveryFailures: 0,
+    dropped: 0,
+    notSpooled: 0,
+    lastDeliveryAt: null,
+    lastError: null,
+  })
+})
+
+test('onUsage rejects a non-function with a TypeError', async (t) => {
+  const app = await buildApp({})
+  t.after(() => app.close())
+  for (const bad of [undefined, null, 'fn', 42, {}]) {
+    assert.throws(() => app.usage.onUsage(bad as unknown as () => void), TypeError)
+  }
+})
+
+test('options are validated: every problem is listed, webhook requires spoolDir', async () => {
+  const cases: [unknown, RegExp][] = [
+    [{ webhook: { url: 'http://127.0.0.1:1/x' } }, /\/spoolDir: is required when webhook is set/],
+    [{ webhook: { url: 'not a url' }, spoolDir: '/tmp/x' }, /\/webhook\/url/],
+    [{ webhook: { url: 'ftp://host/x' }, spoolDir: '/tmp/x' }, /\/webhook\/url: must be an http or https URL/],
+    [{ batch: { maxRecords: 0 }, spool: { fsync: 'sometimes' }, extra: true }, /\/extra: unknown key/],
+    [{ batch: { maxRecords: 0 }, spool: { fsync: 'sometimes' }, extra: true }, /\/batch\/maxRecords: must be >= 1/],
+    [{ batch: { maxRecords: 0 }, spool: { fsync: 'sometimes' }, extra: true }, /\/spool\/fsync/],
+  ]
+  for (const [options, message] of cases) {
+    const app = Fastify()
+    await assert.rejects(
+      async () => {
+        await app.register(usage, options as UsageOptionsInput)
+        await app.ready()
+      },
+      (err: unknown) => err instanceof ConfigError && message.test(err.message),
+    )
+    await app.close()
+  }
+})
+
+test('throwing and slow listeners affect neither the other listeners, nor the spool, nor the request', async (t) => {
+  const receiver = await startReceiver()
+  const app = Fastify({ logger: false })
+  await app.register(usage, { webhook: { url: receiver.url }, spoolDir: spoolDir(), batch: { maxRecords: 1, maxWaitMs: 0 } })
+  let slowStarted = 0
+  app.usage.onUsage(() => {
+    throw new Error('listener bug')
+  })
+  app.usage.onUsage(async () => {
+    slowStarted++
+    await new Promise((resolve) => setTimeout(resolve, 5_000).unref())
+  })
+  app.usage.onUsage(async () => {
+    throw new Error('async listener bug')
+  })
+  const seen: string[] = []
+  app.usage.onUsage((record) => {
+    seen.push(record.id)
+  })
+  app.get('/chat', async (request) => {
+    request.llm.model = 'qwen-7b'
+    app.llm.emitUsage(makeRecord({ requestId: request.id }), request)
+    return { ok: true }
+  })
+  t.after(async () => {
+    await app.close()
+    await receiver.close()
+  })
+  const started = performance.now()
+  for (let i = 0; i < 3; i++) {
+    const res = await app.inject('/chat')
+    assert.equal(res.statusCode, 200)
+    assert.deepEqual(res.json(), { ok: true })
+  }
+  assert.ok(performance.now() - started < 4_000, 'requests do not wait for the slow listener')
+  assert.equal(seen.length, 3)
+  assert.equal(slowStarted, 3)
+  await waitFor(() => receiver.ids.size === 3)
+  assert.deepEqual([...receiver.ids], seen)
+})
+
+test("spool full with 'stop-spooling': new records are not spooled, listeners still get them, one loud log", async (t) => {
+  const port = await closedPort()
+  const dir = spoolDir()
+  const sample = makeRecord()
+  const logs = captureLogs()
+  const app = await buildApp(
+    {
+      webhook: { url: `http://127.0.0.1:${port}/usage` },
+      spoolDir: dir,
+      retry: { baseMs: 60_000, maxMs: 60_000 },
+      shutdownFlushMs: 0,
+      spool: { maxBytes: lineBytes(sample) * 3 + 10, whenFull: 'stop-spooling' },
+    },
+    logs,
+  )
+  t.after(() => app.close())
+  const full: SpoolFullEvent[] = []
+  app.usage.events.on('spool-full', (e) => full.push(e))
+  const seen: string[] = []
+  app.usage.onUsage((r) => {
+    seen.push(r.id)
+  })
+  for (let i = 0; i < 10; i++) emit(app, makeRecord({ requestId: sample.requestId }))
+  const stats = app.usage.stats()
+  assert.equal(seen.length, 10, 'in-process listeners get every record')
+  assert.equal(stats.queueDepth, 3)
+  assert.equal(stats.notSpooled, 7)
+  assert.equal(stats.dropped, 0)
+  assert.ok(stats.spoolBytes <= lineBytes(sample) * 3 + 10)
+  assert.deepEqual(
+    full,
+    Array.from({ length: 7 }, () => ({ policy: 'stop-spooling' })),
+  )
+  const loud = logs.lines.filter((l) => l.level === 50 && l.msg.startsWith('USAGE SPOOL FULL'))
+  assert.equal(loud.length, 1, 'rate-limited to one error log per 10 s')
+  assert.equal(loud[0]?.policy, 'stop-spooling')
+})
+
+test("spool full with 'drop-oldest': the oldest segments go, the newest records are delivered", async (t) => {
+  const port = await closedPort()
+  const dir = spoolDir()
+  const sample = makeRecord()
+  const line = lineBytes(sample)
+  const app = await buildApp({
+    webhook: { url: `http://127.0.0.1:${port}/usage` },
+    spoolDir: dir,
+    batch: { maxRecords: 100, maxWaitMs: 10 },
+    retry: { baseMs: 20, maxMs: 100 },
+    spool: { maxBytes: line * 6, segmentBytes: line * 2, whenFull: 'drop-oldest' },
+  })
+  const full: SpoolFullEvent[] = []
+  app.usage.events.on('spool-full', (e) => full.push(e))
+  let receiver: Awaited<ReturnType<typeof startReceiver>> | null = null
+  t.after(async () => {
+    await app.close()
+    await receiver?.close()
+  })
+  const records = Array.from({ length: 20 }, () => makeRecord({ requestId: sample.requestId }))
+  for (const r of records) emit(app, r)
+  const stats = app.usage.stats()
+  assert.ok(full.length > 0 && full.every((e) => e.policy === 'drop-oldest'))
+  assert.equal(stats.notSpooled, 0)
+  assert.ok(stats.dropped > 0)
+  assert.equal(stats.queueDepth + stats.dropped, 20)
+  assert.ok(stats.spoolBytes <= line * 6)
+  assert.ok(segmentFiles(dir).length <= 3)
+
+  // The receiver comes back on the same port: what is left is the newest records, in order.
+  receiver = await startReceiver(port)
+  const up = receiver
+  await waitFor(() => app.usage.stats().queueDepth === 0, 15_000, 'the rest to be delivered')
+  const expected = records.slice(20 - stats.queueDepth).map((r) => r.id)
+  assert.deepEqual([...up.ids], expected)
+  assert.equal(app.usage.stats().delivered, expected.length)
+})
+
+test('stats() reports spooled, delivered and failed counts as they change', async (t) => {
+  const receiver = await startReceiver()
+  receiver.respond = () => 500
+  const dir = spoolDir()
+  const app = await buildApp({
+    webhook: { url: receiver.url },
+    spoolDir: dir,
+    batch: { maxRecords: 4, maxWaitMs: 10 },
+    retry: { baseMs: 20, maxMs: 20 },
+  })
+  t.after(async () => {
+    await app.close()
+    await receiver.close()
+  })
+  const records = Array.from({ length: 4 }, () => makeRecord())
+  for (const r of records) emit(app, r)
+  const bytes = records.reduce((n, r) => n + lineBytes(r), 0)
+  assert.equal(app.usage.stats().queueDepth, 4)
+  assert.equal(app.usage.stats().spoolBytes, bytes)
+  await waitFor(() => app.usage.stats().deliveryFailures >= 2)
+  let stats = app.usage.stats()
+  assert.equal(stats.lastError, 'webhook answered 500')
+  assert.equal(stats.lastDeliveryAt, null)
+  assert.equal(stats.delivered, 0)
+  receiver.respond = () => 200
+  await app.usage.flush()
+  stats = app.usage.stats()
+  assert.equal(stats.queueDepth, 0)
+  assert.equal(stats.delivered, 4)
+  assert.equal(stats.lastError, null)
+  assert.ok(stats.lastDeliveryAt !== null)
+})

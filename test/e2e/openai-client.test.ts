@@ -1,0 +1,81 @@
+// The official `openai` npm client works unchanged against the gateway, streamed and not.
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+import { expectedContent } from '@llmproxy/mock-upstream'
+import OpenAI from 'openai'
+import { startGatewayWithMock, type TestGateway } from './helpers.js'
+
+let gw: TestGateway
+before(async () => {
+  gw = await startGatewayWithMock({
+    auth: { keys: [{ id: 'team-a', key: 'sk-team-a-test-key-000000' }] },
+  })
+})
+after(() => gw.close())
+
+const client = () => new OpenAI({ apiKey: 'sk-team-a-test-key-000000', baseURL: `${gw.url}/v1`, maxRetries: 0 })
+
+test('chat completion, not streamed', async () => {
+  const completion = await client().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hello' }] })
+  assert.equal(completion.choices[0]?.message.content, expectedContent(5))
+  assert.equal(completion.usage?.completion_tokens, 5)
+})
+
+test('chat completion, streamed', async () => {
+  const stream = await client().chat.completions.create({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'Hello' }] })
+  let text = ''
+  let usageChunks = 0
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta?.content ?? ''
+    if (chunk.usage) usageChunks++
+  }
+  assert.equal(text, expectedContent(5))
+  assert.equal(usageChunks, 0, 'the client did not ask for usage, so it gets none')
+})
+
+test('streamed with include_usage, the client gets usage', async () => {
+  const stream = await client().chat.completions.create({
+    model: 'gpt-test',
+    stream: true,
+    stream_options: { include_usage: true },
+    messages: [{ role: 'user', content: 'Hello' }],
+  })
+  let completionTokens = 0
+  for await (const chunk of stream) if (chunk.usage) completionTokens = chunk.usage.completion_tokens
+  assert.equal(completionTokens, 5)
+})
+
+test('embeddings and models', async () => {
+  const embedding = await client().embeddings.create({ model: 'gpt-test', input: 'hello' })
+  assert.ok(embedding.data[0]?.embedding.length)
+  const models = await client().models.list()
+  assert.deepEqual(
+    models.data.map((m) => m.id),
+    ['gpt-test', 'alias-test'],
+  )
+})
+
+test('errors surface as typed client errors', async () => {
+  await assert.rejects(client().chat.completions.create({ model: 'no-such-model', messages: [] }), (err: unknown) => {
+    assert.ok(err instanceof OpenAI.NotFoundError)
+    assert.equal(err.code, 'model_not_found')
+    return true
+  })
+  const anonymous = new OpenAI({ apiKey: 'sk-wrong', baseURL: `${gw.url}/v1`, maxRetries: 0 })
+  await assert.rejects(anonymous.chat.completions.create({ model: 'gpt-test', messages: [] }), OpenAI.AuthenticationError)
+})
+
+test('a stream cut mid-way surfaces as an error in the client, not as a complete answer', async () => {
+  const stream = await client().chat.completions.create({
+    model: 'gpt-test',
+    stream: true,
+    messages: [{ role: 'user', content: 'Hello' }],
+    // @ts-expect-error mock programming field, forwarded unchanged to the mock upstream
+    mock: { fault: 'cut', faultAfter: 2 },
+  })
+  await assert.rejects(async () => {
+    for await (const _chunk of stream) {
+      // drain
+    }
+  })
+})
