@@ -66,13 +66,11 @@ test('errors surface as typed client errors', async () => {
 })
 
 test('a stream cut mid-way surfaces as an error in the client, not as a complete answer', async () => {
-  const stream = await client().chat.completions.create({
-    model: 'gpt-test',
-    stream: true,
-    messages: [{ role: 'user', content: 'Hello' }],
-    // @ts-expect-error mock programming field, forwarded unchanged to the mock upstream
-    mock: { fault: 'cut', faultAfter: 2 },
-  })
+  const stream = await client().chat.completions.create(
+    { model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'Hello' }] },
+    // programs the mock upstream; the gateway forwards the header unchanged
+    { headers: { 'x-mock-behavior': JSON.stringify({ fault: 'cut', faultAfter: 2 }) } },
+  )
   await assert.rejects(async () => {
     for await (const _chunk of stream) {
       // drain
