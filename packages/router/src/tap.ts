@@ -4,6 +4,8 @@ const EVENT_END = Buffer.from('\n\n')
 const EVENT_END_CRLF = Buffer.from('\r\n\r\n')
 const EMPTY_CHOICES = [Buffer.from('"choices":[]'), Buffer.from('"choices": []')]
 const USAGE_OBJECT = /"usage"\s*:\s*\{/
+/** With include_usage, OpenAI also puts `"usage":null` in every other chunk; a client that did not ask never sees it. */
+const NULL_USAGE = Buffer.from(',"usage":null')
 /** An event that never ends is passed through rather than held without bound. */
 const MAX_HELD_BYTES = 1024 * 1024
 
@@ -63,13 +65,27 @@ export class ResponseTap extends Transform {
       return null
     }
     this.held = end < data.length ? data.subarray(end) : null
-    return withoutUsageOnlyEvent(data.subarray(0, end))
+    return withoutNullUsage(withoutUsageOnlyEvent(data.subarray(0, end)))
   }
 }
 
 function endAfter(data: Buffer, separator: Buffer): number {
   const at = data.lastIndexOf(separator)
   return at === -1 ? -1 : at + separator.length
+}
+
+function withoutNullUsage(events: Buffer): Buffer {
+  let at = events.indexOf(NULL_USAGE)
+  if (at === -1) return events
+  const parts: Buffer[] = []
+  let from = 0
+  while (at !== -1) {
+    parts.push(events.subarray(from, at))
+    from = at + NULL_USAGE.length
+    at = events.indexOf(NULL_USAGE, from)
+  }
+  parts.push(events.subarray(from))
+  return Buffer.concat(parts)
 }
 
 /** Removes the event with `"choices":[]` and a usage object (OpenAI's include_usage chunk), if present. */

@@ -1,14 +1,13 @@
 import type { FastifyInstance } from 'fastify'
 
 /**
- * One structured line per request. Routed LLM requests are logged when their usage record is final
+ * One structured line per request (`reqId` comes from the request's child logger). Routed LLM requests are logged when their usage record is final
  * (it knows the model, upstream, TTFT and tokens); everything else when the response finishes.
  */
 export function requestLogging(app: FastifyInstance): void {
   app.llm.addHook('onUsage', (record, request) => {
     request.log.info(
       {
-        reqId: record.requestId,
         method: request.method,
         url: request.url,
         status: record.status,
@@ -33,7 +32,6 @@ export function requestLogging(app: FastifyInstance): void {
     if ((request.llm?.model ?? null) === null) {
       request.log.info(
         {
-          reqId: request.id,
           method: request.method,
           url: request.url,
           status: reply.statusCode,
