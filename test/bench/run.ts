@@ -2,6 +2,7 @@
 // @fastify/reply-from proxy, measured in the same run. Prints ratios; the figures that separate
 // proxies on a small machine are the added TTFT and the proxy's own CPU time per request.
 // LLMPROXY_BENCH_SMOKE=1 runs tiny counts (CI checks the harness, not the numbers).
+// The gateway and the mock run from their builds (`pnpm bench` builds first), as in production.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
@@ -42,8 +43,6 @@ function start(label: string, command: string[], env: NodeJS.ProcessEnv, ready: 
     child.once('exit', (code) => reject(new Error(`${label} exited (${code}) before it was ready:\n${out}`)))
   })
 }
-
-const tsNode = ['node', '--conditions=llmproxy-source', '--import', 'tsx']
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -137,7 +136,7 @@ async function main() {
   try {
     const mock = await start(
       'mock',
-      [...pin('1'), ...tsNode, 'packages/mock-upstream/src/cli.ts', '--port', '0'],
+      [...pin('1'), 'node', 'packages/mock-upstream/dist/cli.js', '--port', '0'],
       {},
       /listening on (http:\/\/\S+)/,
     )
@@ -155,8 +154,8 @@ async function main() {
     const gatewayPort = await freePort()
     const [gatewayBin, ...gatewayArgs] = [
       ...pin('0'),
-      ...tsNode,
-      'packages/server/src/cli.ts',
+      'node',
+      'packages/server/dist/cli.js',
       '--config',
       configFile,
       '--port',
@@ -171,7 +170,7 @@ async function main() {
     await waitHealthy(`${gateway.url}/healthz`)
     const bare = await start(
       'bare proxy',
-      [...pin('0'), ...tsNode, 'test/bench/bare-proxy.ts'],
+      [...pin('0'), 'node', 'test/bench/bare-proxy.mjs'],
       { BENCH_UPSTREAM: mock.url },
       /listening (http:\/\/\S+)/,
     )

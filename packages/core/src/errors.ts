@@ -64,6 +64,13 @@ export const errors = {
     new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', `No route for ${method} ${url}.`),
   modelNotFound: (model: string) =>
     new LlmProxyError(404, 'invalid_request_error', 'model_not_found', `The model ${JSON.stringify(model)} does not exist.`),
+  wrongApi: (model: string, api: string) =>
+    new LlmProxyError(
+      400,
+      'invalid_request_error',
+      'llmproxy_wrong_api',
+      `The model ${JSON.stringify(model)} is served over the ${api} API; call its endpoint (format conversion is not supported yet).`,
+    ),
   unauthorized: (message = 'Missing or invalid API key.', opts?: ErrorOptions) =>
     new LlmProxyError(401, 'authentication_error', 'llmproxy_invalid_api_key', message, opts),
   forbidden: (message: string, code = 'llmproxy_forbidden') => new LlmProxyError(403, 'permission_error', code, message),

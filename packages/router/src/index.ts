@@ -1,5 +1,5 @@
 export { UpstreamDispatcher } from './dispatcher.js'
-export { type ModelProblem, ModelTable, type ResolvedRoute } from './models.js'
+export { type ApiFamily, familyOf, type ModelProblem, ModelTable, type ResolvedRoute } from './models.js'
 export { type ModelRoute, ModelRouteSchema, RetrySchema, RouterOptionsSchema, TimeoutsSchema } from './options.js'
-export { ENDPOINTS, type RouterDecorator, type RouterOptions, router } from './plugin.js'
+export { ANTHROPIC_ENDPOINT, GEMINI_ENDPOINT, OPENAI_ENDPOINTS, type RouterDecorator, type RouterOptions, router } from './plugin.js'
 export type { Endpoint } from './proxy.js'

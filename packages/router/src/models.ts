@@ -1,9 +1,19 @@
+import type { Protocol } from '@llmproxy/core'
 import type { Pool, UpstreamRegistry } from '@llmproxy/upstreams'
 import type { ModelRoute } from './options.js'
+
+/** The wire format a client speaks to the gateway; each upstream protocol serves one of them. */
+export type ApiFamily = 'openai' | 'anthropic' | 'gemini'
+
+/** vLLM and TGI serve the OpenAI-compatible API; Anthropic and Gemini their own (no conversion yet). */
+export function familyOf(protocol: Protocol): ApiFamily {
+  return protocol === 'anthropic' || protocol === 'gemini' ? protocol : 'openai'
+}
 
 /** A model route ready for the hot path: its pool and fallbacks resolved once. */
 export interface ResolvedRoute {
   readonly name: string
+  readonly family: ApiFamily
   readonly upstreamModel: string
   readonly pool: Pool
   readonly fallbacks: readonly ResolvedRoute[]
@@ -30,8 +40,12 @@ export class ModelTable {
   }
 
   /** Checks the routes against each other and the upstreams; lists every problem. */
-  static check(models: readonly ModelRoute[], hasUpstream: (name: string) => boolean): ModelProblem[] {
+  static check(models: readonly ModelRoute[], protocolOf: (upstream: string) => Protocol | undefined): ModelProblem[] {
     const problems: ModelProblem[] = []
+    const apiOf = (model: ModelRoute): ApiFamily | null => {
+      const protocol = protocolOf(model.upstreams[0] as string)
+      return protocol === undefined ? null : familyOf(protocol)
+    }
     const names = new Map<string, string>()
     models.forEach((model, i) => {
       for (const [j, id] of [model.name, ...(model.aliases ?? [])].entries()) {
@@ -40,25 +54,44 @@ export class ModelTable {
         if (owner !== undefined) problems.push({ path: where, message: `"${id}" is already used by ${owner}` })
         else names.set(id, where)
       }
+      let family: ApiFamily | null = null
       model.upstreams.forEach((name, j) => {
-        if (!hasUpstream(name)) problems.push({ path: `/models/${i}/upstreams/${j}`, message: `unknown upstream "${name}"` })
+        const protocol = protocolOf(name)
+        if (protocol === undefined) {
+          problems.push({ path: `/models/${i}/upstreams/${j}`, message: `unknown upstream "${name}"` })
+          return
+        }
+        family ??= familyOf(protocol)
+        if (familyOf(protocol) !== family) {
+          problems.push({
+            path: `/models/${i}/upstreams/${j}`,
+            message: `"${name}" speaks ${protocol}, unlike the rest of the pool (${family})`,
+          })
+        }
       })
     })
     models.forEach((model, i) => {
       model.fallbacks?.forEach((fallback, j) => {
         const path = `/models/${i}/fallbacks/${j}`
+        const target = models.find((m) => m.name === fallback)
         if (fallback === model.name) problems.push({ path, message: 'a model cannot be its own fallback' })
-        else if (!models.some((m) => m.name === fallback)) problems.push({ path, message: `unknown model "${fallback}"` })
+        else if (target === undefined) problems.push({ path, message: `unknown model "${fallback}"` })
+        else if (apiOf(target) !== apiOf(model)) {
+          // The request body is passed on as it is, so a fallback must speak the same API.
+          problems.push({ path, message: `"${fallback}" is served over another API (${apiOf(target)}, not ${apiOf(model)})` })
+        }
       })
     })
     return problems
   }
 
   static build(models: readonly ModelRoute[], upstreams: UpstreamRegistry): ModelTable {
-    const routes = new Map<string, { name: string; upstreamModel: string; pool: Pool; fallbacks: ResolvedRoute[] }>()
+    const routes = new Map<string, { name: string; family: ApiFamily; upstreamModel: string; pool: Pool; fallbacks: ResolvedRoute[] }>()
     for (const model of models) {
+      const first = upstreams.get(model.upstreams[0] as string)
       routes.set(model.name, {
         name: model.name,
+        family: first === undefined ? 'openai' : familyOf(first.protocol),
         upstreamModel: model.upstreamModel ?? model.name,
         pool: upstreams.pool(model.upstreams, model.strategy),
         fallbacks: [],

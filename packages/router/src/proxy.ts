@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { IncomingHttpHeaders as Http2IncomingHttpHeaders } from 'node:http2'
 import type { Readable } from 'node:stream'
-import type { FastifyReplyFromHooks } from '@fastify/reply-from'
+import '@fastify/reply-from'
 import {
   type Attempt,
   buildUsageRecord,
@@ -17,13 +17,23 @@ import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { UpstreamDispatcher } from './dispatcher.js'
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js'
-import type { ResolvedRoute } from './models.js'
+import type { ApiFamily, ResolvedRoute } from './models.js'
 import type { Retry, RetryOn, Timeouts } from './options.js'
-import { ResponseTap, type TapListener } from './tap.js'
+import { AttemptSignal } from './signal.js'
+import { SseRelay, UsageEventFilter } from './tap.js'
 
 /** Facts about one endpoint the proxy needs on the hot path. */
 export interface Endpoint {
+  /** The gateway's route (Fastify path syntax). */
   readonly path: string
+  /** The API the endpoint belongs to; only models served over that API are routed to it. */
+  readonly family: ApiFamily
+  /** The upstream path for a model and (Gemini) an action; the model travels in the body elsewhere. */
+  readonly upstreamPath: (upstreamModel: string, action: string) => string
+  /** Whether the body's `model` names the model (rewritten to the upstream model). */
+  readonly modelInBody: boolean
+  /** The query string sent upstream, from the client's URL (never the client's credentials). */
+  readonly queryString: (search: string | undefined, url: string) => string
   /** Markers of a stream's proper end; a stream ending without one gets an in-band error event. */
   readonly terminators: readonly Buffer[]
   /** Whether the endpoint takes `stream_options.include_usage` (chat and legacy completions). */
@@ -39,6 +49,16 @@ export interface ProxySettings {
   readonly retryOn: ReadonlySet<RetryOn>
 }
 
+/** Where a request keeps its ProxyCall, so reply-from's hooks can be shared functions, not per-call closures. */
+export const kProxyCall = Symbol('llmproxy.proxyCall')
+
+type CallCarrier = { [kProxyCall]: ProxyCall | null }
+
+/** The request's ProxyCall; null once it has finished (a late reply-from callback then has nothing to do). */
+function callOf(request: unknown): ProxyCall | null {
+  return (request as CallCarrier)[kProxyCall]
+}
+
 const DATA_FIELD = Buffer.from('data:')
 const SSE = 'text/event-stream'
 const MAX_ERROR_BODY_BYTES = 64 * 1024
@@ -50,14 +70,20 @@ type FailureKind = 'connect' | 'timeout' | 'stall' | 'status' | 'error'
  * Until the first body byte is written to the client (the commit point) a failed attempt moves on;
  * after it, an upstream failure becomes an in-band SSE error event and the stream ends without its
  * terminator — never a truncated answer that looks complete.
+ *
+ * The response body is never held: a JSON body goes to the client as the upstream stream itself, with
+ * the usage tap listening beside it; an SSE body goes through an SseRelay so the proxy can end it with
+ * an error event, each chunk pushed on as it arrives.
  */
-export class ProxyCall implements TapListener {
+export class ProxyCall {
   private readonly request: FastifyRequest
   private readonly reply: FastifyReply
   private readonly ctx: LlmContext
   private readonly settings: ProxySettings
   private readonly endpoint: Endpoint
   private readonly body: Record<string, unknown>
+  /** Gemini's `generateContent` / `streamGenerateContent` (from the URL); '' elsewhere. */
+  private readonly action: string
   private readonly stripUsage: boolean
   private readonly primary: ResolvedRoute
   private route: ResolvedRoute
@@ -70,14 +96,16 @@ export class ProxyCall implements TapListener {
   private lastError: LlmProxyError | null = null
 
   private lease: Lease | null = null
-  private controller: AbortController | null = null
+  private signal: AttemptSignal | null = null
+  private queueAbort: AbortController | null = null
   private timer: NodeJS.Timeout | null = null
   private attemptStartedAt = 0
   private requestBytes = 0
   private upstreamBody: Readable | null = null
   private upstreamHeaders: IncomingHttpHeaders | null = null
   private upstreamStatus = 0
-  private tap: ResponseTap | null = null
+  private relay: SseRelay | null = null
+  private filter: UsageEventFilter | null = null
   private committed = false
   private sse = false
   private finished = false
@@ -87,8 +115,6 @@ export class ProxyCall implements TapListener {
   private dataEvents = 0
   private responseBytes = 0
 
-  private readonly fromOptions: FastifyReplyFromHooks
-
   constructor(
     request: FastifyRequest,
     reply: FastifyReply,
@@ -96,6 +122,7 @@ export class ProxyCall implements TapListener {
     endpoint: Endpoint,
     route: ResolvedRoute,
     body: Record<string, unknown>,
+    action: string,
     stripUsage: boolean,
   ) {
     this.request = request
@@ -106,15 +133,11 @@ export class ProxyCall implements TapListener {
     this.primary = route
     this.route = route
     this.body = body
+    this.action = action
     this.stripUsage = stripUsage
     this.backoffMs = settings.retry.backoffMs
-    this.fromOptions = {
-      rewriteRequestHeaders: this.rewriteRequestHeaders,
-      rewriteHeaders: this.keepUpstreamHeaders,
-      onResponse: this.onResponse,
-      onError: this.onError,
-    }
-    reply.raw.once('close', this.onClientClose)
+    ;(request as unknown as CallCarrier)[kProxyCall] = this
+    reply.raw.once('close', () => this.onClientClose())
   }
 
   start(): void {
@@ -123,7 +146,7 @@ export class ProxyCall implements TapListener {
 
   // ── choosing an upstream ─────────────────────────────────────────────────────────────────────
 
-  private nextAttempt = (): void => {
+  private nextAttempt(): void {
     if (this.finished) return
     const retry = this.settings.retry
     if (this.ctx.attempts >= retry.attempts || performance.now() - this.ctx.startedAt >= retry.budgetMs) {
@@ -132,7 +155,8 @@ export class ProxyCall implements TapListener {
     }
     const lease = this.route.pool.tryAcquire(this.tried)
     if (lease === 'busy') {
-      this.route.pool.acquire(this.tried, this.clientSignal()).then(
+      this.queueAbort ??= new AbortController()
+      this.route.pool.acquire(this.tried, this.queueAbort.signal).then(
         (waited: Lease | null) => (waited === null ? this.advance() : this.startAttempt(waited)),
         (err: unknown) => this.fail(err as LlmProxyError),
       )
@@ -174,7 +198,7 @@ export class ProxyCall implements TapListener {
       this.fail(this.lastError ?? errors.upstreamTimeout('The retry budget ran out.'))
       return
     }
-    this.timer = setTimeout(this.nextAttempt, delay)
+    this.timer = setTimeout(retryLater, delay, this)
   }
 
   private startAttempt(lease: Lease): void {
@@ -191,46 +215,49 @@ export class ProxyCall implements TapListener {
     ctx.upstream = upstream.name
     ctx.upstreamModel = this.route.upstreamModel
     ctx.protocol = upstream.protocol
-    this.body.model = this.route.upstreamModel
+    const endpoint = this.endpoint
+    if (endpoint.modelInBody) this.body.model = this.route.upstreamModel
     const payload = JSON.stringify(this.body)
     this.requestBytes = payload.length
-    this.controller = new AbortController()
+    const signal = new AttemptSignal()
+    this.signal = signal
     this.attemptStartedAt = performance.now()
     const timeouts = this.settings.timeouts
     const firstByteMs = ctx.stream ? timeouts.firstTokenMs : timeouts.responseMs
-    this.timer = setTimeout(this.onFirstByteTimeout, firstByteMs)
+    this.timer = setTimeout(firstByteTimeout, firstByteMs, this)
 
-    const options = this.fromOptions
-    options.body = payload
-    options.contentType = 'application/json'
     const dispatcher = this.settings.dispatcher
-    dispatcher.current = { signal: this.controller.signal, headersTimeout: firstByteMs }
+    dispatcher.arm(signal, firstByteMs)
     try {
-      this.reply.from(upstream.url + this.endpoint.path, options)
+      this.reply.from(upstream.url + endpoint.upstreamPath(this.route.upstreamModel, this.action), {
+        body: payload,
+        queryString: endpoint.queryString,
+        contentType: 'application/json',
+        rewriteRequestHeaders,
+        rewriteHeaders: keepUpstreamHeaders,
+        onResponse,
+        onError,
+      })
     } finally {
-      dispatcher.current = null
+      dispatcher.disarm()
     }
   }
 
   // ── reply-from callbacks (before the commit point) ──────────────────────────────────────────
 
-  private rewriteRequestHeaders = (_request: unknown, headers: IncomingHttpHeaders | Http2IncomingHttpHeaders): IncomingHttpHeaders => {
-    const lease = this.lease as Lease
-    return upstreamRequestHeaders(headers as IncomingHttpHeaders, lease.upstream, this.ctx.requestId)
+  upstreamRequestHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+    return upstreamRequestHeaders(headers, (this.lease as Lease).upstream, this.ctx.requestId)
   }
 
-  /** reply-from copies what this returns onto the reply; the proxy sets headers itself at commit. */
-  private keepUpstreamHeaders = (headers: IncomingHttpHeaders | Http2IncomingHttpHeaders): IncomingHttpHeaders => {
-    this.upstreamHeaders = headers as IncomingHttpHeaders
-    return {}
+  keepUpstreamHeaders(headers: IncomingHttpHeaders): void {
+    this.upstreamHeaders = headers
   }
 
-  private onError = (_reply: unknown, { error }: { error: Error }): void => {
-    if (this.finished || this.committed) return
+  onUpstreamError(error: Error): void {
+    if (this.finished || this.committed || this.ctx.clientAborted) return
     const cause = (error as { cause?: { code?: string; name?: string } }).cause
     const code = cause?.code ?? (error as { code?: string }).code ?? ''
-    if (this.ctx.clientAborted) return
-    if (code === 'UND_ERR_ABORTED' || cause?.name === 'AbortError' || code === 'UND_ERR_HEADERS_TIMEOUT') {
+    if (code === 'UND_ERR_ABORTED' || cause?.name === 'AbortError' || code === 'UND_ERR_HEADERS_TIMEOUT' || this.signal?.aborted) {
       // Our own first-byte timer (or undici's header timeout) gave up on this attempt.
       this.abandon('timeout', errors.upstreamTimeout('The upstream did not answer in time.', { cause: error }))
       return
@@ -246,20 +273,19 @@ export class ProxyCall implements TapListener {
     this.abandon('connect', errors.upstreamFailed('The upstream connection failed before a response.', { cause: error }))
   }
 
-  /** reply-from's types call the third argument a server response; it is `{ statusCode, headers, stream }`. */
-  private onResponse = (_request: unknown, _reply: unknown, response: unknown): void => {
-    const res = response as { statusCode: number; stream: Readable }
+  onUpstreamResponse(res: { statusCode: number; stream: Readable }): void {
     if (this.finished) {
       res.stream.destroy()
       return
     }
     this.ctx.upstreamHeadersAt = performance.now()
     const status = res.statusCode
+    const body = res.stream
     this.upstreamStatus = status
-    this.upstreamBody = res.stream
-    res.stream.on('error', this.onBodyError)
+    this.upstreamBody = body
+    body.on('error', (err: Error) => this.onBodyError(err))
     if (status >= 200 && status < 300) {
-      this.pipeThroughTap(res.stream)
+      this.relayBody(body)
       return
     }
     if (this.canRetryStatus(status)) {
@@ -275,18 +301,18 @@ export class ProxyCall implements TapListener {
       return
     }
     if (status === 400 && this.fallbackIndex + 1 < this.primary.fallbacks.length) {
-      this.checkContextLength(res.stream)
+      this.checkContextLength(body)
       return
     }
-    this.pipeThroughTap(res.stream)
+    this.relayBody(body)
   }
 
   private canRetryStatus(status: number): boolean {
-    return this.settings.retryOn.has(status as RetryOn) && this.hasAttemptsLeft()
-  }
-
-  private hasAttemptsLeft(): boolean {
-    return this.ctx.attempts < this.settings.retry.attempts && performance.now() - this.ctx.startedAt < this.settings.retry.budgetMs
+    return (
+      this.settings.retryOn.has(status as RetryOn) &&
+      this.ctx.attempts < this.settings.retry.attempts &&
+      performance.now() - this.ctx.startedAt < this.settings.retry.budgetMs
+    )
   }
 
   /** A 400 `context_length_exceeded` may go to a fallback model (with a larger context); other 400s pass through. */
@@ -307,7 +333,7 @@ export class ProxyCall implements TapListener {
         return
       }
       this.clearTimer()
-      this.commit(400)
+      this.commit(null)
       this.reply.removeHeader('content-length')
       this.reply.send(text)
     })
@@ -320,7 +346,7 @@ export class ProxyCall implements TapListener {
     const upstreamBody = this.upstreamBody
     this.upstreamBody = null
     if (upstreamBody !== null) {
-      upstreamBody.off('error', this.onBodyError)
+      upstreamBody.removeAllListeners('data')
       upstreamBody.on('error', noop)
       upstreamBody.destroy()
     }
@@ -338,11 +364,11 @@ export class ProxyCall implements TapListener {
     else this.fail(error)
   }
 
-  private onFirstByteTimeout = (): void => {
+  onFirstByteTimeout(): void {
     this.timer = null
     if (this.finished || this.committed) return
     const stalled = this.upstreamBody !== null
-    this.controller?.abort()
+    this.signal?.abort(errors.upstreamTimeout('The upstream did not answer in time.'))
     if (stalled) {
       // Headers came, the first token did not: a stall before the commit point can still move on.
       this.abandon('stall', errors.upstreamTimeout('The upstream stalled before the first token.'))
@@ -352,68 +378,96 @@ export class ProxyCall implements TapListener {
 
   // ── streaming (the commit point is the first body chunk) ───────────────────────────────────
 
-  private pipeThroughTap(body: Readable): void {
+  private relayBody(body: Readable): void {
     const type = this.upstreamHeaders?.['content-type']
     this.sse = typeof type === 'string' && type.startsWith(SSE)
     this.extractor = new UsageExtractor(this.ctx.protocol)
-    this.tap = new ResponseTap(this, this.sse && this.stripUsage)
-    body.pipe(this.tap)
+    if (this.sse) {
+      this.relay = new SseRelay(body)
+      if (this.stripUsage) this.filter = new UsageEventFilter()
+      body.on('data', (chunk: Buffer) => this.onSseChunk(chunk))
+      body.once('end', () => this.onSseEnd())
+    } else {
+      // Committed once the first bytes are there (or the body is empty); the body is then the payload.
+      body.once('readable', () => this.onJsonReadable())
+    }
   }
 
-  onChunk(chunk: Buffer): void {
-    if (!this.committed) {
-      this.ctx.firstTokenAt = performance.now()
-      this.commit(this.upstreamStatus)
-      this.clearTimer()
-      this.timer = setTimeout(this.onIdleTimeout, this.settings.timeouts.idleMs)
-    } else {
-      ;(this.timer as NodeJS.Timeout).refresh()
+  private firstChunk(): void {
+    this.ctx.firstTokenAt = performance.now()
+    this.clearTimer()
+    this.timer = setTimeout(idleTimeout, this.settings.timeouts.idleMs, this)
+  }
+
+  private onSseChunk(chunk: Buffer): void {
+    if (this.committed) (this.timer as NodeJS.Timeout).refresh()
+    else {
+      this.firstChunk()
+      this.commit(this.relay)
     }
     ;(this.extractor as UsageExtractor).write(chunk)
     this.responseBytes += chunk.length
-    if (this.sse) {
-      let at = chunk.indexOf(DATA_FIELD)
-      while (at !== -1) {
-        this.dataEvents++
-        at = chunk.indexOf(DATA_FIELD, at + DATA_FIELD.length)
-      }
-      if (!this.sawTerminator) {
-        const terminators = this.endpoint.terminators
-        for (let i = 0; i < terminators.length; i++) {
-          if (chunk.indexOf(terminators[i] as Buffer) !== -1) this.sawTerminator = true
-        }
+    let at = chunk.indexOf(DATA_FIELD)
+    while (at !== -1) {
+      this.dataEvents++
+      at = chunk.indexOf(DATA_FIELD, at + DATA_FIELD.length)
+    }
+    if (!this.sawTerminator) {
+      const terminators = this.endpoint.terminators
+      for (let i = 0; i < terminators.length; i++) {
+        if (chunk.indexOf(terminators[i] as Buffer) !== -1) this.sawTerminator = true
       }
     }
+    const out = this.filter === null ? chunk : this.filter.filter(chunk)
+    if (out !== null && !(this.relay as SseRelay).push(out)) (this.upstreamBody as Readable).pause()
   }
 
-  onEnd(): Buffer | null {
+  private onSseEnd(): void {
     this.clearTimer()
-    if (!this.committed) this.commit(this.upstreamStatus)
-    if (!this.sse) return null
+    const relay = this.relay as SseRelay
+    if (!this.committed) this.commit(relay)
+    const held = this.filter?.flush() ?? null
+    if (held !== null) relay.push(held)
     if (this.streamError === null && !this.sawTerminator && this.endpoint.terminators.length > 0 && this.upstreamStatus === 200) {
       this.streamError = errors.upstreamFailed('The upstream ended the stream before it was complete.')
     }
-    return this.streamError === null ? null : sseErrorEvent(this.streamError)
+    if (this.streamError !== null) relay.push(sseErrorEvent(this.streamError))
+    relay.push(null)
   }
 
-  private commit(status: number): void {
+  private onJsonReadable(): void {
+    const body = this.upstreamBody
+    if (this.finished || body === null) return
+    this.firstChunk()
+    this.commit(body)
+    body.on('data', (chunk: Buffer) => {
+      ;(this.timer as NodeJS.Timeout | null)?.refresh()
+      ;(this.extractor as UsageExtractor).write(chunk)
+      this.responseBytes += chunk.length
+    })
+    body.once('end', () => this.clearTimer())
+  }
+
+  /** The commit point: status and headers go out, then the body (null: the caller sends it). */
+  private commit(payload: Readable | null): void {
     this.committed = true
     const reply = this.reply
+    const status = this.upstreamStatus
     reply.code(status)
     const headers = this.upstreamHeaders
-    if (headers !== null) reply.headers(clientResponseHeaders(headers, this.sse && this.stripUsage))
+    if (headers !== null) reply.headers(clientResponseHeaders(headers, this.filter !== null))
     if (this.sse) reply.header('cache-control', 'no-cache').header('x-accel-buffering', 'no')
     const lease = this.lease
     if (lease !== null) this.reportAttempt(lease, 'ok', status)
-    if (this.tap !== null) reply.send(this.tap)
+    if (payload !== null) reply.send(payload)
   }
 
-  private onIdleTimeout = (): void => {
+  onIdleTimeout(): void {
     this.timer = null
     this.upstreamBody?.destroy(errors.upstreamTimeout(`The upstream sent nothing for ${this.settings.timeouts.idleMs} ms.`))
   }
 
-  private onBodyError = (err: Error): void => {
+  private onBodyError(err: Error): void {
     if (this.finished) return
     if (!this.committed) {
       this.abandon('error', errors.upstreamFailed('The upstream connection failed before the first token.', { cause: err }))
@@ -424,16 +478,9 @@ export class ProxyCall implements TapListener {
       'statusCode' in err && 'type' in err
         ? (err as LlmProxyError)
         : errors.upstreamFailed('The upstream connection failed mid-stream.', { cause: err })
-    const tap = this.tap
-    if (tap === null) return
-    if (this.sse) {
-      // End the client's stream with an in-band error event (pushed by the tap's flush), no terminator.
-      this.upstreamBody?.unpipe(tap)
-      tap.end()
-    } else {
-      // A JSON body cannot carry an error once started: cut the connection so it cannot look complete.
-      this.reply.raw.destroy()
-    }
+    // SSE: end the client's stream with an in-band error event and no terminator. A JSON body cannot
+    // carry an error once started: Fastify cuts the connection, so it cannot look complete.
+    if (this.sse) this.onSseEnd()
   }
 
   // ── the end ─────────────────────────────────────────────────────────────────────────────────
@@ -447,11 +494,11 @@ export class ProxyCall implements TapListener {
     sendError(this.reply, error)
   }
 
-  private onClientClose = (): void => {
-    const raw = this.reply.raw
-    if (!raw.writableFinished) {
+  private onClientClose(): void {
+    if (!this.reply.raw.writableFinished) {
       this.ctx.clientAborted = true
-      this.controller?.abort()
+      this.signal?.abort(errors.upstreamFailed('The client went away.'))
+      this.queueAbort?.abort()
       this.upstreamBody?.destroy()
     }
     this.finish()
@@ -461,6 +508,7 @@ export class ProxyCall implements TapListener {
     if (this.finished) return
     this.finished = true
     this.clearTimer()
+    ;(this.request as unknown as CallCarrier)[kProxyCall] = null
     const ctx = this.ctx
     ctx.endedAt = performance.now()
     const raw = this.reply.raw
@@ -471,7 +519,9 @@ export class ProxyCall implements TapListener {
         ? { ok: false, kind: 'aborted' }
         : this.streamError !== null
           ? { ok: false, kind: 'error' }
-          : { ok: true, ...this.ttft() }
+          : ctx.firstTokenAt === 0
+            ? { ok: true }
+            : { ok: true, ttftMs: ctx.firstTokenAt - this.attemptStartedAt }
       this.releaseLease(result, null)
     }
     if (ctx.clientAborted) ctx.outcome = 'client_aborted'
@@ -494,18 +544,13 @@ export class ProxyCall implements TapListener {
       ctx.usage = reported
       return
     }
-    if (this.tap === null || status < 200 || status >= 300) return
+    if (this.extractor === null || status < 200 || status >= 300) return
     const promptTokens = estimateTokensFromBytes(this.requestBytes)
     const completionTokens = this.sse
       ? Math.max(0, this.dataEvents - (this.sawTerminator ? 1 : 0))
       : estimateTokensFromBytes(this.responseBytes)
     ctx.usage = { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens }
     ctx.estimated = true
-  }
-
-  private ttft(): { ttftMs?: number } {
-    const first = this.ctx.firstTokenAt
-    return first === 0 ? {} : { ttftMs: first - this.attemptStartedAt }
   }
 
   private releaseLease(result: AttemptResult, attempt: Attempt['result'] | null): void {
@@ -530,17 +575,52 @@ export class ProxyCall implements TapListener {
     hooks.emitAttempt(attempt, this.request)
   }
 
-  private clientSignal(): AbortSignal {
-    this.controller ??= new AbortController()
-    return this.controller.signal
-  }
-
   private clearTimer(): void {
     if (this.timer !== null) {
       clearTimeout(this.timer)
       this.timer = null
     }
   }
+
+  retry(): void {
+    this.timer = null
+    this.nextAttempt()
+  }
+}
+
+// Shared callbacks (no per-request closures): the call travels as the timer argument or on the request.
+function retryLater(call: ProxyCall): void {
+  call.retry()
+}
+
+function firstByteTimeout(call: ProxyCall): void {
+  call.onFirstByteTimeout()
+}
+
+function idleTimeout(call: ProxyCall): void {
+  call.onIdleTimeout()
+}
+
+function rewriteRequestHeaders(request: unknown, headers: IncomingHttpHeaders | Http2IncomingHttpHeaders): IncomingHttpHeaders {
+  return callOf(request)?.upstreamRequestHeaders(headers as IncomingHttpHeaders) ?? (headers as IncomingHttpHeaders)
+}
+
+/** reply-from copies what this returns onto the reply; the proxy sets the headers itself at commit. */
+function keepUpstreamHeaders(headers: IncomingHttpHeaders | Http2IncomingHttpHeaders, request?: unknown): IncomingHttpHeaders {
+  callOf(request)?.keepUpstreamHeaders(headers as IncomingHttpHeaders)
+  return {}
+}
+
+/** reply-from's types call the third argument a server response; it is `{ statusCode, headers, stream }`. */
+function onResponse(request: unknown, _reply: unknown, response: unknown): void {
+  const res = response as { statusCode: number; stream: Readable }
+  const call = callOf(request)
+  if (call === null) res.stream.destroy()
+  else call.onUpstreamResponse(res)
+}
+
+function onError(reply: { request: unknown }, { error }: { error: Error }): void {
+  callOf(reply.request)?.onUpstreamError(error)
 }
 
 function noop(): void {}

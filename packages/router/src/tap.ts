@@ -1,4 +1,4 @@
-import { Transform, type TransformCallback } from 'node:stream'
+import { Readable } from 'node:stream'
 
 const EVENT_END = Buffer.from('\n\n')
 const EVENT_END_CRLF = Buffer.from('\r\n\r\n')
@@ -9,51 +9,35 @@ const NULL_USAGE = Buffer.from(',"usage":null')
 /** An event that never ends is passed through rather than held without bound. */
 const MAX_HELD_BYTES = 1024 * 1024
 
-/** What the tap reports to its owner, chunk by chunk and at the end. */
-export interface TapListener {
-  onChunk(chunk: Buffer): void
-  /** The upstream body ended; the returned bytes (an in-band error event) are sent last, if any. */
-  onEnd(): Buffer | null
+/**
+ * The SSE body on its way to the client: the proxy pushes each upstream chunk in as it arrives
+ * (nothing is held), and can end it with an in-band error event. Backpressure goes back to the
+ * upstream body: the proxy pauses it when a push says the client is behind, `_read` resumes it.
+ */
+export class SseRelay extends Readable {
+  private readonly source: Readable
+
+  constructor(source: Readable) {
+    super()
+    this.source = source
+  }
+
+  override _read(): void {
+    this.source.resume()
+  }
 }
 
 /**
- * The response body on its way to the client. Chunks go through unchanged and at once; the listener
- * reads them beside the flow. In `stripUsage` mode (the gateway itself asked an OpenAI-style upstream
- * for `stream_options.include_usage`) the extra usage-only event is removed, so the client receives
- * exactly what it asked for: complete events go out at once, only an incomplete trailing event is held
- * until its end arrives — an SSE client cannot act on half an event anyway.
+ * Used only when the gateway itself asked an OpenAI-style upstream for `stream_options.include_usage`:
+ * removes the extra usage-only event (and the `"usage":null` fields), so the client receives exactly
+ * what it asked for. Complete events go out at once; only an incomplete trailing event is held until
+ * its end arrives — an SSE client cannot act on half an event anyway.
  */
-export class ResponseTap extends Transform {
-  private readonly listener: TapListener
-  private readonly stripUsage: boolean
+export class UsageEventFilter {
   private held: Buffer | null = null
 
-  constructor(listener: TapListener, stripUsage: boolean) {
-    super()
-    this.listener = listener
-    this.stripUsage = stripUsage
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.listener.onChunk(chunk)
-    if (!this.stripUsage) {
-      callback(null, chunk)
-      return
-    }
-    const out = this.completeEvents(chunk)
-    callback(null, out !== null && out.length > 0 ? out : undefined)
-  }
-
-  override _flush(callback: TransformCallback): void {
-    if (this.held !== null) {
-      this.push(this.held)
-      this.held = null
-    }
-    const trailer = this.listener.onEnd()
-    callback(null, trailer ?? undefined)
-  }
-
-  private completeEvents(chunk: Buffer): Buffer | null {
+  /** The bytes to send now for this chunk (null: nothing yet). */
+  filter(chunk: Buffer): Buffer | null {
     const data = this.held === null ? chunk : Buffer.concat([this.held, chunk])
     const end = Math.max(endAfter(data, EVENT_END), endAfter(data, EVENT_END_CRLF))
     if (end === -1) {
@@ -65,7 +49,15 @@ export class ResponseTap extends Transform {
       return null
     }
     this.held = end < data.length ? data.subarray(end) : null
-    return withoutNullUsage(withoutUsageOnlyEvent(data.subarray(0, end)))
+    const out = withoutNullUsage(withoutUsageOnlyEvent(data.subarray(0, end)))
+    return out.length > 0 ? out : null
+  }
+
+  /** What is still held when the upstream body ends (an unterminated last event, passed on as is). */
+  flush(): Buffer | null {
+    const held = this.held
+    this.held = null
+    return held
   }
 }
 

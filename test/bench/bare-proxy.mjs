@@ -1,4 +1,5 @@
 // The baseline the benchmark compares against: a bare Fastify + @fastify/reply-from proxy, nothing else.
+// Plain JavaScript, like the built gateway it is compared with.
 import replyFrom from '@fastify/reply-from'
 import Fastify from 'fastify'
 

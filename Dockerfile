@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# LLMProxy reference server. Build:  docker build -t llmproxy .
+# Run:    docker run --rm -p 8080:8080 -v "$PWD/config.yaml:/etc/llmproxy/config.yaml:ro" llmproxy
+# See docs/deploy.md.
+
+# ---- build: install everything, compile the packages, then deploy the server with production deps only
+FROM node:20-slim AS build
+WORKDIR /src
+ENV CI=true
+# pnpm pinned like package.json's packageManager, without corepack.
+ARG PNPM_VERSION=12.4.2
+RUN npx -y pnpm@${PNPM_VERSION} --version
+COPY . .
+RUN npx -y pnpm@${PNPM_VERSION} install --frozen-lockfile \
+ && npx -y pnpm@${PNPM_VERSION} run build \
+ && npx -y pnpm@${PNPM_VERSION} --filter @llmproxy/server deploy --prod /out \
+ && rm -f /out/pnpm-lock.yaml /out/pnpm-workspace.yaml
+
+# ---- runtime: node and the server's dist with its production node_modules (the workspace packages built)
+FROM node:20-slim
+ENV NODE_ENV=production \
+    LLMPROXY_CONFIG=/etc/llmproxy/config.yaml
+WORKDIR /app
+COPY --from=build /out /app/packages/server
+# A writable place for the usage spool and the quota state file (mount a volume there to keep them).
+RUN mkdir -p /etc/llmproxy /var/lib/llmproxy && chown 1000:1000 /var/lib/llmproxy
+# The image's `node` user, by number so that Kubernetes' runAsNonRoot can verify it.
+USER 1000:1000
+EXPOSE 8080
+# The server handles SIGTERM itself: it stops accepting, drains in-flight streams (server.shutdownGraceMs), exits.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["node", "packages/server/dist/cli.js"]

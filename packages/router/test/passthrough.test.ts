@@ -1,0 +1,143 @@
+// Anthropic and Gemini wire formats pass through unchanged to upstreams of that protocol, metered
+// exactly from their own usage reports; OpenAI formats likewise, streamed and not.
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+import type { UsageRecord } from '@llmproxy/core'
+import { expectedContent, type MockUpstream, promptTokensFor, startMockUpstream } from '@llmproxy/mock-upstream'
+import { upstreams } from '@llmproxy/upstreams'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { request } from 'undici'
+import { router } from '../src/index.js'
+import { eventually, parseSse } from './helpers.js'
+
+let mock: MockUpstream
+let app: FastifyInstance
+let url: string
+const records: UsageRecord[] = []
+
+before(async () => {
+  mock = await startMockUpstream({ defaults: { tokens: 7 } })
+  app = Fastify({ logger: false })
+  await app.register(upstreams, {
+    upstreams: [
+      { name: 'oai', url: mock.url, protocol: 'vllm', apiKey: 'sk-oai' },
+      { name: 'claude', url: mock.url, protocol: 'anthropic', apiKey: 'sk-ant' },
+      { name: 'gem', url: mock.url, protocol: 'gemini', apiKey: 'sk-gem' },
+    ],
+    healthChecks: { enabled: false },
+  })
+  await app.register(router, {
+    models: [
+      { name: 'gpt', upstreams: ['oai'], upstreamModel: 'mock-model' },
+      { name: 'claude', upstreams: ['claude'], upstreamModel: 'claude-upstream' },
+      { name: 'gemini', upstreams: ['gem'], upstreamModel: 'gemini-upstream' },
+    ],
+  })
+  app.llm.addHook('onUsage', (record) => {
+    records.push(record)
+  })
+  url = await app.listen({ port: 0, host: '127.0.0.1' })
+})
+after(async () => {
+  await app.close()
+  await mock.close()
+})
+
+async function lastRecord(): Promise<UsageRecord> {
+  await eventually(() => records.length === 1, 2000, 'usage record')
+  return records[0] as UsageRecord
+}
+
+async function post(path: string, body: unknown, headers: Record<string, string> = {}) {
+  records.length = 0
+  mock.reset()
+  const res = await request(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
+  return { status: res.statusCode, text: await res.body.text() }
+}
+
+const messages = [{ role: 'user', content: 'Tell me something' }]
+
+for (const stream of [false, true]) {
+  test(`Anthropic Messages ${stream ? 'streamed' : 'not streamed'}: passed through, metered exactly`, async () => {
+    const body = { model: 'claude', max_tokens: 100, messages, stream }
+    const res = await post('/v1/messages', body, { 'anthropic-version': '2023-06-01', 'x-api-key': 'sk-client' })
+    assert.equal(res.status, 200, res.text)
+    const seen = mock.requests[0]
+    assert.equal(seen?.path, '/v1/messages')
+    assert.equal(seen?.headers['x-api-key'], 'sk-ant')
+    assert.equal(seen?.headers['anthropic-version'], '2023-06-01')
+    assert.equal((seen?.body as { model: string }).model, 'claude-upstream')
+    if (stream) {
+      const events = parseSse(res.text)
+      assert.equal(events.at(-1)?.event, 'message_stop')
+      const text = events
+        .filter((e) => e.event === 'content_block_delta')
+        .map((e) => (JSON.parse(e.data) as { delta: { text: string } }).delta.text)
+        .join('')
+      assert.equal(text, expectedContent(7))
+    } else {
+      assert.equal((JSON.parse(res.text) as { content: { text: string }[] }).content[0]?.text, expectedContent(7))
+    }
+    const record = await lastRecord()
+    assert.equal(record.protocol, 'anthropic')
+    assert.equal(record.promptTokens, promptTokensFor(seen?.body))
+    assert.equal(record.completionTokens, 7)
+    assert.equal(record.estimated, false)
+  })
+
+  test(`Gemini ${stream ? 'streamGenerateContent (SSE)' : 'generateContent'}: passed through, metered exactly`, async () => {
+    const action = stream ? 'streamGenerateContent?alt=sse&key=client-secret' : 'generateContent?key=client-secret'
+    const body = { contents: [{ role: 'user', parts: [{ text: 'Tell me something' }] }] }
+    const res = await post(`/v1beta/models/gemini:${action}`, body)
+    assert.equal(res.status, 200, res.text)
+    const seen = mock.requests[0]
+    assert.equal(seen?.path, `/v1beta/models/gemini-upstream:${stream ? 'streamGenerateContent' : 'generateContent'}`)
+    assert.equal(seen?.headers['x-goog-api-key'], 'sk-gem')
+    assert.equal((seen?.body as { model?: string }).model, undefined, 'no model field is added to a Gemini body')
+    const record = await lastRecord()
+    assert.equal(record.protocol, 'gemini')
+    assert.equal(record.stream, stream)
+    assert.equal(record.promptTokens, promptTokensFor(seen?.body))
+    assert.equal(record.completionTokens, 7)
+    assert.equal(record.estimated, false)
+  })
+
+  test(`OpenAI-compatible (vLLM) ${stream ? 'streamed' : 'not streamed'}: metered exactly`, async () => {
+    const res = await post('/v1/chat/completions', { model: 'gpt', messages, stream })
+    assert.equal(res.status, 200)
+    const record = await lastRecord()
+    assert.equal(record.protocol, 'vllm')
+    assert.equal(record.promptTokens, promptTokensFor(mock.requests[0]?.body))
+    assert.equal(record.completionTokens, 7)
+    assert.equal(record.estimated, false)
+  })
+}
+
+test("the client's Gemini key in the query string never reaches the upstream", async () => {
+  await post('/v1beta/models/gemini:streamGenerateContent?alt=sse&key=client-secret', { contents: [] })
+  const seen = mock.requests[0]
+  assert.ok(seen)
+  assert.ok(!JSON.stringify(seen.headers).includes('client-secret'))
+  assert.ok(!seen.path.includes('client-secret'))
+})
+
+test('a model is only served over its own API', async () => {
+  const res = await post('/v1/chat/completions', { model: 'claude', messages })
+  assert.equal(res.status, 400)
+  assert.equal((JSON.parse(res.text) as { error: { code: string } }).error.code, 'llmproxy_wrong_api')
+  assert.equal(mock.requests.length, 0)
+})
+
+test('an unknown Gemini action is a 404', async () => {
+  const res = await post('/v1beta/models/gemini:deleteEverything', {})
+  assert.equal(res.status, 404)
+})
+
+test('a server that reports no usage is estimated, and says so', async () => {
+  const res = await post('/v1/chat/completions', { model: 'gpt', messages, stream: true, mock: { usage: false, tokens: 9 } })
+  assert.equal(res.status, 200)
+  const record = await lastRecord()
+  assert.equal(record.estimated, true)
+  assert.equal(record.completionTokens, 11, 'one per data event: role chunk, 9 tokens, finish chunk')
+  assert.ok(record.promptTokens > 0)
+})
