@@ -60,8 +60,17 @@ function callOf(request: unknown): ProxyCall | null {
 }
 
 const DATA_FIELD = Buffer.from('data:')
+const SPACE = 0x20
+const NEWLINE = 0x0a
+const CR = 0x0d
+const OPEN_BRACE = 0x7b
+const CLOSE_BRACE = 0x7d
+const OPEN_BRACKET = 0x5b
+const CLOSE_BRACKET = 0x5d
 const SSE = 'text/event-stream'
 const MAX_ERROR_BODY_BYTES = 64 * 1024
+/** Waits for a Retry-After hold end this much later, so the hold has surely ended (timer and clock granularity). */
+const HOLD_SLACK_MS = 5
 
 type FailureKind = 'connect' | 'timeout' | 'stall' | 'status' | 'error'
 
@@ -93,6 +102,8 @@ export class ProxyCall {
   private attemptsThisRound = 0
   private backoffMs: number
   private retryAfterMs = 0
+  /** Time spent waiting out Retry-After holds (bounded by retry.maxRetryAfterMs). */
+  private waitedMs = 0
   private lastError: LlmProxyError | null = null
 
   private lease: Lease | null = null
@@ -107,6 +118,7 @@ export class ProxyCall {
   private relay: SseRelay | null = null
   private filter: UsageEventFilter | null = null
   private committed = false
+  private relayEnded = false
   private sse = false
   private finished = false
   private streamError: LlmProxyError | null = null
@@ -177,18 +189,30 @@ export class ProxyCall {
       this.nextAttempt()
       return
     }
-    if (this.attemptsThisRound === 0) {
-      this.fail(this.lastError ?? errors.upstreamUnavailable(`No healthy upstream for model "${this.ctx.model}".`))
-      return
-    }
     const retry = this.settings.retry
-    if (this.retryAfterMs > retry.maxRetryAfterMs) {
-      this.fail(this.lastError ?? errors.upstreamUnavailable('Upstreams are rate limited.'))
+    let delay: number
+    if (this.attemptsThisRound === 0) {
+      // Nothing could even be tried: worth waiting only for upstreams a 429 holds back until their Retry-After.
+      const holdEnds = this.primary.pool.holdEnds()
+      if (holdEnds === 0) {
+        this.fail(this.lastError ?? errors.upstreamUnavailable(`No healthy upstream for model "${this.ctx.model}".`))
+        return
+      }
+      delay = Math.max(0, holdEnds - Date.now()) + HOLD_SLACK_MS
+    } else {
+      // Another round over the same upstreams: back off (full jitter, doubling), at least the Retry-After.
+      delay = Math.max(this.retryAfterMs === 0 ? 0 : this.retryAfterMs + HOLD_SLACK_MS, Math.random() * this.backoffMs)
+      this.backoffMs *= 2
+    }
+    if ((this.attemptsThisRound === 0 || this.retryAfterMs > 0) && this.waitedMs + delay > retry.maxRetryAfterMs) {
+      const seconds = String(Math.ceil(delay / 1000))
+      this.fail(
+        this.lastError ??
+          errors.rateLimited('The upstreams are rate limiting requests.', 'llmproxy_upstream_rate_limited', { 'retry-after': seconds }),
+      )
       return
     }
-    // Another round over the same upstreams: back off (full jitter, doubling), at least the Retry-After.
-    const delay = Math.max(this.retryAfterMs, Math.random() * this.backoffMs)
-    this.backoffMs *= 2
+    this.waitedMs += delay
     this.retryAfterMs = 0
     this.attemptsThisRound = 0
     this.fallbackIndex = -1
@@ -223,7 +247,9 @@ export class ProxyCall {
     this.signal = signal
     this.attemptStartedAt = performance.now()
     const timeouts = this.settings.timeouts
-    const firstByteMs = ctx.stream ? timeouts.firstTokenMs : timeouts.responseMs
+    // The total budget bounds the wait for the first byte too, so a silent upstream costs no more than it.
+    const budgetLeft = this.settings.retry.budgetMs - (this.attemptStartedAt - ctx.startedAt)
+    const firstByteMs = Math.max(1, Math.min(ctx.stream ? timeouts.firstTokenMs : timeouts.responseMs, budgetLeft))
     this.timer = setTimeout(firstByteTimeout, firstByteMs, this)
 
     const dispatcher = this.settings.dispatcher
@@ -283,7 +309,7 @@ export class ProxyCall {
     const body = res.stream
     this.upstreamStatus = status
     this.upstreamBody = body
-    body.on('error', (err: Error) => this.onBodyError(err))
+    body.on('error', (err: Error) => this.onBodyError(body, err))
     if (status >= 200 && status < 300) {
       this.relayBody(body)
       return
@@ -405,13 +431,17 @@ export class ProxyCall {
       this.firstChunk()
       this.commit(this.relay)
     }
+    if (!this.countEvents(chunk)) {
+      // Malformed upstream data after the commit point: stop here with an in-band error event.
+      this.streamError = errors.upstreamFailed('The upstream sent malformed data.')
+      const body = this.upstreamBody as Readable
+      body.removeAllListeners('data')
+      body.destroy()
+      this.onSseEnd()
+      return
+    }
     ;(this.extractor as UsageExtractor).write(chunk)
     this.responseBytes += chunk.length
-    let at = chunk.indexOf(DATA_FIELD)
-    while (at !== -1) {
-      this.dataEvents++
-      at = chunk.indexOf(DATA_FIELD, at + DATA_FIELD.length)
-    }
     if (!this.sawTerminator) {
       const terminators = this.endpoint.terminators
       for (let i = 0; i < terminators.length; i++) {
@@ -422,7 +452,34 @@ export class ProxyCall {
     if (out !== null && !(this.relay as SseRelay).push(out)) (this.upstreamBody as Readable).pause()
   }
 
+  /**
+   * Counts the chunk's data events (for the estimate when no usage is reported) and checks their shape:
+   * every wire format here sends one JSON object (or `[DONE]`) per data line. Only the first and last
+   * bytes are looked at, not parsed; a line split across chunks is not checked.
+   */
+  private countEvents(chunk: Buffer): boolean {
+    let at = chunk.indexOf(DATA_FIELD)
+    while (at !== -1) {
+      this.dataEvents++
+      let start = at + DATA_FIELD.length
+      if (chunk[start] === SPACE) start++
+      const eol = chunk.indexOf(NEWLINE, start)
+      if (eol === -1) return true
+      let last = eol - 1
+      if (chunk[last] === CR) last--
+      if (last >= start) {
+        const first = chunk[start]
+        const end = chunk[last]
+        if (!((first === OPEN_BRACE && end === CLOSE_BRACE) || (first === OPEN_BRACKET && end === CLOSE_BRACKET))) return false
+      }
+      at = chunk.indexOf(DATA_FIELD, eol)
+    }
+    return true
+  }
+
   private onSseEnd(): void {
+    if (this.relayEnded) return
+    this.relayEnded = true
     this.clearTimer()
     const relay = this.relay as SseRelay
     if (!this.committed) this.commit(relay)
@@ -467,8 +524,9 @@ export class ProxyCall {
     this.upstreamBody?.destroy(errors.upstreamTimeout(`The upstream sent nothing for ${this.settings.timeouts.idleMs} ms.`))
   }
 
-  private onBodyError(err: Error): void {
-    if (this.finished) return
+  private onBodyError(body: Readable, err: Error): void {
+    // An abandoned attempt's body errors when destroyed: that is no news about the current attempt.
+    if (this.finished || body !== this.upstreamBody) return
     if (!this.committed) {
       this.abandon('error', errors.upstreamFailed('The upstream connection failed before the first token.', { cause: err }))
       return

@@ -51,7 +51,11 @@ async function lastRecord(): Promise<UsageRecord> {
 async function post(path: string, body: unknown, headers: Record<string, string> = {}) {
   records.length = 0
   mock.reset()
-  const res = await request(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
+  const res = await request(`${url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  })
   return { status: res.statusCode, text: await res.body.text() }
 }
 

@@ -16,6 +16,11 @@ export interface Pool {
    */
   tryAcquire(exclude?: ReadonlySet<string>): Lease | 'busy' | null
   /**
+   * When nothing is available only because upstreams answered 429 and are held back until their
+   * Retry-After: the epoch ms at which the first of them (not in `exclude`) is free again; else 0.
+   */
+  holdEnds(exclude?: ReadonlySet<string>): number
+  /**
    * Like tryAcquire, but when busy waits in the queue for a slot. Rejects with an LlmProxyError 503
    * `llmproxy_upstreams_busy` when the queue is full or `queue.timeoutMs` passes, and with `signal.reason`
    * when `signal` aborts (the request leaves the queue). Resolves null when nothing is available any more.
@@ -55,6 +60,15 @@ export class PoolImpl implements Pool {
 
   get waiting(): number {
     return this.queue.length
+  }
+
+  holdEnds(exclude?: ReadonlySet<string>): number {
+    let first = 0
+    for (const upstream of this.members) {
+      if (exclude?.has(upstream.name) || upstream.state === 'draining' || upstream.state === 'unhealthy') continue
+      if (upstream.heldUntil !== 0 && (first === 0 || upstream.heldUntil < first)) first = upstream.heldUntil
+    }
+    return first
   }
 
   tryAcquire(exclude?: ReadonlySet<string>): Lease | 'busy' | null {
