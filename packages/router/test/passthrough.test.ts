@@ -70,7 +70,7 @@ for (const stream of [false, true]) {
     assert.equal(seen?.path, '/v1/messages')
     assert.equal(seen?.headers['x-api-key'], 'sk-ant')
     assert.equal(seen?.headers['anthropic-version'], '2023-06-01')
-    assert.equal((seen?.body as { model: string }).model, 'claude-upstream')
+    assert.equal((seen?.body as { model?: string } | undefined)?.model, 'claude-upstream')
     if (stream) {
       const events = parseSse(res.text)
       assert.equal(events.at(-1)?.event, 'message_stop')
@@ -97,7 +97,7 @@ for (const stream of [false, true]) {
     const seen = mock.requests[0]
     assert.equal(seen?.path, `/v1beta/models/gemini-upstream:${stream ? 'streamGenerateContent' : 'generateContent'}`)
     assert.equal(seen?.headers['x-goog-api-key'], 'sk-gem')
-    assert.equal((seen?.body as { model?: string }).model, undefined, 'no model field is added to a Gemini body')
+    assert.equal((seen?.body as { model?: string } | undefined)?.model, undefined, 'no model field is added to a Gemini body')
     const record = await lastRecord()
     assert.equal(record.protocol, 'gemini')
     assert.equal(record.stream, stream)

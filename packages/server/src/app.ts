@@ -9,12 +9,18 @@ import { upstreams } from '@llmproxy/upstreams'
 import { usage } from '@llmproxy/usage'
 import Fastify, { type FastifyHttpOptions, type FastifyInstance, LogController } from 'fastify'
 import pino, { type DestinationStream } from 'pino'
+import { setupAdmin } from './admin.js'
 import type { Config } from './config.js'
+import { installReload } from './reload.js'
 import { requestLogging } from './request-log.js'
 
 export interface GatewayOptions {
   /** Where the JSON log lines go (default: stdout). */
   logDestination?: DestinationStream
+  /** The config file `config` came from: `POST /admin/reload` and `fastify.llmConfig.reload()` re-read it. */
+  configFile?: string
+  /** Applied to every config re-read from `configFile` (e.g. to keep a port given on the command line). */
+  adjustConfig?: (config: Config) => void
 }
 
 /** Paths and keys pino must never print. */
@@ -86,6 +92,9 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     timeouts: config.timeouts,
     bodyLimit: config.bodyLimit,
   })
+
+  installReload(app, config, { file: options.configFile ?? null, adjustConfig: options.adjustConfig })
+  if (config.admin !== undefined) await setupAdmin(app, config.admin, { genReqId: genRequestId })
 
   let closing = false
   app.addHook('preClose', (done) => {

@@ -2,13 +2,15 @@
 import { writeSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { ConfigError } from '@llmproxy/core'
+import type { GatewayOptions } from './app.js'
 import { type Config, loadConfigFile } from './config.js'
 import { startDemo } from './demo.js'
 import { startGateway } from './main.js'
 import { configJsonSchema } from './schema.js'
 
 const USAGE = `Usage:
-  llmproxy [--config FILE]      start the gateway (FILE or $LLMPROXY_CONFIG; neither = the built-in demo)
+  llmproxy [--config FILE]      start the gateway (FILE or $LLMPROXY_CONFIG; neither = the built-in demo);
+                                SIGHUP reloads FILE
   llmproxy check --config FILE  validate a config file and exit
   llmproxy schema               print the config's JSON Schema
 Options:
@@ -47,6 +49,7 @@ async function main(): Promise<number> {
   }
   let config: Config
   let stopDemo: (() => Promise<void>) | null = null
+  const options: GatewayOptions = {}
   if (file === undefined) {
     const port = values.port === undefined ? 8080 : Number(values.port)
     const demo = await startDemo(port, '127.0.0.1')
@@ -54,9 +57,16 @@ async function main(): Promise<number> {
     stopDemo = () => demo.mock.close()
   } else {
     config = loadConfigFile(file)
-    if (values.port !== undefined) config.server.port = Number(values.port)
+    const port = values.port
+    // --port wins over the file, at start and at every reload.
+    const adjustConfig = (c: Config) => {
+      if (port !== undefined) c.server.port = Number(port)
+    }
+    adjustConfig(config)
+    options.configFile = file
+    options.adjustConfig = adjustConfig
   }
-  const gateway = await startGateway(config)
+  const gateway = await startGateway(config, options)
   if (stopDemo !== null) {
     gateway.app.log.info(
       { url: gateway.url },
@@ -72,6 +82,11 @@ async function main(): Promise<number> {
         () => process.exit(1),
       )
   }
+  // SIGHUP: reload the config file (the reload logs its outcome; an invalid file changes nothing).
+  process.on('SIGHUP', () => {
+    gateway.app.log.info('SIGHUP: reloading the config')
+    gateway.app.llmConfig.reload().catch(() => undefined)
+  })
   process.once('SIGTERM', () => stop('SIGTERM'))
   process.once('SIGINT', () => stop('SIGINT'))
   return -1

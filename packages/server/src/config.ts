@@ -42,6 +42,27 @@ export const ServerSettingsSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
+export const AdminSettingsSchema = Type.Object(
+  {
+    token: Type.String({
+      minLength: 16,
+      description: 'Bearer token every admin request must send (Authorization: Bearer <token>); e.g. from an environment variable.',
+    }),
+    host: Type.Optional(
+      Type.String({ minLength: 1, description: 'Address of the separate admin server (default 127.0.0.1); needs port.' }),
+    ),
+    port: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 65535,
+        description: 'Serve the admin API on its own port (a separate server); without it, it is mounted on the gateway under /admin.',
+      }),
+    ),
+  },
+  { additionalProperties: false, description: 'The admin REST API (upstreams, keys, usage, reload, config); absent = no admin API.' },
+)
+export type AdminSettings = Static<typeof AdminSettingsSchema>
+
 /** The config file (DESIGN.md §3). Keys of capabilities not built yet are listed in NOT_SUPPORTED_YET. */
 export const ConfigSchema = Type.Object(
   {
@@ -63,14 +84,14 @@ export const ConfigSchema = Type.Object(
       default: {},
       description: 'Prometheus metrics (on by default at /metrics); false turns them off.',
     }),
-    admin: Type.Optional(Type.Unknown()),
+    admin: Type.Optional(AdminSettingsSchema),
   },
   { additionalProperties: false },
 )
 export type Config = Static<typeof ConfigSchema>
 
 /** Config keys of the design whose capability this build does not have yet: rejected, never ignored. */
-const NOT_SUPPORTED_YET: readonly string[] = ['admin']
+const NOT_SUPPORTED_YET: readonly string[] = []
 
 const ENV_REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 
@@ -117,10 +138,17 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   problems.push(...checkSchema(ConfigSchema, config))
   if (problems.length > 0) throw new ConfigError(`config ${source}`, problems)
   const valid = config as Config
-  const upstreamNames = new Set(valid.upstreams.map((u) => u.name))
-  problems.push(...ModelTable.check(valid.models, (name) => upstreamNames.has(name)))
+  const protocols = new Map(valid.upstreams.map((u) => [u.name, u.protocol]))
+  problems.push(...ModelTable.check(valid.models, (name) => protocols.get(name)))
   if (valid.rateLimit?.store === 'redis' && valid.redis === undefined) {
     problems.push({ path: '/redis', message: 'required when rateLimit.store is "redis" (redis: { url: "redis://host:6379" })' })
+  }
+  const admin = valid.admin
+  if (admin?.host !== undefined && admin.port === undefined) {
+    problems.push({ path: '/admin/port', message: 'required when admin.host is set (the admin API then gets its own server)' })
+  }
+  if (admin?.port !== undefined && admin.port !== 0 && admin.port === valid.server.port) {
+    problems.push({ path: '/admin/port', message: 'must differ from server.port (or leave it out to mount the admin API under /admin)' })
   }
   if (problems.length > 0) throw new ConfigError(`config ${source}`, problems)
   return valid

@@ -1,5 +1,15 @@
+export { type AdminApi, type AdminRoutesOptions, adminRoutes, REDACTED, redactConfig } from './admin.js'
 export { buildGateway, type GatewayOptions, genRequestId, REDACTED_PATHS } from './app.js'
-export { type Config, ConfigSchema, interpolateEnv, loadConfigFile, parseConfig } from './config.js'
+export {
+  type AdminSettings,
+  AdminSettingsSchema,
+  type Config,
+  ConfigSchema,
+  interpolateEnv,
+  loadConfigFile,
+  parseConfig,
+} from './config.js'
 export { startDemo } from './demo.js'
 export { type RunningGateway, startGateway } from './main.js'
-export { configJsonSchema } from './schema.js'
+export type { ConfigReloader, ReloadResult } from './reload.js'
+export { configJsonSchema, configReference } from './schema.js'

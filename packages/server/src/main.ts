@@ -5,6 +5,8 @@ import type { Config } from './config.js'
 export interface RunningGateway {
   app: FastifyInstance
   url: string
+  /** Where the admin API's `/admin/...` routes are served (the gateway's url, or the separate admin server's); null without `admin`. */
+  adminUrl: string | null
   /** Graceful stop: stop accepting, let in-flight requests finish within the grace period, then abort them. */
   shutdown(reason: string): Promise<void>
 }
@@ -13,6 +15,16 @@ export interface RunningGateway {
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<RunningGateway> {
   const app = await buildGateway(config, options)
   const url = await app.listen({ host: config.server.host, port: config.server.port })
+  let adminUrl: string | null = null
+  if (app.hasDecorator('llmAdmin')) {
+    try {
+      adminUrl = await app.llmAdmin.listening()
+    } catch (err) {
+      // The separate admin server could not start (e.g. its port is taken): don't run half a gateway.
+      await app.close()
+      throw err
+    }
+  }
   let stopping: Promise<void> | null = null
   const shutdown = (reason: string): Promise<void> => {
     stopping ??= (async () => {
@@ -28,5 +40,5 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     })()
     return stopping
   }
-  return { app, url, shutdown }
+  return { app, url, adminUrl, shutdown }
 }

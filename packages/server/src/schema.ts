@@ -28,3 +28,58 @@ export function configJsonSchema(): JsonObject {
     ...(optionalDefaults(JSON.parse(JSON.stringify(ConfigSchema))) as JsonObject),
   }
 }
+
+interface SchemaNode {
+  type?: string | string[]
+  description?: string
+  default?: unknown
+  properties?: Record<string, SchemaNode>
+  items?: SchemaNode
+  anyOf?: SchemaNode[]
+  const?: unknown
+  enum?: unknown[]
+  required?: string[]
+  additionalProperties?: unknown
+  minimum?: number
+  maximum?: number
+}
+
+function typeOf(node: SchemaNode): string {
+  if (node.anyOf !== undefined) {
+    if (node.anyOf.every((n) => n.const !== undefined)) return node.anyOf.map((n) => JSON.stringify(n.const)).join(' \\| ')
+    return node.anyOf.map(typeOf).join(' \\| ')
+  }
+  if (node.const !== undefined) return JSON.stringify(node.const)
+  if (node.type === 'array') return `${node.items === undefined ? 'unknown' : typeOf(node.items)}[]`
+  if (node.type === 'object' && node.properties === undefined) return 'map'
+  return Array.isArray(node.type) ? node.type.join(' \\| ') : (node.type ?? 'any')
+}
+
+/** One markdown row per config setting (path, type, default, meaning), from the schema: the README's reference. */
+export function configReference(): string {
+  const rows: string[] = ['| Setting | Type | Default | Meaning |', '| --- | --- | --- | --- |']
+  const visit = (node: SchemaNode, path: string, required: boolean): void => {
+    const objectish = node.properties !== undefined ? node : node.items?.properties !== undefined ? node.items : undefined
+    if (path !== '') {
+      const leafDefault =
+        node.default === undefined || (typeof node.default === 'object' && node.default !== null)
+          ? ''
+          : `\`${JSON.stringify(node.default)}\``
+      const def = required ? 'required' : leafDefault
+      const type = objectish !== undefined ? (node.type === 'array' ? 'list' : 'object') : typeOf(node)
+      rows.push(`| \`${path}\` | ${type} | ${def} | ${(node.description ?? '').replaceAll('|', '\\|')} |`)
+    }
+    if (objectish?.properties !== undefined) {
+      const prefix = node.type === 'array' ? `${path}[]` : path
+      for (const [key, child] of Object.entries(objectish.properties)) {
+        if (key === '$schema') continue
+        visit(child, prefix === '' ? key : `${prefix}.${key}`, objectish.required?.includes(key) === true && child.default === undefined)
+      }
+    }
+    // `metrics` is `false` or an object: document the object's settings too.
+    const objectBranch = node.anyOf?.find((n) => n.properties !== undefined)
+    if (objectBranch !== undefined) visit({ ...objectBranch, description: undefined } as SchemaNode, path, false)
+  }
+  visit(JSON.parse(JSON.stringify(ConfigSchema)) as SchemaNode, '', false)
+  return rows.filter((row, i) => rows.indexOf(row) === i).join('\n')
+}

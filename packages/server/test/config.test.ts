@@ -75,9 +75,24 @@ timeouts: { firstTokenMs: -1 }
   assert.match(problems.find((p) => p.path === '/upstreams/0/protocol')?.message ?? '', /must be one of "openai", "vllm"/)
 })
 
-test('keys of capabilities not built yet are rejected, not ignored', () => {
-  const problems = problemsOf(`${minimal}\nadmin: { token: x }\n`)
-  assert.deepEqual(problems, [{ path: '/admin', message: 'not supported yet by this version of LLMProxy' }])
+test('the admin section is validated: a long enough token, a port with a host, not the server port', () => {
+  const config = parseConfig(`${minimal}\nadmin: { token: "\${ADMIN_TOKEN}", port: 9090 }\n`, 'test.yaml', { ADMIN_TOKEN: 'a'.repeat(16) })
+  assert.deepEqual(config.admin, { token: 'a'.repeat(16), port: 9090 })
+  assert.deepEqual(
+    problemsOf(`${minimal}\nadmin: { token: short, colour: red }\n`)
+      .map((p) => p.path)
+      .sort(),
+    ['/admin/colour', '/admin/token'],
+  )
+  assert.deepEqual(problemsOf(`${minimal}\nadmin: { port: 9090 }\n`), [{ path: '/admin', message: 'must have required properties token' }])
+  assert.deepEqual(
+    problemsOf(`${minimal}\nadmin: { token: "${'a'.repeat(16)}", host: 127.0.0.1 }\n`).map((p) => p.path),
+    ['/admin/port'],
+  )
+  assert.deepEqual(
+    problemsOf(`${minimal}\nadmin: { token: "${'a'.repeat(16)}", port: 8080 }\n`).map((p) => p.path),
+    ['/admin/port'],
+  )
 })
 
 test('invalid YAML and non-mapping documents get a clear error', () => {

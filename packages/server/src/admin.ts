@@ -1,0 +1,365 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { IncomingMessage, Server } from 'node:http'
+import swagger from '@fastify/swagger'
+import { ConfigError, errors, LlmProxyError, Protocol, sendError, toLlmProxyError } from '@llmproxy/core'
+import Fastify, {
+  type FastifyHttpOptions,
+  type FastifyInstance,
+  type FastifyPluginAsync,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from 'fastify'
+import Type from 'typebox'
+import { type AdminSettings, type Config, ConfigSchema } from './config.js'
+
+/** `fastify.llmAdmin`, present when the config has an `admin` section. */
+export interface AdminApi {
+  /** True when the admin API has its own server (`admin.port`); false when mounted on the gateway under /admin. */
+  readonly separate: boolean
+  /**
+   * Resolves with the origin the admin API is served at (`/admin/...` paths), once the gateway listens and,
+   * when separate, the admin server too. Rejects when the separate admin server could not start.
+   */
+  listening(): Promise<string>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    llmAdmin: AdminApi
+  }
+}
+
+export const REDACTED = '[redacted]'
+/** Property names whose string values are secrets, wherever they are in the config. */
+const SECRET_PROPERTY = /^(apiKey|key|secret|token|password)$/i
+/** Header (and URL query parameter) names whose values are secrets. */
+const SECRET_NAME = /authorization|api[-_]?key|token|secret|password|passwd|cookie|signature|credential/i
+const URL_PASSWORD = /^([a-z][a-z0-9+.-]*:\/\/[^:/?#@]*):[^@/?#]*@/i
+const URL_QUERY_PARAM = /([?&])([^=&#]+)=([^&#]*)/g
+
+function redactUrl(url: string): string {
+  return url
+    .replace(URL_PASSWORD, `$1:${REDACTED}@`)
+    .replace(URL_QUERY_PARAM, (match, sep: string, name: string) => (SECRET_NAME.test(name) ? `${sep}${name}=${REDACTED}` : match))
+}
+
+function redact(value: unknown, parentKey: string): unknown {
+  if (Array.isArray(value)) return value.map((item) => redact(item, parentKey))
+  if (value === null || typeof value !== 'object') return value
+  const out: Record<string, unknown> = {}
+  for (const [key, item] of Object.entries(value)) {
+    if (typeof item === 'string') {
+      if (SECRET_PROPERTY.test(key) || (parentKey === 'headers' && SECRET_NAME.test(key))) out[key] = REDACTED
+      else if (key === 'url') out[key] = redactUrl(item)
+      else out[key] = item
+    } else {
+      out[key] = redact(item, key)
+    }
+  }
+  return out
+}
+
+/**
+ * The config with every secret replaced by "[redacted]": upstream apiKeys, auth keys, the webhook secret, the admin
+ * token, passwords in URLs (redis), secret-looking URL query parameters, and header values named like
+ * authorization / api-key / token / cookie.
+ */
+export function redactConfig(config: Config): Config {
+  return redact(config, '') as Config
+}
+
+/** Constant-time check of `Authorization: Bearer <token>` (both sides hashed, so lengths never leak). */
+function bearerMatches(header: string | undefined, expected: Buffer): boolean {
+  if (typeof header !== 'string') return false
+  const match = /^Bearer[ \t]+(.*?)[ \t]*$/i.exec(header)
+  if (match === null) return false
+  return timingSafeEqual(
+    createHash('sha256')
+      .update(match[1] ?? '')
+      .digest(),
+    expected,
+  )
+}
+
+const adminUnauthorized = () =>
+  errors.unauthorized('Missing or invalid admin token: send "Authorization: Bearer <admin.token>".', {
+    headers: { 'www-authenticate': 'Bearer realm="llmproxy-admin"' },
+  })
+
+// ---- Schemas (request and response) of the admin routes, which the OpenAPI document shows. ----
+
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()])
+
+const ErrorBodySchema = Type.Object(
+  {
+    error: Type.Object({
+      message: Type.String(),
+      type: Type.String(),
+      code: Type.String(),
+    }),
+  },
+  { description: 'An error, in the OpenAI shape.' },
+)
+
+const UpstreamSnapshotSchema = Type.Object({
+  name: Type.String(),
+  url: Type.String(),
+  protocol: Protocol,
+  state: Type.Union(['healthy', 'unhealthy', 'ejected', 'half-open', 'draining'].map((s) => Type.Literal(s))),
+  inFlight: Type.Integer({ description: 'Requests in flight.' }),
+  ewmaTtftMs: Nullable(Type.Number({ description: 'Peak-EWMA of the time to first token.' })),
+  ejections: Type.Integer({ description: 'Ejections since start (passive health).' }),
+  consecutiveFailures: Type.Integer(),
+  recentErrors: Type.Integer({ description: 'Failed requests in the last 60 s.' }),
+  lastError: Nullable(Type.String()),
+  weight: Type.Integer(),
+  maxConcurrency: Nullable(Type.Integer()),
+  heldUntil: Nullable(Type.Number({ description: 'Epoch ms until which a 429 holds the upstream back.' })),
+})
+
+const UpstreamNameSchema = Type.Object({ name: Type.String({ minLength: 1, description: 'The upstream name.' }) })
+
+const KeyLimitsSchema = Type.Object({
+  rpm: Type.Optional(Type.Integer()),
+  rps: Type.Optional(Type.Integer()),
+  tpm: Type.Optional(Type.Integer()),
+  concurrency: Type.Optional(Type.Integer()),
+  quota: Type.Optional(Type.Object({ tokens: Type.Integer(), per: Type.Union([Type.Literal('day'), Type.Literal('month')]) })),
+})
+
+const KeyUsageSchema = Type.Object({
+  tpm: Nullable(Type.Object({ limit: Type.Integer(), used: Type.Integer(), resetMs: Type.Integer() })),
+  quota: Nullable(
+    Type.Object({
+      limit: Type.Integer(),
+      used: Type.Integer(),
+      remaining: Type.Integer(),
+      period: Type.Union([Type.Literal('day'), Type.Literal('month')]),
+      resetAt: Type.String({ description: 'ISO time the period ends.' }),
+    }),
+  ),
+  concurrency: Nullable(Type.Object({ limit: Type.Integer(), inFlight: Type.Integer() })),
+})
+
+const KeyEntrySchema = Type.Object({
+  id: Type.String(),
+  models: Nullable(Type.Array(Type.String(), { description: 'Allowed models and aliases; null: every model.' })),
+  limits: Nullable(KeyLimitsSchema),
+  usage: Nullable(KeyUsageSchema),
+})
+
+const UsageStatsSchema = Type.Union([
+  Type.Object({
+    enabled: Type.Literal(true),
+    queueDepth: Type.Integer({ description: 'Records spooled, not yet acknowledged by the webhook.' }),
+    spoolBytes: Type.Integer(),
+    delivered: Type.Integer(),
+    deliveryFailures: Type.Integer(),
+    dropped: Type.Integer(),
+    notSpooled: Type.Integer(),
+    lastDeliveryAt: Nullable(Type.String()),
+    lastError: Nullable(Type.String()),
+  }),
+  Type.Object({ enabled: Type.Literal(false) }, { description: 'The usage plugin is not configured.' }),
+])
+
+const ReloadResultSchema = Type.Object({
+  reloaded: Type.Literal(true),
+  applied: Type.Array(Type.String(), { description: 'Live sections that changed and are now in force.' }),
+  restartRequired: Type.Array(Type.String(), { description: 'Sections that changed but take effect after a restart.' }),
+})
+
+const ReloadFailureSchema = Type.Object(
+  {
+    reloaded: Type.Literal(false),
+    error: ErrorBodySchema.properties.error,
+    problems: Type.Array(Type.Object({ path: Type.String(), message: Type.String() })),
+  },
+  { description: 'The config file is missing or invalid: nothing changed.' },
+)
+
+const OpenApiSchema = Type.Object({}, { additionalProperties: true, description: 'The OpenAPI 3.1 document of the admin API.' })
+
+const withAuth = <R extends Record<number, unknown>>(responses: R) => ({ ...responses, 401: ErrorBodySchema })
+
+export interface AdminRoutesOptions {
+  /** The gateway whose upstreams, keys, usage and config the routes manage. */
+  gateway: FastifyInstance
+  token: string
+}
+
+/** The admin routes, for a context registered with `prefix: '/admin'` (on the gateway or on a separate server). */
+export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin, { gateway, token }) => {
+  const expected = createHash('sha256').update(token).digest()
+  await admin.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'LLMProxy admin API',
+        version: '1',
+        description: 'Every route needs `Authorization: Bearer <admin.token>`.',
+      },
+      components: { securitySchemes: { adminToken: { type: 'http', scheme: 'bearer' } } },
+      security: [{ adminToken: [] }],
+    },
+  })
+
+  admin.addHook('onRequest', (request, reply, done) => {
+    if (bearerMatches(request.headers.authorization, expected)) return done()
+    request.log.warn({ method: request.method, url: request.url, ip: request.ip }, 'admin: refused (missing or invalid token)')
+    sendError(reply, adminUnauthorized())
+  })
+
+  // The gateway's API keys and rate limits don't apply here: the admin token does.
+  const options = { config: { auth: false, rateLimit: false }, exposeHeadRoute: false } as const
+
+  admin.get('/upstreams', { ...options, schema: { response: withAuth({ 200: Type.Array(UpstreamSnapshotSchema) }) } }, async () =>
+    gateway.upstreams.snapshot(),
+  )
+
+  const upstreamAction =
+    (action: 'drain' | 'enable') => async (request: FastifyRequest<{ Params: { name: string } }>, reply: FastifyReply) => {
+      const name = request.params.name
+      if (!gateway.upstreams[action](name)) {
+        return sendError(
+          reply,
+          new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', `No upstream named ${JSON.stringify(name)}.`),
+        )
+      }
+      request.log.info({ upstream: name }, action === 'drain' ? 'admin: upstream drained' : 'admin: upstream enabled')
+      return gateway.upstreams.snapshot().find((u) => u.name === name)
+    }
+  const actionSchema = { params: UpstreamNameSchema, response: withAuth({ 200: UpstreamSnapshotSchema, 404: ErrorBodySchema }) }
+  admin.post(
+    '/upstreams/:name/drain',
+    { ...options, schema: { ...actionSchema, summary: 'Stop sending new requests to an upstream' } },
+    upstreamAction('drain'),
+  )
+  admin.post(
+    '/upstreams/:name/enable',
+    { ...options, schema: { ...actionSchema, summary: 'Make an upstream healthy again' } },
+    upstreamAction('enable'),
+  )
+
+  admin.get('/keys', { ...options, schema: { response: withAuth({ 200: Type.Array(KeyEntrySchema) }) } }, async () => {
+    if (!gateway.hasDecorator('llmAuth')) return []
+    const auth = gateway.llmAuth
+    const limits = gateway.hasDecorator('rateLimits') ? gateway.rateLimits : null
+    const entries = auth.keyIds().map(async (id) => {
+      const identity = auth.identity(id)
+      const own = identity?.limits ?? null
+      return { id, models: identity?.models ?? null, limits: own, usage: limits === null ? null : await limits.usage(id, own) }
+    })
+    return Promise.all(entries)
+  })
+
+  admin.get('/usage', { ...options, schema: { response: withAuth({ 200: UsageStatsSchema }) } }, async () =>
+    gateway.hasDecorator('usage') ? { enabled: true, ...gateway.usage.stats() } : { enabled: false },
+  )
+
+  admin.post(
+    '/reload',
+    {
+      ...options,
+      schema: {
+        summary: 'Re-read the config file and apply it',
+        response: withAuth({ 200: ReloadResultSchema, 400: ReloadFailureSchema }),
+      },
+    },
+    async (request, reply) => {
+      request.log.info('admin: reload requested')
+      try {
+        return await gateway.llmConfig.reload()
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err
+        const error = errors.invalidRequest(`Config not reloaded, nothing changed. ${err.message}`)
+        return reply.code(400).send({ reloaded: false, ...error.toJSON(), problems: err.problems })
+      }
+    },
+  )
+
+  admin.get(
+    '/config',
+    { ...options, schema: { summary: 'The config in force, secrets redacted', response: withAuth({ 200: ConfigSchema }) } },
+    async () => redactConfig(gateway.llmConfig.current()),
+  )
+
+  admin.get('/openapi.json', { ...options, schema: { response: withAuth({ 200: OpenApiSchema }) } }, async () => admin.swagger())
+}
+
+function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(err: unknown): void } {
+  let resolve: (value: T) => void = () => {}
+  let reject: (err: unknown) => void = () => {}
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  // Whoever needs the outcome awaits it; an unobserved failure is logged, not an unhandled rejection.
+  promise.catch(() => undefined)
+  return { promise, resolve, reject }
+}
+
+export interface AdminServerOptions {
+  genReqId: (req: IncomingMessage) => string
+}
+
+/**
+ * Sets up the admin API of the gateway: mounted under /admin, or (with `admin.port`) on a separate Fastify server
+ * started once the gateway listens and closed with it.
+ */
+export async function setupAdmin(app: FastifyInstance, settings: AdminSettings, options: AdminServerOptions): Promise<void> {
+  const routeOptions: AdminRoutesOptions & { prefix: string } = { prefix: '/admin', gateway: app, token: settings.token }
+  if (settings.port === undefined) {
+    await app.register(adminRoutes, routeOptions)
+    const listening = deferred<string>()
+    app.addHook('onListen', (done) => {
+      listening.resolve(app.listeningOrigin)
+      done()
+    })
+    app.decorate('llmAdmin', { separate: false, listening: () => listening.promise } satisfies AdminApi)
+    return
+  }
+
+  const fastifyOptions: FastifyHttpOptions<Server> = {
+    loggerInstance: app.log.child({ server: 'admin' }),
+    genReqId: options.genReqId,
+    logController: new LogController({ disableRequestLogging: true }),
+  }
+  const server = Fastify(fastifyOptions) as unknown as FastifyInstance
+  server.setNotFoundHandler((request, reply) => sendError(reply, errors.notFound(request.method, request.url.split('?')[0] ?? '')))
+  server.setErrorHandler((err, _request, reply) => {
+    const error = toLlmProxyError(err)
+    if (error.statusCode >= 500) reply.log.error({ err }, 'admin request failed')
+    return sendError(reply, error)
+  })
+  server.addHook('onResponse', (request, reply, done) => {
+    request.log.info(
+      { method: request.method, url: request.url, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime) },
+      'request',
+    )
+    done()
+  })
+  await server.register(adminRoutes, routeOptions)
+
+  const host = settings.host ?? '127.0.0.1'
+  const port = settings.port
+  const listening = deferred<string>()
+  let started: Promise<string> | null = null
+  app.addHook('onListen', async () => {
+    started = server.listen({ host, port })
+    try {
+      const url = await started
+      app.log.info({ url }, 'admin API listening')
+      listening.resolve(url)
+    } catch (err) {
+      app.log.error({ err, host, port }, 'admin API could not start')
+      listening.reject(err)
+    }
+  })
+  app.addHook('onClose', async () => {
+    if (started !== null) await started.catch(() => undefined)
+    await server.close()
+  })
+  app.decorate('llmAdmin', { separate: true, listening: () => listening.promise } satisfies AdminApi)
+}

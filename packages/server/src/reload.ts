@@ -1,0 +1,261 @@
+import { readFile } from 'node:fs/promises'
+import { isDeepStrictEqual } from 'node:util'
+import { ConfigError, type ConfigProblem } from '@llmproxy/core'
+import { resolveUpstreamList } from '@llmproxy/upstreams'
+import type { FastifyInstance } from 'fastify'
+import { type Config, parseConfig } from './config.js'
+
+/** What a successful reload did. */
+export interface ReloadResult {
+  reloaded: true
+  /** Live sections that changed and are now in force (`upstreams`, `models`, `auth.keys`, `rateLimit.global`, …). */
+  applied: string[]
+  /** Sections that changed in the file but only take effect after a restart (`server`, `retry`, `auth.ipAllowlist`, …). */
+  restartRequired: string[]
+}
+
+/** `fastify.llmConfig`: the config in force and hot reload. */
+export interface ConfigReloader {
+  /** The config file the gateway was started with; null when it has none (demo, `buildGateway` without `configFile`). */
+  readonly file: string | null
+  /** The config in force: live sections as of the last reload, restart-only sections as at start. */
+  current(): Config
+  /**
+   * Re-reads `file`, validates it fully, then applies the live sections (each atomically, in order: upstreams,
+   * models, auth keys, rate limits). Rejects with a ConfigError, changing nothing, when the file is missing or
+   * invalid or a plugin refuses the change. Reloads run one at a time.
+   */
+  reload(): Promise<ReloadResult>
+  /** Applies an already validated config with the same rules as `reload()` (throws a ConfigError, changing nothing). */
+  apply(next: Config): ReloadResult
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    llmConfig: ConfigReloader
+  }
+}
+
+export interface ReloadOptions {
+  /** The config file; null = reload answers "no config file". */
+  file: string | null
+  /** Applied to every config read from `file` before it is compared and applied (e.g. the CLI's `--port`). */
+  adjustConfig?: ((config: Config) => void) | undefined
+  /** Environment for `${VAR}` interpolation (default: process.env at reload time). */
+  env?: NodeJS.ProcessEnv | undefined
+}
+
+/** Sections no plugin can change while running: a change is reported in `restartRequired`, not applied. */
+const RESTART_ONLY = [
+  'server',
+  'retry',
+  'timeouts',
+  'healthChecks',
+  'passiveHealth',
+  'queue',
+  'bodyLimit',
+  'redis',
+  'usage',
+  'metrics',
+  'admin',
+] as const satisfies readonly (keyof Config)[]
+
+/** Auth settings only a restart changes (auth.update() takes the keys). */
+const AUTH_RESTART_ONLY = ['ipAllowlist', 'ipDenylist', 'cache'] as const
+/** Rate-limit settings rateLimits.update() takes; the others (store, quotaStateFile) need a restart. */
+const RATE_LIMIT_LIVE = ['global', 'perKey', 'reserveTokens'] as const
+const RATE_LIMIT_RESTART_ONLY = ['store', 'quotaStateFile'] as const
+
+type Section<K extends keyof Config> = NonNullable<Config[K]>
+
+export interface ReloadPlan {
+  /** The config in force once applied. */
+  inForce: Config
+  applied: string[]
+  restartRequired: string[]
+  upstreams: boolean
+  models: boolean
+  authKeys: boolean
+  rateLimit: boolean
+}
+
+/** Compares the config in force with a new one: what can be applied live, what needs a restart, and the resulting config. */
+export function planReload(current: Config, next: Config): ReloadPlan {
+  const applied: string[] = []
+  const restartRequired: string[] = []
+  const inForce: Config = { ...current }
+  for (const key of RESTART_ONLY) if (!isDeepStrictEqual(current[key], next[key])) restartRequired.push(key)
+
+  const upstreams = !isDeepStrictEqual(current.upstreams, next.upstreams)
+  if (upstreams) applied.push('upstreams')
+  inForce.upstreams = next.upstreams
+  const models = !isDeepStrictEqual(current.models, next.models)
+  if (models) applied.push('models')
+  inForce.models = next.models
+
+  let authKeys = false
+  if ((current.auth === undefined) !== (next.auth === undefined)) {
+    restartRequired.push('auth')
+  } else if (current.auth !== undefined && next.auth !== undefined) {
+    for (const key of AUTH_RESTART_ONLY) {
+      if (!isDeepStrictEqual(current.auth[key], next.auth[key])) restartRequired.push(`auth.${key}`)
+    }
+    authKeys = !isDeepStrictEqual(current.auth.keys ?? [], next.auth.keys ?? [])
+    if (authKeys) applied.push('auth.keys')
+    const auth: Section<'auth'> = { ...current.auth }
+    if (next.auth.keys === undefined) delete auth.keys
+    else auth.keys = next.auth.keys
+    inForce.auth = auth
+  }
+
+  let rateLimit = false
+  if ((current.rateLimit === undefined) !== (next.rateLimit === undefined)) {
+    restartRequired.push('rateLimit')
+  } else if (current.rateLimit !== undefined && next.rateLimit !== undefined) {
+    for (const key of RATE_LIMIT_RESTART_ONLY) {
+      if (!isDeepStrictEqual(current.rateLimit[key], next.rateLimit[key])) restartRequired.push(`rateLimit.${key}`)
+    }
+    for (const key of RATE_LIMIT_LIVE) {
+      if (!isDeepStrictEqual(current.rateLimit[key], next.rateLimit[key])) {
+        applied.push(`rateLimit.${key}`)
+        rateLimit = true
+      }
+    }
+    inForce.rateLimit = {
+      ...current.rateLimit,
+      global: next.rateLimit.global,
+      perKey: next.rateLimit.perKey,
+      reserveTokens: next.rateLimit.reserveTokens,
+    }
+  }
+  return { inForce, applied, restartRequired, upstreams, models, authKeys, rateLimit }
+}
+
+/** Problems of a ConfigError thrown by a plugin's update(), with their paths made relative to the config file. */
+function problemsOf(err: unknown, prefix: string): ConfigProblem[] {
+  if (err instanceof ConfigError) return err.problems.map((p) => ({ path: `${prefix}${p.path}`, message: p.message }))
+  return [{ path: prefix, message: err instanceof Error ? err.message : String(err) }]
+}
+
+class Reloader implements ConfigReloader {
+  readonly file: string | null
+  private readonly app: FastifyInstance
+  private readonly adjust: ((config: Config) => void) | undefined
+  private readonly env: NodeJS.ProcessEnv | undefined
+  private config: Config
+  private queue: Promise<unknown> = Promise.resolve()
+
+  constructor(app: FastifyInstance, config: Config, options: ReloadOptions) {
+    this.app = app
+    this.config = config
+    this.file = options.file
+    this.adjust = options.adjustConfig
+    this.env = options.env
+  }
+
+  current(): Config {
+    return this.config
+  }
+
+  reload(): Promise<ReloadResult> {
+    const run = this.queue.then(() => this.reloadFile())
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  private async reloadFile(): Promise<ReloadResult> {
+    const log = this.app.log
+    try {
+      const file = this.file
+      if (file === null) {
+        throw new ConfigError('reload', [
+          { path: '', message: 'no config file: this gateway was not started from one (the demo, or buildGateway without configFile)' },
+        ])
+      }
+      let text: string
+      try {
+        text = await readFile(file, 'utf8')
+      } catch (err) {
+        throw new ConfigError(`config ${file}`, [
+          { path: '', message: `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` },
+        ])
+      }
+      const next = parseConfig(text, file, this.env ?? process.env)
+      this.adjust?.(next)
+      return this.apply(next)
+    } catch (err) {
+      const problems = problemsOf(err, '')
+      log.error({ file: this.file, problems }, 'config reload failed: nothing changed')
+      throw err instanceof ConfigError ? err : new ConfigError('reload', problems)
+    }
+  }
+
+  apply(next: Config): ReloadResult {
+    const app = this.app
+    const current = this.config
+    const plan = planReload(current, next)
+    const hasAuth = app.hasDecorator('llmAuth')
+    const hasRateLimit = app.hasDecorator('rateLimits')
+
+    // Checked before anything changes, so that the usual mistakes never need a rollback.
+    if (plan.upstreams) {
+      try {
+        resolveUpstreamList(next.upstreams)
+      } catch (err) {
+        throw new ConfigError('reload', problemsOf(err, '/upstreams'))
+      }
+    }
+
+    // Each update is atomic; if a later one refuses, the earlier ones are put back.
+    const undo: (() => void)[] = []
+    let step = ''
+    try {
+      if (plan.upstreams) {
+        step = '/upstreams'
+        app.upstreams.update(next.upstreams)
+        undo.push(() => app.upstreams.update(current.upstreams))
+      }
+      if (plan.upstreams || plan.models) {
+        // Also after an upstream change, so that every route gets its pools from the updated registry.
+        step = ''
+        app.llmRouter.update(next.models)
+        undo.push(() => app.llmRouter.update(current.models))
+      }
+      if (plan.authKeys && hasAuth) {
+        step = '/auth'
+        app.llmAuth.update(next.auth?.keys ?? [])
+        undo.push(() => app.llmAuth.update(current.auth?.keys ?? []))
+      }
+      if (plan.rateLimit && hasRateLimit && plan.inForce.rateLimit !== undefined) {
+        step = '/rateLimit'
+        // The store settings stay those in force (as registered in app.ts), so only the live ones change.
+        app.rateLimits.update({ ...plan.inForce.rateLimit, ...(current.redis === undefined ? {} : { redis: current.redis }) })
+      }
+    } catch (err) {
+      // Upstreams first: the old models may name upstreams the new list does not have.
+      for (const restore of undo) {
+        try {
+          restore()
+        } catch (restoreErr) {
+          app.log.error({ err: restoreErr }, 'config reload: could not restore a section')
+        }
+      }
+      throw new ConfigError('reload', problemsOf(err, step))
+    }
+
+    this.config = plan.inForce
+    const result: ReloadResult = { reloaded: true, applied: plan.applied, restartRequired: plan.restartRequired }
+    app.log.info({ file: this.file, applied: plan.applied, restartRequired: plan.restartRequired }, 'config reloaded')
+    if (plan.restartRequired.length > 0) {
+      app.log.warn({ restartRequired: plan.restartRequired }, 'config reload: these changes take effect after a restart')
+    }
+    return result
+  }
+}
+
+/** Decorates the gateway with `llmConfig` (the config in force, hot reload). */
+export function installReload(app: FastifyInstance, config: Config, options: ReloadOptions): ConfigReloader {
+  const reloader = new Reloader(app, config, options)
+  app.decorate('llmConfig', reloader)
+  return reloader
+}

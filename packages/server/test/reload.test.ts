@@ -1,0 +1,350 @@
+import assert from 'node:assert/strict'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { after, before, describe, test } from 'node:test'
+import { expectedContent, type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
+import { request } from 'undici'
+import { loadConfigFile, type RunningGateway, startGateway } from '../src/index.js'
+
+const TOKEN = 'reload-admin-token-0123456789'
+const ADMIN = { authorization: `Bearer ${TOKEN}` }
+const REPO_ROOT = new URL('../../../', import.meta.url).pathname
+/** Auth and rate limits of the gateway under reload, as it starts. */
+const KEYS_AND_LIMITS = 'auth: { keys: [{ id: k1, key: sk-key-one-0001 }] }\nrateLimit: { perKey: { rpm: 1000 } }'
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+function chatBody(model: string, extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({ model, messages: [{ role: 'user', content: 'Hi' }], ...extra })
+}
+
+async function chat(url: string, model: string, key?: string): Promise<{ status: number; code: string | null }> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' }
+  if (key !== undefined) headers.authorization = `Bearer ${key}`
+  const res = await request(`${url}/v1/chat/completions`, { method: 'POST', headers, body: chatBody(model) })
+  const body = (await res.body.json()) as { error?: { code: string } }
+  return { status: res.statusCode, code: body.error?.code ?? null }
+}
+
+interface Answer {
+  status: number
+  body: { reloaded?: boolean; applied?: string[]; restartRequired?: string[]; problems?: { path: string; message: string }[] }
+}
+
+async function reload(url: string): Promise<Answer> {
+  const res = await request(`${url}/admin/reload`, { method: 'POST', headers: ADMIN })
+  return { status: res.statusCode, body: (await res.body.json()) as Answer['body'] }
+}
+
+async function adminGet<T>(url: string, path: string): Promise<T> {
+  const res = await request(`${url}${path}`, { headers: ADMIN })
+  assert.equal(res.statusCode, 200, path)
+  return (await res.body.json()) as T
+}
+
+function configText(mocks: { a: MockUpstream; b?: MockUpstream }, models: string, extra = '', port = 0): string {
+  return `
+server: { host: 127.0.0.1, port: ${port} }
+upstreams:
+  - { name: a, url: "${mocks.a.url}", protocol: openai }
+${mocks.b === undefined ? '' : `  - { name: b, url: "${mocks.b.url}", protocol: openai }\n`}models:
+${models}
+healthChecks: { enabled: false }
+admin: { token: "${TOKEN}" }
+${extra}`
+}
+
+describe('hot reload through POST /admin/reload', () => {
+  let dir: string
+  let file: string
+  let a: MockUpstream
+  let b: MockUpstream
+  let gateway: RunningGateway
+  const logs: string[] = []
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'llmproxy-reload-'))
+    file = join(dir, 'llmproxy.yaml')
+    a = await startMockUpstream({ defaults: { tokens: 5 } })
+    b = await startMockUpstream({ defaults: { tokens: 5 } })
+    writeFileSync(file, configText({ a }, '  - { name: gpt-old, upstreams: [a] }', KEYS_AND_LIMITS))
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        logs.push(
+          ...chunk
+            .toString()
+            .split('\n')
+            .filter((l) => l !== ''),
+        )
+        callback()
+      },
+    })
+    gateway = await startGateway(loadConfigFile(file, {}), { configFile: file, logDestination: destination })
+  })
+  after(async () => {
+    await gateway?.shutdown('test over')
+    await a?.close()
+    await b?.close()
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('a stream in flight completes while a reload changes the models; new requests use the new routes', async () => {
+    const url = gateway.url
+    assert.deepEqual(await chat(url, 'gpt-old', 'sk-key-one-0001'), { status: 200, code: null })
+
+    // 15 tokens 100 ms apart: about 1.5 s of stream, across the reload.
+    const stream = await request(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer sk-key-one-0001' },
+      body: chatBody('gpt-old', { stream: true, mock: { tokens: 15, gapMs: 100 } }),
+    })
+    assert.equal(stream.statusCode, 200)
+    const chunks = stream.body[Symbol.asyncIterator]()
+    let text = ''
+    const first = await chunks.next()
+    text += Buffer.from(first.value as Uint8Array).toString()
+    assert.ok(!text.includes('[DONE]'), 'still streaming')
+
+    writeFileSync(
+      file,
+      configText(
+        { a, b },
+        '  - { name: gpt-new, aliases: [gpt-new-alias], upstreams: [a, b] }',
+        `${KEYS_AND_LIMITS}\nretry: { attempts: 2 }`,
+      ),
+    )
+    const reloaded = await reload(url)
+    assert.equal(reloaded.status, 200, JSON.stringify(reloaded.body))
+    assert.deepEqual(reloaded.body, { reloaded: true, applied: ['upstreams', 'models'], restartRequired: ['retry'] })
+
+    // The upstream that stayed kept its state: the stream still counts as in flight on it.
+    const upstreams = await adminGet<{ name: string; inFlight: number }[]>(url, '/admin/upstreams')
+    assert.deepEqual(
+      upstreams.map((u) => [u.name, u.inFlight]),
+      [
+        ['a', 1],
+        ['b', 0],
+      ],
+    )
+
+    assert.deepEqual(await chat(url, 'gpt-new', 'sk-key-one-0001'), { status: 200, code: null })
+    assert.deepEqual(await chat(url, 'gpt-new-alias', 'sk-key-one-0001'), { status: 200, code: null })
+    assert.deepEqual(await chat(url, 'gpt-old', 'sk-key-one-0001'), { status: 404, code: 'model_not_found' })
+    const models = await request(`${url}/v1/models`, { headers: { authorization: 'Bearer sk-key-one-0001' } })
+    const listed = (await models.body.json()) as { data: { id: string }[] }
+    assert.deepEqual(
+      listed.data.map((m) => m.id),
+      ['gpt-new', 'gpt-new-alias'],
+    )
+
+    // The config in force: the new models, the retry settings the gateway started with.
+    const inForce = await adminGet<{ models: { name: string }[]; retry: { attempts: number } }>(url, '/admin/config')
+    assert.deepEqual(
+      inForce.models.map((m) => m.name),
+      ['gpt-new'],
+    )
+    assert.equal(inForce.retry.attempts, 3)
+
+    for (let next = await chunks.next(); next.done !== true; next = await chunks.next()) {
+      text += Buffer.from(next.value as Uint8Array).toString()
+    }
+    assert.ok(text.trimEnd().endsWith('data: [DONE]'), text)
+    const content = text
+      .split('\n')
+      .filter((line) => line.startsWith('data: {'))
+      .map((line) => (JSON.parse(line.slice(6)) as { choices: { delta: { content?: string } }[] }).choices[0]?.delta.content ?? '')
+      .join('')
+    assert.equal(content, expectedContent(15))
+
+    // Reloading the same file again changes nothing live; the restart-only difference is still reported.
+    const again = await reload(url)
+    assert.deepEqual(again.body, { reloaded: true, applied: [], restartRequired: ['retry'] })
+    assert.ok(logs.some((l) => l.includes('config reloaded')))
+  })
+
+  test('an invalid file changes nothing and the problems are returned', async () => {
+    const url = gateway.url
+    const before = JSON.stringify(gateway.app.llmConfig.current())
+    const cases: [string, string, RegExp][] = [
+      ['upstreams: [', '', /not valid YAML/],
+      [configText({ a }, '  - { name: gpt-x, upstreams: [ghost] }'), '/models/0/upstreams/0', /unknown upstream "ghost"/],
+      [configText({ a }, '  - { name: gpt-x, upstreams: [a] }', 'timeouts: { connectMs: -5 }'), '/timeouts/connectMs', /./],
+      [
+        configText({ a }, '  - { name: gpt-x, upstreams: [a] }').replace(`url: "${a.url}"`, 'url: "ftp://example.com"'),
+        '/upstreams/0/url',
+        /http or https/,
+      ],
+    ]
+    for (const [text, path, message] of cases) {
+      writeFileSync(file, text)
+      const res = await reload(url)
+      assert.equal(res.status, 400, text)
+      assert.equal(res.body.reloaded, false)
+      const problem = res.body.problems?.find((p) => p.path === path)
+      assert.ok(problem !== undefined, `${path} missing from ${JSON.stringify(res.body.problems)}`)
+      assert.match(problem.message, message)
+      assert.equal(JSON.stringify(gateway.app.llmConfig.current()), before)
+      assert.deepEqual(await chat(url, 'gpt-new', 'sk-key-one-0001'), { status: 200, code: null })
+    }
+    rmSync(file)
+    const missing = await reload(url)
+    assert.equal(missing.status, 400)
+    assert.match(missing.body.problems?.[0]?.message ?? '', /cannot read the file: ENOENT/)
+    assert.ok(logs.some((l) => l.includes('config reload failed')))
+  })
+
+  test('a change a plugin refuses is rolled back: upstreams added by the same file are removed again', async () => {
+    const url = gateway.url
+    const before = JSON.stringify(gateway.app.llmConfig.current())
+    // The upstream list is valid, the model names an upstream of it, but its strategy does not exist.
+    const c = await startMockUpstream()
+    try {
+      writeFileSync(
+        file,
+        configText({ a, b }, '  - { name: gpt-new, upstreams: [a, b, c], strategy: no-such-strategy }').replace(
+          'models:',
+          `  - { name: c, url: "${c.url}", protocol: openai }\nmodels:`,
+        ),
+      )
+      const res = await reload(url)
+      assert.equal(res.status, 400, JSON.stringify(res.body))
+      assert.match(res.body.problems?.[0]?.message ?? '', /no-such-strategy/)
+      const upstreams = await adminGet<{ name: string }[]>(url, '/admin/upstreams')
+      assert.deepEqual(
+        upstreams.map((u) => u.name),
+        ['a', 'b'],
+      )
+      assert.equal(JSON.stringify(gateway.app.llmConfig.current()), before)
+      assert.deepEqual(await chat(url, 'gpt-new', 'sk-key-one-0001'), { status: 200, code: null })
+    } finally {
+      await c.close()
+    }
+  })
+
+  test('auth keys and rate limits change live; sections that need a restart are reported, not applied', async () => {
+    const url = gateway.url
+    const models = '  - { name: gpt-new, aliases: [gpt-new-alias], upstreams: [a, b] }'
+    writeFileSync(
+      file,
+      configText(
+        { a, b },
+        models,
+        'auth: { keys: [{ id: k2, key: sk-key-two-0002 }], ipAllowlist: [127.0.0.1] }\nretry: { attempts: 2 }\nrateLimit: { global: { rps: 1 }, perKey: { rpm: 1000 } }',
+      ),
+    )
+    const res = await reload(url)
+    assert.equal(res.status, 200, JSON.stringify(res.body))
+    assert.deepEqual(res.body, {
+      reloaded: true,
+      applied: ['auth.keys', 'rateLimit.global'],
+      restartRequired: ['retry', 'auth.ipAllowlist'],
+    })
+    assert.deepEqual(await chat(url, 'gpt-new', 'sk-key-one-0001'), { status: 401, code: 'llmproxy_invalid_api_key' })
+    const keys = await adminGet<{ id: string }[]>(url, '/admin/keys')
+    assert.deepEqual(
+      keys.map((k) => k.id),
+      ['k2'],
+    )
+    // 1 request per second for the gateway: of 3 at once (within at most two one-second windows), one is refused.
+    const burst = await Promise.all([1, 2, 3].map(() => chat(url, 'gpt-new', 'sk-key-two-0002')))
+    assert.ok(
+      burst.some((r) => r.status === 429 && r.code === 'llmproxy_rate_limited'),
+      JSON.stringify(burst),
+    )
+    assert.ok(
+      burst.some((r) => r.status === 200),
+      JSON.stringify(burst),
+    )
+
+    // Removing auth and rate limits entirely needs a restart: both keep working as they are.
+    writeFileSync(file, configText({ a, b }, models))
+    const removed = await reload(url)
+    assert.deepEqual(removed.body, { reloaded: true, applied: [], restartRequired: ['auth', 'rateLimit'] })
+    assert.deepEqual(await chat(url, 'gpt-new'), { status: 401, code: 'llmproxy_missing_api_key' })
+  })
+})
+
+/** Starts the CLI on `file` with --port 0; resolves with its url once it listens. */
+async function startCli(file: string, onSpawn: (child: ChildProcess) => void): Promise<{ url: string; output(): string }> {
+  const env = { ...process.env }
+  delete env.NODE_TEST_CONTEXT // the child is a server, not a test runner child
+  const child = spawn(
+    process.execPath,
+    ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', '--config', file, '--port', '0'],
+    { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  onSpawn(child)
+  let out = ''
+  child.stdout?.setEncoding('utf8').on('data', (s: string) => {
+    out += s
+  })
+  child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+    out += s
+  })
+  const deadline = Date.now() + 60_000
+  for (;;) {
+    const found = /Server listening at (http:\/\/[^"\s]+)/.exec(out)
+    if (found?.[1] !== undefined) return { url: found[1], output: () => out }
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the gateway exited before listening:\n${out}`)
+    if (Date.now() > deadline) throw new Error(`the gateway did not listen within 60 s:\n${out}`)
+    await sleep(50)
+  }
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+  await exited
+  clearTimeout(timer)
+}
+
+async function until(check: () => boolean, what: string, output: () => string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${output()}`)
+    await sleep(25)
+  }
+}
+
+describe('SIGHUP', () => {
+  let dir: string
+  let a: MockUpstream
+  let child: ChildProcess | undefined
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'llmproxy-sighup-'))
+    a = await startMockUpstream({ defaults: { tokens: 3 } })
+  })
+  after(async () => {
+    if (child !== undefined) await stopChild(child)
+    await a?.close()
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('reloads the config file of a running CLI; an invalid file changes nothing', async () => {
+    const file = join(dir, 'llmproxy.yaml')
+    // port 9 in the file: --port on the command line must win at start and on reload.
+    writeFileSync(file, configText({ a }, '  - { name: before-hup, upstreams: [a] }', '', 9))
+    const cli = await startCli(file, (c) => {
+      child = c
+    })
+    assert.deepEqual(await chat(cli.url, 'before-hup'), { status: 200, code: null })
+
+    const reloads = () => (cli.output().match(/"msg":"config reloaded"/g) ?? []).length
+    writeFileSync(file, configText({ a }, '  - { name: after-hup, upstreams: [a] }', '', 9))
+    child?.kill('SIGHUP')
+    await until(() => reloads() === 1, 'the reload', cli.output)
+    assert.match(cli.output(), /"applied":\["models"\],"restartRequired":\[\]/)
+    assert.deepEqual(await chat(cli.url, 'after-hup'), { status: 200, code: null })
+    assert.deepEqual(await chat(cli.url, 'before-hup'), { status: 404, code: 'model_not_found' })
+
+    writeFileSync(file, 'models: [')
+    child?.kill('SIGHUP')
+    await until(() => cli.output().includes('config reload failed'), 'the failed reload', cli.output)
+    assert.deepEqual(await chat(cli.url, 'after-hup'), { status: 200, code: null })
+    assert.equal(child?.exitCode, null, 'still running')
+  })
+})

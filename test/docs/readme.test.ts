@@ -1,0 +1,26 @@
+// The README is the front door: its generated parts must match the code, and what it shows must run.
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { test } from 'node:test'
+import { configReference, loadConfigFile } from '@llmproxy/server'
+// @ts-expect-error plain ESM helper without types
+import { readSection } from '../../scripts/readme-sections.mjs'
+
+const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+
+test('the config reference in README.md is generated from the current schema (run `pnpm docs`)', () => {
+  assert.equal(readSection(readme, 'config-reference'), configReference())
+})
+
+test('the README states the two commands, and .ci/run calls the test command', () => {
+  assert.ok(readme.includes('npx -y pnpm@12.4.2 install --frozen-lockfile && npx -y pnpm@12.4.2 start'))
+  assert.ok(readme.includes('npx -y pnpm@12.4.2 install --frozen-lockfile && npx -y pnpm@12.4.2 test'))
+  const ci = readFileSync(new URL('../../.ci/run', import.meta.url), 'utf8')
+  assert.match(ci, /\$PNPM test/)
+})
+
+test('the example config is valid', () => {
+  const env = { OPENAI_API_KEY: 'sk-x', TEAM_A_KEY: 'sk-team-a-0000000000', WEBHOOK_SECRET: 'whsec', ADMIN_TOKEN: 'admin-token-0123456789' }
+  const config = loadConfigFile(new URL('../../examples/config/gateway.yaml', import.meta.url).pathname, env)
+  assert.equal(config.models[0]?.name, 'qwen-7b')
+})
