@@ -1,4 +1,6 @@
 export { AUTH_ERROR_CODES, authErrors, WWW_AUTHENTICATE } from './errors.js'
+export { compileIpList } from './ip.js'
+export { compileKeys } from './keys.js'
 export {
   type AuthCallbacks,
   type AuthOptions,

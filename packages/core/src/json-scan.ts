@@ -36,7 +36,7 @@ export class JsonKeyScanner {
   private escaped = false
 
   constructor(key: string, onObject: (json: string) => void, maxBytes = 16 * 1024) {
-    this.needle = Buffer.from(`"${key}"`)
+    this.needle = needleFor(key)
     this.onObject = onObject
     this.maxBytes = maxBytes
   }
@@ -162,11 +162,25 @@ export class JsonKeyScanner {
   }
 }
 
-/** Length of the longest suffix of `chunk` that is a proper prefix of `needle`. */
+const needles = new Map<string, Buffer>()
+
+/** One needle Buffer per key, shared by every scanner (no allocation per request). */
+function needleFor(key: string): Buffer {
+  let needle = needles.get(key)
+  if (needle === undefined) {
+    needle = Buffer.from(`"${key}"`)
+    needles.set(key, needle)
+  }
+  return needle
+}
+
+/** Length of the longest suffix of `chunk` that is a proper prefix of `needle` (byte loops: a few bytes at most). */
 function trailingPrefix(chunk: Buffer, needle: Buffer): number {
-  const max = Math.min(needle.length - 1, chunk.length)
-  for (let n = max; n > 0; n--) {
-    if (chunk.compare(needle, 0, n, chunk.length - n, chunk.length) === 0) return n
+  const length = chunk.length
+  for (let n = Math.min(needle.length - 1, length); n > 0; n--) {
+    let i = 0
+    while (i < n && chunk[length - n + i] === needle[i]) i++
+    if (i === n) return n
   }
   return 0
 }

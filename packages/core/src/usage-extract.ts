@@ -33,6 +33,8 @@ export class UsageExtractor {
   private total: number | undefined
   private cached: number | undefined
   private reasoning: number | undefined
+  /** Usage reports seen so far: lets a caller tell whether a chunk carried one, without scanning it again. */
+  reports = 0
 
   constructor(protocol: Protocol) {
     this.scanner = new JsonKeyScanner(USAGE_KEY[protocol], (json) => this.merge(json))
@@ -63,6 +65,7 @@ export class UsageExtractor {
   }
 
   private merge(json: string): void {
+    this.reports++
     let obj: Counts
     try {
       obj = JSON.parse(json) as Counts

@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders } from 'node:http'
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import type { IncomingHttpHeaders as Http2IncomingHttpHeaders } from 'node:http2'
 import type { Readable } from 'node:stream'
 import '@fastify/reply-from'
@@ -20,7 +20,7 @@ import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js'
 import type { ApiFamily, ResolvedRoute } from './models.js'
 import type { Retry, RetryOn, Timeouts } from './options.js'
 import { AttemptSignal } from './signal.js'
-import { SseRelay, UsageEventFilter } from './tap.js'
+import { UsageEventFilter } from './tap.js'
 
 /** Facts about one endpoint the proxy needs on the hot path. */
 export interface Endpoint {
@@ -81,8 +81,9 @@ type FailureKind = 'connect' | 'timeout' | 'stall' | 'status' | 'error'
  * terminator — never a truncated answer that looks complete.
  *
  * The response body is never held: a JSON body goes to the client as the upstream stream itself, with
- * the usage tap listening beside it; an SSE body goes through an SseRelay so the proxy can end it with
- * an error event, each chunk pushed on as it arrives.
+ * the usage tap listening beside it; an SSE body is written to the client socket chunk by chunk as it
+ * arrives (the reply is hijacked, Fastify's onResponse hooks still run), so the proxy can end it with an
+ * error event.
  */
 export class ProxyCall {
   private readonly request: FastifyRequest
@@ -115,10 +116,9 @@ export class ProxyCall {
   private upstreamBody: Readable | null = null
   private upstreamHeaders: IncomingHttpHeaders | null = null
   private upstreamStatus = 0
-  private relay: SseRelay | null = null
   private filter: UsageEventFilter | null = null
   private committed = false
-  private relayEnded = false
+  private sseEnded = false
   private sse = false
   private finished = false
   private streamError: LlmProxyError | null = null
@@ -311,7 +311,7 @@ export class ProxyCall {
     this.upstreamBody = body
     body.on('error', (err: Error) => this.onBodyError(body, err))
     if (status >= 200 && status < 300) {
-      this.relayBody(body)
+      this.sendBody(body)
       return
     }
     if (this.canRetryStatus(status)) {
@@ -330,7 +330,7 @@ export class ProxyCall {
       this.checkContextLength(body)
       return
     }
-    this.relayBody(body)
+    this.sendBody(body)
   }
 
   private canRetryStatus(status: number): boolean {
@@ -404,12 +404,11 @@ export class ProxyCall {
 
   // ── streaming (the commit point is the first body chunk) ───────────────────────────────────
 
-  private relayBody(body: Readable): void {
+  private sendBody(body: Readable): void {
     const type = this.upstreamHeaders?.['content-type']
     this.sse = typeof type === 'string' && type.startsWith(SSE)
     this.extractor = new UsageExtractor(this.ctx.protocol)
     if (this.sse) {
-      this.relay = new SseRelay(body)
       if (this.stripUsage) this.filter = new UsageEventFilter()
       body.on('data', (chunk: Buffer) => this.onSseChunk(chunk))
       body.once('end', () => this.onSseEnd())
@@ -429,7 +428,7 @@ export class ProxyCall {
     if (this.committed) (this.timer as NodeJS.Timeout).refresh()
     else {
       this.firstChunk()
-      this.commit(this.relay)
+      this.commitSse()
     }
     if (!this.countEvents(chunk)) {
       // Malformed upstream data after the commit point: stop here with an in-band error event.
@@ -440,7 +439,9 @@ export class ProxyCall {
       this.onSseEnd()
       return
     }
-    ;(this.extractor as UsageExtractor).write(chunk)
+    const extractor = this.extractor as UsageExtractor
+    const reports = extractor.reports
+    extractor.write(chunk)
     this.responseBytes += chunk.length
     if (!this.sawTerminator) {
       const terminators = this.endpoint.terminators
@@ -448,8 +449,13 @@ export class ProxyCall {
         if (chunk.indexOf(terminators[i] as Buffer) !== -1) this.sawTerminator = true
       }
     }
-    const out = this.filter === null ? chunk : this.filter.filter(chunk)
-    if (out !== null && !(this.relay as SseRelay).push(out)) (this.upstreamBody as Readable).pause()
+    const out = this.filter === null ? chunk : this.filter.filter(chunk, extractor.reports !== reports)
+    // Backpressure: a client that reads slowly pauses the upstream until its socket drains.
+    if (out !== null && !this.reply.raw.write(out)) {
+      const body = this.upstreamBody as Readable
+      body.pause()
+      this.reply.raw.once('drain', () => body.resume())
+    }
   }
 
   /**
@@ -478,18 +484,26 @@ export class ProxyCall {
   }
 
   private onSseEnd(): void {
-    if (this.relayEnded) return
-    this.relayEnded = true
+    if (this.sseEnded) return
+    this.sseEnded = true
     this.clearTimer()
-    const relay = this.relay as SseRelay
-    if (!this.committed) this.commit(relay)
+    if (!this.committed) this.commitSse()
+    const raw = this.reply.raw
     const held = this.filter?.flush() ?? null
-    if (held !== null) relay.push(held)
+    if (held !== null) raw.write(held)
     if (this.streamError === null && !this.sawTerminator && this.endpoint.terminators.length > 0 && this.upstreamStatus === 200) {
       this.streamError = errors.upstreamFailed('The upstream ended the stream before it was complete.')
     }
-    if (this.streamError !== null) relay.push(sseErrorEvent(this.streamError))
-    relay.push(null)
+    if (this.streamError !== null) raw.write(sseErrorEvent(this.streamError))
+    raw.end()
+  }
+
+  /** The commit point of a stream: the reply is hijacked and its status and headers written at once. */
+  private commitSse(): void {
+    this.commit(null)
+    const reply = this.reply
+    reply.hijack()
+    reply.raw.writeHead(this.upstreamStatus, reply.getHeaders() as OutgoingHttpHeaders)
   }
 
   private onJsonReadable(): void {

@@ -395,7 +395,8 @@ describe('bounds: attempts, total budget, backoff with jitter, Retry-After', () 
     const c = await startCluster({
       mocks: { a: {} },
       models: [{ name: 'm', upstreams: ['a'], upstreamModel: 'pool-model' }],
-      router: { retry: { attempts: 3, backoffMs: 50 } },
+      // Ten 429s shared by ten clients: one client may meet several of them in a row.
+      router: { retry: { attempts: 5, backoffMs: 50 } },
     })
     try {
       firstN(c.mock('a'), 10, { status: 429, retryAfter: 1 })
@@ -414,7 +415,7 @@ describe('bounds: attempts, total budget, backoff with jitter, Retry-After', () 
         assert.ok(gap < 100 || gap >= 900, `a request ${Math.round(gap)} ms after another, inside a Retry-After hold`)
       }
       await eventually(() => c.records.length === 10, 2000, 'usage records')
-      assert.ok(c.records.every((r) => r.attempts >= 1 && r.attempts <= 3 && r.status === 200))
+      assert.ok(c.records.every((r) => r.attempts >= 1 && r.attempts <= 5 && r.status === 200))
     } finally {
       await c.close()
     }

@@ -1,18 +1,23 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import { UsageExtractor } from '@llmproxy/core'
 import { UsageEventFilter } from '../src/tap.js'
 
 const role = 'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":null}\n\n'
 const token = 'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi "}}],"usage":null}\n\n'
 const usage = 'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
 const done = 'data: [DONE]\n\n'
-const bare = (event: string) => event.replace(',"usage":null', '')
+const bare = (event: string) => event
 
+/** As the proxy does: the usage extractor tells the filter which chunk carried the usage report. */
 function run(parts: string[]): string[] {
   const filter = new UsageEventFilter()
+  const extractor = new UsageExtractor('openai')
   const out: string[] = []
   for (const part of parts) {
-    const sent = filter.filter(Buffer.from(part))
+    const reports = extractor.reports
+    extractor.write(Buffer.from(part))
+    const sent = filter.filter(Buffer.from(part), extractor.reports !== reports)
     if (sent !== null) out.push(sent.toString())
   }
   const held = filter.flush()
@@ -20,7 +25,7 @@ function run(parts: string[]): string[] {
   return out
 }
 
-test('removes only the usage-only event and the null usage fields', () => {
+test('removes only the usage-only event', () => {
   assert.equal(run([role, token, usage, done]).join(''), bare(role) + bare(token) + done)
 })
 
@@ -36,8 +41,8 @@ test('works whatever the chunking', () => {
 
 test('complete events go out at once; only an incomplete tail waits', () => {
   const filter = new UsageEventFilter()
-  assert.equal(filter.filter(Buffer.from(role + token.slice(0, 10)))?.toString(), bare(role))
-  assert.equal(filter.filter(Buffer.from(token.slice(10)))?.toString(), bare(token))
+  assert.equal(filter.filter(Buffer.from(role + token.slice(0, 10)), false)?.toString(), bare(role))
+  assert.equal(filter.filter(Buffer.from(token.slice(10)), false)?.toString(), bare(token))
   assert.equal(filter.flush(), null)
 })
 

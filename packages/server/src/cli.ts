@@ -19,7 +19,11 @@ Options:
   -h, --help          this help`
 
 async function main(): Promise<number> {
+  // `pnpm start -- --config x` passes the `--` on: it is not a command.
+  const args = process.argv.slice(2)
+  if (args[0] === '--') args.shift()
   const { values, positionals } = parseArgs({
+    args,
     allowPositionals: true,
     options: {
       config: { type: 'string', short: 'c' },

@@ -1,10 +1,17 @@
 import { readFileSync } from 'node:fs'
-import { AuthOptionsSchema } from '@llmproxy/auth'
+import { AuthOptionsSchema, compileIpList, compileKeys } from '@llmproxy/auth'
 import { ConfigError, type ConfigProblem, checkSchema } from '@llmproxy/core'
 import { MetricsOptionsSchema } from '@llmproxy/metrics'
 import { RateLimitOptionsSchema, RedisOptionsSchema } from '@llmproxy/rate-limit'
 import { ModelRouteSchema, ModelTable, RetrySchema, TimeoutsSchema } from '@llmproxy/router'
-import { HealthChecksSchema, PassiveHealthSchema, QueueSchema, UpstreamConfigSchema } from '@llmproxy/upstreams'
+import {
+  builtinStrategies,
+  HealthChecksSchema,
+  PassiveHealthSchema,
+  QueueSchema,
+  resolveUpstreamList,
+  UpstreamConfigSchema,
+} from '@llmproxy/upstreams'
 import { UsageOptionsSchema } from '@llmproxy/usage'
 import Type, { type Static } from 'typebox'
 import { Value } from 'typebox/value'
@@ -138,6 +145,24 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   problems.push(...checkSchema(ConfigSchema, config))
   if (problems.length > 0) throw new ConfigError(`config ${source}`, problems)
   const valid = config as Config
+  // What the plugins check when they register, checked here too so that `llmproxy check` and reload catch it.
+  try {
+    resolveUpstreamList(valid.upstreams)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    for (const problem of err.problems) problems.push({ path: `/upstreams${problem.path}`, message: problem.message })
+  }
+  valid.models.forEach((model, i) => {
+    if (model.strategy !== undefined && !Object.hasOwn(builtinStrategies, model.strategy)) {
+      problems.push({
+        path: `/models/${i}/strategy`,
+        message: `unknown strategy "${model.strategy}"; one of ${Object.keys(builtinStrategies).join(', ')}`,
+      })
+    }
+  })
+  if (valid.auth?.keys !== undefined) compileKeys(valid.auth.keys, '/auth/keys', problems)
+  if (valid.auth?.ipAllowlist !== undefined) compileIpList(valid.auth.ipAllowlist, '/auth/ipAllowlist', problems)
+  if (valid.auth?.ipDenylist !== undefined) compileIpList(valid.auth.ipDenylist, '/auth/ipDenylist', problems)
   const protocols = new Map(valid.upstreams.map((u) => [u.name, u.protocol]))
   problems.push(...ModelTable.check(valid.models, (name) => protocols.get(name)))
   if (valid.rateLimit?.store === 'redis' && valid.redis === undefined) {

@@ -130,3 +130,22 @@ models:
     ['/models/0/upstreams/1', '/models/1/aliases/0', '/models/0/fallbacks/0'],
   )
 })
+
+test('what the plugins would refuse at start is caught by the config check too', () => {
+  const problems = problemsOf(`
+upstreams:
+  - { name: a, url: "http://x", protocol: openai }
+  - { name: a, url: "ftp://y", protocol: openai }
+models:
+  - { name: m, upstreams: [a], strategy: fastest }
+auth:
+  keys:
+    - { id: k, key: "sk-one-1234567890" }
+    - { id: k, key: "sk-one-1234567890" }
+  ipAllowlist: [not-an-ip]
+`)
+  const paths = problems.map((p) => p.path)
+  for (const expected of ['/upstreams/1/name', '/upstreams/1/url', '/models/0/strategy', '/auth/keys/1/id', '/auth/ipAllowlist/0']) {
+    assert.ok(paths.includes(expected), `${expected} missing from ${JSON.stringify(problems)}`)
+  }
+})
