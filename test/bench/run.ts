@@ -238,6 +238,14 @@ async function main() {
       )
     }
     if (SMOKE) print('\n(smoke run: tiny counts, numbers not meaningful)')
+    else if (process.env.LLMPROXY_BENCH_README === '1') {
+      // Record the run in README.md (between the bench markers), with when and where it ran.
+      const { cpus } = await import('node:os')
+      const { replaceSection } = await import('../../scripts/readme-sections.mjs')
+      const readme = join(root, 'README.md')
+      const header = `Measured ${new Date().toISOString().slice(0, 10)} on ${cores} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}.\n`
+      writeFileSync(readme, replaceSection(readFileSync(readme, 'utf8'), 'bench', header + rows.join('\n')))
+    }
   } finally {
     for (const child of procs) child.kill('SIGTERM')
     rmSync(tmp, { recursive: true, force: true })

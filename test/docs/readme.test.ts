@@ -3,7 +3,6 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { test } from 'node:test'
 import { configReference, loadConfigFile } from '@llmproxy/server'
-// @ts-expect-error plain ESM helper without types
 import { readSection } from '../../scripts/readme-sections.mjs'
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')

@@ -1,0 +1,2 @@
+export function replaceSection(text: string, name: string, content: string): string
+export function readSection(text: string, name: string): string | null
