@@ -14,3 +14,16 @@ export function readSection(text, name) {
   const to = text.indexOf(`<!-- ${name}:end -->`)
   return from === -1 || to < from ? null : text.slice(from + start.length, to).trim()
 }
+
+/** A markdown table without its alignment padding (the formatter pads cells; the content is what counts). */
+export function normalizeTable(text) {
+  return text
+    .split('\n')
+    .map((line) =>
+      line
+        .split(/(?<!\\)\|/)
+        .map((cell) => cell.trim().replace(/^-{3,}$/, '---'))
+        .join('|'),
+    )
+    .join('\n')
+}

@@ -3,7 +3,7 @@
 // proxies on a small machine are the added TTFT and the proxy's own CPU time per request.
 // LLMPROXY_BENCH_SMOKE=1 runs tiny counts (CI checks the harness, not the numbers).
 // The gateway and the mock run from their builds (`pnpm bench` builds first), as in production.
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -245,6 +245,7 @@ async function main() {
       const readme = join(root, 'README.md')
       const header = `Measured ${new Date().toISOString().slice(0, 10)} on ${cores} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}.\n`
       writeFileSync(readme, replaceSection(readFileSync(readme, 'utf8'), 'bench', header + rows.join('\n')))
+      execFileSync('npx', ['biome', 'format', '--write', 'README.md'], { cwd: root, stdio: 'inherit' })
     }
   } finally {
     for (const child of procs) child.kill('SIGTERM')

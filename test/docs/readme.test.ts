@@ -3,12 +3,12 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { test } from 'node:test'
 import { configReference, loadConfigFile } from '@llmproxy/server'
-import { readSection } from '../../scripts/readme-sections.mjs'
+import { normalizeTable, readSection } from '../../scripts/readme-sections.mjs'
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
 
 test('the config reference in README.md is generated from the current schema (run `pnpm docs`)', () => {
-  assert.equal(readSection(readme, 'config-reference'), configReference())
+  assert.equal(normalizeTable(readSection(readme, 'config-reference') ?? ''), normalizeTable(configReference()))
 })
 
 test('the README states the two commands, and .ci/run calls the test command', () => {

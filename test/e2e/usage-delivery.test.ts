@@ -309,6 +309,7 @@ test('1,000 mixed routed requests through the gateway → exactly 1,000 records 
   const aborted = [...receiver.records.values()].filter((r) => r.clientAborted)
   assert.equal(aborted.length, routed.filter((p) => p.kind === 'aborted').length)
 
+  t.diagnostic(`${receiver.batches.length} batches, ${receiver.duplicateIds().length} records received twice`)
   const stats = gw.app.usage.stats()
   assert.equal(stats.queueDepth, 0)
   assert.equal(stats.dropped, 0)
@@ -428,6 +429,7 @@ test('gateway SIGKILLed while the receiver is down, restarted on the same spool 
   assert.deepEqual(checkAll(receiver.records.values(), planned), [])
   assert.deepEqual(sorted([...receiver.records.values()].map((r) => r.requestId)), sorted(planned.map((p) => p.requestId)))
 
-  await second.stop('SIGTERM')
+  t.diagnostic(`${receiver.batches.length} batches after the restart, ${receiver.duplicateIds().length} records received twice`)
+  await second.stop('SIGTERM', 15_000)
   assert.equal(second.child.exitCode, 0, second.output())
 })
