@@ -35,7 +35,16 @@ const sameAs = (path: string) => (): string => path
 const DONE = [Buffer.from('data: [DONE]')]
 
 function openai(path: string, terminators: readonly Buffer[], takesIncludeUsage: boolean): Endpoint {
-  return { path, family: 'openai', upstreamPath: sameAs(path), modelInBody: true, queryString: noQuery, terminators, takesIncludeUsage }
+  return {
+    path,
+    family: 'openai',
+    upstreamPath: sameAs(path),
+    modelInBody: true,
+    queryString: noQuery,
+    terminators,
+    endsWithDone: terminators === DONE,
+    takesIncludeUsage,
+  }
 }
 
 /** The OpenAI-compatible endpoints. Only these paths are proxied, each to the same path upstream. */
@@ -58,6 +67,7 @@ export const ANTHROPIC_ENDPOINT: Endpoint = {
   modelInBody: true,
   queryString: noQuery,
   terminators: [Buffer.from('event: message_stop')],
+  endsWithDone: false,
   takesIncludeUsage: false,
 }
 
@@ -76,6 +86,7 @@ export const GEMINI_ENDPOINT: Endpoint = {
     return alt === null ? '' : `alt=${alt[1]}`
   },
   terminators: [Buffer.from('"finishReason"')],
+  endsWithDone: false,
   takesIncludeUsage: false,
 }
 

@@ -36,6 +36,8 @@ export interface Endpoint {
   readonly queryString: (search: string | undefined, url: string) => string
   /** Markers of a stream's proper end; a stream ending without one gets an in-band error event. */
   readonly terminators: readonly Buffer[]
+  /** The stream ends with `data: [DONE]` (found while walking the events, no separate search). */
+  readonly endsWithDone: boolean
   /** Whether the endpoint takes `stream_options.include_usage` (chat and legacy completions). */
   readonly takesIncludeUsage: boolean
 }
@@ -67,6 +69,7 @@ const OPEN_BRACE = 0x7b
 const CLOSE_BRACE = 0x7d
 const OPEN_BRACKET = 0x5b
 const CLOSE_BRACKET = 0x5d
+const DONE_LENGTH = '[DONE]'.length
 const SSE = 'text/event-stream'
 const MAX_ERROR_BODY_BYTES = 64 * 1024
 /** Waits for a Retry-After hold end this much later, so the hold has surely ended (timer and clock granularity). */
@@ -112,6 +115,7 @@ export class ProxyCall {
   private queueAbort: AbortController | null = null
   private timer: NodeJS.Timeout | null = null
   private attemptStartedAt = 0
+  private lastChunkAt = 0
   private requestBytes = 0
   private upstreamBody: Readable | null = null
   private upstreamHeaders: IncomingHttpHeaders | null = null
@@ -123,6 +127,8 @@ export class ProxyCall {
   private finished = false
   private streamError: LlmProxyError | null = null
   private sawTerminator = false
+  /** A `data: [DONE]` line went by (found while walking the events). */
+  private sawDone = false
   private extractor: UsageExtractor | null = null
   private dataEvents = 0
   private responseBytes = 0
@@ -419,13 +425,16 @@ export class ProxyCall {
   }
 
   private firstChunk(): void {
-    this.ctx.firstTokenAt = performance.now()
+    const now = performance.now()
+    this.ctx.firstTokenAt = now
+    this.lastChunkAt = now
     this.clearTimer()
     this.timer = setTimeout(idleTimeout, this.settings.timeouts.idleMs, this)
   }
 
   private onSseChunk(chunk: Buffer): void {
-    if (this.committed) (this.timer as NodeJS.Timeout).refresh()
+    // A timestamp per chunk, not a timer update: the idle timer checks it when it fires.
+    if (this.committed) this.lastChunkAt = performance.now()
     else {
       this.firstChunk()
       this.commitSse()
@@ -444,9 +453,12 @@ export class ProxyCall {
     extractor.write(chunk)
     this.responseBytes += chunk.length
     if (!this.sawTerminator) {
-      const terminators = this.endpoint.terminators
-      for (let i = 0; i < terminators.length; i++) {
-        if (chunk.indexOf(terminators[i] as Buffer) !== -1) this.sawTerminator = true
+      if (this.endpoint.endsWithDone) this.sawTerminator = this.sawDone
+      else {
+        const terminators = this.endpoint.terminators
+        for (let i = 0; i < terminators.length; i++) {
+          if (chunk.indexOf(terminators[i] as Buffer) !== -1) this.sawTerminator = true
+        }
       }
     }
     const out = this.filter === null ? chunk : this.filter.filter(chunk, extractor.reports !== reports)
@@ -476,7 +488,9 @@ export class ProxyCall {
       if (last >= start) {
         const first = chunk[start]
         const end = chunk[last]
-        if (!((first === OPEN_BRACE && end === CLOSE_BRACE) || (first === OPEN_BRACKET && end === CLOSE_BRACKET))) return false
+        if (first === OPEN_BRACKET && end === CLOSE_BRACKET) {
+          if (last - start === DONE_LENGTH - 1) this.sawDone = true
+        } else if (first !== OPEN_BRACE || end !== CLOSE_BRACE) return false
       }
       at = chunk.indexOf(DATA_FIELD, eol)
     }
@@ -512,7 +526,7 @@ export class ProxyCall {
     this.firstChunk()
     this.commit(body)
     body.on('data', (chunk: Buffer) => {
-      ;(this.timer as NodeJS.Timeout | null)?.refresh()
+      this.lastChunkAt = performance.now()
       ;(this.extractor as UsageExtractor).write(chunk)
       this.responseBytes += chunk.length
     })
@@ -534,6 +548,12 @@ export class ProxyCall {
   }
 
   onIdleTimeout(): void {
+    const idleMs = this.settings.timeouts.idleMs
+    const quietFor = performance.now() - this.lastChunkAt
+    if (quietFor < idleMs) {
+      this.timer = setTimeout(idleTimeout, idleMs - quietFor, this)
+      return
+    }
     this.timer = null
     this.upstreamBody?.destroy(errors.upstreamTimeout(`The upstream sent nothing for ${this.settings.timeouts.idleMs} ms.`))
   }

@@ -1,4 +1,5 @@
 const EVENT_END = Buffer.from('\n\n')
+const NEWLINE = 0x0a
 const EVENT_END_CRLF = Buffer.from('\r\n\r\n')
 const EMPTY_CHOICES = [Buffer.from('"choices":[]'), Buffer.from('"choices": []')]
 const USAGE_OBJECT = /"usage"\s*:\s*\{/
@@ -24,7 +25,9 @@ export class UsageEventFilter {
   filter(chunk: Buffer, carriesUsage: boolean): Buffer | null {
     if (carriesUsage) this.usagePending = true
     const data = this.held === null ? chunk : Buffer.concat([this.held, chunk])
-    let end = endAfter(data, EVENT_END)
+    const length = data.length
+    // Usually a chunk is whole events: it ends with the blank line, no search needed.
+    let end = length >= 2 && data[length - 1] === NEWLINE && data[length - 2] === NEWLINE ? length : endAfter(data, EVENT_END)
     if (end === -1) end = endAfter(data, EVENT_END_CRLF)
     if (end === -1) {
       if (data.length > MAX_HELD_BYTES) {
@@ -35,7 +38,7 @@ export class UsageEventFilter {
       return null
     }
     this.held = end < data.length ? data.subarray(end) : null
-    let events = data.subarray(0, end)
+    let events = end === data.length ? data : data.subarray(0, end)
     if (this.usagePending) {
       const without = withoutUsageOnlyEvent(events)
       if (without !== events) this.usagePending = false
