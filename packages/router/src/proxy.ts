@@ -398,7 +398,12 @@ export class ProxyCall {
 
   onFirstByteTimeout(): void {
     this.timer = null
-    if (this.finished || this.committed) return
+    if (this.finished) return
+    if (this.committed) {
+      // A JSON body still arriving when the response time is up: cut it (it cannot look complete).
+      this.upstreamBody?.destroy(errors.upstreamTimeout('The upstream did not finish its answer in time.'))
+      return
+    }
     const stalled = this.upstreamBody !== null
     this.signal?.abort(errors.upstreamTimeout('The upstream did not answer in time.'))
     if (stalled) {
@@ -419,8 +424,14 @@ export class ProxyCall {
       body.on('data', (chunk: Buffer) => this.onSseChunk(chunk))
       body.once('end', () => this.onSseEnd())
     } else {
-      // Committed once the first bytes are there (or the body is empty); the body is then the payload.
-      body.once('readable', () => this.onJsonReadable())
+      // A JSON answer is ready when its headers come (generation happened before them): it is the payload
+      // from here on, the usage tap listens beside it, and the first-byte timer keeps bounding it whole.
+      this.ctx.firstTokenAt = performance.now()
+      this.commit(body)
+      body.on('data', (chunk: Buffer) => {
+        ;(this.extractor as UsageExtractor).write(chunk)
+        this.responseBytes += chunk.length
+      })
     }
   }
 
@@ -518,19 +529,6 @@ export class ProxyCall {
     const reply = this.reply
     reply.hijack()
     reply.raw.writeHead(this.upstreamStatus, reply.getHeaders() as OutgoingHttpHeaders)
-  }
-
-  private onJsonReadable(): void {
-    const body = this.upstreamBody
-    if (this.finished || body === null) return
-    this.firstChunk()
-    this.commit(body)
-    body.on('data', (chunk: Buffer) => {
-      this.lastChunkAt = performance.now()
-      ;(this.extractor as UsageExtractor).write(chunk)
-      this.responseBytes += chunk.length
-    })
-    body.once('end', () => this.clearTimer())
   }
 
   /** The commit point: status and headers go out, then the body (null: the caller sends it). */

@@ -73,7 +73,7 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
   const app = Fastify(fastifyOptions) as unknown as FastifyInstance
 
   await app.register(llmCore)
-  requestLogging(app)
+  if (logger.isLevelEnabled('info')) requestLogging(app)
   if (config.metrics !== false) await app.register(llmMetrics, config.metrics)
   if (config.auth !== undefined) await app.register(auth, config.auth)
   if (config.rateLimit !== undefined) {

@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify'
 
 /**
- * One structured line per request (`reqId` comes from the request's child logger). Routed LLM requests are logged when their usage record is final
- * (it knows the model, upstream, TTFT and tokens); everything else when the response finishes.
+ * One structured line per request (`reqId` comes from the request's child logger). Routed LLM requests
+ * are logged when their usage record is final (it knows the model, upstream, TTFT and tokens); everything
+ * else when the response finishes. (Not registered at all below `info`: nothing to build then.)
  */
 export function requestLogging(app: FastifyInstance): void {
   app.llm.addHook('onUsage', (record, request) => {
