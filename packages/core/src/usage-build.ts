@@ -2,12 +2,25 @@ import { randomUUID } from 'node:crypto'
 import type { LlmContext } from './context.js'
 import type { UsageRecord } from './usage-record.js'
 
+let lastMs = 0
+let lastIso = ''
+
+/** ISO 8601 time of now, formatted once per millisecond (many records end in the same one under load). */
+function isoNow(): string {
+  const now = Date.now()
+  if (now !== lastMs) {
+    lastMs = now
+    lastIso = new Date(now).toISOString()
+  }
+  return lastIso
+}
+
 /** The usage record of a finished request (DESIGN.md §3). */
 export function buildUsageRecord(ctx: LlmContext, status: number): UsageRecord {
   const usage = ctx.usage
   const record: UsageRecord = {
     id: randomUUID(),
-    timestamp: new Date().toISOString(),
+    timestamp: isoNow(),
     requestId: ctx.requestId,
     keyId: ctx.keyId,
     model: ctx.model ?? '',
