@@ -56,6 +56,8 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     genReqId: genRequestId,
     // The gateway logs one line per request itself (request-log.ts), not Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
+    // Requests that arrive on kept-alive connections while shutting down get our 503 (OpenAI shape), below.
+    return503OnClosing: false,
     trustProxy: settings.trustProxy,
     bodyLimit: config.bodyLimit,
     // Slow clients are bounded by the Node server (headers and whole request within limits, idle sockets closed).
@@ -73,6 +75,16 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
   const app = Fastify(fastifyOptions) as unknown as FastifyInstance
 
   await app.register(llmCore)
+  let closing = false
+  app.addHook('preClose', (done) => {
+    closing = true
+    done()
+  })
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!closing || request.url === '/healthz' || request.url === '/readyz') return done()
+    reply.header('connection', 'close')
+    sendError(reply, errors.shuttingDown())
+  })
   if (logger.isLevelEnabled('info')) requestLogging(app)
   if (config.metrics !== false) await app.register(llmMetrics, config.metrics)
   if (config.auth !== undefined) await app.register(auth, config.auth)
@@ -96,11 +108,6 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
   installReload(app, config, { file: options.configFile ?? null, adjustConfig: options.adjustConfig })
   if (config.admin !== undefined) await setupAdmin(app, config.admin, { genReqId: genRequestId })
 
-  let closing = false
-  app.addHook('preClose', (done) => {
-    closing = true
-    done()
-  })
   app.get('/healthz', { config: { auth: false, rateLimit: false } }, (_request, reply) => reply.send({ status: 'ok' }))
   app.get('/readyz', { config: { auth: false, rateLimit: false } }, (_request, reply) => {
     const available = app.upstreams.snapshot().some((u) => u.state === 'healthy' || u.state === 'half-open')

@@ -1,0 +1,79 @@
+// Graceful shutdown: stop accepting, let in-flight streams finish within the grace period, then abort them.
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { startMockUpstream } from '@llmproxy/mock-upstream'
+import { Agent, request } from 'undici'
+import { parseConfig, startGateway } from '../src/index.js'
+
+async function start(graceMs: number) {
+  const mock = await startMockUpstream({ defaults: { tokens: 10, gapMs: 60 } })
+  const config = parseConfig(
+    JSON.stringify({
+      server: { host: '127.0.0.1', port: 0, shutdownGraceMs: graceMs, logLevel: 'silent' },
+      upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }],
+      models: [{ name: 'm', upstreams: ['mock'] }],
+      healthChecks: { enabled: false },
+    }),
+    'shutdown test',
+  )
+  const gateway = await startGateway(config)
+  return { mock, gateway }
+}
+
+const body = JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'hi' }] })
+
+test('an in-flight stream finishes during the grace period; a new request on a kept-alive connection gets a 503', async () => {
+  const { mock, gateway } = await start(5000)
+  const agent = new Agent({ connections: 2 })
+  try {
+    // Warm a second keep-alive connection so a request can still arrive after the listener closes.
+    const warm = await request(`${gateway.url}/healthz`, { dispatcher: agent })
+    await warm.body.dump()
+    const inFlight = request(`${gateway.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+      dispatcher: agent,
+    })
+    const res = await inFlight
+    const text = res.body.text()
+    await mock.waitForRequests(1)
+    const stopping = gateway.shutdown('test')
+    const late = await request(`${gateway.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+      dispatcher: agent,
+    }).catch((err: Error) => err)
+    if (!(late instanceof Error)) {
+      assert.equal(late.statusCode, 503)
+      assert.equal(((await late.body.json()) as { error: { code: string } }).error.code, 'llmproxy_shutting_down')
+    }
+    const streamed = await text
+    assert.ok(streamed.endsWith('data: [DONE]\n\n'), 'the in-flight stream completed')
+    await stopping
+  } finally {
+    await agent.close()
+    await mock.close()
+  }
+})
+
+test('after the grace period in-flight requests are aborted and the gateway stops', async () => {
+  const { mock, gateway } = await start(200)
+  try {
+    const res = await request(`${gateway.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', stream: true, messages: [], mock: { tokens: 200, gapMs: 50 } }),
+    })
+    const text = res.body.text().catch(() => 'aborted')
+    const started = Date.now()
+    await gateway.shutdown('test')
+    assert.ok(Date.now() - started < 3000, 'shutdown did not wait for the whole stream')
+    assert.ok(!(await text).endsWith('data: [DONE]\n\n'))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    assert.ok(mock.requests[0]?.aborted, 'the upstream request was released')
+  } finally {
+    await mock.close()
+  }
+})
