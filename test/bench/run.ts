@@ -202,7 +202,7 @@ async function main() {
       }
     }
     const p = (name: string, q: number) => percentile(ttft[name] ?? [], q)
-    print('## TTFT at concurrency 1 (streamed, ms)')
+    print('### TTFT at concurrency 1 (streamed, ms)')
     print('| target | p50 | p99 | added p50 vs direct | added p99 vs direct |')
     print('|---|---|---|---|---|')
     for (const name of Object.keys(targets)) {
@@ -210,7 +210,7 @@ async function main() {
         `| ${name} | ${p(name, 50).toFixed(3)} | ${p(name, 99).toFixed(3)} | ${(p(name, 50) - p('direct', 50)).toFixed(3)} | ${(p(name, 99) - p('direct', 99)).toFixed(3)} |`,
       )
     }
-    print(`gateway added TTFT p50 minus bare proxy added TTFT p50: ${(p('gateway', 50) - p('bare', 50)).toFixed(3)} ms`)
+    print(`\nGateway added TTFT p50 minus bare proxy added TTFT p50: ${(p('gateway', 50) - p('bare', 50)).toFixed(3)} ms`)
 
     // 2 and 3. Throughput and proxy CPU per request
     const throughput = async (title: string, total: number, concurrency: number, body: string) => {
@@ -229,7 +229,7 @@ async function main() {
         }
       }
       const bareCpu = median(cpu.bare ?? [])
-      print(`\n## ${title}`)
+      print(`\n### ${title}`)
       print(`| target | req/s | proxy CPU ms/req | CPU ratio vs bare |`)
       print('|---|---|---|---|')
       for (const name of Object.keys(targets)) {
@@ -237,13 +237,13 @@ async function main() {
         const ratio = name === 'gateway' ? (cpuMs / bareCpu).toFixed(2) : name === 'bare' ? '1.00' : '-'
         print(`| ${name} | ${median(rates[name] ?? []).toFixed(0)} | ${Number.isNaN(cpuMs) ? '-' : cpuMs.toFixed(3)} | ${ratio} |`)
       }
-      print(`errors: ${errorCount}`)
+      print(`\nErrors: ${errorCount}.`)
     }
     await throughput('Unary, concurrency 32', n(10_000, 20), 32, chatBody(false, { tokens: 16, gapMs: 0 }))
     await throughput('Streams of 64 tokens, concurrency 64', n(3_000, 10), 64, chatBody(true, { tokens: 64, gapMs: 0 }))
 
     // 4. 1,000 concurrent slow streams (about 1 s each)
-    print(`\n## ${n(1000, 20)} concurrent slow streams (1 s each)`)
+    print(`\n### ${n(1000, 20)} concurrent slow streams (1 s each)`)
     print('| target | TTFT p50 ms | TTFT p99 ms | errors | proxy peak RSS MB |')
     print('|---|---|---|---|---|')
     const slow = chatBody(true, { ttftMs: 50, tokens: 20, gapMs: 50 })
