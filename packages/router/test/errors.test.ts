@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
+import { rawExchange } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
 import { chat, eventually, type Harness, parseSse, startHarness } from './helpers.js'
-import { rawExchange } from './raw.js'
 
 async function post(h: Harness, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) {
   const res = await request(`${h.url}/v1/chat/completions`, { method: 'POST', headers, body })

@@ -51,13 +51,6 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
 }
 
 /** Waits until `check` holds (polling), or fails after `timeoutMs`. */
-export async function eventually(check: () => boolean, timeoutMs = 2000, what = 'condition'): Promise<void> {
-  const until = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
 
 export interface SseEvent {
   event: string | null
@@ -82,3 +75,5 @@ export function parseSse(text: string): SseEvent[] {
 export function chat(extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hello there' }], ...extra })
 }
+
+export { eventually } from '@llmproxy/mock-upstream'

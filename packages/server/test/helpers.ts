@@ -63,10 +63,4 @@ ${options.extraYaml ?? ''}`
   }
 }
 
-export async function eventually(check: () => boolean, timeoutMs = 2000, what = 'condition'): Promise<void> {
-  const until = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
+export { eventually } from '@llmproxy/mock-upstream'

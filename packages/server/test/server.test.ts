@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
 import { connect } from 'node:net'
 import { after, before, describe, test } from 'node:test'
+import { rawExchange } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
 import { eventually, type ServerHarness, startServer } from './helpers.js'
-import { rawExchange } from './raw.js'
 
 const chat = (extra: Record<string, unknown> = {}) =>
   JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }], ...extra })

@@ -1,0 +1,29 @@
+import { connect } from 'node:net'
+
+/** Polls `check` until it holds, or rejects after `timeoutMs` naming `what` (tests: never a fixed sleep). */
+export async function eventually(check: () => boolean, timeoutMs = 2000, what = 'condition'): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+/**
+ * Sends raw bytes to a server and resolves with everything it answers until it closes the connection:
+ * for tests that need a request exactly as written (HTTP clients rewrite some headers themselves).
+ */
+export function rawExchange(url: string, payload: string | Buffer, timeoutMs = 5000): Promise<string> {
+  const { hostname, port } = new URL(url)
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname)
+    let out = ''
+    socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no close within ${timeoutMs} ms; got: ${out}`)))
+    socket.on('data', (data: Buffer) => {
+      out += data.toString()
+    })
+    socket.once('error', reject)
+    socket.once('close', () => resolve(out))
+    socket.write(payload)
+  })
+}
