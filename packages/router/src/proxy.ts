@@ -538,7 +538,8 @@ export class ProxyCall {
     const status = this.upstreamStatus
     reply.code(status)
     const headers = this.upstreamHeaders
-    if (headers !== null) reply.headers(clientResponseHeaders(headers, this.filter !== null))
+    // A stream may get an error event appended or its usage chunk removed: its length is not the upstream's.
+    if (headers !== null) reply.headers(clientResponseHeaders(headers, this.sse))
     if (this.sse) reply.header('cache-control', 'no-cache').header('x-accel-buffering', 'no')
     const lease = this.lease
     if (lease !== null) this.reportAttempt(lease, 'ok', status)
