@@ -1,9 +1,7 @@
-// Helpers for the cross-process e2e tests: gateway child processes (the real CLI), a tiny Redis client
-// (RESP over a socket: the test workspace does not depend on ioredis), and polling.
-import { type ChildProcess, spawn } from 'node:child_process'
+// Helpers for the cross-process e2e tests: the repository root and a tiny Redis client
+// (RESP over a socket: the test workspace does not depend on ioredis).
 import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { sleep } from './http-helpers.js'
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url))
 export const REDIS_URL = process.env.LLMPROXY_TEST_REDIS_URL ?? 'redis://127.0.0.1:6390'
@@ -127,97 +125,3 @@ export async function redisDeletePrefix(prefix: string, url = REDIS_URL): Promis
 
 // ---------------------------------------------------------------------------------------------------------------
 // Gateway processes
-
-export interface GatewayProcess {
-  readonly url: string
-  readonly pid: number | undefined
-  /** Everything the process wrote so far (stdout then stderr), for assertions and failure messages. */
-  output(): string
-  /** SIGTERM, then SIGKILL if it has not exited within `graceMs`. Resolves once it has exited. Idempotent. */
-  stop(graceMs?: number): Promise<void>
-}
-
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null
-}
-
-function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
-  if (exited(child)) return Promise.resolve(true)
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.off('exit', onExit)
-      resolve(false)
-    }, timeoutMs)
-    const onExit = (): void => {
-      clearTimeout(timer)
-      resolve(true)
-    }
-    child.once('exit', onExit)
-  })
-}
-
-async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
-  if (exited(child)) return
-  child.kill('SIGTERM')
-  if (await waitForExit(child, graceMs)) return
-  child.kill('SIGKILL')
-  await waitForExit(child, 10_000)
-}
-
-/**
- * Starts `llmproxy --config FILE --port 0` (the CLI from source) and resolves once it listens and its
- * `/healthz` answers 200. `onSpawn` is called at once with a stopper, so a caller can register it for
- * cleanup before anything can fail. The config must log at `info` (the listening line gives the port).
- */
-export async function startGatewayProcess(
-  configFile: string,
-  onSpawn: (stop: () => Promise<void>) => void,
-  startTimeoutMs = 60_000,
-): Promise<GatewayProcess> {
-  const env = { ...process.env }
-  delete env.NODE_TEST_CONTEXT // the child is a server, not a test runner child
-  const child = spawn(
-    process.execPath,
-    ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', '--config', configFile, '--port', '0'],
-    { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  let stdout = ''
-  let stderr = ''
-  child.stdout?.setEncoding('utf8').on('data', (s: string) => {
-    stdout += s
-  })
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => {
-    stderr += s
-  })
-  const output = (): string => `${stdout}${stderr === '' ? '' : `\n[stderr]\n${stderr}`}`
-  const stop = (graceMs = 5000): Promise<void> => stopChild(child, graceMs)
-  onSpawn(stop)
-
-  try {
-    const deadline = Date.now() + startTimeoutMs
-    let url: string | null = null
-    while (url === null) {
-      const found = /Server listening at (http:\/\/[^"\s]+)/.exec(stdout)
-      if (found?.[1] !== undefined) url = found[1]
-      else {
-        if (exited(child)) throw new Error(`the gateway exited before listening (code ${child.exitCode}):\n${output()}`)
-        if (Date.now() > deadline) throw new Error(`the gateway did not listen within ${startTimeoutMs} ms:\n${output()}`)
-        await sleep(50)
-      }
-    }
-    for (;;) {
-      const ok = await fetch(`${url}/healthz`).then(
-        (res) => res.arrayBuffer().then(() => res.status === 200),
-        () => false,
-      )
-      if (ok) break
-      if (exited(child)) throw new Error(`the gateway exited (code ${child.exitCode}):\n${output()}`)
-      if (Date.now() > deadline) throw new Error(`/healthz did not answer 200 within ${startTimeoutMs} ms:\n${output()}`)
-      await sleep(100)
-    }
-    return { url, pid: child.pid, output, stop }
-  } catch (err) {
-    await stop(1000)
-    throw err
-  }
-}

@@ -7,15 +7,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { type MockUpstream, promptTokensFor, startMockUpstream } from '@llmproxy/mock-upstream'
+import { type GatewayChild, spawnGateway } from './gateway-process.js'
 import { errorOf, type HttpResult, pollUntil, postJson } from './http-helpers.js'
-import {
-  type GatewayProcess,
-  REDIS_URL,
-  redisDeletePrefix,
-  redisReachable,
-  redisSum,
-  startGatewayProcess,
-} from './multi-instance-helpers.js'
+import { REDIS_URL, redisDeletePrefix, redisReachable, redisSum } from './multi-instance-helpers.js'
 
 /** Unique per run: concurrent runs and reruns never share counters. */
 const PREFIX = `llmproxy-e2e-multi:${randomUUID()}:`
@@ -42,8 +36,8 @@ if (!available && process.env.CI) {
 const stops: (() => Promise<void>)[] = []
 const dir = mkdtempSync(join(tmpdir(), 'llmproxy-e2e-multi-'))
 let mock: MockUpstream | null = null
-let a: GatewayProcess
-let b: GatewayProcess
+let a: GatewayChild
+let b: GatewayChild
 
 before(async () => {
   if (!available) return
@@ -67,10 +61,7 @@ before(async () => {
   }
   const file = join(dir, 'gateway.json')
   writeFileSync(file, JSON.stringify(config, null, 2))
-  ;[a, b] = await Promise.all([
-    startGatewayProcess(file, (stop) => stops.push(stop)),
-    startGatewayProcess(file, (stop) => stops.push(stop)),
-  ])
+  ;[a, b] = await Promise.all([spawnGateway(file, (stop) => stops.push(stop)), spawnGateway(file, (stop) => stops.push(stop))])
   // Both must be on Redis before anything is measured (the plugin carries on without it after ~2.5 s).
   for (const gw of [a, b]) {
     await pollUntil(
@@ -100,14 +91,14 @@ function reservation(body: string): number {
   return (parsed.max_tokens ?? RESERVE_TOKENS) + Math.ceil(Buffer.byteLength(body) / 4)
 }
 
-function chat(gw: GatewayProcess, key: string, body: string, tokens?: number): Promise<HttpResult> {
+function chat(gw: GatewayChild, key: string, body: string, tokens?: number): Promise<HttpResult> {
   const headers: Record<string, string> = { authorization: `Bearer ${key}` }
   if (tokens !== undefined) headers['x-mock-behavior'] = JSON.stringify({ tokens })
   return postJson(`${gw.url}/v1/chat/completions`, body, headers)
 }
 
 /** `llmproxy_ratelimit_redis_fallbacks_total` of a gateway: limit decisions taken locally because Redis failed. */
-async function redisFallbacks(gw: GatewayProcess): Promise<number> {
+async function redisFallbacks(gw: GatewayChild): Promise<number> {
   const text = await fetch(`${gw.url}/metrics`).then((res) => res.text())
   const found = /^llmproxy_ratelimit_redis_fallbacks_total (\d+)$/m.exec(text)
   return found?.[1] === undefined ? Number.NaN : Number(found[1])

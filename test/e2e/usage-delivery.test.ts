@@ -11,17 +11,9 @@ import type { UsageRecord } from '@llmproxy/core'
 import { type MockUpstream, promptTokensFor, startMockUpstream } from '@llmproxy/mock-upstream'
 import { buildGateway, parseConfig } from '@llmproxy/server'
 import type { FastifyInstance } from 'fastify'
+import { type GatewayChild, spawnGateway } from './gateway-process.js'
 import { pollUntil, sleep } from './http-helpers.js'
-import {
-  type ClientResult,
-  type GatewayChild,
-  metricValue,
-  request,
-  requestAndAbort,
-  runPool,
-  spawnGateway,
-  UsageReceiver,
-} from './usage-helpers.js'
+import { type ClientResult, metricValue, request, requestAndAbort, runPool, UsageReceiver } from './usage-helpers.js'
 
 const SECRET = `e2e-usage-${randomBytes(8).toString('hex')}`
 /** Unique per run, so request ids never collide with another run's. */

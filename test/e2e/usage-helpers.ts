@@ -1,14 +1,12 @@
 // Helpers for the usage e2e tests: a signature-checking webhook receiver that can go down and come back
 // on the same port, a gateway child process that can be SIGKILLed, a worker pool and client requests
 // of every kind (streamed, aborted mid-stream, …).
-import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { isDeepStrictEqual } from 'node:util'
 import { type UsageRecord, verifySignature } from '@llmproxy/usage'
 import { sleep } from './http-helpers.js'
-import { REPO_ROOT } from './multi-instance-helpers.js'
 
 // ---------------------------------------------------------------------------------------------------------------
 // Webhook receiver
@@ -185,102 +183,6 @@ function ephemeralRange(): [number, number] {
     // not Linux: fall through
   }
   return [32768, 60999]
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// A gateway child process (the real CLI) that can be killed with any signal
-
-export interface GatewayChild {
-  readonly url: string
-  readonly child: ChildProcess
-  /** Everything the process wrote so far (stdout, then stderr). */
-  output(): string
-  /** Sends `signal` and resolves once the process has exited (SIGKILL after `graceMs` if it has not). Idempotent. */
-  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<void>
-}
-
-function hasExited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null
-}
-
-function exitWithin(child: ChildProcess, timeoutMs: number): Promise<boolean> {
-  if (hasExited(child)) return Promise.resolve(true)
-  return new Promise((resolve) => {
-    const onExit = (): void => {
-      clearTimeout(timer)
-      resolve(true)
-    }
-    const timer = setTimeout(() => {
-      child.off('exit', onExit)
-      resolve(false)
-    }, timeoutMs)
-    child.once('exit', onExit)
-  })
-}
-
-/**
- * Starts `cli.ts --config FILE --port PORT` from source and resolves once it listens and `/healthz`
- * answers 200. `onSpawn` gets a stopper at once, so the caller can register it for cleanup before
- * anything can fail. The config must log at `info` (the listening line gives the URL).
- */
-export async function spawnGateway(
-  configFile: string,
-  onSpawn: (stop: () => Promise<void>) => void,
-  port = 0,
-  startTimeoutMs = 60_000,
-): Promise<GatewayChild> {
-  const env = { ...process.env }
-  delete env.NODE_TEST_CONTEXT // the child is a server, not a test runner child
-  const child = spawn(
-    process.execPath,
-    ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', '--config', configFile, '--port', String(port)],
-    { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  let stdout = ''
-  let stderr = ''
-  child.stdout?.setEncoding('utf8').on('data', (s: string) => {
-    stdout += s
-  })
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => {
-    stderr += s
-  })
-  const output = (): string => `${stdout}${stderr === '' ? '' : `\n[stderr]\n${stderr}`}`
-  const stop = async (signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<void> => {
-    if (hasExited(child)) return
-    child.kill(signal)
-    if (await exitWithin(child, graceMs)) return
-    child.kill('SIGKILL')
-    await exitWithin(child, 10_000)
-  }
-  onSpawn(() => stop())
-
-  try {
-    const deadline = Date.now() + startTimeoutMs
-    let url: string | null = null
-    while (url === null) {
-      const found = /Server listening at (http:\/\/[^"\s]+)/.exec(stdout)
-      if (found?.[1] !== undefined) url = found[1]
-      else {
-        if (hasExited(child)) throw new Error(`the gateway exited before listening (code ${child.exitCode}):\n${output()}`)
-        if (Date.now() > deadline) throw new Error(`the gateway did not listen within ${startTimeoutMs} ms:\n${output()}`)
-        await sleep(50)
-      }
-    }
-    for (;;) {
-      const ok = await fetch(`${url}/healthz`).then(
-        (res) => res.arrayBuffer().then(() => res.status === 200),
-        () => false,
-      )
-      if (ok) break
-      if (hasExited(child)) throw new Error(`the gateway exited (code ${child.exitCode}):\n${output()}`)
-      if (Date.now() > deadline) throw new Error(`/healthz did not answer 200 within ${startTimeoutMs} ms:\n${output()}`)
-      await sleep(100)
-    }
-    return { url, child, output, stop }
-  } catch (err) {
-    await stop('SIGKILL', 1000)
-    throw err
-  }
 }
 
 /** The value of an unlabelled metric in a Prometheus text exposition (NaN when absent). */

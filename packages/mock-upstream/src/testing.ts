@@ -27,3 +27,24 @@ export function rawExchange(url: string, payload: string | Buffer, timeoutMs = 5
     socket.write(payload)
   })
 }
+
+export interface SseEvent {
+  event: string | null
+  data: string
+}
+
+/** Splits an SSE text into its events (`event:` and `data:` lines). */
+export function parseSse(text: string): SseEvent[] {
+  const events: SseEvent[] = []
+  for (const block of text.split(/\r?\n\r?\n/)) {
+    if (block.trim() === '') continue
+    let event: string | null = null
+    const data: string[] = []
+    for (const line of block.split(/\r?\n/)) {
+      if (line.startsWith('event:')) event = line.slice(6).trim()
+      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''))
+    }
+    events.push({ event, data: data.join('\n') })
+  }
+  return events
+}

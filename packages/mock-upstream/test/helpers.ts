@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { type Dispatcher, request } from 'undici'
 import type { MockUpstream } from '../src/index.js'
+import { parseSse } from '../src/testing.js'
 
 export interface Answer {
   status: number
@@ -23,26 +24,7 @@ export async function get(mock: MockUpstream, path: string): Promise<Answer> {
   return { status: res.statusCode, headers: res.headers, text: await res.body.text() }
 }
 
-export interface SseEvent {
-  event: string | null
-  data: string
-}
-
-/** Splits an SSE text into its events (`event:` and `data:` lines). */
-export function parseSse(text: string): SseEvent[] {
-  const events: SseEvent[] = []
-  for (const block of text.split(/\r?\n\r?\n/)) {
-    if (block.trim() === '') continue
-    let event: string | null = null
-    const data: string[] = []
-    for (const line of block.split(/\r?\n/)) {
-      if (line.startsWith('event:')) event = line.slice(6).trim()
-      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''))
-    }
-    events.push({ event, data: data.join('\n') })
-  }
-  return events
-}
+export { parseSse, type SseEvent } from '../src/testing.js'
 
 /** The JSON payloads of an SSE text (`[DONE]` excluded). */
 export function sseJson(text: string): Record<string, unknown>[] {

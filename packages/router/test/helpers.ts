@@ -50,30 +50,8 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   }
 }
 
-/** Waits until `check` holds (polling), or fails after `timeoutMs`. */
-
-export interface SseEvent {
-  event: string | null
-  data: string
-}
-
-export function parseSse(text: string): SseEvent[] {
-  const events: SseEvent[] = []
-  for (const block of text.split(/\r?\n\r?\n/)) {
-    if (block.trim() === '') continue
-    let event: string | null = null
-    const data: string[] = []
-    for (const line of block.split(/\r?\n/)) {
-      if (line.startsWith('event:')) event = line.slice(6).trim()
-      else if (line.startsWith('data:')) data.push(line.slice(5).trimStart())
-    }
-    events.push({ event, data: data.join('\n') })
-  }
-  return events
-}
-
 export function chat(extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hello there' }], ...extra })
 }
 
-export { eventually } from '@llmproxy/mock-upstream'
+export { eventually, parseSse, type SseEvent } from '@llmproxy/mock-upstream'
