@@ -33,11 +33,13 @@ export class UsageExtractor {
   private total: number | undefined
   private cached: number | undefined
   private reasoning: number | undefined
+  /** The latest report, not parsed yet: parsing waits until the counts are asked for or the next report comes. */
+  private unparsed: string | null = null
   /** Usage reports seen so far: lets a caller tell whether a chunk carried one, without scanning it again. */
   reports = 0
 
   constructor(protocol: Protocol) {
-    this.scanner = new JsonKeyScanner(USAGE_KEY[protocol], (json) => this.merge(json))
+    this.scanner = new JsonKeyScanner(USAGE_KEY[protocol], (json) => this.found(json))
   }
 
   write(chunk: Buffer): void {
@@ -46,6 +48,7 @@ export class UsageExtractor {
 
   /** What the upstream reported, or null when it reported nothing. */
   result(): Usage | null {
+    this.parsePending()
     if (this.prompt === undefined && this.completion === undefined && this.total === undefined) return null
     const prompt = this.prompt ?? 0
     const completion = this.completion ?? 0
@@ -61,11 +64,24 @@ export class UsageExtractor {
 
   /** True when the report lacks the prompt side (TGI streams), so that part must be estimated. */
   get missingPrompt(): boolean {
+    this.parsePending()
     return this.prompt === undefined
   }
 
-  private merge(json: string): void {
+  private found(json: string): void {
     this.reports++
+    this.parsePending()
+    this.unparsed = json
+  }
+
+  private parsePending(): void {
+    const json = this.unparsed
+    if (json === null) return
+    this.unparsed = null
+    this.merge(json)
+  }
+
+  private merge(json: string): void {
     let obj: Counts
     try {
       obj = JSON.parse(json) as Counts

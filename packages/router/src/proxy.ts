@@ -121,6 +121,8 @@ export class ProxyCall {
   private upstreamHeaders: IncomingHttpHeaders | null = null
   private upstreamStatus = 0
   private filter: UsageEventFilter | null = null
+  /** The client's response headers of a stream, prepared while waiting for its first chunk. */
+  private sseHeaders: OutgoingHttpHeaders | null = null
   private committed = false
   private sseEnded = false
   private sse = false
@@ -155,7 +157,7 @@ export class ProxyCall {
     this.stripUsage = stripUsage
     this.backoffMs = settings.retry.backoffMs
     ;(request as unknown as CallCarrier)[kProxyCall] = this
-    reply.raw.once('close', () => this.onClientClose())
+    reply.raw.on('close', () => this.onClientClose())
   }
 
   start(): void {
@@ -256,7 +258,6 @@ export class ProxyCall {
     // The total budget bounds the wait for the first byte too, so a silent upstream costs no more than it.
     const budgetLeft = this.settings.retry.budgetMs - (this.attemptStartedAt - ctx.startedAt)
     const firstByteMs = Math.max(1, Math.min(ctx.stream ? timeouts.firstTokenMs : timeouts.responseMs, budgetLeft))
-    this.timer = setTimeout(firstByteTimeout, firstByteMs, this)
 
     const dispatcher = this.settings.dispatcher
     dispatcher.arm(signal, firstByteMs)
@@ -273,6 +274,8 @@ export class ProxyCall {
     } finally {
       dispatcher.disarm()
     }
+    // Armed once the request is on its way (nothing can answer it before this tick ends).
+    if (this.signal === signal && !this.committed && !this.finished) this.timer = setTimeout(firstByteTimeout, firstByteMs, this)
   }
 
   // ── reply-from callbacks (before the commit point) ──────────────────────────────────────────
@@ -420,6 +423,8 @@ export class ProxyCall {
     this.sse = typeof type === 'string' && type.startsWith(SSE)
     this.extractor = new UsageExtractor(this.ctx.protocol)
     if (this.sse) {
+      // Everything the commit needs is prepared now, while the upstream generates the first token.
+      this.sseHeaders = this.streamHeaders()
       if (this.stripUsage) this.filter = new UsageEventFilter()
       body.on('data', (chunk: Buffer) => this.onSseChunk(chunk))
       body.once('end', () => this.onSseEnd())
@@ -435,21 +440,27 @@ export class ProxyCall {
     }
   }
 
-  private firstChunk(): void {
+  private onSseChunk(chunk: Buffer): void {
+    if (this.committed) {
+      // A timestamp per chunk, not a timer update: the idle timer checks it when it fires.
+      this.lastChunkAt = performance.now()
+      this.relay(chunk)
+      return
+    }
+    // The first token: it goes out before any bookkeeping (that is the time to first token).
     const now = performance.now()
+    this.commitSse()
+    this.relay(chunk)
     this.ctx.firstTokenAt = now
     this.lastChunkAt = now
+    this.reportCommitted()
+    if (this.sseEnded) return
     this.clearTimer()
     this.timer = setTimeout(idleTimeout, this.settings.timeouts.idleMs, this)
   }
 
-  private onSseChunk(chunk: Buffer): void {
-    // A timestamp per chunk, not a timer update: the idle timer checks it when it fires.
-    if (this.committed) this.lastChunkAt = performance.now()
-    else {
-      this.firstChunk()
-      this.commitSse()
-    }
+  /** Passes one chunk to the client, with the usage tap beside it. */
+  private relay(chunk: Buffer): void {
     if (!this.countEvents(chunk)) {
       // Malformed upstream data after the commit point: stop here with an in-band error event.
       this.streamError = errors.upstreamFailed('The upstream sent malformed data.')
@@ -460,8 +471,17 @@ export class ProxyCall {
       return
     }
     const extractor = this.extractor as UsageExtractor
-    const reports = extractor.reports
-    extractor.write(chunk)
+    const filter = this.filter
+    if (filter === null) {
+      this.send(chunk)
+      extractor.write(chunk)
+    } else {
+      // Removing the usage-only event needs to know first whether this chunk carries usage.
+      const reports = extractor.reports
+      extractor.write(chunk)
+      const out = filter.filter(chunk, extractor.reports !== reports)
+      if (out !== null) this.send(out)
+    }
     this.responseBytes += chunk.length
     if (!this.sawTerminator) {
       if (this.endpoint.endsWithDone) this.sawTerminator = this.sawDone
@@ -472,9 +492,11 @@ export class ProxyCall {
         }
       }
     }
-    const out = this.filter === null ? chunk : this.filter.filter(chunk, extractor.reports !== reports)
+  }
+
+  private send(out: Buffer): void {
     // Backpressure: a client that reads slowly pauses the upstream until its socket drains.
-    if (out !== null && !this.reply.raw.write(out)) {
+    if (!this.reply.raw.write(out)) {
       const body = this.upstreamBody as Readable
       body.pause()
       this.reply.raw.once('drain', () => body.resume())
@@ -512,7 +534,10 @@ export class ProxyCall {
     if (this.sseEnded) return
     this.sseEnded = true
     this.clearTimer()
-    if (!this.committed) this.commitSse()
+    if (!this.committed) {
+      this.commitSse()
+      this.reportCommitted()
+    }
     const raw = this.reply.raw
     const held = this.filter?.flush() ?? null
     if (held !== null) raw.write(held)
@@ -523,27 +548,37 @@ export class ProxyCall {
     raw.end()
   }
 
-  /** The commit point of a stream: the reply is hijacked and its status and headers written at once. */
+  /** The commit point of a stream: the reply is hijacked; status and prepared headers go out with the first chunk. */
   private commitSse(): void {
-    this.commit(null)
-    const reply = this.reply
-    reply.hijack()
-    reply.raw.writeHead(this.upstreamStatus, reply.getHeaders() as OutgoingHttpHeaders)
+    this.committed = true
+    this.reply.hijack()
+    this.reply.raw.writeHead(this.upstreamStatus, this.sseHeaders as OutgoingHttpHeaders)
   }
 
-  /** The commit point: status and headers go out, then the body (null: the caller sends it). */
+  /** A stream's headers: the reply's own (x-request-id, rate limits) and the upstream's. */
+  private streamHeaders(): OutgoingHttpHeaders {
+    const headers = this.reply.getHeaders() as OutgoingHttpHeaders
+    // An error event may be appended or the usage chunk removed: the length is not the upstream's.
+    if (this.upstreamHeaders !== null) Object.assign(headers, clientResponseHeaders(this.upstreamHeaders, true))
+    headers['cache-control'] = 'no-cache'
+    headers['x-accel-buffering'] = 'no'
+    return headers
+  }
+
+  /** The commit point of a JSON answer: status and headers go out, then the body (null: the caller sends it). */
   private commit(payload: Readable | null): void {
     this.committed = true
     const reply = this.reply
     const status = this.upstreamStatus
     reply.code(status)
-    const headers = this.upstreamHeaders
-    // A stream may get an error event appended or its usage chunk removed: its length is not the upstream's.
-    if (headers !== null) reply.headers(clientResponseHeaders(headers, this.sse))
-    if (this.sse) reply.header('cache-control', 'no-cache').header('x-accel-buffering', 'no')
-    const lease = this.lease
-    if (lease !== null) this.reportAttempt(lease, 'ok', status)
+    if (this.upstreamHeaders !== null) reply.headers(clientResponseHeaders(this.upstreamHeaders, false))
+    this.reportCommitted()
     if (payload !== null) reply.send(payload)
+  }
+
+  /** The attempt that reached the commit point succeeded, as far as failover is concerned. */
+  private reportCommitted(): void {
+    if (this.lease !== null) this.reportAttempt(this.lease, 'ok', this.upstreamStatus)
   }
 
   onIdleTimeout(): void {

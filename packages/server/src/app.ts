@@ -11,6 +11,7 @@ import Fastify, { type FastifyHttpOptions, type FastifyInstance, LogController }
 import pino, { type DestinationStream } from 'pino'
 import { setupAdmin } from './admin.js'
 import type { Config } from './config.js'
+import { withLazyChildren } from './lazy-logger.js'
 import { installReload } from './reload.js'
 import { requestLogging } from './request-log.js'
 
@@ -52,7 +53,8 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     options.logDestination ?? pino.destination(1),
   )
   const fastifyOptions: FastifyHttpOptions<Server> = {
-    loggerInstance: logger,
+    // Request loggers become pino children only when they log (most requests log once, after the response).
+    loggerInstance: withLazyChildren(logger),
     genReqId: genRequestId,
     // The gateway logs one line per request itself (request-log.ts), not Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
