@@ -23,7 +23,10 @@ class LazyChildLogger implements FastifyBaseLogger {
   }
 
   private get logger(): FastifyBaseLogger {
-    if (this.real === null) this.real = this.makeChild.call(this.parent, this.bindings, this.options)
+    if (this.real === null) {
+      const parent = this.parent instanceof LazyChildLogger ? this.parent.logger : this.parent
+      this.real = this.makeChild.call(parent, this.bindings, this.options)
+    }
     return this.real
   }
 
@@ -58,9 +61,9 @@ class LazyChildLogger implements FastifyBaseLogger {
     Reflect.apply(this.logger.silent, this.logger, args)
   }
 
+  /** Lazy as well: Fastify's own loggers are children of the root, and each request's logger a child of one. */
   child(bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
-    // pino's own child of the real one (the real one inherits the root's lazy `child`, which would drop these bindings).
-    return this.makeChild.call(this.logger, bindings, options)
+    return new LazyChildLogger(this, this.makeChild, bindings, options)
   }
 }
 

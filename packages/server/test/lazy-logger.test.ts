@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { Writable } from 'node:stream'
 import { describe, test } from 'node:test'
+import Fastify from 'fastify'
 import pino from 'pino'
 import { REDACTED_PATHS } from '../src/app.js'
 import { withLazyChildren } from '../src/lazy-logger.js'
@@ -70,11 +71,34 @@ describe('withLazyChildren', () => {
     )
   })
 
-  test('grandchildren keep every binding', async () => {
-    const { root, lines } = capture()
-    root.child({ reqId: 'r-3' }).child({ plugin: 'auth' }).error('nested')
+  test('grandchildren are lazy too, and keep every binding when they log', async () => {
+    const { root, lines, made } = capture()
+    const parent = root.child({ plugin: 'router' })
+    parent.child({ reqId: 'quiet' })
+    assert.equal(made(), 0)
+    parent.child({ reqId: 'r-3' }).error('nested')
     await flush()
+    assert.equal(made(), 2)
     assert.equal(lines[0]?.reqId, 'r-3')
-    assert.equal(lines[0]?.plugin, 'auth')
+    assert.equal(lines[0]?.plugin, 'router')
+  })
+
+  test('in Fastify: a request that logs nothing makes no pino child; one that logs gets its reqId', async () => {
+    const { root, lines, made } = capture()
+    const app = Fastify({ loggerInstance: root, disableRequestLogging: true })
+    app.get('/quiet', async () => 'ok')
+    app.get('/loud', async (request) => {
+      request.log.info('handled')
+      return 'ok'
+    })
+    await app.ready()
+    const baseline = made()
+    for (let i = 0; i < 3; i++) assert.equal((await app.inject('/quiet')).statusCode, 200)
+    assert.equal(made(), baseline)
+    await app.inject('/loud')
+    await flush()
+    const line = lines.find((l) => l.msg === 'handled')
+    assert.equal(typeof line?.reqId, 'string')
+    await app.close()
   })
 })
