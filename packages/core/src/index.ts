@@ -1,3 +1,4 @@
+export { ByteNeedle } from './bytes.js'
 export { type Attempt, type KeyLimits, LlmContext, type Outcome, type Rejection } from './context.js'
 export { type ErrorBody, type ErrorType, errors, LlmProxyError, toLlmProxyError } from './errors.js'
 export { type LlmHookName, LlmHookRegistry, type LlmHooks } from './hooks.js'

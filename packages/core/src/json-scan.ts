@@ -6,6 +6,8 @@
  * Escaped occurrences inside strings (`\"usage\"`) are skipped: in JSON text a quote inside a string
  * is always preceded by a backslash.
  */
+import { ByteNeedle } from './bytes.js'
+
 const BACKSLASH = 0x5c
 const QUOTE = 0x22
 const COLON = 0x3a
@@ -22,7 +24,7 @@ enum State {
 }
 
 export class JsonKeyScanner {
-  private readonly needle: Buffer
+  private readonly needle: ByteNeedle
   private readonly maxBytes: number
   private readonly onObject: (json: string) => void
   private state: State = State.Search
@@ -68,21 +70,21 @@ export class JsonKeyScanner {
       const rest = needle.length - this.partial
       const matched = this.partial
       this.partial = 0
-      if (chunk.length >= rest && chunk.compare(needle, matched, needle.length, 0, rest) === 0) {
+      if (chunk.length >= rest && chunk.compare(needle.bytes, matched, needle.length, 0, rest) === 0) {
         this.state = State.Colon
         return rest
       }
     }
-    let at = chunk.indexOf(needle, from)
+    let at = needle.indexIn(chunk, from)
     while (at !== -1) {
       const before = at > 0 ? chunk[at - 1] : this.prevByte
       if (before !== BACKSLASH) {
         this.state = State.Colon
         return at + needle.length
       }
-      at = chunk.indexOf(needle, at + 1)
+      at = needle.indexIn(chunk, at + 1)
     }
-    this.partial = trailingPrefix(chunk, needle)
+    this.partial = trailingPrefix(chunk, needle.bytes)
     return chunk.length
   }
 
@@ -119,56 +121,68 @@ export class JsonKeyScanner {
   }
 
   private capture(chunk: Buffer, from: number): number {
+    // The byte loop works on locals; the state is stored back once per chunk.
+    let depth = this.depth
+    let inString = this.inString
+    let escaped = this.escaped
     let pos = from
     const len = chunk.length
     for (; pos < len; pos++) {
       const b = chunk[pos] as number
-      if (this.inString) {
-        if (this.escaped) this.escaped = false
-        else if (b === BACKSLASH) this.escaped = true
-        else if (b === QUOTE) this.inString = false
+      if (inString) {
+        if (escaped) escaped = false
+        else if (b === BACKSLASH) escaped = true
+        else if (b === QUOTE) inString = false
         continue
       }
-      if (b === QUOTE) this.inString = true
-      else if (b === OPEN) this.depth++
-      else if (b === CLOSE && --this.depth === 0) {
+      if (b === QUOTE) inString = true
+      else if (b === OPEN) depth++
+      else if (b === CLOSE && --depth === 0) {
         pos++
-        this.keep(chunk.subarray(from, pos))
-        if (this.state === State.Capture) this.finish()
+        this.state = State.Search
+        if (this.captured.length === 0) {
+          // The whole object is in this chunk (the usual case): no copy, straight to text.
+          if (pos - from <= this.maxBytes) this.onObject(chunk.toString('utf8', from, pos))
+        } else if (this.keep(chunk.subarray(from, pos))) this.finish()
         return pos
       }
     }
+    this.depth = depth
+    this.inString = inString
+    this.escaped = escaped
     this.keep(chunk.subarray(from, pos))
     return pos
   }
 
-  private keep(part: Buffer): void {
+  /** Holds part of an object that spans chunks; false when it grew past the cap (the match is given up). */
+  private keep(part: Buffer): boolean {
     this.capturedBytes += part.length
     if (this.capturedBytes > this.maxBytes) {
       // Not a usage object we can hold: give up on this match, keep scanning.
       this.captured = []
       this.state = State.Search
-      return
+      return false
     }
     // Copy: the chunk belongs to the response stream and may be reused after we return.
     this.captured.push(Buffer.from(part))
+    return true
   }
 
+  /** An object that spanned chunks is complete. */
   private finish(): void {
-    const text = this.captured.length === 1 ? (this.captured[0] as Buffer).toString() : Buffer.concat(this.captured).toString()
+    const text = Buffer.concat(this.captured).toString()
     this.captured = []
-    this.state = State.Search
     this.onObject(text)
   }
 }
 
-const needles = new Map<string, Buffer>()
+const needles = new Map<string, ByteNeedle>()
 
-/** One needle Buffer per key, shared by every scanner (no allocation per request). */
-function needleFor(key: string): Buffer {
+/** One needle per key, shared by every scanner (no allocation per request). */
+function needleFor(key: string): ByteNeedle {
   let needle = needles.get(key)
   if (needle === undefined) {
-    needle = Buffer.from(`"${key}"`)
+    needle = new ByteNeedle(`"${key}"`)
     needles.set(key, needle)
   }
   return needle

@@ -2,15 +2,25 @@ import { randomUUID } from 'node:crypto'
 import type { LlmContext } from './context.js'
 import type { UsageRecord } from './usage-record.js'
 
-let lastMs = 0
+let lastMs = -1
 let lastIso = ''
+let lastSecond = -1
+let secondPrefix = ''
 
-/** ISO 8601 time of now, formatted once per millisecond (many records end in the same one under load). */
-function isoNow(): string {
-  const now = Date.now()
+/**
+ * ISO 8601 text of an epoch-ms time, as Date#toISOString writes it (years 0–9999). Formatted once per
+ * millisecond, and the date and time part once per second: most records end in a second already seen.
+ */
+export function isoTimestamp(now: number): string {
   if (now !== lastMs) {
     lastMs = now
-    lastIso = new Date(now).toISOString()
+    const second = Math.floor(now / 1000)
+    if (second !== lastSecond) {
+      lastSecond = second
+      secondPrefix = new Date(second * 1000).toISOString().slice(0, 20)
+    }
+    const ms = now - second * 1000
+    lastIso = `${secondPrefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`
   }
   return lastIso
 }
@@ -20,7 +30,7 @@ export function buildUsageRecord(ctx: LlmContext, status: number): UsageRecord {
   const usage = ctx.usage
   const record: UsageRecord = {
     id: randomUUID(),
-    timestamp: isoNow(),
+    timestamp: isoTimestamp(Date.now()),
     requestId: ctx.requestId,
     keyId: ctx.keyId,
     model: ctx.model ?? '',

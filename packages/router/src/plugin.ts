@@ -1,5 +1,5 @@
 import replyFrom from '@fastify/reply-from'
-import { ConfigError, ensureCore, errors, sendError, toLlmProxyError, validateOptions } from '@llmproxy/core'
+import { ByteNeedle, ConfigError, ensureCore, errors, sendError, toLlmProxyError, validateOptions } from '@llmproxy/core'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
@@ -32,9 +32,9 @@ declare module 'fastify' {
 
 const noQuery = (): string => ''
 const sameAs = (path: string) => (): string => path
-const DONE = [Buffer.from('data: [DONE]')]
+const DONE = [new ByteNeedle('data: [DONE]')]
 
-function openai(path: string, terminators: readonly Buffer[], takesIncludeUsage: boolean): Endpoint {
+function openai(path: string, terminators: readonly ByteNeedle[], takesIncludeUsage: boolean): Endpoint {
   return {
     path,
     family: 'openai',
@@ -54,7 +54,7 @@ export const OPENAI_ENDPOINTS: readonly Endpoint[] = [
   openai('/v1/embeddings', [], false),
   openai(
     '/v1/responses',
-    [Buffer.from('"response.completed"'), Buffer.from('"response.incomplete"'), Buffer.from('"response.failed"')],
+    [new ByteNeedle('"response.completed"'), new ByteNeedle('"response.incomplete"'), new ByteNeedle('"response.failed"')],
     false,
   ),
 ]
@@ -66,7 +66,7 @@ export const ANTHROPIC_ENDPOINT: Endpoint = {
   upstreamPath: sameAs('/v1/messages'),
   modelInBody: true,
   queryString: noQuery,
-  terminators: [Buffer.from('event: message_stop')],
+  terminators: [new ByteNeedle('event: message_stop')],
   endsWithDone: false,
   takesIncludeUsage: false,
 }
@@ -85,7 +85,7 @@ export const GEMINI_ENDPOINT: Endpoint = {
     const alt = ALT.exec(url)
     return alt === null ? '' : `alt=${alt[1]}`
   },
-  terminators: [Buffer.from('"finishReason"')],
+  terminators: [new ByteNeedle('"finishReason"')],
   endsWithDone: false,
   takesIncludeUsage: false,
 }

@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream'
 import '@fastify/reply-from'
 import {
   type Attempt,
+  ByteNeedle,
   buildUsageRecord,
   errors,
   estimateTokensFromBytes,
@@ -35,7 +36,7 @@ export interface Endpoint {
   /** The query string sent upstream, from the client's URL (never the client's credentials). */
   readonly queryString: (search: string | undefined, url: string) => string
   /** Markers of a stream's proper end; a stream ending without one gets an in-band error event. */
-  readonly terminators: readonly Buffer[]
+  readonly terminators: readonly ByteNeedle[]
   /** The stream ends with `data: [DONE]` (found while walking the events, no separate search). */
   readonly endsWithDone: boolean
   /** Whether the endpoint takes `stream_options.include_usage` (chat and legacy completions). */
@@ -61,7 +62,8 @@ function callOf(request: unknown): ProxyCall | null {
   return (request as CallCarrier)[kProxyCall]
 }
 
-const DATA_FIELD = Buffer.from('data:')
+const DATA_PREFIX = 'data:'
+const DATA_FIELD = new ByteNeedle(DATA_PREFIX)
 const SPACE = 0x20
 const NEWLINE = 0x0a
 const CR = 0x0d
@@ -131,6 +133,10 @@ export class ProxyCall {
   private sawTerminator = false
   /** A `data: [DONE]` line went by (found while walking the events). */
   private sawDone = false
+  /** The last chunk ended inside a line (the next one starts mid-line). */
+  private midLine = false
+  /** That line's first bytes, when fewer than `data:` (its field name is completed by the next chunk). */
+  private lineHead = ''
   private extractor: UsageExtractor | null = null
   private dataEvents = 0
   private responseBytes = 0
@@ -488,7 +494,7 @@ export class ProxyCall {
       else {
         const terminators = this.endpoint.terminators
         for (let i = 0; i < terminators.length; i++) {
-          if (chunk.indexOf(terminators[i] as Buffer) !== -1) this.sawTerminator = true
+          if ((terminators[i] as ByteNeedle).indexIn(chunk) !== -1) this.sawTerminator = true
         }
       }
     }
@@ -505,27 +511,50 @@ export class ProxyCall {
 
   /**
    * Counts the chunk's data events (for the estimate when no usage is reported) and checks their shape:
-   * every wire format here sends one JSON object (or `[DONE]`) per data line. Only the first and last
-   * bytes are looked at, not parsed; a line split across chunks is not checked.
+   * every wire format here sends one JSON object (or `[DONE]`) per data line. Lines are walked from their
+   * starts (a `data:` inside a JSON string is not a field); only each data line's first and last bytes
+   * are looked at, not parsed. A line split across chunks is counted but not checked.
    */
   private countEvents(chunk: Buffer): boolean {
-    let at = chunk.indexOf(DATA_FIELD)
-    while (at !== -1) {
-      this.dataEvents++
-      let start = at + DATA_FIELD.length
-      if (chunk[start] === SPACE) start++
-      const eol = chunk.indexOf(NEWLINE, start)
-      if (eol === -1) return true
-      let last = eol - 1
-      if (chunk[last] === CR) last--
-      if (last >= start) {
-        const first = chunk[start]
-        const end = chunk[last]
-        if (first === OPEN_BRACKET && end === CLOSE_BRACKET) {
-          if (last - start === DONE_LENGTH - 1) this.sawDone = true
-        } else if (first !== OPEN_BRACE || end !== CLOSE_BRACE) return false
+    const length = chunk.length
+    let pos = 0
+    if (this.midLine) {
+      const eol = chunk.indexOf(NEWLINE)
+      if (this.lineHead !== '') {
+        // A line began with fewer bytes than `data:` at the end of the previous chunk: complete its field name.
+        const head = this.lineHead + chunk.toString('latin1', 0, eol === -1 ? DATA_FIELD.length : Math.min(eol, DATA_FIELD.length))
+        if (head.length >= DATA_FIELD.length || eol !== -1) {
+          if (head.startsWith(DATA_PREFIX)) this.dataEvents++
+          this.lineHead = ''
+        } else this.lineHead = head
       }
-      at = chunk.indexOf(DATA_FIELD, eol)
+      if (eol === -1) return true
+      pos = eol + 1
+      this.midLine = false
+    }
+    while (pos < length) {
+      const eol = chunk.indexOf(NEWLINE, pos)
+      const data = DATA_FIELD.isAt(chunk, pos)
+      if (data) this.dataEvents++
+      if (eol === -1) {
+        this.midLine = true
+        if (length - pos < DATA_FIELD.length) this.lineHead = chunk.toString('latin1', pos)
+        return true
+      }
+      if (data) {
+        let start = pos + DATA_FIELD.length
+        if (chunk[start] === SPACE) start++
+        let last = eol - 1
+        if (chunk[last] === CR) last--
+        if (last >= start) {
+          const first = chunk[start]
+          const end = chunk[last]
+          if (first === OPEN_BRACKET && end === CLOSE_BRACKET) {
+            if (last - start === DONE_LENGTH - 1) this.sawDone = true
+          } else if (first !== OPEN_BRACE || end !== CLOSE_BRACE) return false
+        }
+      }
+      pos = eol + 1
     }
     return true
   }
