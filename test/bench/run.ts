@@ -107,15 +107,24 @@ interface RunResult {
   seconds: number
 }
 
-/** `total` requests, `concurrency` at a time; TTFT = first body chunk after the request was sent. */
-async function load(target: string, total: number, concurrency: number, body: string): Promise<RunResult> {
+/**
+ * `total` requests, `concurrency` at a time, and none started after `until` (a performance.now() time);
+ * TTFT = first body chunk after the request was sent.
+ */
+async function load(
+  target: string,
+  total: number,
+  concurrency: number,
+  body: string,
+  until = Number.POSITIVE_INFINITY,
+): Promise<RunResult> {
   const pool = new Pool(target, { connections: concurrency, pipelining: 1, keepAliveTimeout: 60_000 })
   const ttfts: number[] = []
   let errors = 0
   let next = 0
   const started = performance.now()
   const worker = async () => {
-    while (next < total) {
+    while (next < total && performance.now() < until) {
       next++
       const t0 = performance.now()
       try {
@@ -141,7 +150,7 @@ async function load(target: string, total: number, concurrency: number, body: st
   await Promise.all(Array.from({ length: concurrency }, worker))
   const seconds = (performance.now() - started) / 1000
   await pool.close()
-  return { ttfts, errors, requests: total, seconds }
+  return { ttfts, errors, requests: next, seconds }
 }
 
 async function main() {
@@ -255,7 +264,26 @@ async function main() {
         }
         ratios.push((cpu.gateway?.[round] as number) / (cpu.bare?.[round] as number))
       }
-      const sortedRatios = [...ratios].sort((a, b) => a - b)
+      // Paired rounds: the gateway and the bare proxy loaded at once for the same period, each at the same
+      // concurrency, so whatever the machine does then it does to both; the ratio of their CPU per request.
+      const paired: number[] = []
+      const pairedMs = SMOKE ? 200 : 2000
+      for (let round = 0; round < (SMOKE ? 1 : 5); round++) {
+        const until = performance.now() + pairedMs
+        const bare0 = cpuSeconds(proxyPid.bare)
+        const gateway0 = cpuSeconds(proxyPid.gateway)
+        const [bare, gateway] = await Promise.all([
+          load(targets.bare, Number.POSITIVE_INFINITY, concurrency, body, until),
+          load(targets.gateway, Number.POSITIVE_INFINITY, concurrency, body, until),
+        ])
+        errorCount += bare.errors + gateway.errors
+        const bareCpu = (cpuSeconds(proxyPid.bare) - bare0) / bare.requests
+        paired.push((cpuSeconds(proxyPid.gateway) - gateway0) / gateway.requests / bareCpu)
+      }
+      const range = (values: number[]) => {
+        const sorted = [...values].sort((a, b) => a - b)
+        return `median ${median(values).toFixed(2)}, range ${sorted[0]?.toFixed(2)} to ${sorted[sorted.length - 1]?.toFixed(2)}`
+      }
       print(`\n### ${title}`)
       print(`| target | req/s | proxy CPU ms/req | CPU ratio vs bare |`)
       print('|---|---|---|---|')
@@ -264,9 +292,8 @@ async function main() {
         const ratio = name === 'gateway' ? median(ratios).toFixed(2) : name === 'bare' ? '1.00' : '-'
         print(`| ${name} | ${median(rates[name] ?? []).toFixed(0)} | ${Number.isNaN(cpuMs) ? '-' : cpuMs.toFixed(3)} | ${ratio} |`)
       }
-      print(
-        `\nErrors: ${errorCount}. CPU ratio: median of ${ratios.length} rounds, range ${sortedRatios[0]?.toFixed(2)} to ${sortedRatios[sortedRatios.length - 1]?.toFixed(2)}.`,
-      )
+      print(`\nErrors: ${errorCount}. CPU ratio, one proxy at a time: ${range(ratios)} (${ratios.length} rounds).`)
+      print(`Paired CPU ratio, both proxies loaded at once (${paired.length} rounds of ${pairedMs / 1000} s): **${range(paired)}**.`)
     }
     await throughput('Unary, concurrency 32', n(5_000, 20), 32, chatBody(false, { tokens: 16, gapMs: 0 }))
     await throughput('Streams of 64 tokens, concurrency 64', n(1_500, 10), 64, chatBody(true, { tokens: 64, gapMs: 0 }))
