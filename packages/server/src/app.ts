@@ -45,6 +45,21 @@ export function genRequestId(req: IncomingMessage): string {
   return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
 }
 
+const SHUTTING_DOWN = JSON.stringify(errors.shuttingDown().toJSON())
+
+/** A request that arrives while the gateway shuts down: an OpenAI-shaped 503, the connection closed, one log line. */
+function refuseWhileClosing(req: IncomingMessage, res: ServerResponse, log: pino.Logger): void {
+  const requestId = genRequestId(req)
+  res.writeHead(503, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(SHUTTING_DOWN),
+    connection: 'close',
+    'x-request-id': requestId,
+  })
+  res.end(SHUTTING_DOWN)
+  log.info({ reqId: requestId, method: req.method, url: req.url, status: 503 }, 'request')
+}
+
 /** Builds the reference gateway from a validated config: the plugins wired together, not started. */
 export async function buildGateway(config: Config, options: GatewayOptions = {}): Promise<FastifyInstance> {
   const settings = config.server
@@ -52,6 +67,7 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     { level: settings.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
     options.logDestination ?? pino.destination(1),
   )
+  let closing = false
   const fastifyOptions: FastifyHttpOptions<Server> = {
     // Request loggers become pino children only when they log (most requests log once, after the response).
     loggerInstance: withLazyChildren(logger),
@@ -71,21 +87,20 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
           keepAliveTimeout: settings.keepAliveTimeoutMs,
           connectionsCheckingInterval: Math.min(1000, settings.headersTimeoutMs),
         },
-        handler,
+        // The shutdown check sits here rather than in an onRequest hook: a Fastify hook on every request cost
+        // ~5% of the gateway's CPU per request (benchmark, paired rounds).
+        (req, res) => {
+          if (closing && req.url !== '/healthz' && req.url !== '/readyz') refuseWhileClosing(req, res, logger)
+          else handler(req, res)
+        },
       ),
   }
   const app = Fastify(fastifyOptions) as unknown as FastifyInstance
 
   await app.register(llmCore)
-  let closing = false
   app.addHook('preClose', (done) => {
     closing = true
     done()
-  })
-  app.addHook('onRequest', (request, reply, done) => {
-    if (!closing || request.url === '/healthz' || request.url === '/readyz') return done()
-    reply.header('connection', 'close')
-    sendError(reply, errors.shuttingDown())
   })
   if (logger.isLevelEnabled('info')) requestLogging(app)
   if (config.metrics !== false) await app.register(llmMetrics, config.metrics)

@@ -1,5 +1,6 @@
 // Graceful shutdown: stop accepting, let in-flight streams finish within the grace period, then abort them.
 import assert from 'node:assert/strict'
+import { connect } from 'node:net'
 import { test } from 'node:test'
 import { startMockUpstream } from '@llmproxy/mock-upstream'
 import { Agent, request } from 'undici'
@@ -54,6 +55,38 @@ test('an in-flight stream finishes during the grace period; a new request on a k
     await stopping
   } finally {
     await agent.close()
+    await mock.close()
+  }
+})
+
+test('a request arriving on a busy connection during shutdown gets an OpenAI-shaped 503 and the connection closes', async () => {
+  const { mock, gateway } = await start(5000)
+  try {
+    const socket = connect(Number(new URL(gateway.url).port), '127.0.0.1')
+    let out = ''
+    socket.on('data', (data: Buffer) => {
+      out += data.toString()
+    })
+    const closed = new Promise((resolve) => socket.once('close', resolve))
+    const post = `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+    socket.write(post)
+    await mock.waitForRequests(1)
+    const stopping = gateway.shutdown('test')
+    // Pipelined behind the stream still in flight: it reaches the server while it is closing.
+    socket.write(post)
+    await closed
+    await stopping
+    const [first, second] = out.split('HTTP/1.1 ').slice(1)
+    assert.ok(first?.startsWith('200') && first.includes('data: [DONE]'), 'the in-flight stream completed')
+    assert.ok(second?.startsWith('503'), second)
+    assert.match(second as string, /connection: close/i)
+    assert.match(second as string, /x-request-id: \S+/i)
+    const json = JSON.parse((second as string).slice((second as string).indexOf('\r\n\r\n') + 4)) as {
+      error: { code: string; type: string }
+    }
+    assert.deepEqual(json.error.code, 'llmproxy_shutting_down')
+    assert.equal(json.error.type, 'server_error')
+  } finally {
     await mock.close()
   }
 })
