@@ -1,4 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises'
+import { eventually } from '@llmproxy/mock-upstream'
 import type { Lease, Pool, UpstreamConfig, UpstreamRegistry, UpstreamState } from '../src/index.js'
 
 export function config(name: string, extra: Partial<UpstreamConfig> = {}): UpstreamConfig {
@@ -29,12 +29,8 @@ export function countPicks(pool: Pool, n: number): Record<string, number> {
 }
 
 /** Polls `predicate` until true; fails after `timeoutMs` (generous: the machine may be loaded). */
-export async function waitFor(predicate: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(10)
-  }
+export function waitFor(predicate: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  return eventually(predicate, timeoutMs, what)
 }
 
 export function stateOf(registry: UpstreamRegistry, name: string): UpstreamState | undefined {

@@ -6,6 +6,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { Writable } from 'node:stream'
 import type { UsageRecord } from '@llmproxy/core'
+import { eventually } from '@llmproxy/mock-upstream'
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import { type UsageOptionsInput, usage } from '../src/index.js'
 
@@ -148,12 +149,8 @@ export async function buildApp(options: UsageOptionsInput, logs?: LogCapture): P
 }
 
 /** Polls `check` until it is true; fails after `timeoutMs` (generous: the machine is shared). */
-export async function waitFor(check: () => boolean, timeoutMs = 15_000, what = 'condition'): Promise<void> {
-  const until = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+export function waitFor(check: () => boolean, timeoutMs = 15_000, what = 'condition'): Promise<void> {
+  return eventually(check, timeoutMs, what)
 }
 
 export function segmentFiles(dir: string): string[] {
