@@ -104,12 +104,13 @@ class UpstreamLease implements Lease {
 export class UpstreamNode implements Upstream {
   readonly name: string
   url: string
-  protocol: Protocol
-  weight: number
-  maxConcurrency: number | null
+  // Set by configure(), which the constructor calls.
+  protocol!: Protocol
+  weight!: number
+  maxConcurrency!: number | null
   apiKey: string | undefined
   headers: Record<string, string> | undefined
-  healthCheck: UpstreamConfig['healthCheck']
+  healthCheck!: UpstreamConfig['healthCheck']
   inFlight = 0
   state: UpstreamState = 'healthy'
   ewmaTtftMs: number | null = null
@@ -138,15 +139,10 @@ export class UpstreamNode implements Upstream {
     this.name = config.name
     this.owner = owner
     this.url = url
-    this.protocol = config.protocol
-    this.weight = config.weight
-    this.maxConcurrency = config.maxConcurrency ?? null
-    this.apiKey = config.apiKey
-    this.headers = config.headers
-    this.healthCheck = config.healthCheck
+    this.configure(config)
   }
 
-  /** Hot reload of an upstream with the same name and url: new settings, same state. */
+  /** The settings from config; on hot reload of an upstream with the same name and url, new settings, same state. */
   configure(config: ResolvedUpstreamConfig): void {
     this.protocol = config.protocol
     this.weight = config.weight
