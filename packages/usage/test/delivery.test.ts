@@ -1,18 +1,10 @@
 import { strict as assert } from 'node:assert'
-import { after, test } from 'node:test'
+import { test } from 'node:test'
 import { Value } from 'typebox/value'
 import { type DeliveryEvent, verifySignature, WebhookPayloadSchema } from '../src/index.js'
-import { buildApp, closedPort, emit, makeRecord, removeDir, startReceiver, tempDir, waitFor } from './helpers.js'
+import { buildApp, closedPort, emit, makeRecord, spoolDirs, startReceiver, waitFor } from './helpers.js'
 
-const dirs: string[] = []
-after(() => {
-  for (const dir of dirs) removeDir(dir)
-})
-function spoolDir(): string {
-  const dir = tempDir()
-  dirs.push(dir)
-  return dir
-}
+const spoolDir = spoolDirs()
 
 test('batches by size: full batches go at once, the rest waits for maxWaitMs (or flush)', async (t) => {
   const receiver = await startReceiver()

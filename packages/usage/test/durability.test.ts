@@ -2,19 +2,11 @@ import { strict as assert } from 'node:assert'
 import { type ChildProcess, spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { after, test } from 'node:test'
+import { test } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { buildApp, captureLogs, closedPort, emit, makeRecord, removeDir, segmentFiles, startReceiver, tempDir, waitFor } from './helpers.js'
+import { buildApp, captureLogs, closedPort, emit, makeRecord, segmentFiles, spoolDirs, startReceiver, waitFor } from './helpers.js'
 
-const dirs: string[] = []
-after(() => {
-  for (const dir of dirs) removeDir(dir)
-})
-function spoolDir(): string {
-  const dir = tempDir()
-  dirs.push(dir)
-  return dir
-}
+const spoolDir = spoolDirs()
 
 test('restart: records left undelivered at close are delivered by the next app on the same spool', async (t) => {
   const dir = spoolDir()

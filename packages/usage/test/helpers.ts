@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { Writable } from 'node:stream'
+import { after } from 'node:test'
 import type { UsageRecord } from '@llmproxy/core'
 import { eventually } from '@llmproxy/mock-upstream'
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
@@ -114,12 +115,20 @@ export async function closedPort(): Promise<number> {
   return port
 }
 
-export function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'llmproxy-usage-'))
-}
-
-export function removeDir(dir: string): void {
-  fs.rmSync(dir, { recursive: true, force: true })
+/**
+ * A maker of fresh spool directories for one test file: each call gives a new empty directory, and all of
+ * them are removed when the file's tests are done. Call it at the file's top level.
+ */
+export function spoolDirs(): () => string {
+  const dirs: string[] = []
+  after(() => {
+    for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true })
+  })
+  return () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'llmproxy-usage-'))
+    dirs.push(dir)
+    return dir
+  }
 }
 
 /** Log lines captured from the app's pino logger. */

@@ -1,19 +1,11 @@
 import { strict as assert } from 'node:assert'
-import { after, test } from 'node:test'
+import { test } from 'node:test'
 import { ConfigError, type UsageRecord } from '@llmproxy/core'
 import Fastify from 'fastify'
 import { type SpoolFullEvent, type UsageOptionsInput, usage } from '../src/index.js'
-import { buildApp, captureLogs, closedPort, emit, makeRecord, removeDir, segmentFiles, startReceiver, tempDir, waitFor } from './helpers.js'
+import { buildApp, captureLogs, closedPort, emit, makeRecord, segmentFiles, spoolDirs, startReceiver, waitFor } from './helpers.js'
 
-const dirs: string[] = []
-after(() => {
-  for (const dir of dirs) removeDir(dir)
-})
-function spoolDir(): string {
-  const dir = tempDir()
-  dirs.push(dir)
-  return dir
-}
+const spoolDir = spoolDirs()
 
 const lineBytes = (r: UsageRecord): number => Buffer.byteLength(`${JSON.stringify(r)}\n`)
 
