@@ -1,6 +1,6 @@
 import type { KeyLimits } from '@llmproxy/core'
+import { type Static, Type } from '@llmproxy/core/typebox'
 import type { FastifyRequest } from 'fastify'
-import Type, { type Static } from 'typebox'
 
 const PositiveInteger = (description: string) => Type.Integer({ minimum: 1, description })
 

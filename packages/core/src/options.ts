@@ -1,6 +1,4 @@
-import type { Static, TSchema } from 'typebox'
-import { Settings } from 'typebox/system'
-import { Value } from 'typebox/value'
+import { Settings, type Static, type TSchema, Value } from './typebox.js'
 
 /** One problem in a configuration: where it is (JSON pointer-like path) and what is wrong. */
 export interface ConfigProblem {

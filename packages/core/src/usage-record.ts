@@ -1,4 +1,4 @@
-import Type, { type Static } from 'typebox'
+import { type Static, Type } from './typebox.js'
 
 /** Wire formats the gateway speaks to upstreams (and meters). */
 export const Protocol = Type.Union([

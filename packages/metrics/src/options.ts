@@ -1,5 +1,5 @@
 import { ConfigError, type ConfigProblem, validateOptions } from '@llmproxy/core'
-import Type, { type Static } from 'typebox'
+import { type Static, Type } from '@llmproxy/core/typebox'
 
 const Buckets = Type.Array(Type.Number({ exclusiveMinimum: 0 }), {
   minItems: 1,

@@ -1,5 +1,5 @@
 import { ConfigError, validateOptions } from '@llmproxy/core'
-import Type, { type Static } from 'typebox'
+import { type Static, Type } from '@llmproxy/core/typebox'
 
 const count = (description: string) => Type.Optional(Type.Integer({ minimum: 0, description }))
 

@@ -2,7 +2,7 @@ import fastifyRateLimit, { type RateLimitPluginOptions } from '@fastify/rate-lim
 import { ensureCore } from '@llmproxy/core'
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import {
   type Limiter,
   type LimiterPair,
@@ -86,6 +86,8 @@ const plugin: FastifyPluginAsync<RateLimitOptionsInput> = async (fastify, input)
   let redis: Redis | null = null
   let shared: SharedBackend | null = null
   if (options.store === 'redis' && options.redis !== undefined) {
+    // Loaded only when used: ioredis costs a process ~10 MB of RSS.
+    const { Redis } = await import('ioredis')
     redis = new Redis(options.redis.url, {
       keyPrefix: options.redis.keyPrefix,
       enableOfflineQueue: false,

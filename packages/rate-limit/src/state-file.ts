@@ -1,8 +1,7 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
+import { Type, Value } from '@llmproxy/core/typebox'
 import type { FastifyBaseLogger } from 'fastify'
-import Type from 'typebox'
-import { Value } from 'typebox/value'
 import type { MemoryStore } from './store.js'
 
 const StateFileSchema = Type.Object({

@@ -1,5 +1,6 @@
 import { strict as assert } from 'node:assert'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
@@ -299,4 +300,12 @@ test('update() hot-reloads limits; store settings are kept', async (t) => {
   assert.ok(h.logs.some((l) => l.level === 40 && /after a restart/.test(l.msg)))
   assert.equal(h.app.rateLimits.redisHealthy, false)
   assert.equal(h.app.rateLimits.fallbacks, 0)
+})
+
+test('the memory store never loads ioredis (about 10 MB of RSS a process would carry for nothing)', async (t) => {
+  const h = await build({ perKey: { rpm: 5 } })
+  t.after(() => h.app.close())
+  assert.equal((await chat(h.app, 'u')).statusCode, 200)
+  const loaded = Object.keys(createRequire(import.meta.url).cache).filter((path) => path.includes('/ioredis/'))
+  assert.deepEqual(loaded, [])
 })

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, Server } from 'node:http'
 import swagger from '@fastify/swagger'
 import { ConfigError, errors, LlmProxyError, Protocol, sendError, toLlmProxyError } from '@llmproxy/core'
+import { Type } from '@llmproxy/core/typebox'
 import Fastify, {
   type FastifyHttpOptions,
   type FastifyInstance,
@@ -10,7 +11,6 @@ import Fastify, {
   type FastifyRequest,
   LogController,
 } from 'fastify'
-import Type from 'typebox'
 import { type AdminSettings, type Config, ConfigSchema } from './config.js'
 
 /** `fastify.llmAdmin`, present when the config has an `admin` section. */

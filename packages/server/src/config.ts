@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { AuthOptionsSchema, compileIpList, compileKeys } from '@llmproxy/auth'
 import { ConfigError, type ConfigProblem, checkSchema } from '@llmproxy/core'
+import { type Static, Type, Value } from '@llmproxy/core/typebox'
 import { MetricsOptionsSchema } from '@llmproxy/metrics'
 import { RateLimitOptionsSchema, RedisOptionsSchema } from '@llmproxy/rate-limit'
 import { ModelRouteSchema, ModelTable, RetrySchema, TimeoutsSchema } from '@llmproxy/router'
@@ -13,8 +14,6 @@ import {
   UpstreamConfigSchema,
 } from '@llmproxy/upstreams'
 import { UsageOptionsSchema } from '@llmproxy/usage'
-import Type, { type Static } from 'typebox'
-import { Value } from 'typebox/value'
 import { parse as parseYaml } from 'yaml'
 
 export const ServerSettingsSchema = Type.Object(

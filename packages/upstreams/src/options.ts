@@ -1,5 +1,5 @@
 import { ConfigError, type ConfigProblem, Protocol, validateOptions } from '@llmproxy/core'
-import Type, { type Static } from 'typebox'
+import { type Static, Type } from '@llmproxy/core/typebox'
 import { defaultHealthCheckPath } from './health.js'
 import type { StrategyFactory } from './strategies.js'
 

@@ -1,4 +1,4 @@
-import Type, { type Static } from 'typebox'
+import { type Static, Type } from '@llmproxy/core/typebox'
 
 const MiB = 1024 * 1024
 

@@ -1,5 +1,5 @@
 import { UsageRecordSchema } from '@llmproxy/core'
-import Type, { type Static } from 'typebox'
+import { type Static, Type } from '@llmproxy/core/typebox'
 
 /** Contract (DESIGN.md §3): the JSON body of every webhook delivery. */
 export const WebhookPayloadSchema = Type.Object({ records: Type.Array(UsageRecordSchema) }, { additionalProperties: false })

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert'
 import { test } from 'node:test'
-import { Value } from 'typebox/value'
+import { Value } from '@llmproxy/core/typebox'
 import { type DeliveryEvent, verifySignature, WebhookPayloadSchema } from '../src/index.js'
 import { buildApp, closedPort, emit, makeRecord, spoolDirs, startReceiver, waitFor } from './helpers.js'
 
