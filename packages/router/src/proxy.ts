@@ -85,10 +85,9 @@ type FailureKind = 'connect' | 'timeout' | 'stall' | 'status' | 'error'
  * after it, an upstream failure becomes an in-band SSE error event and the stream ends without its
  * terminator — never a truncated answer that looks complete.
  *
- * The response body is never held: a JSON body goes to the client as the upstream stream itself, with
- * the usage tap listening beside it; an SSE body is written to the client socket chunk by chunk as it
- * arrives (the reply is hijacked, Fastify's onResponse hooks still run), so the proxy can end it with an
- * error event.
+ * The response body is never held: JSON and SSE bodies alike are written to the client socket chunk by
+ * chunk as they arrive, through the usage tap (the reply is hijacked; Fastify's onResponse hooks still
+ * run), so the proxy can end a stream with an error event, or cut a JSON body that cannot complete.
  */
 export class ProxyCall {
   private readonly request: FastifyRequest
@@ -374,9 +373,9 @@ export class ProxyCall {
         return
       }
       this.clearTimer()
-      this.commit(null)
-      this.reply.removeHeader('content-length')
-      this.reply.send(text)
+      // At most MAX_ERROR_BODY_BYTES were kept: the upstream's content-length may not be this body's.
+      this.commit(clientResponseHeaders(this.upstreamHeaders as IncomingHttpHeaders, true))
+      this.reply.raw.end(text)
     })
   }
 
@@ -435,14 +434,12 @@ export class ProxyCall {
       body.on('data', (chunk: Buffer) => this.onSseChunk(chunk))
       body.once('end', () => this.onSseEnd())
     } else {
-      // A JSON answer is ready when its headers come (generation happened before them): it is the payload
-      // from here on, the usage tap listens beside it, and the first-byte timer keeps bounding it whole.
+      // A JSON answer is ready when its headers come (generation happened before them): it is committed
+      // now and relayed as it arrives; the first-byte timer keeps bounding it whole.
       this.ctx.firstTokenAt = performance.now()
-      this.commit(body)
-      body.on('data', (chunk: Buffer) => {
-        ;(this.extractor as UsageExtractor).write(chunk)
-        this.responseBytes += chunk.length
-      })
+      this.commit(this.upstreamHeaders === null ? {} : clientResponseHeaders(this.upstreamHeaders, false))
+      body.on('data', (chunk: Buffer) => this.onJsonChunk(chunk))
+      body.once('end', () => this.reply.raw.end())
     }
   }
 
@@ -463,6 +460,12 @@ export class ProxyCall {
     if (this.sseEnded) return
     this.clearTimer()
     this.timer = setTimeout(idleTimeout, this.settings.timeouts.idleMs, this)
+  }
+
+  private onJsonChunk(chunk: Buffer): void {
+    ;(this.extractor as UsageExtractor).write(chunk)
+    this.responseBytes += chunk.length
+    this.send(chunk)
   }
 
   /** Passes one chunk to the client, with the usage tap beside it. */
@@ -594,15 +597,13 @@ export class ProxyCall {
     return headers
   }
 
-  /** The commit point of a JSON answer: status and headers go out, then the body (null: the caller sends it). */
-  private commit(payload: Readable | null): void {
+  /** The commit point of a JSON answer: the reply is hijacked; status, the reply's and the upstream's headers go out. */
+  private commit(upstreamHeaders: OutgoingHttpHeaders): void {
     this.committed = true
     const reply = this.reply
-    const status = this.upstreamStatus
-    reply.code(status)
-    if (this.upstreamHeaders !== null) reply.headers(clientResponseHeaders(this.upstreamHeaders, false))
+    reply.hijack()
+    reply.raw.writeHead(this.upstreamStatus, Object.assign(reply.getHeaders() as OutgoingHttpHeaders, upstreamHeaders))
     this.reportCommitted()
-    if (payload !== null) reply.send(payload)
   }
 
   /** The attempt that reached the commit point succeeded, as far as failover is concerned. */
@@ -634,8 +635,9 @@ export class ProxyCall {
         ? (err as LlmProxyError)
         : errors.upstreamFailed('The upstream connection failed mid-stream.', { cause: err })
     // SSE: end the client's stream with an in-band error event and no terminator. A JSON body cannot
-    // carry an error once started: Fastify cuts the connection, so it cannot look complete.
+    // carry an error once started: the connection is cut, so it cannot look complete.
     if (this.sse) this.onSseEnd()
+    else this.reply.raw.destroy()
   }
 
   // ── the end ─────────────────────────────────────────────────────────────────────────────────
