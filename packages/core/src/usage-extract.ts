@@ -12,6 +12,14 @@ const USAGE_KEY: Record<Protocol, string> = {
 
 type Counts = Record<string, unknown>
 
+/** `null` backwards, for {@link UsageExtractor.endsWithNullReport}. */
+const NULL_REVERSED = [0x6c, 0x6c, 0x75, 0x6e]
+const COLON = 0x3a
+
+function isSpace(byte: number | undefined): boolean {
+  return byte === 0x20 || byte === 0x09
+}
+
 function int(value: unknown): number | undefined {
   return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.trunc(value) : undefined
 }
@@ -21,6 +29,11 @@ function nested(obj: Counts, key: string, field: string): number | undefined {
   return inner !== null && typeof inner === 'object' ? int((inner as Counts)[field]) : undefined
 }
 
+const quotedKeys = Object.fromEntries(Object.entries(USAGE_KEY).map(([protocol, key]) => [protocol, Buffer.from(`"${key}"`)])) as Record<
+  Protocol,
+  Buffer
+>
+
 /**
  * Reads the usage a response reports, from its bytes as they pass, for any supported wire format.
  * Later reports override earlier ones field by field (Anthropic sends input tokens in `message_start`
@@ -28,6 +41,8 @@ function nested(obj: Counts, key: string, field: string): number | undefined {
  */
 export class UsageExtractor {
   private readonly scanner: JsonKeyScanner
+  /** The quoted key (`"usage"`), as bytes. */
+  private readonly quotedKey: Buffer
   private prompt: number | undefined
   private completion: number | undefined
   private total: number | undefined
@@ -40,6 +55,28 @@ export class UsageExtractor {
 
   constructor(protocol: Protocol) {
     this.scanner = new JsonKeyScanner(USAGE_KEY[protocol], (json) => this.found(json))
+    this.quotedKey = quotedKeys[protocol]
+  }
+
+  /**
+   * Whether the JSON object ending at `bytes[last]` (its closing brace) ends with the usage key set to null
+   * (`"usage":null}`), as OpenAI and vLLM end every streamed chunk but the usage one when include_usage is on.
+   * Such an object reports nothing: a caller that sees only those in a chunk of whole lines may skip
+   * writing that chunk, since the key's last value is the one that counts.
+   */
+  endsWithNullReport(bytes: Buffer, last: number): boolean {
+    let pos = last - 1
+    while (isSpace(bytes[pos])) pos--
+    for (let i = 0; i < NULL_REVERSED.length; i++, pos--) if (bytes[pos] !== NULL_REVERSED[i]) return false
+    while (isSpace(bytes[pos])) pos--
+    if (bytes[pos] !== COLON) return false
+    pos--
+    while (isSpace(bytes[pos])) pos--
+    const key = this.quotedKey
+    const start = pos - key.length + 1
+    if (start < 0) return false
+    for (let i = 0; i < key.length; i++) if (bytes[start + i] !== key[i]) return false
+    return true
   }
 
   write(chunk: Buffer): void {

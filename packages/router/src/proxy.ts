@@ -134,6 +134,8 @@ export class ProxyCall {
   private sawDone = false
   /** The last chunk ended inside a line (the next one starts mid-line). */
   private midLine = false
+  /** The chunk being relayed carries no usage report: whole lines, each object's usage null (see countEvents). */
+  private tapSkips = false
   /** That line's first bytes, when fewer than `data:` (its field name is completed by the next chunk). */
   private lineHead = ''
   private extractor: UsageExtractor | null = null
@@ -483,7 +485,10 @@ export class ProxyCall {
     const filter = this.filter
     if (filter === null) {
       this.send(chunk)
-      extractor.write(chunk)
+      if (!this.tapSkips) extractor.write(chunk)
+    } else if (this.tapSkips) {
+      const out = filter.filter(chunk, false)
+      if (out !== null) this.send(out)
     } else {
       // Removing the usage-only event needs to know first whether this chunk carries usage.
       const reports = extractor.reports
@@ -517,10 +522,14 @@ export class ProxyCall {
    * every wire format here sends one JSON object (or `[DONE]`) per data line. Lines are walked from their
    * starts (a `data:` inside a JSON string is not a field); only each data line's first and last bytes
    * are looked at, not parsed. A line split across chunks is counted but not checked.
+   * Also notes whether the usage tap may skip the chunk (`tapSkips`): whole lines whose every JSON object
+   * ends with the usage key set to null (OpenAI and vLLM with include_usage, every chunk but the last).
    */
   private countEvents(chunk: Buffer): boolean {
     const length = chunk.length
+    const extractor = this.extractor as UsageExtractor
     let pos = 0
+    this.tapSkips = !this.midLine
     if (this.midLine) {
       const eol = chunk.indexOf(NEWLINE)
       if (this.lineHead !== '') {
@@ -541,6 +550,7 @@ export class ProxyCall {
       if (data) this.dataEvents++
       if (eol === -1) {
         this.midLine = true
+        this.tapSkips = false
         if (length - pos < DATA_FIELD.length) this.lineHead = chunk.toString('latin1', pos)
         return true
       }
@@ -555,6 +565,7 @@ export class ProxyCall {
           if (first === OPEN_BRACKET && end === CLOSE_BRACKET) {
             if (last - start === DONE_LENGTH - 1) this.sawDone = true
           } else if (first !== OPEN_BRACE || end !== CLOSE_BRACE) return false
+          else if (this.tapSkips) this.tapSkips = extractor.endsWithNullReport(chunk, last)
         }
       }
       pos = eol + 1

@@ -96,3 +96,26 @@ test('a data line that is not JSON still ends the stream with an error event', a
   assert.ok(!text.includes('[DONE]'))
   assert.equal(record.error?.code, 'llmproxy_upstream_error')
 })
+
+// OpenAI with include_usage: `"usage":null` ends every chunk but the usage-only one; the tap skips those.
+const withNullUsage = (content: string, space = '') =>
+  `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":${JSON.stringify(content)}}}],"usage":${space}null${space}}\n\n`
+const usageEvent = (prompt: number, completion: number) =>
+  `data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":${prompt},"completion_tokens":${completion},"total_tokens":${prompt + completion}}}\n\n`
+
+test('usage is read whatever surrounds it: after null-usage chunks, in a chunk with them, split across chunks', async () => {
+  const nulls = [withNullUsage('one'), withNullUsage('two', ' '), withNullUsage('three')]
+  const cases: Record<string, string[]> = {
+    'own chunk': [...nulls, usageEvent(7, 3), DONE],
+    'same chunk as null-usage events': [nulls[0] as string, (nulls[1] as string) + usageEvent(7, 3) + (nulls[2] as string), DONE],
+    'split inside the usage object': [...nulls, usageEvent(7, 3).slice(0, 90), usageEvent(7, 3).slice(90) + DONE],
+    'split inside the key': [...nulls, usageEvent(7, 3).slice(0, 66), usageEvent(7, 3).slice(66) + DONE],
+  }
+  for (const [name, parts] of Object.entries(cases)) {
+    const { text, record } = await streamThrough(parts)
+    assert.equal(text, parts.join(''), name)
+    assert.equal(record.estimated, false, name)
+    assert.equal(record.promptTokens, 7, name)
+    assert.equal(record.completionTokens, 3, name)
+  }
+})
