@@ -376,7 +376,7 @@ export class ProxyCall {
       }
       this.clearTimer()
       // At most MAX_ERROR_BODY_BYTES were kept: the upstream's content-length may not be this body's.
-      this.commit(clientResponseHeaders(this.upstreamHeaders as IncomingHttpHeaders, true))
+      this.commit(true)
       this.reply.raw.end(text)
     })
   }
@@ -439,7 +439,7 @@ export class ProxyCall {
       // A JSON answer is ready when its headers come (generation happened before them): it is committed
       // now and relayed as it arrives; the first-byte timer keeps bounding it whole.
       this.ctx.firstTokenAt = performance.now()
-      this.commit(this.upstreamHeaders === null ? {} : clientResponseHeaders(this.upstreamHeaders, false))
+      this.commit(false)
       body.on('data', (chunk: Buffer) => this.onJsonChunk(chunk))
       body.once('end', () => this.reply.raw.end())
     }
@@ -598,22 +598,27 @@ export class ProxyCall {
     this.reply.raw.writeHead(this.upstreamStatus, this.sseHeaders as OutgoingHttpHeaders)
   }
 
-  /** A stream's headers: the reply's own (x-request-id, rate limits) and the upstream's. */
-  private streamHeaders(): OutgoingHttpHeaders {
+  /** The client's response headers: the reply's own (x-request-id, rate limits) and the upstream's. */
+  private responseHeaders(bodyRewritten: boolean): OutgoingHttpHeaders {
     const headers = this.reply.getHeaders() as OutgoingHttpHeaders
+    if (this.upstreamHeaders !== null) Object.assign(headers, clientResponseHeaders(this.upstreamHeaders, bodyRewritten))
+    return headers
+  }
+
+  /** A stream's headers: never cached, never buffered by a reverse proxy in front. */
+  private streamHeaders(): OutgoingHttpHeaders {
     // An error event may be appended or the usage chunk removed: the length is not the upstream's.
-    if (this.upstreamHeaders !== null) Object.assign(headers, clientResponseHeaders(this.upstreamHeaders, true))
+    const headers = this.responseHeaders(true)
     headers['cache-control'] = 'no-cache'
     headers['x-accel-buffering'] = 'no'
     return headers
   }
 
-  /** The commit point of a JSON answer: the reply is hijacked; status, the reply's and the upstream's headers go out. */
-  private commit(upstreamHeaders: OutgoingHttpHeaders): void {
+  /** The commit point of a JSON answer: the reply is hijacked; status and headers go out. */
+  private commit(bodyRewritten: boolean): void {
     this.committed = true
-    const reply = this.reply
-    reply.hijack()
-    reply.raw.writeHead(this.upstreamStatus, Object.assign(reply.getHeaders() as OutgoingHttpHeaders, upstreamHeaders))
+    this.reply.hijack()
+    this.reply.raw.writeHead(this.upstreamStatus, this.responseHeaders(bodyRewritten))
     this.reportCommitted()
   }
 
