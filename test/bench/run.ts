@@ -177,32 +177,38 @@ async function main() {
         healthChecks: { enabled: false },
       }),
     )
-    const gatewayPort = await freePort()
-    const [gatewayBin, ...gatewayArgs] = [
-      ...pin('0'),
-      'node',
-      'packages/server/dist/cli.js',
-      '--config',
-      configFile,
-      '--port',
-      String(gatewayPort),
-    ]
-    const gatewayChild = spawn(gatewayBin as string, gatewayArgs, {
-      cwd: root,
-      stdio: ['ignore', 'ignore', 'inherit'],
-    })
-    procs.push(gatewayChild)
-    const gateway = { child: gatewayChild, url: `http://127.0.0.1:${gatewayPort}` }
-    await waitHealthy(`${gateway.url}/healthz`)
-    const bare = await start(
-      'bare proxy',
-      [...pin('0'), 'node', 'test/bench/bare-proxy.mjs'],
-      { BENCH_UPSTREAM: mock.url },
-      /listening (http:\/\/\S+)/,
-    )
-    procs.push(bare.child)
-    const targets = { direct: mock.url, bare: bare.url, gateway: gateway.url }
-    const proxyPid = { bare: bare.child.pid as number, gateway: gateway.child.pid as number }
+    const startGateway = async (): Promise<Proc> => {
+      const port = await freePort()
+      const [bin, ...args] = [...pin('0'), 'node', 'packages/server/dist/cli.js', '--config', configFile, '--port', String(port)]
+      const child = spawn(bin as string, args, { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] })
+      procs.push(child)
+      const url = `http://127.0.0.1:${port}`
+      await waitHealthy(`${url}/healthz`)
+      return { child, url }
+    }
+    const startBare = async (): Promise<Proc> => {
+      const bare = await start(
+        'bare proxy',
+        [...pin('0'), 'node', 'test/bench/bare-proxy.mjs'],
+        { BENCH_UPSTREAM: mock.url },
+        /listening (http:\/\/\S+)/,
+      )
+      procs.push(bare.child)
+      return bare
+    }
+    // Two processes of each proxy, taking turns by round: two processes of one build differ by up to ~5% in CPU
+    // per request (JIT decisions, memory layout), about what separates one run of the benchmark from the next.
+    const instances: { targets: { direct: string; bare: string; gateway: string }; pids: { bare: number; gateway: number } }[] = []
+    for (let i = 0; i < (SMOKE ? 1 : 2); i++) {
+      const gateway = await startGateway()
+      const bare = await startBare()
+      instances.push({
+        targets: { direct: mock.url, bare: bare.url, gateway: gateway.url },
+        pids: { bare: bare.child.pid as number, gateway: gateway.child.pid as number },
+      })
+    }
+    const instance = (round: number) => instances[round % instances.length] as (typeof instances)[number]
+    const names = ['direct', 'bare', 'gateway'] as const
 
     const n = (full: number, smoke: number) => (SMOKE ? smoke : full)
     const rows: string[] = []
@@ -212,15 +218,19 @@ async function main() {
     }
 
     // Warm-up (JIT, connection pools)
-    for (const target of Object.values(targets)) await load(target, n(500, 5), 8, chatBody(true, { tokens: 8, gapMs: 0 }))
+    for (const { targets } of instances) {
+      for (const target of Object.values(targets)) await load(target, n(500, 5), 8, chatBody(true, { tokens: 8, gapMs: 0 }))
+    }
 
     // 1. Added TTFT, streams at concurrency 1 (mock TTFT 0). The targets take turns in short blocks over one
     // kept-alive connection each, in a rotating order, so the machine's drift (seconds) hits them alike; the
     // first requests of a block are dropped (the proxy that ran before evicted the caches of this one).
     // The first token of a paced stream is what TTFT means; the whole answer in one chunk (every token, the
     // usage chunk and [DONE] at once) also puts the end-of-stream work on the first chunk's path.
-    const ttftPools = Object.fromEntries(
-      Object.entries(targets).map(([name, target]) => [name, new Pool(target, { connections: 1, keepAliveTimeout: 60_000 })]),
+    const ttftPools = instances.map(({ targets }) =>
+      Object.fromEntries(
+        Object.entries(targets).map(([name, target]) => [name, new Pool(target, { connections: 1, keepAliveTimeout: 60_000 })]),
+      ),
     )
     const firstChunkMs = async (pool: Pool, body: string): Promise<number> => {
       const t0 = performance.now()
@@ -237,7 +247,6 @@ async function main() {
     }
     const ttftOf = async (title: string, mock: Record<string, number>) => {
       const body = chatBody(true, mock)
-      const names = Object.keys(targets)
       const ttft: Record<string, number[]> = { direct: [], bare: [], gateway: [] }
       const roundDiffs: number[] = []
       const [rounds, block, dropped] = SMOKE ? [1, 3, 1] : [30, 25, 5]
@@ -247,7 +256,7 @@ async function main() {
           const name = names[(round + i) % names.length] as string
           const samples: number[] = []
           for (let k = 0; k < block; k++) {
-            const ms = await firstChunkMs(ttftPools[name] as Pool, body)
+            const ms = await firstChunkMs(ttftPools[round % ttftPools.length]?.[name] as Pool, body)
             if (k >= dropped) samples.push(ms)
           }
           ttft[name]?.push(...samples)
@@ -259,7 +268,7 @@ async function main() {
       print(`\n### ${title}`)
       print('| target | p50 | p99 | added p50 vs direct | added p99 vs direct |')
       print('|---|---|---|---|---|')
-      for (const name of Object.keys(targets)) {
+      for (const name of names) {
         print(
           `| ${name} | ${p(name, 50).toFixed(3)} | ${p(name, 99).toFixed(3)} | ${(p(name, 50) - p('direct', 50)).toFixed(3)} | ${(p(name, 99) - p('direct', 99)).toFixed(3)} |`,
         )
@@ -274,7 +283,7 @@ async function main() {
       await ttftOf('TTFT at concurrency 1: first token of a stream (4 tokens, 5 ms apart), ms', { tokens: 4, gapMs: 5 })
       await ttftOf('TTFT at concurrency 1: a 4-token answer in one chunk, ms', { tokens: 4, gapMs: 0 })
     }
-    for (const pool of Object.values(ttftPools)) await pool.close()
+    for (const pools of ttftPools) for (const pool of Object.values(pools)) await pool.close()
 
     // 2 and 3. Throughput and proxy CPU per request
     const throughput = async (title: string, total: number, concurrency: number, body: string) => {
@@ -285,9 +294,10 @@ async function main() {
       const ratios: number[] = []
       let errorCount = 0
       for (let round = 0; round < (SMOKE ? 1 : 6); round++) {
+        const { targets, pids } = instance(round)
         const order = round % 2 === 0 ? ['direct', 'bare', 'gateway'] : ['direct', 'gateway', 'bare']
         for (const name of order) {
-          const pid = name === 'direct' ? null : proxyPid[name as 'bare' | 'gateway']
+          const pid = name === 'direct' ? null : pids[name as 'bare' | 'gateway']
           const cpu0 = pid === null ? 0 : cpuSeconds(pid)
           const result = await load(targets[name as keyof typeof targets], total, concurrency, body)
           errorCount += result.errors
@@ -300,17 +310,18 @@ async function main() {
       // concurrency, so whatever the machine does then it does to both; the ratio of their CPU per request.
       const paired: number[] = []
       const pairedMs = SMOKE ? 200 : 2000
-      for (let round = 0; round < (SMOKE ? 1 : 5); round++) {
+      for (let round = 0; round < (SMOKE ? 1 : 6); round++) {
+        const { targets, pids } = instance(round)
         const until = performance.now() + pairedMs
-        const bare0 = cpuSeconds(proxyPid.bare)
-        const gateway0 = cpuSeconds(proxyPid.gateway)
+        const bare0 = cpuSeconds(pids.bare)
+        const gateway0 = cpuSeconds(pids.gateway)
         const [bare, gateway] = await Promise.all([
           load(targets.bare, Number.POSITIVE_INFINITY, concurrency, body, until),
           load(targets.gateway, Number.POSITIVE_INFINITY, concurrency, body, until),
         ])
         errorCount += bare.errors + gateway.errors
-        const bareCpu = (cpuSeconds(proxyPid.bare) - bare0) / bare.requests
-        paired.push((cpuSeconds(proxyPid.gateway) - gateway0) / gateway.requests / bareCpu)
+        const bareCpu = (cpuSeconds(pids.bare) - bare0) / bare.requests
+        paired.push((cpuSeconds(pids.gateway) - gateway0) / gateway.requests / bareCpu)
       }
       const range = (values: number[]) => {
         const sorted = [...values].sort((a, b) => a - b)
@@ -319,7 +330,7 @@ async function main() {
       print(`\n### ${title}`)
       print(`| target | req/s | proxy CPU ms/req | CPU ratio vs bare |`)
       print('|---|---|---|---|')
-      for (const name of Object.keys(targets)) {
+      for (const name of names) {
         const cpuMs = name === 'direct' ? Number.NaN : median(cpu[name] ?? [])
         const ratio = name === 'gateway' ? median(ratios).toFixed(2) : name === 'bare' ? '1.00' : '-'
         print(`| ${name} | ${median(rates[name] ?? []).toFixed(0)} | ${Number.isNaN(cpuMs) ? '-' : cpuMs.toFixed(3)} | ${ratio} |`)
@@ -338,10 +349,11 @@ async function main() {
       print('| target | TTFT p50 ms | TTFT p99 ms | errors | proxy peak RSS MB |')
       print('|---|---|---|---|---|')
       const slow = chatBody(true, { ttftMs: 50, tokens: 20, gapMs: 50 })
+      const { targets, pids } = instance(0)
       for (const [name, target] of Object.entries(targets)) {
         const concurrent = n(1000, 20)
         const result = await load(target, concurrent, concurrent, slow)
-        const pid = name === 'direct' ? null : proxyPid[name as 'bare' | 'gateway']
+        const pid = name === 'direct' ? null : pids[name as 'bare' | 'gateway']
         print(
           `| ${name} | ${percentile(result.ttfts, 50).toFixed(1)} | ${percentile(result.ttfts, 99).toFixed(1)} | ${result.errors} | ${pid === null ? '-' : peakRssMb(pid).toFixed(1)} |`,
         )
