@@ -24,7 +24,8 @@ enum State {
 }
 
 export class JsonKeyScanner {
-  private readonly needle: ByteNeedle
+  /** The quoted key searched for (`"usage"`). */
+  readonly needle: ByteNeedle
   private readonly maxBytes: number
   private readonly onObject: (json: string) => void
   private state: State = State.Search

@@ -29,11 +29,6 @@ function nested(obj: Counts, key: string, field: string): number | undefined {
   return inner !== null && typeof inner === 'object' ? int((inner as Counts)[field]) : undefined
 }
 
-const quotedKeys = Object.fromEntries(Object.entries(USAGE_KEY).map(([protocol, key]) => [protocol, Buffer.from(`"${key}"`)])) as Record<
-  Protocol,
-  Buffer
->
-
 /**
  * Reads the usage a response reports, from its bytes as they pass, for any supported wire format.
  * Later reports override earlier ones field by field (Anthropic sends input tokens in `message_start`
@@ -41,8 +36,6 @@ const quotedKeys = Object.fromEntries(Object.entries(USAGE_KEY).map(([protocol, 
  */
 export class UsageExtractor {
   private readonly scanner: JsonKeyScanner
-  /** The quoted key (`"usage"`), as bytes. */
-  private readonly quotedKey: Buffer
   private prompt: number | undefined
   private completion: number | undefined
   private total: number | undefined
@@ -55,7 +48,6 @@ export class UsageExtractor {
 
   constructor(protocol: Protocol) {
     this.scanner = new JsonKeyScanner(USAGE_KEY[protocol], (json) => this.found(json))
-    this.quotedKey = quotedKeys[protocol]
   }
 
   /**
@@ -72,11 +64,8 @@ export class UsageExtractor {
     if (bytes[pos] !== COLON) return false
     pos--
     while (isSpace(bytes[pos])) pos--
-    const key = this.quotedKey
-    const start = pos - key.length + 1
-    if (start < 0) return false
-    for (let i = 0; i < key.length; i++) if (bytes[start + i] !== key[i]) return false
-    return true
+    const key = this.scanner.needle
+    return key.isAt(bytes, pos - key.length + 1)
   }
 
   write(chunk: Buffer): void {
