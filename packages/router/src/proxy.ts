@@ -376,7 +376,8 @@ export class ProxyCall {
       }
       this.clearTimer()
       // At most MAX_ERROR_BODY_BYTES were kept: the upstream's content-length may not be this body's.
-      this.commit(true)
+      this.commit(this.responseHeaders(true))
+      this.reportCommitted()
       this.reply.raw.end(text)
     })
   }
@@ -439,7 +440,8 @@ export class ProxyCall {
       // A JSON answer is ready when its headers come (generation happened before them): it is committed
       // now and relayed as it arrives; the first-byte timer keeps bounding it whole.
       this.ctx.firstTokenAt = performance.now()
-      this.commit(false)
+      this.commit(this.responseHeaders(false))
+      this.reportCommitted()
       body.on('data', (chunk: Buffer) => this.onJsonChunk(chunk))
       body.once('end', () => this.reply.raw.end())
     }
@@ -454,7 +456,7 @@ export class ProxyCall {
     }
     // The first token: it goes out before any bookkeeping (that is the time to first token).
     const now = performance.now()
-    this.commitSse()
+    this.commit(this.sseHeaders as OutgoingHttpHeaders)
     this.relay(chunk)
     this.ctx.firstTokenAt = now
     this.lastChunkAt = now
@@ -578,7 +580,7 @@ export class ProxyCall {
     this.sseEnded = true
     this.clearTimer()
     if (!this.committed) {
-      this.commitSse()
+      this.commit(this.sseHeaders as OutgoingHttpHeaders)
       this.reportCommitted()
     }
     const raw = this.reply.raw
@@ -589,13 +591,6 @@ export class ProxyCall {
     }
     if (this.streamError !== null) raw.write(sseErrorEvent(this.streamError))
     raw.end()
-  }
-
-  /** The commit point of a stream: the reply is hijacked; status and prepared headers go out with the first chunk. */
-  private commitSse(): void {
-    this.committed = true
-    this.reply.hijack()
-    this.reply.raw.writeHead(this.upstreamStatus, this.sseHeaders as OutgoingHttpHeaders)
   }
 
   /** The client's response headers: the reply's own (x-request-id, rate limits) and the upstream's. */
@@ -614,12 +609,11 @@ export class ProxyCall {
     return headers
   }
 
-  /** The commit point of a JSON answer: the reply is hijacked; status and headers go out. */
-  private commit(bodyRewritten: boolean): void {
+  /** The commit point: the reply is hijacked; status and headers go out with the first body bytes. */
+  private commit(headers: OutgoingHttpHeaders): void {
     this.committed = true
     this.reply.hijack()
-    this.reply.raw.writeHead(this.upstreamStatus, this.responseHeaders(bodyRewritten))
-    this.reportCommitted()
+    this.reply.raw.writeHead(this.upstreamStatus, headers)
   }
 
   /** The attempt that reached the commit point succeeded, as far as failover is concerned. */
