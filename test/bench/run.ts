@@ -218,8 +218,8 @@ async function main() {
     }
 
     // Warm-up (JIT, connection pools)
-    for (const { targets } of instances) {
-      for (const target of Object.values(targets)) await load(target, n(500, 5), 8, chatBody(true, { tokens: 8, gapMs: 0 }))
+    for (const target of [mock.url, ...instances.flatMap(({ targets }) => [targets.bare, targets.gateway])]) {
+      await load(target, n(500, 5), 8, chatBody(true, { tokens: 8, gapMs: 0 }))
     }
 
     // 1. Added TTFT, streams at concurrency 1 (mock TTFT 0). The targets take turns in short blocks over one
