@@ -483,21 +483,10 @@ export class ProxyCall {
       this.onSseEnd()
       return
     }
-    const extractor = this.extractor as UsageExtractor
-    const filter = this.filter
-    if (filter === null) {
-      this.send(chunk)
-      if (!this.tapSkips) extractor.write(chunk)
-    } else if (this.tapSkips) {
-      const out = filter.filter(chunk, false)
-      if (out !== null) this.send(out)
-    } else {
-      // Removing the usage-only event needs to know first whether this chunk carries usage.
-      const reports = extractor.reports
-      extractor.write(chunk)
-      const out = filter.filter(chunk, extractor.reports !== reports)
-      if (out !== null) this.send(out)
-    }
+    // The chunk goes out first; the usage tap reads it after (the filter finds the usage-only event by its shape).
+    const out = this.filter === null ? chunk : this.filter.filter(chunk, !this.tapSkips)
+    if (out !== null) this.send(out)
+    if (!this.tapSkips) (this.extractor as UsageExtractor).write(chunk)
     this.responseBytes += chunk.length
     if (!this.sawTerminator) {
       if (this.endpoint.endsWithDone) this.sawTerminator = this.sawDone

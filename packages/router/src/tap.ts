@@ -12,19 +12,21 @@ const MAX_HELD_BYTES = 1024 * 1024
  * removes the extra usage-only event, so the client receives what it asked for. (OpenAI also sets
  * `"usage":null` on every other chunk then; clients accept it, and rewriting every chunk would cost more
  * than it is worth.) Complete events go out at once; only an incomplete trailing event is held until
- * its end arrives — an SSE client cannot act on half an event anyway.
+ * its end arrives — an SSE client cannot act on half an event anyway. The event is recognised by its
+ * shape (empty choices and a usage object), so the filter runs before the usage tap reads the chunk.
  */
 export class UsageEventFilter {
   private held: Buffer | null = null
-  /** A usage report passed by (the extractor saw it) and its event is still to be removed. */
+  /** Bytes that may hold a usage report came by and are not all searched yet (some may still be held). */
   private usagePending = false
 
   /**
-   * The bytes to send now for this chunk (null: nothing yet). `carriesUsage`: the usage extractor found a
-   * usage report in this chunk — only then is the chunk searched for the usage-only event.
+   * The bytes to send now for this chunk (null: nothing yet). `mayCarryUsage` is false only for a chunk
+   * known to hold no usage report (the proxy's line walk saw every object end with `"usage":null`); the
+   * complete events are searched for the usage-only event while anything that may carry one is unsearched.
    */
-  filter(chunk: Buffer, carriesUsage: boolean): Buffer | null {
-    if (carriesUsage) this.usagePending = true
+  filter(chunk: Buffer, mayCarryUsage: boolean): Buffer | null {
+    if (mayCarryUsage) this.usagePending = true
     const data = this.held === null ? chunk : Buffer.concat([this.held, chunk])
     const length = data.length
     // Usually a chunk is whole events: it ends with the blank line, no search needed.
@@ -45,7 +47,8 @@ export class UsageEventFilter {
     let events = end === data.length ? data : data.subarray(0, end)
     if (this.usagePending) {
       const without = withoutUsageOnlyEvent(events)
-      if (without !== events) this.usagePending = false
+      // Removed, or every event so far was complete and searched.
+      if (without !== events || this.held === null) this.usagePending = false
       events = without
     }
     return events.length > 0 ? events : null

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { UsageExtractor } from '@llmproxy/core'
 import { UsageEventFilter } from '../src/tap.js'
 
 const role = 'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":null}\n\n'
@@ -9,15 +8,12 @@ const usage = 'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completi
 const done = 'data: [DONE]\n\n'
 const bare = (event: string) => event
 
-/** As the proxy does: the usage extractor tells the filter which chunk carried the usage report. */
+/** Every chunk may carry usage (the proxy says otherwise only for chunks its line walk cleared). */
 function run(parts: string[]): string[] {
   const filter = new UsageEventFilter()
-  const extractor = new UsageExtractor('openai')
   const out: string[] = []
   for (const part of parts) {
-    const reports = extractor.reports
-    extractor.write(Buffer.from(part))
-    const sent = filter.filter(Buffer.from(part), extractor.reports !== reports)
+    const sent = filter.filter(Buffer.from(part), true)
     if (sent !== null) out.push(sent.toString())
   }
   const held = filter.flush()
@@ -53,4 +49,17 @@ test('an unterminated last event is passed on at the end', () => {
 test('a choices:[] event without usage is kept', () => {
   const empty = 'data: {"id":"c","choices":[],"usage":null}\n\n'
   assert.equal(run([empty, done]).join(''), bare(empty) + done)
+})
+
+test('a chunk known to carry no usage is not searched, unless bytes that may are still held', () => {
+  const skipped = new UsageEventFilter()
+  assert.equal(skipped.filter(Buffer.from(token), true)?.toString(), bare(token))
+  // Everything that might have carried usage was searched: a chunk cleared by the proxy goes out as is.
+  assert.equal(skipped.filter(Buffer.from(usage), false)?.toString(), bare(usage))
+
+  const split = new UsageEventFilter()
+  // The usage line is whole but its event is not: held, still to be searched when its blank line comes.
+  assert.equal(split.filter(Buffer.from(token + usage.slice(0, -1)), true)?.toString(), bare(token))
+  assert.equal(split.filter(Buffer.from('\n'), false), null)
+  assert.equal(split.filter(Buffer.from(done), false)?.toString(), done)
 })
