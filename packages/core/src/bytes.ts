@@ -51,6 +51,28 @@ export class ByteNeedle {
     return -1
   }
 
+  /**
+   * A match begun at the end of the previous chunk (`matched` bytes of the needle), continued at the start of
+   * this one: the needle's bytes matched so far (`length`: found; less: this chunk was shorter than the rest and
+   * matched all through, so the match goes on), or 0 when this chunk breaks it.
+   */
+  continueIn(chunk: Buffer, matched: number): number {
+    const n = Math.min(this.length - matched, chunk.length)
+    for (let i = 0; i < n; i++) if (chunk[i] !== this.bytes[matched + i]) return 0
+    return matched + n
+  }
+
+  /** The longest start of the needle (shorter than the needle) that `chunk` ends with: a match the next chunk may finish. */
+  trailingPrefix(chunk: Buffer): number {
+    const length = chunk.length
+    for (let n = Math.min(this.length - 1, length); n > 0; n--) {
+      let i = 0
+      while (i < n && chunk[length - n + i] === this.bytes[i]) i++
+      if (i === n) return n
+    }
+    return 0
+  }
+
   /** Whether the needle is at `at` in `chunk`. */
   isAt(chunk: Buffer, at: number): boolean {
     if (at < 0 || at + this.length > chunk.length) return false

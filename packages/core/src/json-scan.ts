@@ -67,13 +67,17 @@ export class JsonKeyScanner {
   private search(chunk: Buffer, from: number): number {
     const needle = this.needle
     if (this.partial > 0 && from === 0) {
-      // Does this chunk complete a needle begun at the end of the previous one?
-      const rest = needle.length - this.partial
-      const matched = this.partial
+      // Does this chunk go on with a needle begun at the end of the previous ones?
+      const before = this.partial
+      const matched = needle.continueIn(chunk, before)
       this.partial = 0
-      if (chunk.length >= rest && chunk.compare(needle.bytes, matched, needle.length, 0, rest) === 0) {
+      if (matched === needle.length) {
         this.state = State.Colon
-        return rest
+        return matched - before
+      }
+      if (matched > 0) {
+        this.partial = matched
+        return chunk.length
       }
     }
     let at = needle.indexIn(chunk, from)
@@ -85,7 +89,7 @@ export class JsonKeyScanner {
       }
       at = needle.indexIn(chunk, at + 1)
     }
-    this.partial = trailingPrefix(chunk, needle.bytes)
+    this.partial = needle.trailingPrefix(chunk)
     return chunk.length
   }
 
@@ -187,15 +191,4 @@ function needleFor(key: string): ByteNeedle {
     needles.set(key, needle)
   }
   return needle
-}
-
-/** Length of the longest suffix of `chunk` that is a proper prefix of `needle` (byte loops: a few bytes at most). */
-function trailingPrefix(chunk: Buffer, needle: Buffer): number {
-  const length = chunk.length
-  for (let n = Math.min(needle.length - 1, length); n > 0; n--) {
-    let i = 0
-    while (i < n && chunk[length - n + i] === needle[i]) i++
-    if (i === n) return n
-  }
-  return 0
 }

@@ -23,6 +23,19 @@ test('captures the object after the key, across any chunk boundary', () => {
   }
 })
 
+test('a key spread over three chunks or more (a chunk shorter than the rest of the key) is still found', () => {
+  const text = 'data: {"id":"x","usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}\n\n'
+  const key = text.indexOf('"usage"')
+  for (let first = key + 1; first < key + 7; first++) {
+    for (let second = first + 1; second < key + 7; second++) {
+      const parts = [text.slice(0, first), text.slice(first, second), text.slice(second)]
+      assert.deepEqual(scanAll('usage', parts), ['{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}'], JSON.stringify(parts))
+    }
+  }
+  // One byte at a time.
+  assert.equal(scanAll('usage', [...text]).length, 1)
+})
+
 test('skips null values and escaped occurrences inside strings', () => {
   const text =
     'data: {"choices":[{"delta":{"content":"say \\"usage\\": {\\"a\\":1}"}}],"usage":null}\n\n' +
