@@ -72,6 +72,9 @@ const CLOSE_BRACE = 0x7d
 const OPEN_BRACKET = 0x5b
 const CLOSE_BRACKET = 0x5d
 const DONE_LENGTH = '[DONE]'.length
+/** `data: [DONE]` (with an optional CR) is 14 bytes at most; a split line longer than this is neither it nor a field name. */
+const SPLIT_HEAD_MAX = 16
+const SPLIT_DONE_LINE = /^data: ?\[DONE\]\r?$/
 const SSE = 'text/event-stream'
 const MAX_ERROR_BODY_BYTES = 64 * 1024
 /** Waits for a Retry-After hold end this much later, so the hold has surely ended (timer and clock granularity). */
@@ -136,8 +139,15 @@ export class ProxyCall {
   private midLine = false
   /** The chunk being relayed carries no usage report: whole lines, each object's usage null (see countEvents). */
   private tapSkips = false
-  /** That line's first bytes, when fewer than `data:` (its field name is completed by the next chunk). */
-  private lineHead = ''
+  /**
+   * The first bytes of a line split across chunks, while they are few (`SPLIT_HEAD_MAX`): enough to finish its
+   * field name or to recognise `data: [DONE]`. null: the line is longer than that.
+   */
+  private lineHead: string | null = null
+  /** That split line's data event is counted (or its field name is known not to be `data:`). */
+  private lineCounted = true
+  /** Per terminator, the bytes of it matched at the end of the chunks so far (a terminator split across chunks). */
+  private terminatorPartials: number[] | null = null
   private extractor: UsageExtractor | null = null
   private dataEvents = 0
   private responseBytes = 0
@@ -488,15 +498,29 @@ export class ProxyCall {
     if (out !== null) this.send(out)
     if (!this.tapSkips) (this.extractor as UsageExtractor).write(chunk)
     this.responseBytes += chunk.length
-    if (!this.sawTerminator) {
-      if (this.endpoint.endsWithDone) this.sawTerminator = this.sawDone
-      else {
-        const terminators = this.endpoint.terminators
-        for (let i = 0; i < terminators.length; i++) {
-          if ((terminators[i] as ByteNeedle).indexIn(chunk) !== -1) this.sawTerminator = true
+    if (!this.sawTerminator) this.sawTerminator = this.endpoint.endsWithDone ? this.sawDone : this.endsStream(chunk)
+  }
+
+  /** Whether this chunk holds one of the endpoint's terminators, or finishes one begun in the chunks before it. */
+  private endsStream(chunk: Buffer): boolean {
+    const terminators = this.endpoint.terminators
+    this.terminatorPartials ??= new Array<number>(terminators.length).fill(0)
+    const partials = this.terminatorPartials
+    for (let i = 0; i < terminators.length; i++) {
+      const needle = terminators[i] as ByteNeedle
+      const before = partials[i] as number
+      if (before > 0) {
+        const matched = needle.continueIn(chunk, before)
+        if (matched === needle.length) return true
+        if (matched > 0) {
+          partials[i] = matched
+          continue
         }
       }
+      if (needle.indexIn(chunk) !== -1) return true
+      partials[i] = needle.trailingPrefix(chunk)
     }
+    return false
   }
 
   private send(out: Buffer): void {
@@ -512,7 +536,7 @@ export class ProxyCall {
    * Counts the chunk's data events (for the estimate when no usage is reported) and checks their shape:
    * every wire format here sends one JSON object (or `[DONE]`) per data line. Lines are walked from their
    * starts (a `data:` inside a JSON string is not a field); only each data line's first and last bytes
-   * are looked at, not parsed. A line split across chunks is counted but not checked.
+   * are looked at, not parsed. A line split across chunks is counted (and known when it is `[DONE]`) but not checked.
    * Also notes whether the usage tap may skip the chunk (`tapSkips`): whole lines whose every JSON object
    * ends with the usage key set to null (OpenAI and vLLM with include_usage, every chunk but the last).
    */
@@ -522,14 +546,18 @@ export class ProxyCall {
     let pos = 0
     this.tapSkips = !this.midLine
     if (this.midLine) {
+      // The rest of a line begun in an earlier chunk.
       const eol = chunk.indexOf(NEWLINE)
-      if (this.lineHead !== '') {
-        // A line began with fewer bytes than `data:` at the end of the previous chunk: complete its field name.
-        const head = this.lineHead + chunk.toString('latin1', 0, eol === -1 ? DATA_FIELD.length : Math.min(eol, DATA_FIELD.length))
-        if (head.length >= DATA_FIELD.length || eol !== -1) {
-          if (head.startsWith(DATA_PREFIX)) this.dataEvents++
-          this.lineHead = ''
-        } else this.lineHead = head
+      const head = this.lineHead
+      if (head !== null) {
+        const end = eol === -1 ? length : eol
+        const line = head.length + end <= SPLIT_HEAD_MAX ? head + chunk.toString('latin1', 0, end) : null
+        if (!this.lineCounted && (line === null || line.length >= DATA_FIELD.length || eol !== -1)) {
+          if ((line ?? head + chunk.toString('latin1', 0, DATA_FIELD.length)).startsWith(DATA_PREFIX)) this.dataEvents++
+          this.lineCounted = true
+        }
+        if (eol !== -1 && line !== null && SPLIT_DONE_LINE.test(line)) this.sawDone = true
+        this.lineHead = line
       }
       if (eol === -1) return true
       pos = eol + 1
@@ -542,7 +570,8 @@ export class ProxyCall {
       if (eol === -1) {
         this.midLine = true
         this.tapSkips = false
-        if (length - pos < DATA_FIELD.length) this.lineHead = chunk.toString('latin1', pos)
+        this.lineCounted = length - pos >= DATA_FIELD.length
+        this.lineHead = length - pos <= SPLIT_HEAD_MAX ? chunk.toString('latin1', pos) : null
         return true
       }
       if (data) {

@@ -1,7 +1,7 @@
 import { ByteNeedle } from '@llmproxy/core'
 
 const NEWLINE = 0x0a
-const EVENT_END_CRLF = Buffer.from('\r\n\r\n')
+const CR = 0x0d
 const EMPTY_CHOICES = [new ByteNeedle('"choices":[]'), new ByteNeedle('"choices": []')]
 const USAGE_OBJECT = /"usage"\s*:\s*\{/
 /** An event that never ends is passed through rather than held without bound. */
@@ -30,11 +30,7 @@ export class UsageEventFilter {
     const data = this.held === null ? chunk : Buffer.concat([this.held, chunk])
     const length = data.length
     // Usually a chunk is whole events: it ends with the blank line, no search needed.
-    let end = length >= 2 && data[length - 1] === NEWLINE && data[length - 2] === NEWLINE ? length : eventEndBefore(data, length)
-    if (end === -1) {
-      const crlf = data.lastIndexOf(EVENT_END_CRLF)
-      if (crlf !== -1) end = crlf + EVENT_END_CRLF.length
-    }
+    const end = endsEvent(data, length - 1) ? length : eventEndBefore(data, length)
     if (end === -1) {
       if (data.length > MAX_HELD_BYTES) {
         this.held = null
@@ -62,36 +58,42 @@ export class UsageEventFilter {
   }
 }
 
+/** Whether a blank line ends at `i` (a newline after `\n` or `\n\r`): the end of an event. */
+function endsEvent(data: Buffer, i: number): boolean {
+  if (data[i] !== NEWLINE) return false
+  const previous = data[i - 1]
+  return previous === NEWLINE || (previous === CR && data[i - 2] === NEWLINE)
+}
+
 /**
- * The end of the last blank line (`\n\n`) that ends before `before`, or -1. A byte loop, not
- * `Buffer#lastIndexOf` with a Buffer needle (~0.25 µs a call): events are short.
+ * The end of the last blank line that ends before `before`, or -1. A byte loop, not `Buffer#lastIndexOf`
+ * with a Buffer needle (~0.25 µs a call): events are short.
  */
 function eventEndBefore(data: Buffer, before: number): number {
-  for (let i = before - 1; i > 0; i--) {
-    if (data[i] === NEWLINE && data[i - 1] === NEWLINE) return i + 1
-  }
+  for (let i = before - 1; i > 0; i--) if (endsEvent(data, i)) return i + 1
   return -1
 }
 
-/** The end of the first blank line (`\n\n`) at or after `from`, or -1. */
+/** The end of the first blank line after `from`, or -1. */
 function eventEndAfter(data: Buffer, from: number): number {
   let at = data.indexOf(NEWLINE, from)
-  while (at !== -1 && data[at + 1] !== NEWLINE) at = data.indexOf(NEWLINE, at + 1)
-  return at === -1 || at + 1 >= data.length ? -1 : at + 2
+  while (at !== -1 && !endsEvent(data, at)) at = data.indexOf(NEWLINE, at + 1)
+  return at === -1 ? -1 : at + 1
 }
 
 /** Removes the event with `"choices":[]` and a usage object (OpenAI's include_usage chunk), if present. */
 function withoutUsageOnlyEvent(events: Buffer): Buffer {
   for (const marker of EMPTY_CHOICES) {
-    const at = marker.indexIn(events)
-    if (at === -1) continue
-    const before = eventEndBefore(events, at)
-    const start = before === -1 ? 0 : before
-    const after = eventEndAfter(events, at)
-    const stop = after === -1 ? events.length : after
-    if (!USAGE_OBJECT.test(events.toString('utf8', start, stop))) continue
-    if (start === 0 && stop === events.length) return events.subarray(0, 0)
-    return Buffer.concat([events.subarray(0, start), events.subarray(stop)])
+    // Other events may have empty choices too (e.g. Azure's prompt_filter_results): each is looked at.
+    for (let at = marker.indexIn(events); at !== -1; at = marker.indexIn(events, at + marker.length)) {
+      const before = eventEndBefore(events, at)
+      const start = before === -1 ? 0 : before
+      const after = eventEndAfter(events, at)
+      const stop = after === -1 ? events.length : after
+      if (!USAGE_OBJECT.test(events.toString('utf8', start, stop))) continue
+      if (start === 0 && stop === events.length) return events.subarray(0, 0)
+      return Buffer.concat([events.subarray(0, start), events.subarray(stop)])
+    }
   }
   return events
 }

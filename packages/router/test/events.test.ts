@@ -50,13 +50,19 @@ const event = (content: string) =>
 
 const DONE = 'data: [DONE]\n\n'
 
-async function streamThrough(parts: string[]): Promise<{ text: string; record: UsageRecord }> {
+async function streamThrough(
+  parts: string[],
+  request: { path: string; body: string } = {
+    path: '/v1/chat/completions',
+    body: chat({ stream: true, stream_options: { include_usage: true } }),
+  },
+): Promise<{ text: string; record: UsageRecord }> {
   pieces = parts
   records.length = 0
-  const res = await fetch(`${url}/v1/chat/completions`, {
+  const res = await fetch(`${url}${request.path}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: chat({ stream: true, stream_options: { include_usage: true } }),
+    body: request.body,
   })
   const text = await res.text()
   await eventually(() => records.length === 1, 2000, 'the usage record')
@@ -117,5 +123,48 @@ test('usage is read whatever surrounds it: after null-usage chunks, in a chunk w
     assert.equal(record.estimated, false, name)
     assert.equal(record.promptTokens, 7, name)
     assert.equal(record.completionTokens, 3, name)
+  }
+})
+
+test('a terminator split across chunks still ends the stream cleanly', async () => {
+  const whole = [event('one'), DONE].join('')
+  for (let cut = whole.length - DONE.length + 1; cut < whole.length - 1; cut++) {
+    for (const parts of [
+      [whole.slice(0, cut), whole.slice(cut)],
+      [whole.slice(0, cut), whole.slice(cut, cut + 1), whole.slice(cut + 1)],
+    ]) {
+      const { text, record } = await streamThrough(parts)
+      assert.equal(text, whole, `cut at ${cut}`)
+      assert.equal(record.error, undefined, `cut at ${cut}`)
+      assert.equal(record.completionTokens, 1, `cut at ${cut}`)
+    }
+  }
+  // The Responses API ends with a response.completed event, found by its name.
+  const completed = 'event: response.completed\ndata: {"type":"response.completed","response":{"status":"completed"}}\n\n'
+  const responses = `event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"hi"}\n\n${completed}`
+  const name = responses.indexOf('"response.completed"')
+  const body = JSON.stringify({ model: 'gpt-test', input: 'Hello', stream: true })
+  for (const [first, second] of [
+    [name + 3, name + 4],
+    [name + 8, name + 15],
+  ] as const) {
+    const parts = [responses.slice(0, first), responses.slice(first, second), responses.slice(second)]
+    const { text, record } = await streamThrough(parts, { path: '/v1/responses', body })
+    assert.equal(text, responses, JSON.stringify(parts))
+    assert.equal(record.error, undefined, JSON.stringify(parts))
+  }
+})
+
+test('when the gateway asked for usage itself, the usage-only event is left out whatever the chunking', async () => {
+  const usage = usageEvent(7, 3)
+  const whole = [withNullUsage('one'), withNullUsage('two'), usage, DONE].join('')
+  const expected = whole.replace(usage, '')
+  const request = { path: '/v1/chat/completions', body: chat({ stream: true }) }
+  const start = whole.indexOf(usage)
+  for (const cut of [start - 1, start, start + 1, start + 60, start + 66, start + usage.length - 1, start + usage.length]) {
+    const { text, record } = await streamThrough([whole.slice(0, cut), whole.slice(cut)], request)
+    assert.equal(text, expected, `cut at ${cut}`)
+    assert.equal(record.estimated, false, `cut at ${cut}`)
+    assert.equal(record.completionTokens, 3, `cut at ${cut}`)
   }
 })

@@ -63,3 +63,29 @@ test('a chunk known to carry no usage is not searched, unless bytes that may are
   assert.equal(split.filter(Buffer.from('\n'), false), null)
   assert.equal(split.filter(Buffer.from(done), false)?.toString(), done)
 })
+
+test('CRLF streams: only the usage-only event is removed, whatever the line-end chunking', () => {
+  const crlf = (event: string) => event.replaceAll('\n', '\r\n')
+  const events = [role, token, usage, done].map(crlf)
+  const expected = crlf(role + token + done)
+  assert.equal(run([events.join('')]).join(''), expected)
+  // Every way of cutting the stream at line ends.
+  const lines = events.join('').split(/(?<=\r\n)/)
+  for (let mask = 0; mask < 1 << (lines.length - 1); mask++) {
+    const parts: string[] = []
+    let part = ''
+    for (const [i, line] of lines.entries()) {
+      part += line
+      if (mask & (1 << i) || i === lines.length - 1) {
+        parts.push(part)
+        part = ''
+      }
+    }
+    assert.equal(run(parts).join(''), expected, JSON.stringify(parts))
+  }
+})
+
+test('the usage-only event is found after other events with empty choices', () => {
+  const filtered = 'data: {"id":"c","choices":[],"prompt_filter_results":[],"usage":null}\n\n'
+  assert.equal(run([filtered + token + usage + done]).join(''), filtered + token + done)
+})
