@@ -52,23 +52,45 @@ export class ByteNeedle {
   }
 
   /**
-   * A match begun at the end of the previous chunk (`matched` bytes of the needle), continued at the start of
-   * this one: the needle's bytes matched so far (`length`: found; less: this chunk was shorter than the rest and
-   * matched all through, so the match goes on), or 0 when this chunk breaks it.
+   * Where a match begun in earlier chunks (their last `matched` bytes are the needle's first) ends in this chunk:
+   * the offset just past the needle, or -1 when this chunk does not complete it. A needle whose start recurs in
+   * it (`event: message_stop` after `eve`) may complete from a shorter carried match.
    */
-  continueIn(chunk: Buffer, matched: number): number {
-    const n = Math.min(this.length - matched, chunk.length)
-    for (let i = 0; i < n; i++) if (chunk[i] !== this.bytes[matched + i]) return 0
-    return matched + n
+  completeIn(chunk: Buffer, matched: number): number {
+    for (let m = matched; m > 0; m = this.prefixEnding(m, m - 1)) {
+      const rest = this.length - m
+      if (rest > chunk.length) continue
+      let i = 0
+      while (i < rest && chunk[i] === this.bytes[m + i]) i++
+      if (i === rest) return rest
+    }
+    return -1
   }
 
-  /** The longest start of the needle (shorter than the needle) that `chunk` ends with: a match the next chunk may finish. */
-  trailingPrefix(chunk: Buffer): number {
+  /**
+   * The longest start of the needle, shorter than the needle, that the stream ends with after this chunk (the
+   * earlier chunks ended with its first `matched` bytes): a match the next chunk may complete.
+   */
+  carriedPrefix(chunk: Buffer, matched = 0): number {
     const length = chunk.length
-    for (let n = Math.min(this.length - 1, length); n > 0; n--) {
+    // Usually the chunk's last byte (a newline) is in no needle: nothing to carry.
+    if (length === 0 || this.bytes.indexOf(chunk[length - 1] as number) === -1) return 0
+    const total = matched + length
+    const at = (v: number) => (v < matched ? this.bytes[v] : chunk[v - matched])
+    for (let n = Math.min(this.length - 1, total); n > 0; n--) {
       let i = 0
-      while (i < n && chunk[length - n + i] === this.bytes[i]) i++
+      while (i < n && at(total - n + i) === this.bytes[i]) i++
       if (i === n) return n
+    }
+    return 0
+  }
+
+  /** The longest start of the needle, at most `most` bytes, that its first `m` bytes end with. */
+  private prefixEnding(m: number, most: number): number {
+    for (let p = most; p > 0; p--) {
+      let i = 0
+      while (i < p && this.bytes[i] === this.bytes[m - p + i]) i++
+      if (i === p) return p
     }
     return 0
   }

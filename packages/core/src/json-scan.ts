@@ -66,18 +66,14 @@ export class JsonKeyScanner {
 
   private search(chunk: Buffer, from: number): number {
     const needle = this.needle
-    if (this.partial > 0 && from === 0) {
-      // Does this chunk go on with a needle begun at the end of the previous ones?
-      const before = this.partial
-      const matched = needle.continueIn(chunk, before)
-      this.partial = 0
-      if (matched === needle.length) {
+    // Part of a needle at the end of the previous chunks (from 0: a chunk starts here).
+    const carried = from === 0 ? this.partial : 0
+    this.partial = 0
+    if (carried > 0) {
+      const end = needle.completeIn(chunk, carried)
+      if (end !== -1) {
         this.state = State.Colon
-        return matched - before
-      }
-      if (matched > 0) {
-        this.partial = matched
-        return chunk.length
+        return end
       }
     }
     let at = needle.indexIn(chunk, from)
@@ -89,7 +85,7 @@ export class JsonKeyScanner {
       }
       at = needle.indexIn(chunk, at + 1)
     }
-    this.partial = needle.trailingPrefix(chunk)
+    this.partial = needle.carriedPrefix(chunk, carried)
     return chunk.length
   }
 

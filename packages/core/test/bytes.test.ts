@@ -52,3 +52,47 @@ test('isAt checks the exact position and the chunk end', () => {
 test('an empty needle is refused', () => {
   assert.throws(() => new ByteNeedle(''), TypeError)
 })
+
+test('a needle split over any chunks is found in the chunk that completes it, self-overlapping needles too', () => {
+  let seed = 11
+  const random = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31
+    return seed % n
+  }
+  for (const word of ['event: message_stop', 'abaab', 'aaa', '"usage"']) {
+    const needle = new ByteNeedle(word)
+    const alphabet = [...new Set(word)].join('')
+    for (let round = 0; round < 3000; round++) {
+      let text = ''
+      const length = 1 + random(3 * word.length)
+      while (text.length < length) text += alphabet[random(alphabet.length)]
+      if (random(2) === 0) text = text.slice(0, random(text.length)) + word.slice(0, 1 + random(word.length)) + text
+      const chunks: string[] = []
+      for (let at = 0; at < text.length; ) {
+        const size = 1 + random(word.length + 1)
+        chunks.push(text.slice(at, at + size))
+        at += size
+      }
+      // As a stream reader does: the carried match, else a search in the chunk, else what the chunk carries on.
+      let carried = 0
+      let seen = ''
+      for (const part of chunks) {
+        const chunk = Buffer.from(part)
+        const found = (carried > 0 && needle.completeIn(chunk, carried) !== -1) || needle.indexIn(chunk) !== -1
+        const expected = (seen + part).includes(word) && !seen.includes(word)
+        if (seen.includes(word)) break
+        assert.equal(found, expected, `${word} in ${JSON.stringify(chunks)} at ${JSON.stringify(part)}`)
+        carried = needle.carriedPrefix(chunk, carried)
+        seen += part
+      }
+    }
+  }
+})
+
+test('completeIn gives the offset just past the needle', () => {
+  const needle = new ByteNeedle('event: message_stop')
+  assert.equal(needle.completeIn(Buffer.from('nt: message_stop\n'), 3), 16)
+  // `eve` then `vent…`: the carried `eve` breaks, the `e` at its end starts the match that completes.
+  assert.equal(needle.completeIn(Buffer.from('vent: message_stop'), 3), 18)
+  assert.equal(needle.completeIn(Buffer.from('nt: mess'), 3), -1)
+})

@@ -508,17 +508,9 @@ export class ProxyCall {
     const partials = this.terminatorPartials
     for (let i = 0; i < terminators.length; i++) {
       const needle = terminators[i] as ByteNeedle
-      const before = partials[i] as number
-      if (before > 0) {
-        const matched = needle.continueIn(chunk, before)
-        if (matched === needle.length) return true
-        if (matched > 0) {
-          partials[i] = matched
-          continue
-        }
-      }
-      if (needle.indexIn(chunk) !== -1) return true
-      partials[i] = needle.trailingPrefix(chunk)
+      const carried = partials[i] as number
+      if ((carried > 0 && needle.completeIn(chunk, carried) !== -1) || needle.indexIn(chunk) !== -1) return true
+      partials[i] = needle.carriedPrefix(chunk, carried)
     }
     return false
   }
