@@ -144,8 +144,6 @@ export class ProxyCall {
    * field name or to recognise `data: [DONE]`. null: the line is longer than that.
    */
   private lineHead: string | null = null
-  /** That split line's data event is counted (or its field name is known not to be `data:`). */
-  private lineCounted = true
   /** Per terminator, the bytes of it matched at the end of the chunks so far (a terminator split across chunks). */
   private terminatorPartials: number[] | null = null
   private extractor: UsageExtractor | null = null
@@ -544,9 +542,9 @@ export class ProxyCall {
       if (head !== null) {
         const end = eol === -1 ? length : eol
         const line = head.length + end <= SPLIT_HEAD_MAX ? head + chunk.toString('latin1', 0, end) : null
-        if (!this.lineCounted && (line === null || line.length >= DATA_FIELD.length || eol !== -1)) {
+        // Its data event is counted once its field name is whole: now, if it was not at the split.
+        if (head.length < DATA_FIELD.length && (line === null || line.length >= DATA_FIELD.length || eol !== -1)) {
           if ((line ?? head + chunk.toString('latin1', 0, DATA_FIELD.length)).startsWith(DATA_PREFIX)) this.dataEvents++
-          this.lineCounted = true
         }
         if (eol !== -1 && line !== null && SPLIT_DONE_LINE.test(line)) this.sawDone = true
         this.lineHead = line
@@ -562,7 +560,6 @@ export class ProxyCall {
       if (eol === -1) {
         this.midLine = true
         this.tapSkips = false
-        this.lineCounted = length - pos >= DATA_FIELD.length
         this.lineHead = length - pos <= SPLIT_HEAD_MAX ? chunk.toString('latin1', pos) : null
         return true
       }
