@@ -59,7 +59,8 @@ export class ByteNeedle {
   completeIn(chunk: Buffer, matched: number): number {
     for (let m = matched; m > 0; m = this.prefixEnding(m, m - 1)) {
       const rest = this.length - m
-      if (rest > chunk.length) continue
+      // Too short a chunk to complete it (a shorter carried match needs more still): carriedPrefix follows it.
+      if (rest > chunk.length) return -1
       let i = 0
       while (i < rest && chunk[i] === this.bytes[m + i]) i++
       if (i === rest) return rest
