@@ -10,6 +10,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Pool } from 'undici'
+import { chatBody, firstChunkMs, median, percentile } from './requests.js'
 
 const SMOKE = process.env.LLMPROXY_BENCH_SMOKE === '1'
 // LLMPROXY_BENCH_ONLY=ttft,cpu,slow runs some of the scenarios (while working on one); README.md is then left alone.
@@ -89,19 +90,6 @@ function peakRssMb(pid: number): number {
   const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return match ? Number(match[1]) / 1024 : Number.NaN
 }
-
-function median(values: number[]): number {
-  return percentile(values, 50)
-}
-
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return Number.NaN
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number
-}
-
-const chatBody = (stream: boolean, mock: Record<string, number>) =>
-  JSON.stringify({ model: 'bench', stream, messages: [{ role: 'user', content: 'Benchmark me.' }], mock })
 
 interface RunResult {
   ttfts: number[]
@@ -233,19 +221,6 @@ async function main() {
         Object.entries(targets).map(([name, target]) => [name, new Pool(target, { connections: 1, keepAliveTimeout: 60_000 })]),
       ),
     )
-    const firstChunkMs = async (pool: Pool, body: string): Promise<number> => {
-      const t0 = performance.now()
-      const res = await pool.request({
-        method: 'POST',
-        path: '/v1/chat/completions',
-        headers: { 'content-type': 'application/json' },
-        body,
-      })
-      let ttft = Number.NaN
-      for await (const _chunk of res.body) if (Number.isNaN(ttft)) ttft = performance.now() - t0
-      if (res.statusCode !== 200) throw new Error(`TTFT request answered ${res.statusCode}`)
-      return ttft
-    }
     const ttftOf = async (title: string, mock: Record<string, number>) => {
       const body = chatBody(true, mock)
       const ttft: Record<string, number[]> = { direct: [], bare: [], gateway: [] }

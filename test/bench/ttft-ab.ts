@@ -4,34 +4,18 @@
 // Run it on the other core than the targets (taskset -c 1): a client sharing their core skews the figures.
 import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
+import { chatBody, firstChunkMs, median } from './requests.js'
 
 const { values, positionals: targets } = parseArgs({
   options: { 'one-chunk': { type: 'boolean', default: false }, rounds: { type: 'string', default: '30' } },
   allowPositionals: true,
 })
-const mock = values['one-chunk'] ? { tokens: 4, gapMs: 0 } : { tokens: 2, gapMs: 5 }
-const chat = (shape: object) =>
-  JSON.stringify({ model: 'bench', stream: true, messages: [{ role: 'user', content: 'Benchmark me.' }], mock: shape })
-const body = chat(mock)
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number
-
-async function firstChunkMs(pool: Pool, payload: string): Promise<number> {
-  const t0 = performance.now()
-  const res = await pool.request({
-    method: 'POST',
-    path: '/v1/chat/completions',
-    headers: { 'content-type': 'application/json' },
-    body: payload,
-  })
-  let ttft = Number.NaN
-  for await (const _chunk of res.body) if (Number.isNaN(ttft)) ttft = performance.now() - t0
-  return ttft
-}
+const body = chatBody(true, values['one-chunk'] ? { tokens: 4, gapMs: 0 } : { tokens: 2, gapMs: 5 })
 
 // A fresh gateway needs a few thousand requests before its TTFT settles (JIT).
 for (const target of targets) {
   const pool = new Pool(target, { connections: 8 })
-  const warm = chat({ tokens: 8, gapMs: 0 })
+  const warm = chatBody(true, { tokens: 8, gapMs: 0 })
   await Promise.all(
     Array.from({ length: 8 }, async () => {
       for (let i = 0; i < 375; i++) await firstChunkMs(pool, warm)
