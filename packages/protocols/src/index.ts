@@ -1,0 +1,12 @@
+export {
+  type ApiFamily,
+  ConversionError,
+  type EncoderOptions,
+  type FinishReason,
+  MalformedStreamError,
+  type NeutralUsage,
+  type RequestConversion,
+  type StreamDecoder,
+  type StreamEncoder,
+  type StreamEvent,
+} from './convert/types.js'
