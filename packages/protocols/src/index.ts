@@ -9,4 +9,6 @@ export {
   type StreamDecoder,
   type StreamEncoder,
   type StreamEvent,
+  splitToolCallId,
+  toolCallIdWithSignature,
 } from './convert/types.js'

@@ -24,8 +24,6 @@ export type FinishReason =
   | 'content_filter'
   /** Anthropic `pause_turn` (a long-running server tool turn paused). */
   | 'pause'
-  /** The upstream failed to produce a valid answer (Gemini `MALFORMED_FUNCTION_CALL`, `OTHER`, …): never a normal stop. */
-  | 'error'
 
 /**
  * Token usage in neutral terms. `inputTokens` excludes cache reads and writes (Anthropic's semantics); an
@@ -57,7 +55,11 @@ export type StreamEvent =
   | { type: 'finish'; reason: FinishReason; stopSequence?: string; rawReason?: string }
   /** Usage as reported so far (fields present override earlier ones; reports are cumulative, as every format's are). */
   | { type: 'usage'; usage: Partial<NeutralUsage> }
-  /** The upstream reported an error inside the stream. */
+  /**
+   * The upstream failed inside the stream: an Anthropic `event: error`, an OpenAI `{"error":…}` data line, or a
+   * generation that ended without a valid answer (Gemini `MALFORMED_FUNCTION_CALL`, `OTHER`, …) — never a normal stop.
+   * The router ends the client's stream with the encoder's in-band error (or continues it elsewhere).
+   */
   | { type: 'error'; message: string; errorType?: string }
 
 /** Turns an upstream's streamed bytes into events. One per upstream attempt; O(1) state besides a partial event. */
@@ -120,4 +122,20 @@ export class MalformedStreamError extends Error {
     super(message)
     this.name = 'MalformedStreamError'
   }
+}
+
+/**
+ * Tool-call ids carry what a client in another format would otherwise lose and the upstream needs back on the next
+ * turn (a Gemini `thoughtSignature`, an Anthropic thinking `signature`): `<id>__sig__<signature>`. Clients echo tool
+ * call ids verbatim, so the request converter can restore the signature from the id.
+ */
+const SIGNATURE_SEPARATOR = '__sig__'
+
+export function toolCallIdWithSignature(id: string, signature: string | undefined): string {
+  return signature === undefined || signature === '' ? id : `${id}${SIGNATURE_SEPARATOR}${signature}`
+}
+
+export function splitToolCallId(id: string): { id: string; signature?: string } {
+  const at = id.indexOf(SIGNATURE_SEPARATOR)
+  return at === -1 ? { id } : { id: id.slice(0, at), signature: id.slice(at + SIGNATURE_SEPARATOR.length) }
 }
