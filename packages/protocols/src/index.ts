@@ -1,3 +1,4 @@
+export { ANTHROPIC_MESSAGES, ANTHROPIC_VERSION, anthropic } from './anthropic.js'
 export {
   type ApiFamily,
   ConversionError,
@@ -12,3 +13,8 @@ export {
   splitToolCallId,
   toolCallIdWithSignature,
 } from './convert/types.js'
+export { clientApiOf, defaultHealthCheckPath, setUpstreamCredential, wireOf, wireOfProtocol } from './formats.js'
+export { GEMINI_ACTIONS, GEMINI_GENERATE, gemini } from './gemini.js'
+export { OPENAI_CHAT, OPENAI_ENDPOINTS, openai } from './openai.js'
+export { UsageExtractor } from './usage-extract.js'
+export { type Endpoint, familyOf, type OutputCap, type WireFormat } from './wire.js'

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
-import type { Protocol } from '@llmproxy/core'
+import { setUpstreamCredential } from '@llmproxy/protocols'
 import type { Upstream } from '@llmproxy/upstreams'
 
 /**
@@ -33,22 +33,9 @@ const DROPPED_REQUEST_HEADERS = [
 export function upstreamRequestHeaders(headers: IncomingHttpHeaders, upstream: Upstream, requestId: string): IncomingHttpHeaders {
   for (let i = 0; i < DROPPED_REQUEST_HEADERS.length; i++) delete headers[DROPPED_REQUEST_HEADERS[i] as string]
   headers['x-request-id'] = requestId
-  if (upstream.apiKey !== undefined) setCredential(headers, upstream.protocol, upstream.apiKey)
+  setUpstreamCredential(headers, upstream.protocol, upstream.apiKey, false)
   if (upstream.headers !== undefined) Object.assign(headers, upstream.headers)
   return headers
-}
-
-function setCredential(headers: IncomingHttpHeaders, protocol: Protocol, apiKey: string): void {
-  switch (protocol) {
-    case 'anthropic':
-      headers['x-api-key'] = apiKey
-      break
-    case 'gemini':
-      headers['x-goog-api-key'] = apiKey
-      break
-    default:
-      headers.authorization = `Bearer ${apiKey}`
-  }
 }
 
 /** Response headers not passed back to the client (hop-by-hop, and what the gateway recomputes). */

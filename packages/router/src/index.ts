@@ -1,5 +1,4 @@
 export { UpstreamDispatcher } from './dispatcher.js'
-export { type ApiFamily, familyOf, type ModelProblem, ModelTable, type ResolvedRoute } from './models.js'
+export { type ModelProblem, ModelTable, type ResolvedRoute } from './models.js'
 export { type ModelRoute, ModelRouteSchema, RetrySchema, RouterOptionsSchema, TimeoutsSchema } from './options.js'
-export { ANTHROPIC_ENDPOINT, GEMINI_ENDPOINT, OPENAI_ENDPOINTS, type RouterDecorator, type RouterOptions, router } from './plugin.js'
-export type { Endpoint } from './proxy.js'
+export { type RouterDecorator, type RouterOptions, router } from './plugin.js'

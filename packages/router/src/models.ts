@@ -1,14 +1,7 @@
 import type { Protocol } from '@llmproxy/core'
+import { type ApiFamily, familyOf } from '@llmproxy/protocols'
 import type { Pool, UpstreamRegistry } from '@llmproxy/upstreams'
 import type { ModelRoute } from './options.js'
-
-/** The wire format a client speaks to the gateway; each upstream protocol serves one of them. */
-export type ApiFamily = 'openai' | 'anthropic' | 'gemini'
-
-/** vLLM and TGI serve the OpenAI-compatible API; Anthropic and Gemini their own (no conversion yet). */
-export function familyOf(protocol: Protocol): ApiFamily {
-  return protocol === 'anthropic' || protocol === 'gemini' ? protocol : 'openai'
-}
 
 /** A model route ready for the hot path: its pool and fallbacks resolved once. */
 export interface ResolvedRoute {

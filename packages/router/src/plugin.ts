@@ -1,12 +1,14 @@
 import replyFrom from '@fastify/reply-from'
-import { ByteNeedle, ConfigError, ensureCore, errors, sendError, toLlmProxyError, validateOptions } from '@llmproxy/core'
+import { ConfigError, ensureCore, errors, sendError, toLlmProxyError, validateOptions } from '@llmproxy/core'
+import { ANTHROPIC_MESSAGES, type Endpoint, GEMINI_ACTIONS, GEMINI_GENERATE, OPENAI_ENDPOINTS } from '@llmproxy/protocols'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
+import { ProxyCall, type ProxySettings } from './call.js'
 import { UpstreamDispatcher } from './dispatcher.js'
 import { ModelTable } from './models.js'
 import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
-import { type Endpoint, kProxyCall, ProxyCall, type ProxySettings } from './proxy.js'
+import { kProxyCall } from './reply-hooks.js'
 
 /** Options as given: everything but `models` has defaults (see RouterOptionsSchema). */
 export interface RouterOptions {
@@ -28,66 +30,6 @@ declare module 'fastify' {
   interface FastifyInstance {
     llmRouter: RouterDecorator
   }
-}
-
-const noQuery = (): string => ''
-const sameAs = (path: string) => (): string => path
-const DONE = [new ByteNeedle('data: [DONE]')]
-
-function openai(path: string, terminators: readonly ByteNeedle[], takesIncludeUsage: boolean): Endpoint {
-  return {
-    path,
-    family: 'openai',
-    upstreamPath: sameAs(path),
-    modelInBody: true,
-    queryString: noQuery,
-    terminators,
-    endsWithDone: terminators === DONE,
-    takesIncludeUsage,
-  }
-}
-
-/** The OpenAI-compatible endpoints. Only these paths are proxied, each to the same path upstream. */
-export const OPENAI_ENDPOINTS: readonly Endpoint[] = [
-  openai('/v1/chat/completions', DONE, true),
-  openai('/v1/completions', DONE, true),
-  openai('/v1/embeddings', [], false),
-  openai(
-    '/v1/responses',
-    [new ByteNeedle('"response.completed"'), new ByteNeedle('"response.incomplete"'), new ByteNeedle('"response.failed"')],
-    false,
-  ),
-]
-
-/** Anthropic Messages, passed through unchanged to Anthropic upstreams (no format conversion). */
-export const ANTHROPIC_ENDPOINT: Endpoint = {
-  path: '/v1/messages',
-  family: 'anthropic',
-  upstreamPath: sameAs('/v1/messages'),
-  modelInBody: true,
-  queryString: noQuery,
-  terminators: [new ByteNeedle('event: message_stop')],
-  endsWithDone: false,
-  takesIncludeUsage: false,
-}
-
-const GEMINI_ACTIONS = new Set(['generateContent', 'streamGenerateContent'])
-const ALT = /[?&]alt=([^&]*)/
-
-/** Gemini generateContent / streamGenerateContent, passed through unchanged; the model is in the URL. */
-export const GEMINI_ENDPOINT: Endpoint = {
-  path: '/v1beta/models/:target',
-  family: 'gemini',
-  upstreamPath: (upstreamModel, action) => `/v1beta/models/${encodeURIComponent(upstreamModel)}:${action}`,
-  modelInBody: false,
-  // Only `alt` (sse or json) goes upstream: a client's `key=` must never be forwarded.
-  queryString: (_search, url) => {
-    const alt = ALT.exec(url)
-    return alt === null ? '' : `alt=${alt[1]}`
-  },
-  terminators: [new ByteNeedle('"finishReason"')],
-  endsWithDone: false,
-  takesIncludeUsage: false,
 }
 
 const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptions) => {
@@ -181,17 +123,17 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       return reply
     }
 
-    for (const endpoint of [...OPENAI_ENDPOINTS, ANTHROPIC_ENDPOINT]) {
+    for (const endpoint of [...OPENAI_ENDPOINTS, ANTHROPIC_MESSAGES]) {
       routes.post(endpoint.path, { bodyLimit }, (request, reply) =>
         proxy(request, reply, endpoint, (request.body as Record<string, unknown> | null)?.model, ''),
       )
     }
-    routes.post<{ Params: { target: string } }>(GEMINI_ENDPOINT.path, { bodyLimit }, (request, reply) => {
+    routes.post<{ Params: { target: string } }>(GEMINI_GENERATE.path, { bodyLimit }, (request, reply) => {
       const target = request.params.target
       const colon = target.lastIndexOf(':')
       const action = colon === -1 ? '' : target.slice(colon + 1)
       if (!GEMINI_ACTIONS.has(action)) return sendError(reply, errors.notFound(request.method, request.url.split('?')[0] ?? ''))
-      return proxy(request, reply, GEMINI_ENDPOINT, target.slice(0, colon), action)
+      return proxy(request, reply, GEMINI_GENERATE, target.slice(0, colon), action)
     })
 
     routes.get('/v1/models', (request, reply) => {

@@ -8,24 +8,35 @@ const USAGE_OBJECT = /"usage"\s*:\s*\{/
 const MAX_HELD_BYTES = 1024 * 1024
 
 /**
- * Used only when the gateway itself asked an OpenAI-style upstream for `stream_options.include_usage`:
+ * The transform slot on the response path: null for same-format traffic (bytes pass untouched, nothing parsed);
+ * otherwise what turns the upstream's bytes into the client's, chunk by chunk, never holding more than an
+ * incomplete event.
+ */
+export interface ResponseTransform {
+  /**
+   * The bytes to send now for this upstream chunk (null: nothing yet). `mayCarryUsage` is false only for a chunk
+   * the scanner saw carries no usage report.
+   */
+  push(chunk: Buffer, mayCarryUsage: boolean): Buffer | null
+  /** The upstream body ended: whatever is still held. */
+  flush(): Buffer | null
+}
+
+/**
+ * The first user of the transform slot. Used only when the gateway itself asked an OpenAI-style upstream for `stream_options.include_usage`:
  * removes the extra usage-only event, so the client receives what it asked for. (OpenAI also sets
  * `"usage":null` on every other chunk then; clients accept it, and rewriting every chunk would cost more
  * than it is worth.) Complete events go out at once; only an incomplete trailing event is held until
  * its end arrives — an SSE client cannot act on half an event anyway. The event is recognised by its
  * shape (empty choices and a usage object), so the filter runs before the usage tap reads the chunk.
  */
-export class UsageEventFilter {
+export class UsageEventFilter implements ResponseTransform {
   private held: Buffer | null = null
   /** Bytes that may hold a usage report came by and are not all searched yet (some may still be held). */
   private usagePending = false
 
-  /**
-   * The bytes to send now for this chunk (null: nothing yet). `mayCarryUsage` is false only for a chunk
-   * known to hold no usage report (the proxy's line walk saw every object end with `"usage":null`); the
-   * complete events are searched for the usage-only event while anything that may carry one is unsearched.
-   */
-  filter(chunk: Buffer, mayCarryUsage: boolean): Buffer | null {
+  /** The complete events are searched for the usage-only event while anything that may carry one is unsearched. */
+  push(chunk: Buffer, mayCarryUsage: boolean): Buffer | null {
     if (mayCarryUsage) this.usagePending = true
     const data = this.held === null ? chunk : Buffer.concat([this.held, chunk])
     const length = data.length

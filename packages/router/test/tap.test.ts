@@ -13,7 +13,7 @@ function run(parts: string[]): string[] {
   const filter = new UsageEventFilter()
   const out: string[] = []
   for (const part of parts) {
-    const sent = filter.filter(Buffer.from(part), true)
+    const sent = filter.push(Buffer.from(part), true)
     if (sent !== null) out.push(sent.toString())
   }
   const held = filter.flush()
@@ -37,8 +37,8 @@ test('works whatever the chunking', () => {
 
 test('complete events go out at once; only an incomplete tail waits', () => {
   const filter = new UsageEventFilter()
-  assert.equal(filter.filter(Buffer.from(role + token.slice(0, 10)), false)?.toString(), bare(role))
-  assert.equal(filter.filter(Buffer.from(token.slice(10)), false)?.toString(), bare(token))
+  assert.equal(filter.push(Buffer.from(role + token.slice(0, 10)), false)?.toString(), bare(role))
+  assert.equal(filter.push(Buffer.from(token.slice(10)), false)?.toString(), bare(token))
   assert.equal(filter.flush(), null)
 })
 
@@ -53,15 +53,15 @@ test('a choices:[] event without usage is kept', () => {
 
 test('a chunk known to carry no usage is not searched, unless bytes that may are still held', () => {
   const skipped = new UsageEventFilter()
-  assert.equal(skipped.filter(Buffer.from(token), true)?.toString(), bare(token))
+  assert.equal(skipped.push(Buffer.from(token), true)?.toString(), bare(token))
   // Everything that might have carried usage was searched: a chunk cleared by the proxy goes out as is.
-  assert.equal(skipped.filter(Buffer.from(usage), false)?.toString(), bare(usage))
+  assert.equal(skipped.push(Buffer.from(usage), false)?.toString(), bare(usage))
 
   const split = new UsageEventFilter()
   // The usage line is whole but its event is not: held, still to be searched when its blank line comes.
-  assert.equal(split.filter(Buffer.from(token + usage.slice(0, -1)), true)?.toString(), bare(token))
-  assert.equal(split.filter(Buffer.from('\n'), false), null)
-  assert.equal(split.filter(Buffer.from(done), false)?.toString(), done)
+  assert.equal(split.push(Buffer.from(token + usage.slice(0, -1)), true)?.toString(), bare(token))
+  assert.equal(split.push(Buffer.from('\n'), false), null)
+  assert.equal(split.push(Buffer.from(done), false)?.toString(), done)
 })
 
 test('CRLF streams: only the usage-only event is removed, whatever the line-end chunking', () => {

@@ -1,22 +1,8 @@
 import { type ClientRequest, request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import type { Protocol } from '@llmproxy/core'
+import { defaultHealthCheckPath, setUpstreamCredential } from '@llmproxy/protocols'
 import type { HealthChecksOptions } from './options.js'
 import type { UpstreamNode } from './upstream.js'
-
-/** Active-check path when the upstream names none. SaaS APIs (anthropic, gemini) get passive health only. */
-const DEFAULT_PATHS: Record<Protocol, string | null> = {
-  openai: '/v1/models',
-  vllm: '/health',
-  tgi: '/health',
-  anthropic: null,
-  gemini: null,
-}
-
-/** The active-check path of a protocol, or null when it has none (SaaS: passive health only). */
-export function defaultHealthCheckPath(protocol: Protocol): string | null {
-  return DEFAULT_PATHS[protocol]
-}
 
 /** The path an upstream is checked on, or null when it is not actively checked. */
 export function healthCheckPath(upstream: UpstreamNode, options: HealthChecksOptions): string | null {
@@ -27,16 +13,10 @@ export function healthCheckPath(upstream: UpstreamNode, options: HealthChecksOpt
   return path.startsWith('/') ? path : `/${path}`
 }
 
-/** The headers of a check: the upstream's own, its credential the way its protocol expects it. */
+/** The headers of a check: the upstream's own, its credential and required headers the way its API expects them. */
 export function healthCheckHeaders(upstream: UpstreamNode): Record<string, string> {
   const headers: Record<string, string> = { ...upstream.headers, 'user-agent': 'llmproxy-health-check', connection: 'close' }
-  const key = upstream.apiKey
-  if (key !== undefined && key !== '') {
-    if (upstream.protocol === 'anthropic') headers['x-api-key'] = key
-    else if (upstream.protocol === 'gemini') headers['x-goog-api-key'] = key
-    else headers.authorization = `Bearer ${key}`
-  }
-  if (upstream.protocol === 'anthropic' && headers['anthropic-version'] === undefined) headers['anthropic-version'] = '2023-06-01'
+  setUpstreamCredential(headers, upstream.protocol, upstream.apiKey, true)
   return headers
 }
 

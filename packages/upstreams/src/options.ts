@@ -1,6 +1,6 @@
 import { ConfigError, type ConfigProblem, Protocol, validateOptions } from '@llmproxy/core'
 import { type Static, Type } from '@llmproxy/core/typebox'
-import { defaultHealthCheckPath } from './health.js'
+import { defaultHealthCheckPath } from '@llmproxy/protocols'
 import type { StrategyFactory } from './strategies.js'
 
 export const UpstreamHealthCheckSchema = Type.Object(

@@ -1,5 +1,4 @@
-import { JsonKeyScanner } from './json-scan.js'
-import type { Protocol, Usage } from './usage-record.js'
+import { JsonKeyScanner, type Protocol, type Usage } from '@llmproxy/core'
 
 /** The JSON key each wire format reports usage under (streamed and not). */
 const USAGE_KEY: Record<Protocol, string> = {
@@ -160,12 +159,4 @@ export class UsageExtractor {
 
     if (total === undefined && totalCount === undefined) this.total = undefined
   }
-}
-
-/**
- * The estimate used when an upstream reports no usage: about four bytes of JSON text per token.
- * Documented in the README; the record then says `estimated: true`.
- */
-export function estimateTokensFromBytes(bytes: number): number {
-  return Math.ceil(bytes / 4)
 }

@@ -1,8 +1,8 @@
 // The usage tap's cost per chunk: what reading usage beside a stream costs, without the network.
-// Run: node --conditions=llmproxy-source --import tsx packages/core/bench/tap.ts
+// Run: node --conditions=llmproxy-source --import tsx packages/protocols/bench/tap.ts
 // An OpenAI chat stream with include_usage (64 tokens, `"usage":null` on every chunk as OpenAI sends
 // it, then the usage chunk), one event per chunk as upstreams write them, fed through UsageExtractor.
-import { UsageExtractor } from '@llmproxy/core'
+import { UsageExtractor } from '@llmproxy/protocols'
 
 const chunks: Buffer[] = []
 for (let i = 0; i < 64; i++) {

@@ -1,0 +1,47 @@
+import type { Protocol } from '@llmproxy/core'
+import { anthropic } from './anthropic.js'
+import type { ApiFamily } from './convert/types.js'
+import { gemini } from './gemini.js'
+import { openai, openaiHealthPath } from './openai.js'
+import { familyOf, type WireFormat } from './wire.js'
+
+const FORMATS: Record<ApiFamily, WireFormat> = { openai, anthropic, gemini }
+
+/** The wire format of an API family. */
+export function wireOf(family: ApiFamily): WireFormat {
+  return FORMATS[family]
+}
+
+/** The wire format an upstream of this protocol speaks. */
+export function wireOfProtocol(protocol: Protocol): WireFormat {
+  return FORMATS[familyOf(protocol)]
+}
+
+/**
+ * The API a client request speaks, from its URL alone: what errors answered before routing (auth, limits) are
+ * shaped by. Anthropic clients call /v1/messages (and /v1/messages/count_tokens), Gemini clients /v1beta/…;
+ * everything else is OpenAI-shaped.
+ */
+export function clientApiOf(url: string): ApiFamily {
+  if (url.startsWith('/v1beta/')) return 'gemini'
+  if (url.startsWith('/v1/messages')) return 'anthropic'
+  return 'openai'
+}
+
+/** Active-check path when the upstream names none; null for the hosted APIs (Anthropic, Gemini: passive health only). */
+export function defaultHealthCheckPath(protocol: Protocol): string | null {
+  return familyOf(protocol) === 'openai' ? openaiHealthPath(protocol) : null
+}
+
+/** Sets an upstream's credential and the headers its API requires (unless already set) on an outgoing request. */
+export function setUpstreamCredential(
+  headers: Record<string, string | string[] | undefined>,
+  protocol: Protocol,
+  apiKey: string | undefined,
+  withRequiredHeaders: boolean,
+): void {
+  const wire = wireOfProtocol(protocol)
+  if (apiKey !== undefined && apiKey !== '') wire.setCredential(headers, apiKey)
+  if (!withRequiredHeaders) return
+  for (const name in wire.requiredHeaders) headers[name] ??= wire.requiredHeaders[name]
+}

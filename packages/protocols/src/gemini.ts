@@ -1,0 +1,75 @@
+import { ByteNeedle, type LlmProxyError } from '@llmproxy/core'
+import { choices, count, type Endpoint, type WireFormat } from './wire.js'
+
+export const GEMINI_ACTIONS: ReadonlySet<string> = new Set(['generateContent', 'streamGenerateContent'])
+const ALT = /[?&]alt=([^&]*)/
+
+/** Gemini generateContent / streamGenerateContent; the model and the action are in the URL. */
+export const GEMINI_GENERATE: Endpoint = {
+  path: '/v1beta/models/:target',
+  family: 'gemini',
+  upstreamPath: (upstreamModel, action) => `/v1beta/models/${encodeURIComponent(upstreamModel)}:${action}`,
+  modelInBody: false,
+  // Only `alt` (sse or json) goes upstream: a client's `key=` must never be forwarded.
+  queryString: (_search, url) => {
+    const alt = ALT.exec(url)
+    return alt === null ? '' : `alt=${alt[1]}`
+  },
+  terminators: [new ByteNeedle('"finishReason"')],
+  endsWithDone: false,
+  takesIncludeUsage: false,
+}
+
+/** google.rpc canonical codes by HTTP status (https://ai.google.dev/gemini-api/docs/troubleshooting). */
+function rpcStatus(status: number): string {
+  switch (status) {
+    case 400:
+    case 413:
+    case 415:
+      return 'INVALID_ARGUMENT'
+    case 401:
+      return 'UNAUTHENTICATED'
+    case 403:
+      return 'PERMISSION_DENIED'
+    case 404:
+      return 'NOT_FOUND'
+    case 429:
+      return 'RESOURCE_EXHAUSTED'
+    case 503:
+    case 502:
+      return 'UNAVAILABLE'
+    case 504:
+      return 'DEADLINE_EXCEEDED'
+    default:
+      return status >= 500 ? 'INTERNAL' : 'FAILED_PRECONDITION'
+  }
+}
+
+function geminiError(error: LlmProxyError): unknown {
+  return {
+    error: {
+      code: error.statusCode,
+      message: error.message,
+      status: rpcStatus(error.statusCode),
+      // The gateway's catalogue code, where Google APIs put a machine-readable reason.
+      details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: error.code, domain: 'llmproxy' }],
+    },
+  }
+}
+
+export const gemini: WireFormat = {
+  family: 'gemini',
+  endpoints: [GEMINI_GENERATE],
+  setCredential(headers, apiKey) {
+    headers['x-goog-api-key'] = apiKey
+  },
+  requiredHeaders: {},
+  outputCap(body) {
+    const config = body.generationConfig
+    if (config === null || typeof config !== 'object') return { tokens: undefined, choices: 1 }
+    const fields = config as Record<string, unknown>
+    return { tokens: count(fields.maxOutputTokens), choices: choices(fields.candidateCount) }
+  },
+  errorBody: geminiError,
+  streamErrorEvent: (error) => `data: ${JSON.stringify(geminiError(error))}\n\n`,
+}

@@ -1,0 +1,52 @@
+import { ByteNeedle, type LlmProxyError, type Protocol } from '@llmproxy/core'
+import { choices, count, type Endpoint, noQuery, type OutputCap, samePath, type WireFormat } from './wire.js'
+
+const DONE = [new ByteNeedle('data: [DONE]')]
+
+function endpoint(path: string, terminators: readonly ByteNeedle[], takesIncludeUsage: boolean): Endpoint {
+  return {
+    path,
+    family: 'openai',
+    upstreamPath: samePath(path),
+    modelInBody: true,
+    queryString: noQuery,
+    terminators,
+    endsWithDone: terminators === DONE,
+    takesIncludeUsage,
+  }
+}
+
+export const OPENAI_CHAT = endpoint('/v1/chat/completions', DONE, true)
+
+/** The OpenAI-compatible endpoints, each proxied to the same path upstream. */
+export const OPENAI_ENDPOINTS: readonly Endpoint[] = [
+  OPENAI_CHAT,
+  endpoint('/v1/completions', DONE, true),
+  endpoint('/v1/embeddings', [], false),
+  endpoint(
+    '/v1/responses',
+    [new ByteNeedle('"response.completed"'), new ByteNeedle('"response.incomplete"'), new ByteNeedle('"response.failed"')],
+    false,
+  ),
+]
+
+/** The active health-check path of an OpenAI-compatible server when the upstream names none. */
+export function openaiHealthPath(protocol: Protocol): string {
+  return protocol === 'openai' ? '/v1/models' : '/health'
+}
+
+export const openai: WireFormat = {
+  family: 'openai',
+  endpoints: OPENAI_ENDPOINTS,
+  setCredential(headers, apiKey) {
+    headers.authorization = `Bearer ${apiKey}`
+  },
+  requiredHeaders: {},
+  outputCap(body): OutputCap {
+    // Legacy completions generate best_of candidates server-side (billed) and return n of them.
+    const answers = Math.max(choices(body.n), choices(body.best_of))
+    return { tokens: count(body.max_tokens) ?? count(body.max_completion_tokens) ?? count(body.max_output_tokens), choices: answers }
+  },
+  errorBody: (error: LlmProxyError) => error.toJSON(),
+  streamErrorEvent: (error: LlmProxyError) => `event: error\ndata: ${JSON.stringify(error.toJSON())}\n\n`,
+}

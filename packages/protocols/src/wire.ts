@@ -1,0 +1,63 @@
+import type { ByteNeedle, LlmProxyError, Protocol } from '@llmproxy/core'
+import type { ApiFamily } from './convert/types.js'
+
+/** One client route of an API, and how a request on it goes upstream. Read on the hot path. */
+export interface Endpoint {
+  /** The gateway's route (Fastify path syntax). */
+  readonly path: string
+  /** The API the route belongs to. */
+  readonly family: ApiFamily
+  /** The upstream path for a model and (Gemini) an action; elsewhere the model travels in the body. */
+  readonly upstreamPath: (upstreamModel: string, action: string) => string
+  /** Whether the body's `model` names the model (rewritten to the upstream model). */
+  readonly modelInBody: boolean
+  /** The query string sent upstream, from the client's URL (never the client's credentials). */
+  readonly queryString: (search: string | undefined, url: string) => string
+  /** Markers of a stream's proper end; a stream ending without one is incomplete. */
+  readonly terminators: readonly ByteNeedle[]
+  /** The stream ends with `data: [DONE]` (found while walking the events, no separate search). */
+  readonly endsWithDone: boolean
+  /** Whether the endpoint takes `stream_options.include_usage` (chat and legacy completions). */
+  readonly takesIncludeUsage: boolean
+}
+
+/** The most output a request may produce: its cap (undefined when it sets none) times the answers it asks for. */
+export interface OutputCap {
+  tokens: number | undefined
+  choices: number
+}
+
+/** What one API family's wire format is: everything else in the gateway asks this instead of knowing it. */
+export interface WireFormat {
+  readonly family: ApiFamily
+  /** The client routes, each proxied to an upstream of the same family. */
+  readonly endpoints: readonly Endpoint[]
+  /** Sets the upstream credential the way the API expects it. */
+  setCredential(headers: Record<string, string | string[] | undefined>, apiKey: string): void
+  /** Headers an upstream of this API requires when the client did not send them (e.g. Anthropic's version). */
+  readonly requiredHeaders: Readonly<Record<string, string>>
+  /** The output a request body may produce (rate-limit reservations and quotas). */
+  outputCap(body: Record<string, unknown>): OutputCap
+  /** The HTTP error body of a gateway error, in this API's shape. */
+  errorBody(error: LlmProxyError): unknown
+  /** The in-band error event that ends a stream after the commit point, in this API's shape. */
+  streamErrorEvent(error: LlmProxyError): string
+}
+
+/** vLLM and TGI serve the OpenAI-compatible API; Anthropic and Gemini their own. */
+export function familyOf(protocol: Protocol): ApiFamily {
+  return protocol === 'anthropic' || protocol === 'gemini' ? protocol : 'openai'
+}
+
+/** A finite, non-negative count, rounded up (what a cap field may hold). */
+export function count(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.ceil(value) : undefined
+}
+
+/** The number of answers a request asks for (`n`, `candidateCount`): 1 when absent or not a positive integer. */
+export function choices(value: unknown): number {
+  return typeof value === 'number' && Number.isInteger(value) && value > 1 ? value : 1
+}
+
+export const noQuery = (): string => ''
+export const samePath = (path: string) => (): string => path

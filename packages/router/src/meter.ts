@@ -1,0 +1,66 @@
+import { estimateTokensFromBytes, type Protocol, type Usage } from '@llmproxy/core'
+import { UsageExtractor } from '@llmproxy/protocols'
+import type { StreamScanner } from './scanner.js'
+
+/**
+ * The request's token usage: one reader per upstream attempt that produced an answer, summed into the record.
+ * Where an upstream reported nothing the count is estimated, and the record says so.
+ */
+export class UsageMeter {
+  /** The current attempt's reader; the scanner and the relay feed it. */
+  reader: UsageExtractor | null = null
+  /** Bytes of the request body sent upstream (the prompt estimate). */
+  requestBytes = 0
+  /** Bytes of the current attempt's answer (the completion estimate of a JSON body). */
+  responseBytes = 0
+  /** The summed usage; null while no attempt produced an answer. */
+  total: Usage | null = null
+  /** Some part of the total is an estimate. */
+  estimated = false
+
+  /** A new attempt's answer starts: its own reader. */
+  startAnswer(protocol: Protocol): UsageExtractor {
+    this.responseBytes = 0
+    this.reader = new UsageExtractor(protocol)
+    return this.reader
+  }
+
+  /**
+   * The current attempt's answer is over: its usage (reported, else estimated if it succeeded) joins the total.
+   * A stream's estimate is one token per data event, its terminator (an event, not a token) excluded.
+   */
+  endAnswer(succeeded: boolean, scanner: StreamScanner | null): void {
+    const reader = this.reader
+    if (reader === null) return
+    this.reader = null
+    const reported = reader.result()
+    if (reported !== null) {
+      if (reader.missingPrompt) {
+        reported.promptTokens = estimateTokensFromBytes(this.requestBytes)
+        reported.totalTokens = reported.promptTokens + reported.completionTokens
+        this.estimated = true
+      }
+      this.add(reported)
+      return
+    }
+    if (!succeeded) return
+    const promptTokens = estimateTokensFromBytes(this.requestBytes)
+    const completionTokens =
+      scanner !== null ? Math.max(0, scanner.dataEvents - (scanner.sawTerminator ? 1 : 0)) : estimateTokensFromBytes(this.responseBytes)
+    this.add({ promptTokens, completionTokens, totalTokens: promptTokens + completionTokens })
+    this.estimated = true
+  }
+
+  private add(usage: Usage): void {
+    const total = this.total
+    if (total === null) {
+      this.total = usage
+      return
+    }
+    total.promptTokens += usage.promptTokens
+    total.completionTokens += usage.completionTokens
+    total.totalTokens += usage.totalTokens
+    if (usage.cachedTokens !== undefined) total.cachedTokens = (total.cachedTokens ?? 0) + usage.cachedTokens
+    if (usage.reasoningTokens !== undefined) total.reasoningTokens = (total.reasoningTokens ?? 0) + usage.reasoningTokens
+  }
+}

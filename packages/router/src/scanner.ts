@@ -1,0 +1,128 @@
+import { ByteNeedle } from '@llmproxy/core'
+import type { Endpoint, UsageExtractor } from '@llmproxy/protocols'
+
+const DATA_PREFIX = 'data:'
+const DATA_FIELD = new ByteNeedle(DATA_PREFIX)
+const SPACE = 0x20
+const NEWLINE = 0x0a
+const CR = 0x0d
+const OPEN_BRACE = 0x7b
+const CLOSE_BRACE = 0x7d
+const OPEN_BRACKET = 0x5b
+const CLOSE_BRACKET = 0x5d
+const DONE_LENGTH = '[DONE]'.length
+/** `data: [DONE]` (with an optional CR) is 14 bytes at most; a split line longer than this is neither it nor a field name. */
+const SPLIT_HEAD_MAX = 16
+const SPLIT_DONE_LINE = /^data: ?\[DONE\]\r?$/
+
+/**
+ * Reads one upstream attempt's SSE bytes beside the relay, chunk by chunk, without parsing JSON: counts the data
+ * events (the estimate when no usage is reported), checks their shape, finds the stream's terminator across chunk
+ * boundaries, and says which chunks the usage tap may skip. O(1) state: a few bytes of a line split across chunks,
+ * and per terminator the bytes of it matched so far.
+ */
+export class StreamScanner {
+  /** Data events seen (a `data:` field at a line start). */
+  dataEvents = 0
+  /** The endpoint's terminator went by: the stream is complete. */
+  sawTerminator = false
+  /** The chunk just scanned carries no usage report: whole lines, each object's usage null (see `scan`). */
+  tapSkips = false
+  private readonly endpoint: Endpoint
+  private readonly extractor: UsageExtractor
+  /** A `data: [DONE]` line went by (found while walking the events). */
+  private sawDone = false
+  /** The last chunk ended inside a line (the next one starts mid-line). */
+  private midLine = false
+  /**
+   * The first bytes of a line split across chunks, while they are few (`SPLIT_HEAD_MAX`): enough to finish its
+   * field name or to recognise `data: [DONE]`. null: the line is longer than that.
+   */
+  private lineHead: string | null = null
+  /** Per terminator, the bytes of it matched at the end of the chunks so far (a terminator split across chunks). */
+  private terminatorPartials: number[] | null = null
+
+  constructor(endpoint: Endpoint, extractor: UsageExtractor) {
+    this.endpoint = endpoint
+    this.extractor = extractor
+  }
+
+  /**
+   * Counts the chunk's data events and checks their shape: every wire format here sends one JSON object (or
+   * `[DONE]`) per data line. Lines are walked from their starts (a `data:` inside a JSON string is not a field);
+   * only each data line's first and last bytes are looked at, not parsed. A line split across chunks is counted
+   * (and known when it is `[DONE]`) but not checked. Also sets `tapSkips`: whole lines whose every JSON object
+   * ends with the usage key set to null (OpenAI and vLLM with include_usage, every chunk but the last).
+   * Returns false when a data line is malformed.
+   */
+  scan(chunk: Buffer): boolean {
+    const length = chunk.length
+    const extractor = this.extractor
+    let pos = 0
+    this.tapSkips = !this.midLine
+    if (this.midLine) {
+      // The rest of a line begun in an earlier chunk.
+      const eol = chunk.indexOf(NEWLINE)
+      const head = this.lineHead
+      if (head !== null) {
+        const end = eol === -1 ? length : eol
+        const line = head.length + end <= SPLIT_HEAD_MAX ? head + chunk.toString('latin1', 0, end) : null
+        // Its data event is counted once its field name is whole: now, if it was not at the split.
+        if (head.length < DATA_FIELD.length && (line === null || line.length >= DATA_FIELD.length || eol !== -1)) {
+          if ((line ?? head + chunk.toString('latin1', 0, DATA_FIELD.length)).startsWith(DATA_PREFIX)) this.dataEvents++
+        }
+        if (eol !== -1 && line !== null && SPLIT_DONE_LINE.test(line)) this.sawDone = true
+        this.lineHead = line
+      }
+      if (eol === -1) return true
+      pos = eol + 1
+      this.midLine = false
+    }
+    while (pos < length) {
+      const eol = chunk.indexOf(NEWLINE, pos)
+      const data = DATA_FIELD.isAt(chunk, pos)
+      if (data) this.dataEvents++
+      if (eol === -1) {
+        this.midLine = true
+        this.tapSkips = false
+        this.lineHead = length - pos <= SPLIT_HEAD_MAX ? chunk.toString('latin1', pos) : null
+        return true
+      }
+      if (data) {
+        let start = pos + DATA_FIELD.length
+        if (chunk[start] === SPACE) start++
+        let last = eol - 1
+        if (chunk[last] === CR) last--
+        if (last >= start) {
+          const first = chunk[start]
+          const end = chunk[last]
+          if (first === OPEN_BRACKET && end === CLOSE_BRACKET) {
+            if (last - start === DONE_LENGTH - 1) this.sawDone = true
+          } else if (first !== OPEN_BRACE || end !== CLOSE_BRACE) return false
+          else if (this.tapSkips) this.tapSkips = extractor.endsWithNullReport(chunk, last)
+        }
+      }
+      pos = eol + 1
+    }
+    return true
+  }
+
+  /** Notes whether this (already scanned) chunk holds the endpoint's terminator, or finishes one begun before it. */
+  checkEnd(chunk: Buffer): void {
+    if (this.sawTerminator) return
+    this.sawTerminator = this.endpoint.endsWithDone ? this.sawDone : this.endsStream(chunk)
+  }
+
+  private endsStream(chunk: Buffer): boolean {
+    const terminators = this.endpoint.terminators
+    this.terminatorPartials ??= new Array<number>(terminators.length).fill(0)
+    const partials = this.terminatorPartials
+    for (let i = 0; i < terminators.length; i++) {
+      const needle = terminators[i] as ByteNeedle
+      const carried = partials[i] as number
+      if ((carried > 0 && needle.completeIn(chunk, carried) !== -1) || needle.indexIn(chunk) !== -1) return true
+      partials[i] = needle.carriedPrefix(chunk, carried)
+    }
+    return false
+  }
+}
