@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import type { Protocol } from '@llmproxy/core'
+import { ANTHROPIC_MESSAGES, type Endpoint, GEMINI_GENERATE, OPENAI_ENDPOINTS, UsageExtractor } from '@llmproxy/protocols'
+import { StreamScanner } from '../src/scanner.js'
+
+const CHAT = OPENAI_ENDPOINTS.find((e) => e.path === '/v1/chat/completions') as Endpoint
+const RESPONSES = OPENAI_ENDPOINTS.find((e) => e.path === '/v1/responses') as Endpoint
+
+const chatChunk = (content: string) =>
+  `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":${JSON.stringify(content)}},"finish_reason":null}],"usage":null}\n\n`
+
+/** One stream per wire format, as the upstreams write them. */
+const STREAMS: { name: string; endpoint: Endpoint; protocol: Protocol; text: string }[] = [
+  {
+    name: 'OpenAI chat with include_usage',
+    endpoint: CHAT,
+    protocol: 'openai',
+    text:
+      chatChunk('lorem ') +
+      chatChunk('data: ipsum ') +
+      'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}\n\n' +
+      'data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}\n\n' +
+      'data: [DONE]\n\n',
+  },
+  {
+    name: 'OpenAI Responses',
+    endpoint: RESPONSES,
+    protocol: 'openai',
+    text:
+      'event: response.created\ndata: {"type":"response.created","response":{"id":"r","usage":null}}\n\n' +
+      'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"lorem "}\n\n' +
+      'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"ipsum "}\n\n' +
+      'event: response.completed\ndata: {"type":"response.completed","response":{"id":"r","usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}}}\n\n',
+  },
+  {
+    name: 'Anthropic Messages',
+    endpoint: ANTHROPIC_MESSAGES,
+    protocol: 'anthropic',
+    text:
+      'event: message_start\ndata: {"type":"message_start","message":{"id":"m","usage":{"input_tokens":7,"output_tokens":1}}}\n\n' +
+      'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n' +
+      'event: ping\ndata: {"type":"ping"}\n\n' +
+      'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"lorem "}}\n\n' +
+      'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n' +
+      'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}\n\n' +
+      'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+  },
+  {
+    name: 'Gemini alt=sse',
+    endpoint: GEMINI_GENERATE,
+    protocol: 'gemini',
+    text:
+      'data: {"candidates":[{"content":{"parts":[{"text":"lorem "}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":1,"totalTokenCount":5}}\n\n' +
+      'data: {"candidates":[{"content":{"parts":[{"text":"ipsum "}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":2,"totalTokenCount":6}}\n\n',
+  },
+]
+
+/** The reference: the whole text parsed at once, by lines, as the SSE spec reads it. */
+function reference(text: string, endpoint: Endpoint, protocol: Protocol) {
+  const lines = text.split(/\r?\n/)
+  let dataEvents = 0
+  let valid = true
+  for (const line of lines) {
+    if (!line.startsWith('data:')) continue
+    dataEvents++
+    const value = line.slice(5).replace(/^ /, '')
+    if (value === '[DONE]') continue
+    try {
+      JSON.parse(value)
+    } catch {
+      valid = false
+    }
+  }
+  const terminated = endpoint.endsWithDone
+    ? lines.some((line) => /^data: ?\[DONE\]$/.test(line))
+    : endpoint.terminators.some((needle) => text.includes(needle.bytes.toString()))
+  const usage = new UsageExtractor(protocol)
+  usage.write(Buffer.from(text))
+  return { dataEvents, valid, terminated, usage: usage.result() }
+}
+
+function scanChunks(chunks: Buffer[], endpoint: Endpoint, protocol: Protocol) {
+  const extractor = new UsageExtractor(protocol)
+  const scanner = new StreamScanner(endpoint, extractor)
+  let valid = true
+  for (const chunk of chunks) {
+    if (!scanner.scan(chunk)) valid = false
+    // The usage tap reads what the scanner says may carry a report; nothing else.
+    if (!scanner.tapSkips) extractor.write(chunk)
+    scanner.checkEnd(chunk)
+  }
+  return { dataEvents: scanner.dataEvents, valid, terminated: scanner.sawTerminator, usage: extractor.result() }
+}
+
+/** A small deterministic PRNG (mulberry32), so a failing chunking can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed
+  return () => {
+    a = (a + 0x6d2b79f5) | 0
+    let t = Math.imul(a ^ (a >>> 15), 1 | a)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+function chunkings(bytes: Buffer, seed: number): { name: string; chunks: Buffer[] }[] {
+  const out: { name: string; chunks: Buffer[] }[] = [{ name: 'whole', chunks: [bytes] }]
+  for (let i = 1; i < bytes.length; i++) out.push({ name: `split at ${i}`, chunks: [bytes.subarray(0, i), bytes.subarray(i)] })
+  out.push({ name: '1-byte chunks', chunks: Array.from(bytes, (_b, i) => bytes.subarray(i, i + 1)) })
+  const random = prng(seed)
+  for (let round = 0; round < 200; round++) {
+    const chunks: Buffer[] = []
+    let at = 0
+    while (at < bytes.length) {
+      const size = 1 + Math.floor(random() * 24)
+      chunks.push(bytes.subarray(at, at + size))
+      at += size
+    }
+    out.push({ name: `random chunking ${round} (seed ${seed})`, chunks })
+  }
+  return out
+}
+
+describe('StreamScanner agrees with a reference parser however the stream is cut', () => {
+  for (const stream of STREAMS) {
+    for (const [ending, text] of [
+      ['LF', stream.text],
+      ['CRLF', stream.text.replaceAll('\n', '\r\n')],
+    ] as const) {
+      test(`${stream.name}, ${ending}`, () => {
+        const expected = reference(text, stream.endpoint, stream.protocol)
+        assert.equal(expected.valid, true)
+        assert.equal(expected.terminated, true)
+        assert.notEqual(expected.usage, null)
+        for (const { name, chunks } of chunkings(Buffer.from(text), text.length)) {
+          assert.deepEqual(scanChunks(chunks, stream.endpoint, stream.protocol), expected, name)
+        }
+      })
+    }
+  }
+
+  test('a stream without its terminator is seen as incomplete, however cut', () => {
+    const text = STREAMS[0]?.text.replace('data: [DONE]\n\n', '') ?? ''
+    for (const { name, chunks } of chunkings(Buffer.from(text), 7)) {
+      assert.equal(scanChunks(chunks, CHAT, 'openai').terminated, false, name)
+    }
+  })
+
+  test('a data line that is not a JSON object is malformed, however cut', () => {
+    const text = `${chatChunk('one ')}data: not json\n\n${chatChunk('two ')}`
+    for (const { name, chunks } of chunkings(Buffer.from(text), 11)) {
+      // A line split across chunks is counted but not checked: only chunkings that keep it whole must see it.
+      const whole = chunks.some((chunk) => chunk.includes('data: not json\n'))
+      if (whole) assert.equal(scanChunks(chunks, CHAT, 'openai').valid, false, name)
+    }
+  })
+})
