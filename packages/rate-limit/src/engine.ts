@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { type KeyLimits, type LlmHookRegistry, type LlmProxyError, type Rejection, sendError, type UsageRecord } from '@llmproxy/core'
+import { clientApiOf, wireOf } from '@llmproxy/protocols'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { rateLimitErrors } from './errors.js'
 import { type RateLimitOptions, type RateLimitOptionsInput, resolveOptions } from './options.js'
@@ -212,7 +213,8 @@ export class RateLimitEngine implements RateLimits {
     if (state === null || (state.tpm === undefined && state.quota === undefined) || state.settled) return undefined
     const body = request.body
     if (body === null || typeof body !== 'object' || Buffer.isBuffer(body)) return undefined
-    const amount = expectedTokens(body as Record<string, unknown>, request.headers['content-length'], this.live.current.reserveTokens)
+    const wire = wireOf(clientApiOf(request.url))
+    const amount = expectedTokens(wire, body as Record<string, unknown>, request.headers['content-length'], this.live.current.reserveTokens)
     const now = Date.now()
 
     const tpm = state.tpm

@@ -1,5 +1,6 @@
 import { strict as assert } from 'node:assert'
 import { test } from 'node:test'
+import { anthropic, gemini, openai } from '@llmproxy/protocols'
 import { expectedTokens } from '../src/reservation.js'
 import { MemoryStore } from '../src/store.js'
 import { formatDuration, PeriodClock, periodOf } from '../src/windows.js'
@@ -12,14 +13,19 @@ test('formatDuration uses OpenAI’s reset format', () => {
   assert.equal(formatDuration(3_723_000), '1h2m3s')
 })
 
-test('expectedTokens: completion cap from the body (or the default) plus bytes / 4', () => {
-  assert.equal(expectedTokens({ max_tokens: 100 }, '40', 256), 110)
-  assert.equal(expectedTokens({ max_completion_tokens: 7 }, '4', 256), 8)
-  assert.equal(expectedTokens({ max_output_tokens: 7 }, '0', 256), 7)
-  assert.equal(expectedTokens({ generationConfig: { maxOutputTokens: 9 } }, '1', 256), 10)
-  assert.equal(expectedTokens({ max_tokens: 'x' }, '8', 256), 258)
-  // No content-length: the body is measured.
-  assert.equal(expectedTokens({ a: 1 }, undefined, 0), Math.ceil(Buffer.byteLength('{"a":1}') / 4))
+test('expectedTokens: output cap (in the client API's fields, or the default) times the answers asked for, plus bytes / 4', () => {
+  assert.equal(expectedTokens(openai, { max_tokens: 100 }, '40', 256), 110)
+  assert.equal(expectedTokens(openai, { max_completion_tokens: 7 }, '4', 256), 8)
+  assert.equal(expectedTokens(openai, { max_output_tokens: 7 }, '0', 256), 7)
+  assert.equal(expectedTokens(gemini, { generationConfig: { maxOutputTokens: 9 } }, '1', 256), 10)
+  assert.equal(expectedTokens(openai, { max_tokens: 'x' }, '8', 256), 258)
+  assert.equal(expectedTokens(openai, { a: 1 }, undefined, 0), Math.ceil(Buffer.byteLength('{"a":1}') / 4))
+  // n answers of max_tokens each (and best_of candidates generated server-side), Gemini's candidateCount
+  assert.equal(expectedTokens(openai, { n: 8, max_tokens: 100 }, '0', 256), 800)
+  assert.equal(expectedTokens(openai, { n: 2, best_of: 5, max_tokens: 10 }, '0', 256), 50)
+  assert.equal(expectedTokens(openai, { n: 3 }, '0', 256), 768)
+  assert.equal(expectedTokens(gemini, { generationConfig: { maxOutputTokens: 9, candidateCount: 4 } }, '0', 256), 36)
+  assert.equal(expectedTokens(anthropic, { max_tokens: 50, n: 8 }, '0', 256), 50)
 })
 
 test('periods are UTC days and calendar months', () => {
