@@ -12,6 +12,7 @@ export const ANTHROPIC_MESSAGES: Endpoint = {
   queryString: noQuery,
   terminators: [new ByteNeedle('event: message_stop')],
   endsWithDone: false,
+  endsAtTerminator: true,
   takesIncludeUsage: false,
 }
 

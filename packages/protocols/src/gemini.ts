@@ -17,6 +17,7 @@ export const GEMINI_GENERATE: Endpoint = {
   },
   terminators: [new ByteNeedle('"finishReason"')],
   endsWithDone: false,
+  endsAtTerminator: false,
   takesIncludeUsage: false,
 }
 

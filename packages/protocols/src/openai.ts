@@ -12,6 +12,7 @@ function endpoint(path: string, terminators: readonly ByteNeedle[], takesInclude
     queryString: noQuery,
     terminators,
     endsWithDone: terminators === DONE,
+    endsAtTerminator: terminators.length > 0,
     takesIncludeUsage,
   }
 }

@@ -45,7 +45,10 @@ export class UsageExtractor {
   /** Usage reports seen so far: lets a caller tell whether a chunk carried one, without scanning it again. */
   reports = 0
 
+  private readonly protocol: Protocol
+
   constructor(protocol: Protocol) {
+    this.protocol = protocol
     this.scanner = new JsonKeyScanner(USAGE_KEY[protocol], (json) => this.found(json))
   }
 
@@ -85,6 +88,14 @@ export class UsageExtractor {
     if (this.cached !== undefined) usage.cachedTokens = this.cached
     if (this.reasoning !== undefined) usage.reasoningTokens = this.reasoning
     return usage
+  }
+
+  /**
+   * Whether the answer's final usage report came. An Anthropic stream reports its input tokens in `message_start`
+   * (with `output_tokens: 1`) and its output only in the closing `message_delta`: one report is not final there.
+   */
+  isFinal(stream: boolean): boolean {
+    return this.reports >= (stream && this.protocol === 'anthropic' ? 2 : 1)
   }
 
   /** True when the report lacks the prompt side (TGI streams), so that part must be estimated. */

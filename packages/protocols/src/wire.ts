@@ -17,6 +17,12 @@ export interface Endpoint {
   readonly terminators: readonly ByteNeedle[]
   /** The stream ends with `data: [DONE]` (found while walking the events, no separate search). */
   readonly endsWithDone: boolean
+  /**
+   * The terminator is the stream's last event: the client's response ends with it, whatever the upstream does
+   * after it (one that keeps its response open must not keep the client waiting). Gemini's `finishReason` ends
+   * the generation, not necessarily the stream, so it is not one.
+   */
+  readonly endsAtTerminator: boolean
   /** Whether the endpoint takes `stream_options.include_usage` (chat and legacy completions). */
   readonly takesIncludeUsage: boolean
 }

@@ -13,7 +13,7 @@ test('formatDuration uses OpenAI’s reset format', () => {
   assert.equal(formatDuration(3_723_000), '1h2m3s')
 })
 
-test('expectedTokens: output cap (in the client API's fields, or the default) times the answers asked for, plus bytes / 4', () => {
+test('expectedTokens: output cap (in the client API’s fields, or the default) times the answers asked for, plus bytes / 4', () => {
   assert.equal(expectedTokens(openai, { max_tokens: 100 }, '40', 256), 110)
   assert.equal(expectedTokens(openai, { max_completion_tokens: 7 }, '4', 256), 8)
   assert.equal(expectedTokens(openai, { max_output_tokens: 7 }, '0', 256), 7)

@@ -4,6 +4,7 @@ import '@fastify/reply-from'
 import { errors, type LlmProxyError } from '@llmproxy/core'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { ProxyCall } from './call.js'
+import { decodedBody } from './encoding.js'
 import { upstreamRequestHeaders } from './headers.js'
 import type { FailureKind } from './planner.js'
 import { keepUpstreamHeaders, onError, onResponse, rewriteRequestHeaders, type UpstreamCallbacks } from './reply-hooks.js'
@@ -12,6 +13,8 @@ import { AttemptSignal } from './signal.js'
 
 const SSE = 'text/event-stream'
 const MAX_ERROR_BODY_BYTES = 64 * 1024
+/** How long an upstream may take to end its response after its stream's terminator before it is released. */
+const TERMINATOR_GRACE_MS = 1000
 
 /**
  * One try of one upstream: the reply-from call with its abort signal, the first-byte and idle deadlines, the
@@ -116,6 +119,7 @@ export class UpstreamAttempt implements UpstreamCallbacks {
     const call = this.call
     call.ctx.upstreamHeadersAt = performance.now()
     this.status = status
+    body = decodedBody(body, this.headers)
     this.body = body
     body.on('error', (err: Error) => this.onBodyError(err))
     if (status >= 200 && status < 300) {
@@ -206,7 +210,8 @@ export class UpstreamAttempt implements UpstreamCallbacks {
     body.once('end', () => this.onJsonEnd())
   }
 
-  private onSseChunk(chunk: Buffer): void {
+  private onSseChunk(upstreamChunk: Buffer): void {
+    const chunk = (this.scanner as StreamScanner).normalize(upstreamChunk)
     if (this.call.client.committed) {
       // A timestamp per chunk, not a timer update: the idle timer checks it when it fires.
       this.lastChunkAt = performance.now()
@@ -243,6 +248,27 @@ export class UpstreamAttempt implements UpstreamCallbacks {
     if (!scanner.tapSkips) meter.reader?.write(chunk)
     meter.responseBytes += chunk.length
     scanner.checkEnd(chunk)
+    if (scanner.sawTerminator && scanner.atEventEnd && call.endpoint.endsAtTerminator) this.endAtTerminator()
+  }
+
+  /**
+   * The terminator's event is complete: the client's response ends now. The upstream gets a moment to end its
+   * own (its connection stays reusable); one that keeps it open is released after TERMINATOR_GRACE_MS.
+   */
+  private endAtTerminator(): void {
+    this.done = true
+    this.clearTimer()
+    const body = this.body as Readable
+    body.removeAllListeners('data')
+    this.call.onStreamEnd(this, null)
+    this.timer = setTimeout(releaseUpstream, TERMINATOR_GRACE_MS, this)
+  }
+
+  /** The upstream kept its response open after the terminator: drop it. */
+  releaseUpstream(): void {
+    this.timer = null
+    this.body?.on('error', noop)
+    this.body?.destroy()
   }
 
   private onJsonChunk(chunk: Buffer): void {
@@ -259,7 +285,11 @@ export class UpstreamAttempt implements UpstreamCallbacks {
   }
 
   private onSseEnd(): void {
-    if (this.done) return
+    if (this.done) {
+      // After the terminator: the upstream ended its response on its own.
+      this.clearTimer()
+      return
+    }
     const call = this.call
     if (!call.client.committed) {
       // An empty stream: it commits at its end.
@@ -341,6 +371,10 @@ function firstByteTimeout(attempt: UpstreamAttempt): void {
 
 function idleTimeout(attempt: UpstreamAttempt): void {
   attempt.onIdleTimeout()
+}
+
+function releaseUpstream(attempt: UpstreamAttempt): void {
+  attempt.releaseUpstream()
 }
 
 function noop(): void {}

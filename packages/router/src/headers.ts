@@ -33,6 +33,8 @@ const DROPPED_REQUEST_HEADERS = [
 export function upstreamRequestHeaders(headers: IncomingHttpHeaders, upstream: Upstream, requestId: string): IncomingHttpHeaders {
   for (let i = 0; i < DROPPED_REQUEST_HEADERS.length; i++) delete headers[DROPPED_REQUEST_HEADERS[i] as string]
   headers['x-request-id'] = requestId
+  // The gateway reads usage from the bytes: plain ones (an upstream that compresses anyway is decoded, see encoding.ts).
+  headers['accept-encoding'] = 'identity'
   setUpstreamCredential(headers, upstream.protocol, upstream.apiKey, false)
   if (upstream.headers !== undefined) Object.assign(headers, upstream.headers)
   return headers

@@ -40,15 +40,28 @@ export class UsageMeter {
         reported.totalTokens = reported.promptTokens + reported.completionTokens
         this.estimated = true
       }
+      if (!reader.isFinal(scanner !== null)) {
+        // The answer ended before its final report (an Anthropic stream cut or aborted before message_delta):
+        // the output is estimated from what was streamed, the reported input kept.
+        reported.completionTokens = Math.max(reported.completionTokens, this.estimateCompletion(scanner))
+        reported.totalTokens = reported.promptTokens + reported.completionTokens
+        this.estimated = true
+      }
       this.add(reported)
       return
     }
     if (!succeeded) return
     const promptTokens = estimateTokensFromBytes(this.requestBytes)
-    const completionTokens =
-      scanner !== null ? Math.max(0, scanner.dataEvents - (scanner.sawTerminator ? 1 : 0)) : estimateTokensFromBytes(this.responseBytes)
+    const completionTokens = this.estimateCompletion(scanner)
     this.add({ promptTokens, completionTokens, totalTokens: promptTokens + completionTokens })
     this.estimated = true
+  }
+
+  /** One token per streamed data event (the terminator, an event but not a token, excluded); a JSON body's bytes / 4. */
+  private estimateCompletion(scanner: StreamScanner | null): number {
+    return scanner !== null
+      ? Math.max(0, scanner.dataEvents - (scanner.sawTerminator ? 1 : 0))
+      : estimateTokensFromBytes(this.responseBytes)
   }
 
   private add(usage: Usage): void {

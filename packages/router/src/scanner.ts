@@ -41,10 +41,49 @@ export class StreamScanner {
   private lineHead: string | null = null
   /** Per terminator, the bytes of it matched at the end of the chunks so far (a terminator split across chunks). */
   private terminatorPartials: number[] | null = null
+  /** How lines end: unknown until a line end is seen; `cr` when a lone CR was (then CRs become LFs, see `normalize`). */
+  private lineEnds: 'unknown' | 'lf' | 'cr' = 'unknown'
+  /** CR-only mode: the last chunk ended with a CR (a LF starting the next one belongs to it). */
+  private pendingCr = false
+  /** The chunks so far end with a blank line: the last event is complete. */
+  atEventEnd = false
+  /** The chunks so far end with a line end. */
+  private atLineStart = true
 
   constructor(endpoint: Endpoint, extractor: UsageExtractor) {
     this.endpoint = endpoint
     this.extractor = extractor
+  }
+
+  /**
+   * The chunk with its line ends as the rest of the gateway reads them. The SSE spec allows CR, LF and CRLF;
+   * upstreams send LF or CRLF, which pass untouched. A stream seen to use lone CRs has them turned into LFs
+   * (a copy per chunk, only for such streams), so that events, terminators and usage are found in it too.
+   */
+  normalize(chunk: Buffer): Buffer {
+    if (this.lineEnds === 'lf') return chunk
+    if (this.lineEnds === 'unknown') {
+      const lf = chunk.indexOf(NEWLINE)
+      const cr = chunk.indexOf(CR)
+      // A CR is lone when a byte other than LF follows it in this chunk (a CR ending the chunk decides nothing yet).
+      if (cr !== -1 && (lf === -1 || cr < lf) && cr + 1 < chunk.length && chunk[cr + 1] !== NEWLINE) this.lineEnds = 'cr'
+      else if (lf !== -1) this.lineEnds = 'lf'
+      if (this.lineEnds !== 'cr') return chunk
+    }
+    const out = Buffer.allocUnsafe(chunk.length)
+    let n = 0
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i] as number
+      if (byte === NEWLINE && (this.pendingCr || (i > 0 && chunk[i - 1] === CR))) {
+        // The LF of a CRLF whose CR already became a LF.
+        this.pendingCr = false
+        continue
+      }
+      this.pendingCr = false
+      out[n++] = byte === CR ? NEWLINE : byte
+    }
+    this.pendingCr = chunk[chunk.length - 1] === CR
+    return out.subarray(0, n)
   }
 
   /**
@@ -57,6 +96,8 @@ export class StreamScanner {
    */
   scan(chunk: Buffer): boolean {
     const length = chunk.length
+    if (length > 0) this.atEventEnd = endsBlankLine(chunk, this.atLineStart)
+    this.atLineStart = length === 0 ? this.atLineStart : chunk[length - 1] === NEWLINE
     const extractor = this.extractor
     let pos = 0
     this.tapSkips = !this.midLine
@@ -125,4 +166,13 @@ export class StreamScanner {
     }
     return false
   }
+}
+
+/** Whether the stream ends with a blank line after this chunk (`lineStartBefore`: the chunks before it ended with a line end). */
+function endsBlankLine(chunk: Buffer, lineStartBefore: boolean): boolean {
+  let i = chunk.length - 1
+  if (chunk[i] !== NEWLINE) return false
+  i--
+  if (i >= 0 && chunk[i] === CR) i--
+  return i < 0 ? lineStartBefore : chunk[i] === NEWLINE
 }

@@ -1,0 +1,261 @@
+// Upstreams that misbehave in ways real servers do (hardening issue, items 5–8), read by the official SDKs:
+// a response kept open after its terminator, a compressed body nobody asked for, CR-only SSE line ends, and
+// Anthropic streams that end before their final usage report.
+import assert from 'node:assert/strict'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { after, before, beforeEach, test } from 'node:test'
+import { constants, createGzip, gzipSync } from 'node:zlib'
+import Anthropic from '@anthropic-ai/sdk'
+import type { UsageRecord } from '@llmproxy/core'
+import { upstreams } from '@llmproxy/upstreams'
+import Fastify, { type FastifyInstance } from 'fastify'
+import OpenAI from 'openai'
+import { router } from '../src/index.js'
+import { eventually } from './helpers.js'
+
+type Script = (req: IncomingMessage, res: ServerResponse) => void
+
+let script: Script = (_req, res) => res.end()
+/** Upstream responses closed so far (by either side). */
+let closedResponses = 0
+let upstream: Server
+let app: FastifyInstance
+let url: string
+const records: UsageRecord[] = []
+
+before(async () => {
+  upstream = createServer((req, res) => {
+    res.on('close', () => closedResponses++)
+    req.resume()
+    req.on('end', () => script(req, res))
+  })
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+  const origin = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
+  app = Fastify({ logger: false })
+  await app.register(upstreams, {
+    upstreams: [
+      { name: 'raw', url: origin, protocol: 'openai' },
+      { name: 'raw-anthropic', url: origin, protocol: 'anthropic' },
+    ],
+    healthChecks: { enabled: false },
+  })
+  await app.register(router, {
+    models: [
+      { name: 'gpt-test', upstreams: ['raw'] },
+      { name: 'claude-test', upstreams: ['raw-anthropic'] },
+    ],
+    retry: { attempts: 1 },
+    // Long enough that a client kept waiting for it would show as a hang (see `within`).
+    timeouts: { idleMs: 60_000 },
+  })
+  app.llm.addHook('onUsage', (record) => {
+    records.push(record)
+  })
+  url = await app.listen({ port: 0, host: '127.0.0.1' })
+})
+
+after(async () => {
+  await app.close()
+  upstream.closeAllConnections()
+  await new Promise((resolve) => upstream.close(resolve))
+})
+
+beforeEach(() => {
+  records.length = 0
+  closedResponses = 0
+})
+
+/** Fails when `work` does not settle within `ms`: a client left hanging. */
+async function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const hang = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still waiting after ${ms} ms`)), ms)
+  })
+  try {
+    return await Promise.race([work, hang])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+const openai = () => new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 })
+const anthropic = () => new Anthropic({ baseURL: url, apiKey: 'unused', maxRetries: 0 })
+
+const chunk = (fields: Record<string, unknown>) =>
+  `data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', created: 1, model: 'm', ...fields })}\n\n`
+/** A complete chat stream with the usage chunk the gateway asks for, and `[DONE]`. */
+const CHAT_EVENTS = [
+  chunk({ choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }], usage: null }),
+  chunk({ choices: [{ index: 0, delta: { content: 'lorem ' }, finish_reason: null }], usage: null }),
+  chunk({ choices: [{ index: 0, delta: { content: 'ipsum ' }, finish_reason: null }], usage: null }),
+  chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }], usage: null }),
+  chunk({ choices: [], usage: { prompt_tokens: 11, completion_tokens: 2, total_tokens: 13 } }),
+  'data: [DONE]\n\n',
+]
+
+const anthropicEvent = (name: string, data: Record<string, unknown>) =>
+  `event: ${name}\ndata: ${JSON.stringify({ type: name, ...data })}\n\n`
+const messageStart = anthropicEvent('message_start', {
+  message: {
+    id: 'msg_1',
+    type: 'message',
+    role: 'assistant',
+    model: 'claude',
+    content: [],
+    stop_reason: null,
+    stop_sequence: null,
+    usage: { input_tokens: 12, cache_read_input_tokens: 3, cache_creation_input_tokens: 0, output_tokens: 1 },
+  },
+})
+const textDelta = (text: string) => anthropicEvent('content_block_delta', { index: 0, delta: { type: 'text_delta', text } })
+const ANTHROPIC_HEAD = [messageStart, anthropicEvent('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })]
+const ANTHROPIC_TAIL = [
+  anthropicEvent('content_block_stop', { index: 0 }),
+  anthropicEvent('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 2 } }),
+  anthropicEvent('message_stop', {}),
+]
+
+async function streamChat(): Promise<string> {
+  const stream = await openai().chat.completions.create({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'hi' }] })
+  let text = ''
+  for await (const part of stream) {
+    assert.ok(part.choices.length > 0, 'the usage chunk the gateway asked for is not passed to a client that did not ask')
+    text += part.choices[0]?.delta.content ?? ''
+  }
+  return text
+}
+
+test('an upstream that keeps its response open after [DONE]: the client’s stream ends at once, the upstream is released, the record is a success', async () => {
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    for (const event of CHAT_EVENTS) res.write(event)
+    // …and never ends it.
+  }
+  assert.equal(await within(10_000, 'the openai SDK stream', streamChat()), 'lorem ipsum ')
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  const record = records[0] as UsageRecord
+  assert.equal(record.status, 200)
+  assert.equal(record.error, undefined)
+  assert.equal(record.estimated, false)
+  assert.deepEqual([record.promptTokens, record.completionTokens], [11, 2])
+  await eventually(() => closedResponses === 1, 5000, 'the upstream response released')
+})
+
+test('an Anthropic upstream that keeps its response open after message_stop: finalMessage() resolves at once', async () => {
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    for (const event of [...ANTHROPIC_HEAD, textDelta('lorem '), textDelta('ipsum '), ...ANTHROPIC_TAIL]) res.write(event)
+  }
+  const message = await within(
+    10_000,
+    'the Anthropic SDK stream',
+    anthropic()
+      .messages.stream({ model: 'claude-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
+      .finalMessage(),
+  )
+  assert.deepEqual(
+    message.content,
+    [{ type: 'text', text: 'lorem ipsum ', citations: null }].map(({ citations: _c, ...rest }) => rest),
+  )
+  assert.equal(message.stop_reason, 'end_turn')
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error, undefined)
+  assert.deepEqual([records[0]?.promptTokens, records[0]?.completionTokens, records[0]?.estimated], [15, 2, false])
+  await eventually(() => closedResponses === 1, 5000, 'the upstream response released')
+})
+
+test('a gzip-compressed stream the gateway did not ask for is decoded for the client and the tap', async () => {
+  let asked: string | undefined
+  script = (req, res) => {
+    asked = req.headers['accept-encoding']
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' })
+    const gzip = createGzip({ flush: constants.Z_SYNC_FLUSH })
+    gzip.pipe(res)
+    for (const event of CHAT_EVENTS) gzip.write(event)
+    gzip.end()
+  }
+  assert.equal(await streamChat(), 'lorem ipsum ')
+  assert.equal(asked, 'identity')
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error, undefined)
+  assert.deepEqual([records[0]?.promptTokens, records[0]?.completionTokens, records[0]?.estimated], [11, 2, false])
+})
+
+test('a gzip-compressed JSON answer is decoded for the client and the tap', async () => {
+  script = (_req, res) => {
+    const body = gzipSync(
+      JSON.stringify({
+        id: 'chatcmpl-2',
+        object: 'chat.completion',
+        created: 1,
+        model: 'm',
+        choices: [{ index: 0, message: { role: 'assistant', content: 'plain text' }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: 7, completion_tokens: 2, total_tokens: 9 },
+      }),
+    )
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': body.length })
+    res.end(body)
+  }
+  const completion = await openai().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })
+  assert.equal(completion.choices[0]?.message.content, 'plain text')
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.deepEqual([records[0]?.promptTokens, records[0]?.completionTokens, records[0]?.estimated], [7, 2, false])
+})
+
+test('CR-only SSE line ends (allowed by the spec): the whole answer, no error event, the usage chunk not leaked', async () => {
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    for (const event of CHAT_EVENTS) res.write(event.replaceAll('\n', '\r'))
+    res.end()
+  }
+  assert.equal(await streamChat(), 'lorem ipsum ')
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error, undefined)
+  assert.deepEqual([records[0]?.promptTokens, records[0]?.completionTokens, records[0]?.estimated], [11, 2, false])
+})
+
+test('an Anthropic stream cut before message_delta: output estimated from what was streamed, the reported input kept', async () => {
+  const deltas = Array.from({ length: 39 }, (_v, i) => textDelta(`w${i} `))
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    for (const event of [...ANTHROPIC_HEAD, ...deltas]) res.write(event)
+    setTimeout(() => res.socket?.destroy(), 20)
+  }
+  const stream = anthropic().messages.stream({ model: 'claude-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
+  await assert.rejects(stream.finalMessage())
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  const record = records[0] as UsageRecord
+  assert.equal(record.estimated, true)
+  assert.equal(record.promptTokens, 15, 'input_tokens + cache reads from message_start')
+  // One per data event: message_start, content_block_start and the 39 deltas.
+  assert.equal(record.completionTokens, 41)
+  assert.equal(record.totalTokens, 56)
+  assert.equal(record.error?.code, 'llmproxy_upstream_error')
+})
+
+test('an Anthropic stream the client leaves after 94 deltas: output estimated, not the 1 token of message_start', async () => {
+  const deltas = Array.from({ length: 94 }, (_v, i) => textDelta(`w${i} `))
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    for (const event of [...ANTHROPIC_HEAD, ...deltas]) res.write(event)
+    // …then the model keeps thinking; the client gives up.
+  }
+  const controller = new AbortController()
+  const stream = anthropic().messages.stream(
+    { model: 'claude-test', max_tokens: 512, messages: [{ role: 'user', content: 'hi' }] },
+    { signal: controller.signal },
+  )
+  let seen = 0
+  stream.on('text', () => {
+    seen++
+    if (seen === 94) controller.abort()
+  })
+  await assert.rejects(stream.finalMessage())
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  const record = records[0] as UsageRecord
+  assert.equal(record.clientAborted, true)
+  assert.equal(record.estimated, true)
+  assert.equal(record.promptTokens, 15)
+  assert.equal(record.completionTokens, 96)
+})
