@@ -143,7 +143,7 @@ export class ProxyCall {
     const planner = this.planner
     planner.failed(error, status === 429 ? (retryAfter ?? 0) : undefined)
     // A context-length 400 goes to the next fallback model (one with a larger context).
-    if (kind === 'status' && status === 400) this.run(planner.advance())
+    if (kind === 'status' && status === 400) this.run(planner.nextFallback())
     else if (planner.retryable(kind, status)) this.run(planner.next())
     else this.fail(error)
   }

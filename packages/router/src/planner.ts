@@ -30,11 +30,19 @@ export type Plan =
 const QUEUE: Plan = { type: 'queue' }
 /** Waits for a Retry-After hold end this much later, so the hold has surely ended (timer and clock granularity). */
 const HOLD_SLACK_MS = 5
+/** At most this many rounds (so attempts on one upstream) of one request within ROUND_WINDOW_MS. */
+const ROUNDS_PER_WINDOW = 4
+const ROUND_WINDOW_MS = 3000
+/** Why no round can be waited for (roundDelay's negative answers). */
+const NOTHING_TO_WAIT_FOR = -1
+const WAIT_TOO_LONG = -2
+const BUDGET_SPENT = -3
 
 /**
- * Which upstream or fallback a request tries next, within `retry.attempts` and `retry.budgetMs`: the upstreams
- * of the requested model's pool not yet tried, then each fallback model's, then — after a jittered, doubling
- * backoff, or an upstream's Retry-After — another round. Pure logic over the pools' synchronous `tryAcquire`.
+ * Which upstream or fallback a request tries next, within `retry.attempts` and `retry.budgetMs`: the other
+ * upstreams of the requested model's pool; then the same pool again after a backoff (a transient error deserves a
+ * retry of the model the client asked for, as long as attempts remain for the fallbacks); then the fallback models
+ * in order; then further rounds. Pure logic over the pools' synchronous `tryAcquire`, with an injected clock.
  */
 export class AttemptPlanner {
   /** The route being tried: the requested model's, or one of its fallbacks. */
@@ -59,6 +67,12 @@ export class AttemptPlanner {
   /** Time spent waiting out Retry-After holds (bounded by retry.maxRetryAfterMs). */
   private waitedMs = 0
   private lastError: LlmProxyError | null = null
+  /** When each of the last rounds started (this.clock.now()), the first at the request's start. */
+  private readonly roundStarts: number[]
+  /** A fallback was tried: later rounds go over the requested model and the fallbacks alike. */
+  private fallbacksReached = false
+  /** The wait that was too long, for the client's Retry-After. */
+  private longestWaitMs = 0
 
   constructor(
     primary: ResolvedRoute,
@@ -76,11 +90,14 @@ export class AttemptPlanner {
     this.startedAt = startedAt
     this.clock = clock
     this.backoffMs = retry.backoffMs
+    this.roundStarts = [startedAt]
   }
 
   next(): Plan {
     if (!this.canRetry())
       return this.fail(this.lastError ?? errors.upstreamUnavailable(`No upstream could answer for model "${this.model}".`))
+    // One attempt per untried fallback is kept in reserve: the requested model has the rest.
+    if (this.sparing() && this.attempts > 0 && this.attempts + this.fallbacksLeft() >= this.retry.attempts) return this.nextFallback()
     const lease = this.route.pool.tryAcquire(this.tried)
     if (lease === 'busy') return QUEUE
     return lease === null ? this.advance() : this.started(lease)
@@ -114,42 +131,87 @@ export class AttemptPlanner {
     return this.fallbackIndex + 1 < this.primary.fallbacks.length
   }
 
-  /** The current route has nothing more to give: the next fallback, or another round after a backoff. */
+  /**
+   * The current route has no untried upstream left in this round. Before the model the client asked for is
+   * changed, its own pool gets another round after a backoff (or a Retry-After hold it can wait out), as long as
+   * enough attempts remain for one per untried fallback; then the fallbacks in order; then, attempts and budget
+   * permitting, another round from the requested model.
+   */
   advance(): Plan {
-    const fallbacks = this.primary.fallbacks
-    if (this.fallbackIndex + 1 < fallbacks.length) {
-      this.fallbackIndex++
-      this.route = fallbacks[this.fallbackIndex] as ResolvedRoute
-      this.tried.clear()
-      return this.next()
+    if (this.sparing() && this.attempts + this.fallbacksLeft() < this.retry.attempts) {
+      const delay = this.roundDelay()
+      if (delay >= 0) return this.newRound(delay)
     }
+    if (this.hasFallbackLeft()) return this.nextFallback()
+    const delay = this.roundDelay()
+    if (delay >= 0) return this.newRound(delay)
+    if (delay === NOTHING_TO_WAIT_FOR)
+      return this.fail(this.lastError ?? errors.upstreamUnavailable(`No healthy upstream for model "${this.model}".`))
+    if (delay === BUDGET_SPENT) return this.fail(this.lastError ?? errors.upstreamTimeout('The retry budget ran out.'))
+    const seconds = String(Math.ceil(this.longestWaitMs / 1000))
+    return this.fail(
+      this.lastError ??
+        errors.rateLimited('The upstreams are rate limiting requests.', 'llmproxy_upstream_rate_limited', { 'retry-after': seconds }),
+    )
+  }
+
+  /** The next fallback model, from its first upstream (a context-length 400 goes there directly: a larger context). */
+  nextFallback(): Plan {
+    this.fallbacksReached = true
+    this.fallbackIndex++
+    this.route = this.primary.fallbacks[this.fallbackIndex] as ResolvedRoute
+    this.tried.clear()
+    return this.next()
+  }
+
+  /** Still on the requested model, before any fallback: attempts are kept in reserve for the fallbacks. */
+  private sparing(): boolean {
+    return !this.fallbacksReached && this.primary.fallbacks.length > 0
+  }
+
+  private fallbacksLeft(): number {
+    return this.primary.fallbacks.length - (this.fallbackIndex + 1)
+  }
+
+  /**
+   * How long to wait before another round over the requested model's pool, or why not (a negative reason).
+   * After failed attempts: a jittered, doubling backoff, at least the longest Retry-After, and never a fifth round
+   * within ROUND_WINDOW_MS of the fourth before it (at most four attempts on one upstream in that time). When
+   * nothing could even be tried: only upstreams a 429 holds back until their Retry-After are worth waiting for.
+   * Waiting out Retry-After holds is bounded by retry.maxRetryAfterMs in all; every wait by retry.budgetMs.
+   */
+  private roundDelay(): number {
     const retry = this.retry
+    const now = this.clock.now()
     let delay: number
     if (this.attemptsThisRound === 0) {
-      // Nothing could even be tried: worth waiting only for upstreams a 429 holds back until their Retry-After.
       const holdEnds = this.primary.pool.holdEnds()
-      if (holdEnds === 0) return this.fail(this.lastError ?? errors.upstreamUnavailable(`No healthy upstream for model "${this.model}".`))
+      if (holdEnds === 0) return NOTHING_TO_WAIT_FOR
       delay = Math.max(0, holdEnds - this.clock.wall()) + HOLD_SLACK_MS
     } else {
-      // Another round over the same upstreams: back off (full jitter, doubling), at least the Retry-After.
       delay = Math.max(this.retryAfterMs === 0 ? 0 : this.retryAfterMs + HOLD_SLACK_MS, this.clock.random() * this.backoffMs)
-      this.backoffMs *= 2
     }
+    const starts = this.roundStarts
+    if (starts.length >= ROUNDS_PER_WINDOW)
+      delay = Math.max(delay, (starts[starts.length - ROUNDS_PER_WINDOW] as number) + ROUND_WINDOW_MS - now)
     if ((this.attemptsThisRound === 0 || this.retryAfterMs > 0) && this.waitedMs + delay > retry.maxRetryAfterMs) {
-      const seconds = String(Math.ceil(delay / 1000))
-      return this.fail(
-        this.lastError ??
-          errors.rateLimited('The upstreams are rate limiting requests.', 'llmproxy_upstream_rate_limited', { 'retry-after': seconds }),
-      )
+      this.longestWaitMs = delay
+      return WAIT_TOO_LONG
     }
+    if (now + delay - this.startedAt >= retry.budgetMs) return BUDGET_SPENT
+    return delay
+  }
+
+  private newRound(delay: number): Plan {
+    if (this.attemptsThisRound > 0) this.backoffMs *= 2
     this.waitedMs += delay
     this.retryAfterMs = 0
     this.attemptsThisRound = 0
     this.fallbackIndex = -1
     this.route = this.primary
     this.tried.clear()
-    if (this.clock.now() + delay - this.startedAt >= retry.budgetMs)
-      return this.fail(this.lastError ?? errors.upstreamTimeout('The retry budget ran out.'))
+    this.roundStarts.push(this.clock.now() + delay)
+    if (this.roundStarts.length > ROUNDS_PER_WINDOW) this.roundStarts.shift()
     return { type: 'wait', delayMs: delay }
   }
 

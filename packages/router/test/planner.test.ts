@@ -62,26 +62,86 @@ function fail(planner: AttemptPlanner, lease: Lease, status = 502, retryAfterMs?
 }
 
 describe('AttemptPlanner', () => {
-  test('the pool first, each upstream once, then the fallbacks in order', () => {
-    const { planner } = setup({ attempts: 10 })
+  test('the pool first, each upstream once, then the fallbacks in order, when no attempt is left to spare', () => {
+    // 4 attempts: the pool's two, then one per fallback.
+    const { planner } = setup({ attempts: 4 })
     const order: string[] = []
     for (let i = 0; i < 4; i++) {
       const lease = attempt(planner.next())
       order.push(lease.upstream.name)
       fail(planner, lease)
     }
-    assert.deepEqual(order.sort(), ['a1', 'a2', 'b1', 'c1'])
+    assert.deepEqual(order.slice(0, 2).sort(), ['a1', 'a2'])
+    assert.deepEqual(order.slice(2), ['b1', 'c1'])
     assert.equal(planner.attempts, 4)
   })
 
-  test('after every route was tried: a jittered, doubling backoff, then a new round from the requested model', () => {
-    const { planner, clock } = setup({ attempts: 10, backoffMs: 100 })
-    for (let i = 0; i < 4; i++) fail(planner, attempt(planner.next()))
+  test('attempts to spare: the requested model’s pool again after a backoff, before any fallback', () => {
+    const { planner, clock } = setup({ attempts: 5, backoffMs: 100 })
+    fail(planner, attempt(planner.next()))
+    fail(planner, attempt(planner.next()))
     clock.chance = 0.5
     assert.deepEqual(planner.next(), { type: 'wait', delayMs: 50 })
     assert.equal(planner.route.name, 'a')
-    for (let i = 0; i < 4; i++) fail(planner, attempt(planner.next()))
-    assert.deepEqual(planner.next(), { type: 'wait', delayMs: 100 }, 'the backoff doubled')
+    clock.at = 50
+    const retried = attempt(planner.next())
+    assert.ok(['a1', 'a2'].includes(retried.upstream.name), 'the same model, after the backoff')
+    fail(planner, retried)
+    // 3 attempts used, 2 fallbacks untried, 5 attempts in all: none to spare any more.
+    const next = attempt(planner.next())
+    assert.equal(planner.route.name, 'b')
+    assert.equal(next.upstream.name, 'b1')
+  })
+
+  test('the requested model has every attempt but one per fallback, its rounds backing off with doubling jitter', () => {
+    const { planner, clock } = setup({ attempts: 8, backoffMs: 100 })
+    clock.chance = 0.5
+    const names: string[] = []
+    const waits: number[] = []
+    for (;;) {
+      const plan = planner.next()
+      if (plan.type === 'fail') break
+      if (plan.type === 'wait') {
+        waits.push(plan.delayMs)
+        clock.at += plan.delayMs
+        continue
+      }
+      const lease = attempt(plan)
+      names.push(lease.upstream.name)
+      fail(planner, lease)
+    }
+    assert.equal(names.length, 8)
+    assert.ok(
+      names.slice(0, 6).every((name) => name.startsWith('a')),
+      names.join(' '),
+    )
+    assert.deepEqual(names.slice(6), ['b1', 'c1'])
+    assert.deepEqual(waits.slice(0, 2), [50, 100], 'full jitter, doubling')
+  })
+
+  test('never a fifth attempt on one upstream within 3 s', () => {
+    const registry = new UpstreamRegistry({
+      upstreams: [{ name: 'x', url: 'http://127.0.0.1:1', protocol: 'openai', weight: 1 }],
+      passive: { failuresToEject: 1000 },
+    })
+    const route = ModelTable.build([{ name: 'm', upstreams: ['x'] }], registry).get('m')
+    assert.ok(route)
+    const clock = new TestClock()
+    clock.chance = 0
+    const planner = new AttemptPlanner(route, 'm', { ...RETRY_DEFAULTS, attempts: 10 }, new Set<RetryOn>(RETRY_DEFAULTS.on), 0, clock)
+    const times: number[] = []
+    while (times.length < 6) {
+      const plan = planner.next()
+      if (plan.type === 'wait') {
+        clock.at += plan.delayMs
+        continue
+      }
+      times.push(clock.at)
+      fail(planner, attempt(plan))
+    }
+    for (let i = 4; i < times.length; i++) {
+      assert.ok((times[i] as number) - (times[i - 4] as number) >= 3000, `attempts at ${times.join(', ')} ms`)
+    }
   })
 
   test('the attempt limit ends the request with the last attempt’s error', () => {
@@ -110,8 +170,9 @@ describe('AttemptPlanner', () => {
 
   test('upstreams held back by a 429 are waited for (up to maxRetryAfterMs), then retried', () => {
     const { planner } = setup({ attempts: 10, maxRetryAfterMs: 5000 })
-    for (let i = 0; i < 4; i++) fail(planner, attempt(planner.next()), 429, 200)
+    for (let i = 0; i < 2; i++) fail(planner, attempt(planner.next()), 429, 200)
     const plan = planner.next()
+    assert.equal(planner.route.name, 'a', 'the requested model is waited for before a fallback')
     assert.equal(plan.type, 'wait')
     const delay = (plan as { delayMs: number }).delayMs
     assert.ok(delay >= 200 && delay <= 210, `waits the Retry-After out (+slack): ${delay}`)
