@@ -1,3 +1,4 @@
+export { convertRequest, withAssistantPrefill } from './convert/request.js'
 export {
   type ApiFamily,
   ConversionError,
