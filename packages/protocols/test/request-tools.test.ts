@@ -244,6 +244,34 @@ describe('tool definitions and tool_choice', () => {
     })
     assert.equal(JSON.stringify(schema).includes('$schema'), true, "the client's schema is not changed")
   })
+
+  test('a recursive $ref stays a bare $ref with its $defs (Gemini unrolls it), the rest is inlined', () => {
+    const tree = {
+      type: 'object',
+      properties: { root: { $ref: '#/definitions/node', description: 'The root' } },
+      definitions: {
+        node: { type: 'object', properties: { children: { type: 'array', items: { $ref: '#/definitions/node', title: 'child' } } } },
+      },
+    }
+    const out = convertValid('openai', 'gemini', {
+      model: 'x',
+      messages: [{ role: 'user', content: 'x' }],
+      tools: [{ type: 'function', function: { name: 'tree', parameters: tree } }],
+    })
+    const decl = ((out.tools as GeminiBody['tools'])?.[0]?.functionDeclarations ?? [])[0]
+    assert.deepEqual(decl?.parametersJsonSchema, {
+      type: 'object',
+      properties: {
+        root: {
+          type: 'object',
+          properties: { children: { type: 'array', items: { $ref: '#/definitions/node' } } },
+          description: 'The root',
+        },
+      },
+      // A $ref there may have only `$` siblings.
+      definitions: { node: { type: 'object', properties: { children: { type: 'array', items: { $ref: '#/definitions/node' } } } } },
+    })
+  })
 })
 
 describe('tool calls and results in the history', () => {

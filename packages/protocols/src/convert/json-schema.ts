@@ -43,7 +43,11 @@ function geminiNode(node: unknown, state: InlineState, chain: string[]): unknown
     if (key === '$schema') continue
     const value = node[key]
     // Keyword values that are not schemas (enum, const, default, examples) are copied untouched.
-    out[key] = SCHEMA_VALUED.has(key) ? geminiNode(value, state, chain) : SCHEMA_MAPS.has(key) ? mapValues(value, state, chain) : value
+    out[key] = SCHEMA_VALUED.has(key)
+      ? geminiNode(value, state, chain)
+      : SCHEMA_MAPS.has(key)
+        ? mapValues(value, state, chain, key === '$defs' || key === 'definitions')
+        : value
   }
   return out
 }
@@ -64,10 +68,11 @@ const SCHEMA_VALUED: ReadonlySet<string> = new Set([
 ])
 const SCHEMA_MAPS: ReadonlySet<string> = new Set(['properties', 'patternProperties', '$defs', 'definitions'])
 
-function mapValues(value: unknown, state: InlineState, chain: string[]): unknown {
+/** Property maps and definition maps (a definition is on its own resolution chain, so its recursion stays a $ref). */
+function mapValues(value: unknown, state: InlineState, chain: string[], definitions: boolean): unknown {
   if (!isObject(value)) return value
   const out: JsonObject = {}
-  for (const key in value) out[key] = geminiNode(value[key], state, chain)
+  for (const key in value) out[key] = geminiNode(value[key], state, definitions ? [...chain, key] : chain)
   return out
 }
 
