@@ -331,17 +331,11 @@ function thinkingAllowed(messages: Message[], choice: ToolChoice | undefined): b
 }
 
 function renderToolChoice(choice: ToolChoice | undefined, parallel: boolean | undefined): JsonObject | undefined {
-  const out: JsonObject | undefined =
-    choice === undefined
-      ? parallel === false
-        ? { type: 'auto' }
-        : undefined
-      : choice.mode === 'required'
-        ? { type: 'any' }
-        : choice.mode === 'tool'
-          ? { type: 'tool', name: choice.name }
-          : { type: choice.mode }
-  if (out !== undefined && parallel === false && out.type !== 'none') out.disable_parallel_tool_use = true
+  if (choice === undefined) return parallel === false ? { type: 'auto', disable_parallel_tool_use: true } : undefined
+  if (choice.mode === 'none') return { type: 'none' }
+  const out: JsonObject =
+    choice.mode === 'required' ? { type: 'any' } : choice.mode === 'tool' ? { type: 'tool', name: choice.name } : { type: 'auto' }
+  if (parallel === false) out.disable_parallel_tool_use = true
   return out
 }
 
