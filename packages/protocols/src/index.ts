@@ -1,4 +1,5 @@
 export { ANTHROPIC_MESSAGES, ANTHROPIC_VERSION, anthropic } from './anthropic.js'
+export { convertRequest, withAssistantPrefill } from './convert/request.js'
 export {
   type ApiFamily,
   ConversionError,
