@@ -1,3 +1,5 @@
+export { convertResponse } from './convert/response.js'
+export { createDecoder, createEncoder, type EncoderResume } from './convert/stream.js'
 export {
   type ApiFamily,
   ConversionError,
@@ -12,3 +14,5 @@ export {
   splitToolCallId,
   toolCallIdWithSignature,
 } from './convert/types.js'
+export { type ClientError, convertUpstreamError } from './convert/upstream-error.js'
+export { toRecordUsage } from './convert/usage.js'
