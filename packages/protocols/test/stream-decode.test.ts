@@ -23,7 +23,7 @@ function referenceParse(body: string): { event: string; data: string }[] {
     event = ''
     data = null
   }
-  for (const line of body.split(/\r\n|\r|\n/)) {
+  for (const line of body.replace(/^\uFEFF/, '').split(/\r\n|\r|\n/)) {
     if (line === '') dispatch()
     else if (line.startsWith(':')) continue
     else {
@@ -59,6 +59,7 @@ const FRAMING_CASES = [
   'event: orphan\n\ndata: after an event without data\n\n',
   'data: {"text":"wörld 👋 ünïcödé"}\n\n',
   'data: last event without a blank line',
+  '\uFEFFdata: after a byte order mark\n\n',
 ]
 
 test('SSE framing matches the reference reading at every split, byte by byte, with LF, CRLF and CR line ends', () => {
@@ -295,7 +296,7 @@ test('Gemini decoder: generated tool-call ids are well formed, distinct and stab
   )
 })
 
-test('Gemini decoder: blocked output is a content filter; MALFORMED_FUNCTION_CALL and OTHER are errors, never a stop', () => {
+test('Gemini decoder: blocked output is a content filter; MALFORMED_FUNCTION_CALL and OTHER are errors, never a stop (BerriAI/litellm#21744)', () => {
   for (const reason of ['SAFETY', 'RECITATION', 'BLOCKLIST', 'PROHIBITED_CONTENT', 'SPII']) {
     const { events, complete } = decodeAll('gemini', [gemini(`{"finishReason":"${reason}","index":0}`)])
     assert.deepEqual(events.at(-1), { type: 'finish', reason: 'content_filter', rawReason: reason })

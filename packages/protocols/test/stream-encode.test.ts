@@ -58,6 +58,13 @@ test('OpenAI framing: one role chunk first, one id/created/model, the finish chu
   }
 })
 
+const DELTA_BLOCK: Record<string, string> = {
+  text_delta: 'text',
+  thinking_delta: 'thinking',
+  signature_delta: 'thinking',
+  input_json_delta: 'tool_use',
+}
+
 /** Checks the Anthropic event grammar: message_start, blocks opened and closed one at a time in index order, message_delta, message_stop. */
 function assertAnthropicGrammar(body: string): { type: string; data: Record<string, unknown> }[] {
   const events = sseEvents(body).map(({ event, data }) => {
@@ -68,15 +75,23 @@ function assertAnthropicGrammar(body: string): { type: string; data: Record<stri
   assert.equal(events[0]?.type, 'message_start')
   assert.equal(events.at(-1)?.type, 'message_stop')
   assert.equal(events.at(-2)?.type, 'message_delta')
+  const { usage } = events[0]?.data.message as { usage: Record<string, unknown> }
+  for (const key of ['input_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens', 'output_tokens']) {
+    assert.equal(typeof usage[key], 'number', `message_start usage.${key}`)
+  }
   let open = -1
   let next = 0
+  let blockType = ''
   for (const { type, data } of events.slice(1, -2)) {
     if (type === 'content_block_start') {
       assert.equal(open, -1, 'a block opens only after the previous one closed')
       assert.equal(data.index, next)
       open = next++
+      blockType = (data.content_block as { type: string }).type
     } else if (type === 'content_block_delta') {
       assert.equal(data.index, open)
+      // A delta of another kind than its block breaks Claude Code ("Content block is not a thinking block").
+      assert.equal(DELTA_BLOCK[(data.delta as { type: string }).type], blockType)
     } else if (type === 'content_block_stop') {
       assert.equal(data.index, open)
       open = -1
@@ -88,7 +103,7 @@ function assertAnthropicGrammar(body: string): { type: string; data: Record<stri
   return events
 }
 
-test('Anthropic framing: blocks never interleave, also for tool calls the upstream interleaves', () => {
+test('Anthropic framing as Claude Code reads it (BerriAI/litellm#30043, #33224): blocks never interleave, deltas match their block, usage complete', () => {
   for (const [upstream, pieces] of [
     ['openai', OPENAI_TEXT],
     ['openai', OPENAI_TOOLS],
@@ -363,4 +378,54 @@ test('reasoning reaches OpenAI clients as reasoning_content; opaque reasoning ha
     { tool_calls: [{ index: 0, id: 'toolu_1__sig__sig', type: 'function', function: { name: 'f', arguments: '' } }] },
     { tool_calls: [{ index: 1, id: 'toolu_2', type: 'function', function: { name: 'g', arguments: '' } }] },
   ])
+})
+
+/** prompt (all input tokens), cached (cache reads) and completion tokens as each client format states them. */
+function clientUsage(client: ApiFamily, body: string): [number, number, number] {
+  const events = sseEvents(body).filter((event) => event.data !== '[DONE]')
+  if (client === 'openai') {
+    const usage = JSON.parse(events.at(-1)?.data ?? '{}').usage
+    return [usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens, usage.completion_tokens]
+  }
+  if (client === 'anthropic') {
+    const usage = JSON.parse(events.find((event) => event.event === 'message_delta')?.data ?? '{}').usage
+    return [
+      usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens,
+      usage.cache_read_input_tokens,
+      usage.output_tokens,
+    ]
+  }
+  const usage = JSON.parse(events.at(-1)?.data ?? '{}').usageMetadata
+  return [usage.promptTokenCount, usage.cachedContentTokenCount ?? 0, usage.candidatesTokenCount + (usage.thoughtsTokenCount ?? 0)]
+}
+
+test('usage on a translated stream is never zero (envoyproxy/ai-gateway#2352) and cached tokens are neither lost nor counted twice (QuantumNous/new-api#6144)', () => {
+  // What each upstream fixture reports: all prompt tokens, cache reads, completion tokens.
+  const upstreams: [ApiFamily, string[], [number, number, number]][] = [
+    ['openai', OPENAI_TEXT, [120, 100, 30]],
+    ['anthropic', ANTHROPIC_TOOLS, [170, 100, 42]],
+    ['gemini', GEMINI_TOOLS, [120, 100, 30]],
+  ]
+  for (const [upstream, pieces, reported] of upstreams) {
+    for (const client of ['openai', 'anthropic', 'gemini'] as const) {
+      if (client === upstream) continue
+      const body = convertStream(upstream, client, pieces, { model: 'm', includeUsage: true }).join('')
+      assert.deepEqual(clientUsage(client, body), reported, `${upstream} → ${client}`)
+    }
+  }
+})
+
+test('a content filter reaches Anthropic clients as refusal, never end_turn', () => {
+  const fromOpenAi = convertStream('openai', 'anthropic', [
+    'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"I"},"finish_reason":null}]}\n\n',
+    'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"content_filter"}]}\n\n',
+    'data: [DONE]\n\n',
+  ]).join('')
+  const fromGemini = convertStream('gemini', 'anthropic', [
+    'data: {"candidates":[{"content":{"role":"model","parts":[{"text":"I"}]},"finishReason":"SAFETY","index":0}]}\n\n',
+  ]).join('')
+  for (const body of [fromOpenAi, fromGemini]) {
+    const delta = sseEvents(body).find((event) => event.event === 'message_delta')
+    assert.equal(JSON.parse(delta?.data ?? '{}').delta.stop_reason, 'refusal')
+  }
 })

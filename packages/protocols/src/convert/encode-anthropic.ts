@@ -17,6 +17,8 @@ type ContentEvent = Extract<StreamEvent, { type: 'text' | 'reasoning' | 'redacte
 type BlockType = 'none' | 'text' | 'thinking' | 'tool'
 
 const DELTA_HEAD = 'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+const TEXT_BLOCK = '{"type":"text","text":""}'
+const THINKING_BLOCK = '{"type":"thinking","thinking":"","signature":""}'
 const MESSAGE_STOP = 'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 const KEEP_ALIVE = ': keep-alive\n\n'
 
@@ -137,7 +139,7 @@ export class AnthropicEncoder implements StreamEncoder {
     switch (event.type) {
       case 'text':
         if (event.text === '') return ''
-        return `${this.enter('text', '{"type":"text","text":""}')}${DELTA_HEAD}${this.blockIndex},"delta":{"type":"text_delta","text":${JSON.stringify(event.text)}}}\n\n`
+        return `${this.enter('text', TEXT_BLOCK)}${DELTA_HEAD}${this.blockIndex},"delta":{"type":"text_delta","text":${JSON.stringify(event.text)}}}\n\n`
       case 'reasoning':
         return this.reasoning(event.text, event.signature)
       case 'redacted_reasoning':
@@ -164,11 +166,11 @@ export class AnthropicEncoder implements StreamEncoder {
   private reasoning(text: string, signature: string | undefined): string {
     let out = ''
     if (text !== '') {
-      out = `${this.enter('thinking', '{"type":"thinking","thinking":"","signature":""}')}${DELTA_HEAD}${this.blockIndex},"delta":{"type":"thinking_delta","thinking":${JSON.stringify(text)}}}\n\n`
+      out = `${this.enter('thinking', THINKING_BLOCK)}${DELTA_HEAD}${this.blockIndex},"delta":{"type":"thinking_delta","thinking":${JSON.stringify(text)}}}\n\n`
     }
     if (signature !== undefined) {
       // A signature ends its thinking block.
-      out += `${this.enter('thinking', '{"type":"thinking","thinking":"","signature":""}')}${DELTA_HEAD}${this.blockIndex},"delta":{"type":"signature_delta","signature":${JSON.stringify(signature)}}}\n\n`
+      out += `${this.enter('thinking', THINKING_BLOCK)}${DELTA_HEAD}${this.blockIndex},"delta":{"type":"signature_delta","signature":${JSON.stringify(signature)}}}\n\n`
       out += this.closeBlock()
     }
     return out

@@ -2,6 +2,7 @@ import { StringDecoder } from 'node:string_decoder'
 import { MalformedStreamError, type StreamDecoder, type StreamEvent } from './types.js'
 
 const LF = 0x0a
+const BOM = 0xfeff
 const COLON = 0x3a
 const SPACE = 0x20
 /** How much of a bad event a MalformedStreamError quotes. */
@@ -22,6 +23,8 @@ export abstract class SseDecoder implements StreamDecoder {
   private event = ''
   /** The last chunk ended with CR: an LF opening the next one belongs to that line end. */
   private skipLf = false
+  /** Nothing was read yet: a byte order mark there is not part of the first field name. */
+  private atStart = true
 
   abstract readonly complete: boolean
 
@@ -47,6 +50,10 @@ export abstract class SseDecoder implements StreamDecoder {
     const length = text.length
     if (length === 0) return
     let start = 0
+    if (this.atStart) {
+      this.atStart = false
+      if (text.charCodeAt(0) === BOM) start = 1
+    }
     if (this.skipLf) {
       this.skipLf = false
       if (text.charCodeAt(0) === LF) start = 1
