@@ -75,7 +75,8 @@ function assertAnthropicGrammar(body: string): { type: string; data: Record<stri
   assert.equal(events[0]?.type, 'message_start')
   assert.equal(events.at(-1)?.type, 'message_stop')
   assert.equal(events.at(-2)?.type, 'message_delta')
-  const { usage } = events[0]?.data.message as { usage: Record<string, unknown> }
+  const start = events[0]?.data.message as { usage: Record<string, unknown> } | undefined
+  const usage = start?.usage ?? {}
   for (const key of ['input_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens', 'output_tokens']) {
     assert.equal(typeof usage[key], 'number', `message_start usage.${key}`)
   }
