@@ -3,7 +3,6 @@ import { MalformedStreamError, type StreamDecoder, type StreamEvent } from './ty
 
 const LF = 0x0a
 const BOM = 0xfeff
-const COLON = 0x3a
 const SPACE = 0x20
 /** How much of a bad event a MalformedStreamError quotes. */
 const QUOTE_CHARS = 200
@@ -96,21 +95,20 @@ export abstract class SseDecoder implements StreamDecoder {
       this.dispatch(out)
       return
     }
-    if (line.charCodeAt(0) === COLON) return
-    const colon = line.indexOf(':')
-    const name = colon === -1 ? line : line.slice(0, colon)
-    let value = ''
-    if (colon !== -1) value = line.slice(line.charCodeAt(colon + 1) === SPACE ? colon + 2 : colon + 1)
-    if (name === 'data') {
-      if (this.hasData) this.data += `\n${value}`
-      else {
-        this.data = value
-        this.hasData = true
-      }
-    } else if (name === 'event') {
-      this.event = value
+    // `data:` first: nearly every line is one. A field without a colon has an empty value.
+    if (line.startsWith('data:')) this.addData(line.slice(line.charCodeAt(5) === SPACE ? 6 : 5))
+    else if (line === 'data') this.addData('')
+    else if (line.startsWith('event:')) this.event = line.slice(line.charCodeAt(6) === SPACE ? 7 : 6)
+    else if (line === 'event') this.event = ''
+    // Comments (`:`), `id`, `retry` and unknown fields mean nothing to a decoder.
+  }
+
+  private addData(value: string): void {
+    if (this.hasData) this.data += `\n${value}`
+    else {
+      this.data = value
+      this.hasData = true
     }
-    // `id`, `retry` and unknown fields mean nothing to a decoder.
   }
 
   private dispatch(out: StreamEvent[]): void {
