@@ -1,5 +1,7 @@
 export { ANTHROPIC_MESSAGES, ANTHROPIC_VERSION, anthropic } from './anthropic.js'
 export { convertRequest, withAssistantPrefill } from './convert/request.js'
+export { convertResponse } from './convert/response.js'
+export { createDecoder, createEncoder, type EncoderResume } from './convert/stream.js'
 export {
   type ApiFamily,
   ConversionError,
@@ -14,6 +16,8 @@ export {
   splitToolCallId,
   toolCallIdWithSignature,
 } from './convert/types.js'
+export { type ClientError, convertUpstreamError } from './convert/upstream-error.js'
+export { toRecordUsage } from './convert/usage.js'
 export { clientApiOf, defaultHealthCheckPath, setUpstreamCredential, wireOf, wireOfProtocol } from './formats.js'
 export { GEMINI_ACTIONS, GEMINI_GENERATE, gemini } from './gemini.js'
 export { OPENAI_CHAT, OPENAI_ENDPOINTS, openai } from './openai.js'

@@ -1,0 +1,39 @@
+import { randomUUID } from 'node:crypto'
+import type { FinishReason, NeutralUsage } from './types.js'
+
+/** One piece of a whole (non-streamed) answer, in the order the upstream gave them. */
+export type AnswerBlock =
+  | { type: 'text'; text: string }
+  | { type: 'reasoning'; text: string; signature?: string }
+  | { type: 'redacted_reasoning'; data: string }
+  /** `args`: the arguments JSON text. */
+  | { type: 'tool'; id: string; name: string; args: string; signature?: string }
+
+/** A non-streamed answer in neutral terms: what an upstream's JSON says, before the client's JSON is written. */
+export interface Answer {
+  blocks: AnswerBlock[]
+  finish: FinishReason
+  stopSequence?: string
+  usage: NeutralUsage
+}
+
+/** 32 random hex digits: the random part of generated ids. */
+export function randomHex(): string {
+  return randomUUID().replaceAll('-', '')
+}
+
+/** A tool-call id for an upstream that gives none (Gemini): `call_` and 24 hex digits, valid in every format. */
+export function newToolCallId(): string {
+  return `call_${randomHex().slice(0, 24)}`
+}
+
+/** A tool call's arguments as the object formats that hold them parsed need; '' is `{}`; undefined when not an object. */
+export function parseToolArgs(json: string): Record<string, unknown> | undefined {
+  if (json.trim() === '') return {}
+  try {
+    const value: unknown = JSON.parse(json)
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined
+  } catch {
+    return undefined
+  }
+}

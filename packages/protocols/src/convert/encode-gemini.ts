@@ -1,0 +1,219 @@
+import { type Answer, parseToolArgs, randomHex } from './answer.js'
+import { GEMINI_FINISH } from './finish.js'
+import { JsonEnd } from './json-end.js'
+import type { EncoderResume } from './stream.js'
+import type { EncoderOptions, FinishReason, StreamEncoder, StreamEvent } from './types.js'
+import { type ClientError, geminiStatus } from './upstream-error.js'
+import { toGeminiUsage, UsageTally } from './usage.js'
+
+const KEEP_ALIVE = ': keep-alive\n\n'
+/** The last chunk's parts when it carries nothing else: the SDK's chat history refuses a chunk without parts. */
+const EMPTY_PARTS = '{"text":""}'
+const MALFORMED = 'MALFORMED_FUNCTION_CALL'
+
+/** A function call whose arguments are still arriving: Gemini sends a call's `args` whole, as an object. */
+interface PendingCall {
+  id: string
+  name: string
+  signature: string | undefined
+  args: string
+  readonly end: JsonEnd
+}
+
+/**
+ * Events → Gemini `GenerateContentResponse` chunks, each `{candidates:[{content:{role:'model',parts:[…]},index:0}],
+ * modelVersion, responseId}`; the last one adds `finishReason` and `usageMetadata`. With `alt=sse` each chunk is a
+ * `data:` event; otherwise the chunks are the elements of one JSON array, written one by one (`[`, `,`, `]`).
+ *
+ * What is held, and why:
+ * - A function call goes out when its arguments' JSON closes (Gemini has no partial arguments); at the finish at
+ *   the latest. Arguments that are not a JSON object end the answer as Gemini does: `MALFORMED_FUNCTION_CALL`.
+ * - The last chunk carries `finishReason` and `usageMetadata` together: it is held from the finish until the next
+ *   usage report or the end of the upstream stream.
+ */
+export class GeminiEncoder implements StreamEncoder {
+  /** Everything of a chunk after its candidate: the candidates array closes, then modelVersion and responseId. */
+  private readonly tail: string
+  private readonly sse: boolean
+  private readonly usage: UsageTally
+  /** JSON-array mode: an element went out (the next one needs a comma). */
+  private wrote: boolean
+  private readonly calls: (PendingCall | undefined)[] = []
+  private toolOffset = 0
+  private toolsSeen = 0
+  private started: boolean
+  private stop: FinishReason | null = null
+  private lastSent = false
+  /** Why the answer is malformed (a function call whose arguments are not an object). */
+  private malformed: string | undefined
+
+  constructor(opts: EncoderOptions, resume?: EncoderResume) {
+    const id = opts.id ?? randomHex()
+    this.tail = `],"modelVersion":${JSON.stringify(opts.model)},"responseId":${JSON.stringify(id)}}`
+    this.sse = opts.geminiSse !== false
+    this.usage = new UsageTally(resume?.usage)
+    this.started = resume !== undefined
+    this.wrote = resume !== undefined
+  }
+
+  encode(event: StreamEvent): string {
+    switch (event.type) {
+      case 'start':
+        if (this.started) {
+          this.usage.nextAttempt()
+          this.toolOffset = this.toolsSeen
+        }
+        this.started = true
+        if (event.usage !== undefined) this.usage.report(event.usage)
+        return ''
+      case 'usage':
+        this.usage.report(event.usage)
+        return this.stop !== null && !this.lastSent ? this.last() : ''
+      case 'finish':
+        if (this.stop !== null) return ''
+        this.stop = event.reason
+        return this.flushCalls()
+      case 'error':
+        // The router decides: continue on another upstream, or end with error().
+        return ''
+    }
+    if (this.stop !== null) return ''
+    switch (event.type) {
+      case 'text':
+        return event.text === '' ? '' : this.chunk(`{"text":${JSON.stringify(event.text)}}`)
+      case 'reasoning': {
+        const signature = event.signature === undefined ? '' : `,"thoughtSignature":${JSON.stringify(event.signature)}`
+        return event.text === '' && signature === '' ? '' : this.chunk(`{"text":${JSON.stringify(event.text)},"thought":true${signature}}`)
+      }
+      case 'tool_start': {
+        const index = event.index + this.toolOffset
+        if (index >= this.toolsSeen) this.toolsSeen = index + 1
+        this.calls[index] = { id: event.id, name: event.name, signature: event.signature, args: '', end: new JsonEnd() }
+        return ''
+      }
+      case 'tool_args': {
+        const index = event.index + this.toolOffset
+        const call = this.calls[index]
+        if (call === undefined) return ''
+        call.args += event.json
+        if (!call.end.feed(event.json)) return ''
+        this.calls[index] = undefined
+        return this.callChunk(call)
+      }
+      case 'redacted_reasoning':
+        // Gemini has no part for opaque reasoning.
+        return ''
+    }
+  }
+
+  finish(): string {
+    let out = ''
+    if (this.stop === null) {
+      this.stop = 'stop'
+      out = this.flushCalls()
+    }
+    if (!this.lastSent) out += this.last()
+    if (!this.sse) out += this.wrote ? ']' : '[]'
+    return out
+  }
+
+  error(error: ClientError): string {
+    const body = JSON.stringify({ error: { code: error.statusCode, message: error.message, status: geminiStatus(error.statusCode) } })
+    // No closing bracket in array mode: a client must not take the answer as complete.
+    return this.frame(body)
+  }
+
+  keepAlive(): string {
+    return this.sse ? KEEP_ALIVE : ''
+  }
+
+  private chunk(part: string): string {
+    return this.frame(`{"candidates":[{"content":{"role":"model","parts":[${part}]},"index":0}${this.tail}`)
+  }
+
+  private frame(json: string): string {
+    if (this.sse) return `data: ${json}\n\n`
+    const separator = this.wrote ? ',' : '['
+    this.wrote = true
+    return separator + json
+  }
+
+  private callChunk(call: PendingCall): string {
+    const args = parseToolArgs(call.args)
+    if (args === undefined) {
+      this.malformed ??= `Malformed function call ${call.name}: ${call.args}`
+      return ''
+    }
+    const signature = call.signature === undefined ? '' : `,"thoughtSignature":${JSON.stringify(call.signature)}`
+    return this.chunk(
+      `{"functionCall":{"id":${JSON.stringify(call.id)},"name":${JSON.stringify(call.name)},"args":${JSON.stringify(args)}}${signature}}`,
+    )
+  }
+
+  /** Calls whose arguments never closed go out at the finish, in order. */
+  private flushCalls(): string {
+    let out = ''
+    for (let i = 0; i < this.calls.length; i++) {
+      const call = this.calls[i]
+      if (call === undefined) continue
+      this.calls[i] = undefined
+      out += this.callChunk(call)
+    }
+    return out
+  }
+
+  private last(): string {
+    this.lastSent = true
+    const reason = this.malformed === undefined ? GEMINI_FINISH[this.stop ?? 'stop'] : MALFORMED
+    const message = this.malformed === undefined ? '' : `,"finishMessage":${JSON.stringify(this.malformed)}`
+    const usage = JSON.stringify(toGeminiUsage(this.usage.total()))
+    return this.frame(
+      `{"candidates":[{"content":{"role":"model","parts":[${EMPTY_PARTS}]},"finishReason":"${reason}"${message},"index":0}],"usageMetadata":${usage}${this.tail.slice(1)}`,
+    )
+  }
+}
+
+/** A neutral answer → a Gemini `GenerateContentResponse`. */
+export function writeGeminiResponse(answer: Answer, opts: EncoderOptions): Record<string, unknown> {
+  const parts: Record<string, unknown>[] = []
+  let malformed: string | undefined
+  for (const block of answer.blocks) {
+    switch (block.type) {
+      case 'text':
+        parts.push({ text: block.text })
+        break
+      case 'reasoning':
+        parts.push(
+          block.signature === undefined
+            ? { text: block.text, thought: true }
+            : { text: block.text, thought: true, thoughtSignature: block.signature },
+        )
+        break
+      case 'tool': {
+        const args = parseToolArgs(block.args)
+        if (args === undefined) {
+          malformed ??= `Malformed function call ${block.name}: ${block.args}`
+          break
+        }
+        const functionCall = { id: block.id, name: block.name, args }
+        parts.push(block.signature === undefined ? { functionCall } : { functionCall, thoughtSignature: block.signature })
+        break
+      }
+      case 'redacted_reasoning':
+        break
+    }
+  }
+  if (parts.length === 0) parts.push({ text: '' })
+  const candidate: Record<string, unknown> = {
+    content: { role: 'model', parts },
+    finishReason: malformed === undefined ? GEMINI_FINISH[answer.finish] : MALFORMED,
+    index: 0,
+  }
+  if (malformed !== undefined) candidate.finishMessage = malformed
+  return {
+    candidates: [candidate],
+    usageMetadata: toGeminiUsage(answer.usage),
+    modelVersion: opts.model,
+    responseId: opts.id ?? randomHex(),
+  }
+}

@@ -1,0 +1,162 @@
+import { type Answer, randomHex } from './answer.js'
+import { OPENAI_FINISH } from './finish.js'
+import type { EncoderResume } from './stream.js'
+import { type EncoderOptions, type FinishReason, type StreamEncoder, type StreamEvent, toolCallIdWithSignature } from './types.js'
+import type { ClientError } from './upstream-error.js'
+import { toOpenAiUsage, UsageTally } from './usage.js'
+
+const CHOICE_END = ',"logprobs":null,"finish_reason":null}]}\n\n'
+const DONE = 'data: [DONE]\n\n'
+const KEEP_ALIVE = ': keep-alive\n\n'
+
+/**
+ * Events → OpenAI `chat.completion.chunk`s: one role chunk, deltas (`content`, `reasoning_content`, `tool_calls`
+ * by index), the finish chunk, a usage chunk only when the client asked for one (`includeUsage`), `[DONE]`.
+ * Every chunk has the same id, created and model; each is rendered from templates made once per stream.
+ * Nothing is held: the usage chunk goes out at the end, where OpenAI puts it.
+ */
+export class OpenAiEncoder implements StreamEncoder {
+  /** Everything of a chunk before its delta. */
+  private readonly head: string
+  private readonly usageHead: string
+  private readonly includeUsage: boolean
+  private readonly usage: UsageTally
+  private started: boolean
+  private finished = false
+  /** Client index = neutral index + offset: a continuation's decoder counts its calls from 0 again. */
+  private toolOffset = 0
+  private toolsSeen = 0
+  /** A reasoning signature the client has no field for, carried in the next tool call's id. */
+  private signature: string | undefined
+
+  constructor(opts: EncoderOptions, resume?: EncoderResume) {
+    const id = opts.id ?? `chatcmpl-${randomHex()}`
+    const created = resume?.created ?? Math.floor(Date.now() / 1000)
+    const prefix = `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(opts.model)},"choices":`
+    this.head = `${prefix}[{"index":0,"delta":`
+    this.usageHead = `${prefix}[],"usage":`
+    this.includeUsage = opts.includeUsage === true
+    this.usage = new UsageTally(resume?.usage)
+    this.started = resume !== undefined
+  }
+
+  encode(event: StreamEvent): string {
+    switch (event.type) {
+      case 'start':
+        // A later start is a continuation on another upstream: one stream for the client still.
+        if (this.started) {
+          this.usage.nextAttempt()
+          this.toolOffset = this.toolsSeen
+        }
+        if (event.usage !== undefined) this.usage.report(event.usage)
+        return this.opening()
+      case 'usage':
+        this.usage.report(event.usage)
+        return ''
+      case 'finish':
+        if (this.finished) return ''
+        this.finished = true
+        return this.opening() + this.finishChunk(event.reason)
+      case 'error':
+        // The router decides: continue on another upstream, or end with error().
+        return ''
+    }
+    if (this.finished) return ''
+    switch (event.type) {
+      case 'text':
+        return event.text === '' ? '' : this.chunk(`{"content":${JSON.stringify(event.text)}}`)
+      case 'reasoning':
+        if (event.signature !== undefined) this.signature = event.signature
+        return event.text === '' ? '' : this.chunk(`{"reasoning_content":${JSON.stringify(event.text)}}`)
+      case 'tool_start': {
+        const index = event.index + this.toolOffset
+        if (index >= this.toolsSeen) this.toolsSeen = index + 1
+        const id = toolCallIdWithSignature(event.id, event.signature ?? this.signature)
+        this.signature = undefined
+        return this.chunk(
+          `{"tool_calls":[{"index":${index},"id":${JSON.stringify(id)},"type":"function","function":{"name":${JSON.stringify(event.name)},"arguments":""}}]}`,
+        )
+      }
+      case 'tool_args':
+        return this.chunk(
+          `{"tool_calls":[{"index":${event.index + this.toolOffset},"function":{"arguments":${JSON.stringify(event.json)}}}]}`,
+        )
+      case 'redacted_reasoning':
+        // OpenAI has no field for opaque reasoning.
+        return ''
+    }
+  }
+
+  finish(): string {
+    let out = this.opening()
+    if (!this.finished) {
+      this.finished = true
+      out += this.finishChunk('stop')
+    }
+    if (this.includeUsage) out += `${this.usageHead}${JSON.stringify(toOpenAiUsage(this.usage.total()))}}\n\n`
+    return out + DONE
+  }
+
+  error(error: ClientError): string {
+    return `data: ${JSON.stringify({ error: { message: error.message, type: error.type, code: error.code } })}\n\n`
+  }
+
+  keepAlive(): string {
+    return KEEP_ALIVE
+  }
+
+  private opening(): string {
+    if (this.started) return ''
+    this.started = true
+    return `${this.head}{"role":"assistant","content":""}${CHOICE_END}`
+  }
+
+  /** A chunk with one delta (after the role chunk when none went out yet). */
+  private chunk(delta: string): string {
+    return `${this.opening()}${this.head}${delta}${CHOICE_END}`
+  }
+
+  private finishChunk(reason: FinishReason): string {
+    return `${this.head}{},"logprobs":null,"finish_reason":"${OPENAI_FINISH[reason]}"}]}\n\n`
+  }
+}
+
+/** A neutral answer → an OpenAI `chat.completion`. */
+export function writeOpenAiResponse(answer: Answer, opts: EncoderOptions): Record<string, unknown> {
+  let content: string | null = null
+  let reasoning: string | undefined
+  let signature: string | undefined
+  const toolCalls: Record<string, unknown>[] = []
+  for (const block of answer.blocks) {
+    switch (block.type) {
+      case 'text':
+        content = (content ?? '') + block.text
+        break
+      case 'reasoning':
+        reasoning = (reasoning ?? '') + block.text
+        if (block.signature !== undefined) signature = block.signature
+        break
+      case 'tool':
+        toolCalls.push({
+          id: toolCallIdWithSignature(block.id, block.signature ?? signature),
+          type: 'function',
+          function: { name: block.name, arguments: block.args === '' ? '{}' : block.args },
+        })
+        signature = undefined
+        break
+      case 'redacted_reasoning':
+        break
+    }
+  }
+  const message: Record<string, unknown> = { role: 'assistant', content, refusal: null }
+  if (reasoning !== undefined) message.reasoning_content = reasoning
+  if (toolCalls.length > 0) message.tool_calls = toolCalls
+  return {
+    id: opts.id ?? `chatcmpl-${randomHex()}`,
+    object: 'chat.completion',
+    created: Math.floor(Date.now() / 1000),
+    model: opts.model,
+    choices: [{ index: 0, message, logprobs: null, finish_reason: OPENAI_FINISH[answer.finish] }],
+    usage: toOpenAiUsage(answer.usage),
+  }
+}
