@@ -135,7 +135,7 @@ export class ProxyCall {
 
   /** An attempt failed before the commit point: another one, a fallback, or the client gets the error. */
   onAttemptFailed(attempt: UpstreamAttempt, kind: FailureKind, error: LlmProxyError, status?: number, retryAfter?: number): void {
-    const result: AttemptResult = { ok: false, kind }
+    const result: AttemptResult = { ok: false, kind, request: this }
     if (status !== undefined) result.status = status
     if (retryAfter !== undefined) result.retryAfterMs = retryAfter
     if (attempt.release(result)) this.reportAttempt(attempt, kind === 'connect' ? 'connect_error' : kind, status)

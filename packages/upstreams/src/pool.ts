@@ -2,7 +2,7 @@ import { errors } from '@llmproxy/core'
 import { upstreamsBusy } from './errors.js'
 import type { QueueOptions } from './options.js'
 import type { Strategy, StrategyFactory } from './strategies.js'
-import { type Lease, type Upstream, UpstreamNode } from './upstream.js'
+import { type Lease, type PoolLink, type Upstream, UpstreamNode } from './upstream.js'
 
 /** A set of upstreams balanced by one strategy, with a bounded FIFO queue for when they are all at maxConcurrency. */
 export interface Pool {
@@ -11,8 +11,15 @@ export interface Pool {
   /** Requests waiting in the queue. */
   readonly waiting: number
   /**
+   * Panic mode: no upstream of the pool is in service (each is ejected, or half-open with its trial in
+   * flight, or unhealthy; draining ones aside), so picks go to the least recently failed of them.
+   */
+  readonly panic: boolean
+  /**
    * Synchronous fast path: a lease on the best available upstream not in `exclude`; 'busy' when candidates
-   * exist but all are at maxConcurrency; null when none is available (ejected, unhealthy, draining, held, excluded).
+   * exist but all are at maxConcurrency; null when none is available (draining, held, excluded, or out while
+   * another upstream of the pool is in service). In panic mode, a lease on the least recently failed upstream
+   * that is out, not excluded, not held and below maxConcurrency ('busy' when they are all at it).
    */
   tryAcquire(exclude?: ReadonlySet<string>): Lease | 'busy' | null
   /**
@@ -37,7 +44,17 @@ interface Waiter {
   onAbort: (() => void) | undefined
 }
 
-export class PoolImpl implements Pool {
+/** Called when a pool enters (true) or leaves (false) panic mode. */
+export type PanicListener = (pool: PoolImpl, panic: boolean) => void
+
+/**
+ * Which upstreams panic mode picks among: none (not in panic: some upstream is in service, or every one is
+ * draining); the ejected and half-open ones (the unhealthy ones stay out while any upstream is not unhealthy);
+ * or, when every upstream (draining ones aside) is unhealthy by active checks, those.
+ */
+type PanicScope = 'none' | 'out' | 'unhealthy'
+
+export class PoolImpl implements Pool, PoolLink {
   readonly names: readonly string[]
   readonly strategy: string
   private readonly factory: StrategyFactory
@@ -49,17 +66,34 @@ export class PoolImpl implements Pool {
   private picking = false
   private serving = false
   private readonly queue: Waiter[] = []
+  private panicking = false
+  private readonly onPanic: PanicListener
 
-  constructor(names: readonly string[], strategy: string, factory: StrategyFactory, members: UpstreamNode[], queue: QueueOptions) {
+  constructor(
+    names: readonly string[],
+    strategy: string,
+    factory: StrategyFactory,
+    members: UpstreamNode[],
+    queue: QueueOptions,
+    onPanic: PanicListener,
+  ) {
     this.names = names
     this.strategy = strategy
     this.factory = factory
     this.queueOptions = queue
+    this.onPanic = onPanic
     this.picker = this.adopt(members)
+    this.reassess()
   }
 
   get waiting(): number {
     return this.queue.length
+  }
+
+  get panic(): boolean {
+    // A passed cooldown ends the panic without a transition (those are lazy): look again.
+    this.reassess()
+    return this.panicking
   }
 
   holdEnds(exclude?: ReadonlySet<string>): number {
@@ -87,7 +121,10 @@ export class PoolImpl implements Pool {
         available = true
         if (upstream.maxConcurrency === null || upstream.inFlight < upstream.maxConcurrency) candidates.push(upstream)
       }
-      if (candidates.length === 0) return available ? 'busy' : null
+      if (!available) return this.panicPick(now, exclude)
+      // An upstream is in service: whatever the pool was in, it is not in panic now.
+      if (this.panicking) this.setPanic(false)
+      if (candidates.length === 0) return 'busy'
       const picked = this.picker.pick(candidates)
       if (picked === undefined) return null
       if (!(picked instanceof UpstreamNode))
@@ -157,7 +194,52 @@ export class PoolImpl implements Pool {
   refresh(members: UpstreamNode[]): void {
     const same = members.length === this.members.length && members.every((m, i) => m === this.members[i])
     if (!same) this.picker = this.adopt(members)
+    this.reassess()
     this.serve()
+  }
+
+  reassess(): void {
+    this.setPanic(this.panicScope(Date.now()) !== 'none')
+  }
+
+  /** Nothing not excluded is available: in panic mode, the least recently failed upstream that is out. */
+  private panicPick(now: number, exclude: ReadonlySet<string> | undefined): Lease | 'busy' | null {
+    const scope = this.panicScope(now)
+    this.setPanic(scope !== 'none')
+    if (scope === 'none') return null
+    const members = this.members
+    let best: UpstreamNode | null = null
+    let full = false
+    for (let i = 0; i < members.length; i++) {
+      const upstream = members[i] as UpstreamNode
+      const state = upstream.state
+      if (state === 'draining' || (state === 'unhealthy') !== (scope === 'unhealthy')) continue
+      // A 429 hold is respected even in panic: the upstream said when to come back.
+      if (exclude?.has(upstream.name) || now < upstream.heldUntil) continue
+      if (upstream.maxConcurrency !== null && upstream.inFlight >= upstream.maxConcurrency) full = true
+      else if (best === null || upstream.lastFailure < best.lastFailure) best = upstream
+    }
+    if (best === null) return full ? 'busy' : null
+    return best.lease(true)
+  }
+
+  private panicScope(now: number): PanicScope {
+    let out = 0
+    let unhealthy = 0
+    for (const upstream of this.members) {
+      if (upstream.state === 'draining') continue
+      if (upstream.inService(now)) return 'none'
+      out++
+      if (upstream.state === 'unhealthy') unhealthy++
+    }
+    if (out === 0) return 'none'
+    return unhealthy === out ? 'unhealthy' : 'out'
+  }
+
+  private setPanic(panic: boolean): void {
+    if (panic === this.panicking) return
+    this.panicking = panic
+    this.onPanic(this, panic)
   }
 
   /** Rejects every waiter (the app is closing). */

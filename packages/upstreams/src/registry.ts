@@ -10,9 +10,9 @@ import {
   resolveUpstreamList,
   type UpstreamsOptions,
 } from './options.js'
-import { type Pool, PoolImpl } from './pool.js'
+import { type PanicListener, type Pool, PoolImpl } from './pool.js'
 import { builtinStrategies, type StrategyFactory } from './strategies.js'
-import { type Upstream, UpstreamNode, type UpstreamOwner, type UpstreamSnapshot, type UpstreamState } from './upstream.js'
+import { type PoolLink, type Upstream, UpstreamNode, type UpstreamOwner, type UpstreamSnapshot, type UpstreamState } from './upstream.js'
 
 /** The logger calls the registry makes (a Fastify/pino logger fits). */
 export interface UpstreamsLogger {
@@ -43,6 +43,9 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
   private nodes = new Map<string, UpstreamNode>()
   private readonly pools = new Map<string, PoolImpl>()
   private readonly strategies = new Map<string, StrategyFactory>(Object.entries(builtinStrategies))
+  /** Orders failed requests across upstreams: the panic pick is the one whose last failure has the lowest number. */
+  private failures = 0
+  private readonly panicked: PanicListener
 
   constructor(options: UpstreamsOptions, log: UpstreamsLogger = silent) {
     super()
@@ -54,6 +57,12 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
       checks: resolved.healthChecks,
       onTransition: (upstream, previous, reason) => this.transitioned(upstream, previous, reason),
       wake: (upstream) => wake(upstream),
+      nextFailure: () => ++this.failures,
+    }
+    this.panicked = (pool, panic) => {
+      const fields = { pool: pool.names, strategy: pool.strategy }
+      if (panic) this.log.warn(fields, 'pool in panic mode: no upstream in service, requests go to the least recently failed one')
+      else this.log.info(fields, 'pool out of panic mode')
     }
     this.checker = new HealthChecker(resolved.healthChecks, (upstream, ok, error) => {
       if (upstream.checked(ok, error)) wake(upstream)
@@ -98,7 +107,7 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
         throw new Error(`Unknown upstream ${JSON.stringify(name)} in pool; known: ${[...this.nodes.keys()].join(', ') || '(none)'}`)
       }
     }
-    const pool = new PoolImpl([...names], strategy, factory, this.members(names), this.queue)
+    const pool = new PoolImpl([...names], strategy, factory, this.members(names), this.queue, this.panicked)
     this.pools.set(key, pool)
     return pool
   }
@@ -199,13 +208,14 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
     if (BAD_STATES.has(upstream.state)) this.log.warn(fields, 'upstream state changed')
     else this.log.info(fields, 'upstream state changed')
     this.emit('state', upstream.describe(Date.now()), previous, reason)
+    for (const pool of upstream.pools) pool.reassess()
   }
 }
 
 function wake(upstream: UpstreamNode): void {
   const pools = upstream.pools
   for (let i = 0; i < pools.length; i++) {
-    const pool = pools[i] as UpstreamNode['pools'][number]
+    const pool = pools[i] as PoolLink
     if (pool.waiting > 0) pool.serve()
   }
 }

@@ -3,10 +3,12 @@ import type { HealthChecksOptions, PassiveHealthOptions, ResolvedUpstreamConfig,
 
 /**
  * - healthy: picked normally.
- * - unhealthy: failed `unhealthyAfter` active checks in a row; picked by nobody until `healthyAfter` good checks.
- * - ejected: failed `failuresToEject` requests in a row; picked by nobody until its cooldown has passed.
+ * - unhealthy: failed `unhealthyAfter` active checks in a row; picked by nobody until `healthyAfter` good checks
+ *   (panic mode aside: when every upstream of a pool is unhealthy).
+ * - ejected: `failuresToEject` requests in a row failed on it; not picked until its cooldown has passed
+ *   (panic mode aside: when no upstream of a pool is in service).
  * - half-open: the cooldown has passed; exactly one request may try it.
- * - draining: taken out by an admin (`drain`); picked by nobody until `enable`.
+ * - draining: taken out by an admin (`drain`); picked by nobody until `enable`, not even in panic mode.
  */
 export type UpstreamState = 'healthy' | 'unhealthy' | 'ejected' | 'half-open' | 'draining'
 
@@ -40,6 +42,13 @@ export interface AttemptResult {
   ttftMs?: number
   /** From a 429's Retry-After, in ms (default 1000). */
   retryAfterMs?: number
+  /**
+   * The request the attempt belongs to: any object that stands for it (the router passes its per-request
+   * call), compared by identity and held weakly. Passive health counts one failure per request per upstream:
+   * a request that fails on the same upstream again (a retry after a backoff) adds nothing to the count.
+   * Without it, every failed attempt counts.
+   */
+  request?: object
 }
 
 /** The right to send one request to `upstream`. Release it exactly once, when the attempt's fate is known. */
@@ -69,6 +78,8 @@ export interface UpstreamSnapshot {
   maxConcurrency: number | null
   /** Epoch ms until which a 429 holds the upstream back, or null. */
   heldUntil: number | null
+  /** Leases granted in panic mode since start (every upstream of a pool was out, and this one was picked anyway). */
+  panicPicks: number
 }
 
 /** What an upstream needs from its registry. */
@@ -78,6 +89,16 @@ export interface UpstreamOwner {
   onTransition(upstream: UpstreamNode, previous: UpstreamState, reason: string): void
   /** A slot was freed or the state changed: serve the queues of the pools holding this upstream. */
   wake(upstream: UpstreamNode): void
+  /** The next number of the registry's failure sequence (orders failures: "least recently failed"). */
+  nextFailure(): number
+}
+
+/** What an upstream needs from a pool holding it. */
+export interface PoolLink {
+  readonly waiting: number
+  serve(): void
+  /** A member changed state: the pool may enter or leave panic mode. */
+  reassess(): void
 }
 
 /** Weight of a new TTFT sample below the current EWMA (a sample above it is taken at once: peak-EWMA). */
@@ -87,10 +108,13 @@ const ERROR_WINDOW_S = 60
 
 class UpstreamLease implements Lease {
   readonly upstream: UpstreamNode
+  /** Granted in panic mode: its answer tells whether an ejected upstream works again. */
+  readonly panic: boolean
   private released = false
 
-  constructor(upstream: UpstreamNode) {
+  constructor(upstream: UpstreamNode, panic: boolean) {
     this.upstream = upstream
+    this.panic = panic
   }
 
   release(result: AttemptResult): void {
@@ -122,17 +146,23 @@ export class UpstreamNode implements Upstream {
   heldUntil = 0
   /** Epoch ms the current ejection ends. */
   ejectedUntil = 0
+  /** Number in the registry's failure sequence of the last failed attempt here (orders panic picks); 0 = none. */
+  lastFailure = 0
+  /** Leases granted in panic mode since start. */
+  panicPicks = 0
   /** Ejections in a row without a success in between: the cooldown doubles with each. */
   private ejectionStreak = 0
   /** The one lease allowed while half-open. */
   private trialLease: UpstreamLease | null = null
+  /** The requests counted in `consecutiveFailures` (one failure per request); null when it is 0. */
+  private failedRequests: WeakSet<object> | null = null
   private checkFailures = 0
   private checkSuccesses = 0
   /** Failures per second over the last minute (ring of 60 one-second buckets). */
   private readonly errorCounts = new Uint32Array(ERROR_WINDOW_S)
   private readonly errorSeconds = new Float64Array(ERROR_WINDOW_S)
   /** Pools holding this upstream, to wake their queues. */
-  readonly pools: { serve(): void; readonly waiting: number }[] = []
+  readonly pools: PoolLink[] = []
   private readonly owner: UpstreamOwner
 
   constructor(config: ResolvedUpstreamConfig, url: string, owner: UpstreamOwner) {
@@ -174,6 +204,15 @@ export class UpstreamNode implements Upstream {
     return true
   }
 
+  /**
+   * Whether the upstream takes part in normal picking (a 429 hold aside, which is no failure): healthy,
+   * half-open with its trial free, or ejected with its cooldown passed. Reads only (no lazy transition).
+   */
+  inService(now: number): boolean {
+    const state = this.state
+    return state === 'healthy' || (state === 'half-open' && this.trialLease === null) || (state === 'ejected' && now >= this.ejectedUntil)
+  }
+
   /** Applies the lazy transition: an ejection whose cooldown has passed becomes half-open. */
   refresh(now: number): void {
     if (this.state === 'ejected' && now >= this.ejectedUntil) {
@@ -182,11 +221,12 @@ export class UpstreamNode implements Upstream {
     }
   }
 
-  /** Takes a slot. While half-open, the lease is the single trial. */
-  lease(): Lease {
-    const lease = new UpstreamLease(this)
+  /** Takes a slot. While half-open, the lease is the single trial (a panic pick is none). */
+  lease(panic = false): Lease {
+    const lease = new UpstreamLease(this, panic)
     this.inFlight++
-    if (this.state === 'half-open') this.trialLease = lease
+    if (panic) this.panicPicks++
+    else if (this.state === 'half-open') this.trialLease = lease
     return lease
   }
 
@@ -196,48 +236,71 @@ export class UpstreamNode implements Upstream {
     const trial = this.trialLease === lease
     if (trial) this.trialLease = null
     if (result.ok) {
-      this.succeeded(result.ttftMs)
+      this.succeeded(result.ttftMs, lease.panic)
     } else {
       const kind = result.kind
       if (kind === 'aborted') {
         // The client went away: says nothing about the upstream.
       } else if (kind !== undefined && kind !== 'status') {
-        this.failed(kind, trial)
+        this.failed(kind, trial, result.request)
       } else {
         const status = result.status
-        if (status === undefined || status >= 500) this.failed(status === undefined ? 'error' : `status ${status}`, trial)
+        if (status === undefined || status >= 500) this.failed(status === undefined ? 'error' : `status ${status}`, trial, result.request)
         else {
           if (status === 429) this.heldUntil = Date.now() + (result.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS)
           // It answered: alive, whatever it thought of the request.
           if (trial && this.state === 'half-open') this.recover('trial request answered')
+          else if (lease.panic) this.recoverFromPanic('answered a request in panic mode')
         }
       }
     }
     this.owner.wake(this)
   }
 
-  private succeeded(ttftMs: number | undefined): void {
+  private succeeded(ttftMs: number | undefined, panic: boolean): void {
     if (ttftMs !== undefined && ttftMs >= 0) {
       const ewma = this.ewmaTtftMs
       this.ewmaTtftMs = ewma === null || ttftMs > ewma ? ttftMs : ewma + EWMA_DECAY * (ttftMs - ewma)
     }
     // A request begun before the ejection says nothing about now: the cooldown and the trial decide.
-    if (this.state === 'ejected') return
-    this.consecutiveFailures = 0
+    // One picked in panic mode was begun during it.
+    if (this.state === 'ejected' && !panic) return
+    this.resetFailures()
     this.ejectionStreak = 0
     if (this.state === 'half-open') this.recover('request succeeded')
+    else if (panic) this.recoverFromPanic('request succeeded in panic mode')
   }
 
-  private failed(what: string, trial: boolean): void {
+  /** A panic pick answered: an ejected upstream works again. An unhealthy one stays so until its checks pass. */
+  private recoverFromPanic(reason: string): void {
+    if (this.state === 'ejected' || this.state === 'half-open') this.recover(reason)
+  }
+
+  private failed(what: string, trial: boolean, request: object | undefined): void {
     const now = Date.now()
-    this.consecutiveFailures++
-    this.countError(now)
+    this.lastFailure = this.owner.nextFailure()
     this.lastError = what
+    // One failure per request: a request failing here again (a retry) adds nothing, unless it was the trial.
+    let repeat = false
+    if (request !== undefined) {
+      this.failedRequests ??= new WeakSet()
+      repeat = this.failedRequests.has(request)
+      this.failedRequests.add(request)
+    }
+    if (!repeat) {
+      this.consecutiveFailures++
+      this.countError(now)
+    }
     if (this.state === 'half-open') {
       if (trial) this.eject(now, `trial request failed (${what})`)
-    } else if (this.state === 'healthy' && this.consecutiveFailures >= this.owner.passive.failuresToEject) {
+    } else if (this.state === 'healthy' && !repeat && this.consecutiveFailures >= this.owner.passive.failuresToEject) {
       this.eject(now, `${this.consecutiveFailures} consecutive failures (last: ${what})`)
     }
+  }
+
+  private resetFailures(): void {
+    this.consecutiveFailures = 0
+    this.failedRequests = null
   }
 
   private eject(now: number, reason: string): void {
@@ -251,7 +314,7 @@ export class UpstreamNode implements Upstream {
   }
 
   private recover(reason: string): void {
-    this.consecutiveFailures = 0
+    this.resetFailures()
     this.trialLease = null
     this.setState('healthy', reason)
   }
@@ -285,7 +348,7 @@ export class UpstreamNode implements Upstream {
   }
 
   enable(): void {
-    this.consecutiveFailures = 0
+    this.resetFailures()
     this.ejectionStreak = 0
     this.checkFailures = 0
     this.trialLease = null
@@ -314,6 +377,7 @@ export class UpstreamNode implements Upstream {
       weight: this.weight,
       maxConcurrency: this.maxConcurrency,
       heldUntil: this.heldUntil > now ? this.heldUntil : null,
+      panicPicks: this.panicPicks,
     }
   }
 

@@ -6,7 +6,7 @@ import { after, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import { type UpstreamConfig, UpstreamRegistry, type UpstreamsOptions, upstreams } from '../src/index.js'
-import { waitFor } from './helpers.js'
+import { lease, pickName, waitFor } from './helpers.js'
 
 interface Target {
   server: Server
@@ -85,10 +85,13 @@ describe('active health checks', () => {
       assert.equal(t.seen[0]?.headers['x-team'], 'ml')
       t.healthy = false
       await waitFor(() => registry.get('v')?.state === 'unhealthy', 'unhealthy')
-      assert.equal(registry.pool(['v']).tryAcquire(), null)
+      // The pool's only upstream: panic mode still sends requests to it.
+      const pool = registry.pool(['v'])
+      assert.equal(pool.panic, true)
       assert.equal(registry.snapshot()[0]?.lastError, 'health check: status 503')
       t.healthy = true
       await waitFor(() => registry.get('v')?.state === 'healthy', 'healthy again')
+      assert.equal(pool.panic, false)
       assert.deepEqual(states, ['unhealthy', 'healthy'])
     } finally {
       registry.close()
@@ -231,5 +234,79 @@ describe('active health checks', () => {
     await app.ready()
     await waitFor(() => t.seen.length >= 1, 'a check after ready')
     await app.close()
+  })
+})
+
+describe('panic mode with active checks', () => {
+  test('every upstream unhealthy: panic mode picks among them, least recently failed first; one healthy again ends it', async () => {
+    const x = await target()
+    const y = await target()
+    x.healthy = false
+    y.healthy = false
+    const registry = registryFor([
+      { name: 'x', url: x.url, protocol: 'vllm' },
+      { name: 'y', url: y.url, protocol: 'vllm' },
+    ])
+    const pool = registry.pool(['x', 'y'])
+    registry.start()
+    try {
+      await waitFor(() => registry.get('x')?.state === 'unhealthy' && registry.get('y')?.state === 'unhealthy', 'both unhealthy')
+      assert.equal(pool.panic, true)
+      // No request has failed on either: pool order. Then the one whose last request failed longest ago.
+      const first = lease(pool)
+      assert.equal(first.upstream.name, 'x')
+      first.release({ ok: false, kind: 'status', status: 503, request: {} })
+      const second = lease(pool)
+      assert.equal(second.upstream.name, 'y')
+      // A request answered in panic mode does not end an unhealthy state: the checks decide.
+      second.release({ ok: true })
+      assert.equal(registry.get('y')?.state, 'unhealthy')
+      assert.equal(pickName(pool), 'y')
+
+      x.healthy = true
+      await waitFor(() => registry.get('x')?.state === 'healthy', 'x healthy again')
+      assert.equal(pool.panic, false)
+      assert.deepEqual(new Set(Array.from({ length: 10 }, () => pickName(pool))), new Set(['x']))
+      assert.equal(pool.tryAcquire(new Set(['x'])), null)
+      assert.equal(registry.snapshot().find((s) => s.name === 'y')?.panicPicks, 2)
+    } finally {
+      registry.close()
+    }
+  })
+
+  test('unhealthy stays hard while an upstream of the pool is not unhealthy: in panic, only the ejected ones are picked', async () => {
+    const x = await target()
+    const y = await target()
+    x.healthy = false
+    const registry = registryFor(
+      [
+        { name: 'x', url: x.url, protocol: 'vllm' },
+        // Passive health only: its checks would end its ejection.
+        { name: 'y', url: y.url, protocol: 'vllm', healthCheck: { enabled: false } },
+      ],
+      { passive: { failuresToEject: 1, baseEjectionMs: 600_000, maxEjectionMs: 600_000 } },
+    )
+    const pool = registry.pool(['x', 'y'])
+    registry.start()
+    try {
+      await waitFor(() => registry.get('x')?.state === 'unhealthy', 'x unhealthy')
+      assert.deepEqual(new Set(Array.from({ length: 10 }, () => pickName(pool))), new Set(['y']))
+      assert.equal(pool.tryAcquire(new Set(['y'])), null)
+      assert.equal(pool.panic, false)
+
+      lease(pool).release({ ok: false, kind: 'connect', request: {} })
+      assert.equal(registry.get('y')?.state, 'ejected')
+      assert.equal(pool.panic, true)
+      for (let i = 0; i < 10; i++) {
+        const l = lease(pool)
+        assert.equal(l.upstream.name, 'y')
+        l.release({ ok: false, kind: 'connect', request: {} })
+      }
+      assert.equal(pool.tryAcquire(new Set(['y'])), null)
+      assert.equal(registry.get('x')?.state, 'unhealthy')
+      assert.equal(registry.snapshot().find((s) => s.name === 'x')?.panicPicks, 0)
+    } finally {
+      registry.close()
+    }
   })
 })

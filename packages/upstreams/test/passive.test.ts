@@ -32,7 +32,9 @@ describe('passive health', () => {
     assert.equal(registry.get('a')?.state, 'healthy')
     lease(solo).release({ ok: false, kind: 'timeout' })
     assert.equal(registry.get('a')?.state, 'ejected')
-    assert.equal(solo.tryAcquire(), null)
+    // b is in service: a is not picked, even with b excluded (no panic mode).
+    assert.equal(both.tryAcquire(new Set(['b'])), null)
+    assert.equal(both.panic, false)
     assert.deepEqual(
       Array.from({ length: 4 }, () => pickName(both)),
       ['b', 'b', 'b', 'b'],
@@ -64,41 +66,107 @@ describe('passive health', () => {
     assert.equal(registry.get('a')?.state, 'ejected')
   })
 
+  test('one failure per request: a request failing three times on the only upstream of its pool does not eject it', () => {
+    const { registry, solo } = setup()
+    // What the router does: every attempt of one client request is released with the same `request` token.
+    const first = {}
+    for (let i = 0; i < 3; i++) lease(solo).release({ ok: false, kind: 'status', status: 503, request: first })
+    let snap = registry.snapshot()[0]
+    assert.equal(snap?.state, 'healthy')
+    assert.equal(snap?.consecutiveFailures, 1)
+    assert.equal(snap?.recentErrors, 1)
+    assert.equal(snap?.lastError, 'status 503')
+    // Interleaved with other requests, a repeat still counts nothing; three different requests eject.
+    const second = {}
+    lease(solo).release({ ok: false, kind: 'connect', request: second })
+    lease(solo).release({ ok: false, kind: 'timeout', request: first })
+    lease(solo).release({ ok: false, kind: 'timeout', request: second })
+    assert.equal(registry.get('a')?.state, 'healthy')
+    assert.equal(registry.snapshot()[0]?.consecutiveFailures, 2)
+    lease(solo).release({ ok: false, kind: 'stall', request: {} })
+    snap = registry.snapshot()[0]
+    assert.equal(snap?.state, 'ejected')
+    assert.equal(snap?.consecutiveFailures, 3)
+    assert.equal(snap?.recentErrors, 3)
+    assert.equal(snap?.ejections, 1)
+  })
+
+  test('three separate failing requests eject; attempts without a request token each count', () => {
+    const { registry, solo } = setup()
+    for (let i = 0; i < 3; i++) lease(solo).release({ ok: false, kind: 'connect', request: {} })
+    assert.equal(registry.get('a')?.state, 'ejected')
+
+    const other = setup()
+    for (let i = 0; i < 3; i++) lease(other.solo).release({ ok: false, kind: 'connect' })
+    assert.equal(other.registry.get('a')?.state, 'ejected')
+  })
+
+  test('a success ends the streak: the same request failing again afterwards counts again', () => {
+    const { registry, solo } = setup({ failuresToEject: 2 })
+    const request = {}
+    lease(solo).release({ ok: false, kind: 'connect', request })
+    lease(solo).release({ ok: true })
+    lease(solo).release({ ok: false, kind: 'connect', request })
+    assert.equal(registry.snapshot()[0]?.consecutiveFailures, 1)
+    lease(solo).release({ ok: false, kind: 'connect', request })
+    assert.equal(registry.get('a')?.state, 'healthy')
+    lease(solo).release({ ok: false, kind: 'connect', request: {} })
+    assert.equal(registry.get('a')?.state, 'ejected')
+  })
+
+  test('a half-open trial that fails re-ejects, even when its request had already failed there', () => {
+    const { registry, both } = setup({ baseEjectionMs: 1000 })
+    const notB = new Set(['b'])
+    const request = {}
+    lease(both, notB).release({ ok: false, kind: 'connect', request })
+    lease(both, notB).release({ ok: false, kind: 'connect', request: {} })
+    lease(both, notB).release({ ok: false, kind: 'connect', request: {} })
+    assert.equal(registry.get('a')?.state, 'ejected')
+    mock.timers.tick(1000)
+    const trial = lease(both, notB)
+    assert.equal(registry.get('a')?.state, 'half-open')
+    trial.release({ ok: false, kind: 'connect', request })
+    assert.equal(registry.get('a')?.state, 'ejected')
+    assert.equal(registry.snapshot()[0]?.ejections, 2)
+  })
+
   test('cooldown, then one half-open trial; failure re-ejects with a doubled cooldown, success recovers', () => {
-    const { registry, solo, transitions } = setup({ baseEjectionMs: 1000, maxEjectionMs: 3000 })
-    for (let i = 0; i < 3; i++) lease(solo).release({ ok: false, kind: 'connect' })
+    const { registry, both, transitions } = setup({ baseEjectionMs: 1000, maxEjectionMs: 3000 })
+    // a, in a pool whose other upstream is in service but excluded: a is never picked in panic mode.
+    const notB = new Set(['b'])
+    for (let i = 0; i < 3; i++) lease(both, notB).release({ ok: false, kind: 'connect' })
     mock.timers.tick(999)
-    assert.equal(solo.tryAcquire(), null)
+    assert.equal(both.tryAcquire(notB), null)
     mock.timers.tick(1)
-    const trial = lease(solo)
+    const trial = lease(both, notB)
     assert.equal(registry.get('a')?.state, 'half-open')
     // Exactly one trial: the others skip it.
-    assert.equal(solo.tryAcquire(), null)
-    assert.equal(solo.tryAcquire(), null)
+    assert.equal(both.tryAcquire(notB), null)
+    assert.equal(both.tryAcquire(notB), null)
     trial.release({ ok: false, kind: 'connect' })
     assert.equal(registry.get('a')?.state, 'ejected')
 
     // Doubled: 2000, then capped at 3000.
     mock.timers.tick(1999)
-    assert.equal(solo.tryAcquire(), null)
+    assert.equal(both.tryAcquire(notB), null)
     mock.timers.tick(1)
-    lease(solo).release({ ok: false, kind: 'timeout' })
+    lease(both, notB).release({ ok: false, kind: 'timeout' })
     mock.timers.tick(2999)
-    assert.equal(solo.tryAcquire(), null)
+    assert.equal(both.tryAcquire(notB), null)
     mock.timers.tick(1)
-    lease(solo).release({ ok: false, kind: 'status', status: 500 })
+    lease(both, notB).release({ ok: false, kind: 'status', status: 500 })
     mock.timers.tick(2999)
-    assert.equal(solo.tryAcquire(), null)
+    assert.equal(both.tryAcquire(notB), null)
     mock.timers.tick(1)
-    lease(solo).release({ ok: true, ttftMs: 50 })
+    lease(both, notB).release({ ok: true, ttftMs: 50 })
     assert.equal(registry.get('a')?.state, 'healthy')
     assert.equal(registry.snapshot()[0]?.consecutiveFailures, 0)
     assert.equal(registry.snapshot()[0]?.ejections, 4)
 
     // A success resets the streak: the next ejection is back to the base cooldown.
-    for (let i = 0; i < 3; i++) lease(solo).release({ ok: false, kind: 'connect' })
+    for (let i = 0; i < 3; i++) lease(both, notB).release({ ok: false, kind: 'connect' })
     mock.timers.tick(1000)
-    assert.notEqual(solo.tryAcquire(), null)
+    assert.notEqual(both.tryAcquire(notB), null)
 
     assert.deepEqual(
       transitions.map((x) => `${x.from}>${x.to}`),

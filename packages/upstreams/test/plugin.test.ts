@@ -219,6 +219,7 @@ describe('plugin', () => {
         weight: 3,
         maxConcurrency: 4,
         heldUntil: null,
+        panicPicks: 0,
       }
       assert.deepEqual(snap, expected)
       assert.ok(!JSON.stringify(snap).includes('secret'))
