@@ -200,13 +200,16 @@ export class ProxyCall {
     const attempt = this.attempt
     if (attempt !== null) {
       // A client leaving says nothing about the upstream's health: 'aborted' is neutral for passive checks.
+      // A 5xx passed on to the client (nowhere left to retry) is still the upstream failing.
       const result: AttemptResult = ctx.clientAborted
         ? { ok: false, kind: 'aborted' }
         : this.streamError !== null
-          ? { ok: false, kind: 'error' }
-          : ctx.firstTokenAt === 0
-            ? { ok: true }
-            : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
+          ? { ok: false, kind: 'error', request: this }
+          : status >= 500
+            ? { ok: false, kind: 'status', status, request: this }
+            : ctx.firstTokenAt === 0
+              ? { ok: true }
+              : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
       attempt.release(result)
       this.meter.endAnswer(status >= 200 && status < 300, attempt.scanner)
     }
