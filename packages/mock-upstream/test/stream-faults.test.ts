@@ -308,4 +308,20 @@ describe('faults and statuses on every format', () => {
     assert.equal(failed.statusCode, 529)
     assert.equal(((await failed.body.json()) as { error: { type: string } }).error.type, 'overloaded_error')
   })
+
+  test('error-event on the other streamed formats: each one in-stream error, then the end', async () => {
+    const fault = { fault: 'error-event', faultAfter: 1 }
+    const completions = parseSse((await postTimed(mock, '/v1/completions', { prompt: 'x', stream: true, mock: fault })).text)
+    assert.equal(JSON.parse(completions.at(-1)?.data ?? '{}').error.type, 'server_error')
+    const responses = parseSse((await postTimed(mock, '/v1/responses', { input: 'x', stream: true, mock: fault })).text)
+    assert.equal(responses.at(-1)?.event, 'error')
+    assert.equal(JSON.parse(responses.at(-1)?.data ?? '{}').code, 'server_error')
+    const tgi = parseSse((await postTimed(mock, '/generate_stream', { inputs: 'x', mock: fault })).text)
+    assert.deepEqual(JSON.parse(tgi.at(-1)?.data ?? '{}'), { error: 'Model is overloaded', error_type: 'overloaded' })
+    const array = JSON.parse(
+      (await postTimed(mock, '/v1beta/models/g:streamGenerateContent', { contents: [{ parts: [{ text: 'x' }] }], mock: fault })).text,
+    ) as Record<string, { status?: string }>[]
+    assert.equal(array.length, 2)
+    assert.equal(array[1]?.error?.status, 'UNAVAILABLE')
+  })
 })
