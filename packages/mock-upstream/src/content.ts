@@ -22,21 +22,110 @@ const TOKENS: readonly string[] = WORDS.map((word) => `${word} `)
 /** The tokens as JSON string literals, ready to splice into an event. */
 const TOKENS_JSON: readonly string[] = TOKENS.map((token) => JSON.stringify(token))
 
-/** The text of token `i`. */
-function tokenText(i: number): string {
-  return TOKENS[i % TOKENS.length] as string
+/** The fixed vocabulary of reasoning text: reasoning token `i` is `REASONING_WORDS[i % REASONING_WORDS.length] + ' '`. */
+export const REASONING_WORDS: readonly string[] = ['hmm', 'let', 'me', 'think', 'this', 'through', 'carefully', 'first']
+const REASONING_JSON: readonly string[] = REASONING_WORDS.map((word) => JSON.stringify(`${word} `))
+
+/** The tokens an answer is made of: the WORDS (cycled, from a shift), or a literal text's tokens. */
+export interface Vocabulary {
+  readonly texts: readonly string[]
+  /** `texts` as JSON string literals. */
+  readonly json: readonly string[]
 }
 
-/** The text of token `i` as a JSON string literal (quotes included). */
-export function tokenJson(i: number): string {
-  return TOKENS_JSON[i % TOKENS_JSON.length] as string
+export const WORDS_VOCABULARY: Vocabulary = { texts: TOKENS, json: TOKENS_JSON }
+
+/** A literal text split into tokens after each space: `'a b  c'` → `'a '`, `'b '`, `' '`, `'c'`. */
+export function textVocabulary(text: string): Vocabulary {
+  const texts: string[] = []
+  let start = 0
+  while (start < text.length) {
+    const space = text.indexOf(' ', start)
+    const end = space === -1 ? text.length : space + 1
+    texts.push(text.slice(start, end))
+    start = end
+  }
+  return { texts, json: texts.map((t) => JSON.stringify(t)) }
 }
 
-/** The deterministic text of `tokens` tokens: what the mock answers with. */
-export function expectedContent(tokens: number): string {
+/** The deterministic text of `tokens` tokens: what the mock answers with (`shift`: the behavior's `shift`). */
+export function expectedContent(tokens: number, shift = 0): string {
   let text = ''
-  for (let i = 0; i < tokens; i++) text += tokenText(i)
+  for (let i = 0; i < tokens; i++) text += TOKENS[(i + shift) % TOKENS.length]
   return text
+}
+
+/** Reasoning token `i`. */
+export function reasoningToken(i: number): string {
+  return `${REASONING_WORDS[i % REASONING_WORDS.length]} `
+}
+
+/** The deterministic reasoning text of `tokens` reasoning tokens. */
+export function expectedReasoning(tokens: number): string {
+  let text = ''
+  for (let i = 0; i < tokens; i++) text += reasoningToken(i)
+  return text
+}
+
+/** Reasoning token `i` as a JSON string literal. */
+export function reasoningJson(i: number): string {
+  return REASONING_JSON[i % REASONING_JSON.length] as string
+}
+
+/** The signature of a reasoning of `tokens` tokens (Anthropic `signature`, Gemini `thoughtSignature`): deterministic base64. */
+export function signatureFor(tokens: number): string {
+  return Buffer.from(`llmproxy-mock-signature:${tokens}`).toString('base64')
+}
+
+/**
+ * Where a continuation starts (prefill), as the first token index `from` and, when the continuation starts inside
+ * a token, the text of its first event `head`. When `prefix` is the start of the answer's own text, `from` is the
+ * number of whole tokens it covers and the continuation is exactly the rest of the text: a prefix ending inside a
+ * word sends the rest of that token first (it counts as one token); a prefix missing only a token's trailing
+ * whitespace counts as whole tokens, the whitespace going first with the next token. Otherwise `from` is the number
+ * of words in the prefix, and `head` a space and token `from` when the prefix does not end with whitespace.
+ */
+export function continuationOf(prefix: string, vocab: Vocabulary, shift: number, cyclic: boolean): { from: number; head: string | null } {
+  const texts = vocab.texts
+  let pos = 0
+  let i = 0
+  while (pos < prefix.length && (cyclic || i < texts.length)) {
+    const token = texts[(i + shift) % texts.length] as string
+    if (prefix.startsWith(token, pos)) {
+      pos += token.length
+      i++
+      continue
+    }
+    const rest = prefix.slice(pos)
+    if (!token.startsWith(rest)) break
+    const head = token.slice(rest.length)
+    // Only the trailing whitespace is missing (Anthropic refuses it in a prefill): the prefix counts as whole tokens.
+    if (/^\s+$/.test(head) && (cyclic || i + 1 < texts.length)) return { from: i + 1, head: head + texts[(i + 1 + shift) % texts.length] }
+    return { from: i, head }
+  }
+  if (pos === prefix.length) return { from: i, head: null }
+  const words = prefix.match(/\S+/g)?.length ?? 0
+  const separated = /\s$/.test(prefix)
+  const next = texts.length === 0 || (!cyclic && words >= texts.length) ? '' : (texts[(words + shift) % texts.length] as string)
+  return { from: words, head: separated ? null : ` ${next}` }
+}
+
+/** Tool-call arguments are streamed in fragments of this many characters; each fragment counts as one token. */
+export const ARGUMENT_FRAGMENT = 8
+
+/** A tool call ready to stream: its arguments JSON and that JSON's fragments. */
+export interface PlannedToolCall {
+  readonly name: string
+  readonly args: Record<string, unknown>
+  readonly argsJson: string
+  readonly fragments: readonly string[]
+}
+
+export function planToolCall(name: string, args: Record<string, unknown>): PlannedToolCall {
+  const argsJson = JSON.stringify(args)
+  const fragments: string[] = []
+  for (let at = 0; at < argsJson.length; at += ARGUMENT_FRAGMENT) fragments.push(argsJson.slice(at, at + ARGUMENT_FRAGMENT))
+  return { name, args, argsJson, fragments }
 }
 
 export type Fields = Record<string, unknown>

@@ -1,5 +1,5 @@
-export type { MockBehavior, MockFault } from './behavior.js'
-export { expectedContent, promptTokensFor, WORDS } from './content.js'
+export type { MockBehavior, MockFault, MockFinish, MockToolCall } from './behavior.js'
+export { expectedContent, expectedReasoning, promptTokensFor, REASONING_WORDS, signatureFor, WORDS } from './content.js'
 export type { MockUpstreamEvents, RecordedRequest } from './job.js'
 export { type MockProgram, type MockUpstream, type MockUpstreamOptions, startMockUpstream } from './server.js'
 export { eventually, parseSse, rawExchange, type SseEvent } from './testing.js'

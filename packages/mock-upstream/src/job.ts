@@ -1,9 +1,11 @@
 import type { EventEmitter } from 'node:events'
 import { type IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
-import type { MockFault } from './behavior.js'
-import type { Fields } from './content.js'
-import type { Answer, Wire } from './wires.js'
+import { createGzip, type Gzip, gzipSync, constants as zlib } from 'node:zlib'
+import type { MockFault, MockFinish } from './behavior.js'
+import { type Fields, type PlannedToolCall, type Vocabulary, WORDS_VOCABULARY } from './content.js'
+import { type ErrorShape, faultError } from './errors.js'
+import type { Answer, Wire } from './wire.js'
 
 /** One request the mock received. */
 export interface RecordedRequest {
@@ -57,6 +59,11 @@ const JSON_TYPE = 'application/json'
  * sent (a reset can make the peer drop data it has not read yet).
  */
 const CUT_GRACE_MS = 20
+const LINE_BREAK = /\r?\n/g
+const EOLS = { lf: '\n', crlf: '\r\n', cr: '\r' } as const
+
+/** Why the answer ends, in neutral terms: a forced finish, or what the answer did. */
+export type Finish = MockFinish | 'tool_calls'
 
 /** The state of one request: what it asked for, how to answer it, and how far the answer went. */
 export class Job {
@@ -70,16 +77,37 @@ export class Job {
   wire: Wire | null = null
   /** The non-streamed format, when it is not. */
   answer: Answer | null = null
+  /** The error shape of the route. */
+  shape: ErrorShape = 'openai'
   /** The request body when it is a JSON object. */
   body: Fields = {}
   model = ''
   modelJson = '""'
   id = ''
   created = 0
+  /** Prompt tokens in all, cache reads and writes included. */
   promptTokens = 0
+  cachedTokens = 0
+  cacheWriteTokens = 0
+
+  /** The answer text: `tokens` tokens from token index `from` (past 0 in a continuation) of `vocab`, cycled from `shift`. */
+  vocab: Vocabulary = WORDS_VOCABULARY
+  /** The behavior's literal `text`, or null for the WORDS. */
+  text: string | null = null
+  shift = 0
+  from = 0
   tokens = 8
-  /** The request's max-tokens field stopped the generation ('length'). */
-  capped = false
+  /** Token `from` when a continuation starts inside it (only its rest is sent), else null; and its JSON. */
+  head: string | null = null
+  headJson: string | null = null
+  /** Reasoning tokens before the text. */
+  reasoning = 0
+  /** Tool calls after the text, and the tokens their arguments count. */
+  calls: readonly PlannedToolCall[] = []
+  toolTokens = 0
+  forcedFinish: MockFinish | null = null
+  finish: Finish = 'stop'
+  rejectPrefill = false
   includeUsage = false
   usage = true
   ttft = 0
@@ -89,16 +117,27 @@ export class Job {
   errorCode: string | null = null
   fault: MockFault | null = null
   faultAfter = 2
-  /** Token index at which `cut` / `stall` / `malformed` fires (-1: none pending). */
+  /** Step at which `cut` / `stall` / `malformed` / `error-event` fires (-1: none pending). */
   faultAt = -1
+  contentEncoding: 'gzip' | 'identity' = 'identity'
+  lineEnding: 'lf' | 'crlf' | 'cr' | null = null
 
-  /** Index of the next token to write. */
+  /** The next step to write: reasoning tokens, then text tokens, then tool calls (`steps` in all). */
   next = 0
-  /** Event counter for wire formats that number their events (OpenAI Responses). */
+  steps = 0
+  /** Event counter for wire formats that number or separate their events (OpenAI Responses, Gemini array). */
   eventSeq = 0
-  /** Per-request text before and after the token in a token event, built by the wire at `open`. */
+  /** Per-request text around the token in a token event, built by the wire (Gemini: `tail` after the token count). */
   prefix = ''
   suffix = ''
+  tail = ''
+  /** Anthropic: the kind of content block open (0 none, see anthropic.ts) and the index of the open or next block. */
+  block = 0
+  blockIndex = 0
+  /** The line ending SSE events are written with, or null for the format's own. */
+  eol: string | null = null
+  /** The compressor the streamed body goes through (`contentEncoding: 'gzip'`). */
+  gzip: Gzip | null = null
 
   timer: NodeJS.Timeout | null = null
   /** The mock has finished its answer (or ended the connection on purpose). */
@@ -111,61 +150,134 @@ export class Job {
     this.rec = rec
   }
 
+  /** Text token `i` as a JSON string literal (quotes included). */
+  tokenJson(i: number): string {
+    if (i === this.from && this.headJson !== null) return this.headJson
+    const json = this.vocab.json
+    return json[(i + this.shift) % json.length] as string
+  }
+
+  /** The whole answer text. */
+  answerText(): string {
+    const texts = this.vocab.texts
+    const end = this.from + this.tokens
+    let i = this.from
+    let text = ''
+    if (this.head !== null && i < end) {
+      text = this.head
+      i++
+    }
+    for (; i < end; i++) text += texts[(i + this.shift) % texts.length]
+    return text
+  }
+
+  /** Completion tokens: reasoning, text and tool-call tokens. */
+  get outputTokens(): number {
+    return this.reasoning + this.tokens + this.toolTokens
+  }
+
+  /** Writes an event of the streamed answer (through the line-ending rewrite and the compressor, when asked). */
+  write(event: string): void {
+    const text = this.eol === null ? event : event.replace(LINE_BREAK, this.eol)
+    const gzip = this.gzip
+    if (gzip === null) {
+      this.res.write(text)
+    } else {
+      gzip.write(text)
+      gzip.flush(zlib.Z_SYNC_FLUSH)
+    }
+  }
+
+  /** Ends the streamed answer. */
+  end(): void {
+    if (this.gzip !== null) this.gzip.end()
+    else this.res.end()
+  }
+
   /** Ends the connection with a TCP reset (the `reset-before-headers` and `cut` faults). */
   reset(): void {
     this.done = true
     this.req.socket.resetAndDestroy()
   }
 
+  /** A body as sent: gzip-compressed when asked. */
+  encode(text: string): Buffer {
+    return this.contentEncoding === 'gzip' ? gzipSync(text) : Buffer.from(text)
+  }
+
+  /** The headers of a body of `length` bytes. */
+  headers(contentType: string, length: number): Record<string, string | number> {
+    const headers: Record<string, string | number> = { 'content-type': contentType, 'content-length': length }
+    if (this.contentEncoding === 'gzip') headers['content-encoding'] = 'gzip'
+    return headers
+  }
+
   /** Answers at once with a complete body. */
   sendBody(status: number, contentType: string, text: string, retryAfter = -1): void {
     this.done = true
-    const headers: Record<string, string | number> = { 'content-type': contentType, 'content-length': Buffer.byteLength(text) }
+    const payload = this.encode(text)
+    const headers = this.headers(contentType, payload.length)
     if (retryAfter >= 0) headers['retry-after'] = retryAfter
     this.res.writeHead(status, headers)
-    this.res.end(text)
+    this.res.end(payload)
   }
 
   /** Sends the streamed answer's headers at once, then waits for the first token. */
   startStream(wire: Wire): void {
-    this.res.writeHead(200, wire.headers)
-    this.res.flushHeaders()
+    const res = this.res
+    if (this.contentEncoding === 'gzip') {
+      res.writeHead(200, { ...wire.headers, 'content-encoding': 'gzip' })
+      this.gzip = createGzip()
+      this.gzip.pipe(res)
+    } else {
+      res.writeHead(200, wire.headers)
+    }
+    res.flushHeaders()
+    if (wire.sse && this.lineEnding !== null) this.eol = EOLS[this.lineEnding]
     this.timer = setTimeout(firstToken, this.ttft, this)
   }
 
   /** Waits for the non-streamed answer to be ready (or for the fault to fire). */
   startAnswer(): void {
     const fault = this.fault
-    const tokensDue = fault === 'cut' || fault === 'stall' ? Math.min(this.faultAfter, this.tokens) : this.tokens
-    this.timer = setTimeout(sendAnswer, this.ttft + tokensDue * this.gap, this)
+    const early = fault === 'cut' || fault === 'stall' || fault === 'error-event'
+    const stepsDue = early ? Math.min(this.faultAfter, this.steps) : this.steps
+    this.timer = setTimeout(sendAnswer, this.ttft + stepsDue * this.gap, this)
   }
 
-  /** Writes every event that is due, then schedules the next token, or ends the stream. */
+  /** Writes every event that is due, then schedules the next step, or ends the stream. */
   pump(wire: Wire, first: boolean): void {
     this.timer = null
     const res = this.res
     res.cork()
     if (first) wire.open(this)
-    const tokens = this.tokens
+    const steps = this.steps
     let next = this.next
     for (;;) {
       if (next === this.faultAt) {
         this.faultAt = -1
-        if (this.fault === 'cut' || this.fault === 'stall') {
+        const fault = this.fault
+        if (fault === 'cut' || fault === 'stall' || fault === 'error-event') {
           this.next = next
+          if (fault === 'cut') this.timer = setTimeout(cut, CUT_GRACE_MS, this)
+          else if (fault === 'error-event') {
+            this.write(wire.error(this))
+            this.done = true
+            this.end()
+          }
           res.uncork()
-          if (this.fault === 'cut') this.timer = setTimeout(cut, CUT_GRACE_MS, this)
           return
         }
-        res.write(wire.malformed)
+        this.write(wire.malformed)
       }
-      if (next === tokens) {
+      if (next === steps) {
         wire.finish(this, this.fault !== 'no-done')
         this.done = true
-        res.end()
+        // hold-open: the answer is complete, the response never ends (until the client leaves).
+        if (this.fault !== 'hold-open') this.end()
         break
       }
-      res.write(wire.token(this, next))
+      this.write(this.step(wire, next))
       this.rec.chunkTimes.push(performance.now())
       next++
       if (this.gap > 0) {
@@ -177,12 +289,22 @@ export class Job {
     res.uncork()
   }
 
+  /** The event of step `i`: a reasoning token, a text token or a tool call. */
+  private step(wire: Wire, i: number): string {
+    const reasoning = this.reasoning
+    if (i < reasoning) return wire.reasoning?.(this, i) ?? ''
+    const t = i - reasoning
+    if (t < this.tokens) return wire.token(this, this.from + t)
+    return wire.toolCall?.(this, t - this.tokens) ?? ''
+  }
+
   /** Called when the response or its connection closed. */
   closed(): void {
     if (this.timer !== null) {
       clearTimeout(this.timer)
       this.timer = null
     }
+    this.gzip?.destroy()
     const rec = this.rec
     rec.closedAt = performance.now()
     if (!this.done) {
@@ -201,7 +323,10 @@ function nextToken(job: Job): void {
   if (job.wire !== null) job.pump(job.wire, false)
 }
 
-/** The non-streamed answer, or its fault: `malformed` sends broken JSON, `cut` / `stall` send half the body. */
+/**
+ * The non-streamed answer, or its fault: `malformed` sends broken JSON, `cut` / `stall` send half the body,
+ * `error-event` the error it would have sent in a stream, as an HTTP error.
+ */
 function sendAnswer(job: Job): void {
   job.timer = null
   const format = job.answer
@@ -211,14 +336,20 @@ function sendAnswer(job: Job): void {
     job.sendBody(200, JSON_TYPE, '{not json')
     return
   }
+  if (fault === 'error-event') {
+    const error = faultError(job, job.shape)
+    job.sendBody(error.status, JSON_TYPE, JSON.stringify(error.body))
+    return
+  }
   const text = JSON.stringify(format.body(job))
   if (fault !== 'cut' && fault !== 'stall') {
     job.sendBody(200, JSON_TYPE, text)
     return
   }
   const res = job.res
-  res.writeHead(200, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(text) })
-  res.write(text.slice(0, text.length >> 1))
+  const payload = job.encode(text)
+  res.writeHead(200, job.headers(JSON_TYPE, payload.length))
+  res.write(payload.subarray(0, payload.length >> 1))
   if (fault === 'cut') job.timer = setTimeout(cut, CUT_GRACE_MS, job)
 }
 

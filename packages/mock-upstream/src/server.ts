@@ -2,11 +2,26 @@ import { EventEmitter } from 'node:events'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
+import { ANTHROPIC } from './anthropic.js'
 import { assertBehavior, behaviorProblem, type MockBehavior } from './behavior.js'
-import { isObject, promptTokensFor, tokenCapOf } from './content.js'
-import { ERROR_CODES, sendError } from './errors.js'
+import { continuationOf, type Fields, isObject, planToolCall, promptTokensFor, textVocabulary, tokenCapOf } from './content.js'
+import { ERROR_CODES, type ErrorShape, sendError, sendStatusError } from './errors.js'
+import { GEMINI_ARRAY, GEMINI_SSE } from './gemini.js'
 import { Job, type JobOwner, MockRequest, MockResponse, type MockUpstreamEvents, type RecordedRequest } from './job.js'
-import { ANTHROPIC, type Answer, CHAT, COMPLETIONS, EMBEDDINGS, GEMINI_ARRAY, GEMINI_SSE, RESPONSES, TGI, type Wire } from './wires.js'
+import { CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES } from './openai.js'
+import {
+  anthropicProblem,
+  anthropicTrailing,
+  chatProblem,
+  chatTrailing,
+  geminiProblem,
+  geminiTrailing,
+  PREFILL_UNSUPPORTED,
+  type TrailingReader,
+  type Validator,
+} from './requests.js'
+import { TGI } from './tgi.js'
+import type { Answer, Wire } from './wire.js'
 
 export interface MockUpstreamOptions {
   /** Port to listen on (default 0: a free port). */
@@ -49,27 +64,55 @@ interface Endpoint {
   readonly alwaysStream: boolean
   /** The endpoint generates tokens (false: embeddings). */
   readonly generates: boolean
+  /** The endpoint answers with reasoning and tool calls too (chat, Anthropic, Gemini). */
+  readonly rich: boolean
   readonly idPrefix: string
+  /** The error shape of the route. */
+  readonly shape: ErrorShape
+  /** The real server's request checks, if the mock makes them. */
+  readonly validate: Validator | null
+  /** Reads the assistant turn a request ends with (prefill), if the format has one. */
+  readonly trailing: TrailingReader | null
 }
 
-function endpoint(answer: Answer, wire: Wire | null, idPrefix: string, alwaysStream = false, generates = true): Endpoint {
-  return { answer, wire, idPrefix, alwaysStream, generates }
+function endpoint(answer: Answer, wire: Wire | null, idPrefix: string, more: Partial<Endpoint> = {}): Endpoint {
+  return {
+    answer,
+    wire,
+    idPrefix,
+    alwaysStream: false,
+    generates: true,
+    rich: false,
+    shape: 'openai',
+    validate: null,
+    trailing: null,
+    ...more,
+  }
 }
 
 const POST_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map([
-  ['/v1/chat/completions', endpoint(CHAT, CHAT, 'chatcmpl-mock-')],
+  ['/v1/chat/completions', endpoint(CHAT, CHAT, 'chatcmpl-mock-', { rich: true, validate: chatProblem, trailing: chatTrailing })],
   ['/v1/completions', endpoint(COMPLETIONS, COMPLETIONS, 'cmpl-mock-')],
   ['/v1/responses', endpoint(RESPONSES, RESPONSES, 'resp_mock_')],
-  ['/v1/embeddings', endpoint(EMBEDDINGS, null, '', false, false)],
-  ['/v1/messages', endpoint(ANTHROPIC, ANTHROPIC, 'msg_mock_')],
+  ['/v1/embeddings', endpoint(EMBEDDINGS, null, '', { generates: false })],
+  [
+    '/v1/messages',
+    endpoint(ANTHROPIC, ANTHROPIC, 'msg_mock_', {
+      rich: true,
+      shape: 'anthropic',
+      validate: anthropicProblem,
+      trailing: anthropicTrailing,
+    }),
+  ],
   ['/generate', endpoint(TGI, null, '')],
-  ['/generate_stream', endpoint(TGI, TGI, '', true)],
+  ['/generate_stream', endpoint(TGI, TGI, '', { alwaysStream: true })],
 ])
 
 const GEMINI_PREFIX = '/v1beta/models/'
-const GEMINI_GENERATE = endpoint(GEMINI_SSE, null, '')
-const GEMINI_STREAM_SSE = endpoint(GEMINI_SSE, GEMINI_SSE, '', true)
-const GEMINI_STREAM_ARRAY = endpoint(GEMINI_SSE, GEMINI_ARRAY, '', true)
+const GEMINI = { rich: true, shape: 'gemini', validate: geminiProblem, trailing: geminiTrailing } as const
+const GEMINI_GENERATE = endpoint(GEMINI_SSE, null, 'mock-gemini-', GEMINI)
+const GEMINI_STREAM_SSE = endpoint(GEMINI_SSE, GEMINI_SSE, 'mock-gemini-', { ...GEMINI, alwaysStream: true })
+const GEMINI_STREAM_ARRAY = endpoint(GEMINI_SSE, GEMINI_ARRAY, 'mock-gemini-', { ...GEMINI, alwaysStream: true })
 
 const JSON_TYPE = 'application/json'
 const BEHAVIOR_HEADER = 'x-mock-behavior'
@@ -96,12 +139,67 @@ function applyBehavior(job: Job, b: MockBehavior): void {
   if (b.ttftMs !== undefined) job.ttft = b.ttftMs
   if (b.gapMs !== undefined) job.gap = b.gapMs
   if (b.tokens !== undefined) job.tokens = b.tokens
+  if (b.text !== undefined) job.text = b.text
+  if (b.shift !== undefined) job.shift = b.shift
+  if (b.reasoning !== undefined) job.reasoning = b.reasoning
+  if (b.toolCalls !== undefined) job.calls = b.toolCalls.map((call) => planToolCall(call.name, call.arguments))
+  if (b.finish !== undefined) job.forcedFinish = b.finish
+  if (b.cachedTokens !== undefined) job.cachedTokens = b.cachedTokens
+  if (b.cacheWriteTokens !== undefined) job.cacheWriteTokens = b.cacheWriteTokens
+  if (b.rejectPrefill !== undefined) job.rejectPrefill = b.rejectPrefill
   if (b.status !== undefined) job.status = b.status
   if (b.retryAfter !== undefined) job.retryAfter = b.retryAfter
   if (b.errorCode !== undefined) job.errorCode = b.errorCode
   if (b.fault !== undefined) job.fault = b.fault
   if (b.faultAfter !== undefined) job.faultAfter = b.faultAfter
   if (b.usage !== undefined) job.usage = b.usage
+  if (b.contentEncoding !== undefined) job.contentEncoding = b.contentEncoding
+  if (b.lineEnding !== undefined) job.lineEnding = b.lineEnding
+}
+
+/**
+ * Decides what the answer holds: its text tokens (a continuation starts past the prefix), reasoning and tool
+ * calls where the endpoint has them, the cap of the request's max-tokens field, the finish reason.
+ */
+function planAnswer(job: Job, target: Endpoint, body: Fields, prefix: string | null): void {
+  job.promptTokens = Math.max(promptTokensFor(body), job.cachedTokens + job.cacheWriteTokens)
+  if (job.text !== null) {
+    job.vocab = textVocabulary(job.text)
+    job.shift = 0
+  }
+  const total = !target.generates ? 0 : job.text !== null ? job.vocab.texts.length : job.tokens
+  if (!target.rich) {
+    job.reasoning = 0
+    job.calls = []
+  }
+  if (prefix !== null) {
+    const start = continuationOf(prefix, job.vocab, job.shift, job.text === null)
+    job.from = start.from
+    job.head = start.head
+    job.headJson = start.head === null ? null : JSON.stringify(start.head)
+    job.reasoning = 0 // a continuation goes on with the text
+  }
+  let tokens = Math.max(0, total - job.from)
+  let toolTokens = 0
+  for (const call of job.calls) toolTokens += call.fragments.length
+  let capped = false
+  const cap = tokenCapOf(body)
+  if (cap !== undefined) {
+    // The cap takes the reasoning first, then the text; tool calls come only whole.
+    const reasoning = Math.min(job.reasoning, cap)
+    const text = Math.min(tokens, cap - reasoning)
+    if (reasoning < job.reasoning || text < tokens || toolTokens > cap - reasoning - text) {
+      capped = true
+      job.reasoning = reasoning
+      tokens = text
+      job.calls = []
+      toolTokens = 0
+    }
+  }
+  job.tokens = tokens
+  job.toolTokens = toolTokens
+  job.steps = job.reasoning + tokens + job.calls.length
+  job.finish = job.forcedFinish ?? (capped ? 'length' : job.calls.length > 0 ? 'tool_calls' : 'stop')
 }
 
 function onRequestData(this: MockRequest, chunk: Buffer): void {
@@ -310,6 +408,7 @@ class MockUpstreamServer extends EventEmitter<MockUpstreamEvents> implements Moc
 
   /** Resolves the behavior, then answers (error, fault, streamed or not). */
   private generate(job: Job, target: Endpoint, pathModel: string | null): void {
+    job.shape = target.shape
     const body = job.rec.body
     if (!isObject(body)) {
       sendError(job, 400, 'The request body must be a JSON object', ERROR_CODES.invalidBody)
@@ -326,7 +425,17 @@ class MockUpstreamServer extends EventEmitter<MockUpstreamEvents> implements Moc
     }
     if (job.fault === 'no-response') return
     if (job.status > 0) {
-      sendError(job, job.status, `Mock error (status ${job.status})`, job.errorCode, job.retryAfter)
+      sendStatusError(job)
+      return
+    }
+    const invalid = target.validate === null ? null : target.validate(body)
+    if (invalid !== null) {
+      sendError(job, 400, invalid.message, null, invalid.param)
+      return
+    }
+    const trailing = target.trailing === null ? null : target.trailing(body)
+    if (trailing !== null && job.rejectPrefill) {
+      sendError(job, 400, PREFILL_UNSUPPORTED, null, 'messages')
       return
     }
 
@@ -336,18 +445,15 @@ class MockUpstreamServer extends EventEmitter<MockUpstreamEvents> implements Moc
     job.modelJson = JSON.stringify(model)
     job.id = target.idPrefix + job.rec.seq
     job.created = Math.floor(Date.now() / 1000)
-    job.promptTokens = promptTokensFor(body)
-    if (!target.generates) job.tokens = 0
-    const cap = tokenCapOf(body)
-    if (cap !== undefined && cap < job.tokens) {
-      job.tokens = cap
-      job.capped = true
-    }
+    planAnswer(job, target, body, trailing?.prefill === true ? trailing.text : null)
     const wire = target.wire
     if (wire !== null && (target.alwaysStream || body.stream === true)) {
       const streamOptions = body.stream_options
       job.includeUsage = isObject(streamOptions) && streamOptions.include_usage === true
-      if (job.fault === 'cut' || job.fault === 'stall' || job.fault === 'malformed') job.faultAt = Math.min(job.faultAfter, job.tokens)
+      const fault = job.fault
+      if (fault === 'cut' || fault === 'stall' || fault === 'malformed' || fault === 'error-event') {
+        job.faultAt = Math.min(job.faultAfter, job.steps)
+      }
       job.wire = wire
       job.startStream(wire)
     } else {

@@ -33,18 +33,29 @@ export interface SseEvent {
   data: string
 }
 
-/** Splits an SSE text into its events (`event:` and `data:` lines). */
+/**
+ * Splits an SSE text into its events (`event:` and `data:` lines). Lines end with CRLF, LF or CR, as the SSE spec
+ * allows; a blank line ends an event (a last event without one is kept).
+ */
 export function parseSse(text: string): SseEvent[] {
   const events: SseEvent[] = []
-  for (const block of text.split(/\r?\n\r?\n/)) {
-    if (block.trim() === '') continue
-    let event: string | null = null
-    const data: string[] = []
-    for (const line of block.split(/\r?\n/)) {
-      if (line.startsWith('event:')) event = line.slice(6).trim()
-      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''))
+  let event: string | null = null
+  let data: string[] = []
+  let pending = false
+  for (const line of text.split(/\r\n|\r|\n/)) {
+    if (line === '') {
+      if (pending) events.push({ event, data: data.join('\n') })
+      event = null
+      data = []
+      pending = false
+    } else if (line.startsWith('event:')) {
+      event = line.slice(6).trim()
+      pending = true
+    } else if (line.startsWith('data:')) {
+      data.push(line.slice(5).replace(/^ /, ''))
+      pending = true
     }
-    events.push({ event, data: data.join('\n') })
   }
+  if (pending) events.push({ event, data: data.join('\n') })
   return events
 }

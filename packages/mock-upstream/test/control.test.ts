@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, beforeEach, describe, test } from 'node:test'
 import { request } from 'undici'
-import { expectedContent, type MockUpstream, type RecordedRequest, startMockUpstream } from '../src/index.js'
+import { expectedContent, type MockBehavior, type MockUpstream, type RecordedRequest, startMockUpstream } from '../src/index.js'
 import { get, post } from './helpers.js'
 
 const messages = [{ role: 'user', content: 'control' }]
@@ -115,6 +115,46 @@ describe('programming the mock', () => {
     assert.throws(() => mock.setDefaults({ tokens: 1.5 }), TypeError)
     await assert.rejects(startMockUpstream({ models: [] }), TypeError)
     await assert.rejects(startMockUpstream({ defaults: { status: 200 } }), TypeError)
+  })
+  test('the new behavior fields are checked like the others', async () => {
+    const invalid = [
+      { reasoning: -1 },
+      { shift: 1.5 },
+      { cachedTokens: 'many' },
+      { cacheWriteTokens: -2 },
+      { text: 7 },
+      { toolCalls: { name: 'f' } },
+      { toolCalls: [{ name: '', arguments: {} }] },
+      { toolCalls: [{ name: 'f', arguments: '{}' }] },
+      { finish: 'tool_calls' },
+      { rejectPrefill: 'yes' },
+      { contentEncoding: 'br' },
+      { lineEnding: 'crcr' },
+      { fault: 'hold' },
+    ]
+    for (const behavior of invalid) {
+      const res = await post(mock, '/v1/chat/completions', { messages, mock: behavior })
+      assert.equal(res.status, 400, JSON.stringify(behavior))
+      assert.equal(JSON.parse(res.text).error.code, 'mock_invalid_behavior')
+    }
+    const valid = {
+      reasoning: 1,
+      shift: 3,
+      cachedTokens: 1,
+      cacheWriteTokens: 1,
+      text: 'a b',
+      toolCalls: [{ name: 'f', arguments: { a: 1 } }],
+      finish: 'pause',
+      rejectPrefill: false,
+      contentEncoding: 'identity',
+      lineEnding: 'lf',
+      fault: 'hold-open',
+    }
+    assert.doesNotThrow(() => mock.setDefaults(valid as MockBehavior))
+    assert.throws(
+      () => mock.setDefaults({ finish: 'done' } as unknown as MockBehavior),
+      /finish must be one of stop, length, content_filter/,
+    )
   })
 })
 

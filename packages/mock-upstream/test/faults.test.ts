@@ -49,11 +49,20 @@ describe('faults', () => {
     assert.equal(body.error.code, 'too_fast')
     assert.equal(typeof body.error.message, 'string')
 
-    const plain = await post(mock, '/v1/messages', { messages, stream: true, mock: { status: 503 } })
+    const plain = await post(mock, '/v1/chat/completions', { messages, stream: true, mock: { status: 503 } })
     assert.equal(plain.status, 503)
     assert.equal(plain.headers['retry-after'], undefined)
     assert.equal(JSON.parse(plain.text).error.type, 'server_error')
     assert.equal(JSON.parse(plain.text).error.code, null)
+
+    // The Anthropic route answers in Anthropic's shape.
+    const anthropic = await post(mock, '/v1/messages', { messages, max_tokens: 10, stream: true, mock: { status: 503 } })
+    assert.equal(anthropic.status, 503)
+    assert.deepEqual(JSON.parse(anthropic.text), {
+      type: 'error',
+      error: { type: 'api_error', message: 'Mock error (status 503)' },
+      request_id: `req_mock_${mock.requests[2]?.seq}`,
+    })
   })
 
   test('reset-before-headers: the socket is reset after the body is read, no response', async () => {
@@ -156,7 +165,9 @@ describe('faults', () => {
     assert.equal(countTokens(chat.text), 8)
     assert.ok(chat.text.includes('"finish_reason":"stop"'))
 
-    const anthropic = parseSse((await post(mock, '/v1/messages', { messages, stream: true, mock: { fault: 'no-done' } })).text)
+    const anthropic = parseSse(
+      (await post(mock, '/v1/messages', { messages, max_tokens: 100, stream: true, mock: { fault: 'no-done' } })).text,
+    )
     assert.equal(anthropic.at(-1)?.event, 'message_delta')
     assert.equal(
       anthropic.some((e) => e.event === 'message_stop'),
@@ -174,7 +185,8 @@ describe('faults', () => {
     assert.equal(tgi.length, 8)
     assert.ok(tgi.every((e) => e.details === null && e.generated_text === null))
 
-    const gemini = await post(mock, '/v1beta/models/g:streamGenerateContent', { contents: [], mock: { fault: 'no-done' } })
+    const contents = [{ role: 'user', parts: [{ text: 'x' }] }]
+    const gemini = await post(mock, '/v1beta/models/g:streamGenerateContent', { contents, mock: { fault: 'no-done' } })
     assert.equal(gemini.status, 200)
     assert.equal(gemini.text.endsWith(']'), false)
   })
@@ -182,7 +194,7 @@ describe('faults', () => {
   test('faults apply to every streamed format (cut on Anthropic)', async () => {
     const res = await request(`${mock.url}/v1/messages`, {
       method: 'POST',
-      body: JSON.stringify({ messages, stream: true, mock: { fault: 'cut', faultAfter: 1, gapMs: 30 } }),
+      body: JSON.stringify({ messages, max_tokens: 100, stream: true, mock: { fault: 'cut', faultAfter: 1, gapMs: 30 } }),
     })
     let text = ''
     await assert.rejects(async () => {

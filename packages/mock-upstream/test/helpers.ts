@@ -53,6 +53,11 @@ export async function postTimed(mock: MockUpstream, path: string, body: unknown)
   return { status: res.statusCode, headersAt, chunks, text: chunks.map((c) => c.text).join('') }
 }
 
+/** A behavior as an `x-mock-behavior` header value: JSON with non-ASCII characters escaped (headers are Latin-1). */
+export function behaviorHeader(behavior: object): string {
+  return JSON.stringify(behavior).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
