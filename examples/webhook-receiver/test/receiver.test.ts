@@ -12,6 +12,7 @@ const record: UsageRecord = {
   upstreamModel: 'Qwen/Qwen2.5-7B-Instruct',
   upstream: 'vllm-a',
   protocol: 'openai',
+  clientApi: 'openai',
   stream: false,
   status: 200,
   promptTokens: 11,
@@ -21,6 +22,7 @@ const record: UsageRecord = {
   ttftMs: null,
   durationMs: 120,
   attempts: 1,
+  resumed: false,
   clientAborted: false,
 }
 

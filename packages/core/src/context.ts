@@ -1,4 +1,4 @@
-import type { Protocol, Usage } from './usage-record.js'
+import type { ClientApi, Protocol, Usage } from './usage-record.js'
 
 /** Per-key limits, written by auth (from config or a custom key store), read by rate-limit. */
 export interface KeyLimits {
@@ -48,8 +48,12 @@ export class LlmContext {
   upstreamModel: string | null = null
   upstream: string | null = null
   protocol: Protocol = 'openai'
+  /** The API the client speaks (its route's). */
+  clientApi: ClientApi = 'openai'
   stream = false
   attempts = 0
+  /** A stream cut after its first byte was finished by another attempt. */
+  resumed = false
   /** performance.now() values; 0 = not yet. */
   upstreamHeadersAt = 0
   firstTokenAt = 0

@@ -20,13 +20,15 @@ export class LlmProxyError extends Error {
   readonly code: string
   /** Extra response headers (e.g. retry-after, www-authenticate). */
   readonly headers: Record<string, string> | undefined
+  /** The request field the error is about (OpenAI's `param`), when one is. */
+  readonly param: string | undefined
 
   constructor(
     statusCode: number,
     type: ErrorType,
     code: string,
     message: string,
-    options?: { cause?: unknown; headers?: Record<string, string> },
+    options?: { cause?: unknown; headers?: Record<string, string>; param?: string },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'LlmProxyError'
@@ -34,10 +36,13 @@ export class LlmProxyError extends Error {
     this.type = type
     this.code = code
     this.headers = options?.headers
+    this.param = options?.param
   }
 
   toJSON(): ErrorBody {
-    return { error: { message: this.message, type: this.type, code: this.code } }
+    const body: ErrorBody = { error: { message: this.message, type: this.type, code: this.code } }
+    if (this.param !== undefined) body.error.param = this.param
+    return body
   }
 }
 
@@ -60,16 +65,18 @@ export const errors = {
       'llmproxy_unsupported_media_type',
       `Unsupported content type ${JSON.stringify(contentType ?? '')}: send application/json.`,
     ),
+  notConvertible: (param: string, message: string) =>
+    new LlmProxyError(400, 'invalid_request_error', 'llmproxy_not_convertible', `${message} (${param})`, { param }),
   notFound: (method: string, url: string) =>
     new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', `No route for ${method} ${url}.`),
   modelNotFound: (model: string) =>
     new LlmProxyError(404, 'invalid_request_error', 'model_not_found', `The model ${JSON.stringify(model)} does not exist.`),
-  wrongApi: (model: string, api: string) =>
+  wrongApi: (model: string, apis: string, path: string) =>
     new LlmProxyError(
       400,
       'invalid_request_error',
       'llmproxy_wrong_api',
-      `The model ${JSON.stringify(model)} is served over the ${api} API; call its endpoint (format conversion is not supported yet).`,
+      `The model ${JSON.stringify(model)} is served over the ${apis} API; ${path} is passed through to an upstream of its own API only (chat requests are converted).`,
     ),
   unauthorized: (message = 'Missing or invalid API key.', opts?: ErrorOptions) =>
     new LlmProxyError(401, 'authentication_error', 'llmproxy_invalid_api_key', message, opts),

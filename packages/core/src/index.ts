@@ -8,4 +8,4 @@ export { ConfigError, type ConfigProblem, checkSchema, validateOptions } from '.
 export { CORE_PLUGIN_NAME, ensureCore, llmCore } from './plugin.js'
 export { sendError } from './reply.js'
 export { buildUsageRecord } from './usage-build.js'
-export { Protocol, type Usage, type UsageRecord, UsageRecordSchema } from './usage-record.js'
+export { ClientApi, Protocol, type Usage, type UsageRecord, UsageRecordSchema } from './usage-record.js'

@@ -37,6 +37,7 @@ export function buildUsageRecord(ctx: LlmContext, status: number): UsageRecord {
     upstreamModel: ctx.upstreamModel,
     upstream: ctx.upstream,
     protocol: ctx.protocol,
+    clientApi: ctx.clientApi,
     stream: ctx.stream,
     status,
     promptTokens: usage?.promptTokens ?? 0,
@@ -46,6 +47,7 @@ export function buildUsageRecord(ctx: LlmContext, status: number): UsageRecord {
     ttftMs: ctx.ttftMs,
     durationMs: ctx.durationMs,
     attempts: ctx.attempts,
+    resumed: ctx.resumed,
     clientAborted: ctx.clientAborted,
   }
   if (usage?.cachedTokens !== undefined) record.cachedTokens = usage.cachedTokens

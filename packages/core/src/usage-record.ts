@@ -10,6 +10,10 @@ export const Protocol = Type.Union([
 ])
 export type Protocol = Static<typeof Protocol>
 
+/** The APIs clients speak to the gateway (and upstreams answer in): OpenAI-compatible, Anthropic Messages, Gemini. */
+export const ClientApi = Type.Union([Type.Literal('openai'), Type.Literal('anthropic'), Type.Literal('gemini')])
+export type ClientApi = Static<typeof ClientApi>
+
 /** Contract (DESIGN.md §3): one record per request that reached routing. */
 export const UsageRecordSchema = Type.Object(
   {
@@ -21,6 +25,10 @@ export const UsageRecordSchema = Type.Object(
     upstreamModel: Type.Union([Type.String(), Type.Null()], { description: 'The model name sent to the upstream that answered.' }),
     upstream: Type.Union([Type.String(), Type.Null()], { description: 'Name of the upstream that answered.' }),
     protocol: Protocol,
+    clientApi: Type.Unsafe<ClientApi>({
+      ...ClientApi,
+      description: 'The API the client spoke; the answer was converted when it differs from the upstream protocol’s.',
+    }),
     stream: Type.Boolean(),
     status: Type.Integer({ description: 'HTTP status the client received (0 when no response was written).' }),
     promptTokens: Type.Integer({ minimum: 0 }),
@@ -32,6 +40,7 @@ export const UsageRecordSchema = Type.Object(
     ttftMs: Type.Union([Type.Number(), Type.Null()]),
     durationMs: Type.Number(),
     attempts: Type.Integer({ minimum: 0 }),
+    resumed: Type.Boolean({ description: 'True when a stream cut after its first byte was finished by another attempt.' }),
     clientAborted: Type.Boolean(),
     error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
     metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown())),

@@ -54,6 +54,7 @@ function workload(): Work[] {
           upstreamModel: model,
           upstream,
           protocol: 'openai',
+          clientApi: 'openai',
           stream: n % 2 === 0,
           status: 200,
           promptTokens: 20 + n,
@@ -63,6 +64,7 @@ function workload(): Work[] {
           ttftMs: 40 + n * 3,
           durationMs: 250 + n * 97,
           attempts: 1,
+          resumed: false,
           clientAborted: false,
         }
         const attempts: Attempt[] = [ok]

@@ -44,6 +44,7 @@ export function usageRecord(overrides: Partial<UsageRecord> = {}): UsageRecord {
     upstreamModel: 'Qwen/Qwen2.5-7B-Instruct',
     upstream: 'vllm-a',
     protocol: 'openai',
+    clientApi: 'openai',
     stream: true,
     status: 200,
     promptTokens: 10,
@@ -53,6 +54,7 @@ export function usageRecord(overrides: Partial<UsageRecord> = {}): UsageRecord {
     ttftMs: 150,
     durationMs: 1000,
     attempts: 1,
+    resumed: false,
     clientAborted: false,
     ...overrides,
   }

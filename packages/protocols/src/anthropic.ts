@@ -1,7 +1,23 @@
-import { ByteNeedle, type ErrorType, type LlmProxyError } from '@llmproxy/core'
+import { ByteNeedle, type LlmProxyError } from '@llmproxy/core'
+import { anthropicErrorType } from './convert/upstream-error.js'
 import { count, type Endpoint, noQuery, samePath, type WireFormat } from './wire.js'
 
 export const ANTHROPIC_VERSION = '2023-06-01'
+
+/** Anthropic's token counting: proxied to Anthropic upstreams, estimated for the others; free (never metered). */
+export const ANTHROPIC_COUNT_TOKENS: Endpoint = {
+  path: '/v1/messages/count_tokens',
+  family: 'anthropic',
+  upstreamPath: samePath('/v1/messages/count_tokens'),
+  modelInBody: true,
+  queryString: noQuery,
+  terminators: [],
+  endsWithDone: false,
+  endsAtTerminator: false,
+  takesIncludeUsage: false,
+  convertible: false,
+  metered: false,
+}
 
 /** Anthropic Messages (`?beta=true` included: the query string is not part of the route). */
 export const ANTHROPIC_MESSAGES: Endpoint = {
@@ -14,32 +30,19 @@ export const ANTHROPIC_MESSAGES: Endpoint = {
   endsWithDone: false,
   endsAtTerminator: true,
   takesIncludeUsage: false,
-}
-
-/** Anthropic's error types by the gateway's (https://docs.anthropic.com/en/api/errors). */
-function anthropicErrorType(error: LlmProxyError): string {
-  const byType: Record<ErrorType, string> = {
-    invalid_request_error: 'invalid_request_error',
-    authentication_error: 'authentication_error',
-    permission_error: 'permission_error',
-    rate_limit_error: 'rate_limit_error',
-    upstream_error: 'api_error',
-    server_error: 'api_error',
-  }
-  if (error.statusCode === 404) return 'not_found_error'
-  if (error.statusCode === 413) return 'request_too_large'
-  if (error.statusCode === 503 || error.statusCode === 529) return 'overloaded_error'
-  return byType[error.type]
+  convertible: true,
+  metered: true,
 }
 
 function anthropicError(error: LlmProxyError): { type: 'error'; error: { type: string; message: string; code: string } } {
   // `code` is the gateway's catalogue code: an extra field Anthropic clients ignore and operators can rely on.
-  return { type: 'error', error: { type: anthropicErrorType(error), message: error.message, code: error.code } }
+  return { type: 'error', error: { type: anthropicErrorType(error.statusCode), message: error.message, code: error.code } }
 }
 
 export const anthropic: WireFormat = {
   family: 'anthropic',
   endpoints: [ANTHROPIC_MESSAGES],
+  chat: ANTHROPIC_MESSAGES,
   setCredential(headers, apiKey) {
     headers['x-api-key'] = apiKey
   },

@@ -1,4 +1,5 @@
-import type { Protocol } from '@llmproxy/core'
+import { type Protocol, toLlmProxyError } from '@llmproxy/core'
+import type { FastifyReply } from 'fastify'
 import { anthropic } from './anthropic.js'
 import type { ApiFamily } from './convert/types.js'
 import { gemini } from './gemini.js'
@@ -44,4 +45,17 @@ export function setUpstreamCredential(
   if (apiKey !== undefined && apiKey !== '') wire.setCredential(headers, apiKey)
   if (!withRequiredHeaders) return
   for (const name in wire.requiredHeaders) headers[name] ??= wire.requiredHeaders[name]
+}
+
+/**
+ * Answers with a gateway error in the shape of the API the client speaks (from its URL), whatever error handler
+ * the host app has: how every plugin refuses a request.
+ */
+export function sendError(reply: FastifyReply, error: unknown): FastifyReply {
+  const err = toLlmProxyError(error)
+  if (err.headers !== undefined) reply.headers(err.headers)
+  return reply
+    .code(err.statusCode)
+    .type('application/json; charset=utf-8')
+    .send(wireOf(clientApiOf(reply.request.url)).errorBody(err))
 }

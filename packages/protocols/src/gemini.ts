@@ -1,4 +1,5 @@
 import { ByteNeedle, type LlmProxyError } from '@llmproxy/core'
+import { geminiStatus } from './convert/upstream-error.js'
 import { choices, count, type Endpoint, type WireFormat } from './wire.js'
 
 export const GEMINI_ACTIONS: ReadonlySet<string> = new Set(['generateContent', 'streamGenerateContent'])
@@ -19,31 +20,8 @@ export const GEMINI_GENERATE: Endpoint = {
   endsWithDone: false,
   endsAtTerminator: false,
   takesIncludeUsage: false,
-}
-
-/** google.rpc canonical codes by HTTP status (https://ai.google.dev/gemini-api/docs/troubleshooting). */
-function rpcStatus(status: number): string {
-  switch (status) {
-    case 400:
-    case 413:
-    case 415:
-      return 'INVALID_ARGUMENT'
-    case 401:
-      return 'UNAUTHENTICATED'
-    case 403:
-      return 'PERMISSION_DENIED'
-    case 404:
-      return 'NOT_FOUND'
-    case 429:
-      return 'RESOURCE_EXHAUSTED'
-    case 503:
-    case 502:
-      return 'UNAVAILABLE'
-    case 504:
-      return 'DEADLINE_EXCEEDED'
-    default:
-      return status >= 500 ? 'INTERNAL' : 'FAILED_PRECONDITION'
-  }
+  convertible: true,
+  metered: true,
 }
 
 function geminiError(error: LlmProxyError): unknown {
@@ -51,7 +29,7 @@ function geminiError(error: LlmProxyError): unknown {
     error: {
       code: error.statusCode,
       message: error.message,
-      status: rpcStatus(error.statusCode),
+      status: geminiStatus(error.statusCode),
       // The gateway's catalogue code, where Google APIs put a machine-readable reason.
       details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: error.code, domain: 'llmproxy' }],
     },
@@ -61,6 +39,7 @@ function geminiError(error: LlmProxyError): unknown {
 export const gemini: WireFormat = {
   family: 'gemini',
   endpoints: [GEMINI_GENERATE],
+  chat: GEMINI_GENERATE,
   setCredential(headers, apiKey) {
     headers['x-goog-api-key'] = apiKey
   },

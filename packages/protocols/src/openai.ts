@@ -3,7 +3,7 @@ import { choices, count, type Endpoint, noQuery, type OutputCap, samePath, type 
 
 const DONE = [new ByteNeedle('data: [DONE]')]
 
-function endpoint(path: string, terminators: readonly ByteNeedle[], takesIncludeUsage: boolean): Endpoint {
+function endpoint(path: string, terminators: readonly ByteNeedle[], takesIncludeUsage: boolean, convertible = false): Endpoint {
   return {
     path,
     family: 'openai',
@@ -14,10 +14,12 @@ function endpoint(path: string, terminators: readonly ByteNeedle[], takesInclude
     endsWithDone: terminators === DONE,
     endsAtTerminator: terminators.length > 0,
     takesIncludeUsage,
+    convertible,
+    metered: true,
   }
 }
 
-export const OPENAI_CHAT = endpoint('/v1/chat/completions', DONE, true)
+export const OPENAI_CHAT = endpoint('/v1/chat/completions', DONE, true, true)
 
 /** The OpenAI-compatible endpoints, each proxied to the same path upstream. */
 export const OPENAI_ENDPOINTS: readonly Endpoint[] = [
@@ -39,6 +41,7 @@ export function openaiHealthPath(protocol: Protocol): string {
 export const openai: WireFormat = {
   family: 'openai',
   endpoints: OPENAI_ENDPOINTS,
+  chat: OPENAI_CHAT,
   setCredential(headers, apiKey) {
     headers.authorization = `Bearer ${apiKey}`
   },

@@ -25,6 +25,10 @@ export interface Endpoint {
   readonly endsAtTerminator: boolean
   /** Whether the endpoint takes `stream_options.include_usage` (chat and legacy completions). */
   readonly takesIncludeUsage: boolean
+  /** A chat route (OpenAI chat completions, Anthropic Messages, Gemini generate): an upstream of another API can serve it, converted. */
+  readonly convertible: boolean
+  /** Its answers consume tokens (false for token counting: nothing is estimated for it). */
+  readonly metered: boolean
 }
 
 /** The most output a request may produce: its cap (undefined when it sets none) times the answers it asks for. */
@@ -36,8 +40,10 @@ export interface OutputCap {
 /** What one API family's wire format is: everything else in the gateway asks this instead of knowing it. */
 export interface WireFormat {
   readonly family: ApiFamily
-  /** The client routes, each proxied to an upstream of the same family. */
+  /** The client routes, each proxied to an upstream of the same family (the chat route to any, converted). */
   readonly endpoints: readonly Endpoint[]
+  /** The chat route: where a converted request from a client of another API goes. */
+  readonly chat: Endpoint
   /** Sets the upstream credential the way the API expects it. */
   setCredential(headers: Record<string, string | string[] | undefined>, apiKey: string): void
   /** Headers an upstream of this API requires when the client did not send them (e.g. Anthropic's version). */

@@ -2,17 +2,24 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import '@fastify/reply-from'
 import { errors, type LlmProxyError } from '@llmproxy/core'
+import type { ApiFamily, Endpoint, UsageExtractor } from '@llmproxy/protocols'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { ProxyCall } from './call.js'
+import { convertedAnswer, convertedError } from './convert.js'
 import { decodedBody } from './encoding.js'
 import { upstreamRequestHeaders } from './headers.js'
+import type { UsageMeter } from './meter.js'
 import type { FailureKind } from './planner.js'
 import { keepUpstreamHeaders, onError, onResponse, rewriteRequestHeaders, type UpstreamCallbacks } from './reply-hooks.js'
 import { StreamScanner } from './scanner.js'
 import { AttemptSignal } from './signal.js'
+import type { ResponseTransform } from './tap.js'
 
 const SSE = 'text/event-stream'
+const JSON_TYPE = 'application/json'
 const MAX_ERROR_BODY_BYTES = 64 * 1024
+/** A non-streamed answer converted to another API is held whole; one larger than this is refused. */
+const MAX_ANSWER_BYTES = 32 * 1024 * 1024
 /** How long an upstream may take to end its response after its stream's terminator before it is released. */
 const TERMINATOR_GRACE_MS = 1000
 
@@ -31,6 +38,12 @@ export class UpstreamAttempt implements UpstreamCallbacks {
   status = 0
   /** Reads the stream beside the relay (null for JSON bodies). */
   scanner: StreamScanner | null = null
+  /** The upstream's route: its path was called, its terminators end the stream. */
+  readonly endpoint: Endpoint
+  /** The transform slot: null passes the upstream's bytes untouched. */
+  readonly transform: ResponseTransform | null
+  /** The upstream's API when it is not the client's (its answers are converted); null for same-format traffic. */
+  private readonly converted: ApiFamily | null
   private readonly call: ProxyCall
   private readonly signal = new AttemptSignal()
   private timer: NodeJS.Timeout | null = null
@@ -43,9 +56,12 @@ export class UpstreamAttempt implements UpstreamCallbacks {
   private done = false
   private released = false
 
-  constructor(call: ProxyCall, lease: Lease) {
+  constructor(call: ProxyCall, lease: Lease, endpoint: Endpoint, transform: ResponseTransform | null, converted: ApiFamily | null) {
     this.call = call
     this.lease = lease
+    this.endpoint = endpoint
+    this.transform = transform
+    this.converted = converted
     this.startedAt = performance.now()
   }
 
@@ -136,33 +152,37 @@ export class UpstreamAttempt implements UpstreamCallbacks {
             })
           : errors.upstreamFailed(`The upstream answered ${status}.`)
       this.fail('status', error, status, retryAfter)
-    } else if (status === 400 && planner.hasFallbackLeft()) this.checkContextLength(body)
+    } else if ((status === 400 && planner.hasFallbackLeft()) || this.converted !== null) this.readErrorAnswer(body)
     else this.relay(body)
   }
 
-  /** A 400 `context_length_exceeded` may go to a fallback model (with a larger context); other 400s pass through. */
-  private checkContextLength(body: Readable): void {
-    const parts: Buffer[] = []
-    let size = 0
-    body.on('data', (chunk: Buffer) => {
-      size += chunk.length
-      if (size <= MAX_ERROR_BODY_BYTES) parts.push(chunk)
-    })
-    body.once('end', () => {
+  /**
+   * An error answer read whole (it is small): a 400 `context_length_exceeded` may go to a fallback model (with a
+   * larger context); other errors go to the client, in its own API's shape when the upstream speaks another.
+   */
+  private readErrorAnswer(body: Readable): void {
+    readWhole(body, MAX_ERROR_BODY_BYTES, (text) => {
       if (this.done) return
-      const text = Buffer.concat(parts)
-      if (text.includes('context_length_exceeded')) {
+      if (this.status === 400 && this.call.planner.hasFallbackLeft() && text.includes('context_length_exceeded')) {
         this.fail('status', errors.invalidRequest('The prompt is too long for this model.'), 400)
         return
       }
-      this.clearTimer()
-      this.done = true
       // At most MAX_ERROR_BODY_BYTES were kept: the upstream's content-length may not be this body's.
-      const client = this.call.client
-      client.commit(this.status, client.headers(this.headers, true))
-      this.call.onCommitted(this)
-      client.end(text)
+      const converted = this.converted
+      this.answerWhole(converted === null ? text : convertedError(converted, this.call.endpoint.family, this.status, text))
     })
+  }
+
+  /** Commits and sends a whole answer the gateway holds (an error read whole, a converted JSON answer). */
+  private answerWhole(body: Buffer | string): void {
+    this.clearTimer()
+    this.done = true
+    const client = this.call.client
+    const headers = client.headers(this.headers, true)
+    if (this.converted !== null) headers['content-type'] = JSON_TYPE
+    client.commit(this.status, headers)
+    this.call.onCommitted(this)
+    client.end(body)
   }
 
   /** Gives up on this attempt before the commit point; the call decides what comes next. */
@@ -193,10 +213,16 @@ export class UpstreamAttempt implements UpstreamCallbacks {
     const type = this.headers?.['content-type']
     this.sse = typeof type === 'string' && type.startsWith(SSE)
     const reader = call.meter.startAnswer(call.ctx.protocol)
+    if (this.converted !== null && this.sse !== call.ctx.stream) {
+      // Answered in another shape than asked (a JSON body to a stream request): it cannot be converted.
+      this.fail('error', errors.upstreamFailed('The upstream did not answer in the expected shape.'))
+      return
+    }
     if (this.sse) {
       // Everything the commit needs is prepared now, while the upstream generates the first token.
-      this.scanner = new StreamScanner(call.endpoint, reader)
+      this.scanner = new StreamScanner(this.endpoint, reader)
       this.sseHeaders = call.client.streamHeaders(this.headers)
+      if (this.converted !== null) this.sseHeaders['content-type'] = call.clientStreamType
       body.on('data', (chunk: Buffer) => this.onSseChunk(chunk))
       body.once('end', () => this.onSseEnd())
       return
@@ -204,6 +230,23 @@ export class UpstreamAttempt implements UpstreamCallbacks {
     // A JSON answer is ready when its headers come (generation happened before them): it is committed now and
     // relayed as it arrives; the first-byte timer keeps bounding it whole.
     call.ctx.firstTokenAt = performance.now()
+    const converted = this.converted
+    if (converted !== null) {
+      // Converted whole (a JSON document cannot be converted piecewise); the commit comes with it.
+      readWhole(
+        body,
+        MAX_ANSWER_BYTES,
+        (json, complete) => {
+          if (this.done) return
+          const answer = complete ? convertedAnswer(converted, call.endpoint.family, json, call.encoderOptions) : null
+          if (answer === null) this.fail('error', errors.upstreamFailed('The upstream answer could not be read as its API’s answer.'))
+          else this.answerWhole(answer)
+        },
+        reader,
+        call.meter,
+      )
+      return
+    }
     call.client.commit(this.status, call.client.headers(this.headers, false))
     call.onCommitted(this)
     body.on('data', (chunk: Buffer) => this.onJsonChunk(chunk))
@@ -241,14 +284,19 @@ export class UpstreamAttempt implements UpstreamCallbacks {
       return
     }
     // The chunk goes out first; the usage tap reads it after (the filter finds the usage-only event by its shape).
-    const transform = call.transform
+    const transform = this.transform
     const out = transform === null ? chunk : transform.push(chunk, !scanner.tapSkips)
     if (out !== null) call.client.write(out, this.body as Readable)
+    if (transform?.failure != null) {
+      // The upstream reported a failure inside its stream (an error event, a malformed function call).
+      this.endStream(transform.failure)
+      return
+    }
     const meter = call.meter
     if (!scanner.tapSkips) meter.reader?.write(chunk)
     meter.responseBytes += chunk.length
     scanner.checkEnd(chunk)
-    if (scanner.sawTerminator && scanner.atEventEnd && call.endpoint.endsAtTerminator) this.endAtTerminator()
+    if (scanner.sawTerminator && scanner.atEventEnd && this.endpoint.endsAtTerminator) this.endAtTerminator()
   }
 
   /**
@@ -297,7 +345,7 @@ export class UpstreamAttempt implements UpstreamCallbacks {
       call.onCommitted(this)
     }
     const scanner = this.scanner as StreamScanner
-    const incomplete = !scanner.sawTerminator && call.endpoint.terminators.length > 0 && this.status === 200
+    const incomplete = !scanner.sawTerminator && this.endpoint.terminators.length > 0 && this.status === 200
     this.endStream(incomplete ? errors.upstreamFailed('The upstream ended the stream before it was complete.') : null)
   }
 
@@ -378,6 +426,28 @@ function releaseUpstream(attempt: UpstreamAttempt): void {
 }
 
 function noop(): void {}
+
+/**
+ * Reads a body whole, keeping at most `limit` bytes (`complete` false when it held more), feeding the usage tap
+ * when given. For small error answers and converted JSON answers only: streams are never held.
+ */
+function readWhole(
+  body: Readable,
+  limit: number,
+  onEnd: (bytes: Buffer, complete: boolean) => void,
+  reader?: UsageExtractor,
+  meter?: UsageMeter,
+): void {
+  const parts: Buffer[] = []
+  let size = 0
+  body.on('data', (chunk: Buffer) => {
+    reader?.write(chunk)
+    if (meter !== undefined) meter.responseBytes += chunk.length
+    size += chunk.length
+    if (size <= limit) parts.push(chunk)
+  })
+  body.once('end', () => onEnd(Buffer.concat(parts), size <= limit))
+}
 
 function retryAfterMs(header: string | string[] | undefined): number | undefined {
   if (typeof header !== 'string') return undefined

@@ -1,17 +1,18 @@
 import '@fastify/reply-from'
 import { type Attempt, buildUsageRecord, errors, type LlmContext, type LlmHookRegistry, type LlmProxyError } from '@llmproxy/core'
-import { type Endpoint, wireOf } from '@llmproxy/protocols'
+import { createEncoder, type EncoderOptions, type Endpoint, familyOf, type StreamEncoder, wireOf } from '@llmproxy/protocols'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { UpstreamAttempt } from './attempt.js'
 import { ClientStream } from './client-stream.js'
+import { type ConvertedRequest, convertedRequest, StreamConverter } from './convert.js'
 import type { UpstreamDispatcher } from './dispatcher.js'
 import { UsageMeter } from './meter.js'
 import type { ResolvedRoute } from './models.js'
 import type { Retry, RetryOn, Timeouts } from './options.js'
-import { AttemptPlanner, type FailureKind, type Plan } from './planner.js'
+import { AttemptPlanner, type FailureKind, type Plan, systemClock } from './planner.js'
 import { setCall } from './reply-hooks.js'
-import { type ResponseTransform, UsageEventFilter } from './tap.js'
+import { UsageEventFilter } from './tap.js'
 
 /** Shared, per-router state of every call. */
 export interface ProxySettings {
@@ -20,6 +21,30 @@ export interface ProxySettings {
   readonly timeouts: Timeouts
   readonly retry: Retry
   readonly retryOn: ReadonlySet<RetryOn>
+  /** The output cap sent to an API that requires one (Anthropic) when the client, in another API, set none. */
+  readonly defaultMaxTokens: number
+}
+
+/** What the client asked, as far as the proxying of it goes. */
+export interface RequestShape {
+  /** The client's route. */
+  readonly endpoint: Endpoint
+  /** Gemini's `generateContent` / `streamGenerateContent` (from the URL); '' elsewhere. */
+  readonly action: string
+  /** The gateway added `stream_options.include_usage` for a same-API OpenAI upstream: its usage chunk is removed. */
+  readonly stripUsage: boolean
+  /** An OpenAI client asked for the usage chunk itself (converted streams then end with one). */
+  readonly includeUsage: boolean
+  /** A Gemini client asked for `alt=sse` (else a streamed answer is one JSON array). */
+  readonly geminiSse: boolean
+}
+
+const noQuery = (): string => ''
+const sseQuery = (): string => 'alt=sse'
+
+/** Whether a route can serve a client route: any API for a chat route (converted), only its own for the others. */
+export function servesEndpoint(route: ResolvedRoute, endpoint: Endpoint): boolean {
+  return endpoint.convertible || (route.families.size === 1 && route.families.has(endpoint.family))
 }
 
 /**
@@ -38,13 +63,16 @@ export class ProxyCall {
   readonly planner: AttemptPlanner
   readonly client: ClientStream
   readonly meter = new UsageMeter()
-  /** The transform slot of the response path: null passes the upstream's bytes untouched. */
-  readonly transform: ResponseTransform | null
+  /** How answers converted from another API are rendered for this client. */
+  readonly encoderOptions: EncoderOptions
+  /** The content type of a converted stream for this client (a Gemini client without `alt=sse` gets a JSON array). */
+  readonly clientStreamType: string
   /** The attempt in progress, or the last one. */
   attempt: UpstreamAttempt | null = null
   private readonly body: Record<string, unknown>
-  /** Gemini's `generateContent` / `streamGenerateContent` (from the URL); '' elsewhere. */
-  private readonly action: string
+  private readonly shape: RequestShape
+  /** The client's stream encoder, made by the first attempt on an upstream of another API; it outlives attempts. */
+  private encoder: StreamEncoder | null = null
   private queueAbort: AbortController | null = null
   private waitTimer: NodeJS.Timeout | null = null
   /** Why a committed answer failed (null: it did not). */
@@ -55,22 +83,25 @@ export class ProxyCall {
     request: FastifyRequest,
     reply: FastifyReply,
     settings: ProxySettings,
-    endpoint: Endpoint,
     route: ResolvedRoute,
     body: Record<string, unknown>,
-    action: string,
-    stripUsage: boolean,
+    shape: RequestShape,
   ) {
     this.request = request
     this.reply = reply
     this.ctx = request.llm
     this.settings = settings
-    this.endpoint = endpoint
+    this.endpoint = shape.endpoint
     this.body = body
-    this.action = action
-    this.planner = new AttemptPlanner(route, this.ctx.model ?? '', settings.retry, settings.retryOn, this.ctx.startedAt)
-    this.client = new ClientStream(reply, wireOf(endpoint.family))
-    this.transform = stripUsage ? new UsageEventFilter() : null
+    this.shape = shape
+    const ctx = this.ctx
+    ctx.clientApi = shape.endpoint.family
+    this.planner = new AttemptPlanner(route, ctx.model ?? '', settings.retry, settings.retryOn, ctx.startedAt, systemClock, (next) =>
+      servesEndpoint(next, shape.endpoint),
+    )
+    this.client = new ClientStream(reply, wireOf(shape.endpoint.family))
+    this.encoderOptions = { model: ctx.model ?? '', includeUsage: shape.includeUsage, geminiSse: shape.geminiSse }
+    this.clientStreamType = shape.endpoint.family === 'gemini' && !shape.geminiSse ? 'application/json' : 'text/event-stream'
     setCall(request, this)
     reply.raw.on('close', () => this.onClientClose())
   }
@@ -118,17 +149,46 @@ export class ProxyCall {
     ctx.upstream = upstream.name
     ctx.upstreamModel = route.upstreamModel
     ctx.protocol = upstream.protocol
-    const endpoint = this.endpoint
-    if (endpoint.modelInBody) this.body.model = route.upstreamModel
-    const payload = JSON.stringify(this.body)
+    const client = this.endpoint
+    const upstreamApi = familyOf(upstream.protocol)
+    let attempt: UpstreamAttempt
+    let path: string
+    let query: (search: string | undefined, url: string) => string
+    let payload: string
+    if (upstreamApi === client.family) {
+      // Same API on both sides: the body goes as it came (the model renamed), the answer's bytes pass untouched.
+      if (client.modelInBody) this.body.model = route.upstreamModel
+      payload = JSON.stringify(this.body)
+      path = client.upstreamPath(route.upstreamModel, this.shape.action)
+      query = client.queryString
+      attempt = new UpstreamAttempt(this, lease, client, this.shape.stripUsage ? new UsageEventFilter() : null, null)
+    } else {
+      let converted: ConvertedRequest
+      try {
+        converted = convertedRequest(client.family, upstreamApi, this.body, route.upstreamModel, ctx.stream, this.settings.defaultMaxTokens)
+      } catch (err) {
+        // The client's request cannot be said in this upstream's API: no upstream was asked anything.
+        lease.release({ ok: false, kind: 'aborted' })
+        this.fail(err as LlmProxyError)
+        return
+      }
+      payload = converted.payload
+      path = converted.path
+      query = converted.query === '' ? noQuery : sseQuery
+      let transform: StreamConverter | null = null
+      if (ctx.stream) {
+        this.encoder ??= createEncoder(client.family, this.encoderOptions)
+        transform = new StreamConverter(upstreamApi, this.encoder)
+      }
+      attempt = new UpstreamAttempt(this, lease, converted.endpoint, transform, upstreamApi)
+    }
     this.meter.requestBytes = payload.length
-    const attempt = new UpstreamAttempt(this, lease)
     this.attempt = attempt
     const timeouts = this.settings.timeouts
     // The total budget bounds the wait for the first byte too, so a silent upstream costs no more than it.
     const budgetLeft = this.settings.retry.budgetMs - (attempt.startedAt - ctx.startedAt)
     const firstByteMs = Math.max(1, Math.min(ctx.stream ? timeouts.firstTokenMs : timeouts.responseMs, budgetLeft))
-    attempt.start(upstream.url + endpoint.upstreamPath(route.upstreamModel, this.action), payload, endpoint.queryString, firstByteMs)
+    attempt.start(upstream.url + path, payload, query, firstByteMs)
   }
 
   // ── what attempts report ───────────────────────────────────────────────────────────────────
@@ -154,14 +214,15 @@ export class ProxyCall {
   }
 
   /** A committed stream is over: complete (error null), or failed after the commit point. */
-  onStreamEnd(_attempt: UpstreamAttempt, error: LlmProxyError | null): void {
-    const held = this.transform?.flush() ?? null
+  onStreamEnd(attempt: UpstreamAttempt, error: LlmProxyError | null): void {
+    const transform = attempt.transform
+    const tail = transform?.end(error === null) ?? null
     if (error === null) {
-      this.client.end(held)
+      this.client.end(tail)
       return
     }
     this.streamError = error
-    this.client.endWithError(error, held)
+    this.client.endWithError(transform?.errorEvent(error) ?? null, error, tail)
   }
 
   /** A committed JSON body failed: the connection is cut, so the answer cannot look complete. */
@@ -211,7 +272,7 @@ export class ProxyCall {
               ? { ok: true }
               : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
       attempt.release(result)
-      this.meter.endAnswer(status >= 200 && status < 300, attempt.scanner)
+      this.meter.endAnswer(status >= 200 && status < 300 && this.endpoint.metered, attempt.scanner)
     }
     if (ctx.clientAborted) ctx.outcome = 'client_aborted'
     else if (ctx.outcome === 'pending') ctx.outcome = this.streamError === null && status < 500 ? 'ok' : 'upstream_error'

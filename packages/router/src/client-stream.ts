@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
-import { type LlmProxyError, sendError } from '@llmproxy/core'
+import type { LlmProxyError } from '@llmproxy/core'
 import type { WireFormat } from '@llmproxy/protocols'
 import type { FastifyReply } from 'fastify'
 import { clientResponseHeaders } from './headers.js'
@@ -61,10 +61,13 @@ export class ClientStream {
     else this.raw.end(tail)
   }
 
-  /** Ends a stream (after `held`, bytes a transform still held) with an in-band error event in the client's format, and no terminator. */
-  endWithError(error: LlmProxyError, held: Buffer | null): void {
+  /**
+   * Ends a stream (after `held`, bytes a transform still held) with an in-band error event in the client's format —
+   * `event` when a transform framed it, else the client API's own — and no terminator.
+   */
+  endWithError(event: string | null, error: LlmProxyError, held: Buffer | string | null): void {
     if (held !== null) this.raw.write(held)
-    this.raw.end(this.wire.streamErrorEvent(error))
+    this.raw.end(event ?? this.wire.streamErrorEvent(error))
   }
 
   /** A JSON body cannot carry an error once started: the connection is cut, so it cannot look complete. */
@@ -72,10 +75,12 @@ export class ClientStream {
     this.raw.destroy()
   }
 
-  /** Before the commit point: the error is the answer. */
+  /** Before the commit point: the error is the answer, in the client API's shape. */
   fail(error: LlmProxyError): void {
     this.committed = true
-    sendError(this.reply, error)
+    const reply = this.reply
+    if (error.headers !== undefined) reply.headers(error.headers)
+    reply.code(error.statusCode).type('application/json; charset=utf-8').send(this.wire.errorBody(error))
   }
 
   /** The status the client received (0 when nothing was written). */

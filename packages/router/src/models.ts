@@ -6,7 +6,8 @@ import type { ModelRoute } from './options.js'
 /** A model route ready for the hot path: its pool and fallbacks resolved once. */
 export interface ResolvedRoute {
   readonly name: string
-  readonly family: ApiFamily
+  /** The APIs its pool's upstreams speak (a pool may mix them: the gateway converts). */
+  readonly families: ReadonlySet<ApiFamily>
   readonly upstreamModel: string
   readonly pool: Pool
   readonly fallbacks: readonly ResolvedRoute[]
@@ -35,10 +36,6 @@ export class ModelTable {
   /** Checks the routes against each other and the upstreams; lists every problem. */
   static check(models: readonly ModelRoute[], protocolOf: (upstream: string) => Protocol | undefined): ModelProblem[] {
     const problems: ModelProblem[] = []
-    const apiOf = (model: ModelRoute): ApiFamily | null => {
-      const protocol = protocolOf(model.upstreams[0] as string)
-      return protocol === undefined ? null : familyOf(protocol)
-    }
     const names = new Map<string, string>()
     models.forEach((model, i) => {
       for (const [j, id] of [model.name, ...(model.aliases ?? [])].entries()) {
@@ -47,44 +44,32 @@ export class ModelTable {
         if (owner !== undefined) problems.push({ path: where, message: `"${id}" is already used by ${owner}` })
         else names.set(id, where)
       }
-      let family: ApiFamily | null = null
       model.upstreams.forEach((name, j) => {
-        const protocol = protocolOf(name)
-        if (protocol === undefined) {
-          problems.push({ path: `/models/${i}/upstreams/${j}`, message: `unknown upstream "${name}"` })
-          return
-        }
-        family ??= familyOf(protocol)
-        if (familyOf(protocol) !== family) {
-          problems.push({
-            path: `/models/${i}/upstreams/${j}`,
-            message: `"${name}" speaks ${protocol}, unlike the rest of the pool (${family})`,
-          })
-        }
+        if (protocolOf(name) === undefined) problems.push({ path: `/models/${i}/upstreams/${j}`, message: `unknown upstream "${name}"` })
       })
-    })
-    models.forEach((model, i) => {
       model.fallbacks?.forEach((fallback, j) => {
         const path = `/models/${i}/fallbacks/${j}`
-        const target = models.find((m) => m.name === fallback)
         if (fallback === model.name) problems.push({ path, message: 'a model cannot be its own fallback' })
-        else if (target === undefined) problems.push({ path, message: `unknown model "${fallback}"` })
-        else if (apiOf(target) !== apiOf(model)) {
-          // The request body is passed on as it is, so a fallback must speak the same API.
-          problems.push({ path, message: `"${fallback}" is served over another API (${apiOf(target)}, not ${apiOf(model)})` })
-        }
+        else if (!models.some((m) => m.name === fallback)) problems.push({ path, message: `unknown model "${fallback}"` })
       })
     })
     return problems
   }
 
   static build(models: readonly ModelRoute[], upstreams: UpstreamRegistry): ModelTable {
-    const routes = new Map<string, { name: string; family: ApiFamily; upstreamModel: string; pool: Pool; fallbacks: ResolvedRoute[] }>()
+    const routes = new Map<
+      string,
+      { name: string; families: ReadonlySet<ApiFamily>; upstreamModel: string; pool: Pool; fallbacks: ResolvedRoute[] }
+    >()
     for (const model of models) {
-      const first = upstreams.get(model.upstreams[0] as string)
+      const families = new Set<ApiFamily>()
+      for (const name of model.upstreams) {
+        const upstream = upstreams.get(name)
+        if (upstream !== undefined) families.add(familyOf(upstream.protocol))
+      }
       routes.set(model.name, {
         name: model.name,
-        family: first === undefined ? 'openai' : familyOf(first.protocol),
+        families,
         upstreamModel: model.upstreamModel ?? model.name,
         pool: upstreams.pool(model.upstreams, model.strategy),
         fallbacks: [],

@@ -72,6 +72,11 @@ export const RouterOptionsSchema = Type.Object(
     timeouts: TimeoutsSchema,
     retry: RetrySchema,
     bodyLimit: Type.Integer({ minimum: 1, default: 8 * 1024 * 1024, description: 'Largest request body accepted, in bytes.' }),
+    defaultMaxTokens: Type.Integer({
+      minimum: 1,
+      default: 4096,
+      description: 'The output cap sent to an Anthropic upstream (which requires one) when a client of another API set none.',
+    }),
     includeUsage: Type.Boolean({
       default: true,
       description:

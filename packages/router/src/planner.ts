@@ -28,6 +28,7 @@ export type Plan =
   | { readonly type: 'fail'; readonly error: LlmProxyError }
 
 const QUEUE: Plan = { type: 'queue' }
+const always = (): boolean => true
 /** Waits for a Retry-After hold end this much later, so the hold has surely ended (timer and clock granularity). */
 const HOLD_SLACK_MS = 5
 /** At most this many rounds (so attempts on one upstream) of one request within ROUND_WINDOW_MS. */
@@ -58,6 +59,8 @@ export class AttemptPlanner {
   private readonly retryOn: ReadonlySet<RetryOn>
   private readonly startedAt: number
   private readonly clock: Clock
+  /** Whether a fallback route can serve the request at all (only chat routes can be converted to another API). */
+  private readonly serves: (route: ResolvedRoute) => boolean
   /** Index into primary.fallbacks of the route being tried; -1 = the primary. */
   private fallbackIndex = -1
   private attemptsThisRound = 0
@@ -81,6 +84,7 @@ export class AttemptPlanner {
     retryOn: ReadonlySet<RetryOn>,
     startedAt: number,
     clock: Clock = systemClock,
+    serves: (route: ResolvedRoute) => boolean = always,
   ) {
     this.primary = primary
     this.model = model
@@ -89,6 +93,7 @@ export class AttemptPlanner {
     this.retryOn = retryOn
     this.startedAt = startedAt
     this.clock = clock
+    this.serves = serves
     this.backoffMs = retry.backoffMs
     this.roundStarts = [startedAt]
   }
@@ -158,8 +163,11 @@ export class AttemptPlanner {
   /** The next fallback model, from its first upstream (a context-length 400 goes there directly: a larger context). */
   nextFallback(): Plan {
     this.fallbacksReached = true
-    this.fallbackIndex++
-    this.route = this.primary.fallbacks[this.fallbackIndex] as ResolvedRoute
+    const fallbacks = this.primary.fallbacks
+    do this.fallbackIndex++
+    while (this.fallbackIndex < fallbacks.length && !this.serves(fallbacks[this.fallbackIndex] as ResolvedRoute))
+    if (this.fallbackIndex >= fallbacks.length) return this.advance()
+    this.route = fallbacks[this.fallbackIndex] as ResolvedRoute
     this.tried.clear()
     return this.next()
   }

@@ -1,12 +1,21 @@
 import replyFrom from '@fastify/reply-from'
-import { ConfigError, ensureCore, errors, sendError, toLlmProxyError, validateOptions } from '@llmproxy/core'
-import { ANTHROPIC_MESSAGES, type Endpoint, GEMINI_ACTIONS, GEMINI_GENERATE, OPENAI_ENDPOINTS } from '@llmproxy/protocols'
+import { ConfigError, ensureCore, errors, estimateTokensFromBytes, toLlmProxyError, validateOptions } from '@llmproxy/core'
+import {
+  ANTHROPIC_COUNT_TOKENS,
+  ANTHROPIC_MESSAGES,
+  type Endpoint,
+  GEMINI_ACTIONS,
+  GEMINI_GENERATE,
+  OPENAI_ENDPOINTS,
+  sendError,
+} from '@llmproxy/protocols'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
-import { ProxyCall, type ProxySettings } from './call.js'
+import { ProxyCall, type ProxySettings, servesEndpoint } from './call.js'
 import { UpstreamDispatcher } from './dispatcher.js'
-import { ModelTable } from './models.js'
+import { modelListings } from './listings.js'
+import { ModelTable, type ResolvedRoute } from './models.js'
 import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
 import { kProxyCall } from './reply-hooks.js'
 
@@ -17,6 +26,7 @@ export interface RouterOptions {
   retry?: Partial<Retry>
   bodyLimit?: number
   includeUsage?: boolean
+  defaultMaxTokens?: number
 }
 
 export interface RouterDecorator {
@@ -31,6 +41,8 @@ declare module 'fastify' {
     llmRouter: RouterDecorator
   }
 }
+
+const ALT_SSE = /[?&]alt=sse(&|$)/
 
 const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptions) => {
   await ensureCore(fastify)
@@ -47,14 +59,14 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
   }
   let models: readonly ModelRoute[] = options.models
   let table = checked(models)
-  let modelsBody = modelsListing(table)
+  let listings = modelListings(table)
 
   fastify.decorate('llmRouter', {
     update(next: ModelRoute[]) {
       const nextTable = checked(next)
       models = next
       table = nextTable
-      modelsBody = modelsListing(nextTable)
+      listings = modelListings(nextTable)
     },
     models: () => models,
   } satisfies RouterDecorator)
@@ -68,11 +80,12 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
     timeouts: options.timeouts,
     retry: options.retry,
     retryOn: new Set<RetryOn>(options.retry.on),
+    defaultMaxTokens: options.defaultMaxTokens,
   }
   const includeUsage = options.includeUsage
   const bodyLimit = options.bodyLimit
 
-  // Routes live in their own context: reply.from and the OpenAI-shaped error handler stay private to them.
+  // Routes live in their own context: reply.from and the client-shaped error handler stay private to them.
   await fastify.register(async (routes) => {
     await routes.register(replyFrom, {
       undici: dispatcher as unknown as Dispatcher,
@@ -87,39 +100,67 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       return sendError(reply, error)
     })
 
-    /** Everything between a parsed request and the ProxyCall: checks, model resolution, usage options. */
-    const proxy = (request: FastifyRequest, reply: FastifyReply, endpoint: Endpoint, model: unknown, action: string) => {
+    /** The checks every routed request passes: a JSON object with a known model this key may use. */
+    const resolve = (request: FastifyRequest, reply: FastifyReply, model: unknown): ResolvedRoute | null => {
       reply.header('x-request-id', request.id)
       const body = request.body
       if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-        return sendError(reply, errors.invalidRequest('The request body must be a JSON object.'))
+        sendError(reply, errors.invalidRequest('The request body must be a JSON object.'))
+        return null
       }
-      const fields = body as Record<string, unknown>
-      if (typeof model !== 'string' || model.length === 0) return sendError(reply, errors.missingModel())
-      if (fields.stream !== undefined && typeof fields.stream !== 'boolean') {
-        return sendError(reply, errors.invalidRequest('"stream" must be a boolean.'))
+      if (typeof model !== 'string' || model.length === 0) {
+        sendError(reply, errors.missingModel())
+        return null
+      }
+      if ((body as Record<string, unknown>).stream !== undefined && typeof (body as Record<string, unknown>).stream !== 'boolean') {
+        sendError(reply, errors.invalidRequest('"stream" must be a boolean.'))
+        return null
       }
       const route = table.get(model)
-      if (route === undefined) return sendError(reply, errors.modelNotFound(model))
-      if (route.family !== endpoint.family) return sendError(reply, errors.wrongApi(model, route.family))
+      if (route === undefined) {
+        sendError(reply, errors.modelNotFound(model))
+        return null
+      }
       const ctx = request.llm
       const allowed = ctx.allowedModels
       if (allowed !== null && !allowed.has(model) && !allowed.has(route.name)) {
         fastify.llm.emitReject({ reason: 'model_access', keyId: ctx.keyId, statusCode: 403 }, request)
-        return sendError(reply, errors.forbidden(`This API key may not use the model "${model}".`, 'llmproxy_model_not_allowed'))
+        sendError(reply, errors.forbidden(`This API key may not use the model "${model}".`, 'llmproxy_model_not_allowed'))
+        return null
       }
       ctx.model = model
+      return route
+    }
+
+    /** Everything between a parsed request and the ProxyCall: checks, model resolution, usage options. */
+    const proxy = (request: FastifyRequest, reply: FastifyReply, endpoint: Endpoint, model: unknown, action: string) => {
+      const route = resolve(request, reply, model)
+      if (route === null) return reply
+      if (!servesEndpoint(route, endpoint)) {
+        return sendError(reply, errors.wrongApi(model as string, [...route.families].join(', '), endpoint.path))
+      }
+      const fields = request.body as Record<string, unknown>
+      const ctx = request.llm
       ctx.stream = endpoint.modelInBody ? fields.stream === true : action === 'streamGenerateContent'
       let stripUsage = false
-      if (ctx.stream && includeUsage && endpoint.takesIncludeUsage) {
+      let clientAskedUsage = false
+      if (ctx.stream && endpoint.takesIncludeUsage) {
         const streamOptions = fields.stream_options
         const given = streamOptions !== null && typeof streamOptions === 'object' ? (streamOptions as Record<string, unknown>) : null
-        if (given?.include_usage !== true) {
+        clientAskedUsage = given?.include_usage === true
+        if (!clientAskedUsage && includeUsage) {
           fields.stream_options = { ...given, include_usage: true }
           stripUsage = true
         }
       }
-      new ProxyCall(request, reply, settings, endpoint, route, fields, action, stripUsage).start()
+      const geminiSse = endpoint.family === 'gemini' && ALT_SSE.test(request.url)
+      new ProxyCall(request, reply, settings, route, fields, {
+        endpoint,
+        action,
+        stripUsage,
+        includeUsage: clientAskedUsage,
+        geminiSse,
+      }).start()
       return reply
     }
 
@@ -136,23 +177,27 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       return proxy(request, reply, GEMINI_GENERATE, target.slice(0, colon), action)
     })
 
+    // Anthropic's token counting: an Anthropic-only model asks its upstream; any other gets an estimate, marked so.
+    routes.post(ANTHROPIC_COUNT_TOKENS.path, { bodyLimit }, (request, reply) => {
+      const model = (request.body as Record<string, unknown> | null)?.model
+      const route = resolve(request, reply, model)
+      if (route === null) return reply
+      if (servesEndpoint(route, ANTHROPIC_COUNT_TOKENS)) return proxy(request, reply, ANTHROPIC_COUNT_TOKENS, model, '')
+      const { system, messages, tools } = request.body as Record<string, unknown>
+      reply.header('x-llmproxy-estimated', 'true')
+      return reply.send({ input_tokens: estimateTokensFromBytes(Buffer.byteLength(JSON.stringify({ system, messages, tools }))) })
+    })
+
+    // The model list in the shape of the client's API: Anthropic clients send anthropic-version.
     routes.get('/v1/models', (request, reply) => {
       reply.header('x-request-id', request.id)
-      return reply.type('application/json; charset=utf-8').send(modelsBody)
+      const body = request.headers['anthropic-version'] === undefined ? listings.openai : listings.anthropic
+      return reply.type('application/json; charset=utf-8').send(body)
     })
-  })
-}
-
-function modelsListing(table: ModelTable): string {
-  return JSON.stringify({
-    object: 'list',
-    data: table.listing.map((m) => ({
-      id: m.id,
-      object: 'model',
-      created: 0,
-      owned_by: 'llmproxy',
-      ...(m.aliasOf ? { alias_of: m.aliasOf } : {}),
-    })),
+    routes.get('/v1beta/models', (request, reply) => {
+      reply.header('x-request-id', request.id)
+      return reply.type('application/json; charset=utf-8').send(listings.gemini)
+    })
   })
 }
 

@@ -1,4 +1,4 @@
-import { ByteNeedle } from '@llmproxy/core'
+import { ByteNeedle, type LlmProxyError } from '@llmproxy/core'
 
 const NEWLINE = 0x0a
 const CR = 0x0d
@@ -17,9 +17,13 @@ export interface ResponseTransform {
    * The bytes to send now for this upstream chunk (null: nothing yet). `mayCarryUsage` is false only for a chunk
    * the scanner saw carries no usage report.
    */
-  push(chunk: Buffer, mayCarryUsage: boolean): Buffer | null
-  /** The upstream body ended: whatever is still held. */
-  flush(): Buffer | null
+  push(chunk: Buffer, mayCarryUsage: boolean): Buffer | string | null
+  /** The upstream stream is over, `complete` or not: whatever is still held, and (complete) the client format's end. */
+  end(complete: boolean): Buffer | string | null
+  /** The in-band error that ends the client's stream, when the transform frames it (null: the client API's own). */
+  errorEvent(error: LlmProxyError): string | null
+  /** The upstream reported a failure inside the stream (seen by the last `push`): the stream must end with it. */
+  readonly failure: LlmProxyError | null
 }
 
 /**
@@ -31,6 +35,7 @@ export interface ResponseTransform {
  * shape (empty choices and a usage object), so the filter runs before the usage tap reads the chunk.
  */
 export class UsageEventFilter implements ResponseTransform {
+  readonly failure = null
   private held: Buffer | null = null
   /** Bytes that may hold a usage report came by and are not all searched yet (some may still be held). */
   private usagePending = false
@@ -61,8 +66,12 @@ export class UsageEventFilter implements ResponseTransform {
     return events.length > 0 ? events : null
   }
 
+  errorEvent(): null {
+    return null
+  }
+
   /** What is still held when the upstream body ends (an unterminated last event, passed on as is). */
-  flush(): Buffer | null {
+  end(): Buffer | null {
     const held = this.held
     this.held = null
     return held

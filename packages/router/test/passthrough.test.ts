@@ -125,8 +125,8 @@ test("the client's Gemini key in the query string never reaches the upstream", a
   assert.ok(!seen.path.includes('client-secret'))
 })
 
-test('a model is only served over its own API', async () => {
-  const res = await post('/v1/chat/completions', { model: 'claude', messages })
+test('only chat routes are converted: a completions request for an Anthropic model is refused', async () => {
+  const res = await post('/v1/completions', { model: 'claude', prompt: 'hi' })
   assert.equal(res.status, 400)
   assert.equal((JSON.parse(res.text) as { error: { code: string } }).error.code, 'llmproxy_wrong_api')
   assert.equal(mock.requests.length, 0)

@@ -16,7 +16,7 @@ function run(parts: string[]): string[] {
     const sent = filter.push(Buffer.from(part), true)
     if (sent !== null) out.push(sent.toString())
   }
-  const held = filter.flush()
+  const held = filter.end()
   if (held !== null) out.push(held.toString())
   return out
 }
@@ -39,7 +39,7 @@ test('complete events go out at once; only an incomplete tail waits', () => {
   const filter = new UsageEventFilter()
   assert.equal(filter.push(Buffer.from(role + token.slice(0, 10)), false)?.toString(), bare(role))
   assert.equal(filter.push(Buffer.from(token.slice(10)), false)?.toString(), bare(token))
-  assert.equal(filter.flush(), null)
+  assert.equal(filter.end(), null)
 })
 
 test('an unterminated last event is passed on at the end', () => {

@@ -25,6 +25,7 @@ export function makeRecord(overrides: Partial<UsageRecord> = {}): UsageRecord {
     upstreamModel: 'Qwen/Qwen2.5-7B-Instruct',
     upstream: 'vllm-a',
     protocol: 'openai',
+    clientApi: 'openai',
     stream: true,
     status: 200,
     promptTokens: 10,
@@ -34,6 +35,7 @@ export function makeRecord(overrides: Partial<UsageRecord> = {}): UsageRecord {
     ttftMs: 12.5,
     durationMs: 100,
     attempts: 1,
+    resumed: false,
     clientAborted: false,
     ...overrides,
   }
