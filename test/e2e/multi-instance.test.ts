@@ -123,9 +123,9 @@ const DURATION = /^(\d+ms|(\d+h)?(\d+m)?\d+s)$/
 /** Waits until the tokens charged in Redis to a key (all its windows of `kind`) reach exactly `expected`. */
 function charged(kind: 't' | 'q', keyId: string, expected: number): Promise<number> {
   return pollUntil(
-    () => redisSum(`${PREFIX}${kind}:*:key:${keyId}`),
+    () => redisSum(`${PREFIX}${kind}:{key:${keyId}}:*`),
     (sum) => sum === expected,
-    `${expected} tokens charged to ${kind}:*:key:${keyId} in Redis`,
+    `${expected} tokens charged to ${kind}:{key:${keyId}}:* in Redis`,
   )
 }
 
