@@ -17,6 +17,9 @@ const HOST = '127.0.0.1'
 /** Whether `redis-server` and `redis-cli` are installed (tests skip, or fail in CI, without them). */
 export const hasRedisBinaries = spawnSync('redis-server', ['--version']).status === 0 && spawnSync('redis-cli', ['--version']).status === 0
 
+/** redis-server's major version (0 when absent): `cluster-port` exists from 7 on. */
+const serverMajor = Number(/v=(\d+)\./.exec(spawnSync('redis-server', ['--version']).stdout?.toString() ?? '')?.[1] ?? 0)
+
 const running = new Set<ChildProcess>()
 process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL')
@@ -185,10 +188,12 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
   const servers: RedisProcess[] = []
   try {
     for (let i = 0; i < count; i++) {
-      const port = await freePort()
-      const busPort = await freePort()
-      const args = ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-port', String(busPort)]
-      servers.push(await startRedisServer({ port, dir, args: [...args, '--cluster-node-timeout', '2000'] }))
+      let port = await freePort()
+      // Redis 7 takes the cluster bus port as a setting; before, it is always port + 10000.
+      const bus = serverMajor >= 7 ? ['--cluster-port', String(await freePort())] : []
+      while (serverMajor < 7 && (port + 10_000 > 65_535 || !(await portFree(port + 10_000)))) port = await freePort()
+      const args = ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '2000', ...bus]
+      servers.push(await startRedisServer({ port, dir, args }))
     }
     const addresses = servers.map((s) => `${s.host}:${s.port}`)
     await promisify(execFile)('redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes'], {
