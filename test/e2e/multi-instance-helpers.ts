@@ -124,4 +124,23 @@ export async function redisDeletePrefix(prefix: string, url = REDIS_URL): Promis
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Windows
+
+/**
+ * Runs a windowed scenario with the first key; if it fails and the window (UTC minute or day) changed
+ * meanwhile, the counters were split between two windows: it runs again once with a fresh key.
+ */
+export async function inOneWindow(windowMs: number, ids: readonly string[], run: (index: number) => Promise<void>): Promise<void> {
+  for (let i = 0; i < ids.length; i++) {
+    const window = Math.floor(Date.now() / windowMs)
+    try {
+      await run(i)
+      return
+    } catch (err) {
+      if (i === ids.length - 1 || Math.floor(Date.now() / windowMs) === window) throw err
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Gateway processes

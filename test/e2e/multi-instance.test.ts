@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test'
 import { type MockUpstream, promptTokensFor, startMockUpstream } from '@llmproxy/mock-upstream'
 import { type GatewayChild, spawnGateway } from './gateway-process.js'
 import { errorOf, type HttpResult, pollUntil, postJson } from './http-helpers.js'
-import { REDIS_URL, redisDeletePrefix, redisReachable, redisSum } from './multi-instance-helpers.js'
+import { inOneWindow, REDIS_URL, redisDeletePrefix, redisReachable, redisSum } from './multi-instance-helpers.js'
 
 /** Unique per run: concurrent runs and reruns never share counters. */
 const PREFIX = `llmproxy-e2e-multi:${randomUUID()}:`
@@ -123,26 +123,10 @@ const DURATION = /^(\d+ms|(\d+h)?(\d+m)?\d+s)$/
 /** Waits until the tokens charged in Redis to a key (all its windows of `kind`) reach exactly `expected`. */
 function charged(kind: 't' | 'q', keyId: string, expected: number): Promise<number> {
   return pollUntil(
-    () => redisSum(`${PREFIX}${kind}:*:key:${keyId}`),
+    () => redisSum(`${PREFIX}${kind}:{key:${keyId}}:*`),
     (sum) => sum === expected,
-    `${expected} tokens charged to ${kind}:*:key:${keyId} in Redis`,
+    `${expected} tokens charged to ${kind}:{key:${keyId}}:* in Redis`,
   )
-}
-
-/**
- * Runs a windowed scenario with the first key; if it fails and the window (UTC minute or day) changed
- * meanwhile, the counters were split between two windows: it runs again once with a fresh key.
- */
-async function inOneWindow(windowMs: number, ids: readonly string[], run: (index: number) => Promise<void>): Promise<void> {
-  for (let i = 0; i < ids.length; i++) {
-    const window = Math.floor(Date.now() / windowMs)
-    try {
-      await run(i)
-      return
-    } catch (err) {
-      if (i === ids.length - 1 || Math.floor(Date.now() / windowMs) === window) throw err
-    }
-  }
 }
 
 test('a per-key rpm holds across two gateway processes (concurrent burst, alternating instances)', { skip }, async () => {

@@ -1,7 +1,10 @@
-// LLMProxy's plugins inside an app you already have: your own routes and hooks stay as they are, the
-// gateway adds the OpenAI-compatible routes. Shows two extension points: a custom balancing strategy
-// (registered by name) and a custom usage hook (here: a per-team token tally your app can serve).
-import type { UsageRecord } from '@llmproxy/core'
+// LLMProxy's plugins inside an app you already have: your own routes, hooks and rate limiter stay as they are,
+// the gateway adds the OpenAI-compatible routes in its own encapsulated context, with its own limits. Shows
+// three extension points: a custom balancing strategy (registered by name), a custom usage hook (here: a per-model
+// token tally your app can serve), and LLMProxy's rate limits next to the app's own @fastify/rate-limit.
+import fastifyRateLimit from '@fastify/rate-limit'
+import { llmCore, type UsageRecord } from '@llmproxy/core'
+import { rateLimit } from '@llmproxy/rate-limit'
 import { router } from '@llmproxy/router'
 import { type StrategyFactory, type Upstream, upstreams } from '@llmproxy/upstreams'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -11,22 +14,33 @@ const primaryFirst: StrategyFactory = () => ({
   pick: (candidates: readonly Upstream[]) => candidates[0],
 })
 
+/** LLMProxy's request limit in this example: per client IP (there is no auth), for the gateway routes only. */
+export const GATEWAY_RPM = 20
+
 export async function buildApp(upstreamUrls: { primary: string; backup: string }): Promise<FastifyInstance> {
   const app = Fastify({ logger: false })
 
-  // Your existing app: routes, hooks, decorators.
-  app.get('/hello', async () => ({ hello: 'world' }))
+  // Your existing app: routes, hooks, decorators, and your own @fastify/rate-limit for your own API.
+  await app.register(fastifyRateLimit, { global: false })
+  app.get('/hello', { config: { rateLimit: { max: 3, timeWindow: '1 minute' } } }, async () => ({ hello: 'world' }))
 
-  await app.register(upstreams, {
-    upstreams: [
-      { name: 'primary', url: upstreamUrls.primary, protocol: 'openai' },
-      { name: 'backup', url: upstreamUrls.backup, protocol: 'openai' },
-    ],
-    strategies: { 'primary-first': primaryFirst },
-    healthChecks: { enabled: false },
-  })
-  await app.register(router, {
-    models: [{ name: 'chat', upstreams: ['primary', 'backup'], strategy: 'primary-first', upstreamModel: 'mock-model' }],
+  // The LLM hook registry at the root, so that hooks added here (below) see the gateway's requests.
+  await app.register(llmCore)
+
+  // The gateway in its own context: its hooks (the rate limits) apply to its routes, not to yours.
+  await app.register(async (gateway) => {
+    await gateway.register(upstreams, {
+      upstreams: [
+        { name: 'primary', url: upstreamUrls.primary, protocol: 'openai' },
+        { name: 'backup', url: upstreamUrls.backup, protocol: 'openai' },
+      ],
+      strategies: { 'primary-first': primaryFirst },
+      healthChecks: { enabled: false },
+    })
+    await gateway.register(rateLimit, { perKey: { rpm: GATEWAY_RPM } })
+    await gateway.register(router, {
+      models: [{ name: 'chat', upstreams: ['primary', 'backup'], strategy: 'primary-first', upstreamModel: 'mock-model' }],
+    })
   })
 
   // A custom usage hook: every request that reached routing, once, with its exact token counts.

@@ -37,9 +37,9 @@ export interface UsageSource {
   stats(): UsageStats
   events?: EventEmitter
 }
-/** `fastify.rateLimits` */
+/** `fastify.rateLimits` (`redisHealthy` is null when no Redis is in use: no Redis metrics then) */
 export interface RateLimitsSource {
-  redisHealthy: boolean
+  redisHealthy: boolean | null
   fallbacks: number
 }
 
@@ -53,8 +53,9 @@ export function isUsageSource(value: unknown): value is UsageSource {
   return typeof value === 'object' && value !== null && 'stats' in value && typeof value.stats === 'function'
 }
 
+/** A rate limiter that uses Redis (the only state these metrics describe). */
 export function isRateLimitsSource(value: unknown): value is RateLimitsSource {
-  return typeof value === 'object' && value !== null && 'redisHealthy' in value
+  return typeof value === 'object' && value !== null && 'redisHealthy' in value && typeof value.redisHealthy === 'boolean'
 }
 
 /** A finite, non-negative number, or 0 (a foreign value must never make a scrape throw). */

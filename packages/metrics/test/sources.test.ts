@@ -151,6 +151,14 @@ test('rate-limit Redis state comes from fastify.rateLimits, read live', async (t
   assert.equal(value(s, 'llmproxy_ratelimit_redis_fallbacks_total'), 42)
 })
 
+test('a rate limiter without Redis (redisHealthy null) exports no Redis metrics', async (t) => {
+  const { app, scrape } = await buildApp({}, { before: (a) => a.decorate(RATE_LIMITS, { redisHealthy: null, fallbacks: 0 }) })
+  t.after(() => app.close())
+  const s = await scrape()
+  assert.equal(series(s, 'llmproxy_ratelimit_redis_up').length, 0)
+  assert.equal(series(s, 'llmproxy_ratelimit_redis_fallbacks_total').length, 0)
+})
+
 test('without the decorators, the scrape-time metric families are absent', async (t) => {
   const { app } = await buildApp()
   t.after(() => app.close())

@@ -1,13 +1,13 @@
-import { randomBytes } from 'node:crypto'
 import { type KeyLimits, type LlmHookRegistry, type LlmProxyError, type Rejection, sendError, type UsageRecord } from '@llmproxy/core'
 import { clientApiOf, wireOf } from '@llmproxy/protocols'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { rateLimitErrors } from './errors.js'
+import { markerKey, quotaKey, slotKey, subjectTag, tpmKey, type UniqueIds } from './keys.js'
 import { type RateLimitOptions, type RateLimitOptionsInput, resolveOptions } from './options.js'
-import type { RedisHealth } from './redis-store.js'
+import type { RedisBackend } from './redis-backend.js'
 import { expectedTokens } from './reservation.js'
-import { type Hold, kLimitState, RequestLimitState } from './state.js'
-import type { CheckResult, LimitStore, MemoryStore } from './store.js'
+import { type Counter, type Hold, kLimitState, RequestLimitState } from './state.js'
+import type { CheckResult, MemoryStore } from './store.js'
 import { formatDuration, MINUTE_MS, PeriodClock, type QuotaPer, retryAfterSeconds, WINDOW_GRACE_MS } from './windows.js'
 
 /** A request limiter made by @fastify/rate-limit's `createRateLimit()`. */
@@ -33,12 +33,6 @@ export interface LiveOptions {
   current: RateLimitOptions
 }
 
-export interface SharedBackend {
-  store: LimitStore
-  health: RedisHealth
-  slotTtlMs: number
-}
-
 /** What `fastify.rateLimits.usage(keyId)` reports. */
 export interface KeyUsage {
   tpm: { limit: number; used: number; resetMs: number } | null
@@ -50,8 +44,8 @@ export interface KeyUsage {
 export interface RateLimits {
   /** Current usage of a key against its limits (`limits`: the key's own; default: the last ones auth gave for it). */
   usage(keyId: string, limits?: KeyLimits | null): Promise<KeyUsage>
-  /** False while Redis is unreachable (always false with the memory store). */
-  readonly redisHealthy: boolean
+  /** Whether Redis can be used now; null when the store is memory (no Redis in use). */
+  readonly redisHealthy: boolean | null
   /** Limit operations served by the local store because Redis was unreachable. */
   readonly fallbacks: number
   /** Hot reload: validates the options (throws a ConfigError) and applies `global`, `perKey` and `reserveTokens`; store settings need a restart. */
@@ -82,29 +76,38 @@ export class RateLimitEngine implements RateLimits {
   private readonly live: LiveOptions
   private readonly limiters: RequestLimiters
   private readonly local: MemoryStore
-  private readonly shared: SharedBackend | null
+  private readonly shared: RedisBackend | null
+  private readonly ids: UniqueIds
+  private readonly slotTtlMs: number
   private readonly log: FastifyBaseLogger
   private readonly hooks: LlmHookRegistry
   private readonly clock = new PeriodClock()
   private readonly seen = new Map<string, KeyLimits>()
-  /** Makes concurrency slot ids unique across instances sharing Redis (request ids are only unique per process). */
-  private readonly instanceId = randomBytes(6).toString('hex')
 
-  constructor(live: LiveOptions, limiters: RequestLimiters, local: MemoryStore, shared: SharedBackend | null, fastify: FastifyInstance) {
+  constructor(
+    live: LiveOptions,
+    limiters: RequestLimiters,
+    local: MemoryStore,
+    shared: RedisBackend | null,
+    ids: UniqueIds,
+    fastify: FastifyInstance,
+  ) {
     this.live = live
     this.limiters = limiters
     this.local = local
     this.shared = shared
+    this.ids = ids
+    this.slotTtlMs = live.current.redis?.slotTtlMs ?? 0
     this.log = fastify.log
     this.hooks = fastify.llm
   }
 
-  get redisHealthy(): boolean {
-    return this.shared?.health.healthy === true
+  get redisHealthy(): boolean | null {
+    return this.shared === null ? null : this.shared.healthy
   }
 
   get fallbacks(): number {
-    return this.shared === null ? 0 : this.shared.health.fallbacks
+    return this.shared === null ? 0 : this.shared.fallbacks
   }
 
   update(input: RateLimitOptionsInput): void {
@@ -149,14 +152,14 @@ export class RateLimitEngine implements RateLimits {
     const keyId = llm.keyId
     if (keyId !== null && own !== null) this.remember(keyId, own)
     const state = new RequestLimitState(
-      keyId === null ? `ip:${request.ip}` : `key:${keyId}`,
+      keyId === null ? `{ip:${request.ip}}` : `{key:${keyId}}`,
       keyId,
       rps,
       rpm,
       tpm,
       concurrency,
       quota,
-      this.settle,
+      this.finish,
     )
     request[kLimitState] = state
 
@@ -188,21 +191,11 @@ export class RateLimitEngine implements RateLimits {
     // onRequestAbort both miss a client that disconnects after its body was read).
     reply.raw.on('close', state.onClose)
     if (concurrency === undefined) return undefined
-    const slotKey = `c:${state.subject}`
-    state.slotMember = `${this.instanceId}:${request.id}`
-    const ttlMs = this.shared === null ? 0 : this.shared.slotTtlMs
-    let store = this.pick()
-    let result: CheckResult
-    try {
-      result = await store.acquire(slotKey, state.slotMember, concurrency, ttlMs)
-    } catch (err) {
-      store = this.fallBack(err)
-      result = await store.acquire(slotKey, state.slotMember, concurrency, ttlMs)
-    }
+    state.slotMember = this.ids.next()
+    const result = await this.acquire(state, concurrency)
     if (!result.ok) {
       return this.reject(request, reply, 'concurrency', rateLimitErrors.concurrency(concurrency, { 'retry-after': '1' }))
     }
-    state.slot = store
     if (state.settled) this.releaseSlot(state)
     return undefined
   }
@@ -220,7 +213,7 @@ export class RateLimitEngine implements RateLimits {
     const tpm = state.tpm
     if (tpm !== undefined) {
       const resetMs = MINUTE_MS - (now % MINUTE_MS)
-      const hold = this.tpmHold(state.subject, now)
+      const hold = this.newHold(this.tpmCounter(state.tag, now))
       const result = await this.reserve(hold, amount, tpm)
       if (!result.ok) {
         const headers = {
@@ -231,7 +224,8 @@ export class RateLimitEngine implements RateLimits {
         }
         return this.reject(request, reply, 'token_limit', rateLimitErrors.tokens(tpm, amount, result.value, headers))
       }
-      if (!this.hold(state, hold, amount, 'tpm')) return undefined
+      state.tpmHold = hold
+      if (state.settled) return this.giveBack(hold) // the client went away while we were reserving
       reply.header(H_LIMIT_TOKENS, tpm)
       reply.header(H_REMAINING_TOKENS, Math.max(0, tpm - result.value))
       reply.header(H_RESET_TOKENS, formatDuration(resetMs))
@@ -240,13 +234,14 @@ export class RateLimitEngine implements RateLimits {
     const quota = state.quota
     if (quota !== undefined) {
       const period = this.clock.current(quota.per, now)
-      const hold = this.quotaHold(state.subject, quota.per, now)
+      const hold = this.newHold(this.quotaCounter(state.tag, quota.per, now))
       const result = await this.reserve(hold, amount, quota.tokens)
       if (!result.ok) {
         const headers = { 'retry-after': retryAfterSeconds(period.endsAt - now) }
         return this.reject(request, reply, 'quota', rateLimitErrors.quota(quota.tokens, quota.per, result.value, amount, headers))
       }
-      this.hold(state, hold, amount, 'quota')
+      state.quotaHold = hold
+      if (state.settled) return this.giveBack(hold)
     }
     return undefined
   }
@@ -258,27 +253,36 @@ export class RateLimitEngine implements RateLimits {
     state.charged = true
     const total = record.totalTokens
     // A request without a reservation (its body was not JSON) is charged to the current window and period.
-    if (state.tpm !== undefined) this.charge(state.tpmHold ?? this.tpmHold(state.subject, Date.now()), total)
-    if (state.quota !== undefined) this.charge(state.quotaHold ?? this.quotaHold(state.subject, state.quota.per, Date.now()), total)
+    if (state.tpm !== undefined) {
+      const hold = state.tpmHold
+      if (hold !== null) this.settle(hold, total)
+      else this.charge(this.tpmCounter(state.tag, Date.now()), total)
+    }
+    const quota = state.quota
+    if (quota !== undefined) {
+      const hold = state.quotaHold
+      if (hold !== null) this.settle(hold, total)
+      else this.charge(this.quotaCounter(state.tag, quota.per, Date.now()), total)
+    }
   }
 
   async usage(keyId: string, limits?: KeyLimits | null): Promise<KeyUsage> {
     const own = limits ?? this.seen.get(keyId) ?? null
     const perKey = this.live.current.perKey
-    const subject = `key:${keyId}`
+    const tag = subjectTag(`key:${keyId}`)
     const now = Date.now()
-    const store = this.pick()
+    const store = this.shared?.healthy === true ? this.shared.store : this.local
     const tpm = own?.tpm ?? perKey.tpm
     const concurrency = own?.concurrency ?? perKey.concurrency
     const quota = own?.quota
     const report: KeyUsage = { tpm: null, quota: null, concurrency: null }
     if (tpm !== undefined) {
       const minute = Math.floor(now / MINUTE_MS)
-      report.tpm = { limit: tpm, used: await store.get(`t:${minute}:${subject}`), resetMs: (minute + 1) * MINUTE_MS - now }
+      report.tpm = { limit: tpm, used: await store.get(tpmKey(tag, minute)), resetMs: (minute + 1) * MINUTE_MS - now }
     }
     if (quota !== undefined) {
       const period = this.clock.current(quota.per, now)
-      const used = await store.get(`q:${period.name}:${subject}`)
+      const used = await store.get(quotaKey(tag, period.name))
       report.quota = {
         limit: quota.tokens,
         used,
@@ -287,108 +291,175 @@ export class RateLimitEngine implements RateLimits {
         resetAt: new Date(period.endsAt).toISOString(),
       }
     }
-    if (concurrency !== undefined) report.concurrency = { limit: concurrency, inFlight: await store.inFlight(`c:${subject}`) }
+    if (concurrency !== undefined) report.concurrency = { limit: concurrency, inFlight: await store.inFlight(slotKey(tag)) }
     return report
   }
 
-  /** The response is over: give back the slot, and the reservations unless the usage record already reconciled them. */
-  private readonly settle = (state: RequestLimitState): void => {
+  /** The response is over: give back the slot, and the reservations unless the usage record already settled them. */
+  private readonly finish = (state: RequestLimitState): void => {
     if (state.settled) return
     state.settled = true
     this.releaseSlot(state)
     if (state.charged) return
-    this.giveBack(state.tpmHold)
-    this.giveBack(state.quotaHold)
+    if (state.tpmHold !== null) this.giveBack(state.tpmHold)
+    if (state.quotaHold !== null) this.giveBack(state.quotaHold)
   }
 
-  private hold(state: RequestLimitState, hold: Hold, amount: number, kind: 'tpm' | 'quota'): boolean {
-    hold.reserved = amount
-    if (kind === 'tpm') state.tpmHold = hold
-    else state.quotaHold = hold
-    if (!state.settled) return true
-    // The client went away while we were reserving.
-    this.giveBack(hold)
-    return false
-  }
-
-  /** A hold on the key's current TPM window (fixed, aligned to the UTC minute). Its store is set when it is used. */
-  private tpmHold(subject: string, now: number): Hold {
+  /** The key's current TPM window (fixed, aligned to the UTC minute). */
+  private tpmCounter(tag: string, now: number): Counter {
     const minute = Math.floor(now / MINUTE_MS)
-    return { store: this.local, key: `t:${minute}:${subject}`, expireAt: (minute + 1) * MINUTE_MS + WINDOW_GRACE_MS, reserved: 0 }
+    return { key: tpmKey(tag, minute), tag, expireAt: (minute + 1) * MINUTE_MS + WINDOW_GRACE_MS }
   }
 
-  /** A hold on the key's current quota period (UTC day or calendar month). */
-  private quotaHold(subject: string, per: QuotaPer, now: number): Hold {
+  /** The key's current quota period (UTC day or calendar month). */
+  private quotaCounter(tag: string, per: QuotaPer, now: number): Counter {
     const period = this.clock.current(per, now)
-    return { store: this.local, key: `q:${period.name}:${subject}`, expireAt: period.endsAt + QUOTA_GRACE_MS, reserved: 0 }
+    return { key: quotaKey(tag, period.name), tag, expireAt: period.endsAt + QUOTA_GRACE_MS }
   }
 
-  /** Charges `total` tokens and gives back what the hold reserved (to the store that holds the reservation). */
-  private charge(hold: Hold, total: number): void {
-    const store = hold.reserved === 0 ? this.pick() : hold.store
-    const delta = total - hold.reserved
-    hold.reserved = 0
-    if (delta !== 0) store.add(hold.key, delta, hold.expireAt).catch((err: unknown) => this.shared?.health.down(err))
+  private newHold(counter: Counter): Hold {
+    return { ...counter, store: this.local, marker: markerKey(counter.tag, this.ids.next()), reserved: 0, open: false }
   }
 
-  private giveBack(hold: Hold | null): void {
-    if (hold === null || hold.reserved === 0) return
-    hold.store.add(hold.key, -hold.reserved, hold.expireAt).catch((err: unknown) => this.shared?.health.down(err))
-    hold.reserved = 0
+  /** Reserves `amount` on Redis when it is up, else locally; the hold remembers where. */
+  private async reserve(hold: Hold, amount: number, limit: number): Promise<CheckResult> {
+    const shared = this.shared
+    let result: CheckResult | null = null
+    if (shared?.usable()) {
+      const { key, marker, expireAt } = hold
+      try {
+        result = await shared.store.reserve(key, marker, amount, limit, expireAt)
+        hold.store = shared.store
+        this.mirror(key, result.value, expireAt)
+      } catch (err) {
+        shared.down(err)
+        shared.fallbacks++
+        // Its outcome is unknown (a stalled Redis runs it when it resumes): undo it once Redis answers.
+        shared.later(() => shared.store.cancel(key, marker, expireAt))
+      }
+    }
+    if (result === null) {
+      result = await this.local.reserve(hold.key, hold.marker, amount, limit, hold.expireAt)
+      if (result.ok && shared !== null) shared.counted(hold.key, hold.tag, amount, hold.expireAt)
+    }
+    if (result.ok) {
+      hold.reserved = amount
+      hold.open = true
+    }
+    return result
+  }
+
+  /** Charges `total` tokens for the hold's reservation, in the store that took it; once only. */
+  private settle(hold: Hold, total: number): void {
+    if (!hold.open) {
+      // Already given back (the response closed before the usage record came): charged in full.
+      if (total !== 0) this.charge(hold, total)
+      return
+    }
+    hold.open = false
+    const { key, marker, reserved, expireAt } = hold
+    const shared = this.shared
+    if (shared !== null && hold.store === shared.store) {
+      const retry = (): Promise<void> => shared.store.settleAgain(key, marker, total, reserved, expireAt)
+      if (!shared.healthy) shared.later(retry)
+      else {
+        shared.store.settle(key, marker, total, reserved, expireAt).then(
+          (value) => this.mirror(key, value, expireAt),
+          (err: unknown) => {
+            shared.down(err)
+            shared.later(retry)
+          },
+        )
+      }
+      return
+    }
+    if (total === reserved) return
+    this.local.add(key, total - reserved, expireAt)
+    if (shared !== null) shared.counted(key, hold.tag, total - reserved, expireAt)
+  }
+
+  /** Should Redis fail, local counting starts from the last value it gave for the counter (not from zero). */
+  private mirror(key: string, value: number | null, expireAt: number): void {
+    if (value !== null) this.local.mirror(key, value, expireAt)
+  }
+
+  private giveBack(hold: Hold): undefined {
+    if (hold.open) this.settle(hold, 0)
+    return undefined
+  }
+
+  /** Tokens without an open reservation. */
+  private charge(counter: Counter, total: number): void {
+    const shared = this.shared
+    if (shared?.usable()) {
+      const marker = markerKey(counter.tag, this.ids.next())
+      const op = (): Promise<number | null> => shared.store.charge(counter.key, marker, total, counter.expireAt)
+      op().then(
+        (value) => this.mirror(counter.key, value, counter.expireAt),
+        (err: unknown) => {
+          shared.down(err)
+          shared.later(op)
+        },
+      )
+      return
+    }
+    this.local.add(counter.key, total, counter.expireAt)
+    if (shared !== null) shared.counted(counter.key, counter.tag, total, counter.expireAt)
+  }
+
+  private async acquire(state: RequestLimitState, limit: number): Promise<CheckResult> {
+    const key = slotKey(state.tag)
+    const member = state.slotMember
+    const shared = this.shared
+    if (shared?.usable()) {
+      try {
+        const result = await shared.store.acquire(key, member, limit, this.slotTtlMs)
+        if (result.ok) state.slot = shared.store
+        return result
+      } catch (err) {
+        shared.down(err)
+        shared.fallbacks++
+        // A slot taken late by a stalled Redis is released once it answers.
+        shared.later(() => shared.store.release(key, member))
+      }
+    }
+    const result = await this.local.acquire(key, member, limit)
+    if (result.ok) state.slot = this.local
+    return result
   }
 
   private releaseSlot(state: RequestLimitState): void {
     const store = state.slot
     if (store === null) return
     state.slot = null
-    store.release(`c:${state.subject}`, state.slotMember).catch((err: unknown) => this.shared?.health.down(err))
-  }
-
-  private async reserve(hold: Hold, amount: number, limit: number): Promise<CheckResult> {
-    let store = this.pick()
-    let result: CheckResult
-    try {
-      result = await store.reserve(hold.key, amount, limit, hold.expireAt)
-    } catch (err) {
-      store = this.fallBack(err)
-      result = await store.reserve(hold.key, amount, limit, hold.expireAt)
+    const key = slotKey(state.tag)
+    const member = state.slotMember
+    const shared = this.shared
+    if (shared === null || store !== shared.store) {
+      void this.local.release(key)
+      return
     }
-    hold.store = store
-    return result
+    const release = (): Promise<void> => shared.store.release(key, member)
+    if (!shared.healthy) shared.later(release)
+    else {
+      release().catch((err: unknown) => {
+        shared.down(err)
+        shared.later(release)
+      })
+    }
   }
 
   private async hit(pair: LimiterPair, request: FastifyRequest): Promise<LimiterResult> {
-    if (pair.shared !== null && this.sharedUsable()) {
+    const shared = this.shared
+    if (pair.shared && shared?.usable()) {
       try {
         return await pair.shared(request)
       } catch (err) {
-        this.fallBack(err)
+        shared.down(err)
+        shared.fallbacks++
       }
     }
     return pair.local(request)
-  }
-
-  /** The store for the next operation: Redis while it is healthy, else the local one. */
-  private pick(): LimitStore {
-    return this.shared !== null && this.sharedUsable() ? this.shared.store : this.local
-  }
-
-  /** True when Redis is configured and healthy; counts a fallback when it is configured but down. */
-  private sharedUsable(): boolean {
-    const shared = this.shared
-    if (shared === null) return false
-    if (shared.health.healthy) return true
-    shared.health.fallbacks++
-    return false
-  }
-
-  /** A Redis operation failed: mark it down (logged once) and serve this operation locally. */
-  private fallBack(err: unknown): LimitStore {
-    if (this.shared !== null) {
-      this.shared.health.down(err)
-      this.shared.health.fallbacks++
-    }
-    return this.local
   }
 
   private remember(keyId: string, limits: KeyLimits): void {

@@ -1,6 +1,8 @@
 export type { KeyUsage, RateLimits } from './engine.js'
 export { RATE_LIMIT_CODES } from './errors.js'
 export {
+  checkOptions,
+  checkRedisOptions,
   type GlobalLimits,
   GlobalLimitsSchema,
   type PerKeyLimits,
@@ -8,9 +10,10 @@ export {
   type RateLimitOptions,
   type RateLimitOptionsInput,
   RateLimitOptionsSchema,
+  type RedisNode,
   type RedisOptions,
   RedisOptionsSchema,
 } from './options.js'
 export { rateLimit } from './plugin.js'
-export { RedisStore } from './redis-store.js'
+export { type RedisClient, RedisStore } from './redis-store.js'
 export { type CheckResult, type LimitStore, MemoryStore } from './store.js'

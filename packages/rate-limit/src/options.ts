@@ -1,4 +1,4 @@
-import { ConfigError, validateOptions } from '@llmproxy/core'
+import { ConfigError, type ConfigProblem, validateOptions } from '@llmproxy/core'
 import { type Static, Type } from '@llmproxy/core/typebox'
 
 const count = (description: string) => Type.Optional(Type.Integer({ minimum: 0, description }))
@@ -23,9 +23,45 @@ export const PerKeyLimitsSchema = Type.Object(
 )
 export type PerKeyLimits = Static<typeof PerKeyLimitsSchema>
 
+const RedisNodeSchema = Type.Object(
+  {
+    host: Type.String({ minLength: 1 }),
+    port: Type.Integer({ minimum: 1, maximum: 65535 }),
+  },
+  { additionalProperties: false },
+)
+export type RedisNode = Static<typeof RedisNodeSchema>
+
 export const RedisOptionsSchema = Type.Object(
   {
-    url: Type.String({ minLength: 1, description: 'redis://[user:password@]host:port[/db] (rediss:// for TLS).' }),
+    url: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: 'Single node: redis://[user:password@]host:port[/db] (rediss:// for TLS). Set one of url, sentinels, cluster.',
+      }),
+    ),
+    sentinels: Type.Optional(
+      Type.Array(RedisNodeSchema, {
+        minItems: 1,
+        description: 'Sentinel: the Sentinels ({host, port}) that name the master of `name`. Set one of url, sentinels, cluster.',
+      }),
+    ),
+    name: Type.Optional(Type.String({ minLength: 1, description: 'Sentinel: the master group name (required with sentinels).' })),
+    sentinelPassword: Type.Optional(
+      Type.String({ minLength: 1, description: 'Sentinel: the password of the Sentinels themselves (their requirepass).' }),
+    ),
+    cluster: Type.Optional(
+      Type.Array(RedisNodeSchema, {
+        minItems: 1,
+        description: 'Redis Cluster: some of its nodes ({host, port}); the others are discovered. Set one of url, sentinels, cluster.',
+      }),
+    ),
+    username: Type.Optional(
+      Type.String({ minLength: 1, description: 'Sentinel and cluster: ACL user of the Redis nodes (with url: put it in the url).' }),
+    ),
+    password: Type.Optional(
+      Type.String({ minLength: 1, description: 'Sentinel and cluster: password of the Redis nodes (with url: put it in the url).' }),
+    ),
     keyPrefix: Type.String({ default: 'llmproxy:', description: 'Prefix of every key this plugin writes.' }),
     commandTimeoutMs: Type.Integer({
       minimum: 1,
@@ -35,7 +71,7 @@ export const RedisOptionsSchema = Type.Object(
     slotTtlMs: Type.Integer({
       minimum: 1000,
       default: 600000,
-      description: 'Concurrency slots expire after this long, so a crashed instance does not hold them forever.',
+      description: 'Concurrency slots and token reservations expire after this long, so a crashed instance does not hold them forever.',
     }),
   },
   { additionalProperties: false },
@@ -68,15 +104,75 @@ export const RateLimitOptionsSchema = Type.Object(
 /** Options as validated (defaults filled in). */
 export type RateLimitOptions = Static<typeof RateLimitOptionsSchema>
 /** Options as written by the user: every field with a default may be left out. */
-export type RateLimitOptionsInput = Partial<Omit<RateLimitOptions, 'redis'>> & {
-  redis?: Partial<RedisOptions> & { url: string }
+export type RateLimitOptionsInput = Partial<Omit<RateLimitOptions, 'redis'>> & { redis?: Partial<RedisOptions> }
+
+/** Which of `url`, `sentinels`, `cluster` a Redis setting uses. */
+export type RedisMode = 'url' | 'sentinels' | 'cluster'
+const MODES: readonly RedisMode[] = ['url', 'sentinels', 'cluster']
+
+/**
+ * What the schema cannot say about `redis` (paths under `path`): exactly one of url / sentinels / cluster, and each
+ * setting only with the mode that uses it.
+ */
+export function checkRedisOptions(redis: RedisOptions, path = '/redis'): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const modes = MODES.filter((mode) => redis[mode] !== undefined)
+  if (modes.length === 0) {
+    problems.push({ path, message: 'set one of url (a single node), sentinels (Redis Sentinel) or cluster (Redis Cluster)' })
+  }
+  for (const extra of modes.slice(1)) {
+    problems.push({ path: `${path}/${extra}`, message: `conflicts with ${modes[0]}: set exactly one of url, sentinels, cluster` })
+  }
+  const mode = modes.length === 1 ? modes[0] : undefined
+  if (redis.url !== undefined && !/^rediss?:\/\//.test(redis.url)) {
+    problems.push({ path: `${path}/url`, message: 'must start with redis:// or rediss:// (TLS)' })
+  }
+  if (mode === 'sentinels' && redis.name === undefined) {
+    problems.push({ path: `${path}/name`, message: 'required with sentinels: the master group name (as in sentinel monitor <name> …)' })
+  }
+  if (mode !== undefined && mode !== 'sentinels') {
+    for (const field of ['name', 'sentinelPassword'] as const) {
+      if (redis[field] !== undefined) problems.push({ path: `${path}/${field}`, message: `only used with sentinels, not with ${mode}` })
+    }
+  }
+  if (mode === 'url') {
+    for (const field of ['username', 'password'] as const) {
+      if (redis[field] !== undefined) {
+        problems.push({ path: `${path}/${field}`, message: 'with url, put it in the url (redis://user:password@host:port)' })
+      }
+    }
+  }
+  return problems
+}
+
+/**
+ * Settings that only work together (paths relative to the plugin's options): a Redis store needs `redis`, `redis`
+ * needs the Redis store, the quota state file is for the memory store.
+ */
+export function checkOptions(options: RateLimitOptions): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  if (options.store === 'redis') {
+    if (options.redis === undefined) {
+      problems.push({ path: '/redis', message: 'required when store is "redis" (redis: { url: "redis://host:6379" })' })
+    }
+    if (options.quotaStateFile !== undefined) {
+      problems.push({
+        path: '/quotaStateFile',
+        message: 'only used with store "memory": with Redis, quotas live in Redis and survive restarts',
+      })
+    }
+  } else if (options.redis !== undefined) {
+    problems.push({ path: '/redis', message: 'set, but store is "memory": nothing would use it (set store: redis)' })
+  }
+  if (options.redis !== undefined) problems.push(...checkRedisOptions(options.redis))
+  return problems
 }
 
 /** Validates options (defaults filled in); throws a ConfigError naming every problem. */
 export function resolveOptions(input: RateLimitOptionsInput | undefined): RateLimitOptions {
-  const options = validateOptions(RateLimitOptionsSchema, input, '@llmproxy/rate-limit options')
-  if (options.store === 'redis' && options.redis === undefined) {
-    throw new ConfigError('@llmproxy/rate-limit options', [{ path: '/redis', message: 'required when store is "redis"' }])
-  }
+  const subject = '@llmproxy/rate-limit options'
+  const options = validateOptions(RateLimitOptionsSchema, input, subject)
+  const problems = checkOptions(options)
+  if (problems.length > 0) throw new ConfigError(subject, problems)
   return options
 }

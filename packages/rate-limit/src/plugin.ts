@@ -1,19 +1,13 @@
 import fastifyRateLimit, { type RateLimitPluginOptions } from '@fastify/rate-limit'
 import { ensureCore } from '@llmproxy/core'
-import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Redis } from 'ioredis'
-import {
-  type Limiter,
-  type LimiterPair,
-  type LiveOptions,
-  RateLimitEngine,
-  type RateLimits,
-  type RequestLimiters,
-  type SharedBackend,
-} from './engine.js'
+import { type Limiter, type LimiterPair, type LiveOptions, RateLimitEngine, type RateLimits, type RequestLimiters } from './engine.js'
+import { UniqueIds } from './keys.js'
 import { type RateLimitOptionsInput, resolveOptions } from './options.js'
-import { RedisHealth, RedisStore, waitForRedis } from './redis-store.js'
+import { RedisBackend } from './redis-backend.js'
+import { createRedisClient } from './redis-client.js'
+import { type RedisClient, RedisStore } from './redis-store.js'
 import { kLimitState, type RequestLimitState } from './state.js'
 import { QuotaStateFile } from './state-file.js'
 import { MemoryStore } from './store.js'
@@ -28,31 +22,39 @@ declare module 'fastify' {
   }
 }
 
-const CONNECT_TIMEOUT_MS = 2000
+/** At start, how long the plugin waits for Redis before serving with local limits (it keeps trying meanwhile). */
+const REDIS_START_WAIT_MS = 2500
 const STATE_FILE_INTERVAL_MS = 5000
 /** Entries of each local per-key request counter (an LRU: beyond this many active keys/IPs, the oldest are forgotten). */
 const LOCAL_KEY_CACHE = 10_000
 
-function subjectOf(request: FastifyRequest): string {
+/** The request's counter subject with its hash tag (`{key:<id>}`), which @fastify/rate-limit appends to its namespace. */
+function tagOf(request: FastifyRequest): string {
   const state = request[kLimitState]
-  return state === null ? '' : state.subject
+  return state === null ? '' : state.tag
 }
 
-/** One @fastify/rate-limit instance per limiter, each in its own encapsulated context (its `createRateLimit` decorator stays there). */
-async function createLimiter(fastify: FastifyInstance, settings: RateLimitPluginOptions): Promise<Limiter> {
-  const made: { limiter: Limiter | null } = { limiter: null }
-  await fastify.register(async (child) => {
-    await child.register(fastifyRateLimit, { ...settings, global: false })
-    made.limiter = child.createRateLimit()
-  })
-  if (made.limiter === null) throw new Error('@fastify/rate-limit did not provide createRateLimit')
-  return made.limiter
-}
-
-async function createLimiters(fastify: FastifyInstance, live: LiveOptions, redis: Redis | null): Promise<RequestLimiters> {
+/**
+ * The request limiters are @fastify/rate-limit instances made in a private Fastify instance, one encapsulated
+ * context each: the app's own @fastify/rate-limit (registered before or after this plugin, global or per route)
+ * never sees ours, and ours never picks up its decorator, hooks or store. A limiter only reads the request it
+ * is given, so it works on the app's requests.
+ */
+async function createLimiters(host: FastifyInstance, live: LiveOptions, redis: RedisClient | null): Promise<RequestLimiters> {
+  const limiter = async (settings: RateLimitPluginOptions): Promise<Limiter> => {
+    const made: { limiter: Limiter | null } = { limiter: null }
+    await host.register(async (child) => {
+      await child.register(fastifyRateLimit, { ...settings, global: false })
+      made.limiter = child.createRateLimit()
+    })
+    if (made.limiter === null) throw new Error('@fastify/rate-limit did not provide createRateLimit')
+    return made.limiter
+  }
   const pair = async (name: string, settings: RateLimitPluginOptions): Promise<LimiterPair> => ({
-    local: await createLimiter(fastify, settings),
-    shared: redis === null ? null : await createLimiter(fastify, { ...settings, redis, nameSpace: `rl:${name}:` }),
+    local: await limiter(settings),
+    // @fastify/rate-limit's store types a single-node client; its script works on a cluster client alike (one key).
+    shared:
+      redis === null ? null : await limiter({ ...settings, redis: redis as RateLimitPluginOptions['redis'], nameSpace: `rl:${name}:` }),
   })
   const gateway = (): string => 'all'
   return {
@@ -61,13 +63,13 @@ async function createLimiters(fastify: FastifyInstance, live: LiveOptions, redis
     keyRps: await pair('rps', {
       timeWindow: 1000,
       max: (request) => request[kLimitState]?.rps ?? 0,
-      keyGenerator: subjectOf,
+      keyGenerator: tagOf,
       cache: LOCAL_KEY_CACHE,
     }),
     keyRpm: await pair('rpm', {
       timeWindow: 60_000,
       max: (request) => request[kLimitState]?.rpm ?? 0,
-      keyGenerator: subjectOf,
+      keyGenerator: tagOf,
       cache: LOCAL_KEY_CACHE,
     }),
   }
@@ -76,28 +78,14 @@ async function createLimiters(fastify: FastifyInstance, live: LiveOptions, redis
 const plugin: FastifyPluginAsync<RateLimitOptionsInput> = async (fastify, input) => {
   await ensureCore(fastify)
   const options = resolveOptions(input)
-  if (fastify.hasDecorator('createRateLimit')) {
-    throw new Error(
-      '@llmproxy/rate-limit must be registered before @fastify/rate-limit in the same context (it creates its own @fastify/rate-limit instances)',
-    )
-  }
-
+  const ids = new UniqueIds()
   const local = new MemoryStore()
-  let redis: Redis | null = null
-  let shared: SharedBackend | null = null
+  let client: RedisClient | null = null
+  let shared: RedisBackend | null = null
   if (options.store === 'redis' && options.redis !== undefined) {
-    // Loaded only when used: ioredis costs a process ~10 MB of RSS.
-    const { Redis } = await import('ioredis')
-    redis = new Redis(options.redis.url, {
-      keyPrefix: options.redis.keyPrefix,
-      enableOfflineQueue: false,
-      connectTimeout: CONNECT_TIMEOUT_MS,
-      commandTimeout: options.redis.commandTimeoutMs,
-      maxRetriesPerRequest: 1,
-    })
-    const health = new RedisHealth(redis, fastify.log)
-    shared = { store: new RedisStore(redis), health, slotTtlMs: options.redis.slotTtlMs }
-    await waitForRedis(redis, CONNECT_TIMEOUT_MS + 500)
+    client = await createRedisClient(options.redis)
+    shared = new RedisBackend(client, new RedisStore(client, options.redis.slotTtlMs), ids, fastify.log)
+    await shared.ready(REDIS_START_WAIT_MS)
   }
 
   let stateFile: QuotaStateFile | null = null
@@ -108,7 +96,8 @@ const plugin: FastifyPluginAsync<RateLimitOptionsInput> = async (fastify, input)
   }
 
   const live: LiveOptions = { current: options }
-  const engine = new RateLimitEngine(live, await createLimiters(fastify, live, redis), local, shared, fastify)
+  const host = Fastify()
+  const engine = new RateLimitEngine(live, await createLimiters(host, live, client), local, shared, ids, fastify)
 
   fastify.decorate('rateLimits', engine)
   fastify.decorateRequest(kLimitState, null)
@@ -120,13 +109,14 @@ const plugin: FastifyPluginAsync<RateLimitOptionsInput> = async (fastify, input)
     if (stateFile !== null) {
       await stateFile.close().catch((err: unknown) => fastify.log.error({ err }, 'rate-limit: could not save the quota state file'))
     }
-    if (shared !== null) shared.health.close()
-    if (redis !== null) redis.disconnect()
+    shared?.close()
+    await host.close()
   })
 }
 
 /**
  * Global and per-key request limits (on @fastify/rate-limit), per-key tokens per minute, concurrency and token quotas;
- * memory store, or Redis shared by every gateway instance. Register after @llmproxy/auth.
+ * memory store, or Redis (single node, Sentinel or Cluster) shared by every gateway instance. Register after
+ * @llmproxy/auth. Coexists with the app's own @fastify/rate-limit.
  */
 export const rateLimit = fp(plugin, { name: '@llmproxy/rate-limit', fastify: '5.x' })

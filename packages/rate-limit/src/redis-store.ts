@@ -1,28 +1,78 @@
-import type { FastifyBaseLogger } from 'fastify'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import type { CheckResult, LimitStore } from './store.js'
 
-/** Check-and-add: the counter only grows when it stays within the limit. */
+/** A single-node or Sentinel client (`Redis`), or a `Cluster` client. */
+export type RedisClient = Redis | Cluster
+
+// Every script touches one counter and at most one marker of the same subject: both carry the subject's hash tag
+// (keys.ts), so each script runs on one Redis Cluster slot.
+//
+// Markers make retries safe. A command that timed out may still run later (a stalled Redis runs what is queued
+// on its socket when it resumes), so after an outage the gateway replays what it could not confirm, and each
+// replay must apply once: a reservation writes a marker holding its amount; settling it deletes the marker (a
+// second settle finds none); cancelling it leaves a tombstone `x` (a reservation arriving late finds it and does
+// nothing); a charge without reservation sets its marker with NX.
+
+/** KEYS: counter, marker. ARGV: amount, limit, counter expiry (epoch ms), marker TTL (ms). Check-and-add. */
 const RESERVE = `
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0, 0} end
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local amount = tonumber(ARGV[1])
 if used + amount > tonumber(ARGV[2]) then return {0, used} end
 used = redis.call('INCRBY', KEYS[1], amount)
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], amount, 'PX', ARGV[4])
 return {1, used}
 `
 
-/** Signed add, floored at 0. */
-const ADD = `
-local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+/**
+ * KEYS: counter, marker. ARGV: total, reserved, counter expiry, first attempt (1/0). Adds `total - reserved`, once;
+ * returns the counter, or -1 when nothing was applied. On a first attempt a missing marker has expired (a request
+ * longer than its TTL): the caller's `reserved` is used. On a retry it means the first attempt ran after all.
+ */
+const SETTLE = `
+local reserved = redis.call('GET', KEYS[2])
+if reserved == 'x' then return -1 end
+if not reserved then
+  if ARGV[4] ~= '1' then return -1 end
+  reserved = ARGV[2]
+end
+redis.call('DEL', KEYS[2])
+local value = redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]) - tonumber(reserved))
+if value < 0 then
+  redis.call('SET', KEYS[1], 0)
+  value = 0
+end
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return value
+`
+
+/** KEYS: counter, marker. ARGV: counter expiry, marker TTL. Undoes a reservation whose outcome was unknown, and blocks it if it has not run yet. */
+const CANCEL = `
+local reserved = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[2], 'x', 'PX', ARGV[2])
+if not reserved or reserved == 'x' then return 0 end
+local value = redis.call('INCRBY', KEYS[1], -tonumber(reserved))
 if value < 0 then redis.call('SET', KEYS[1], 0) end
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+`
+
+/** KEYS: counter, marker. ARGV: amount (signed), counter expiry, marker TTL. Adds once per marker, floored at 0; returns the counter or -1. */
+const CHARGE = `
+if not redis.call('SET', KEYS[2], 'x', 'NX', 'PX', ARGV[3]) then return -1 end
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if value < 0 then
+  redis.call('SET', KEYS[1], 0)
+  value = 0
+end
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return value
 `
 
 /**
- * Concurrency slots: a sorted set of request ids scored by their expiry (Redis server time, so instance
- * clocks do not matter). Expired slots (a crashed instance's) are dropped before counting.
+ * Concurrency slots: a sorted set of slot ids scored by their expiry (Redis server time, so instance clocks do not
+ * matter). Expired slots (a crashed instance's) are dropped before counting. KEYS: the set. ARGV: id, limit, TTL.
  */
 const ACQUIRE = `
 local t = redis.call('TIME')
@@ -43,35 +93,64 @@ return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 `
 
 interface LimitCommands {
-  llmproxyReserve(key: string, amount: number, limit: number, expireAt: number): Promise<[number, number]>
-  llmproxyAdd(key: string, delta: number, expireAt: number): Promise<number>
+  llmproxyReserve(key: string, marker: string, amount: number, limit: number, expireAt: number, ttlMs: number): Promise<[number, number]>
+  llmproxySettle(key: string, marker: string, total: number, reserved: number, expireAt: number, first: number): Promise<number>
+  llmproxyCancel(key: string, marker: string, expireAt: number, ttlMs: number): Promise<number>
+  llmproxyCharge(key: string, marker: string, amount: number, expireAt: number, ttlMs: number): Promise<number>
   llmproxyAcquire(key: string, member: string, limit: number, ttlMs: number): Promise<[number, number]>
   llmproxyInFlight(key: string): Promise<number>
 }
 
-function withCommands(redis: Redis): Redis & LimitCommands {
-  redis.defineCommand('llmproxyReserve', { numberOfKeys: 1, lua: RESERVE })
-  redis.defineCommand('llmproxyAdd', { numberOfKeys: 1, lua: ADD })
+function withCommands(redis: RedisClient): RedisClient & LimitCommands {
+  redis.defineCommand('llmproxyReserve', { numberOfKeys: 2, lua: RESERVE })
+  redis.defineCommand('llmproxySettle', { numberOfKeys: 2, lua: SETTLE })
+  redis.defineCommand('llmproxyCancel', { numberOfKeys: 2, lua: CANCEL })
+  redis.defineCommand('llmproxyCharge', { numberOfKeys: 2, lua: CHARGE })
   redis.defineCommand('llmproxyAcquire', { numberOfKeys: 1, lua: ACQUIRE })
   redis.defineCommand('llmproxyInFlight', { numberOfKeys: 1, lua: IN_FLIGHT })
-  return redis as Redis & LimitCommands
+  return redis as RedisClient & LimitCommands
 }
 
-/** Shared store: every operation is one Lua script, atomic across all gateway instances. Keys get ioredis' keyPrefix. */
-export class RedisStore implements LimitStore {
-  private readonly redis: Redis & LimitCommands
+function counterOrNull(value: number): number | null {
+  return value < 0 ? null : value
+}
 
-  constructor(redis: Redis) {
+/**
+ * Shared store: every operation is one Lua script (or one command), atomic across all gateway instances, on one
+ * hash slot. Keys get the client's keyPrefix. Markers live for `markerTtlMs` (the plugin's `redis.slotTtlMs`).
+ */
+export class RedisStore implements LimitStore {
+  private readonly redis: RedisClient & LimitCommands
+  private readonly markerTtlMs: number
+
+  constructor(redis: RedisClient, markerTtlMs: number) {
     this.redis = withCommands(redis)
+    this.markerTtlMs = markerTtlMs
   }
 
-  async reserve(key: string, amount: number, limit: number, expireAt: number): Promise<CheckResult> {
-    const [ok, value] = await this.redis.llmproxyReserve(key, amount, limit, expireAt)
+  async reserve(key: string, marker: string, amount: number, limit: number, expireAt: number): Promise<CheckResult> {
+    const [ok, value] = await this.redis.llmproxyReserve(key, marker, amount, limit, expireAt, this.markerTtlMs)
     return { ok: ok === 1, value }
   }
 
-  async add(key: string, delta: number, expireAt: number): Promise<void> {
-    await this.redis.llmproxyAdd(key, delta, expireAt)
+  /** Returns the counter after it, or null when the reservation was already settled (or cancelled). */
+  async settle(key: string, marker: string, total: number, reserved: number, expireAt: number): Promise<number | null> {
+    return counterOrNull(await this.redis.llmproxySettle(key, marker, total, reserved, expireAt, 1))
+  }
+
+  /** A settle retried after a failed attempt: applies only if the first attempt never ran. */
+  async settleAgain(key: string, marker: string, total: number, reserved: number, expireAt: number): Promise<void> {
+    await this.redis.llmproxySettle(key, marker, total, reserved, expireAt, 0)
+  }
+
+  /** Undoes a reservation whose outcome is unknown (its command failed), now or whenever it runs. */
+  async cancel(key: string, marker: string, expireAt: number): Promise<void> {
+    await this.redis.llmproxyCancel(key, marker, expireAt, this.markerTtlMs)
+  }
+
+  /** Returns the counter after it, or null when this marker was already charged. */
+  async charge(key: string, marker: string, amount: number, expireAt: number): Promise<number | null> {
+    return counterOrNull(await this.redis.llmproxyCharge(key, marker, amount, expireAt, this.markerTtlMs))
   }
 
   async get(key: string): Promise<number> {
@@ -91,62 +170,4 @@ export class RedisStore implements LimitStore {
   async inFlight(key: string): Promise<number> {
     return this.redis.llmproxyInFlight(key)
   }
-}
-
-/**
- * Tracks whether Redis can be used. Logs once when it goes down and once when it is back, never per request;
- * while it is down every limit is enforced locally (per instance) and `fallbacks` counts those operations.
- */
-export class RedisHealth {
-  healthy = false
-  fallbacks = 0
-  private reportedDown = false
-  private closing = false
-  private readonly log: FastifyBaseLogger
-
-  constructor(redis: Redis, log: FastifyBaseLogger) {
-    this.log = log
-    redis.on('ready', () => this.up())
-    redis.on('error', (err: Error) => this.down(err))
-    redis.on('close', () => this.down(undefined))
-  }
-
-  up(): void {
-    if (this.healthy) return
-    this.healthy = true
-    if (this.reportedDown) {
-      this.reportedDown = false
-      this.log.info('rate-limit: Redis is reachable again; limits are shared across instances again')
-    }
-  }
-
-  down(err: unknown): void {
-    if (this.closing) return
-    this.healthy = false
-    if (this.reportedDown) return
-    this.reportedDown = true
-    this.log.warn({ err }, 'rate-limit: Redis is unreachable; enforcing limits locally (per instance) until it is back')
-  }
-
-  /** Our own disconnect is not an outage. */
-  close(): void {
-    this.closing = true
-    this.healthy = false
-  }
-}
-
-/** Waits until the client is ready or has failed once (bounded by `timeoutMs`), so the first requests use Redis when it is up. */
-export function waitForRedis(redis: Redis, timeoutMs: number): Promise<void> {
-  if (redis.status === 'ready') return Promise.resolve()
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer)
-      redis.off('ready', done)
-      redis.off('error', done)
-      resolve()
-    }
-    const timer = setTimeout(done, timeoutMs).unref()
-    redis.once('ready', done)
-    redis.once('error', done)
-  })
 }

@@ -2,6 +2,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { Type, Value } from '@llmproxy/core/typebox'
 import type { FastifyBaseLogger } from 'fastify'
+import { migrateQuotaKey } from './keys.js'
 import type { MemoryStore } from './store.js'
 
 const StateFileSchema = Type.Object({
@@ -46,7 +47,11 @@ export class QuotaStateFile {
       this.log.error({ path: this.path }, 'rate-limit: the quota state file is not valid; quotas start from zero')
       return
     }
-    this.store.load(data.counters, Date.now())
+    // Files written before quota keys had hash tags (`q:<period>:<subject>`) load under the current layout.
+    this.store.load(
+      data.counters.map(([key, value, expiresAt]) => [migrateQuotaKey(key), value, expiresAt]),
+      Date.now(),
+    )
     this.savedVersion = this.store.quotaVersion
   }
 

@@ -1,12 +1,24 @@
 import type { KeyLimits } from '@llmproxy/core'
 import type { LimitStore } from './store.js'
 
-/** Tokens held against one counter (a TPM window or a quota period) until the usage record reconciles them. */
-export interface Hold {
-  store: LimitStore
+/** A token counter: a TPM window or a quota period of one subject. */
+export interface Counter {
   key: string
+  /** The subject's hash tag (keys.ts), for markers on the same slot. */
+  tag: string
+  /** When the counter expires (epoch ms). */
   expireAt: number
+}
+
+/** Tokens one request holds on a counter, from its reservation until its usage record settles them. */
+export interface Hold extends Counter {
+  /** The store that took the reservation (the settle goes there too). */
+  store: LimitStore
+  /** Names this reservation in Redis, so that it is settled or cancelled exactly once. */
+  marker: string
   reserved: number
+  /** Reserved and not settled yet. */
+  open: boolean
 }
 
 /** Private request decorator: the per-key limits state of one request. */
@@ -14,8 +26,8 @@ export const kLimitState = Symbol('llmproxy.rateLimit.state')
 
 /** What a request holds (slot, token reservations) and how it ends. Allocated only when a per-key limit applies. */
 export class RequestLimitState {
-  /** Counter subject: `key:<keyId>`, or `ip:<client ip>` without auth. */
-  readonly subject: string
+  /** `{key:<keyId>}`, or `{ip:<client ip>}` without auth: the counters' subject, braced as their Redis hash tag. */
+  readonly tag: string
   readonly keyId: string | null
   readonly rps: number | undefined
   readonly rpm: number | undefined
@@ -36,22 +48,22 @@ export class RequestLimitState {
   readonly onClose: () => void
 
   constructor(
-    subject: string,
+    tag: string,
     keyId: string | null,
     rps: number | undefined,
     rpm: number | undefined,
     tpm: number | undefined,
     concurrency: number | undefined,
     quota: KeyLimits['quota'] | undefined,
-    settle: (state: RequestLimitState) => void,
+    finish: (state: RequestLimitState) => void,
   ) {
-    this.subject = subject
+    this.tag = tag
     this.keyId = keyId
     this.rps = rps
     this.rpm = rpm
     this.tpm = tpm
     this.concurrency = concurrency
     this.quota = quota
-    this.onClose = () => settle(this)
+    this.onClose = () => finish(this)
   }
 }

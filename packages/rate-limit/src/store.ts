@@ -1,3 +1,5 @@
+import { QUOTA_PREFIX } from './keys.js'
+
 /** Result of an atomic check-and-add: whether it was applied, and the counter (or in-flight count) after the call. */
 export interface CheckResult {
   ok: boolean
@@ -7,22 +9,24 @@ export interface CheckResult {
 /**
  * State behind the token, concurrency and quota limits (the request limits use @fastify/rate-limit's own stores).
  * Every check-and-add is atomic, so concurrent requests (or gateway instances, with Redis) cannot overshoot.
+ * A `marker` names one request's hold on one counter (unique across instances, in the counter's hash slot): the
+ * Redis store records it so that a reservation is settled or cancelled, and a charge applied, exactly once even
+ * when a command is retried after an outage. The memory store has no such doubt and ignores it.
  */
 export interface LimitStore {
   /** Adds `amount` to counter `key` unless the counter would then exceed `limit`. The counter expires at `expireAt` (epoch ms). */
-  reserve(key: string, amount: number, limit: number, expireAt: number): Promise<CheckResult>
-  /** Adds `delta` (negative to give back; the counter never goes below 0). */
-  add(key: string, delta: number, expireAt: number): Promise<void>
+  reserve(key: string, marker: string, amount: number, limit: number, expireAt: number): Promise<CheckResult>
+  /** Ends the reservation `marker` made: the counter gets `total - reserved` (never below 0). Resolves with the counter, null if already settled. */
+  settle(key: string, marker: string, total: number, reserved: number, expireAt: number): Promise<number | null>
+  /** Adds `amount` without a reservation (signed; the counter never goes below 0). Resolves with the counter, null if already charged. */
+  charge(key: string, marker: string, amount: number, expireAt: number): Promise<number | null>
   /** The counter, 0 when absent or expired. */
   get(key: string): Promise<number>
-  /** Takes one of `limit` slots of `key` for `member` (a unique request id); the slot expires after `ttlMs` if never released. */
+  /** Takes one of `limit` slots of `key` for `member` (unique per request); the slot expires after `ttlMs` if never released. */
   acquire(key: string, member: string, limit: number, ttlMs: number): Promise<CheckResult>
   release(key: string, member: string): Promise<void>
   inFlight(key: string): Promise<number>
 }
-
-/** Key prefix of quota counters (the ones the memory store persists). */
-export const QUOTA_PREFIX = 'q:'
 
 interface Counter {
   value: number
@@ -47,7 +51,7 @@ export class MemoryStore implements LimitStore {
     this.sweeper = setInterval(() => this.sweep(Date.now()), sweepMs).unref()
   }
 
-  async reserve(key: string, amount: number, limit: number, expireAt: number): Promise<CheckResult> {
+  async reserve(key: string, _marker: string, amount: number, limit: number, expireAt: number): Promise<CheckResult> {
     const counter = this.live(key, Date.now())
     const used = counter === undefined ? 0 : counter.value
     if (used + amount > limit) return { ok: false, value: used }
@@ -55,9 +59,28 @@ export class MemoryStore implements LimitStore {
     return { ok: true, value: used + amount }
   }
 
-  async add(key: string, delta: number, expireAt: number): Promise<void> {
+  async settle(key: string, _marker: string, total: number, reserved: number, expireAt: number): Promise<number> {
+    return this.add(key, total - reserved, expireAt)
+  }
+
+  async charge(key: string, _marker: string, amount: number, expireAt: number): Promise<number> {
+    return this.add(key, amount, expireAt)
+  }
+
+  /** Signed add, floored at 0; returns the counter. */
+  add(key: string, delta: number, expireAt: number): number {
     const counter = this.live(key, Date.now())
-    this.set(key, counter, Math.max(0, (counter === undefined ? 0 : counter.value) + delta), expireAt)
+    const value = Math.max(0, (counter === undefined ? 0 : counter.value) + delta)
+    this.set(key, counter, value, expireAt)
+    return value
+  }
+
+  /**
+   * With Redis: keeps the last value Redis reported for a token counter, so that counting falls back to it (not to
+   * zero) if Redis becomes unreachable.
+   */
+  mirror(key: string, value: number, expireAt: number): void {
+    this.set(key, this.counters.get(key), value, expireAt)
   }
 
   async get(key: string): Promise<number> {

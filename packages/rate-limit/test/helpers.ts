@@ -106,3 +106,12 @@ export async function awayFromMinuteBoundary(marginMs = 3000): Promise<void> {
   const left = 60_000 - (Date.now() % 60_000)
   if (left < marginMs) await settle(left + 50)
 }
+
+/** Log lines of `level` (30 info, 40 warn, 50 error) whose message matches. */
+export function logged(h: Harness, level: number, message: RegExp): number {
+  return h.logs.filter((l) => l.level === level && message.test(l.msg)).length
+}
+
+/** The one warning of an outage, and the one info line when Redis is used again. */
+export const REDIS_DOWN = /Redis is unreachable/
+export const REDIS_BACK = /Redis answers again/

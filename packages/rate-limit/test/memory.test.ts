@@ -4,9 +4,11 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { ConfigError } from '@llmproxy/core'
+import fastifyRateLimit from '@fastify/rate-limit'
+import { ConfigError, llmCore } from '@llmproxy/core'
+import Fastify from 'fastify'
 import { Agent, request } from 'undici'
-import { RATE_LIMIT_CODES } from '../src/index.js'
+import { RATE_LIMIT_CODES, rateLimit } from '../src/index.js'
 import { awayFromMinuteBoundary, build, chat, settle, until } from './helpers.js'
 
 interface ErrorShape {
@@ -246,7 +248,7 @@ test('quota: counters are saved to quotaStateFile and reloaded after a restart',
   const saved = JSON.parse(await readFile(file, 'utf8')) as { version: number; counters: Array<[string, number, number]> }
   assert.equal(saved.version, 1)
   assert.equal(saved.counters.length, 1)
-  assert.match(saved.counters[0]?.[0] ?? '', /^q:\d{4}-\d{2}:key:q$/)
+  assert.match(saved.counters[0]?.[0] ?? '', /^q:\{key:q\}:\d{4}-\d{2}$/)
   assert.equal(saved.counters[0]?.[1], 700)
 
   const second = await build({ quotaStateFile: file }, keys)
@@ -255,6 +257,21 @@ test('quota: counters are saved to quotaStateFile and reloaded after a restart',
   const refused = await chat(second.app, 'q', { max_tokens: 400 })
   assert.equal(refused.statusCode, 429)
   assertError(refused.body, 'quota_exceeded')
+})
+
+test('a quota state file written before keys had hash tags still loads', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'llmproxy-rl-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  const file = join(dir, 'quota.json')
+  const { writeFile } = await import('node:fs/promises')
+  const month = new Date().toISOString().slice(0, 7)
+  const end = Date.now() + 3600_000
+  await writeFile(file, JSON.stringify({ version: 1, savedAt: new Date().toISOString(), counters: [[`q:${month}:key:old`, 640, end]] }))
+  const limits = { quota: { tokens: 1000, per: 'month' as const } }
+  const h = await build({ quotaStateFile: file }, { old: limits })
+  t.after(() => h.app.close())
+  assert.equal((await h.app.rateLimits.usage('old', limits)).quota?.used, 640)
+  assert.equal((await chat(h.app, 'old', { max_tokens: 400 })).statusCode, 429)
 })
 
 test('a corrupt quota state file is reported and quotas start from zero', async (t) => {
@@ -298,7 +315,7 @@ test('update() hot-reloads limits; store settings are kept', async (t) => {
   assert.throws(() => h.app.rateLimits.update({ perKey: { rpm: -5 } }), ConfigError)
   h.app.rateLimits.update({ store: 'redis', redis: { url: 'redis://127.0.0.1:1' } })
   assert.ok(h.logs.some((l) => l.level === 40 && /after a restart/.test(l.msg)))
-  assert.equal(h.app.rateLimits.redisHealthy, false)
+  assert.equal(h.app.rateLimits.redisHealthy, null, 'no Redis in use')
   assert.equal(h.app.rateLimits.fallbacks, 0)
 })
 
@@ -309,3 +326,48 @@ test('the memory store never loads ioredis (about 10 MB of RSS a process would c
   const loaded = Object.keys(createRequire(import.meta.url).cache).filter((path) => path.includes('/ioredis/'))
   assert.deepEqual(loaded, [])
 })
+
+for (const order of ['before', 'after'] as const) {
+  test(`coexists with the app's own @fastify/rate-limit registered ${order} it: each limit keeps its own settings and counters`, async (t) => {
+    const app = Fastify()
+    t.after(() => app.close())
+    // The app's own limiter: 3 per minute per IP on its own route, nothing on the others (its global: false).
+    const own = async (): Promise<void> => {
+      await app.register(fastifyRateLimit, { global: false })
+    }
+    if (order === 'before') await own()
+    await app.register(llmCore)
+    app.addHook('onRequest', async (request) => {
+      if (request.headers['x-key'] === 'k') {
+        request.llm.keyId = 'k'
+        request.llm.keyLimits = { rpm: 2 }
+      }
+    })
+    await app.register(rateLimit, {})
+    if (order === 'after') await own()
+    app.get('/own', { config: { rateLimit: { max: 3, timeWindow: 60_000 } } }, async () => ({ ok: true }))
+    app.post('/v1/chat', async () => ({ ok: true }))
+
+    const gateway = () => app.inject({ method: 'POST', url: '/v1/chat', headers: { 'x-key': 'k' }, payload: {} })
+    for (let i = 0; i < 2; i++) {
+      const res = await gateway()
+      assert.equal(res.statusCode, 200)
+      assert.equal(res.headers['x-ratelimit-limit-requests'], '2')
+      assert.equal(res.headers['x-ratelimit-limit'], undefined, 'the app’s limiter does not count gateway routes')
+    }
+    const limited = await gateway()
+    assert.equal(limited.statusCode, 429)
+    assertError(limited.body, RATE_LIMIT_CODES.requests)
+
+    // The app's route: its own limit (3), its own headers, unaffected by the key's exhausted rpm.
+    for (let i = 0; i < 3; i++) {
+      const res = await app.inject('/own')
+      assert.equal(res.statusCode, 200)
+      assert.equal(res.headers['x-ratelimit-limit'], '3')
+      assert.equal(res.headers['x-ratelimit-limit-requests'], undefined)
+    }
+    const ownLimited = await app.inject('/own')
+    assert.equal(ownLimited.statusCode, 429)
+    assert.match(ownLimited.json().message, /Rate limit exceeded/)
+  })
+}

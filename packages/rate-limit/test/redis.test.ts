@@ -1,11 +1,10 @@
 import { strict as assert } from 'node:assert'
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { createServer } from 'node:net'
 import { after, test } from 'node:test'
 import { Redis } from 'ioredis'
 import { RedisStore } from '../src/index.js'
-import { awayFromMinuteBoundary, build, chat, type Harness, settle, until } from './helpers.js'
+import { awayFromMinuteBoundary, build, chat, type Harness, logged, REDIS_DOWN, settle, until } from './helpers.js'
 
 const REDIS_URL = process.env.LLMPROXY_TEST_REDIS_URL ?? 'redis://127.0.0.1:6390'
 /** Unique per run, so concurrent runs (and reruns) never share counters. */
@@ -150,11 +149,53 @@ test('concurrency slots are shared; a slot never released expires after its TTL'
   // A crashed instance: its slot is never released, and expires.
   const client = new Redis(REDIS_URL, { keyPrefix: PREFIX })
   t.after(() => client.disconnect())
-  const store = new RedisStore(client)
+  const store = new RedisStore(client, 60_000)
   assert.deepEqual(await store.acquire('c:crash', 'dead-instance:1', 1, 1000), { ok: true, value: 1 })
   assert.deepEqual(await store.acquire('c:crash', 'live:1', 1, 1000), { ok: false, value: 1 })
   await settle(1100)
   assert.deepEqual(await store.acquire('c:crash', 'live:1', 1, 1000), { ok: true, value: 1 })
+})
+
+test('markers: a settle applies once, a cancel undoes a reservation (and blocks one that runs late), a charge applies once', {
+  skip,
+}, async (t) => {
+  const client = new Redis(REDIS_URL, { keyPrefix: PREFIX })
+  t.after(() => client.disconnect())
+  const store = new RedisStore(client, 60_000)
+  const exp = Date.now() + 60_000
+  const t1 = 't:{key:m}:1'
+  assert.deepEqual(await store.reserve(t1, 'm:{key:m}:a', 100, 1000, exp), { ok: true, value: 100 })
+  assert.equal(await client.get('m:{key:m}:a'), '100', 'the reservation is recorded')
+  assert.equal(await store.settle(t1, 'm:{key:m}:a', 30, 100, exp), 30)
+  // A retry of that settle (its first answer timed out, but it ran) finds no marker: nothing more.
+  await store.settleAgain(t1, 'm:{key:m}:a', 30, 100, exp)
+  assert.equal(await store.get(t1), 30)
+  assert.equal(await client.exists('m:{key:m}:a'), 0, 'a settled reservation leaves no key')
+  // A retry of a settle whose first attempt never ran applies it.
+  await store.reserve(t1, 'm:{key:m}:b', 50, 1000, exp)
+  await store.settleAgain(t1, 'm:{key:m}:b', 10, 50, exp)
+  assert.equal(await store.get(t1), 40)
+  // A request that outlived its marker is still settled by its first attempt, with the amount it reserved.
+  await store.reserve(t1, 'm:{key:m}:c', 100, 1000, exp)
+  await client.del('m:{key:m}:c')
+  assert.equal(await store.settle(t1, 'm:{key:m}:c', 60, 100, exp), 100)
+
+  const q = 'q:{key:m}:2025-01'
+  // Cancelled before it runs (a stalled Redis runs it later): it then does nothing.
+  await store.cancel(q, 'm:{key:m}:d', exp)
+  assert.deepEqual(await store.reserve(q, 'm:{key:m}:d', 100, 1000, exp), { ok: false, value: 0 })
+  assert.equal(await store.get(q), 0)
+  // Cancelled after it ran: undone, once.
+  await store.reserve(q, 'm:{key:m}:e', 100, 1000, exp)
+  await store.cancel(q, 'm:{key:m}:e', exp)
+  await store.cancel(q, 'm:{key:m}:e', exp)
+  assert.equal(await store.get(q), 0)
+  // A charge without reservation applies once per marker; never below zero.
+  assert.equal(await store.charge(q, 'm:{key:m}:f', 40, exp), 40)
+  assert.equal(await store.charge(q, 'm:{key:m}:f', 40, exp), null)
+  assert.equal(await store.charge(q, 'm:{key:m}:g', -100, exp), 0)
+  const ttl = await client.pttl('m:{key:m}:f')
+  assert.ok(ttl > 0 && ttl <= 60_000, `markers expire (${ttl} ms)`)
 })
 
 async function closedPort(): Promise<number> {
@@ -164,10 +205,6 @@ async function closedPort(): Promise<number> {
   assert.ok(address !== null && typeof address === 'object')
   await new Promise((resolve) => server.close(resolve))
   return address.port
-}
-
-function outageWarnings(h: Harness): number {
-  return h.logs.filter((l) => l.level === 40 && /Redis is unreachable/.test(l.msg)).length
 }
 
 test('Redis unreachable: requests are served with local limits and one warning', async (t) => {
@@ -182,54 +219,5 @@ test('Redis unreachable: requests are served with local limits and one warning',
   assert.equal(limited.json().error.code, 'llmproxy_rate_limited')
   assert.ok(h.app.rateLimits.fallbacks >= 3)
   await settle(500) // several reconnection attempts fail meanwhile
-  assert.equal(outageWarnings(h), 1)
-})
-
-const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0
-
-function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', `${port}`, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-  return until(async () => {
-    const client = quietClient(`redis://127.0.0.1:${port}`)
-    try {
-      await client.connect()
-      return (await client.ping()) === 'PONG'
-    } catch {
-      return false
-    } finally {
-      client.disconnect()
-    }
-  }).then(() => child)
-}
-
-function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return Promise.resolve()
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve())
-    child.kill('SIGKILL')
-  })
-}
-
-test('Redis going down and coming back: local limits meanwhile, one warning, one recovery message', {
-  skip: hasRedisServer ? false : 'redis-server binary not found',
-}, async (t) => {
-  const port = await closedPort()
-  let server = await startRedis(port)
-  t.after(() => stop(server))
-  const h = await build({ store: 'redis', redis: { url: `redis://127.0.0.1:${port}` }, perKey: { rpm: 100 } })
-  t.after(() => h.app.close())
-  assert.equal(h.app.rateLimits.redisHealthy, true)
-  assert.equal((await chat(h.app, 'y')).statusCode, 200)
-
-  await stop(server)
-  await until(() => !h.app.rateLimits.redisHealthy)
-  for (let i = 0; i < 5; i++) assert.equal((await chat(h.app, 'y')).statusCode, 200)
-  assert.ok(h.app.rateLimits.fallbacks >= 5)
-  assert.equal(outageWarnings(h), 1)
-
-  server = await startRedis(port)
-  await until(() => h.app.rateLimits.redisHealthy, 10_000)
-  assert.equal((await chat(h.app, 'y')).statusCode, 200)
-  assert.equal(outageWarnings(h), 1)
-  assert.equal(h.logs.filter((l) => l.level === 30 && /reachable again/.test(l.msg)).length, 1)
+  assert.equal(logged(h, 40, REDIS_DOWN), 1)
 })

@@ -1,6 +1,9 @@
 import { strict as assert } from 'node:assert'
 import { test } from 'node:test'
+import { ConfigError } from '@llmproxy/core'
 import { anthropic, gemini, openai } from '@llmproxy/protocols'
+import { markerKey, migrateQuotaKey, quotaKey, slotKey, subjectTag, tpmKey, UniqueIds } from '../src/keys.js'
+import { type RateLimitOptionsInput, resolveOptions } from '../src/options.js'
 import { expectedTokens } from '../src/reservation.js'
 import { MemoryStore } from '../src/store.js'
 import { formatDuration, PeriodClock, periodOf } from '../src/windows.js'
@@ -43,16 +46,78 @@ test('memory store: atomic check-and-add, floor at zero, expiry, slots', async (
   const store = new MemoryStore()
   t.after(() => store.close())
   const expireAt = Date.now() + 60_000
-  assert.deepEqual(await store.reserve('t:1', 60, 100, expireAt), { ok: true, value: 60 })
-  assert.deepEqual(await store.reserve('t:1', 50, 100, expireAt), { ok: false, value: 60 })
-  await store.add('t:1', -100, expireAt)
+  assert.deepEqual(await store.reserve('t:1', 'm1', 60, 100, expireAt), { ok: true, value: 60 })
+  assert.deepEqual(await store.reserve('t:1', 'm2', 50, 100, expireAt), { ok: false, value: 60 })
+  await store.settle('t:1', 'm1', 25, 60, expireAt)
+  assert.equal(await store.get('t:1'), 25)
+  await store.charge('t:1', 'm3', 10, expireAt)
+  assert.equal(await store.get('t:1'), 35)
+  store.add('t:1', -100, expireAt)
   assert.equal(await store.get('t:1'), 0)
-  await store.add('t:2', 5, Date.now() - 1)
+  store.add('t:2', 5, Date.now() - 1)
   assert.equal(await store.get('t:2'), 0, 'expired')
   assert.deepEqual(await store.acquire('c', 'a', 1), { ok: true, value: 1 })
   assert.deepEqual(await store.acquire('c', 'b', 1), { ok: false, value: 1 })
   await store.release('c')
   assert.equal(await store.inFlight('c'), 0)
-  await store.add('q:2024-01:key:a', 5, expireAt)
-  assert.deepEqual(store.quotaEntries(Date.now()), [['q:2024-01:key:a', 5, expireAt]])
+  store.add('q:{key:a}:2024-01', 5, expireAt)
+  assert.deepEqual(store.quotaEntries(Date.now()), [['q:{key:a}:2024-01', 5, expireAt]])
+})
+
+test('key layout: every key of a subject carries the subject as its Redis Cluster hash tag', () => {
+  const tag = subjectTag('key:team-a')
+  assert.equal(tag, '{key:team-a}')
+  assert.equal(tpmKey(tag, 29_000_000), 't:{key:team-a}:29000000')
+  assert.equal(quotaKey(tag, '2025-01'), 'q:{key:team-a}:2025-01')
+  assert.equal(slotKey(tag), 'c:{key:team-a}')
+  assert.equal(markerKey(tag, 'abc:1'), 'm:{key:team-a}:abc:1')
+  // Keys of quota state files written before hash tags load under the current layout.
+  assert.equal(migrateQuotaKey('q:2025-01:key:team-a'), 'q:{key:team-a}:2025-01')
+  assert.equal(migrateQuotaKey('q:2025-01-31:ip:::1'), 'q:{ip:::1}:2025-01-31')
+  assert.equal(migrateQuotaKey('q:{key:team-a}:2025-01'), 'q:{key:team-a}:2025-01')
+  const ids = new UniqueIds()
+  assert.notEqual(ids.next(), ids.next())
+  assert.notEqual(new UniqueIds().next(), new UniqueIds().next())
+})
+
+function problems(redis: Record<string, unknown>, extra: Record<string, unknown> = { store: 'redis' }): string[] {
+  try {
+    resolveOptions({ ...extra, redis } as RateLimitOptionsInput)
+  } catch (err) {
+    assert.ok(err instanceof ConfigError)
+    return err.problems.map((p) => `${p.path}: ${p.message}`)
+  }
+  return []
+}
+
+test('redis options: exactly one of url, sentinels, cluster, and each setting only with its mode', () => {
+  assert.deepEqual(problems({ url: 'redis://127.0.0.1:6379' }), [])
+  assert.deepEqual(problems({ sentinels: [{ host: 'a', port: 26379 }], name: 'mymaster', sentinelPassword: 's', password: 'p' }), [])
+  assert.deepEqual(problems({ cluster: [{ host: 'a', port: 7000 }], username: 'u', password: 'p' }), [])
+  assert.deepEqual(problems({}), ['/redis: set one of url (a single node), sentinels (Redis Sentinel) or cluster (Redis Cluster)'])
+  assert.deepEqual(problems({ url: 'redis://a:1', cluster: [{ host: 'a', port: 7000 }] }), [
+    '/redis/cluster: conflicts with url: set exactly one of url, sentinels, cluster',
+  ])
+  assert.deepEqual(problems({ sentinels: [{ host: 'a', port: 26379 }] }), [
+    '/redis/name: required with sentinels: the master group name (as in sentinel monitor <name> …)',
+  ])
+  assert.deepEqual(problems({ cluster: [{ host: 'a', port: 7000 }], name: 'x' }), [
+    '/redis/name: only used with sentinels, not with cluster',
+  ])
+  assert.deepEqual(problems({ url: 'redis://a:1', password: 'p' }), [
+    '/redis/password: with url, put it in the url (redis://user:password@host:port)',
+  ])
+  assert.deepEqual(problems({ url: 'http://a:1' }), ['/redis/url: must start with redis:// or rediss:// (TLS)'])
+  assert.deepEqual(problems({ cluster: [] }).length, 1)
+  assert.deepEqual(problems({ cluster: [{ host: 'a', port: 0 }] }).length, 1)
+})
+
+test('options that only work together: redis needs store redis, the state file needs store memory', () => {
+  assert.deepEqual(problems({ url: 'redis://a:1' }, { store: 'memory' }), [
+    '/redis: set, but store is "memory": nothing would use it (set store: redis)',
+  ])
+  assert.deepEqual(problems({ url: 'redis://a:1' }, { store: 'redis', quotaStateFile: '/tmp/q.json' }), [
+    '/quotaStateFile: only used with store "memory": with Redis, quotas live in Redis and survive restarts',
+  ])
+  assert.throws(() => resolveOptions({ store: 'redis' }), /\/redis: required when store is "redis"/)
 })

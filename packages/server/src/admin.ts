@@ -32,7 +32,7 @@ declare module 'fastify' {
 
 export const REDACTED = '[redacted]'
 /** Property names whose string values are secrets, wherever they are in the config. */
-const SECRET_PROPERTY = /^(apiKey|key|secret|token|password)$/i
+const SECRET_PROPERTY = /^(apiKey|key|secret|token|password|sentinelPassword)$/i
 /** Header (and URL query parameter) names whose values are secrets. */
 const SECRET_NAME = /authorization|api[-_]?key|token|secret|password|passwd|cookie|signature|credential/i
 const URL_PASSWORD = /^([a-z][a-z0-9+.-]*:\/\/[^:/?#@]*):[^@/?#]*@/i

@@ -15,6 +15,7 @@ import {
 } from '@llmproxy/upstreams'
 import { UsageOptionsSchema } from '@llmproxy/usage'
 import { parse as parseYaml } from 'yaml'
+import { checkDependencies, enableKeyLimits } from './config-dependencies.js'
 
 export const ServerSettingsSchema = Type.Object(
   {
@@ -140,6 +141,7 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   for (const key of NOT_SUPPORTED_YET) {
     if (key in interpolated) problems.push({ path: `/${key}`, message: 'not supported yet by this version of LLMProxy' })
   }
+  const written = structuredClone(interpolated) // Value.Default fills defaults in place
   const config = Value.Default(ConfigSchema, interpolated) as unknown
   problems.push(...checkSchema(ConfigSchema, config))
   if (problems.length > 0) throw new ConfigError(`config ${source}`, problems)
@@ -164,9 +166,8 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   if (valid.auth?.ipDenylist !== undefined) compileIpList(valid.auth.ipDenylist, '/auth/ipDenylist', problems)
   const protocols = new Map(valid.upstreams.map((u) => [u.name, u.protocol]))
   problems.push(...ModelTable.check(valid.models, (name) => protocols.get(name)))
-  if (valid.rateLimit?.store === 'redis' && valid.redis === undefined) {
-    problems.push({ path: '/redis', message: 'required when rateLimit.store is "redis" (redis: { url: "redis://host:6379" })' })
-  }
+  enableKeyLimits(valid, ConfigSchema.properties.rateLimit)
+  problems.push(...checkDependencies(valid, written))
   const admin = valid.admin
   if (admin?.host !== undefined && admin.port === undefined) {
     problems.push({ path: '/admin/port', message: 'required when admin.host is set (the admin API then gets its own server)' })

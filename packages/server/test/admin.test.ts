@@ -119,8 +119,8 @@ auth:
   keys:
     - { id: team-a, key: "${SECRETS.teamKey}", models: [gpt-test], rateLimit: { tpm: 100000 }, quota: { tokens: 1000000, per: day } }
     - { id: team-b, key: "${SECRETS.otherKey}" }
-rateLimit: { perKey: { concurrency: 8 } }
-redis: { url: "redis://default:${SECRETS.redisPassword}@127.0.0.1:6390/0" }
+rateLimit: { store: redis, perKey: { concurrency: 8 } }
+redis: { url: "redis://default:${SECRETS.redisPassword}@127.0.0.1:6390/0", keyPrefix: "llmproxy-admin-test:" }
 usage:
   webhook: { url: "${hook}", secret: "${SECRETS.webhookSecret}", headers: { Authorization: "Bearer ${SECRETS.webhookAuth}", x-source: gateway-7 } }
   spoolDir: "${spoolDir}"

@@ -1,0 +1,114 @@
+// Redis failing under a running gateway, on a redis-server each test starts (and stops) itself: a stall
+// (SIGSTOP / SIGCONT: the connection stays open, nothing is answered, queued commands run on resume) and a
+// stop / start on the same port. In both, limits are counted locally meanwhile, Redis is used again as soon as it
+// answers, and every token is counted in Redis exactly once.
+import { strict as assert } from 'node:assert'
+import { randomUUID } from 'node:crypto'
+import { test } from 'node:test'
+import { Redis } from 'ioredis'
+import { hasRedisBinaries, startRedisServer } from '../../../test/e2e/redis-cluster.js'
+import { periodOf } from '../src/windows.js'
+import { awayFromMinuteBoundary, build, chat, logged, REDIS_BACK, REDIS_DOWN, settle, until } from './helpers.js'
+
+const skip = hasRedisBinaries || process.env.CI ? false : 'redis-server / redis-cli not installed'
+
+const TPM_AND_QUOTA = { tpm: 100_000, quota: { tokens: 100_000, per: 'day' as const } }
+const ALMOST_FULL = { quota: { tokens: 1000, per: 'day' as const } }
+
+function counters(prefix: string, subject: string) {
+  const tag = `{key:${subject}}`
+  return {
+    tpm: `${prefix}t:${tag}:${Math.floor(Date.now() / 60_000)}`,
+    quota: `${prefix}q:${tag}:${periodOf('day', Date.now()).name}`,
+    slots: `${prefix}c:${tag}`,
+    markers: `${prefix}m:${tag}:*`,
+  }
+}
+
+test('a stalled Redis (SIGSTOP): local limits at once, Redis again as soon as it answers, every token counted once', {
+  skip,
+}, async (t) => {
+  await awayFromMinuteBoundary(20_000) // the TPM counter checked below is this minute's
+  const server = await startRedisServer()
+  t.after(() => server.stop())
+  const prefix = `llmproxy-test:${randomUUID()}:`
+  const h = await build(
+    { store: 'redis', redis: { url: server.url, keyPrefix: prefix, commandTimeoutMs: 200 } },
+    { s: TPM_AND_QUOTA, full: ALMOST_FULL, c: { concurrency: 1 } },
+  )
+  t.after(() => h.app.close())
+  const raw = new Redis(server.url)
+  t.after(() => raw.disconnect())
+  assert.equal(h.app.rateLimits.redisHealthy, true)
+
+  assert.equal((await chat(h.app, 's', { max_tokens: 10, use: 100 })).statusCode, 200)
+  assert.equal((await chat(h.app, 'full', { max_tokens: 10, use: 900 })).statusCode, 200)
+  await settle()
+  assert.equal(Number(await raw.get(counters(prefix, 's').quota)), 100)
+
+  server.pause()
+  // Sent together, so that both reach the stalled Redis: the TPM reservation and the concurrency slot time out,
+  // and Redis will apply both when it resumes.
+  const [first, slot] = await Promise.all([chat(h.app, 's', { max_tokens: 50, use: 70 }), chat(h.app, 'c')])
+  assert.equal(first.statusCode, 200)
+  assert.equal(slot.statusCode, 200)
+  assert.equal(h.app.rateLimits.redisHealthy, false)
+  // Marked down: the next requests are counted locally without waiting for Redis.
+  for (let i = 0; i < 2; i++) assert.equal((await chat(h.app, 's', { max_tokens: 50, use: 70 })).statusCode, 200)
+  // Local counting starts from what Redis last said: 900 of 1000 are used, 200 more do not fit.
+  const refused = await chat(h.app, 'full', { max_tokens: 200 })
+  assert.equal(refused.statusCode, 429)
+  assert.equal(refused.json().error.code, 'quota_exceeded')
+  assert.ok(h.app.rateLimits.fallbacks >= 4)
+  assert.equal(logged(h, 40, REDIS_DOWN), 1)
+
+  server.resume()
+  await until(() => h.app.rateLimits.redisHealthy === true, 10_000)
+  assert.equal(logged(h, 30, REDIS_BACK), 1)
+  assert.equal(logged(h, 40, REDIS_DOWN), 1)
+
+  // 100 before, 3 × 70 during the stall: the reservation Redis ran late was cancelled, the local counts added.
+  const s = counters(prefix, 's')
+  assert.equal(Number(await raw.get(s.quota)), 310)
+  assert.equal(Number(await raw.get(s.tpm)), 310)
+  assert.equal((await h.app.rateLimits.usage('s', TPM_AND_QUOTA)).quota?.used, 310, 'usage() reads Redis again')
+  // No reservation is left open in Redis (the cancelled one leaves a tombstone), and the late slot was released.
+  const markers = await raw.keys(s.markers)
+  for (const marker of markers) assert.equal(await raw.get(marker), 'x', marker)
+  assert.equal(await raw.zcard(counters(prefix, 'c').slots), 0)
+
+  // Redis decides again, and a second instance sees the same counts.
+  const fallbacks = h.app.rateLimits.fallbacks
+  assert.equal((await chat(h.app, 's', { max_tokens: 10, use: 5 })).statusCode, 200)
+  assert.equal(h.app.rateLimits.fallbacks, fallbacks)
+  const other = await build({ store: 'redis', redis: { url: server.url, keyPrefix: prefix } }, {})
+  t.after(() => other.app.close())
+  await until(async () => (await other.app.rateLimits.usage('s', TPM_AND_QUOTA)).quota?.used === 315)
+})
+
+test('Redis stopped and started again: local limits meanwhile, Redis again on reconnect, local counts added to it', { skip }, async (t) => {
+  let server = await startRedisServer()
+  const port = server.port
+  t.after(() => server.stop())
+  const prefix = `llmproxy-test:${randomUUID()}:`
+  const h = await build({ store: 'redis', redis: { url: server.url, keyPrefix: prefix }, perKey: { rpm: 100 } }, { s: TPM_AND_QUOTA })
+  t.after(() => h.app.close())
+  assert.equal((await chat(h.app, 's', { max_tokens: 10, use: 100 })).statusCode, 200)
+
+  await server.stop()
+  await until(() => h.app.rateLimits.redisHealthy === false)
+  for (let i = 0; i < 2; i++) assert.equal((await chat(h.app, 's', { max_tokens: 50, use: 70 })).statusCode, 200)
+  for (let i = 0; i < 3; i++) assert.equal((await chat(h.app, 'y')).statusCode, 200)
+  assert.ok(h.app.rateLimits.fallbacks >= 5)
+  assert.equal(logged(h, 40, REDIS_DOWN), 1)
+
+  server = await startRedisServer({ port })
+  await until(() => h.app.rateLimits.redisHealthy === true, 10_000)
+  assert.equal(logged(h, 30, REDIS_BACK), 1)
+  assert.equal(logged(h, 40, REDIS_DOWN), 1)
+  // The new Redis started empty (no persistence): it gets what was counted while it was away.
+  const raw = new Redis(server.url)
+  t.after(() => raw.disconnect())
+  await until(async () => Number(await raw.get(counters(prefix, 's').quota)) === 140)
+  assert.equal((await h.app.rateLimits.usage('s', TPM_AND_QUOTA)).quota?.used, 140)
+})

@@ -1,0 +1,107 @@
+// A key's own limits and quota are enforced from the config file alone: no top-level `rateLimit:` section, no
+// Redis. What the official openai client surfaces for each, and a /metrics without Redis metrics.
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+import OpenAI from 'openai'
+import { startGatewayWithMock, type TestGateway } from './helpers.js'
+import { pollUntil } from './http-helpers.js'
+
+const KEYS = {
+  rps: 'sk-e2e-limits-rps-00000000000000',
+  rpm: 'sk-e2e-limits-rpm-00000000000000',
+  tpm: 'sk-e2e-limits-tpm-00000000000000',
+  concurrency: 'sk-e2e-limits-conc-0000000000000',
+  quota: 'sk-e2e-limits-quota-000000000000',
+}
+
+let gw: TestGateway
+before(async () => {
+  gw = await startGatewayWithMock({
+    auth: {
+      keys: [
+        { id: 'rps', key: KEYS.rps, rateLimit: { rps: 5 } },
+        { id: 'rpm', key: KEYS.rpm, rateLimit: { rpm: 3 } },
+        { id: 'tpm', key: KEYS.tpm, rateLimit: { tpm: 100 } },
+        { id: 'concurrency', key: KEYS.concurrency, rateLimit: { concurrency: 1 } },
+        { id: 'quota', key: KEYS.quota, quota: { tokens: 150, per: 'day' } },
+      ],
+    },
+  })
+})
+after(() => gw.close())
+
+const client = (key: string) => new OpenAI({ apiKey: key, baseURL: `${gw.url}/v1`, maxRetries: 0 })
+const ask = (key: string, extra: { max_tokens?: number } = {}, headers: Record<string, string> = {}) =>
+  client(key)
+    .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hello' }], ...extra }, { headers })
+    .withResponse()
+
+/** The RateLimitError the client throws, with its code and headers. */
+async function refused(call: Promise<unknown>, code: string): Promise<InstanceType<typeof OpenAI.RateLimitError>> {
+  try {
+    await call
+  } catch (err) {
+    assert.ok(err instanceof OpenAI.RateLimitError, String(err))
+    assert.equal(err.status, 429)
+    assert.equal(err.code, code)
+    assert.equal(err.type, 'rate_limit_error')
+    assert.ok(Number(err.headers.get('retry-after')) >= 1)
+    return err
+  }
+  assert.fail(`expected a 429 ${code}`)
+}
+
+test('a key’s rps, without a rateLimit section: a burst is cut at the limit, with rate-limit headers', async () => {
+  const results = await Promise.allSettled(Array.from({ length: 20 }, () => ask(KEYS.rps)))
+  const ok = results.filter((r) => r.status === 'fulfilled')
+  const limited = results.filter((r) => r.status === 'rejected')
+  // 5 per second; a burst that straddles a second boundary may get 5 more.
+  assert.ok(ok.length >= 5 && ok.length <= 10, `${ok.length} of 20 passed`)
+  for (const r of limited) {
+    assert.ok(r.reason instanceof OpenAI.RateLimitError)
+    assert.equal(r.reason.code, 'llmproxy_rate_limited')
+    assert.equal(r.reason.headers.get('x-ratelimit-limit-requests'), '5')
+  }
+  for (const r of ok) assert.equal(r.value.response.headers.get('x-ratelimit-limit-requests'), '5')
+})
+
+test('a key’s rpm: the fourth request in a minute is refused', async () => {
+  for (let i = 0; i < 3; i++) {
+    const { response } = await ask(KEYS.rpm)
+    assert.equal(response.headers.get('x-ratelimit-remaining-requests'), `${2 - i}`)
+  }
+  const err = await refused(ask(KEYS.rpm), 'llmproxy_rate_limited')
+  assert.match(err.message, /3 requests per minute/)
+})
+
+test('a key’s tpm: a request that may use more than the limit is refused, a small one passes with token headers', async () => {
+  await refused(ask(KEYS.tpm, { max_tokens: 200 }), 'llmproxy_token_limit')
+  const { data, response } = await ask(KEYS.tpm, { max_tokens: 20 })
+  assert.equal(data.usage?.completion_tokens, 5)
+  assert.equal(response.headers.get('x-ratelimit-limit-tokens'), '100')
+})
+
+test('a key’s concurrency: a second request while one is in flight is refused', async () => {
+  const before = gw.mock.requests.length
+  const slow = ask(KEYS.concurrency, {}, { 'x-mock-behavior': JSON.stringify({ ttftMs: 1000 }) })
+  // Once it reached the upstream, it holds the key's one slot until it ends.
+  await pollUntil(
+    async () => gw.mock.requests.length,
+    (n) => n > before,
+    'the first request to reach the upstream',
+  )
+  await refused(ask(KEYS.concurrency), 'llmproxy_concurrency_limit')
+  assert.equal((await slow).response.status, 200)
+})
+
+test('a key’s quota: tokens are counted, and what would exceed is refused with quota_exceeded', async () => {
+  const { data } = await ask(KEYS.quota, { max_tokens: 20 })
+  assert.ok((data.usage?.total_tokens ?? 0) > 0)
+  await refused(ask(KEYS.quota, { max_tokens: 200 }), 'quota_exceeded')
+})
+
+test('without Redis, /metrics exports no Redis metrics', async () => {
+  const text = await fetch(`${gw.url}/metrics`).then((res) => res.text())
+  assert.doesNotMatch(text, /llmproxy_ratelimit_redis_up/)
+  assert.doesNotMatch(text, /llmproxy_ratelimit_redis_fallbacks_total/)
+})
