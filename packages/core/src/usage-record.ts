@@ -40,7 +40,7 @@ export const UsageRecordSchema = Type.Object(
     ttftMs: Type.Union([Type.Number(), Type.Null()]),
     durationMs: Type.Number(),
     attempts: Type.Integer({ minimum: 0 }),
-    resumed: Type.Boolean({ description: 'True when a stream cut after its first byte was finished by another attempt.' }),
+    resumed: Type.Boolean({ description: 'True when a stream cut after its first byte was finished by another attempt (spliced in).' }),
     clientAborted: Type.Boolean(),
     error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
     metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown())),

@@ -18,6 +18,9 @@ export const GEMINI_GENERATE: Endpoint = {
   },
   terminators: [new ByteNeedle('"finishReason"')],
   endsWithDone: false,
+  // The finishReason is Gemini's terminator already.
+  finishMarkers: [],
+  closing: '',
   endsAtTerminator: false,
   takesIncludeUsage: false,
   convertible: true,

@@ -2,6 +2,8 @@ import { ByteNeedle, type LlmProxyError, type Protocol } from '@llmproxy/core'
 import { choices, count, type Endpoint, noQuery, type OutputCap, samePath, type WireFormat } from './wire.js'
 
 const DONE = [new ByteNeedle('data: [DONE]')]
+/** A non-null finish reason (`"finish_reason":null` is on every other chunk). */
+const FINISH = [new ByteNeedle('"finish_reason":"'), new ByteNeedle('"finish_reason": "')]
 
 function endpoint(path: string, terminators: readonly ByteNeedle[], takesIncludeUsage: boolean, convertible = false): Endpoint {
   return {
@@ -12,6 +14,8 @@ function endpoint(path: string, terminators: readonly ByteNeedle[], takesInclude
     queryString: noQuery,
     terminators,
     endsWithDone: terminators === DONE,
+    finishMarkers: terminators === DONE ? FINISH : [],
+    closing: terminators === DONE ? 'data: [DONE]\n\n' : '',
     endsAtTerminator: terminators.length > 0,
     takesIncludeUsage,
     convertible,

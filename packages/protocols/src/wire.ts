@@ -18,6 +18,13 @@ export interface Endpoint {
   /** The stream ends with `data: [DONE]` (found while walking the events, no separate search). */
   readonly endsWithDone: boolean
   /**
+   * Markers of a finish reported inside the stream (a non-null `finish_reason`, Anthropic's `stop_reason`): a stream
+   * that ends cleanly after one, without its terminator, is complete all the same (some servers omit `[DONE]`).
+   */
+  readonly finishMarkers: readonly ByteNeedle[]
+  /** What the gateway appends for the client when such a stream ended without its terminator. */
+  readonly closing: string
+  /**
    * The terminator is the stream's last event: the client's response ends with it, whatever the upstream does
    * after it (one that keeps its response open must not keep the client waiting). Gemini's `finishReason` ends
    * the generation, not necessarily the stream, so it is not one.

@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import '@fastify/reply-from'
 import { errors, type LlmProxyError } from '@llmproxy/core'
@@ -11,8 +11,8 @@ import { upstreamRequestHeaders } from './headers.js'
 import type { UsageMeter } from './meter.js'
 import type { FailureKind } from './planner.js'
 import { keepUpstreamHeaders, onError, onResponse, rewriteRequestHeaders, type UpstreamCallbacks } from './reply-hooks.js'
-import { StreamScanner } from './scanner.js'
 import { AttemptSignal } from './signal.js'
+import { StreamRelay } from './stream-relay.js'
 import type { ResponseTransform } from './tap.js'
 
 const SSE = 'text/event-stream'
@@ -20,8 +20,6 @@ const JSON_TYPE = 'application/json'
 const MAX_ERROR_BODY_BYTES = 64 * 1024
 /** A non-streamed answer converted to another API is held whole; one larger than this is refused. */
 const MAX_ANSWER_BYTES = 32 * 1024 * 1024
-/** How long an upstream may take to end its response after its stream's terminator before it is released. */
-const TERMINATOR_GRACE_MS = 1000
 
 /**
  * One try of one upstream: the reply-from call with its abort signal, the first-byte and idle deadlines, the
@@ -32,36 +30,45 @@ const TERMINATOR_GRACE_MS = 1000
 export class UpstreamAttempt implements UpstreamCallbacks {
   readonly lease: Lease
   readonly startedAt: number
-  /** The upstream answered with an SSE stream (else a JSON body). */
-  sse = false
   /** The HTTP status the upstream answered with (0 before its headers). */
   status = 0
-  /** Reads the stream beside the relay (null for JSON bodies). */
-  scanner: StreamScanner | null = null
+  /** The upstream's response headers (null before them). */
+  headers: IncomingHttpHeaders | null = null
+  /** Its answer has reached the client (its first byte): from now on a failure cannot move it elsewhere. */
+  delivering = false
+  /** Its SSE answer's relay (null before it, and for JSON answers). */
+  stream: StreamRelay | null = null
   /** The upstream's route: its path was called, its terminators end the stream. */
   readonly endpoint: Endpoint
   /** The transform slot: null passes the upstream's bytes untouched. */
   readonly transform: ResponseTransform | null
   /** The upstream's API when it is not the client's (its answers are converted); null for same-format traffic. */
-  private readonly converted: ApiFamily | null
+  readonly converted: ApiFamily | null
+  /** A continuation sent as a prefill: a 4xx answer is the upstream refusing it (then the request is replayed). */
+  readonly prefill: boolean
   private readonly call: ProxyCall
   private readonly signal = new AttemptSignal()
+  /** The first-byte deadline (for a JSON answer: the whole answer's). */
   private timer: NodeJS.Timeout | null = null
   private body: Readable | null = null
-  private headers: IncomingHttpHeaders | null = null
-  /** The client's response headers of a stream, prepared while waiting for its first chunk. */
-  private sseHeaders: OutgoingHttpHeaders | null = null
-  private lastChunkAt = 0
-  /** Its relay is over (the body ended, failed or was abandoned). */
+  /** It is over (its answer ended, failed or was abandoned). */
   private done = false
   private released = false
 
-  constructor(call: ProxyCall, lease: Lease, endpoint: Endpoint, transform: ResponseTransform | null, converted: ApiFamily | null) {
+  constructor(
+    call: ProxyCall,
+    lease: Lease,
+    endpoint: Endpoint,
+    transform: ResponseTransform | null,
+    converted: ApiFamily | null,
+    prefill: boolean,
+  ) {
     this.call = call
     this.lease = lease
     this.endpoint = endpoint
     this.transform = transform
     this.converted = converted
+    this.prefill = prefill
     this.startedAt = performance.now()
   }
 
@@ -84,13 +91,27 @@ export class UpstreamAttempt implements UpstreamCallbacks {
       dispatcher.disarm()
     }
     // Armed once the request is on its way (nothing can answer it before this tick ends).
-    if (!this.done && !call.client.committed && call.attempt === this) this.timer = setTimeout(firstByteTimeout, firstByteMs, this)
+    if (!this.done && call.attempt === this) this.timer = setTimeout(firstByteTimeout, firstByteMs, this)
+  }
+
+  /** Its answer is over, one way or another: its deadline goes. */
+  settle(): void {
+    this.done = true
+    this.clearDeadline()
+  }
+
+  clearDeadline(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer)
+      this.timer = null
+    }
   }
 
   /** Stops this attempt for good: its timer, its upstream request and body; the lease is the caller's to release. */
   abort(reason: LlmProxyError): void {
     this.done = true
-    this.clearTimer()
+    this.clearDeadline()
+    this.stream?.stop()
     this.signal.abort(reason)
     const body = this.body
     if (body !== null) {
@@ -112,7 +133,7 @@ export class UpstreamAttempt implements UpstreamCallbacks {
 
   onUpstreamError(error: Error): void {
     const call = this.call
-    if (this.done || call.client.committed || call.ctx.clientAborted) return
+    if (this.done || this.delivering || call.ctx.clientAborted) return
     const cause = (error as { cause?: { code?: string; name?: string } }).cause
     const code = cause?.code ?? (error as { code?: string }).code ?? ''
     if (code === 'UND_ERR_ABORTED' || cause?.name === 'AbortError' || code === 'UND_ERR_HEADERS_TIMEOUT' || this.signal.aborted) {
@@ -143,7 +164,11 @@ export class UpstreamAttempt implements UpstreamCallbacks {
       return
     }
     const planner = call.planner
-    if (planner.retryable('status', status) && planner.canRetry()) {
+    if (this.prefill && status >= 400 && status < 500 && status !== 429) {
+      // The upstream refuses a prefill: the call replays the request instead (this is no failure of the upstream's).
+      this.fail('prefill', errors.upstreamFailed(`The upstream refused the continuation prefill (${status}).`), status)
+    } else if ((planner.retryable('status', status) && planner.canRetry()) || call.client.committed) {
+      // (A continuation's error answer can never reach the client, whose stream is under way: it only fails.)
       const retryAfter = retryAfterMs(this.headers?.['retry-after'])
       const error =
         status === 429
@@ -175,8 +200,8 @@ export class UpstreamAttempt implements UpstreamCallbacks {
 
   /** Commits and sends a whole answer the gateway holds (an error read whole, a converted JSON answer). */
   private answerWhole(body: Buffer | string): void {
-    this.clearTimer()
-    this.done = true
+    this.settle()
+    this.delivering = true
     const client = this.call.client
     const headers = client.headers(this.headers, true)
     if (this.converted !== null) headers['content-type'] = JSON_TYPE
@@ -185,7 +210,12 @@ export class UpstreamAttempt implements UpstreamCallbacks {
     client.end(body)
   }
 
-  /** Gives up on this attempt before the commit point; the call decides what comes next. */
+  /** Its stream ended before its first byte (a continuation's): another attempt may take over. */
+  failBeforeAnswer(error: LlmProxyError): void {
+    this.fail('error', error)
+  }
+
+  /** Gives up on this attempt before its answer reached the client; the call decides what comes next. */
   private fail(kind: FailureKind, error: LlmProxyError, status?: number, retryAfter?: number): void {
     this.abort(error)
     this.call.onAttemptFailed(this, kind, error, status, retryAfter)
@@ -194,7 +224,7 @@ export class UpstreamAttempt implements UpstreamCallbacks {
   onFirstByteTimeout(): void {
     this.timer = null
     if (this.done) return
-    if (this.call.client.committed) {
+    if (this.delivering) {
       // A JSON body still arriving when the response time is up: cut it (it cannot look complete).
       this.body?.destroy(errors.upstreamTimeout('The upstream did not finish its answer in time.'))
       return
@@ -211,20 +241,15 @@ export class UpstreamAttempt implements UpstreamCallbacks {
   private relay(body: Readable): void {
     const call = this.call
     const type = this.headers?.['content-type']
-    this.sse = typeof type === 'string' && type.startsWith(SSE)
+    const sse = typeof type === 'string' && type.startsWith(SSE)
     const reader = call.meter.startAnswer(call.ctx.protocol)
-    if (this.converted !== null && this.sse !== call.ctx.stream) {
-      // Answered in another shape than asked (a JSON body to a stream request): it cannot be converted.
+    if ((this.converted !== null || call.client.committed) && sse !== call.ctx.stream) {
+      // Answered in another shape than asked (a JSON body to a stream request): it cannot be converted or spliced.
       this.fail('error', errors.upstreamFailed('The upstream did not answer in the expected shape.'))
       return
     }
-    if (this.sse) {
-      // Everything the commit needs is prepared now, while the upstream generates the first token.
-      this.scanner = new StreamScanner(this.endpoint, reader)
-      this.sseHeaders = call.client.streamHeaders(this.headers)
-      if (this.converted !== null) this.sseHeaders['content-type'] = call.clientStreamType
-      body.on('data', (chunk: Buffer) => this.onSseChunk(chunk))
-      body.once('end', () => this.onSseEnd())
+    if (sse) {
+      this.stream = new StreamRelay(this, call, body, reader, call.resumeTapFor(this))
       return
     }
     // A JSON answer is ready when its headers come (generation happened before them): it is committed now and
@@ -248,75 +273,10 @@ export class UpstreamAttempt implements UpstreamCallbacks {
       return
     }
     call.client.commit(this.status, call.client.headers(this.headers, false))
+    this.delivering = true
     call.onCommitted(this)
     body.on('data', (chunk: Buffer) => this.onJsonChunk(chunk))
     body.once('end', () => this.onJsonEnd())
-  }
-
-  private onSseChunk(upstreamChunk: Buffer): void {
-    const chunk = (this.scanner as StreamScanner).normalize(upstreamChunk)
-    if (this.call.client.committed) {
-      // A timestamp per chunk, not a timer update: the idle timer checks it when it fires.
-      this.lastChunkAt = performance.now()
-      this.relayChunk(chunk)
-      return
-    }
-    // The first token: it goes out before any bookkeeping (that is the time to first token).
-    const now = performance.now()
-    const call = this.call
-    call.client.commit(this.status, this.sseHeaders as OutgoingHttpHeaders)
-    this.relayChunk(chunk)
-    call.ctx.firstTokenAt = now
-    this.lastChunkAt = now
-    call.onCommitted(this)
-    if (this.done) return
-    this.clearTimer()
-    this.timer = setTimeout(idleTimeout, call.settings.timeouts.idleMs, this)
-  }
-
-  /** Passes one chunk to the client, with the scanner and the usage tap beside it. */
-  private relayChunk(chunk: Buffer): void {
-    const call = this.call
-    const scanner = this.scanner as StreamScanner
-    if (!scanner.scan(chunk)) {
-      // Malformed upstream data after the commit point: stop here.
-      this.endStream(errors.upstreamFailed('The upstream sent malformed data.'))
-      return
-    }
-    // The chunk goes out first; the usage tap reads it after (the filter finds the usage-only event by its shape).
-    const transform = this.transform
-    const out = transform === null ? chunk : transform.push(chunk, !scanner.tapSkips)
-    if (out !== null) call.client.write(out, this.body as Readable)
-    if (transform?.failure != null) {
-      // The upstream reported a failure inside its stream (an error event, a malformed function call).
-      this.endStream(transform.failure)
-      return
-    }
-    const meter = call.meter
-    if (!scanner.tapSkips) meter.reader?.write(chunk)
-    meter.responseBytes += chunk.length
-    scanner.checkEnd(chunk)
-    if (scanner.sawTerminator && scanner.atEventEnd && this.endpoint.endsAtTerminator) this.endAtTerminator()
-  }
-
-  /**
-   * The terminator's event is complete: the client's response ends now. The upstream gets a moment to end its
-   * own (its connection stays reusable); one that keeps it open is released after TERMINATOR_GRACE_MS.
-   */
-  private endAtTerminator(): void {
-    this.done = true
-    this.clearTimer()
-    const body = this.body as Readable
-    body.removeAllListeners('data')
-    this.call.onStreamEnd(this, null)
-    this.timer = setTimeout(releaseUpstream, TERMINATOR_GRACE_MS, this)
-  }
-
-  /** The upstream kept its response open after the terminator: drop it. */
-  releaseUpstream(): void {
-    this.timer = null
-    this.body?.on('error', noop)
-    this.body?.destroy()
   }
 
   private onJsonChunk(chunk: Buffer): void {
@@ -327,57 +287,13 @@ export class UpstreamAttempt implements UpstreamCallbacks {
   }
 
   private onJsonEnd(): void {
-    this.done = true
-    this.clearTimer()
+    this.settle()
     this.call.client.end()
-  }
-
-  private onSseEnd(): void {
-    if (this.done) {
-      // After the terminator: the upstream ended its response on its own.
-      this.clearTimer()
-      return
-    }
-    const call = this.call
-    if (!call.client.committed) {
-      // An empty stream: it commits at its end.
-      call.client.commit(this.status, this.sseHeaders as OutgoingHttpHeaders)
-      call.onCommitted(this)
-    }
-    const scanner = this.scanner as StreamScanner
-    const incomplete = !scanner.sawTerminator && this.endpoint.terminators.length > 0 && this.status === 200
-    this.endStream(incomplete ? errors.upstreamFailed('The upstream ended the stream before it was complete.') : null)
-  }
-
-  /** The stream is over: complete (error null), or failed after the commit point. */
-  private endStream(error: LlmProxyError | null): void {
-    if (this.done) return
-    this.done = true
-    this.clearTimer()
-    const body = this.body as Readable
-    if (error !== null) {
-      body.removeAllListeners('data')
-      body.on('error', noop)
-      body.destroy()
-    }
-    this.call.onStreamEnd(this, error)
-  }
-
-  onIdleTimeout(): void {
-    const idleMs = this.call.settings.timeouts.idleMs
-    const quietFor = performance.now() - this.lastChunkAt
-    if (quietFor < idleMs) {
-      this.timer = setTimeout(idleTimeout, idleMs - quietFor, this)
-      return
-    }
-    this.timer = null
-    this.body?.destroy(errors.upstreamTimeout(`The upstream sent nothing for ${idleMs} ms.`))
   }
 
   private onBodyError(err: Error): void {
     if (this.done) return
-    const call = this.call
-    if (!call.client.committed) {
+    if (!this.delivering) {
       this.fail('error', errors.upstreamFailed('The upstream connection failed before the first token.', { cause: err }))
       return
     }
@@ -385,13 +301,12 @@ export class UpstreamAttempt implements UpstreamCallbacks {
       'statusCode' in err && 'type' in err
         ? (err as LlmProxyError)
         : errors.upstreamFailed('The upstream connection failed mid-stream.', { cause: err })
-    if (this.sse) {
-      this.endStream(error)
+    if (this.stream !== null) {
+      this.stream.end(error)
       return
     }
-    this.done = true
-    this.clearTimer()
-    call.onJsonFailed(error)
+    this.settle()
+    this.call.onJsonFailed(error)
   }
 
   // ── request headers ────────────────────────────────────────────────────────────────────────
@@ -403,26 +318,11 @@ export class UpstreamAttempt implements UpstreamCallbacks {
   keepUpstreamHeaders(headers: IncomingHttpHeaders): void {
     this.headers = headers
   }
-
-  private clearTimer(): void {
-    if (this.timer !== null) {
-      clearTimeout(this.timer)
-      this.timer = null
-    }
-  }
 }
 
-// Timer callbacks shared by every attempt (no per-attempt closures): the attempt travels as the timer argument.
+// The deadline's callback, shared by every attempt (no per-attempt closure): the attempt travels as the timer argument.
 function firstByteTimeout(attempt: UpstreamAttempt): void {
   attempt.onFirstByteTimeout()
-}
-
-function idleTimeout(attempt: UpstreamAttempt): void {
-  attempt.onIdleTimeout()
-}
-
-function releaseUpstream(attempt: UpstreamAttempt): void {
-  attempt.releaseUpstream()
 }
 
 function noop(): void {}

@@ -5,6 +5,7 @@ import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { UpstreamAttempt } from './attempt.js'
 import { ClientStream } from './client-stream.js'
+import { Continuation } from './continuation.js'
 import { type ConvertedRequest, convertedRequest, StreamConverter } from './convert.js'
 import type { UpstreamDispatcher } from './dispatcher.js'
 import { UsageMeter } from './meter.js'
@@ -12,7 +13,8 @@ import type { ResolvedRoute } from './models.js'
 import type { Retry, RetryOn, Timeouts } from './options.js'
 import { AttemptPlanner, type FailureKind, type Plan, systemClock } from './planner.js'
 import { setCall } from './reply-hooks.js'
-import { UsageEventFilter } from './tap.js'
+import { ResumeTap } from './resume.js'
+import { type ResponseTransform, UsageEventFilter } from './tap.js'
 
 /** Shared, per-router state of every call. */
 export interface ProxySettings {
@@ -39,6 +41,7 @@ export interface RequestShape {
   readonly geminiSse: boolean
 }
 
+const SSE_TYPE = 'text/event-stream'
 const noQuery = (): string => ''
 const sseQuery = (): string => 'alt=sse'
 
@@ -73,6 +76,8 @@ export class ProxyCall {
   private readonly shape: RequestShape
   /** The client's stream encoder, made by the first attempt on an upstream of another API; it outlives attempts. */
   private encoder: StreamEncoder | null = null
+  /** A stream cut after its first byte, being finished on another upstream (null: none). */
+  private continuation: Continuation | null = null
   private queueAbort: AbortController | null = null
   private waitTimer: NodeJS.Timeout | null = null
   /** Why a committed answer failed (null: it did not). */
@@ -101,7 +106,7 @@ export class ProxyCall {
     )
     this.client = new ClientStream(reply, wireOf(shape.endpoint.family))
     this.encoderOptions = { model: ctx.model ?? '', includeUsage: shape.includeUsage, geminiSse: shape.geminiSse }
-    this.clientStreamType = shape.endpoint.family === 'gemini' && !shape.geminiSse ? 'application/json' : 'text/event-stream'
+    this.clientStreamType = shape.endpoint.family === 'gemini' && !shape.geminiSse ? 'application/json' : SSE_TYPE
     setCall(request, this)
     reply.raw.on('close', () => this.onClientClose())
   }
@@ -155,13 +160,20 @@ export class ProxyCall {
     let path: string
     let query: (search: string | undefined, url: string) => string
     let payload: string
-    if (upstreamApi === client.family) {
+    const continuation = this.continuation
+    if (continuation !== null) {
+      const next = continuation.request(upstream, route.upstreamModel, client, this.body, this.settings.defaultMaxTokens)
+      payload = next.payload
+      path = next.path
+      query = next.query === '' ? noQuery : sseQuery
+      attempt = new UpstreamAttempt(this, lease, next.endpoint, next.transform, upstreamApi, next.prefill)
+    } else if (upstreamApi === client.family) {
       // Same API on both sides: the body goes as it came (the model renamed), the answer's bytes pass untouched.
       if (client.modelInBody) this.body.model = route.upstreamModel
       payload = JSON.stringify(this.body)
       path = client.upstreamPath(route.upstreamModel, this.shape.action)
       query = client.queryString
-      attempt = new UpstreamAttempt(this, lease, client, this.shape.stripUsage ? new UsageEventFilter() : null, null)
+      attempt = new UpstreamAttempt(this, lease, client, this.shape.stripUsage ? new UsageEventFilter() : null, null, false)
     } else {
       let converted: ConvertedRequest
       try {
@@ -180,7 +192,7 @@ export class ProxyCall {
         this.encoder ??= createEncoder(client.family, this.encoderOptions)
         transform = new StreamConverter(upstreamApi, this.encoder)
       }
-      attempt = new UpstreamAttempt(this, lease, converted.endpoint, transform, upstreamApi)
+      attempt = new UpstreamAttempt(this, lease, converted.endpoint, transform, upstreamApi, false)
     }
     this.meter.requestBytes = payload.length
     this.attempt = attempt
@@ -195,6 +207,14 @@ export class ProxyCall {
 
   /** An attempt failed before the commit point: another one, a fallback, or the client gets the error. */
   onAttemptFailed(attempt: UpstreamAttempt, kind: FailureKind, error: LlmProxyError, status?: number, retryAfter?: number): void {
+    if (kind === 'prefill') {
+      // Not the upstream failing: it takes no prefill. The next try there is a replay of the request.
+      attempt.release({ ok: false, kind: 'aborted' })
+      this.continuation?.refused(attempt.lease.upstream.name)
+      this.planner.retrySame(attempt.lease.upstream.name)
+      this.run(this.planner.next())
+      return
+    }
     const result: AttemptResult = { ok: false, kind, request: this }
     if (status !== undefined) result.status = status
     if (retryAfter !== undefined) result.retryAfterMs = retryAfter
@@ -210,19 +230,77 @@ export class ProxyCall {
 
   /** The attempt reached the commit point: it succeeded, as far as failover is concerned. */
   onCommitted(attempt: UpstreamAttempt): void {
+    this.continuation?.stopWaiting()
     this.reportAttempt(attempt, 'ok', attempt.status)
   }
 
   /** A committed stream is over: complete (error null), or failed after the commit point. */
   onStreamEnd(attempt: UpstreamAttempt, error: LlmProxyError | null): void {
+    if (error !== null && this.continueAfter(attempt, error)) return
     const transform = attempt.transform
     const tail = transform?.end(error === null) ?? null
     if (error === null) {
-      this.client.end(tail)
+      // A cut stream finished by another attempt.
+      if (this.continuation !== null) this.ctx.resumed = true
+      const scanner = attempt.stream?.scanner
+      // A same-format stream finished without its terminator (servers that omit `[DONE]`): the client gets one.
+      const closing = transform === null || transform instanceof UsageEventFilter ? this.endpoint.closing : ''
+      if (closing !== '' && scanner !== undefined && !scanner.sawTerminator && scanner.sawFinish) this.client.end(`${tail ?? ''}${closing}`)
+      else this.client.end(tail)
       return
     }
+    this.endStreamWithError(this.continuation?.failure ?? error, transform, tail)
+  }
+
+  private endStreamWithError(error: LlmProxyError, transform: ResponseTransform | null, tail: Buffer | string | null): void {
+    this.continuation?.stopWaiting()
     this.streamError = error
-    this.client.endWithError(transform?.errorEvent(error) ?? null, error, tail)
+    // SSE clients get the client API's own error event; a Gemini JSON array needs its encoder's framing.
+    const framed =
+      this.clientStreamType === SSE_TYPE ? null : (transform?.errorEvent(error) ?? this.continuation?.encoder.error(error) ?? null)
+    this.client.endWithError(framed, error, tail)
+  }
+
+  /**
+   * A stream failed after its first byte: when only text went to the client, the model allows it, and attempts and
+   * budget remain, the planner picks the next upstream and a continuation takes over the client's stream.
+   */
+  private continueAfter(attempt: UpstreamAttempt, error: LlmProxyError): boolean {
+    const stream = attempt.stream
+    if (!this.planner.primaryResumes || this.ctx.clientAborted || stream === null || !this.planner.canRetry()) return false
+    const transform = attempt.transform
+    let text: string
+    let events: number
+    if (transform instanceof StreamConverter) {
+      if (!transform.continuable) return false
+      text = transform.answerText()
+      events = transform.textEvents
+    } else {
+      const point = stream.tap?.point() ?? null
+      if (point === null) return false
+      text = point.text
+      events = point.events
+      // The client's encoder takes over where the same-format stream stopped: its id, its open text block.
+      const options = { ...this.encoderOptions }
+      if (point.id !== undefined) options.id = point.id
+      if (point.model !== undefined) options.model = point.model
+      this.encoder = createEncoder(this.endpoint.family, options, point.resume)
+    }
+    // What it generated counts (billing truth), and it failed, as far as passive health is concerned.
+    this.meter.endAnswer(true, stream.scanner)
+    if (attempt.release({ ok: false, kind: 'error', request: this })) this.reportAttempt(attempt, 'error', attempt.status)
+    if (this.continuation === null) this.continuation = new Continuation(error, text, events, this.encoder as StreamEncoder)
+    else this.continuation.extend(text, events)
+    this.continuation.waitWith(this.client)
+    this.planner.failed(error)
+    this.run(this.planner.next())
+    return true
+  }
+
+  /** The resume tap for a same-format stream that may be continued if cut (null: it would not be). */
+  resumeTapFor(attempt: UpstreamAttempt): ResumeTap | null {
+    if (!this.planner.primaryResumes || !this.endpoint.convertible || this.continuation !== null) return null
+    return attempt.transform === null || attempt.transform instanceof UsageEventFilter ? new ResumeTap(this.endpoint.family) : null
   }
 
   /** A committed JSON body failed: the connection is cut, so the answer cannot look complete. */
@@ -234,7 +312,13 @@ export class ProxyCall {
   // ── the end ─────────────────────────────────────────────────────────────────────────────────
 
   private fail(error: LlmProxyError): void {
-    if (this.finished || this.client.committed) return
+    if (this.finished) return
+    if (this.client.committed) {
+      // Nothing could continue a cut stream: it ends with the failure that cut it.
+      const continuation = this.continuation
+      if (continuation !== null && !this.client.finished) this.endStreamWithError(continuation.failure, null, null)
+      return
+    }
     this.clearWait()
     this.ctx.outcome = 'upstream_error'
     this.ctx.error = { code: error.code, message: error.message }
@@ -254,6 +338,7 @@ export class ProxyCall {
     if (this.finished) return
     this.finished = true
     this.clearWait()
+    this.continuation?.stopWaiting()
     setCall(this.request, null)
     const ctx = this.ctx
     ctx.endedAt = performance.now()
@@ -272,7 +357,7 @@ export class ProxyCall {
               ? { ok: true }
               : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
       attempt.release(result)
-      this.meter.endAnswer(status >= 200 && status < 300 && this.endpoint.metered, attempt.scanner)
+      this.meter.endAnswer(status >= 200 && status < 300 && this.endpoint.metered, attempt.stream?.scanner ?? null)
     }
     if (ctx.clientAborted) ctx.outcome = 'client_aborted'
     else if (ctx.outcome === 'pending') ctx.outcome = this.streamError === null && status < 500 ? 'ok' : 'upstream_error'

@@ -48,8 +48,8 @@ export class ClientStream {
   }
 
   /** Writes bytes; a client that reads slowly pauses `source` (the upstream body) until its socket drains. */
-  write(bytes: Buffer | string, source: Readable): void {
-    if (!this.raw.write(bytes)) {
+  write(bytes: Buffer | string, source: Readable | null): void {
+    if (!this.raw.write(bytes) && source !== null) {
       source.pause()
       this.raw.once('drain', () => source.resume())
     }

@@ -57,19 +57,39 @@ export function convertedRequest(
 }
 
 /**
+ * How a continuation's stream joins what the client already has: its opening is dropped (one role chunk, one
+ * `message_start`), reasoning too (the client's answer so far is plain text), and `prefix` — the text the client
+ * already has, which a replay regenerates — is checked and dropped. `strict`: a replay, which must reproduce the
+ * prefix exactly or fail (never a stitched answer); a prefill, whose continuation may or may not repeat the
+ * whitespace the prefill left out.
+ */
+export interface Splice {
+  prefix: string
+  strict: boolean
+}
+
+/**
  * The transform slot's converter: an upstream's stream decoded into neutral events, each re-encoded in the client's
- * format as soon as it is complete. The decoder belongs to one attempt; the encoder to the request (a continued
- * stream feeds it from another attempt).
+ * format as soon as it is complete. The decoder belongs to one attempt; the encoder to the request (a continuation
+ * feeds it from another attempt, through a splice). It also keeps the answer's text while it is plain text, for a
+ * continuation should this attempt be cut.
  */
 export class StreamConverter implements ResponseTransform {
   failure: LlmProxyError | null = null
+  /** The answer so far is plain text: a continuation can take over from it. */
+  continuable = true
+  /** Text events seen (an estimate of the tokens generated). */
+  textEvents = 0
   private readonly decoder: StreamDecoder
   private readonly encoder: StreamEncoder
   private readonly events: StreamEvent[] = []
+  private readonly splice: Splice | null
+  private readonly text: string[] = []
 
-  constructor(upstream: ApiFamily, encoder: StreamEncoder) {
+  constructor(upstream: ApiFamily, encoder: StreamEncoder, splice: Splice | null = null) {
     this.decoder = createDecoder(upstream)
     this.encoder = encoder
+    this.splice = splice
   }
 
   push(chunk: Buffer): string | null {
@@ -96,11 +116,17 @@ export class StreamConverter implements ResponseTransform {
       }
     }
     const out = this.encodeAll() ?? ''
-    return complete && this.failure === null ? out + this.encoder.finish() : out === '' ? null : out
+    if (complete && this.failure === null) return out + this.encoder.finish()
+    return out === '' ? null : out
   }
 
   errorEvent(error: LlmProxyError): string {
     return this.encoder.error(error)
+  }
+
+  /** The answer text this attempt delivered (while continuable). */
+  answerText(): string {
+    return this.text.join('')
   }
 
   private encodeAll(): string | null {
@@ -108,10 +134,42 @@ export class StreamConverter implements ResponseTransform {
     let out = ''
     for (let i = 0; i < events.length && this.failure === null; i++) {
       const event = events[i] as StreamEvent
-      if (event.type === 'error') this.failure = errors.upstreamFailed(`The upstream failed: ${event.message}`)
-      else out += this.encoder.encode(event)
+      if (event.type === 'error') {
+        this.failure = errors.upstreamFailed(`The upstream failed: ${event.message}`)
+        break
+      }
+      const spliced = this.splice === null ? event : this.spliced(event)
+      if (spliced === null) continue
+      if (spliced.type === 'text') {
+        if (this.continuable) this.text.push(spliced.text)
+        this.textEvents++
+      } else if (spliced.type === 'reasoning' || spliced.type === 'redacted_reasoning' || spliced.type === 'tool_start') {
+        this.continuable = false
+      }
+      out += this.encoder.encode(spliced)
     }
     return out === '' ? null : out
+  }
+
+  /** A continuation's event as it joins the client's stream, or null when it is dropped. */
+  private spliced(event: StreamEvent): StreamEvent | null {
+    const splice = this.splice as Splice
+    if (event.type === 'start' || event.type === 'reasoning' || event.type === 'redacted_reasoning') return null
+    if (event.type !== 'text' || splice.prefix === '') return event
+    const prefix = splice.prefix
+    const text = event.text
+    if (text.length <= prefix.length ? prefix.startsWith(text) : text.startsWith(prefix)) {
+      const rest = text.slice(prefix.length)
+      splice.prefix = prefix.slice(Math.min(text.length, prefix.length))
+      return rest === '' ? null : { type: 'text', text: rest }
+    }
+    if (splice.strict) {
+      this.failure = errors.upstreamFailed('The replayed answer did not match the part already sent.')
+      return null
+    }
+    // A prefill's continuation that does not repeat the left-out whitespace: nothing to drop.
+    splice.prefix = ''
+    return event
   }
 }
 

@@ -8,6 +8,8 @@ export interface ResolvedRoute {
   readonly name: string
   /** The APIs its pool's upstreams speak (a pool may mix them: the gateway converts). */
   readonly families: ReadonlySet<ApiFamily>
+  /** A stream cut after its first byte is continued on another upstream (the model's `resume`). */
+  readonly resume: boolean
   readonly upstreamModel: string
   readonly pool: Pool
   readonly fallbacks: readonly ResolvedRoute[]
@@ -59,7 +61,7 @@ export class ModelTable {
   static build(models: readonly ModelRoute[], upstreams: UpstreamRegistry): ModelTable {
     const routes = new Map<
       string,
-      { name: string; families: ReadonlySet<ApiFamily>; upstreamModel: string; pool: Pool; fallbacks: ResolvedRoute[] }
+      { name: string; families: ReadonlySet<ApiFamily>; resume: boolean; upstreamModel: string; pool: Pool; fallbacks: ResolvedRoute[] }
     >()
     for (const model of models) {
       const families = new Set<ApiFamily>()
@@ -70,6 +72,7 @@ export class ModelTable {
       routes.set(model.name, {
         name: model.name,
         families,
+        resume: model.resume !== false,
         upstreamModel: model.upstreamModel ?? model.name,
         pool: upstreams.pool(model.upstreams, model.strategy),
         fallbacks: [],

@@ -10,6 +10,12 @@ export const ModelRouteSchema = Type.Object(
     fallbacks: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), { description: 'Other models tried in order when the pool cannot answer.' }),
     ),
+    resume: Type.Optional(
+      Type.Boolean({
+        default: true,
+        description: 'Finish a stream cut after its first byte on another upstream, spliced into the same client stream.',
+      }),
+    ),
   },
   { additionalProperties: false },
 )

@@ -16,7 +16,7 @@ export interface Clock {
 export const systemClock: Clock = { now: () => performance.now(), wall: () => Date.now(), random: Math.random }
 
 /** Why an attempt was abandoned before the commit point. */
-export type FailureKind = 'connect' | 'timeout' | 'stall' | 'status' | 'error'
+export type FailureKind = 'connect' | 'timeout' | 'stall' | 'status' | 'error' | 'prefill'
 
 /** What to do next. */
 export type Plan =
@@ -123,12 +123,23 @@ export class AttemptPlanner {
   retryable(kind: FailureKind, status?: number): boolean {
     // A connection lost before the first token counts as a connect failure.
     if (kind === 'status') return status !== undefined && this.retryOn.has(status as RetryOn)
+    if (kind === 'prefill') return true
     return this.retryOn.has(kind === 'error' ? 'connect' : kind)
   }
 
   /** Whether another attempt may start: attempts and budget left. */
   canRetry(): boolean {
     return this.attempts < this.retry.attempts && this.clock.now() - this.startedAt < this.retry.budgetMs
+  }
+
+  /** The requested model finishes cut streams on another upstream (its `resume`). */
+  get primaryResumes(): boolean {
+    return this.primary.resume
+  }
+
+  /** The upstream may be tried again in this round (it refused a prefill: a replay goes there next). */
+  retrySame(upstream: string): void {
+    this.tried.delete(upstream)
   }
 
   /** Whether a fallback model is still untried (a context-length 400 may go there). */

@@ -14,6 +14,11 @@ const DONE_LENGTH = '[DONE]'.length
 /** `data: [DONE]` (with an optional CR) is 14 bytes at most; a split line longer than this is neither it nor a field name. */
 const SPLIT_HEAD_MAX = 16
 const SPLIT_DONE_LINE = /^data: ?\[DONE\]\r?$/
+/** An upstream's error inside a stream: a data line `{"error":…}` (OpenAI, Gemini), an `event: error` (Anthropic). */
+const ERROR_OBJECT = new ByteNeedle('{"error"')
+const ERROR_EVENT = new ByteNeedle('event: error')
+const LETTER_E = 0x65
+const ERROR_MESSAGE = /"message"\s*:\s*"((?:[^"\\]|\\.)*)"/
 
 /**
  * Reads one upstream attempt's SSE bytes beside the relay, chunk by chunk, without parsing JSON: counts the data
@@ -26,6 +31,8 @@ export class StreamScanner {
   dataEvents = 0
   /** The endpoint's terminator went by: the stream is complete. */
   sawTerminator = false
+  /** A finish was reported (a non-null finish reason): a clean end after it is complete too, terminator or not. */
+  sawFinish = false
   /** The chunk just scanned carries no usage report: whole lines, each object's usage null (see `scan`). */
   tapSkips = false
   private readonly endpoint: Endpoint
@@ -39,20 +46,29 @@ export class StreamScanner {
    * field name or to recognise `data: [DONE]`. null: the line is longer than that.
    */
   private lineHead: string | null = null
-  /** Per terminator, the bytes of it matched at the end of the chunks so far (a terminator split across chunks). */
-  private terminatorPartials: number[] | null = null
+  private readonly terminators: NeedleSearch
+  private readonly finishes: NeedleSearch
   /** How lines end: unknown until a line end is seen; `cr` when a lone CR was (then CRs become LFs, see `normalize`). */
   private lineEnds: 'unknown' | 'lf' | 'cr' = 'unknown'
   /** CR-only mode: the last chunk ended with a CR (a LF starting the next one belongs to it). */
   private pendingCr = false
   /** The chunks so far end with a blank line: the last event is complete. */
   atEventEnd = false
+  /** Where in the chunk just scanned an upstream error event starts (-1: none); the scan stops there. */
+  errorAt = -1
   /** The chunks so far end with a line end. */
   private atLineStart = true
 
   constructor(endpoint: Endpoint, extractor: UsageExtractor) {
     this.endpoint = endpoint
     this.extractor = extractor
+    this.terminators = new NeedleSearch(endpoint.terminators)
+    this.finishes = new NeedleSearch(endpoint.finishMarkers)
+  }
+
+  /** The stream may end here as a complete answer: its terminator, or a finish (the client then gets `closing`). */
+  get complete(): boolean {
+    return this.sawTerminator || this.sawFinish
   }
 
   /**
@@ -100,6 +116,7 @@ export class StreamScanner {
     this.atLineStart = length === 0 ? this.atLineStart : chunk[length - 1] === NEWLINE
     const extractor = this.extractor
     let pos = 0
+    this.errorAt = -1
     this.tapSkips = !this.midLine
     if (this.midLine) {
       // The rest of a line begun in an earlier chunk.
@@ -129,9 +146,17 @@ export class StreamScanner {
         this.lineHead = length - pos <= SPLIT_HEAD_MAX ? chunk.toString('latin1', pos) : null
         return true
       }
+      if (!data && chunk[pos] === LETTER_E && ERROR_EVENT.isAt(chunk, pos)) {
+        this.errorAt = pos
+        return true
+      }
       if (data) {
         let start = pos + DATA_FIELD.length
         if (chunk[start] === SPACE) start++
+        if (chunk[start] === OPEN_BRACE && ERROR_OBJECT.isAt(chunk, start)) {
+          this.errorAt = pos
+          return true
+        }
         let last = eol - 1
         if (chunk[last] === CR) last--
         if (last >= start) {
@@ -148,18 +173,42 @@ export class StreamScanner {
     return true
   }
 
-  /** Notes whether this (already scanned) chunk holds the endpoint's terminator, or finishes one begun before it. */
-  checkEnd(chunk: Buffer): void {
-    if (this.sawTerminator) return
-    this.sawTerminator = this.endpoint.endsWithDone ? this.sawDone : this.endsStream(chunk)
+  /** The message of the upstream error event found in `chunk` (at `errorAt`), for the client's in-band error. */
+  errorMessage(chunk: Buffer): string {
+    const found = ERROR_MESSAGE.exec(chunk.toString('utf8', this.errorAt, Math.min(chunk.length, this.errorAt + 4096)))
+    if (found === null) return 'The upstream reported an error mid-stream.'
+    try {
+      return `The upstream reported an error mid-stream: ${JSON.parse(`"${found[1]}"`) as string}`
+    } catch {
+      return 'The upstream reported an error mid-stream.'
+    }
   }
 
-  private endsStream(chunk: Buffer): boolean {
-    const terminators = this.endpoint.terminators
-    this.terminatorPartials ??= new Array<number>(terminators.length).fill(0)
-    const partials = this.terminatorPartials
-    for (let i = 0; i < terminators.length; i++) {
-      const needle = terminators[i] as ByteNeedle
+  /** Notes whether this (already scanned) chunk holds the endpoint's terminator or a finish, or completes one begun before it. */
+  checkEnd(chunk: Buffer): void {
+    if (this.sawTerminator) return
+    this.sawTerminator = this.endpoint.endsWithDone ? this.sawDone : this.terminators.foundIn(chunk)
+    if (!this.sawFinish) this.sawFinish = this.finishes.foundIn(chunk)
+  }
+}
+
+/** Needles searched for in a stream, each followed across chunk boundaries. */
+class NeedleSearch {
+  private readonly needles: readonly ByteNeedle[]
+  /** Per needle, the bytes of it matched at the end of the chunks so far. */
+  private readonly partials: number[]
+
+  constructor(needles: readonly ByteNeedle[]) {
+    this.needles = needles
+    this.partials = new Array<number>(needles.length).fill(0)
+  }
+
+  /** Whether this chunk holds one of the needles, or finishes one begun in the chunks before it. */
+  foundIn(chunk: Buffer): boolean {
+    const needles = this.needles
+    const partials = this.partials
+    for (let i = 0; i < needles.length; i++) {
+      const needle = needles[i] as ByteNeedle
       const carried = partials[i] as number
       if ((carried > 0 && needle.completeIn(chunk, carried) !== -1) || needle.indexIn(chunk) !== -1) return true
       partials[i] = needle.carriedPrefix(chunk, carried)

@@ -168,3 +168,19 @@ test('when the gateway asked for usage itself, the usage-only event is left out 
     assert.equal(record.completionTokens, 3, `cut at ${cut}`)
   }
 })
+
+test('a stream that ends cleanly without a finish reason or [DONE] ends with an error event: it cannot look complete', async () => {
+  const { text, record } = await streamThrough([event('one'), event('two')])
+  assert.ok(text.startsWith(event('one') + event('two')))
+  assert.ok(text.includes('event: error'))
+  assert.ok(!text.includes('[DONE]'))
+  assert.equal(record.error?.code, 'llmproxy_upstream_error')
+})
+
+test('a finish reason split across chunks, then a clean end without [DONE]: complete, and the client gets [DONE]', async () => {
+  const finish = `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`
+  const cut = finish.indexOf('finish_reason') + 5
+  const { text, record } = await streamThrough([event('one'), finish.slice(0, cut), finish.slice(cut)])
+  assert.equal(text, `${event('one')}${finish}${DONE}`)
+  assert.equal(record.error, undefined)
+})

@@ -12,6 +12,9 @@ export interface MockSpec {
   behavior?: MockBehavior
   weight?: number
   maxConcurrency?: number
+  /** The upstream's protocol (default openai). */
+  protocol?: UpstreamConfig['protocol']
+  prefill?: boolean
 }
 
 export interface ClusterOptions {
@@ -61,7 +64,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       mocks[name] = await startMockUpstream({ defaults: { ...DEFAULT_BEHAVIOR, ...spec.behavior } })
     }
     const list: UpstreamConfig[] = specs.map(([name, spec]) => {
-      const config: UpstreamConfig = { name, url: (mocks[name] as MockUpstream).url, protocol: 'openai' }
+      const config: UpstreamConfig = { name, url: (mocks[name] as MockUpstream).url, protocol: spec.protocol ?? 'openai' }
+      if (spec.prefill !== undefined) config.prefill = spec.prefill
       if (spec.weight !== undefined) config.weight = spec.weight
       if (spec.maxConcurrency !== undefined) config.maxConcurrency = spec.maxConcurrency
       return config

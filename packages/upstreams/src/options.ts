@@ -26,6 +26,12 @@ export const UpstreamConfigSchema = Type.Object(
     apiKey: Type.Optional(Type.String({ description: 'Credential sent to the upstream (and by its health check).' })),
     headers: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'Extra headers sent to the upstream.' })),
     healthCheck: Type.Optional(UpstreamHealthCheckSchema),
+    prefill: Type.Optional(
+      Type.Boolean({
+        description:
+          'Continue a cut stream here by sending its text as a final assistant turn (Anthropic, Gemini, vLLM continue_final_message). Default: true for vllm, anthropic and gemini; false for openai and tgi, which get the request replayed instead.',
+      }),
+    ),
   },
   { additionalProperties: false },
 )

@@ -21,6 +21,8 @@ export interface Upstream {
   readonly weight: number
   readonly maxConcurrency: number | null
   readonly apiKey: string | undefined
+  /** A cut stream may be continued here by a prefill (its text as a final assistant turn); else it is replayed. */
+  readonly prefill: boolean
   readonly headers: Record<string, string> | undefined
   /** Leases not yet released. */
   readonly inFlight: number
@@ -133,6 +135,7 @@ export class UpstreamNode implements Upstream {
   weight!: number
   maxConcurrency!: number | null
   apiKey: string | undefined
+  prefill!: boolean
   headers: Record<string, string> | undefined
   healthCheck!: UpstreamConfig['healthCheck']
   inFlight = 0
@@ -178,6 +181,8 @@ export class UpstreamNode implements Upstream {
     this.weight = config.weight
     this.maxConcurrency = config.maxConcurrency ?? null
     this.apiKey = config.apiKey
+    // OpenAI's own API and TGI answer a trailing assistant message afresh rather than continuing it.
+    this.prefill = config.prefill ?? (config.protocol !== 'openai' && config.protocol !== 'tgi')
     this.headers = config.headers
     this.healthCheck = config.healthCheck
   }

@@ -1,0 +1,183 @@
+import { ByteNeedle } from '@llmproxy/core'
+import type { ApiFamily, EncoderResume } from '@llmproxy/protocols'
+
+const NEWLINE = 0x0a
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+const COLON = 0x3a
+const DATA = new ByteNeedle('data:')
+/** Text kept for a continuation, at most (JSON-escaped bytes): a longer answer is not continued. */
+const MAX_TEXT_BYTES = 256 * 1024
+/** A line split across chunks is carried whole, up to this size; a longer one makes the stream not continuable. */
+const MAX_CARRIED_LINE = 64 * 1024
+
+/** What a cut stream's continuation needs from its first part: the text the client got, and where the stream stood. */
+export interface ResumePoint {
+  /** The answer text the client received. */
+  readonly text: string
+  /** Text events the client received (an estimate of the tokens generated). */
+  readonly events: number
+  /** The id and model the client saw (OpenAI chunks repeat them; Anthropic's message_start had them). */
+  readonly id: string | undefined
+  readonly model: string | undefined
+  /** Where the client's stream stands, for an encoder that continues it. */
+  readonly resume: EncoderResume
+}
+
+/** Keys whose presence makes a stream not continuable: tool calls, reasoning (neither can be prefilled). */
+const NOT_TEXT: Record<ApiFamily, ByteNeedle[]> = {
+  openai: ['"tool_calls"', '"function_call"', '"reasoning_content":"', '"reasoning":"', '"refusal":"'].map((n) => new ByteNeedle(n)),
+  anthropic: ['"tool_use"', '"thinking"', '"redacted_thinking"', '"server_tool_use"'].map((n) => new ByteNeedle(n)),
+  gemini: ['"functionCall"', '"thought"', '"executableCode"', '"inlineData"'].map((n) => new ByteNeedle(n)),
+}
+/** The key whose string value is answer text, per API. */
+const TEXT_KEY: Record<ApiFamily, ByteNeedle> = {
+  openai: new ByteNeedle('"content"'),
+  anthropic: new ByteNeedle('"text_delta"'),
+  gemini: new ByteNeedle('"text"'),
+}
+const ANTHROPIC_TEXT = new ByteNeedle('"text"')
+const BLOCK_START = new ByteNeedle('"content_block_start"')
+const BLOCK_STOP = new ByteNeedle('"content_block_stop"')
+
+/**
+ * Beside a same-format stream (nothing else parses it), keeps what a continuation would need: the answer text, by
+ * finding each event's text value with byte searches (no JSON parsing per event), and where the stream stands.
+ * Anything but text (tool calls, reasoning) makes the stream not continuable, and the tap stops. The first event is
+ * parsed once, for the id and model the client saw. Memory: the text, capped.
+ */
+export class ResumeTap {
+  /** The stream so far is plain text, within the cap: a continuation can take over from it. */
+  continuable = true
+  private readonly family: ApiFamily
+  private readonly parts: string[] = []
+  private bytes = 0
+  private events = 0
+  private first = true
+  private id: string | undefined
+  private model: string | undefined
+  private created: number | undefined
+  /** Anthropic: the last content block started, and whether it is still open. */
+  private blockIndex = -1
+  private blockOpen = false
+  /** A line begun in an earlier chunk. */
+  private carried: Buffer | null = null
+
+  constructor(family: ApiFamily) {
+    this.family = family
+  }
+
+  /** Reads a chunk already sent to the client. */
+  push(chunk: Buffer): void {
+    if (!this.continuable) return
+    let data = chunk
+    if (this.carried !== null) {
+      data = Buffer.concat([this.carried, chunk])
+      this.carried = null
+    }
+    let pos = 0
+    while (pos < data.length) {
+      const eol = data.indexOf(NEWLINE, pos)
+      if (eol === -1) {
+        if (data.length - pos > MAX_CARRIED_LINE) this.continuable = false
+        else this.carried = data.subarray(pos)
+        return
+      }
+      if (DATA.isAt(data, pos)) this.line(data, pos + DATA.length, eol)
+      if (!this.continuable) return
+      pos = eol + 1
+    }
+  }
+
+  /** Where the stream stands, or null when it cannot be continued. */
+  point(): ResumePoint | null {
+    if (!this.continuable) return null
+    const text = this.parts.length === 0 ? '' : (JSON.parse(`"${this.parts.join('')}"`) as string)
+    const resume: EncoderResume = {}
+    if (this.created !== undefined) resume.created = this.created
+    if (this.blockIndex >= 0) resume.block = { index: this.blockIndex, type: 'text', open: this.blockOpen }
+    return { text, events: this.events, id: this.id, model: this.model, resume }
+  }
+
+  private line(data: Buffer, start: number, end: number): void {
+    if (this.first) {
+      this.first = false
+      this.readHead(data.toString('utf8', start, end))
+    }
+    for (const needle of NOT_TEXT[this.family]) {
+      const at = needle.indexIn(data, start)
+      if (at !== -1 && at < end) {
+        this.continuable = false
+        return
+      }
+    }
+    if (this.family === 'anthropic') this.trackBlocks(data, start, end)
+    const key = TEXT_KEY[this.family]
+    let at = key.indexIn(data, start)
+    if (at === -1 || at >= end) return
+    if (this.family === 'anthropic') {
+      // `"type":"text_delta","text":"…"`: the value is that of the "text" key after the marker.
+      at = ANTHROPIC_TEXT.indexIn(data, at + key.length)
+      if (at === -1 || at >= end) return
+      at += ANTHROPIC_TEXT.length
+    } else {
+      at += key.length
+    }
+    const value = stringValueAfterKey(data, at, end)
+    if (value === null) return
+    if (value[1] > value[0]) {
+      this.bytes += value[1] - value[0]
+      if (this.bytes > MAX_TEXT_BYTES) {
+        this.continuable = false
+        return
+      }
+      this.parts.push(data.toString('utf8', value[0], value[1]))
+    }
+    this.events++
+  }
+
+  /** The first event: the id, model and creation time the client saw (one parse per stream). */
+  private readHead(json: string): void {
+    try {
+      const event = JSON.parse(json) as { id?: unknown; model?: unknown; created?: unknown; message?: { id?: unknown; model?: unknown } }
+      const source = this.family === 'anthropic' && event.message !== undefined ? event.message : event
+      if (typeof source.id === 'string') this.id = source.id
+      if (typeof source.model === 'string') this.model = source.model
+      if (typeof event.created === 'number') this.created = event.created
+    } catch {
+      this.continuable = false
+    }
+  }
+
+  private trackBlocks(data: Buffer, start: number, end: number): void {
+    const started = BLOCK_START.indexIn(data, start)
+    if (started !== -1 && started < end) {
+      this.blockIndex++
+      this.blockOpen = true
+      return
+    }
+    const stopped = BLOCK_STOP.indexIn(data, start)
+    if (stopped !== -1 && stopped < end) this.blockOpen = false
+  }
+}
+
+/** After a key (just past its closing quote): `: "…"` → the string's escaped content [start, end), or null. */
+function stringValueAfterKey(data: Buffer, from: number, end: number): [number, number] | null {
+  let pos = from
+  while (pos < end && data[pos] !== COLON) {
+    if (data[pos] !== 0x20 && data[pos] !== 0x09) return null
+    pos++
+  }
+  pos++
+  while (pos < end && (data[pos] === 0x20 || data[pos] === 0x09)) pos++
+  if (data[pos] !== QUOTE) return null
+  const start = pos + 1
+  let close = data.indexOf(QUOTE, start)
+  while (close !== -1 && close < end) {
+    let backslashes = 0
+    for (let i = close - 1; i >= start && data[i] === BACKSLASH; i--) backslashes++
+    if (backslashes % 2 === 0) return [start, close]
+    close = data.indexOf(QUOTE, close + 1)
+  }
+  return null
+}

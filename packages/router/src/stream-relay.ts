@@ -1,0 +1,197 @@
+import type { OutgoingHttpHeaders } from 'node:http'
+import type { Readable } from 'node:stream'
+import { errors, type LlmProxyError } from '@llmproxy/core'
+import type { UsageExtractor } from '@llmproxy/protocols'
+import type { UpstreamAttempt } from './attempt.js'
+import type { ProxyCall } from './call.js'
+import type { ResumeTap } from './resume.js'
+import { StreamScanner } from './scanner.js'
+
+/** How long an upstream may take to end its response after its stream's terminator before it is released. */
+const TERMINATOR_GRACE_MS = 1000
+
+/**
+ * One attempt's SSE answer on its way to the client, chunk by chunk, never held: the first chunk commits (unless a
+ * continuation joins a stream already committed), the scanner and the usage tap read each chunk beside it, the
+ * transform slot converts or filters it, the idle deadline watches the gaps. It ends at the terminator, at a clean
+ * end after a finish, or with a failure the call decides about (an in-band error, or a continuation).
+ */
+export class StreamRelay {
+  readonly scanner: StreamScanner
+  /** Beside a same-format stream that may be continued: keeps its text (converted streams keep it themselves). */
+  readonly tap: ResumeTap | null
+  private readonly attempt: UpstreamAttempt
+  private readonly call: ProxyCall
+  private readonly body: Readable
+  /** The client's response headers, prepared while the upstream generates its first token. */
+  private readonly headers: OutgoingHttpHeaders
+  private timer: NodeJS.Timeout | null = null
+  private lastChunkAt = 0
+  private ended = false
+
+  constructor(attempt: UpstreamAttempt, call: ProxyCall, body: Readable, reader: UsageExtractor, tap: ResumeTap | null) {
+    this.attempt = attempt
+    this.call = call
+    this.body = body
+    this.tap = tap
+    this.scanner = new StreamScanner(attempt.endpoint, reader)
+    this.headers = call.client.streamHeaders(attempt.headers)
+    if (attempt.transform !== null && attempt.converted !== null) this.headers['content-type'] = call.clientStreamType
+    body.on('data', (chunk: Buffer) => this.onChunk(chunk))
+    body.once('end', () => this.onEnd())
+  }
+
+  private onChunk(upstreamChunk: Buffer): void {
+    const chunk = this.scanner.normalize(upstreamChunk)
+    if (this.attempt.delivering) {
+      // A timestamp per chunk, not a timer update: the idle timer checks it when it fires.
+      this.lastChunkAt = performance.now()
+      this.relay(chunk)
+      return
+    }
+    // The first token: it goes out before any bookkeeping (that is the time to first token).
+    const now = performance.now()
+    const call = this.call
+    const client = call.client
+    if (!client.committed) client.commit(this.attempt.status, this.headers)
+    this.attempt.delivering = true
+    this.relay(chunk)
+    if (call.ctx.firstTokenAt === 0) call.ctx.firstTokenAt = now
+    this.lastChunkAt = now
+    call.onCommitted(this.attempt)
+    if (this.ended) return
+    this.attempt.clearDeadline()
+    this.timer = setTimeout(idleTimeout, call.settings.timeouts.idleMs, this)
+  }
+
+  /** Passes one chunk to the client, with the scanner, the usage tap and the resume tap beside it. */
+  private relay(chunk: Buffer): void {
+    const scanner = this.scanner
+    if (!scanner.scan(chunk)) {
+      // Malformed upstream data after the commit point: stop here.
+      this.end(errors.upstreamFailed('The upstream sent malformed data.'))
+      return
+    }
+    if (scanner.errorAt !== -1) {
+      // The upstream failed inside its stream: what came before its error event goes out, the event itself does not
+      // (the call ends the stream with an error in the client's format, or continues it elsewhere).
+      const error = errors.upstreamFailed(scanner.errorMessage(chunk))
+      if (scanner.errorAt > 0) this.pass(chunk.subarray(0, scanner.errorAt))
+      this.end(error)
+      return
+    }
+    this.pass(chunk)
+  }
+
+  /** The chunk (scanned) to the client through the transform slot, then the taps. */
+  private pass(chunk: Buffer): void {
+    const call = this.call
+    const scanner = this.scanner
+    // The chunk goes out first; the taps read it after (the usage filter finds the usage-only event by its shape).
+    const transform = this.attempt.transform
+    const out = transform === null ? chunk : transform.push(chunk, !scanner.tapSkips)
+    if (out !== null) call.client.write(out, this.body)
+    if (transform?.failure != null) {
+      // The upstream reported a failure inside its stream (an error event, a malformed function call).
+      this.end(transform.failure)
+      return
+    }
+    this.tap?.push(chunk)
+    const meter = call.meter
+    if (!scanner.tapSkips) meter.reader?.write(chunk)
+    meter.responseBytes += chunk.length
+    scanner.checkEnd(chunk)
+    if (scanner.sawTerminator && scanner.atEventEnd && this.attempt.endpoint.endsAtTerminator) this.endAtTerminator()
+  }
+
+  /**
+   * The terminator's event is complete: the client's response ends now. The upstream gets a moment to end its
+   * own (its connection stays reusable); one that keeps it open is released after TERMINATOR_GRACE_MS.
+   */
+  private endAtTerminator(): void {
+    this.ended = true
+    this.clearTimer()
+    this.body.removeAllListeners('data')
+    this.attempt.settle()
+    this.call.onStreamEnd(this.attempt, null)
+    this.timer = setTimeout(releaseUpstream, TERMINATOR_GRACE_MS, this)
+  }
+
+  /** The upstream kept its response open after the terminator: drop it. */
+  releaseUpstream(): void {
+    this.timer = null
+    this.body.on('error', noop)
+    this.body.destroy()
+  }
+
+  private onEnd(): void {
+    if (this.ended) {
+      // After the terminator: the upstream ended its response on its own.
+      this.clearTimer()
+      return
+    }
+    const attempt = this.attempt
+    if (!attempt.delivering) {
+      if (this.call.client.committed) {
+        // A continuation that ended before its first byte: no answer from it at all.
+        attempt.failBeforeAnswer(errors.upstreamFailed('The upstream ended its stream before the first token.'))
+        return
+      }
+      // An empty stream: it commits at its end.
+      this.call.client.commit(attempt.status, this.headers)
+      attempt.delivering = true
+      this.call.onCommitted(attempt)
+    }
+    const complete = this.scanner.complete || attempt.endpoint.terminators.length === 0 || attempt.status !== 200
+    this.end(complete ? null : errors.upstreamFailed('The upstream ended the stream before it was complete.'))
+  }
+
+  /** The stream is over: complete (error null), or failed after the commit point. */
+  end(error: LlmProxyError | null): void {
+    if (this.ended) return
+    this.ended = true
+    this.clearTimer()
+    if (error !== null) {
+      this.body.removeAllListeners('data')
+      this.body.on('error', noop)
+      this.body.destroy()
+    }
+    this.attempt.settle()
+    this.call.onStreamEnd(this.attempt, error)
+  }
+
+  /** The attempt was abandoned (the client left): nothing more is relayed. */
+  stop(): void {
+    this.ended = true
+    this.clearTimer()
+  }
+
+  onIdleTimeout(): void {
+    const idleMs = this.call.settings.timeouts.idleMs
+    const quietFor = performance.now() - this.lastChunkAt
+    if (quietFor < idleMs) {
+      this.timer = setTimeout(idleTimeout, idleMs - quietFor, this)
+      return
+    }
+    this.timer = null
+    this.body.destroy(errors.upstreamTimeout(`The upstream sent nothing for ${idleMs} ms.`))
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer)
+      this.timer = null
+    }
+  }
+}
+
+// Timer callbacks shared by every relay (no per-stream closures): the relay travels as the timer argument.
+function idleTimeout(relay: StreamRelay): void {
+  relay.onIdleTimeout()
+}
+
+function releaseUpstream(relay: StreamRelay): void {
+  relay.releaseUpstream()
+}
+
+function noop(): void {}
