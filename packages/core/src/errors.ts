@@ -43,36 +43,96 @@ export class LlmProxyError extends Error {
 
 type ErrorOptions = { cause?: unknown; headers?: Record<string, string> }
 
+/** The most characters of client input an error message repeats: a 100 KB model name must not come back whole. */
+export const MAX_ECHOED_CHARS = 128
+
+/** Client input as an error message repeats it: cut to MAX_ECHOED_CHARS, the cut marked with the full length. */
+export function echoed(value: string, quote = false): string {
+  const kept = value.length <= MAX_ECHOED_CHARS ? value : value.slice(0, MAX_ECHOED_CHARS)
+  const text = quote ? JSON.stringify(kept) : kept
+  return kept === value ? text : `${text}… (${value.length} characters)`
+}
+
+const quoted = (value: string): string => echoed(value, true)
+
+/** The content codings the router decodes (RFC 9110 §8.4.1); sent as `Accept-Encoding` with a 415 for any other. */
+export const ACCEPTED_CONTENT_CODINGS = 'gzip, deflate, br'
+
+/** Sent with every 401 of an API key, as RFC 6750 asks. */
+export const WWW_AUTHENTICATE = 'Bearer realm="llmproxy"'
+const challenge = { headers: { 'www-authenticate': WWW_AUTHENTICATE } }
+
 /** The error factory: one function per stable code. */
 export const errors = {
   invalidRequest: (message: string, opts?: ErrorOptions) =>
     new LlmProxyError(400, 'invalid_request_error', 'llmproxy_invalid_request', message, opts),
   invalidJson: (message: string, opts?: ErrorOptions) =>
     new LlmProxyError(400, 'invalid_request_error', 'llmproxy_invalid_json', message, opts),
+  jsonTooDeep: (maxDepth: number) =>
+    new LlmProxyError(
+      400,
+      'invalid_request_error',
+      'llmproxy_json_too_deep',
+      `The request body nests arrays and objects more than ${maxDepth} levels deep.`,
+    ),
+  invalidContentEncoding: (coding: string) =>
+    new LlmProxyError(
+      400,
+      'invalid_request_error',
+      'llmproxy_invalid_content_encoding',
+      `The request body is not valid ${quoted(coding)} data (Content-Encoding).`,
+    ),
   missingModel: () =>
     new LlmProxyError(400, 'invalid_request_error', 'llmproxy_missing_model', 'The request body must include a "model" string.'),
-  bodyTooLarge: (limit: number) =>
-    new LlmProxyError(413, 'invalid_request_error', 'llmproxy_body_too_large', `The request body exceeds the limit of ${limit} bytes.`),
+  bodyTooLarge: (limit: number, decoded = false) =>
+    new LlmProxyError(
+      413,
+      'invalid_request_error',
+      'llmproxy_body_too_large',
+      `The request body exceeds the limit of ${limit} bytes${decoded ? ' once decompressed' : ''}.`,
+    ),
   unsupportedMediaType: (contentType: string | undefined) =>
     new LlmProxyError(
       415,
       'invalid_request_error',
       'llmproxy_unsupported_media_type',
-      `Unsupported content type ${JSON.stringify(contentType ?? '')}: send application/json.`,
+      `Unsupported content type ${quoted(contentType ?? '')}: send application/json.`,
+    ),
+  unsupportedContentEncoding: (coding: string) =>
+    new LlmProxyError(
+      415,
+      'invalid_request_error',
+      'llmproxy_unsupported_content_encoding',
+      `Unsupported Content-Encoding ${quoted(coding)}: send the body uncompressed, or compressed with one of ${ACCEPTED_CONTENT_CODINGS}.`,
+      { headers: { 'accept-encoding': ACCEPTED_CONTENT_CODINGS } },
     ),
   notFound: (method: string, url: string) =>
-    new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', `No route for ${method} ${url}.`),
+    new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', `No route for ${echoed(method)} ${echoed(url)}.`),
+  upstreamNotFound: (name: string) =>
+    new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', `No upstream named ${quoted(name)}.`),
   modelNotFound: (model: string) =>
-    new LlmProxyError(404, 'invalid_request_error', 'model_not_found', `The model ${JSON.stringify(model)} does not exist.`),
+    new LlmProxyError(404, 'invalid_request_error', 'model_not_found', `The model ${quoted(model)} does not exist.`),
   wrongApi: (model: string, api: string) =>
     new LlmProxyError(
       400,
       'invalid_request_error',
       'llmproxy_wrong_api',
-      `The model ${JSON.stringify(model)} is served over the ${api} API; call its endpoint (format conversion is not supported yet).`,
+      `The model ${quoted(model)} is served over the ${api} API; call its endpoint (format conversion is not supported yet).`,
     ),
   unauthorized: (message = 'Missing or invalid API key.', opts?: ErrorOptions) =>
     new LlmProxyError(401, 'authentication_error', 'llmproxy_invalid_api_key', message, opts),
+  missingApiKey: () =>
+    new LlmProxyError(
+      401,
+      'authentication_error',
+      'llmproxy_missing_api_key',
+      'Missing API key: send it as "Authorization: Bearer <key>", "x-api-key: <key>", "api-key: <key>" or (Gemini) "x-goog-api-key: <key>".',
+      challenge,
+    ),
+  invalidApiKey: () => new LlmProxyError(401, 'authentication_error', 'llmproxy_invalid_api_key', 'Invalid API key.', challenge),
+  ipDenied: () => new LlmProxyError(403, 'permission_error', 'llmproxy_ip_denied', 'Requests from this address are not allowed.'),
+  modelNotAllowed: (model: string) =>
+    new LlmProxyError(403, 'permission_error', 'llmproxy_model_not_allowed', `This API key may not use the model ${quoted(model)}.`),
   forbidden: (message: string, code = 'llmproxy_forbidden') => new LlmProxyError(403, 'permission_error', code, message),
   rateLimited: (message: string, code: string, headers?: Record<string, string>) =>
     new LlmProxyError(429, 'rate_limit_error', code, message, headers ? { headers } : undefined),
@@ -120,10 +180,11 @@ export function toLlmProxyError(err: unknown, bodyLimit?: number): LlmProxyError
       break
   }
   if (e instanceof SyntaxError || e.code === 'FST_ERR_CTP_INVALID_JSON') return errors.invalidJson('The request body is not valid JSON.')
-  if (e.validation !== undefined && e.message) return errors.invalidRequest(e.message)
+  // Fastify's messages may repeat client input (a 404 names the URL): echoed() caps them.
+  if (e.validation !== undefined && e.message) return errors.invalidRequest(echoed(e.message))
   const status = typeof e.statusCode === 'number' ? e.statusCode : 500
-  if (status === 404) return new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', e.message ?? 'Not found.')
-  if (status === 429) return errors.rateLimited(e.message ?? 'Rate limit exceeded.', 'llmproxy_rate_limited')
-  if (status >= 400 && status < 500) return errors.invalidRequest(e.message ?? 'Bad request.', { cause: err })
+  if (status === 404) return new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', echoed(e.message ?? 'Not found.'))
+  if (status === 429) return errors.rateLimited(echoed(e.message ?? 'Rate limit exceeded.'), 'llmproxy_rate_limited')
+  if (status >= 400 && status < 500) return errors.invalidRequest(echoed(e.message ?? 'Bad request.'), { cause: err })
   return errors.internal({ cause: err })
 }

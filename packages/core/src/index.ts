@@ -1,6 +1,16 @@
 export { ByteNeedle } from './bytes.js'
 export { type Attempt, type KeyLimits, LlmContext, type Outcome, type Rejection } from './context.js'
-export { type ErrorBody, type ErrorType, errors, LlmProxyError, toLlmProxyError } from './errors.js'
+export {
+  ACCEPTED_CONTENT_CODINGS,
+  type ErrorBody,
+  type ErrorType,
+  echoed,
+  errors,
+  LlmProxyError,
+  MAX_ECHOED_CHARS,
+  toLlmProxyError,
+  WWW_AUTHENTICATE,
+} from './errors.js'
 export { type LlmHookName, LlmHookRegistry, type LlmHooks } from './hooks.js'
 export { JsonKeyScanner } from './json-scan.js'
 export { ConfigError, type ConfigProblem, checkSchema, validateOptions } from './options.js'

@@ -3,6 +3,7 @@ import { ByteNeedle, ConfigError, ensureCore, errors, sendError, toLlmProxyError
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
+import { acceptJsonBodies } from './body.js'
 import { UpstreamDispatcher } from './dispatcher.js'
 import { ModelTable } from './models.js'
 import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
@@ -137,8 +138,7 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       disableRequestLogging: true,
     })
     // Only JSON bodies: anything else is a 415, not a string the handler would have to reject.
-    routes.removeAllContentTypeParsers()
-    routes.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, routes.getDefaultJsonParser('error', 'error'))
+    acceptJsonBodies(routes, bodyLimit)
     routes.setErrorHandler((err, _request, reply) => {
       const error = toLlmProxyError(err, bodyLimit)
       if (error.statusCode >= 500) reply.log.error({ err }, 'request failed')
