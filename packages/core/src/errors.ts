@@ -36,6 +36,14 @@ export class LlmProxyError extends Error {
     this.headers = options?.headers
   }
 
+  /** The same error with more response headers. */
+  withHeaders(headers: Record<string, string>): LlmProxyError {
+    return new LlmProxyError(this.statusCode, this.type, this.code, this.message, {
+      cause: this.cause,
+      headers: { ...this.headers, ...headers },
+    })
+  }
+
   toJSON(): ErrorBody {
     return { error: { message: this.message, type: this.type, code: this.code } }
   }

@@ -8,12 +8,15 @@ import type { FastifyBodyParser, FastifyInstance, FastifyRequest } from 'fastify
 export const MAX_JSON_DEPTH = 128
 
 /**
- * Bytes of a refused body (too large, unsupported coding) read and dropped before the answer. Fastify closes the
- * connection after a body error; closed while the client is still sending, the client gets EPIPE or ECONNRESET
- * instead of the 413. Reading the rest first (nginx lingers the same way) delivers it; past this bound, or past
- * the server's request timeout, the answer goes out at once.
+ * Bytes of a refused body (too large, unsupported coding) read and dropped after the answer. A client still sending
+ * when the gateway answers and closes gets EPIPE or ECONNRESET instead of the answer, so the answer keeps the
+ * connection open and the rest of the body is read (nginx lingers the same way); past this bound, or past the
+ * server's request timeout, the connection is closed.
  */
 export const DISCARD_LIMIT = 128 * 1024 * 1024
+
+/** Overrides the `connection: close` Fastify sets after a body parser error: the connection stays while the body drains. */
+const KEEP_ALIVE = { connection: 'keep-alive' }
 
 /** The content codings decoded (RFC 9110 §8.4.1; x-gzip is gzip). A Map: no inherited keys. */
 const DECODERS = new Map<string, () => Transform>([
@@ -46,11 +49,11 @@ export function acceptJsonBodies(routes: FastifyInstance, bodyLimit: number): vo
       const name = coding.trim().toLowerCase()
       if (name !== '' && name !== 'identity') {
         const decoderFor = DECODERS.get(name)
-        if (decoderFor === undefined) return discardThenFail(payload, errors.unsupportedContentEncoding(coding), done)
+        if (decoderFor === undefined) return refuse(payload, errors.unsupportedContentEncoding(coding), done)
         decoder = decoderFor()
       }
     }
-    if (Number(headers['content-length']) > bodyLimit) return discardThenFail(payload, errors.bodyTooLarge(bodyLimit), done)
+    if (Number(headers['content-length']) > bodyLimit) return refuse(payload, errors.bodyTooLarge(bodyLimit), done)
     new BodyReader(request, payload, done, bodyLimit, parseJson, decoder, coding ?? '').start()
   })
 }
@@ -125,7 +128,7 @@ class BodyReader {
 
   private fail(error: LlmProxyError): void {
     this.stop()
-    discardThenFail(this.payload, error, this.done)
+    refuse(this.payload, error, this.done)
   }
 
   private stop(): void {
@@ -177,25 +180,17 @@ function nestsDeeper(container: object, levels: number): boolean {
   return false
 }
 
-/** Answers `error` once the rest of the body is read and dropped (at most DISCARD_LIMIT bytes of it). */
-function discardThenFail(payload: IncomingMessage, error: LlmProxyError, done: Done): void {
+/** Answers `error` now; what is left of the body is read and dropped (at most DISCARD_LIMIT bytes of it). */
+function refuse(payload: IncomingMessage, error: LlmProxyError, done: Done): void {
   if (payload.readableEnded) {
     done(error)
     return
   }
   let discarded = 0
-  const answer = (): void => {
-    payload.removeListener('data', onData)
-    payload.removeListener('end', answer)
-    payload.removeListener('error', answer)
-    done(error)
-  }
-  function onData(chunk: Buffer): void {
+  payload.on('data', (chunk: Buffer) => {
     discarded += chunk.length
-    if (discarded > DISCARD_LIMIT) answer()
-  }
-  payload.on('data', onData)
-  payload.once('end', answer)
-  payload.once('error', answer)
+    if (discarded > DISCARD_LIMIT) payload.destroy()
+  })
   payload.resume()
+  done(error.withHeaders(KEEP_ALIVE))
 }

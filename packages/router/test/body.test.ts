@@ -68,23 +68,37 @@ async function post(url: string, body: string | Buffer, headers: Record<string, 
 const MB = 1024 * 1024
 const BIG = Buffer.alloc(55 * MB, 'a')
 
-/** Node's http client, the body sent whole (content-length) or in 1 MB chunks (chunked). */
-function nodeClient(url: string, chunked: boolean): Promise<string> {
+/**
+ * Node's http client, the body sent whole (content-length) or in 1 MB chunks (chunked); with `close`, without an
+ * agent (the request says `Connection: close`). Settles when the request closes: a connection closed under the
+ * client fails its writes (EPIPE, ECONNRESET), even when it read the answer first.
+ */
+function nodeClient(url: string, chunked: boolean, close = false): Promise<string> {
   return new Promise((resolve, reject) => {
+    let answer = 'no answer'
+    let failure: Error | null = null
     const req = httpRequest(
       `${url}/v1/chat/completions`,
-      { method: 'POST', headers: { 'content-type': 'application/json', ...(chunked ? {} : { 'content-length': BIG.length }) } },
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(chunked ? {} : { 'content-length': BIG.length }) },
+        ...(close ? { agent: false } : {}),
+      },
       (res) => {
         let text = ''
         res.setEncoding('utf8')
         res.on('data', (chunk: string) => {
           text += chunk
         })
-        res.on('end', () => resolve(`${res.statusCode} ${JSON.parse(text).error.code}`))
-        res.on('error', reject)
+        res.on('end', () => {
+          answer = `${res.statusCode} ${JSON.parse(text).error.code}`
+        })
       },
     )
-    req.on('error', reject)
+    req.on('error', (err) => {
+      failure ??= err
+    })
+    req.on('close', () => (failure === null ? resolve(answer) : reject(failure)))
     if (!chunked) {
       req.end(BIG)
       return
@@ -117,7 +131,8 @@ describe('a 55 MB body gets its 413, never EPIPE or ECONNRESET', () => {
   after(() => g.close())
 
   for (const [name, send] of [
-    ['http.request', nodeClient],
+    ['http.request', (url: string, chunked: boolean) => nodeClient(url, chunked)],
+    ['http.request with Connection: close', (url: string, chunked: boolean) => nodeClient(url, chunked, true)],
     ['fetch', fetchClient],
   ] as const) {
     for (const chunked of [false, true]) {
