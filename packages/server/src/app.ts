@@ -12,6 +12,7 @@ import pino, { type DestinationStream } from 'pino'
 import { setupAdmin } from './admin.js'
 import type { Config } from './config.js'
 import { withLazyChildren } from './lazy-logger.js'
+import { logSerializers } from './redact.js'
 import { installReload } from './reload.js'
 import { requestLogging } from './request-log.js'
 
@@ -24,7 +25,7 @@ export interface GatewayOptions {
   adjustConfig?: (config: Config) => void
 }
 
-/** Paths and keys pino must never print. */
+/** Paths and keys pino must never print (query-string credentials: see logSerializers). */
 export const REDACTED_PATHS = [
   'req.headers.authorization',
   'req.headers["x-api-key"]',
@@ -64,7 +65,7 @@ function refuseWhileClosing(req: IncomingMessage, res: ServerResponse, log: pino
 export async function buildGateway(config: Config, options: GatewayOptions = {}): Promise<FastifyInstance> {
   const settings = config.server
   const logger = pino(
-    { level: settings.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
+    { level: settings.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' }, serializers: logSerializers },
     options.logDestination ?? pino.destination(1),
   )
   let closing = false
