@@ -1,5 +1,5 @@
 export { type AdminApi, type AdminRoutesOptions, adminRoutes } from './admin.js'
-export { buildGateway, type GatewayOptions, genRequestId, REDACTED_PATHS } from './app.js'
+export { buildGateway, type GatewayLifecycle, type GatewayOptions, genRequestId, REDACTED_PATHS } from './app.js'
 export {
   type AdminSettings,
   AdminSettingsSchema,
