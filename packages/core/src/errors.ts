@@ -114,6 +114,15 @@ export const errors = {
       `Unsupported Content-Encoding ${quoted(coding)}: send the body uncompressed, or compressed with one of ${ACCEPTED_CONTENT_CODINGS}.`,
       { headers: { 'accept-encoding': ACCEPTED_CONTENT_CODINGS } },
     ),
+  malformedRequest: () =>
+    new LlmProxyError(400, 'invalid_request_error', 'llmproxy_malformed_request', 'The request is not valid HTTP/1.1.'),
+  invalidUrl: () =>
+    new LlmProxyError(400, 'invalid_request_error', 'llmproxy_invalid_url', 'The request URL is not valid (bad percent-encoding).'),
+  requestTimeout: () =>
+    new LlmProxyError(408, 'invalid_request_error', 'llmproxy_request_timeout', 'The request was not received in time.'),
+  urlTooLong: () => new LlmProxyError(414, 'invalid_request_error', 'llmproxy_url_too_long', 'A segment of the request path is too long.'),
+  headersTooLarge: () =>
+    new LlmProxyError(431, 'invalid_request_error', 'llmproxy_headers_too_large', 'The request headers are too large.'),
   notFound: (method: string, url: string) =>
     new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', `No route for ${echoed(method)} ${echoed(url)}.`),
   upstreamNotFound: (name: string) =>
@@ -179,6 +188,10 @@ export function toLlmProxyError(err: unknown, bodyLimit?: number): LlmProxyError
         'llmproxy_unsupported_media_type',
         'Unsupported content type: send application/json.',
       )
+    case 'FST_ERR_BAD_URL':
+      return errors.invalidUrl()
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return errors.urlTooLong()
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return errors.invalidJson('The request body is empty; send a JSON object.')
     case 'FST_ERR_CTP_INVALID_JSON_BODY':

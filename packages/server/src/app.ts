@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import { auth } from '@llmproxy/auth'
-import { errors, llmCore, sendError, toLlmProxyError } from '@llmproxy/core'
+import { errors, type LlmProxyError, llmCore, sendError, toLlmProxyError } from '@llmproxy/core'
 import { llmMetrics } from '@llmproxy/metrics'
 import { rateLimit } from '@llmproxy/rate-limit'
 import { router } from '@llmproxy/router'
@@ -78,6 +79,32 @@ function refuseWhileClosing(req: IncomingMessage, res: ServerResponse, log: pino
   log.info({ reqId: requestId, method: req.method, url: req.url, status: 503 }, 'request')
 }
 
+/** A raw HTTP/1.1 answer (what Node could not hand to Fastify has no reply object), in the OpenAI shape. */
+function rawAnswer(error: LlmProxyError): string {
+  const body = JSON.stringify(error.toJSON())
+  return `HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+}
+
+const CLIENT_ERRORS: Record<string, string> = {
+  ERR_HTTP_REQUEST_TIMEOUT: rawAnswer(errors.requestTimeout()),
+  HPE_HEADER_OVERFLOW: rawAnswer(errors.headersTooLarge()),
+}
+const MALFORMED = rawAnswer(errors.malformedRequest())
+
+/**
+ * Requests Node cannot parse, or does not receive within the server timeouts: an answer from the catalogue
+ * (Fastify's default is not OpenAI-shaped), then the connection closes. As in Node's own handler, nothing is written
+ * once an answer has started on the socket.
+ */
+function answerClientError(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const answering = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+  if (socket.writable && (answering == null || !answering.headersSent)) {
+    socket.write((err.code === undefined ? undefined : CLIENT_ERRORS[err.code]) ?? MALFORMED)
+  }
+  socket.destroy(err)
+}
+
 /** Builds the reference gateway from a validated config: the plugins wired together, not started. */
 export async function buildGateway(config: Config, options: GatewayOptions = {}): Promise<FastifyInstance> {
   const settings = config.server
@@ -99,6 +126,9 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     genReqId: genRequestId,
     // The gateway logs one line per request itself (request-log.ts), not Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
+    clientErrorHandler: answerClientError,
+    // Bad percent-encoding, an over-long path parameter: answered from the catalogue too.
+    frameworkErrors: (err, _request, reply) => sendError(reply, toLlmProxyError(err)),
     // Requests that arrive on kept-alive connections while shutting down get our 503 (OpenAI shape), below.
     return503OnClosing: false,
     trustProxy: settings.trustProxy,
