@@ -180,7 +180,9 @@ export function toLlmProxyError(err: unknown, bodyLimit?: number): LlmProxyError
   const e = (err ?? {}) as FastifyLikeError
   switch (e.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return errors.bodyTooLarge(bodyLimit ?? 0)
+      // Keeping the connection overrides Fastify's `connection: close`: Node reads and drops the rest of the body
+      // (within the server's request timeout), so a client still sending reads the 413 rather than EPIPE.
+      return errors.bodyTooLarge(bodyLimit ?? 0).withHeaders({ connection: 'keep-alive' })
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new LlmProxyError(
         415,

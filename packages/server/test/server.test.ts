@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { rawExchange } from '@llmproxy/mock-upstream'
@@ -121,6 +122,26 @@ describe('the reference server', () => {
     })
     assert.match(response, /^HTTP\/1\.1 413/)
     assert.match(response, /llmproxy_body_too_large/)
+  })
+
+  test('an oversized body to a path the router does not serve gets its 413, and the client can send all of it', async () => {
+    const body = Buffer.alloc(20 * 1024 * 1024, 'a')
+    const events = await new Promise<string[]>((resolve) => {
+      const seen: string[] = []
+      const req = httpRequest(
+        `${h.url}/v1/not-a-route`,
+        { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': body.length } },
+        (res) => {
+          seen.push(`${res.statusCode}`)
+          res.resume()
+        },
+      )
+      // Closed under the client while it sends, its write fails (EPIPE) even after it read the answer.
+      req.on('error', (err: NodeJS.ErrnoException) => seen.push(`error ${err.code}`))
+      req.on('close', () => resolve(seen))
+      req.end(body)
+    })
+    assert.deepEqual(events, ['413'])
   })
 
   test('a client that sends its headers too slowly is disconnected', async () => {
