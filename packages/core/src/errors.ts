@@ -64,7 +64,7 @@ export function echoed(value: string, quote = false): string {
 const quoted = (value: string): string => echoed(value, true)
 
 /** The content codings the router decodes (RFC 9110 §8.4.1); sent as `Accept-Encoding` with a 415 for any other. */
-export const ACCEPTED_CONTENT_CODINGS = 'gzip, deflate, br'
+const ACCEPTED_CONTENT_CODINGS = 'gzip, deflate, br'
 
 /** Sent with every 401 of an API key, as RFC 6750 asks. */
 export const WWW_AUTHENTICATE = 'Bearer realm="llmproxy"'

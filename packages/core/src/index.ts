@@ -1,7 +1,6 @@
 export { ByteNeedle } from './bytes.js'
 export { type Attempt, type KeyLimits, LlmContext, type Outcome, type Rejection } from './context.js'
 export {
-  ACCEPTED_CONTENT_CODINGS,
   type ErrorBody,
   type ErrorType,
   echoed,
