@@ -1,6 +1,5 @@
-export { AUTH_ERROR_CODES, authErrors, WWW_AUTHENTICATE } from './errors.js'
 export { compileIpList } from './ip.js'
-export { compileKeys } from './keys.js'
+export { compileKeys, presentedKey } from './keys.js'
 export {
   type AuthCallbacks,
   type AuthOptions,

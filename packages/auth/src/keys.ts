@@ -115,19 +115,32 @@ export function compileKeys(keys: readonly KeyConfig[], path: string, problems: 
   return { byHash, byId }
 }
 
+/** Headers that carry the key itself, in the order they are looked at. */
+const KEY_HEADERS = ['x-api-key', 'api-key', 'x-goog-api-key']
+
+/** Where the Gemini routes are: the only ones whose clients may send `?key=` (Google's REST examples do). */
+const GEMINI_PATH = '/v1beta/models/'
+
 /**
- * The key a request presents: `Authorization: Bearer <key>`, else `x-api-key` (Anthropic clients),
- * else `api-key` (Azure clients). Never the query string. Undefined when none (or empty).
+ * The key a request presents: `Authorization: Bearer <key>` (OpenAI clients), else `x-api-key` (Anthropic),
+ * else `api-key` (Azure OpenAI), else `x-goog-api-key` (Gemini); with `keyInQuery`, else the `key` query parameter
+ * of a Gemini route. Undefined when none (or empty).
  */
-export function presentedKey(headers: IncomingHttpHeaders): string | undefined {
+export function presentedKey(headers: IncomingHttpHeaders, url: string, keyInQuery: boolean): string | undefined {
   const authorization = headers.authorization
   if (typeof authorization === 'string' && authorization.length > 7 && authorization.slice(0, 7).toLowerCase() === 'bearer ') {
     const key = authorization.slice(7).trim()
     if (key.length > 0) return key
   }
-  const xApiKey = headers['x-api-key']
-  if (typeof xApiKey === 'string' && xApiKey.length > 0) return xApiKey.trim() || undefined
-  const apiKey = headers['api-key']
-  if (typeof apiKey === 'string' && apiKey.length > 0) return apiKey.trim() || undefined
-  return undefined
+  for (let i = 0; i < KEY_HEADERS.length; i++) {
+    const value = headers[KEY_HEADERS[i] as string]
+    if (typeof value === 'string' && value.length > 0) return value.trim() || undefined
+  }
+  return keyInQuery ? queryKey(url) : undefined
+}
+
+function queryKey(url: string): string | undefined {
+  const query = url.indexOf('?')
+  if (query === -1 || !url.slice(0, query).includes(GEMINI_PATH)) return undefined
+  return new URLSearchParams(url.slice(query + 1)).get('key')?.trim() || undefined
 }

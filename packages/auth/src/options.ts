@@ -46,6 +46,10 @@ export const AuthOptionsSchema = Type.Object(
       Type.Array(Type.String(), { description: 'IPv4/IPv6 addresses or CIDRs; when set, other addresses get 403.' }),
     ),
     ipDenylist: Type.Optional(Type.Array(Type.String(), { description: 'IPv4/IPv6 addresses or CIDRs always refused (checked first).' })),
+    keyInQuery: Type.Boolean({
+      default: false,
+      description: 'Also accept the key as ?key=… on the Gemini routes; off by default (URLs end up in access logs).',
+    }),
     cache: Type.Object(
       {
         ttlMs: Type.Integer({ minimum: 0, default: 60_000, description: 'How long a key found by resolveKey is cached; 0 = no cache.' }),
@@ -79,4 +83,7 @@ export interface AuthCallbacks {
 }
 
 /** What `register(auth, options)` takes: the schema's data (cache fields default) plus the callbacks. */
-export type AuthPluginOptions = Omit<AuthOptions, 'cache'> & { cache?: Partial<AuthOptions['cache']> } & AuthCallbacks
+export type AuthPluginOptions = Omit<AuthOptions, 'cache' | 'keyInQuery'> & {
+  cache?: Partial<AuthOptions['cache']>
+  keyInQuery?: boolean
+} & AuthCallbacks

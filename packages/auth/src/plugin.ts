@@ -13,7 +13,6 @@ import {
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import fp from 'fastify-plugin'
 import { KeyCache } from './cache.js'
-import { authErrors } from './errors.js'
 import { compileIpList, IpRules } from './ip.js'
 import { compileEntry, compileKeys, isKeyIdentity, type KeyEntry, presentedKey, sha256 } from './keys.js'
 import { AuthOptionsSchema, type AuthPluginOptions, type KeyConfig, type KeyIdentity, KeysSchema, type ResolveKey } from './options.js'
@@ -74,9 +73,10 @@ const authPlugin: FastifyPluginAsync<AuthPluginOptions> = async (fastify, opts) 
   const cache = resolveKey === undefined ? null : new KeyCache(options.cache)
   const hooks = fastify.llm
   // The rejections never change: built once, not per request.
-  const missingKey = authErrors.missingApiKey()
-  const invalidKey = authErrors.invalidApiKey()
-  const ipDenied = authErrors.ipDenied()
+  const missingKey = errors.missingApiKey()
+  const invalidKey = errors.invalidApiKey()
+  const ipDenied = errors.ipDenied()
+  const keyInQuery = options.keyInQuery
 
   fastify.decorateRequest('llmKey', null)
   fastify.decorate('llmAuth', {
@@ -110,7 +110,7 @@ const authPlugin: FastifyPluginAsync<AuthPluginOptions> = async (fastify, opts) 
       request.log.debug({ ip: request.ip }, 'address refused')
       return reject(request, reply, ipDenied, 'ip')
     }
-    const key = presentedKey(request.headers)
+    const key = presentedKey(request.headers, request.url, keyInQuery)
     if (key === undefined) return reject(request, reply, missingKey, 'auth')
     const digest = sha256(key)
     const hash = digest.toString('hex')

@@ -1,9 +1,9 @@
 import { strict as assert } from 'node:assert'
 import { createRequire, syncBuiltinESMExports } from 'node:module'
 import { test } from 'node:test'
-import { ConfigError, llmCore } from '@llmproxy/core'
+import { ConfigError, llmCore, WWW_AUTHENTICATE } from '@llmproxy/core'
 import Fastify from 'fastify'
-import { auth, isModelAllowed, WWW_AUTHENTICATE } from '../src/index.js'
+import { auth, isModelAllowed } from '../src/index.js'
 import { build, KEY_A, KEY_B, logCapture, type Seen, sha256Hex } from './helpers.js'
 
 const keys = [
@@ -16,6 +16,7 @@ for (const [name, headers] of [
   ['Authorization: bearer (any case)', { authorization: `bEaReR ${KEY_A}` }],
   ['x-api-key (Anthropic clients)', { 'x-api-key': KEY_A }],
   ['api-key (Azure clients)', { 'api-key': KEY_A }],
+  ['x-goog-api-key (Gemini clients)', { 'x-goog-api-key': KEY_A }],
 ] as const) {
   test(`accepts the key in ${name}`, async (t) => {
     const { app } = await build({ keys })
@@ -42,6 +43,21 @@ test('a key in the query string is ignored', async (t) => {
   })
   assert.equal(res.statusCode, 401)
   assert.equal(res.json().error.code, 'llmproxy_missing_api_key')
+})
+
+test('keyInQuery: ?key= is accepted on Gemini paths only, and only when switched on', async (t) => {
+  const off = await build({ keys })
+  const on = await build({ keys, keyInQuery: true })
+  t.after(() => Promise.all([off.app.close(), on.app.close()]))
+  const gemini = `/v1beta/models/gemini-flash:generateContent?alt=sse&key=${KEY_A}`
+  // Past auth, the path is a 404 (the test app has no Gemini route); refused, a 401.
+  assert.equal((await off.app.inject({ method: 'POST', url: gemini })).statusCode, 401)
+  assert.equal((await on.app.inject({ method: 'POST', url: gemini })).statusCode, 404)
+  const elsewhere = await on.app.inject({ url: `/v1/whoami?key=${KEY_A}` })
+  assert.equal(elsewhere.statusCode, 401)
+  assert.equal(elsewhere.json().error.code, 'llmproxy_missing_api_key')
+  const wrong = await on.app.inject({ method: 'POST', url: '/v1beta/models/g:generateContent?key=sk-not-a-key' })
+  assert.equal(wrong.json().error.code, 'llmproxy_invalid_api_key')
 })
 
 test('a sha256: key (any hex case) matches its plaintext, which never sits in config', async (t) => {

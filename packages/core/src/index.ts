@@ -1,6 +1,15 @@
 export { ByteNeedle } from './bytes.js'
 export { type Attempt, type KeyLimits, LlmContext, type Outcome, type Rejection } from './context.js'
-export { type ErrorBody, type ErrorType, errors, LlmProxyError, toLlmProxyError } from './errors.js'
+export {
+  type ErrorBody,
+  type ErrorType,
+  echoed,
+  errors,
+  LlmProxyError,
+  MAX_ECHOED_CHARS,
+  toLlmProxyError,
+  WWW_AUTHENTICATE,
+} from './errors.js'
 export { estimateTokensFromBytes } from './estimate.js'
 export { type LlmHookName, LlmHookRegistry, type LlmHooks } from './hooks.js'
 export { JsonKeyScanner } from './json-scan.js'

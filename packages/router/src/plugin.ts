@@ -12,6 +12,7 @@ import {
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
+import { acceptJsonBodies } from './body.js'
 import { ProxyCall, type ProxySettings, servesEndpoint } from './call.js'
 import { UpstreamDispatcher } from './dispatcher.js'
 import { modelListings } from './listings.js'
@@ -92,8 +93,7 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       disableRequestLogging: true,
     })
     // Only JSON bodies: anything else is a 415, not a string the handler would have to reject.
-    routes.removeAllContentTypeParsers()
-    routes.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, routes.getDefaultJsonParser('error', 'error'))
+    acceptJsonBodies(routes, bodyLimit)
     routes.setErrorHandler((err, _request, reply) => {
       const error = toLlmProxyError(err, bodyLimit)
       if (error.statusCode >= 500) reply.log.error({ err }, 'request failed')

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, Server } from 'node:http'
 import swagger from '@fastify/swagger'
-import { ConfigError, errors, LlmProxyError, Protocol, sendError, toLlmProxyError } from '@llmproxy/core'
+import { ConfigError, errors, Protocol, sendError, toLlmProxyError } from '@llmproxy/core'
 import { Type } from '@llmproxy/core/typebox'
 import Fastify, {
   type FastifyHttpOptions,
@@ -11,7 +11,8 @@ import Fastify, {
   type FastifyRequest,
   LogController,
 } from 'fastify'
-import { type AdminSettings, type Config, ConfigSchema } from './config.js'
+import { type AdminSettings, ConfigSchema } from './config.js'
+import { redactConfig } from './redact.js'
 
 /** `fastify.llmAdmin`, present when the config has an `admin` section. */
 export interface AdminApi {
@@ -28,45 +29,6 @@ declare module 'fastify' {
   interface FastifyInstance {
     llmAdmin: AdminApi
   }
-}
-
-export const REDACTED = '[redacted]'
-/** Property names whose string values are secrets, wherever they are in the config. */
-const SECRET_PROPERTY = /^(apiKey|key|secret|token|password|sentinelPassword)$/i
-/** Header (and URL query parameter) names whose values are secrets. */
-const SECRET_NAME = /authorization|api[-_]?key|token|secret|password|passwd|cookie|signature|credential/i
-const URL_PASSWORD = /^([a-z][a-z0-9+.-]*:\/\/[^:/?#@]*):[^@/?#]*@/i
-const URL_QUERY_PARAM = /([?&])([^=&#]+)=([^&#]*)/g
-
-function redactUrl(url: string): string {
-  return url
-    .replace(URL_PASSWORD, `$1:${REDACTED}@`)
-    .replace(URL_QUERY_PARAM, (match, sep: string, name: string) => (SECRET_NAME.test(name) ? `${sep}${name}=${REDACTED}` : match))
-}
-
-function redact(value: unknown, parentKey: string): unknown {
-  if (Array.isArray(value)) return value.map((item) => redact(item, parentKey))
-  if (value === null || typeof value !== 'object') return value
-  const out: Record<string, unknown> = {}
-  for (const [key, item] of Object.entries(value)) {
-    if (typeof item === 'string') {
-      if (SECRET_PROPERTY.test(key) || (parentKey === 'headers' && SECRET_NAME.test(key))) out[key] = REDACTED
-      else if (key === 'url') out[key] = redactUrl(item)
-      else out[key] = item
-    } else {
-      out[key] = redact(item, key)
-    }
-  }
-  return out
-}
-
-/**
- * The config with every secret replaced by "[redacted]": upstream apiKeys, auth keys, the webhook secret, the admin
- * token, passwords in URLs (redis), secret-looking URL query parameters, and header values named like
- * authorization / api-key / token / cookie.
- */
-export function redactConfig(config: Config): Config {
-  return redact(config, '') as Config
 }
 
 /** Constant-time check of `Authorization: Bearer <token>` (both sides hashed, so lengths never leak). */
@@ -221,12 +183,7 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin,
   const upstreamAction =
     (action: 'drain' | 'enable') => async (request: FastifyRequest<{ Params: { name: string } }>, reply: FastifyReply) => {
       const name = request.params.name
-      if (!gateway.upstreams[action](name)) {
-        return sendError(
-          reply,
-          new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', `No upstream named ${JSON.stringify(name)}.`),
-        )
-      }
+      if (!gateway.upstreams[action](name)) return sendError(reply, errors.upstreamNotFound(name))
       request.log.info({ upstream: name }, action === 'drain' ? 'admin: upstream drained' : 'admin: upstream enabled')
       return gateway.upstreams.snapshot().find((u) => u.name === name)
     }

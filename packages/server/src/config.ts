@@ -14,7 +14,7 @@ import {
   UpstreamConfigSchema,
 } from '@llmproxy/upstreams'
 import { UsageOptionsSchema } from '@llmproxy/usage'
-import { parse as parseYaml } from 'yaml'
+import { parse as parseYaml, YAMLError } from 'yaml'
 import { checkDependencies, enableKeyLimits } from './config-dependencies.js'
 
 export const ServerSettingsSchema = Type.Object(
@@ -125,13 +125,26 @@ export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, path: str
   return value
 }
 
+/**
+ * Where a YAML/JSON syntax error is and what it is, without the excerpt of the file the parser quotes: that line may
+ * hold a literal secret, and this message is printed by `llmproxy check`, logged and returned by a failed reload.
+ */
+function syntaxProblem(err: unknown): string {
+  // Not a syntax error (an unresolved alias): its message names no value.
+  if (!(err instanceof YAMLError)) return err instanceof Error ? (err.message.split('\n')[0] ?? err.name) : String(err)
+  const at = err.linePos?.[0]
+  // The message is "<problem> at line L, column C:\n\n<excerpt>": keep the problem only.
+  const problem = err.message.split(' at line ')[0]?.split('\n')[0] ?? err.code
+  return `${at === undefined ? '' : `line ${at.line}, column ${at.col}: `}${problem} (${err.code})`
+}
+
 /** Parses, interpolates and validates a config document; throws a ConfigError listing every problem. */
 export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = process.env): Config {
   let raw: unknown
   try {
     raw = parseYaml(text, { prettyErrors: true })
   } catch (err) {
-    throw new ConfigError(`config ${source}`, [{ path: '', message: `not valid YAML or JSON: ${(err as Error).message}` }])
+    throw new ConfigError(`config ${source}`, [{ path: '', message: `not valid YAML or JSON: ${syntaxProblem(err)}` }])
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(`config ${source}`, [{ path: '', message: 'must be a mapping (an object) of settings' }])

@@ -1,5 +1,5 @@
-export { type AdminApi, type AdminRoutesOptions, adminRoutes, REDACTED, redactConfig } from './admin.js'
-export { buildGateway, type GatewayOptions, genRequestId, REDACTED_PATHS } from './app.js'
+export { type AdminApi, type AdminRoutesOptions, adminRoutes } from './admin.js'
+export { buildGateway, type GatewayLifecycle, type GatewayOptions, genRequestId, REDACTED_PATHS } from './app.js'
 export {
   type AdminSettings,
   AdminSettingsSchema,
@@ -11,5 +11,6 @@ export {
 } from './config.js'
 export { startDemo } from './demo.js'
 export { type RunningGateway, startGateway } from './main.js'
+export { REDACTED, redactConfig, redactConfigUrl, redactQueryCredentials } from './redact.js'
 export type { ConfigReloader, ReloadResult } from './reload.js'
 export { configJsonSchema, configReference } from './schema.js'

@@ -7,7 +7,10 @@ export interface RunningGateway {
   url: string
   /** Where the admin API's `/admin/...` routes are served (the gateway's url, or the separate admin server's); null without `admin`. */
   adminUrl: string | null
-  /** Graceful stop: stop accepting, let in-flight requests finish within the grace period, then abort them. */
+  /**
+   * Graceful stop: `/readyz` turns 503 and new requests are refused while in-flight requests finish (within the grace
+   * period; then they are aborted); then the gateway stops listening.
+   */
   shutdown(reason: string): Promise<void>
 }
 
@@ -34,6 +37,8 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
         app.server.closeAllConnections()
       }, config.server.shutdownGraceMs)
       grace.unref()
+      // Still listening: /readyz answers 503 (load balancers stop sending) until the requests in flight are done.
+      await app.llmGateway.drain()
       await app.close()
       clearTimeout(grace)
       app.log.info('stopped')

@@ -61,7 +61,7 @@ const RESTART_ONLY = [
 ] as const satisfies readonly (keyof Config)[]
 
 /** Auth settings only a restart changes (auth.update() takes the keys). */
-const AUTH_RESTART_ONLY = ['ipAllowlist', 'ipDenylist', 'cache'] as const
+const AUTH_RESTART_ONLY = ['ipAllowlist', 'ipDenylist', 'cache', 'keyInQuery'] as const
 /** Rate-limit settings rateLimits.update() takes; the others (store, quotaStateFile) need a restart. */
 const RATE_LIMIT_LIVE = ['global', 'perKey', 'reserveTokens'] as const
 const RATE_LIMIT_RESTART_ONLY = ['store', 'quotaStateFile'] as const

@@ -25,6 +25,11 @@ const SECRETS = {
   webhookQuery: 'webhook-query-secret-value',
   redisPassword: 'redis-password-secret-value',
   adminToken: TOKEN,
+  // Secrets in headers and metadata whose names do not look secret.
+  apimKey: 'apim-subscription-secret-value',
+  customAuth: 'custom-auth-secret-value',
+  webhookCustom: 'webhook-custom-secret-value',
+  keyMetadata: 'key-metadata-secret-value',
 }
 
 interface Harness {
@@ -110,19 +115,23 @@ describe('admin API mounted on the gateway', () => {
       (a, b) => `
 server: { host: 127.0.0.1, port: 0 }
 upstreams:
-  - { name: a, url: "${a.url}", protocol: openai, apiKey: "${SECRETS.upstreamKeyA}", headers: { x-api-key: "${SECRETS.upstreamHeader}", x-team: blue-team } }
+  - name: a
+    url: "${a.url}"
+    protocol: openai
+    apiKey: "${SECRETS.upstreamKeyA}"
+    headers: { x-api-key: "${SECRETS.upstreamHeader}", x-team: blue-team, Ocp-Apim-Subscription-Key: "${SECRETS.apimKey}", X-Custom-Auth: "${SECRETS.customAuth}" }
   - { name: b, url: "${b.url}", protocol: openai, apiKey: "${SECRETS.upstreamKeyB}" }
 models:
   - { name: gpt-test, upstreams: [a, b], upstreamModel: mock-model }
 healthChecks: { enabled: false }
 auth:
   keys:
-    - { id: team-a, key: "${SECRETS.teamKey}", models: [gpt-test], rateLimit: { tpm: 100000 }, quota: { tokens: 1000000, per: day } }
+    - { id: team-a, key: "${SECRETS.teamKey}", models: [gpt-test], rateLimit: { tpm: 100000 }, quota: { tokens: 1000000, per: day }, metadata: { crm: { apiHandle: "${SECRETS.keyMetadata}" }, plan: pro } }
     - { id: team-b, key: "${SECRETS.otherKey}" }
 rateLimit: { store: redis, perKey: { concurrency: 8 } }
 redis: { url: "redis://default:${SECRETS.redisPassword}@127.0.0.1:6390/0", keyPrefix: "llmproxy-admin-test:" }
 usage:
-  webhook: { url: "${hook}", secret: "${SECRETS.webhookSecret}", headers: { Authorization: "Bearer ${SECRETS.webhookAuth}", x-source: gateway-7 } }
+  webhook: { url: "${hook}", secret: "${SECRETS.webhookSecret}", headers: { Authorization: "Bearer ${SECRETS.webhookAuth}", x-source: gateway-7, X-Billing-Tenant: "${SECRETS.webhookCustom}" } }
   spoolDir: "${spoolDir}"
   batch: { maxWaitMs: 10 }
   shutdownFlushMs: 1000
@@ -272,31 +281,41 @@ admin: { token: "${TOKEN}" }
     assert.ok('lastDeliveryAt' in stats && 'lastError' in stats)
   })
 
-  test('GET /admin/config is the config in force with every secret redacted', async () => {
+  test('GET /admin/config redacts every header value and metadata value, whatever their names, and every other secret', async () => {
     const res = await get(`${h.gateway.url}/admin/config`)
     assert.equal(res.status, 200)
     for (const [name, secret] of Object.entries(SECRETS)) assert.ok(!res.text.includes(secret), `${name} leaked: ${res.text}`)
     const config = JSON.parse(res.text) as {
       upstreams: { apiKey?: string; headers?: Record<string, string> }[]
-      auth: { keys: { id: string; key: string }[] }
+      auth: { keys: { id: string; key: string; metadata?: Record<string, unknown> }[] }
       redis: { url: string }
       usage: { webhook: { url: string; secret: string; headers: Record<string, string> } }
       admin: { token: string }
       models: { name: string }[]
     }
     assert.equal(config.upstreams[0]?.apiKey, '[redacted]')
-    assert.deepEqual(config.upstreams[0]?.headers, { 'x-api-key': '[redacted]', 'x-team': 'blue-team' })
+    // Shown: what is known to be safe (the names), not what does not look secret.
+    assert.deepEqual(config.upstreams[0]?.headers, {
+      'x-api-key': '[redacted]',
+      'x-team': '[redacted]',
+      'Ocp-Apim-Subscription-Key': '[redacted]',
+      'X-Custom-Auth': '[redacted]',
+    })
     assert.deepEqual(
-      config.auth.keys.map((k) => [k.id, k.key]),
+      config.auth.keys.map((k) => [k.id, k.key, k.metadata]),
       [
-        ['team-a', '[redacted]'],
-        ['team-b', '[redacted]'],
+        ['team-a', '[redacted]', { crm: '[redacted]', plan: '[redacted]' }],
+        ['team-b', '[redacted]', undefined],
       ],
     )
     assert.equal(config.redis.url, 'redis://default:[redacted]@127.0.0.1:6390/0')
     assert.equal(config.usage.webhook.secret, '[redacted]')
-    assert.deepEqual(config.usage.webhook.headers, { Authorization: '[redacted]', 'x-source': 'gateway-7' })
-    assert.match(config.usage.webhook.url, /\?team=blue&token=\[redacted\]$/)
+    assert.deepEqual(config.usage.webhook.headers, {
+      Authorization: '[redacted]',
+      'x-source': '[redacted]',
+      'X-Billing-Tenant': '[redacted]',
+    })
+    assert.match(config.usage.webhook.url, /\/usage\?team=\[redacted\]&token=\[redacted\]$/)
     assert.equal(config.admin.token, '[redacted]')
     assert.equal(config.models[0]?.name, 'gpt-test')
     // Nothing else is lost on the way: the answer is the config in force, redacted.

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -195,6 +195,25 @@ describe('hot reload through POST /admin/reload', () => {
     assert.ok(logs.some((l) => l.includes('config reload failed')))
   })
 
+  test('a broken line holding a literal secret: the 400 and the log give the line and the problem, never the secret', async () => {
+    const secret = 'sk-literal-secret-on-a-broken-line-0042'
+    // An unterminated flow mapping on the upstream line that holds the key.
+    writeFileSync(
+      file,
+      configText({ a }, '  - { name: gpt-x, upstreams: [a] }').replace(
+        `  - { name: a, url: "${a.url}", protocol: openai }`,
+        `  - { name: a, url: "${a.url}", protocol: openai, apiKey: "${secret}"`,
+      ),
+    )
+    logs.length = 0
+    const res = await reload(gateway.url)
+    assert.equal(res.status, 400)
+    assert.ok(!JSON.stringify(res.body).includes(secret), JSON.stringify(res.body))
+    assert.match(res.body.problems?.[0]?.message ?? '', /^not valid YAML or JSON: line \d+, column \d+: .+ \([A-Z_]+\)$/)
+    assert.ok(logs.some((l) => l.includes('config reload failed')))
+    assert.ok(!logs.join('\n').includes(secret), logs.join('\n'))
+  })
+
   test('a change a plugin refuses is rolled back: upstreams added by the same file are removed again', async () => {
     const url = gateway.url
     const before = JSON.stringify(gateway.app.llmConfig.current())
@@ -309,6 +328,34 @@ async function until(check: () => boolean, what: string, output: () => string, t
     await sleep(25)
   }
 }
+
+test('llmproxy check and a failed start print the line and the problem of a broken config, never its secret', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-check-'))
+  try {
+    const secret = 'sk-literal-secret-in-check-0043'
+    const file = join(dir, 'broken.yaml')
+    writeFileSync(file, `upstreams:\n  - { name: a, url: "http://127.0.0.1:9", protocol: openai, apiKey: "${secret}"\nmodels: []\n`)
+    const env = { ...process.env }
+    delete env.NODE_TEST_CONTEXT
+    for (const args of [
+      ['check', '--config', file],
+      ['--config', file],
+    ]) {
+      const run = spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', ...args], {
+        cwd: REPO_ROOT,
+        env,
+        encoding: 'utf8',
+        timeout: 60_000,
+      })
+      const output = `${run.stdout}${run.stderr}`
+      assert.equal(run.status, 1, output)
+      assert.match(output, /not valid YAML or JSON: line 3, column 1: .+ \(BAD_INDENT\)/)
+      assert.ok(!output.includes(secret), output)
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
 
 describe('SIGHUP', () => {
   let dir: string

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { rawExchange } from '@llmproxy/mock-upstream'
@@ -123,6 +124,26 @@ describe('the reference server', () => {
     assert.match(response, /llmproxy_body_too_large/)
   })
 
+  test('an oversized body to a path the router does not serve gets its 413, and the client can send all of it', async () => {
+    const body = Buffer.alloc(20 * 1024 * 1024, 'a')
+    const events = await new Promise<string[]>((resolve) => {
+      const seen: string[] = []
+      const req = httpRequest(
+        `${h.url}/v1/not-a-route`,
+        { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': body.length } },
+        (res) => {
+          seen.push(`${res.statusCode}`)
+          res.resume()
+        },
+      )
+      // Closed under the client while it sends, its write fails (EPIPE) even after it read the answer.
+      req.on('error', (err: NodeJS.ErrnoException) => seen.push(`error ${err.code}`))
+      req.on('close', () => resolve(seen))
+      req.end(body)
+    })
+    assert.deepEqual(events, ['413'])
+  })
+
   test('a client that sends its headers too slowly is disconnected', async () => {
     const { hostname, port } = new URL(h.url)
     const started = Date.now()
@@ -150,6 +171,35 @@ describe('the reference server', () => {
       socket.on('close', () => resolve({ ms: Date.now() - started, out }))
     })
     assert.ok(result.ms < 3000, `closed after ${result.ms} ms`)
+  })
+
+  test('what Node or Fastify refuse before a route runs gets a catalogue error in the OpenAI shape', async () => {
+    const json = 'content-type: application/json; charset=utf-8'
+    const cases: [string, string, number, string][] = [
+      ['malformed', 'GARBAGE\r\n\r\n', 400, 'llmproxy_malformed_request'],
+      ['headers too large', `GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'llmproxy_headers_too_large'],
+      [
+        'body too slow',
+        'POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{',
+        408,
+        'llmproxy_request_timeout',
+      ],
+      ['bad percent-encoding', 'GET /v1/chat/%E0%A4%A HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n', 400, 'llmproxy_invalid_url'],
+      [
+        'path parameter too long',
+        `POST /v1beta/models/${'y'.repeat(200)}:generateContent HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`,
+        414,
+        'llmproxy_url_too_long',
+      ],
+    ]
+    for (const [name, raw, status, code] of cases) {
+      const response = await rawExchange(h.url, raw)
+      assert.match(response, new RegExp(`^HTTP/1\\.1 ${status} `), name)
+      assert.ok(response.toLowerCase().includes(json), `${name}: ${response}`)
+      const body = JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4)) as { error: { code: string; type: string } }
+      assert.equal(body.error.code, code, name)
+      assert.equal(body.error.type, 'invalid_request_error', name)
+    }
   })
 
   test('idle keep-alive connections are closed', async () => {
