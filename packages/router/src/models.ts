@@ -49,6 +49,8 @@ export class ModelTable {
       model.upstreams.forEach((name, j) => {
         if (protocolOf(name) === undefined) problems.push({ path: `/models/${i}/upstreams/${j}`, message: `unknown upstream "${name}"` })
       })
+    })
+    models.forEach((model, i) => {
       model.fallbacks?.forEach((fallback, j) => {
         const path = `/models/${i}/fallbacks/${j}`
         if (fallback === model.name) problems.push({ path, message: 'a model cannot be its own fallback' })

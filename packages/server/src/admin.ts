@@ -78,6 +78,7 @@ const UpstreamSnapshotSchema = Type.Object({
   weight: Type.Integer(),
   maxConcurrency: Nullable(Type.Integer()),
   heldUntil: Nullable(Type.Number({ description: 'Epoch ms until which a 429 holds the upstream back.' })),
+  panicPicks: Type.Integer({ description: 'Requests sent here in panic mode (every upstream of its pool was out).' }),
 })
 
 const UpstreamNameSchema = Type.Object({ name: Type.String({ minLength: 1, description: 'The upstream name.' }) })
