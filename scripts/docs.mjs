@@ -1,11 +1,17 @@
 #!/usr/bin/env node
-// `pnpm docs`: rewrites the generated parts of README.md (the config reference, from the config schema).
+// `pnpm docs`: rewrites the generated parts of the docs: the config reference (from the config schema) and the
+// error catalogue (from @llmproxy/core's CATALOGUE).
 import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
-import { replaceSection } from './readme-sections.mjs'
+import { errorTable, replaceSection } from './readme-sections.mjs'
 
 const { configReference } = await import('@llmproxy/server')
-const file = new URL('../README.md', import.meta.url)
-writeFileSync(file, replaceSection(readFileSync(file, 'utf8'), 'config-reference', configReference()))
-// The formatter pads the table's cells; keep the file as `pnpm lint` wants it.
-execFileSync('npx', ['biome', 'format', '--write', 'README.md'], { cwd: new URL('..', import.meta.url), stdio: 'inherit' })
+const { CATALOGUE } = await import('@llmproxy/core')
+const rewrite = (path, name, content) => {
+  const file = new URL(`../${path}`, import.meta.url)
+  writeFileSync(file, replaceSection(readFileSync(file, 'utf8'), name, content))
+}
+rewrite('README.md', 'config-reference', configReference())
+rewrite('docs/errors.md', 'error-catalogue', errorTable(CATALOGUE))
+// The formatter pads the tables' cells; keep the files as `pnpm lint` wants them.
+execFileSync('npx', ['biome', 'format', '--write', 'README.md', 'docs/errors.md'], { cwd: new URL('..', import.meta.url), stdio: 'inherit' })

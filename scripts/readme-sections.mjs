@@ -27,3 +27,11 @@ export function normalizeTable(text) {
     )
     .join('\n')
 }
+
+/** The error catalogue as a markdown table (docs/errors.md's generated section). */
+export function errorTable(catalogue) {
+  const rows = Object.entries(catalogue)
+    .sort(([a, x], [b, y]) => x.status - y.status || a.localeCompare(b))
+    .map(([code, entry]) => `| \`${code}\` | ${entry.status} | \`${entry.type}\` | ${entry.when.replaceAll('|', '\\|')} |`)
+  return ['| Code | Status | Type | When, and what to do |', '| --- | --- | --- | --- |', ...rows].join('\n')
+}

@@ -109,7 +109,9 @@ describe('official SDKs authenticate with their own credential header', () => {
       body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'Hi' }] }] }),
     })
     assert.equal(res.status, 401)
-    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'llmproxy_missing_api_key')
+    // A Gemini client gets Gemini's error shape: the catalogue code is the ErrorInfo reason.
+    const { error } = (await res.json()) as { error: { code: number; status: string; details: { reason: string }[] } }
+    assert.deepEqual([error.code, error.status, error.details[0]?.reason], [401, 'UNAUTHENTICATED', 'llmproxy_missing_api_key'])
     assert.ok(!gw.logs().includes(KEY))
   })
 

@@ -7,9 +7,9 @@ import {
   errors,
   type LlmProxyError,
   type Rejection,
-  sendError,
   validateOptions,
 } from '@llmproxy/core'
+import { sendError } from '@llmproxy/protocols'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import fp from 'fastify-plugin'
 import { KeyCache } from './cache.js'

@@ -57,7 +57,8 @@ test('keyInQuery: ?key= is accepted on Gemini paths only, and only when switched
   assert.equal(elsewhere.statusCode, 401)
   assert.equal(elsewhere.json().error.code, 'llmproxy_missing_api_key')
   const wrong = await on.app.inject({ method: 'POST', url: '/v1beta/models/g:generateContent?key=sk-not-a-key' })
-  assert.equal(wrong.json().error.code, 'llmproxy_invalid_api_key')
+  // Gemini's error shape on a Gemini path: the catalogue code is the ErrorInfo reason.
+  assert.equal(wrong.json().error.details[0].reason, 'llmproxy_invalid_api_key')
 })
 
 test('a sha256: key (any hex case) matches its plaintext, which never sits in config', async (t) => {

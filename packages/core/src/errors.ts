@@ -1,6 +1,6 @@
 /**
- * Every error the gateway itself produces: OpenAI shape, HTTP status, stable `llmproxy_*` code.
- * All codes live here so that clients can rely on them.
+ * Every error the gateway itself produces: HTTP status, type, stable code, from one catalogue (CATALOGUE below).
+ * All codes live here so that clients can rely on them; each API's shape of them is @llmproxy/protocols'.
  */
 export type ErrorType =
   | 'invalid_request_error'
@@ -75,100 +75,197 @@ const ACCEPTED_CONTENT_CODINGS = 'gzip, deflate, br'
 export const WWW_AUTHENTICATE = 'Bearer realm="llmproxy"'
 const challenge = { headers: { 'www-authenticate': WWW_AUTHENTICATE } }
 
+/** One entry of the catalogue: the status and type every error with that code has, and when it happens. */
+export interface CatalogueEntry {
+  readonly status: number
+  readonly type: ErrorType
+  /** When the gateway answers with it, and what the client can do (docs/errors.md is generated from this). */
+  readonly when: string
+}
+
+/**
+ * The catalogue: every code the gateway itself answers with (in the client's API shape), its HTTP status and type.
+ * Clients and operators rely on these codes; add one here before using it. `model_not_found` and `quota_exceeded`
+ * keep the names OpenAI clients know.
+ */
+export const CATALOGUE = {
+  llmproxy_invalid_request: {
+    status: 400,
+    type: 'invalid_request_error',
+    when: 'The request is not what the route takes (a body that is no JSON object, a field of the wrong type). Fix the request.',
+  },
+  llmproxy_invalid_json: { status: 400, type: 'invalid_request_error', when: 'The body is empty or not valid JSON.' },
+  llmproxy_json_too_deep: {
+    status: 400,
+    type: 'invalid_request_error',
+    when: 'The body nests arrays and objects deeper than the limit (128).',
+  },
+  llmproxy_invalid_content_encoding: {
+    status: 400,
+    type: 'invalid_request_error',
+    when: 'A body labelled gzip, deflate or br does not decode.',
+  },
+  llmproxy_missing_model: { status: 400, type: 'invalid_request_error', when: 'The body has no "model" string.' },
+  llmproxy_not_convertible: {
+    status: 400,
+    type: 'invalid_request_error',
+    when: 'The request uses something the upstream’s API cannot represent (the field is named in `param`); send it to a model served over the client’s own API, or drop the field.',
+  },
+  llmproxy_wrong_api: {
+    status: 400,
+    type: 'invalid_request_error',
+    when: 'A non-chat route (completions, embeddings, responses, count_tokens) for a model served over another API: only chat requests are converted.',
+  },
+  llmproxy_malformed_request: { status: 400, type: 'invalid_request_error', when: 'The request is not valid HTTP/1.1.' },
+  llmproxy_invalid_url: { status: 400, type: 'invalid_request_error', when: 'The URL has bad percent-encoding.' },
+  llmproxy_missing_api_key: {
+    status: 401,
+    type: 'authentication_error',
+    when: 'No API key was sent (Authorization: Bearer, x-api-key, api-key or x-goog-api-key).',
+  },
+  llmproxy_invalid_api_key: { status: 401, type: 'authentication_error', when: 'The API key is not one the gateway knows.' },
+  llmproxy_ip_denied: { status: 403, type: 'permission_error', when: 'The client address is not in the IP allowlist (or is denied).' },
+  llmproxy_model_not_allowed: { status: 403, type: 'permission_error', when: 'The API key may not use this model.' },
+  llmproxy_forbidden: { status: 403, type: 'permission_error', when: 'The request is refused by a custom access rule.' },
+  llmproxy_not_found: { status: 404, type: 'invalid_request_error', when: 'No route (or admin object) by that name.' },
+  model_not_found: { status: 404, type: 'invalid_request_error', when: 'No model or alias by that name: GET /v1/models lists them.' },
+  llmproxy_request_timeout: {
+    status: 408,
+    type: 'invalid_request_error',
+    when: 'The client did not send its request within the server’s timeouts.',
+  },
+  llmproxy_body_too_large: {
+    status: 413,
+    type: 'invalid_request_error',
+    when: 'The body (or, compressed, its decoded size) exceeds bodyLimit.',
+  },
+  llmproxy_url_too_long: { status: 414, type: 'invalid_request_error', when: 'A segment of the request path is too long.' },
+  llmproxy_unsupported_media_type: { status: 415, type: 'invalid_request_error', when: 'The body is not application/json.' },
+  llmproxy_unsupported_content_encoding: {
+    status: 415,
+    type: 'invalid_request_error',
+    when: 'The body is compressed with a coding other than gzip, deflate or br.',
+  },
+  llmproxy_headers_too_large: { status: 431, type: 'invalid_request_error', when: 'The request headers are too large.' },
+  llmproxy_rate_limited: {
+    status: 429,
+    type: 'rate_limit_error',
+    when: 'A request rate limit (gateway or key, per second or minute) is reached: retry after `retry-after`.',
+  },
+  llmproxy_token_limit: {
+    status: 429,
+    type: 'rate_limit_error',
+    when: 'The key’s tokens-per-minute limit would be exceeded by this request: retry later, or lower max_tokens.',
+  },
+  llmproxy_concurrency_limit: { status: 429, type: 'rate_limit_error', when: 'The key has as many requests in flight as it may.' },
+  quota_exceeded: {
+    status: 429,
+    type: 'rate_limit_error',
+    when: 'The key’s token quota for the day or month is used up: `retry-after` says when it resets.',
+  },
+  llmproxy_upstream_rate_limited: {
+    status: 429,
+    type: 'rate_limit_error',
+    when: 'Every upstream that could answer is rate limiting (429) for longer than retry.maxRetryAfterMs.',
+  },
+  llmproxy_internal_error: { status: 500, type: 'server_error', when: 'A bug in the gateway or a plugin hook: the log has the details.' },
+  llmproxy_upstream_error: {
+    status: 502,
+    type: 'upstream_error',
+    when: 'The upstream failed: connection lost, an error answer with nowhere left to retry, malformed data; after the first byte, as an in-band stream error.',
+  },
+  llmproxy_upstream_unavailable: {
+    status: 503,
+    type: 'upstream_error',
+    when: 'No upstream of the model (nor its fallbacks) could be reached.',
+  },
+  llmproxy_upstreams_busy: {
+    status: 503,
+    type: 'upstream_error',
+    when: 'Every upstream is at maxConcurrency and the queue is full, or the wait timed out.',
+  },
+  llmproxy_shutting_down: { status: 503, type: 'server_error', when: 'The gateway is shutting down: retry on another instance.' },
+  llmproxy_upstream_timeout: {
+    status: 504,
+    type: 'upstream_error',
+    when: 'No answer (or no first token) within the timeouts, or the retry budget ran out.',
+  },
+  llmproxy_setup: {
+    status: 500,
+    type: 'server_error',
+    when: 'Not an HTTP answer: a plugin was registered wrongly (a plugin it needs is missing, an unknown strategy); thrown at start-up.',
+  },
+} as const satisfies Record<string, CatalogueEntry>
+
+export type ErrorCode = keyof typeof CATALOGUE
+
+type ErrorOptionsWithParam = ErrorOptions & { param?: string }
+
+/** An error of the catalogue: its status and type come with its code. */
+export function coded(code: ErrorCode, message: string, opts?: ErrorOptionsWithParam): LlmProxyError {
+  const entry: CatalogueEntry = CATALOGUE[code]
+  return new LlmProxyError(entry.status, entry.type, code, message, opts)
+}
+
 /** The error factory: one function per stable code. */
 export const errors = {
-  invalidRequest: (message: string, opts?: ErrorOptions) =>
-    new LlmProxyError(400, 'invalid_request_error', 'llmproxy_invalid_request', message, opts),
-  invalidJson: (message: string, opts?: ErrorOptions) =>
-    new LlmProxyError(400, 'invalid_request_error', 'llmproxy_invalid_json', message, opts),
+  invalidRequest: (message: string, opts?: ErrorOptions) => coded('llmproxy_invalid_request', message, opts),
+  invalidJson: (message: string, opts?: ErrorOptions) => coded('llmproxy_invalid_json', message, opts),
   jsonTooDeep: (maxDepth: number) =>
-    new LlmProxyError(
-      400,
-      'invalid_request_error',
-      'llmproxy_json_too_deep',
-      `The request body nests arrays and objects more than ${maxDepth} levels deep.`,
-    ),
+    coded('llmproxy_json_too_deep', `The request body nests arrays and objects more than ${maxDepth} levels deep.`),
   invalidContentEncoding: (coding: string) =>
-    new LlmProxyError(
-      400,
-      'invalid_request_error',
-      'llmproxy_invalid_content_encoding',
-      `The request body is not valid ${quoted(coding)} data (Content-Encoding).`,
-    ),
-  missingModel: () =>
-    new LlmProxyError(400, 'invalid_request_error', 'llmproxy_missing_model', 'The request body must include a "model" string.'),
+    coded('llmproxy_invalid_content_encoding', `The request body is not valid ${quoted(coding)} data (Content-Encoding).`),
+  missingModel: () => coded('llmproxy_missing_model', 'The request body must include a "model" string.'),
   bodyTooLarge: (limit: number, decoded = false) =>
-    new LlmProxyError(
-      413,
-      'invalid_request_error',
-      'llmproxy_body_too_large',
-      `The request body exceeds the limit of ${limit} bytes${decoded ? ' once decompressed' : ''}.`,
-    ),
-  unsupportedMediaType: (contentType: string | undefined) =>
-    new LlmProxyError(
-      415,
-      'invalid_request_error',
+    coded('llmproxy_body_too_large', `The request body exceeds the limit of ${limit} bytes${decoded ? ' once decompressed' : ''}.`),
+  unsupportedMediaType: (contentType?: string) =>
+    coded(
       'llmproxy_unsupported_media_type',
-      `Unsupported content type ${quoted(contentType ?? '')}: send application/json.`,
+      contentType === undefined
+        ? 'Unsupported content type: send application/json.'
+        : `Unsupported content type ${quoted(contentType)}: send application/json.`,
     ),
-  notConvertible: (param: string, message: string) =>
-    new LlmProxyError(400, 'invalid_request_error', 'llmproxy_not_convertible', `${message} (${param})`, { param }),
+  notConvertible: (param: string, message: string) => coded('llmproxy_not_convertible', `${message} (${param})`, { param }),
   unsupportedContentEncoding: (coding: string) =>
-    new LlmProxyError(
-      415,
-      'invalid_request_error',
+    coded(
       'llmproxy_unsupported_content_encoding',
       `Unsupported Content-Encoding ${quoted(coding)}: send the body uncompressed, or compressed with one of ${ACCEPTED_CONTENT_CODINGS}.`,
       { headers: { 'accept-encoding': ACCEPTED_CONTENT_CODINGS } },
     ),
-  malformedRequest: () =>
-    new LlmProxyError(400, 'invalid_request_error', 'llmproxy_malformed_request', 'The request is not valid HTTP/1.1.'),
-  invalidUrl: () =>
-    new LlmProxyError(400, 'invalid_request_error', 'llmproxy_invalid_url', 'The request URL is not valid (bad percent-encoding).'),
-  requestTimeout: () =>
-    new LlmProxyError(408, 'invalid_request_error', 'llmproxy_request_timeout', 'The request was not received in time.'),
-  urlTooLong: () => new LlmProxyError(414, 'invalid_request_error', 'llmproxy_url_too_long', 'A segment of the request path is too long.'),
-  headersTooLarge: () =>
-    new LlmProxyError(431, 'invalid_request_error', 'llmproxy_headers_too_large', 'The request headers are too large.'),
-  notFound: (method: string, url: string) =>
-    new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', `No route for ${echoed(method)} ${echoed(url)}.`),
-  upstreamNotFound: (name: string) =>
-    new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', `No upstream named ${quoted(name)}.`),
-  modelNotFound: (model: string) =>
-    new LlmProxyError(404, 'invalid_request_error', 'model_not_found', `The model ${quoted(model)} does not exist.`),
+  malformedRequest: () => coded('llmproxy_malformed_request', 'The request is not valid HTTP/1.1.'),
+  invalidUrl: () => coded('llmproxy_invalid_url', 'The request URL is not valid (bad percent-encoding).'),
+  requestTimeout: () => coded('llmproxy_request_timeout', 'The request was not received in time.'),
+  urlTooLong: () => coded('llmproxy_url_too_long', 'A segment of the request path is too long.'),
+  headersTooLarge: () => coded('llmproxy_headers_too_large', 'The request headers are too large.'),
+  notFound: (method: string, url: string) => coded('llmproxy_not_found', `No route for ${echoed(method)} ${echoed(url)}.`),
+  upstreamNotFound: (name: string) => coded('llmproxy_not_found', `No upstream named ${quoted(name)}.`),
+  modelNotFound: (model: string) => coded('model_not_found', `The model ${quoted(model)} does not exist.`),
   wrongApi: (model: string, apis: string, path: string) =>
-    new LlmProxyError(
-      400,
-      'invalid_request_error',
+    coded(
       'llmproxy_wrong_api',
       `The model ${quoted(model)} is served over the ${apis} API; ${path} is passed through to an upstream of its own API only (chat requests are converted).`,
     ),
-  unauthorized: (message = 'Missing or invalid API key.', opts?: ErrorOptions) =>
-    new LlmProxyError(401, 'authentication_error', 'llmproxy_invalid_api_key', message, opts),
+  unauthorized: (message = 'Missing or invalid API key.', opts?: ErrorOptions) => coded('llmproxy_invalid_api_key', message, opts),
   missingApiKey: () =>
-    new LlmProxyError(
-      401,
-      'authentication_error',
+    coded(
       'llmproxy_missing_api_key',
       'Missing API key: send it as "Authorization: Bearer <key>", "x-api-key: <key>", "api-key: <key>" or (Gemini) "x-goog-api-key: <key>".',
       challenge,
     ),
-  invalidApiKey: () => new LlmProxyError(401, 'authentication_error', 'llmproxy_invalid_api_key', 'Invalid API key.', challenge),
-  ipDenied: () => new LlmProxyError(403, 'permission_error', 'llmproxy_ip_denied', 'Requests from this address are not allowed.'),
-  modelNotAllowed: (model: string) =>
-    new LlmProxyError(403, 'permission_error', 'llmproxy_model_not_allowed', `This API key may not use the model ${quoted(model)}.`),
-  forbidden: (message: string, code = 'llmproxy_forbidden') => new LlmProxyError(403, 'permission_error', code, message),
-  rateLimited: (message: string, code: string, headers?: Record<string, string>) =>
-    new LlmProxyError(429, 'rate_limit_error', code, message, headers ? { headers } : undefined),
-  upstreamUnavailable: (message: string, opts?: ErrorOptions) =>
-    new LlmProxyError(503, 'upstream_error', 'llmproxy_upstream_unavailable', message, opts),
-  upstreamTimeout: (message: string, opts?: ErrorOptions) =>
-    new LlmProxyError(504, 'upstream_error', 'llmproxy_upstream_timeout', message, opts),
-  upstreamFailed: (message: string, opts?: ErrorOptions) =>
-    new LlmProxyError(502, 'upstream_error', 'llmproxy_upstream_error', message, opts),
-  shuttingDown: () =>
-    new LlmProxyError(503, 'server_error', 'llmproxy_shutting_down', 'The gateway is shutting down; retry on another instance.'),
-  internal: (opts?: ErrorOptions) => new LlmProxyError(500, 'server_error', 'llmproxy_internal_error', 'Internal gateway error.', opts),
+  invalidApiKey: () => coded('llmproxy_invalid_api_key', 'Invalid API key.', challenge),
+  ipDenied: () => coded('llmproxy_ip_denied', 'Requests from this address are not allowed.'),
+  modelNotAllowed: (model: string) => coded('llmproxy_model_not_allowed', `This API key may not use the model ${quoted(model)}.`),
+  forbidden: (message: string) => coded('llmproxy_forbidden', message),
+  rateLimited: (message: string, code: ErrorCode, headers?: Record<string, string>) =>
+    coded(code, message, headers ? { headers } : undefined),
+  upstreamsBusy: (message: string) => coded('llmproxy_upstreams_busy', message, { headers: { 'retry-after': '1' } }),
+  upstreamUnavailable: (message: string, opts?: ErrorOptions) => coded('llmproxy_upstream_unavailable', message, opts),
+  upstreamTimeout: (message: string, opts?: ErrorOptions) => coded('llmproxy_upstream_timeout', message, opts),
+  upstreamFailed: (message: string, opts?: ErrorOptions) => coded('llmproxy_upstream_error', message, opts),
+  shuttingDown: () => coded('llmproxy_shutting_down', 'The gateway is shutting down; retry on another instance.'),
+  internal: (opts?: ErrorOptions) => coded('llmproxy_internal_error', 'Internal gateway error.', opts),
+  /** A plugin registered wrongly: thrown at start-up, never an HTTP answer. */
+  setup: (message: string) => coded('llmproxy_setup', message),
 }
 
 interface FastifyLikeError {
@@ -191,12 +288,7 @@ export function toLlmProxyError(err: unknown, bodyLimit?: number): LlmProxyError
       // (within the server's request timeout), so a client still sending reads the 413 rather than EPIPE.
       return errors.bodyTooLarge(bodyLimit ?? 0).withHeaders({ connection: 'keep-alive' })
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new LlmProxyError(
-        415,
-        'invalid_request_error',
-        'llmproxy_unsupported_media_type',
-        'Unsupported content type: send application/json.',
-      )
+      return errors.unsupportedMediaType()
     case 'FST_ERR_BAD_URL':
       return errors.invalidUrl()
     case 'FST_ERR_MAX_PARAM_LENGTH':
@@ -213,7 +305,7 @@ export function toLlmProxyError(err: unknown, bodyLimit?: number): LlmProxyError
   // Fastify's messages may repeat client input (a 404 names the URL): echoed() caps them.
   if (e.validation !== undefined && e.message) return errors.invalidRequest(echoed(e.message))
   const status = typeof e.statusCode === 'number' ? e.statusCode : 500
-  if (status === 404) return new LlmProxyError(404, 'invalid_request_error', 'llmproxy_not_found', echoed(e.message ?? 'Not found.'))
+  if (status === 404) return coded('llmproxy_not_found', echoed(e.message ?? 'Not found.'))
   if (status === 429) return errors.rateLimited(echoed(e.message ?? 'Rate limit exceeded.'), 'llmproxy_rate_limited')
   if (status >= 400 && status < 500) return errors.invalidRequest(echoed(e.message ?? 'Bad request.'), { cause: err })
   return errors.internal({ cause: err })

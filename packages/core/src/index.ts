@@ -1,7 +1,11 @@
 export { ByteNeedle } from './bytes.js'
 export { type Attempt, type KeyLimits, LlmContext, type Outcome, type Rejection } from './context.js'
 export {
+  CATALOGUE,
+  type CatalogueEntry,
+  coded,
   type ErrorBody,
+  type ErrorCode,
   type ErrorType,
   echoed,
   errors,
@@ -15,6 +19,5 @@ export { type LlmHookName, LlmHookRegistry, type LlmHooks } from './hooks.js'
 export { JsonKeyScanner } from './json-scan.js'
 export { ConfigError, type ConfigProblem, checkSchema, validateOptions } from './options.js'
 export { CORE_PLUGIN_NAME, ensureCore, llmCore } from './plugin.js'
-export { sendError } from './reply.js'
 export { buildUsageRecord } from './usage-build.js'
 export { ClientApi, Protocol, type Usage, type UsageRecord, UsageRecordSchema } from './usage-record.js'

@@ -1,4 +1,5 @@
-import { ensureCore, errors, sendError } from '@llmproxy/core'
+import { ensureCore, errors } from '@llmproxy/core'
+import { sendError } from '@llmproxy/protocols'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fastifyMetrics from 'fastify-metrics'
 import fp from 'fastify-plugin'

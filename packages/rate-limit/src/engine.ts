@@ -1,5 +1,5 @@
-import { type KeyLimits, type LlmHookRegistry, type LlmProxyError, type Rejection, sendError, type UsageRecord } from '@llmproxy/core'
-import { clientApiOf, wireOf } from '@llmproxy/protocols'
+import type { KeyLimits, LlmHookRegistry, LlmProxyError, Rejection, UsageRecord } from '@llmproxy/core'
+import { clientApiOf, sendError, wireOf } from '@llmproxy/protocols'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { rateLimitErrors } from './errors.js'
 import { markerKey, quotaKey, slotKey, subjectTag, tpmKey, type UniqueIds } from './keys.js'

@@ -48,7 +48,7 @@ const ALT_SSE = /[?&]alt=sse(&|$)/
 const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptions) => {
   await ensureCore(fastify)
   if (!fastify.hasDecorator('upstreams')) {
-    throw new Error('@llmproxy/router needs @llmproxy/upstreams: register it (with your upstreams) before the router')
+    throw errors.setup('@llmproxy/router needs @llmproxy/upstreams: register it (with your upstreams) before the router')
   }
   const options = validateOptions(RouterOptionsSchema, rawOptions, '@llmproxy/router options')
   const upstreams = fastify.upstreams
@@ -125,7 +125,7 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       const allowed = ctx.allowedModels
       if (allowed !== null && !allowed.has(model) && !allowed.has(route.name)) {
         fastify.llm.emitReject({ reason: 'model_access', keyId: ctx.keyId, statusCode: 403 }, request)
-        sendError(reply, errors.forbidden(`This API key may not use the model "${model}".`, 'llmproxy_model_not_allowed'))
+        sendError(reply, errors.modelNotAllowed(model))
         return null
       }
       ctx.model = model

@@ -1,8 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, Server } from 'node:http'
 import swagger from '@fastify/swagger'
-import { ConfigError, errors, Protocol, sendError, toLlmProxyError } from '@llmproxy/core'
+import { ConfigError, errors, Protocol, toLlmProxyError } from '@llmproxy/core'
 import { Type } from '@llmproxy/core/typebox'
+import { sendError } from '@llmproxy/protocols'
 import Fastify, {
   type FastifyHttpOptions,
   type FastifyInstance,

@@ -1,4 +1,3 @@
-export { UPSTREAMS_BUSY, upstreamsBusy } from './errors.js'
 export {
   type HealthChecksOptions,
   HealthChecksSchema,

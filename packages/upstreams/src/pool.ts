@@ -1,5 +1,4 @@
 import { errors } from '@llmproxy/core'
-import { upstreamsBusy } from './errors.js'
 import type { QueueOptions } from './options.js'
 import type { Strategy, StrategyFactory } from './strategies.js'
 import { type Lease, type PoolLink, type Upstream, UpstreamNode } from './upstream.js'
@@ -128,7 +127,7 @@ export class PoolImpl implements Pool, PoolLink {
       const picked = this.picker.pick(candidates)
       if (picked === undefined) return null
       if (!(picked instanceof UpstreamNode))
-        throw new TypeError(`The ${this.strategy} strategy returned an upstream that is not a candidate`)
+        throw errors.setup(`The ${this.strategy} strategy returned an upstream that is not a candidate`)
       return picked.lease()
     } finally {
       if (!nested) {
@@ -144,7 +143,9 @@ export class PoolImpl implements Pool, PoolLink {
     if (first !== 'busy') return Promise.resolve(first)
     const { maxWaiting, timeoutMs } = this.queueOptions
     if (this.queue.length >= maxWaiting) {
-      return Promise.reject(upstreamsBusy(`Every upstream of the pool is at its concurrency limit and ${maxWaiting} requests are waiting.`))
+      return Promise.reject(
+        errors.upstreamsBusy(`Every upstream of the pool is at its concurrency limit and ${maxWaiting} requests are waiting.`),
+      )
     }
     return new Promise<Lease | null>((resolve, reject) => {
       const waiter: Waiter = {
@@ -261,7 +262,9 @@ export class PoolImpl implements Pool, PoolLink {
 
   private expire(waiter: Waiter): void {
     if (this.leave(waiter)) {
-      waiter.reject(upstreamsBusy(`Every upstream of the pool stayed at its concurrency limit for ${this.queueOptions.timeoutMs} ms.`))
+      waiter.reject(
+        errors.upstreamsBusy(`Every upstream of the pool stayed at its concurrency limit for ${this.queueOptions.timeoutMs} ms.`),
+      )
     }
   }
 

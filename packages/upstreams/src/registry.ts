@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import { errors } from '@llmproxy/core'
 import { HealthChecker } from './health.js'
 import {
   type HealthChecksOptions,
@@ -96,15 +97,15 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
     if (cached !== undefined) return cached
     const factory = this.strategies.get(strategy)
     if (factory === undefined) {
-      throw new Error(`Unknown balancing strategy ${JSON.stringify(strategy)}; known: ${[...this.strategies.keys()].join(', ')}`)
+      throw errors.setup(`Unknown balancing strategy ${JSON.stringify(strategy)}; known: ${[...this.strategies.keys()].join(', ')}`)
     }
-    if (names.length === 0) throw new Error('A pool needs at least one upstream')
+    if (names.length === 0) throw errors.setup('A pool needs at least one upstream')
     const seen = new Set<string>()
     for (const name of names) {
-      if (seen.has(name)) throw new Error(`Upstream ${JSON.stringify(name)} is listed twice in the pool`)
+      if (seen.has(name)) throw errors.setup(`Upstream ${JSON.stringify(name)} is listed twice in the pool`)
       seen.add(name)
       if (!this.nodes.has(name)) {
-        throw new Error(`Unknown upstream ${JSON.stringify(name)} in pool; known: ${[...this.nodes.keys()].join(', ') || '(none)'}`)
+        throw errors.setup(`Unknown upstream ${JSON.stringify(name)} in pool; known: ${[...this.nodes.keys()].join(', ') || '(none)'}`)
       }
     }
     const pool = new PoolImpl([...names], strategy, factory, this.members(names), this.queue, this.panicked)
@@ -114,9 +115,9 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
 
   /** Registers a custom balancing strategy, usable by name in `pool(names, name)`. */
   addStrategy(name: string, factory: StrategyFactory): void {
-    if (typeof name !== 'string' || name === '') throw new TypeError('A strategy needs a name')
-    if (typeof factory !== 'function') throw new TypeError(`The ${JSON.stringify(name)} strategy factory must be a function`)
-    if (this.strategies.has(name)) throw new Error(`A balancing strategy named ${JSON.stringify(name)} already exists`)
+    if (typeof name !== 'string' || name === '') throw errors.setup('A strategy needs a name')
+    if (typeof factory !== 'function') throw errors.setup(`The ${JSON.stringify(name)} strategy factory must be a function`)
+    if (this.strategies.has(name)) throw errors.setup(`A balancing strategy named ${JSON.stringify(name)} already exists`)
     this.strategies.set(name, factory)
   }
 
