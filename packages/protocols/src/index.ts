@@ -1,11 +1,12 @@
 export { ANTHROPIC_COUNT_TOKENS, ANTHROPIC_MESSAGES, ANTHROPIC_VERSION, anthropic } from './anthropic.js'
 export { convertRequest, withAssistantPrefill } from './convert/request.js'
 export { convertResponse } from './convert/response.js'
-export { createDecoder, createEncoder, type EncoderResume } from './convert/stream.js'
+export { createDecoder, createEncoder } from './convert/stream.js'
 export {
   type ApiFamily,
   ConversionError,
   type EncoderOptions,
+  type EncoderResume,
   type FinishReason,
   MalformedStreamError,
   type NeutralUsage,

@@ -4,10 +4,10 @@ import '@fastify/reply-from'
 import { errors, type LlmProxyError } from '@llmproxy/core'
 import type { ApiFamily, Endpoint, UsageExtractor } from '@llmproxy/protocols'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
-import type { ProxyCall } from './call.js'
 import { convertedAnswer, convertedError } from './convert.js'
 import { decodedBody } from './encoding.js'
 import { upstreamRequestHeaders } from './headers.js'
+import type { AttemptView, CallHost } from './host.js'
 import type { UsageMeter } from './meter.js'
 import type { FailureKind } from './planner.js'
 import { keepUpstreamHeaders, onError, onResponse, rewriteRequestHeaders, type UpstreamCallbacks } from './reply-hooks.js'
@@ -27,7 +27,7 @@ const MAX_ANSWER_BYTES = 32 * 1024 * 1024
  * Before the commit point a failure goes back to the call (which may start another attempt); after it, the call
  * decides how the client's stream ends.
  */
-export class UpstreamAttempt implements UpstreamCallbacks {
+export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   readonly lease: Lease
   readonly startedAt: number
   /** The HTTP status the upstream answered with (0 before its headers). */
@@ -46,7 +46,7 @@ export class UpstreamAttempt implements UpstreamCallbacks {
   readonly converted: ApiFamily | null
   /** A continuation sent as a prefill: a 4xx answer is the upstream refusing it (then the request is replayed). */
   readonly prefill: boolean
-  private readonly call: ProxyCall
+  private readonly call: CallHost
   private readonly signal = new AttemptSignal()
   /** The first-byte deadline (for a JSON answer: the whole answer's). */
   private timer: NodeJS.Timeout | null = null
@@ -56,7 +56,7 @@ export class UpstreamAttempt implements UpstreamCallbacks {
   private released = false
 
   constructor(
-    call: ProxyCall,
+    call: CallHost,
     lease: Lease,
     endpoint: Endpoint,
     transform: ResponseTransform | null,

@@ -1,54 +1,22 @@
 import '@fastify/reply-from'
-import { type Attempt, buildUsageRecord, errors, type LlmContext, type LlmHookRegistry, type LlmProxyError } from '@llmproxy/core'
-import { createEncoder, type EncoderOptions, type Endpoint, familyOf, type StreamEncoder, wireOf } from '@llmproxy/protocols'
+import { type Attempt, buildUsageRecord, errors, type LlmContext, type LlmProxyError } from '@llmproxy/core'
+import { createEncoder, type EncoderOptions, type Endpoint, type StreamEncoder, wireOf } from '@llmproxy/protocols'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { UpstreamAttempt } from './attempt.js'
 import { ClientStream } from './client-stream.js'
 import { Continuation } from './continuation.js'
-import { type ConvertedRequest, convertedRequest, StreamConverter } from './convert.js'
-import type { UpstreamDispatcher } from './dispatcher.js'
+import { StreamConverter } from './convert.js'
+import type { CallHost } from './host.js'
 import { UsageMeter } from './meter.js'
 import type { ResolvedRoute } from './models.js'
-import type { Retry, RetryOn, Timeouts } from './options.js'
 import { AttemptPlanner, type FailureKind, type Plan, systemClock } from './planner.js'
 import { setCall } from './reply-hooks.js'
 import { ResumeTap } from './resume.js'
+import { type ProxySettings, type RequestShape, servesEndpoint, type UpstreamRequest, upstreamRequest } from './shape.js'
 import { type ResponseTransform, UsageEventFilter } from './tap.js'
 
-/** Shared, per-router state of every call. */
-export interface ProxySettings {
-  readonly dispatcher: UpstreamDispatcher
-  readonly hooks: LlmHookRegistry
-  readonly timeouts: Timeouts
-  readonly retry: Retry
-  readonly retryOn: ReadonlySet<RetryOn>
-  /** The output cap sent to an API that requires one (Anthropic) when the client, in another API, set none. */
-  readonly defaultMaxTokens: number
-}
-
-/** What the client asked, as far as the proxying of it goes. */
-export interface RequestShape {
-  /** The client's route. */
-  readonly endpoint: Endpoint
-  /** Gemini's `generateContent` / `streamGenerateContent` (from the URL); '' elsewhere. */
-  readonly action: string
-  /** The gateway added `stream_options.include_usage` for a same-API OpenAI upstream: its usage chunk is removed. */
-  readonly stripUsage: boolean
-  /** An OpenAI client asked for the usage chunk itself (converted streams then end with one). */
-  readonly includeUsage: boolean
-  /** A Gemini client asked for `alt=sse` (else a streamed answer is one JSON array). */
-  readonly geminiSse: boolean
-}
-
 const SSE_TYPE = 'text/event-stream'
-const noQuery = (): string => ''
-const sseQuery = (): string => 'alt=sse'
-
-/** Whether a route can serve a client route: any API for a chat route (converted), only its own for the others. */
-export function servesEndpoint(route: ResolvedRoute, endpoint: Endpoint): boolean {
-  return endpoint.convertible || (route.families.size === 1 && route.families.has(endpoint.family))
-}
 
 /**
  * One client request on its way through the pool, the fallbacks and the retries, then streaming: the attempt
@@ -57,7 +25,7 @@ export function servesEndpoint(route: ResolvedRoute, endpoint: Endpoint): boolea
  * moves on; after it, an upstream failure becomes an in-band error event and the stream ends without its
  * terminator — never a truncated answer that looks complete. Ends with one usage record.
  */
-export class ProxyCall {
+export class ProxyCall implements CallHost {
   readonly request: FastifyRequest
   readonly reply: FastifyReply
   readonly ctx: LlmContext
@@ -154,53 +122,27 @@ export class ProxyCall {
     ctx.upstream = upstream.name
     ctx.upstreamModel = route.upstreamModel
     ctx.protocol = upstream.protocol
-    const client = this.endpoint
-    const upstreamApi = familyOf(upstream.protocol)
-    let attempt: UpstreamAttempt
-    let path: string
-    let query: (search: string | undefined, url: string) => string
-    let payload: string
-    const continuation = this.continuation
-    if (continuation !== null) {
-      const next = continuation.request(upstream, route.upstreamModel, client, this.body, this.settings.defaultMaxTokens)
-      payload = next.payload
-      path = next.path
-      query = next.query === '' ? noQuery : sseQuery
-      attempt = new UpstreamAttempt(this, lease, next.endpoint, next.transform, upstreamApi, next.prefill)
-    } else if (upstreamApi === client.family) {
-      // Same API on both sides: the body goes as it came (the model renamed), the answer's bytes pass untouched.
-      if (client.modelInBody) this.body.model = route.upstreamModel
-      payload = JSON.stringify(this.body)
-      path = client.upstreamPath(route.upstreamModel, this.shape.action)
-      query = client.queryString
-      attempt = new UpstreamAttempt(this, lease, client, this.shape.stripUsage ? new UsageEventFilter() : null, null, false)
-    } else {
-      let converted: ConvertedRequest
-      try {
-        converted = convertedRequest(client.family, upstreamApi, this.body, route.upstreamModel, ctx.stream, this.settings.defaultMaxTokens)
-      } catch (err) {
-        // The client's request cannot be said in this upstream's API: no upstream was asked anything.
-        lease.release({ ok: false, kind: 'aborted' })
-        this.fail(err as LlmProxyError)
-        return
-      }
-      payload = converted.payload
-      path = converted.path
-      query = converted.query === '' ? noQuery : sseQuery
-      let transform: StreamConverter | null = null
-      if (ctx.stream) {
-        this.encoder ??= createEncoder(client.family, this.encoderOptions)
-        transform = new StreamConverter(upstreamApi, this.encoder)
-      }
-      attempt = new UpstreamAttempt(this, lease, converted.endpoint, transform, upstreamApi, false)
+    let next: UpstreamRequest
+    try {
+      next = upstreamRequest(this.shape, this.body, upstream, route.upstreamModel, ctx.stream, this.settings, this.continuation, () => {
+        this.encoder ??= createEncoder(this.endpoint.family, this.encoderOptions)
+        return this.encoder
+      })
+    } catch (err) {
+      // The client's request cannot be said in this upstream's API: no upstream was asked anything.
+      lease.release({ ok: false, kind: 'aborted' })
+      this.fail(err as LlmProxyError)
+      return
     }
+    const attempt = new UpstreamAttempt(this, lease, next.endpoint, next.transform, next.converted, next.prefill)
+    const payload = next.payload
     this.meter.requestBytes = payload.length
     this.attempt = attempt
     const timeouts = this.settings.timeouts
     // The total budget bounds the wait for the first byte too, so a silent upstream costs no more than it.
     const budgetLeft = this.settings.retry.budgetMs - (attempt.startedAt - ctx.startedAt)
     const firstByteMs = Math.max(1, Math.min(ctx.stream ? timeouts.firstTokenMs : timeouts.responseMs, budgetLeft))
-    attempt.start(upstream.url + path, payload, query, firstByteMs)
+    attempt.start(upstream.url + next.path, payload, next.query, firstByteMs)
   }
 
   // ── what attempts report ───────────────────────────────────────────────────────────────────

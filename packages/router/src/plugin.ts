@@ -13,12 +13,13 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
 import { acceptJsonBodies } from './body.js'
-import { ProxyCall, type ProxySettings, servesEndpoint } from './call.js'
+import { ProxyCall } from './call.js'
 import { UpstreamDispatcher } from './dispatcher.js'
 import { modelListings } from './listings.js'
 import { ModelTable, type ResolvedRoute } from './models.js'
 import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
 import { kProxyCall } from './reply-hooks.js'
+import { type ProxySettings, servesEndpoint } from './shape.js'
 
 /** Options as given: everything but `models` has defaults (see RouterOptionsSchema). */
 export interface RouterOptions {

@@ -2,8 +2,7 @@ import type { OutgoingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import { errors, type LlmProxyError } from '@llmproxy/core'
 import type { UsageExtractor } from '@llmproxy/protocols'
-import type { UpstreamAttempt } from './attempt.js'
-import type { ProxyCall } from './call.js'
+import type { AttemptView, CallHost } from './host.js'
 import type { ResumeTap } from './resume.js'
 import { StreamScanner } from './scanner.js'
 
@@ -20,8 +19,8 @@ export class StreamRelay {
   readonly scanner: StreamScanner
   /** Beside a same-format stream that may be continued: keeps its text (converted streams keep it themselves). */
   readonly tap: ResumeTap | null
-  private readonly attempt: UpstreamAttempt
-  private readonly call: ProxyCall
+  private readonly attempt: AttemptView
+  private readonly call: CallHost
   private readonly body: Readable
   /** The client's response headers, prepared while the upstream generates its first token. */
   private readonly headers: OutgoingHttpHeaders
@@ -29,7 +28,7 @@ export class StreamRelay {
   private lastChunkAt = 0
   private ended = false
 
-  constructor(attempt: UpstreamAttempt, call: ProxyCall, body: Readable, reader: UsageExtractor, tap: ResumeTap | null) {
+  constructor(attempt: AttemptView, call: CallHost, body: Readable, reader: UsageExtractor, tap: ResumeTap | null) {
     this.attempt = attempt
     this.call = call
     this.body = body

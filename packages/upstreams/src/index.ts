@@ -13,12 +13,10 @@ export {
   UpstreamConfigSchema,
   UpstreamHealthCheckSchema,
   UpstreamListSchema,
-  type UpstreamsCallbackOptions,
   type UpstreamsOptions,
   UpstreamsOptionsSchema,
-  type UpstreamsPluginOptions,
 } from './options.js'
-export { upstreams } from './plugin.js'
+export { type UpstreamsCallbackOptions, type UpstreamsPluginOptions, upstreams } from './plugin.js'
 export type { Pool } from './pool.js'
 export { UpstreamRegistry, type UpstreamRegistryEvents, type UpstreamsLogger } from './registry.js'
 export {

@@ -1,7 +1,6 @@
 import { ConfigError, type ConfigProblem, Protocol, validateOptions } from '@llmproxy/core'
 import { type Static, Type } from '@llmproxy/core/typebox'
 import { defaultHealthCheckPath } from '@llmproxy/protocols'
-import type { StrategyFactory } from './strategies.js'
 
 export const UpstreamHealthCheckSchema = Type.Object(
   {
@@ -93,14 +92,6 @@ export const UpstreamsOptionsSchema = Type.Object(
   { additionalProperties: false },
 )
 export type UpstreamsOptions = Static<typeof UpstreamsOptionsSchema>
-
-/** Options that are not data (functions), so not in the schema. */
-export interface UpstreamsCallbackOptions {
-  /** Custom balancing strategies by name (same as `fastify.upstreams.addStrategy(name, factory)`). */
-  strategies?: Record<string, StrategyFactory>
-}
-
-export type UpstreamsPluginOptions = UpstreamsOptions & UpstreamsCallbackOptions
 
 /** The options after validation, every default filled in. */
 export interface ResolvedUpstreamsOptions {

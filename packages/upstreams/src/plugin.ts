@@ -1,8 +1,9 @@
 import { ensureCore } from '@llmproxy/core'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import type { UpstreamsPluginOptions } from './options.js'
+import type { UpstreamsOptions } from './options.js'
 import { UpstreamRegistry } from './registry.js'
+import type { StrategyFactory } from './strategies.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -10,6 +11,14 @@ declare module 'fastify' {
     upstreams: UpstreamRegistry
   }
 }
+
+/** Options that are not data (functions), so not in the schema. */
+export interface UpstreamsCallbackOptions {
+  /** Custom balancing strategies by name (same as `fastify.upstreams.addStrategy(name, factory)`). */
+  strategies?: Record<string, StrategyFactory>
+}
+
+export type UpstreamsPluginOptions = UpstreamsOptions & UpstreamsCallbackOptions
 
 const plugin: FastifyPluginAsync<UpstreamsPluginOptions> = async (fastify, options) => {
   await ensureCore(fastify)

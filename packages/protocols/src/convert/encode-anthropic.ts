@@ -1,9 +1,9 @@
 import { type Answer, parseToolArgs, randomHex } from './answer.js'
 import { ANTHROPIC_STOP } from './finish.js'
 import { JsonEnd } from './json-end.js'
-import type { EncoderResume } from './stream.js'
 import {
   type EncoderOptions,
+  type EncoderResume,
   type FinishReason,
   MalformedStreamError,
   type StreamEncoder,

@@ -1,8 +1,7 @@
 import { type Answer, parseToolArgs, randomHex } from './answer.js'
 import { GEMINI_FINISH } from './finish.js'
 import { JsonEnd } from './json-end.js'
-import type { EncoderResume } from './stream.js'
-import type { EncoderOptions, FinishReason, StreamEncoder, StreamEvent } from './types.js'
+import type { EncoderOptions, EncoderResume, FinishReason, StreamEncoder, StreamEvent } from './types.js'
 import { type ClientError, geminiStatus } from './upstream-error.js'
 import { toGeminiUsage, UsageTally } from './usage.js'
 

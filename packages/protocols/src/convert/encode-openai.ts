@@ -1,7 +1,13 @@
 import { type Answer, randomHex } from './answer.js'
 import { OPENAI_FINISH } from './finish.js'
-import type { EncoderResume } from './stream.js'
-import { type EncoderOptions, type FinishReason, type StreamEncoder, type StreamEvent, toolCallIdWithSignature } from './types.js'
+import {
+  type EncoderOptions,
+  type EncoderResume,
+  type FinishReason,
+  type StreamEncoder,
+  type StreamEvent,
+  toolCallIdWithSignature,
+} from './types.js'
 import type { ClientError } from './upstream-error.js'
 import { toOpenAiUsage, UsageTally } from './usage.js'
 

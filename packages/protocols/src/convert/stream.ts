@@ -4,22 +4,7 @@ import { OpenAiDecoder } from './decode-openai.js'
 import { AnthropicEncoder } from './encode-anthropic.js'
 import { GeminiEncoder } from './encode-gemini.js'
 import { OpenAiEncoder } from './encode-openai.js'
-import type { ApiFamily, EncoderOptions, NeutralUsage, StreamDecoder, StreamEncoder } from './types.js'
-
-/**
- * Where a client's stream stands when its first part went to it byte for byte from an upstream of its own format
- * and the rest comes converted from another (a continuation). The id the client saw goes in
- * {@link EncoderOptions.id}. The encoder then sends no opening (role chunk, `message_start`, `[`) and continues
- * the open text or thinking block.
- */
-export interface EncoderResume {
-  /** OpenAI: the `created` of the chunks already sent, so that every chunk keeps it. */
-  created?: number
-  /** Anthropic: the last content block the client saw; `open` while its content_block_stop has not gone out. */
-  block?: { index: number; type: 'text' | 'thinking'; open: boolean }
-  /** What the part already sent consumed (when known): added to the usage the client sees at the end. */
-  usage?: Partial<NeutralUsage>
-}
+import type { ApiFamily, EncoderOptions, EncoderResume, StreamDecoder, StreamEncoder } from './types.js'
 
 /**
  * A decoder of an upstream's streamed bytes: OpenAI chat chunks and `[DONE]`, Anthropic events, Gemini `alt=sse`

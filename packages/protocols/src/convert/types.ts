@@ -95,6 +95,21 @@ export interface EncoderOptions {
   geminiSse?: boolean
 }
 
+/**
+ * Where a client's stream stands when its first part went to it byte for byte from an upstream of its own format
+ * and the rest comes converted from another (a continuation). The id the client saw goes in
+ * {@link EncoderOptions.id}. The encoder then sends no opening (role chunk, `message_start`, `[`) and continues
+ * the open text or thinking block.
+ */
+export interface EncoderResume {
+  /** OpenAI: the `created` of the chunks already sent, so that every chunk keeps it. */
+  created?: number
+  /** Anthropic: the last content block the client saw; `open` while its content_block_stop has not gone out. */
+  block?: { index: number; type: 'text' | 'thinking'; open: boolean }
+  /** What the part already sent consumed (when known): added to the usage the client sees at the end. */
+  usage?: Partial<NeutralUsage>
+}
+
 /** Options of a whole-request conversion. */
 export interface RequestConversion {
   /** The model name to send upstream (for Gemini it goes in the path, not the body). */

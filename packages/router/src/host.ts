@@ -1,0 +1,54 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import type { LlmContext, LlmProxyError } from '@llmproxy/core'
+import type { ApiFamily, EncoderOptions, Endpoint } from '@llmproxy/protocols'
+import type { AttemptResult, Lease } from '@llmproxy/upstreams'
+import type { FastifyReply } from 'fastify'
+import type { ClientStream } from './client-stream.js'
+import type { UsageMeter } from './meter.js'
+import type { AttemptPlanner, FailureKind } from './planner.js'
+import type { ResumeTap } from './resume.js'
+import type { StreamScanner } from './scanner.js'
+import type { ProxySettings } from './shape.js'
+import type { ResponseTransform } from './tap.js'
+
+/** What the request's call sees of an attempt, and what a stream relay asks of the attempt it relays. */
+export interface AttemptView {
+  readonly lease: Lease
+  readonly startedAt: number
+  readonly status: number
+  readonly headers: IncomingHttpHeaders | null
+  /** Its answer has reached the client (its first byte). */
+  delivering: boolean
+  /** Its SSE answer's relay: the scanner and (same-format streams) the resume tap beside it. */
+  readonly stream: { readonly scanner: StreamScanner; readonly tap: ResumeTap | null } | null
+  readonly endpoint: Endpoint
+  readonly transform: ResponseTransform | null
+  readonly converted: ApiFamily | null
+  release(result: AttemptResult): boolean
+  settle(): void
+  clearDeadline(): void
+  failBeforeAnswer(error: LlmProxyError): void
+}
+
+/**
+ * What an upstream attempt and its stream relay ask of the request they serve (ProxyCall). Attempts report to it;
+ * it decides what a failure means. Kept apart so that the modules depend one way: call → attempt → relay → host.
+ */
+export interface CallHost {
+  readonly reply: FastifyReply
+  readonly ctx: LlmContext
+  readonly settings: ProxySettings
+  readonly endpoint: Endpoint
+  readonly planner: AttemptPlanner
+  readonly client: ClientStream
+  readonly meter: UsageMeter
+  readonly encoderOptions: EncoderOptions
+  readonly clientStreamType: string
+  /** The attempt in progress, or the last one. */
+  readonly attempt: AttemptView | null
+  onAttemptFailed(attempt: AttemptView, kind: FailureKind, error: LlmProxyError, status?: number, retryAfter?: number): void
+  onCommitted(attempt: AttemptView): void
+  onStreamEnd(attempt: AttemptView, error: LlmProxyError | null): void
+  onJsonFailed(error: LlmProxyError): void
+  resumeTapFor(attempt: AttemptView): ResumeTap | null
+}
