@@ -37,6 +37,9 @@ const TEXT_KEY: Record<ApiFamily, ByteNeedle> = {
   gemini: new ByteNeedle('"text"'),
 }
 const ANTHROPIC_TEXT = new ByteNeedle('"text"')
+/** An OpenAI delta whose first key is its content: with the object closing right after the string, a plain text delta. */
+const TEXT_DELTA = new ByteNeedle('"delta":{"content":"')
+const CLOSE_BRACE = 0x7d
 const BLOCK_START = new ByteNeedle('"content_block_start"')
 const BLOCK_STOP = new ByteNeedle('"content_block_stop"')
 
@@ -92,7 +95,8 @@ export class ResumeTap {
   /** Where the stream stands, or null when it cannot be continued. */
   point(): ResumePoint | null {
     if (!this.continuable) return null
-    const text = this.parts.length === 0 ? '' : (JSON.parse(`"${this.parts.join('')}"`) as string)
+    const escaped = Buffer.from(this.parts.join(''), 'latin1').toString('utf8')
+    const text = this.parts.length === 0 ? '' : (JSON.parse(`"${escaped}"`) as string)
     const resume: EncoderResume = {}
     if (this.created !== undefined) resume.created = this.created
     if (this.blockIndex >= 0) resume.block = { index: this.blockIndex, type: 'text', open: this.blockOpen }
@@ -104,6 +108,24 @@ export class ResumeTap {
       this.first = false
       this.readHead(data.toString('utf8', start, end))
     }
+    // Most lines are plain text deltas, recognised by their shape without looking for anything else in them.
+    if (this.family === 'openai') {
+      const at = TEXT_DELTA.indexIn(data, start)
+      if (at !== -1 && at < end) {
+        const from = at + TEXT_DELTA.length
+        const close = closingQuote(data, from, end)
+        if (close !== -1 && data[close + 1] === CLOSE_BRACE) {
+          this.keep(data, from, close)
+          return
+        }
+      }
+    } else if (this.family === 'anthropic') {
+      const value = this.textValue(data, start, end)
+      if (value !== null) {
+        this.keep(data, value[0], value[1])
+        return
+      }
+    }
     for (const needle of NOT_TEXT[this.family]) {
       const at = needle.indexIn(data, start)
       if (at !== -1 && at < end) {
@@ -111,27 +133,39 @@ export class ResumeTap {
         return
       }
     }
-    if (this.family === 'anthropic') this.trackBlocks(data, start, end)
+    if (this.family === 'anthropic') {
+      this.trackBlocks(data, start, end)
+      return
+    }
+    const value = this.textValue(data, start, end)
+    if (value !== null) this.keep(data, value[0], value[1])
+  }
+
+  /** The escaped text value of the line's text key, [start, end) of its string, or null. */
+  private textValue(data: Buffer, start: number, end: number): [number, number] | null {
     const key = TEXT_KEY[this.family]
     let at = key.indexIn(data, start)
-    if (at === -1 || at >= end) return
+    if (at === -1 || at >= end) return null
     if (this.family === 'anthropic') {
       // `"type":"text_delta","text":"…"`: the value is that of the "text" key after the marker.
       at = ANTHROPIC_TEXT.indexIn(data, at + key.length)
-      if (at === -1 || at >= end) return
+      if (at === -1 || at >= end) return null
       at += ANTHROPIC_TEXT.length
     } else {
       at += key.length
     }
-    const value = stringValueAfterKey(data, at, end)
-    if (value === null) return
-    if (value[1] > value[0]) {
-      this.bytes += value[1] - value[0]
+    return stringValueAfterKey(data, at, end)
+  }
+
+  /** Keeps the escaped bytes [from, to) of a text value: as latin1, byte for byte (decoded once, if ever needed). */
+  private keep(data: Buffer, from: number, to: number): void {
+    if (to > from) {
+      this.bytes += to - from
       if (this.bytes > MAX_TEXT_BYTES) {
         this.continuable = false
         return
       }
-      this.parts.push(data.toString('utf8', value[0], value[1]))
+      this.parts.push(data.toString('latin1', from, to))
     }
     this.events++
   }
@@ -171,13 +205,18 @@ function stringValueAfterKey(data: Buffer, from: number, end: number): [number, 
   pos++
   while (pos < end && (data[pos] === 0x20 || data[pos] === 0x09)) pos++
   if (data[pos] !== QUOTE) return null
-  const start = pos + 1
+  const close = closingQuote(data, pos + 1, end)
+  return close === -1 ? null : [pos + 1, close]
+}
+
+/** The quote that closes a JSON string whose content starts at `start` (one not escaped by a backslash), or -1. */
+function closingQuote(data: Buffer, start: number, end: number): number {
   let close = data.indexOf(QUOTE, start)
   while (close !== -1 && close < end) {
     let backslashes = 0
     for (let i = close - 1; i >= start && data[i] === BACKSLASH; i--) backslashes++
-    if (backslashes % 2 === 0) return [start, close]
+    if (backslashes % 2 === 0) return close
     close = data.indexOf(QUOTE, close + 1)
   }
-  return null
+  return -1
 }
