@@ -486,6 +486,62 @@ describe('tool calls and results in the history', () => {
     assert.equal((anthropic.messages as unknown[]).length, 3)
   })
 
+  test('a Gemini model turn streamed in chunks (one model content per chunk, as @google/genai chats keep it) is one assistant turn', () => {
+    // What `ai.chats.create(…).sendMessageStream()` sends on the next turn after a streamed answer with a thought (its
+    // signature in a chunk of its own, as the gateway streams another upstream's), text and two parallel calls: each
+    // chunk's content as it came, the last one with an empty text part.
+    const gemini = {
+      contents: [
+        { role: 'user', parts: [{ text: 'time in Paris and Tokyo?' }] },
+        { role: 'model', parts: [{ text: 'thinking ', thought: true }] },
+        { role: 'model', parts: [{ text: 'it over', thought: true }] },
+        { role: 'model', parts: [{ text: '', thought: true, thoughtSignature: 'U0lH' }] },
+        { role: 'model', parts: [{ text: 'Let me ' }] },
+        { role: 'model', parts: [{ text: 'check.' }] },
+        {
+          role: 'model',
+          parts: [{ functionCall: { id: 'call_a', name: 'get_time', args: { tz: 'Europe/Paris' } }, thoughtSignature: 'U0lH' }],
+        },
+        { role: 'model', parts: [{ functionCall: { id: 'call_b', name: 'get_time', args: { tz: 'Asia/Tokyo' } } }] },
+        { role: 'model', parts: [{ text: '' }] },
+        {
+          role: 'user',
+          parts: [
+            { functionResponse: { id: 'call_a', name: 'get_time', response: { output: '09:00' } } },
+            { functionResponse: { id: 'call_b', name: 'get_time', response: { output: '16:00' } } },
+          ],
+        },
+      ],
+      tools: [{ functionDeclarations: [{ name: 'get_time' }] }],
+    }
+    const openai = convertValid('gemini', 'openai', gemini)
+    assert.deepEqual(openai.messages, [
+      { role: 'user', content: 'time in Paris and Tokyo?' },
+      {
+        role: 'assistant',
+        content: 'Let me check.',
+        reasoning_content: 'thinking it over',
+        tool_calls: [
+          { id: 'call_a', type: 'function', function: { name: 'get_time', arguments: '{"tz":"Europe/Paris"}' } },
+          { id: 'call_b', type: 'function', function: { name: 'get_time', arguments: '{"tz":"Asia/Tokyo"}' } },
+        ],
+      },
+      { role: 'tool', tool_call_id: 'call_a', content: '09:00' },
+      { role: 'tool', tool_call_id: 'call_b', content: '16:00' },
+    ])
+    const anthropic = convertValid('gemini', 'anthropic', gemini)
+    assert.deepEqual((anthropic.messages as { role: string; content: { type: string }[] }[])[1], {
+      role: 'assistant',
+      content: [
+        { type: 'thinking', thinking: 'thinking it over', signature: 'U0lH' },
+        { type: 'text', text: 'Let me ' },
+        { type: 'text', text: 'check.' },
+        { type: 'tool_use', id: 'call_a', name: 'get_time', input: { tz: 'Europe/Paris' } },
+        { type: 'tool_use', id: 'call_b', name: 'get_time', input: { tz: 'Asia/Tokyo' } },
+      ],
+    })
+  })
+
   test('bad tool history is refused with the field path', () => {
     assertRefused(
       'openai',

@@ -349,15 +349,25 @@ function assistantBlocks(parts: Part[]): Block[] {
   // A client in another format keeps Anthropic's thinking signature on its tool-call ids (see toolCallIdWithSignature).
   let carried: string | undefined
   for (const part of parts) if (part.type === 'tool_call' && carried === undefined) carried = part.signature
+  // Reasoning may come in pieces (a Gemini client keeps a streamed thought as one part per chunk, the signature on the
+  // last): one thinking block holds the text of the pieces up to the signature that ends them, as it was signed.
+  let thinking: string | null = null
+  const endThinking = (signature: string | undefined): void => {
+    if (thinking === null) return
+    const signed = signature !== undefined && signature !== '' ? signature : carried
+    carried = undefined
+    // Unsigned thinking cannot be sent; Anthropic ignores thinking from earlier turns anyway.
+    if (signed !== undefined && signed !== '') blocks.push({ type: 'thinking', thinking, signature: signed })
+    thinking = null
+  }
   for (const part of parts) {
+    if (part.type === 'reasoning') {
+      thinking = (thinking ?? '') + part.text
+      if (part.signature !== undefined && part.signature !== '') endThinking(part.signature)
+      continue
+    }
+    endThinking(undefined)
     switch (part.type) {
-      case 'reasoning': {
-        const signature = part.signature ?? carried
-        carried = undefined
-        // Unsigned thinking cannot be sent; Anthropic ignores thinking from earlier turns anyway.
-        if (signature !== undefined && signature !== '') blocks.push({ type: 'thinking', thinking: part.text, signature })
-        break
-      }
       case 'redacted_reasoning':
         blocks.push({ type: 'redacted_thinking', data: part.data })
         break
@@ -373,6 +383,7 @@ function assistantBlocks(parts: Part[]): Block[] {
         throw new ConversionError(part.path, 'Anthropic assistant messages carry only text, thinking and tool calls.')
     }
   }
+  endThinking(undefined)
   return blocks
 }
 

@@ -96,8 +96,9 @@ function parseContents(req: ChatRequest, contents: unknown[]): void {
         if (parsed !== undefined) parts.push(parsed)
       }
     }
-    if (role === 'model') req.turns.push({ role: 'assistant', parts })
-    else pushParts(req.turns, 'user', parts)
+    // Consecutive model contents are one model turn: @google/genai's chats keep a streamed answer as one content per
+    // chunk (parallel calls in contents of their own), and their results answer them all in the next user turn.
+    pushParts(req.turns, role === 'model' ? 'assistant' : 'user', parts)
   }
 }
 

@@ -1,0 +1,211 @@
+// The endpoints around chat that each SDK calls: the model list in each API's shape (`openai` models.list(),
+// @anthropic-ai/sdk models.list() with anthropic-version, @google/genai models.list() on /v1beta/models), Anthropic's
+// token counting (proxied for an Anthropic-only model, an estimate marked `x-llmproxy-estimated: true` otherwise),
+// and authentication the way each SDK sends its key (Bearer, x-api-key, x-goog-api-key).
+import assert from 'node:assert/strict'
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
+import { after, before, test } from 'node:test'
+import Anthropic from '@anthropic-ai/sdk'
+import { ApiError } from '@google/genai'
+import { expectedContent } from '@llmproxy/mock-upstream'
+import OpenAI from 'openai'
+import {
+  API_KEY,
+  anthropicClient,
+  ask,
+  CLIENT_APIS,
+  type ConvertGateway,
+  geminiClient,
+  openaiClient,
+  startConvertGateway,
+} from './convert-helpers.js'
+
+/** A stand-in for Anthropic's count_tokens (the mock upstream does not serve it): records what it was sent. */
+interface CountTokensServer {
+  url: string
+  requests: { headers: IncomingHttpHeaders; body: Record<string, unknown> }[]
+  close(): Promise<void>
+}
+
+async function startCountTokensServer(): Promise<CountTokensServer> {
+  const requests: CountTokensServer['requests'] = []
+  const server: Server = createServer((req, res) => {
+    let text = ''
+    req.on('data', (chunk: Buffer) => {
+      text += chunk.toString('utf8')
+    })
+    req.on('end', () => {
+      if (req.method !== 'POST' || req.url !== '/v1/messages/count_tokens') {
+        res.writeHead(404, { 'content-type': 'application/json' }).end('{"type":"error","error":{"type":"not_found_error","message":"no"}}')
+        return
+      }
+      requests.push({ headers: req.headers, body: JSON.parse(text) as Record<string, unknown> })
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"input_tokens":1234}')
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error('no address')
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    requests,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  }
+}
+
+const MODELS = [
+  { name: 'claude-sonnet', aliases: ['sonnet'], upstreams: ['claude'], upstreamModel: 'claude-sonnet-4-6' },
+  { name: 'qwen', upstreams: ['vllm'], upstreamModel: 'Qwen/Qwen3-8B' },
+  { name: 'gemini-flash', upstreams: ['gemini'], upstreamModel: 'gemini-2.5-flash' },
+]
+const LISTED = ['claude-sonnet', 'sonnet', 'qwen', 'gemini-flash']
+
+let counter: CountTokensServer
+let gw: ConvertGateway
+/** The same gateway with API keys. */
+let authed: ConvertGateway
+before(async () => {
+  counter = await startCountTokensServer()
+  const upstreams = {
+    claude: { protocol: 'anthropic' as const, url: counter.url },
+    vllm: { protocol: 'vllm' as const },
+    gemini: { protocol: 'gemini' as const },
+  }
+  gw = await startConvertGateway(upstreams, MODELS)
+  authed = await startConvertGateway(
+    { vllm: { protocol: 'vllm' }, claude: { protocol: 'anthropic' }, gemini: { protocol: 'gemini' } },
+    MODELS,
+    { auth: { keys: [{ id: 'team-a', key: API_KEY }] } },
+  )
+})
+after(async () => {
+  await gw?.close()
+  await authed?.close()
+  await counter?.close()
+})
+
+// ── model lists ─────────────────────────────────────────────────────────────────────────────────
+
+test("models.list() of each SDK reads the gateway's models in its own API's shape", async () => {
+  const openaiIds: string[] = []
+  for await (const model of openaiClient(gw.url).models.list()) openaiIds.push(model.id)
+  assert.deepEqual(openaiIds, LISTED)
+
+  // @anthropic-ai/sdk sends anthropic-version: the list comes in Anthropic's shape.
+  const anthropicModels: Anthropic.ModelInfo[] = []
+  for await (const model of anthropicClient(gw.url).models.list()) anthropicModels.push(model)
+  assert.deepEqual(
+    anthropicModels.map((m) => [m.type, m.id, m.display_name]),
+    LISTED.map((id) => ['model', id, id]),
+  )
+
+  const geminiNames: string[] = []
+  for await (const model of await geminiClient(gw.url).models.list()) geminiNames.push(model.name ?? '')
+  assert.deepEqual(
+    geminiNames,
+    LISTED.map((id) => `models/${id}`),
+  )
+})
+
+// ── Anthropic token counting ────────────────────────────────────────────────────────────────────
+
+const COUNT_BODY = {
+  system: 'You are terse.',
+  messages: [{ role: 'user' as const, content: 'How many tokens is this question, roughly?' }],
+  tools: [{ name: 'get_time', description: 'The time', input_schema: { type: 'object' as const, properties: {} } }],
+}
+
+test('messages.countTokens: proxied to the upstream for an Anthropic-only model (its key, its model name)', async () => {
+  counter.requests.length = 0
+  const { data, response } = await anthropicClient(gw.url)
+    .messages.countTokens({ model: 'sonnet', ...COUNT_BODY })
+    .withResponse()
+  assert.equal(data.input_tokens, 1234)
+  assert.equal(response.headers.get('x-llmproxy-estimated'), null)
+  assert.equal(counter.requests.length, 1)
+  const seen = counter.requests[0]
+  assert.equal(seen?.body.model, 'claude-sonnet-4-6')
+  assert.deepEqual(seen?.body.messages, COUNT_BODY.messages)
+  assert.equal(seen?.headers['x-api-key'], 'sk-upstream-claude')
+  assert.ok(typeof seen?.headers['anthropic-version'] === 'string')
+})
+
+test('messages.countTokens: an estimate marked x-llmproxy-estimated for models served by other APIs; no upstream asked', async () => {
+  gw.reset()
+  for (const model of ['qwen', 'gemini-flash']) {
+    const { data, response } = await anthropicClient(gw.url)
+      .messages.countTokens({ model, ...COUNT_BODY })
+      .withResponse()
+    assert.equal(response.headers.get('x-llmproxy-estimated'), 'true', model)
+    assert.ok(Number.isInteger(data.input_tokens) && data.input_tokens > 0, `${model}: ${data.input_tokens}`)
+  }
+  assert.equal(gw.mocks.vllm?.requests.length, 0)
+  assert.equal(gw.mocks.gemini?.requests.length, 0)
+})
+
+// ── authentication per SDK ──────────────────────────────────────────────────────────────────────
+
+/** Known gaps, kept as running tests marked TODO (their failures are reported, not counted) until fixed. */
+const GEMINI_KEY_TODO = '@llmproxy/auth does not read x-goog-api-key yet (being added in another branch)'
+const AUTH_SHAPE_TODO = "@llmproxy/auth answers in OpenAI's error shape on every route (it uses core's sendError, not protocols')"
+
+for (const client of CLIENT_APIS) {
+  const how = { openai: 'Authorization: Bearer', anthropic: 'x-api-key', gemini: 'x-goog-api-key' }[client]
+  test(
+    `auth: the ${client} SDK authenticates with ${how}; a wrong key is its SDK's 401; the key never goes upstream`,
+    client === 'gemini' ? { todo: GEMINI_KEY_TODO } : {},
+    async () => {
+      authed.reset()
+      for (const model of ['qwen', 'claude-sonnet']) {
+        const answer = await ask(client, authed.url, model, { stream: false })
+        assert.equal(answer.text, expectedContent(5), model)
+        const record = await authed.record()
+        assert.equal(record.keyId, 'team-a', model)
+        authed.records.length = 0
+      }
+      for (const mock of Object.values(authed.mocks)) {
+        for (const request of mock.requests)
+          assert.ok(!JSON.stringify(request.headers).includes(API_KEY), "the client's key reached an upstream")
+      }
+      const err = await wrongKey(client)
+      if (client === 'openai') assert.ok(err instanceof OpenAI.AuthenticationError, String(err))
+      else if (client === 'anthropic') assert.ok(err instanceof Anthropic.AuthenticationError, String(err))
+      else assert.ok(err instanceof ApiError && err.status === 401, String(err))
+    },
+  )
+}
+
+test("auth errors reach the Anthropic and Gemini SDKs in their own API's shape", { todo: AUTH_SHAPE_TODO }, async () => {
+  const anthropic = await wrongKey('anthropic')
+  assert.ok(anthropic instanceof Anthropic.AuthenticationError, String(anthropic))
+  assert.deepEqual((anthropic.error as { type?: string; error?: { type?: string } }).type, 'error')
+  assert.deepEqual((anthropic.error as { error?: { type?: string } }).error?.type, 'authentication_error')
+  const gemini = await wrongKey('gemini')
+  assert.ok(gemini instanceof ApiError, String(gemini))
+  assert.match(gemini.message, /"status":"UNAUTHENTICATED"/)
+})
+
+/** A chat request with a key the gateway does not know: the error the SDK raises. */
+async function wrongKey(client: (typeof CLIENT_APIS)[number]): Promise<unknown> {
+  const apiKey = 'sk-not-a-key-of-this-gateway'
+  try {
+    switch (client) {
+      case 'openai':
+        await openaiClient(authed.url, { apiKey }).chat.completions.create({ model: 'qwen', messages: [{ role: 'user', content: 'Hi' }] })
+        break
+      case 'anthropic':
+        await anthropicClient(authed.url, { apiKey }).messages.create({
+          model: 'qwen',
+          max_tokens: 10,
+          messages: [{ role: 'user', content: 'Hi' }],
+        })
+        break
+      case 'gemini':
+        await geminiClient(authed.url, { apiKey }).models.generateContent({ model: 'qwen', contents: 'Hi' })
+        break
+    }
+  } catch (err) {
+    return err
+  }
+  assert.fail('a wrong key was accepted')
+}
