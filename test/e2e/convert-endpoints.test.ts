@@ -145,37 +145,29 @@ test('messages.countTokens: an estimate marked x-llmproxy-estimated for models s
 
 // ── authentication per SDK ──────────────────────────────────────────────────────────────────────
 
-/** Known gaps, kept as running tests marked TODO (their failures are reported, not counted) until fixed. */
-const GEMINI_KEY_TODO = '@llmproxy/auth does not read x-goog-api-key yet (being added in another branch)'
-const AUTH_SHAPE_TODO = "@llmproxy/auth answers in OpenAI's error shape on every route (it uses core's sendError, not protocols')"
-
 for (const client of CLIENT_APIS) {
   const how = { openai: 'Authorization: Bearer', anthropic: 'x-api-key', gemini: 'x-goog-api-key' }[client]
-  test(
-    `auth: the ${client} SDK authenticates with ${how}; a wrong key is its SDK's 401; the key never goes upstream`,
-    client === 'gemini' ? { todo: GEMINI_KEY_TODO } : {},
-    async () => {
-      authed.reset()
-      for (const model of ['qwen', 'claude-sonnet']) {
-        const answer = await ask(client, authed.url, model, { stream: false })
-        assert.equal(answer.text, expectedContent(5), model)
-        const record = await authed.record()
-        assert.equal(record.keyId, 'team-a', model)
-        authed.records.length = 0
-      }
-      for (const mock of Object.values(authed.mocks)) {
-        for (const request of mock.requests)
-          assert.ok(!JSON.stringify(request.headers).includes(API_KEY), "the client's key reached an upstream")
-      }
-      const err = await wrongKey(client)
-      if (client === 'openai') assert.ok(err instanceof OpenAI.AuthenticationError, String(err))
-      else if (client === 'anthropic') assert.ok(err instanceof Anthropic.AuthenticationError, String(err))
-      else assert.ok(err instanceof ApiError && err.status === 401, String(err))
-    },
-  )
+  test(`auth: the ${client} SDK authenticates with ${how}; a wrong key is its SDK's 401; the key never goes upstream`, async () => {
+    authed.reset()
+    for (const model of ['qwen', 'claude-sonnet']) {
+      const answer = await ask(client, authed.url, model, { stream: false })
+      assert.equal(answer.text, expectedContent(5), model)
+      const record = await authed.record()
+      assert.equal(record.keyId, 'team-a', model)
+      authed.records.length = 0
+    }
+    for (const mock of Object.values(authed.mocks)) {
+      for (const request of mock.requests)
+        assert.ok(!JSON.stringify(request.headers).includes(API_KEY), "the client's key reached an upstream")
+    }
+    const err = await wrongKey(client)
+    if (client === 'openai') assert.ok(err instanceof OpenAI.AuthenticationError, String(err))
+    else if (client === 'anthropic') assert.ok(err instanceof Anthropic.AuthenticationError, String(err))
+    else assert.ok(err instanceof ApiError && err.status === 401, String(err))
+  })
 }
 
-test("auth errors reach the Anthropic and Gemini SDKs in their own API's shape", { todo: AUTH_SHAPE_TODO }, async () => {
+test("auth errors reach the Anthropic and Gemini SDKs in their own API's shape", async () => {
   const anthropic = await wrongKey('anthropic')
   assert.ok(anthropic instanceof Anthropic.AuthenticationError, String(anthropic))
   assert.deepEqual((anthropic.error as { type?: string; error?: { type?: string } }).type, 'error')
