@@ -153,8 +153,9 @@ export class UsageExtractor {
     if (output !== undefined) this.completion = output
 
     // Gemini usageMetadata: completion includes thinking tokens, as OpenAI's includes reasoning
+    // (prompt tokens include cached ones, and the tool-use prompt is input too)
     const promptCount = int(obj.promptTokenCount)
-    if (promptCount !== undefined) this.prompt = promptCount
+    if (promptCount !== undefined) this.prompt = promptCount + (int(obj.toolUsePromptTokenCount) ?? 0)
     const candidates = int(obj.candidatesTokenCount)
     const thoughts = int(obj.thoughtsTokenCount)
     if (candidates !== undefined || thoughts !== undefined) this.completion = (candidates ?? 0) + (thoughts ?? 0)
