@@ -33,12 +33,12 @@ export class ByteNeedle {
     this.probe = this.bytes[probeAt] as number
   }
 
-  /** The first index of the needle in `chunk` at or after `from`, or -1. */
-  indexIn(chunk: Buffer, from = 0): number {
+  /** The first index of the needle in `chunk` at or after `from` (and ending by `to`), or -1. */
+  indexIn(chunk: Buffer, from = 0, to = chunk.length): number {
     const bytes = this.bytes
     const length = this.length
     const probeAt = this.probeAt
-    const last = chunk.length - length
+    const last = to - length
     let hit = chunk.indexOf(this.probe, from + probeAt)
     while (hit !== -1) {
       const start = hit - probeAt

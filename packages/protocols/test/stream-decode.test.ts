@@ -322,3 +322,23 @@ test('decoders throw MalformedStreamError on data that is not a JSON object', ()
   // A trailing event cut in the middle, completed by end().
   assert.throws(() => decodeAll('openai', ['data: {"choices":[']), MalformedStreamError)
 })
+
+test('vLLM ends a tool call the request forced by name with finish_reason "stop": it is a tool-call finish', () => {
+  const chunk = (fields: Record<string, unknown>) => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', ...fields })}\n\n`
+  const stream = [
+    chunk({ choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] }),
+    chunk({
+      choices: [
+        {
+          index: 0,
+          delta: { tool_calls: [{ index: 0, id: 'call_1', type: 'function', function: { name: 'lookup', arguments: '{"q":1}' } }] },
+          finish_reason: null,
+        },
+      ],
+    }),
+    chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }),
+    'data: [DONE]\n\n',
+  ].join('')
+  const finish = decodeAll('openai', [stream]).events.find((event) => event.type === 'finish')
+  assert.equal(finish?.type === 'finish' ? finish.reason : null, 'tool_calls')
+})

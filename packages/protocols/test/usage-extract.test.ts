@@ -83,6 +83,10 @@ test('endsWithNullReport: an object ending with its usage key set to null, space
 
 test('Gemini tool-use prompt tokens count as prompt tokens, as the converters count them', () => {
   const u = new UsageExtractor('gemini')
-  u.write(Buffer.from('data: {"usageMetadata":{"promptTokenCount":7,"toolUsePromptTokenCount":5,"candidatesTokenCount":2,"totalTokenCount":14}}\n\n'))
+  u.write(
+    Buffer.from(
+      'data: {"usageMetadata":{"promptTokenCount":7,"toolUsePromptTokenCount":5,"candidatesTokenCount":2,"totalTokenCount":14}}\n\n',
+    ),
+  )
   assert.deepEqual(u.result(), { promptTokens: 12, completionTokens: 2, totalTokens: 14 })
 })

@@ -76,7 +76,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   start(url: string, payload: string, queryString: (search: string | undefined, url: string) => string, firstByteMs: number): void {
     const call = this.call
     const dispatcher = call.settings.dispatcher
-    dispatcher.arm(this.signal, firstByteMs)
+    dispatcher.arm(this.signal, firstByteMs, call.client.committed ? this : null)
     try {
       call.reply.from(url, {
         body: payload,

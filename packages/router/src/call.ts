@@ -14,7 +14,7 @@ import { AttemptPlanner, type FailureKind, type Plan, systemClock } from './plan
 import { setCall } from './reply-hooks.js'
 import { ResumeTap } from './resume.js'
 import { type ProxySettings, type RequestShape, servesEndpoint, type UpstreamRequest, upstreamRequest } from './shape.js'
-import { type ResponseTransform, UsageEventFilter } from './tap.js'
+import { EventAligner, type ResponseTransform } from './tap.js'
 
 const SSE_TYPE = 'text/event-stream'
 
@@ -84,7 +84,11 @@ export class ProxyCall implements CallHost {
   }
 
   private run(plan: Plan): void {
-    if (this.finished) return
+    if (this.finished) {
+      // A lease the pool's queue handed over after the client left.
+      if (plan.type === 'attempt') plan.lease.release({ ok: false, kind: 'aborted' })
+      return
+    }
     switch (plan.type) {
       case 'attempt':
         this.startAttempt(plan.lease)
@@ -177,16 +181,19 @@ export class ProxyCall implements CallHost {
   }
 
   /** A committed stream is over: complete (error null), or failed after the commit point. */
-  onStreamEnd(attempt: UpstreamAttempt, error: LlmProxyError | null): void {
+  onStreamEnd(attempt: UpstreamAttempt, failure: LlmProxyError | null): void {
+    const scanner = attempt.stream?.scanner
+    // A failure after the upstream's finish (cut before [DONE], kept open past the idle deadline) lost nothing of
+    // the answer: it ends as complete.
+    const error = failure !== null && scanner?.complete === true ? null : failure
     if (error !== null && this.continueAfter(attempt, error)) return
     const transform = attempt.transform
     const tail = transform?.end(error === null) ?? null
     if (error === null) {
       // A cut stream finished by another attempt.
       if (this.continuation !== null) this.ctx.resumed = true
-      const scanner = attempt.stream?.scanner
       // A same-format stream finished without its terminator (servers that omit `[DONE]`): the client gets one.
-      const closing = transform === null || transform instanceof UsageEventFilter ? this.endpoint.closing : ''
+      const closing = transform instanceof EventAligner ? this.endpoint.closing : ''
       if (closing !== '' && scanner !== undefined && !scanner.sawTerminator && scanner.sawFinish) this.client.end(`${tail ?? ''}${closing}`)
       else this.client.end(tail)
       return
@@ -228,9 +235,12 @@ export class ProxyCall implements CallHost {
       if (point.model !== undefined) options.model = point.model
       this.encoder = createEncoder(this.endpoint.family, options, point.resume)
     }
-    // What it generated counts (billing truth), and it failed, as far as passive health is concerned.
+    // What it generated counts (billing truth), and it failed, as far as passive health is concerned (a replay
+    // that did not match is no failure of the upstream's: it sampled differently).
     this.meter.endAnswer(true, stream.scanner)
-    if (attempt.release({ ok: false, kind: 'error', request: this })) this.reportAttempt(attempt, 'error', attempt.status)
+    const mismatch = transform instanceof StreamConverter && transform.mismatch
+    if (attempt.release(mismatch ? { ok: false, kind: 'aborted' } : { ok: false, kind: 'error', request: this }))
+      this.reportAttempt(attempt, 'error', attempt.status)
     if (this.continuation === null) this.continuation = new Continuation(error, text, events, this.encoder as StreamEncoder)
     else this.continuation.extend(text, events)
     this.continuation.waitWith(this.client)
@@ -242,7 +252,7 @@ export class ProxyCall implements CallHost {
   /** The resume tap for a same-format stream that may be continued if cut (null: it would not be). */
   resumeTapFor(attempt: UpstreamAttempt): ResumeTap | null {
     if (!this.planner.primaryResumes || !this.endpoint.convertible || this.continuation !== null) return null
-    return attempt.transform === null || attempt.transform instanceof UsageEventFilter ? new ResumeTap(this.endpoint.family) : null
+    return attempt.transform instanceof EventAligner ? new ResumeTap(this.endpoint.family) : null
   }
 
   /** A committed JSON body failed: the connection is cut, so the answer cannot look complete. */
@@ -319,7 +329,8 @@ export class ProxyCall implements CallHost {
       durationMs: performance.now() - attempt.startedAt,
     }
     if (status !== undefined) report.status = status
-    if (this.ctx.firstTokenAt !== 0) report.ttftMs = this.ctx.firstTokenAt - attempt.startedAt
+    // (The request's first token came from this attempt, not an earlier one a continuation took over from.)
+    if (this.ctx.firstTokenAt >= attempt.startedAt) report.ttftMs = this.ctx.firstTokenAt - attempt.startedAt
     hooks.emitAttempt(report, this.request)
   }
 

@@ -80,6 +80,8 @@ export class StreamConverter implements ResponseTransform {
   continuable = true
   /** Text events seen (an estimate of the tokens generated). */
   textEvents = 0
+  /** A replay's answer did not match what the client already had. */
+  mismatch = false
   private readonly decoder: StreamDecoder
   private readonly encoder: StreamEncoder
   private readonly events: StreamEvent[] = []
@@ -124,6 +126,11 @@ export class StreamConverter implements ResponseTransform {
     return this.encoder.error(error)
   }
 
+  private mismatched(): void {
+    this.mismatch = true
+    this.failure = errors.upstreamFailed('The replayed answer did not match the part already sent.')
+  }
+
   /** The answer text this attempt delivered (while continuable). */
   answerText(): string {
     return this.text.join('')
@@ -151,11 +158,21 @@ export class StreamConverter implements ResponseTransform {
     return out === '' ? null : out
   }
 
-  /** A continuation's event as it joins the client's stream, or null when it is dropped. */
+  /**
+   * A continuation's event as it joins the client's stream, or null when it is dropped. Its `start` reaches the
+   * encoder (which sends no second opening, and counts the new attempt's usage); reasoning does not (the client's
+   * answer so far is plain text).
+   */
   private spliced(event: StreamEvent): StreamEvent | null {
     const splice = this.splice as Splice
-    if (event.type === 'start' || event.type === 'reasoning' || event.type === 'redacted_reasoning') return null
-    if (event.type !== 'text' || splice.prefix === '') return event
+    if (event.type === 'reasoning' || event.type === 'redacted_reasoning') return null
+    if (splice.prefix === '' || event.type === 'start' || event.type === 'usage') return event
+    if (event.type !== 'text') {
+      // A replay that finishes or calls a tool before repeating all the client has is another answer.
+      if (splice.strict) this.mismatched()
+      else splice.prefix = ''
+      return splice.strict ? null : event
+    }
     const prefix = splice.prefix
     const text = event.text
     if (text.length <= prefix.length ? prefix.startsWith(text) : text.startsWith(prefix)) {
@@ -164,7 +181,7 @@ export class StreamConverter implements ResponseTransform {
       return rest === '' ? null : { type: 'text', text: rest }
     }
     if (splice.strict) {
-      this.failure = errors.upstreamFailed('The replayed answer did not match the part already sent.')
+      this.mismatched()
       return null
     }
     // A prefill's continuation that does not repeat the left-out whitespace: nothing to drop.

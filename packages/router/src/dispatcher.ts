@@ -18,6 +18,7 @@ export class UpstreamDispatcher {
   private readonly agent: Agent
   private signal: AttemptSignal | null = null
   private headersTimeout = 0
+  private errorsTo: { onUpstreamError(error: Error): void } | null = null
 
   constructor(connectTimeoutMs: number) {
     this.agent = new Agent({
@@ -28,13 +29,20 @@ export class UpstreamDispatcher {
     })
   }
 
-  arm(signal: AttemptSignal, headersTimeout: number): void {
+  /**
+   * `errorsTo`: an attempt made after the reply was hijacked (a continuation). reply-from calls its `onError` hook only
+   * while the reply is not sent, so such an attempt hears of its request failing (refused, reset, aborted by its
+   * deadline) from here instead.
+   */
+  arm(signal: AttemptSignal, headersTimeout: number, errorsTo: { onUpstreamError(error: Error): void } | null): void {
     this.signal = signal
     this.headersTimeout = headersTimeout
+    this.errorsTo = errorsTo
   }
 
   disarm(): void {
     this.signal = null
+    this.errorsTo = null
   }
 
   request(opts: ReplyFromRequest, callback: ReplyFromCallback): void {
@@ -46,7 +54,15 @@ export class UpstreamDispatcher {
     opts.signal = signal as unknown as ReplyFromRequest['signal']
     opts.headersTimeout = this.headersTimeout
     opts.bodyTimeout = 0
-    this.agent.request(opts, callback)
+    const errorsTo = this.errorsTo
+    if (errorsTo === null) {
+      this.agent.request(opts, callback)
+      return
+    }
+    this.agent.request(opts, (err, data) => {
+      if (err !== null) errorsTo.onUpstreamError(err)
+      callback(err, data)
+    })
   }
 
   close(): Promise<void> {

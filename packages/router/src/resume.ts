@@ -20,8 +20,8 @@ export interface ResumePoint {
   /** The id and model the client saw (OpenAI chunks repeat them; Anthropic's message_start had them). */
   readonly id: string | undefined
   readonly model: string | undefined
-  /** Where the client's stream stands, for an encoder that continues it. */
-  readonly resume: EncoderResume
+  /** Where the client's stream stands, for an encoder that continues it (undefined: nothing of it was sent yet). */
+  readonly resume: EncoderResume | undefined
 }
 
 /** Keys whose presence makes a stream not continuable: tool calls, reasoning (neither can be prefilled). */
@@ -92,11 +92,19 @@ export class ResumeTap {
     }
   }
 
-  /** Where the stream stands, or null when it cannot be continued. */
+  /** Where the stream stands (resume undefined: no event reached the client yet), or null when it cannot be continued. */
   point(): ResumePoint | null {
     if (!this.continuable) return null
-    const escaped = Buffer.from(this.parts.join(''), 'latin1').toString('utf8')
-    const text = this.parts.length === 0 ? '' : (JSON.parse(`"${escaped}"`) as string)
+    let text = ''
+    if (this.parts.length > 0) {
+      try {
+        text = JSON.parse(`"${Buffer.from(this.parts.join(''), 'latin1').toString('utf8')}"`) as string
+      } catch {
+        // Text that is not a valid JSON string (a raw control character, a bad escape): nothing to continue from.
+        return null
+      }
+    }
+    if (this.first) return { text, events: 0, id: undefined, model: undefined, resume: undefined }
     const resume: EncoderResume = {}
     if (this.created !== undefined) resume.created = this.created
     if (this.blockIndex >= 0) resume.block = { index: this.blockIndex, type: 'text', open: this.blockOpen }
@@ -110,8 +118,8 @@ export class ResumeTap {
     }
     // Most lines are plain text deltas, recognised by their shape without looking for anything else in them.
     if (this.family === 'openai') {
-      const at = TEXT_DELTA.indexIn(data, start)
-      if (at !== -1 && at < end) {
+      const at = TEXT_DELTA.indexIn(data, start, end)
+      if (at !== -1) {
         const from = at + TEXT_DELTA.length
         const close = closingQuote(data, from, end)
         if (close !== -1 && data[close + 1] === CLOSE_BRACE) {
@@ -127,8 +135,7 @@ export class ResumeTap {
       }
     }
     for (const needle of NOT_TEXT[this.family]) {
-      const at = needle.indexIn(data, start)
-      if (at !== -1 && at < end) {
+      if (needle.indexIn(data, start, end) !== -1) {
         this.continuable = false
         return
       }
@@ -144,12 +151,12 @@ export class ResumeTap {
   /** The escaped text value of the line's text key, [start, end) of its string, or null. */
   private textValue(data: Buffer, start: number, end: number): [number, number] | null {
     const key = TEXT_KEY[this.family]
-    let at = key.indexIn(data, start)
-    if (at === -1 || at >= end) return null
+    let at = key.indexIn(data, start, end)
+    if (at === -1) return null
     if (this.family === 'anthropic') {
       // `"type":"text_delta","text":"…"`: the value is that of the "text" key after the marker.
-      at = ANTHROPIC_TEXT.indexIn(data, at + key.length)
-      if (at === -1 || at >= end) return null
+      at = ANTHROPIC_TEXT.indexIn(data, at + key.length, end)
+      if (at === -1) return null
       at += ANTHROPIC_TEXT.length
     } else {
       at += key.length
@@ -173,10 +180,20 @@ export class ResumeTap {
   /** The first event: the id, model and creation time the client saw (one parse per stream). */
   private readHead(json: string): void {
     try {
-      const event = JSON.parse(json) as { id?: unknown; model?: unknown; created?: unknown; message?: { id?: unknown; model?: unknown } }
+      const event = JSON.parse(json) as {
+        id?: unknown
+        model?: unknown
+        created?: unknown
+        message?: { id?: unknown; model?: unknown }
+        responseId?: unknown
+        modelVersion?: unknown
+      }
+      // OpenAI chunks name them id/model; Anthropic's message_start in its message; Gemini responseId/modelVersion.
       const source = this.family === 'anthropic' && event.message !== undefined ? event.message : event
-      if (typeof source.id === 'string') this.id = source.id
-      if (typeof source.model === 'string') this.model = source.model
+      const id = this.family === 'gemini' ? event.responseId : source.id
+      const model = this.family === 'gemini' ? event.modelVersion : source.model
+      if (typeof id === 'string') this.id = id
+      if (typeof model === 'string') this.model = model
       if (typeof event.created === 'number') this.created = event.created
     } catch {
       this.continuable = false
@@ -184,14 +201,12 @@ export class ResumeTap {
   }
 
   private trackBlocks(data: Buffer, start: number, end: number): void {
-    const started = BLOCK_START.indexIn(data, start)
-    if (started !== -1 && started < end) {
+    if (BLOCK_START.indexIn(data, start, end) !== -1) {
       this.blockIndex++
       this.blockOpen = true
       return
     }
-    const stopped = BLOCK_STOP.indexIn(data, start)
-    if (stopped !== -1 && stopped < end) this.blockOpen = false
+    if (BLOCK_STOP.indexIn(data, start, end) !== -1) this.blockOpen = false
   }
 }
 

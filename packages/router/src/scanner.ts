@@ -188,8 +188,14 @@ export class StreamScanner {
   checkEnd(chunk: Buffer): void {
     if (this.sawTerminator) return
     this.sawTerminator = this.endpoint.endsWithDone ? this.sawDone : this.terminators.foundIn(chunk)
-    if (!this.sawFinish) this.sawFinish = this.finishes.foundIn(chunk)
+    if (!this.sawFinish) this.sawFinish = this.finishes.foundIn(chunk, isFinishValue)
   }
+}
+
+/** A finish reason's value is a finish, not vLLM's `abort` or an `error` (those ended nothing complete). */
+function isFinishValue(chunk: Buffer, after: number): boolean {
+  const first = chunk[after]
+  return first !== 0x61 && first !== 0x65
 }
 
 /** Needles searched for in a stream, each followed across chunk boundaries. */
@@ -203,14 +209,23 @@ class NeedleSearch {
     this.partials = new Array<number>(needles.length).fill(0)
   }
 
-  /** Whether this chunk holds one of the needles, or finishes one begun in the chunks before it. */
-  foundIn(chunk: Buffer): boolean {
+  /**
+   * Whether this chunk holds one of the needles, or finishes one begun in the chunks before it; `accept` (given the
+   * offset just past the needle) may refuse a match, and the search goes on.
+   */
+  foundIn(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): boolean {
     const needles = this.needles
     const partials = this.partials
     for (let i = 0; i < needles.length; i++) {
       const needle = needles[i] as ByteNeedle
       const carried = partials[i] as number
-      if ((carried > 0 && needle.completeIn(chunk, carried) !== -1) || needle.indexIn(chunk) !== -1) return true
+      if (carried > 0) {
+        const after = needle.completeIn(chunk, carried)
+        if (after !== -1 && (accept === undefined || accept(chunk, after))) return true
+      }
+      for (let at = needle.indexIn(chunk); at !== -1; at = needle.indexIn(chunk, at + 1)) {
+        if (accept === undefined || accept(chunk, at + needle.length)) return true
+      }
       partials[i] = needle.carriedPrefix(chunk, carried)
     }
     return false

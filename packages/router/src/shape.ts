@@ -6,7 +6,7 @@ import { convertedRequest, StreamConverter } from './convert.js'
 import type { UpstreamDispatcher } from './dispatcher.js'
 import type { ResolvedRoute } from './models.js'
 import type { Retry, RetryOn, Timeouts } from './options.js'
-import { type ResponseTransform, UsageEventFilter } from './tap.js'
+import { EventAligner, type ResponseTransform, UsageEventFilter } from './tap.js'
 
 /** Shared, per-router state of every call. */
 export interface ProxySettings {
@@ -86,7 +86,7 @@ export function upstreamRequest(
       path: client.upstreamPath(upstreamModel, shape.action),
       query: client.queryString,
       payload: JSON.stringify(body),
-      transform: shape.stripUsage ? new UsageEventFilter() : null,
+      transform: shape.stripUsage ? new UsageEventFilter() : new EventAligner(),
       converted: null,
       prefill: false,
     }

@@ -48,18 +48,20 @@ export class StreamRelay {
       this.relay(chunk)
       return
     }
-    // The first token: it goes out before any bookkeeping (that is the time to first token).
+    // Before its first byte reaches the client: the first token goes out (with the commit, in `pass`) before any
+    // bookkeeping (that is the time to first token).
     const now = performance.now()
-    const call = this.call
-    const client = call.client
-    if (!client.committed) client.commit(this.attempt.status, this.headers)
-    this.attempt.delivering = true
+    const attempt = this.attempt
     this.relay(chunk)
+    // Nothing went out yet (an incomplete first event, held; or an error event the attempt failed on).
+    if (!attempt.delivering) return
+    const call = this.call
     if (call.ctx.firstTokenAt === 0) call.ctx.firstTokenAt = now
     this.lastChunkAt = now
-    call.onCommitted(this.attempt)
+    // (Unless the stream already ended in this chunk and the call moved on to a continuation.)
+    if (call.attempt === attempt) call.onCommitted(attempt)
     if (this.ended) return
-    this.attempt.clearDeadline()
+    attempt.clearDeadline()
     this.timer = setTimeout(idleTimeout, call.settings.timeouts.idleMs, this)
   }
 
@@ -73,8 +75,14 @@ export class StreamRelay {
     }
     if (scanner.errorAt !== -1) {
       // The upstream failed inside its stream: what came before its error event goes out, the event itself does not
-      // (the call ends the stream with an error in the client's format, or continues it elsewhere).
+      // (the call ends the stream with an error in the client's format, or continues it elsewhere). An error as the
+      // very first event is a failure before the commit point: another attempt can answer instead.
       const error = errors.upstreamFailed(scanner.errorMessage(chunk))
+      if (scanner.errorAt === 0 && !this.attempt.delivering) {
+        this.ended = true
+        this.attempt.failBeforeAnswer(error)
+        return
+      }
       if (scanner.errorAt > 0) this.pass(chunk.subarray(0, scanner.errorAt))
       this.end(error)
       return
@@ -89,18 +97,29 @@ export class StreamRelay {
     // The chunk goes out first; the taps read it after (the usage filter finds the usage-only event by its shape).
     const transform = this.attempt.transform
     const out = transform === null ? chunk : transform.push(chunk, !scanner.tapSkips)
-    if (out !== null) call.client.write(out, this.body)
+    if (out !== null) {
+      if (!this.attempt.delivering) this.commit()
+      call.client.write(out, this.body)
+      // The resume tap reads what the client got (a same-format stream's bytes, whole events).
+      if (this.tap !== null && typeof out !== 'string') this.tap.push(out)
+    }
     if (transform?.failure != null) {
       // The upstream reported a failure inside its stream (an error event, a malformed function call).
       this.end(transform.failure)
       return
     }
-    this.tap?.push(chunk)
     const meter = call.meter
     if (!scanner.tapSkips) meter.reader?.write(chunk)
     meter.responseBytes += chunk.length
     scanner.checkEnd(chunk)
     if (scanner.sawTerminator && scanner.atEventEnd && this.attempt.endpoint.endsAtTerminator) this.endAtTerminator()
+  }
+
+  /** The attempt's first bytes go to the client: the commit point, unless a continuation joins a committed stream. */
+  private commit(): void {
+    const client = this.call.client
+    if (!client.committed) client.commit(this.attempt.status, this.headers)
+    this.attempt.delivering = true
   }
 
   /**
@@ -136,9 +155,8 @@ export class StreamRelay {
         attempt.failBeforeAnswer(errors.upstreamFailed('The upstream ended its stream before the first token.'))
         return
       }
-      // An empty stream: it commits at its end.
-      this.call.client.commit(attempt.status, this.headers)
-      attempt.delivering = true
+      // An empty stream (or one whose only event never ended): it commits at its end.
+      this.commit()
       this.call.onCommitted(attempt)
     }
     const complete = this.scanner.complete || attempt.endpoint.terminators.length === 0 || attempt.status !== 200
@@ -167,7 +185,10 @@ export class StreamRelay {
 
   onIdleTimeout(): void {
     const idleMs = this.call.settings.timeouts.idleMs
-    const quietFor = performance.now() - this.lastChunkAt
+    const now = performance.now()
+    // A body paused for a slow client is not a silent upstream: the silence counts from when it resumes.
+    if (this.body.isPaused()) this.lastChunkAt = now
+    const quietFor = now - this.lastChunkAt
     if (quietFor < idleMs) {
       this.timer = setTimeout(idleTimeout, idleMs - quietFor, this)
       return

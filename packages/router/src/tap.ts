@@ -27,22 +27,20 @@ export interface ResponseTransform {
 }
 
 /**
- * The first user of the transform slot. Used only when the gateway itself asked an OpenAI-style upstream for `stream_options.include_usage`:
- * removes the extra usage-only event, so the client receives what it asked for. (OpenAI also sets
- * `"usage":null` on every other chunk then; clients accept it, and rewriting every chunk would cost more
- * than it is worth.) Complete events go out at once; only an incomplete trailing event is held until
- * its end arrives — an SSE client cannot act on half an event anyway. The event is recognised by its
- * shape (empty choices and a usage object), so the filter runs before the usage tap reads the chunk.
+ * Same-format streams go out event by event: complete events at once (usually a chunk is whole events and goes out
+ * as it came, no copy), an incomplete trailing event held until its end arrives — an SSE client cannot act on half
+ * an event anyway, and a stream that then fails or is continued must not leave half an event glued to what follows.
  */
-export class UsageEventFilter implements ResponseTransform {
+export class EventAligner implements ResponseTransform {
   readonly failure = null
   private held: Buffer | null = null
-  /** Bytes that may hold a usage report came by and are not all searched yet (some may still be held). */
-  private usagePending = false
 
-  /** The complete events are searched for the usage-only event while anything that may carry one is unsearched. */
-  push(chunk: Buffer, mayCarryUsage: boolean): Buffer | null {
-    if (mayCarryUsage) this.usagePending = true
+  push(chunk: Buffer, _mayCarryUsage: boolean): Buffer | null {
+    return this.align(chunk)
+  }
+
+  /** The complete events of what came so far (null: none yet); the incomplete tail is held. */
+  protected align(chunk: Buffer): Buffer | null {
     const data = this.held === null ? chunk : Buffer.concat([this.held, chunk])
     const length = data.length
     // Usually a chunk is whole events: it ends with the blank line, no search needed.
@@ -56,25 +54,52 @@ export class UsageEventFilter implements ResponseTransform {
       return null
     }
     this.held = end < data.length ? data.subarray(end) : null
-    let events = end === data.length ? data : data.subarray(0, end)
-    if (this.usagePending) {
-      const without = withoutUsageOnlyEvent(events)
-      // Removed, or every event so far was complete and searched.
-      if (without !== events || this.held === null) this.usagePending = false
-      events = without
-    }
-    return events.length > 0 ? events : null
+    return end === data.length ? data : data.subarray(0, end)
+  }
+
+  /** Whether an incomplete event is held. */
+  protected get holding(): boolean {
+    return this.held !== null
   }
 
   errorEvent(): null {
     return null
   }
 
-  /** What is still held when the upstream body ends (an unterminated last event, passed on as is). */
-  end(): Buffer | null {
+  /**
+   * The upstream body ended: a complete stream's unterminated last event goes out with its blank line (an
+   * incomplete stream's is dropped: the in-band error follows whole events only).
+   */
+  end(complete: boolean): Buffer | string | null {
     const held = this.held
     this.held = null
-    return held
+    if (held === null || !complete) return null
+    const last = held[held.length - 1]
+    return Buffer.concat([held, Buffer.from(last === NEWLINE ? '\n' : '\n\n')])
+  }
+}
+
+/**
+ * Used only when the gateway itself asked an OpenAI-style upstream for `stream_options.include_usage`: removes the
+ * extra usage-only event, so the client receives what it asked for. (OpenAI also sets `"usage":null` on every other
+ * chunk then; clients accept it, and rewriting every chunk would cost more than it is worth.) The event is
+ * recognised by its shape (empty choices and a usage object), so the filter runs before the usage tap reads the chunk.
+ */
+export class UsageEventFilter extends EventAligner {
+  /** Bytes that may hold a usage report came by and are not all searched yet (some may still be held). */
+  private usagePending = false
+
+  /** The complete events are searched for the usage-only event while anything that may carry one is unsearched. */
+  override push(chunk: Buffer, mayCarryUsage: boolean): Buffer | null {
+    if (mayCarryUsage) this.usagePending = true
+    let events = this.align(chunk)
+    if (events !== null && this.usagePending) {
+      const without = withoutUsageOnlyEvent(events)
+      // Removed, or every event so far was complete and searched.
+      if (without !== events || !this.holding) this.usagePending = false
+      events = without
+    }
+    return events !== null && events.length > 0 ? events : null
   }
 }
 

@@ -16,7 +16,7 @@ function run(parts: string[]): string[] {
     const sent = filter.push(Buffer.from(part), true)
     if (sent !== null) out.push(sent.toString())
   }
-  const held = filter.end()
+  const held = filter.end(true)
   if (held !== null) out.push(held.toString())
   return out
 }
@@ -39,11 +39,14 @@ test('complete events go out at once; only an incomplete tail waits', () => {
   const filter = new UsageEventFilter()
   assert.equal(filter.push(Buffer.from(role + token.slice(0, 10)), false)?.toString(), bare(role))
   assert.equal(filter.push(Buffer.from(token.slice(10)), false)?.toString(), bare(token))
-  assert.equal(filter.end(), null)
+  assert.equal(filter.end(true), null)
 })
 
-test('an unterminated last event is passed on at the end', () => {
-  assert.deepEqual(run([role, 'data: {"partial"']), [bare(role), 'data: {"partial"'])
+test('an unterminated last event: at a complete end it goes out with its blank line; at a failed end it is dropped', () => {
+  assert.deepEqual(run([role, 'data: [DONE]\n']), [bare(role), 'data: [DONE]\n\n'])
+  const filter = new UsageEventFilter()
+  assert.equal(filter.push(Buffer.from(`${role}data: {"partial"`), true)?.toString(), bare(role))
+  assert.equal(filter.end(false), null, 'half an event never reaches the client before an error event')
 })
 
 test('a choices:[] event without usage is kept', () => {

@@ -124,7 +124,10 @@ export class OpenAiDecoder extends SseDecoder {
       if (this.tools[i]?.index === -1) throw new MalformedStreamError(`${FORMAT} stream: tool call ${i} got arguments but never a name`)
     }
     this.finished = true
-    out.push({ type: 'finish', ...finishOf(decoded, choice, this.refused), rawReason: reason })
+    // vLLM says `stop` after a tool call the request forced by name: it is a tool-call finish all the same.
+    const finish = finishOf(decoded, choice, this.refused)
+    if (finish.reason === 'stop' && this.toolCount > 0) finish.reason = 'tool_calls'
+    out.push({ type: 'finish', ...finish, rawReason: reason })
   }
 }
 
@@ -188,7 +191,8 @@ export function readOpenAiResponse(body: Json): Answer {
   const usage = objectAt(body, 'usage')
   const answer: Answer = {
     blocks,
-    finish: reason,
+    // vLLM says `stop` after a tool call the request forced by name: it is a tool-call finish all the same.
+    finish: reason === 'stop' && blocks.some((block) => block.type === 'tool') ? 'tool_calls' : reason,
     usage: usage === undefined ? { inputTokens: 0, outputTokens: 0 } : fromOpenAiUsage(usage),
   }
   if (stopSequence !== undefined) answer.stopSequence = stopSequence
