@@ -322,9 +322,13 @@ test('SIGHUP and POST /admin/reload: the primary validates once, every worker ap
   assert.equal(logLines().filter((l) => l.msg === 'config reload failed: nothing changed' && l.role !== 'primary').length, 0)
 })
 
-test('a worker killed with SIGKILL is replaced; every usage record arrives, once', async () => {
+test('a worker killed with SIGKILL is replaced; its concurrency slots come back; every usage record arrives, once', async () => {
   // The receiver is down: records wait in the workers' spools.
   await receiver.close()
+  // Two slow requests of the key with concurrency 2, one on each worker (consecutive connections alternate).
+  const slow = { ttftMs: 4000, tokens: 2 }
+  const held = [1, 2].map(() => chat(KEYS.concurrency, newRequestId(), { behavior: slow }).catch(() => null))
+  await sleep(1000)
   const ids = Array.from({ length: 30 }, newRequestId)
   for (const a of await Promise.all(ids.map((id) => chat(KEYS.plain, id)))) assert.equal(a.status, 200, a.text)
   assert.equal(servedBy(ids).size, 2)
@@ -341,6 +345,14 @@ test('a worker killed with SIGKILL is replaced; every usage record arrives, once
   assert.equal(exit?.pid, killed)
   assert.equal(exit?.signal, 'SIGKILL')
   assert.notEqual(workerPid(2), killed)
+  // The killed worker's request broke, the other one finished; the slot the dead worker held was given back.
+  const heldAnswers = await Promise.all(held)
+  assert.deepEqual(heldAnswers.map((a) => a?.status ?? 'broken').sort(), [200, 'broken'])
+  const again = await Promise.all([chat(KEYS.concurrency, newRequestId()), chat(KEYS.concurrency, newRequestId())])
+  assert.deepEqual(
+    again.map((a) => a.status),
+    [200, 200],
+  )
 
   // The port kept serving, and the replacement serves.
   const afterKill = Array.from({ length: 6 }, newRequestId)
