@@ -9,7 +9,11 @@ import { type CheckResult, MemoryStore } from './store.js'
 
 /** Tag of every message of this protocol (other IPC messages pass by). */
 const TAG = 'llmproxy:counters'
-/** Operations: `[TAG, id, op, ...args]` from a worker; `[TAG, id, a, b]` back when `id` is not 0. */
+/**
+ * A message is `[TAG, ...operations]`: the operations one side issued in one turn of its event loop, sent together
+ * (one write and one parse instead of one per operation). From a worker, an operation is `[id, op, ...args]`; back,
+ * `[id, a, b]` for each `id` other than 0.
+ */
 const RESERVE = 1
 const ADD = 2
 const GET = 3
@@ -17,6 +21,29 @@ const ACQUIRE = 4
 const RELEASE = 5
 const IN_FLIGHT = 6
 const HIT = 7
+
+type Operation = (string | number)[]
+
+/** Sends operations in batches: those queued in one turn of the event loop go out in one message. */
+class Outbox {
+  private queued: Operation[] = []
+  private readonly send: (message: unknown) => void
+
+  constructor(send: (message: unknown) => void) {
+    this.send = send
+  }
+
+  push(operation: Operation): void {
+    if (this.queued.length === 0) setImmediate(this.flush)
+    this.queued.push(operation)
+  }
+
+  private readonly flush = (): void => {
+    const queued = this.queued
+    this.queued = []
+    this.send([TAG, ...queued])
+  }
+}
 
 type Reply = [number, number]
 
@@ -30,11 +57,13 @@ export interface PrimaryChannel {
 /** Requests to the primary and their pending answers. */
 class CounterClient {
   private readonly channel: PrimaryChannel
+  private readonly outbox: Outbox
   private readonly pending = new Map<number, (reply: Reply) => void>()
   private seq = 0
 
   constructor(channel: PrimaryChannel) {
     this.channel = channel
+    this.outbox = new Outbox((message) => channel.send?.(message))
     channel.on('message', this.onMessage)
   }
 
@@ -43,13 +72,13 @@ class CounterClient {
     const id = ++this.seq
     return new Promise((resolve) => {
       this.pending.set(id, resolve)
-      this.channel.send?.([TAG, id, op, ...args])
+      this.outbox.push([id, op, ...args])
     })
   }
 
-  /** An operation whose answer is not needed (messages of one worker arrive in order). */
+  /** An operation whose answer is not needed (the operations of one worker are applied in order). */
   tell(op: number, ...args: (string | number)[]): void {
-    this.channel.send?.([TAG, 0, op, ...args])
+    this.outbox.push([0, op, ...args])
   }
 
   close(): void {
@@ -58,12 +87,17 @@ class CounterClient {
 
   private readonly onMessage = (message: unknown): void => {
     if (!Array.isArray(message) || message[0] !== TAG) return
-    const resolve = this.pending.get(message[1] as number)
-    if (resolve === undefined) return
-    this.pending.delete(message[1] as number)
-    resolve([message[2] as number, message[3] as number])
+    for (let i = 1; i < message.length; i++) {
+      const [id, a, b] = message[i] as Reply3
+      const resolve = this.pending.get(id)
+      if (resolve === undefined) continue
+      this.pending.delete(id)
+      resolve([a, b])
+    }
   }
 }
+
+type Reply3 = [number, number, number]
 
 /**
  * The plugin's local store in a worker: every operation is done by the primary's MemoryStore. (It extends
@@ -210,6 +244,7 @@ export class CounterHost {
   private readonly store: MemoryStore
   private readonly windows = new FixedWindows()
   private readonly slots = new Map<CounterPeer, Map<string, number>>()
+  private readonly outboxes = new Map<CounterPeer, Outbox>()
   private readonly sweeper: NodeJS.Timeout
   private readonly stateFile: QuotaStateFile | null
 
@@ -233,20 +268,32 @@ export class CounterHost {
   /** Handles a message from `peer`; false when it is not one of this protocol. */
   handle(peer: CounterPeer, message: unknown): boolean {
     if (!Array.isArray(message) || message[0] !== TAG) return false
-    const id = message[1] as number
-    this.apply(peer, message).then(
-      (reply) => {
-        if (id !== 0 && reply !== null) peer.send([TAG, id, reply[0], reply[1]])
-      },
-      () => {
-        // MemoryStore operations do not fail; a malformed message gets no answer.
-      },
-    )
+    let outbox = this.outboxes.get(peer)
+    if (outbox === undefined) {
+      outbox = new Outbox((reply) => peer.send(reply))
+      this.outboxes.set(peer, outbox)
+    }
+    const now = Date.now()
+    // In order: each operation changes the store when it is called (MemoryStore's methods change it before they
+    // return), so every check-and-add is atomic across workers; the answers go out together, after this turn.
+    for (let i = 1; i < message.length; i++) {
+      const operation = message[i] as unknown[]
+      const id = operation[0] as number
+      this.apply(peer, operation, now).then(
+        (reply) => {
+          if (id !== 0 && reply !== null) outbox.push([id, reply[0], reply[1]])
+        },
+        () => {
+          // MemoryStore operations do not fail; a malformed operation gets no answer.
+        },
+      )
+    }
     return true
   }
 
   /** `peer` is gone: its concurrency slots are given back. */
   forget(peer: CounterPeer): void {
+    this.outboxes.delete(peer)
     const held = this.slots.get(peer)
     this.slots.delete(peer)
     if (held === undefined) return
@@ -259,30 +306,31 @@ export class CounterHost {
     await this.stateFile?.close()
   }
 
-  private async apply(peer: CounterPeer, message: unknown[]): Promise<Reply | null> {
-    const key = message[3] as string
-    switch (message[2]) {
+  /** `[id, op, key, ...args]` */
+  private async apply(peer: CounterPeer, operation: unknown[], now: number): Promise<Reply | null> {
+    const key = operation[2] as string
+    switch (operation[1]) {
       case RESERVE: {
-        const result = await this.store.reserve(key, '', message[4] as number, message[5] as number, message[6] as number)
+        const result = await this.store.reserve(key, '', operation[3] as number, operation[4] as number, operation[5] as number)
         return [result.ok ? 1 : 0, result.value]
       }
       case ADD:
-        return [this.store.add(key, message[4] as number, message[5] as number), 0]
+        return [this.store.add(key, operation[3] as number, operation[4] as number), 0]
       case GET:
         return [await this.store.get(key), 0]
       case ACQUIRE: {
-        const result = await this.store.acquire(key, '', message[4] as number)
+        const result = await this.store.acquire(key, '', operation[3] as number)
         if (result.ok) this.count(peer, key, 1)
         return [result.ok ? 1 : 0, result.value]
       }
       case RELEASE:
-        await this.store.release(key)
         this.count(peer, key, -1)
+        await this.store.release(key)
         return null
       case IN_FLIGHT:
         return [await this.store.inFlight(key), 0]
       case HIT:
-        return this.windows.hit(key, message[4] as number, Date.now())
+        return this.windows.hit(key, operation[3] as number, now)
       default:
         return null
     }
