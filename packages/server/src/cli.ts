@@ -156,8 +156,9 @@ main().then(
     if (code >= 0) process.exitCode = code
   },
   (err: unknown) => {
-    // Config problems are the user's to fix: print them plainly, no stack trace.
-    const message = err instanceof ConfigError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)
+    // Config problems, and a worker's own start error, are the user's to fix: print them plainly, no stack trace.
+    const plain = err instanceof ConfigError || (err instanceof Error && err.name === 'WorkerStartError')
+    const message = plain ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)
     writeSync(2, `llmproxy: ${message}\n`)
     process.exit(1)
   },

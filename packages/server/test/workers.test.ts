@@ -3,7 +3,7 @@
 // workers on one port) are tested end to end in test/e2e/workers.test.ts.
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
@@ -69,6 +69,26 @@ test('--workers takes a positive integer or auto', () => {
   })
   assert.equal(run.status, 1, run.stderr)
   assert.match(run.stderr, /--workers: must be an integer from 1 to 1024, or auto \(got "lots"\)/)
+})
+
+test('a worker that cannot start stops the gateway: its error printed once, exit 1', async () => {
+  const taken = createServer()
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-workers-taken-'))
+  try {
+    const file = join(dir, 'c.yaml')
+    writeFileSync(file, base(`host: 127.0.0.1, port: ${(taken.address() as AddressInfo).port}, workers: 2`))
+    const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url))
+    const run = spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', cli, '--config', file], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    })
+    assert.equal(run.status, 1, run.stderr)
+    assert.equal(run.stderr, `llmproxy: bind EADDRINUSE 127.0.0.1:${(taken.address() as AddressInfo).port}\n`)
+  } finally {
+    taken.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
 })
 
 const snapshot = (name: string, fields: Partial<UpstreamSnapshot> = {}): UpstreamSnapshot => ({

@@ -36,6 +36,11 @@ export interface RunningPrimary {
   shutdown(reason: string): Promise<void>
 }
 
+/** A worker could not start (its own error message, e.g. the port is taken): the gateway does not start. */
+export class WorkerStartError extends Error {
+  override name = 'WorkerStartError'
+}
+
 /** A worker that dies within this long of its start counts as a quick exit: replacements of quick exits back off. */
 const QUICK_EXIT_MS = 10_000
 const MAX_RESTART_DELAY_MS = 30_000
@@ -232,7 +237,7 @@ class Primary {
     if (this.stopping !== null) return
     if (this.starting !== null) {
       const why = slot.failure ?? `worker ${slot.id} exited (${signal ?? `code ${code}`}) before it listened`
-      this.starting.reject(new Error(why))
+      this.starting.reject(new WorkerStartError(why))
       return
     }
     this.supervisor.restarted()
