@@ -1,4 +1,4 @@
-// `server.workers` > 1: a worker process. It waits for the config from the primary (validated there, once), runs the
+// `server.workers` > 1: a worker process. It asks the primary for the config (validated there, once), runs the
 // gateway on the shared port with its counters, admin views, metrics and reloads going through the primary, and
 // answers the primary's questions about itself.
 import type { Serializable } from 'node:child_process'
@@ -12,6 +12,8 @@ import { notice, Rpc } from './rpc.js'
 /** Runs this process as worker `LLMPROXY_WORKER_ID` of a primary (node:cluster); exits when the gateway stops. */
 export async function runWorker(): Promise<void> {
   const id = Number(process.env[WORKER_ID_ENV])
+  // The primary reloads every worker (SIGHUP goes to it; a terminal's hangup reaches the whole group).
+  process.on('SIGHUP', () => undefined)
   const send = (message: Serializable): void => {
     if (process.connected) process.send?.(message)
   }
@@ -31,8 +33,6 @@ export async function runWorker(): Promise<void> {
     rpc.handle(message)
   })
   const config = await rpc.call('config', null)
-  // The primary reloads every worker (SIGHUP goes to it; a terminal's hangup reaches the whole group).
-  process.on('SIGHUP', () => undefined)
   useCountersOfPrimary()
   const link: WorkerLink = {
     id,
