@@ -1,8 +1,8 @@
 // Several gateway processes on one machine (the reference server's `server.workers`, node:cluster) with the memory
 // store: the counters live in the primary process, and every worker reaches them over its IPC channel, so that a
-// limit holds across all workers exactly as in one process. A worker's operation is one message (a round trip when
-// it needs the answer); the primary applies them one at a time on one MemoryStore, which makes each check-and-add
-// atomic across workers.
+// limit holds across all workers exactly as in one process. A worker's operations travel in batches (one message per
+// turn of its event loop; the ones that need an answer wait for the primary's batch back); the primary applies them
+// one at a time on one MemoryStore, which makes each check-and-add atomic across workers.
 import type { FastifyBaseLogger } from 'fastify'
 import { QuotaStateFile } from './state-file.js'
 import { type CheckResult, MemoryStore } from './store.js'
@@ -46,6 +46,8 @@ class Outbox {
 }
 
 type Reply = [number, number]
+/** An answer as it travels: `[id, a, b]`. */
+type Answer = [number, number, number]
 
 /** The IPC side of a worker: `process` in a node:cluster worker. */
 export interface PrimaryChannel {
@@ -88,7 +90,7 @@ class CounterClient {
   private readonly onMessage = (message: unknown): void => {
     if (!Array.isArray(message) || message[0] !== TAG) return
     for (let i = 1; i < message.length; i++) {
-      const [id, a, b] = message[i] as Reply3
+      const [id, a, b] = message[i] as Answer
       const resolve = this.pending.get(id)
       if (resolve === undefined) continue
       this.pending.delete(id)
@@ -96,8 +98,6 @@ class CounterClient {
     }
   }
 }
-
-type Reply3 = [number, number, number]
 
 /**
  * The plugin's local store in a worker: every operation is done by the primary's MemoryStore. (It extends
@@ -245,6 +245,7 @@ export class CounterHost {
   private readonly windows = new FixedWindows()
   private readonly slots = new Map<CounterPeer, Map<string, number>>()
   private readonly outboxes = new Map<CounterPeer, Outbox>()
+  private readonly gone = new WeakSet<CounterPeer>()
   private readonly sweeper: NodeJS.Timeout
   private readonly stateFile: QuotaStateFile | null
 
@@ -268,6 +269,8 @@ export class CounterHost {
   /** Handles a message from `peer`; false when it is not one of this protocol. */
   handle(peer: CounterPeer, message: unknown): boolean {
     if (!Array.isArray(message) || message[0] !== TAG) return false
+    // A message read after the worker's exit: its slots were given back already.
+    if (this.gone.has(peer)) return true
     let outbox = this.outboxes.get(peer)
     if (outbox === undefined) {
       outbox = new Outbox((reply) => peer.send(reply))
@@ -293,6 +296,7 @@ export class CounterHost {
 
   /** `peer` is gone: its concurrency slots are given back. */
   forget(peer: CounterPeer): void {
+    this.gone.add(peer)
     this.outboxes.delete(peer)
     const held = this.slots.get(peer)
     this.slots.delete(peer)
