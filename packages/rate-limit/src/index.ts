@@ -15,5 +15,6 @@ export {
   RedisOptionsSchema,
 } from './options.js'
 export { rateLimit } from './plugin.js'
+export { CounterHost, type CounterHostOptions, type CounterPeer, useCountersOfPrimary } from './primary-counters.js'
 export { type RedisClient, RedisStore } from './redis-store.js'
 export { type CheckResult, type LimitStore, MemoryStore } from './store.js'

@@ -5,12 +5,12 @@ import fp from 'fastify-plugin'
 import { type Limiter, type LimiterPair, type LiveOptions, RateLimitEngine, type RateLimits, type RequestLimiters } from './engine.js'
 import { UniqueIds } from './keys.js'
 import { type RateLimitOptionsInput, resolveOptions } from './options.js'
+import { localCounterStore, localWindowStore } from './primary-counters.js'
 import { RedisBackend } from './redis-backend.js'
 import { createRedisClient } from './redis-client.js'
 import { type RedisClient, RedisStore } from './redis-store.js'
 import { kLimitState, type RequestLimitState } from './state.js'
 import { QuotaStateFile } from './state-file.js'
-import { MemoryStore } from './store.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -51,7 +51,7 @@ async function createLimiters(host: FastifyInstance, live: LiveOptions, redis: R
     return made.limiter
   }
   const pair = async (name: string, settings: RateLimitPluginOptions): Promise<LimiterPair> => ({
-    local: await limiter(settings),
+    local: await limiter({ ...settings, ...localWindowStore(live.current.store) }),
     // @fastify/rate-limit's store types a single-node client; its script works on a cluster client alike (one key).
     shared:
       redis === null ? null : await limiter({ ...settings, redis: redis as RateLimitPluginOptions['redis'], nameSpace: `rl:${name}:` }),
@@ -79,7 +79,7 @@ const plugin: FastifyPluginAsync<RateLimitOptionsInput> = async (fastify, input)
   await ensureCore(fastify)
   const options = resolveOptions(input)
   const ids = new UniqueIds()
-  const local = new MemoryStore()
+  const local = localCounterStore(options.store)
   let client: RedisClient | null = null
   let shared: RedisBackend | null = null
   if (options.store === 'redis' && options.redis !== undefined) {

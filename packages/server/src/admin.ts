@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, Server } from 'node:http'
 import swagger from '@fastify/swagger'
 import { ConfigError, errors, Protocol, toLlmProxyError } from '@llmproxy/core'
-import { Type } from '@llmproxy/core/typebox'
+import { type Static, Type } from '@llmproxy/core/typebox'
 import { sendError } from '@llmproxy/protocols'
 import Fastify, {
   type FastifyHttpOptions,
@@ -65,11 +65,19 @@ const ErrorBodySchema = Type.Object(
   { description: 'An error, in the OpenAI shape.' },
 )
 
+const UpstreamStateSchema = Type.Union([
+  Type.Literal('healthy'),
+  Type.Literal('unhealthy'),
+  Type.Literal('ejected'),
+  Type.Literal('half-open'),
+  Type.Literal('draining'),
+])
+
 const UpstreamSnapshotSchema = Type.Object({
   name: Type.String(),
   url: Type.String(),
   protocol: Protocol,
-  state: Type.Union(['healthy', 'unhealthy', 'ejected', 'half-open', 'draining'].map((s) => Type.Literal(s))),
+  state: UpstreamStateSchema,
   inFlight: Type.Integer({ description: 'Requests in flight.' }),
   ewmaTtftMs: Nullable(Type.Number({ description: 'Peak-EWMA of the time to first token.' })),
   ejections: Type.Integer({ description: 'Ejections since start (passive health).' }),
@@ -80,6 +88,12 @@ const UpstreamSnapshotSchema = Type.Object({
   maxConcurrency: Nullable(Type.Integer()),
   heldUntil: Nullable(Type.Number({ description: 'Epoch ms until which a 429 holds the upstream back.' })),
   panicPicks: Type.Integer({ description: 'Requests sent here in panic mode (every upstream of its pool was out).' }),
+  workers: Type.Optional(
+    Type.Array(Type.Object({ worker: Type.Integer(), state: UpstreamStateSchema, inFlight: Type.Integer() }), {
+      description:
+        "With server.workers > 1: each worker's own state and requests in flight (the fields above are for the whole gateway: counts summed, the state most workers see).",
+    }),
+  ),
 })
 
 const UpstreamNameSchema = Type.Object({ name: Type.String({ minLength: 1, description: 'The upstream name.' }) })
@@ -113,17 +127,26 @@ const KeyEntrySchema = Type.Object({
   usage: Nullable(KeyUsageSchema),
 })
 
+const SinkStatsFields = {
+  queueDepth: Type.Integer({ description: 'Records spooled, not yet acknowledged by the webhook.' }),
+  spoolBytes: Type.Integer(),
+  delivered: Type.Integer(),
+  deliveryFailures: Type.Integer(),
+  dropped: Type.Integer(),
+  notSpooled: Type.Integer(),
+  lastDeliveryAt: Nullable(Type.String()),
+  lastError: Nullable(Type.String()),
+}
+
 const UsageStatsSchema = Type.Union([
   Type.Object({
     enabled: Type.Literal(true),
-    queueDepth: Type.Integer({ description: 'Records spooled, not yet acknowledged by the webhook.' }),
-    spoolBytes: Type.Integer(),
-    delivered: Type.Integer(),
-    deliveryFailures: Type.Integer(),
-    dropped: Type.Integer(),
-    notSpooled: Type.Integer(),
-    lastDeliveryAt: Nullable(Type.String()),
-    lastError: Nullable(Type.String()),
+    ...SinkStatsFields,
+    workers: Type.Optional(
+      Type.Array(Type.Object({ worker: Type.Integer(), ...SinkStatsFields }), {
+        description: "With server.workers > 1: each worker's own spool and deliveries (the fields above are their sums).",
+      }),
+    ),
   }),
   Type.Object({ enabled: Type.Literal(false) }, { description: 'The usage plugin is not configured.' }),
 ])
@@ -147,14 +170,42 @@ const OpenApiSchema = Type.Object({}, { additionalProperties: true, description:
 
 const withAuth = <R extends Record<number, unknown>>(responses: R) => ({ ...responses, 401: ErrorBodySchema })
 
+/** An upstream as `GET /admin/upstreams` shows it. */
+export type AdminUpstream = Static<typeof UpstreamSnapshotSchema>
+/** What `GET /admin/usage` answers. */
+export type AdminUsage = Static<typeof UsageStatsSchema>
+
+/**
+ * What the admin API reads and changes beyond this process's config and keys: the upstreams and the usage sink of
+ * the gateway — this process's, or with `server.workers` every worker's, through the primary.
+ */
+export interface AdminScope {
+  upstreams(): Promise<AdminUpstream[]>
+  /** Drains or enables an upstream; its entry afterwards, or null when no upstream has that name. */
+  upstream(action: 'drain' | 'enable', name: string): Promise<AdminUpstream | null>
+  usage(): Promise<AdminUsage>
+}
+
+/** The admin scope of a single-process gateway: its own decorators. */
+export function localScope(gateway: FastifyInstance): AdminScope {
+  return {
+    upstreams: async () => gateway.upstreams.snapshot(),
+    upstream: async (action, name) =>
+      gateway.upstreams[action](name) ? (gateway.upstreams.snapshot().find((u) => u.name === name) ?? null) : null,
+    usage: async () => (gateway.hasDecorator('usage') ? { enabled: true, ...gateway.usage.stats() } : { enabled: false }),
+  }
+}
+
 export interface AdminRoutesOptions {
   /** The gateway whose upstreams, keys, usage and config the routes manage. */
   gateway: FastifyInstance
   token: string
+  /** Where upstreams and usage are read and changed (default: `localScope(gateway)`). */
+  scope?: AdminScope
 }
 
 /** The admin routes, for a context registered with `prefix: '/admin'` (on the gateway or on a separate server). */
-export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin, { gateway, token }) => {
+export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin, { gateway, token, scope = localScope(gateway) }) => {
   const expected = createHash('sha256').update(token).digest()
   await admin.register(swagger, {
     openapi: {
@@ -178,16 +229,17 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin,
   // The gateway's API keys and rate limits don't apply here: the admin token does.
   const options = { config: { auth: false, rateLimit: false }, exposeHeadRoute: false } as const
 
-  admin.get('/upstreams', { ...options, schema: { response: withAuth({ 200: Type.Array(UpstreamSnapshotSchema) }) } }, async () =>
-    gateway.upstreams.snapshot(),
+  admin.get('/upstreams', { ...options, schema: { response: withAuth({ 200: Type.Array(UpstreamSnapshotSchema) }) } }, () =>
+    scope.upstreams(),
   )
 
   const upstreamAction =
     (action: 'drain' | 'enable') => async (request: FastifyRequest<{ Params: { name: string } }>, reply: FastifyReply) => {
       const name = request.params.name
-      if (!gateway.upstreams[action](name)) return sendError(reply, errors.upstreamNotFound(name))
+      const entry = await scope.upstream(action, name)
+      if (entry === null) return sendError(reply, errors.upstreamNotFound(name))
       request.log.info({ upstream: name }, action === 'drain' ? 'admin: upstream drained' : 'admin: upstream enabled')
-      return gateway.upstreams.snapshot().find((u) => u.name === name)
+      return entry
     }
   const actionSchema = { params: UpstreamNameSchema, response: withAuth({ 200: UpstreamSnapshotSchema, 404: ErrorBodySchema }) }
   admin.post(
@@ -213,9 +265,7 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin,
     return Promise.all(entries)
   })
 
-  admin.get('/usage', { ...options, schema: { response: withAuth({ 200: UsageStatsSchema }) } }, async () =>
-    gateway.hasDecorator('usage') ? { enabled: true, ...gateway.usage.stats() } : { enabled: false },
-  )
+  admin.get('/usage', { ...options, schema: { response: withAuth({ 200: UsageStatsSchema }) } }, () => scope.usage())
 
   admin.post(
     '/reload',
@@ -261,6 +311,8 @@ function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(e
 
 export interface AdminServerOptions {
   genReqId: (req: IncomingMessage) => string
+  /** Default: `localScope(app)`. */
+  scope?: AdminScope | undefined
 }
 
 /**
@@ -268,7 +320,12 @@ export interface AdminServerOptions {
  * started once the gateway listens and closed with it.
  */
 export async function setupAdmin(app: FastifyInstance, settings: AdminSettings, options: AdminServerOptions): Promise<void> {
-  const routeOptions: AdminRoutesOptions & { prefix: string } = { prefix: '/admin', gateway: app, token: settings.token }
+  const routeOptions: AdminRoutesOptions & { prefix: string } = {
+    prefix: '/admin',
+    gateway: app,
+    token: settings.token,
+    ...(options.scope === undefined ? {} : { scope: options.scope }),
+  }
   if (settings.port === undefined) {
     await app.register(adminRoutes, routeOptions)
     const listening = deferred<string>()

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
+import { hostname } from 'node:os'
 import { auth } from '@llmproxy/auth'
-import { errors, type LlmProxyError, llmCore, toLlmProxyError } from '@llmproxy/core'
+import { ConfigError, errors, type LlmProxyError, llmCore, toLlmProxyError } from '@llmproxy/core'
 import { llmMetrics } from '@llmproxy/metrics'
 import { sendError } from '@llmproxy/protocols'
 import { rateLimit } from '@llmproxy/rate-limit'
@@ -11,12 +12,14 @@ import { upstreams } from '@llmproxy/upstreams'
 import { usage } from '@llmproxy/usage'
 import Fastify, { type FastifyHttpOptions, type FastifyInstance, LogController } from 'fastify'
 import pino, { type DestinationStream } from 'pino'
-import { setupAdmin } from './admin.js'
-import type { Config } from './config.js'
+import { prometheusContentType as PROMETHEUS_CONTENT_TYPE } from 'prom-client'
+import { type AdminScope, setupAdmin } from './admin.js'
+import { type Config, workerCount } from './config.js'
 import { withLazyChildren } from './lazy-logger.js'
 import { logSerializers } from './redact.js'
-import { installReload } from './reload.js'
+import { installReload, type ReloadResult } from './reload.js'
 import { requestLogging } from './request-log.js'
+import { workerSpoolDir } from './workers/spools.js'
 
 /** `fastify.llmGateway`: the reference server's shutdown. */
 export interface GatewayLifecycle {
@@ -35,6 +38,18 @@ declare module 'fastify' {
   }
 }
 
+/** A worker of `server.workers`: which one it is, and what it asks the primary. */
+export interface WorkerLink {
+  /** 1 to N; a replacement keeps the id of the worker it replaces (and so its usage spool, see workerSpoolDir). */
+  readonly id: number
+  /** The admin API's upstreams and usage sink: every worker's, combined by the primary. */
+  readonly scope: AdminScope
+  /** The metrics exposition of the whole gateway (every worker's metrics aggregated by the primary). */
+  metrics(): Promise<string>
+  /** The primary reads and validates the config file once, and every worker applies it. */
+  reload(): Promise<ReloadResult>
+}
+
 export interface GatewayOptions {
   /** Where the JSON log lines go (default: stdout). */
   logDestination?: DestinationStream
@@ -42,6 +57,8 @@ export interface GatewayOptions {
   configFile?: string
   /** Applied to every config re-read from `configFile` (e.g. to keep a port given on the command line). */
   adjustConfig?: (config: Config) => void
+  /** Set by the `llmproxy` CLI in each worker process of `server.workers` (see workers/worker.ts). */
+  worker?: WorkerLink
 }
 
 /** Paths and keys pino must never print (query-string credentials: see logSerializers). */
@@ -106,13 +123,50 @@ function answerClientError(err: Error & { code?: string }, socket: Socket): void
   socket.destroy(err)
 }
 
+/**
+ * In a worker, the scrape route (registered by @llmproxy/metrics) answers with the metrics of every worker, aggregated
+ * by the primary, whichever worker the scrape reaches.
+ */
+function scrapeWholeGateway(app: FastifyInstance, path: string, worker: WorkerLink): void {
+  app.addHook('onRoute', (route) => {
+    if (route.url !== path || route.method !== 'GET') return
+    route.handler = async (request, reply) => {
+      try {
+        return reply.type(PROMETHEUS_CONTENT_TYPE).send(await worker.metrics())
+      } catch (err) {
+        request.log.error({ err }, 'metrics collection failed')
+        return sendError(reply, errors.internal({ cause: err }))
+      }
+    }
+  })
+}
+
 /** Builds the reference gateway from a validated config: the plugins wired together, not started. */
+/** The gateway's pino logger (JSON lines, secrets redacted); `bindings` are added to every line (a worker's id). */
+export function gatewayLogger(level: string, destination?: DestinationStream, bindings: Record<string, unknown> = {}): pino.Logger {
+  return pino(
+    {
+      level,
+      redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+      serializers: logSerializers,
+      base: { pid: process.pid, hostname: hostname(), ...bindings },
+    },
+    destination ?? pino.destination(1),
+  )
+}
+
 export async function buildGateway(config: Config, options: GatewayOptions = {}): Promise<FastifyInstance> {
   const settings = config.server
-  const logger = pino(
-    { level: settings.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' }, serializers: logSerializers },
-    options.logDestination ?? pino.destination(1),
-  )
+  const worker = options.worker
+  if (worker === undefined && workerCount(settings.workers) > 1) {
+    throw new ConfigError('gateway options', [
+      {
+        path: '/server/workers',
+        message: 'buildGateway and startGateway run one process; the llmproxy CLI runs workers (or set workers: 1)',
+      },
+    ])
+  }
+  const logger = gatewayLogger(settings.logLevel, options.logDestination, worker === undefined ? {} : { worker: worker.id })
   let closing = false
   // Requests in flight (health probes included), so that a shutdown can wait for them while still listening.
   let inFlight = 0
@@ -175,12 +229,27 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     done()
   })
   if (logger.isLevelEnabled('info')) requestLogging(app)
-  if (config.metrics !== false) await app.register(llmMetrics, config.metrics)
+  if (config.metrics !== false) {
+    if (worker !== undefined) scrapeWholeGateway(app, config.metrics.path, worker)
+    await app.register(llmMetrics, config.metrics)
+  }
   if (config.auth !== undefined) await app.register(auth, config.auth)
   if (config.rateLimit !== undefined) {
-    await app.register(rateLimit, { ...config.rateLimit, ...(config.redis === undefined ? {} : { redis: config.redis }) })
+    const { quotaStateFile, ...limits } = config.rateLimit
+    await app.register(rateLimit, {
+      ...limits,
+      // A worker's memory-store counters are the primary's (useCountersOfPrimary), and so is the quota state file.
+      ...(quotaStateFile === undefined || worker !== undefined ? {} : { quotaStateFile }),
+      ...(config.redis === undefined ? {} : { redis: config.redis }),
+    })
   }
-  if (config.usage !== undefined) await app.register(usage, config.usage)
+  if (config.usage !== undefined) {
+    const spoolDir = config.usage.spoolDir
+    await app.register(
+      usage,
+      spoolDir === undefined || worker === undefined ? config.usage : { ...config.usage, spoolDir: workerSpoolDir(spoolDir, worker.id) },
+    )
+  }
   await app.register(upstreams, {
     upstreams: config.upstreams,
     healthChecks: config.healthChecks,
@@ -194,8 +263,8 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     bodyLimit: config.bodyLimit,
   })
 
-  installReload(app, config, { file: options.configFile ?? null, adjustConfig: options.adjustConfig })
-  if (config.admin !== undefined) await setupAdmin(app, config.admin, { genReqId: genRequestId })
+  installReload(app, config, { file: options.configFile ?? null, adjustConfig: options.adjustConfig, reloadVia: worker?.reload })
+  if (config.admin !== undefined) await setupAdmin(app, config.admin, { genReqId: genRequestId, scope: worker?.scope })
 
   app.get('/healthz', { config: { auth: false, rateLimit: false } }, (_request, reply) => reply.send({ status: 'ok' }))
   app.get('/readyz', { config: { auth: false, rateLimit: false } }, (_request, reply) => {

@@ -1,12 +1,15 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster'
 import { writeSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { ConfigError } from '@llmproxy/core'
 import type { GatewayOptions } from './app.js'
-import { type Config, loadConfigFile } from './config.js'
+import { type Config, loadConfigFile, workerCount } from './config.js'
 import { startDemo } from './demo.js'
 import { startGateway } from './main.js'
 import { configJsonSchema } from './schema.js'
+import { WORKER_ID_ENV } from './workers/ops.js'
+import { deliverFormerSpools } from './workers/spools.js'
 
 const USAGE = `Usage:
   llmproxy [--config FILE]      start the gateway (FILE or $LLMPROXY_CONFIG; neither = the built-in demo);
@@ -14,11 +17,28 @@ const USAGE = `Usage:
   llmproxy check --config FILE  validate a config file and exit
   llmproxy schema               print the config's JSON Schema
 Options:
-  -c, --config FILE   YAML or JSON config file
-  -p, --port N        override server.port
-  -h, --help          this help`
+  -c, --config FILE      YAML or JSON config file
+  -p, --port N           override server.port
+  -w, --workers N|auto   override server.workers (processes serving the port; auto = one per CPU core)
+  -h, --help             this help`
+
+/** `--workers`: a positive integer or `auto`. */
+function workersFlag(text: string): Config['server']['workers'] {
+  if (text === 'auto') return 'auto'
+  const n = Number(text)
+  if (!/^\d+$/.test(text) || n < 1 || n > 1024) {
+    throw new ConfigError('command line', [{ path: '--workers', message: `must be an integer from 1 to 1024, or auto (got "${text}")` }])
+  }
+  return n
+}
 
 async function main(): Promise<number> {
+  // A worker of `server.workers`: the primary forked it with the same command line, and sends it the config.
+  if (cluster.isWorker && process.env[WORKER_ID_ENV] !== undefined) {
+    const { runWorker } = await import('./workers/worker.js')
+    await runWorker()
+    return -1
+  }
   // `pnpm start -- --config x` passes the `--` on: it is not a command.
   const args = process.argv.slice(2)
   if (args[0] === '--') args.shift()
@@ -28,6 +48,7 @@ async function main(): Promise<number> {
     options: {
       config: { type: 'string', short: 'c' },
       port: { type: 'string', short: 'p' },
+      workers: { type: 'string', short: 'w' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -54,23 +75,56 @@ async function main(): Promise<number> {
   let config: Config
   let stopDemo: (() => Promise<void>) | null = null
   const options: GatewayOptions = {}
+  const workers = values.workers === undefined ? undefined : workersFlag(values.workers)
   if (file === undefined) {
     const port = values.port === undefined ? 8080 : Number(values.port)
     const demo = await startDemo(port, '127.0.0.1')
     config = demo.config
+    if (workers !== undefined) config.server.workers = workers
     stopDemo = () => demo.mock.close()
   } else {
     config = loadConfigFile(file)
     const port = values.port
-    // --port wins over the file, at start and at every reload.
+    // --port and --workers win over the file, at start and at every reload.
     const adjustConfig = (c: Config) => {
       if (port !== undefined) c.server.port = Number(port)
+      if (workers !== undefined) c.server.workers = workers
     }
     adjustConfig(config)
     options.configFile = file
     options.adjustConfig = adjustConfig
   }
+  const count = workerCount(config.server.workers)
+  if (count > 1) {
+    const { startPrimary } = await import('./workers/primary.js')
+    const primary = await startPrimary({
+      config,
+      workers: count,
+      configFile: options.configFile ?? null,
+      adjustConfig: options.adjustConfig,
+    }).catch(async (err: unknown) => {
+      await stopDemo?.()
+      throw err
+    })
+    const stop = (signal: string) => {
+      primary
+        .shutdown(signal)
+        .then(() => stopDemo?.())
+        .then(
+          () => process.exit(0),
+          () => process.exit(1),
+        )
+    }
+    process.on('SIGHUP', () => {
+      primary.reload().catch(() => undefined)
+    })
+    process.once('SIGTERM', () => stop('SIGTERM'))
+    process.once('SIGINT', () => stop('SIGINT'))
+    return -1
+  }
   const gateway = await startGateway(config, options)
+  // Spools of workers of an earlier run with server.workers > 1 are delivered, in the background.
+  const former = deliverFormerSpools(config, 1, gateway.app.log)
   if (stopDemo !== null) {
     gateway.app.log.info(
       { url: gateway.url },
@@ -80,6 +134,7 @@ async function main(): Promise<number> {
   const stop = (signal: string) => {
     gateway
       .shutdown(signal)
+      .then(() => former.close())
       .then(() => stopDemo?.())
       .then(
         () => process.exit(0),
@@ -101,8 +156,9 @@ main().then(
     if (code >= 0) process.exitCode = code
   },
   (err: unknown) => {
-    // Config problems are the user's to fix: print them plainly, no stack trace.
-    const message = err instanceof ConfigError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)
+    // Config problems, and a worker's own start error, are the user's to fix: print them plainly, no stack trace.
+    const plain = err instanceof ConfigError || (err instanceof Error && err.name === 'WorkerStartError')
+    const message = plain ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)
     writeSync(2, `llmproxy: ${message}\n`)
     process.exit(1)
   },

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { AuthOptionsSchema, compileIpList, compileKeys } from '@llmproxy/auth'
 import { ConfigError, type ConfigProblem, checkSchema } from '@llmproxy/core'
 import { type Static, Type, Value } from '@llmproxy/core/typebox'
@@ -45,6 +46,11 @@ export const ServerSettingsSchema = Type.Object(
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
       { default: 'info' },
     ),
+    workers: Type.Union([Type.Integer({ minimum: 1, maximum: 1024 }), Type.Literal('auto')], {
+      default: 1,
+      description:
+        'Gateway processes serving the one port (llmproxy CLI): 1 is a single process; N or "auto" (one per CPU core) start a supervising primary and N workers that share limits, quotas, metrics and the admin API.',
+    }),
   },
   { additionalProperties: false, default: {} },
 )
@@ -96,6 +102,11 @@ export const ConfigSchema = Type.Object(
   { additionalProperties: false },
 )
 export type Config = Static<typeof ConfigSchema>
+
+/** How many gateway processes `server.workers` asks for (`auto`: one per core this process may run on). */
+export function workerCount(workers: Config['server']['workers']): number {
+  return workers === 'auto' ? availableParallelism() : workers
+}
 
 /** Config keys of the design whose capability this build does not have yet: rejected, never ignored. */
 const NOT_SUPPORTED_YET: readonly string[] = []

@@ -1,5 +1,13 @@
-export { type AdminApi, type AdminRoutesOptions, adminRoutes } from './admin.js'
-export { buildGateway, type GatewayLifecycle, type GatewayOptions, genRequestId, REDACTED_PATHS } from './app.js'
+export {
+  type AdminApi,
+  type AdminRoutesOptions,
+  type AdminScope,
+  type AdminUpstream,
+  type AdminUsage,
+  adminRoutes,
+  localScope,
+} from './admin.js'
+export { buildGateway, type GatewayLifecycle, type GatewayOptions, genRequestId, REDACTED_PATHS, type WorkerLink } from './app.js'
 export {
   type AdminSettings,
   AdminSettingsSchema,
@@ -8,6 +16,7 @@ export {
   interpolateEnv,
   loadConfigFile,
   parseConfig,
+  workerCount,
 } from './config.js'
 export { startDemo } from './demo.js'
 export { type RunningGateway, startGateway } from './main.js'

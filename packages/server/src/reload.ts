@@ -43,6 +43,38 @@ export interface ReloadOptions {
   adjustConfig?: ((config: Config) => void) | undefined
   /** Environment for `${VAR}` interpolation (default: process.env at reload time). */
   env?: NodeJS.ProcessEnv | undefined
+  /**
+   * Does the reload instead (a worker of `server.workers`: the primary reads and validates the file once and has
+   * every worker apply it).
+   */
+  reloadVia?: (() => Promise<ReloadResult>) | undefined
+}
+
+/**
+ * Reads and validates a config file for a reload (`adjust` applied): what `reload()` applies. Throws a ConfigError
+ * naming the problems; `file` null is the gateway without a config file (the demo).
+ */
+export async function readConfigForReload(
+  file: string | null,
+  env: NodeJS.ProcessEnv,
+  adjust: ((config: Config) => void) | undefined,
+): Promise<Config> {
+  if (file === null) {
+    throw new ConfigError('reload', [
+      { path: '', message: 'no config file: this gateway was not started from one (the demo, or buildGateway without configFile)' },
+    ])
+  }
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`config ${file}`, [
+      { path: '', message: `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` },
+    ])
+  }
+  const next = parseConfig(text, file, env)
+  adjust?.(next)
+  return next
 }
 
 /** Sections no plugin can change while running: a change is reported in `restartRequired`, not applied. */
@@ -132,7 +164,7 @@ export function planReload(current: Config, next: Config): ReloadPlan {
 }
 
 /** Problems of a ConfigError thrown by a plugin's update(), with their paths made relative to the config file. */
-function problemsOf(err: unknown, prefix: string): ConfigProblem[] {
+export function problemsOf(err: unknown, prefix: string): ConfigProblem[] {
   if (err instanceof ConfigError) return err.problems.map((p) => ({ path: `${prefix}${p.path}`, message: p.message }))
   return [{ path: prefix, message: err instanceof Error ? err.message : String(err) }]
 }
@@ -142,6 +174,7 @@ class Reloader implements ConfigReloader {
   private readonly app: FastifyInstance
   private readonly adjust: ((config: Config) => void) | undefined
   private readonly env: NodeJS.ProcessEnv | undefined
+  private readonly reloadVia: (() => Promise<ReloadResult>) | undefined
   private config: Config
   private queue: Promise<unknown> = Promise.resolve()
 
@@ -151,6 +184,7 @@ class Reloader implements ConfigReloader {
     this.file = options.file
     this.adjust = options.adjustConfig
     this.env = options.env
+    this.reloadVia = options.reloadVia
   }
 
   current(): Config {
@@ -158,6 +192,7 @@ class Reloader implements ConfigReloader {
   }
 
   reload(): Promise<ReloadResult> {
+    if (this.reloadVia !== undefined) return this.reloadVia()
     const run = this.queue.then(() => this.reloadFile())
     this.queue = run.catch(() => undefined)
     return run
@@ -166,23 +201,7 @@ class Reloader implements ConfigReloader {
   private async reloadFile(): Promise<ReloadResult> {
     const log = this.app.log
     try {
-      const file = this.file
-      if (file === null) {
-        throw new ConfigError('reload', [
-          { path: '', message: 'no config file: this gateway was not started from one (the demo, or buildGateway without configFile)' },
-        ])
-      }
-      let text: string
-      try {
-        text = await readFile(file, 'utf8')
-      } catch (err) {
-        throw new ConfigError(`config ${file}`, [
-          { path: '', message: `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` },
-        ])
-      }
-      const next = parseConfig(text, file, this.env ?? process.env)
-      this.adjust?.(next)
-      return this.apply(next)
+      return this.apply(await readConfigForReload(this.file, this.env ?? process.env, this.adjust))
     } catch (err) {
       const problems = problemsOf(err, '')
       log.error({ file: this.file, problems }, 'config reload failed: nothing changed')

@@ -1,0 +1,133 @@
+// What the primary makes of its workers' views: one upstream list, one usage report, one metrics exposition for
+// the whole gateway (the admin API and /metrics answer the same whichever worker serves them).
+import type { UpstreamSnapshot, UpstreamState } from '@llmproxy/upstreams'
+import type { UsageStats } from '@llmproxy/usage'
+import { AggregatorRegistry, Counter, Gauge, type PrometheusContentType, Registry } from 'prom-client'
+import type { AdminUpstream, AdminUsage } from '../admin.js'
+
+/** One worker's answer. */
+export interface FromWorker<T> {
+  worker: number
+  value: T
+}
+
+/** From the most available to the least: a tie between states goes to the later one. */
+const AVAILABILITY: readonly UpstreamState[] = ['healthy', 'half-open', 'draining', 'unhealthy', 'ejected']
+
+/** The state most workers see; a tie goes to the less available state. */
+function commonState(states: readonly UpstreamState[]): UpstreamState {
+  let best: UpstreamState = states[0] ?? 'healthy'
+  let bestCount = 0
+  for (const state of AVAILABILITY) {
+    const count = states.filter((s) => s === state).length
+    if (count > 0 && count >= bestCount) {
+      best = state
+      bestCount = count
+    }
+  }
+  return best
+}
+
+/**
+ * The upstream list of the whole gateway: per upstream, requests in flight, ejections, recent errors and panic picks
+ * summed over the workers; the longest failure streak and hold; the mean TTFT average; the state most workers see
+ * (each worker runs its own health checks and circuit breaker), with every worker's own in `workers`.
+ */
+export function combineSnapshots(perWorker: readonly FromWorker<readonly UpstreamSnapshot[]>[]): AdminUpstream[] {
+  const byName = new Map<string, FromWorker<UpstreamSnapshot>[]>()
+  for (const { worker, value } of perWorker) {
+    for (const entry of value) {
+      const list = byName.get(entry.name)
+      if (list === undefined) byName.set(entry.name, [{ worker, value: entry }])
+      else list.push({ worker, value: entry })
+    }
+  }
+  const combined: AdminUpstream[] = []
+  for (const entries of byName.values()) {
+    const first = (entries[0] as FromWorker<UpstreamSnapshot>).value
+    const all = entries.map((e) => e.value)
+    const sum = (read: (u: UpstreamSnapshot) => number): number => all.reduce((total, u) => total + read(u), 0)
+    const ewmas = all.map((u) => u.ewmaTtftMs).filter((v): v is number => v !== null)
+    const held = all.map((u) => u.heldUntil).filter((v): v is number => v !== null)
+    combined.push({
+      ...first,
+      state: commonState(all.map((u) => u.state)),
+      inFlight: sum((u) => u.inFlight),
+      ewmaTtftMs: ewmas.length === 0 ? null : ewmas.reduce((a, b) => a + b, 0) / ewmas.length,
+      ejections: sum((u) => u.ejections),
+      consecutiveFailures: Math.max(...all.map((u) => u.consecutiveFailures)),
+      recentErrors: sum((u) => u.recentErrors),
+      lastError: all.find((u) => u.lastError !== null)?.lastError ?? null,
+      heldUntil: held.length === 0 ? null : Math.max(...held),
+      panicPicks: sum((u) => u.panicPicks),
+      workers: entries.map(({ worker, value }) => ({ worker, state: value.state, inFlight: value.inFlight })),
+    })
+  }
+  return combined
+}
+
+/** The usage sink of the whole gateway: every worker's spool and counters summed, the latest delivery, each worker's own in `workers`. */
+export function combineUsage(perWorker: readonly FromWorker<UsageStats | null>[]): AdminUsage {
+  const stats = perWorker.filter((w): w is FromWorker<UsageStats> => w.value !== null)
+  if (stats.length === 0) return { enabled: false }
+  const sum = (read: (s: UsageStats) => number): number => stats.reduce((total, s) => total + read(s.value), 0)
+  const deliveries = stats.map((s) => s.value.lastDeliveryAt).filter((v): v is string => v !== null)
+  return {
+    enabled: true,
+    queueDepth: sum((s) => s.queueDepth),
+    spoolBytes: sum((s) => s.spoolBytes),
+    delivered: sum((s) => s.delivered),
+    deliveryFailures: sum((s) => s.deliveryFailures),
+    dropped: sum((s) => s.dropped),
+    notSpooled: sum((s) => s.notSpooled),
+    // ISO times: the latest sorts last.
+    lastDeliveryAt: deliveries.sort().at(-1) ?? null,
+    lastError: stats.find((s) => s.value.lastError !== null)?.value.lastError ?? null,
+    workers: stats.map(({ worker, value }) => ({ worker, ...value })),
+  }
+}
+
+/** A metric as `registry.getMetricsAsJSON()` gives it (what crosses the IPC channel). */
+export type MetricJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>[number]
+
+/**
+ * Gauges of a state rather than an amount: averaged over the workers (the share of workers that see it so) instead
+ * of summed. Everything else is summed (prom-client's default), and prom-client's own process metrics keep their
+ * aggregators (e.g. the version info is the first worker's).
+ */
+const AVERAGED = ['upstream_up', 'upstream_state', 'upstream_ttft_ewma_seconds', 'ratelimit_redis_up']
+
+/** The primary's own metrics: how many workers serve, and how often one was replaced. */
+export class SupervisorMetrics {
+  readonly registry = new Registry()
+  private readonly workers: Gauge
+  private readonly restarts: Counter
+
+  constructor(prefix: string) {
+    const registers = [this.registry]
+    this.workers = new Gauge({ name: `${prefix}workers`, help: 'Worker processes serving requests.', registers })
+    this.restarts = new Counter({
+      name: `${prefix}worker_restarts_total`,
+      help: 'Workers that exited unexpectedly and were replaced.',
+      registers,
+    })
+  }
+
+  set(workers: number): void {
+    this.workers.set(workers)
+  }
+
+  restarted(): void {
+    this.restarts.inc()
+  }
+}
+
+/** One exposition for the whole gateway: the workers' metrics aggregated (see AVERAGED), then the primary's own. */
+export async function aggregateMetrics(perWorker: readonly MetricJson[][], prefix: string, supervisor: SupervisorMetrics): Promise<string> {
+  const averaged = new Set(AVERAGED.map((name) => `${prefix}${name}`))
+  const adjusted = perWorker.map((metrics) =>
+    metrics.map((metric) => (averaged.has(metric.name) ? { ...metric, aggregator: 'average' as const } : metric)),
+  )
+  const workers = AggregatorRegistry.aggregate<PrometheusContentType>(adjusted)
+  return Registry.merge([workers, supervisor.registry]).metrics()
+}

@@ -1,0 +1,317 @@
+// `server.workers` > 1: the primary process. It serves no request itself: it forks the workers (node:cluster, one
+// shared port), replaces a worker that dies, holds the memory store's rate-limit counters for all of them, validates
+// a reload once and has every worker apply it, answers the admin API's and /metrics' questions about the whole
+// gateway, and drains every worker on SIGTERM.
+import cluster, { type Worker } from 'node:cluster'
+import { ConfigError } from '@llmproxy/core'
+import { CounterHost } from '@llmproxy/rate-limit'
+import type pino from 'pino'
+import type { DestinationStream } from 'pino'
+import { gatewayLogger } from '../app.js'
+import type { Config } from '../config.js'
+import { planReload, problemsOf, type ReloadResult, readConfigForReload } from '../reload.js'
+import { aggregateMetrics, combineSnapshots, combineUsage, type FromWorker, SupervisorMetrics } from './aggregate.js'
+import type { PrimaryOps, WorkerOps } from './ops.js'
+import { WORKER_ID_ENV } from './ops.js'
+import { asNotice, type Handlers, Rpc } from './rpc.js'
+import { deliverFormerSpools, type FormerSpools } from './spools.js'
+
+export interface PrimaryOptions {
+  /** Validated (and adjusted: the CLI's --port and --workers). */
+  config: Config
+  workers: number
+  /** What a reload re-reads; null: reloads are refused (the demo). */
+  configFile: string | null
+  adjustConfig?: ((config: Config) => void) | undefined
+  logDestination?: DestinationStream | undefined
+}
+
+export interface RunningPrimary {
+  /** The gateway's URL (every worker listens on it). */
+  readonly url: string
+  readonly adminUrl: string | null
+  /** What SIGHUP does: the config file read and validated once, applied by every worker. */
+  reload(): Promise<ReloadResult>
+  /** SIGTERM: every worker drains (see the single-process shutdown) and exits; then the primary's own state is saved. */
+  shutdown(reason: string): Promise<void>
+}
+
+/** A worker could not start (its own error message, e.g. the port is taken): the gateway does not start. */
+export class WorkerStartError extends Error {
+  override name = 'WorkerStartError'
+}
+
+/** A worker that dies within this long of its start counts as a quick exit: replacements of quick exits back off. */
+const QUICK_EXIT_MS = 10_000
+const MAX_RESTART_DELAY_MS = 30_000
+/** How long the primary waits for a worker's view (admin API, metrics). */
+const VIEW_TIMEOUT_MS = 5000
+const APPLY_TIMEOUT_MS = 30_000
+
+/** One of the N worker places: its current process, replaced when it dies. */
+interface Slot {
+  readonly id: number
+  worker: Worker | null
+  rpc: Rpc<PrimaryOps, WorkerOps> | null
+  ready: boolean
+  /** The config generation the worker runs (the primary's goes up with each reload). */
+  generation: number
+  startedAt: number
+  /** Quick exits in a row. */
+  quickExits: number
+  /** What the worker said when it could not start. */
+  failure: string | null
+  restartTimer: NodeJS.Timeout | null
+}
+
+class Primary {
+  readonly log: pino.Logger
+  url = ''
+  adminUrl: string | null = null
+  private config: Config
+  private generation = 0
+  private readonly file: string | null
+  private readonly adjust: ((config: Config) => void) | undefined
+  private readonly slots: Slot[]
+  private readonly supervisor: SupervisorMetrics
+  private readonly handlers: Handlers<PrimaryOps>
+  private counters: CounterHost | null = null
+  private former: FormerSpools | null = null
+  /** Upstreams drained through the admin API: a replacement worker drains them too. */
+  private readonly drained = new Set<string>()
+  private reloads: Promise<unknown> = Promise.resolve()
+  private starting: { resolve(): void; reject(err: Error): void } | null = null
+  private stopping: Promise<void> | null = null
+
+  constructor(options: PrimaryOptions) {
+    this.config = options.config
+    this.file = options.configFile
+    this.adjust = options.adjustConfig
+    this.log = gatewayLogger(options.config.server.logLevel, options.logDestination, { role: 'primary' })
+    this.slots = Array.from({ length: options.workers }, (_, i) => ({
+      id: i + 1,
+      worker: null,
+      rpc: null,
+      ready: false,
+      generation: 0,
+      startedAt: 0,
+      quickExits: 0,
+      failure: null,
+      restartTimer: null,
+    }))
+    const metrics = options.config.metrics
+    const prefix = metrics === false ? 'llmproxy_' : metrics.prefix
+    this.supervisor = new SupervisorMetrics(prefix)
+    this.handlers = {
+      config: () => this.config,
+      upstreams: async () => combineSnapshots(await this.everyWorker('snapshot', null)),
+      upstream: async (arg) => {
+        const found = await this.everyWorker('upstream', arg)
+        if (!found.some((w) => w.value)) return null
+        if (arg.action === 'drain') this.drained.add(arg.name)
+        else this.drained.delete(arg.name)
+        return combineSnapshots(await this.everyWorker('snapshot', null)).find((u) => u.name === arg.name) ?? null
+      },
+      usage: async () => combineUsage(await this.everyWorker('usage', null)),
+      metrics: async () =>
+        aggregateMetrics(
+          (await this.everyWorker('metrics', null)).map((w) => w.value),
+          prefix,
+          this.supervisor,
+        ),
+      reload: () => this.reload(),
+    }
+  }
+
+  async start(): Promise<void> {
+    const rateLimit = this.config.rateLimit
+    if (rateLimit?.store === 'memory') {
+      this.counters = await CounterHost.create({ quotaStateFile: rateLimit.quotaStateFile, log: this.log })
+    }
+    this.former = deliverFormerSpools(this.config, this.slots.length, this.log)
+    const started = new Promise<void>((resolve, reject) => {
+      this.starting = { resolve, reject }
+    })
+    for (const slot of this.slots) this.fork(slot)
+    try {
+      await started
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+    this.starting = null
+    this.log.info({ url: this.url, workers: this.slots.length }, `gateway listening at ${this.url} with ${this.slots.length} workers`)
+  }
+
+  shutdown(reason: string): Promise<void> {
+    if (this.stopping === null) this.log.info({ reason, graceMs: this.config.server.shutdownGraceMs }, 'shutting down: every worker drains')
+    return this.stop()
+  }
+
+  reload(): Promise<ReloadResult> {
+    const run = this.reloads.then(() => this.reloadOnce())
+    this.reloads = run.catch(() => undefined)
+    return run
+  }
+
+  private stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const live: Worker[] = []
+      for (const slot of this.slots) {
+        if (slot.restartTimer !== null) clearTimeout(slot.restartTimer)
+        if (slot.worker !== null && !slot.worker.isDead()) live.push(slot.worker)
+      }
+      const exited = live.map((worker) => new Promise((resolve) => (worker.isDead() ? resolve(null) : worker.once('exit', resolve))))
+      for (const worker of live) worker.process.kill('SIGTERM')
+      // Each worker stops within its grace period and usage flush; past those (and a margin) it is killed.
+      const usageFlushMs = this.config.usage?.shutdownFlushMs ?? 0
+      const kill = setTimeout(
+        () => {
+          for (const worker of live) if (!worker.isDead()) worker.process.kill('SIGKILL')
+        },
+        this.config.server.shutdownGraceMs + usageFlushMs + 10_000,
+      )
+      await Promise.all(exited)
+      clearTimeout(kill)
+      await this.former?.close()
+      await this.counters?.close().catch((err: unknown) => this.log.error({ err }, 'rate-limit: could not save the quota state file'))
+      this.log.info('stopped')
+    })()
+    return this.stopping
+  }
+
+  private fork(slot: Slot): void {
+    slot.restartTimer = null
+    const worker = cluster.fork({ [WORKER_ID_ENV]: String(slot.id) })
+    const rpc = new Rpc<PrimaryOps, WorkerOps>((message) => {
+      if (worker.isConnected()) worker.send(message)
+    }, this.handlers)
+    Object.assign(slot, { worker, rpc, ready: false, generation: this.generation, startedAt: Date.now(), failure: null })
+    worker.on('message', (message: unknown) => {
+      if (this.counters?.handle(worker, message) === true || rpc.handle(message)) return
+      const said = asNotice(message)
+      if (said?.kind === 'ready') this.ready(slot, String(said.url), typeof said.adminUrl === 'string' ? said.adminUrl : null)
+      else if (said?.kind === 'failed') slot.failure = String(said.message)
+    })
+    worker.on('exit', (code: number | null, signal: string | null) => this.exited(slot, worker, code, signal))
+  }
+
+  private ready(slot: Slot, url: string, adminUrl: string | null): void {
+    slot.ready = true
+    slot.failure = null
+    if (this.url === '') {
+      this.url = url
+      this.adminUrl = adminUrl
+    }
+    this.supervisor.set(this.readySlots().length)
+    if (this.starting !== null) {
+      if (this.slots.every((s) => s.ready)) this.starting.resolve()
+      return
+    }
+    this.log.info({ worker: slot.id, pid: slot.worker?.process.pid }, 'replacement worker ready')
+    void this.catchUp(slot)
+  }
+
+  /** A worker started before the last reload, or before upstreams were drained, is brought up to date. */
+  private async catchUp(slot: Slot): Promise<void> {
+    const rpc = slot.rpc
+    if (rpc === null) return
+    try {
+      if (slot.generation !== this.generation) {
+        const generation = this.generation
+        await rpc.call('apply', this.config, APPLY_TIMEOUT_MS)
+        slot.generation = generation
+      }
+      for (const name of this.drained) await rpc.call('upstream', { action: 'drain', name }, VIEW_TIMEOUT_MS)
+    } catch (err) {
+      this.log.error({ err, worker: slot.id }, 'could not bring a replacement worker up to date')
+    }
+  }
+
+  private exited(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
+    this.counters?.forget(worker)
+    if (slot.worker !== worker) return
+    slot.rpc?.close(`worker ${slot.id} exited`)
+    Object.assign(slot, { worker: null, rpc: null, ready: false })
+    this.supervisor.set(this.readySlots().length)
+    if (this.stopping !== null) return
+    if (this.starting !== null) {
+      const why = slot.failure ?? `worker ${slot.id} exited (${signal ?? `code ${code}`}) before it listened`
+      this.starting.reject(new WorkerStartError(why))
+      return
+    }
+    this.supervisor.restarted()
+    slot.quickExits = Date.now() - slot.startedAt < QUICK_EXIT_MS ? slot.quickExits + 1 : 0
+    const delay = slot.quickExits <= 1 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 500 * 2 ** (slot.quickExits - 2))
+    this.log.error(
+      { worker: slot.id, pid: worker.process.pid, code, signal, restartInMs: delay, failure: slot.failure ?? undefined },
+      'worker exited unexpectedly; starting a replacement',
+    )
+    slot.restartTimer = setTimeout(() => {
+      if (this.stopping === null) this.fork(slot)
+    }, delay)
+  }
+
+  private readySlots(): Slot[] {
+    return this.slots.filter((s) => s.ready && s.rpc !== null)
+  }
+
+  /** Asks every ready worker; a worker that fails or does not answer in time is left out (and logged). */
+  private async everyWorker<K extends keyof WorkerOps & string>(op: K, arg: WorkerOps[K][0]): Promise<FromWorker<WorkerOps[K][1]>[]> {
+    const slots = this.readySlots()
+    const results = await Promise.allSettled(slots.map((slot) => (slot.rpc as Rpc<PrimaryOps, WorkerOps>).call(op, arg, VIEW_TIMEOUT_MS)))
+    const answers: FromWorker<WorkerOps[K][1]>[] = []
+    results.forEach((result, i) => {
+      const worker = (slots[i] as Slot).id
+      if (result.status === 'fulfilled') answers.push({ worker, value: result.value })
+      else this.log.warn({ err: result.reason, worker, op }, 'a worker did not answer; left out')
+    })
+    return answers
+  }
+
+  private async reloadOnce(): Promise<ReloadResult> {
+    try {
+      const next = await readConfigForReload(this.file, process.env, this.adjust)
+      const plan = planReload(this.config, next)
+      const slots = this.readySlots()
+      const results = await Promise.allSettled(
+        slots.map((slot) => (slot.rpc as Rpc<PrimaryOps, WorkerOps>).call('apply', next, APPLY_TIMEOUT_MS)),
+      )
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+      if (failed !== undefined) {
+        // Same config, same code: a worker refusing what another took is unexpected; the ones that took it go back.
+        const applied = slots.filter((_, i) => results[i]?.status === 'fulfilled')
+        await Promise.allSettled(applied.map((slot) => slot.rpc?.call('apply', this.config, APPLY_TIMEOUT_MS)))
+        throw failed.reason
+      }
+      this.config = plan.inForce
+      this.generation++
+      for (const slot of slots) slot.generation = this.generation
+      for (const slot of this.readySlots()) if (slot.generation !== this.generation) void this.catchUp(slot)
+      this.log.info(
+        { file: this.file, applied: plan.applied, restartRequired: plan.restartRequired, workers: slots.length },
+        'config reloaded',
+      )
+      if (plan.restartRequired.length > 0) {
+        this.log.warn({ restartRequired: plan.restartRequired }, 'config reload: these changes take effect after a restart')
+      }
+      return { reloaded: true, applied: plan.applied, restartRequired: plan.restartRequired }
+    } catch (err) {
+      const problems = problemsOf(err, '')
+      this.log.error({ file: this.file, problems }, 'config reload failed: nothing changed')
+      throw err instanceof ConfigError ? err : new ConfigError('reload', problems)
+    }
+  }
+}
+
+/** Starts the workers; resolves once every one listens, rejects (everything stopped) if one cannot start. */
+export async function startPrimary(options: PrimaryOptions): Promise<RunningPrimary> {
+  const primary = new Primary(options)
+  await primary.start()
+  return {
+    url: primary.url,
+    adminUrl: primary.adminUrl,
+    reload: () => primary.reload(),
+    shutdown: (reason) => primary.shutdown(reason),
+  }
+}

@@ -1,0 +1,66 @@
+// `server.workers` > 1: a worker process. It asks the primary for the config (validated there, once), runs the
+// gateway on the shared port with its counters, admin views, metrics and reloads going through the primary, and
+// answers the primary's questions about itself.
+import type { Serializable } from 'node:child_process'
+import { useCountersOfPrimary } from '@llmproxy/rate-limit'
+import type { FastifyInstance } from 'fastify'
+import type { WorkerLink } from '../app.js'
+import { type RunningGateway, startGateway } from '../main.js'
+import { type PrimaryOps, WORKER_ID_ENV, type WorkerOps } from './ops.js'
+import { notice, Rpc } from './rpc.js'
+
+/** Runs this process as worker `LLMPROXY_WORKER_ID` of a primary (node:cluster); exits when the gateway stops. */
+export async function runWorker(): Promise<void> {
+  const id = Number(process.env[WORKER_ID_ENV])
+  // The primary reloads every worker (SIGHUP goes to it; a terminal's hangup reaches the whole group).
+  process.on('SIGHUP', () => undefined)
+  const send = (message: Serializable): void => {
+    if (process.connected) process.send?.(message)
+  }
+  let app: FastifyInstance | null = null
+  const gateway = (): FastifyInstance => {
+    if (app === null) throw new Error('this worker is not serving yet')
+    return app
+  }
+  const rpc = new Rpc<WorkerOps, PrimaryOps>(send, {
+    snapshot: () => gateway().upstreams.snapshot(),
+    upstream: ({ action, name }) => gateway().upstreams[action](name),
+    usage: () => (gateway().hasDecorator('usage') ? gateway().usage.stats() : null),
+    metrics: () => gateway().llmMetrics.registry.getMetricsAsJSON(),
+    apply: (config) => gateway().llmConfig.apply(config),
+  })
+  process.on('message', (message: unknown) => {
+    rpc.handle(message)
+  })
+  const config = await rpc.call('config', null)
+  useCountersOfPrimary()
+  const link: WorkerLink = {
+    id,
+    scope: {
+      upstreams: () => rpc.call('upstreams', null),
+      upstream: (action, name) => rpc.call('upstream', { action, name }),
+      usage: () => rpc.call('usage', null),
+    },
+    metrics: () => rpc.call('metrics', null),
+    reload: () => rpc.call('reload', null, 60_000),
+  }
+  let running: RunningGateway
+  try {
+    running = await startGateway(config, { worker: link })
+  } catch (err) {
+    // The primary reports it (once for all workers) and stops.
+    const message = notice('failed', { message: err instanceof Error ? err.message : String(err) })
+    process.send?.(message, undefined, {}, () => process.exit(1))
+    return
+  }
+  app = running.app
+  const stop = (signal: string): void => {
+    running.shutdown(signal).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    )
+  }
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGINT'))
+  send(notice('ready', { url: running.url, adminUrl: running.adminUrl }))
+}

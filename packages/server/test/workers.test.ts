@@ -1,0 +1,286 @@
+// server.workers in one process: the setting and the --workers flag, how the primary combines its workers' views
+// (upstreams, usage, metrics), and the spools of former workers. The processes themselves (a primary and its
+// workers on one port) are tested end to end in test/e2e/workers.test.ts.
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { availableParallelism, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { ConfigError, type UsageRecord } from '@llmproxy/core'
+import type { UpstreamSnapshot } from '@llmproxy/upstreams'
+import { usage } from '@llmproxy/usage'
+import Fastify, { type FastifyRequest } from 'fastify'
+import pino from 'pino'
+import { Counter, Gauge, Registry } from 'prom-client'
+import { buildGateway, parseConfig } from '../src/index.js'
+import { aggregateMetrics, combineSnapshots, combineUsage, SupervisorMetrics } from '../src/workers/aggregate.js'
+import { deliverFormerSpools, formerWorkerSpools, workerSpoolDir } from '../src/workers/spools.js'
+
+const base = (server: string): string => `
+server: { ${server} }
+upstreams: [{ name: a, url: "http://127.0.0.1:9", protocol: openai }]
+models: [{ name: m, upstreams: [a] }]
+`
+
+function problemsOf(text: string): { path: string; message: string }[] {
+  try {
+    parseConfig(text, 'test.yaml', {})
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err))
+    return err.problems
+  }
+  assert.fail('expected a ConfigError')
+}
+
+test('server.workers: 1 by default, a count or auto; anything else is refused with its path', async () => {
+  assert.equal(parseConfig(base('port: 1'), 't', {}).server.workers, 1)
+  assert.equal(parseConfig(base('workers: 4'), 't', {}).server.workers, 4)
+  assert.equal(parseConfig(base('workers: auto'), 't', {}).server.workers, 'auto')
+  for (const bad of ['0', '-2', '1.5', 'many', '2000']) {
+    assert.deepEqual(
+      problemsOf(base(`workers: ${bad}`)).map((p) => p.path),
+      ['/server/workers'],
+      `workers: ${bad}`,
+    )
+  }
+  const { workerCount } = await import('../src/config.js')
+  assert.equal(workerCount('auto'), availableParallelism())
+  assert.equal(workerCount(3), 3)
+})
+
+test('buildGateway runs one process: a config asking for workers is refused, not silently served by one', async () => {
+  await assert.rejects(buildGateway(parseConfig(base('workers: 2'), 't', {})), (err: unknown) => {
+    assert.ok(err instanceof ConfigError)
+    assert.equal(err.problems[0]?.path, '/server/workers')
+    assert.match(err.problems[0]?.message ?? '', /llmproxy CLI/)
+    return true
+  })
+})
+
+test('--workers takes a positive integer or auto', () => {
+  const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url))
+  const run = spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', cli, '--workers', 'lots'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  })
+  assert.equal(run.status, 1, run.stderr)
+  assert.match(run.stderr, /--workers: must be an integer from 1 to 1024, or auto \(got "lots"\)/)
+})
+
+test('a worker that cannot start stops the gateway: its error printed once, exit 1', async () => {
+  const taken = createServer()
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-workers-taken-'))
+  try {
+    const file = join(dir, 'c.yaml')
+    writeFileSync(file, base(`host: 127.0.0.1, port: ${(taken.address() as AddressInfo).port}, workers: 2`))
+    const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url))
+    const run = spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', cli, '--config', file], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    })
+    assert.equal(run.status, 1, run.stderr)
+    assert.equal(run.stderr, `llmproxy: bind EADDRINUSE 127.0.0.1:${(taken.address() as AddressInfo).port}\n`)
+  } finally {
+    taken.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+const snapshot = (name: string, fields: Partial<UpstreamSnapshot> = {}): UpstreamSnapshot => ({
+  name,
+  url: `http://${name}`,
+  protocol: 'openai',
+  state: 'healthy',
+  inFlight: 0,
+  ewmaTtftMs: null,
+  ejections: 0,
+  consecutiveFailures: 0,
+  recentErrors: 0,
+  lastError: null,
+  weight: 1,
+  maxConcurrency: null,
+  heldUntil: null,
+  panicPicks: 0,
+  ...fields,
+})
+
+test('the upstream list of the whole gateway: counts summed, the state most workers see, each worker listed', () => {
+  const combined = combineSnapshots([
+    { worker: 1, value: [snapshot('a', { inFlight: 2, ewmaTtftMs: 100, ejections: 1, consecutiveFailures: 1 }), snapshot('b')] },
+    {
+      worker: 2,
+      value: [
+        snapshot('a', { inFlight: 3, ewmaTtftMs: 300, state: 'ejected', lastError: 'boom', heldUntil: 5 }),
+        snapshot('b', { state: 'ejected' }),
+      ],
+    },
+    { worker: 3, value: [snapshot('a', { state: 'ejected', consecutiveFailures: 4, panicPicks: 2 }), snapshot('b')] },
+  ])
+  const a = combined.find((u) => u.name === 'a')
+  assert.deepEqual(
+    {
+      state: a?.state,
+      inFlight: a?.inFlight,
+      ewma: a?.ewmaTtftMs,
+      ejections: a?.ejections,
+      failures: a?.consecutiveFailures,
+      lastError: a?.lastError,
+      heldUntil: a?.heldUntil,
+      panicPicks: a?.panicPicks,
+    },
+    { state: 'ejected', inFlight: 5, ewma: 200, ejections: 1, failures: 4, lastError: 'boom', heldUntil: 5, panicPicks: 2 },
+  )
+  assert.deepEqual(a?.workers, [
+    { worker: 1, state: 'healthy', inFlight: 2 },
+    { worker: 2, state: 'ejected', inFlight: 3 },
+    { worker: 3, state: 'ejected', inFlight: 0 },
+  ])
+  assert.equal(combined.find((u) => u.name === 'b')?.state, 'healthy')
+  // A tie goes to the less available state.
+  const tie = combineSnapshots([
+    { worker: 1, value: [snapshot('a')] },
+    { worker: 2, value: [snapshot('a', { state: 'unhealthy' })] },
+  ])
+  assert.equal(tie[0]?.state, 'unhealthy')
+})
+
+test('the usage sink of the whole gateway: summed, the latest delivery, each worker listed; none without a sink', () => {
+  const stats = (fields: Partial<Parameters<typeof combineUsage>[0][number]['value']>) => ({
+    queueDepth: 1,
+    spoolBytes: 10,
+    delivered: 5,
+    deliveryFailures: 0,
+    dropped: 0,
+    notSpooled: 0,
+    lastDeliveryAt: null,
+    lastError: null,
+    ...fields,
+  })
+  const combined = combineUsage([
+    { worker: 1, value: stats({ lastDeliveryAt: '2026-01-01T00:00:02.000Z' }) },
+    { worker: 2, value: stats({ delivered: 7, lastDeliveryAt: '2026-01-01T00:00:01.000Z', lastError: 'HTTP 503' }) },
+  ])
+  assert.equal(combined.enabled, true)
+  if (!combined.enabled) return
+  assert.deepEqual(
+    [combined.queueDepth, combined.spoolBytes, combined.delivered, combined.lastDeliveryAt, combined.lastError],
+    [2, 20, 12, '2026-01-01T00:00:02.000Z', 'HTTP 503'],
+  )
+  assert.deepEqual(
+    combined.workers?.map((w) => [w.worker, w.delivered]),
+    [
+      [1, 5],
+      [2, 7],
+    ],
+  )
+  assert.deepEqual(combineUsage([{ worker: 1, value: null }]), { enabled: false })
+})
+
+test("the metrics of the whole gateway: amounts summed, state gauges averaged, the supervisor's own added", async () => {
+  const worker = async (requests: number, up: number) => {
+    const registry = new Registry()
+    const counter = new Counter({ name: 'llmproxy_requests_total', help: 'r', labelNames: ['model'], registers: [registry] })
+    counter.inc({ model: 'm' }, requests)
+    new Gauge({ name: 'llmproxy_upstream_in_flight', help: 'f', registers: [registry] }).set(requests)
+    new Gauge({ name: 'llmproxy_upstream_up', help: 'u', labelNames: ['upstream'], registers: [registry] }).set({ upstream: 'a' }, up)
+    return registry.getMetricsAsJSON()
+  }
+  const supervisor = new SupervisorMetrics('llmproxy_')
+  supervisor.set(2)
+  supervisor.restarted()
+  const text = await aggregateMetrics([await worker(3, 1), await worker(4, 0)], 'llmproxy_', supervisor)
+  assert.match(text, /^llmproxy_requests_total\{model="m"\} 7$/m)
+  assert.match(text, /^llmproxy_upstream_in_flight 7$/m)
+  assert.match(text, /^llmproxy_upstream_up\{upstream="a"\} 0.5$/m)
+  assert.match(text, /^llmproxy_workers 2$/m)
+  assert.match(text, /^llmproxy_worker_restarts_total 1$/m)
+})
+
+test('worker spools: worker 1 keeps usage.spoolDir, worker k uses worker-k inside it', () => {
+  assert.equal(workerSpoolDir('/var/lib/llmproxy/usage', 1), '/var/lib/llmproxy/usage')
+  assert.equal(workerSpoolDir('/var/lib/llmproxy/usage', 3), '/var/lib/llmproxy/usage/worker-3')
+})
+
+test("the spools of former workers are delivered, then removed; the current workers' are left alone", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-former-spools-'))
+  const received: UsageRecord[] = []
+  let up = false
+  const receiver = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      if (!up) return res.writeHead(503).end()
+      received.push(...(JSON.parse(Buffer.concat(chunks).toString()) as { records: UsageRecord[] }).records)
+      res.writeHead(200).end()
+    })
+  })
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve))
+  const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/usage`
+  const usageConfig = {
+    webhook: { url, secret: 'former-spools-secret' },
+    spoolDir: dir,
+    batch: { maxWaitMs: 10 },
+    retry: { baseMs: 20, maxMs: 50 },
+  }
+  const log = pino({ level: 'silent' })
+  try {
+    // Workers 2 and 3 of an earlier run left records behind (the webhook was down).
+    for (const id of [2, 3]) {
+      const app = Fastify({ loggerInstance: log })
+      await app.register(usage, { ...usageConfig, spoolDir: workerSpoolDir(dir, id), shutdownFlushMs: 0 })
+      await app.ready()
+      for (let i = 0; i < 3; i++) app.llm.emitUsage(record(`w${id}-${i}`), { log } as unknown as FastifyRequest)
+      await app.close()
+    }
+    assert.deepEqual(formerWorkerSpools(dir, 2), [join(dir, 'worker-3')])
+    up = true
+    const config = parseConfig(
+      JSON.stringify({
+        upstreams: [{ name: 'a', url: 'http://127.0.0.1:9', protocol: 'openai' }],
+        models: [{ name: 'm', upstreams: ['a'] }],
+        usage: usageConfig,
+      }),
+      't',
+      {},
+    )
+    const former = deliverFormerSpools(config, 2, log)
+    await former.done
+    assert.deepEqual(received.map((r) => r.id).sort(), ['w3-0', 'w3-1', 'w3-2'])
+    assert.equal(existsSync(join(dir, 'worker-3')), false, 'the delivered spool was removed')
+    assert.equal(existsSync(join(dir, 'worker-2')), true, 'worker 2 of this run keeps its spool')
+    await former.close()
+  } finally {
+    receiver.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+function record(id: string): UsageRecord {
+  return {
+    id,
+    timestamp: new Date().toISOString(),
+    requestId: `request-${id}`,
+    keyId: null,
+    model: 'm',
+    upstreamModel: 'm',
+    upstream: 'a',
+    protocol: 'openai',
+    clientApi: 'openai',
+    stream: false,
+    status: 200,
+    promptTokens: 1,
+    completionTokens: 1,
+    totalTokens: 2,
+    estimated: false,
+    ttftMs: 1,
+    durationMs: 1,
+    attempts: 1,
+    resumed: false,
+    clientAborted: false,
+  }
+}

@@ -1,0 +1,451 @@
+// `server.workers: 2`: the real CLI as a primary and two worker processes on one port. Every request here opens
+// its own connection (node:cluster hands each connection to the next worker), and each log line names its worker,
+// so the tests see both workers serve. Limits use the memory store: the counters are the primary's, so a limit
+// holds exactly across workers. Then the admin API and /metrics (the whole gateway from whichever worker), SIGHUP
+// and admin reloads (validated once by the primary), a worker killed with SIGKILL (replaced, its usage spool
+// delivered, nothing lost), and SIGTERM (every worker drains, then the primary exits 0).
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, test } from 'node:test'
+import { type MockUpstream, promptTokensFor, startMockUpstream } from '@llmproxy/mock-upstream'
+import { type GatewayChild, spawnGateway } from './gateway-process.js'
+import { pollUntil, sleep } from './http-helpers.js'
+import { metricValue, UsageReceiver } from './usage-helpers.js'
+
+const RUN = randomBytes(4).toString('hex')
+const SECRET = `e2e-workers-${RUN}`
+const ADMIN = `admin-token-${RUN}-0000`
+const RPM = 20
+const QUOTA = 1000
+const KEYS = {
+  plain: 'sk-e2e-workers-plain-000000000000',
+  rpm: 'sk-e2e-workers-rpm-00000000000000',
+  quota: 'sk-e2e-workers-quota-000000000000',
+  concurrency: 'sk-e2e-workers-conc-0000000000000',
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'llmproxy-e2e-workers-'))
+const configFile = join(dir, 'gateway.json')
+const receiver = new UsageReceiver(SECRET)
+const stops: (() => Promise<void>)[] = []
+let mockA: MockUpstream
+let mockB: MockUpstream
+let gw: GatewayChild
+
+function config(extra: { aliases?: string[]; broken?: boolean } = {}): Record<string, unknown> {
+  return {
+    server: { host: '127.0.0.1', port: 0, logLevel: 'info', shutdownGraceMs: 10_000, workers: 2 },
+    upstreams: [
+      { name: 'mock-a', url: mockA.url, protocol: 'openai' },
+      { name: 'mock-b', url: mockB.url, protocol: 'openai' },
+    ],
+    models: [{ name: 'gpt-test', aliases: extra.aliases ?? [], upstreams: ['mock-a', 'mock-b'], upstreamModel: 'mock-model' }],
+    retry: { attempts: 1 },
+    healthChecks: { enabled: false },
+    passiveHealth: { failuresToEject: 1_000_000 },
+    auth: {
+      keys: [
+        { id: 'plain', key: KEYS.plain },
+        { id: 'rpm', key: KEYS.rpm, rateLimit: { rpm: RPM } },
+        { id: 'quota', key: KEYS.quota, quota: { tokens: QUOTA, per: 'day' } },
+        { id: 'concurrency', key: KEYS.concurrency, rateLimit: { concurrency: 2 } },
+      ],
+    },
+    // No rateLimit section: the keys' limits turn on the memory store, whose counters the primary holds.
+    usage: {
+      webhook: { url: receiver.url, secret: SECRET, timeoutMs: 5000 },
+      spoolDir: join(dir, 'spool'),
+      batch: { maxRecords: 20, maxWaitMs: 50 },
+      retry: { baseMs: 50, maxMs: 300 },
+    },
+    admin: { token: ADMIN },
+    ...(extra.broken === true ? { timeouts: { connectMs: 'soon' } } : {}),
+  }
+}
+
+function writeConfig(extra: Parameters<typeof config>[0] = {}): void {
+  writeFileSync(configFile, JSON.stringify(config(extra), null, 2))
+}
+
+before(async () => {
+  mockA = await startMockUpstream({ defaults: { tokens: 5 } })
+  mockB = await startMockUpstream({ defaults: { tokens: 5 } })
+  await receiver.listen()
+  writeConfig()
+  gw = await spawnGateway(configFile, (stop) => stops.push(stop))
+  await pollUntil(
+    async () => gw.output(),
+    (out) => out.includes('with 2 workers'),
+    'the primary to report both workers listening',
+    60_000,
+  )
+})
+
+after(async () => {
+  await Promise.allSettled(stops.map((stop) => stop()))
+  await Promise.allSettled([mockA?.close(), mockB?.close(), receiver.close()])
+  rmSync(dir, { recursive: true, force: true })
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Requests, each on a connection of its own (so that successive requests reach alternate workers)
+
+interface Answer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  text: string
+}
+
+let sequence = 0
+const newRequestId = (): string => `workers-${RUN}-${++sequence}`
+
+function send(method: string, path: string, body: string | null, headers: Record<string, string>): Promise<Answer> {
+  const url = new URL(path, gw.url)
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      url,
+      { method, agent: false, headers: { ...(body === null ? {} : { 'content-type': 'application/json' }), ...headers } },
+      (res) => {
+        let text = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk: string) => {
+          text += chunk
+        })
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }))
+        res.on('error', reject)
+      },
+    )
+    req.on('error', reject)
+    req.end(body ?? undefined)
+  })
+}
+
+const CHAT = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Count to three, please.' }] })
+const PROMPT_TOKENS = promptTokensFor(JSON.parse(CHAT))
+
+function chat(key: string, requestId: string, options: { body?: string; behavior?: Record<string, unknown> } = {}): Promise<Answer> {
+  const headers: Record<string, string> = { authorization: `Bearer ${key}`, 'x-request-id': requestId }
+  if (options.behavior !== undefined) headers['x-mock-behavior'] = JSON.stringify(options.behavior)
+  return send('POST', '/v1/chat/completions', options.body ?? CHAT, headers)
+}
+
+const admin = (method: string, path: string): Promise<Answer> => send(method, `/admin${path}`, null, { authorization: `Bearer ${ADMIN}` })
+
+function errorCode(answer: Answer): unknown {
+  return (JSON.parse(answer.text) as { error?: { code?: unknown } }).error?.code
+}
+
+/** The JSON log lines of the gateway (primary and workers). */
+function logLines(): Record<string, unknown>[] {
+  return gw
+    .output()
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+}
+
+/** Which worker logged each request id. */
+function servedBy(requestIds: readonly string[]): Set<unknown> {
+  const ids = new Set(requestIds)
+  return new Set(
+    logLines()
+      .filter((l) => l.msg === 'request' && ids.has(String(l.reqId)))
+      .map((l) => l.worker),
+  )
+}
+
+/** Until both workers logged some of these requests (a log line may arrive just after its response). */
+async function servedByBoth(requestIds: readonly string[]): Promise<void> {
+  await pollUntil(
+    async () => servedBy(requestIds).size,
+    (workers) => workers === 2,
+    'request lines of both workers',
+  )
+}
+
+/** The pid of the current process of worker `id` (its last "Server listening" line). */
+function workerPid(id: number): number {
+  const lines = logLines().filter((l) => l.worker === id && String(l.msg).startsWith('Server listening'))
+  const pid = lines.at(-1)?.pid
+  assert.equal(typeof pid, 'number', `no listening line of worker ${id}`)
+  return pid as number
+}
+
+const chatCount = (): number => [mockA, mockB].reduce((n, m) => n + m.requests.filter((r) => r.path === '/v1/chat/completions').length, 0)
+
+// ---------------------------------------------------------------------------------------------------------------
+
+test('a per-key rpm holds exactly across the two workers (counters in the primary)', async () => {
+  const ids = Array.from({ length: 2 * RPM }, newRequestId)
+  const answers = await Promise.all(ids.map((id) => chat(KEYS.rpm, id)))
+  const ok = answers.filter((a) => a.status === 200)
+  const limited = answers.filter((a) => a.status === 429)
+  assert.equal(ok.length, RPM, `statuses: ${answers.map((a) => a.status).join(',')}`)
+  assert.equal(limited.length, RPM)
+  for (const a of limited) {
+    assert.equal(errorCode(a), 'llmproxy_rate_limited')
+    assert.equal(a.headers['x-ratelimit-limit-requests'], `${RPM}`)
+    assert.equal(a.headers['x-ratelimit-remaining-requests'], '0')
+  }
+  await servedByBoth(ids)
+  // The window is shared: one more request on each worker is refused too.
+  const more = await Promise.all([chat(KEYS.rpm, newRequestId()), chat(KEYS.rpm, newRequestId())])
+  assert.deepEqual(
+    more.map((a) => a.status),
+    [429, 429],
+  )
+})
+
+test('a token quota holds exactly across workers, and /admin/keys reports what both spent', async () => {
+  const early = await chat(KEYS.quota, newRequestId(), { behavior: { tokens: 10 } })
+  assert.equal(early.status, 200, early.text)
+  const exhausting = await chat(KEYS.quota, newRequestId(), { behavior: { tokens: QUOTA } })
+  assert.equal(exhausting.status, 200, exhausting.text)
+  const spent = 2 * PROMPT_TOKENS + 10 + QUOTA
+  // The usage records settle the reservations just after the answers.
+  const quotaOf = async (): Promise<unknown> => {
+    const keys = JSON.parse((await admin('GET', '/keys')).text) as { id: string; usage: { quota: { used: number } | null } | null }[]
+    return keys.find((k) => k.id === 'quota')?.usage?.quota?.used
+  }
+  await pollUntil(quotaOf, (used) => used === spent, `quota used ${spent} in /admin/keys`)
+  const tiny = JSON.stringify({ model: 'gpt-test', max_tokens: 1, messages: [{ role: 'user', content: 'Hi' }] })
+  const ids = Array.from({ length: 6 }, newRequestId)
+  const refused = await Promise.all(ids.map((id) => chat(KEYS.quota, id, { body: tiny })))
+  for (const a of refused) {
+    assert.equal(a.status, 429, a.text)
+    assert.equal(errorCode(a), 'quota_exceeded')
+  }
+  await servedByBoth(ids)
+  // Every worker reads the same counter.
+  for (let i = 0; i < 4; i++) assert.equal(await quotaOf(), spent)
+})
+
+test('a per-key concurrency limit holds across workers, and the slots come back', async () => {
+  const slow = { ttftMs: 1500, tokens: 2 }
+  const ids = Array.from({ length: 6 }, newRequestId)
+  const answers = await Promise.all(ids.map((id) => chat(KEYS.concurrency, id, { behavior: slow })))
+  const statuses = answers.map((a) => a.status).sort()
+  assert.deepEqual(statuses, [200, 200, 429, 429, 429, 429], answers.map((a) => a.text).join('\n'))
+  for (const a of answers.filter((x) => x.status === 429)) assert.equal(errorCode(a), 'llmproxy_concurrency_limit')
+  await servedByBoth(ids)
+  const again = await Promise.all([chat(KEYS.concurrency, newRequestId()), chat(KEYS.concurrency, newRequestId())])
+  assert.deepEqual(
+    again.map((a) => a.status),
+    [200, 200],
+  )
+})
+
+test('/metrics and the admin API describe the whole gateway, whichever worker answers', async () => {
+  const ids = Array.from({ length: 8 }, newRequestId)
+  for (const a of await Promise.all(ids.map((id) => chat(KEYS.plain, id)))) assert.equal(a.status, 200, a.text)
+  const served = chatCount()
+  const scrape = async (): Promise<string> => (await send('GET', '/metrics', null, {})).text
+  const total = (text: string): number =>
+    [...text.matchAll(/^llmproxy_requests_total\{[^}]*status="200"[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0)
+  // A request is counted when its usage record is out, just after its answer.
+  await pollUntil(
+    async () => total(await scrape()),
+    (n) => n === served,
+    `${served} requests in /metrics`,
+  )
+  // Consecutive scrapes reach alternate workers: each one reports every worker's requests.
+  for (let i = 0; i < 4; i++) {
+    const text = await scrape()
+    assert.equal(total(text), served, `scrape ${i}: ${total(text)} requests, the upstreams served ${served}`)
+    assert.equal(metricValue(text, 'llmproxy_workers'), 2)
+    assert.equal(metricValue(text, 'llmproxy_worker_restarts_total'), 0)
+    // A state gauge is the share of workers that see it so.
+    assert.match(text, /^llmproxy_upstream_up\{upstream="mock-a"\} 1$/m)
+  }
+
+  const upstreams = JSON.parse((await admin('GET', '/upstreams')).text) as { name: string; state: string; workers: unknown[] }[]
+  assert.deepEqual(
+    upstreams.map((u) => [u.name, u.state, u.workers.length]),
+    [
+      ['mock-a', 'healthy', 2],
+      ['mock-b', 'healthy', 2],
+    ],
+  )
+  const usage = JSON.parse((await admin('GET', '/usage')).text) as { enabled: boolean; workers: { worker: number }[] }
+  assert.equal(usage.enabled, true)
+  assert.deepEqual(usage.workers.map((w) => w.worker).sort(), [1, 2])
+
+  // A drain through one worker applies to both: nothing reaches mock-a any more.
+  const drained = await admin('POST', '/upstreams/mock-a/drain')
+  assert.equal(drained.status, 200, drained.text)
+  assert.equal((JSON.parse(drained.text) as { state: string }).state, 'draining')
+  const before = mockA.requests.length
+  const afterDrain = Array.from({ length: 6 }, newRequestId)
+  for (const a of await Promise.all(afterDrain.map((id) => chat(KEYS.plain, id)))) assert.equal(a.status, 200, a.text)
+  assert.equal(mockA.requests.length, before, 'a drained upstream got requests')
+  await servedByBoth(afterDrain)
+  assert.equal((await admin('POST', '/upstreams/nope/drain')).status, 404)
+  assert.equal((await admin('POST', '/upstreams/mock-a/enable')).status, 200)
+})
+
+test('SIGHUP and POST /admin/reload: the primary validates once, every worker applies', async () => {
+  const primaryLines = (msg: string): number => logLines().filter((l) => l.role === 'primary' && l.msg === msg).length
+  const reloadedBefore = primaryLines('config reloaded')
+  writeConfig({ aliases: ['gpt-reloaded'] })
+  gw.child.kill('SIGHUP')
+  await pollUntil(
+    async () => primaryLines('config reloaded'),
+    (n) => n === reloadedBefore + 1,
+    'the primary to log "config reloaded"',
+  )
+  const body = JSON.stringify({ model: 'gpt-reloaded', messages: [{ role: 'user', content: 'Hi' }] })
+  const ids = Array.from({ length: 6 }, newRequestId)
+  for (const a of await Promise.all(ids.map((id) => chat(KEYS.plain, id, { body })))) assert.equal(a.status, 200, a.text)
+  await servedByBoth(ids)
+
+  // An invalid file: one failure logged by the primary, nothing changes anywhere.
+  const failedBefore = primaryLines('config reload failed: nothing changed')
+  writeConfig({ aliases: ['gpt-reloaded'], broken: true })
+  gw.child.kill('SIGHUP')
+  await pollUntil(
+    async () => primaryLines('config reload failed: nothing changed'),
+    (n) => n === failedBefore + 1,
+    'the primary to log the failed reload',
+  )
+  const refused = await admin('POST', '/reload')
+  assert.equal(refused.status, 400, refused.text)
+  assert.match(refused.text, /\/timeouts\/connectMs/)
+  for (const a of await Promise.all([1, 2, 3, 4].map(() => chat(KEYS.plain, newRequestId(), { body })))) assert.equal(a.status, 200)
+
+  // Through the admin API (served by a worker, done by the primary).
+  writeConfig()
+  const reloaded = await admin('POST', '/reload')
+  assert.equal(reloaded.status, 200, reloaded.text)
+  assert.deepEqual((JSON.parse(reloaded.text) as { applied: string[] }).applied, ['models'])
+  for (const a of await Promise.all([1, 2, 3, 4].map(() => chat(KEYS.plain, newRequestId(), { body })))) {
+    assert.equal(a.status, 404, a.text)
+  }
+  assert.equal(logLines().filter((l) => l.msg === 'config reload failed: nothing changed' && l.role !== 'primary').length, 0)
+})
+
+test('a worker killed with SIGKILL is replaced; its concurrency slots come back; every usage record arrives, once', async () => {
+  const queued = async (): Promise<unknown> => (JSON.parse((await admin('GET', '/usage')).text) as { queueDepth: number }).queueDepth
+  await pollUntil(queued, (n) => n === 0, 'every earlier record delivered')
+  // The receiver is down: records wait in the workers' spools.
+  await receiver.close()
+  // Two slow requests of the key with concurrency 2 hold its two slots; the admin API says which worker holds each.
+  const slow = { ttftMs: 8000, tokens: 2 }
+  const held = [1, 2].map(() => chat(KEYS.concurrency, newRequestId(), { behavior: slow }).catch(() => null))
+  const holders = await pollUntil(
+    async () => {
+      const upstreams = JSON.parse((await admin('GET', '/upstreams')).text) as { workers: { worker: number; inFlight: number }[] }[]
+      const byWorker = new Map<number, number>()
+      for (const w of upstreams.flatMap((u) => u.workers)) byWorker.set(w.worker, (byWorker.get(w.worker) ?? 0) + w.inFlight)
+      return [...byWorker].filter(([, n]) => n > 0)
+    },
+    (list) => list.reduce((sum, [, n]) => sum + n, 0) === 2,
+    'both slow requests in flight',
+  )
+  const [victim, victimHeld] = holders[0] as [number, number]
+  const ids = Array.from({ length: 30 }, newRequestId)
+  for (const a of await Promise.all(ids.map((id) => chat(KEYS.plain, id)))) assert.equal(a.status, 200, a.text)
+  await servedByBoth(ids)
+  // A record is spooled when its response closes (the router emits it then), a moment after the client may have the
+  // whole answer; a kill within that moment loses it. What is tested here: spooled records survive the kill.
+  await pollUntil(queued, (n) => n === ids.length, `the ${ids.length} records in the spools`)
+  const killed = workerPid(victim)
+  process.kill(killed, 'SIGKILL')
+  await pollUntil(
+    async () => logLines().filter((l) => l.msg === 'replacement worker ready' && l.worker === victim).length,
+    (n) => n === 1,
+    `the replacement of worker ${victim} to be ready`,
+    60_000,
+  )
+  const exit = logLines().find((l) => l.msg === 'worker exited unexpectedly; starting a replacement')
+  assert.equal(exit?.worker, victim)
+  assert.equal(exit?.pid, killed)
+  assert.equal(exit?.signal, 'SIGKILL')
+  assert.notEqual(workerPid(victim), killed)
+  // The killed worker's requests broke, the other worker's finished; the slots the dead worker held were given back.
+  const heldAnswers = await Promise.all(held)
+  assert.equal(heldAnswers.filter((a) => a === null).length, victimHeld)
+  assert.equal(heldAnswers.filter((a) => a?.status === 200).length, 2 - victimHeld)
+  const again = await Promise.all([chat(KEYS.concurrency, newRequestId()), chat(KEYS.concurrency, newRequestId())])
+  assert.deepEqual(
+    again.map((a) => a.status),
+    [200, 200],
+  )
+
+  // The port kept serving, and the replacement serves.
+  const afterKill = Array.from({ length: 6 }, newRequestId)
+  for (const a of await Promise.all(afterKill.map((id) => chat(KEYS.plain, id)))) assert.equal(a.status, 200, a.text)
+  await servedByBoth(afterKill)
+  const metrics = (await send('GET', '/metrics', null, {})).text
+  assert.equal(metricValue(metrics, 'llmproxy_worker_restarts_total'), 1)
+
+  await receiver.listen(receiver.port)
+  const expected = [...ids, ...afterKill]
+  await pollUntil(
+    async () => expected.filter((id) => ![...receiver.records.values()].some((r) => r.requestId === id)),
+    (missing) => missing.length === 0,
+    "a usage record for every request (the killed worker's from its spool, delivered by its replacement)",
+    30_000,
+  )
+  // The kill happened while no delivery was in flight (the receiver was down): nothing came twice.
+  assert.deepEqual(receiver.duplicateIds(), [])
+  assert.deepEqual(receiver.problems, [])
+  assert.equal(receiver.badSignatures, 0)
+})
+
+test('SIGTERM: every worker drains (in-flight streams finish, /readyz 503), then the primary exits 0', async () => {
+  const streamBody = JSON.stringify({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'Hi' }] })
+  const url = new URL('/v1/chat/completions', gw.url)
+  let firstChunk: () => void = () => {}
+  const started = new Promise<void>((resolve) => {
+    firstChunk = resolve
+  })
+  const stream = new Promise<Answer>((resolve, reject) => {
+    const req = httpRequest(
+      url,
+      {
+        method: 'POST',
+        agent: false,
+        headers: {
+          'content-type': 'application/json',
+          authorization: `Bearer ${KEYS.plain}`,
+          'x-mock-behavior': JSON.stringify({ ttftMs: 100, gapMs: 250, tokens: 8 }),
+        },
+      },
+      (res) => {
+        let text = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk: string) => {
+          text += chunk
+          firstChunk()
+        })
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }))
+        res.on('error', reject)
+      },
+    )
+    req.on('error', reject)
+    req.end(streamBody)
+  })
+  await started
+  const exited = new Promise<number | null>((resolve) => gw.child.once('exit', (code) => resolve(code)))
+  gw.child.kill('SIGTERM')
+  await sleep(300)
+  // Both workers still listen and say they are going away (two connections: one per worker).
+  const probes = await Promise.all([send('GET', '/readyz', null, {}), send('GET', '/readyz', null, {})])
+  for (const p of probes) {
+    assert.equal(p.status, 503)
+    assert.deepEqual(JSON.parse(p.text), { status: 'shutting down' })
+  }
+  const answer = await stream
+  assert.equal(answer.status, 200)
+  assert.match(answer.text, /data: \[DONE\]\n\n$/)
+  assert.equal(await exited, 0)
+  const lines = logLines()
+  assert.ok(lines.some((l) => l.role === 'primary' && l.msg === 'stopped'))
+  assert.equal(lines.filter((l) => l.msg === 'worker exited unexpectedly; starting a replacement').length, 1, 'only the SIGKILLed one')
+  // No secret in any process' log.
+  for (const key of [...Object.values(KEYS), ADMIN, SECRET]) assert.ok(!gw.output().includes(key), 'a secret appeared in the log')
+})
