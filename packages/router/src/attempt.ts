@@ -207,7 +207,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     if (this.converted !== null) headers['content-type'] = JSON_TYPE
     client.commit(this.status, headers)
     this.call.onCommitted(this)
-    client.end(body)
+    this.call.endAnswer(body)
   }
 
   /** Its stream ended before its first byte (a continuation's): another attempt may take over. */
@@ -288,7 +288,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
 
   private onJsonEnd(): void {
     this.settle()
-    this.call.client.end()
+    this.call.endAnswer()
   }
 
   private onBodyError(err: Error): void {

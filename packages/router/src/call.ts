@@ -51,6 +51,8 @@ export class ProxyCall implements CallHost {
   /** Why a committed answer failed (null: it did not). */
   private streamError: LlmProxyError | null = null
   private finished = false
+  /** The usage record went out. */
+  private recorded = false
 
   constructor(
     request: FastifyRequest,
@@ -194,8 +196,8 @@ export class ProxyCall implements CallHost {
       if (this.continuation !== null) this.ctx.resumed = true
       // A same-format stream finished without its terminator (servers that omit `[DONE]`): the client gets one.
       const closing = transform instanceof EventAligner ? this.endpoint.closing : ''
-      if (closing !== '' && scanner !== undefined && !scanner.sawTerminator && scanner.sawFinish) this.client.end(`${tail ?? ''}${closing}`)
-      else this.client.end(tail)
+      if (closing !== '' && scanner !== undefined && !scanner.sawTerminator && scanner.sawFinish) this.endAnswer(`${tail ?? ''}${closing}`)
+      else this.endAnswer(tail)
       return
     }
     this.endStreamWithError(this.continuation?.failure ?? error, transform, tail)
@@ -207,6 +209,7 @@ export class ProxyCall implements CallHost {
     // SSE clients get the client API's own error event; a Gemini JSON array needs its encoder's framing.
     const framed =
       this.clientStreamType === SSE_TYPE ? null : (transform?.errorEvent(error) ?? this.continuation?.encoder.error(error) ?? null)
+    this.record(this.client.status)
     this.client.endWithError(framed, error, tail)
   }
 
@@ -258,6 +261,7 @@ export class ProxyCall implements CallHost {
   /** A committed JSON body failed: the connection is cut, so the answer cannot look complete. */
   onJsonFailed(error: LlmProxyError): void {
     this.streamError = error
+    this.record(this.client.status)
     this.client.cut()
   }
 
@@ -274,6 +278,7 @@ export class ProxyCall implements CallHost {
     this.clearWait()
     this.ctx.outcome = 'upstream_error'
     this.ctx.error = { code: error.code, message: error.message }
+    this.record(error.statusCode)
     this.client.fail(error)
   }
 
@@ -293,7 +298,6 @@ export class ProxyCall implements CallHost {
     this.continuation?.stopWaiting()
     setCall(this.request, null)
     const ctx = this.ctx
-    ctx.endedAt = performance.now()
     const status = this.client.status
     const attempt = this.attempt
     if (attempt !== null) {
@@ -305,10 +309,25 @@ export class ProxyCall implements CallHost {
           ? { ok: false, kind: 'error', request: this }
           : status >= 500
             ? { ok: false, kind: 'status', status, request: this }
-            : ctx.firstTokenAt === 0
+            : ctx.firstTokenAt < attempt.startedAt
               ? { ok: true }
               : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
       attempt.release(result)
+    }
+    this.record(status)
+  }
+
+  /**
+   * The request's usage record, once: emitted before the gateway writes the end of its answer (so a gateway killed as
+   * the client reads that end has the record already), or when the client leaves first.
+   */
+  private record(status: number): void {
+    if (this.recorded) return
+    this.recorded = true
+    const ctx = this.ctx
+    ctx.endedAt = performance.now()
+    const attempt = this.attempt
+    if (attempt !== null) {
       this.meter.endAnswer(status >= 200 && status < 300 && this.endpoint.metered, attempt.stream?.scanner ?? null)
     }
     if (ctx.clientAborted) ctx.outcome = 'client_aborted'
@@ -317,6 +336,12 @@ export class ProxyCall implements CallHost {
     ctx.usage = this.meter.total
     ctx.estimated = this.meter.estimated
     this.settings.hooks.emitUsage(buildUsageRecord(ctx, status), this.request)
+  }
+
+  /** A whole answer ends (a JSON body relayed to its end, or an answer the gateway held): recorded, then ended. */
+  endAnswer(tail: Buffer | string | null = null): void {
+    this.record(this.client.status)
+    this.client.end(tail)
   }
 
   private reportAttempt(attempt: UpstreamAttempt, result: Attempt['result'], status: number | undefined): void {

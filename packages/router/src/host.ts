@@ -50,5 +50,6 @@ export interface CallHost {
   onCommitted(attempt: AttemptView): void
   onStreamEnd(attempt: AttemptView, error: LlmProxyError | null): void
   onJsonFailed(error: LlmProxyError): void
+  endAnswer(tail?: Buffer | string | null): void
   resumeTapFor(attempt: AttemptView): ResumeTap | null
 }
