@@ -31,6 +31,7 @@ const SERIAL = new Map([
   ['packages/router/test/retry-order.test.ts', 'a failover must finish within 1 s'],
   ['packages/router/test/streaming.test.ts', 'each chunk must reach the client before the upstream sends the next'],
   ['packages/mock-upstream/test/timing.test.ts', "checks the mock's own delays against the clock"],
+  ['packages/server/test/server.test.ts', 'its server has 300/600 ms header/request timeouts (slow clients): a busy machine trips them'],
   ['packages/rate-limit/test/redis-outage.test.ts', 'pauses its Redis (SIGSTOP) against a 200 ms command timeout'],
   ['test/e2e/redis-outage.test.ts', 'pauses its Redis (SIGSTOP) against a 250 ms command timeout'],
   ['test/e2e/sentinel.test.ts', 'kills the Sentinel master and checks the fallback window against the clock'],
