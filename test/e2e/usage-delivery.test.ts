@@ -314,12 +314,11 @@ test('1,000 mixed routed requests through the gateway → exactly 1,000 records 
   )
 })
 
-test('receiver down for 10 s, then back on the same port → every record delivered', async (t) => {
+test('receiver down until the backoff is at its cap, then back on the same port → every record delivered', async (t) => {
   const receiver = new UsageReceiver(SECRET)
   const port = await receiver.listen()
   t.after(() => receiver.close())
   await receiver.close()
-  const downAt = Date.now()
   const gw = await startInProcess(t, gatewayConfig(receiver.url, join(dir, 'spool-outage'), 'silent'))
 
   const kinds: Kind[] = ['chat', 'chat-stream', 'chat-stream-usage', 'completion', 'embedding']
@@ -341,8 +340,14 @@ test('receiver down for 10 s, then back on the same port → every record delive
   assert.equal(receiver.records.size, 0)
   assert.equal(gw.app.usage.stats().delivered, 0)
 
-  // The outage lasts 10 s; then the receiver is back where it was.
-  await sleep(Math.max(0, downAt + 10_000 - Date.now()))
+  // The outage lasts until the retries wait their longest: backoff ceilings 50, 100, 200, 400, then retry.maxMs,
+  // so the 6th failure comes after a wait at the cap. Then the receiver is back where it was.
+  await pollUntil(
+    async () => gw.app.usage.stats().deliveryFailures,
+    (n) => n >= 6,
+    'six failed delivery attempts',
+    30_000,
+  )
   assert.equal(gw.app.usage.stats().delivered, 0)
   await receiver.listen(port)
   // The delivery loop's own retry must find it (no flush() here: that would retry at once).

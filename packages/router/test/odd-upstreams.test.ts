@@ -32,7 +32,8 @@ before(async () => {
   })
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
   const origin = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
-  app = Fastify({ logger: false })
+  // Its close() ends every connection: one a client opened but never used would otherwise hold it for ~70 s.
+  app = Fastify({ logger: false, forceCloseConnections: true })
   await app.register(upstreams, {
     upstreams: [
       { name: 'raw', url: origin, protocol: 'openai' },
