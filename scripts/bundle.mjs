@@ -43,6 +43,10 @@ export function bundleOptions(outfile) {
     define: { 'import.meta.url': '__llmproxyImportMetaUrl' },
     banner: { js: 'var __llmproxyImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
     legalComments: 'none',
+    // 4.4 MB → 2.8 MB to read and deserialize at every start (~40 ms of a start's CPU here); identifiers are kept,
+    // so stack traces still name their functions.
+    minifyWhitespace: true,
+    minifySyntax: true,
     plugins: [optionalModulesAbsent(OPTIONAL_ABSENT)],
     logLevel: 'warning',
     metafile: true,
