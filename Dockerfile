@@ -3,7 +3,7 @@
 # Run:    docker run --rm -p 8080:8080 -v "$PWD/config.yaml:/etc/llmproxy/config.yaml:ro" llmproxy
 # See docs/deploy.md.
 
-# ---- build: install everything, compile the packages, then deploy the server with production deps only
+# ---- build: install everything, then bundle the server into one JavaScript file with its V8 code cache
 FROM node:20-slim AS build
 WORKDIR /src
 ENV CI=true
@@ -12,16 +12,15 @@ ARG PNPM_VERSION=12.4.2
 RUN npx -y pnpm@${PNPM_VERSION} --version
 COPY . .
 RUN npx -y pnpm@${PNPM_VERSION} install --frozen-lockfile \
- && npx -y pnpm@${PNPM_VERSION} run build \
- && npx -y pnpm@${PNPM_VERSION} --filter @llmproxy/server deploy --prod /out \
- && rm -f /out/pnpm-lock.yaml /out/pnpm-workspace.yaml
+ && npx -y pnpm@${PNPM_VERSION} run bundle
 
-# ---- runtime: node and the server's dist with its production node_modules (the workspace packages built)
+# ---- runtime: node and the bundle (no node_modules: every dependency is in it). The code cache was written by
+# this same node image's binary in the build stage, so V8 accepts it.
 FROM node:20-slim
 ENV NODE_ENV=production \
     LLMPROXY_CONFIG=/etc/llmproxy/config.yaml
 WORKDIR /app
-COPY --from=build /out /app/packages/server
+COPY --from=build /src/build/llmproxy.cjs /src/build/llmproxy.bundle.cjs /src/build/llmproxy.bundle.cjs.cache /app/
 # A writable place for the usage spool and the quota state file (mount a volume there to keep them).
 RUN mkdir -p /etc/llmproxy /var/lib/llmproxy && chown 1000:1000 /var/lib/llmproxy
 # The image's `node` user, by number so that Kubernetes' runAsNonRoot can verify it.
@@ -29,4 +28,4 @@ USER 1000:1000
 EXPOSE 8080
 # The server handles SIGTERM itself: it stops accepting, drains in-flight streams (server.shutdownGraceMs), exits.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "packages/server/dist/cli.js"]
+ENTRYPOINT ["node", "/app/llmproxy.cjs"]

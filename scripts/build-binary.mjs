@@ -3,7 +3,8 @@
 // (packages/server/src/cli.ts) with no Node.js installed and nothing downloaded, at build or run time.
 //
 //   1. esbuild bundles the CLI and every dependency (the workspace packages from their TypeScript sources
-//      through the `llmproxy-source` condition) into one CommonJS file, build/sea/llmproxy.cjs;
+//      through the `llmproxy-source` condition) into one CommonJS file, build/sea/llmproxy.cjs, as `pnpm bundle`
+//      does (scripts/bundle.mjs);
 //   2. node --experimental-sea-config turns it into a Single Executable Application blob;
 //   3. a copy of this very node binary (process.execPath) gets the blob injected by postject.
 //
@@ -15,6 +16,7 @@ import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
+import { bundleOptions } from './bundle.mjs'
 
 const require = createRequire(import.meta.url)
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -25,10 +27,6 @@ const blob = join(workDir, 'llmproxy.blob')
 const seaConfig = join(workDir, 'sea-config.json')
 const binary = join(outDir, process.platform === 'win32' ? 'llmproxy.exe' : 'llmproxy')
 const FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'
-// Optional dependencies that are not installed and that their users require inside a try (debug tries
-// supports-color). Left as a require(), a SEA warns on every start; bundled as a module that throws, they
-// behave as absent, as they are.
-const OPTIONAL_ABSENT = ['supports-color']
 
 const started = performance.now()
 const [major = 0] = process.versions.node.split('.').map(Number)
@@ -37,23 +35,8 @@ if (major < 20) fail(`Node ${process.versions.node} has no single executable app
 rmSync(workDir, { recursive: true, force: true })
 mkdirSync(workDir, { recursive: true })
 
-// 1. The bundle. `import.meta.url` has no meaning in CommonJS: point it at the running file instead
-// (in a SEA, __filename is the executable), so a dependency that derives paths from it still works.
-const result = await build({
-  entryPoints: [join(root, 'packages/server/src/cli.ts')],
-  outfile: bundle,
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'cjs',
-  conditions: ['llmproxy-source'],
-  define: { 'import.meta.url': '__llmproxyImportMetaUrl' },
-  banner: { js: 'var __llmproxyImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
-  legalComments: 'none',
-  plugins: [optionalModulesAbsent(OPTIONAL_ABSENT)],
-  logLevel: 'warning',
-  metafile: true,
-}).catch(() => fail('esbuild could not bundle the CLI (errors above)'))
+// 1. The bundle.
+const result = await build(bundleOptions(bundle)).catch(() => fail('esbuild could not bundle the CLI (errors above)'))
 const inputs = Object.keys(result.metafile.inputs).length
 console.log(`bundled ${inputs} modules into ${rel(bundle)} (${mb(statSync(bundle).size)})`)
 
@@ -105,20 +88,6 @@ const seconds = ((performance.now() - started) / 1000).toFixed(1)
 console.log(
   `${binary} (${mb(statSync(binary).size)}, node ${process.versions.node} ${process.platform}-${process.arch}, code cache ${useCodeCache ? 'on' : 'off'}, ${seconds} s)`,
 )
-
-function optionalModulesAbsent(names) {
-  const filter = new RegExp(`^(${names.map((n) => n.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|')})$`)
-  return {
-    name: 'optional-modules-absent',
-    setup(b) {
-      b.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'absent' }))
-      b.onLoad({ filter: /.*/, namespace: 'absent' }, (args) => ({
-        contents: `throw Object.assign(new Error(${JSON.stringify(`Cannot find module '${args.path}'`)}), { code: 'MODULE_NOT_FOUND' })`,
-        loader: 'js',
-      }))
-    },
-  }
-}
 
 function rel(path) {
   return path.startsWith(root) ? path.slice(root.length) : path

@@ -14,4 +14,7 @@ const rewrite = (path, name, content) => {
 rewrite('README.md', 'config-reference', configReference())
 rewrite('docs/errors.md', 'error-catalogue', errorTable(CATALOGUE))
 // The formatter pads the tables' cells; keep the files as `pnpm lint` wants them.
-execFileSync('npx', ['biome', 'format', '--write', 'README.md', 'docs/errors.md'], { cwd: new URL('..', import.meta.url), stdio: 'inherit' })
+execFileSync('npx', ['biome', 'format', '--write', 'README.md', 'docs/errors.md'], {
+  cwd: new URL('..', import.meta.url),
+  stdio: 'inherit',
+})

@@ -6,7 +6,9 @@ import Fastify from 'fastify'
 const upstream = process.env.BENCH_UPSTREAM ?? 'http://127.0.0.1:9000'
 const port = Number(process.env.BENCH_PORT ?? 0)
 const app = Fastify({ logger: false })
-await app.register(replyFrom, { base: upstream, undici: { connections: 2048 } })
+// No cap on upstream connections, like the gateway's agent (reply-from's default is 128): the many-streams
+// scenario keeps thousands open at once.
+await app.register(replyFrom, { base: upstream, undici: { connections: null } })
 app.post('/v1/chat/completions', (_request, reply) => reply.from('/v1/chat/completions'))
 const url = await app.listen({ port, host: '127.0.0.1' })
 process.stdout.write(`listening ${url}\n`)

@@ -1,6 +1,10 @@
 // What `pnpm bench` (run.ts) and its dev helpers share: the request they send and how they read figures.
 import type { Pool } from 'undici'
 
+/** The API key of the benchmark's all-features gateway; every target gets it (the others ignore it). */
+export const BENCH_API_KEY = 'sk-bench-all-features-0123456789'
+export const BENCH_HEADERS = { 'content-type': 'application/json', authorization: `Bearer ${BENCH_API_KEY}` }
+
 /** A chat completion for the mock upstream, which answers in the given shape (tokens, gap between them). */
 export const chatBody = (stream: boolean, mock: Record<string, number>) =>
   JSON.stringify({ model: 'bench', stream, messages: [{ role: 'user', content: 'Benchmark me.' }], mock })
@@ -11,7 +15,7 @@ export async function firstChunkMs(pool: Pool, body: string): Promise<number> {
   const res = await pool.request({
     method: 'POST',
     path: '/v1/chat/completions',
-    headers: { 'content-type': 'application/json' },
+    headers: BENCH_HEADERS,
     body,
   })
   let ttft = Number.NaN

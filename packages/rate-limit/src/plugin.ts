@@ -5,12 +5,13 @@ import fp from 'fastify-plugin'
 import { type Limiter, type LimiterPair, type LiveOptions, RateLimitEngine, type RateLimits, type RequestLimiters } from './engine.js'
 import { UniqueIds } from './keys.js'
 import { type RateLimitOptionsInput, resolveOptions } from './options.js'
-import { localCounterStore, localWindowStore } from './primary-counters.js'
+import { localCounterStore, localRequestWindows } from './primary-counters.js'
 import { RedisBackend } from './redis-backend.js'
 import { createRedisClient } from './redis-client.js'
 import { type RedisClient, RedisStore } from './redis-store.js'
 import { kLimitState, type RequestLimitState } from './state.js'
 import { QuotaStateFile } from './state-file.js'
+import { MemoryStore } from './store.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -25,7 +26,7 @@ declare module 'fastify' {
 /** At start, how long the plugin waits for Redis before serving with local limits (it keeps trying meanwhile). */
 const REDIS_START_WAIT_MS = 2500
 const STATE_FILE_INTERVAL_MS = 5000
-/** Entries of each local per-key request counter (an LRU: beyond this many active keys/IPs, the oldest are forgotten). */
+/** Subjects of each local per-key request counter (beyond this many active keys/IPs, the oldest windows are forgotten). */
 const LOCAL_KEY_CACHE = 10_000
 
 /** The request's counter subject with its hash tag (`{key:<id>}`), which @fastify/rate-limit appends to its namespace. */
@@ -35,42 +36,35 @@ function tagOf(request: FastifyRequest): string {
 }
 
 /**
- * The request limiters are @fastify/rate-limit instances made in a private Fastify instance, one encapsulated
- * context each: the app's own @fastify/rate-limit (registered before or after this plugin, global or per route)
- * never sees ours, and ours never picks up its decorator, hooks or store. A limiter only reads the request it
- * is given, so it works on the app's requests.
+ * The request limits: counted in this process (request-windows.ts) and, with Redis, by @fastify/rate-limit instances
+ * on Redis made in a private Fastify instance, one encapsulated context each: the app's own @fastify/rate-limit
+ * (registered before or after this plugin, global or per route) never sees ours, and ours never picks up its
+ * decorator, hooks or store. A limiter only reads the request it is given, so it works on the app's requests.
  */
-async function createLimiters(host: FastifyInstance, live: LiveOptions, redis: RedisClient | null): Promise<RequestLimiters> {
+async function createLimiters(live: LiveOptions, redis: RedisClient | null, host: FastifyInstance | null): Promise<RequestLimiters> {
   const limiter = async (settings: RateLimitPluginOptions): Promise<Limiter> => {
     const made: { limiter: Limiter | null } = { limiter: null }
-    await host.register(async (child) => {
-      await child.register(fastifyRateLimit, { ...settings, global: false })
+    await host?.register(async (child) => {
+      // @fastify/rate-limit's store types a single-node client; its script works on a cluster client alike (one key).
+      await child.register(fastifyRateLimit, { ...settings, global: false, redis: redis as RateLimitPluginOptions['redis'] })
       made.limiter = child.createRateLimit()
     })
     if (made.limiter === null) throw new Error('@fastify/rate-limit did not provide createRateLimit')
     return made.limiter
   }
-  const pair = async (name: string, settings: RateLimitPluginOptions): Promise<LimiterPair> => ({
-    local: await limiter({ ...settings, ...localWindowStore(live.current.store) }),
-    // @fastify/rate-limit's store types a single-node client; its script works on a cluster client alike (one key).
-    shared:
-      redis === null ? null : await limiter({ ...settings, redis: redis as RateLimitPluginOptions['redis'], nameSpace: `rl:${name}:` }),
+  const pair = async (name: string, subjects: number, settings: RateLimitPluginOptions & { timeWindow: number }): Promise<LimiterPair> => ({
+    local: localRequestWindows(live.current.store, name, settings.timeWindow, subjects),
+    shared: redis === null ? null : await limiter({ ...settings, nameSpace: `rl:${name}:` }),
   })
   const gateway = (): string => 'all'
   return {
-    globalRps: await pair('global-rps', { timeWindow: 1000, max: () => live.current.global.rps ?? 0, keyGenerator: gateway }),
-    globalRpm: await pair('global-rpm', { timeWindow: 60_000, max: () => live.current.global.rpm ?? 0, keyGenerator: gateway }),
-    keyRps: await pair('rps', {
-      timeWindow: 1000,
-      max: (request) => request[kLimitState]?.rps ?? 0,
-      keyGenerator: tagOf,
-      cache: LOCAL_KEY_CACHE,
-    }),
-    keyRpm: await pair('rpm', {
+    globalRps: await pair('global-rps', 1, { timeWindow: 1000, max: () => live.current.global.rps ?? 0, keyGenerator: gateway }),
+    globalRpm: await pair('global-rpm', 1, { timeWindow: 60_000, max: () => live.current.global.rpm ?? 0, keyGenerator: gateway }),
+    keyRps: await pair('rps', LOCAL_KEY_CACHE, { timeWindow: 1000, max: (request) => request[kLimitState]?.rps ?? 0, keyGenerator: tagOf }),
+    keyRpm: await pair('rpm', LOCAL_KEY_CACHE, {
       timeWindow: 60_000,
       max: (request) => request[kLimitState]?.rpm ?? 0,
       keyGenerator: tagOf,
-      cache: LOCAL_KEY_CACHE,
     }),
   }
 }
@@ -89,15 +83,16 @@ const plugin: FastifyPluginAsync<RateLimitOptionsInput> = async (fastify, input)
   }
 
   let stateFile: QuotaStateFile | null = null
-  if (options.store === 'memory' && options.quotaStateFile !== undefined) {
+  // A worker's counters (and its quota state file) are the primary's: then `local` is not a MemoryStore.
+  if (options.store === 'memory' && options.quotaStateFile !== undefined && local instanceof MemoryStore) {
     stateFile = new QuotaStateFile(options.quotaStateFile, local, fastify.log)
     await stateFile.load()
     stateFile.start(STATE_FILE_INTERVAL_MS)
   }
 
   const live: LiveOptions = { current: options }
-  const host = Fastify()
-  const engine = new RateLimitEngine(live, await createLimiters(host, live, client), local, shared, ids, fastify)
+  const host = client === null ? null : Fastify()
+  const engine = new RateLimitEngine(live, await createLimiters(live, client, host), local, shared, ids, fastify)
 
   fastify.decorate('rateLimits', engine)
   fastify.decorateRequest(kLimitState, null)
@@ -110,7 +105,7 @@ const plugin: FastifyPluginAsync<RateLimitOptionsInput> = async (fastify, input)
       await stateFile.close().catch((err: unknown) => fastify.log.error({ err }, 'rate-limit: could not save the quota state file'))
     }
     shared?.close()
-    await host.close()
+    await host?.close()
   })
 }
 

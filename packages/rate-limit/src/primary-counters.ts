@@ -4,8 +4,9 @@
 // turn of its event loop; the ones that need an answer wait for the primary's batch back); the primary applies them
 // one at a time on one MemoryStore, which makes each check-and-add atomic across workers.
 import type { FastifyBaseLogger } from 'fastify'
+import { type RequestCount, type RequestCounter, RequestWindows } from './request-windows.js'
 import { QuotaStateFile } from './state-file.js'
-import { type CheckResult, MemoryStore } from './store.js'
+import { type CheckResult, type LocalStore, MemoryStore } from './store.js'
 
 /** Tag of every message of this protocol (other IPC messages pass by). */
 const TAG = 'llmproxy:counters'
@@ -99,84 +100,77 @@ class CounterClient {
   }
 }
 
-/**
- * The plugin's local store in a worker: every operation is done by the primary's MemoryStore. (It extends
- * MemoryStore to be usable wherever the plugin uses its local store; its own maps stay empty.)
- */
-export class PrimaryStore extends MemoryStore {
+/** The plugin's local store in a worker: every operation is done by the primary's MemoryStore. */
+export class PrimaryStore implements LocalStore {
   private readonly client: CounterClient
 
   constructor(client: CounterClient) {
-    super()
     this.client = client
   }
 
-  override async reserve(key: string, _marker: string, amount: number, limit: number, expireAt: number): Promise<CheckResult> {
+  async reserve(key: string, _marker: string, amount: number, limit: number, expireAt: number): Promise<CheckResult> {
     const [ok, value] = await this.client.call(RESERVE, key, amount, limit, expireAt)
     return { ok: ok === 1, value }
   }
 
-  override async settle(key: string, _marker: string, total: number, reserved: number, expireAt: number): Promise<number> {
+  async settle(key: string, _marker: string, total: number, reserved: number, expireAt: number): Promise<number> {
     const [value] = await this.client.call(ADD, key, total - reserved, expireAt)
     return value
   }
 
-  override async charge(key: string, _marker: string, amount: number, expireAt: number): Promise<number> {
+  async charge(key: string, _marker: string, amount: number, expireAt: number): Promise<number> {
     const [value] = await this.client.call(ADD, key, amount, expireAt)
     return value
   }
 
   /** Sent without waiting: the counter is in the primary, so this returns NaN (callers that need it use settle or charge). */
-  override add(key: string, delta: number, expireAt: number): number {
+  add(key: string, delta: number, expireAt: number): number {
     this.client.tell(ADD, key, delta, expireAt)
     return Number.NaN
   }
 
-  override async get(key: string): Promise<number> {
+  async get(key: string): Promise<number> {
     const [value] = await this.client.call(GET, key)
     return value
   }
 
-  override async acquire(key: string, _member: string, limit: number): Promise<CheckResult> {
+  async acquire(key: string, _member: string, limit: number): Promise<CheckResult> {
     const [ok, value] = await this.client.call(ACQUIRE, key, limit)
     return { ok: ok === 1, value }
   }
 
-  override async release(key: string): Promise<void> {
+  async release(key: string): Promise<void> {
     this.client.tell(RELEASE, key)
   }
 
-  override async inFlight(key: string): Promise<number> {
+  async inFlight(key: string): Promise<number> {
     const [value] = await this.client.call(IN_FLIGHT, key)
     return value
   }
 
-  override close(): void {
-    super.close()
+  /** Redis's values are not mirrored in the primary: a worker falls back to the primary's own counts. */
+  mirror(): void {}
+
+  close(): void {
     this.client.close()
   }
 }
 
-/** What @fastify/rate-limit's `incr` answers. */
-interface WindowState {
-  current: number
-  ttl: number
-}
+/** Request windows kept by the primary: the request limits (rps, rpm, global and per key) count every worker's requests together. */
+class PrimaryWindows implements RequestCounter {
+  private readonly client: CounterClient
+  private readonly prefix: string
+  private readonly windowMs: number
 
-/**
- * A @fastify/rate-limit store (its `store` option) whose fixed windows are the primary's: the request limits (rps,
- * rpm, global and per key) count every worker's requests together. Same semantics as its LocalStore without
- * `continueExceeding` and `exponentialBackoff` (neither is used by this plugin): a window starts at its first request.
- */
-function primaryWindowStore(client: CounterClient) {
-  return class PrimaryWindows {
-    incr(key: string, callback: (err: Error | null, state?: WindowState) => void, timeWindow: number): void {
-      client.call(HIT, key, timeWindow).then(([current, ttl]) => callback(null, { current, ttl }), callback)
-    }
+  constructor(client: CounterClient, name: string, windowMs: number) {
+    this.client = client
+    this.prefix = `${name}:`
+    this.windowMs = windowMs
+  }
 
-    child(): PrimaryWindows {
-      return this
-    }
+  async hit(subject: string, max: number): Promise<RequestCount> {
+    const [count, ttl] = await this.client.call(HIT, this.prefix + subject, this.windowMs)
+    return { max, remaining: Math.max(0, max - count), ttl, exceeded: count > max }
   }
 }
 
@@ -192,13 +186,13 @@ export function useCountersOfPrimary(channel: PrimaryChannel = process): void {
 }
 
 /** The plugin's token, concurrency and quota counters: its own, or the primary's in a worker (memory store only). */
-export function localCounterStore(store: 'memory' | 'redis'): MemoryStore {
+export function localCounterStore(store: 'memory' | 'redis'): LocalStore {
   return shared !== null && store === 'memory' ? new PrimaryStore(shared) : new MemoryStore()
 }
 
-/** @fastify/rate-limit settings for the plugin's local request limiters: its LocalStore, or the primary's windows in a worker. */
-export function localWindowStore(store: 'memory' | 'redis'): { store?: ReturnType<typeof primaryWindowStore> } {
-  return shared !== null && store === 'memory' ? { store: primaryWindowStore(shared) } : {}
+/** A local request limit (`name`): counted in this process, or by the primary in a worker (memory store only). */
+export function localRequestWindows(store: 'memory' | 'redis', name: string, windowMs: number, capacity: number): RequestCounter {
+  return shared !== null && store === 'memory' ? new PrimaryWindows(shared, name, windowMs) : new RequestWindows(windowMs, capacity)
 }
 
 /** Fixed windows of the request limiters, by `<timeWindow>:<key>`. */

@@ -7,7 +7,9 @@ export interface CheckResult {
 }
 
 /**
- * State behind the token, concurrency and quota limits (the request limits use @fastify/rate-limit's own stores).
+ * State behind the token, concurrency and quota limits (the request limits are counted by request-windows.ts, and on
+ * Redis by @fastify/rate-limit). The memory store answers the per-request calls synchronously, the Redis store with
+ * promises.
  * Every check-and-add is atomic, so concurrent requests (or gateway instances, with Redis) cannot overshoot.
  * A `marker` names one request's hold on one counter (unique across instances, in the counter's hash slot): the
  * Redis store records it so that a reservation is settled or cancelled, and a charge applied, exactly once even
@@ -15,7 +17,7 @@ export interface CheckResult {
  */
 export interface LimitStore {
   /** Adds `amount` to counter `key` unless the counter would then exceed `limit`. The counter expires at `expireAt` (epoch ms). */
-  reserve(key: string, marker: string, amount: number, limit: number, expireAt: number): Promise<CheckResult>
+  reserve(key: string, marker: string, amount: number, limit: number, expireAt: number): CheckResult | Promise<CheckResult>
   /** Ends the reservation `marker` made: the counter gets `total - reserved` (never below 0). Resolves with the counter, null if already settled. */
   settle(key: string, marker: string, total: number, reserved: number, expireAt: number): Promise<number | null>
   /** Adds `amount` without a reservation (signed; the counter never goes below 0). Resolves with the counter, null if already charged. */
@@ -23,9 +25,21 @@ export interface LimitStore {
   /** The counter, 0 when absent or expired. */
   get(key: string): Promise<number>
   /** Takes one of `limit` slots of `key` for `member` (unique per request); the slot expires after `ttlMs` if never released. */
-  acquire(key: string, member: string, limit: number, ttlMs: number): Promise<CheckResult>
-  release(key: string, member: string): Promise<void>
+  acquire(key: string, member: string, limit: number, ttlMs: number): CheckResult | Promise<CheckResult>
+  release(key: string, member: string): void | Promise<void>
   inFlight(key: string): Promise<number>
+}
+
+/**
+ * The plugin's own store: a MemoryStore (answers synchronously), or in a gateway worker the primary's
+ * (primary-counters.ts, answers with promises).
+ */
+export interface LocalStore extends LimitStore {
+  /** Adds `delta` now, without a check; returns the counter (NaN when it is kept elsewhere). */
+  add(key: string, delta: number, expireAt: number): number
+  /** Takes Redis's value of a counter, so that local counting resumes from it should Redis fail. */
+  mirror(key: string, value: number, expireAt: number): void
+  close(): void
 }
 
 interface Counter {
@@ -40,7 +54,7 @@ export type CounterEntry = [string, number, number]
  * In-process store. Counters expire lazily (on read) and in a sweep every minute.
  * Concurrency slots are plain counts: a process that dies takes its slots with it.
  */
-export class MemoryStore implements LimitStore {
+export class MemoryStore implements LocalStore {
   private readonly counters = new Map<string, Counter>()
   private readonly slots = new Map<string, number>()
   private readonly sweeper: NodeJS.Timeout
@@ -51,7 +65,7 @@ export class MemoryStore implements LimitStore {
     this.sweeper = setInterval(() => this.sweep(Date.now()), sweepMs).unref()
   }
 
-  async reserve(key: string, _marker: string, amount: number, limit: number, expireAt: number): Promise<CheckResult> {
+  reserve(key: string, _marker: string, amount: number, limit: number, expireAt: number): CheckResult {
     const counter = this.live(key, Date.now())
     const used = counter === undefined ? 0 : counter.value
     if (used + amount > limit) return { ok: false, value: used }
@@ -88,14 +102,14 @@ export class MemoryStore implements LimitStore {
     return counter === undefined ? 0 : counter.value
   }
 
-  async acquire(key: string, _member: string, limit: number): Promise<CheckResult> {
+  acquire(key: string, _member: string, limit: number): CheckResult {
     const inFlight = this.slots.get(key) ?? 0
     if (inFlight >= limit) return { ok: false, value: inFlight }
     this.slots.set(key, inFlight + 1)
     return { ok: true, value: inFlight + 1 }
   }
 
-  async release(key: string): Promise<void> {
+  release(key: string): void {
     const inFlight = this.slots.get(key) ?? 0
     if (inFlight <= 1) this.slots.delete(key)
     else this.slots.set(key, inFlight - 1)

@@ -4,9 +4,24 @@ import { ConfigError } from '@llmproxy/core'
 import { anthropic, gemini, openai } from '@llmproxy/protocols'
 import { markerKey, migrateQuotaKey, quotaKey, slotKey, subjectTag, tpmKey, UniqueIds } from '../src/keys.js'
 import { type RateLimitOptionsInput, resolveOptions } from '../src/options.js'
+import { RequestWindows } from '../src/request-windows.js'
 import { expectedTokens } from '../src/reservation.js'
 import { MemoryStore } from '../src/store.js'
 import { formatDuration, PeriodClock, periodOf } from '../src/windows.js'
+
+test('request windows: fixed from a subject’s first request, as @fastify/rate-limit counts; the oldest forgotten beyond capacity', () => {
+  const windows = new RequestWindows(1000, 2)
+  assert.deepEqual(windows.hit('a', 2, 10_000), { max: 2, remaining: 1, ttl: 1000, exceeded: false })
+  assert.deepEqual(windows.hit('a', 2, 10_400), { max: 2, remaining: 0, ttl: 600, exceeded: false })
+  assert.deepEqual(windows.hit('a', 2, 10_999), { max: 2, remaining: 0, ttl: 1, exceeded: true })
+  // The window ends 1000 ms after its first request; the next request starts a new one.
+  assert.deepEqual(windows.hit('a', 2, 11_000), { max: 2, remaining: 1, ttl: 1000, exceeded: false })
+  // A limit of 0 refuses every request.
+  assert.equal(windows.hit('z', 0, 11_000).exceeded, true)
+  // Capacity 2 (a, z): a third subject makes the oldest window (a's) go; a starts afresh.
+  windows.hit('b', 2, 11_100)
+  assert.deepEqual(windows.hit('a', 2, 11_200), { max: 2, remaining: 1, ttl: 1000, exceeded: false })
+})
 
 test('formatDuration uses OpenAI’s reset format', () => {
   assert.equal(formatDuration(250), '250ms')

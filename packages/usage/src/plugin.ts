@@ -48,7 +48,7 @@ const usagePlugin: FastifyPluginAsync<UsageOptionsInput> = async (fastify, rawOp
     },
     stats(): UsageStats {
       return {
-        queueDepth: sink?.spool.pending ?? 0,
+        queueDepth: sink === null ? 0 : sink.spool.pending + sink.unwritten,
         spoolBytes: sink?.spool.bytes ?? 0,
         ...counters,
       }

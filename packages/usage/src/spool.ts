@@ -1,6 +1,6 @@
 import * as fs from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
-import { open } from 'node:fs/promises'
+import { open, rename } from 'node:fs/promises'
 import * as path from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
 import type { FsyncPolicy } from './options.js'
@@ -14,6 +14,8 @@ const openDirs = new Set<string>()
 const NEWLINE = 0x0a
 const READ_CHUNK = 256 * 1024
 const SCAN_CHUNK = 1024 * 1024
+/** Bound of the undelivered lines kept in memory (the oldest segments' lines are read back from disk beyond it). */
+const MEMORY_BYTES = 8 * 1024 * 1024
 
 export interface SpoolOptions {
   dir: string
@@ -28,6 +30,21 @@ interface Segment {
   size: number
   /** Complete lines not yet consumed (for the oldest segment: after the cursor). */
   records: number
+}
+
+/**
+ * The lines of one segment that this process appended and has not delivered yet, from byte `start` on: the
+ * delivery takes them from here instead of reading them back from disk (and parsing them to check them).
+ */
+interface MemorySegment {
+  seq: number
+  /** Byte offset in the segment of `lines[head]`. */
+  start: number
+  lines: string[]
+  /** Bytes of each line in the file (with its newline). */
+  lengths: number[]
+  head: number
+  bytes: number
 }
 
 /** Records read from the cursor, not yet acknowledged. Lines are the raw JSON texts, as spooled. */
@@ -84,6 +101,12 @@ export class Spool {
   /** Bumped when segments are dropped, so that acknowledgements of batches read before are ignored. */
   private generation = 0
   private closed = false
+  /** Undelivered lines appended by this process, oldest segment first (see MemorySegment). */
+  private memory: MemorySegment[] = []
+  private memoryBytes = 0
+  /** The cursor moved since it was last written; a write is in flight (see persistCursor). */
+  private cursorDirty = false
+  private cursorWrite: Promise<void> | null = null
   /** Bytes of the segment files on disk. */
   bytes = 0
   /** Complete records spooled and not yet acknowledged (or dropped). */
@@ -105,28 +128,72 @@ export class Spool {
     return this.bytes + length <= this.maxBytes
   }
 
-  /** Appends one line (ending in `\n`). Throws on I/O errors (the record is then not spooled). */
-  append(line: Buffer): void {
-    if (this.closed) throw new Error('usage spool is closed')
-    let active = this.fd === -1 ? this.openWriter() : (this.segments[this.segments.length - 1] as Segment)
-    if (active.size > 0 && active.size + line.length > this.segmentBytes) {
-      this.closeWriter()
-      active = this.openWriter()
+  /**
+   * Appends lines of JSON (`lengths`: the bytes of each in the file, newline included), one `write(2)` per
+   * segment they go to, rotating at `segmentBytes`. Returns how many were appended: all, unless a write failed
+   * (`error`); a partly written line becomes the torn tail of a closed segment, which the reader skips. The lines
+   * are also kept in memory until delivered, so that the delivery does not read them back.
+   */
+  append(lines: readonly string[], lengths: readonly number[]): { appended: number; error: unknown } {
+    if (this.closed) return { appended: 0, error: new Error('usage spool is closed') }
+    let from = 0
+    while (from < lines.length) {
+      const active = this.fd === -1 ? this.openWriter() : (this.segments[this.segments.length - 1] as Segment)
+      // The lines that go to this segment: at least one when it is empty.
+      let to = from
+      let bytes = 0
+      while (to < lines.length) {
+        const length = lengths[to] as number
+        if (active.size + bytes > 0 && active.size + bytes + length > this.segmentBytes) break
+        bytes += length
+        to++
+      }
+      if (to === from) {
+        this.closeWriter(false)
+        continue
+      }
+      const chunk = Buffer.allocUnsafe(bytes)
+      let at = 0
+      for (let i = from; i < to; i++) {
+        at += chunk.write(lines[i] as string, at)
+        chunk[at++] = NEWLINE
+      }
+      let written = 0
+      try {
+        while (written < bytes) written += fs.writeSync(this.fd, chunk, written, bytes - written)
+      } catch (error) {
+        let whole = from
+        let end = 0
+        while (whole < to && end + (lengths[whole] as number) <= written) end += lengths[whole++] as number
+        this.appended(active, lines, lengths, from, whole, end)
+        active.size += written - end
+        this.bytes += written - end
+        this.forget(active.seq)
+        this.closeWriter()
+        return { appended: whole, error }
+      }
+      this.appended(active, lines, lengths, from, to, bytes)
+      from = to
     }
-    let written = 0
-    try {
-      while (written < line.length) written += fs.writeSync(this.fd, line, written, line.length - written)
-    } catch (err) {
-      // A partial line becomes the torn tail of a closed segment, which the reader skips.
-      active.size += written
-      this.bytes += written
-      this.closeWriter()
-      throw err
+    return { appended: lines.length, error: null }
+  }
+
+  /** Accounts for lines [from, to) written to the active segment (`bytes` in all). */
+  private appended(active: Segment, lines: readonly string[], lengths: readonly number[], from: number, to: number, bytes: number): void {
+    active.size += bytes
+    active.records += to - from
+    this.bytes += bytes
+    this.pending += to - from
+    const memory = this.memory[this.memory.length - 1]
+    if (memory !== undefined && memory.seq === active.seq) {
+      for (let i = from; i < to; i++) {
+        memory.lines.push(lines[i] as string)
+        memory.lengths.push(lengths[i] as number)
+      }
+      memory.bytes += bytes
+      this.memoryBytes += bytes
+      while (this.memoryBytes > MEMORY_BYTES && this.memory.length > 0) this.forget((this.memory[0] as MemorySegment).seq)
     }
-    active.size += line.length
-    active.records++
-    this.bytes += line.length
-    this.pending++
     if (this.fsyncPolicy === 'always') {
       try {
         fs.fdatasyncSync(this.fd)
@@ -142,7 +209,11 @@ export class Spool {
   syncIfDirty(): void {
     if (!this.dirty || this.fd === -1 || this.syncingFd !== -1) return
     this.dirty = false
-    const fd = this.fd
+    this.syncInBackground(this.fd)
+  }
+
+  /** fdatasync on the thread pool (one at a time); the fd is closed afterwards when closeAfterSync says so. */
+  private syncInBackground(fd: number): void {
     this.syncingFd = fd
     fs.fdatasync(fd, (err) => {
       this.syncingFd = -1
@@ -163,6 +234,7 @@ export class Spool {
     if (oldest === undefined) return -1
     if (this.fd !== -1 && this.segments.length === 1) this.closeWriter()
     this.segments.shift()
+    this.forget(oldest.seq)
     this.unlinkSegment(oldest.seq)
     this.bytes -= oldest.size
     this.pending -= oldest.records
@@ -183,6 +255,14 @@ export class Spool {
     const generation = this.generation
     const seq = segment.seq
     const start = this.cursorOffset
+    const memory = this.memory[0]
+    if (memory !== undefined && memory.seq === seq && memory.start === start) {
+      const to = Math.min(memory.head + maxRecords, memory.lines.length)
+      let end = start
+      for (let i = memory.head; i < to; i++) end += memory.lengths[i] as number
+      const lines = memory.lines.slice(memory.head, to)
+      return { seq, start, end, lines, consumed: lines.length, generation }
+    }
     const limit = segment.size
     const handle = await this.readerFor(seq)
     const lines: string[] = []
@@ -231,6 +311,20 @@ export class Spool {
     segment.records -= batch.consumed
     this.pending -= batch.consumed
     this.released += batch.consumed
+    const memory = this.memory[0]
+    if (memory !== undefined && memory.seq === batch.seq && memory.start === batch.start) {
+      const bytes = batch.end - batch.start
+      memory.head += batch.consumed
+      memory.start = batch.end
+      memory.bytes -= bytes
+      this.memoryBytes -= bytes
+      // Drop delivered lines in chunks, not one shift per batch.
+      if (memory.head >= 1024 && memory.head * 2 >= memory.lines.length) {
+        memory.lines.splice(0, memory.head)
+        memory.lengths.splice(0, memory.head)
+        memory.head = 0
+      }
+    }
     this.persistCursor()
     this.skipFinished()
     return true
@@ -240,6 +334,9 @@ export class Spool {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    await this.cursorWrite
+    this.memory = []
+    this.memoryBytes = 0
     if (this.fd !== -1) this.closeWriter()
     fs.rmSync(path.join(this.dir, LOCK_FILE), { force: true })
     openDirs.delete(this.dir)
@@ -320,21 +417,35 @@ export class Spool {
     return null
   }
 
+  /**
+   * Writes the cursor after an acknowledgement, off the event loop (temp file, fdatasync unless `never`, rename):
+   * one write at a time, the next one with the latest cursor. A crash before it lands only redelivers.
+   */
   private persistCursor(): void {
+    this.cursorDirty = true
+    if (this.cursorWrite === null) this.cursorWrite = this.writeCursor()
+  }
+
+  private async writeCursor(): Promise<void> {
     const tmp = path.join(this.dir, CURSOR_TMP)
-    try {
-      const fd = fs.openSync(tmp, 'w')
+    while (this.cursorDirty) {
+      this.cursorDirty = false
+      const text = JSON.stringify({ segment: this.cursorSeq, offset: this.cursorOffset })
       try {
-        fs.writeSync(fd, JSON.stringify({ segment: this.cursorSeq, offset: this.cursorOffset }))
-        if (this.fsyncPolicy !== 'never') fs.fdatasyncSync(fd)
-      } finally {
-        fs.closeSync(fd)
+        const handle = await open(tmp, 'w')
+        try {
+          await handle.writeFile(text)
+          if (this.fsyncPolicy !== 'never') await handle.datasync()
+        } finally {
+          await handle.close()
+        }
+        await rename(tmp, path.join(this.dir, CURSOR_FILE))
+      } catch (err) {
+        // At worst the next start redelivers the batch: duplicates, no loss.
+        this.log.error({ err }, 'usage spool: could not persist the delivery cursor')
       }
-      fs.renameSync(tmp, path.join(this.dir, CURSOR_FILE))
-    } catch (err) {
-      // At worst the next start redelivers the batch: duplicates, no loss.
-      this.log.error({ err }, 'usage spool: could not persist the delivery cursor')
     }
+    this.cursorWrite = null
   }
 
   /** Deletes closed segments the cursor has passed and moves the cursor to the next one. */
@@ -344,6 +455,7 @@ export class Spool {
       if (oldest === undefined || this.cursorOffset < oldest.size) return
       if (this.fd !== -1 && this.segments.length === 1) return
       this.segments.shift()
+      this.forget(oldest.seq)
       this.unlinkSegment(oldest.seq)
       this.bytes -= oldest.size
       this.cursorSeq = this.segments[0]?.seq ?? this.nextSeq
@@ -357,6 +469,7 @@ export class Spool {
     if (this.fsyncPolicy !== 'never') this.syncDir()
     const segment: Segment = { seq, size: 0, records: 0 }
     this.segments.push(segment)
+    this.memory.push({ seq, start: 0, lines: [], lengths: [], head: 0, bytes: 0 })
     if (this.segments.length === 1) {
       this.cursorSeq = seq
       this.cursorOffset = 0
@@ -364,19 +477,37 @@ export class Spool {
     return segment
   }
 
-  private closeWriter(): void {
+  /**
+   * Closes the active segment, its appends flushed to disk first (unless `never`): at once when `wait`, else
+   * (a rotation) on the thread pool, so that the request path does not wait for the disk.
+   */
+  private closeWriter(wait = true): void {
     const fd = this.fd
     this.fd = -1
-    if (this.fsyncPolicy !== 'never' && this.dirty) {
+    const dirty = this.dirty && this.fsyncPolicy !== 'never'
+    this.dirty = false
+    if (dirty && !wait && this.syncingFd === -1) {
+      this.closeAfterSync = true
+      this.syncInBackground(fd)
+      return
+    }
+    if (dirty) {
       try {
         fs.fdatasyncSync(fd)
       } catch (err) {
         this.log.error({ err }, 'usage spool: fdatasync failed')
       }
     }
-    this.dirty = false
     if (this.syncingFd === fd) this.closeAfterSync = true
     else this.closeFd(fd)
+  }
+
+  /** Stops keeping a segment's lines in memory (what is left of it is read from disk). */
+  private forget(seq: number): void {
+    const at = this.memory.findIndex((m) => m.seq === seq)
+    if (at === -1) return
+    this.memoryBytes -= (this.memory[at] as MemorySegment).bytes
+    this.memory.splice(at, 1)
   }
 
   private closeFd(fd: number): void {

@@ -4,7 +4,18 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { test } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { buildApp, captureLogs, closedPort, emit, makeRecord, segmentFiles, spoolDirs, startReceiver, waitFor } from './helpers.js'
+import {
+  buildApp,
+  captureLogs,
+  closedPort,
+  emit,
+  endOfTurn,
+  makeRecord,
+  segmentFiles,
+  spoolDirs,
+  startReceiver,
+  waitFor,
+} from './helpers.js'
 
 const spoolDir = spoolDirs()
 
@@ -38,6 +49,8 @@ test('restart: records left undelivered at close are delivered by the next app o
     records.map((r) => r.id),
   )
   await waitFor(() => second.usage.stats().queueDepth === 0)
+  // The cursor is written off the event loop, after the acknowledgement.
+  await waitFor(() => fs.existsSync(path.join(dir, 'cursor.json')))
   const cursor = JSON.parse(fs.readFileSync(path.join(dir, 'cursor.json'), 'utf8')) as { segment: number; offset: number }
   assert.equal(typeof cursor.segment, 'number')
   assert.equal(typeof cursor.offset, 'number')
@@ -73,6 +86,7 @@ test('fully delivered segments are deleted; the cursor moves across rotated segm
   t.after(() => app.close())
   const line = Buffer.byteLength(`${JSON.stringify(makeRecord())}\n`)
   for (let i = 0; i < 20; i++) emit(app, makeRecord())
+  await endOfTurn()
   const files = segmentFiles(dir)
   assert.ok(files.length >= 3, `rotated at segmentBytes (${files.length} segments)`)
   for (const f of files) assert.ok(fs.statSync(path.join(dir, f)).size <= Math.max(2000, line))
@@ -84,6 +98,48 @@ test('fully delivered segments are deleted; the cursor moves across rotated segm
   await waitFor(() => app.usage.stats().queueDepth === 0)
   assert.ok(segmentFiles(dir).length <= 1, 'delivered segments deleted (only the active one may remain)')
   assert.ok(app.usage.stats().spoolBytes < 2000 + line)
+})
+
+test('records this process appended are delivered from memory, across rotations; a restart reads them from disk', async (t) => {
+  const dir = spoolDir()
+  const receiver = await startReceiver()
+  t.after(() => receiver.close())
+  receiver.respond = () => 503
+  const options = {
+    webhook: { url: receiver.url },
+    spoolDir: dir,
+    batch: { maxRecords: 5, maxWaitMs: 10 },
+    retry: { baseMs: 10, maxMs: 30 },
+    spool: { segmentBytes: 2000 },
+    shutdownFlushMs: 0,
+  }
+  const first = await buildApp(options)
+  const records = Array.from({ length: 20 }, () => makeRecord())
+  for (const r of records.slice(0, 10)) emit(first, r)
+  await endOfTurn()
+  // The files hold the records; overwritten on disk, they are still delivered as they were emitted.
+  const files = segmentFiles(dir)
+  assert.ok(files.length >= 2, `rotated (${files.length} segments)`)
+  for (const f of files) fs.writeFileSync(path.join(dir, f), Buffer.alloc(fs.statSync(path.join(dir, f)).size, 0x20))
+  receiver.respond = () => 200
+  await waitFor(() => receiver.ids.size === 10, 15_000, 'the first ten')
+  assert.deepEqual(
+    [...receiver.ids],
+    records.slice(0, 10).map((r) => r.id),
+  )
+  // The next ten wait on disk for a new process (the receiver refuses them), which reads them from the files.
+  receiver.respond = () => 503
+  for (const r of records.slice(10)) emit(first, r)
+  await waitFor(() => receiver.deliveries.length > 2, 15_000, 'a refused delivery')
+  await first.close()
+  receiver.respond = () => 200
+  const second = await buildApp(options)
+  t.after(() => second.close())
+  await waitFor(() => receiver.ids.size === 20, 15_000, 'the replayed ten')
+  assert.deepEqual(
+    [...receiver.ids],
+    records.map((r) => r.id),
+  )
 })
 
 test('a torn last line (crash mid-write) and a corrupt line are skipped; the rest is delivered', async (t) => {

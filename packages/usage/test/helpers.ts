@@ -46,6 +46,11 @@ export function emit(app: FastifyInstance, record: UsageRecord): void {
   app.llm.emitUsage(record, { log: app.log } as unknown as FastifyRequest)
 }
 
+/** Resolves once the current event-loop turn has ended: the sink has then appended the records emitted in it. */
+export function endOfTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve))
+}
+
 export interface Delivery {
   headers: IncomingHttpHeaders
   raw: string

@@ -3,7 +3,18 @@ import { test } from 'node:test'
 import { ConfigError, type UsageRecord } from '@llmproxy/core'
 import Fastify from 'fastify'
 import { type SpoolFullEvent, type UsageOptionsInput, usage } from '../src/index.js'
-import { buildApp, captureLogs, closedPort, emit, makeRecord, segmentFiles, spoolDirs, startReceiver, waitFor } from './helpers.js'
+import {
+  buildApp,
+  captureLogs,
+  closedPort,
+  emit,
+  endOfTurn,
+  makeRecord,
+  segmentFiles,
+  spoolDirs,
+  startReceiver,
+  waitFor,
+} from './helpers.js'
 
 const spoolDir = spoolDirs()
 
@@ -126,6 +137,8 @@ test("spool full with 'stop-spooling': new records are not spooled, listeners st
     seen.push(r.id)
   })
   for (let i = 0; i < 10; i++) emit(app, makeRecord({ requestId: sample.requestId }))
+  assert.equal(app.usage.stats().queueDepth, 10, 'emitted records count as queued at once')
+  await endOfTurn()
   const stats = app.usage.stats()
   assert.equal(seen.length, 10, 'in-process listeners get every record')
   assert.equal(stats.queueDepth, 3)
@@ -162,6 +175,7 @@ test("spool full with 'drop-oldest': the oldest segments go, the newest records 
   })
   const records = Array.from({ length: 20 }, () => makeRecord({ requestId: sample.requestId }))
   for (const r of records) emit(app, r)
+  await endOfTurn()
   const stats = app.usage.stats()
   assert.ok(full.length > 0 && full.every((e) => e.policy === 'drop-oldest'))
   assert.equal(stats.notSpooled, 0)
@@ -196,6 +210,8 @@ test('stats() reports spooled, delivered and failed counts as they change', asyn
   const records = Array.from({ length: 4 }, () => makeRecord())
   for (const r of records) emit(app, r)
   const bytes = records.reduce((n, r) => n + lineBytes(r), 0)
+  assert.equal(app.usage.stats().queueDepth, 4)
+  await endOfTurn()
   assert.equal(app.usage.stats().queueDepth, 4)
   assert.equal(app.usage.stats().spoolBytes, bytes)
   await waitFor(() => app.usage.stats().deliveryFailures >= 2)

@@ -1,0 +1,28 @@
+// The run command's entry, copied to build/llmproxy.cjs by scripts/bundle.mjs: runs the bundled server
+// (build/llmproxy.bundle.cjs) with V8's code cache for it (build/llmproxy.bundle.cjs.cache), so that a start
+// deserializes the compiled code instead of parsing and compiling 4 MB of JavaScript. Without a cache, or with one
+// V8 rejects (another Node.js version, other V8 flags), the bundle is compiled as usual.
+// LLMPROXY_WRITE_CODE_CACHE=1 writes the cache when the process exits (what the bundle step does after a demo start).
+'use strict'
+const { readFileSync, writeFileSync } = require('node:fs')
+const Module = require('node:module')
+const { join } = require('node:path')
+const { Script } = require('node:vm')
+
+const bundle = join(__dirname, 'llmproxy.bundle.cjs')
+const cacheFile = `${bundle}.cache`
+let cachedData
+try {
+  cachedData = readFileSync(cacheFile)
+} catch {
+  cachedData = undefined
+}
+// The bundle starts with the CLI's `#!` line, which is no JavaScript inside a function: made a comment (same lines).
+const source = readFileSync(bundle, 'utf8').replace(/^#!/, '//')
+const script = new Script(Module.wrap(source), { filename: bundle, cachedData })
+if (process.env.LLMPROXY_WRITE_CODE_CACHE === '1') {
+  process.once('exit', () => writeFileSync(cacheFile, script.createCachedData()))
+}
+const main = new Module(bundle, module)
+main.filename = bundle
+script.runInThisContext()(main.exports, Module.createRequire(bundle), main, bundle, __dirname)

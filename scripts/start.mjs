@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+// `pnpm start [-- ARGS]`: runs the gateway from its bundle (build/llmproxy.cjs, see scripts/bundle.mjs), built first
+// when it is missing or older than the sources, in this process. `pnpm dev` runs the TypeScript sources instead.
+import { readdirSync, statSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { BUNDLE, bundleServer, ENTRY } from './bundle.mjs'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+
+/** The newest modification time of what goes into the bundle (sources, manifests, the lockfile, the launcher). */
+function newestSource() {
+  let newest = Math.max(statSync(join(root, 'pnpm-lock.yaml')).mtimeMs, statSync(join(root, 'scripts/launcher.cjs')).mtimeMs)
+  const visit = (path) => {
+    const stat = statSync(path)
+    if (!stat.isDirectory()) newest = Math.max(newest, stat.mtimeMs)
+    else for (const name of readdirSync(path)) visit(join(path, name))
+  }
+  for (const name of readdirSync(join(root, 'packages'))) {
+    visit(join(root, 'packages', name, 'src'))
+    visit(join(root, 'packages', name, 'package.json'))
+  }
+  return newest
+}
+
+function builtAt() {
+  try {
+    return Math.min(statSync(ENTRY).mtimeMs, statSync(BUNDLE).mtimeMs)
+  } catch {
+    return Number.NEGATIVE_INFINITY
+  }
+}
+
+if (builtAt() < newestSource()) {
+  console.error('llmproxy: building build/llmproxy.cjs (pnpm bundle) …')
+  await bundleServer()
+}
+// The CLI reads process.argv from index 2 on: here, the arguments given to this script.
+createRequire(import.meta.url)(ENTRY)
