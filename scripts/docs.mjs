@@ -11,10 +11,10 @@ const rewrite = (path, name, content) => {
   const file = new URL(`../${path}`, import.meta.url)
   writeFileSync(file, replaceSection(readFileSync(file, 'utf8'), name, content))
 }
-rewrite('README.md', 'config-reference', configReference())
+rewrite('docs/configuration.md', 'config-reference', configReference())
 rewrite('docs/errors.md', 'error-catalogue', errorTable(CATALOGUE))
 // The formatter pads the tables' cells; keep the files as `pnpm lint` wants them.
-execFileSync('npx', ['biome', 'format', '--write', 'README.md', 'docs/errors.md'], {
+execFileSync('npx', ['biome', 'format', '--write', 'docs/configuration.md', 'docs/errors.md'], {
   cwd: new URL('..', import.meta.url),
   stdio: 'inherit',
 })

@@ -1,10 +1,10 @@
-// The README's generated sections live between `<!-- NAME:start -->` and `<!-- NAME:end -->`.
+// The docs' generated sections live between `<!-- NAME:start -->` and `<!-- NAME:end -->`.
 export function replaceSection(text, name, content) {
   const start = `<!-- ${name}:start -->`
   const end = `<!-- ${name}:end -->`
   const from = text.indexOf(start)
   const to = text.indexOf(end)
-  if (from === -1 || to < from) throw new Error(`README.md has no ${name} section`)
+  if (from === -1 || to < from) throw new Error(`no ${name} section (<!-- ${name}:start --> … <!-- ${name}:end -->)`)
   return `${text.slice(0, from + start.length)}\n${content}\n${text.slice(to)}`
 }
 

@@ -3,8 +3,8 @@
 // with every feature a deployment turns on (`full`: an API key with a per-key rpm and tpm limit on the memory store,
 // Prometheus metrics, the usage webhook with its spool). Prints ratios to the bare proxy; the figures that separate
 // proxies on a small machine are the added TTFT and the proxy's own CPU time per request.
-// LLMPROXY_BENCH_SMOKE=1 runs tiny counts (CI checks the harness, not the numbers); LLMPROXY_BENCH_README=1
-// writes the results into README.md. LLMPROXY_BENCH_ONLY=ttft,cpu,streams,cold runs some of the scenarios.
+// LLMPROXY_BENCH_SMOKE=1 runs tiny counts (CI checks the harness, not the numbers); LLMPROXY_BENCH_RECORD=1
+// writes the results into docs/benchmarks.md. LLMPROXY_BENCH_ONLY=ttft,cpu,streams,cold runs some of the scenarios.
 // The gateway runs as users run it (`pnpm start`, the Dockerfile: build/llmproxy.cjs, see scripts/bundle.mjs) and the
 // mock from its build; `pnpm bench` builds both first.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
@@ -532,14 +532,14 @@ http {
     print(`\nUsage webhook: ${delivered.records} records delivered for ${metered} requests to the all-features gateways.`)
 
     if (SMOKE) print('\n(smoke run: tiny counts, numbers not meaningful)')
-    else if (process.env.LLMPROXY_BENCH_README === '1' && ONLY === null) {
-      // Record the run in README.md (between the bench markers), with when and where it ran.
+    else if (process.env.LLMPROXY_BENCH_RECORD === '1' && ONLY === null) {
+      // Record the run in docs/benchmarks.md (between the bench markers), with when and where it ran.
       const { cpus } = await import('node:os')
       const { replaceSection } = await import('../../scripts/readme-sections.mjs')
-      const readme = join(root, 'README.md')
+      const readme = join(root, 'docs/benchmarks.md')
       const header = `Measured ${new Date().toISOString().slice(0, 10)} on ${cores} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}.\n`
       writeFileSync(readme, replaceSection(readFileSync(readme, 'utf8'), 'bench', header + rows.join('\n')))
-      execFileSync('npx', ['biome', 'format', '--write', 'README.md'], { cwd: root, stdio: 'inherit' })
+      execFileSync('npx', ['biome', 'format', '--write', 'docs/benchmarks.md'], { cwd: root, stdio: 'inherit' })
     }
   } finally {
     for (const child of procs) child.kill('SIGTERM')
