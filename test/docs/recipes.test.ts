@@ -68,7 +68,7 @@ test('recipe 1: a vLLM pool with failover to a hosted model', async () => {
   b.setDefaults({ status: 503 })
   const fallback = await client.chat.completions.create({ model: 'qwen', messages: [{ role: 'user', content: 'Hello' }] })
   assert.equal(fallback.model, 'gpt-4o-mini')
-  assert.equal(hosted.requests.at(-1)?.headers.authorization, 'Bearer sk-openai-test')
+  assert.equal(hosted.requests.filter((r) => r.method === 'POST').at(-1)?.headers.authorization, 'Bearer sk-openai-test')
 })
 
 test('recipe 2: Claude Code / the Anthropic SDK on an OpenAI-compatible pool', async () => {
@@ -90,7 +90,8 @@ test('recipe 2: Claude Code / the Anthropic SDK on an OpenAI-compatible pool', a
   assert.equal(message.stop_reason, 'tool_use')
   const call = message.content.find((block) => block.type === 'tool_use')
   assert.deepEqual(call?.type === 'tool_use' ? call.input : null, { file_path: 'README.md' })
-  const sent = vllm.requests.at(-1)?.body as { model: string; tools: unknown[] }
+  // The last generation request (the pool's health checks are GETs that may come after it).
+  const sent = vllm.requests.filter((r) => r.method === 'POST').at(-1)?.body as { model: string; tools: unknown[] }
   assert.equal(sent.model, 'Qwen/Qwen3-Coder-30B-A3B-Instruct')
   assert.equal(sent.tools.length, 1)
 })
@@ -113,7 +114,7 @@ test('recipe 3: the OpenAI SDK on Claude and on Gemini', async () => {
     let text = ''
     for await (const part of stream) text += part.choices[0]?.delta.content ?? ''
     assert.equal(text, expectedContent(6), model)
-    assert.equal(upstream.requests.at(-1)?.headers[header], secret)
+    assert.equal(upstream.requests.filter((r) => r.method === 'POST').at(-1)?.headers[header], secret)
   }
 })
 

@@ -54,6 +54,8 @@ export class LlmContext {
   attempts = 0
   /** A stream cut after its first byte was finished by another attempt. */
   resumed = false
+  /** Continuations started for this request's stream (each after a cut past the first byte). */
+  resumes = 0
   /** performance.now() values; 0 = not yet. */
   upstreamHeadersAt = 0
   firstTokenAt = 0

@@ -13,6 +13,8 @@ interface ModelEntry {
   readonly estimated: CounterSeries
   readonly clientAborts: CounterSeries
   readonly failovers: CounterSeries
+  readonly resumesCompleted: CounterSeries
+  readonly resumesFailed: CounterSeries
   /** By upstream entry id (sparse). */
   readonly pairs: (PairEntry | undefined)[]
   /** By key entry id (sparse); only with perKeyLabels. */
@@ -78,6 +80,7 @@ export class LlmMetrics {
   private readonly estimated: CounterCollector
   private readonly clientAborts: CounterCollector
   private readonly failovers: CounterCollector
+  private readonly resumes: CounterCollector
   private readonly attempts: CounterCollector
   private readonly retries: CounterCollector
   private readonly rejections: CounterCollector
@@ -125,6 +128,11 @@ export class LlmMetrics {
       'Requests the client abandoned before the response ended.',
     )
     this.failovers = new CounterCollector(registry, `${p}failovers_total`, 'Requests answered by an attempt other than their first.')
+    this.resumes = new CounterCollector(
+      registry,
+      `${p}stream_resumes_total`,
+      'Streams cut after their first byte that a continuation took over, by outcome (completed: the client got the whole answer; failed: it ended with an error).',
+    )
     this.attempts = new CounterCollector(
       registry,
       `${p}upstream_attempts_total`,
@@ -141,6 +149,8 @@ export class LlmMetrics {
       estimated: this.estimated.series({ model }),
       clientAborts: this.clientAborts.series({ model }),
       failovers: this.failovers.series({ model }),
+      resumesCompleted: this.resumes.series({ model, outcome: 'completed' }),
+      resumesFailed: this.resumes.series({ model, outcome: 'failed' }),
       pairs: [],
       keys: [],
     }))
@@ -155,7 +165,8 @@ export class LlmMetrics {
     this.noKey = this.keys.entry(NONE_LABEL)
   }
 
-  recordUsage(record: UsageRecord): void {
+  /** `resumes`: the continuations the request's stream went through (request.llm.resumes). */
+  recordUsage(record: UsageRecord, resumes = 0): void {
     const model = this.models.get(record.model)
     const upstream = record.upstream === null ? this.noUpstream : this.upstreams.get(record.upstream)
     const pair = model.pairs[upstream.id] ?? this.newPair(model, upstream)
@@ -190,6 +201,7 @@ export class LlmMetrics {
     if (record.estimated) this.estimated.inc(model.estimated, 1)
     if (record.clientAborted) this.clientAborts.inc(model.clientAborts, 1)
     if (record.attempts > 1) this.failovers.inc(model.failovers, 1)
+    if (resumes > 0) this.resumes.inc(record.resumed ? model.resumesCompleted : model.resumesFailed, 1)
   }
 
   recordAttempt(attempt: Attempt): void {

@@ -56,7 +56,7 @@ const metricsPlugin: FastifyPluginAsync<Partial<MetricsOptions>> = async (fastif
   if (opts.routeMetrics) registerRouteMetrics(fastify, registry)
 
   const llm = new LlmMetrics(registry, opts, fastify.log)
-  fastify.llm.addHook('onUsage', (record) => llm.recordUsage(record))
+  fastify.llm.addHook('onUsage', (record, request) => llm.recordUsage(record, request.llm.resumes))
   fastify.llm.addHook('onAttempt', (attempt) => llm.recordAttempt(attempt))
   fastify.llm.addHook('onReject', (rejection) => llm.recordRejection(rejection))
 

@@ -14,6 +14,8 @@ export interface UpstreamSnapshotEntry {
   inFlight: number
   ewmaTtftMs: number | null
   ejections: number
+  /** Leases given while the upstream's pool was in panic mode (every upstream out of service). */
+  panicPicks?: number
 }
 /** `fastify.upstreams` */
 export interface UpstreamsSource {
@@ -129,6 +131,16 @@ export function registerUpstreamMetrics(registry: Registry, prefix: string, sour
     collect() {
       this.reset()
       for (const u of snapshot()) this.inc({ upstream: u.name }, count(u.ejections))
+    },
+  })
+  new Counter({
+    name: `${prefix}upstream_panic_picks_total`,
+    help: 'Requests sent to the upstream while its pool was in panic mode (every upstream out of service).',
+    labelNames: ['upstream'],
+    registers,
+    collect() {
+      this.reset()
+      for (const u of snapshot()) this.inc({ upstream: u.name }, count(u.panicPicks ?? 0))
     },
   })
   new Gauge({

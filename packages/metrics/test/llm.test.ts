@@ -54,6 +54,23 @@ test('usage records give exact request counts, duration and TTFT histograms, tok
   assert.equal(value(s, 'llmproxy_client_aborts_total', { model: 'qwen-7b' }), undefined)
 })
 
+test('streams taken over by a continuation count by outcome: completed when the record says resumed, failed otherwise', async (t) => {
+  const { app, emit, scrape } = await buildApp()
+  t.after(() => app.close())
+  await emit((req) => {
+    app.llm.emitUsage(usageRecord({ attempts: 2 }), req) // a failover before the first byte: no continuation
+    req.llm.resumes = 1
+    app.llm.emitUsage(usageRecord({ attempts: 2, resumed: true }), req)
+    app.llm.emitUsage(usageRecord({ attempts: 3, resumed: true }), req)
+    req.llm.resumes = 2
+    app.llm.emitUsage(usageRecord({ attempts: 3, resumed: false, error: { code: 'llmproxy_upstream_stream_cut', message: 'cut' } }), req)
+  })
+  const s = await scrape()
+  assert.equal(value(s, 'llmproxy_stream_resumes_total', { model: 'qwen-7b', outcome: 'completed' }), 2)
+  assert.equal(value(s, 'llmproxy_stream_resumes_total', { model: 'qwen-7b', outcome: 'failed' }), 1)
+  assert.equal(value(s, 'llmproxy_failovers_total', { model: 'qwen-7b' }), 4)
+})
+
 test('attempts count by result, failed (not client-aborted) attempts count as retries, rejections by reason', async (t) => {
   const { app, emit, scrape } = await buildApp()
   t.after(() => app.close())

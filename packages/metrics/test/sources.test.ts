@@ -49,7 +49,7 @@ function usageStats(overrides: Partial<UsageStats> = {}) {
 test('upstream gauges are read from fastify.upstreams.snapshot() at scrape time, once per scrape', async (t) => {
   let snapshot = [
     upstream('vllm-a', { state: 'healthy', inFlight: 3, ewmaTtftMs: 250, ejections: 2 }),
-    upstream('vllm-b', { state: 'half-open', inFlight: 0, ejections: 5 }),
+    upstream('vllm-b', { state: 'half-open', inFlight: 0, ejections: 5, panicPicks: 4 }),
     upstream('vllm-c', { state: 'ejected', inFlight: 1, ewmaTtftMs: 1500 }),
   ]
   let calls = 0
@@ -84,6 +84,8 @@ test('upstream gauges are read from fastify.upstreams.snapshot() at scrape time,
   assert.equal(value(s, 'llmproxy_upstream_in_flight', { upstream: 'vllm-c' }), 1)
   assert.equal(value(s, 'llmproxy_upstream_ejections_total', { upstream: 'vllm-a' }), 2)
   assert.equal(value(s, 'llmproxy_upstream_ejections_total', { upstream: 'vllm-b' }), 5)
+  assert.equal(value(s, 'llmproxy_upstream_panic_picks_total', { upstream: 'vllm-b' }), 4)
+  assert.equal(value(s, 'llmproxy_upstream_panic_picks_total', { upstream: 'vllm-a' }), 0)
   assert.equal(value(s, 'llmproxy_upstream_ttft_ewma_seconds', { upstream: 'vllm-a' }), 0.25)
   assert.equal(value(s, 'llmproxy_upstream_ttft_ewma_seconds', { upstream: 'vllm-c' }), 1.5)
   assert.equal(value(s, 'llmproxy_upstream_ttft_ewma_seconds', { upstream: 'vllm-b' }), undefined, 'no EWMA yet: no sample')

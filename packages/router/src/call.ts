@@ -244,6 +244,7 @@ export class ProxyCall implements CallHost {
     const mismatch = transform instanceof StreamConverter && transform.mismatch
     if (attempt.release(mismatch ? { ok: false, kind: 'aborted' } : { ok: false, kind: 'error', request: this }))
       this.reportAttempt(attempt, 'error', attempt.status)
+    this.ctx.resumes++
     if (this.continuation === null) this.continuation = new Continuation(error, text, events, this.encoder as StreamEncoder)
     else this.continuation.extend(text, events)
     this.continuation.waitWith(this.client)

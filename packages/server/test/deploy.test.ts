@@ -231,7 +231,11 @@ describe('deploy/kubernetes', () => {
   test('the container runs the image as built: entrypoint, user, port, config path', () => {
     assert.equal(container.command, undefined, `the image's entrypoint (${dockerfile.entrypoint.join(' ')}) starts the gateway`)
     assert.equal(container.args, undefined, 'the config path comes from $LLMPROXY_CONFIG')
-    assert.ok(dockerfile.entrypoint.at(-1)?.endsWith('cli.js'))
+    assert.deepEqual(
+      dockerfile.entrypoint,
+      ['node', '/app/llmproxy.cjs'],
+      'the image runs the bundle of the server CLI (scripts/bundle.mjs)',
+    )
     assert.deepEqual(
       container.ports?.map((p) => p.containerPort),
       [dockerfile.port],
@@ -599,7 +603,7 @@ describe('the gateway started from the ConfigMap, as the pod runs it', () => {
       LLMPROXY_CONFIG: file,
     }
     delete env.NODE_TEST_CONTEXT // the child is a server, not a test runner child
-    // The image's entrypoint, from source: `node packages/server/dist/cli.js`, no arguments.
+    // The image's entrypoint (the bundle of this CLI, `node /app/llmproxy.cjs`), from source, no arguments.
     gateway = spawn(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts'], {
       cwd: REPO,
       env,

@@ -173,7 +173,7 @@ describe('the reference server', () => {
     assert.ok(result.ms < 3000, `closed after ${result.ms} ms`)
   })
 
-  test('what Node or Fastify refuse before a route runs gets a catalogue error in the OpenAI shape', async () => {
+  test("what Node or Fastify refuse before a route runs gets a catalogue error in the route API's shape", async () => {
     const json = 'content-type: application/json; charset=utf-8'
     const cases: [string, string, number, string][] = [
       ['malformed', 'GARBAGE\r\n\r\n', 400, 'llmproxy_malformed_request'],
@@ -185,12 +185,6 @@ describe('the reference server', () => {
         'llmproxy_request_timeout',
       ],
       ['bad percent-encoding', 'GET /v1/chat/%E0%A4%A HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n', 400, 'llmproxy_invalid_url'],
-      [
-        'path parameter too long',
-        `POST /v1beta/models/${'y'.repeat(200)}:generateContent HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`,
-        414,
-        'llmproxy_url_too_long',
-      ],
     ]
     for (const [name, raw, status, code] of cases) {
       const response = await rawExchange(h.url, raw)
@@ -200,6 +194,16 @@ describe('the reference server', () => {
       assert.equal(body.error.code, code, name)
       assert.equal(body.error.type, 'invalid_request_error', name)
     }
+    // On a Gemini route, Gemini's shape: the HTTP status as `code`, the catalogue code as the ErrorInfo reason.
+    const tooLong = `POST /v1beta/models/${'y'.repeat(200)}:generateContent HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`
+    const response = await rawExchange(h.url, tooLong)
+    assert.match(response, /^HTTP\/1\.1 414 /)
+    const body = JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4)) as {
+      error: { code: number; status: string; details: { reason: string }[] }
+    }
+    assert.equal(body.error.code, 414)
+    assert.equal(body.error.status, 'INVALID_ARGUMENT')
+    assert.equal(body.error.details[0]?.reason, 'llmproxy_url_too_long')
   })
 
   test('idle keep-alive connections are closed', async () => {
