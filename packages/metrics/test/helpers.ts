@@ -1,4 +1,3 @@
-import type { UsageRecord } from '@llmproxy/core'
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import { llmMetrics, type MetricsOptions } from '../src/index.js'
 
@@ -34,31 +33,7 @@ export function series(samples: Sample[], name: string): Sample[] {
   return samples.filter((s) => s.name === name)
 }
 
-export function usageRecord(overrides: Partial<UsageRecord> = {}): UsageRecord {
-  return {
-    id: 'rec-1',
-    timestamp: '2025-01-01T00:00:00.000Z',
-    requestId: 'req-1',
-    keyId: 'team-a',
-    model: 'qwen-7b',
-    upstreamModel: 'Qwen/Qwen2.5-7B-Instruct',
-    upstream: 'vllm-a',
-    protocol: 'openai',
-    clientApi: 'openai',
-    stream: true,
-    status: 200,
-    promptTokens: 10,
-    completionTokens: 20,
-    totalTokens: 30,
-    estimated: false,
-    ttftMs: 150,
-    durationMs: 1000,
-    attempts: 1,
-    resumed: false,
-    clientAborted: false,
-    ...overrides,
-  }
-}
+export { usageRecord, usageStats } from '../../../test/support/usage.js'
 
 export interface TestApp {
   app: FastifyInstance

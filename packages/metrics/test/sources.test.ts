@@ -2,8 +2,8 @@ import { strict as assert } from 'node:assert'
 import { EventEmitter } from 'node:events'
 import { test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
-import type { UpstreamSnapshotEntry, UsageStats } from '../src/index.js'
-import { buildApp, series, value } from './helpers.js'
+import type { UpstreamSnapshotEntry } from '../src/index.js'
+import { buildApp, series, usageStats, value } from './helpers.js'
 
 /**
  * Decorator names as plain strings: the fakes implement only what this package reads, while the real
@@ -28,20 +28,6 @@ function upstream(name: string, overrides: Partial<UpstreamSnapshotEntry> = {}) 
     weight: 1,
     maxConcurrency: null,
     heldUntil: null,
-    ...overrides,
-  }
-}
-
-function usageStats(overrides: Partial<UsageStats> = {}) {
-  return {
-    queueDepth: 0,
-    spoolBytes: 0,
-    delivered: 0,
-    deliveryFailures: 0,
-    dropped: 0,
-    notSpooled: 0,
-    lastDeliveryAt: null,
-    lastError: null,
     ...overrides,
   }
 }

@@ -12,10 +12,11 @@ import { test } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { ConfigError, type UsageRecord } from '@llmproxy/core'
 import type { UpstreamSnapshot } from '@llmproxy/upstreams'
-import { usage } from '@llmproxy/usage'
+import { type UsageStats, usage } from '@llmproxy/usage'
 import Fastify, { type FastifyRequest } from 'fastify'
 import pino from 'pino'
 import { Counter, Gauge, Registry } from 'prom-client'
+import { usageRecord, usageStats } from '../../../test/support/usage.js'
 import { buildGateway, parseConfig } from '../src/index.js'
 import { aggregateMetrics, combineSnapshots, combineUsage, SupervisorMetrics } from '../src/workers/aggregate.js'
 import { deliverFormerSpools, formerWorkerSpools, workerSpoolDir } from '../src/workers/spools.js'
@@ -150,17 +151,7 @@ test('the upstream list of the whole gateway: counts summed, the state most work
 })
 
 test('the usage sink of the whole gateway: summed, the latest delivery, each worker listed; none without a sink', () => {
-  const stats = (fields: Partial<Parameters<typeof combineUsage>[0][number]['value']>) => ({
-    queueDepth: 1,
-    spoolBytes: 10,
-    delivered: 5,
-    deliveryFailures: 0,
-    dropped: 0,
-    notSpooled: 0,
-    lastDeliveryAt: null,
-    lastError: null,
-    ...fields,
-  })
+  const stats = (fields: Partial<UsageStats>) => usageStats({ queueDepth: 1, spoolBytes: 10, delivered: 5, ...fields })
   const combined = combineUsage([
     { worker: 1, value: stats({ lastDeliveryAt: '2026-01-01T00:00:02.000Z' }) },
     { worker: 2, value: stats({ delivered: 7, lastDeliveryAt: '2026-01-01T00:00:01.000Z', lastError: 'HTTP 503' }) },
@@ -234,7 +225,7 @@ test("the spools of former workers are delivered, then removed; the current work
       const app = Fastify({ loggerInstance: log })
       await app.register(usage, { ...usageConfig, spoolDir: workerSpoolDir(dir, id), shutdownFlushMs: 0 })
       await app.ready()
-      for (let i = 0; i < 3; i++) app.llm.emitUsage(record(`w${id}-${i}`), { log } as unknown as FastifyRequest)
+      for (let i = 0; i < 3; i++) app.llm.emitUsage(usageRecord({ id: `w${id}-${i}` }), { log } as unknown as FastifyRequest)
       await app.close()
     }
     assert.deepEqual(formerWorkerSpools(dir, 2), [join(dir, 'worker-3')])
@@ -259,28 +250,3 @@ test("the spools of former workers are delivered, then removed; the current work
     rmSync(dir, { recursive: true, force: true })
   }
 })
-
-function record(id: string): UsageRecord {
-  return {
-    id,
-    timestamp: new Date().toISOString(),
-    requestId: `request-${id}`,
-    keyId: null,
-    model: 'm',
-    upstreamModel: 'm',
-    upstream: 'a',
-    protocol: 'openai',
-    clientApi: 'openai',
-    stream: false,
-    status: 200,
-    promptTokens: 1,
-    completionTokens: 1,
-    totalTokens: 2,
-    estimated: false,
-    ttftMs: 1,
-    durationMs: 1,
-    attempts: 1,
-    resumed: false,
-    clientAborted: false,
-  }
-}

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert'
 import { test } from 'node:test'
 import { Value } from '@llmproxy/core/typebox'
 import { type DeliveryEvent, verifySignature, WebhookPayloadSchema } from '../src/index.js'
-import { buildApp, closedPort, emit, makeRecord, spoolDirs, startReceiver, waitFor } from './helpers.js'
+import { buildApp, closedPort, emit, spoolDirs, startReceiver, usageRecord, waitFor } from './helpers.js'
 
 const spoolDir = spoolDirs()
 
@@ -13,7 +13,7 @@ test('batches by size: full batches go at once, the rest waits for maxWaitMs (or
     await app.close()
     await receiver.close()
   })
-  const records = Array.from({ length: 25 }, () => makeRecord())
+  const records = Array.from({ length: 25 }, () => usageRecord())
   for (const r of records) emit(app, r)
   await waitFor(() => receiver.deliveries.length >= 2, 15_000, 'two full batches')
   await new Promise((resolve) => setTimeout(resolve, 300))
@@ -44,7 +44,7 @@ test('batches by time: a partial batch is sent maxWaitMs after its first record'
     await receiver.close()
   })
   const started = performance.now()
-  for (let i = 0; i < 3; i++) emit(app, makeRecord())
+  for (let i = 0; i < 3; i++) emit(app, usageRecord())
   await waitFor(() => receiver.deliveries.length === 1, 15_000, 'the timed batch')
   assert.ok(performance.now() - started >= 350, 'not before maxWaitMs')
   assert.equal(receiver.deliveries[0]?.ids.length, 3)
@@ -61,9 +61,9 @@ test('each delivery is signed, typed, and its payload matches WebhookPayloadSche
     await app.close()
     await receiver.close()
   })
-  const record = makeRecord({ cachedTokens: 3, metadata: { team: 'x' }, error: { code: 'c', message: 'm' } })
+  const record = usageRecord({ cachedTokens: 3, metadata: { team: 'x' }, error: { code: 'c', message: 'm' } })
   emit(app, record)
-  emit(app, makeRecord())
+  emit(app, usageRecord())
   await waitFor(() => receiver.ids.size === 2)
   const d = receiver.deliveries[0]
   assert.ok(d)
@@ -92,7 +92,7 @@ test('a failed delivery is retried with the same delivery id and body; stats and
     await app.close()
     await receiver.close()
   })
-  const records = Array.from({ length: 5 }, () => makeRecord())
+  const records = Array.from({ length: 5 }, () => usageRecord())
   for (const r of records) emit(app, r)
   await waitFor(() => receiver.ids.size === 5)
   const [first, second] = receiver.deliveries
@@ -141,7 +141,7 @@ test('a webhook that does not answer times out and the batch is retried', async 
     await app.close()
     await receiver.close()
   })
-  emit(app, makeRecord())
+  emit(app, usageRecord())
   await waitFor(() => receiver.ids.size === 1)
   assert.equal(events[0]?.ok, false)
   assert.match(String(events[0]?.error), /timed out/)
@@ -161,7 +161,7 @@ test('receiver down (connection refused) until the backoff is at its cap, then b
     await app.close()
     await receiver?.close()
   })
-  const records = Array.from({ length: 50 }, () => makeRecord())
+  const records = Array.from({ length: 50 }, () => usageRecord())
   for (const r of records) emit(app, r)
   // Backoff ceilings 50, 100, 200, 400, 800, then retry.maxMs: the 7th failure comes after a wait at the cap.
   await waitFor(() => app.usage.stats().deliveryFailures >= 7, 30_000, 'seven failed attempts')
@@ -193,7 +193,7 @@ test('1,000 records through a flaky receiver: exactly 1,000 distinct ids after d
   })
   const ids = new Set<string>()
   for (let i = 0; i < 1000; i++) {
-    const r = makeRecord()
+    const r = usageRecord()
     ids.add(r.id)
     emit(app, r)
   }

@@ -10,10 +10,10 @@ import {
   closedPort,
   emit,
   endOfTurn,
-  makeRecord,
   segmentFiles,
   spoolDirs,
   startReceiver,
+  usageRecord,
   waitFor,
 } from './helpers.js'
 
@@ -31,7 +31,7 @@ test('restart: records left undelivered at close are delivered by the next app o
     retry: { baseMs: 10, maxMs: 50 },
     shutdownFlushMs: 200,
   })
-  const records = Array.from({ length: 25 }, () => makeRecord())
+  const records = Array.from({ length: 25 }, () => usageRecord())
   for (const r of records) emit(first, r)
   await waitFor(() => receiver.deliveries.length >= 2, 15_000, 'failed attempts')
   await first.close()
@@ -61,7 +61,7 @@ test('graceful close delivers what is pending within shutdownFlushMs', async (t)
   const receiver = await startReceiver()
   t.after(() => receiver.close())
   const app = await buildApp({ webhook: { url: receiver.url }, spoolDir: dir, batch: { maxRecords: 100, maxWaitMs: 60_000 } })
-  for (let i = 0; i < 7; i++) emit(app, makeRecord())
+  for (let i = 0; i < 7; i++) emit(app, usageRecord())
   assert.equal(receiver.deliveries.length, 0)
   await app.close()
   assert.equal(receiver.ids.size, 7)
@@ -84,8 +84,8 @@ test('fully delivered segments are deleted; the cursor moves across rotated segm
     spool: { segmentBytes: 2000 },
   })
   t.after(() => app.close())
-  const line = Buffer.byteLength(`${JSON.stringify(makeRecord())}\n`)
-  for (let i = 0; i < 20; i++) emit(app, makeRecord())
+  const line = Buffer.byteLength(`${JSON.stringify(usageRecord())}\n`)
+  for (let i = 0; i < 20; i++) emit(app, usageRecord())
   await endOfTurn()
   const files = segmentFiles(dir)
   assert.ok(files.length >= 3, `rotated at segmentBytes (${files.length} segments)`)
@@ -114,7 +114,7 @@ test('records this process appended are delivered from memory, across rotations;
     shutdownFlushMs: 0,
   }
   const first = await buildApp(options)
-  const records = Array.from({ length: 20 }, () => makeRecord())
+  const records = Array.from({ length: 20 }, () => usageRecord())
   for (const r of records.slice(0, 10)) emit(first, r)
   await endOfTurn()
   // The files hold the records; overwritten on disk, they are still delivered as they were emitted.
@@ -144,8 +144,8 @@ test('records this process appended are delivered from memory, across rotations;
 
 test('a torn last line (crash mid-write) and a corrupt line are skipped; the rest is delivered', async (t) => {
   const dir = spoolDir()
-  const good = Array.from({ length: 3 }, () => makeRecord())
-  const torn = JSON.stringify(makeRecord()).slice(0, 40)
+  const good = Array.from({ length: 3 }, () => usageRecord())
+  const torn = JSON.stringify(usageRecord()).slice(0, 40)
   const content = `${JSON.stringify(good[0])}\n{"not":"a record"}\n${JSON.stringify(good[1])}\n${JSON.stringify(good[2])}\n${torn}`
   fs.writeFileSync(path.join(dir, '0000000000000001.jsonl'), content)
   const receiver = await startReceiver()
@@ -154,7 +154,7 @@ test('a torn last line (crash mid-write) and a corrupt line are skipped; the res
   const app = await buildApp({ webhook: { url: receiver.url }, spoolDir: dir, batch: { maxRecords: 10, maxWaitMs: 10 } }, logs)
   t.after(() => app.close())
   assert.equal(app.usage.stats().queueDepth, 4, 'complete lines only')
-  const fresh = makeRecord()
+  const fresh = usageRecord()
   emit(app, fresh)
   await waitFor(() => receiver.ids.size === 4, 15_000, 'good records')
   assert.deepEqual([...receiver.ids], [...good.map((r) => r.id), fresh.id])
@@ -168,7 +168,7 @@ test('a torn last line (crash mid-write) and a corrupt line are skipped; the res
 
 test('replay starts at the persisted cursor', async (t) => {
   const dir = spoolDir()
-  const records = Array.from({ length: 4 }, () => makeRecord())
+  const records = Array.from({ length: 4 }, () => usageRecord())
   const lines = records.map((r) => `${JSON.stringify(r)}\n`)
   fs.writeFileSync(path.join(dir, '0000000000000005.jsonl'), lines.join(''))
   fs.writeFileSync(path.join(dir, '0000000000000004.jsonl'), lines.join(''))
@@ -266,7 +266,7 @@ test("every fsync policy ('always', 'interval', 'never') spools, rotates and rep
     const port = await closedPort()
     const spool = { fsync, fsyncIntervalMs: 5, segmentBytes: 1500 }
     const down = await buildApp({ webhook: { url: `http://127.0.0.1:${port}/usage` }, spoolDir: dir, spool, shutdownFlushMs: 0 })
-    const records = Array.from({ length: 12 }, () => makeRecord())
+    const records = Array.from({ length: 12 }, () => usageRecord())
     for (const r of records) emit(down, r)
     await new Promise((resolve) => setTimeout(resolve, 30))
     await down.close()

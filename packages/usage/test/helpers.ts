@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto'
 import * as fs from 'node:fs'
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -11,35 +10,7 @@ import { eventually } from '@llmproxy/mock-upstream'
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import { type UsageOptionsInput, usage } from '../src/index.js'
 
-let counter = 0
-
-/** A valid usage record; ids are unique unless given. */
-export function makeRecord(overrides: Partial<UsageRecord> = {}): UsageRecord {
-  counter++
-  return {
-    id: randomUUID(),
-    timestamp: new Date().toISOString(),
-    requestId: `req-${counter}`,
-    keyId: 'team-a',
-    model: 'qwen-7b',
-    upstreamModel: 'Qwen/Qwen2.5-7B-Instruct',
-    upstream: 'vllm-a',
-    protocol: 'openai',
-    clientApi: 'openai',
-    stream: true,
-    status: 200,
-    promptTokens: 10,
-    completionTokens: 20,
-    totalTokens: 30,
-    estimated: false,
-    ttftMs: 12.5,
-    durationMs: 100,
-    attempts: 1,
-    resumed: false,
-    clientAborted: false,
-    ...overrides,
-  }
-}
+export { usageRecord, usageStats } from '../../../test/support/usage.js'
 
 /** Emits through core exactly as the router does (listeners here ignore the request). */
 export function emit(app: FastifyInstance, record: UsageRecord): void {

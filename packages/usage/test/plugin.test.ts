@@ -9,10 +9,11 @@ import {
   closedPort,
   emit,
   endOfTurn,
-  makeRecord,
   segmentFiles,
   spoolDirs,
   startReceiver,
+  usageRecord,
+  usageStats,
   waitFor,
 } from './helpers.js'
 
@@ -27,20 +28,11 @@ test('without a webhook, records only go to listeners; stats are zero and flush 
   app.usage.onUsage((record) => {
     seen.push(record.id)
   })
-  const r = makeRecord()
+  const r = usageRecord()
   emit(app, r)
   assert.deepEqual(seen, [r.id])
   await app.usage.flush()
-  assert.deepEqual(app.usage.stats(), {
-    queueDepth: 0,
-    spoolBytes: 0,
-    delivered: 0,
-    deliveryFailures: 0,
-    dropped: 0,
-    notSpooled: 0,
-    lastDeliveryAt: null,
-    lastError: null,
-  })
+  assert.deepEqual(app.usage.stats(), usageStats())
 })
 
 test('onUsage rejects a non-function with a TypeError', async (t) => {
@@ -94,7 +86,7 @@ test('throwing and slow listeners affect neither the other listeners, nor the sp
   })
   app.get('/chat', async (request) => {
     request.llm.model = 'qwen-7b'
-    app.llm.emitUsage(makeRecord({ requestId: request.id }), request)
+    app.llm.emitUsage(usageRecord({ requestId: request.id }), request)
     return { ok: true }
   })
   t.after(async () => {
@@ -117,7 +109,7 @@ test('throwing and slow listeners affect neither the other listeners, nor the sp
 test("spool full with 'stop-spooling': new records are not spooled, listeners still get them, one loud log", async (t) => {
   const port = await closedPort()
   const dir = spoolDir()
-  const sample = makeRecord()
+  const sample = usageRecord()
   const logs = captureLogs()
   const app = await buildApp(
     {
@@ -136,7 +128,7 @@ test("spool full with 'stop-spooling': new records are not spooled, listeners st
   app.usage.onUsage((r) => {
     seen.push(r.id)
   })
-  for (let i = 0; i < 10; i++) emit(app, makeRecord({ requestId: sample.requestId }))
+  for (let i = 0; i < 10; i++) emit(app, usageRecord({ requestId: sample.requestId }))
   assert.equal(app.usage.stats().queueDepth, 10, 'emitted records count as queued at once')
   await endOfTurn()
   const stats = app.usage.stats()
@@ -157,7 +149,7 @@ test("spool full with 'stop-spooling': new records are not spooled, listeners st
 test("spool full with 'drop-oldest': the oldest segments go, the newest records are delivered", async (t) => {
   const port = await closedPort()
   const dir = spoolDir()
-  const sample = makeRecord()
+  const sample = usageRecord()
   const line = lineBytes(sample)
   const app = await buildApp({
     webhook: { url: `http://127.0.0.1:${port}/usage` },
@@ -173,7 +165,7 @@ test("spool full with 'drop-oldest': the oldest segments go, the newest records 
     await app.close()
     await receiver?.close()
   })
-  const records = Array.from({ length: 20 }, () => makeRecord({ requestId: sample.requestId }))
+  const records = Array.from({ length: 20 }, () => usageRecord({ requestId: sample.requestId }))
   for (const r of records) emit(app, r)
   await endOfTurn()
   const stats = app.usage.stats()
@@ -207,7 +199,7 @@ test('stats() reports spooled, delivered and failed counts as they change', asyn
     await app.close()
     await receiver.close()
   })
-  const records = Array.from({ length: 4 }, () => makeRecord())
+  const records = Array.from({ length: 4 }, () => usageRecord())
   for (const r of records) emit(app, r)
   const bytes = records.reduce((n, r) => n + lineBytes(r), 0)
   assert.equal(app.usage.stats().queueDepth, 4)
