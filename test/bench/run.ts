@@ -4,7 +4,7 @@
 // Prometheus metrics, the usage webhook with its spool). Prints ratios to the bare proxy; the figures that separate
 // proxies on a small machine are the added TTFT and the proxy's own CPU time per request.
 // LLMPROXY_BENCH_SMOKE=1 runs tiny counts (CI checks the harness, not the numbers); LLMPROXY_BENCH_RECORD=1
-// writes the results into docs/benchmarks.md. LLMPROXY_BENCH_ONLY=ttft,cpu,streams,cold runs some of the scenarios.
+// writes the results into docs/benchmarks.md. LLMPROXY_BENCH_ONLY=ttft,cpu,convert,streams,cold runs some of the scenarios.
 // The gateway runs as users run it (`pnpm start`, the Dockerfile: build/llmproxy.cjs, see scripts/bundle.mjs) and the
 // mock from its build; `pnpm bench` builds both first.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
@@ -16,9 +16,11 @@ import { Pool, request } from 'undici'
 import { BENCH_API_KEY, BENCH_HEADERS, chatBody, firstChunkMs, median, percentile } from './requests.js'
 
 const SMOKE = process.env.LLMPROXY_BENCH_SMOKE === '1'
+/** Tokens of the streamed answers of the CPU scenarios (same-format and converted). */
+const STREAM_TOKENS = 64
 // While working on one scenario; README.md is then left alone.
 const ONLY = process.env.LLMPROXY_BENCH_ONLY?.split(',') ?? null
-const runs = (scenario: 'ttft' | 'cpu' | 'streams' | 'cold') => ONLY === null || ONLY.includes(scenario)
+const runs = (scenario: 'ttft' | 'cpu' | 'convert' | 'streams' | 'cold') => ONLY === null || ONLY.includes(scenario)
 const root = new URL('../..', import.meta.url).pathname
 const CLK_TCK = 100
 // The machine's cores, not this process's share: once pinned below, it may run on one core only.
@@ -232,11 +234,25 @@ async function main() {
       /listening (http:\/\/\S+)/,
     )
     procs.push(receiver.child)
+    // An Anthropic upstream for the converted-stream scenario (OpenAI client → Anthropic wire): 64 tokens an answer.
+    const claude = await start(
+      'anthropic mock',
+      [...pin('1'), 'node', 'packages/mock-upstream/dist/cli.js', '--port', '0', '--tokens', String(STREAM_TOKENS)],
+      {},
+      /listening on (http:\/\/\S+)/,
+    )
+    procs.push(claude.child)
 
     const base = {
       server: { host: '127.0.0.1', port: 0, logLevel: 'warn' },
-      upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }],
-      models: [{ name: 'bench', upstreams: ['mock'] }],
+      upstreams: [
+        { name: 'mock', url: mock.url, protocol: 'openai' },
+        { name: 'claude', url: claude.url, protocol: 'anthropic', apiKey: 'sk-bench-anthropic' },
+      ],
+      models: [
+        { name: 'bench', upstreams: ['mock'] },
+        { name: 'bench-claude', upstreams: ['claude'], upstreamModel: 'mock-model' },
+      ],
       healthChecks: { enabled: false },
     }
     // Limits far above what the benchmark sends: every request is counted and reserved, none refused.
@@ -447,11 +463,49 @@ http {
     }
     if (runs('cpu')) {
       await throughput('Unary, concurrency 32', n(5_000, 20), 32, chatBody(false, { tokens: 16, gapMs: 0 }))
-      await throughput('Streams of 64 tokens, concurrency 64', n(1_500, 10), 64, chatBody(true, { tokens: 64, gapMs: 0 }))
+      await throughput('Streams of 64 tokens, concurrency 64', n(1_500, 10), 64, chatBody(true, { tokens: STREAM_TOKENS, gapMs: 0 }))
+    }
+
+    if (runs('convert')) {
+      // 4. A converted stream (OpenAI client, Anthropic upstream: every event decoded and re-encoded) against the
+      // same-format stream, on the same gateway process, the two loads alternating by round; CPU per request of each.
+      const same = chatBody(true, { tokens: STREAM_TOKENS, gapMs: 0 })
+      const converted = JSON.stringify({
+        model: 'bench-claude',
+        stream: true,
+        max_tokens: 1024,
+        messages: [{ role: 'user', content: 'Benchmark me.' }],
+      })
+      const total = n(1_500, 10)
+      print(`\n### Converted streams: OpenAI client on an Anthropic upstream, ${STREAM_TOKENS} tokens, concurrency 64`)
+      print('| gateway | same-format CPU ms/req | converted CPU ms/req | converted vs same-format | added per event, µs | errors |')
+      print('|---|---|---|---|---|---|')
+      for (const proxy of ['gateway', 'full'] as const) {
+        const target = targetOf(0, proxy)
+        const pid = pidOf(0, proxy)
+        const cpu = { same: [] as number[], converted: [] as number[] }
+        const ratios: number[] = []
+        let errors = 0
+        await load(target, n(total, 5), 64, converted)
+        for (let round = 0; round < (SMOKE ? 1 : 8); round++) {
+          const order = round % 2 === 0 ? (['same', 'converted'] as const) : (['converted', 'same'] as const)
+          for (const kind of order) {
+            const cpu0 = cpuSeconds(pid)
+            const result = await load(target, total, 64, kind === 'same' ? same : converted)
+            errors += result.errors
+            cpu[kind].push(((cpuSeconds(pid) - cpu0) * 1000) / total)
+          }
+          ratios.push((cpu.converted[round] as number) / (cpu.same[round] as number))
+        }
+        const perEventUs = ((median(cpu.converted) - median(cpu.same)) * 1000) / STREAM_TOKENS
+        print(
+          `| ${LABEL[proxy]} | ${median(cpu.same).toFixed(3)} | ${median(cpu.converted).toFixed(3)} | **${median(ratios).toFixed(2)}** (${range(ratios)}) | ${perEventUs.toFixed(2)} | ${errors} |`,
+        )
+      }
     }
 
     if (runs('streams')) {
-      // 4. Many concurrent streams on one core: started evenly over a few seconds, each lasting longer than the
+      // 5. Many concurrent streams on one core: started evenly over a few seconds, each lasting longer than the
       // ramp, so all are open at once at the end of it. Peak RSS: each process's high-water mark (VmHWM), after
       // the same history for every proxy.
       const count = n(9000, 50)
@@ -482,7 +536,7 @@ http {
     // Requests the cold all-features processes metered (their records are delivered when they stop).
     let coldMetered = 0
     if (runs('cold')) {
-      // 5. Cold start: a fresh process, from spawn to its first answered request (three starts, the median), its
+      // 6. Cold start: a fresh process, from spawn to its first answered request (three starts, the median), its
       // memory then, and the TTFT of its first 1,000 requests (one at a time) against the same 1,000 on the warm
       // process of the same proxy, one after the other.
       const starts = n(3, 1)

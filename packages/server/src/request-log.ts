@@ -18,6 +18,7 @@ export function requestLogging(app: FastifyInstance): void {
         upstreamModel: record.upstreamModel,
         stream: record.stream,
         attempts: record.attempts,
+        resumed: record.resumed,
         ttftMs: record.ttftMs,
         durationMs: record.durationMs,
         promptTokens: record.promptTokens,

@@ -56,6 +56,8 @@ describe('the reference server', () => {
     assert.equal(typeof line.ttftMs, 'number')
     assert.equal(typeof line.durationMs, 'number')
     assert.equal(line.completionTokens, 5)
+    assert.equal(line.attempts, 1)
+    assert.equal(line.resumed, false)
     assert.equal(typeof line.reqId, 'string')
     assert.ok(!h.logText().includes('sk-client-secret-value'))
     assert.ok(!h.logText().includes('sk-upstream-secret-value'))
