@@ -21,12 +21,18 @@ export class ByteNeedle {
   private readonly probe: number
   private readonly probeAt: number
 
-  constructor(text: string) {
+  /**
+   * `probe`: the byte of the needle to look for, when the caller knows the text searched better than the rarity
+   * table (an OpenAI chunk has a dozen `c`s before its `"delta":{"content":"`, and three `{`).
+   */
+  constructor(text: string, probe?: string) {
     this.bytes = Buffer.from(text)
     this.length = this.bytes.length
     if (this.length === 0) throw new TypeError('ByteNeedle: empty needle')
-    let probeAt = 0
-    for (let i = 1; i < this.length; i++) {
+    let probeAt = probe === undefined ? 0 : text.lastIndexOf(probe)
+    if (probeAt === -1 || (probe !== undefined && probe.length !== 1))
+      throw new TypeError(`ByteNeedle: probe ${probe} is not one byte of ${text}`)
+    for (let i = 1; probe === undefined && i < this.length; i++) {
       if (rarity(this.bytes[i] as number) > rarity(this.bytes[probeAt] as number)) probeAt = i
     }
     this.probeAt = probeAt

@@ -17,7 +17,10 @@ function rng(seed: number): () => number {
   }
 }
 
-type Event = { kind: 'usage'; record: UsageRecord } | { kind: 'attempt'; attempt: Attempt } | { kind: 'reject'; rejection: Rejection }
+type Event =
+  | { kind: 'usage'; record: UsageRecord; resumes: number }
+  | { kind: 'attempt'; attempt: Attempt }
+  | { kind: 'reject'; rejection: Rejection }
 
 /** A mixed stream of usage records, attempts and rejections, including label values named `other` / `none`. */
 function events(count: number, seed: number): Event[] {
@@ -47,7 +50,9 @@ function events(count: number, seed: number): Event[] {
           estimated: next() < 0.1,
           clientAborted: next() < 0.05,
           attempts: next() < 0.15 ? 2 + Math.floor(next() * 2) : next() < 0.05 ? 0 : 1,
+          resumed: next() < 0.1,
         }),
+        resumes: next() < 0.15 ? 1 + Math.floor(next() * 2) : 0,
       })
     } else if (r < 0.9) {
       out.push({
@@ -70,8 +75,8 @@ async function compare(options: Partial<MetricsOptions>, seed: number): Promise<
   const reference = new ReferenceLlmMetrics(ref, opts)
   for (const e of events(3000, seed)) {
     if (e.kind === 'usage') {
-      fast.recordUsage(e.record)
-      reference.recordUsage(e.record)
+      fast.recordUsage(e.record, e.resumes)
+      reference.recordUsage(e.record, e.resumes)
     } else if (e.kind === 'attempt') {
       fast.recordAttempt(e.attempt)
       reference.recordAttempt(e.attempt)

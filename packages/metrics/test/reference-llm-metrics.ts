@@ -37,6 +37,7 @@ export class ReferenceLlmMetrics {
   private readonly estimated: Counter<'model'>
   private readonly clientAborts: Counter<'model'>
   private readonly failovers: Counter<'model'>
+  private readonly resumes: Counter<'model' | 'outcome'>
   private readonly attempts: Counter<'upstream' | 'result'>
   private readonly retries: Counter<'upstream'>
   private readonly rejections: Counter<'reason'>
@@ -100,6 +101,12 @@ export class ReferenceLlmMetrics {
       labelNames: ['model'],
       registers,
     })
+    this.resumes = new Counter({
+      name: `${p}stream_resumes_total`,
+      help: 'Streams cut after their first byte that a continuation took over, by outcome (completed: the client got the whole answer; failed: it ended with an error).',
+      labelNames: ['model', 'outcome'],
+      registers,
+    })
     this.attempts = new Counter({
       name: `${p}upstream_attempts_total`,
       help: 'Upstream attempts, by result (ok = committed to the client).',
@@ -120,7 +127,7 @@ export class ReferenceLlmMetrics {
     })
   }
 
-  recordUsage(record: UsageRecord): void {
+  recordUsage(record: UsageRecord, resumes = 0): void {
     const model = this.models.get(record.model)
     const upstream = record.upstream === null ? NONE_LABEL : this.upstreams.get(record.upstream)
     const series = { model, upstream, status: statusLabel(record.status) }
@@ -135,6 +142,7 @@ export class ReferenceLlmMetrics {
     if (record.estimated) this.estimated.inc(byModel)
     if (record.clientAborted) this.clientAborts.inc(byModel)
     if (record.attempts > 1) this.failovers.inc(byModel)
+    if (resumes > 0) this.resumes.inc({ model, outcome: record.resumed ? 'completed' : 'failed' })
   }
 
   recordAttempt(attempt: Attempt): void {

@@ -38,7 +38,7 @@ const TEXT_KEY: Record<ApiFamily, ByteNeedle> = {
 }
 const ANTHROPIC_TEXT = new ByteNeedle('"text"')
 /** An OpenAI delta whose first key is its content: with the object closing right after the string, a plain text delta. */
-const TEXT_DELTA = new ByteNeedle('"delta":{"content":"')
+const TEXT_DELTA = new ByteNeedle('"delta":{"content":"', '{')
 const CLOSE_BRACE = 0x7d
 const BLOCK_START = new ByteNeedle('"content_block_start"')
 const BLOCK_STOP = new ByteNeedle('"content_block_stop"')
@@ -47,16 +47,19 @@ const BLOCK_STOP = new ByteNeedle('"content_block_stop"')
  * Beside a same-format stream (nothing else parses it), keeps what a continuation would need: the answer text, by
  * finding each event's text value with byte searches (no JSON parsing per event), and where the stream stands.
  * Anything but text (tool calls, reasoning) makes the stream not continuable, and the tap stops. The first event is
- * parsed once, for the id and model the client saw. Memory: the text, capped.
+ * parsed when a continuation asks, for the id and model the client saw. Memory: the text, capped.
  */
 export class ResumeTap {
   /** The stream so far is plain text, within the cap: a continuation can take over from it. */
   continuable = true
   private readonly family: ApiFamily
-  private readonly parts: string[] = []
+  /** The escaped bytes of the text values, in a buffer that doubles as it fills (up to MAX_TEXT_BYTES). */
+  private text: Buffer | null = null
   private bytes = 0
   private events = 0
   private first = true
+  /** The first event's JSON, parsed only when a continuation needs its id and model (most streams are never cut). */
+  private head: string | null = null
   private id: string | undefined
   private model: string | undefined
   private created: number | undefined
@@ -96,15 +99,20 @@ export class ResumeTap {
   point(): ResumePoint | null {
     if (!this.continuable) return null
     let text = ''
-    if (this.parts.length > 0) {
+    if (this.text !== null && this.bytes > 0) {
       try {
-        text = JSON.parse(`"${Buffer.from(this.parts.join(''), 'latin1').toString('utf8')}"`) as string
+        text = JSON.parse(`"${this.text.toString('utf8', 0, this.bytes)}"`) as string
       } catch {
         // Text that is not a valid JSON string (a raw control character, a bad escape): nothing to continue from.
         return null
       }
     }
     if (this.first) return { text, events: 0, id: undefined, model: undefined, resume: undefined }
+    if (this.head !== null) {
+      this.readHead(this.head)
+      this.head = null
+      if (!this.continuable) return null
+    }
     const resume: EncoderResume = {}
     if (this.created !== undefined) resume.created = this.created
     if (this.blockIndex >= 0) resume.block = { index: this.blockIndex, type: 'text', open: this.blockOpen }
@@ -114,7 +122,7 @@ export class ResumeTap {
   private line(data: Buffer, start: number, end: number): void {
     if (this.first) {
       this.first = false
-      this.readHead(data.toString('utf8', start, end))
+      this.head = data.toString('utf8', start, end)
     }
     // Most lines are plain text deltas, recognised by their shape without looking for anything else in them.
     if (this.family === 'openai') {
@@ -164,20 +172,30 @@ export class ResumeTap {
     return stringValueAfterKey(data, at, end)
   }
 
-  /** Keeps the escaped bytes [from, to) of a text value: as latin1, byte for byte (decoded once, if ever needed). */
+  /** Keeps the escaped bytes [from, to) of a text value, byte for byte (decoded once, if ever needed). */
   private keep(data: Buffer, from: number, to: number): void {
-    if (to > from) {
-      this.bytes += to - from
-      if (this.bytes > MAX_TEXT_BYTES) {
+    const length = to - from
+    if (length > 0) {
+      const total = this.bytes + length
+      if (total > MAX_TEXT_BYTES) {
         this.continuable = false
+        this.text = null
         return
       }
-      this.parts.push(data.toString('latin1', from, to))
+      let text = this.text
+      if (text === null || total > text.length) {
+        // Outside Buffer's shared pool: a stream's text must not keep a pool slab alive.
+        const grown = Buffer.allocUnsafeSlow(Math.min(MAX_TEXT_BYTES, Math.max(256, total * 2)))
+        if (text !== null) text.copy(grown, 0, 0, this.bytes)
+        this.text = text = grown
+      }
+      data.copy(text, this.bytes, from, to)
+      this.bytes = total
     }
     this.events++
   }
 
-  /** The first event: the id, model and creation time the client saw (one parse per stream). */
+  /** The first event: the id, model and creation time the client saw (parsed once, when a continuation asks). */
   private readHead(json: string): void {
     try {
       const event = JSON.parse(json) as {

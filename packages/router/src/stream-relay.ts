@@ -129,7 +129,10 @@ export class StreamRelay {
   private endAtTerminator(): void {
     this.ended = true
     this.clearTimer()
+    // The rest of the upstream's body is read and dropped: without a 'data' listener the body would stop flowing, its
+    // end would never come, and every stream would wait out the grace timer (holding its objects for a second).
     this.body.removeAllListeners('data')
+    this.body.on('data', noop)
     this.attempt.settle()
     this.call.onStreamEnd(this.attempt, null)
     this.timer = setTimeout(releaseUpstream, TERMINATOR_GRACE_MS, this)
