@@ -18,8 +18,11 @@ function rarity(byte: number): number {
 export class ByteNeedle {
   readonly bytes: Buffer
   readonly length: number
-  private readonly probe: number
-  private readonly probeAt: number
+  /** The byte looked for, and its offset in the needle (needles sharing both can share one search: `sharesProbe`). */
+  readonly probe: number
+  readonly probeAt: number
+  /** Per byte value, 1 when the needle holds it (a table lookup instead of a call per chunk in `carriedPrefix`). */
+  private readonly holds = new Uint8Array(256)
 
   /**
    * `probe`: the byte of the needle to look for, when the caller knows the text searched better than the rarity
@@ -37,6 +40,12 @@ export class ByteNeedle {
     }
     this.probeAt = probeAt
     this.probe = this.bytes[probeAt] as number
+    for (const byte of this.bytes) this.holds[byte] = 1
+  }
+
+  /** Whether `other` is looked for by the same byte at the same offset: a hit of one is a candidate for both. */
+  sharesProbe(other: ByteNeedle): boolean {
+    return this.probe === other.probe && this.probeAt === other.probeAt
   }
 
   /** The first index of the needle in `chunk` at or after `from` (and ending by `to`), or -1. */
@@ -81,7 +90,7 @@ export class ByteNeedle {
   carriedPrefix(chunk: Buffer, matched = 0): number {
     const length = chunk.length
     // Usually the chunk's last byte (a newline) is in no needle: nothing to carry.
-    if (length === 0 || this.bytes.indexOf(chunk[length - 1] as number) === -1) return 0
+    if (length === 0 || this.holds[chunk[length - 1] as number] === 0) return 0
     const total = matched + length
     const at = (v: number) => (v < matched ? this.bytes[v] : chunk[v - matched])
     for (let n = Math.min(this.length - 1, total); n > 0; n--) {

@@ -203,10 +203,13 @@ class NeedleSearch {
   private readonly needles: readonly ByteNeedle[]
   /** Per needle, the bytes of it matched at the end of the chunks so far. */
   private readonly partials: number[]
+  /** All needles are looked for by the same byte at the same offset (`"finish_reason":"` and `"finish_reason": "`): one search serves them all. */
+  private readonly oneProbe: boolean
 
   constructor(needles: readonly ByteNeedle[]) {
     this.needles = needles
     this.partials = new Array<number>(needles.length).fill(0)
+    this.oneProbe = needles.length > 1 && needles.every((needle) => needle.sharesProbe(needles[0] as ByteNeedle))
   }
 
   /**
@@ -217,16 +220,37 @@ class NeedleSearch {
     const needles = this.needles
     const partials = this.partials
     for (let i = 0; i < needles.length; i++) {
-      const needle = needles[i] as ByteNeedle
       const carried = partials[i] as number
       if (carried > 0) {
+        const needle = needles[i] as ByteNeedle
         const after = needle.completeIn(chunk, carried)
         if (after !== -1 && (accept === undefined || accept(chunk, after))) return true
       }
+    }
+    if (this.oneProbe ? this.sharedHit(chunk, accept) : this.eachHit(chunk, accept)) return true
+    for (let i = 0; i < needles.length; i++) partials[i] = (needles[i] as ByteNeedle).carriedPrefix(chunk, partials[i])
+    return false
+  }
+
+  private eachHit(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): boolean {
+    for (const needle of this.needles) {
       for (let at = needle.indexIn(chunk); at !== -1; at = needle.indexIn(chunk, at + 1)) {
         if (accept === undefined || accept(chunk, at + needle.length)) return true
       }
-      partials[i] = needle.carriedPrefix(chunk, carried)
+    }
+    return false
+  }
+
+  /** One pass over the shared probe byte's hits, each tried against every needle. */
+  private sharedHit(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): boolean {
+    const needles = this.needles
+    const first = needles[0] as ByteNeedle
+    for (let hit = chunk.indexOf(first.probe, first.probeAt); hit !== -1; hit = chunk.indexOf(first.probe, hit + 1)) {
+      const start = hit - first.probeAt
+      for (let i = 0; i < needles.length; i++) {
+        const needle = needles[i] as ByteNeedle
+        if (needle.isAt(chunk, start) && (accept === undefined || accept(chunk, start + needle.length))) return true
+      }
     }
     return false
   }
