@@ -97,7 +97,7 @@ export class ProxyCall implements CallHost {
         break
       case 'queue':
         this.queueAbort ??= new AbortController()
-        this.planner.route.pool.acquire(this.planner.tried, this.queueAbort.signal).then(
+        this.planner.route.pool.acquire(this.planner.tried, this.queueAbort.signal, this.planner.route.upstreamModel).then(
           (lease: Lease | null) => this.run(this.planner.afterQueue(lease)),
           (err: unknown) => this.fail(err as LlmProxyError),
         )
@@ -166,6 +166,9 @@ export class ProxyCall implements CallHost {
     const result: AttemptResult = { ok: false, kind, request: this }
     if (status !== undefined) result.status = status
     if (retryAfter !== undefined) result.retryAfterMs = retryAfter
+    // A 429 holds the upstream back for this upstream model only (the planner still points at the attempt's route):
+    // a fallback model on the same upstream may answer.
+    if (status === 429) result.model = this.planner.route.upstreamModel
     if (attempt.release(result)) this.reportAttempt(attempt, kind === 'connect' ? 'connect_error' : kind, status)
     if (this.finished) return
     const planner = this.planner

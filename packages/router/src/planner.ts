@@ -103,7 +103,7 @@ export class AttemptPlanner {
       return this.fail(this.lastError ?? errors.upstreamUnavailable(`No upstream could answer for model "${this.model}".`))
     // One attempt per untried fallback is kept in reserve: the requested model has the rest.
     if (this.sparing() && this.attempts > 0 && this.attempts + this.fallbacksLeft() >= this.retry.attempts) return this.nextFallback()
-    const lease = this.route.pool.tryAcquire(this.tried)
+    const lease = this.route.pool.tryAcquire(this.tried, this.route.upstreamModel)
     if (lease === 'busy') return QUEUE
     return lease === null ? this.advance() : this.started(lease)
   }
@@ -204,7 +204,7 @@ export class AttemptPlanner {
     const now = this.clock.now()
     let delay: number
     if (this.attemptsThisRound === 0) {
-      const holdEnds = this.primary.pool.holdEnds()
+      const holdEnds = this.primary.pool.holdEnds(undefined, this.primary.upstreamModel)
       if (holdEnds === 0) return NOTHING_TO_WAIT_FOR
       delay = Math.max(0, holdEnds - this.clock.wall()) + HOLD_SLACK_MS
     } else {

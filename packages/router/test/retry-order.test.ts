@@ -76,6 +76,43 @@ describe('one upstream per model, one fallback model (retry.attempts 3)', () => 
   })
 })
 
+describe('a fallback model on the same upstream (a hosted API that limits each model on its own)', () => {
+  let c: Cluster
+  before(async () => {
+    c = await startCluster({
+      mocks: { api: {} },
+      models: [
+        { name: 'big', upstreams: ['api'], upstreamModel: 'big-model', fallbacks: ['small'] },
+        { name: 'small', upstreams: ['api'], upstreamModel: 'small-model' },
+      ],
+      router: { retry: { attempts: 3, backoffMs: 50, maxRetryAfterMs: 5000 } },
+    })
+  })
+  after(() => c.close())
+
+  test('a persistent 429 on the model asked for: the fallback model answers from the same upstream', async () => {
+    c.reset()
+    const api = c.mock('api')
+    api.program((req) => ((req.body as { model?: string }).model === 'big-model' ? { status: 429 } : undefined))
+    const res = await send(c.url, chatBody('big'))
+    assert.equal(res.status, 200, res.text)
+    assert.equal(readAnswer(res).model, 'small-model')
+    const asked = generations(api).map((r) => (r.body as { model: string }).model)
+    assert.deepEqual(asked, ['big-model', 'big-model', 'small-model'])
+    // The hold is the model's: a request for the fallback model itself is not held back by it.
+    const direct = await send(c.url, chatBody('small'))
+    assert.equal(direct.status, 200, direct.text)
+    assert.ok(direct.ms < 500, `the other model waited ${Math.round(direct.ms)} ms`)
+  })
+
+  test('both models limited: the client gets the 429 (nowhere left)', async () => {
+    c.reset()
+    c.mock('api').program(() => ({ status: 429, retryAfter: 30 }))
+    const res = await send(c.url, chatBody('big'))
+    assert.equal(res.status, 429, res.text)
+  })
+})
+
 describe('never more than 4 attempts on one upstream within 3 s', () => {
   test('a single-upstream model, six attempts allowed, every one a 500', async () => {
     const c = await startCluster({

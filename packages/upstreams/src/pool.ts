@@ -20,22 +20,24 @@ export interface Pool {
    * another upstream of the pool is in service). In panic mode, a lease on the least recently failed upstream
    * that is out, not excluded, not held and below maxConcurrency ('busy' when they are all at it).
    */
-  tryAcquire(exclude?: ReadonlySet<string>): Lease | 'busy' | null
+  tryAcquire(exclude?: ReadonlySet<string>, model?: string): Lease | 'busy' | null
   /**
    * When nothing is available only because upstreams answered 429 and are held back until their
    * Retry-After: the epoch ms at which the first of them (not in `exclude`) is free again; else 0.
+   * `model` (here and in the acquires): the upstream model asked for; holds of other models do not count.
    */
-  holdEnds(exclude?: ReadonlySet<string>): number
+  holdEnds(exclude?: ReadonlySet<string>, model?: string): number
   /**
    * Like tryAcquire, but when busy waits in the queue for a slot. Rejects with an LlmProxyError 503
    * `llmproxy_upstreams_busy` when the queue is full or `queue.timeoutMs` passes, and with `signal.reason`
    * when `signal` aborts (the request leaves the queue). Resolves null when nothing is available any more.
    */
-  acquire(exclude?: ReadonlySet<string>, signal?: AbortSignal): Promise<Lease | null>
+  acquire(exclude?: ReadonlySet<string>, signal?: AbortSignal, model?: string): Promise<Lease | null>
 }
 
 interface Waiter {
   exclude: ReadonlySet<string> | undefined
+  model: string | undefined
   resolve: (lease: Lease | null) => void
   reject: (err: unknown) => void
   timer: NodeJS.Timeout
@@ -95,16 +97,18 @@ export class PoolImpl implements Pool, PoolLink {
     return this.panicking
   }
 
-  holdEnds(exclude?: ReadonlySet<string>): number {
+  holdEnds(exclude?: ReadonlySet<string>, model?: string): number {
+    const now = Date.now()
     let first = 0
     for (const upstream of this.members) {
       if (exclude?.has(upstream.name) || upstream.state === 'draining' || upstream.state === 'unhealthy') continue
-      if (upstream.heldUntil !== 0 && (first === 0 || upstream.heldUntil < first)) first = upstream.heldUntil
+      const end = upstream.holdEnd(model, now)
+      if (end !== 0 && (first === 0 || end < first)) first = end
     }
     return first
   }
 
-  tryAcquire(exclude?: ReadonlySet<string>): Lease | 'busy' | null {
+  tryAcquire(exclude?: ReadonlySet<string>, model?: string): Lease | 'busy' | null {
     // A 'state' listener or a custom strategy may call back in: it then gets its own array.
     const nested = this.picking
     const candidates = nested ? [] : this.candidates
@@ -116,11 +120,11 @@ export class PoolImpl implements Pool, PoolLink {
       let available = false
       for (let i = 0; i < members.length; i++) {
         const upstream = members[i] as UpstreamNode
-        if (exclude?.has(upstream.name) || !upstream.available(now)) continue
+        if (exclude?.has(upstream.name) || !upstream.available(now) || upstream.heldFor(model, now)) continue
         available = true
         if (upstream.maxConcurrency === null || upstream.inFlight < upstream.maxConcurrency) candidates.push(upstream)
       }
-      if (!available) return this.panicPick(now, exclude)
+      if (!available) return this.panicPick(now, exclude, model)
       // An upstream is in service: whatever the pool was in, it is not in panic now.
       if (this.panicking) this.setPanic(false)
       if (candidates.length === 0) return 'busy'
@@ -137,9 +141,9 @@ export class PoolImpl implements Pool, PoolLink {
     }
   }
 
-  acquire(exclude?: ReadonlySet<string>, signal?: AbortSignal): Promise<Lease | null> {
+  acquire(exclude?: ReadonlySet<string>, signal?: AbortSignal, model?: string): Promise<Lease | null> {
     if (signal?.aborted) return Promise.reject(signal.reason)
-    const first = this.tryAcquire(exclude)
+    const first = this.tryAcquire(exclude, model)
     if (first !== 'busy') return Promise.resolve(first)
     const { maxWaiting, timeoutMs } = this.queueOptions
     if (this.queue.length >= maxWaiting) {
@@ -150,6 +154,7 @@ export class PoolImpl implements Pool, PoolLink {
     return new Promise<Lease | null>((resolve, reject) => {
       const waiter: Waiter = {
         exclude,
+        model,
         resolve,
         reject,
         timer: setTimeout(() => this.expire(waiter), timeoutMs),
@@ -175,7 +180,7 @@ export class PoolImpl implements Pool, PoolLink {
       let i = 0
       while (i < queue.length) {
         const waiter = queue[i] as Waiter
-        const result = this.tryAcquire(waiter.exclude)
+        const result = this.tryAcquire(waiter.exclude, waiter.model)
         if (result === 'busy') {
           // A waiter that excludes nothing could take any slot: the ones behind it can't do better.
           if (waiter.exclude === undefined || waiter.exclude.size === 0) break
@@ -204,7 +209,7 @@ export class PoolImpl implements Pool, PoolLink {
   }
 
   /** Nothing not excluded is available: in panic mode, the least recently failed upstream that is out. */
-  private panicPick(now: number, exclude: ReadonlySet<string> | undefined): Lease | 'busy' | null {
+  private panicPick(now: number, exclude: ReadonlySet<string> | undefined, model: string | undefined): Lease | 'busy' | null {
     const scope = this.panicScope(now)
     this.setPanic(scope !== 'none')
     if (scope === 'none') return null
@@ -216,7 +221,7 @@ export class PoolImpl implements Pool, PoolLink {
       const state = upstream.state
       if (state === 'draining' || (state === 'unhealthy') !== (scope === 'unhealthy')) continue
       // A 429 hold is respected even in panic: the upstream said when to come back.
-      if (exclude?.has(upstream.name) || now < upstream.heldUntil) continue
+      if (exclude?.has(upstream.name) || upstream.heldFor(model, now)) continue
       if (upstream.maxConcurrency !== null && upstream.inFlight >= upstream.maxConcurrency) full = true
       else if (best === null || upstream.lastFailure < best.lastFailure) best = upstream
     }

@@ -45,6 +45,12 @@ export interface AttemptResult {
   /** From a 429's Retry-After, in ms (default 1000). */
   retryAfterMs?: number
   /**
+   * The model the request asked the upstream for: a 429 then holds the upstream back for that model only (a hosted
+   * API limits each model on its own; a fallback model on the same upstream may still answer). Without it, a 429
+   * holds the whole upstream.
+   */
+  model?: string
+  /**
    * The request the attempt belongs to: any object that stands for it (the router passes its per-request
    * call), compared by identity and held weakly. Passive health counts one failure per request per upstream:
    * a request that fails on the same upstream again (a retry after a backoff) adds nothing to the count.
@@ -106,6 +112,8 @@ export interface PoolLink {
 /** Weight of a new TTFT sample below the current EWMA (a sample above it is taken at once: peak-EWMA). */
 const EWMA_DECAY = 0.3
 const DEFAULT_RETRY_AFTER_MS = 1000
+/** The key of a 429 hold that applies to every model of the upstream (a 429 reported without its model). */
+const WHOLE_UPSTREAM = ''
 const ERROR_WINDOW_S = 60
 
 class UpstreamLease implements Lease {
@@ -146,7 +154,10 @@ export class UpstreamNode implements Upstream {
   consecutiveFailures = 0
   lastError: string | null = null
   /** Epoch ms; 0 = not held. */
+  /** The latest 429 hold on any model (the snapshot's `heldUntil`); picking asks `heldFor`. */
   heldUntil = 0
+  /** 429 holds by upstream model (WHOLE_UPSTREAM: every model), epoch ms; null when none. */
+  private holds: Map<string, number> | null = null
   /** Epoch ms the current ejection ends. */
   ejectedUntil = 0
   /** Number in the registry's failure sequence of the last failed attempt here (orders panic picks); 0 = none. */
@@ -202,11 +213,30 @@ export class UpstreamNode implements Upstream {
       default:
         return false
     }
-    if (this.heldUntil !== 0) {
-      if (now < this.heldUntil) return false
-      this.heldUntil = 0
-    }
     return true
+  }
+
+  /** Whether a 429 holds the upstream back for `model` (undefined: any request) now. Passed holds are forgotten. */
+  heldFor(model: string | undefined, now: number): boolean {
+    const holds = this.holds
+    if (holds === null) return false
+    return this.holdActive(holds, WHOLE_UPSTREAM, now) || (model !== undefined && this.holdActive(holds, model, now))
+  }
+
+  /** When the hold on `model` (and on the whole upstream) ends, epoch ms; 0 when not held. */
+  holdEnd(model: string | undefined, now: number): number {
+    if (!this.heldFor(model, now)) return 0
+    const holds = this.holds as Map<string, number>
+    return Math.max(holds.get(WHOLE_UPSTREAM) ?? 0, model === undefined ? 0 : (holds.get(model) ?? 0))
+  }
+
+  private holdActive(holds: Map<string, number>, key: string, now: number): boolean {
+    const until = holds.get(key)
+    if (until === undefined) return false
+    if (now < until) return true
+    holds.delete(key)
+    if (holds.size === 0) this.holds = null
+    return false
   }
 
   /**
@@ -252,7 +282,13 @@ export class UpstreamNode implements Upstream {
         const status = result.status
         if (status === undefined || status >= 500) this.failed(status === undefined ? 'error' : `status ${status}`, trial, result.request)
         else {
-          if (status === 429) this.heldUntil = Date.now() + (result.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS)
+          if (status === 429) {
+            const until = Date.now() + (result.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS)
+            const key = result.model ?? WHOLE_UPSTREAM
+            this.holds ??= new Map()
+            if (until > (this.holds.get(key) ?? 0)) this.holds.set(key, until)
+            if (until > this.heldUntil) this.heldUntil = until
+          }
           // It answered: alive, whatever it thought of the request.
           if (trial && this.state === 'half-open') this.recover('trial request answered')
           else if (lease.panic) this.recoverFromPanic('answered a request in panic mode')
@@ -358,6 +394,7 @@ export class UpstreamNode implements Upstream {
     this.checkFailures = 0
     this.trialLease = null
     this.heldUntil = 0
+    this.holds = null
     this.setState('healthy', 'enabled by an admin')
   }
 

@@ -229,6 +229,21 @@ describe('passive health', () => {
     assert.equal(transitions.length, 0)
   })
 
+  test('a 429 reported with its model holds the upstream back for that model only', () => {
+    const { registry, solo } = setup()
+    lease(solo).release({ ok: false, kind: 'status', status: 429, retryAfterMs: 2000, model: 'big' })
+    assert.equal(solo.tryAcquire(undefined, 'big'), null)
+    assert.equal(solo.holdEnds(undefined, 'big'), T0 + 2000)
+    const other = solo.tryAcquire(undefined, 'small')
+    assert.ok(other !== null && other !== 'busy', 'another model of the same upstream is not held')
+    other.release({ ok: true })
+    assert.equal(solo.holdEnds(undefined, 'small'), 0)
+    assert.equal(registry.snapshot()[0]?.heldUntil, T0 + 2000)
+    mock.timers.tick(2000)
+    assert.equal(pickName(solo), 'a')
+    assert.ok(solo.tryAcquire(undefined, 'big') !== null)
+  })
+
   test('release is idempotent', () => {
     const { registry, solo } = setup({ failuresToEject: 2 })
     const l = lease(solo)
