@@ -153,9 +153,6 @@ export class UpstreamNode implements Upstream {
   ejections = 0
   consecutiveFailures = 0
   lastError: string | null = null
-  /** Epoch ms; 0 = not held. */
-  /** The latest 429 hold on any model (the snapshot's `heldUntil`); picking asks `heldFor`. */
-  heldUntil = 0
   /** 429 holds by upstream model (WHOLE_UPSTREAM: every model), epoch ms; null when none. */
   private holds: Map<string, number> | null = null
   /** Epoch ms the current ejection ends. */
@@ -230,6 +227,13 @@ export class UpstreamNode implements Upstream {
     return Math.max(holds.get(WHOLE_UPSTREAM) ?? 0, model === undefined ? 0 : (holds.get(model) ?? 0))
   }
 
+  /** The end of the latest 429 hold still running, on any model (the snapshot's `heldUntil`); null when none. */
+  private latestHold(now: number): number | null {
+    let latest = 0
+    for (const until of this.holds?.values() ?? []) if (until > now && until > latest) latest = until
+    return latest === 0 ? null : latest
+  }
+
   private holdActive(holds: Map<string, number>, key: string, now: number): boolean {
     const until = holds.get(key)
     if (until === undefined) return false
@@ -287,7 +291,6 @@ export class UpstreamNode implements Upstream {
             const key = result.model ?? WHOLE_UPSTREAM
             this.holds ??= new Map()
             if (until > (this.holds.get(key) ?? 0)) this.holds.set(key, until)
-            if (until > this.heldUntil) this.heldUntil = until
           }
           // It answered: alive, whatever it thought of the request.
           if (trial && this.state === 'half-open') this.recover('trial request answered')
@@ -393,7 +396,6 @@ export class UpstreamNode implements Upstream {
     this.ejectionStreak = 0
     this.checkFailures = 0
     this.trialLease = null
-    this.heldUntil = 0
     this.holds = null
     this.setState('healthy', 'enabled by an admin')
   }
@@ -418,7 +420,7 @@ export class UpstreamNode implements Upstream {
       lastError: this.lastError,
       weight: this.weight,
       maxConcurrency: this.maxConcurrency,
-      heldUntil: this.heldUntil > now ? this.heldUntil : null,
+      heldUntil: this.latestHold(now),
       panicPicks: this.panicPicks,
     }
   }
