@@ -4,7 +4,7 @@
 // turn of its event loop; the ones that need an answer wait for the primary's batch back); the primary applies them
 // one at a time on one MemoryStore, which makes each check-and-add atomic across workers.
 import type { FastifyBaseLogger } from 'fastify'
-import { type RequestCount, type RequestCounter, RequestWindows } from './request-windows.js'
+import { type RequestCount, type RequestCounter, RequestWindows, requestCount } from './request-windows.js'
 import { QuotaStateFile } from './state-file.js'
 import { type CheckResult, type LocalStore, MemoryStore } from './store.js'
 
@@ -170,7 +170,7 @@ class PrimaryWindows implements RequestCounter {
 
   async hit(subject: string, max: number): Promise<RequestCount> {
     const [count, ttl] = await this.client.call(HIT, this.prefix + subject, this.windowMs)
-    return { max, remaining: Math.max(0, max - count), ttl, exceeded: count > max }
+    return requestCount(max, count, ttl)
   }
 }
 

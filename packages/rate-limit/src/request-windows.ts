@@ -10,6 +10,11 @@ export interface RequestCount {
   exceeded: boolean
 }
 
+/** The state after the `count`th request of a window that ends in `ttl` ms. */
+export function requestCount(max: number, count: number, ttl: number): RequestCount {
+  return { max, remaining: Math.max(0, max - count), ttl, exceeded: count > max }
+}
+
 /** Counts requests against a limit: in this process, or (in a gateway worker) at the primary, for every worker. */
 export interface RequestCounter {
   hit(subject: string, max: number, now: number): RequestCount | Promise<RequestCount>
@@ -48,6 +53,6 @@ export class RequestWindows implements RequestCounter {
       this.windows.set(subject, window)
     }
     const count = ++window.count
-    return { max, remaining: Math.max(0, max - count), ttl: window.startedAt + this.windowMs - now, exceeded: count > max }
+    return requestCount(max, count, window.startedAt + this.windowMs - now)
   }
 }
