@@ -8,6 +8,7 @@ import { buildGateway, parseConfig } from '@llmproxy/server'
 import type { FastifyInstance } from 'fastify'
 import OpenAI from 'openai'
 import { pollUntil } from './http-helpers.js'
+import { metricValue } from './usage-helpers.js'
 
 let a: MockUpstream
 let b: MockUpstream
@@ -41,11 +42,9 @@ after(async () => {
   await Promise.all([a?.close(), b?.close()])
 })
 
-/** The value of one sample of /metrics (0 when absent). */
+/** The value of one series of /metrics (0 when absent). */
 async function metric(name: string, labels: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`))
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1))
+  return metricValue(await (await fetch(`${url}/metrics`)).text(), name, labels) || 0
 }
 
 async function streamText(client: OpenAI): Promise<string> {

@@ -185,9 +185,10 @@ function ephemeralRange(): [number, number] {
   return [32768, 60999]
 }
 
-/** The value of an unlabelled metric in a Prometheus text exposition (NaN when absent). */
-export function metricValue(text: string, name: string): number {
-  const found = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)
+/** The value of a metric in a Prometheus text exposition (NaN when absent); `labels` as exposed, e.g. `model="m"`. */
+export function metricValue(text: string, name: string, labels?: string): number {
+  const series = labels === undefined ? name : `${name}{${labels}}`
+  const found = new RegExp(`^${series.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} (\\S+)$`, 'm').exec(text)
   return found?.[1] === undefined ? Number.NaN : Number(found[1])
 }
 
