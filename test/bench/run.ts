@@ -13,7 +13,19 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Pool, request } from 'undici'
-import { BENCH_API_KEY, BENCH_HEADERS, chatBody, firstChunkMs, median, percentile } from './requests.js'
+import {
+  BENCH_API_KEY,
+  BENCH_HEADERS,
+  chatBody,
+  cpuSeconds,
+  firstChunkMs,
+  load,
+  median,
+  type Proc,
+  percentile,
+  type RunResult,
+  start,
+} from './requests.js'
 
 const SMOKE = process.env.LLMPROXY_BENCH_SMOKE === '1'
 /** Tokens of the streamed answers of the CPU scenarios (same-format and converted). */
@@ -22,7 +34,6 @@ const STREAM_TOKENS = 64
 const ONLY = process.env.LLMPROXY_BENCH_ONLY?.split(',') ?? null
 const runs = (scenario: 'ttft' | 'cpu' | 'convert' | 'streams' | 'cold') => ONLY === null || ONLY.includes(scenario)
 const root = new URL('../..', import.meta.url).pathname
-const CLK_TCK = 100
 // The machine's cores, not this process's share: once pinned below, it may run on one core only.
 const cores = (await import('node:os')).cpus().length
 // Proxies on core 0, mock + webhook receiver + load generator (this process) on core 1, where possible.
@@ -57,33 +68,6 @@ function byName<T>(names: readonly string[], make: () => T): Record<string, T> {
   return Object.fromEntries(names.map((name) => [name, make()]))
 }
 
-interface Proc {
-  child: ChildProcess
-  url: string
-}
-
-function start(label: string, command: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<Proc> {
-  return new Promise((resolve, reject) => {
-    const [bin, ...args] = command as [string, ...string[]]
-    const child = spawn(bin, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    const onData = (data: Buffer) => {
-      out += data.toString()
-      const match = ready.exec(out)
-      if (match) {
-        child.stdout?.off('data', onData)
-        child.stderr?.off('data', onData)
-        child.stdout?.resume()
-        child.stderr?.resume()
-        resolve({ child, url: match[1] as string })
-      }
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', onData)
-    child.once('exit', (code) => reject(new Error(`${label} exited (${code}) before it was ready:\n${out}`)))
-  })
-}
-
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer()
@@ -110,68 +94,13 @@ async function firstAnswer(url: string, since: number): Promise<number> {
   }
 }
 
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
-}
-
 function statusMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
   const match = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return match ? Number(match[1]) / 1024 : Number.NaN
 }
 
-interface RunResult {
-  ttfts: number[]
-  errors: number
-  requests: number
-  seconds: number
-  /** What the errors were: HTTP statuses and error codes, with their counts. */
-  kinds?: Map<string, number>
-}
-
 function countKind(kinds: Map<string, number>, kind: string): void {
   kinds.set(kind, (kinds.get(kind) ?? 0) + 1)
-}
-
-/**
- * `total` requests, `concurrency` at a time, and none started after `until` (a performance.now() time);
- * TTFT = first body chunk after the request was sent.
- */
-async function load(
-  target: string,
-  total: number,
-  concurrency: number,
-  body: string,
-  until = Number.POSITIVE_INFINITY,
-): Promise<RunResult> {
-  const pool = new Pool(target, { connections: concurrency, pipelining: 1, keepAliveTimeout: 60_000 })
-  const ttfts: number[] = []
-  let errors = 0
-  let next = 0
-  const started = performance.now()
-  const worker = async () => {
-    while (next < total && performance.now() < until) {
-      next++
-      const t0 = performance.now()
-      try {
-        const res = await pool.request({ method: 'POST', path: '/v1/chat/completions', headers: BENCH_HEADERS, body })
-        let first = true
-        for await (const _chunk of res.body) {
-          if (first) {
-            ttfts.push(performance.now() - t0)
-            first = false
-          }
-        }
-        if (res.statusCode !== 200) errors++
-      } catch {
-        errors++
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, worker))
-  const seconds = (performance.now() - started) / 1000
-  await pool.close()
-  return { ttfts, errors, requests: next, seconds }
 }
 
 /** `count` streams started evenly over `rampMs`, each on its own connection, all read to the end. */

@@ -1,0 +1,93 @@
+// Dev helper: CPU per request of two builds of the gateway (and the bare proxy) in alternating rounds, against one
+// mock, pinned like `pnpm bench` (proxies on core 0; mock and this load generator on core 1, when taskset exists).
+// Each checkout needs `pnpm build` (its packages/*/dist). Minimal config (router, upstreams, metrics).
+//   node --import tsx test/bench/ab-builds.ts <checkout A> <checkout B> [rounds]
+// e.g. before/after a change: `git worktree add /tmp/before <commit>`, build both, then compare.
+import { spawn, spawnSync } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { cpuSeconds, load, median, type Proc, start } from './requests.js'
+
+const [dirA, dirB, roundsArg] = process.argv.slice(2)
+if (dirA === undefined || dirB === undefined) {
+  console.error('usage: ab-builds.ts <checkout A> <checkout B> [rounds]')
+  process.exit(2)
+}
+const ROUNDS = Number(roundsArg ?? 8)
+const pin = spawnSync('taskset', ['-V']).status === 0 ? (core: string) => ['taskset', '-c', core] : () => []
+const procs: Proc['child'][] = []
+process.on('exit', () => {
+  for (const child of procs) child.kill()
+})
+
+const tmp = mkdtempSync(join(tmpdir(), 'llmproxy-ab-'))
+const mock = await start(
+  'mock',
+  [...pin('1'), 'node', 'packages/mock-upstream/dist/cli.js', '--port', '0'],
+  {},
+  /listening on (http:\/\/\S+)/,
+)
+procs.push(mock.child)
+const config = join(tmp, 'config.json')
+writeFileSync(
+  config,
+  JSON.stringify({
+    server: { host: '127.0.0.1', port: 0, logLevel: 'warn' },
+    upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }],
+    models: [{ name: 'bench', upstreams: ['mock'] }],
+    healthChecks: { enabled: false },
+  }),
+)
+type Name = 'bare' | 'A' | 'B'
+const names: Name[] = ['bare', 'A', 'B']
+const bare = await start(
+  'bare proxy',
+  [...pin('0'), 'node', 'test/bench/bare-proxy.mjs'],
+  { BENCH_UPSTREAM: mock.url },
+  /listening (http:\/\/\S+)/,
+)
+procs.push(bare.child)
+const targets: Record<Name, string> = { bare: bare.url, A: '', B: '' }
+const pids: Record<Name, number> = { bare: bare.child.pid as number, A: 0, B: 0 }
+for (const [name, dir] of [
+  ['A', resolve(dirA)],
+  ['B', resolve(dirB)],
+] as const) {
+  // The CLI logs at warn: readiness is its first answer (the warm-up below waits for it).
+  const port = 47_000 + Math.floor(Math.random() * 2000)
+  const [bin, ...args] = [...pin('0'), 'node', join(dir, 'packages/server/dist/cli.js'), '--config', config, '--port', String(port)]
+  const child = spawn(bin as string, args, { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] })
+  procs.push(child)
+  targets[name] = `http://127.0.0.1:${port}`
+  pids[name] = child.pid as number // taskset execs node: the same pid
+}
+await new Promise((r) => setTimeout(r, 2000))
+
+const body = (stream: boolean, tokens: number) =>
+  JSON.stringify({ model: 'bench', stream, messages: [{ role: 'user', content: 'Benchmark me.' }], mock: { tokens, gapMs: 0 } })
+for (const name of names) await load(targets[name], 3000, 8, body(true, 8))
+const scenarios: [string, number, number, string][] = [
+  ['unary, concurrency 32', 5000, 32, body(false, 16)],
+  ['64-token streams, concurrency 64', 1500, 64, body(true, 64)],
+]
+for (const [title, total, concurrency, payload] of scenarios) {
+  for (const name of names) await load(targets[name], total, concurrency, payload)
+  const cpu: Record<Name, number[]> = { bare: [], A: [], B: [] }
+  let errors = 0
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < names.length; i++) {
+      const name = names[(round + i) % names.length] as Name
+      const before = cpuSeconds(pids[name])
+      errors += (await load(targets[name], total, concurrency, payload)).errors
+      cpu[name].push(((cpuSeconds(pids[name]) - before) * 1000) / total)
+    }
+  }
+  const ratio = (name: Name) => cpu[name].map((value, i) => value / (cpu.bare[i] as number))
+  const show = (values: number[]) => `${median(values).toFixed(2)} (${Math.min(...values).toFixed(2)}–${Math.max(...values).toFixed(2)})`
+  console.log(
+    `${title}: CPU ms/req bare ${median(cpu.bare).toFixed(3)}, A ${median(cpu.A).toFixed(3)}, B ${median(cpu.B).toFixed(3)}; ` +
+      `vs bare A ${show(ratio('A'))}, B ${show(ratio('B'))}; B/A per round ${show(cpu.B.map((value, i) => value / (cpu.A[i] as number)))}; errors ${errors}`,
+  )
+}
+process.exit(0)
