@@ -1,13 +1,17 @@
 // Dev helper: CPU per request of two builds of the gateway (and the bare proxy) in alternating rounds, against one
 // mock, pinned like `pnpm bench` (proxies on core 0; mock and this load generator on core 1, when taskset exists).
-// Each checkout needs `pnpm build` (its packages/*/dist). Minimal config (router, upstreams, metrics).
-//   node --import tsx test/bench/ab-builds.ts <checkout A> <checkout B> [rounds]
-// e.g. before/after a change: `git worktree add /tmp/before <commit>`, build both, then compare.
+// Each checkout needs `pnpm build` (its packages/*/dist). Minimal config (router, upstreams, metrics), plus the
+// features named after `@` (comma-separated: auth, limit, usage, usage-nosync (no fsync), usage-hold (spooled, not
+// delivered during the run); `full` = auth,limit,usage), so one
+// build can also be compared with itself feature by feature.
+//   node --import tsx test/bench/ab-builds.ts <checkout A>[@features] <checkout B>[@features] [rounds]
+// e.g. before/after a change: `git worktree add /tmp/before <commit>`, build both, then compare;
+// or the cost of the usage webhook: `ab-builds.ts . .@usage`.
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { cpuSeconds, load, median, type Proc, start } from './requests.js'
+import { BENCH_API_KEY, cpuSeconds, load, median, type Proc, start } from './requests.js'
 
 const [dirA, dirB, roundsArg] = process.argv.slice(2)
 if (dirA === undefined || dirB === undefined) {
@@ -29,16 +33,34 @@ const mock = await start(
   /listening on (http:\/\/\S+)/,
 )
 procs.push(mock.child)
-const config = join(tmp, 'config.json')
-writeFileSync(
-  config,
-  JSON.stringify({
-    server: { host: '127.0.0.1', port: 0, logLevel: 'warn' },
-    upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }],
-    models: [{ name: 'bench', upstreams: ['mock'] }],
-    healthChecks: { enabled: false },
-  }),
-)
+const receiver = await start('webhook receiver', [...pin('1'), 'node', 'test/bench/webhook-receiver.mjs'], {}, /listening (http:\/\/\S+)/)
+procs.push(receiver.child)
+/** Writes the config of one side: the minimal one plus the named features (as `pnpm bench`'s all-features one). */
+function configFor(side: string, features: string[]): string {
+  const names = new Set(features.flatMap((name) => (name === 'full' ? ['auth', 'limit', 'usage'] : [name])))
+  const usage = (fsync: string) => ({
+    webhook: { url: `${receiver.url}/usage`, secret: 'bench-webhook-secret' },
+    spoolDir: join(tmp, `spool-${side}`),
+    spool: { fsync },
+  })
+  const limit = { rpm: 100_000_000, tpm: 1_000_000_000 }
+  const file = join(tmp, `config-${side}.json`)
+  writeFileSync(
+    file,
+    JSON.stringify({
+      server: { host: '127.0.0.1', port: 0, logLevel: 'warn' },
+      upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }],
+      models: [{ name: 'bench', upstreams: ['mock'] }],
+      healthChecks: { enabled: false },
+      ...(names.has('auth') && { auth: { keys: [{ id: 'bench', key: BENCH_API_KEY, ...(names.has('limit') && { rateLimit: limit }) }] } }),
+      ...(names.has('limit') && { rateLimit: { store: 'memory' } }),
+      ...(names.has('usage') && { usage: usage('interval') }),
+      ...(names.has('usage-nosync') && { usage: usage('never') }),
+      ...(names.has('usage-hold') && { usage: { ...usage('never'), batch: { maxRecords: 1000000, maxWaitMs: 600000 } } }),
+    }),
+  )
+  return file
+}
 type Name = 'bare' | 'A' | 'B'
 const names: Name[] = ['bare', 'A', 'B']
 const bare = await start(
@@ -50,10 +72,13 @@ const bare = await start(
 procs.push(bare.child)
 const targets: Record<Name, string> = { bare: bare.url, A: '', B: '' }
 const pids: Record<Name, number> = { bare: bare.child.pid as number, A: 0, B: 0 }
-for (const [name, dir] of [
-  ['A', resolve(dirA)],
-  ['B', resolve(dirB)],
+for (const [name, spec] of [
+  ['A', dirA],
+  ['B', dirB],
 ] as const) {
+  const [path, features] = spec.split('@') as [string, string | undefined]
+  const dir = resolve(path)
+  const config = configFor(name, features ? features.split(',') : [])
   // The CLI logs at warn: readiness is its first answer (the warm-up below waits for it).
   const port = 47_000 + Math.floor(Math.random() * 2000)
   const [bin, ...args] = [...pin('0'), 'node', join(dir, 'packages/server/dist/cli.js'), '--config', config, '--port', String(port)]

@@ -1,4 +1,5 @@
 import { Pool } from 'undici'
+import { BENCH_HEADERS } from './requests.js'
 
 const [target, totalArg, concArg, stream] = process.argv.slice(2)
 const total = Number(totalArg)
@@ -17,7 +18,7 @@ await Promise.all(
       const res = await pool.request({
         method: 'POST',
         path: '/v1/chat/completions',
-        headers: { 'content-type': 'application/json' },
+        headers: BENCH_HEADERS,
         body,
       })
       await res.body.dump()

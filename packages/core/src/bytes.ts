@@ -50,17 +50,13 @@ export class ByteNeedle {
 
   /** The first index of the needle in `chunk` at or after `from` (and ending by `to`), or -1. */
   indexIn(chunk: Buffer, from = 0, to = chunk.length): number {
-    const bytes = this.bytes
-    const length = this.length
     const probeAt = this.probeAt
-    const last = to - length
+    const last = to - this.length
     let hit = chunk.indexOf(this.probe, from + probeAt)
     while (hit !== -1) {
       const start = hit - probeAt
       if (start > last) return -1
-      let i = 0
-      while (i < length && chunk[start + i] === bytes[i]) i++
-      if (i === length) return start
+      if (this.isAt(chunk, start)) return start
       hit = chunk.indexOf(this.probe, hit + 1)
     }
     return -1
@@ -111,10 +107,14 @@ export class ByteNeedle {
     return 0
   }
 
-  /** Whether the needle is at `at` in `chunk`. */
+  /**
+   * Whether the needle is at `at` in `chunk`. Its last byte is compared first: a near miss such as
+   * `"finish_reason":null` for `"finish_reason":"` (one per OpenAI event) differs only there.
+   */
   isAt(chunk: Buffer, at: number): boolean {
-    if (at < 0 || at + this.length > chunk.length) return false
-    for (let i = 0; i < this.length; i++) if (chunk[at + i] !== this.bytes[i]) return false
+    const last = this.length - 1
+    if (at < 0 || at + last >= chunk.length || chunk[at + last] !== this.bytes[last]) return false
+    for (let i = 0; i < last; i++) if (chunk[at + i] !== this.bytes[i]) return false
     return true
   }
 }
