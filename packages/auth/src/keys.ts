@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { ConfigProblem, KeyLimits } from '@llmproxy/core'
 import type { KeyConfig, KeyIdentity } from './options.js'
@@ -11,10 +11,8 @@ export interface KeyEntry {
   readonly limits: KeyLimits | null
 }
 
-/** A key from the configuration: only its SHA-256 digest is kept in memory. */
-export interface ConfigKeyEntry extends KeyEntry {
-  readonly digest: Buffer
-}
+/** A key from the configuration: only its SHA-256 digest is kept in memory (as the key of `byHash`). */
+export type ConfigKeyEntry = KeyEntry
 
 /** The configured keys, swapped as a whole on reload. */
 export interface KeyTable {
@@ -23,12 +21,13 @@ export interface KeyTable {
   readonly byId: ReadonlyMap<string, ConfigKeyEntry>
 }
 
-export function sha256(key: string): Buffer {
-  return createHash('sha256').update(key).digest()
+/** The key's SHA-256 digest in lowercase hex (the one-shot `crypto.hash`: ~0.3 µs, a Hash object ~2 µs). */
+export function sha256Hex(key: string): string {
+  return hash('sha256', key, 'hex')
 }
 
 const SHA256_PREFIX = 'sha256:'
-const HEX64 = /^[0-9a-f]{64}$/i
+const HEX64 = /^[0-9a-f]{64}$/
 
 /** The limits object `request.llm.keyLimits` gets: only the fields set, frozen; null when none. */
 function limitsOf(limits: KeyLimits | undefined): KeyLimits | null {
@@ -82,18 +81,16 @@ export function compileKeys(keys: readonly KeyConfig[], path: string, problems: 
   const idIndex = new Map<string, number>()
   for (let i = 0; i < keys.length; i++) {
     const config = keys[i] as KeyConfig
-    let digest: Buffer
+    let hash: string
     if (config.key.startsWith(SHA256_PREFIX)) {
-      const hex = config.key.slice(SHA256_PREFIX.length)
-      if (!HEX64.test(hex)) {
+      hash = config.key.slice(SHA256_PREFIX.length).toLowerCase()
+      if (!HEX64.test(hash)) {
         problems.push({ path: `${path}/${i}/key`, message: 'a "sha256:" key must be followed by 64 hex digits' })
         continue
       }
-      digest = Buffer.from(hex, 'hex')
     } else {
-      digest = sha256(config.key)
+      hash = sha256Hex(config.key)
     }
-    const hash = digest.toString('hex')
     const sameKey = hashIndex.get(hash)
     if (sameKey !== undefined) problems.push({ path: `${path}/${i}/key`, message: `duplicate key (same as ${path}/${sameKey}/key)` })
     const sameId = idIndex.get(config.id)
@@ -108,7 +105,7 @@ export function compileKeys(keys: readonly KeyConfig[], path: string, problems: 
       source.limits = config.quota === undefined ? { ...config.rateLimit } : { ...config.rateLimit, quota: config.quota }
     }
     if (config.metadata !== undefined) source.metadata = config.metadata
-    const entry: ConfigKeyEntry = { ...compileEntry(source), digest }
+    const entry: ConfigKeyEntry = compileEntry(source)
     byHash.set(hash, entry)
     byId.set(config.id, entry)
   }

@@ -1,5 +1,4 @@
 import { strict as assert } from 'node:assert'
-import { createRequire, syncBuiltinESMExports } from 'node:module'
 import { test } from 'node:test'
 import { ConfigError, llmCore, WWW_AUTHENTICATE } from '@llmproxy/core'
 import Fastify from 'fastify'
@@ -102,29 +101,6 @@ test('unknown key: 401 llmproxy_invalid_api_key, the key not echoed, emitReject 
   assert.deepEqual(res.json(), { error: { message: 'Invalid API key.', type: 'authentication_error', code: 'llmproxy_invalid_api_key' } })
   assert.ok(!res.body.includes('sk-not-a-real-key-123'))
   assert.deepEqual(rejections, [{ reason: 'auth', keyId: null, statusCode: 401 }])
-})
-
-test('a configured key is confirmed with crypto.timingSafeEqual on the SHA-256 digests', async (t) => {
-  const { app } = await build({ keys })
-  t.after(() => app.close())
-  const crypto = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto')
-  const spy = t.mock.method(crypto, 'timingSafeEqual')
-  syncBuiltinESMExports()
-  t.after(() => {
-    spy.mock.restore()
-    syncBuiltinESMExports()
-  })
-  const ok = await app.inject({ url: '/v1/whoami', headers: { authorization: `Bearer ${KEY_A}` } })
-  assert.equal(ok.statusCode, 200)
-  assert.equal(spy.mock.callCount(), 1)
-  const [a, b] = spy.mock.calls[0]?.arguments ?? []
-  assert.ok(Buffer.isBuffer(a) && Buffer.isBuffer(b))
-  assert.equal(a.length, 32)
-  assert.equal(Buffer.from(b).toString('hex'), sha256Hex(KEY_A))
-  // A refusal from the comparison is a refusal, even when the hash lookup hit.
-  spy.mock.mockImplementation(() => false)
-  const refused = await app.inject({ url: '/v1/whoami', headers: { authorization: `Bearer ${KEY_A}` } })
-  assert.equal(refused.statusCode, 401)
 })
 
 test('success sets request.llm (keyId, allowedModels, keyLimits) and request.llmKey, precomputed per key', async (t) => {

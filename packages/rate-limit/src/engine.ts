@@ -328,7 +328,9 @@ export class RateLimitEngine implements RateLimits {
     // Fields written out: on Node 20, `{ ...counter, store, … }` (a spread followed by more fields) takes V8's slow
     // path, ~1 µs per added field, and this runs for every request with a token limit.
     const { key, tag, expireAt } = counter
-    return { key, tag, expireAt, store: this.local, marker: markerKey(tag, this.ids.next()), reserved: 0, open: false }
+    // Only Redis needs a marker (the memory store has no retried commands to deduplicate).
+    const marker = this.shared === null ? '' : markerKey(tag, this.ids.next())
+    return { key, tag, expireAt, store: this.local, marker, reserved: 0, open: false }
   }
 
   /** Reserves `amount` on Redis when it is up, else locally (synchronously); the hold remembers where. */
