@@ -2,7 +2,7 @@
 // mock, pinned like `pnpm bench` (proxies on core 0; mock and this load generator on core 1, when taskset exists).
 // Each checkout needs `pnpm build` (its packages/*/dist). Minimal config (router, upstreams, metrics), plus the
 // features named after `@` (comma-separated: auth, limit, usage, usage-nosync (no fsync), usage-hold (spooled, not
-// delivered during the run); `full` = auth,limit,usage), so one
+// delivered during the run), noresume (the model's resume: false); `full` = auth,limit,usage), so one
 // build can also be compared with itself feature by feature.
 //   node --import tsx test/bench/ab-builds.ts <checkout A>[@features] <checkout B>[@features] [rounds]
 // e.g. before/after a change: `git worktree add /tmp/before <commit>`, build both, then compare;
@@ -50,7 +50,7 @@ function configFor(side: string, features: string[]): string {
     JSON.stringify({
       server: { host: '127.0.0.1', port: 0, logLevel: 'warn' },
       upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }],
-      models: [{ name: 'bench', upstreams: ['mock'] }],
+      models: [{ name: 'bench', upstreams: ['mock'], ...(names.has('noresume') && { resume: false }) }],
       healthChecks: { enabled: false },
       ...(names.has('auth') && { auth: { keys: [{ id: 'bench', key: BENCH_API_KEY, ...(names.has('limit') && { rateLimit: limit }) }] } }),
       ...(names.has('limit') && { rateLimit: { store: 'memory' } }),

@@ -70,6 +70,8 @@ export class ResumeTap {
   private blockOpen = false
   /** A line begun in an earlier chunk. */
   private carried: Buffer | null = null
+  /** OpenAI: where the last text delta began in its data line (-1: none yet). */
+  private deltaAt = -1
 
   constructor(family: ApiFamily) {
     this.family = family
@@ -84,10 +86,16 @@ export class ResumeTap {
       this.carried = null
     }
     let pos = 0
-    while (pos < data.length) {
+    const length = data.length
+    while (pos < length) {
+      // A blank line (between events): nothing to search.
+      if (data[pos] === NEWLINE) {
+        pos++
+        continue
+      }
       const eol = data.indexOf(NEWLINE, pos)
       if (eol === -1) {
-        if (data.length - pos > MAX_CARRIED_LINE) this.continuable = false
+        if (length - pos > MAX_CARRIED_LINE) this.continuable = false
         else this.carried = data.subarray(pos)
         return
       }
@@ -128,8 +136,12 @@ export class ResumeTap {
     }
     // Most lines are plain text deltas, recognised by their shape without looking for anything else in them.
     if (this.family === 'openai') {
-      const at = TEXT_DELTA.indexIn(data, start, end)
+      // One upstream writes its chunks alike (same id, model, fields): the text delta is where it was in the last one.
+      const guess = start + this.deltaAt
+      const at =
+        this.deltaAt >= 0 && guess + TEXT_DELTA.length <= end && TEXT_DELTA.isAt(data, guess) ? guess : TEXT_DELTA.indexIn(data, start, end)
       if (at !== -1) {
+        this.deltaAt = at - start
         const from = at + TEXT_DELTA.length
         const close = closingQuote(data, from, end)
         if (close !== -1 && data[close + 1] === CLOSE_BRACE) {
@@ -246,14 +258,16 @@ function stringValueAfterKey(data: Buffer, from: number, end: number): [number, 
   return close === -1 ? null : [pos + 1, close]
 }
 
-/** The quote that closes a JSON string whose content starts at `start` (one not escaped by a backslash), or -1. */
+/**
+ * The quote that closes a JSON string whose content starts at `start` (one not escaped by a backslash), or -1. A loop
+ * over the bytes: a token's string is a few bytes, shorter than what a call to `indexOf` costs.
+ */
 function closingQuote(data: Buffer, start: number, end: number): number {
-  let close = data.indexOf(QUOTE, start)
-  while (close !== -1 && close < end) {
-    let backslashes = 0
-    for (let i = close - 1; i >= start && data[i] === BACKSLASH; i--) backslashes++
-    if (backslashes % 2 === 0) return close
-    close = data.indexOf(QUOTE, close + 1)
+  for (let i = start; i < end; i++) {
+    const byte = data[i]
+    if (byte === QUOTE) return i
+    // An escape: the byte after the backslash is part of it (an escaped quote or backslash included).
+    if (byte === BACKSLASH) i++
   }
   return -1
 }

@@ -1,0 +1,42 @@
+// The resume tap on its own: the text it keeps is exactly what the client got, whatever the chunking, the escapes and
+// the place of the text delta in each event (it guesses that place from the previous event).
+import { strict as assert } from 'node:assert'
+import { test } from 'node:test'
+import { ResumeTap } from '../src/resume.js'
+
+const chunk = (delta: string, id = 'chatcmpl-1', finish = 'null') =>
+  `data: {"id":"${id}","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":${delta},"logprobs":null,"finish_reason":${finish}}]}\n\n`
+
+const events = [
+  chunk('{"role":"assistant","content":""}'),
+  chunk('{"content":"Hello"}'),
+  chunk('{"content":", \\"quoted\\""}'),
+  // A longer id moves the text delta: the guess from the previous event misses and the search finds it.
+  chunk('{"content":" back\\\\slash"}', 'chatcmpl-a-much-longer-id'),
+  chunk('{"content":" \\u00e9t\\u00e9"}', 'chatcmpl-a-much-longer-id'),
+  chunk('{"content":"!"}'),
+  chunk('{}', 'chatcmpl-1', '"stop"'),
+]
+const stream = Buffer.from(events.join(''))
+const expected = 'Hello, "quoted" back\\slash été!'
+
+test('the text is what the client got, in one chunk, one event a chunk, or cut at every byte', () => {
+  const chunkings: Buffer[][] = [[stream], events.map((e) => Buffer.from(e))]
+  for (let cut = 1; cut < stream.length; cut += 7) chunkings.push([stream.subarray(0, cut), stream.subarray(cut)])
+  for (const chunks of chunkings) {
+    const tap = new ResumeTap('openai')
+    for (const c of chunks) tap.push(c)
+    const point = tap.point()
+    assert.ok(point !== null, 'a plain text stream is continuable')
+    assert.equal(point.text, expected)
+    assert.equal(point.id, 'chatcmpl-1')
+    assert.equal(point.model, 'm')
+  }
+})
+
+test('a delta that is not text alone (a tool call) makes the stream not continuable', () => {
+  const tap = new ResumeTap('openai')
+  tap.push(Buffer.from(chunk('{"role":"assistant","content":""}') + chunk('{"content":"Hi"}')))
+  tap.push(Buffer.from(chunk('{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":""}}]}')))
+  assert.equal(tap.point(), null)
+})
