@@ -80,7 +80,8 @@ for (const [name, spec] of [
   const dir = resolve(path)
   const config = configFor(name, features ? features.split(',') : [])
   // The CLI logs at warn: readiness is its first answer (the warm-up below waits for it).
-  const port = 47_000 + Math.floor(Math.random() * 2000)
+  // Below the ephemeral range (32768+ on Linux), where the load generators' own connections cannot take it first.
+  const port = 20_000 + Math.floor(Math.random() * 10_000)
   const [bin, ...args] = [...pin('0'), 'node', join(dir, 'packages/server/dist/cli.js'), '--config', config, '--port', String(port)]
   const child = spawn(bin as string, args, { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] })
   procs.push(child)

@@ -37,6 +37,12 @@ export const ServerSettingsSchema = Type.Object(
       description: 'A client must send its whole request (headers and body) within this time.',
     }),
     keepAliveTimeoutMs: Type.Integer({ minimum: 1, default: 5_000, description: 'Idle keep-alive connections close after this time.' }),
+    backlog: Type.Integer({
+      minimum: 1,
+      default: 4096,
+      description:
+        "Connections the kernel queues for the gateway to accept (listen backlog; Linux caps it at net.core.somaxconn). Node's 511 overflows when thousands of clients connect within a second, and their connects then time out.",
+    }),
     shutdownGraceMs: Type.Integer({
       minimum: 0,
       default: 30_000,

@@ -17,7 +17,7 @@ export interface RunningGateway {
 /** Builds, starts and installs graceful shutdown for a gateway. */
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<RunningGateway> {
   const app = await buildGateway(config, options)
-  const url = await app.listen({ host: config.server.host, port: config.server.port })
+  const url = await app.listen({ host: config.server.host, port: config.server.port, backlog: config.server.backlog })
   let adminUrl: string | null = null
   if (app.hasDecorator('llmAdmin')) {
     try {
