@@ -263,7 +263,9 @@ class MockUpstreamServer extends EventEmitter<MockUpstreamEvents> implements Moc
   listen(port: number, host: string): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject)
-      this.server.listen(port, host, () => {
+      // A deep accept queue (Node's default is 511): a proxy under test opens its upstream connections in bursts,
+      // and an overflowing queue would time them out in SYN retries (latency of the mock, not of the proxy).
+      this.server.listen({ port, host, backlog: 4096 }, () => {
         this.server.off('error', reject)
         const bound = (this.server.address() as AddressInfo).port
         this.address = { url: `http://${host.includes(':') ? `[${host}]` : host}:${bound}`, port: bound }
