@@ -10,6 +10,7 @@ const app = Fastify({ logger: false })
 // scenario keeps thousands open at once.
 await app.register(replyFrom, { base: upstream, undici: { connections: null } })
 app.post('/v1/chat/completions', (_request, reply) => reply.from('/v1/chat/completions'))
-const url = await app.listen({ port, host: '127.0.0.1' })
+// The gateway's accept queue (server.backlog, 4096), so that the many-streams ramp compares the proxies, not their queues.
+const url = await app.listen({ port, host: '127.0.0.1', backlog: 4096 })
 process.stdout.write(`listening ${url}\n`)
 process.once('SIGTERM', () => app.close().then(() => process.exit(0)))
