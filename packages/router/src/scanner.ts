@@ -19,12 +19,6 @@ const ERROR_OBJECT = new ByteNeedle('{"error"')
 const ERROR_EVENT = new ByteNeedle('event: error')
 const LETTER_E = 0x65
 const ERROR_MESSAGE = /"message"\s*:\s*"((?:[^"\\]|\\.)*)"/
-/**
- * Bytes of a stream's end kept for the finish search (references to its last chunks, at least this many bytes): the
- * finish event's marker and what may follow it (OpenAI's usage chunk, ~300 bytes), split anywhere. Small, because
- * every open stream holds it.
- */
-const TAIL_BYTES = 1024
 
 /**
  * Reads one upstream attempt's SSE bytes beside the relay, chunk by chunk, without parsing JSON: counts the data
@@ -37,6 +31,8 @@ export class StreamScanner {
   dataEvents = 0
   /** The endpoint's terminator went by: the stream is complete. */
   sawTerminator = false
+  /** A finish was reported (a non-null finish reason): a clean end after it is complete too, terminator or not. */
+  sawFinish = false
   /** The chunk just scanned carries no usage report: whole lines, each object's usage null (see `scan`). */
   tapSkips = false
   private readonly endpoint: Endpoint
@@ -52,15 +48,6 @@ export class StreamScanner {
   private lineHead: string | null = null
   private readonly terminators: NeedleSearch
   private readonly finishes: NeedleSearch
-  /**
-   * The stream's last chunks (references, no copy), at least TAIL_BYTES of them: a finish is looked for there, and
-   * only when a stream ends without its terminator, instead of in every chunk (a finish reason comes in the last
-   * events: OpenAI's finish chunk is followed by the usage chunk at most). null: the endpoint has no finish markers.
-   */
-  private readonly tail: Buffer[] | null
-  private tailBytes = 0
-  /** Whether the tail holds a finish, once asked (the stream is over then). */
-  private finish: boolean | null = null
   /** How lines end: unknown until a line end is seen; `cr` when a lone CR was (then CRs become LFs, see `normalize`). */
   private lineEnds: 'unknown' | 'lf' | 'cr' = 'unknown'
   /** CR-only mode: the last chunk ended with a CR (a LF starting the next one belongs to it). */
@@ -77,24 +64,11 @@ export class StreamScanner {
     this.extractor = extractor
     this.terminators = new NeedleSearch(endpoint.terminators)
     this.finishes = new NeedleSearch(endpoint.finishMarkers)
-    this.tail = endpoint.finishMarkers.length > 0 ? [] : null
   }
 
   /** The stream may end here as a complete answer: its terminator, or a finish (the client then gets `closing`). */
   get complete(): boolean {
     return this.sawTerminator || this.sawFinish
-  }
-
-  /** A finish was reported (a non-null finish reason) in the stream's last events: a clean end after it is complete too. */
-  get sawFinish(): boolean {
-    if (this.finish === null) {
-      const tail = this.tail
-      this.finish =
-        tail !== null &&
-        tail.length > 0 &&
-        this.finishes.foundIn(tail.length === 1 ? (tail[0] as Buffer) : Buffer.concat(tail, this.tailBytes), isFinishValue)
-    }
-    return this.finish
   }
 
   /**
@@ -210,15 +184,11 @@ export class StreamScanner {
     }
   }
 
-  /** Notes whether this (already scanned) chunk holds the endpoint's terminator, or completes one begun before it; keeps the tail. */
+  /** Notes whether this (already scanned) chunk holds the endpoint's terminator or a finish, or completes one begun before it. */
   checkEnd(chunk: Buffer): void {
     if (this.sawTerminator) return
     this.sawTerminator = this.endpoint.endsWithDone ? this.sawDone : this.terminators.foundIn(chunk)
-    const tail = this.tail
-    if (tail === null || chunk.length === 0) return
-    tail.push(chunk)
-    this.tailBytes += chunk.length
-    while (tail.length > 1 && this.tailBytes - (tail[0] as Buffer).length >= TAIL_BYTES) this.tailBytes -= (tail.shift() as Buffer).length
+    if (!this.sawFinish) this.sawFinish = this.finishes.foundIn(chunk, isFinishValue)
   }
 }
 
