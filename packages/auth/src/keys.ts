@@ -11,14 +11,11 @@ export interface KeyEntry {
   readonly limits: KeyLimits | null
 }
 
-/** A key from the configuration: only its SHA-256 digest is kept in memory (as the key of `byHash`). */
-export type ConfigKeyEntry = KeyEntry
-
-/** The configured keys, swapped as a whole on reload. */
+/** The configured keys, swapped as a whole on reload. Of a key only its SHA-256 digest is kept (as `byHash`'s key). */
 export interface KeyTable {
   /** By hex SHA-256 of the key. */
-  readonly byHash: ReadonlyMap<string, ConfigKeyEntry>
-  readonly byId: ReadonlyMap<string, ConfigKeyEntry>
+  readonly byHash: ReadonlyMap<string, KeyEntry>
+  readonly byId: ReadonlyMap<string, KeyEntry>
 }
 
 /** The key's SHA-256 digest in lowercase hex (the one-shot `crypto.hash`: ~0.3 µs, a Hash object ~2 µs). */
@@ -75,8 +72,8 @@ export function isKeyIdentity(value: unknown): value is KeyIdentity {
  * `problems` by path, never by value.
  */
 export function compileKeys(keys: readonly KeyConfig[], path: string, problems: ConfigProblem[]): KeyTable {
-  const byHash = new Map<string, ConfigKeyEntry>()
-  const byId = new Map<string, ConfigKeyEntry>()
+  const byHash = new Map<string, KeyEntry>()
+  const byId = new Map<string, KeyEntry>()
   const hashIndex = new Map<string, number>()
   const idIndex = new Map<string, number>()
   for (let i = 0; i < keys.length; i++) {
@@ -105,7 +102,7 @@ export function compileKeys(keys: readonly KeyConfig[], path: string, problems: 
       source.limits = config.quota === undefined ? { ...config.rateLimit } : { ...config.rateLimit, quota: config.quota }
     }
     if (config.metadata !== undefined) source.metadata = config.metadata
-    const entry: ConfigKeyEntry = compileEntry(source)
+    const entry = compileEntry(source)
     byHash.set(hash, entry)
     byId.set(config.id, entry)
   }
