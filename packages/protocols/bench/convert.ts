@@ -3,8 +3,8 @@
 // Each upstream streams a 64-token text answer as its server writes it (one event per chunk, usage at the end),
 // fed through createDecoder → createEncoder as the router will: decode a chunk, encode its events, join them.
 // The baseline is the same-format (passthrough) path's own per-chunk work: the usage tap reading the bytes.
-import { type Protocol, UsageExtractor } from '@llmproxy/core'
-import { type ApiFamily, createDecoder, createEncoder, type StreamEvent } from '../src/index.js'
+import type { Protocol } from '@llmproxy/core'
+import { type ApiFamily, createDecoder, createEncoder, type StreamEvent, UsageExtractor } from '../src/index.js'
 
 const TOKENS = 64
 

@@ -196,6 +196,38 @@ test('replay starts at the persisted cursor', async (t) => {
   )
 })
 
+test('a torn cursor (a power failure mid-write: zeros) replays from the oldest segment: duplicates, never loss', async (t) => {
+  const dir = spoolDir()
+  const records = Array.from({ length: 4 }, () => usageRecord())
+  fs.writeFileSync(
+    path.join(dir, '0000000000000004.jsonl'),
+    records
+      .slice(0, 2)
+      .map((r) => `${JSON.stringify(r)}\n`)
+      .join(''),
+  )
+  fs.writeFileSync(
+    path.join(dir, '0000000000000005.jsonl'),
+    records
+      .slice(2)
+      .map((r) => `${JSON.stringify(r)}\n`)
+      .join(''),
+  )
+  fs.writeFileSync(path.join(dir, 'cursor.json'), Buffer.alloc(64))
+  const receiver = await startReceiver()
+  t.after(() => receiver.close())
+  const logs = captureLogs()
+  const app = await buildApp({ webhook: { url: receiver.url }, spoolDir: dir }, logs)
+  t.after(() => app.close())
+  assert.equal(app.usage.stats().queueDepth, 4)
+  assert.ok(logs.lines.some((l) => l.msg.includes('unreadable cursor')))
+  await waitFor(() => receiver.ids.size === 4)
+  assert.deepEqual(
+    [...receiver.ids],
+    records.map((r) => r.id),
+  )
+})
+
 function spawnEmitter(mode: 'emit' | 'deliver', dir: string, url: string): ChildProcess {
   const fixture = fileURLToPath(new URL('./fixtures/emitter.ts', import.meta.url))
   return spawn(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', fixture, mode, dir, url], {
