@@ -55,6 +55,16 @@ export class ClientStream {
     }
   }
 
+  /**
+   * Sends what was written now. Node holds a response's writes until the end of the tick (it corks the socket to
+   * batch them), so the first token would wait for whatever runs after it in that tick: with a short answer in one
+   * chunk, the whole end of the request (its usage record, listeners, the log line).
+   */
+  flush(): void {
+    const socket = this.raw.socket
+    if (socket !== null && socket.writableCorked > 0) socket.uncork()
+  }
+
   /** Ends the response, after `tail` when given. */
   end(tail: Buffer | string | null = null): void {
     if (tail === null) this.raw.end()

@@ -98,8 +98,11 @@ export class StreamRelay {
     const transform = this.attempt.transform
     const out = transform === null ? chunk : transform.push(chunk, !scanner.tapSkips)
     if (out !== null) {
-      if (!this.attempt.delivering) this.commit()
+      const first = !this.attempt.delivering
+      if (first) this.commit()
       call.client.write(out, this.body)
+      // The first token leaves now, before the bookkeeping of the commit (and of the end, if this chunk ends the stream).
+      if (first) call.client.flush()
       // The resume tap reads what the client got (a same-format stream's bytes, whole events).
       if (this.tap !== null && typeof out !== 'string') this.tap.push(out)
     }

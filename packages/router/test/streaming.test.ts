@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { after, before, test } from 'node:test'
 import { expectedContent, promptTokensFor } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
 import { chat, eventually, type Harness, parseSse, startHarness } from './helpers.js'
+import { DONE, finish, role, scripted, sse, text, upstream, usageChunk } from './scripted.js'
 
 let h: Harness
 before(async () => {
@@ -143,4 +145,40 @@ test('GET /v1/models lists the models and their aliases', async () => {
     body.data.map((m) => m.id),
     ['gpt-test', 'alias-test'],
   )
+})
+
+/** A client in its own process (it reads while the gateway's process is held): prints when the first body byte came. */
+const FIRST_BYTE_CLIENT = `
+const http = require('node:http')
+const req = http.request(process.argv[1], { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+  res.once('data', () => { process.stdout.write(String(Date.now())); process.exit(0) })
+})
+req.end(JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'hi' }] }))
+`
+
+test('the first token leaves before the work after it: a one-chunk answer reaches the client while an onUsage listener still holds the process', async (t) => {
+  const one = upstream('one', 'openai', (res) => {
+    sse(res)
+    res.end(role + text('Hi') + finish() + usageChunk(3, 1) + DONE)
+  })
+  const s = await scripted([one], [{ name: 'm', upstreams: ['one'] }])
+  t.after(() => s.close())
+  let heldUntil = 0
+  s.app.llm.addHook('onUsage', () => {
+    // Synchronous work in the tick that ended the stream, as slow bookkeeping would be.
+    const until = Date.now() + 400
+    while (Date.now() < until) {}
+    heldUntil = Date.now()
+  })
+  const client = spawn(process.execPath, ['-e', FIRST_BYTE_CLIENT, `${s.url}/v1/chat/completions`], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  let out = ''
+  client.stdout.on('data', (data: Buffer) => {
+    out += data.toString()
+  })
+  await new Promise((resolve) => client.once('exit', resolve))
+  const firstByteAt = Number(out)
+  assert.ok(heldUntil > 0, 'the listener ran')
+  assert.ok(firstByteAt < heldUntil - 200, `first byte at ${firstByteAt}, the listener let go at ${heldUntil}`)
 })
