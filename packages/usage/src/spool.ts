@@ -7,8 +7,10 @@ import type { FsyncPolicy } from './options.js'
 
 const SEGMENT_NAME = /^(\d{16})\.jsonl$/
 const CURSOR_FILE = 'cursor.json'
-/** The cursor's JSON is padded to this many bytes and rewritten in place (the longest is 55). */
-const CURSOR_BYTES = 64
+/** Left by versions that replaced the cursor through a temp file and a rename. */
+const OLD_CURSOR_TMP = 'cursor.json.tmp'
+/** The cursor's JSON is padded to this many bytes and rewritten in place (the longest is 98; one disk sector holds it). */
+const CURSOR_BYTES = 128
 const LOCK_FILE = 'lock'
 /** Spool directories open in this process (another app on the same directory would corrupt it). */
 const openDirs = new Set<string>()
@@ -108,6 +110,8 @@ export class Spool {
   private cursorFd = -1
   private cursorUnsynced = false
   private cursorSync: Promise<void> | null = null
+  /** The directory fsyncs of new segments on the thread pool (`interval`), chained; close waits for them. */
+  private dirSync: Promise<void> | null = null
   /** Bytes of the segment files on disk. */
   bytes = 0
   /** Complete records spooled and not yet acknowledged (or dropped). */
@@ -337,6 +341,7 @@ export class Spool {
     this.memoryBytes = 0
     if (this.fd !== -1) this.closeWriter()
     while (this.cursorSync !== null) await this.cursorSync
+    await this.dirSync
     if (this.cursorUnsynced && this.fsyncPolicy !== 'never') {
       try {
         fs.fdatasyncSync(this.cursorFd)
@@ -358,6 +363,7 @@ export class Spool {
   private load(): void {
     fs.mkdirSync(this.dir, { recursive: true })
     this.lock()
+    fs.rmSync(path.join(this.dir, OLD_CURSOR_TMP), { force: true })
     const seqs: number[] = []
     for (const name of fs.readdirSync(this.dir)) {
       const match = SEGMENT_NAME.exec(name)
@@ -383,8 +389,9 @@ export class Spool {
     this.nextSeq = Math.max(last, cursor?.seq ?? 0) + 1
     this.cursorSeq = this.segments[0]?.seq ?? this.nextSeq
     this.cursorFd = fs.openSync(path.join(this.dir, CURSOR_FILE), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644)
-    fs.ftruncateSync(this.cursorFd, CURSOR_BYTES)
+    // Written before the truncation (a longer file of an older version): never a moment without a readable cursor.
     this.persistCursor()
+    fs.ftruncateSync(this.cursorFd, CURSOR_BYTES)
   }
 
   /**
@@ -415,8 +422,14 @@ export class Spool {
       return null
     }
     try {
-      const value = JSON.parse(text) as { segment?: unknown; offset?: unknown }
-      if (Number.isSafeInteger(value.segment) && Number.isSafeInteger(value.offset)) {
+      const value = JSON.parse(text) as { segment?: unknown; offset?: unknown; check?: unknown }
+      // `check` repeats the two numbers: a write torn between old and new bytes cannot pass for a cursor. (Absent
+      // from the cursors of older versions, which were replaced whole.)
+      if (
+        Number.isSafeInteger(value.segment) &&
+        Number.isSafeInteger(value.offset) &&
+        (value.check === undefined || value.check === `${value.segment}:${value.offset}`)
+      ) {
         return { seq: value.segment as number, offset: Math.max(0, value.offset as number) }
       }
     } catch {
@@ -428,13 +441,15 @@ export class Spool {
   }
 
   /**
-   * Rewrites the cursor in place: one 64-byte `pwrite` at offset 0 (a few µs; a temp file and a rename per batch
-   * cost ~0.3 ms of the gateway's core). A process crash cannot tear one write; a power failure that tears or
-   * loses it, or a cursor older than the deliveries, only causes redelivery. Synced by the fsync policy: after each
+   * Rewrites the cursor in place: one 128-byte `pwrite` at offset 0 (a few µs; a temp file and a rename per batch
+   * cost ~0.3 ms of the gateway's core). A process crash cannot tear one write; a power failure that tears it fails
+   * its check, and that, a lost write or a cursor older than the deliveries only causes redelivery. Synced by the fsync policy: after each
    * write (`always`, off the event loop), on the interval timer (`interval`), never (`never`).
    */
   private persistCursor(): void {
-    const text = JSON.stringify({ segment: this.cursorSeq, offset: this.cursorOffset }).padEnd(CURSOR_BYTES - 1)
+    const segment = this.cursorSeq
+    const offset = this.cursorOffset
+    const text = JSON.stringify({ segment, offset, check: `${segment}:${offset}` }).padEnd(CURSOR_BYTES - 1)
     try {
       fs.writeSync(this.cursorFd, `${text}\n`, 0)
       this.cursorUnsynced = true
@@ -536,12 +551,18 @@ export class Spool {
    */
   private syncDir(): void {
     if (this.fsyncPolicy === 'interval') {
-      fs.open(this.dir, 'r', (openErr, fd) => {
-        if (openErr) return this.log.warn({ err: openErr }, 'usage spool: could not fsync the spool directory')
-        fs.fsync(fd, (err) => {
-          if (err) this.log.warn({ err }, 'usage spool: could not fsync the spool directory')
-          fs.close(fd, () => {})
-        })
+      // One after the other (rotations are rare); close waits for the last.
+      this.dirSync = (this.dirSync ?? Promise.resolve()).then(async () => {
+        try {
+          const handle = await open(this.dir, 'r')
+          try {
+            await handle.sync()
+          } finally {
+            await handle.close()
+          }
+        } catch (err) {
+          this.log.warn({ err }, 'usage spool: could not fsync the spool directory')
+        }
       })
       return
     }

@@ -51,7 +51,7 @@ test('restart: records left undelivered at close are delivered by the next app o
   await waitFor(() => second.usage.stats().queueDepth === 0)
   // The cursor is rewritten in place at each acknowledgement: one padded line of JSON, past everything delivered.
   const text = fs.readFileSync(path.join(dir, 'cursor.json'), 'utf8')
-  assert.equal(text.length, 64)
+  assert.equal(text.length, 128)
   assert.ok(text.endsWith(' \n'))
   const cursor = JSON.parse(text) as { segment: number; offset: number }
   // Nothing on disk at or after the cursor: a restart would replay nothing.
@@ -196,7 +196,7 @@ test('replay starts at the persisted cursor', async (t) => {
   )
 })
 
-test('a torn cursor (a power failure mid-write: zeros) replays from the oldest segment: duplicates, never loss', async (t) => {
+test('a torn cursor (a power failure mid-write: new offset bytes, old check) replays from the oldest segment: duplicates, never loss', async (t) => {
   const dir = spoolDir()
   const records = Array.from({ length: 4 }, () => usageRecord())
   fs.writeFileSync(
@@ -213,7 +213,9 @@ test('a torn cursor (a power failure mid-write: zeros) replays from the oldest s
       .map((r) => `${JSON.stringify(r)}\n`)
       .join(''),
   )
-  fs.writeFileSync(path.join(dir, 'cursor.json'), Buffer.alloc(64))
+  // Valid JSON pointing past segment 5's first record: without the check, that record would be skipped for good.
+  const first = Buffer.byteLength(`${JSON.stringify(records[2])}\n`)
+  fs.writeFileSync(path.join(dir, 'cursor.json'), JSON.stringify({ segment: 5, offset: first, check: '4:0' }).padEnd(127))
   const receiver = await startReceiver()
   t.after(() => receiver.close())
   const logs = captureLogs()
