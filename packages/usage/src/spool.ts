@@ -3,14 +3,10 @@ import type { FileHandle } from 'node:fs/promises'
 import { open } from 'node:fs/promises'
 import * as path from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
+import { CursorFile, readCursor } from './cursor.js'
 import type { FsyncPolicy } from './options.js'
 
 const SEGMENT_NAME = /^(\d{16})\.jsonl$/
-const CURSOR_FILE = 'cursor.json'
-/** Left by versions that replaced the cursor through a temp file and a rename. */
-const OLD_CURSOR_TMP = 'cursor.json.tmp'
-/** The cursor's JSON is padded to this many bytes and rewritten in place (the longest is 98; one disk sector holds it). */
-const CURSOR_BYTES = 128
 const LOCK_FILE = 'lock'
 /** Spool directories open in this process (another app on the same directory would corrupt it). */
 const openDirs = new Set<string>()
@@ -75,7 +71,7 @@ function isRecordLine(text: string): boolean {
 
 /**
  * Append-only spool of JSON lines in segment files `<seq>.jsonl`, with a delivery cursor
- * (segment + byte offset) in `cursor.json`, rewritten in place with one small write.
+ * (segment + byte offset) in `cursor.json` (see CursorFile).
  *
  * Appends are synchronous `write(2)` calls on an `O_APPEND` fd: when `append` returns, the record is
  * in the OS page cache, so a process crash (even `kill -9`) loses nothing; the fsync policy decides
@@ -106,10 +102,7 @@ export class Spool {
   /** Undelivered lines appended by this process, oldest segment first (see MemorySegment). */
   private memory: MemorySegment[] = []
   private memoryBytes = 0
-  /** `cursor.json`, open for rewrites in place; whether it was written since its last fdatasync; the one in flight. */
-  private cursorFd = -1
-  private cursorUnsynced = false
-  private cursorSync: Promise<void> | null = null
+  private readonly cursor: CursorFile
   /** The directory fsyncs of new segments on the thread pool (`interval`), chained; close waits for them. */
   private dirSync: Promise<void> | null = null
   /** Bytes of the segment files on disk. */
@@ -126,6 +119,7 @@ export class Spool {
     this.fsyncPolicy = options.fsync
     this.log = log
     this.load()
+    this.cursor = new CursorFile(this.dir, { seq: this.cursorSeq, offset: this.cursorOffset }, this.fsyncPolicy, this.log)
   }
 
   /** Whether `length` more bytes stay within maxBytes. */
@@ -210,9 +204,9 @@ export class Spool {
     }
   }
 
-  /** fdatasync of the active segment if it has unsynced appends, and of the cursor if moved (the `interval` policy's timer). */
+  /** fdatasync of the active segment if it has unsynced appends, and of the cursor if it moved (the `interval` policy's timer). */
   syncIfDirty(): void {
-    this.syncCursor()
+    this.cursor.sync()
     if (!this.dirty || this.fd === -1 || this.syncingFd !== -1) return
     this.dirty = false
     this.syncInBackground(this.fd)
@@ -340,17 +334,8 @@ export class Spool {
     this.memory = []
     this.memoryBytes = 0
     if (this.fd !== -1) this.closeWriter()
-    while (this.cursorSync !== null) await this.cursorSync
     await this.dirSync
-    if (this.cursorUnsynced && this.fsyncPolicy !== 'never') {
-      try {
-        fs.fdatasyncSync(this.cursorFd)
-      } catch (err) {
-        this.log.error({ err }, 'usage spool: fdatasync of the cursor failed')
-      }
-    }
-    this.closeFd(this.cursorFd)
-    this.cursorFd = -1
+    await this.cursor.close()
     fs.rmSync(path.join(this.dir, LOCK_FILE), { force: true })
     openDirs.delete(this.dir)
     if (this.reader !== null) {
@@ -363,14 +348,13 @@ export class Spool {
   private load(): void {
     fs.mkdirSync(this.dir, { recursive: true })
     this.lock()
-    fs.rmSync(path.join(this.dir, OLD_CURSOR_TMP), { force: true })
     const seqs: number[] = []
     for (const name of fs.readdirSync(this.dir)) {
       const match = SEGMENT_NAME.exec(name)
       if (match !== null) seqs.push(Number(match[1]))
     }
     seqs.sort((a, b) => a - b)
-    const cursor = this.readCursor()
+    const cursor = readCursor(this.dir, this.log)
     for (const seq of seqs) {
       if (cursor !== null && seq < cursor.seq) {
         this.unlinkSegment(seq)
@@ -388,10 +372,6 @@ export class Spool {
     const last = seqs[seqs.length - 1] ?? 0
     this.nextSeq = Math.max(last, cursor?.seq ?? 0) + 1
     this.cursorSeq = this.segments[0]?.seq ?? this.nextSeq
-    this.cursorFd = fs.openSync(path.join(this.dir, CURSOR_FILE), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644)
-    // Written before the truncation (a longer file of an older version): never a moment without a readable cursor.
-    this.persistCursor()
-    fs.ftruncateSync(this.cursorFd, CURSOR_BYTES)
   }
 
   /**
@@ -414,65 +394,8 @@ export class Spool {
     openDirs.add(this.dir)
   }
 
-  private readCursor(): { seq: number; offset: number } | null {
-    let text: string
-    try {
-      text = fs.readFileSync(path.join(this.dir, CURSOR_FILE), 'utf8')
-    } catch {
-      return null
-    }
-    try {
-      const value = JSON.parse(text) as { segment?: unknown; offset?: unknown; check?: unknown }
-      // `check` repeats the two numbers: a write torn between old and new bytes cannot pass for a cursor. (Absent
-      // from the cursors of older versions, which were replaced whole.)
-      if (
-        Number.isSafeInteger(value.segment) &&
-        Number.isSafeInteger(value.offset) &&
-        (value.check === undefined || value.check === `${value.segment}:${value.offset}`)
-      ) {
-        return { seq: value.segment as number, offset: Math.max(0, value.offset as number) }
-      }
-    } catch {
-      // fall through
-    }
-    // Replaying from the oldest segment can only duplicate records, never lose them.
-    this.log.warn({ dir: this.dir }, 'usage spool: unreadable cursor, replaying from the oldest segment')
-    return null
-  }
-
-  /**
-   * Rewrites the cursor in place: one 128-byte `pwrite` at offset 0 (a few µs; a temp file and a rename per batch
-   * cost ~0.3 ms of the gateway's core). A process crash cannot tear one write; a power failure that tears it fails
-   * its check, and that, a lost write or a cursor older than the deliveries only causes redelivery. Synced by the fsync policy: after each
-   * write (`always`, off the event loop), on the interval timer (`interval`), never (`never`).
-   */
   private persistCursor(): void {
-    const segment = this.cursorSeq
-    const offset = this.cursorOffset
-    const text = JSON.stringify({ segment, offset, check: `${segment}:${offset}` }).padEnd(CURSOR_BYTES - 1)
-    try {
-      fs.writeSync(this.cursorFd, `${text}\n`, 0)
-      this.cursorUnsynced = true
-    } catch (err) {
-      // At worst the next start redelivers the batch: duplicates, no loss.
-      this.log.error({ err }, 'usage spool: could not persist the delivery cursor')
-    }
-    if (this.fsyncPolicy === 'always') this.syncCursor()
-  }
-
-  /** fdatasync of the cursor on the thread pool when it moved since the last one (one at a time). */
-  private syncCursor(): void {
-    if (!this.cursorUnsynced || this.cursorSync !== null || this.fsyncPolicy === 'never' || this.cursorFd === -1) return
-    this.cursorUnsynced = false
-    const fd = this.cursorFd
-    this.cursorSync = new Promise((resolve) => {
-      fs.fdatasync(fd, (err) => {
-        this.cursorSync = null
-        if (err) this.log.error({ err }, 'usage spool: fdatasync of the cursor failed')
-        if (this.fsyncPolicy === 'always') this.syncCursor()
-        resolve()
-      })
-    })
+    this.cursor.write({ seq: this.cursorSeq, offset: this.cursorOffset })
   }
 
   /** Deletes closed segments the cursor has passed and moves the cursor to the next one. */
