@@ -44,8 +44,12 @@ export class JsonKeyScanner {
     this.maxBytes = maxBytes
   }
 
-  write(chunk: Buffer): void {
-    let pos = 0
+  /**
+   * Scans the chunk from `from` on. A caller that skips bytes (`from` > 0, or whole chunks) vouches that they are
+   * whole lines holding no match (the scanner is then between objects, with nothing of a key carried).
+   */
+  write(chunk: Buffer, from = 0): void {
+    let pos = from
     const len = chunk.length
     while (pos < len) {
       switch (this.state) {

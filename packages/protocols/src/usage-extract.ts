@@ -70,8 +70,9 @@ export class UsageExtractor {
     return key.isAt(bytes, pos - key.length + 1)
   }
 
-  write(chunk: Buffer): void {
-    this.scanner.write(chunk)
+  /** Reads the chunk's bytes from `from` on (the caller knows the bytes before it, whole lines, report nothing). */
+  write(chunk: Buffer, from = 0): void {
+    this.scanner.write(chunk, from)
   }
 
   /** What the upstream reported, or null when it reported nothing. */

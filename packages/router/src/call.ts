@@ -212,8 +212,8 @@ export class ProxyCall implements CallHost {
     // SSE clients get the client API's own error event; a Gemini JSON array needs its encoder's framing.
     const framed =
       this.clientStreamType === SSE_TYPE ? null : (transform?.errorEvent(error) ?? this.continuation?.encoder.error(error) ?? null)
-    this.record(this.client.status)
     this.client.endWithError(framed, error, tail)
+    this.record(this.client.status)
   }
 
   /**
@@ -322,8 +322,9 @@ export class ProxyCall implements CallHost {
   }
 
   /**
-   * The request's usage record, once: emitted before the gateway writes the end of its answer (so a gateway killed as
-   * the client reads that end has the record already), or when the client leaves first.
+   * The request's usage record, once: emitted in the same turn as the end of its answer, right after the end is
+   * written (the end leaves at once: the client does not wait for the record's listeners), or when the client leaves
+   * first. The spool appends the turn's records at its end either way.
    */
   private record(status: number): void {
     if (this.recorded) return
@@ -342,10 +343,10 @@ export class ProxyCall implements CallHost {
     this.settings.hooks.emitUsage(buildUsageRecord(ctx, status), this.request)
   }
 
-  /** A whole answer ends (a JSON body relayed to its end, or an answer the gateway held): recorded, then ended. */
+  /** A whole answer ends (a JSON body relayed to its end, or an answer the gateway held): ended, then recorded. */
   endAnswer(tail: Buffer | string | null = null): void {
-    this.record(this.client.status)
     this.client.end(tail)
+    this.record(this.client.status)
   }
 
   private reportAttempt(attempt: UpstreamAttempt, result: Attempt['result'], status: number | undefined): void {

@@ -17,6 +17,9 @@ export class ClientStream {
   private readonly raw: ServerResponse
   /** The client's API: the shape of an in-band error. */
   private readonly wire: WireFormat
+  /** Bytes written in this turn, not sent yet, and the upstream body they came from (paused if the client is slow). */
+  private readonly queued: (Buffer | string)[] = []
+  private source: Readable | null = null
 
   constructor(reply: FastifyReply, wire: WireFormat) {
     this.reply = reply
@@ -47,26 +50,38 @@ export class ClientStream {
     this.raw.writeHead(status, headers)
   }
 
-  /** Writes bytes; a client that reads slowly pauses `source` (the upstream body) until its socket drains. */
+  /**
+   * Writes bytes; a client that reads slowly pauses `source` (the upstream body) until its socket drains. The bytes
+   * written in one turn of the event loop are sent together at its end, as one write: Node sends a turn's writes
+   * together anyway (it corks the socket until the end of the tick), but each write costs its own call, chunk framing
+   * and buffer in the system call, and one upstream read often holds many events.
+   */
   write(bytes: Buffer | string, source: Readable | null): void {
-    if (!this.raw.write(bytes) && source !== null) {
-      source.pause()
-      this.raw.once('drain', () => source.resume())
-    }
+    const queued = this.queued
+    if (queued.length === 0) process.nextTick(sendQueued, this)
+    queued.push(bytes)
+    if (source !== null) this.source = source
   }
 
-  /**
-   * Sends what was written now. Node holds a response's writes until the end of the tick (it corks the socket to
-   * batch them), so the first token would wait for whatever runs after it in that tick: with a short answer in one
-   * chunk, the whole end of the request (its usage record, listeners, the log line).
-   */
-  flush(): void {
-    const socket = this.raw.socket
-    if (socket !== null && socket.writableCorked > 0) socket.uncork()
+  /** Sends what this turn wrote (at its end, or before the response ends). */
+  sendQueued(): void {
+    const queued = this.queued
+    if (queued.length === 0) return
+    const bytes = queued.length === 1 ? (queued[0] as Buffer | string) : joined(queued)
+    queued.length = 0
+    const source = this.source
+    this.source = null
+    const raw = this.raw
+    if (raw.destroyed || raw.writableEnded) return
+    if (!raw.write(bytes) && source !== null) {
+      source.pause()
+      raw.once('drain', () => source.resume())
+    }
   }
 
   /** Ends the response, after `tail` when given. */
   end(tail: Buffer | string | null = null): void {
+    this.sendQueued()
     if (tail === null) this.raw.end()
     else this.raw.end(tail)
   }
@@ -76,12 +91,14 @@ export class ClientStream {
    * `event` when a transform framed it, else the client API's own — and no terminator.
    */
   endWithError(event: string | null, error: LlmProxyError, held: Buffer | string | null): void {
+    this.sendQueued()
     if (held !== null) this.raw.write(held)
     this.raw.end(event ?? this.wire.streamErrorEvent(error))
   }
 
   /** A JSON body cannot carry an error once started: the connection is cut, so it cannot look complete. */
   cut(): void {
+    this.queued.length = 0
     this.raw.destroy()
   }
 
@@ -102,4 +119,17 @@ export class ClientStream {
   get finished(): boolean {
     return this.raw.writableFinished
   }
+}
+
+function sendQueued(client: ClientStream): void {
+  client.sendQueued()
+}
+
+/** One turn's writes as one: strings joined, else bytes concatenated (a string among them encoded). */
+function joined(parts: (Buffer | string)[]): Buffer | string {
+  let strings = 0
+  for (const part of parts) if (typeof part === 'string') strings++
+  if (strings === parts.length) return parts.join('')
+  if (strings === 0) return Buffer.concat(parts as Buffer[])
+  return Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : part)))
 }

@@ -33,8 +33,11 @@ export class StreamScanner {
   sawTerminator = false
   /** A finish was reported (a non-null finish reason): a clean end after it is complete too, terminator or not. */
   sawFinish = false
-  /** The chunk just scanned carries no usage report: whole lines, each object's usage null (see `scan`). */
-  tapSkips = false
+  /**
+   * Where the usage readers must start reading the chunk just scanned: the bytes before it are whole lines whose
+   * every object ends with its usage set to null (see `scan`); the chunk's length when none of it reports usage.
+   */
+  tapFrom = 0
   private readonly endpoint: Endpoint
   private readonly extractor: UsageExtractor
   /** A `data: [DONE]` line went by (found while walking the events). */
@@ -106,8 +109,9 @@ export class StreamScanner {
    * Counts the chunk's data events and checks their shape: every wire format here sends one JSON object (or
    * `[DONE]`) per data line. Lines are walked from their starts (a `data:` inside a JSON string is not a field);
    * only each data line's first and last bytes are looked at, not parsed. A line split across chunks is counted
-   * (and known when it is `[DONE]`) but not checked. Also sets `tapSkips`: whole lines whose every JSON object
-   * ends with the usage key set to null (OpenAI and vLLM with include_usage, every chunk but the last).
+   * (and known when it is `[DONE]`) but not checked. Also sets `tapFrom`: the start of the first line that may
+   * report usage, after whole lines whose every JSON object ends with the usage key set to null (OpenAI and vLLM
+   * with include_usage, every chunk but the last).
    * Returns false when a data line is malformed.
    */
   scan(chunk: Buffer): boolean {
@@ -117,7 +121,9 @@ export class StreamScanner {
     const extractor = this.extractor
     let pos = 0
     this.errorAt = -1
-    this.tapSkips = !this.midLine
+    // Until a line that may report usage is found, the whole chunk is skipped (not at all when it starts mid-line).
+    let skipping = !this.midLine
+    this.tapFrom = skipping ? length : 0
     if (this.midLine) {
       // The rest of a line begun in an earlier chunk.
       const eol = chunk.indexOf(NEWLINE)
@@ -142,7 +148,7 @@ export class StreamScanner {
       if (data) this.dataEvents++
       if (eol === -1) {
         this.midLine = true
-        this.tapSkips = false
+        if (skipping) this.tapFrom = pos
         this.lineHead = length - pos <= SPLIT_HEAD_MAX ? chunk.toString('latin1', pos) : null
         return true
       }
@@ -165,7 +171,10 @@ export class StreamScanner {
           if (first === OPEN_BRACKET && end === CLOSE_BRACKET) {
             if (last - start === DONE_LENGTH - 1) this.sawDone = true
           } else if (first !== OPEN_BRACE || end !== CLOSE_BRACE) return false
-          else if (this.tapSkips) this.tapSkips = extractor.endsWithNullReport(chunk, last)
+          else if (skipping && !extractor.endsWithNullReport(chunk, last)) {
+            skipping = false
+            this.tapFrom = pos
+          }
         }
       }
       pos = eol + 1

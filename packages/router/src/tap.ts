@@ -14,10 +14,10 @@ const MAX_HELD_BYTES = 1024 * 1024
  */
 export interface ResponseTransform {
   /**
-   * The bytes to send now for this upstream chunk (null: nothing yet). `mayCarryUsage` is false only for a chunk
-   * the scanner saw carries no usage report.
+   * The bytes to send now for this upstream chunk (null: nothing yet). `usageFrom`: the scanner saw no usage report
+   * before this offset (the chunk's length: none in it).
    */
-  push(chunk: Buffer, mayCarryUsage: boolean): Buffer | string | null
+  push(chunk: Buffer, usageFrom: number): Buffer | string | null
   /** The upstream stream is over, `complete` or not: whatever is still held, and (complete) the client format's end. */
   end(complete: boolean): Buffer | string | null
   /** The in-band error that ends the client's stream, when the transform frames it (null: the client API's own). */
@@ -35,7 +35,7 @@ export class EventAligner implements ResponseTransform {
   readonly failure = null
   private held: Buffer | null = null
 
-  push(chunk: Buffer, _mayCarryUsage: boolean): Buffer | null {
+  push(chunk: Buffer, _usageFrom: number): Buffer | null {
     return this.align(chunk)
   }
 
@@ -88,13 +88,20 @@ export class EventAligner implements ResponseTransform {
 export class UsageEventFilter extends EventAligner {
   /** Bytes that may hold a usage report came by and are not all searched yet (some may still be held). */
   private usagePending = false
+  /** Where the search for it starts in the next complete events (before: lines the scanner saw report nothing). */
+  private searchFrom = 0
 
   /** The complete events are searched for the usage-only event while anything that may carry one is unsearched. */
-  override push(chunk: Buffer, mayCarryUsage: boolean): Buffer | null {
-    if (mayCarryUsage) this.usagePending = true
+  override push(chunk: Buffer, usageFrom: number): Buffer | null {
+    if (usageFrom < chunk.length && !this.usagePending) {
+      this.usagePending = true
+      // Held bytes come first in the events: they are searched too.
+      this.searchFrom = this.holding ? 0 : usageFrom
+    }
     let events = this.align(chunk)
     if (events !== null && this.usagePending) {
-      const without = withoutUsageOnlyEvent(events)
+      const without = withoutUsageOnlyEvent(events, this.searchFrom)
+      this.searchFrom = 0
       // Removed, or every event so far was complete and searched.
       if (without !== events || !this.holding) this.usagePending = false
       events = without
@@ -126,11 +133,11 @@ function eventEndAfter(data: Buffer, from: number): number {
   return at === -1 ? -1 : at + 1
 }
 
-/** Removes the event with `"choices":[]` and a usage object (OpenAI's include_usage chunk), if present. */
-function withoutUsageOnlyEvent(events: Buffer): Buffer {
+/** Removes the event with `"choices":[]` and a usage object (OpenAI's include_usage chunk), if present at or after `from`. */
+function withoutUsageOnlyEvent(events: Buffer, from: number): Buffer {
   for (const marker of EMPTY_CHOICES) {
     // Other events may have empty choices too (e.g. Azure's prompt_filter_results): each is looked at.
-    for (let at = marker.indexIn(events); at !== -1; at = marker.indexIn(events, at + marker.length)) {
+    for (let at = marker.indexIn(events, from); at !== -1; at = marker.indexIn(events, at + marker.length)) {
       const before = eventEndBefore(events, at)
       const start = before === -1 ? 0 : before
       const after = eventEndAfter(events, at)

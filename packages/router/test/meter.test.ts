@@ -14,7 +14,7 @@ function answer(meter: UsageMeter, text: string): StreamScanner {
   const scanner = new StreamScanner(OPENAI_CHAT, reader)
   const chunk = Buffer.from(text)
   scanner.scan(chunk)
-  if (!scanner.tapSkips) reader.write(chunk)
+  if (scanner.tapFrom < chunk.length) reader.write(chunk, scanner.tapFrom)
   scanner.checkEnd(chunk)
   return scanner
 }

@@ -87,7 +87,7 @@ function scanChunks(chunks: Buffer[], endpoint: Endpoint, protocol: Protocol) {
   for (const chunk of chunks) {
     if (!scanner.scan(chunk)) valid = false
     // The usage tap reads what the scanner says may carry a report; nothing else.
-    if (!scanner.tapSkips) extractor.write(chunk)
+    if (scanner.tapFrom < chunk.length) extractor.write(chunk, scanner.tapFrom)
     scanner.checkEnd(chunk)
   }
   return { dataEvents: scanner.dataEvents, valid, terminated: scanner.sawTerminator, usage: extractor.result() }
@@ -155,6 +155,22 @@ describe('StreamScanner agrees with a reference parser however the stream is cut
       if (whole) assert.equal(scanChunks(chunks, CHAT, 'openai').valid, false, name)
     }
   })
+})
+
+test('the usage readers start at the first line that may report usage', () => {
+  const text = STREAMS[0]?.text ?? ''
+  const scanner = new StreamScanner(CHAT, new UsageExtractor('openai'))
+  const bytes = Buffer.from(text)
+  assert.ok(scanner.scan(bytes))
+  assert.equal(scanner.tapFrom, text.indexOf('data: {"id":"c","object":"chat.completion.chunk","choices":[]'))
+  // Lines that all end with `"usage":null`: nothing to read.
+  const nulls = Buffer.from(chatChunk('lorem ') + chatChunk('ipsum '))
+  assert.ok(scanner.scan(nulls))
+  assert.equal(scanner.tapFrom, nulls.length)
+  // A chunk that starts inside a line is read whole.
+  assert.ok(scanner.scan(Buffer.from('data: {"id":"c"')))
+  assert.ok(scanner.scan(Buffer.from(',"usage":null}\n\n')))
+  assert.equal(scanner.tapFrom, 0)
 })
 
 describe('a finish reason is seen however the stream is cut', () => {

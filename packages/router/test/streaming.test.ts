@@ -156,7 +156,7 @@ const req = http.request(process.argv[1], { method: 'POST', headers: { 'content-
 req.end(JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'hi' }] }))
 `
 
-test('the first token leaves before the work after it: a one-chunk answer reaches the client while an onUsage listener still holds the process', async (t) => {
+test('an answer ends before the work after it: a one-chunk answer reaches the client while an onUsage listener still holds the process', async (t) => {
   const one = upstream('one', 'openai', (res) => {
     sse(res)
     res.end(role + text('Hi') + finish() + usageChunk(3, 1) + DONE)
@@ -181,4 +181,53 @@ test('the first token leaves before the work after it: a one-chunk answer reache
   const firstByteAt = Number(out)
   assert.ok(heldUntil > 0, 'the listener ran')
   assert.ok(firstByteAt < heldUntil - 200, `first byte at ${firstByteAt}, the listener let go at ${heldUntil}`)
+})
+
+test('a client that does not read holds the upstream back: the gateway keeps a bounded amount of the stream', async (t) => {
+  const event = text('x'.repeat(64 * 1024))
+  const limit = 256 * 1024 * 1024
+  let written = 0
+  let held: () => void = () => {}
+  const stalled = new Promise<void>((resolve) => {
+    held = resolve
+  })
+  const one = upstream('one', 'openai', async (res) => {
+    sse(res)
+    res.write(role)
+    // As fast as the gateway takes it; a write the socket does not take waits for 'drain', as a server would.
+    while (written < limit) {
+      written += event.length
+      if (!res.write(event)) {
+        held()
+        await new Promise((resolve) => res.once('drain', resolve))
+      }
+    }
+    held()
+    res.end(finish() + DONE)
+  })
+  const s = await scripted([one], [{ name: 'm', upstreams: ['one'] }], { timeouts: { idleMs: 10_000 } })
+  t.after(() => s.close())
+  const res = await request(`${s.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+  })
+  // The client reads nothing for a second: socket buffers fill on both sides, then the upstream must be paused
+  // (`stalled`: its first write that had to wait, or its end).
+  await stalled
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  const whileStalled = written
+  if (whileStalled >= 64 * 1024 * 1024) {
+    // (The client leaves: the gateway's close would wait for this stream.)
+    res.body.destroy()
+    assert.fail(`the upstream wrote ${whileStalled} bytes while the client read nothing`)
+  }
+  let received = 0
+  let tail = ''
+  for await (const chunk of res.body) {
+    received += (chunk as Buffer).length
+    tail = (tail + (chunk as Buffer).toString('latin1')).slice(-64)
+  }
+  assert.ok(tail.endsWith('data: [DONE]\n\n'))
+  assert.ok(received >= limit, `the client got ${received} bytes of ${limit}`)
 })

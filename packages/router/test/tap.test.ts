@@ -7,13 +7,15 @@ const token = 'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi "}}]
 const usage = 'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
 const done = 'data: [DONE]\n\n'
 const bare = (event: string) => event
+/** `usageFrom` for a chunk the scanner saw report no usage. */
+const NONE = Number.MAX_SAFE_INTEGER
 
-/** Every chunk may carry usage (the proxy says otherwise only for chunks its line walk cleared). */
+/** Every chunk may carry usage from its start (the proxy says otherwise only for lines its walk cleared). */
 function run(parts: string[]): string[] {
   const filter = new UsageEventFilter()
   const out: string[] = []
   for (const part of parts) {
-    const sent = filter.push(Buffer.from(part), true)
+    const sent = filter.push(Buffer.from(part), 0)
     if (sent !== null) out.push(sent.toString())
   }
   const held = filter.end(true)
@@ -37,15 +39,15 @@ test('works whatever the chunking', () => {
 
 test('complete events go out at once; only an incomplete tail waits', () => {
   const filter = new UsageEventFilter()
-  assert.equal(filter.push(Buffer.from(role + token.slice(0, 10)), false)?.toString(), bare(role))
-  assert.equal(filter.push(Buffer.from(token.slice(10)), false)?.toString(), bare(token))
+  assert.equal(filter.push(Buffer.from(role + token.slice(0, 10)), NONE)?.toString(), bare(role))
+  assert.equal(filter.push(Buffer.from(token.slice(10)), NONE)?.toString(), bare(token))
   assert.equal(filter.end(true), null)
 })
 
 test('an unterminated last event: at a complete end it goes out with its blank line; at a failed end it is dropped', () => {
   assert.deepEqual(run([role, 'data: [DONE]\n']), [bare(role), 'data: [DONE]\n\n'])
   const filter = new UsageEventFilter()
-  assert.equal(filter.push(Buffer.from(`${role}data: {"partial"`), true)?.toString(), bare(role))
+  assert.equal(filter.push(Buffer.from(`${role}data: {"partial"`), 0)?.toString(), bare(role))
   assert.equal(filter.end(false), null, 'half an event never reaches the client before an error event')
 })
 
@@ -56,15 +58,24 @@ test('a choices:[] event without usage is kept', () => {
 
 test('a chunk known to carry no usage is not searched, unless bytes that may are still held', () => {
   const skipped = new UsageEventFilter()
-  assert.equal(skipped.push(Buffer.from(token), true)?.toString(), bare(token))
+  assert.equal(skipped.push(Buffer.from(token), 0)?.toString(), bare(token))
   // Everything that might have carried usage was searched: a chunk cleared by the proxy goes out as is.
-  assert.equal(skipped.push(Buffer.from(usage), false)?.toString(), bare(usage))
+  assert.equal(skipped.push(Buffer.from(usage), NONE)?.toString(), bare(usage))
 
   const split = new UsageEventFilter()
   // The usage line is whole but its event is not: held, still to be searched when its blank line comes.
-  assert.equal(split.push(Buffer.from(token + usage.slice(0, -1)), true)?.toString(), bare(token))
-  assert.equal(split.push(Buffer.from('\n'), false), null)
-  assert.equal(split.push(Buffer.from(done), false)?.toString(), done)
+  assert.equal(split.push(Buffer.from(token + usage.slice(0, -1)), 0)?.toString(), bare(token))
+  assert.equal(split.push(Buffer.from('\n'), NONE), null)
+  assert.equal(split.push(Buffer.from(done), NONE)?.toString(), done)
+})
+
+test('the search starts where the scanner says usage may be reported', () => {
+  const chunk = role + token + usage + done
+  const from = new UsageEventFilter()
+  assert.equal(from.push(Buffer.from(chunk), (role + token).length)?.toString(), bare(role) + bare(token) + done)
+  // Lines before the offset are vouched for by the scanner: not searched (here, a usage event is let through).
+  const after = new UsageEventFilter()
+  assert.equal(after.push(Buffer.from(chunk), (role + token + usage).length)?.toString(), chunk)
 })
 
 test('CRLF streams: only the usage-only event is removed, whatever the line-end chunking', () => {
