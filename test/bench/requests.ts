@@ -16,8 +16,14 @@ export const BENCH_HEADERS = { 'content-type': 'application/json', authorization
 export const chatBody = (stream: boolean, mock: Record<string, number>) =>
   JSON.stringify({ model: 'bench', stream, messages: [{ role: 'user', content: 'Benchmark me.' }], mock })
 
-/** Milliseconds from sending a streamed request to its first body chunk; the rest is read so the connection is reused. */
-export async function firstChunkMs(pool: Pool, body: string): Promise<number> {
+/** A content delta with text in it: an answer token (the role chunk's `"content":""` is none). */
+const TOKEN = /"content":"[^"]/
+
+/**
+ * Milliseconds from sending a streamed request to its first answer token (the first chunk holding text, not the role
+ * chunk before it: what an SDK surfaces first); the rest is read so the connection is reused.
+ */
+export async function firstTokenMs(pool: Pool, body: string): Promise<number> {
   const t0 = performance.now()
   const res = await pool.request({
     method: 'POST',
@@ -26,8 +32,16 @@ export async function firstChunkMs(pool: Pool, body: string): Promise<number> {
     body,
   })
   let ttft = Number.NaN
-  for await (const _chunk of res.body) if (Number.isNaN(ttft)) ttft = performance.now() - t0
+  // The end of the chunks so far, for a token split between two.
+  let tail = ''
+  for await (const chunk of res.body) {
+    if (!Number.isNaN(ttft)) continue
+    const text = tail + (chunk as Buffer).toString('latin1')
+    if (TOKEN.test(text)) ttft = performance.now() - t0
+    else tail = text.slice(-16)
+  }
   if (res.statusCode !== 200) throw new Error(`TTFT request answered ${res.statusCode}`)
+  if (Number.isNaN(ttft)) throw new Error('TTFT request: no token in the answer')
   return ttft
 }
 

@@ -18,7 +18,7 @@ import {
   BENCH_HEADERS,
   chatBody,
   cpuSeconds,
-  firstChunkMs,
+  firstTokenMs,
   load,
   median,
   type Proc,
@@ -297,7 +297,7 @@ http {
       const [warmUp, rounds, block, dropped] = SMOKE ? [1, 1, 3, 1] : [100, 60, 25, 5]
       // One at a time differs from the load above (idle gaps, timers): each target first serves this shape alone.
       for (const pools of ttftPools) {
-        for (const name of NAMES) for (let k = 0; k < warmUp; k++) await firstChunkMs(pools[name] as Pool, body)
+        for (const name of NAMES) for (let k = 0; k < warmUp; k++) await firstTokenMs(pools[name] as Pool, body)
       }
       for (let round = 0; round < rounds; round++) {
         const p50: Record<string, number> = {}
@@ -305,7 +305,7 @@ http {
           const name = NAMES[(round + i) % NAMES.length] as Name
           const samples: number[] = []
           for (let k = 0; k < block; k++) {
-            const ms = await firstChunkMs(ttftPools[round % ttftPools.length]?.[name] as Pool, body)
+            const ms = await firstTokenMs(ttftPools[round % ttftPools.length]?.[name] as Pool, body)
             if (k >= dropped) samples.push(ms)
           }
           ttft[name]?.push(...samples)
@@ -487,7 +487,7 @@ http {
             idleRss = statusMb(proc.child.pid as number, 'VmRSS')
             const pool = new Pool(proc.url, { connections: 1, keepAliveTimeout: 60_000 })
             cold = []
-            for (let k = 0; k < requests; k++) cold.push(await firstChunkMs(pool, body))
+            for (let k = 0; k < requests; k++) cold.push(await firstTokenMs(pool, body))
             await pool.close()
           }
           await stopProxy(proc)
@@ -495,7 +495,7 @@ http {
         }
         const pool = new Pool(targetOf(0, proxy), { connections: 1, keepAliveTimeout: 60_000 })
         const warm: number[] = []
-        for (let k = 0; k < requests; k++) warm.push(await firstChunkMs(pool, body))
+        for (let k = 0; k < requests; k++) warm.push(await firstTokenMs(pool, body))
         await pool.close()
         const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
         print(

@@ -4,7 +4,7 @@
 // Run it on the other core than the targets (taskset -c 1): a client sharing their core skews the figures.
 import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
-import { chatBody, firstChunkMs, median } from './requests.js'
+import { chatBody, firstTokenMs, median } from './requests.js'
 
 const { values, positionals: targets } = parseArgs({
   options: { 'one-chunk': { type: 'boolean', default: false }, rounds: { type: 'string', default: '30' } },
@@ -18,14 +18,14 @@ for (const target of targets) {
   const warm = chatBody(true, { tokens: 8, gapMs: 0 })
   await Promise.all(
     Array.from({ length: 8 }, async () => {
-      for (let i = 0; i < 375; i++) await firstChunkMs(pool, warm)
+      for (let i = 0; i < 375; i++) await firstTokenMs(pool, warm)
     }),
   )
   await pool.close()
 }
 
 const pools = targets.map((t) => new Pool(t, { connections: 1, keepAliveTimeout: 60_000 }))
-for (const pool of pools) for (let i = 0; i < 100; i++) await firstChunkMs(pool, body)
+for (const pool of pools) for (let i = 0; i < 100; i++) await firstTokenMs(pool, body)
 const all: number[][] = targets.map(() => [])
 const diffs: number[][] = targets.map(() => [])
 for (let round = 0; round < Number(values.rounds); round++) {
@@ -34,7 +34,7 @@ for (let round = 0; round < Number(values.rounds); round++) {
     const k = (round + j) % pools.length
     const samples: number[] = []
     for (let i = 0; i < 25; i++) {
-      const ms = await firstChunkMs(pools[k] as Pool, body)
+      const ms = await firstTokenMs(pools[k] as Pool, body)
       if (i >= 5) samples.push(ms)
     }
     all[k]?.push(...samples)
