@@ -10,8 +10,9 @@
 // A start then reads two files and compiles almost nothing: measured on 2 cores, the built packages
 // (dist/cli.js, ~190 ES modules) took about twice the CPU time to their first answer (docs/benchmarks.md).
 import { spawn } from 'node:child_process'
-import { copyFileSync, mkdirSync, rmSync, statSync } from 'node:fs'
-import { join } from 'node:path'
+import { copyFileSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
 
@@ -47,7 +48,7 @@ export function bundleOptions(outfile) {
     // so stack traces still name their functions.
     minifyWhitespace: true,
     minifySyntax: true,
-    plugins: [optionalModulesAbsent(OPTIONAL_ABSENT)],
+    plugins: [optionalModulesAbsent(OPTIONAL_ABSENT), undiciDispatchersFirst()],
     logLevel: 'warning',
     metafile: true,
   }
@@ -59,6 +60,9 @@ export async function bundleServer() {
   mkdirSync(BUILD_DIR, { recursive: true })
   rmSync(`${BUNDLE}.cache`, { force: true })
   await build(bundleOptions(BUNDLE))
+  // The launcher reads the bundle as latin1, which is only right for ASCII (esbuild's default charset).
+  const nonAscii = readFileSync(BUNDLE).findIndex((byte) => byte > 0x7f)
+  if (nonAscii !== -1) throw new Error(`${rel(BUNDLE)}: a non-ASCII byte at offset ${nonAscii}; the launcher reads it as latin1`)
   copyFileSync(join(root, 'scripts/launcher.cjs'), ENTRY)
   await writeCodeCache()
   const mb = (file) => `${(statSync(file).size / 1024 / 1024).toFixed(1)} MB`
@@ -68,8 +72,9 @@ export async function bundleServer() {
 }
 
 /**
- * Starts the bundle in demo mode (its own mock upstream, a free port) and stops it once it serves: the launcher
- * then writes the code of everything a start ran (modules, config, plugins, listen) to the cache.
+ * Starts the bundle in demo mode (its own mock upstream, a free port), has it answer a few requests and stops it:
+ * the launcher then writes the code of everything the process ran (modules, config, plugins, listen, and the
+ * request path) to the cache, so that neither the start nor the first requests compile it.
  */
 function writeCodeCache() {
   return new Promise((resolve, reject) => {
@@ -80,19 +85,48 @@ function writeCodeCache() {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let output = ''
+    let serving = false
+    let failed = null
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
     const onData = (chunk) => {
       output += chunk
-      if (output.includes('demo mode') && child.signalCode === null && !child.killed) child.kill('SIGTERM')
+      const url = /"url":"([^"]+)","msg":"demo mode/.exec(output)?.[1]
+      if (url === undefined || serving) return
+      serving = true
+      demoRequests(url)
+        .catch((err) => {
+          failed = err
+        })
+        .finally(() => child.kill('SIGTERM'))
     }
     child.stdout.on('data', onData)
     child.stderr.on('data', onData)
     child.once('exit', (code) => {
       clearTimeout(timer)
-      if (code === 0) resolve()
-      else reject(new Error(`the bundle's demo start failed (exit ${code}):\n${output}`))
+      if (code === 0 && failed === null) resolve()
+      else reject(new Error(`the bundle's demo start failed (exit ${code}${failed ? `, ${failed.message}` : ''}):\n${output}`))
     })
   })
+}
+
+/** What users send most: chat completions streamed and not, in the OpenAI and the Anthropic API (converted). */
+async function demoRequests(url) {
+  const messages = [{ role: 'user', content: 'Hello' }]
+  const requests = [
+    ['/v1/chat/completions', { model: 'demo', stream: true, stream_options: { include_usage: true }, messages }],
+    ['/v1/chat/completions', { model: 'demo', messages }],
+    ['/v1/messages', { model: 'demo', max_tokens: 64, stream: true, messages }],
+    ['/v1/messages', { model: 'demo', max_tokens: 64, messages }],
+  ]
+  for (const [path, body] of requests) {
+    const res = await fetch(`${url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    })
+    await res.arrayBuffer()
+    if (res.status !== 200) throw new Error(`POST ${path} answered ${res.status}`)
+  }
 }
 
 function optionalModulesAbsent(names) {
@@ -104,6 +138,58 @@ function optionalModulesAbsent(names) {
       b.onLoad({ filter: /.*/, namespace: 'absent' }, (args) => ({
         contents: `throw Object.assign(new Error(${JSON.stringify(`Cannot find module '${args.path}'`)}), { code: 'MODULE_NOT_FOUND' })`,
         loader: 'js',
+      }))
+    },
+  }
+}
+
+/**
+ * `require('undici')` loads all of undici: fetch, WebSocket, EventSource, cookies, caches and the Web Streams
+ * behind them, ~30 ms of every start, though the gateway (and @fastify/reply-from) use only its dispatchers. In
+ * the bundle, `undici` is a module with the same exports in which the dispatchers, their request API and the
+ * errors come from their own files, and any other export loads the whole package on first use (the same module
+ * instances: classes stay identical). Each importer gets the undici it resolves.
+ */
+function undiciDispatchersFirst() {
+  // Export name → the expression undici's index.js gives it (`$` is require() of a file of the package).
+  const own = {
+    Dispatcher: "$('lib/dispatcher/dispatcher')",
+    Client: "$('lib/dispatcher/client')",
+    Pool: "$('lib/dispatcher/pool')",
+    BalancedPool: "$('lib/dispatcher/balanced-pool')",
+    Agent: "$('lib/dispatcher/agent')",
+    errors: "$('lib/core/errors')",
+    getGlobalDispatcher: "$('lib/global').getGlobalDispatcher",
+    setGlobalDispatcher: "$('lib/global').setGlobalDispatcher",
+  }
+  const moduleFor = (index) => {
+    const dir = dirname(index)
+    // esbuild bundles only require() calls of literal paths.
+    const resolved = (expression) => expression.replace(/\$\('([^']+)'\)/g, (_, file) => `require(${JSON.stringify(join(dir, file))})`)
+    return [
+      "'use strict'",
+      // What undici's index does to the Dispatcher class: its request API (request, stream, pipeline...).
+      resolved(`Object.assign(${own.Dispatcher}.prototype, $('lib/api'))`),
+      'let all',
+      `const whole = () => (all ??= ${resolved("$('index.js')")})`,
+      ...Object.keys(createRequire(index)(index)).map((name) => {
+        const get = name in own ? resolved(own[name]) : `whole().${name}`
+        return `Object.defineProperty(exports, ${JSON.stringify(name)}, { enumerable: true, get: () => ${get} })`
+      }),
+    ].join('\n')
+  }
+  return {
+    name: 'undici-dispatchers-first',
+    setup(b) {
+      // The path relative to the repository: the bundle names its modules so, with no path of the build machine.
+      b.onResolve({ filter: /^undici$/ }, (args) => ({
+        path: relative(root, createRequire(join(args.resolveDir, 'importer.js')).resolve('undici')),
+        namespace: 'undici-dispatchers-first',
+      }))
+      b.onLoad({ filter: /.*/, namespace: 'undici-dispatchers-first' }, (args) => ({
+        contents: moduleFor(join(root, args.path)),
+        loader: 'js',
+        resolveDir: dirname(join(root, args.path)),
       }))
     },
   }

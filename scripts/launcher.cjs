@@ -17,8 +17,10 @@ try {
 } catch {
   cachedData = undefined
 }
-// The bundle starts with the CLI's `#!` line, which is no JavaScript inside a function: made a comment (same lines).
-const source = readFileSync(bundle, 'utf8').replace(/^#!/, '//')
+// The bundle is ASCII (esbuild escapes anything else; scripts/bundle.mjs checks it), so latin1 reads it as UTF-8
+// would, ~8 ms sooner on a start. It starts with the CLI's `#!` line, which is no JavaScript inside a function:
+// made a comment (same lines).
+const source = readFileSync(bundle, 'latin1').replace(/^#!/, '//')
 const script = new Script(Module.wrap(source), { filename: bundle, cachedData })
 if (process.env.LLMPROXY_WRITE_CODE_CACHE === '1') {
   process.once('exit', () => writeFileSync(cacheFile, script.createCachedData()))
