@@ -1,6 +1,7 @@
 // Dev helper: CPU per request of two builds of the gateway (and the bare proxy) in alternating rounds, against one
 // mock, pinned like `pnpm bench` (proxies on core 0; mock and this load generator on core 1, when taskset exists).
-// Each checkout needs `pnpm build` (its packages/*/dist). Minimal config (router, upstreams, metrics), plus the
+// Each checkout needs `pnpm build` (its packages/*/dist); a path ending in .cjs is run as it is instead (a bundle's
+// build/llmproxy.cjs, or a copy of its build/ directory, to compare bundles). Minimal config (router, upstreams, metrics), plus the
 // features named after `@` (comma-separated: auth, limit, usage, usage-nosync (no fsync), usage-hold (spooled, not
 // delivered during the run), noresume (the model's resume: false); `full` = auth,limit,usage), so one
 // build can also be compared with itself feature by feature.
@@ -10,7 +11,7 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { BENCH_API_KEY, cpuSeconds, load, median, type Proc, start } from './requests.js'
 
 const [dirA, dirB, roundsArg] = process.argv.slice(2)
@@ -82,8 +83,9 @@ for (const [name, spec] of [
   // The CLI logs at warn: readiness is its first answer (the warm-up below waits for it).
   // Below the ephemeral range (32768+ on Linux), where the load generators' own connections cannot take it first.
   const port = 20_000 + Math.floor(Math.random() * 10_000)
-  const [bin, ...args] = [...pin('0'), 'node', join(dir, 'packages/server/dist/cli.js'), '--config', config, '--port', String(port)]
-  const child = spawn(bin as string, args, { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] })
+  const entry = dir.endsWith('.cjs') ? dir : join(dir, 'packages/server/dist/cli.js')
+  const [bin, ...args] = [...pin('0'), 'node', entry, '--config', config, '--port', String(port)]
+  const child = spawn(bin as string, args, { cwd: dirname(entry), stdio: ['ignore', 'ignore', 'inherit'] })
   procs.push(child)
   targets[name] = `http://127.0.0.1:${port}`
   pids[name] = child.pid as number // taskset execs node: the same pid
