@@ -120,7 +120,7 @@ export class StreamRelay {
   /** The attempt's first bytes go to the client: the commit point, unless a continuation joins a committed stream. */
   private commit(): void {
     const client = this.call.client
-    if (!client.committed) client.commit(this.attempt.status, this.headers)
+    if (!client.committed) client.commitStream(this.attempt.status, this.headers)
     this.attempt.delivering = true
   }
 

@@ -1,0 +1,91 @@
+// What an open stream keeps in memory: its response's header block as one string. Node keeps the block it built
+// for as long as the response lasts, as the tree of concatenations that built it (four nodes per header); with
+// thousands of open streams that tree was ~1 KB each (docs/benchmarks.md).
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+import { getHeapSnapshot } from 'node:v8'
+import { request } from 'undici'
+import { chat, type Harness, startHarness } from './helpers.js'
+
+let h: Harness
+before(async () => {
+  h = await startHarness()
+})
+after(() => h.close())
+
+interface Snapshot {
+  snapshot: { meta: { node_fields: string[]; node_types: [string[]]; edge_fields: string[]; edge_types: [string[]] } }
+  nodes: number[]
+  edges: number[]
+  strings: string[]
+}
+
+/** The header blocks (`_header`) of the live ServerResponses: the text of each one kept as one string. */
+async function headerBlocks(): Promise<string[]> {
+  let json = ''
+  for await (const part of getHeapSnapshot()) json += part
+  const snap = JSON.parse(json) as Snapshot
+  const { node_fields: nf, node_types: nt, edge_fields: ef, edge_types: et } = snap.snapshot.meta
+  const [N, E] = [nf.length, ef.length]
+  const [TYPE, NAME, EDGES] = [nf.indexOf('type'), nf.indexOf('name'), nf.indexOf('edge_count')]
+  const [ETYPE, ENAME, ETO] = [ef.indexOf('type'), ef.indexOf('name_or_index'), ef.indexOf('to_node')]
+  const { nodes, edges, strings } = snap
+  const firstEdge: number[] = []
+  for (let i = 0, e = 0; i < nodes.length; i += N) {
+    firstEdge[i / N] = e
+    e += (nodes[i + EDGES] as number) * E
+  }
+  const edgeTo = (node: number, name: string): number | null => {
+    const from = firstEdge[node / N] as number
+    for (let k = 0; k < (nodes[node + EDGES] as number); k++) {
+      const j = from + k * E
+      const type = et[0][edges[j + ETYPE] as number]
+      if ((type === 'property' || type === 'internal') && strings[edges[j + ENAME] as number] === name) return edges[j + ETO] as number
+    }
+    return null
+  }
+  const typeOf = (node: number) => nt[0][nodes[node + TYPE] as number]
+  const text = (node: number) => strings[nodes[node + NAME] as number] as string
+  // A flat string; or a tree V8 flattened in place, until the GC replaces it: its first part the whole text, the
+  // second empty.
+  const flatText = (node: number): string | null => {
+    if (typeOf(node) === 'string') return text(node)
+    if (typeOf(node) !== 'concatenated string') return null
+    const [first, second] = [edgeTo(node, 'first'), edgeTo(node, 'second')]
+    if (first === null || second === null || typeOf(first) !== 'string' || text(second) !== '') return null
+    return text(first)
+  }
+  const blocks: string[] = []
+  for (let i = 0; i < nodes.length; i += N) {
+    if (nt[0][nodes[i + TYPE] as number] !== 'object' || strings[nodes[i + NAME] as number] !== 'ServerResponse') continue
+    const header = edgeTo(i, '_header')
+    if (header === null) continue
+    blocks.push(flatText(header) ?? '(a tree of concatenations)')
+  }
+  return blocks
+}
+
+test('an open stream keeps its header block as one string, not the tree of concatenations that built it', async () => {
+  const OPEN = 20
+  const streams = await Promise.all(
+    Array.from({ length: OPEN }, async () => {
+      const res = await request(`${h.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: chat({ stream: true, mock: { tokens: 3, gapMs: 5000 } }),
+      })
+      const chunks = res.body[Symbol.asyncIterator]()
+      await chunks.next() // the stream is open and committed
+      return res
+    }),
+  )
+  try {
+    const blocks = await headerBlocks()
+    // The gateway's own responses (the mock's are in this process too): only the gateway sends x-accel-buffering.
+    const flat = blocks.filter((block) => block.startsWith('HTTP/1.1 200') && block.includes('x-accel-buffering: no'))
+    const trees = blocks.filter((block) => !block.startsWith('HTTP/'))
+    assert.equal(flat.length, OPEN, `open streams whose header block is one string: ${flat.length} of ${OPEN} (${trees.length} trees)`)
+  } finally {
+    for (const res of streams) res.body.destroy()
+  }
+})
