@@ -57,7 +57,7 @@ async function headerBlocks(): Promise<string[]> {
   }
   const blocks: string[] = []
   for (let i = 0; i < nodes.length; i += N) {
-    if (nt[0][nodes[i + TYPE] as number] !== 'object' || strings[nodes[i + NAME] as number] !== 'ServerResponse') continue
+    if (typeOf(i) !== 'object' || text(i) !== 'ServerResponse') continue
     const header = edgeTo(i, '_header')
     if (header === null) continue
     blocks.push(flatText(header) ?? '(a tree of concatenations)')
