@@ -151,29 +151,30 @@ function optionalModulesAbsent(names) {
  * instances: classes stay identical). Each importer gets the undici it resolves.
  */
 function undiciDispatchersFirst() {
-  // Export name → the expression undici's index.js gives it (`$` is require() of a file of the package).
+  // Export name → where undici's index.js takes it from: a file of the package, and the property of it (none: the
+  // file's exports).
   const own = {
-    Dispatcher: "$('lib/dispatcher/dispatcher')",
-    Client: "$('lib/dispatcher/client')",
-    Pool: "$('lib/dispatcher/pool')",
-    BalancedPool: "$('lib/dispatcher/balanced-pool')",
-    Agent: "$('lib/dispatcher/agent')",
-    errors: "$('lib/core/errors')",
-    getGlobalDispatcher: "$('lib/global').getGlobalDispatcher",
-    setGlobalDispatcher: "$('lib/global').setGlobalDispatcher",
+    Dispatcher: ['lib/dispatcher/dispatcher'],
+    Client: ['lib/dispatcher/client'],
+    Pool: ['lib/dispatcher/pool'],
+    BalancedPool: ['lib/dispatcher/balanced-pool'],
+    Agent: ['lib/dispatcher/agent'],
+    errors: ['lib/core/errors'],
+    getGlobalDispatcher: ['lib/global', 'getGlobalDispatcher'],
+    setGlobalDispatcher: ['lib/global', 'setGlobalDispatcher'],
   }
   const moduleFor = (index) => {
-    const dir = dirname(index)
     // esbuild bundles only require() calls of literal paths.
-    const resolved = (expression) => expression.replace(/\$\('([^']+)'\)/g, (_, file) => `require(${JSON.stringify(join(dir, file))})`)
+    const load = (file) => `require(${JSON.stringify(join(dirname(index), file))})`
     return [
       "'use strict'",
       // What undici's index does to the Dispatcher class: its request API (request, stream, pipeline...).
-      resolved(`Object.assign(${own.Dispatcher}.prototype, $('lib/api'))`),
+      `Object.assign(${load(own.Dispatcher[0])}.prototype, ${load('lib/api')})`,
       'let all',
-      `const whole = () => (all ??= ${resolved("$('index.js')")})`,
+      `const whole = () => (all ??= ${load('index.js')})`,
       ...Object.keys(createRequire(index)(index)).map((name) => {
-        const get = name in own ? resolved(own[name]) : `whole().${name}`
+        const [file, property] = own[name] ?? []
+        const get = file === undefined ? `whole().${name}` : `${load(file)}${property === undefined ? '' : `.${property}`}`
         return `Object.defineProperty(exports, ${JSON.stringify(name)}, { enumerable: true, get: () => ${get} })`
       }),
     ].join('\n')
