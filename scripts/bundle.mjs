@@ -146,8 +146,8 @@ function optionalModulesAbsent(names) {
 /**
  * `require('undici')` loads all of undici: fetch, WebSocket, EventSource, cookies, caches and the Web Streams
  * behind them, ~30 ms of every start, though the gateway (and @fastify/reply-from) use only its dispatchers. In
- * the bundle, `undici` is a module with the same exports in which the dispatchers, their request API and the
- * errors come from their own files, and any other export loads the whole package on first use (the same module
+ * the bundle, `undici` is a module with the same exports in which the dispatchers, their request API, the errors
+ * and util come from their own files, and any other export loads the whole package on first use (the same module
  * instances: classes stay identical). Each importer gets the undici it resolves.
  */
 function undiciDispatchersFirst() {
@@ -160,6 +160,8 @@ function undiciDispatchersFirst() {
     BalancedPool: ['lib/dispatcher/balanced-pool'],
     Agent: ['lib/dispatcher/agent'],
     errors: ['lib/core/errors'],
+    // index.js exports two functions of it (parseHeaders, headerNameToString) as `util`: the module holds both.
+    util: ['lib/core/util'],
     getGlobalDispatcher: ['lib/global', 'getGlobalDispatcher'],
     setGlobalDispatcher: ['lib/global', 'setGlobalDispatcher'],
   }

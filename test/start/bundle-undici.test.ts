@@ -31,13 +31,13 @@ async function runBundled(source: string, env: Record<string, string> = {}): Pro
   return JSON.parse(stdout) as Record<string, unknown>
 }
 
-test('the dispatchers load without the web parts of undici, and proxy a request', async () => {
+test('the dispatchers and util load without the web parts of undici, and proxy a request', async () => {
   const server = createServer((_req, res) => res.end('pong')).listen(0, '127.0.0.1')
   await new Promise((resolve) => server.once('listening', resolve))
   after(() => server.close())
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   const out = await runBundled(
-    `const { Agent, Pool } = require('undici')
+    `const { Agent, Pool, util } = require('undici')
 const web = ${JSON.stringify(WEB_MODULES)}
 const loaded = () => web.filter((m) => process.moduleLoadList.includes(m))
 ;(async () => {
@@ -46,9 +46,10 @@ const loaded = () => web.filter((m) => process.moduleLoadList.includes(m))
   let body = ''
   for await (const chunk of res.body) body += chunk
   await pool.close()
+  const headers = util.parseHeaders([Buffer.from('Content-Type'), Buffer.from('text/plain')])
   const before = loaded()
   const viaAgent = await (await fetchLike()).text()
-  process.stdout.write(JSON.stringify({ body, before, agent: typeof Agent, after: loaded(), viaAgent }))
+  process.stdout.write(JSON.stringify({ body, headers, before, agent: typeof Agent, after: loaded(), viaAgent }))
 })()
 async function fetchLike() {
   // fetch is one of the exports that load the whole package, on first use
@@ -57,8 +58,9 @@ async function fetchLike() {
     { URL: url },
   )
   assert.equal(out.body, 'pong')
+  assert.deepEqual(out.headers, { 'content-type': 'text/plain' })
   assert.equal(out.agent, 'function')
-  assert.deepEqual(out.before, [], 'no web module loaded by the dispatchers')
+  assert.deepEqual(out.before, [], 'no web module loaded by the dispatchers or util')
   assert.equal(out.viaAgent, 'pong', 'fetch works, loaded on first use')
   assert.deepEqual(out.after, WEB_MODULES, 'fetch loaded the web parts then')
 })

@@ -1,5 +1,4 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import type { Readable } from 'node:stream'
 import '@fastify/reply-from'
 import { errors, type LlmProxyError } from '@llmproxy/core'
 import type { ApiFamily, Endpoint, UsageExtractor } from '@llmproxy/protocols'
@@ -14,6 +13,7 @@ import { keepUpstreamHeaders, onError, onResponse, rewriteRequestHeaders, type U
 import { AttemptSignal } from './signal.js'
 import { StreamRelay } from './stream-relay.js'
 import type { ResponseTransform } from './tap.js'
+import type { UpstreamBody } from './upstream-response.js'
 
 const SSE = 'text/event-stream'
 const JSON_TYPE = 'application/json'
@@ -50,7 +50,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   private readonly signal = new AttemptSignal()
   /** The first-byte deadline (for a JSON answer: the whole answer's). */
   private timer: NodeJS.Timeout | null = null
-  private body: Readable | null = null
+  private body: UpstreamBody | null = null
   /** It is over (its answer ended, failed or was abandoned). */
   private done = false
   private released = false
@@ -148,7 +148,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     }
   }
 
-  onUpstreamResponse(status: number, body: Readable): void {
+  onUpstreamResponse(status: number, body: UpstreamBody): void {
     if (this.done) {
       body.destroy()
       return
@@ -185,7 +185,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
    * An error answer read whole (it is small): a 400 `context_length_exceeded` may go to a fallback model (with a
    * larger context); other errors go to the client, in its own API's shape when the upstream speaks another.
    */
-  private readErrorAnswer(body: Readable): void {
+  private readErrorAnswer(body: UpstreamBody): void {
     readWhole(body, MAX_ERROR_BODY_BYTES, (text) => {
       if (this.done) return
       if (this.status === 400 && this.call.planner.hasFallbackLeft() && text.includes('context_length_exceeded')) {
@@ -238,7 +238,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
 
   // ── the answer (the commit point is a stream's first body chunk, a JSON answer's headers) ──────
 
-  private relay(body: Readable): void {
+  private relay(body: UpstreamBody): void {
     const call = this.call
     const type = this.headers?.['content-type']
     const sse = typeof type === 'string' && type.startsWith(SSE)
@@ -283,7 +283,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     const meter = this.call.meter
     meter.reader?.write(chunk)
     meter.responseBytes += chunk.length
-    this.call.client.write(chunk, this.body as Readable)
+    this.call.client.write(chunk, this.body)
   }
 
   private onJsonEnd(): void {
@@ -332,7 +332,7 @@ function noop(): void {}
  * when given. For small error answers and converted JSON answers only: streams are never held.
  */
 function readWhole(
-  body: Readable,
+  body: UpstreamBody,
   limit: number,
   onEnd: (bytes: Buffer, complete: boolean) => void,
   reader?: UsageExtractor,

@@ -1,9 +1,9 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import type { Readable } from 'node:stream'
 import type { LlmProxyError } from '@llmproxy/core'
 import type { WireFormat } from '@llmproxy/protocols'
 import type { FastifyReply } from 'fastify'
 import { clientResponseHeaders } from './headers.js'
+import type { UpstreamBody } from './upstream-response.js'
 
 /**
  * The client's side of one request, across every upstream attempt: the commit point, writes with
@@ -19,7 +19,7 @@ export class ClientStream {
   private readonly wire: WireFormat
   /** Bytes written in this turn, not sent yet, and the upstream body they came from (paused if the client is slow). */
   private readonly queued: (Buffer | string)[] = []
-  private source: Readable | null = null
+  private source: UpstreamBody | null = null
 
   constructor(reply: FastifyReply, wire: WireFormat) {
     this.reply = reply
@@ -65,7 +65,7 @@ export class ClientStream {
    * together anyway (it corks the socket until the end of the tick), but each write costs its own call, chunk framing
    * and buffer in the system call, and one upstream read often holds many events.
    */
-  write(bytes: Buffer | string, source: Readable | null): void {
+  write(bytes: Buffer | string, source: UpstreamBody | null): void {
     const queued = this.queued
     if (queued.length === 0) process.nextTick(sendQueued, this)
     queued.push(bytes)

@@ -1,8 +1,9 @@
 import { Agent, type Dispatcher } from 'undici'
 import type { AttemptSignal } from './signal.js'
+import { UpstreamResponse, type UpstreamResponseData } from './upstream-response.js'
 
-type ReplyFromRequest = Dispatcher.RequestOptions
-type ReplyFromCallback = (err: Error | null, data: Dispatcher.ResponseData) => void
+type ReplyFromRequest = Dispatcher.DispatchOptions
+type ReplyFromCallback = (err: Error | null, data: UpstreamResponseData) => void
 
 /**
  * The undici transport handed to @fastify/reply-from (`undici: dispatcher`, which it calls as
@@ -10,7 +11,8 @@ type ReplyFromCallback = (err: Error | null, data: Dispatcher.ResponseData) => v
  * timeouts, and it calls `request` synchronously inside `reply.from()`; so the router arms the
  * dispatcher right before `reply.from()` and disarms it right after, and the attempt's signal and
  * timeout ride along. The signal is what aborts the upstream request the moment the client goes away,
- * even before response headers (reply-from alone only notices once headers arrive).
+ * even before response headers (reply-from alone only notices once headers arrive). Each request is
+ * dispatched with an {@link UpstreamResponse} as its handler, which is also the body reply-from hands on.
  *
  * The Agent keeps TLS verification on (reply-from's own default agent turns it off).
  */
@@ -48,21 +50,22 @@ export class UpstreamDispatcher {
   request(opts: ReplyFromRequest, callback: ReplyFromCallback): void {
     const signal = this.signal
     if (signal === null) {
-      callback(new Error('UpstreamDispatcher used outside an attempt'), undefined as unknown as Dispatcher.ResponseData)
+      callback(new Error('UpstreamDispatcher used outside an attempt'), undefined as unknown as UpstreamResponseData)
       return
     }
-    opts.signal = signal as unknown as ReplyFromRequest['signal']
     opts.headersTimeout = this.headersTimeout
     opts.bodyTimeout = 0
     const errorsTo = this.errorsTo
-    if (errorsTo === null) {
-      this.agent.request(opts, callback)
-      return
-    }
-    this.agent.request(opts, (err, data) => {
-      if (err !== null) errorsTo.onUpstreamError(err)
-      callback(err, data)
-    })
+    const response = new UpstreamResponse(
+      signal,
+      errorsTo === null
+        ? callback
+        : (err, data) => {
+            if (err !== null) errorsTo.onUpstreamError(err)
+            callback(err, data)
+          },
+    )
+    this.agent.dispatch(opts, response)
   }
 
   close(): Promise<void> {

@@ -1,12 +1,12 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { IncomingHttpHeaders as Http2IncomingHttpHeaders } from 'node:http2'
-import type { Readable } from 'node:stream'
+import type { UpstreamBody } from './upstream-response.js'
 
 /** What reply-from's hooks deliver to the upstream attempt in progress. */
 export interface UpstreamCallbacks {
   rewriteRequestHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders
   keepUpstreamHeaders(headers: IncomingHttpHeaders): void
-  onUpstreamResponse(status: number, body: Readable): void
+  onUpstreamResponse(status: number, body: UpstreamBody): void
   onUpstreamError(error: Error): void
 }
 
@@ -36,7 +36,7 @@ export function keepUpstreamHeaders(headers: IncomingHttpHeaders | Http2Incoming
 
 /** reply-from's types call the third argument a server response; it is `{ statusCode, headers, stream }`. */
 export function onResponse(request: unknown, _reply: unknown, response: unknown): void {
-  const res = response as { statusCode: number; stream: Readable }
+  const res = response as { statusCode: number; stream: UpstreamBody }
   const attempt = attemptOf(request)
   if (attempt === null) res.stream.destroy()
   else attempt.onUpstreamResponse(res.statusCode, res.stream)

@@ -1,33 +1,23 @@
 /**
- * The abort signal of one upstream attempt, as undici accepts it (an EventEmitter-like object with
- * `aborted`, `reason`, `on`/`once`/`removeListener`). An AbortController and its EventTarget cost
- * several allocations and listener bookkeeping per request; undici only ever registers one listener.
+ * The abort signal of one upstream attempt: it tells the attempt's request in flight (an AbortController and its
+ * EventTarget cost several allocations and listener bookkeeping per request; one request ever listens).
  */
 export class AttemptSignal {
   aborted = false
-  reason: unknown = undefined
-  private listener: (() => void) | null = null
+  reason: Error | undefined = undefined
+  private request: { abortWith(reason: Error): void } | null = null
 
-  on(_event: 'abort', listener: () => void): this {
-    this.listener = listener
-    return this
+  /** The request to abort (null: none now). */
+  watch(request: { abortWith(reason: Error): void } | null): void {
+    this.request = request
   }
 
-  once(event: 'abort', listener: () => void): this {
-    return this.on(event, listener)
-  }
-
-  removeListener(_event: 'abort', listener: () => void): this {
-    if (this.listener === listener) this.listener = null
-    return this
-  }
-
-  abort(reason: unknown): void {
+  abort(reason: Error): void {
     if (this.aborted) return
     this.aborted = true
     this.reason = reason
-    const listener = this.listener
-    this.listener = null
-    listener?.()
+    const request = this.request
+    this.request = null
+    request?.abortWith(reason)
   }
 }

@@ -1,10 +1,10 @@
 import type { OutgoingHttpHeaders } from 'node:http'
-import type { Readable } from 'node:stream'
 import { errors, type LlmProxyError } from '@llmproxy/core'
 import type { UsageExtractor } from '@llmproxy/protocols'
 import type { AttemptView, CallHost } from './host.js'
 import type { ResumeTap } from './resume.js'
 import { StreamScanner } from './scanner.js'
+import type { UpstreamBody } from './upstream-response.js'
 
 /** How long an upstream may take to end its response after its stream's terminator before it is released. */
 const TERMINATOR_GRACE_MS = 1000
@@ -21,14 +21,14 @@ export class StreamRelay {
   readonly tap: ResumeTap | null
   private readonly attempt: AttemptView
   private readonly call: CallHost
-  private readonly body: Readable
+  private readonly body: UpstreamBody
   /** The client's response headers, prepared while the upstream generates its first token. */
   private readonly headers: OutgoingHttpHeaders
   private timer: NodeJS.Timeout | null = null
   private lastChunkAt = 0
   private ended = false
 
-  constructor(attempt: AttemptView, call: CallHost, body: Readable, reader: UsageExtractor, tap: ResumeTap | null) {
+  constructor(attempt: AttemptView, call: CallHost, body: UpstreamBody, reader: UsageExtractor, tap: ResumeTap | null) {
     this.attempt = attempt
     this.call = call
     this.body = body
