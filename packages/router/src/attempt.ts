@@ -20,6 +20,7 @@ const JSON_TYPE = 'application/json'
 const MAX_ERROR_BODY_BYTES = 64 * 1024
 /** A non-streamed answer converted to another API is held whole; one larger than this is refused. */
 const MAX_ANSWER_BYTES = 32 * 1024 * 1024
+const UTF8 = new TextEncoder()
 
 /**
  * One try of one upstream: the reply-from call with its abort signal, the first-byte and idle deadlines, the
@@ -79,7 +80,9 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     dispatcher.arm(this.signal, firstByteMs, call.client.committed ? this : null)
     try {
       call.reply.from(url, {
-        body: payload,
+        // Bytes of their own: undici keeps the body until the answer ends, and the copy it makes of a string comes
+        // from Buffer's shared pool, where a small body holds a whole 8 KB slab for as long as its stream lasts.
+        body: UTF8.encode(payload),
         queryString,
         contentType: 'application/json',
         rewriteRequestHeaders,

@@ -1,6 +1,8 @@
-// What an open stream keeps in memory: its response's header block as one string. Node keeps the block it built
-// for as long as the response lasts, as the tree of concatenations that built it (four nodes per header); with
-// thousands of open streams that tree was ~1 KB each (docs/benchmarks.md).
+// What an open stream keeps in memory (docs/benchmarks.md):
+// - its response's header block as one string. Node keeps the block it built for as long as the response lasts, as
+//   the tree of concatenations that built it (four nodes per header): with thousands of open streams, ~1 KB each.
+// - its upstream request's body in bytes of its own. undici keeps the body until the answer ends; the copy it makes
+//   of a string comes from Buffer's shared pool, where a small body held a whole 8 KB slab for the stream's life.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { getHeapSnapshot } from 'node:v8'
@@ -20,14 +22,14 @@ interface Snapshot {
   strings: string[]
 }
 
-/** The header blocks (`_header`) of the live ServerResponses: the text of each one kept as one string. */
-async function headerBlocks(): Promise<string[]> {
+/** The live objects of one constructor in a heap snapshot of this process, and the way to read their fields. */
+async function heapObjects(name: string) {
   let json = ''
   for await (const part of getHeapSnapshot()) json += part
   const snap = JSON.parse(json) as Snapshot
   const { node_fields: nf, node_types: nt, edge_fields: ef, edge_types: et } = snap.snapshot.meta
   const [N, E] = [nf.length, ef.length]
-  const [TYPE, NAME, EDGES] = [nf.indexOf('type'), nf.indexOf('name'), nf.indexOf('edge_count')]
+  const [TYPE, NAME, SIZE, EDGES] = [nf.indexOf('type'), nf.indexOf('name'), nf.indexOf('self_size'), nf.indexOf('edge_count')]
   const [ETYPE, ENAME, ETO] = [ef.indexOf('type'), ef.indexOf('name_or_index'), ef.indexOf('to_node')]
   const { nodes, edges, strings } = snap
   const firstEdge: number[] = []
@@ -35,17 +37,26 @@ async function headerBlocks(): Promise<string[]> {
     firstEdge[i / N] = e
     e += (nodes[i + EDGES] as number) * E
   }
-  const edgeTo = (node: number, name: string): number | null => {
+  const edgeTo = (node: number, field: string): number | null => {
     const from = firstEdge[node / N] as number
     for (let k = 0; k < (nodes[node + EDGES] as number); k++) {
       const j = from + k * E
       const type = et[0][edges[j + ETYPE] as number]
-      if ((type === 'property' || type === 'internal') && strings[edges[j + ENAME] as number] === name) return edges[j + ETO] as number
+      if ((type === 'property' || type === 'internal') && strings[edges[j + ENAME] as number] === field) return edges[j + ETO] as number
     }
     return null
   }
   const typeOf = (node: number) => nt[0][nodes[node + TYPE] as number]
   const text = (node: number) => strings[nodes[node + NAME] as number] as string
+  const size = (node: number) => nodes[node + SIZE] as number
+  const found: number[] = []
+  for (let i = 0; i < nodes.length; i += N) if (typeOf(i) === 'object' && text(i) === name) found.push(i)
+  return { found, edgeTo, typeOf, text, size }
+}
+
+/** The header blocks (`_header`) of the live ServerResponses: the text of each one kept as one string. */
+async function headerBlocks(): Promise<string[]> {
+  const { found, edgeTo, typeOf, text } = await heapObjects('ServerResponse')
   // A flat string; or a tree V8 flattened in place, until the GC replaces it: its first part the whole text, the
   // second empty.
   const flatText = (node: number): string | null => {
@@ -56,19 +67,40 @@ async function headerBlocks(): Promise<string[]> {
     return text(first)
   }
   const blocks: string[] = []
-  for (let i = 0; i < nodes.length; i += N) {
-    if (typeOf(i) !== 'object' || text(i) !== 'ServerResponse') continue
-    const header = edgeTo(i, '_header')
+  for (const response of found) {
+    const header = edgeTo(response, '_header')
     if (header === null) continue
     blocks.push(flatText(header) ?? '(a tree of concatenations)')
   }
   return blocks
 }
 
-test('an open stream keeps its header block as one string, not the tree of concatenations that built it', async () => {
-  const OPEN = 20
-  const streams = await Promise.all(
-    Array.from({ length: OPEN }, async () => {
+/** The byte sizes of the memory behind the bodies of undici's live requests to `origin`. */
+async function upstreamBodyStores(origin: string): Promise<number[]> {
+  const { found, edgeTo, text, size, typeOf } = await heapObjects('Request')
+  const stores: number[] = []
+  // The text of a string, or of a tree of concatenations (the origin undici keeps may be one).
+  const value = (node: number | null): string | null => {
+    if (node === null) return null
+    if (typeOf(node) === 'string') return text(node)
+    if (typeOf(node) !== 'concatenated string') return null
+    const [first, second] = [value(edgeTo(node, 'first')), value(edgeTo(node, 'second'))]
+    return first === null || second === null ? null : first + second
+  }
+  for (const request of found) {
+    const body = edgeTo(request, 'body')
+    if (body === null || value(edgeTo(request, 'origin')) !== origin) continue
+    const buffer = edgeTo(body, 'buffer')
+    const store = buffer === null ? null : edgeTo(buffer, 'backing_store')
+    stores.push(store === null ? -1 : size(store))
+  }
+  return stores
+}
+
+/** Opens `count` streams through the gateway, each committed and waiting for its next token. */
+function openStreams(count: number) {
+  return Promise.all(
+    Array.from({ length: count }, async () => {
       const res = await request(`${h.url}/v1/chat/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -79,12 +111,32 @@ test('an open stream keeps its header block as one string, not the tree of conca
       return res
     }),
   )
+}
+
+test('an open stream keeps its header block as one string, not the tree of concatenations that built it', async () => {
+  const OPEN = 20
+  const streams = await openStreams(OPEN)
   try {
     const blocks = await headerBlocks()
     // The gateway's own responses (the mock's are in this process too): only the gateway sends x-accel-buffering.
     const flat = blocks.filter((block) => block.startsWith('HTTP/1.1 200') && block.includes('x-accel-buffering: no'))
     const trees = blocks.filter((block) => !block.startsWith('HTTP/'))
     assert.equal(flat.length, OPEN, `open streams whose header block is one string: ${flat.length} of ${OPEN} (${trees.length} trees)`)
+  } finally {
+    for (const res of streams) res.body.destroy()
+  }
+})
+
+test("an open stream's upstream request body is in bytes of its own, not in a slab of Buffer's shared pool", async () => {
+  const OPEN = 20
+  const streams = await openStreams(OPEN)
+  try {
+    const stores = await upstreamBodyStores(new URL(h.mock.url).origin)
+    assert.equal(stores.length, OPEN, 'one live upstream request per open stream')
+    const body = Buffer.byteLength(chat({ stream: true, mock: { tokens: 3, gapMs: 5000 } }))
+    for (const store of stores) {
+      assert.ok(store > 0 && store < Buffer.poolSize && store < body * 2, `a ${body}-byte request body held in ${store} bytes`)
+    }
   } finally {
     for (const res of streams) res.body.destroy()
   }
