@@ -8,9 +8,10 @@ const reconnectDelay = (attempt: number): number => Math.min(attempt * 100, 1000
 
 /**
  * An ioredis client for one of the three modes: a single node (`url`), a master found through Sentinel
- * (`sentinels` + `name`), or a Redis Cluster (`cluster`). Never queues a command while disconnected, and never
- * waits longer than `commandTimeoutMs` for an answer: a Redis that is down or stalled fails fast, and the
- * plugin counts locally meanwhile. ioredis is loaded only here (it costs a process ~10 MB of RSS).
+ * (`sentinels` + `name`), or a Redis Cluster (`cluster`). Never queues a command while disconnected, never resends
+ * one after a reconnect, and never waits longer than `commandTimeoutMs` for an answer: a Redis that is down or
+ * stalled fails fast, and the plugin counts locally meanwhile. ioredis is loaded only here (it costs a process
+ * ~10 MB of RSS).
  */
 export async function createRedisClient(options: RedisOptions): Promise<RedisClient> {
   const { Redis, Cluster } = await import('ioredis')
@@ -18,6 +19,9 @@ export async function createRedisClient(options: RedisOptions): Promise<RedisCli
     connectTimeout: CONNECT_TIMEOUT_MS,
     commandTimeout: options.commandTimeoutMs,
     maxRetriesPerRequest: 1,
+    // A command whose connection dropped has an unknown outcome, which the gateway replays itself, once (markers,
+    // redis-store.ts). Resent by ioredis on reconnect as well, a settle would count twice, or reach an empty Redis.
+    autoResendUnfulfilledCommands: false,
     ...(options.username === undefined ? {} : { username: options.username }),
     ...(options.password === undefined ? {} : { password: options.password }),
   }
