@@ -46,9 +46,9 @@ export class UpstreamResponse implements UpstreamBody, Dispatcher.DispatchHandle
   private resumeParser: (() => void) | null = null
   private paused = false
   private parserPaused = false
-  /** Chunks that came while paused (at most the one the parser was paused on). */
+  /** Chunks that came while paused or before a reader (at most the one the parser was paused on). */
   private held: Buffer[] | null = null
-  /** The answer ended while paused: `end` waits for `resume`. */
+  /** The parser reached the answer's end: `end` follows once what is held is read, and not while paused. */
   private ended = false
   private destroyed = false
   private hasBody = false
