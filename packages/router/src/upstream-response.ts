@@ -189,9 +189,7 @@ export class UpstreamResponse implements UpstreamBody, Dispatcher.DispatchHandle
   /** Stops the answer: the upstream request is aborted (unless it was complete); `error` is emitted when given. */
   destroy(error?: Error): this {
     if (this.destroyed) return this
-    this.destroyed = true
-    this.held = null
-    this.signal.watch(null)
+    this.close()
     if (!this.ended) this.abortRequest?.(error ?? new undiciErrors.RequestAbortedError())
     if (error !== undefined) process.nextTick(emitError, this, error)
     return this
@@ -208,10 +206,15 @@ export class UpstreamResponse implements UpstreamBody, Dispatcher.DispatchHandle
   /** The connection failed mid-answer. */
   private fail(err: Error): void {
     if (this.destroyed) return
+    this.close()
+    process.nextTick(emitError, this, err)
+  }
+
+  /** It is over (ended, failed or destroyed): nothing more is delivered, and the signal no longer reaches it. */
+  private close(): void {
     this.destroyed = true
     this.held = null
     this.signal.watch(null)
-    process.nextTick(emitError, this, err)
   }
 
   /** Whether the parser may go on: false pauses the upstream socket until `resume`. */
@@ -224,8 +227,7 @@ export class UpstreamResponse implements UpstreamBody, Dispatcher.DispatchHandle
   /** @internal */
   emitEnd(): void {
     if (this.destroyed || this.paused || this.held !== null) return
-    this.destroyed = true
-    this.signal.watch(null)
+    this.close()
     this.endListener?.()
   }
 
