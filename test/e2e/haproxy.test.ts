@@ -393,8 +393,8 @@ test('an instance killed with SIGKILL under load: errors only for the streams it
   await allServersUp()
   await receiver.listen(receiver.port)
   const completed = [...streamed, ...unary].filter((o) => o.complete)
-  // (The router spools a record when the response closes, a moment after the client may have the whole answer: a
-  // request gw2 completed within that moment before the kill would be missing, and named here.)
+  // (An answer is complete only once its record is in the spool, so a completed request's record survives the kill;
+  // usage-delivery.test.ts checks that order at the socket.)
   await pollUntil(
     async () => {
       const delivered = new Set([...receiver.records.values()].map((r) => r.requestId))

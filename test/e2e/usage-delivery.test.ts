@@ -3,7 +3,9 @@
 // a receiver outage, and through a `kill -9` of the gateway process with a restart on the same spool.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import type { IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, type TestContext, test } from 'node:test'
@@ -253,6 +255,89 @@ function sorted(values: Iterable<string>): string[] {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+
+test('a client holds a complete answer only once its usage record is in the spool (a crash cannot lose it)', async (t) => {
+  // What a SIGKILL can lose is what was not written yet: an answer whose last bytes left the process before its
+  // record reached the spool. At each write to a client's socket, this reads the spool: the write that completes
+  // the answer (a JSON body's last bytes, a stream's end) must come after the record is there.
+  const receiver = new UsageReceiver(SECRET)
+  await receiver.listen()
+  await receiver.close() // down: the records stay in the spool
+  const spoolDir = join(dir, 'spool-write-ahead')
+  const gw = await startInProcess(t, gatewayConfig(receiver.url, spoolDir, 'silent'))
+  const spooled = (requestId: string): boolean =>
+    readdirSync(spoolDir)
+      .filter((name) => name.endsWith('.jsonl'))
+      .some((name) => readFileSync(join(spoolDir, name), 'utf8').includes(`"requestId":"${requestId}"`))
+  /** For each request id: at each write to its client's socket, whether its record was in the spool. */
+  const writes = new Map<string, boolean[]>()
+  /** The request each client connection is answering. */
+  const answering = new WeakMap<Socket, string>()
+  gw.app.server.on('connection', (socket: Socket & { _write: Socket['_write']; _writev: NonNullable<Socket['_writev']> }) => {
+    const note = (): void => {
+      const requestId = answering.get(socket)
+      if (requestId !== undefined) writes.get(requestId)?.push(spooled(requestId))
+    }
+    const write = socket._write
+    const writev = socket._writev
+    socket._write = function (...args) {
+      note()
+      return write.apply(this, args)
+    }
+    socket._writev = function (...args) {
+      note()
+      return writev.apply(this, args)
+    }
+  })
+  gw.app.server.on('request', (req: IncomingMessage) => {
+    const requestId = req.headers['x-request-id'] as string
+    writes.set(requestId, [])
+    answering.set(req.socket, requestId)
+  })
+  const chat = { model: MODEL, messages: [{ role: 'user', content: 'Count to three.' }] }
+  const claude = { model: MODEL, max_tokens: 64, messages: [{ role: 'user', content: 'Count to three.' }] }
+  const cases: { name: string; path: string; body: unknown; behavior: Record<string, unknown>; ends: (text: string) => boolean }[] = [
+    { name: 'a JSON answer (content-length)', path: '/v1/chat/completions', body: chat, behavior: {}, ends: (text) => text.endsWith('}') },
+    {
+      name: 'a stream',
+      path: '/v1/chat/completions',
+      body: { ...chat, stream: true },
+      behavior: { gapMs: 5 },
+      ends: (text) => text.trimEnd().endsWith('data: [DONE]'),
+    },
+    {
+      name: 'an Anthropic stream converted from the OpenAI upstream',
+      path: '/v1/messages',
+      body: { ...claude, stream: true },
+      behavior: { gapMs: 5 },
+      ends: (text) => text.includes('event: message_stop'),
+    },
+    {
+      name: 'an Anthropic answer converted whole',
+      path: '/v1/messages',
+      body: claude,
+      behavior: {},
+      ends: (text) => text.includes('"stop_reason":"end_turn"'),
+    },
+    {
+      name: 'a stream ended by an in-band error',
+      path: '/v1/chat/completions',
+      body: { ...chat, stream: true },
+      behavior: { gapMs: 5, fault: 'error-event', faultAfter: 2 },
+      ends: (text) => text.includes('"error"'),
+    },
+  ]
+  for (const [i, c] of cases.entries()) {
+    const requestId = `write-ahead-${RUN}-${i}`
+    const headers = { 'x-request-id': requestId, 'x-mock-behavior': JSON.stringify(c.behavior) }
+    const result = await request(`${gw.url}${c.path}`, c.body, headers)
+    assert.equal(result.status, 200, `${c.name}: ${result.text}`)
+    assert.ok(c.ends(result.text), `${c.name}: the answer the client got is whole: ${result.text.slice(-200)}`)
+    const seen = writes.get(requestId) ?? []
+    assert.ok(seen.length >= 1, `${c.name}: written to the client's socket`)
+    assert.equal(seen.at(-1), true, `${c.name}: the answer was completed before its record was in the spool (${seen.join(', ')})`)
+  }
+})
 
 test('1,000 mixed routed requests through the gateway → exactly 1,000 records at the receiver, with the right tokens', async (t) => {
   const receiver = new UsageReceiver(SECRET)

@@ -21,6 +21,13 @@ const HOOK_NAMES: ReadonlySet<string> = new Set<LlmHookName>(['onUsage', 'onAtte
 export class LlmHookRegistry {
   private readonly listeners: { [K in LlmHookName]: LlmHooks[K][] } = { onUsage: [], onAttempt: [], onReject: [] }
   private readonly log: FastifyBaseLogger
+  /**
+   * An onUsage listener keeps each record at the end of the event-loop turn it was emitted in, in an immediate it
+   * queues then (the usage spool: one write per turn). The router then emits an answer's record before the answer's
+   * end, and ends it in an immediate queued after: the client's answer is complete only once its record is kept,
+   * so a crash of the process never leaves a client holding an answer whose record it lost.
+   */
+  recordsKeptAtTurnEnd = false
 
   constructor(log: FastifyBaseLogger) {
     this.log = log

@@ -74,7 +74,7 @@ export class ProxyCall implements CallHost {
     this.planner = new AttemptPlanner(route, ctx.model ?? '', settings.retry, settings.retryOn, ctx.startedAt, systemClock, (next) =>
       servesEndpoint(next, shape.endpoint),
     )
-    this.client = new ClientStream(reply, wireOf(shape.endpoint.family))
+    this.client = new ClientStream(reply, wireOf(shape.endpoint.family), settings.hooks.recordsKeptAtTurnEnd)
     this.encoderOptions = { model: ctx.model ?? '', includeUsage: shape.includeUsage, geminiSse: shape.geminiSse }
     this.clientStreamType = shape.endpoint.family === 'gemini' && !shape.geminiSse ? 'application/json' : SSE_TYPE
     setCall(request, this)
@@ -212,8 +212,10 @@ export class ProxyCall implements CallHost {
     // SSE clients get the client API's own error event; a Gemini JSON array needs its encoder's framing.
     const framed =
       this.clientStreamType === SSE_TYPE ? null : (transform?.errorEvent(error) ?? this.continuation?.encoder.error(error) ?? null)
-    this.client.endWithError(framed, error, tail)
-    this.record(this.client.status)
+    const client = this.client
+    if (client.endsAfterRecord) this.record(client.status)
+    client.endWithError(framed, error, tail)
+    this.record(client.status)
   }
 
   /**
@@ -322,9 +324,10 @@ export class ProxyCall implements CallHost {
   }
 
   /**
-   * The request's usage record, once: emitted in the same turn as the end of its answer, right after the end is
-   * written (the end leaves at once: the client does not wait for the record's listeners), or when the client leaves
-   * first. The spool appends the turn's records at its end either way.
+   * The request's usage record, once: emitted in the same turn as the end of its answer, or when the client leaves
+   * first. Right after the end is written (the end leaves at once: the client does not wait for the record's
+   * listeners); or, when a listener keeps records at the turn's end (the usage spool), right before the end, which
+   * then waits for the record to be kept (ClientStream.endsAfterRecord).
    */
   private record(status: number): void {
     if (this.recorded) return
@@ -343,10 +346,12 @@ export class ProxyCall implements CallHost {
     this.settings.hooks.emitUsage(buildUsageRecord(ctx, status), this.request)
   }
 
-  /** A whole answer ends (a JSON body relayed to its end, or an answer the gateway held): ended, then recorded. */
+  /** A whole answer ends (a JSON body relayed to its end, or an answer the gateway held), and is recorded. */
   endAnswer(tail: Buffer | string | null = null): void {
-    this.client.end(tail)
-    this.record(this.client.status)
+    const client = this.client
+    if (client.endsAfterRecord) this.record(client.status)
+    client.end(tail)
+    this.record(client.status)
   }
 
   private reportAttempt(attempt: UpstreamAttempt, result: Attempt['result'], status: number | undefined): void {

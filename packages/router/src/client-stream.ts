@@ -20,11 +20,19 @@ export class ClientStream {
   /** Bytes written in this turn, not sent yet, and the upstream body they came from (paused if the client is slow). */
   private readonly queued: (Buffer | string)[] = []
   private source: UpstreamBody | null = null
+  /**
+   * The answer ends after its usage record is kept (`LlmHookRegistry.recordsKeptAtTurnEnd`): the call emits the
+   * record first, and the end waits for an immediate queued after the spool's write of that turn.
+   */
+  readonly endsAfterRecord: boolean
+  /** With endsAfterRecord, the bytes of a content-length answer not written yet (-1: its end completes it). */
+  private unwritten = -1
 
-  constructor(reply: FastifyReply, wire: WireFormat) {
+  constructor(reply: FastifyReply, wire: WireFormat, endsAfterRecord: boolean) {
     this.reply = reply
     this.raw = reply.raw
     this.wire = wire
+    this.endsAfterRecord = endsAfterRecord
   }
 
   /** The client's response headers: the reply's own (x-request-id, rate limits) and the upstream's. */
@@ -46,6 +54,9 @@ export class ClientStream {
   /** The commit point: the reply is hijacked; status and headers go out with the first body bytes. */
   commit(status: number, headers: OutgoingHttpHeaders): void {
     this.committed = true
+    const length = headers['content-length']
+    // Its last bytes complete such an answer, not its end: they wait for the end.
+    if (this.endsAfterRecord && length !== undefined) this.unwritten = Number(length)
     this.reply.hijack()
     this.raw.writeHead(status, headers)
   }
@@ -70,10 +81,15 @@ export class ClientStream {
     if (queued.length === 0) process.nextTick(sendQueued, this)
     queued.push(bytes)
     if (source !== null) this.source = source
+    if (this.unwritten > 0) this.unwritten -= typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length
   }
 
-  /** Sends what this turn wrote (at its end, or before the response ends). */
+  /** Sends what this turn wrote, at its end (unless it completes the answer: then the end sends it). */
   sendQueued(): void {
+    if (this.unwritten !== 0) this.send()
+  }
+
+  private send(): void {
     const queued = this.queued
     if (queued.length === 0) return
     const bytes = queued.length === 1 ? (queued[0] as Buffer | string) : joined(queued)
@@ -90,9 +106,7 @@ export class ClientStream {
 
   /** Ends the response, after `tail` when given. */
   end(tail: Buffer | string | null = null): void {
-    this.sendQueued()
-    if (tail === null) this.raw.end()
-    else this.raw.end(tail)
+    this.endWith(null, tail)
   }
 
   /**
@@ -100,9 +114,23 @@ export class ClientStream {
    * `event` when a transform framed it, else the client API's own — and no terminator.
    */
   endWithError(event: string | null, error: LlmProxyError, held: Buffer | string | null): void {
-    this.sendQueued()
-    if (held !== null) this.raw.write(held)
-    this.raw.end(event ?? this.wire.streamErrorEvent(error))
+    this.endWith(held, event ?? this.wire.streamErrorEvent(error))
+  }
+
+  /** Ends the response with `held` then `last`: now, or after the usage record is kept (endsAfterRecord). */
+  private endWith(held: Buffer | string | null, last: Buffer | string | null): void {
+    if (this.endsAfterRecord) setImmediate(endResponse, this, held, last)
+    else this.endResponse(held, last)
+  }
+
+  /** @internal */
+  endResponse(held: Buffer | string | null, last: Buffer | string | null): void {
+    this.send()
+    const raw = this.raw
+    if (raw.destroyed) return
+    if (held !== null) raw.write(held)
+    if (last === null) raw.end()
+    else raw.end(last)
   }
 
   /** A JSON body cannot carry an error once started: the connection is cut, so it cannot look complete. */
@@ -130,8 +158,13 @@ export class ClientStream {
   }
 }
 
+// Tick and immediate callbacks shared by every response (no per-response closures).
 function sendQueued(client: ClientStream): void {
   client.sendQueued()
+}
+
+function endResponse(client: ClientStream, held: Buffer | string | null, last: Buffer | string | null): void {
+  client.endResponse(held, last)
 }
 
 /** One turn's writes as one: strings joined, else bytes concatenated (a string among them encoded). */

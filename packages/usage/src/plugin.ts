@@ -39,6 +39,7 @@ const usagePlugin: FastifyPluginAsync<UsageOptionsInput> = async (fastify, rawOp
     }
     sink = new WebhookSink({ ...options, webhook, spoolDir }, counters, events, log)
     fastify.llm.addHook('onUsage', sink.listener)
+    fastify.llm.recordsKeptAtTurnEnd = true
   }
 
   const api: UsageApi = {
