@@ -299,6 +299,13 @@ test('a client holds a complete answer only once its usage record is in the spoo
   const cases: { name: string; path: string; body: unknown; behavior: Record<string, unknown>; ends: (text: string) => boolean }[] = [
     { name: 'a JSON answer (content-length)', path: '/v1/chat/completions', body: chat, behavior: {}, ends: (text) => text.endsWith('}') },
     {
+      name: 'a gzipped JSON answer, decoded (chunked)',
+      path: '/v1/chat/completions',
+      body: chat,
+      behavior: { contentEncoding: 'gzip' },
+      ends: (text) => text.endsWith('}'),
+    },
+    {
       name: 'a stream',
       path: '/v1/chat/completions',
       body: { ...chat, stream: true },

@@ -30,6 +30,10 @@ export async function createRedisClient(options: RedisOptions): Promise<RedisCli
       keyPrefix: options.keyPrefix,
       enableOfflineQueue: false,
       clusterRetryStrategy: reconnectDelay,
+      // A command whose node connection closed is resent by the Cluster client too (after `retryDelayOnFailover`),
+      // as a first attempt: a settle the node had run would count twice. 0 turns that resend off (MOVED, ASK,
+      // TRYAGAIN and CLUSTERDOWN are refusals, never run, and are still followed).
+      retryDelayOnFailover: 0,
       redisOptions: connection,
     }
     return new Cluster(options.cluster, clusterOptions)
