@@ -258,35 +258,37 @@ function sorted(values: Iterable<string>): string[] {
 
 test('a client holds a complete answer only once its usage record is in the spool (a crash cannot lose it)', async (t) => {
   // What a SIGKILL can lose is what was not written yet: an answer whose last bytes left the process before its
-  // record reached the spool. At each write to a client's socket, this reads the spool: the write that completes
-  // the answer (a JSON body's last bytes, a stream's end) must come after the record is there.
+  // record reached the spool. At each write to a client's socket, this reads the spool: the writes that complete the
+  // answer (a JSON body's last bytes, a stream's terminator and end, an error answer) must come after the record.
   const receiver = new UsageReceiver(SECRET)
   await receiver.listen()
   await receiver.close() // down: the records stay in the spool
   const spoolDir = join(dir, 'spool-write-ahead')
-  const gw = await startInProcess(t, gatewayConfig(receiver.url, spoolDir, 'silent'))
+  const gw = await startInProcess(t, { ...gatewayConfig(receiver.url, spoolDir, 'silent'), retry: { attempts: 1 } })
   const spooled = (requestId: string): boolean =>
     readdirSync(spoolDir)
       .filter((name) => name.endsWith('.jsonl'))
       .some((name) => readFileSync(join(spoolDir, name), 'utf8').includes(`"requestId":"${requestId}"`))
-  /** For each request id: at each write to its client's socket, whether its record was in the spool. */
-  const writes = new Map<string, boolean[]>()
+  /** For each request id, each write to its client's socket: its bytes, and whether the record was in the spool. */
+  const writes = new Map<string, { text: string; spooled: boolean }[]>()
   /** The request each client connection is answering. */
   const answering = new WeakMap<Socket, string>()
   gw.app.server.on('connection', (socket: Socket & { _write: Socket['_write']; _writev: NonNullable<Socket['_writev']> }) => {
-    const note = (): void => {
+    const note = (chunks: { chunk: Buffer | string }[]): void => {
       const requestId = answering.get(socket)
-      if (requestId !== undefined) writes.get(requestId)?.push(spooled(requestId))
+      if (requestId === undefined) return
+      const text = chunks.map(({ chunk }) => String(chunk)).join('')
+      writes.get(requestId)?.push({ text, spooled: spooled(requestId) })
     }
     const write = socket._write
     const writev = socket._writev
-    socket._write = function (...args) {
-      note()
-      return write.apply(this, args)
+    socket._write = function (chunk, ...rest) {
+      note([{ chunk }])
+      return write.call(this, chunk, ...rest)
     }
-    socket._writev = function (...args) {
-      note()
-      return writev.apply(this, args)
+    socket._writev = function (chunks, callback) {
+      note(chunks)
+      return writev.call(this, chunks, callback)
     }
   })
   gw.app.server.on('request', (req: IncomingMessage) => {
@@ -296,53 +298,93 @@ test('a client holds a complete answer only once its usage record is in the spoo
   })
   const chat = { model: MODEL, messages: [{ role: 'user', content: 'Count to three.' }] }
   const claude = { model: MODEL, max_tokens: 64, messages: [{ role: 'user', content: 'Count to three.' }] }
-  const cases: { name: string; path: string; body: unknown; behavior: Record<string, unknown>; ends: (text: string) => boolean }[] = [
-    { name: 'a JSON answer (content-length)', path: '/v1/chat/completions', body: chat, behavior: {}, ends: (text) => text.endsWith('}') },
+  /**
+   * `final`: in the client's answer, what shows it whole; on the socket, the bytes that make it complete to a client
+   * (its last bytes, or what a client may stop reading at), unless `completes` names them (a chunked body's end).
+   */
+  const cases: {
+    name: string
+    path: string
+    body: unknown
+    behavior: Record<string, unknown>
+    status: number
+    final: string
+    completes?: string
+  }[] = [
+    {
+      name: 'a JSON answer (content-length)',
+      path: '/v1/chat/completions',
+      body: chat,
+      behavior: {},
+      status: 200,
+      final: '"finish_reason"',
+    },
     {
       name: 'a gzipped JSON answer, decoded (chunked)',
       path: '/v1/chat/completions',
       body: chat,
       behavior: { contentEncoding: 'gzip' },
-      ends: (text) => text.endsWith('}'),
+      status: 200,
+      final: '"finish_reason"',
+      completes: '0\r\n\r\n',
     },
     {
       name: 'a stream',
       path: '/v1/chat/completions',
       body: { ...chat, stream: true },
       behavior: { gapMs: 5 },
-      ends: (text) => text.trimEnd().endsWith('data: [DONE]'),
+      status: 200,
+      final: 'data: [DONE]',
     },
     {
       name: 'an Anthropic stream converted from the OpenAI upstream',
       path: '/v1/messages',
       body: { ...claude, stream: true },
       behavior: { gapMs: 5 },
-      ends: (text) => text.includes('event: message_stop'),
+      status: 200,
+      final: 'event: message_stop',
     },
     {
       name: 'an Anthropic answer converted whole',
       path: '/v1/messages',
       body: claude,
       behavior: {},
-      ends: (text) => text.includes('"stop_reason":"end_turn"'),
+      status: 200,
+      final: '"stop_reason":"end_turn"',
     },
     {
       name: 'a stream ended by an in-band error',
       path: '/v1/chat/completions',
       body: { ...chat, stream: true },
       behavior: { gapMs: 5, fault: 'error-event', faultAfter: 2 },
-      ends: (text) => text.includes('"error"'),
+      status: 200,
+      final: '"error"',
+    },
+    {
+      name: "the gateway's own error answer (the upstream reset the connection)",
+      path: '/v1/chat/completions',
+      body: chat,
+      behavior: { fault: 'reset-before-headers' },
+      status: 502,
+      final: '"error"',
     },
   ]
   for (const [i, c] of cases.entries()) {
     const requestId = `write-ahead-${RUN}-${i}`
     const headers = { 'x-request-id': requestId, 'x-mock-behavior': JSON.stringify(c.behavior) }
     const result = await request(`${gw.url}${c.path}`, c.body, headers)
-    assert.equal(result.status, 200, `${c.name}: ${result.text}`)
-    assert.ok(c.ends(result.text), `${c.name}: the answer the client got is whole: ${result.text.slice(-200)}`)
+    assert.equal(result.status, c.status, `${c.name}: ${result.text}`)
+    assert.ok(result.text.includes(c.final), `${c.name}: the client got the whole answer: ${result.text.slice(-300)}`)
     const seen = writes.get(requestId) ?? []
-    assert.ok(seen.length >= 1, `${c.name}: written to the client's socket`)
-    assert.equal(seen.at(-1), true, `${c.name}: the answer was completed before its record was in the spool (${seen.join(', ')})`)
+    const completes = c.completes ?? c.final
+    const completing = seen.findIndex((w) => w.text.includes(completes))
+    assert.ok(completing !== -1, `${c.name}: ${JSON.stringify(completes)} written to the client's socket`)
+    const early = seen.slice(completing).filter((w) => !w.spooled)
+    assert.deepEqual(
+      early.map((w) => w.text),
+      [],
+      `${c.name}: the answer was completed before its record was in the spool`,
+    )
   }
 })
 

@@ -114,6 +114,8 @@ test('a settle whose connection drops after the node ran it is not resent by ior
   const settling = store.settle(key, `m:${tag}:a`, 100, 10, expireAt)
   for (const node of client.nodes('master')) node.stream?.destroy()
   await assert.rejects(settling, /Connection is closed/)
+  // The engine replays once the cluster answers again.
+  await until(async () => (await store.get(key).catch(() => null)) !== null)
   await store.settleAgain(key, `m:${tag}:a`, 100, 10, expireAt)
   await settle(300)
   // Resent by ioredis's failover retry (a first attempt, finding the marker gone), it would have added 90 more.

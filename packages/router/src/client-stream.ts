@@ -25,7 +25,10 @@ export class ClientStream {
    * record first, and the end waits for an immediate queued after the spool's write of that turn.
    */
   readonly endsAfterRecord: boolean
-  /** With endsAfterRecord, the bytes of a content-length answer not written yet (-1: its end completes it). */
+  /**
+   * With endsAfterRecord, the bytes of a content-length answer not written yet. At 0 (those bytes complete the answer,
+   * or its end is scheduled: a stream's terminator may be queued) what is queued waits for the end. -1: no such hold.
+   */
   private unwritten = -1
 
   constructor(reply: FastifyReply, wire: WireFormat, endsAfterRecord: boolean) {
@@ -119,15 +122,17 @@ export class ClientStream {
 
   /** Ends the response with `held` then `last`: now, or after the usage record is kept (endsAfterRecord). */
   private endWith(held: Buffer | string | null, last: Buffer | string | null): void {
-    if (this.endsAfterRecord) setImmediate(endResponse, this, held, last)
-    else this.endResponse(held, last)
+    if (this.endsAfterRecord) {
+      this.unwritten = 0
+      setImmediate(endResponse, this, held, last)
+    } else this.endResponse(held, last)
   }
 
   /** @internal */
   endResponse(held: Buffer | string | null, last: Buffer | string | null): void {
     this.send()
     const raw = this.raw
-    if (raw.destroyed) return
+    if (raw.destroyed || raw.writableEnded) return
     if (held !== null) raw.write(held)
     if (last === null) raw.end()
     else raw.end(last)
@@ -139,9 +144,16 @@ export class ClientStream {
     this.raw.destroy()
   }
 
-  /** Before the commit point: the error is the answer, in the client API's shape. */
+  /** Before the commit point: the error is the answer, in the client API's shape (after its record, as an end). */
   fail(error: LlmProxyError): void {
     this.committed = true
+    if (this.endsAfterRecord) setImmediate(sendFailure, this, error)
+    else this.sendFailure(error)
+  }
+
+  /** @internal */
+  sendFailure(error: LlmProxyError): void {
+    if (this.raw.destroyed) return
     const reply = this.reply
     if (error.headers !== undefined) reply.headers(error.headers)
     reply.code(error.statusCode).type('application/json; charset=utf-8').send(this.wire.errorBody(error))
@@ -165,6 +177,10 @@ function sendQueued(client: ClientStream): void {
 
 function endResponse(client: ClientStream, held: Buffer | string | null, last: Buffer | string | null): void {
   client.endResponse(held, last)
+}
+
+function sendFailure(client: ClientStream, error: LlmProxyError): void {
+  client.sendFailure(error)
 }
 
 /** One turn's writes as one: strings joined, else bytes concatenated (a string among them encoded). */
