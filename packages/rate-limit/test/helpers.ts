@@ -1,6 +1,11 @@
+import { once } from 'node:events'
+import type { TestContext } from 'node:test'
 import { buildUsageRecord, type KeyLimits, llmCore, type Rejection } from '@llmproxy/core'
 import Fastify, { type FastifyInstance } from 'fastify'
-import { type RateLimitOptionsInput, rateLimit } from '../src/index.js'
+import { type RateLimitOptionsInput, RedisStore, rateLimit } from '../src/index.js'
+import type { RedisOptions } from '../src/options.js'
+import { createRedisClient } from '../src/redis-client.js'
+import type { RedisClient } from '../src/redis-store.js'
 
 export interface Harness {
   app: FastifyInstance
@@ -115,3 +120,18 @@ export function logged(h: Harness, level: number, message: RegExp): number {
 /** The one warning of an outage, and the one info line when Redis is used again. */
 export const REDIS_DOWN = /Redis is unreachable/
 export const REDIS_BACK = /Redis answers again/
+
+/**
+ * A RedisStore on a client made as the plugin makes it (`createRedisClient`), once connected; disconnected after the
+ * test. The client's errors are ignored: the tests that use it cut its connections on purpose.
+ */
+export async function storeOnGatewayClient(
+  t: TestContext,
+  options: Partial<RedisOptions>,
+): Promise<{ client: RedisClient; store: RedisStore }> {
+  const client = await createRedisClient(options as RedisOptions)
+  t.after(() => client.disconnect())
+  client.on('error', () => {})
+  if (client.status !== 'ready') await once(client, 'ready')
+  return { client, store: new RedisStore(client, 60_000) }
+}

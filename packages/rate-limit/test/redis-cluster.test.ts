@@ -2,15 +2,12 @@
 // script's keys must share a hash slot (Redis refuses CROSSSLOT otherwise), and the counts must stay exact.
 import { strict as assert } from 'node:assert'
 import { randomUUID } from 'node:crypto'
-import { once } from 'node:events'
 import { after, before, test } from 'node:test'
 import { Cluster } from 'ioredis'
 import { hasRedisBinaries, type RedisCluster, startRedisCluster } from '../../../test/e2e/redis-cluster.js'
 import { RedisStore } from '../src/index.js'
-import type { RedisOptions } from '../src/options.js'
-import { createRedisClient } from '../src/redis-client.js'
 import { periodOf } from '../src/windows.js'
-import { awayFromMinuteBoundary, build, chat, type Harness, settle, until } from './helpers.js'
+import { awayFromMinuteBoundary, build, chat, type Harness, settle, storeOnGatewayClient, until } from './helpers.js'
 
 const skip = hasRedisBinaries || process.env.CI ? false : 'redis-server / redis-cli not installed'
 const PREFIX = `llmproxy-test:${randomUUID()}:`
@@ -97,11 +94,7 @@ test('every script runs on the cluster: reserve, settle, retries, cancel, charge
 })
 
 test('a settle whose connection drops after the node ran it is not resent by ioredis: applied once', { skip }, async (t) => {
-  const client = (await createRedisClient({ cluster: nodes(), keyPrefix: PREFIX, commandTimeoutMs: 1000 } as RedisOptions)) as Cluster
-  t.after(() => client.disconnect())
-  client.on('error', () => {}) // the cut below
-  if (client.status !== 'ready') await once(client, 'ready')
-  const store = new RedisStore(client, 60_000)
+  const { client, store } = await storeOnGatewayClient(t, { cluster: nodes(), keyPrefix: PREFIX, commandTimeoutMs: 1000 })
   const tag = '{key:cut}'
   const [key, expireAt] = [`t:${tag}:1`, Date.now() + 60_000]
   // A first settle on the subject's node loads the script there (so the cut one below is a single EVALSHA).
@@ -112,7 +105,7 @@ test('a settle whose connection drops after the node ran it is not resent by ior
   // The settle goes out, and the connections close at once (a network cut): the node has the command and runs it,
   // the answer is lost. Its outcome is unknown to the client, so the engine replays it once (settleAgain).
   const settling = store.settle(key, `m:${tag}:a`, 100, 10, expireAt)
-  for (const node of client.nodes('master')) node.stream?.destroy()
+  for (const node of (client as Cluster).nodes('master')) node.stream?.destroy()
   await assert.rejects(settling, /Connection is closed/)
   // The engine replays once the cluster answers again.
   await until(async () => (await store.get(key).catch(() => null)) !== null)

@@ -8,11 +8,8 @@ import { once } from 'node:events'
 import { test } from 'node:test'
 import { Redis } from 'ioredis'
 import { hasRedisBinaries, startRedisServer } from '../../../test/e2e/redis-cluster.js'
-import type { RedisOptions } from '../src/options.js'
-import { createRedisClient } from '../src/redis-client.js'
-import { RedisStore } from '../src/redis-store.js'
 import { periodOf } from '../src/windows.js'
-import { awayFromMinuteBoundary, build, chat, logged, REDIS_BACK, REDIS_DOWN, settle, until } from './helpers.js'
+import { awayFromMinuteBoundary, build, chat, logged, REDIS_BACK, REDIS_DOWN, settle, storeOnGatewayClient, until } from './helpers.js'
 
 const skip = hasRedisBinaries || process.env.CI ? false : 'redis-server / redis-cli not installed'
 
@@ -132,15 +129,11 @@ test('a command cut off by a Redis restart is not resent by the client: only the
   let server = await startRedisServer()
   const port = server.port
   t.after(() => server.stop())
-  const client = await createRedisClient({
+  const { client, store } = await storeOnGatewayClient(t, {
     url: server.url,
     keyPrefix: `llmproxy-test:${randomUUID()}:`,
     commandTimeoutMs: 200,
-  } as RedisOptions)
-  t.after(() => client.disconnect())
-  client.on('error', () => {}) // the reset below
-  if (client.status !== 'ready') await once(client, 'ready')
-  const store = new RedisStore(client, 60_000)
+  })
   const [key, marker, expireAt] = ['t:{key:cut}:1', 'm:{key:cut}:a', Date.now() + 60_000]
   assert.deepEqual(await store.reserve(key, marker, 10, 1000, expireAt), { ok: true, value: 10 })
 
