@@ -153,7 +153,6 @@ export class ClientStream {
 
   /** @internal */
   sendFailure(error: LlmProxyError): void {
-    if (this.raw.destroyed) return
     const reply = this.reply
     if (error.headers !== undefined) reply.headers(error.headers)
     reply.code(error.statusCode).type('application/json; charset=utf-8').send(this.wire.errorBody(error))
