@@ -109,6 +109,34 @@ test('OpenAI SDK: n: 2 to an Anthropic model is a 400 naming "n", and Anthropic 
   assert.equal(gw.mocks.anthropic?.requests.length, 0)
 })
 
+test("a field of the wrong type, converted or not, is the client's own invalid request, not something the upstream lacks", async () => {
+  gw.reset()
+  const openaiErr = await rejection(
+    openaiClient(gw.url).chat.completions.create({
+      model: MODEL.anthropic,
+      max_tokens: '10' as unknown as number,
+      messages: [{ role: 'user', content: 'Hi' }],
+    }),
+  )
+  assert.ok(openaiErr instanceof OpenAI.BadRequestError, openaiErr.message)
+  assert.equal(openaiErr.code, 'llmproxy_invalid_request')
+  assert.equal(openaiErr.param, 'max_tokens')
+  assert.equal(openaiErr.message, '400 max_tokens must be a number.')
+  const anthropicErr = await rejection(
+    anthropicClient(gw.url).messages.create({
+      model: MODEL.openai,
+      max_tokens: 10,
+      messages: [{ role: 'user', content: 5 as unknown as string }],
+    }),
+  )
+  assert.ok(anthropicErr instanceof Anthropic.BadRequestError, anthropicErr.message)
+  const body = anthropicErr.error as { error: { type: string; message: string } }
+  assert.equal(body.error.type, 'invalid_request_error')
+  assert.equal(body.error.message, 'messages[0].content must be a string or an array.')
+  assert.equal(gw.mocks.anthropic?.requests.length, 0)
+  assert.equal(gw.mocks.openai?.requests.length, 0)
+})
+
 test('OpenAI SDK: an http:// image URL to a Gemini model is a 400 naming the part, and Gemini is never asked', async () => {
   gw.reset()
   const err = await rejection(

@@ -1,4 +1,4 @@
-import { ConfigError, type ConfigProblem, validateOptions } from '@llmproxy/core'
+import { ConfigError, type ConfigProblem, MAX_TIMER_MS, validateOptions } from '@llmproxy/core'
 import { type Static, Type } from '@llmproxy/core/typebox'
 
 const count = (description: string) => Type.Optional(Type.Integer({ minimum: 0, description }))
@@ -65,11 +65,13 @@ export const RedisOptionsSchema = Type.Object(
     keyPrefix: Type.String({ default: 'llmproxy:', description: 'Prefix of every key this plugin writes.' }),
     commandTimeoutMs: Type.Integer({
       minimum: 1,
+      maximum: MAX_TIMER_MS,
       default: 1000,
       description: 'A Redis command slower than this fails, and the request is limited locally instead.',
     }),
     slotTtlMs: Type.Integer({
       minimum: 1000,
+      maximum: MAX_TIMER_MS,
       default: 600000,
       description: 'Concurrency slots and token reservations expire after this long, so a crashed instance does not hold them forever.',
     }),
@@ -126,6 +128,9 @@ export function checkRedisOptions(redis: RedisOptions, path = '/redis'): ConfigP
   const mode = modes.length === 1 ? modes[0] : undefined
   if (redis.url !== undefined && !/^rediss?:\/\//.test(redis.url)) {
     problems.push({ path: `${path}/url`, message: 'must start with redis:// or rediss:// (TLS)' })
+  } else if (redis.url !== undefined && !URL.canParse(redis.url)) {
+    // Not repeated: the url may hold a password.
+    problems.push({ path: `${path}/url`, message: 'not a valid URL: redis://[user:password@]host:port[/db]' })
   }
   if (mode === 'sentinels' && redis.name === undefined) {
     problems.push({ path: `${path}/name`, message: 'required with sentinels: the master group name (as in sentinel monitor <name> …)' })

@@ -123,6 +123,10 @@ test('redis options: exactly one of url, sentinels, cluster, and each setting on
     '/redis/password: with url, put it in the url (redis://user:password@host:port)',
   ])
   assert.deepEqual(problems({ url: 'http://a:1' }), ['/redis/url: must start with redis:// or rediss:// (TLS)'])
+  // ioredis would throw at startup; the password is not repeated.
+  assert.deepEqual(problems({ url: 'redis://:s3cret@host:notaport' }), [
+    '/redis/url: not a valid URL: redis://[user:password@]host:port[/db]',
+  ])
   assert.deepEqual(problems({ cluster: [] }).length, 1)
   assert.deepEqual(problems({ cluster: [{ host: 'a', port: 0 }] }).length, 1)
 })

@@ -1,4 +1,4 @@
-import { ConfigError, type ConfigProblem, Protocol, validateOptions } from '@llmproxy/core'
+import { ConfigError, type ConfigProblem, MAX_TIMER_MS, Protocol, validateOptions } from '@llmproxy/core'
 import { type Static, Type } from '@llmproxy/core/typebox'
 import { defaultHealthCheckPath } from '@llmproxy/protocols'
 
@@ -43,8 +43,8 @@ export const UpstreamListSchema = Type.Array(UpstreamConfigSchema)
 export const HealthChecksSchema = Type.Object(
   {
     enabled: Type.Optional(Type.Boolean({ default: true, description: 'Master switch of active health checks.' })),
-    intervalMs: Type.Optional(Type.Integer({ minimum: 1, default: 5000 })),
-    timeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: 2000 })),
+    intervalMs: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 5000 })),
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 2000 })),
     jitter: Type.Optional(
       Type.Number({ minimum: 0, maximum: 1, default: 0.1, description: 'Random spread of the interval, as a fraction of it.' }),
     ),
@@ -65,9 +65,9 @@ export const PassiveHealthSchema = Type.Object(
       Type.Integer({ minimum: 1, default: 3, description: 'Consecutive failed requests that eject an upstream.' }),
     ),
     baseEjectionMs: Type.Optional(
-      Type.Integer({ minimum: 1, default: 5000, description: 'First cooldown; doubles on each ejection in a row.' }),
+      Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 5000, description: 'First cooldown; doubles on each ejection in a row.' }),
     ),
-    maxEjectionMs: Type.Optional(Type.Integer({ minimum: 1, default: 120_000, description: 'Cooldown cap.' })),
+    maxEjectionMs: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 120_000, description: 'Cooldown cap.' })),
   },
   { additionalProperties: false, default: {} },
 )
@@ -76,7 +76,9 @@ export type PassiveHealthOptions = Required<Static<typeof PassiveHealthSchema>>
 export const QueueSchema = Type.Object(
   {
     maxWaiting: Type.Optional(Type.Integer({ minimum: 0, default: 100, description: 'Requests a pool may hold waiting for a slot.' })),
-    timeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: 10_000, description: 'How long a request may wait for a slot.' })),
+    timeoutMs: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 10_000, description: 'How long a request may wait for a slot.' }),
+    ),
   },
   { additionalProperties: false, default: {} },
 )
@@ -143,8 +145,31 @@ function checkUpstreamList(list: readonly UpstreamConfig[], prefix: string): Con
     }
     const urlProblem = checkUrl(upstream.url)
     if (urlProblem !== null) problems.push({ path: `${prefix}/${i}/url`, message: urlProblem })
+    if (upstream.apiKey !== undefined) {
+      const keyProblem = headerValueProblem(upstream.apiKey)
+      if (keyProblem !== null) problems.push({ path: `${prefix}/${i}/apiKey`, message: keyProblem })
+    }
+    for (const [name, value] of Object.entries(upstream.headers ?? {})) {
+      const path = `${prefix}/${i}/headers/${name.replaceAll('~', '~0').replaceAll('/', '~1')}`
+      if (!HEADER_NAME.test(name)) problems.push({ path, message: 'not a valid HTTP header name' })
+      const valueProblem = headerValueProblem(value)
+      if (valueProblem !== null) problems.push({ path, message: valueProblem })
+    }
   }
   return problems
+}
+
+/** An HTTP header name (RFC 9110 token), as Node.js accepts it. */
+const HEADER_NAME = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/
+/** What Node.js refuses in a header value (it would throw on every request to the upstream). */
+const NOT_IN_HEADER_VALUE = /[^\t\x20-\x7e\x80-\xff]/
+
+/** Why a value cannot be sent in an HTTP header; null when it can. Names the character, never the value (a secret). */
+function headerValueProblem(value: string): string | null {
+  const at = value.search(NOT_IN_HEADER_VALUE)
+  if (at === -1) return null
+  const code = (value.codePointAt(at) as number).toString(16).toUpperCase().padStart(4, '0')
+  return `has a character an HTTP header cannot carry (U+${code} at index ${at})`
 }
 
 function checkUrl(value: string): string | null {
@@ -152,7 +177,8 @@ function checkUrl(value: string): string | null {
   try {
     url = new URL(value)
   } catch {
-    return `not a valid URL: ${JSON.stringify(value)}`
+    // Shown without its credentials (refused below anyway: the line may reach logs and the admin API).
+    return `not a valid URL: ${JSON.stringify(value.replace(/\/\/[^/?#]*@/, '//…@'))}`
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return `must be an http or https URL, got ${JSON.stringify(url.protocol)}`
   if (url.search !== '' || url.hash !== '') return 'must not have a query string or a fragment'

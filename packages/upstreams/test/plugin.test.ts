@@ -111,6 +111,13 @@ describe('plugin', () => {
         { name: 'b', url: 'not a url', protocol: 'openai' },
         { name: 'c', url: 'http://u:p@x/?q=1', protocol: 'openai' },
         { name: 'd', url: 'https://api.anthropic.com', protocol: 'anthropic', healthCheck: { enabled: true } },
+        {
+          name: 'e',
+          url: 'http://u:s3cret@bad host',
+          protocol: 'openai',
+          apiKey: 'sk-…',
+          headers: { 'x team': 'a', 'x-org~id': 'line\nbreak' },
+        },
       ],
       passive: { baseEjectionMs: 10_000, maxEjectionMs: 5000 },
     })
@@ -120,6 +127,11 @@ describe('plugin', () => {
       '/upstreams/2/url: not a valid URL: "not a url"',
       '/upstreams/3/url: must not have a query string or a fragment',
       '/upstreams/4/healthCheck/path: required when enabled: the anthropic protocol has no default health check path',
+      // Secrets are never repeated: not a url's password, nor a key (only the character and where it is).
+      '/upstreams/5/url: not a valid URL: "http://…@bad host"',
+      '/upstreams/5/apiKey: has a character an HTTP header cannot carry (U+2026 at index 3)',
+      '/upstreams/5/headers/x team: not a valid HTTP header name',
+      '/upstreams/5/headers/x-org~0id: has a character an HTTP header cannot carry (U+000A at index 4)',
       '/passive/maxEjectionMs: must be >= baseEjectionMs',
     ])
     assert.deepEqual(await registrationProblems({}), [': must have required properties upstreams'])
