@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// `pnpm docs`: rewrites the generated parts of the docs: the config reference (from the config schema) and the
-// error catalogue (from @llmproxy/core's CATALOGUE).
+// `pnpm run docs` (`run`: pnpm has a `docs` command of its own): rewrites the generated parts of the docs: the
+// config reference (from the config schema) and the error catalogue (from @llmproxy/core's CATALOGUE).
 import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { errorTable, replaceSection } from './readme-sections.mjs'

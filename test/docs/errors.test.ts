@@ -8,7 +8,7 @@ import { errorTable, normalizeTable, readSection } from '../../scripts/readme-se
 
 const root = new URL('../..', import.meta.url).pathname
 
-test('docs/errors.md is generated from the error catalogue (run `pnpm docs`)', () => {
+test('docs/errors.md is generated from the error catalogue (run `pnpm run docs`)', () => {
   const doc = readFileSync(join(root, 'docs/errors.md'), 'utf8')
   assert.equal(normalizeTable(readSection(doc, 'error-catalogue') ?? ''), normalizeTable(errorTable(CATALOGUE)))
 })

@@ -7,7 +7,7 @@ import { normalizeTable, readSection } from '../../scripts/readme-sections.mjs'
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
 
-test('the config reference in docs/configuration.md is generated from the current schema (run `pnpm docs`)', () => {
+test('the config reference in docs/configuration.md is generated from the current schema (run `pnpm run docs`)', () => {
   const reference = readFileSync(new URL('../../docs/configuration.md', import.meta.url), 'utf8')
   assert.equal(normalizeTable(readSection(reference, 'config-reference') ?? ''), normalizeTable(configReference()))
 })

@@ -1,4 +1,4 @@
-import type { KeyLimits } from '@llmproxy/core'
+import { type KeyLimits, MAX_TIMER_MS } from '@llmproxy/core'
 import { type Static, Type } from '@llmproxy/core/typebox'
 import type { FastifyRequest } from 'fastify'
 
@@ -52,8 +52,18 @@ export const AuthOptionsSchema = Type.Object(
     }),
     cache: Type.Object(
       {
-        ttlMs: Type.Integer({ minimum: 0, default: 60_000, description: 'How long a key found by resolveKey is cached; 0 = no cache.' }),
-        negativeTtlMs: Type.Integer({ minimum: 0, default: 5_000, description: 'How long an unknown key is cached; 0 = no cache.' }),
+        ttlMs: Type.Integer({
+          minimum: 0,
+          maximum: MAX_TIMER_MS,
+          default: 60_000,
+          description: 'How long a key found by resolveKey is cached; 0 = no cache.',
+        }),
+        negativeTtlMs: Type.Integer({
+          minimum: 0,
+          maximum: MAX_TIMER_MS,
+          default: 5_000,
+          description: 'How long an unknown key is cached; 0 = no cache.',
+        }),
         max: Type.Integer({ minimum: 1, default: 10_000, description: 'Cached keys at most (least recently used evicted first).' }),
       },
       { additionalProperties: false, default: {} },

@@ -15,10 +15,14 @@ export class ConfigError extends Error {
   }
 }
 
+/** The longest delay a Node.js timer keeps (a longer one fires at once, with a warning): the bound of every `…Ms` setting. */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** The errors a value that does not take a union's branch gets from it (`false | {…}` given an object). */
+const BRANCH_MISMATCH = new Set(['type', 'const', 'anyOf'])
+
 /** Lists every problem of `value` against `schema`, one per path (the most specific message wins). */
 export function checkSchema(schema: TSchema, value: unknown, pathPrefix = ''): ConfigProblem[] {
-  const problems: ConfigProblem[] = []
-  const seen = new Set<string>()
   // TypeBox stops at 8 errors by default; a config report should list them all.
   const maxErrors = Settings.Get().maxErrors
   Settings.Set({ maxErrors: 1000 })
@@ -28,7 +32,9 @@ export function checkSchema(schema: TSchema, value: unknown, pathPrefix = ''): C
   } finally {
     Settings.Set({ maxErrors })
   }
-  // A union of literals reports one `const` error per member: fold them into "must be one of …".
+  /** The first problem at each path, in order, with the keyword that raised it. */
+  const first = new Map<string, { message: string; keyword: string }>()
+  // A union of literals reports one `const` error per member: folded into "must be one of …".
   const allowed = new Map<string, unknown[]>()
   for (const error of found) {
     const key = `${pathPrefix}${error.instancePath}`
@@ -36,30 +42,29 @@ export function checkSchema(schema: TSchema, value: unknown, pathPrefix = ''): C
       const list = allowed.get(key) ?? []
       list.push((error.params as { allowedValue?: unknown }).allowedValue)
       allowed.set(key, list)
+      if (!first.has(key)) first.set(key, { message: '', keyword: 'const' })
       continue
     }
     // additionalProperties reports twice: the offending key (schema is false) and the parent object.
-    if (error.keyword === 'boolean' && error.message === 'schema is false') {
-      if (!seen.has(key)) {
-        seen.add(key)
-        problems.push({ path: key, message: 'unknown key' })
-      }
+    if (error.keyword === 'additionalProperties') continue
+    const unknownKey = error.keyword === 'boolean' && error.message === 'schema is false'
+    if (!first.has(key)) first.set(key, { message: unknownKey ? 'unknown key' : error.message, keyword: error.keyword })
+  }
+  const problems: ConfigProblem[] = []
+  const mismatches = new Set<string>()
+  for (const [path, { message, keyword }] of first) {
+    if (!BRANCH_MISMATCH.has(keyword)) {
+      problems.push({ path, message })
       continue
     }
-    if (error.keyword === 'additionalProperties') continue
-    if (seen.has(key)) continue
-    seen.add(key)
-    const values = allowed.get(key)
-    const message =
-      error.keyword === 'anyOf' && values !== undefined
-        ? `must be one of ${values.map((v) => JSON.stringify(v)).join(', ')}`
-        : error.message
-    problems.push({ path: key, message })
+    mismatches.add(path)
+    // A union with literals among its members ("connect" | 429 | …): the values it takes, not one member's type.
+    const values = allowed.get(path)?.map((v) => JSON.stringify(v))
+    if (values === undefined) problems.push({ path, message })
+    else problems.push({ path, message: values.length === 1 ? `must be ${values[0]}` : `must be one of ${values.join(', ')}` })
   }
-  for (const [key, values] of allowed) {
-    if (!seen.has(key)) problems.push({ path: key, message: `must be ${values.map((v) => JSON.stringify(v)).join(' or ')}` })
-  }
-  return problems
+  // A value with problems inside it took a union's object branch: the other branches' "must be …" is noise.
+  return problems.filter((problem) => !mismatches.has(problem.path) || !problems.some((inner) => inner.path.startsWith(`${problem.path}/`)))
 }
 
 /**

@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from '@llmproxy/core'
 import { type Static, Type } from '@llmproxy/core/typebox'
 
 export const ModelRouteSchema = Type.Object(
@@ -23,15 +24,22 @@ export type ModelRoute = Static<typeof ModelRouteSchema>
 
 export const TimeoutsSchema = Type.Object(
   {
-    connectMs: Type.Integer({ minimum: 1, default: 5000, description: 'TCP/TLS connect timeout per attempt.' }),
+    connectMs: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 5000, description: 'TCP/TLS connect timeout per attempt.' }),
     firstTokenMs: Type.Integer({
       minimum: 1,
+      maximum: MAX_TIMER_MS,
       default: 30000,
       description: 'Streamed requests: the first body byte must arrive within this time of the attempt start.',
     }),
-    idleMs: Type.Integer({ minimum: 1, default: 30000, description: 'Streamed requests: longest silence between two chunks.' }),
+    idleMs: Type.Integer({
+      minimum: 1,
+      maximum: MAX_TIMER_MS,
+      default: 30000,
+      description: 'Streamed requests: longest silence between two chunks.',
+    }),
     responseMs: Type.Integer({
       minimum: 1,
+      maximum: MAX_TIMER_MS,
       default: 600000,
       description: 'Non-streamed requests: the answer must start within this time (generation happens before the first byte).',
     }),
@@ -57,14 +65,21 @@ export const RetrySchema = Type.Object(
       default: ['connect', 'timeout', 'stall', 429, 500, 502, 503, 504],
       description: 'Failures that move the request to another attempt (before the first byte reaches the client).',
     }),
-    budgetMs: Type.Integer({ minimum: 1, default: 60000, description: 'No new attempt starts after this much time.' }),
+    budgetMs: Type.Integer({
+      minimum: 1,
+      maximum: MAX_TIMER_MS,
+      default: 60000,
+      description: 'No new attempt starts after this much time.',
+    }),
     backoffMs: Type.Integer({
       minimum: 0,
+      maximum: MAX_TIMER_MS,
       default: 100,
       description: 'Base backoff before retrying an upstream already tried (jittered, doubling).',
     }),
     maxRetryAfterMs: Type.Integer({
       minimum: 0,
+      maximum: MAX_TIMER_MS,
       default: 5000,
       description: 'Longest upstream Retry-After the gateway waits out itself; longer ones go back to the client.',
     }),

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { AuthOptionsSchema, compileIpList, compileKeys } from '@llmproxy/auth'
-import { ConfigError, type ConfigProblem, checkSchema } from '@llmproxy/core'
+import { ConfigError, type ConfigProblem, checkSchema, MAX_TIMER_MS } from '@llmproxy/core'
 import { type Static, Type, Value } from '@llmproxy/core/typebox'
 import { MetricsOptionsSchema } from '@llmproxy/metrics'
 import { RateLimitOptionsSchema, RedisOptionsSchema } from '@llmproxy/rate-limit'
@@ -28,15 +28,22 @@ export const ServerSettingsSchema = Type.Object(
     }),
     headersTimeoutMs: Type.Integer({
       minimum: 1,
+      maximum: MAX_TIMER_MS,
       default: 10_000,
       description: 'A client must send its request headers within this time.',
     }),
     requestTimeoutMs: Type.Integer({
       minimum: 1,
+      maximum: MAX_TIMER_MS,
       default: 30_000,
       description: 'A client must send its whole request (headers and body) within this time.',
     }),
-    keepAliveTimeoutMs: Type.Integer({ minimum: 1, default: 5_000, description: 'Idle keep-alive connections close after this time.' }),
+    keepAliveTimeoutMs: Type.Integer({
+      minimum: 1,
+      maximum: MAX_TIMER_MS,
+      default: 5_000,
+      description: 'Idle keep-alive connections close after this time.',
+    }),
     backlog: Type.Integer({
       minimum: 1,
       default: 4096,
@@ -45,6 +52,7 @@ export const ServerSettingsSchema = Type.Object(
     }),
     shutdownGraceMs: Type.Integer({
       minimum: 0,
+      maximum: MAX_TIMER_MS,
       default: 30_000,
       description: 'On SIGTERM/SIGINT, in-flight requests may finish within this time; then they are aborted.',
     }),
@@ -96,7 +104,8 @@ export const ConfigSchema = Type.Object(
     queue: QueueSchema,
     bodyLimit: Type.Integer({ minimum: 1, default: 8 * 1024 * 1024, description: 'Largest request body accepted, in bytes.' }),
     auth: Type.Optional(AuthOptionsSchema),
-    rateLimit: Type.Optional(Type.Omit(RateLimitOptionsSchema, ['redis'])),
+    // Omit drops the object's own options: unknown keys stay refused.
+    rateLimit: Type.Optional(Type.Omit(RateLimitOptionsSchema, ['redis'], { additionalProperties: false })),
     redis: Type.Optional(RedisOptionsSchema),
     usage: Type.Optional(UsageOptionsSchema),
     metrics: Type.Union([Type.Literal(false), MetricsOptionsSchema], {
@@ -173,7 +182,9 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   }
   const written = structuredClone(interpolated) // Value.Default fills defaults in place
   const config = Value.Default(ConfigSchema, interpolated) as unknown
-  problems.push(...checkSchema(ConfigSchema, config))
+  // A setting whose environment variable is missing is reported once, not again for the empty value it got.
+  const unset = new Set(problems.map((p) => p.path))
+  problems.push(...checkSchema(ConfigSchema, config).filter((p) => !unset.has(p.path)))
   if (problems.length > 0) throw new ConfigError(`config ${source}`, problems)
   const valid = config as Config
   // What the plugins check when they register, checked here too so that `llmproxy check` and reload catch it.
@@ -196,6 +207,13 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   if (valid.auth?.ipDenylist !== undefined) compileIpList(valid.auth.ipDenylist, '/auth/ipDenylist', problems)
   const protocols = new Map(valid.upstreams.map((u) => [u.name, u.protocol]))
   problems.push(...ModelTable.check(valid.models, (name) => protocols.get(name)))
+  // A key limited to a model no route serves could never use it: a typo, caught here rather than as 404s.
+  const modelNames = new Set(valid.models.flatMap((model) => [model.name, ...(model.aliases ?? [])]))
+  valid.auth?.keys?.forEach((key, i) => {
+    key.models?.forEach((name, j) => {
+      if (name !== '*' && !modelNames.has(name)) problems.push({ path: `/auth/keys/${i}/models/${j}`, message: `unknown model "${name}"` })
+    })
+  })
   enableKeyLimits(valid, ConfigSchema.properties.rateLimit)
   problems.push(...checkDependencies(valid, written))
   const admin = valid.admin

@@ -50,7 +50,10 @@ function typeOf(node: SchemaNode): string {
     return node.anyOf.map(typeOf).join(' \\| ')
   }
   if (node.const !== undefined) return JSON.stringify(node.const)
-  if (node.type === 'array') return `${node.items === undefined ? 'unknown' : typeOf(node.items)}[]`
+  if (node.type === 'array') {
+    const item = node.items === undefined ? 'unknown' : typeOf(node.items)
+    return item.includes(' ') ? `list of (${item})` : `${item}[]`
+  }
   if (node.type === 'object' && node.properties === undefined) return 'map'
   return Array.isArray(node.type) ? node.type.join(' \\| ') : (node.type ?? 'any')
 }
@@ -61,8 +64,9 @@ export function configReference(): string {
   const visit = (node: SchemaNode, path: string, required: boolean): void => {
     const objectish = node.properties !== undefined ? node : node.items?.properties !== undefined ? node.items : undefined
     if (path !== '') {
+      // An object's default is its settings' defaults, listed on their own rows; a list's is shown whole.
       const leafDefault =
-        node.default === undefined || (typeof node.default === 'object' && node.default !== null)
+        node.default === undefined || (typeof node.default === 'object' && node.default !== null && !Array.isArray(node.default))
           ? ''
           : `\`${JSON.stringify(node.default)}\``
       const def = required ? 'required' : leafDefault

@@ -75,6 +75,42 @@ timeouts: { firstTokenMs: -1 }
   assert.match(problems.find((p) => p.path === '/upstreams/0/protocol')?.message ?? '', /must be one of "openai", "vllm"/)
 })
 
+test('a section is checked to its last key: a misspelt key is refused (rateLimit too), a wrong value named clearly', () => {
+  assert.deepEqual(problemsOf(`${minimal}\nrateLimit: { perkey: { rpm: 1 }, global: { rsp: 1 } }\nmetrics: { pathh: /m }\n`), [
+    { path: '/rateLimit/perkey', message: 'unknown key' },
+    { path: '/rateLimit/global/rsp', message: 'unknown key' },
+    { path: '/metrics/pathh', message: 'unknown key' },
+  ])
+  // A union of string and number literals names its values, not one member's type ("must be string").
+  assert.deepEqual(problemsOf(`${minimal}\nretry: { on: [connect, 418, "500"] }\n`), [
+    { path: '/retry/on/1', message: 'must be one of "connect", "timeout", "stall", 429, 500, 502, 503, 504' },
+    { path: '/retry/on/2', message: 'must be one of "connect", "timeout", "stall", 429, 500, 502, 503, 504' },
+  ])
+  // Every object of the schema refuses unknown keys, and every …Ms setting stays within what a timer can hold.
+  const visit = (schema: Record<string, unknown>, path: string): void => {
+    const properties = schema.properties as Record<string, Record<string, unknown>> | undefined
+    if (properties !== undefined) {
+      assert.equal(schema.additionalProperties, false, `${path || '/'} accepts unknown keys`)
+      for (const [key, inner] of Object.entries(properties)) {
+        if (key.endsWith('Ms') && inner.type === 'integer') assert.equal(inner.maximum, 2 ** 31 - 1, `${path}/${key} has no maximum`)
+        visit(inner, `${path}/${key}`)
+      }
+    }
+    for (const key of ['items', 'additionalProperties'] as const) {
+      if (typeof schema[key] === 'object' && schema[key] !== null) visit(schema[key] as Record<string, unknown>, `${path}/${key}`)
+    }
+    for (const branch of (schema.anyOf as Record<string, unknown>[] | undefined) ?? []) visit(branch, path)
+  }
+  visit(configJsonSchema() as Record<string, unknown>, '')
+})
+
+test('a missing environment variable is reported once; a timeout longer than a timer holds is refused', () => {
+  assert.deepEqual(problemsOf(`${minimal}\nadmin: { token: "\${ADMIN_TOKEN}" }\ntimeouts: { idleMs: 3000000000 }\n`), [
+    { path: '/admin/token', message: 'environment variable ADMIN_TOKEN is not set' },
+    { path: '/timeouts/idleMs', message: 'must be <= 2147483647' },
+  ])
+})
+
 test('the admin section is validated: a long enough token, a port with a host, not the server port', () => {
   const config = parseConfig(`${minimal}\nadmin: { token: "\${ADMIN_TOKEN}", port: 9090 }\n`, 'test.yaml', { ADMIN_TOKEN: 'a'.repeat(16) })
   assert.deepEqual(config.admin, { token: 'a'.repeat(16), port: 9090 })
@@ -129,6 +165,10 @@ models:
     problems.map((p) => p.path),
     ['/models/0/upstreams/1', '/models/1/aliases/0', '/models/0/fallbacks/0'],
   )
+  // A key's models are model names or aliases (or "*").
+  assert.deepEqual(problemsOf(`${minimal}\nauth: { keys: [{ id: k, key: sk-k, models: [qwen-7b, gpt-4o-mini, "*", qwen7b] }] }\n`), [
+    { path: '/auth/keys/0/models/3', message: 'unknown model "qwen7b"' },
+  ])
 })
 
 test('what the plugins would refuse at start is caught by the config check too', () => {

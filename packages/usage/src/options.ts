@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from '@llmproxy/core'
 import { type Static, Type } from '@llmproxy/core/typebox'
 
 const MiB = 1024 * 1024
@@ -10,7 +11,12 @@ export const UsageOptionsSchema = Type.Object(
         {
           url: Type.String({ format: 'uri', description: 'Where batches are POSTed (http or https).' }),
           secret: Type.Optional(Type.String({ minLength: 1, description: 'HMAC-SHA256 key for x-llmproxy-signature.' })),
-          timeoutMs: Type.Integer({ minimum: 1, default: 10_000, description: 'Whole-exchange timeout of one delivery attempt.' }),
+          timeoutMs: Type.Integer({
+            minimum: 1,
+            maximum: MAX_TIMER_MS,
+            default: 10_000,
+            description: 'Whole-exchange timeout of one delivery attempt.',
+          }),
           headers: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'Extra request headers.' })),
         },
         { additionalProperties: false },
@@ -20,14 +26,14 @@ export const UsageOptionsSchema = Type.Object(
     batch: Type.Object(
       {
         maxRecords: Type.Integer({ minimum: 1, default: 100 }),
-        maxWaitMs: Type.Integer({ minimum: 0, default: 1000 }),
+        maxWaitMs: Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: 1000 }),
       },
       { additionalProperties: false, default: {} },
     ),
     retry: Type.Object(
       {
-        baseMs: Type.Integer({ minimum: 1, default: 500 }),
-        maxMs: Type.Integer({ minimum: 1, default: 60_000 }),
+        baseMs: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 500 }),
+        maxMs: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 60_000 }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -36,12 +42,12 @@ export const UsageOptionsSchema = Type.Object(
         maxBytes: Type.Integer({ minimum: 1, default: 256 * MiB }),
         segmentBytes: Type.Integer({ minimum: 1, default: 4 * MiB }),
         fsync: Type.Union([Type.Literal('always'), Type.Literal('interval'), Type.Literal('never')], { default: 'interval' }),
-        fsyncIntervalMs: Type.Integer({ minimum: 1, default: 200 }),
+        fsyncIntervalMs: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 200 }),
         whenFull: Type.Union([Type.Literal('drop-oldest'), Type.Literal('stop-spooling')], { default: 'stop-spooling' }),
       },
       { additionalProperties: false, default: {} },
     ),
-    shutdownFlushMs: Type.Integer({ minimum: 0, default: 5000 }),
+    shutdownFlushMs: Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: 5000 }),
   },
   { additionalProperties: false },
 )
