@@ -44,6 +44,7 @@ export class LlmProxyError extends Error {
     return new LlmProxyError(this.statusCode, this.type, this.code, this.message, {
       cause: this.cause,
       headers: { ...this.headers, ...headers },
+      param: this.param,
     })
   }
 
@@ -114,7 +115,7 @@ export const CATALOGUE = {
   llmproxy_wrong_api: {
     status: 400,
     type: 'invalid_request_error',
-    when: 'A non-chat route (completions, embeddings, responses, count_tokens) for a model served over another API: only chat requests are converted.',
+    when: 'An OpenAI-only route (completions, embeddings, responses) for a model served over another API: only chat requests are converted.',
   },
   llmproxy_malformed_request: { status: 400, type: 'invalid_request_error', when: 'The request is not valid HTTP/1.1.' },
   llmproxy_invalid_url: { status: 400, type: 'invalid_request_error', when: 'The URL has bad percent-encoding.' },
@@ -209,7 +210,7 @@ export function coded(code: ErrorCode, message: string, opts?: ErrorOptionsWithP
 
 /** The error factory: one function per stable code. */
 export const errors = {
-  invalidRequest: (message: string, opts?: ErrorOptions) => coded('llmproxy_invalid_request', message, opts),
+  invalidRequest: (message: string, opts?: ErrorOptionsWithParam) => coded('llmproxy_invalid_request', message, opts),
   invalidJson: (message: string, opts?: ErrorOptions) => coded('llmproxy_invalid_json', message, opts),
   jsonTooDeep: (maxDepth: number) =>
     coded('llmproxy_json_too_deep', `The request body nests arrays and objects more than ${maxDepth} levels deep.`),

@@ -8,6 +8,7 @@ export {
   type EncoderOptions,
   type EncoderResume,
   type FinishReason,
+  InvalidFieldError,
   MalformedStreamError,
   type NeutralUsage,
   type RequestConversion,

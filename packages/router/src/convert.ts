@@ -8,6 +8,7 @@ import {
   createDecoder,
   type EncoderOptions,
   type Endpoint,
+  InvalidFieldError,
   MalformedStreamError,
   type StreamDecoder,
   type StreamEncoder,
@@ -43,6 +44,8 @@ export function convertedRequest(
   try {
     converted = convertRequest(client, upstream, body, { upstreamModel, stream, defaultMaxTokens })
   } catch (err) {
+    // A wrong field is the client's own mistake, whichever the upstream; the rest is what the upstream cannot take.
+    if (err instanceof InvalidFieldError) throw errors.invalidRequest(err.message, { param: err.param })
     if (err instanceof ConversionError) throw errors.notConvertible(err.param, err.message)
     throw err
   }

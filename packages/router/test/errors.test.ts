@@ -45,6 +45,15 @@ describe('bad input gets an OpenAI-shaped error and the gateway keeps serving', 
     })
   }
 
+  test('valid JSON with a "__proto__" key is refused, saying why (not "not valid JSON")', async () => {
+    for (const body of ['{"model":"gpt-test","__proto__":{"x":1}}', '{"model":"gpt-test","constructor":{"prototype":{}}}']) {
+      const res = await post(h, body)
+      assert.equal(res.status, 400, res.text)
+      assert.equal(res.json().error.code, 'llmproxy_invalid_json')
+      assert.match(res.json().error.message, /"__proto__" key/)
+    }
+  })
+
   test('none of them reached the upstream, and a good request still works', async () => {
     assert.equal(h.mock.requests.length, 0)
     const res = await post(h, chat())

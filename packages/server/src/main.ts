@@ -1,3 +1,4 @@
+import { ConfigError } from '@llmproxy/core'
 import type { FastifyInstance } from 'fastify'
 import { buildGateway, type GatewayOptions } from './app.js'
 import type { Config } from './config.js'
@@ -14,10 +15,34 @@ export interface RunningGateway {
   shutdown(reason: string): Promise<void>
 }
 
+/** Why a listen failed, by error code, when it is the config's to fix: the setting and the problem. */
+const LISTEN_PROBLEMS: Record<string, (host: string, port: number) => ['host' | 'port', string]> = {
+  EADDRINUSE: (host, port) => ['port', `${port} is already in use on ${host}`],
+  EACCES: (_host, port) => ['port', `not allowed to listen on ${port} (ports below 1024 need privileges)`],
+  EADDRNOTAVAIL: (host) => ['host', `${host} is not an address of this machine`],
+  ENOTFOUND: (host) => ['host', `${host} does not resolve to an address`],
+  EAI_AGAIN: (host) => ['host', `${host} does not resolve to an address`],
+}
+
+/** A listen failure as a ConfigError naming the setting (`/server/port`, `/admin/host`, …); null when it is not one. */
+function listenProblem(err: unknown, section: '/server' | '/admin', host: string, port: number): ConfigError | null {
+  const problem = LISTEN_PROBLEMS[(err as NodeJS.ErrnoException | null)?.code ?? '']
+  if (problem === undefined) return null
+  const [field, message] = problem(host, port)
+  return new ConfigError('listen address', [{ path: `${section}/${field}`, message }])
+}
+
 /** Builds, starts and installs graceful shutdown for a gateway. */
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<RunningGateway> {
   const app = await buildGateway(config, options)
-  const url = await app.listen({ host: config.server.host, port: config.server.port, backlog: config.server.backlog })
+  const { host, port, backlog } = config.server
+  let url: string
+  try {
+    url = await app.listen({ host, port, backlog })
+  } catch (err) {
+    await app.close()
+    throw listenProblem(err, '/server', host, port) ?? err
+  }
   let adminUrl: string | null = null
   if (app.hasDecorator('llmAdmin')) {
     try {
@@ -25,7 +50,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     } catch (err) {
       // The separate admin server could not start (e.g. its port is taken): don't run half a gateway.
       await app.close()
-      throw err
+      throw listenProblem(err, '/admin', config.admin?.host ?? '127.0.0.1', config.admin?.port ?? 0) ?? err
     }
   }
   let stopping: Promise<void> | null = null

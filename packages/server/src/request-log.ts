@@ -1,9 +1,10 @@
 import type { FastifyInstance } from 'fastify'
 
 /**
- * One structured line per request (`reqId` comes from the request's child logger). Routed LLM requests
+ * One structured line per request (`reqId` comes from the request's child logger). Proxied LLM requests
  * are logged when their usage record is final (it knows the model, upstream, TTFT and tokens); everything
- * else when the response finishes. (Not registered at all below `info`: nothing to build then.)
+ * else (refused, answered by the gateway) when the response finishes, with the error's code when it was one.
+ * (Not registered at all below `info`: nothing to build then.)
  */
 export function requestLogging(app: FastifyInstance): void {
   app.llm.addHook('onUsage', (record, request) => {
@@ -31,14 +32,18 @@ export function requestLogging(app: FastifyInstance): void {
     )
   })
   app.addHook('onResponse', (request, reply, done) => {
-    if ((request.llm?.model ?? null) === null) {
+    const llm = request.llm
+    // endedAt is set when a usage record is built: that request has had its line.
+    if (llm === undefined || llm.endedAt === 0) {
       request.log.info(
         {
           method: request.method,
           url: request.url,
           status: reply.statusCode,
-          keyId: request.llm?.keyId ?? null,
+          keyId: llm?.keyId ?? null,
+          ...(llm?.model ? { model: llm.model } : {}),
           durationMs: Math.round(reply.elapsedTime),
+          ...(llm?.error ? { error: llm.error.code } : {}),
         },
         'request',
       )

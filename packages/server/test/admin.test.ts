@@ -432,7 +432,10 @@ admin: { token: "${TOKEN}", host: 127.0.0.1, port: ${port} }
       'admin-test',
       {},
     )
-    await assert.rejects(startGateway(config, { logDestination: logSink(logs) }), /EADDRINUSE/)
+    await assert.rejects(startGateway(config, { logDestination: logSink(logs) }), {
+      name: 'ConfigError',
+      message: `Invalid listen address:\n  - /admin/port: ${port} is already in use on 127.0.0.1`,
+    })
     assert.ok(logs.some((l) => l.includes('admin API could not start')))
     // The gateway it had started is closed again.
     const listening = logs.map((l) => /Server listening at (http:\/\/[^"\s]+)/.exec(l)?.[1]).find((u) => u !== undefined)

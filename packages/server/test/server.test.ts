@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict'
 import { request as httpRequest } from 'node:http'
-import { connect } from 'node:net'
+import { type AddressInfo, connect, createServer as createTcpServer } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { rawExchange } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
+import { parseConfig, startGateway } from '../src/index.js'
 import { eventually, type ServerHarness, startServer } from './helpers.js'
 
 const chat = (extra: Record<string, unknown> = {}) =>
@@ -61,6 +62,34 @@ describe('the reference server', () => {
     assert.equal(typeof line.reqId, 'string')
     assert.ok(!h.logText().includes('sk-client-secret-value'))
     assert.ok(!h.logText().includes('sk-upstream-secret-value'))
+  })
+
+  test('a refused request has its log line too, with its error code, and its answer the request id', async () => {
+    h.logs.length = 0
+    h.mock.reset()
+    const refusals: [string, string, string][] = [
+      ['/v1/chat/completions', '{bad', 'llmproxy_invalid_json'],
+      ['/v1/chat/completions', chat({ model: 'nope' }), 'model_not_found'],
+      // The model is known (resolved) but not served on this route: no usage record, still a line.
+      ['/v1/messages/count_tokens', JSON.stringify({ model: 'gpt-test', messages: [] }), ''],
+    ]
+    for (const [path, body, code] of refusals) {
+      const res = await request(`${h.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': `refused-${code || 'estimate'}` },
+        body,
+      })
+      await res.body.text()
+      assert.equal(res.headers['x-request-id'], `refused-${code || 'estimate'}`, path)
+    }
+    await eventually(() => h.logs.filter((l) => l.msg === 'request').length >= refusals.length)
+    const lines = h.logs.filter((l) => l.msg === 'request').map((l) => [l.reqId, l.status, l.error, l.model])
+    assert.deepEqual(lines, [
+      ['refused-llmproxy_invalid_json', 400, 'llmproxy_invalid_json', undefined],
+      ['refused-model_not_found', 404, 'model_not_found', undefined],
+      ['refused-estimate', 200, undefined, 'gpt-test'],
+    ])
+    assert.equal(h.mock.requests.length, 0)
   })
 
   test('unknown paths and methods answer 404 in the OpenAI shape and reach no upstream', async () => {
@@ -239,4 +268,30 @@ describe('the reference server', () => {
     assert.equal(res.statusCode, 200)
     await res.body.json()
   })
+})
+
+test('a port in use or a host that is not this machine stops the start with the setting named', async () => {
+  const blocker = createTcpServer()
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+  const port = (blocker.address() as AddressInfo).port
+  const configWith = (server: string) =>
+    parseConfig(
+      `server: { ${server} }\nupstreams: [{ name: a, url: "http://127.0.0.1:9", protocol: openai }]\nmodels: [{ name: m, upstreams: [a] }]\nhealthChecks: { enabled: false }\n`,
+      'listen-test',
+      {},
+    )
+  try {
+    await assert.rejects(startGateway(configWith(`host: 127.0.0.1, port: ${port}, logLevel: silent`)), {
+      name: 'ConfigError',
+      message: `Invalid listen address:\n  - /server/port: ${port} is already in use on 127.0.0.1`,
+    })
+    await assert.rejects(startGateway(configWith('host: 192.0.2.1, port: 0, logLevel: silent')), {
+      message: 'Invalid listen address:\n  - /server/host: 192.0.2.1 is not an address of this machine',
+    })
+    await assert.rejects(startGateway(configWith('host: no-such-host.invalid, port: 0, logLevel: silent')), {
+      message: 'Invalid listen address:\n  - /server/host: no-such-host.invalid does not resolve to an address',
+    })
+  } finally {
+    await new Promise((resolve) => blocker.close(resolve))
+  }
 })

@@ -85,7 +85,8 @@ test('a worker that cannot start stops the gateway: its error printed once, exit
       timeout: 120_000,
     })
     assert.equal(run.status, 1, run.stderr)
-    assert.equal(run.stderr, `llmproxy: bind EADDRINUSE 127.0.0.1:${(taken.address() as AddressInfo).port}\n`)
+    const port = (taken.address() as AddressInfo).port
+    assert.equal(run.stderr, `llmproxy: Invalid listen address:\n  - /server/port: ${port} is already in use on 127.0.0.1\n`)
   } finally {
     taken.close()
     rmSync(dir, { recursive: true, force: true })

@@ -1,6 +1,7 @@
 /** Anthropic Messages requests ⇄ the neutral request. */
 import {
   arrayAt,
+  blocksAt,
   type ChatRequest,
   type Effort,
   effortForBudget,
@@ -19,7 +20,7 @@ import {
   stringAt,
   type ToolChoice,
 } from './request-ir.js'
-import { ConversionError, type RequestConversion, splitToolCallId } from './types.js'
+import { ConversionError, InvalidFieldError, type RequestConversion, splitToolCallId } from './types.js'
 
 export function parseAnthropic(body: JsonObject): ChatRequest {
   if (Array.isArray(body.mcp_servers) && body.mcp_servers.length > 0) {
@@ -29,7 +30,7 @@ export function parseAnthropic(body: JsonObject): ChatRequest {
   if (typeof body.system === 'string') {
     if (body.system !== '') req.system.push(body.system)
   } else if (body.system !== undefined) {
-    const blocks = arrayAt(body.system, 'system')
+    const blocks = blocksAt(body.system, 'system')
     for (let i = 0; i < blocks.length; i++) req.system.push(textBlock(blocks[i], `system[${i}]`))
   }
   const messages = arrayAt(body.messages, 'messages')
@@ -38,7 +39,7 @@ export function parseAnthropic(body: JsonObject): ChatRequest {
     const msg = objectAt(messages[i], path)
     const role = msg.role
     if (role !== 'user' && role !== 'assistant' && role !== 'system') {
-      throw new ConversionError(`${path}.role`, `Unknown message role "${String(role)}".`)
+      throw new InvalidFieldError(`${path}.role`, `Unknown message role "${String(role)}".`)
     }
     const parts = contentParts(msg.content, `${path}.content`)
     if (role === 'system' && req.turns.length === 0) req.system.push(joinText(parts, '\n\n'))
@@ -94,7 +95,7 @@ function textBlock(value: unknown, path: string): string {
 
 function contentParts(content: unknown, path: string): Part[] {
   if (typeof content === 'string') return content === '' ? [] : [{ type: 'text', text: content }]
-  const blocks = arrayAt(content, path)
+  const blocks = blocksAt(content, path)
   const parts: Part[] = []
   for (let i = 0; i < blocks.length; i++) {
     const blockPath = `${path}[${i}]`
@@ -141,7 +142,7 @@ function mediaParts(block: JsonObject, path: string): ResultPart[] {
         return [{ type: 'image', source: { kind: 'base64', mediaType, data: stringAt(source.data, `${path}.source.data`) }, path }]
       }
       if (source.type === 'url') return [{ type: 'image', source: { kind: 'url', url: stringAt(source.url, `${path}.source.url`) }, path }]
-      throw new ConversionError(`${path}.source`, `Image sources of type "${String(source.type)}" cannot be read by this upstream.`)
+      throw new InvalidFieldError(`${path}.source`, `Image sources of type "${String(source.type)}" cannot be read by this upstream.`)
     }
     case 'document':
       return documentParts(block, path)
@@ -172,7 +173,7 @@ function documentParts(block: JsonObject, path: string): ResultPart[] {
     case 'content': {
       // A document made of blocks: its text and images stand for it.
       if (typeof source.content === 'string') return [{ type: 'document', source: { kind: 'text', text: source.content }, title, path }]
-      const blocks = arrayAt(source.content, `${path}.source.content`)
+      const blocks = blocksAt(source.content, `${path}.source.content`)
       return blocks.flatMap((b, i) => mediaParts(objectAt(b, `${path}.source.content[${i}]`), `${path}.source.content[${i}]`))
     }
     default:
@@ -183,7 +184,7 @@ function documentParts(block: JsonObject, path: string): ResultPart[] {
 function resultContent(content: unknown, path: string): ResultPart[] {
   if (content === undefined || content === null) return []
   if (typeof content === 'string') return content === '' ? [] : [{ type: 'text', text: content }]
-  const blocks = arrayAt(content, path)
+  const blocks = blocksAt(content, path)
   return blocks.flatMap((b, i) => mediaParts(objectAt(b, `${path}[${i}]`), `${path}[${i}]`))
 }
 
@@ -221,14 +222,14 @@ function parseThinking(value: unknown, effort: unknown): Reasoning | undefined {
     case 'between_tools':
       return { enabled: true, effort: level, show }
     default:
-      throw new ConversionError('thinking.type', `Unknown thinking type "${String(thinking.type)}".`)
+      throw new InvalidFieldError('thinking.type', `Unknown thinking type "${String(thinking.type)}".`)
   }
 }
 
 function parseFormat(value: unknown, path: string): ResponseFormat | undefined {
   if (value === undefined || value === null) return undefined
   const format = objectAt(value, path)
-  if (format.type !== 'json_schema') throw new ConversionError(`${path}.type`, `Unknown output format type "${String(format.type)}".`)
+  if (format.type !== 'json_schema') throw new InvalidFieldError(`${path}.type`, `Unknown output format type "${String(format.type)}".`)
   return { type: 'json_schema', schema: objectAt(format.schema, `${path}.schema`), path }
 }
 

@@ -3,7 +3,7 @@
  * 3 renderers instead of 6 pairwise converters). It holds only what some format can express and another can take;
  * each part that a renderer may refuse keeps the client's field path (`path`) for the ConversionError.
  */
-import { ConversionError } from './types.js'
+import { InvalidFieldError } from './types.js'
 
 export type JsonObject = Record<string, unknown>
 
@@ -108,17 +108,23 @@ export function isObject(value: unknown): value is JsonObject {
 }
 
 export function objectAt(value: unknown, path: string): JsonObject {
-  if (!isObject(value)) throw new ConversionError(path, `${path} must be an object.`)
+  if (!isObject(value)) throw new InvalidFieldError(path, `${path} must be an object.`)
   return value
 }
 
 export function arrayAt(value: unknown, path: string): unknown[] {
-  if (!Array.isArray(value)) throw new ConversionError(path, `${path} must be an array.`)
+  if (!Array.isArray(value)) throw new InvalidFieldError(path, `${path} must be an array.`)
+  return value
+}
+
+/** Content given as blocks rather than text (the caller took the string case): the blocks. */
+export function blocksAt(value: unknown, path: string): unknown[] {
+  if (!Array.isArray(value)) throw new InvalidFieldError(path, `${path} must be a string or an array.`)
   return value
 }
 
 export function stringAt(value: unknown, path: string): string {
-  if (typeof value !== 'string') throw new ConversionError(path, `${path} must be a string.`)
+  if (typeof value !== 'string') throw new InvalidFieldError(path, `${path} must be a string.`)
   return value
 }
 
@@ -128,7 +134,7 @@ export function optionalString(value: unknown, path: string): string | undefined
 
 export function optionalNumber(value: unknown, path: string): number | undefined {
   if (value === undefined || value === null) return undefined
-  if (typeof value !== 'number' || !Number.isFinite(value)) throw new ConversionError(path, `${path} must be a number.`)
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw new InvalidFieldError(path, `${path} must be a number.`)
   return value
 }
 

@@ -23,7 +23,7 @@ import {
   stringAt,
   type ToolChoice,
 } from './request-ir.js'
-import { ConversionError, type RequestConversion, splitToolCallId } from './types.js'
+import { ConversionError, InvalidFieldError, type RequestConversion, splitToolCallId } from './types.js'
 
 /** Fields whose meaning no other format can carry: refused when set to anything but their default. */
 function refuseUnportable(body: JsonObject): void {
@@ -73,7 +73,7 @@ export function parseOpenAI(body: JsonObject): ChatRequest {
     req.tools = body.tools.map((tool, i) => {
       const path = `tools[${i}]`
       const t = objectAt(tool, path)
-      if (t.type !== 'function') throw new ConversionError(path, `Tools of type "${String(t.type)}" have no equivalent on this upstream.`)
+      if (t.type !== 'function') throw new InvalidFieldError(path, `Tools of type "${String(t.type)}" have no equivalent on this upstream.`)
       const fn = objectAt(t.function, `${path}.function`)
       return {
         name: stringAt(fn.name, `${path}.function.name`),
@@ -118,7 +118,7 @@ function parseMessage(req: ChatRequest, msg: JsonObject, path: string): void {
       return
     }
     case 'function':
-      throw new ConversionError(`${path}.role`, 'The deprecated function role is not converted: use tool messages.')
+      throw new InvalidFieldError(`${path}.role`, 'The deprecated function role is not converted: use tool messages.')
     default:
       throw new ConversionError(`${path}.role`, `Unknown message role "${String(msg.role)}".`)
   }
@@ -208,7 +208,7 @@ function assistantParts(msg: JsonObject, path: string): Part[] {
       else throw new ConversionError(`${path}.content[${i}]`, `Assistant content parts of type "${String(part.type)}" are not converted.`)
     }
   } else if (content !== undefined && content !== null) {
-    throw new ConversionError(`${path}.content`, `${path}.content must be a string or an array.`)
+    throw new InvalidFieldError(`${path}.content`, `${path}.content must be a string or an array.`)
   }
   if (typeof msg.refusal === 'string' && msg.refusal !== '') parts.push({ type: 'text', text: msg.refusal })
   if (Array.isArray(msg.tool_calls)) {

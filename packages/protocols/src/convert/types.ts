@@ -131,6 +131,14 @@ export class ConversionError extends Error {
   }
 }
 
+/** A field of the wrong type in the client's request: its own mistake (a 400 invalid request), whatever the upstream. */
+export class InvalidFieldError extends ConversionError {
+  constructor(param: string, message: string) {
+    super(param, message)
+    this.name = 'InvalidFieldError'
+  }
+}
+
 /** Upstream data that is not valid for its format (after the commit point: an in-band error). */
 export class MalformedStreamError extends Error {
   constructor(message: string) {
