@@ -1,9 +1,12 @@
 // LLMProxy's plugins inside an app you already have: your own routes, hooks and rate limiter stay as they are,
 // the gateway adds the OpenAI-compatible routes in its own encapsulated context, with its own limits. Shows
 // three extension points: a custom balancing strategy (registered by name), a custom usage hook (here: a per-model
-// token tally your app can serve), and LLMProxy's rate limits next to the app's own @fastify/rate-limit.
+// token tally your app can serve), and LLMProxy's rate limits next to the app's own @fastify/rate-limit; and the
+// gateway's Prometheus metrics on the app's /metrics.
+import { fileURLToPath } from 'node:url'
 import fastifyRateLimit from '@fastify/rate-limit'
 import { llmCore, type UsageRecord } from '@llmproxy/core'
+import { llmMetrics } from '@llmproxy/metrics'
 import { rateLimit } from '@llmproxy/rate-limit'
 import { router } from '@llmproxy/router'
 import { type StrategyFactory, type Upstream, upstreams } from '@llmproxy/upstreams'
@@ -26,6 +29,8 @@ export async function buildApp(upstreamUrls: { primary: string; backup: string }
 
   // The LLM hook registry at the root, so that hooks added here (below) see the gateway's requests.
   await app.register(llmCore)
+  // Prometheus on GET /metrics: the LLM metrics (TTFT, tokens, attempts by upstream …) and the app's HTTP routes.
+  await app.register(llmMetrics, { path: '/metrics' })
 
   // The gateway in its own context: its hooks (the rate limits) apply to its routes, not to yours.
   await app.register(async (gateway) => {
@@ -52,11 +57,11 @@ export async function buildApp(upstreamUrls: { primary: string; backup: string }
   return app
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const { startMockUpstream } = await import('@llmproxy/mock-upstream')
   const primary = await startMockUpstream()
   const backup = await startMockUpstream()
   const app = await buildApp({ primary: primary.url, backup: backup.url })
-  const url = await app.listen({ port: 8080 })
-  console.log(`listening on ${url}: POST ${url}/v1/chat/completions {"model":"chat",…}; GET ${url}/usage`)
+  const url = await app.listen({ port: Number(process.env.PORT ?? 8080) })
+  console.log(`listening on ${url}: POST ${url}/v1/chat/completions {"model":"chat",…}; GET ${url}/usage, ${url}/metrics`)
 }

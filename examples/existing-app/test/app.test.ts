@@ -44,6 +44,12 @@ test('the custom usage hook tallies tokens', async () => {
   assert.ok((usage.chat ?? 0) > 0)
 })
 
+test('the gateway’s metrics are on the app’s /metrics: its requests and tokens by model', async () => {
+  const text = (await app.inject('/metrics')).body
+  assert.match(text, /^llmproxy_requests_total\{[^}]*model="chat"[^}]*\} [1-9]/m)
+  assert.match(text, /^llmproxy_completion_tokens_total\{[^}]*model="chat"[^}]*\} [1-9]/m)
+})
+
 test('the app’s own @fastify/rate-limit and LLMProxy’s limits each count their own routes', async () => {
   // The gateway's limit: its headers on its routes, and its 429 once the remaining requests are spent.
   const first = await app.inject(chat())
