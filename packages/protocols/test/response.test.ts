@@ -330,6 +330,10 @@ test('upstream errors → Anthropic SDK errors of the right class and type', asy
   )
   assert.ok(overloaded instanceof Anthropic.InternalServerError)
   assert.equal(overloaded.type, 'overloaded_error')
+  // A 504 is Anthropic's timeout_error (the type its own API sends), not the generic api_error.
+  const timeout = await sdkError('openai', 'anthropic', 504, '{"error":{"message":"Gateway timeout","type":"server_error"}}')
+  assert.ok(timeout instanceof Anthropic.InternalServerError)
+  assert.equal(timeout.type, 'timeout_error')
 })
 
 test('upstream errors → Gemini SDK ApiError with the status and the upstream message', async () => {

@@ -38,6 +38,8 @@ export function anthropicErrorType(status: number): string {
     case 503:
     case 529:
       return 'overloaded_error'
+    case 504:
+      return 'timeout_error'
     default:
       return status >= 500 ? 'api_error' : 'invalid_request_error'
   }
