@@ -109,7 +109,7 @@ test('OpenAI SDK: n: 2 to an Anthropic model is a 400 naming "n", and Anthropic 
   assert.equal(gw.mocks.anthropic?.requests.length, 0)
 })
 
-test("a field of the wrong type, converted or not, is the client's own invalid request, not something the upstream lacks", async () => {
+test("a field of the wrong type in a converted request is the client's own invalid request, not something the upstream lacks", async () => {
   gw.reset()
   const openaiErr = await rejection(
     openaiClient(gw.url).chat.completions.create({

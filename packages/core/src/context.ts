@@ -33,7 +33,8 @@ export interface Attempt {
 
 /**
  * `request.llm`: the facts of one LLM request. Each field has one writer:
- * core (ids, timings start/end), auth (keyId), router (models, upstream, attempts, usage, outcome).
+ * core (ids, timings start/end), auth (keyId), router (models, upstream, attempts, usage, outcome, error),
+ * `sendError` (refusedWith).
  */
 export class LlmContext {
   readonly requestId: string
@@ -65,6 +66,8 @@ export class LlmContext {
   outcome: Outcome = 'pending'
   clientAborted = false
   error: { code: string; message: string } | null = null
+  /** The catalogue code of the error a plugin answered the request with (`sendError`: a refusal); null when none. */
+  refusedWith: string | null = null
   /** Free-form data that listeners copy into the usage record (e.g. from custom hooks). */
   metadata: Record<string, unknown> | null = null
 

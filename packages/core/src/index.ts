@@ -17,7 +17,15 @@ export {
 export { estimateTokensFromBytes } from './estimate.js'
 export { type LlmHookName, LlmHookRegistry, type LlmHooks } from './hooks.js'
 export { JsonKeyScanner } from './json-scan.js'
-export { ConfigError, type ConfigProblem, checkSchema, MAX_TIMER_MS, validateOptions } from './options.js'
+export {
+  ConfigError,
+  type ConfigProblem,
+  checkSchema,
+  headerProblems,
+  headerValueProblem,
+  MAX_TIMER_MS,
+  validateOptions,
+} from './options.js'
 export { CORE_PLUGIN_NAME, ensureCore, llmCore } from './plugin.js'
 export { buildUsageRecord } from './usage-build.js'
 export { ClientApi, Protocol, type Usage, type UsageRecord, UsageRecordSchema } from './usage-record.js'

@@ -8,18 +8,69 @@ export interface ConfigProblem {
 
 export class ConfigError extends Error {
   readonly problems: ConfigProblem[]
-  constructor(subject: string, problems: ConfigProblem[]) {
-    super(`Invalid ${subject}:\n${problems.map((p) => `  - ${p.path || '/'}: ${p.message}`).join('\n')}`)
+  constructor(subject: string, problems: ConfigProblem[], options?: ErrorOptions) {
+    super(`Invalid ${subject}:\n${problems.map((p) => `  - ${p.path || '/'}: ${p.message}`).join('\n')}`, options)
     this.name = 'ConfigError'
     this.problems = problems
   }
 }
 
-/** The longest delay a Node.js timer keeps (a longer one fires at once, with a warning): the bound of every `…Ms` setting. */
+/** An HTTP header name (RFC 9110 token), as Node.js accepts it. */
+const HEADER_NAME = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/
+/** What Node.js refuses in a header value (it throws on every request that would send it). */
+const NOT_IN_HEADER_VALUE = /[^\t\x20-\x7e\x80-\xff]/
+
+/** Why a value cannot be sent in an HTTP header; null when it can. Names the character, never the value (a secret). */
+export function headerValueProblem(value: string): string | null {
+  const at = value.search(NOT_IN_HEADER_VALUE)
+  if (at === -1) return null
+  const code = (value.codePointAt(at) as number).toString(16).toUpperCase().padStart(4, '0')
+  return `has a character an HTTP header cannot carry (U+${code} at index ${at})`
+}
+
+/** The problems of configured extra headers (names and values Node.js would refuse), at `path`/<name>. */
+export function headerProblems(headers: Record<string, string> | undefined, path: string): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    const at = `${path}/${name.replaceAll('~', '~0').replaceAll('/', '~1')}`
+    if (!HEADER_NAME.test(name)) problems.push({ path: at, message: 'not a valid HTTP header name' })
+    const valueProblem = headerValueProblem(value)
+    if (valueProblem !== null) problems.push({ path: at, message: valueProblem })
+  }
+  return problems
+}
+
+/**
+ * The longest delay a Node.js timer keeps (a longer one fires at once, with a warning): the bound of every `…Ms`
+ * setting, the few that are not timers (cache TTLs) included, so that one rule holds for all (~24.8 days).
+ */
 export const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** The errors a value that does not take a union's branch gets from it (`false | {…}` given an object). */
 const BRANCH_MISMATCH = new Set(['type', 'const', 'anyOf'])
+
+/** A JSON Schema type as a message names it. */
+const TYPE_NAMES: Record<string, string> = {
+  integer: 'an integer',
+  number: 'a number',
+  string: 'a string',
+  boolean: 'a boolean',
+  object: 'an object',
+  array: 'a list',
+  null: 'null',
+}
+
+/**
+ * What a union takes, from the errors its branches gave: its literal values, and the types of its other branches
+ * (`integer | "auto"` → `must be an integer or "auto"`). A literal branch's own type error is left out.
+ */
+function unionMessage(values: unknown[], types: string[]): string {
+  const literalTypes = new Set<string>(values.map((v) => typeof v))
+  const others = [...new Set(types)].filter((t) => !literalTypes.has(t === 'integer' ? 'number' : t)).map((t) => TYPE_NAMES[t] ?? t)
+  const shown = values.map((v) => JSON.stringify(v))
+  if (shown.length === 1) return `must be ${[...others, shown[0]].join(' or ')}`
+  return `must be ${others.length > 0 ? `${others.join(', ')}, or ` : ''}one of ${shown.join(', ')}`
+}
 
 /** Lists every problem of `value` against `schema`, one per path (the most specific message wins). */
 export function checkSchema(schema: TSchema, value: unknown, pathPrefix = ''): ConfigProblem[] {
@@ -34,16 +85,19 @@ export function checkSchema(schema: TSchema, value: unknown, pathPrefix = ''): C
   }
   /** The first problem at each path, in order, with the keyword that raised it. */
   const first = new Map<string, { message: string; keyword: string }>()
-  // A union of literals reports one `const` error per member: folded into "must be one of …".
+  // A union reports one error per member: its literals' values and its members' types, folded into one message.
   const allowed = new Map<string, unknown[]>()
+  const types = new Map<string, string[]>()
   for (const error of found) {
     const key = `${pathPrefix}${error.instancePath}`
     if (error.keyword === 'const') {
       const list = allowed.get(key) ?? []
       list.push((error.params as { allowedValue?: unknown }).allowedValue)
       allowed.set(key, list)
-      if (!first.has(key)) first.set(key, { message: '', keyword: 'const' })
-      continue
+    } else if (error.keyword === 'type') {
+      const list = types.get(key) ?? []
+      list.push(String((error.params as { type?: unknown }).type))
+      types.set(key, list)
     }
     // additionalProperties reports twice: the offending key (schema is false) and the parent object.
     if (error.keyword === 'additionalProperties') continue
@@ -58,10 +112,8 @@ export function checkSchema(schema: TSchema, value: unknown, pathPrefix = ''): C
       continue
     }
     mismatches.add(path)
-    // A union with literals among its members ("connect" | 429 | …): the values it takes, not one member's type.
-    const values = allowed.get(path)?.map((v) => JSON.stringify(v))
-    if (values === undefined) problems.push({ path, message })
-    else problems.push({ path, message: values.length === 1 ? `must be ${values[0]}` : `must be one of ${values.join(', ')}` })
+    const values = allowed.get(path)
+    problems.push({ path, message: values === undefined ? message : unionMessage(values, types.get(path) ?? []) })
   }
   // A value with problems inside it took a union's object branch: the other branches' "must be …" is noise.
   return problems.filter((problem) => !mismatches.has(problem.path) || !problems.some((inner) => inner.path.startsWith(`${problem.path}/`)))

@@ -49,15 +49,15 @@ export function setUpstreamCredential(
 
 /**
  * Answers with a gateway error in the shape of the API the client speaks (from its URL), whatever error handler
- * the host app has: how every plugin refuses a request. The answer carries the request's id, and `request.llm.error`
- * the error (for the request's log line).
+ * the host app has: how every plugin refuses a request. The answer carries the request's id (unless the app set
+ * one), and `request.llm.refusedWith` the error's code (for the request's log line).
  */
 export function sendError(reply: FastifyReply, error: unknown): FastifyReply {
   const err = toLlmProxyError(error)
   const request = reply.request
   const llm = request.llm
-  if (llm !== undefined && llm.error === null) llm.error = { code: err.code, message: err.message }
-  reply.header('x-request-id', request.id)
+  if (llm !== undefined) llm.refusedWith = err.code
+  if (!reply.hasHeader('x-request-id')) reply.header('x-request-id', request.id)
   if (err.headers !== undefined) reply.headers(err.headers)
   return reply
     .code(err.statusCode)

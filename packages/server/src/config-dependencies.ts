@@ -1,4 +1,4 @@
-import type { ConfigProblem } from '@llmproxy/core'
+import { type ConfigProblem, headerProblems } from '@llmproxy/core'
 import { Value } from '@llmproxy/core/typebox'
 import { checkOptions as checkRateLimitOptions } from '@llmproxy/rate-limit'
 import type { Config, ConfigSchema } from './config.js'
@@ -47,6 +47,8 @@ export function checkDependencies(config: Config, raw: Raw): ConfigProblem[] {
   // Usage: the spool and delivery settings belong to the webhook sink.
   const usage = config.usage
   if (usage !== undefined) {
+    // What the usage plugin would refuse at start, caught by `llmproxy check` and reload too.
+    problems.push(...headerProblems(usage.webhook?.headers, '/usage/webhook/headers'))
     if (usage.webhook !== undefined && usage.spoolDir === undefined) {
       problems.push({ path: '/usage/spoolDir', message: 'required when usage.webhook is set (records wait there until delivered)' })
     }

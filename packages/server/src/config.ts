@@ -182,9 +182,10 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   }
   const written = structuredClone(interpolated) // Value.Default fills defaults in place
   const config = Value.Default(ConfigSchema, interpolated) as unknown
-  // A setting whose environment variable is missing is reported once, not again for the empty value it got.
+  // A setting whose environment variable is missing is reported once, not again for the empty value it got
+  // (a misspelt key holding one is still reported as unknown).
   const unset = new Set(problems.map((p) => p.path))
-  problems.push(...checkSchema(ConfigSchema, config).filter((p) => !unset.has(p.path)))
+  problems.push(...checkSchema(ConfigSchema, config).filter((p) => !unset.has(p.path) || p.message === 'unknown key'))
   if (problems.length > 0) throw new ConfigError(`config ${source}`, problems)
   const valid = config as Config
   // What the plugins check when they register, checked here too so that `llmproxy check` and reload catch it.

@@ -24,12 +24,15 @@ const LISTEN_PROBLEMS: Record<string, (host: string, port: number) => ['host' | 
   EAI_AGAIN: (host) => ['host', `${host} does not resolve to an address`],
 }
 
-/** A listen failure as a ConfigError naming the setting (`/server/port`, `/admin/host`, …); null when it is not one. */
+/**
+ * A listen failure as a ConfigError naming the setting (`/server/port`, `/admin/host`, …), the system error as its
+ * `cause` (`err.cause.code === 'EADDRINUSE'`); null when it is not the config's to fix.
+ */
 function listenProblem(err: unknown, section: '/server' | '/admin', host: string, port: number): ConfigError | null {
   const problem = LISTEN_PROBLEMS[(err as NodeJS.ErrnoException | null)?.code ?? '']
   if (problem === undefined) return null
   const [field, message] = problem(host, port)
-  return new ConfigError('listen address', [{ path: `${section}/${field}`, message }])
+  return new ConfigError('listen address', [{ path: `${section}/${field}`, message }], { cause: err })
 }
 
 /** Builds, starts and installs graceful shutdown for a gateway. */

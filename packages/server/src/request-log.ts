@@ -43,7 +43,7 @@ export function requestLogging(app: FastifyInstance): void {
           keyId: llm?.keyId ?? null,
           ...(llm?.model ? { model: llm.model } : {}),
           durationMs: Math.round(reply.elapsedTime),
-          ...(llm?.error ? { error: llm.error.code } : {}),
+          ...(llm?.refusedWith ? { error: llm.refusedWith } : {}),
         },
         'request',
       )

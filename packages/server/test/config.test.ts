@@ -81,6 +81,11 @@ test('a section is checked to its last key: a misspelt key is refused (rateLimit
     { path: '/rateLimit/global/rsp', message: 'unknown key' },
     { path: '/metrics/pathh', message: 'unknown key' },
   ])
+  // A union names what it takes: its literals, and its other members' types.
+  assert.deepEqual(problemsOf(`${minimal}\nserver: { workers: many }\nmetrics: true\n`), [
+    { path: '/server/workers', message: 'must be an integer or "auto"' },
+    { path: '/metrics', message: 'must be an object or false' },
+  ])
   // A union of string and number literals names its values, not one member's type ("must be string").
   assert.deepEqual(problemsOf(`${minimal}\nretry: { on: [connect, 418, "500"] }\n`), [
     { path: '/retry/on/1', message: 'must be one of "connect", "timeout", "stall", 429, 500, 502, 503, 504' },
@@ -108,6 +113,19 @@ test('a missing environment variable is reported once; a timeout longer than a t
   assert.deepEqual(problemsOf(`${minimal}\nadmin: { token: "\${ADMIN_TOKEN}" }\ntimeouts: { idleMs: 3000000000 }\n`), [
     { path: '/admin/token', message: 'environment variable ADMIN_TOKEN is not set' },
     { path: '/timeouts/idleMs', message: 'must be <= 2147483647' },
+  ])
+  // Under a misspelt key, the variable is missing and the key unknown: both are said.
+  assert.deepEqual(problemsOf(`${minimal}\nadmin: { tokn: "\${ADMIN_TOKEN}" }\n`), [
+    { path: '/admin/tokn', message: 'environment variable ADMIN_TOKEN is not set' },
+    { path: '/admin', message: 'must have required properties token' },
+    { path: '/admin/tokn', message: 'unknown key' },
+  ])
+})
+
+test('headers the usage webhook could never send are refused, naming them (not the value)', () => {
+  const usage = `usage: { spoolDir: /tmp/llmproxy-spool-test, webhook: { url: "http://127.0.0.1:9/usage", secret: s3cret-0123456789, headers: { "x-team": "a\\u2026" } } }`
+  assert.deepEqual(problemsOf(`${minimal}\n${usage}\n`), [
+    { path: '/usage/webhook/headers/x-team', message: 'has a character an HTTP header cannot carry (U+2026 at index 1)' },
   ])
 })
 

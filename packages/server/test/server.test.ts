@@ -47,8 +47,10 @@ describe('the reference server', () => {
       body: chat({ stream: true }),
     })
     await res.body.text()
-    await eventually(() => h.logs.some((l) => l.msg === 'request'))
-    const lines = h.logs.filter((l) => l.msg === 'request')
+    // A request after it, whose line comes after anything the first one logs when its response finishes.
+    await (await request(`${h.url}/healthz`)).body.text()
+    await eventually(() => h.logs.some((l) => l.msg === 'request' && l.url === '/healthz'))
+    const lines = h.logs.filter((l) => l.msg === 'request' && l.url !== '/healthz')
     assert.equal(lines.length, 1)
     const line = lines[0] as Record<string, unknown>
     assert.equal(line.model, 'gpt-test')
@@ -64,7 +66,7 @@ describe('the reference server', () => {
     assert.ok(!h.logText().includes('sk-upstream-secret-value'))
   })
 
-  test('a refused request has its log line too, with its error code, and its answer the request id', async () => {
+  test('a request answered without a usage record (refused, or estimated) has its line, with its error code, and its id', async () => {
     h.logs.length = 0
     h.mock.reset()
     const refusals: [string, string, string][] = [

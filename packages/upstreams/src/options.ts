@@ -1,4 +1,12 @@
-import { ConfigError, type ConfigProblem, MAX_TIMER_MS, Protocol, validateOptions } from '@llmproxy/core'
+import {
+  ConfigError,
+  type ConfigProblem,
+  headerProblems,
+  headerValueProblem,
+  MAX_TIMER_MS,
+  Protocol,
+  validateOptions,
+} from '@llmproxy/core'
 import { type Static, Type } from '@llmproxy/core/typebox'
 import { defaultHealthCheckPath } from '@llmproxy/protocols'
 
@@ -149,27 +157,9 @@ function checkUpstreamList(list: readonly UpstreamConfig[], prefix: string): Con
       const keyProblem = headerValueProblem(upstream.apiKey)
       if (keyProblem !== null) problems.push({ path: `${prefix}/${i}/apiKey`, message: keyProblem })
     }
-    for (const [name, value] of Object.entries(upstream.headers ?? {})) {
-      const path = `${prefix}/${i}/headers/${name.replaceAll('~', '~0').replaceAll('/', '~1')}`
-      if (!HEADER_NAME.test(name)) problems.push({ path, message: 'not a valid HTTP header name' })
-      const valueProblem = headerValueProblem(value)
-      if (valueProblem !== null) problems.push({ path, message: valueProblem })
-    }
+    problems.push(...headerProblems(upstream.headers, `${prefix}/${i}/headers`))
   }
   return problems
-}
-
-/** An HTTP header name (RFC 9110 token), as Node.js accepts it. */
-const HEADER_NAME = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/
-/** What Node.js refuses in a header value (it would throw on every request to the upstream). */
-const NOT_IN_HEADER_VALUE = /[^\t\x20-\x7e\x80-\xff]/
-
-/** Why a value cannot be sent in an HTTP header; null when it can. Names the character, never the value (a secret). */
-function headerValueProblem(value: string): string | null {
-  const at = value.search(NOT_IN_HEADER_VALUE)
-  if (at === -1) return null
-  const code = (value.codePointAt(at) as number).toString(16).toUpperCase().padStart(4, '0')
-  return `has a character an HTTP header cannot carry (U+${code} at index ${at})`
 }
 
 function checkUrl(value: string): string | null {
@@ -177,8 +167,9 @@ function checkUrl(value: string): string | null {
   try {
     url = new URL(value)
   } catch {
-    // Shown without its credentials (refused below anyway: the line may reach logs and the admin API).
-    return `not a valid URL: ${JSON.stringify(value.replace(/\/\/[^/?#]*@/, '//…@'))}`
+    // Shown without what may be credentials (up to the last @: a password may hold / ? #), since the line may
+    // reach logs and the admin API.
+    return `not a valid URL: ${JSON.stringify(value.replace(/\/\/.*@/, '//…@'))}`
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return `must be an http or https URL, got ${JSON.stringify(url.protocol)}`
   if (url.search !== '' || url.hash !== '') return 'must not have a query string or a fragment'

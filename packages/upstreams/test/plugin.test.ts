@@ -113,7 +113,7 @@ describe('plugin', () => {
         { name: 'd', url: 'https://api.anthropic.com', protocol: 'anthropic', healthCheck: { enabled: true } },
         {
           name: 'e',
-          url: 'http://u:s3cret@bad host',
+          url: 'http://u:s3/cr#et@bad host',
           protocol: 'openai',
           apiKey: 'sk-…',
           headers: { 'x team': 'a', 'x-org~id': 'line\nbreak' },

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { ConfigError, ensureCore, validateOptions } from '@llmproxy/core'
+import { ConfigError, ensureCore, headerProblems, validateOptions } from '@llmproxy/core'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { type UsageOptionsInput, UsageOptionsSchema } from './options.js'
@@ -37,6 +37,8 @@ const usagePlugin: FastifyPluginAsync<UsageOptionsInput> = async (fastify, rawOp
     if (protocol !== 'http:' && protocol !== 'https:') {
       throw new ConfigError(SUBJECT, [{ path: '/webhook/url', message: 'must be an http or https URL' }])
     }
+    const headers = headerProblems(webhook.headers, '/webhook/headers')
+    if (headers.length > 0) throw new ConfigError(SUBJECT, headers)
     sink = new WebhookSink({ ...options, webhook, spoolDir }, counters, events, log)
     fastify.llm.addHook('onUsage', sink.listener)
     fastify.llm.recordsKeptAtTurnEnd = true

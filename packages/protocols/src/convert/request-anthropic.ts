@@ -20,7 +20,7 @@ import {
   stringAt,
   type ToolChoice,
 } from './request-ir.js'
-import { ConversionError, InvalidFieldError, type RequestConversion, splitToolCallId } from './types.js'
+import { ConversionError, type RequestConversion, splitToolCallId } from './types.js'
 
 export function parseAnthropic(body: JsonObject): ChatRequest {
   if (Array.isArray(body.mcp_servers) && body.mcp_servers.length > 0) {
@@ -39,7 +39,7 @@ export function parseAnthropic(body: JsonObject): ChatRequest {
     const msg = objectAt(messages[i], path)
     const role = msg.role
     if (role !== 'user' && role !== 'assistant' && role !== 'system') {
-      throw new InvalidFieldError(`${path}.role`, `Unknown message role "${String(role)}".`)
+      throw new ConversionError(`${path}.role`, `Unknown message role "${String(role)}".`)
     }
     const parts = contentParts(msg.content, `${path}.content`)
     if (role === 'system' && req.turns.length === 0) req.system.push(joinText(parts, '\n\n'))
@@ -142,7 +142,7 @@ function mediaParts(block: JsonObject, path: string): ResultPart[] {
         return [{ type: 'image', source: { kind: 'base64', mediaType, data: stringAt(source.data, `${path}.source.data`) }, path }]
       }
       if (source.type === 'url') return [{ type: 'image', source: { kind: 'url', url: stringAt(source.url, `${path}.source.url`) }, path }]
-      throw new InvalidFieldError(`${path}.source`, `Image sources of type "${String(source.type)}" cannot be read by this upstream.`)
+      throw new ConversionError(`${path}.source`, `Image sources of type "${String(source.type)}" cannot be read by this upstream.`)
     }
     case 'document':
       return documentParts(block, path)
@@ -222,14 +222,14 @@ function parseThinking(value: unknown, effort: unknown): Reasoning | undefined {
     case 'between_tools':
       return { enabled: true, effort: level, show }
     default:
-      throw new InvalidFieldError('thinking.type', `Unknown thinking type "${String(thinking.type)}".`)
+      throw new ConversionError('thinking.type', `Unknown thinking type "${String(thinking.type)}".`)
   }
 }
 
 function parseFormat(value: unknown, path: string): ResponseFormat | undefined {
   if (value === undefined || value === null) return undefined
   const format = objectAt(value, path)
-  if (format.type !== 'json_schema') throw new InvalidFieldError(`${path}.type`, `Unknown output format type "${String(format.type)}".`)
+  if (format.type !== 'json_schema') throw new ConversionError(`${path}.type`, `Unknown output format type "${String(format.type)}".`)
   return { type: 'json_schema', schema: objectAt(format.schema, `${path}.schema`), path }
 }
 

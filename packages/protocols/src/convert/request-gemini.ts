@@ -21,7 +21,7 @@ import {
   stringAt,
   type Turn,
 } from './request-ir.js'
-import { ConversionError, InvalidFieldError } from './types.js'
+import { ConversionError } from './types.js'
 
 function snake(name: string): string {
   return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
@@ -70,7 +70,7 @@ function parseContents(req: ChatRequest, contents: unknown[]): void {
     const content = objectAt(contents[i], path)
     const role = content.role ?? 'user'
     if (role !== 'user' && role !== 'model' && role !== 'function') {
-      throw new InvalidFieldError(`${path}.role`, `Unknown content role "${String(role)}".`)
+      throw new ConversionError(`${path}.role`, `Unknown content role "${String(role)}".`)
     }
     const rawParts = arrayAt(content.parts, `${path}.parts`)
     const parts: Part[] = []

@@ -2,6 +2,7 @@
 import {
   type AudioPart,
   arrayAt,
+  blocksAt,
   type ChatRequest,
   dataUrl,
   effortForBudget,
@@ -23,7 +24,7 @@ import {
   stringAt,
   type ToolChoice,
 } from './request-ir.js'
-import { ConversionError, InvalidFieldError, type RequestConversion, splitToolCallId } from './types.js'
+import { ConversionError, type RequestConversion, splitToolCallId } from './types.js'
 
 /** Fields whose meaning no other format can carry: refused when set to anything but their default. */
 function refuseUnportable(body: JsonObject): void {
@@ -73,7 +74,7 @@ export function parseOpenAI(body: JsonObject): ChatRequest {
     req.tools = body.tools.map((tool, i) => {
       const path = `tools[${i}]`
       const t = objectAt(tool, path)
-      if (t.type !== 'function') throw new InvalidFieldError(path, `Tools of type "${String(t.type)}" have no equivalent on this upstream.`)
+      if (t.type !== 'function') throw new ConversionError(path, `Tools of type "${String(t.type)}" have no equivalent on this upstream.`)
       const fn = objectAt(t.function, `${path}.function`)
       return {
         name: stringAt(fn.name, `${path}.function.name`),
@@ -118,7 +119,7 @@ function parseMessage(req: ChatRequest, msg: JsonObject, path: string): void {
       return
     }
     case 'function':
-      throw new InvalidFieldError(`${path}.role`, 'The deprecated function role is not converted: use tool messages.')
+      throw new ConversionError(`${path}.role`, 'The deprecated function role is not converted: use tool messages.')
     default:
       throw new ConversionError(`${path}.role`, `Unknown message role "${String(msg.role)}".`)
   }
@@ -134,7 +135,7 @@ function resultContent(parts: (ResultPart | AudioPart)[]): ResultPart[] {
 
 function textContent(content: unknown, path: string): string {
   if (typeof content === 'string') return content
-  const parts = arrayAt(content, path)
+  const parts = blocksAt(content, path)
   let text = ''
   for (let i = 0; i < parts.length; i++) {
     const part = objectAt(parts[i], `${path}[${i}]`)
@@ -146,7 +147,7 @@ function textContent(content: unknown, path: string): string {
 
 function userContent(content: unknown, path: string): (ResultPart | AudioPart)[] {
   if (typeof content === 'string') return content === '' ? [] : [{ type: 'text', text: content }]
-  const parts = arrayAt(content, path)
+  const parts = blocksAt(content, path)
   const out: (ResultPart | AudioPart)[] = []
   for (let i = 0; i < parts.length; i++) {
     const partPath = `${path}[${i}]`
@@ -200,15 +201,14 @@ function assistantParts(msg: JsonObject, path: string): Part[] {
   const content = msg.content
   if (typeof content === 'string') {
     if (content !== '') parts.push({ type: 'text', text: content })
-  } else if (Array.isArray(content)) {
-    for (let i = 0; i < content.length; i++) {
-      const part = objectAt(content[i], `${path}.content[${i}]`)
+  } else if (content !== undefined && content !== null) {
+    const blocks = blocksAt(content, `${path}.content`)
+    for (let i = 0; i < blocks.length; i++) {
+      const part = objectAt(blocks[i], `${path}.content[${i}]`)
       if (part.type === 'text') parts.push({ type: 'text', text: stringAt(part.text, `${path}.content[${i}].text`) })
       else if (part.type === 'refusal') parts.push({ type: 'text', text: stringAt(part.refusal, `${path}.content[${i}].refusal`) })
       else throw new ConversionError(`${path}.content[${i}]`, `Assistant content parts of type "${String(part.type)}" are not converted.`)
     }
-  } else if (content !== undefined && content !== null) {
-    throw new InvalidFieldError(`${path}.content`, `${path}.content must be a string or an array.`)
   }
   if (typeof msg.refusal === 'string' && msg.refusal !== '') parts.push({ type: 'text', text: msg.refusal })
   if (Array.isArray(msg.tool_calls)) {
