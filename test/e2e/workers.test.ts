@@ -351,6 +351,11 @@ test('a worker killed with SIGKILL is replaced; its concurrency slots come back;
   await servedByBoth(ids)
   // Each answer ended after its record was spooled: the records of all 30 survive the kill.
   await pollUntil(queued, (n) => n === ids.length, `the ${ids.length} records in the spools`)
+  // What Prometheus saw last before the kill: the gateway's totals must not go down after it.
+  const requestsTotal = (text: string): number =>
+    [...text.matchAll(/^llmproxy_requests_total\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0)
+  const beforeKill = requestsTotal((await send('GET', '/metrics', null, {})).text)
+  assert.ok(beforeKill >= ids.length, `${beforeKill} requests in /metrics before the kill`)
   const killed = workerPid(victim)
   process.kill(killed, 'SIGKILL')
   const [replacement] = await pollUntil(
@@ -382,6 +387,9 @@ test('a worker killed with SIGKILL is replaced; its concurrency slots come back;
   await servedByBoth(afterKill)
   const metrics = (await send('GET', '/metrics', null, {})).text
   assert.equal(metricValue(metrics, 'llmproxy_worker_restarts_total'), 1)
+  // The killed worker's counts, as last scraped, stay in the totals (no false counter reset).
+  const afterReplacement = requestsTotal(metrics)
+  assert.ok(afterReplacement >= beforeKill + afterKill.length, `${afterReplacement} requests after the kill, ${beforeKill} before`)
 
   await receiver.listen(receiver.port)
   const expected = [...ids, ...afterKill]

@@ -226,6 +226,11 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin,
     sendError(reply, adminUnauthorized())
   })
 
+  // No admin route reads a body: whatever comes (many clients send content-type: application/json and none, or
+  // `{}`) is read and dropped, never a parse error.
+  admin.removeAllContentTypeParsers()
+  admin.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 64 * 1024 }, (_request, _body, done) => done(null))
+
   // The gateway's API keys and rate limits don't apply here: the admin token does.
   const options = { config: { auth: false, rateLimit: false }, exposeHeadRoute: false } as const
 

@@ -67,8 +67,9 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       grace.unref()
       // Still listening: /readyz answers 503 (load balancers stop sending) until the requests in flight are done.
       await app.llmGateway.drain()
-      await app.close()
+      // Nothing in flight any more: what closing still waits for (the usage spool's flush) is not theirs.
       clearTimeout(grace)
+      await app.close()
       app.log.info('stopped')
     })()
     return stopping

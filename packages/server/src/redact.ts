@@ -48,7 +48,7 @@ export const logSerializers = {
 const SECRET_PROPERTY = /^(apiKey|key|secret|token|password|sentinelPassword)$/i
 /** Free-form maps: every value is redacted, whatever its name (only the names are shown). */
 const OPAQUE_MAPS = new Set(['headers', 'metadata'])
-const USERINFO = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#@]*)@/i
+const USERINFO = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)@/i
 const QUERY_VALUE = /([?&][^=&#]*)=[^&#]*/g
 
 /**

@@ -23,7 +23,8 @@ const SECRETS = {
   webhookSecret: 'webhook-signing-secret-value',
   webhookAuth: 'webhook-bearer-secret-value',
   webhookQuery: 'webhook-query-secret-value',
-  redisPassword: 'redis-password-secret-value',
+  // An @ in a password: the user info ends at the last one.
+  redisPassword: 'redis-password@secret-value',
   adminToken: TOKEN,
   // Secrets in headers and metadata whose names do not look secret.
   apimKey: 'apim-subscription-secret-value',
@@ -82,8 +83,8 @@ async function get(
   return { status: res.statusCode, headers: res.headers, text: await res.body.text() }
 }
 
-async function post(url: string, headers: Record<string, string> = ADMIN): Promise<{ status: number; text: string }> {
-  const res = await request(url, { method: 'POST', headers })
+async function post(url: string, headers: Record<string, string> = ADMIN, body?: string): Promise<{ status: number; text: string }> {
+  const res = await request(url, { method: 'POST', headers, body })
   return { status: res.statusCode, text: await res.body.text() }
 }
 
@@ -348,6 +349,20 @@ admin: { token: "${TOKEN}" }
     const drain = doc.paths['/admin/upstreams/{name}/drain']?.post
     assert.ok(drain?.responses['200'] !== undefined && drain.responses['404'] !== undefined && drain.responses['401'] !== undefined)
     assert.ok(doc.paths['/admin/reload']?.post?.responses['400'] !== undefined)
+  })
+
+  test('a body sent to an admin route is ignored, whatever it is (content-type: application/json with none, or not JSON)', async () => {
+    const json = { ...ADMIN, 'content-type': 'application/json' }
+    for (const body of [undefined, '', 'x', '{}']) {
+      const drained = await post(`${h.gateway.url}/admin/upstreams/a/drain`, json, body)
+      assert.equal(drained.status, 200, `${JSON.stringify(body)}: ${drained.text}`)
+      assert.equal(JSON.parse(drained.text).state, 'draining')
+      assert.equal((await post(`${h.gateway.url}/admin/upstreams/a/enable`, json, body)).status, 200)
+      const reload = await post(`${h.gateway.url}/admin/reload`, json, body)
+      // This gateway has no config file: the reload's own 400, not a parse error (nor a 500).
+      assert.equal(reload.status, 400, reload.text)
+      assert.equal(JSON.parse(reload.text).reloaded, false)
+    }
   })
 
   test('POST /admin/reload without a config file is a 400 and changes nothing', async () => {

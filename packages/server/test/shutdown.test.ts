@@ -1,6 +1,10 @@
-// Graceful shutdown: stop accepting, let in-flight streams finish within the grace period, then abort them.
+// Graceful shutdown: new requests refused (503), in-flight streams finish within the grace period, then aborted.
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import { test } from 'node:test'
 import { startMockUpstream } from '@llmproxy/mock-upstream'
 import { Agent, request } from 'undici'
@@ -108,5 +112,48 @@ test('after the grace period in-flight requests are aborted and the gateway stop
     assert.ok(mock.requests[0]?.aborted, 'the upstream request was released')
   } finally {
     await mock.close()
+  }
+})
+
+test('with nothing in flight, the grace period is not reported over while closing waits for the usage spool', async () => {
+  const mock = await startMockUpstream({ defaults: { tokens: 3 } })
+  const spoolDir = mkdtempSync(join(tmpdir(), 'llmproxy-shutdown-spool-'))
+  const lines: string[] = []
+  try {
+    const config = parseConfig(
+      JSON.stringify({
+        server: { host: '127.0.0.1', port: 0, shutdownGraceMs: 100, logLevel: 'info' },
+        upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }],
+        models: [{ name: 'm', upstreams: ['mock'] }],
+        healthChecks: { enabled: false },
+        // A webhook that never answers: closing waits shutdownFlushMs for the spool's delivery, past the grace.
+        usage: { spoolDir, webhook: { url: 'http://127.0.0.1:9/usage', secret: 'shutdown-test-secret' }, shutdownFlushMs: 600 },
+      }),
+      'shutdown test',
+    )
+    const logDestination = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        lines.push(
+          ...chunk
+            .toString()
+            .split('\n')
+            .filter((line) => line !== ''),
+        )
+        callback()
+      },
+    })
+    const gateway = await startGateway(config, { logDestination })
+    const res = await request(`${gateway.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+    })
+    await res.body.text()
+    await gateway.shutdown('test')
+    assert.ok(lines.some((line) => line.includes('"msg":"stopped"')))
+    assert.ok(!lines.some((line) => line.includes('grace period over')), lines.join('\n'))
+  } finally {
+    await mock.close()
+    rmSync(spoolDir, { recursive: true, force: true })
   }
 })

@@ -15,10 +15,10 @@ import type { UpstreamSnapshot } from '@llmproxy/upstreams'
 import { type UsageStats, usage } from '@llmproxy/usage'
 import Fastify, { type FastifyRequest } from 'fastify'
 import pino from 'pino'
-import { Counter, Gauge, Registry } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { usageRecord, usageStats } from '../../../test/support/usage.js'
 import { buildGateway, parseConfig } from '../src/index.js'
-import { aggregateMetrics, combineSnapshots, combineUsage, SupervisorMetrics } from '../src/workers/aggregate.js'
+import { aggregateMetrics, combineSnapshots, combineUsage, RetiredCounts, SupervisorMetrics } from '../src/workers/aggregate.js'
 import { deliverFormerSpools, formerWorkerSpools, workerSpoolDir } from '../src/workers/spools.js'
 
 const base = (server: string): string => `
@@ -191,6 +191,23 @@ test("the metrics of the whole gateway: amounts summed, state gauges averaged, t
   assert.match(text, /^llmproxy_upstream_up\{upstream="a"\} 0.5$/m)
   assert.match(text, /^llmproxy_workers 2$/m)
   assert.match(text, /^llmproxy_worker_restarts_total 1$/m)
+})
+
+test("a gone worker's counters and histograms stay in the totals; its gauges go with it", async () => {
+  const worker = async (requests: number) => {
+    const registry = new Registry()
+    new Counter({ name: 'llmproxy_requests_total', help: 'r', labelNames: ['model'], registers: [registry] }).inc({ model: 'm' }, requests)
+    new Gauge({ name: 'llmproxy_upstream_in_flight', help: 'f', registers: [registry] }).set(requests)
+    new Histogram({ name: 'llmproxy_ttft_seconds', help: 't', buckets: [1], registers: [registry] }).observe(0.5)
+    return registry.getMetricsAsJSON()
+  }
+  const retired = new RetiredCounts()
+  await retired.retire(await worker(5))
+  await retired.retire(await worker(2))
+  const text = await aggregateMetrics([await worker(1), retired.metrics], 'llmproxy_', new SupervisorMetrics('llmproxy_'))
+  assert.match(text, /^llmproxy_requests_total\{model="m"\} 8$/m)
+  assert.match(text, /^llmproxy_ttft_seconds_count 3$/m)
+  assert.match(text, /^llmproxy_upstream_in_flight 1$/m)
 })
 
 test('worker spools: worker 1 keeps usage.spoolDir, worker k uses worker-k inside it', () => {

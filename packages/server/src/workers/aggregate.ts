@@ -122,6 +122,33 @@ export class SupervisorMetrics {
   }
 }
 
+const GROWING = new Set(['counter', 'histogram'])
+
+/**
+ * The counters and histograms of workers that are gone, as last scraped: added to every later exposition, so that
+ * the gateway's totals never go down when a worker is replaced (Prometheus would read the drop as a reset and
+ * `rate()` would spike). What a worker counted after its last scrape was never seen, and is not missed.
+ */
+export class RetiredCounts {
+  private kept: MetricJson[] = []
+  private folding: Promise<void> = Promise.resolve()
+
+  /** The view a scrape adds (empty until a worker has gone). */
+  get metrics(): MetricJson[] {
+    return this.kept
+  }
+
+  /** Keeps what only grows (counters, histograms) of a gone worker's last scrape; its gauges go with it. */
+  retire(last: readonly MetricJson[]): Promise<void> {
+    // prom-client types `type` as a numeric enum; its JSON holds the name.
+    const growing = last.filter((metric) => GROWING.has(String(metric.type)))
+    this.folding = this.folding.then(async () => {
+      this.kept = await AggregatorRegistry.aggregate([this.kept, growing]).getMetricsAsJSON()
+    })
+    return this.folding
+  }
+}
+
 /** One exposition for the whole gateway: the workers' metrics aggregated (see AVERAGED), then the primary's own. */
 export async function aggregateMetrics(perWorker: readonly MetricJson[][], prefix: string, supervisor: SupervisorMetrics): Promise<string> {
   const averaged = new Set(AVERAGED.map((name) => `${prefix}${name}`))

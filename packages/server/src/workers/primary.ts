@@ -10,7 +10,15 @@ import type { DestinationStream } from 'pino'
 import { gatewayLogger } from '../app.js'
 import type { Config } from '../config.js'
 import { planReload, problemsOf, type ReloadResult, readConfigForReload } from '../reload.js'
-import { aggregateMetrics, combineSnapshots, combineUsage, type FromWorker, SupervisorMetrics } from './aggregate.js'
+import {
+  aggregateMetrics,
+  combineSnapshots,
+  combineUsage,
+  type FromWorker,
+  type MetricJson,
+  RetiredCounts,
+  SupervisorMetrics,
+} from './aggregate.js'
 import type { PrimaryOps, WorkerOps } from './ops.js'
 import { WORKER_ID_ENV } from './ops.js'
 import { asNotice, type Handlers, Rpc } from './rpc.js'
@@ -62,6 +70,8 @@ interface Slot {
   /** What the worker said when it could not start. */
   failure: string | null
   restartTimer: NodeJS.Timeout | null
+  /** The worker's metrics as last scraped: its counters outlive it (RetiredCounts). */
+  lastMetrics: MetricJson[] | null
 }
 
 class Primary {
@@ -74,6 +84,7 @@ class Primary {
   private readonly adjust: ((config: Config) => void) | undefined
   private readonly slots: Slot[]
   private readonly supervisor: SupervisorMetrics
+  private readonly retired = new RetiredCounts()
   private readonly handlers: Handlers<PrimaryOps>
   private counters: CounterHost | null = null
   private former: FormerSpools | null = null
@@ -98,6 +109,7 @@ class Primary {
       quickExits: 0,
       failure: null,
       restartTimer: null,
+      lastMetrics: null,
     }))
     const metrics = options.config.metrics
     const prefix = metrics === false ? 'llmproxy_' : metrics.prefix
@@ -113,12 +125,11 @@ class Primary {
         return combineSnapshots(await this.everyWorker('snapshot', null)).find((u) => u.name === arg.name) ?? null
       },
       usage: async () => combineUsage(await this.everyWorker('usage', null)),
-      metrics: async () =>
-        aggregateMetrics(
-          (await this.everyWorker('metrics', null)).map((w) => w.value),
-          prefix,
-          this.supervisor,
-        ),
+      metrics: async () => {
+        const answers = await this.everyWorker('metrics', null)
+        for (const { worker, value } of answers) (this.slots[worker - 1] as Slot).lastMetrics = value
+        return aggregateMetrics([...answers.map((w) => w.value), this.retired.metrics], prefix, this.supervisor)
+      },
       reload: () => this.reload(),
     }
   }
@@ -232,7 +243,8 @@ class Primary {
     this.counters?.forget(worker)
     if (slot.worker !== worker) return
     slot.rpc?.close(`worker ${slot.id} exited`)
-    Object.assign(slot, { worker: null, rpc: null, ready: false })
+    if (slot.lastMetrics !== null) void this.retired.retire(slot.lastMetrics)
+    Object.assign(slot, { worker: null, rpc: null, ready: false, lastMetrics: null })
     this.supervisor.set(this.readySlots().length)
     if (this.stopping !== null) return
     if (this.starting !== null) {
