@@ -25,7 +25,7 @@ export function isoTimestamp(now: number): string {
   return lastIso
 }
 
-/** The usage record of a finished request (DESIGN.md §3). */
+/** The usage record of a finished request (docs/api.md#usage-records). */
 export function buildUsageRecord(ctx: LlmContext, status: number): UsageRecord {
   const usage = ctx.usage
   const record: UsageRecord = {

@@ -14,7 +14,7 @@ export type Protocol = Static<typeof Protocol>
 export const ClientApi = Type.Union([Type.Literal('openai'), Type.Literal('anthropic'), Type.Literal('gemini')])
 export type ClientApi = Static<typeof ClientApi>
 
-/** Contract (DESIGN.md §3): one record per request that reached routing. */
+/** Contract (docs/api.md#usage-records): one record per request that reached routing. */
 export const UsageRecordSchema = Type.Object(
   {
     id: Type.String({ description: 'Stable unique id of this record; receivers dedupe by it.' }),

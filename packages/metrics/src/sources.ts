@@ -27,6 +27,7 @@ export interface UsageStats {
   delivered: number
   deliveryFailures: number
   dropped: number
+  notSpooled: number
 }
 export interface UsageDeliveryEvent {
   ok: boolean
@@ -190,6 +191,11 @@ export function registerUsageMetrics(registry: Registry, prefix: string, source:
   counter('usage_delivered_total', 'Usage records delivered to the webhook.', (s) => s.delivered)
   counter('usage_delivery_failures_total', 'Failed webhook deliveries.', (s) => s.deliveryFailures)
   counter('usage_dropped_total', 'Usage records dropped (spool full).', (s) => s.dropped)
+  counter(
+    'usage_not_spooled_total',
+    'Usage records never spooled (spool full with whenFull stop-spooling, spool closed, a write error).',
+    (s) => s.notSpooled,
+  )
 
   const events = source.events
   if (events === undefined || typeof events.on !== 'function') return () => {}

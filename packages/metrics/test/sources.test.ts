@@ -89,7 +89,7 @@ test('upstream gauges are read from fastify.upstreams.snapshot() at scrape time,
 
 test('usage stats and delivery latency come from fastify.usage', async (t) => {
   const events = new EventEmitter()
-  let stats = usageStats({ queueDepth: 7, spoolBytes: 4096, delivered: 120, deliveryFailures: 3, dropped: 1 })
+  let stats = usageStats({ queueDepth: 7, spoolBytes: 4096, delivered: 120, deliveryFailures: 3, dropped: 1, notSpooled: 4 })
   const { app, scrape } = await buildApp({}, { before: (a) => a.decorate(USAGE, { stats: () => stats, events }) })
   t.after(() => app.close())
   events.emit('delivery', { ok: true, records: 10, latencyMs: 40, status: 200 })
@@ -101,6 +101,8 @@ test('usage stats and delivery latency come from fastify.usage', async (t) => {
   assert.equal(value(s, 'llmproxy_usage_delivered_total'), 120)
   assert.equal(value(s, 'llmproxy_usage_delivery_failures_total'), 3)
   assert.equal(value(s, 'llmproxy_usage_dropped_total'), 1)
+  // Records the default whenFull (stop-spooling) refused: lost too, so counted too.
+  assert.equal(value(s, 'llmproxy_usage_not_spooled_total'), 4)
   assert.equal(value(s, 'llmproxy_usage_delivery_duration_seconds_count', { ok: 'true' }), 2)
   assert.equal(value(s, 'llmproxy_usage_delivery_duration_seconds_sum', { ok: 'true' }), 0.2)
   assert.equal(value(s, 'llmproxy_usage_delivery_duration_seconds_bucket', { ok: 'true', le: '0.05' }), 1)

@@ -90,7 +90,7 @@ export const AdminSettingsSchema = Type.Object(
 )
 export type AdminSettings = Static<typeof AdminSettingsSchema>
 
-/** The config file (DESIGN.md §3). Keys of capabilities not built yet are listed in NOT_SUPPORTED_YET. */
+/** The config file (docs/configuration.md). Keys of capabilities not built yet are listed in NOT_SUPPORTED_YET. */
 export const ConfigSchema = Type.Object(
   {
     $schema: Type.Optional(Type.String({ description: 'Path or URL of this JSON Schema, for editors.' })),

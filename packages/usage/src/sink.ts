@@ -111,10 +111,7 @@ export class WebhookSink {
         lines = []
         lengths = []
         bytes = 0
-        if (!this.spool.fits(length) && !this.makeRoom(length)) {
-          this.counters.notSpooled++
-          continue
-        }
+        if (!this.spool.fits(length) && !this.makeRoom(length)) continue
       }
       lines.push(json)
       lengths.push(length)
@@ -151,9 +148,11 @@ export class WebhookSink {
     await this.spool.close()
   }
 
-  /** The spool is full: tell, then apply whenFull. True when the record now fits. */
+  /** The spool is full: apply whenFull, and tell. True when the record now fits; else it is counted not spooled. */
   private makeRoom(length: number): boolean {
     const policy = this.options.whenFull
+    // stop-spooling refuses this record: counted before the line that reports the counts.
+    if (policy === 'stop-spooling') this.counters.notSpooled++
     const now = Date.now()
     if (now - this.lastFullLogAt >= FULL_LOG_INTERVAL_MS) {
       this.lastFullLogAt = now
@@ -179,6 +178,8 @@ export class WebhookSink {
       this.counters.dropped += dropped
       fits = this.spool.fits(length)
     }
+    // Larger than the whole spool: nothing to drop makes room for it.
+    if (!fits) this.counters.notSpooled++
     this.delivery.settleWaiters()
     return fits
   }

@@ -2,6 +2,7 @@ import * as fs from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { open } from 'node:fs/promises'
 import * as path from 'node:path'
+import { ConfigError } from '@llmproxy/core'
 import type { FastifyBaseLogger } from 'fastify'
 import { CursorFile, readCursor } from './cursor.js'
 import type { FsyncPolicy } from './options.js'
@@ -379,7 +380,7 @@ export class Spool {
    * (pid in `lock`). A lock left by a dead process (crash, kill -9) is taken over.
    */
   private lock(): void {
-    if (openDirs.has(this.dir)) throw new Error(`usage spool ${this.dir} is already open in this process`)
+    if (openDirs.has(this.dir)) throw inUse(`${this.dir} is already open in this process`)
     const file = path.join(this.dir, LOCK_FILE)
     let holder = Number.NaN
     try {
@@ -388,7 +389,7 @@ export class Spool {
       // no lock
     }
     if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
-      throw new Error(`usage spool ${this.dir} is in use by process ${holder}`)
+      throw inUse(`${this.dir} is in use by process ${holder}`)
     }
     fs.writeFileSync(file, String(process.pid))
     openDirs.add(this.dir)
@@ -553,4 +554,9 @@ function countLines(file: string, from: number, to: number): number {
   } finally {
     fs.closeSync(fd)
   }
+}
+
+/** A spool directory another writer holds: the config's to fix (one gateway process per spool directory). */
+function inUse(why: string): ConfigError {
+  return new ConfigError('@llmproxy/usage options', [{ path: '/spoolDir', message: `${why}: give each gateway process its own` }])
 }

@@ -295,7 +295,11 @@ test('one writer per spool: a second app on the same directory is refused until 
   await first.close()
   assert.ok(!fs.existsSync(path.join(dir, 'lock')), 'released on close')
   fs.writeFileSync(path.join(dir, 'lock'), String(process.ppid))
-  await assert.rejects(buildApp(options), /in use by process/)
+  // A config problem (printed plainly by the CLI, no stack trace), naming the setting.
+  await assert.rejects(buildApp(options), {
+    name: 'ConfigError',
+    message: /\/spoolDir: .* is in use by process \d+: give each gateway process its own/,
+  })
   fs.writeFileSync(path.join(dir, 'lock'), '2147483646')
   const second = await buildApp(options)
   await second.close()

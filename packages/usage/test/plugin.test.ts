@@ -144,6 +144,8 @@ test("spool full with 'stop-spooling': new records are not spooled, listeners st
   const loud = logs.lines.filter((l) => l.level === 50 && l.msg.startsWith('USAGE SPOOL FULL'))
   assert.equal(loud.length, 1, 'rate-limited to one error log per 10 s')
   assert.equal(loud[0]?.policy, 'stop-spooling')
+  // The line counts the record it refuses.
+  assert.equal(loud[0]?.notSpooled, 1)
 })
 
 test("spool full with 'drop-oldest': the oldest segments go, the newest records are delivered", async (t) => {
