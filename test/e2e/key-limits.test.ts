@@ -2,7 +2,9 @@
 // Redis. What the official openai client surfaces for each, and a /metrics without Redis metrics.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
+import { gzipSync } from 'node:zlib'
 import OpenAI from 'openai'
+import { request } from 'undici'
 import { startGatewayWithMock, type TestGateway } from './helpers.js'
 import { pollUntil } from './http-helpers.js'
 
@@ -79,6 +81,27 @@ test('a key’s tpm: a request that may use more than the limit is refused, a sm
   const { data, response } = await ask(KEYS.tpm, { max_tokens: 20 })
   assert.equal(data.usage?.completion_tokens, 5)
   assert.equal(response.headers.get('x-ratelimit-limit-tokens'), '100')
+})
+
+test('a key’s tpm counts a compressed prompt at its decompressed size (gzip does not slip a long prompt through)', async () => {
+  const body = JSON.stringify({ model: 'gpt-test', max_tokens: 20, messages: [{ role: 'user', content: 'lorem ipsum '.repeat(200) }] })
+  const send = (compressed: boolean) =>
+    request(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${KEYS.tpm}`,
+        'content-type': 'application/json',
+        ...(compressed ? { 'content-encoding': 'gzip' } : {}),
+      },
+      body: compressed ? gzipSync(body) : body,
+    })
+  // ~600 prompt tokens: more than the key's 100 a minute, however it is sent (gzipped, ~70 bytes on the wire).
+  for (const compressed of [false, true]) {
+    const res = await send(compressed)
+    const answer = (await res.body.json()) as { error?: { code: string } }
+    assert.equal(res.statusCode, 429, `gzip ${compressed}`)
+    assert.equal(answer.error?.code, 'llmproxy_token_limit')
+  }
 })
 
 test('a key’s concurrency: a second request while one is in flight is refused', async () => {

@@ -125,13 +125,54 @@ export class RateLimitEngine implements RateLimits {
   }
 
   /**
-   * onRequest: global and per-key request limits, then the concurrency slot. The stores answer synchronously
-   * unless Redis is in use, and then nothing here is awaited: an `await` costs a microtask turn even on a value.
+   * onRequest: per-key and global request limits, then the concurrency slot. The key's own windows are counted first:
+   * a key refused by its own limit does not spend the gateway-wide budget of the others. The stores answer
+   * synchronously unless Redis is in use, and then nothing here is awaited: an `await` costs a microtask turn even on
+   * a value.
    */
   readonly onRequest = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> => {
     if (request.routeOptions.config.rateLimit === false) return undefined
     const { global, perKey } = this.live.current
     const llm = request.llm
+    const own = llm.keyLimits
+    const rps = own?.rps ?? perKey.rps
+    const rpm = own?.rpm ?? perKey.rpm
+    const tpm = own?.tpm ?? perKey.tpm
+    const concurrency = own?.concurrency ?? perKey.concurrency
+    const quota = own?.quota
+    const keyed = rps !== undefined || rpm !== undefined || tpm !== undefined || concurrency !== undefined || quota !== undefined
+
+    let state: RequestLimitState | null = null
+    let shown: RequestCount | null = null
+    if (keyed) {
+      const keyId = llm.keyId
+      if (keyId !== null && own !== null) this.remember(keyId, own)
+      state = new RequestLimitState(
+        keyId === null ? `{ip:${request.ip}}` : `{key:${keyId}}`,
+        keyId,
+        rps,
+        rpm,
+        tpm,
+        concurrency,
+        quota,
+        this.finish,
+      )
+      request[kLimitState] = state
+      if (rps !== undefined) {
+        let result = this.hit(this.limiters.keyRps, request, state.tag, rps)
+        if (result instanceof Promise) result = await result
+        if (result.exceeded)
+          return this.reject(request, reply, 'rate_limit', rateLimitErrors.requests('key', rps, 'second', requestHeaders(result)))
+        shown = result
+      }
+      if (rpm !== undefined) {
+        let result = this.hit(this.limiters.keyRpm, request, state.tag, rpm)
+        if (result instanceof Promise) result = await result
+        if (result.exceeded)
+          return this.reject(request, reply, 'rate_limit', rateLimitErrors.requests('key', rpm, 'minute', requestHeaders(result)))
+        shown = result
+      }
+    }
     if (global.rps !== undefined) {
       let result = this.hit(this.limiters.globalRps, request, GLOBAL_SUBJECT, global.rps)
       if (result instanceof Promise) result = await result
@@ -146,44 +187,7 @@ export class RateLimitEngine implements RateLimits {
         return this.reject(request, reply, 'rate_limit', rateLimitErrors.requests('gateway', result.max, 'minute', requestHeaders(result)))
       }
     }
-
-    const own = llm.keyLimits
-    const rps = own?.rps ?? perKey.rps
-    const rpm = own?.rpm ?? perKey.rpm
-    const tpm = own?.tpm ?? perKey.tpm
-    const concurrency = own?.concurrency ?? perKey.concurrency
-    const quota = own?.quota
-    if (rps === undefined && rpm === undefined && tpm === undefined && concurrency === undefined && quota === undefined) return undefined
-
-    const keyId = llm.keyId
-    if (keyId !== null && own !== null) this.remember(keyId, own)
-    const state = new RequestLimitState(
-      keyId === null ? `{ip:${request.ip}}` : `{key:${keyId}}`,
-      keyId,
-      rps,
-      rpm,
-      tpm,
-      concurrency,
-      quota,
-      this.finish,
-    )
-    request[kLimitState] = state
-
-    let shown: RequestCount | null = null
-    if (rps !== undefined) {
-      let result = this.hit(this.limiters.keyRps, request, state.tag, rps)
-      if (result instanceof Promise) result = await result
-      if (result.exceeded)
-        return this.reject(request, reply, 'rate_limit', rateLimitErrors.requests('key', rps, 'second', requestHeaders(result)))
-      shown = result
-    }
-    if (rpm !== undefined) {
-      let result = this.hit(this.limiters.keyRpm, request, state.tag, rpm)
-      if (result instanceof Promise) result = await result
-      if (result.exceeded)
-        return this.reject(request, reply, 'rate_limit', rateLimitErrors.requests('key', rpm, 'minute', requestHeaders(result)))
-      shown = result
-    }
+    if (state === null) return undefined
     if (shown !== null) {
       reply.header(H_LIMIT_REQUESTS, shown.max)
       reply.header(H_REMAINING_REQUESTS, shown.remaining)

@@ -44,6 +44,20 @@ test('global limit: the gateway-wide rpm applies across keys, answers 429 in the
   assert.equal(health.statusCode, 200)
 })
 
+test('a key refused by its own limit does not spend the gateway-wide budget of the other keys', async (t) => {
+  await awayFromMinuteBoundary()
+  const h = await build({ global: { rpm: 5 } }, { greedy: { rpm: 1 }, other: null })
+  t.after(() => h.app.close())
+  const greedy = []
+  for (let i = 0; i < 6; i++) greedy.push((await chat(h.app, 'greedy')).statusCode)
+  assert.deepEqual(greedy, [200, 429, 429, 429, 429, 429])
+  // One of the gateway's five went to the greedy key; the other key has the four left.
+  for (let i = 0; i < 4; i++) assert.equal((await chat(h.app, 'other')).statusCode, 200, `other ${i}`)
+  const spent = await chat(h.app, 'other')
+  assert.equal(spent.statusCode, 429)
+  assert.match(spent.json().error.message, /gateway/)
+})
+
 test('global rps limit counts per second', async (t) => {
   const h = await build({ global: { rps: 2 } })
   t.after(() => h.app.close())

@@ -54,6 +54,8 @@ export function acceptJsonBodies(routes: FastifyInstance, bodyLimit: number): vo
       }
     }
     if (Number(headers['content-length']) > bodyLimit) return refuse(payload, errors.bodyTooLarge(bodyLimit), done)
+    // The compressed size says nothing of the body the hooks after this see (a token estimate would take it for it).
+    if (decoder !== null) delete headers['content-length']
     readBody(request, payload, done, bodyLimit, parseJson, decoder, coding ?? '')
   })
 }
