@@ -225,6 +225,24 @@ test('Gemini: a function call goes out when its arguments close; arguments that 
   assert.equal(last.candidates[0].finishMessage, 'Malformed function call g: not json')
 })
 
+test('Gemini: calls go out in their order, a call whose arguments never close holding back the ones after it', () => {
+  const encoder = createEncoder('gemini', { model: 'm' })
+  encoder.encode({ type: 'start' })
+  // Call 0 streams no arguments (its JSON never closes); call 1's close first.
+  encoder.encode({ type: 'tool_start', index: 0, id: 'c0', name: 'f0' })
+  encoder.encode({ type: 'tool_args', index: 0, json: '' })
+  encoder.encode({ type: 'tool_start', index: 1, id: 'c1', name: 'f1' })
+  assert.equal(encoder.encode({ type: 'tool_args', index: 1, json: '{"a":1}' }), '', 'held behind call 0')
+  const end = encoder.encode({ type: 'finish', reason: 'tool_calls' }) + encoder.finish()
+  const names = sseEvents(end).flatMap((e) =>
+    JSON.parse(e.data).candidates[0].content.parts.map((p: { functionCall?: { name: string } }) => p.functionCall?.name),
+  )
+  assert.deepEqual(
+    names.filter((n: string | undefined) => n !== undefined),
+    ['f0', 'f1'],
+  )
+})
+
 /** Encodes events for a client, then finishes. */
 function decodeEncode(client: ApiFamily, events: StreamEvent[], includeUsage = false): string {
   const encoder = createEncoder(client, { model: 'm', id: 'id-1', includeUsage })

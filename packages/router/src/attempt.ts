@@ -266,9 +266,11 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
         MAX_ANSWER_BYTES,
         (json, complete) => {
           if (this.done) return
-          const answer = complete ? convertedAnswer(converted, call.endpoint.family, json, call.encoderOptions) : null
-          if (answer === null) this.fail('error', errors.upstreamFailed('The upstream answer could not be read as its API’s answer.'))
-          else this.answerWhole(answer)
+          const answer = complete
+            ? convertedAnswer(converted, call.endpoint.family, json, call.encoderOptions)
+            : errors.upstreamFailed(`The upstream answer is larger than the ${MAX_ANSWER_BYTES} bytes a conversion holds.`)
+          if (typeof answer === 'string') this.answerWhole(answer)
+          else this.fail('error', answer)
         },
         reader,
         call.meter,

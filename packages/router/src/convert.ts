@@ -121,7 +121,14 @@ export class StreamConverter implements ResponseTransform {
       }
     }
     const out = this.encodeAll() ?? ''
-    if (complete && this.failure === null) return out + this.encoder.finish()
+    if (complete && this.failure === null) {
+      try {
+        return out + this.encoder.finish()
+      } catch (err) {
+        if (!(err instanceof MalformedStreamError)) throw err
+        this.failure = errors.upstreamFailed(`The upstream sent an answer this API cannot carry: ${err.message}`)
+      }
+    }
     return out === '' ? null : out
   }
 
@@ -156,7 +163,13 @@ export class StreamConverter implements ResponseTransform {
       } else if (spliced.type === 'reasoning' || spliced.type === 'redacted_reasoning' || spliced.type === 'tool_start') {
         this.continuable = false
       }
-      out += this.encoder.encode(spliced)
+      try {
+        out += this.encoder.encode(spliced)
+      } catch (err) {
+        // What the client's API cannot carry (a tool call's arguments that are not a JSON object).
+        if (!(err instanceof MalformedStreamError)) throw err
+        this.failure = errors.upstreamFailed(`The upstream sent an answer this API cannot carry: ${err.message}`)
+      }
     }
     return out === '' ? null : out
   }
@@ -193,12 +206,22 @@ export class StreamConverter implements ResponseTransform {
   }
 }
 
-/** A non-streamed upstream answer (its whole JSON body) in the client's format; null when it is not a valid answer. */
-export function convertedAnswer(upstream: ApiFamily, client: ApiFamily, body: Buffer, opts: EncoderOptions): string | null {
+/**
+ * A non-streamed upstream answer (its whole JSON body) in the client's format, or the error that says why it cannot
+ * be one: not JSON, not its API's answer, or a failed generation (the upstream's reason kept).
+ */
+export function convertedAnswer(upstream: ApiFamily, client: ApiFamily, body: Buffer, opts: EncoderOptions): string | LlmProxyError {
+  let parsed: unknown
   try {
-    return JSON.stringify(convertResponse(upstream, client, JSON.parse(body.toString('utf8')), opts))
+    parsed = JSON.parse(body.toString('utf8'))
   } catch {
-    return null
+    return errors.upstreamFailed('The upstream answer could not be read as its API’s answer (not JSON).')
+  }
+  try {
+    return JSON.stringify(convertResponse(upstream, client, parsed, opts))
+  } catch (err) {
+    if (!(err instanceof MalformedStreamError)) throw err
+    return errors.upstreamFailed(`The upstream answer could not be given: ${err.message}`)
   }
 }
 

@@ -260,3 +260,62 @@ test('an Anthropic stream the client leaves after 94 deltas: output estimated, n
   assert.equal(record.promptTokens, 15)
   assert.equal(record.completionTokens, 96)
 })
+
+test('tool-call arguments that are not a JSON object reach an Anthropic client as an error, never as input: {}', async () => {
+  const toolCall = (args: string) =>
+    chunk({
+      choices: [
+        { index: 0, delta: { tool_calls: [{ index: 0, id: 'call_0', type: 'function', function: { name: 'f0', arguments: args } }] } },
+      ],
+      usage: null,
+    })
+  // Streamed: the arguments stop mid-literal, then the finish (a truncated or badly generated call).
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.end(
+      [
+        chunk({ choices: [{ index: 0, delta: { role: 'assistant' }, finish_reason: null }], usage: null }),
+        toolCall('{"a": tru'),
+        chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }], usage: null }),
+        chunk({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 } }),
+        'data: [DONE]\n\n',
+      ].join(''),
+    )
+  }
+  const streamed = anthropic().messages.stream({ model: 'gpt-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
+  await assert.rejects(within(5000, 'the stream', streamed.finalMessage()), /not a JSON object/)
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error?.code, 'llmproxy_upstream_error')
+
+  // Not streamed: the same arguments in a whole answer are a 502 that says why.
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end(
+      JSON.stringify({
+        id: 'chatcmpl-1',
+        object: 'chat.completion',
+        created: 1,
+        model: 'm',
+        choices: [
+          {
+            index: 0,
+            message: {
+              role: 'assistant',
+              content: null,
+              tool_calls: [{ id: 'call_0', type: 'function', function: { name: 'f0', arguments: '{"a": tru' } }],
+            },
+            finish_reason: 'tool_calls',
+          },
+        ],
+        usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 },
+      }),
+    )
+  }
+  const whole = anthropic().messages.create({ model: 'gpt-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
+  await assert.rejects(whole, (err: unknown) => {
+    assert.ok(err instanceof Anthropic.APIError, String(err))
+    assert.equal(err.status, 502)
+    assert.match(err.message, /tool call f0 has arguments that are not a JSON object/)
+    return true
+  })
+})

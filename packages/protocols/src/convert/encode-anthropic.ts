@@ -48,6 +48,9 @@ export class AnthropicEncoder implements StreamEncoder {
   private nextTool = 0
   private toolOffset = 0
   private readonly args = new JsonEnd()
+  /** The open tool_use block's name and arguments so far: checked to be a JSON object when it closes. */
+  private toolName = ''
+  private toolJson = ''
   /** Events for other blocks that arrived while a tool_use block was open. */
   private held: ContentEvent[] = []
   private stop: FinishReason | null = null
@@ -155,6 +158,8 @@ export class AnthropicEncoder implements StreamEncoder {
         this.openTool = event.index + this.toolOffset
         this.nextTool = this.openTool + 1
         this.args.reset()
+        this.toolName = event.name
+        this.toolJson = ''
         return out
       }
       case 'tool_args':
@@ -177,6 +182,7 @@ export class AnthropicEncoder implements StreamEncoder {
   }
 
   private toolArgs(json: string): string {
+    this.toolJson += json
     const out = `${DELTA_HEAD}${this.blockIndex},"delta":{"type":"input_json_delta","partial_json":${JSON.stringify(json)}}}\n\n`
     if (!this.args.feed(json)) return out
     return out + this.closeBlock() + this.release()
@@ -215,6 +221,10 @@ export class AnthropicEncoder implements StreamEncoder {
 
   private closeBlock(): string {
     if (this.block === 'none') return ''
+    // A tool_use block closes only on a JSON object: Anthropic's SDKs would read anything else as `input: {}`.
+    if (this.block === 'tool' && parseToolArgs(this.toolJson) === undefined) {
+      throw new MalformedStreamError(`The upstream's tool call ${this.toolName} has arguments that are not a JSON object`)
+    }
     this.block = 'none'
     this.openTool = -1
     return this.stopBlock()

@@ -17,6 +17,8 @@ interface PendingCall {
   signature: string | undefined
   args: string
   readonly end: JsonEnd
+  /** Its arguments' JSON closed: it goes out once the calls before it have. */
+  closed: boolean
 }
 
 /**
@@ -25,8 +27,9 @@ interface PendingCall {
  * `data:` event; otherwise the chunks are the elements of one JSON array, written one by one (`[`, `,`, `]`).
  *
  * What is held, and why:
- * - A function call goes out when its arguments' JSON closes (Gemini has no partial arguments); at the finish at
- *   the latest. Arguments that are not a JSON object end the answer as Gemini does: `MALFORMED_FUNCTION_CALL`.
+ * - A function call goes out when its arguments' JSON closes (Gemini has no partial arguments) and the calls before
+ *   it have gone out (Gemini pairs calls and responses by position); at the finish at the latest. Arguments that
+ *   are not a JSON object end the answer as Gemini does: `MALFORMED_FUNCTION_CALL`.
  * - The last chunk carries `finishReason` and `usageMetadata` together: it is held from the finish until the next
  *   usage report or the end of the upstream stream.
  */
@@ -40,6 +43,8 @@ export class GeminiEncoder implements StreamEncoder {
   private readonly calls: (PendingCall | undefined)[] = []
   private toolOffset = 0
   private toolsSeen = 0
+  /** The first call not sent yet. */
+  private nextCall = 0
   private started: boolean
   private stop: FinishReason | null = null
   private lastSent = false
@@ -61,6 +66,7 @@ export class GeminiEncoder implements StreamEncoder {
         if (this.started) {
           this.usage.nextAttempt()
           this.toolOffset = this.toolsSeen
+          this.nextCall = this.toolsSeen
         }
         this.started = true
         if (event.usage !== undefined) this.usage.report(event.usage)
@@ -87,17 +93,16 @@ export class GeminiEncoder implements StreamEncoder {
       case 'tool_start': {
         const index = event.index + this.toolOffset
         if (index >= this.toolsSeen) this.toolsSeen = index + 1
-        this.calls[index] = { id: event.id, name: event.name, signature: event.signature, args: '', end: new JsonEnd() }
+        this.calls[index] = { id: event.id, name: event.name, signature: event.signature, args: '', end: new JsonEnd(), closed: false }
         return ''
       }
       case 'tool_args': {
-        const index = event.index + this.toolOffset
-        const call = this.calls[index]
-        if (call === undefined) return ''
+        const call = this.calls[event.index + this.toolOffset]
+        if (call === undefined || call.closed) return ''
         call.args += event.json
         if (!call.end.feed(event.json)) return ''
-        this.calls[index] = undefined
-        return this.callChunk(call)
+        call.closed = true
+        return this.sendClosedCalls()
       }
       case 'redacted_reasoning':
         // Gemini has no part for opaque reasoning.
@@ -149,14 +154,23 @@ export class GeminiEncoder implements StreamEncoder {
     )
   }
 
-  /** Calls whose arguments never closed go out at the finish, in order. */
+  /** The calls whose arguments closed, from the first not sent, up to one still open. */
+  private sendClosedCalls(): string {
+    let out = ''
+    for (let call = this.calls[this.nextCall]; call?.closed === true; call = this.calls[this.nextCall]) {
+      this.calls[this.nextCall++] = undefined
+      out += this.callChunk(call)
+    }
+    return out
+  }
+
+  /** At the finish: every call not sent yet, in order, those whose arguments never closed too. */
   private flushCalls(): string {
     let out = ''
-    for (let i = 0; i < this.calls.length; i++) {
-      const call = this.calls[i]
-      if (call === undefined) continue
-      this.calls[i] = undefined
-      out += this.callChunk(call)
+    for (; this.nextCall < this.calls.length; this.nextCall++) {
+      const call = this.calls[this.nextCall]
+      this.calls[this.nextCall] = undefined
+      if (call !== undefined) out += this.callChunk(call)
     }
     return out
   }
