@@ -56,13 +56,15 @@ export const RetryOnSchema = Type.Union([
   Type.Literal(502),
   Type.Literal(503),
   Type.Literal(504),
+  // Anthropic's "overloaded": a temporary state, like a 503.
+  Type.Literal(529),
 ])
 
 export const RetrySchema = Type.Object(
   {
     attempts: Type.Integer({ minimum: 1, default: 3, description: 'Attempts per request, across the pool and fallbacks.' }),
     on: Type.Array(RetryOnSchema, {
-      default: ['connect', 'timeout', 'stall', 429, 500, 502, 503, 504],
+      default: ['connect', 'timeout', 'stall', 429, 500, 502, 503, 504, 529],
       description: 'Failures that move the request to another attempt (before the first byte reaches the client).',
     }),
     budgetMs: Type.Integer({

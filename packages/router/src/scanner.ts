@@ -201,10 +201,19 @@ export class StreamScanner {
   }
 }
 
-/** A finish reason's value is a finish, not vLLM's `abort` or an `error` (those ended nothing complete). */
+/** The finish values that end nothing complete: vLLM's `abort`, and `error` (their closing quote included). */
+const NOT_FINISHES = [Buffer.from('abort"'), Buffer.from('error"')]
+
+/**
+ * A finish reason's value is a finish, not `abort` or `error` (Anthropic's `end_turn` starts with the same letter as
+ * `error`: the word is compared). A value cut by the chunk's end is compared as far as it goes.
+ */
 function isFinishValue(chunk: Buffer, after: number): boolean {
-  const first = chunk[after]
-  return first !== 0x61 && first !== 0x65
+  const available = Math.min(chunk.length - after, NOT_FINISHES[0]?.length ?? 0)
+  for (const word of NOT_FINISHES) {
+    if (available > 0 && chunk.compare(word, 0, available, after, after + available) === 0) return false
+  }
+  return true
 }
 
 /** Needles searched for in a stream, each followed across chunk boundaries. */

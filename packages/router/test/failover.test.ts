@@ -66,6 +66,7 @@ describe('before the first byte, a failure moves the request to the next upstrea
   const cases: [string, MockBehavior, string, boolean[]][] = [
     ['status 500', { status: 500 }, 'status', [true, false]],
     ['status 503', { status: 503 }, 'status', [true, false]],
+    ['status 529 (Anthropic overloaded, retried by default)', { status: 529 }, 'status', [true, false]],
     ['status 503 with Retry-After', { status: 503, retryAfter: 5 }, 'status', [true, false]],
     ['status 429 with Retry-After', { status: 429, retryAfter: 5 }, 'status', [true, false]],
     ['connection reset before headers', { fault: 'reset-before-headers' }, 'connect_error', [true, false]],

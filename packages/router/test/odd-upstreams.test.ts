@@ -319,3 +319,27 @@ test('tool-call arguments that are not a JSON object reach an Anthropic client a
     return true
   })
 })
+
+test('an Anthropic stream that ends cleanly after its end_turn but without message_stop is complete: the client gets message_stop', async () => {
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.end([...ANTHROPIC_HEAD, textDelta('lorem '), textDelta('ipsum '), ...ANTHROPIC_TAIL.slice(0, 2)].join(''))
+  }
+  const stream = anthropic().messages.stream({ model: 'claude-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
+  const message = await within(5000, 'the stream', stream.finalMessage())
+  assert.equal(message.stop_reason, 'end_turn')
+  assert.deepEqual(message.content, [{ type: 'text', text: 'lorem ipsum ' }])
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error, undefined)
+  assert.equal(records[0]?.completionTokens, 2)
+  // Converted for an OpenAI client: a whole answer too.
+  const chat = await openai().chat.completions.create({ model: 'claude-test', stream: true, messages: [{ role: 'user', content: 'hi' }] })
+  let text = ''
+  let finish: string | null | undefined
+  for await (const part of chat) {
+    text += part.choices[0]?.delta.content ?? ''
+    finish = part.choices[0]?.finish_reason ?? finish
+  }
+  assert.equal(text, 'lorem ipsum ')
+  assert.equal(finish, 'stop')
+})
