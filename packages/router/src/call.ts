@@ -194,6 +194,11 @@ export class ProxyCall implements CallHost {
     if (error !== null && this.continueAfter(attempt, error)) return
     const transform = attempt.transform
     const tail = transform?.end(error === null) ?? null
+    // The converter's last events may fail there (an error event, a tool call the client's API cannot carry).
+    if (error === null && transform instanceof StreamConverter && transform.failure !== null) {
+      this.endStreamWithError(transform.failure, transform, tail)
+      return
+    }
     if (error === null) {
       // A cut stream finished by another attempt.
       if (this.continuation !== null) this.ctx.resumed = true

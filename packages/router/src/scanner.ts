@@ -57,6 +57,8 @@ export class StreamScanner {
   private pendingCr = false
   /** The chunks so far end with a blank line: the last event is complete. */
   atEventEnd = false
+  /** The first bytes of a finish value cut by the last chunk's end, while they cannot tell a finish from an error. */
+  private finishValueHead: string | null = null
   /** Where in the chunk just scanned an upstream error event starts (-1: none); the scan stops there. */
   errorAt = -1
   /** The chunks so far end with a line end. */
@@ -197,23 +199,39 @@ export class StreamScanner {
   checkEnd(chunk: Buffer): void {
     if (this.sawTerminator) return
     this.sawTerminator = this.endpoint.endsWithDone ? this.sawDone : this.terminators.foundIn(chunk)
-    if (!this.sawFinish) this.sawFinish = this.finishes.foundIn(chunk, isFinishValue)
+    if (this.sawFinish) return
+    const head = this.finishValueHead
+    if (head !== null) {
+      // A finish value cut by the last chunk's end: decided with this chunk's first bytes.
+      this.finishValueHead = null
+      this.sawFinish = this.isFinishValue(head + chunk.toString('latin1', 0, NOT_FINISH_LENGTH - head.length))
+    }
+    if (!this.sawFinish) this.sawFinish = this.finishes.foundIn(chunk, this.acceptFinish)
+  }
+
+  /**
+   * A finish marker's value is a finish unless it is `abort` or `error` (Anthropic's `end_turn` starts as `error`
+   * does: the word is compared). A value the chunk cuts before it can tell is held for the next chunk.
+   */
+  private readonly acceptFinish = (chunk: Buffer, after: number): boolean => {
+    return this.isFinishValue(chunk.toString('latin1', after, Math.min(chunk.length, after + NOT_FINISH_LENGTH)))
+  }
+
+  /** Decides on a value's first bytes; false and held (finishValueHead) while they cannot tell yet. */
+  private isFinishValue(head: string): boolean {
+    if (!mayNotFinish(head)) return true
+    if (head.length < NOT_FINISH_LENGTH) this.finishValueHead = head
+    return false
   }
 }
 
-/** The finish values that end nothing complete: vLLM's `abort`, and `error` (their closing quote included). */
-const NOT_FINISHES = [Buffer.from('abort"'), Buffer.from('error"')]
+/** The finish values that end nothing complete: vLLM's `abort`, and `error` (with their closing quote). */
+const NOT_FINISHES = ['abort"', 'error"']
+const NOT_FINISH_LENGTH = 6
 
-/**
- * A finish reason's value is a finish, not `abort` or `error` (Anthropic's `end_turn` starts with the same letter as
- * `error`: the word is compared). A value cut by the chunk's end is compared as far as it goes.
- */
-function isFinishValue(chunk: Buffer, after: number): boolean {
-  const available = Math.min(chunk.length - after, NOT_FINISHES[0]?.length ?? 0)
-  for (const word of NOT_FINISHES) {
-    if (available > 0 && chunk.compare(word, 0, available, after, after + available) === 0) return false
-  }
-  return true
+/** Whether a finish value's first bytes (all of it, or as far as a chunk went) may still be one of NOT_FINISHES. */
+function mayNotFinish(head: string): boolean {
+  return NOT_FINISHES.some((word) => word.startsWith(head))
 }
 
 /** Needles searched for in a stream, each followed across chunk boundaries. */

@@ -147,6 +147,24 @@ describe('StreamScanner agrees with a reference parser however the stream is cut
     }
   })
 
+  test('a finish is told from an error by its value (end_turn is no error), however the value is cut', () => {
+    const delta = (reason: string) =>
+      `event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"${reason}","stop_sequence":null},"usage":{"output_tokens":3}}\n\n`
+    for (const [reason, finish] of [
+      ['end_turn', true],
+      ['error', false],
+    ] as const) {
+      for (const { name, chunks } of chunkings(Buffer.from(delta(reason)), 13)) {
+        const scanner = new StreamScanner(ANTHROPIC_MESSAGES, new UsageExtractor('anthropic'))
+        for (const chunk of chunks) {
+          scanner.scan(chunk)
+          scanner.checkEnd(chunk)
+        }
+        assert.equal(scanner.complete, finish, `${reason}, ${name}`)
+      }
+    }
+  })
+
   test('a data line that is not a JSON object is malformed, however cut', () => {
     const text = `${chatChunk('one ')}data: not json\n\n${chatChunk('two ')}`
     for (const { name, chunks } of chunkings(Buffer.from(text), 11)) {

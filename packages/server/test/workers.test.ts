@@ -202,9 +202,15 @@ test("a gone worker's counters and histograms stay in the totals; its gauges go 
     return registry.getMetricsAsJSON()
   }
   const retired = new RetiredCounts()
-  await retired.retire(await worker(5))
+  // Seen from the moment a worker is retired, folded or not yet.
+  const folded = retired.retire(await worker(5))
+  assert.match(
+    await aggregateMetrics(retired.views, 'llmproxy_', new SupervisorMetrics('llmproxy_')),
+    /^llmproxy_requests_total\{model="m"\} 5$/m,
+  )
+  await folded
   await retired.retire(await worker(2))
-  const text = await aggregateMetrics([await worker(1), retired.metrics], 'llmproxy_', new SupervisorMetrics('llmproxy_'))
+  const text = await aggregateMetrics([await worker(1), ...retired.views], 'llmproxy_', new SupervisorMetrics('llmproxy_'))
   assert.match(text, /^llmproxy_requests_total\{model="m"\} 8$/m)
   assert.match(text, /^llmproxy_ttft_seconds_count 3$/m)
   assert.match(text, /^llmproxy_upstream_in_flight 1$/m)

@@ -74,9 +74,16 @@ export interface StreamDecoder {
 
 /** Renders events in the client's format. One per client request; lives across upstream attempts. */
 export interface StreamEncoder {
-  /** Client bytes for one event ('' when the event produces nothing yet, e.g. held until usage comes). */
+  /**
+   * Client bytes for one event ('' when the event produces nothing yet, e.g. held until usage comes). Throws
+   * {@link MalformedStreamError} when the answer cannot be carried in the client's format (an Anthropic tool_use
+   * whose arguments are not a JSON object): the stream then ends with `error()`.
+   */
   encode(event: StreamEvent): string
-  /** The upstream stream is complete: anything still held, then the format's terminator (`[DONE]`, `message_stop`, `]`). */
+  /**
+   * The upstream stream is complete: anything still held, then the format's terminator (`[DONE]`, `message_stop`,
+   * `]`). Throws as `encode` does.
+   */
   finish(): string
   /** An in-band error event in the client's format (after the commit point); the stream then ends without a terminator. */
   error(error: { statusCode: number; type: string; code: string; message: string }): string

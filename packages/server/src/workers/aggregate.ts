@@ -131,19 +131,25 @@ const GROWING = new Set(['counter', 'histogram'])
  */
 export class RetiredCounts {
   private kept: MetricJson[] = []
+  /** Retired snapshots not folded into `kept` yet: shown meanwhile, so that no scrape misses them. */
+  private readonly unfolded: MetricJson[][] = []
   private folding: Promise<void> = Promise.resolve()
 
-  /** The view a scrape adds (empty until a worker has gone). */
-  get metrics(): MetricJson[] {
-    return this.kept
+  /** What a scrape adds, as workers' views (none until a worker has gone). */
+  get views(): MetricJson[][] {
+    return [this.kept, ...this.unfolded]
   }
 
   /** Keeps what only grows (counters, histograms) of a gone worker's last scrape; its gauges go with it. */
   retire(last: readonly MetricJson[]): Promise<void> {
     // prom-client types `type` as a numeric enum; its JSON holds the name.
     const growing = last.filter((metric) => GROWING.has(String(metric.type)))
+    this.unfolded.push(growing)
     this.folding = this.folding.then(async () => {
-      this.kept = await AggregatorRegistry.aggregate([this.kept, growing]).getMetricsAsJSON()
+      const folded = await AggregatorRegistry.aggregate([this.kept, growing]).getMetricsAsJSON()
+      // One step: the snapshot leaves `unfolded` as it enters `kept`.
+      this.kept = folded
+      this.unfolded.splice(this.unfolded.indexOf(growing), 1)
     })
     return this.folding
   }

@@ -126,9 +126,14 @@ class Primary {
       },
       usage: async () => combineUsage(await this.everyWorker('usage', null)),
       metrics: async () => {
+        const asked = this.slots.map((slot) => slot.worker)
         const answers = await this.everyWorker('metrics', null)
-        for (const { worker, value } of answers) (this.slots[worker - 1] as Slot).lastMetrics = value
-        return aggregateMetrics([...answers.map((w) => w.value), this.retired.metrics], prefix, this.supervisor)
+        for (const { worker, value } of answers) {
+          const slot = this.slots[worker - 1] as Slot
+          // Kept only while the process that answered is the slot's: one that exited meanwhile was retired already.
+          if (slot.worker !== null && slot.worker === asked[worker - 1]) slot.lastMetrics = value
+        }
+        return aggregateMetrics([...answers.map((w) => w.value), ...this.retired.views], prefix, this.supervisor)
       },
       reload: () => this.reload(),
     }
