@@ -33,8 +33,8 @@ export interface Attempt {
 
 /**
  * `request.llm`: the facts of one LLM request. Each field has one writer:
- * core (ids, timings start/end), auth (keyId), router (models, upstream, attempts, usage, outcome, error),
- * `sendError` (refusedWith).
+ * core (ids, timings start/end; outcome 'rejected' when a plugin refuses the request, which the router then never
+ * sees), auth (keyId), router (models, upstream, attempts, usage, outcome, error), `sendError` (refusedWith).
  */
 export class LlmContext {
   readonly requestId: string

@@ -2,13 +2,14 @@ import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { Attempt, Rejection } from './context.js'
 import type { UsageRecord } from './usage-record.js'
 
+/** What a listener returns is not used; a promise it returns is not awaited, its rejection is logged. */
 export interface LlmHooks {
   /** Once per routed request, when it has ended (finished, aborted or failed). */
-  onUsage: (record: UsageRecord, request: FastifyRequest) => void | Promise<void>
+  onUsage: (record: UsageRecord, request: FastifyRequest) => unknown
   /** Once per upstream attempt, when its fate is known (committed or abandoned). */
-  onAttempt: (attempt: Attempt, request: FastifyRequest) => void | Promise<void>
-  /** When auth or a limit turns a request away. */
-  onReject: (rejection: Rejection, request: FastifyRequest) => void | Promise<void>
+  onAttempt: (attempt: Attempt, request: FastifyRequest) => unknown
+  /** When auth or a limit turns a request away (`request.llm.outcome` is then `'rejected'`). */
+  onReject: (rejection: Rejection, request: FastifyRequest) => unknown
 }
 export type LlmHookName = keyof LlmHooks
 
@@ -53,19 +54,16 @@ export class LlmHookRegistry {
   }
 
   emitReject(rejection: Rejection, request: FastifyRequest): void {
+    // Refused by a plugin: the request's outcome (core's to write, the router never reaches it).
+    if (request.llm !== null && request.llm !== undefined) request.llm.outcome = 'rejected'
     this.run('onReject', this.listeners.onReject, rejection, request)
   }
 
-  private run<T>(
-    name: LlmHookName,
-    list: ((value: T, request: FastifyRequest) => void | Promise<void>)[],
-    value: T,
-    request: FastifyRequest,
-  ): void {
+  private run<T>(name: LlmHookName, list: ((value: T, request: FastifyRequest) => unknown)[], value: T, request: FastifyRequest): void {
     for (let i = 0; i < list.length; i++) {
       try {
-        const result = (list[i] as (value: T, request: FastifyRequest) => void | Promise<void>)(value, request)
-        if (result !== undefined && typeof (result as Promise<void>).catch === 'function') {
+        const result = (list[i] as (value: T, request: FastifyRequest) => unknown)(value, request)
+        if (typeof (result as Promise<void> | undefined)?.catch === 'function') {
           ;(result as Promise<void>).catch((err: unknown) => this.log.error({ err, hook: name }, 'llm hook listener failed'))
         }
       } catch (err) {

@@ -17,6 +17,8 @@ declare module 'fastify' {
 export const CORE_PLUGIN_NAME = '@llmproxy/core'
 
 const corePlugin: FastifyPluginAsync = async (fastify) => {
+  // Already here (another plugin registered it, or an outer context did): one registry and context per app.
+  if (fastify.hasDecorator('llm')) return
   fastify.decorate('llm', new LlmHookRegistry(fastify.log))
   fastify.decorateRequest('llm', null as unknown as LlmContext)
   fastify.addHook('onRequest', (request, _reply, done) => {

@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import Fastify from 'fastify'
+import { ensureCore, llmCore, type UsageRecord } from '../src/index.js'
+
+test('llmCore may be registered again (by another plugin first, or in a child context): one registry, one context', async (t) => {
+  const app = Fastify({ logger: false })
+  t.after(() => app.close())
+  await ensureCore(app) // what every other plugin does when core is missing
+  await app.register(llmCore)
+  let childRegistry: unknown = null
+  await app.register(async (child) => {
+    await child.register(llmCore)
+    childRegistry = child.llm
+  })
+  await app.ready()
+  assert.equal(childRegistry, app.llm)
+})
+
+test('listeners may return anything; a promise that rejects is logged, never thrown; a refusal sets the outcome', async (t) => {
+  const logged: string[] = []
+  const app = Fastify({
+    logger: { level: 'error', stream: { write: (line: string) => logged.push(line) } },
+  })
+  t.after(() => app.close())
+  await app.register(llmCore)
+  const seen: UsageRecord[] = []
+  // A listener returning a number (Array#push) type-checks: what it returns is not used.
+  app.llm.addHook('onUsage', (record) => seen.push(record))
+  app.llm.addHook('onReject', async () => {
+    throw new Error('listener failed')
+  })
+  let outcome: string | null = null
+  app.get('/refuse', (request, reply) => {
+    app.llm.emitReject({ reason: 'auth', keyId: null, statusCode: 401 }, request)
+    outcome = request.llm.outcome
+    return reply.code(401).send()
+  })
+  assert.equal((await app.inject('/refuse')).statusCode, 401)
+  assert.equal(outcome, 'rejected')
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.ok(logged.some((line) => line.includes('llm hook listener failed')))
+})
