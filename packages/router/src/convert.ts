@@ -125,11 +125,16 @@ export class StreamConverter implements ResponseTransform {
       try {
         return out + this.encoder.finish()
       } catch (err) {
-        if (!(err instanceof MalformedStreamError)) throw err
-        this.failure = errors.upstreamFailed(`The upstream sent an answer this API cannot carry: ${err.message}`)
+        this.cannotCarry(err)
       }
     }
     return out === '' ? null : out
+  }
+
+  /** The encoder refused the answer (a tool call's arguments that are not a JSON object): the stream fails. */
+  private cannotCarry(err: unknown): void {
+    if (!(err instanceof MalformedStreamError)) throw err
+    this.failure = errors.upstreamFailed(`The upstream sent an answer this API cannot carry: ${err.message}`)
   }
 
   errorEvent(error: LlmProxyError): string {
@@ -166,9 +171,7 @@ export class StreamConverter implements ResponseTransform {
       try {
         out += this.encoder.encode(spliced)
       } catch (err) {
-        // What the client's API cannot carry (a tool call's arguments that are not a JSON object).
-        if (!(err instanceof MalformedStreamError)) throw err
-        this.failure = errors.upstreamFailed(`The upstream sent an answer this API cannot carry: ${err.message}`)
+        this.cannotCarry(err)
       }
     }
     return out === '' ? null : out

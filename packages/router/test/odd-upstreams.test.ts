@@ -269,40 +269,30 @@ test('tool-call arguments that are not a JSON object reach an Anthropic client a
       ],
       usage: null,
     })
-  // Streamed: the arguments stop mid-literal, then the finish (a truncated or badly generated call).
-  script = (_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/event-stream' })
-    res.end(
-      [
-        chunk({ choices: [{ index: 0, delta: { role: 'assistant' }, finish_reason: null }], usage: null }),
-        toolCall('{"a": tru'),
-        chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }], usage: null }),
-        chunk({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 } }),
-        'data: [DONE]\n\n',
-      ].join(''),
-    )
+  const role = chunk({ choices: [{ index: 0, delta: { role: 'assistant' }, finish_reason: null }], usage: null })
+  const streams = [
+    // Streamed: the arguments stop mid-literal, then the finish (a truncated or badly generated call).
+    [
+      role,
+      toolCall('{"a": tru'),
+      chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }], usage: null }),
+      chunk({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 } }),
+      'data: [DONE]\n\n',
+    ],
+    // The same without a finish, straight to [DONE]: the block would close at the end of the stream; an error there too.
+    [role, toolCall('{"a": tru'), 'data: [DONE]\n\n'],
+  ]
+  for (const events of streams) {
+    records.length = 0
+    script = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.end(events.join(''))
+    }
+    const streamed = anthropic().messages.stream({ model: 'gpt-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
+    await assert.rejects(within(5000, 'the stream', streamed.finalMessage()), /not a JSON object/)
+    await eventually(() => records.length === 1, 5000, 'the usage record')
+    assert.equal(records[0]?.error?.code, 'llmproxy_upstream_error')
   }
-  const streamed = anthropic().messages.stream({ model: 'gpt-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
-  await assert.rejects(within(5000, 'the stream', streamed.finalMessage()), /not a JSON object/)
-  await eventually(() => records.length === 1, 5000, 'the usage record')
-  assert.equal(records[0]?.error?.code, 'llmproxy_upstream_error')
-
-  // The same without a finish, straight to [DONE]: the block would close at the end of the stream; an error there too.
-  records.length = 0
-  script = (_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/event-stream' })
-    res.end(
-      [
-        chunk({ choices: [{ index: 0, delta: { role: 'assistant' }, finish_reason: null }], usage: null }),
-        toolCall('{"a": tru'),
-        'data: [DONE]\n\n',
-      ].join(''),
-    )
-  }
-  const unfinished = anthropic().messages.stream({ model: 'gpt-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
-  await assert.rejects(within(5000, 'the stream', unfinished.finalMessage()), /not a JSON object/)
-  await eventually(() => records.length === 1, 5000, 'the usage record')
-  assert.equal(records[0]?.error?.code, 'llmproxy_upstream_error')
 
   // Not streamed: the same arguments in a whole answer are a 502 that says why.
   script = (_req, res) => {
