@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { gzipSync } from 'node:zlib'
+import Anthropic from '@anthropic-ai/sdk'
 import OpenAI from 'openai'
 import { request } from 'undici'
 import { startGatewayWithMock, type TestGateway } from './helpers.js'
@@ -38,8 +39,11 @@ const ask = (key: string, extra: { max_tokens?: number } = {}, headers: Record<s
     .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hello' }], ...extra }, { headers })
     .withResponse()
 
-/** The RateLimitError the client throws, with its code and headers. */
-async function refused(call: Promise<unknown>, code: string): Promise<InstanceType<typeof OpenAI.RateLimitError>> {
+/**
+ * The RateLimitError the client throws, with its code and headers: with a retry-after, or, for a request that can
+ * never pass (`neverFits`), with none and `x-should-retry: false`.
+ */
+async function refused(call: Promise<unknown>, code: string, neverFits = false): Promise<InstanceType<typeof OpenAI.RateLimitError>> {
   try {
     await call
   } catch (err) {
@@ -47,7 +51,12 @@ async function refused(call: Promise<unknown>, code: string): Promise<InstanceTy
     assert.equal(err.status, 429)
     assert.equal(err.code, code)
     assert.equal(err.type, 'rate_limit_error')
-    assert.ok(Number(err.headers.get('retry-after')) >= 1)
+    if (neverFits) {
+      assert.equal(err.headers.get('retry-after'), null)
+      assert.equal(err.headers.get('x-should-retry'), 'false')
+    } else {
+      assert.ok(Number(err.headers.get('retry-after')) >= 1)
+    }
     return err
   }
   assert.fail(`expected a 429 ${code}`)
@@ -77,7 +86,7 @@ test('a key’s rpm: the fourth request in a minute is refused', async () => {
 })
 
 test('a key’s tpm: a request that may use more than the limit is refused, a small one passes with token headers', async () => {
-  await refused(ask(KEYS.tpm, { max_tokens: 200 }), 'llmproxy_token_limit')
+  await refused(ask(KEYS.tpm, { max_tokens: 200 }), 'llmproxy_token_limit', true)
   const { data, response } = await ask(KEYS.tpm, { max_tokens: 20 })
   assert.equal(data.usage?.completion_tokens, 5)
   assert.equal(response.headers.get('x-ratelimit-limit-tokens'), '100')
@@ -120,7 +129,29 @@ test('a key’s concurrency: a second request while one is in flight is refused'
 test('a key’s quota: tokens are counted, and what would exceed is refused with quota_exceeded', async () => {
   const { data } = await ask(KEYS.quota, { max_tokens: 20 })
   assert.ok((data.usage?.total_tokens ?? 0) > 0)
-  await refused(ask(KEYS.quota, { max_tokens: 200 }), 'quota_exceeded')
+  await refused(ask(KEYS.quota, { max_tokens: 200 }), 'quota_exceeded', true)
+  // What fits the quota's size (125 + 21 estimated prompt tokens) but not what is left of it may be retried when the
+  // period resets.
+  await refused(ask(KEYS.quota, { max_tokens: 125 }), 'quota_exceeded')
+})
+
+test('a request that can never fit its tpm is sent once by the SDKs, which retry other 429s', async () => {
+  const sent: string[] = []
+  const counting = (name: string) => (url: string | URL | Request, init?: RequestInit) => {
+    sent.push(name)
+    return fetch(url, init)
+  }
+  const openai = new OpenAI({ apiKey: KEYS.tpm, baseURL: `${gw.url}/v1`, maxRetries: 2, fetch: counting('openai') })
+  await assert.rejects(
+    openai.chat.completions.create({ model: 'gpt-test', max_tokens: 500, messages: [{ role: 'user', content: 'Hello' }] }),
+    OpenAI.RateLimitError,
+  )
+  const anthropic = new Anthropic({ apiKey: KEYS.tpm, baseURL: gw.url, maxRetries: 2, fetch: counting('anthropic') })
+  await assert.rejects(
+    anthropic.messages.create({ model: 'gpt-test', max_tokens: 500, messages: [{ role: 'user', content: 'Hello' }] }),
+    Anthropic.RateLimitError,
+  )
+  assert.deepEqual(sent, ['openai', 'anthropic'])
 })
 
 test('without Redis, /metrics exports no Redis metrics', async () => {

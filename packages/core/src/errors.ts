@@ -156,13 +156,13 @@ export const CATALOGUE = {
   llmproxy_token_limit: {
     status: 429,
     type: 'rate_limit_error',
-    when: 'The key’s tokens-per-minute limit would be exceeded by this request: retry later, or lower max_tokens.',
+    when: 'The key’s tokens-per-minute limit would be exceeded by this request: retry after `retry-after`. One that alone needs more than the limit gets `x-should-retry: false` and no `retry-after`: lower max_tokens or the prompt.',
   },
   llmproxy_concurrency_limit: { status: 429, type: 'rate_limit_error', when: 'The key has as many requests in flight as it may.' },
   quota_exceeded: {
     status: 429,
     type: 'rate_limit_error',
-    when: 'The key’s token quota for the day or month is used up: `retry-after` says when it resets.',
+    when: 'The key’s token quota for the day or month is used up: `retry-after` says when it resets (a request larger than the whole quota: `x-should-retry: false` instead).',
   },
   llmproxy_upstream_rate_limited: {
     status: 429,

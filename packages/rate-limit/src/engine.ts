@@ -64,6 +64,15 @@ const H_LIMIT_TOKENS = 'x-ratelimit-limit-tokens'
 const H_REMAINING_TOKENS = 'x-ratelimit-remaining-tokens'
 const H_RESET_TOKENS = 'x-ratelimit-reset-tokens'
 
+/**
+ * `retry-after` for a request that fits once the window resets; for one that can never fit (it alone needs more
+ * than the limit), none, and `x-should-retry: false`, which the OpenAI and Anthropic SDKs obey instead of retrying a
+ * 429 that cannot pass.
+ */
+function whenToRetry(neverFits: boolean, resetMs: number): Record<string, string> {
+  return neverFits ? { 'x-should-retry': 'false' } : { 'retry-after': retryAfterSeconds(resetMs) }
+}
+
 function requestHeaders(result: RequestCount): Record<string, string> {
   return {
     'retry-after': retryAfterSeconds(result.ttl),
@@ -227,7 +236,7 @@ export class RateLimitEngine implements RateLimits {
       if (result instanceof Promise) result = await result
       if (!result.ok) {
         const headers = {
-          'retry-after': retryAfterSeconds(resetMs),
+          ...whenToRetry(amount > tpm, resetMs),
           [H_LIMIT_TOKENS]: `${tpm}`,
           [H_REMAINING_TOKENS]: `${Math.max(0, tpm - result.value)}`,
           [H_RESET_TOKENS]: formatDuration(resetMs),
@@ -248,7 +257,7 @@ export class RateLimitEngine implements RateLimits {
       let result = this.reserve(hold, amount, quota.tokens)
       if (result instanceof Promise) result = await result
       if (!result.ok) {
-        const headers = { 'retry-after': retryAfterSeconds(period.endsAt - now) }
+        const headers = whenToRetry(amount > quota.tokens, period.endsAt - now)
         return this.reject(request, reply, 'quota', rateLimitErrors.quota(quota.tokens, quota.per, result.value, amount, headers))
       }
       state.quotaHold = hold
