@@ -59,6 +59,7 @@ test('errors surface as typed client errors', async () => {
   await assert.rejects(client().chat.completions.create({ model: 'no-such-model', messages: [] }), (err: unknown) => {
     assert.ok(err instanceof OpenAI.NotFoundError)
     assert.equal(err.code, 'model_not_found')
+    assert.equal(err.param, null) // as OpenAI sends it: null, not missing
     return true
   })
   const anonymous = new OpenAI({ apiKey: 'sk-wrong', baseURL: `${gw.url}/v1`, maxRetries: 0 })

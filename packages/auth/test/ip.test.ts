@@ -18,7 +18,7 @@ test('IPv4 CIDR allowlist: listed addresses pass, others get 403 permission_erro
     const res = await app.inject({ url: '/v1/whoami', remoteAddress: ip, headers: withKey })
     assert.equal(res.statusCode, 403, ip)
     assert.deepEqual(res.json(), {
-      error: { message: 'Requests from this address are not allowed.', type: 'permission_error', code: 'llmproxy_ip_denied' },
+      error: { message: 'Requests from this address are not allowed.', type: 'permission_error', param: null, code: 'llmproxy_ip_denied' },
     })
   }
   assert.equal(rejections.length, 4)

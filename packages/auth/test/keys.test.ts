@@ -98,7 +98,9 @@ test('unknown key: 401 llmproxy_invalid_api_key, the key not echoed, emitReject 
   const res = await app.inject({ url: '/v1/whoami', headers: { authorization: 'Bearer sk-not-a-real-key-123' } })
   assert.equal(res.statusCode, 401)
   assert.equal(res.headers['www-authenticate'], 'Bearer realm="llmproxy"')
-  assert.deepEqual(res.json(), { error: { message: 'Invalid API key.', type: 'authentication_error', code: 'llmproxy_invalid_api_key' } })
+  assert.deepEqual(res.json(), {
+    error: { message: 'Invalid API key.', type: 'authentication_error', param: null, code: 'llmproxy_invalid_api_key' },
+  })
   assert.ok(!res.body.includes('sk-not-a-real-key-123'))
   assert.deepEqual(rejections, [{ reason: 'auth', keyId: null, statusCode: 401 }])
 })

@@ -136,7 +136,9 @@ for (const [name, resolveKey] of [
     for (let i = 0; i < 2; i++) {
       const res = await app.inject({ url: '/v1/whoami', headers: { 'x-api-key': STORE_KEY } })
       assert.equal(res.statusCode, 500)
-      assert.deepEqual(res.json(), { error: { message: 'Internal gateway error.', type: 'server_error', code: 'llmproxy_internal_error' } })
+      assert.deepEqual(res.json(), {
+        error: { message: 'Internal gateway error.', type: 'server_error', param: null, code: 'llmproxy_internal_error' },
+      })
       assert.ok(!res.body.includes(STORE_KEY))
     }
     const all = capture.lines.join('\n')

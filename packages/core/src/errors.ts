@@ -49,9 +49,8 @@ export class LlmProxyError extends Error {
   }
 
   toJSON(): ErrorBody {
-    const body: ErrorBody = { error: { message: this.message, type: this.type, code: this.code } }
-    if (this.param !== undefined) body.error.param = this.param
-    return body
+    // OpenAI's own shape: `param` is null when the error is about no one field.
+    return { error: { message: this.message, type: this.type, param: this.param ?? null, code: this.code } }
   }
 }
 

@@ -127,7 +127,9 @@ test('a failing collector answers 500 in the OpenAI error shape', async (t) => {
   })
   const res = await app.inject('/metrics')
   assert.equal(res.statusCode, 500)
-  assert.deepEqual(res.json(), { error: { message: 'Internal gateway error.', type: 'server_error', code: 'llmproxy_internal_error' } })
+  assert.deepEqual(res.json(), {
+    error: { message: 'Internal gateway error.', type: 'server_error', param: null, code: 'llmproxy_internal_error' },
+  })
 })
 
 test('works with core registered by the app first, and next to a host app fastify-metrics', async (t) => {

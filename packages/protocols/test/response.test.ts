@@ -296,7 +296,7 @@ test('upstream errors → OpenAI SDK errors of the right class, with the upstrea
   assert.equal(quota.type, 'rate_limit_error')
   // Google's OpenAI-compatible endpoint wraps errors in an array.
   assert.deepEqual(convertUpstreamError('gemini', 'openai', 400, `[${GEMINI_QUOTA}]`), {
-    error: { message: 'Quota exceeded.', type: 'invalid_request_error', code: 'RESOURCE_EXHAUSTED' },
+    error: { message: 'Quota exceeded.', type: 'invalid_request_error', param: null, code: 'RESOURCE_EXHAUSTED' },
   })
 })
 
@@ -365,7 +365,7 @@ test('upstream error bodies in no known shape are quoted; TGI errors are read', 
     error: { type: 'api_error', message: 'The upstream answered HTTP 502: <html>Bad Gateway</html>' },
   })
   assert.deepEqual(convertUpstreamError('gemini', 'openai', 500, ''), {
-    error: { message: 'The upstream answered HTTP 500 with no body.', type: 'server_error', code: null },
+    error: { message: 'The upstream answered HTTP 500 with no body.', type: 'server_error', param: null, code: null },
   })
   assert.deepEqual(
     convertUpstreamError(

@@ -291,7 +291,7 @@ test('in-band errors in each client format end the stream without its terminator
   const openai = createEncoder('openai', { model: 'm' })
   assert.equal(
     openai.error(failure),
-    'data: {"error":{"message":"upstream died","type":"upstream_error","code":"llmproxy_upstream_error"}}\n\n',
+    'data: {"error":{"message":"upstream died","type":"upstream_error","param":null,"code":"llmproxy_upstream_error"}}\n\n',
   )
   const anthropic = createEncoder('anthropic', { model: 'm' })
   assert.equal(anthropic.error(failure), 'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"upstream died"}}\n\n')

@@ -59,6 +59,7 @@ const ErrorBodySchema = Type.Object(
     error: Type.Object({
       message: Type.String(),
       type: Type.String(),
+      param: Nullable(Type.String()),
       code: Type.String(),
     }),
   },

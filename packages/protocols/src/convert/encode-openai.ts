@@ -104,7 +104,7 @@ export class OpenAiEncoder implements StreamEncoder {
   }
 
   error(error: ClientError): string {
-    return `data: ${JSON.stringify({ error: { message: error.message, type: error.type, code: error.code } })}\n\n`
+    return `data: ${JSON.stringify({ error: { message: error.message, type: error.type, param: null, code: error.code } })}\n\n`
   }
 
   keepAlive(): string {

@@ -79,7 +79,7 @@ export function geminiStatus(status: number): string {
 export function clientErrorBody(client: ApiFamily, status: number, message: string, code: string | undefined): Json {
   switch (client) {
     case 'openai':
-      return { error: { message, type: openAiErrorType(status), code: code ?? null } }
+      return { error: { message, type: openAiErrorType(status), param: null, code: code ?? null } }
     case 'anthropic':
       return { type: 'error', error: { type: anthropicErrorType(status), message } }
     case 'gemini':
