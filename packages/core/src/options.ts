@@ -17,6 +17,18 @@ export class ConfigError extends Error {
 
 /** An HTTP header name (RFC 9110 token), as Node.js accepts it. */
 const HEADER_NAME = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/
+/** Headers of the connection or the message framing, which undici sets itself (and refuses to be given). */
+const CONNECTION_HEADERS = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'upgrade',
+  'expect',
+  'transfer-encoding',
+  'content-length',
+  'te',
+  'trailer',
+])
 /** What Node.js refuses in a header value (it throws on every request that would send it). */
 const NOT_IN_HEADER_VALUE = /[^\t\x20-\x7e\x80-\xff]/
 
@@ -34,6 +46,8 @@ export function headerProblems(headers: Record<string, string> | undefined, path
   for (const [name, value] of Object.entries(headers ?? {})) {
     const at = `${path}/${name.replaceAll('~', '~0').replaceAll('/', '~1')}`
     if (!HEADER_NAME.test(name)) problems.push({ path: at, message: 'not a valid HTTP header name' })
+    else if (CONNECTION_HEADERS.has(name.toLowerCase()))
+      problems.push({ path: at, message: 'set by the HTTP client for each request, not here' })
     const valueProblem = headerValueProblem(value)
     if (valueProblem !== null) problems.push({ path: at, message: valueProblem })
   }

@@ -144,6 +144,11 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       this.fail('timeout', errors.upstreamTimeout('The upstream did not answer in time.', { cause: error }))
     } else if (code === 'UND_ERR_CONNECT_TIMEOUT') {
       this.fail('timeout', errors.upstreamTimeout('Connecting to the upstream timed out.', { cause: error }))
+    } else if (code === 'UND_ERR_NOT_SUPPORTED' || code === 'UND_ERR_INVALID_ARG') {
+      // undici would not build the request (a header it cannot send): the request's fault, not the upstream's.
+      const refused = errors.invalidRequest(`The request cannot be forwarded: ${error.message}.`, { cause: error })
+      this.abort(refused)
+      this.call.onAttemptRefused(this, refused)
     } else if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH') {
       this.fail('connect', errors.upstreamUnavailable('The upstream refused the connection.', { cause: error }))
     } else {
@@ -167,7 +172,10 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       return
     }
     const planner = call.planner
-    if (this.prefill && status >= 400 && status < 500 && status !== 429) {
+    if (status < 400) {
+      // A redirect is no answer to an LLM request (and its Location may name a host the client must not see).
+      this.fail('status', errors.upstreamFailed(`The upstream answered ${status} (a redirect), not an answer.`), status)
+    } else if (this.prefill && status >= 400 && status < 500 && status !== 429) {
       // The upstream refuses a prefill: the call replays the request instead (this is no failure of the upstream's).
       this.fail('prefill', errors.upstreamFailed(`The upstream refused the continuation prefill (${status}).`), status)
     } else if ((planner.retryable('status', status) && planner.canRetry()) || call.client.committed) {

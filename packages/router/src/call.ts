@@ -179,6 +179,12 @@ export class ProxyCall implements CallHost {
     else this.fail(error)
   }
 
+  /** The request itself cannot be sent (undici refused to build it): no upstream is at fault, none is tried again. */
+  onAttemptRefused(attempt: UpstreamAttempt, error: LlmProxyError): void {
+    attempt.release({ ok: false, kind: 'aborted' })
+    if (!this.finished) this.fail(error)
+  }
+
   /** The attempt reached the commit point: it succeeded, as far as failover is concerned. */
   onCommitted(attempt: UpstreamAttempt): void {
     this.continuation?.stopWaiting()

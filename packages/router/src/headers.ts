@@ -4,12 +4,16 @@ import type { Upstream } from '@llmproxy/upstreams'
 
 /**
  * Request headers that never reach an upstream: hop-by-hop headers (RFC 9110 §7.6.1; reply-from
- * already drops `connection` and the headers it names), the client's own credentials (the upstream
- * gets its configured key instead), and accept-encoding (the gateway reads usage from the body, so
- * upstreams answer uncompressed; the client gets the same bytes, which are small and streamed).
+ * already drops `connection` and the headers it names), `expect` (Node answered the client's
+ * `100-continue` already; undici refuses to send it), the client's own credentials (the upstream
+ * gets its configured key instead), the provider account selectors (which organisation or project
+ * the operator's key bills is the operator's choice: set them in the upstream's `headers`), and
+ * accept-encoding (the gateway reads usage from the body, so upstreams answer uncompressed; the
+ * client gets the same bytes, which are small and streamed).
  */
 const DROPPED_REQUEST_HEADERS = [
   'keep-alive',
+  'expect',
   'proxy-connection',
   'proxy-authorization',
   'proxy-authenticate',
@@ -22,6 +26,9 @@ const DROPPED_REQUEST_HEADERS = [
   'api-key',
   'x-goog-api-key',
   'cookie',
+  'openai-organization',
+  'openai-project',
+  'x-goog-user-project',
   'accept-encoding',
   'forwarded',
   'x-forwarded-for',
@@ -40,7 +47,11 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, upstream: U
   return headers
 }
 
-/** Response headers not passed back to the client (hop-by-hop, and what the gateway recomputes). */
+/**
+ * Response headers not passed back to the client: hop-by-hop, what the gateway recomputes, and what would act on
+ * the gateway's own origin or the client's session with it (cookies, HSTS, Alt-Svc, CORS, the upstream's
+ * authentication challenges).
+ */
 const DROPPED_RESPONSE_HEADERS = new Set([
   'connection',
   'keep-alive',
@@ -54,6 +65,18 @@ const DROPPED_RESPONSE_HEADERS = new Set([
   'x-request-id',
   'openai-organization',
   'openai-project',
+  'set-cookie',
+  'strict-transport-security',
+  'alt-svc',
+  'www-authenticate',
+  'proxy-authenticate',
+  'content-security-policy',
+  'access-control-allow-origin',
+  'access-control-allow-credentials',
+  'access-control-allow-headers',
+  'access-control-allow-methods',
+  'access-control-expose-headers',
+  'access-control-max-age',
 ])
 
 /**

@@ -47,6 +47,7 @@ export interface CallHost {
   /** The attempt in progress, or the last one. */
   readonly attempt: AttemptView | null
   onAttemptFailed(attempt: AttemptView, kind: FailureKind, error: LlmProxyError, status?: number, retryAfter?: number): void
+  onAttemptRefused(attempt: AttemptView, error: LlmProxyError): void
   onCommitted(attempt: AttemptView): void
   onStreamEnd(attempt: AttemptView, error: LlmProxyError | null): void
   onJsonFailed(error: LlmProxyError): void

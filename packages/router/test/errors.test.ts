@@ -85,18 +85,43 @@ describe('credentials and headers', () => {
       'keep-alive: timeout=5',
       'proxy-authorization: Basic Zm9vOmJhcg==',
       'te: trailers',
+      'openai-organization: org-chosen-by-the-client',
+      'openai-project: proj-chosen-by-the-client',
+      'x-goog-user-project: chosen-by-the-client',
       'x-custom: kept',
     ].join('\r\n')
     const response = await rawExchange(h.url, `${head}\r\n\r\n${body}`)
     assert.match(response, /^HTTP\/1\.1 200/)
     const seen = h.mock.requests[0]?.headers ?? {}
     assert.equal(seen.authorization, 'Bearer sk-upstream-secret')
-    for (const name of ['x-api-key', 'api-key', 'cookie', 'x-hop-secret', 'keep-alive', 'proxy-authorization', 'te']) {
+    const dropped = ['x-api-key', 'api-key', 'cookie', 'x-hop-secret', 'keep-alive', 'proxy-authorization', 'te']
+    // Which organisation or project the operator's key bills is not the client's to choose.
+    dropped.push('openai-organization', 'openai-project', 'x-goog-user-project')
+    for (const name of dropped) {
       assert.equal(seen[name], undefined, `${name} reached the upstream`)
     }
     assert.ok(!JSON.stringify(seen).includes('sk-client-secret'))
     assert.equal(seen['x-custom'], 'kept')
     assert.equal(seen['accept-encoding'], 'identity', "the client's accept-encoding is not passed on; upstreams are asked for plain bytes")
+  })
+
+  test('a body sent with "Expect: 100-continue" (curl does above 1 MB) is answered, and the upstream is not blamed', async () => {
+    h.mock.reset()
+    const body = chat()
+    const head = [
+      'POST /v1/chat/completions HTTP/1.1',
+      `host: ${new URL(h.url).host}`,
+      'content-type: application/json',
+      `content-length: ${Buffer.byteLength(body)}`,
+      'expect: 100-continue',
+      'connection: close',
+    ].join('\r\n')
+    for (let i = 0; i < 3; i++) {
+      const response = await rawExchange(h.url, `${head}\r\n\r\n${body}`)
+      assert.match(response, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /, response.slice(0, 300))
+    }
+    assert.equal(h.mock.requests.length, 3)
+    assert.equal(h.mock.requests[0]?.headers.expect, undefined)
   })
 
   test('the request id is returned to the client and sent upstream', async () => {

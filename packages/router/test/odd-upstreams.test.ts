@@ -350,3 +350,52 @@ test('an Anthropic stream that ends cleanly after its end_turn but without messa
   assert.equal(text, 'lorem ipsum ')
   assert.equal(finish, 'stop')
 })
+
+test("the upstream's cookies, HSTS, Alt-Svc, CORS and auth challenges do not reach the client; its other headers do", async () => {
+  script = (_req, res) => {
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'set-cookie': '__cf_bm=upstream; path=/',
+      'strict-transport-security': 'max-age=31536000',
+      'alt-svc': 'h3=":443"',
+      'access-control-allow-origin': '*',
+      'www-authenticate': 'Bearer',
+      'x-upstream-note': 'kept',
+    })
+    res.end(
+      JSON.stringify({
+        id: 'c',
+        object: 'chat.completion',
+        created: 1,
+        model: 'm',
+        choices: [{ index: 0, message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }],
+      }),
+    )
+  }
+  const { data, response } = await openai()
+    .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }] })
+    .withResponse()
+  assert.equal(data.choices[0]?.message.content, 'hi')
+  for (const name of ['set-cookie', 'strict-transport-security', 'alt-svc', 'access-control-allow-origin', 'www-authenticate']) {
+    assert.equal(response.headers.get(name), null, `${name} reached the client`)
+  }
+  assert.equal(response.headers.get('x-upstream-note'), 'kept')
+})
+
+test("an upstream's redirect is an upstream error, its Location not passed on", async () => {
+  script = (_req, res) => {
+    res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data/', 'set-cookie': 'a=b' })
+    res.end()
+  }
+  const error = await openai()
+    .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }] })
+    .then(
+      () => assert.fail('a redirect answered as a success'),
+      (err: unknown) => err,
+    )
+  assert.ok(error instanceof OpenAI.APIError, String(error))
+  assert.equal(error.status, 502)
+  assert.equal(error.code, 'llmproxy_upstream_error')
+  assert.equal(error.headers.get('location'), null)
+  assert.doesNotMatch(error.message, /169\.254/)
+})

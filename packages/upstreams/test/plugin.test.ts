@@ -116,7 +116,7 @@ describe('plugin', () => {
           url: 'http://u:s3/cr#et@bad host',
           protocol: 'openai',
           apiKey: 'sk-…',
-          headers: { 'x team': 'a', 'x-org~id': 'line\nbreak' },
+          headers: { 'x team': 'a', 'x-org~id': 'line\nbreak', Expect: '100-continue' },
         },
       ],
       passive: { baseEjectionMs: 10_000, maxEjectionMs: 5000 },
@@ -132,6 +132,8 @@ describe('plugin', () => {
       '/upstreams/5/apiKey: has a character an HTTP header cannot carry (U+2026 at index 3)',
       '/upstreams/5/headers/x team: not a valid HTTP header name',
       '/upstreams/5/headers/x-org~0id: has a character an HTTP header cannot carry (U+000A at index 4)',
+      // undici refuses to send it: every request to the upstream would fail.
+      '/upstreams/5/headers/Expect: set by the HTTP client for each request, not here',
       '/passive/maxEjectionMs: must be >= baseEjectionMs',
     ])
     assert.deepEqual(await registrationProblems({}), [': must have required properties upstreams'])
