@@ -392,10 +392,13 @@ test('reasoning reaches OpenAI clients as reasoning_content; opaque reasoning ha
   )
     .slice(0, -1)
     .map((event) => JSON.parse(event.data).choices[0]?.delta)
-  assert.deepEqual(chunks.slice(1, 4), [
+  assert.deepEqual(chunks.slice(1, 6), [
     { reasoning_content: 'think' },
     { tool_calls: [{ index: 0, id: 'toolu_1__sig__sig', type: 'function', function: { name: 'f', arguments: '' } }] },
+    // Calls without arguments get `{}` (the first when the next starts, the last before the finish).
+    { tool_calls: [{ index: 0, function: { arguments: '{}' } }] },
     { tool_calls: [{ index: 1, id: 'toolu_2', type: 'function', function: { name: 'g', arguments: '' } }] },
+    { tool_calls: [{ index: 1, function: { arguments: '{}' } }] },
   ])
 })
 

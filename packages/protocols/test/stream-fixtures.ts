@@ -47,7 +47,7 @@ export const OPENAI_TOOLS_INTERLEAVED: string[] = [
   'data: [DONE]\n\n',
 ]
 
-function anthropicEvent(type: string, body: string): string {
+export function anthropicEvent(type: string, body: string): string {
   return `event: ${type}\ndata: {"type":"${type}",${body}}\n\n`
 }
 

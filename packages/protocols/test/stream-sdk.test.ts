@@ -7,6 +7,7 @@ import OpenAI from 'openai'
 import { type ApiFamily, splitToolCallId } from '../src/index.js'
 import {
   ANTHROPIC_TOOLS,
+  anthropicEvent,
   convertStream,
   fetchReturning,
   GEMINI_TEXT,
@@ -89,6 +90,39 @@ test('Anthropic → OpenAI SDK: text, reasoning, a tool call with parsed argumen
     total_tokens: 212,
     prompt_tokens_details: { cached_tokens: 100, cache_write_tokens: 50 },
   })
+})
+
+test('Anthropic → OpenAI SDK: a call of a tool without parameters has the arguments "{}", as OpenAI sends them', async () => {
+  // Claude streams such a call as one empty input_json_delta: two calls here, the second with arguments.
+  const at = ANTHROPIC_TOOLS.findIndex((event) => event.includes('"tool_use"'))
+  const noArgs = [
+    anthropicEvent('content_block_start', '"index":3,"content_block":{"type":"tool_use","id":"toolu_00","name":"get_time","input":{}}'),
+    anthropicEvent('content_block_delta', '"index":3,"delta":{"type":"input_json_delta","partial_json":""}'),
+    anthropicEvent('content_block_stop', '"index":3'),
+  ]
+  const pieces = [...ANTHROPIC_TOOLS.slice(0, at), ...noArgs, ...ANTHROPIC_TOOLS.slice(at)].map((event) =>
+    event.replaceAll('"index":2', '"index":4'),
+  )
+  const writes = convertStream('anthropic', 'openai', pieces, { model: 'gpt-4o', includeUsage: true })
+  // A strict tool: the SDK's helper parses every call's arguments (it threw on "").
+  const stream = openAiClient(writes).chat.completions.stream({
+    model: 'gpt-4o',
+    messages: [{ role: 'user', content: 'hi' }],
+    tools: [
+      {
+        type: 'function',
+        function: { name: 'get_time', strict: true, parameters: { type: 'object', properties: {}, additionalProperties: false } },
+      },
+    ],
+  })
+  const calls = (await stream.finalChatCompletion()).choices[0]?.message.tool_calls ?? []
+  assert.deepEqual(
+    calls.map((call) => (call.type === 'function' ? [call.function.name, call.function.arguments] : null)),
+    [
+      ['get_time', '{}'],
+      ['get_weather', '{"city":"Paris"}'],
+    ],
+  )
 })
 
 test('Gemini → OpenAI SDK: the function call keeps its thought signature in its id; reasoning tokens are reported', async () => {

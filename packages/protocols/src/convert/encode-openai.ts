@@ -34,6 +34,8 @@ export class OpenAiEncoder implements StreamEncoder {
   private toolsSeen = 0
   /** A reasoning signature the client has no field for, carried in the next tool call's id. */
   private signature: string | undefined
+  /** Client indexes of tool calls with no arguments yet: OpenAI sends `{}` for none, not `""` (clients parse it). */
+  private toolsWithoutArgs: number[] = []
 
   constructor(opts: EncoderOptions, resume?: EncoderResume) {
     const id = opts.id ?? `chatcmpl-${randomHex()}`
@@ -62,7 +64,7 @@ export class OpenAiEncoder implements StreamEncoder {
       case 'finish':
         if (this.finished) return ''
         this.finished = true
-        return this.opening() + this.finishChunk(event.reason)
+        return this.opening() + this.emptyArgs() + this.finishChunk(event.reason)
       case 'error':
         // The router decides: continue on another upstream, or end with error().
         return ''
@@ -79,14 +81,19 @@ export class OpenAiEncoder implements StreamEncoder {
         if (index >= this.toolsSeen) this.toolsSeen = index + 1
         const id = toolCallIdWithSignature(event.id, event.signature ?? this.signature)
         this.signature = undefined
-        return this.chunk(
+        // The SDKs take a call as done when the next one starts: the one before gets its `{}` first.
+        const before = this.emptyArgs()
+        this.toolsWithoutArgs.push(index)
+        return before + this.chunk(
           `{"tool_calls":[{"index":${index},"id":${JSON.stringify(id)},"type":"function","function":{"name":${JSON.stringify(event.name)},"arguments":""}}]}`,
         )
       }
-      case 'tool_args':
-        return this.chunk(
-          `{"tool_calls":[{"index":${event.index + this.toolOffset},"function":{"arguments":${JSON.stringify(event.json)}}}]}`,
-        )
+      case 'tool_args': {
+        if (event.json === '') return ''
+        const index = event.index + this.toolOffset
+        if (this.toolsWithoutArgs.length > 0) this.toolsWithoutArgs = this.toolsWithoutArgs.filter((waiting) => waiting !== index)
+        return this.chunk(`{"tool_calls":[{"index":${index},"function":{"arguments":${JSON.stringify(event.json)}}}]}`)
+      }
       case 'redacted_reasoning':
         // OpenAI has no field for opaque reasoning.
         return ''
@@ -97,7 +104,7 @@ export class OpenAiEncoder implements StreamEncoder {
     let out = this.opening()
     if (!this.finished) {
       this.finished = true
-      out += this.finishChunk('stop')
+      out += this.emptyArgs() + this.finishChunk('stop')
     }
     if (this.includeUsage) out += `${this.usageHead}${JSON.stringify(toOpenAiUsage(this.usage.total()))}}\n\n`
     return out + DONE
@@ -120,6 +127,15 @@ export class OpenAiEncoder implements StreamEncoder {
   /** A chunk with one delta (after the role chunk when none went out yet). */
   private chunk(delta: string): string {
     return `${this.opening()}${this.head}${delta}${CHOICE_END}`
+  }
+
+  /** `{}` as the arguments of the tool calls that got none (a call of a tool without parameters). */
+  private emptyArgs(): string {
+    let out = ''
+    for (const index of this.toolsWithoutArgs)
+      out += `${this.head}{"tool_calls":[{"index":${index},"function":{"arguments":"{}"}}]}${CHOICE_END}`
+    this.toolsWithoutArgs.length = 0
+    return out
   }
 
   private finishChunk(reason: FinishReason): string {
