@@ -213,3 +213,26 @@ test('Claude Code on a vLLM pool: thinking, parallel tool use, a tool result, an
     ],
   )
 })
+
+test("a client's prefill (a final assistant turn) is continued on vLLM, as Claude continues it: vLLM is asked to", async () => {
+  gw.reset()
+  const message = await anthropicClient(gw.url).messages.create(
+    {
+      model: MODEL,
+      max_tokens: 100,
+      messages: [
+        { role: 'user', content: 'Say it.' },
+        { role: 'assistant', content: 'lorem ipsum' },
+      ],
+    },
+    { headers: behave({ tokens: 4 }) },
+  )
+  const sent = upstreamBody(gw.mocks.vllm as MockUpstream)
+  assert.equal(sent.continue_final_message, true)
+  assert.equal(sent.add_generation_prompt, false)
+  assert.deepEqual((sent.messages as ChatMessage[]).at(-1), { role: 'assistant', content: 'lorem ipsum' })
+  // The mock continues a final assistant message only when asked, as vLLM does (unasked, it answers anew: the
+  // whole "lorem ipsum dolor sit "): the answer is the rest of the prefilled one.
+  assert.equal(message.stop_reason, 'end_turn')
+  assert.equal(message.content[0]?.type === 'text' && message.content[0].text, ' dolor sit ')
+})

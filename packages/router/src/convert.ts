@@ -39,10 +39,11 @@ export function convertedRequest(
   upstreamModel: string,
   stream: boolean,
   defaultMaxTokens: number,
+  continueFinalMessage = false,
 ): ConvertedRequest {
   let converted: Record<string, unknown>
   try {
-    converted = convertRequest(client, upstream, body, { upstreamModel, stream, defaultMaxTokens })
+    converted = convertRequest(client, upstream, body, { upstreamModel, stream, defaultMaxTokens, continueFinalMessage })
   } catch (err) {
     // A wrong field is the client's own mistake, whichever the upstream; the rest is what the upstream cannot take.
     if (err instanceof InvalidFieldError) throw errors.invalidRequest(err.message, { param: err.param })

@@ -91,7 +91,9 @@ export function upstreamRequest(
       prefill: false,
     }
   }
-  const converted = convertedRequest(client.family, api, body, upstreamModel, stream, settings.defaultMaxTokens)
+  // A client's prefill on vLLM: continued only when asked (else vLLM closes the turn and starts a new one).
+  const continueFinal = upstream.protocol === 'vllm' && upstream.prefill
+  const converted = convertedRequest(client.family, api, body, upstreamModel, stream, settings.defaultMaxTokens, continueFinal)
   return {
     endpoint: converted.endpoint,
     path: converted.path,

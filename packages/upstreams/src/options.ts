@@ -36,7 +36,7 @@ export const UpstreamConfigSchema = Type.Object(
     prefill: Type.Optional(
       Type.Boolean({
         description:
-          'Continue a cut stream here by sending its text as a final assistant turn (Anthropic, Gemini, vLLM continue_final_message). Default: true for vllm, anthropic and gemini; false for openai and tgi, which get the request replayed instead.',
+          'Continue a cut stream here by sending its text as a final assistant turn (Anthropic, Gemini, vLLM continue_final_message); on vllm, a converted request ending with an assistant turn (a client prefill) is continued too. Default: true for vllm, anthropic and gemini; false for openai and tgi, which get the request replayed instead.',
       }),
     ),
   },

@@ -279,7 +279,12 @@ function parseResponseFormat(value: unknown): ResponseFormat | undefined {
 }
 
 export function renderOpenAI(req: ChatRequest, opts: RequestConversion): JsonObject {
-  const out: JsonObject = { model: opts.upstreamModel, messages: renderMessages(req) }
+  const messages = renderMessages(req)
+  const out: JsonObject = { model: opts.upstreamModel, messages }
+  if (opts.continueFinalMessage === true && messages.at(-1)?.role === 'assistant') {
+    out.continue_final_message = true
+    out.add_generation_prompt = false
+  }
   if (opts.stream) {
     out.stream = true
     // The gateway meters usage from the final usage chunk.

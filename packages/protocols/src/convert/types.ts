@@ -125,6 +125,11 @@ export interface RequestConversion {
   stream: boolean
   /** Anthropic upstreams require `max_tokens`: used when the client sent no cap. */
   defaultMaxTokens: number
+  /**
+   * The OpenAI-compatible upstream continues a final assistant message when asked (vLLM's `continue_final_message`):
+   * a request ending with one (the client's prefill) asks for it, as Anthropic and Gemini continue one unasked.
+   */
+  continueFinalMessage?: boolean
 }
 
 /** What cannot be represented on the target: a 400 in the client's format naming the field. */
