@@ -107,6 +107,33 @@ test("models.list() of each SDK reads the gateway's models in its own API's shap
   )
 })
 
+test("models.retrieve() / models.get() of each SDK read one model in its own API's shape; an unknown one is its 404", async () => {
+  const id = LISTED[0] as string
+  const openaiModel = await openaiClient(gw.url).models.retrieve(id)
+  assert.deepEqual([openaiModel.id, openaiModel.object], [id, 'model'])
+  const anthropicModel = await anthropicClient(gw.url).models.retrieve(id)
+  assert.deepEqual([anthropicModel.type, anthropicModel.id], ['model', id])
+  const geminiModel = await geminiClient(gw.url).models.get({ model: id })
+  assert.equal(geminiModel.name, `models/${id}`)
+
+  await assert.rejects(openaiClient(gw.url).models.retrieve('no-such-model'), (err: unknown) => {
+    assert.ok(err instanceof OpenAI.NotFoundError)
+    assert.equal(err.code, 'model_not_found')
+    return true
+  })
+  // In Anthropic's error shape, which the SDK reads its error type from.
+  await assert.rejects(anthropicClient(gw.url).models.retrieve('no-such-model'), (err: unknown) => {
+    assert.ok(err instanceof Anthropic.NotFoundError)
+    assert.equal((err.error as { error?: { type?: string } }).error?.type, 'not_found_error')
+    return true
+  })
+  await assert.rejects(geminiClient(gw.url).models.get({ model: 'no-such-model' }), (err: unknown) => {
+    assert.ok(err instanceof ApiError)
+    assert.equal(err.status, 404)
+    return true
+  })
+})
+
 // ── Anthropic token counting ────────────────────────────────────────────────────────────────────
 
 const COUNT_BODY = {

@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http'
 import { type Protocol, toLlmProxyError } from '@llmproxy/core'
 import type { FastifyReply } from 'fastify'
 import { anthropic } from './anthropic.js'
@@ -19,13 +20,15 @@ export function wireOfProtocol(protocol: Protocol): WireFormat {
 }
 
 /**
- * The API a client request speaks, from its URL alone: what errors answered before routing (auth, limits) are
- * shaped by. Anthropic clients call /v1/messages (and /v1/messages/count_tokens), Gemini clients /v1beta/…;
- * everything else is OpenAI-shaped.
+ * The API a client request speaks, from its URL: what errors answered before routing (auth, limits) are shaped by.
+ * Anthropic clients call /v1/messages (and /v1/messages/count_tokens), Gemini clients /v1beta/…; /v1/models is
+ * both OpenAI's and Anthropic's, whose clients send `anthropic-version` (`headers`, when known); everything else
+ * is OpenAI-shaped.
  */
-export function clientApiOf(url: string): ApiFamily {
+export function clientApiOf(url: string, headers?: IncomingHttpHeaders): ApiFamily {
   if (url.startsWith('/v1beta/')) return 'gemini'
   if (url.startsWith('/v1/messages')) return 'anthropic'
+  if (headers?.['anthropic-version'] !== undefined && url.startsWith('/v1/models')) return 'anthropic'
   return 'openai'
 }
 
@@ -62,5 +65,5 @@ export function sendError(reply: FastifyReply, error: unknown): FastifyReply {
   return reply
     .code(err.statusCode)
     .type('application/json; charset=utf-8')
-    .send(wireOf(clientApiOf(reply.request.url)).errorBody(err))
+    .send(wireOf(clientApiOf(request.url, request.headers)).errorBody(err))
 }

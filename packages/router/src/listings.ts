@@ -1,38 +1,44 @@
 import type { ModelTable } from './models.js'
 
-/** GET /v1/models and /v1beta/models, in each client API's shape, built once per model table. */
-export interface ModelListings {
+/** One model as each client API describes it (GET /v1/models/{id}, /v1beta/models/{id}). */
+export interface ModelEntry {
   openai: string
   anthropic: string
   gemini: string
 }
 
+/** GET /v1/models and /v1beta/models, and each model of them, in each client API's shape, built once per model table. */
+export interface ModelListings {
+  openai: string
+  anthropic: string
+  gemini: string
+  byId: Map<string, ModelEntry>
+}
+
 export function modelListings(table: ModelTable): ModelListings {
   const ids = table.listing
+  const openai = ids.map((m) => ({
+    id: m.id,
+    object: 'model',
+    created: 0,
+    owned_by: 'llmproxy',
+    ...(m.aliasOf ? { alias_of: m.aliasOf } : {}),
+  }))
+  const anthropic = ids.map((m) => ({ type: 'model', id: m.id, display_name: m.id, created_at: '1970-01-01T00:00:00Z' }))
+  const gemini = ids.map((m) => ({
+    name: `models/${m.id}`,
+    baseModelId: m.aliasOf ?? m.id,
+    displayName: m.id,
+    supportedGenerationMethods: ['generateContent', 'streamGenerateContent'],
+  }))
+  const byId = new Map<string, ModelEntry>()
+  ids.forEach((m, i) => {
+    byId.set(m.id, { openai: JSON.stringify(openai[i]), anthropic: JSON.stringify(anthropic[i]), gemini: JSON.stringify(gemini[i]) })
+  })
   return {
-    openai: JSON.stringify({
-      object: 'list',
-      data: ids.map((m) => ({
-        id: m.id,
-        object: 'model',
-        created: 0,
-        owned_by: 'llmproxy',
-        ...(m.aliasOf ? { alias_of: m.aliasOf } : {}),
-      })),
-    }),
-    anthropic: JSON.stringify({
-      data: ids.map((m) => ({ type: 'model', id: m.id, display_name: m.id, created_at: '1970-01-01T00:00:00Z' })),
-      has_more: false,
-      first_id: ids[0]?.id ?? null,
-      last_id: ids.at(-1)?.id ?? null,
-    }),
-    gemini: JSON.stringify({
-      models: ids.map((m) => ({
-        name: `models/${m.id}`,
-        baseModelId: m.aliasOf ?? m.id,
-        displayName: m.id,
-        supportedGenerationMethods: ['generateContent', 'streamGenerateContent'],
-      })),
-    }),
+    openai: JSON.stringify({ object: 'list', data: openai }),
+    anthropic: JSON.stringify({ data: anthropic, has_more: false, first_id: ids[0]?.id ?? null, last_id: ids.at(-1)?.id ?? null }),
+    gemini: JSON.stringify({ models: gemini }),
+    byId,
   }
 }

@@ -199,6 +199,20 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       reply.header('x-request-id', request.id)
       return reply.type('application/json; charset=utf-8').send(listings.gemini)
     })
+    // One model (the SDKs' models.retrieve / models.get), in the same shapes; an unknown one is the client's 404.
+    routes.get<{ Params: { model: string } }>('/v1/models/:model', (request, reply) => {
+      const entry = listings.byId.get(request.params.model)
+      if (entry === undefined) return sendError(reply, errors.modelNotFound(request.params.model))
+      reply.header('x-request-id', request.id)
+      const body = request.headers['anthropic-version'] === undefined ? entry.openai : entry.anthropic
+      return reply.type('application/json; charset=utf-8').send(body)
+    })
+    routes.get<{ Params: { target: string } }>(GEMINI_GENERATE.path, (request, reply) => {
+      const entry = listings.byId.get(request.params.target)
+      if (entry === undefined) return sendError(reply, errors.modelNotFound(request.params.target))
+      reply.header('x-request-id', request.id)
+      return reply.type('application/json; charset=utf-8').send(entry.gemini)
+    })
   })
 }
 

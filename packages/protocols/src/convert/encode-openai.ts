@@ -84,8 +84,11 @@ export class OpenAiEncoder implements StreamEncoder {
         // The SDKs take a call as done when the next one starts: the one before gets its `{}` first.
         const before = this.emptyArgs()
         this.toolsWithoutArgs.push(index)
-        return before + this.chunk(
-          `{"tool_calls":[{"index":${index},"id":${JSON.stringify(id)},"type":"function","function":{"name":${JSON.stringify(event.name)},"arguments":""}}]}`,
+        return (
+          before +
+          this.chunk(
+            `{"tool_calls":[{"index":${index},"id":${JSON.stringify(id)},"type":"function","function":{"name":${JSON.stringify(event.name)},"arguments":""}}]}`,
+          )
         )
       }
       case 'tool_args': {
