@@ -45,7 +45,8 @@ export class RedisBackend {
   private closing = false
   private waiters: Array<() => void> = []
   /** The current outage: when it began, the fallbacks count then, what was dropped, replayed and added since. */
-  private outage: { since: number; fallbacks: number; dropped: number; replayed: number; tokens: number } | null = null
+  private outage: { since: number; fallbacks: number; dropped: number; replayed: number; tokens: number; misconfigured: boolean } | null =
+    null
 
   constructor(client: RedisClient, store: RedisStore, ids: UniqueIds, log: FastifyBaseLogger) {
     this.client = client
@@ -69,8 +70,20 @@ export class RedisBackend {
     if (this.closing) return
     this.healthy = false
     if (this.outage === null) {
-      this.outage = { since: Date.now(), fallbacks: this.fallbacks, dropped: 0, replayed: 0, tokens: 0 }
-      this.log.warn({ err }, 'rate-limit: Redis is unreachable; enforcing limits locally (per instance) until it answers again')
+      this.outage = { since: Date.now(), fallbacks: this.fallbacks, dropped: 0, replayed: 0, tokens: 0, misconfigured: false }
+      this.log.warn(
+        { err: withoutArguments(err) },
+        'rate-limit: Redis is unreachable; enforcing limits locally (per instance) until it answers again',
+      )
+    }
+    const wrong = misconfiguration(err)
+    if (wrong !== null && !this.outage.misconfigured) {
+      // Waiting will not mend it: say which setting to fix (once per outage).
+      this.outage.misconfigured = true
+      this.log.error(
+        { err: withoutArguments(err), setting: wrong.setting },
+        `rate-limit: ${wrong.setting}: ${wrong.problem}; limits stay per instance until it is fixed`,
+      )
     }
     this.probeTimer ??= setInterval(() => void this.recover(), PROBE_INTERVAL_MS).unref()
     this.wake()
@@ -196,4 +209,43 @@ export class RedisBackend {
     this.waiters = []
     for (const wake of waiters) wake()
   }
+}
+
+/** Redis errors no wait mends, with the setting that causes them (what `llmproxy check` cannot see: it needs Redis). */
+const MISCONFIGURATIONS: { pattern: RegExp; setting: string; problem: string }[] = [
+  {
+    pattern: /WRONGPASS|NOAUTH|invalid username-password|without any password configured/i,
+    setting: 'redis.password',
+    problem: 'Redis refuses the credentials (redis.username and redis.password, or those of redis.url)',
+  },
+  { pattern: /No such master with that name/i, setting: 'redis.name', problem: 'no Sentinel knows a master of that name' },
+  {
+    pattern: /^MOVED \d+/,
+    setting: 'redis.url',
+    problem: 'this Redis is a node of a Cluster: list the Cluster nodes under redis.cluster instead',
+  },
+  {
+    pattern: /cluster support disabled|Failed to refresh slots cache/i,
+    setting: 'redis.cluster',
+    problem: 'these nodes do not answer as a Redis Cluster (all down, or a single Redis, which goes in redis.url)',
+  },
+]
+
+function misconfiguration(err: unknown): { setting: string; problem: string } | null {
+  const message = err instanceof Error ? err.message : ''
+  if (message === '') return null
+  return MISCONFIGURATIONS.find((known) => known.pattern.test(message)) ?? null
+}
+
+/**
+ * The error without the failed command's arguments, which ioredis attaches (`err.command.args`): for AUTH and
+ * HELLO, the Redis password. Only the command's name is kept.
+ */
+function withoutArguments(err: unknown): unknown {
+  const command = (err as { command?: { name?: unknown } } | undefined)?.command
+  if (!(err instanceof Error) || command === undefined) return err
+  const copy = new Error(err.message)
+  copy.name = err.name
+  copy.stack = err.stack
+  return Object.assign(copy, { command: command.name })
 }

@@ -207,6 +207,20 @@ async function closedPort(): Promise<number> {
   return address.port
 }
 
+test('a Redis that refuses the password: served with local limits, and an error naming redis.password', { skip }, async (t) => {
+  // A user the test Redis does not have (its default user takes any password).
+  const wrong = new URL(REDIS_URL)
+  wrong.username = 'no-such-user'
+  wrong.password = 'not-the-password'
+  const h = await build({ store: 'redis', redis: { url: wrong.href }, perKey: { rpm: 2 } })
+  t.after(() => h.app.close())
+  assert.equal((await chat(h.app, 'x')).statusCode, 200)
+  await until(() => logged(h, 50, /redis\.password: Redis refuses the credentials/) === 1)
+  await settle(600) // reconnections fail the same way meanwhile: still one
+  assert.equal(logged(h, 50, /redis\.password/), 1)
+  assert.ok(!JSON.stringify(h.logs).includes('not-the-password'), 'the password is not logged')
+})
+
 test('Redis unreachable: requests are served with local limits and one warning', async (t) => {
   const port = await closedPort()
   const h = await build({ store: 'redis', redis: { url: `redis://127.0.0.1:${port}` }, perKey: { rpm: 2 } })
