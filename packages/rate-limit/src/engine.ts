@@ -343,7 +343,7 @@ export class RateLimitEngine implements RateLimits {
     const { key, tag, expireAt } = counter
     // Only Redis needs a marker (the memory store has no retried commands to deduplicate).
     const marker = this.shared === null ? '' : markerKey(tag, this.ids.next())
-    return { key, tag, expireAt, store: this.local, marker, reserved: 0, open: false }
+    return { key, tag, expireAt, store: this.local, marker, reserved: 0, reservedAt: 0, open: false }
   }
 
   /** Reserves `amount` on Redis when it is up, else locally (synchronously); the hold remembers where. */
@@ -354,6 +354,7 @@ export class RateLimitEngine implements RateLimits {
 
   private async reserveShared(shared: RedisBackend, hold: Hold, amount: number, limit: number): Promise<CheckResult> {
     const { key, marker, expireAt } = hold
+    const sentAt = Date.now()
     let result: CheckResult
     try {
       result = await shared.store.reserve(key, marker, amount, limit, expireAt)
@@ -368,6 +369,7 @@ export class RateLimitEngine implements RateLimits {
     this.mirror(key, result.value, expireAt)
     if (result.ok) {
       hold.reserved = amount
+      hold.reservedAt = sentAt
       hold.open = true
     }
     return result
@@ -404,7 +406,7 @@ export class RateLimitEngine implements RateLimits {
       const retry = (): Promise<void> => shared.store.settleAgain(key, marker, total, reserved, expireAt)
       if (!shared.healthy) shared.later(retry)
       else {
-        shared.store.settle(key, marker, total, reserved, expireAt).then(
+        shared.store.settle(key, marker, total, reserved, expireAt, hold.reservedAt).then(
           (value) => this.mirror(key, value, expireAt),
           (err: unknown) => {
             shared.down(err)

@@ -26,16 +26,19 @@ return {1, used}
 `
 
 /**
- * KEYS: counter, marker. ARGV: total, reserved, counter expiry, first attempt (1/0). Adds `total - reserved`, once;
- * returns the counter, or -1 when nothing was applied. On a first attempt a missing marker has expired (a request
- * longer than its TTL): the caller's `reserved` is used. On a retry it means the first attempt ran after all.
+ * KEYS: counter, marker. ARGV: total, reserved, counter expiry, attempt (0: a retry, 1: first, 2: first, with the
+ * marker within its TTL). Adds `total - reserved`, once; returns the counter, or -1 when nothing was applied. A
+ * missing marker means, on a retry, that the first attempt ran after all; on a first attempt past the marker's TTL
+ * (a request longer than it), that it expired: the counter still holds the caller's `reserved`; on a first attempt
+ * within its TTL, that Redis lost it (restarted empty, or failed over to a replica that never had it): the counter
+ * lost the reservation too, and only `total` is added (subtracting it would eat other requests' reservations).
  */
 const SETTLE = `
 local reserved = redis.call('GET', KEYS[2])
 if reserved == 'x' then return -1 end
 if not reserved then
-  if ARGV[4] ~= '1' then return -1 end
-  reserved = ARGV[2]
+  if ARGV[4] == '0' then return -1 end
+  reserved = ARGV[4] == '1' and ARGV[2] or '0'
 end
 redis.call('DEL', KEYS[2])
 local value = redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]) - tonumber(reserved))
@@ -46,6 +49,9 @@ end
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return value
 `
+
+/** How much sooner than its TTL a marker is taken as possibly expired (clocks, the reservation's own latency). */
+const MARKER_TTL_MARGIN_MS = 5000
 
 /** KEYS: counter, marker. ARGV: counter expiry, marker TTL. Undoes a reservation whose outcome was unknown, and blocks it if it has not run yet. */
 const CANCEL = `
@@ -133,9 +139,13 @@ export class RedisStore implements LimitStore {
     return { ok: ok === 1, value }
   }
 
-  /** Returns the counter after it, or null when the reservation was already settled (or cancelled). */
-  async settle(key: string, marker: string, total: number, reserved: number, expireAt: number): Promise<number | null> {
-    return counterOrNull(await this.redis.llmproxySettle(key, marker, total, reserved, expireAt, 1))
+  /**
+   * Returns the counter after it, or null when the reservation was already settled (or cancelled). `reservedAt`
+   * (epoch ms, when the reservation was sent): whether its marker may have expired (0: unknown, assume it may).
+   */
+  async settle(key: string, marker: string, total: number, reserved: number, expireAt: number, reservedAt = 0): Promise<number | null> {
+    const markerLives = reservedAt > 0 && Date.now() - reservedAt < this.markerTtlMs - MARKER_TTL_MARGIN_MS
+    return counterOrNull(await this.redis.llmproxySettle(key, marker, total, reserved, expireAt, markerLives ? 2 : 1))
   }
 
   /** A settle retried after a failed attempt: applies only if the first attempt never ran. */

@@ -17,6 +17,8 @@ export interface Hold extends Counter {
   /** Names this reservation in Redis, so that it is settled or cancelled exactly once. */
   marker: string
   reserved: number
+  /** When the reservation was sent to Redis (epoch ms; 0 when local): whether its marker can have expired. */
+  reservedAt: number
   /** Reserved and not settled yet. */
   open: boolean
 }

@@ -179,6 +179,13 @@ test('markers: a settle applies once, a cancel undoes a reservation (and blocks 
   await store.reserve(t1, 'm:{key:m}:c', 100, 1000, exp)
   await client.del('m:{key:m}:c')
   assert.equal(await store.settle(t1, 'm:{key:m}:c', 60, 100, exp), 100)
+  // One that Redis lost (restarted empty) while it ran: the counter lost its reservation too; another request's
+  // reservation made since is kept whole, and only what the lost one used is added (50 + 60, not 50 + 60 - 100).
+  const sentAt = Date.now()
+  await store.reserve(t1, 'm:{key:m}:c2', 100, 1000, exp)
+  await client.del(t1, 'm:{key:m}:c2')
+  await store.reserve(t1, 'm:{key:m}:c3', 50, 1000, exp)
+  assert.equal(await store.settle(t1, 'm:{key:m}:c2', 60, 100, exp, sentAt), 110)
 
   const q = 'q:{key:m}:2025-01'
   // Cancelled before it runs (a stalled Redis runs it later): it then does nothing.
