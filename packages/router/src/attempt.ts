@@ -175,6 +175,9 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     if (status < 400) {
       // A redirect is no answer to an LLM request (and its Location may name a host the client must not see).
       this.fail('status', errors.upstreamFailed(`The upstream answered ${status} (a redirect), not an answer.`), status)
+    } else if (status === 401 || status === 403) {
+      // The upstream refuses the gateway's own credential: passed on, it would tell the client its key is wrong.
+      this.fail('status', errors.upstreamFailed(`The upstream refused the gateway's credential for it (${status}).`), status)
     } else if (this.prefill && status >= 400 && status < 500 && status !== 429) {
       // The upstream refuses a prefill: the call replays the request instead (this is no failure of the upstream's).
       this.fail('prefill', errors.upstreamFailed(`The upstream refused the continuation prefill (${status}).`), status)

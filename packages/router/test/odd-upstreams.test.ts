@@ -399,3 +399,27 @@ test("an upstream's redirect is an upstream error, its Location not passed on", 
   assert.equal(error.headers.get('location'), null)
   assert.doesNotMatch(error.message, /169\.254/)
 })
+
+test("an upstream refusing the gateway's credential (401, 403) is a 502, not the client's own key refused", async () => {
+  for (const status of [401, 403]) {
+    script = (_req, res) => {
+      res.writeHead(status, { 'content-type': 'application/json', 'www-authenticate': 'Bearer' })
+      res.end(
+        JSON.stringify({
+          error: { message: 'Incorrect API key provided: sk-op…abcd.', type: 'invalid_request_error', code: 'invalid_api_key' },
+        }),
+      )
+    }
+    const error = await openai()
+      .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }] })
+      .then(
+        () => assert.fail('answered as a success'),
+        (err: unknown) => err,
+      )
+    // An AuthenticationError would tell the user to fix a key they cannot fix (the gateway's own for the upstream).
+    assert.ok(error instanceof OpenAI.InternalServerError, `${status}: ${String(error)}`)
+    assert.equal(error.status, 502)
+    assert.equal(error.code, 'llmproxy_upstream_error')
+    assert.doesNotMatch(error.message, /sk-op/)
+  }
+})
