@@ -262,8 +262,6 @@ describe('4xx answers: not retried; context_length_exceeded goes to the fallback
 
   for (const [status, code] of [
     [400, 'invalid_value'],
-    [401, 'invalid_api_key'],
-    [403, 'forbidden'],
     [404, 'model_not_found'],
     [422, 'unprocessable'],
   ] as const) {
@@ -282,6 +280,25 @@ describe('4xx answers: not retried; context_length_exceeded goes to the fallback
       await eventually(() => c.records.length === 1, 2000, 'usage record')
       assert.equal(c.records[0]?.status, status)
       assert.equal(c.records[0]?.attempts, 1)
+      assert.equal(c.records[0]?.completionTokens, 0, 'an error is not billed')
+    })
+  }
+
+  for (const [status, code] of [
+    [401, 'invalid_api_key'],
+    [403, 'forbidden'],
+  ] as const) {
+    test(`${status} ${code} (the gateway's credential refused) → 502, not the client's key refused; not retried`, async () => {
+      c.reset()
+      always(c.mock('a'), { status, errorCode: code })
+      const res = await send(c.url, chatBody('small'))
+      assert.equal(res.status, 502)
+      assert.equal(errorOf(res).code, 'llmproxy_upstream_error')
+      assert.match(errorOf(res).message, new RegExp(`refused the gateway's credential for it \\(${status}\\)`))
+      assert.equal(generations(c.mock('a')).length, 1, 'not retried')
+      assert.equal(generations(c.mock('b')).length, 0, 'not sent to the fallback')
+      await eventually(() => c.records.length === 1, 2000, 'usage record')
+      assert.equal(c.records[0]?.status, 502)
       assert.equal(c.records[0]?.completionTokens, 0, 'an error is not billed')
     })
   }
