@@ -78,7 +78,21 @@ export class ProxyCall implements CallHost {
     this.encoderOptions = { model: ctx.model ?? '', includeUsage: shape.includeUsage, geminiSse: shape.geminiSse }
     this.clientStreamType = shape.endpoint.family === 'gemini' && !shape.geminiSse ? 'application/json' : SSE_TYPE
     setCall(request, this)
+    settings.calls.add(this)
     reply.raw.on('close', () => this.onClientClose())
+  }
+
+  /** The gateway stops before this call ended: its client gets `error` (in band, for a stream under way). */
+  abortWith(error: LlmProxyError): void {
+    if (this.finished || this.client.finished) return
+    const attempt = this.attempt
+    attempt?.abort(error)
+    this.queueAbort?.abort()
+    if (!this.client.committed) this.fail(error)
+    else if (this.ctx.stream) {
+      const transform = attempt?.transform ?? null
+      this.endStreamWithError(error, transform, transform?.end(false) ?? null)
+    } else this.onJsonFailed(error)
   }
 
   start(): void {
@@ -314,6 +328,7 @@ export class ProxyCall implements CallHost {
     this.clearWait()
     this.continuation?.stopWaiting()
     setCall(this.request, null)
+    this.settings.calls.delete(this)
     const ctx = this.ctx
     const status = this.client.status
     const attempt = this.attempt

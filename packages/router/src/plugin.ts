@@ -1,5 +1,5 @@
 import replyFrom from '@fastify/reply-from'
-import { ConfigError, ensureCore, errors, estimateTokensFromBytes, toLlmProxyError, validateOptions } from '@llmproxy/core'
+import { ConfigError, ensureCore, errors, estimateTokensFromBytes, type LlmProxyError, toLlmProxyError, validateOptions } from '@llmproxy/core'
 import {
   ANTHROPIC_COUNT_TOKENS,
   ANTHROPIC_MESSAGES,
@@ -36,6 +36,11 @@ export interface RouterDecorator {
   update(models: ModelRoute[]): void
   /** The model routes in force. */
   models(): readonly ModelRoute[]
+  /**
+   * Ends every request in flight with `error` (a shutdown whose grace is over): a stream with an in-band error in
+   * its client's API, a request not answered yet with the error; each upstream request is aborted. Returns how many.
+   */
+  abortInFlight(error: LlmProxyError): number
 }
 
 declare module 'fastify' {
@@ -71,6 +76,11 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       listings = modelListings(nextTable)
     },
     models: () => models,
+    abortInFlight(error: LlmProxyError) {
+      const inFlight = [...settings.calls]
+      for (const call of inFlight) call.abortWith(error)
+      return inFlight.length
+    },
   } satisfies RouterDecorator)
 
   fastify.decorateRequest(kProxyCall as unknown as string, null)
@@ -83,6 +93,7 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
     retry: options.retry,
     retryOn: new Set<RetryOn>(options.retry.on),
     defaultMaxTokens: options.defaultMaxTokens,
+    calls: new Set(),
   }
   const includeUsage = options.includeUsage
   const bodyLimit = options.bodyLimit

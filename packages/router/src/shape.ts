@@ -1,4 +1,4 @@
-import type { LlmHookRegistry } from '@llmproxy/core'
+import type { LlmHookRegistry, LlmProxyError } from '@llmproxy/core'
 import { type ApiFamily, type Endpoint, familyOf, type StreamEncoder } from '@llmproxy/protocols'
 import type { Upstream } from '@llmproxy/upstreams'
 import type { Continuation } from './continuation.js'
@@ -17,6 +17,8 @@ export interface ProxySettings {
   readonly retryOn: ReadonlySet<RetryOn>
   /** The output cap sent to an API that requires one (Anthropic) when the client, in another API, set none. */
   readonly defaultMaxTokens: number
+  /** The calls in flight (what a shutdown past its grace ends, each with an error its client can read). */
+  readonly calls: Set<{ abortWith(error: LlmProxyError): void }>
 }
 
 /** What the client asked, as far as the proxying of it goes. */

@@ -1,4 +1,4 @@
-import { ConfigError } from '@llmproxy/core'
+import { ConfigError, errors } from '@llmproxy/core'
 import type { FastifyInstance } from 'fastify'
 import { buildGateway, type GatewayOptions } from './app.js'
 import type { Config } from './config.js'
@@ -10,12 +10,15 @@ export interface RunningGateway {
   adminUrl: string | null
   /**
    * Graceful stop: `/readyz` turns 503 and new requests are refused while in-flight requests finish (within the grace
-   * period; then they are aborted); then the gateway stops listening.
+   * period; then they end with llmproxy_shutting_down); then the gateway stops listening.
    */
   shutdown(reason: string): Promise<void>
 }
 
 /** Why a listen failed, by error code, when it is the config's to fix: the setting and the problem. */
+/** How long the connections of requests ended at the grace's end get to send their error before they are closed. */
+const ABORT_FLUSH_MS = 1000
+
 const LISTEN_PROBLEMS: Record<string, (host: string, port: number) => ['host' | 'port', string]> = {
   EADDRINUSE: (host, port) => ['port', `${port} is already in use on ${host}`],
   EACCES: (_host, port) => ['port', `not allowed to listen on ${port} (ports below 1024 need privileges)`],
@@ -61,8 +64,11 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     stopping ??= (async () => {
       app.log.info({ reason, graceMs: config.server.shutdownGraceMs }, 'shutting down')
       const grace = setTimeout(() => {
-        app.log.warn('grace period over: aborting in-flight requests')
-        app.server.closeAllConnections()
+        // Each client reads why its answer stops (a stream: an in-band error), and its record says so: not a cut
+        // that looks like the client leaving. Connections still open a moment later (a client not reading) are closed.
+        const ended = app.hasDecorator('llmRouter') ? app.llmRouter.abortInFlight(errors.shuttingDown()) : 0
+        app.log.warn({ ended }, 'grace period over: ending in-flight requests with llmproxy_shutting_down')
+        setTimeout(() => app.server.closeAllConnections(), ABORT_FLUSH_MS).unref()
       }, config.server.shutdownGraceMs)
       grace.unref()
       // Still listening: /readyz answers 503 (load balancers stop sending) until the requests in flight are done.

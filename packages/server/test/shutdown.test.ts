@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { test } from 'node:test'
+import type { UsageRecord } from '@llmproxy/core'
 import { startMockUpstream } from '@llmproxy/mock-upstream'
+import OpenAI from 'openai'
 import { Agent, request } from 'undici'
 import { parseConfig, startGateway } from '../src/index.js'
 
@@ -95,19 +97,36 @@ test('a request arriving on a busy connection during shutdown gets an OpenAI-sha
   }
 })
 
-test('after the grace period in-flight requests are aborted and the gateway stops', async () => {
+test('after the grace period an in-flight stream ends with llmproxy_shutting_down, which the SDK throws, and the gateway stops', async () => {
   const { mock, gateway } = await start(200)
   try {
-    const res = await request(`${gateway.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'm', stream: true, messages: [], mock: { tokens: 200, gapMs: 50 } }),
-    })
-    const text = res.body.text().catch(() => 'aborted')
+    const records: UsageRecord[] = []
+    gateway.app.llm.addHook('onUsage', (record) => records.push(record))
+    const client = new OpenAI({ apiKey: 'unused', baseURL: `${gateway.url}/v1`, maxRetries: 0 })
+    const stream = await client.chat.completions.create(
+      { model: 'm', stream: true, messages: [{ role: 'user', content: 'hi' }] },
+      { headers: { 'x-mock-behavior': JSON.stringify({ tokens: 200, gapMs: 50 }) } },
+    )
+    let text = ''
+    const read = (async () => {
+      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ''
+    })().then(
+      () => null,
+      (err: unknown) => err,
+    )
+    await mock.waitForRequests(1)
     const started = Date.now()
     await gateway.shutdown('test')
     assert.ok(Date.now() - started < 3000, 'shutdown did not wait for the whole stream')
-    assert.ok(!(await text).endsWith('data: [DONE]\n\n'))
+    // Not a cut that looks like a complete answer, nor a bare reset: the error, in the client's API.
+    const error = await read
+    assert.ok(error instanceof OpenAI.APIError, String(error))
+    assert.equal(error.code, 'llmproxy_shutting_down')
+    assert.ok(text.length > 0, 'part of the answer came first')
+    // Its record says the gateway cut it, not that the client left.
+    assert.equal(records.length, 1)
+    assert.equal(records[0]?.clientAborted, false)
+    assert.equal(records[0]?.error?.code, 'llmproxy_shutting_down')
     await new Promise((resolve) => setTimeout(resolve, 100))
     assert.ok(mock.requests[0]?.aborted, 'the upstream request was released')
   } finally {
