@@ -1,5 +1,13 @@
 import replyFrom from '@fastify/reply-from'
-import { ConfigError, ensureCore, errors, estimateTokensFromBytes, type LlmProxyError, toLlmProxyError, validateOptions } from '@llmproxy/core'
+import {
+  ConfigError,
+  ensureCore,
+  errors,
+  estimateTokensFromBytes,
+  type LlmProxyError,
+  toLlmProxyError,
+  validateOptions,
+} from '@llmproxy/core'
 import {
   ANTHROPIC_COUNT_TOKENS,
   ANTHROPIC_MESSAGES,

@@ -54,7 +54,8 @@ export const ServerSettingsSchema = Type.Object(
       minimum: 0,
       maximum: MAX_TIMER_MS,
       default: 30_000,
-      description: 'On SIGTERM/SIGINT, in-flight requests may finish within this time; then they end with llmproxy_shutting_down (in band, for a stream).',
+      description:
+        'On SIGTERM/SIGINT, in-flight requests may finish within this time; then they end with llmproxy_shutting_down (in band, for a stream).',
     }),
     logLevel: Type.Union(
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
