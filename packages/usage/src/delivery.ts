@@ -128,6 +128,9 @@ export class Delivery {
     let pending: Pending | null = null
     let failures = 0
     while (!this.stopped) {
+      // A batch waiting to be sent again whose records were dropped meanwhile (drop-oldest, spool full) is not sent:
+      // they are counted dropped, and must not be delivered too.
+      if (pending !== null && !this.spool.holds(pending.batch)) pending = null
       if (pending === null) {
         pending = await this.nextBatch()
         if (pending === null) continue

@@ -300,12 +300,17 @@ export class Spool {
     return { seq, start, end: pos, lines, consumed, generation }
   }
 
+  /** Whether the batch is still the next to deliver (not made stale by a drop, whose records are counted dropped). */
+  holds(batch: SpoolBatch): boolean {
+    return batch.generation === this.generation && batch.seq === this.cursorSeq && batch.start === this.cursorOffset
+  }
+
   /**
    * Marks a batch as delivered: moves the cursor past it and persists the cursor; fully delivered
    * segments are deleted. Returns false (and changes nothing) for a batch made stale by a drop.
    */
   ack(batch: SpoolBatch): boolean {
-    if (batch.generation !== this.generation || batch.seq !== this.cursorSeq || batch.start !== this.cursorOffset) return false
+    if (!this.holds(batch)) return false
     const segment = this.segments[0]
     if (segment === undefined) return false
     this.cursorOffset = batch.end

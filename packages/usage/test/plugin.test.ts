@@ -187,6 +187,43 @@ test("spool full with 'drop-oldest': the oldest segments go, the newest records 
   assert.equal(app.usage.stats().delivered, expected.length)
 })
 
+test("'drop-oldest' while a batch waits to be sent again: its dropped records are not delivered too", async (t) => {
+  const port = await closedPort()
+  const sample = usageRecord()
+  const line = lineBytes(sample)
+  const app = await buildApp({
+    webhook: { url: `http://127.0.0.1:${port}/usage` },
+    spoolDir: spoolDir(),
+    batch: { maxRecords: 100, maxWaitMs: 10 },
+    retry: { baseMs: 200, maxMs: 200 },
+    spool: { maxBytes: line * 6, segmentBytes: line * 2, whenFull: 'drop-oldest' },
+  })
+  let receiver: Awaited<ReturnType<typeof startReceiver>> | null = null
+  t.after(async () => {
+    await app.close()
+    await receiver?.close()
+  })
+  const records = Array.from({ length: 20 }, () => usageRecord({ requestId: sample.requestId }))
+  // The first two are read as a batch, whose delivery fails: the loop holds it to send again.
+  emit(app, records[0] as UsageRecord)
+  emit(app, records[1] as UsageRecord)
+  await waitFor(() => app.usage.stats().deliveryFailures > 0, 5000, 'a failed delivery')
+  // Then the spool fills: the held batch's segment is dropped (one record per turn, segments rotate).
+  for (const r of records.slice(2)) {
+    emit(app, r)
+    await endOfTurn()
+  }
+  receiver = await startReceiver(port)
+  const up = receiver
+  await waitFor(() => app.usage.stats().queueDepth === 0, 15_000, 'the rest to be delivered')
+  const stats = app.usage.stats()
+  assert.ok(stats.dropped > 0)
+  // Every record is either dropped or delivered, none both.
+  assert.equal(stats.dropped + up.ids.size, 20)
+  assert.equal(stats.delivered, up.ids.size)
+  assert.ok(!up.ids.has(records[0]?.id as string), 'a dropped record was delivered')
+})
+
 test('stats() reports spooled, delivered and failed counts as they change', async (t) => {
   const receiver = await startReceiver()
   receiver.respond = () => 500
