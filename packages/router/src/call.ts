@@ -13,7 +13,7 @@ import type { ResolvedRoute } from './models.js'
 import { AttemptPlanner, type FailureKind, type Plan, systemClock } from './planner.js'
 import { setCall } from './reply-hooks.js'
 import { ResumeTap } from './resume.js'
-import { type ProxySettings, type RequestShape, servesEndpoint, type UpstreamRequest, upstreamRequest } from './shape.js'
+import { type InFlightCall, type ProxySettings, type RequestShape, servesEndpoint, type UpstreamRequest, upstreamRequest } from './shape.js'
 import { EventAligner, type ResponseTransform } from './tap.js'
 
 const SSE_TYPE = 'text/event-stream'
@@ -38,6 +38,9 @@ export class ProxyCall implements CallHost {
   readonly encoderOptions: EncoderOptions
   /** The content type of a converted stream for this client (a Gemini client without `alt=sse` gets a JSON array). */
   readonly clientStreamType: string
+  /** Links in the router's list of calls in flight (InFlight). */
+  prevInFlight: InFlightCall | null = null
+  nextInFlight: InFlightCall | null = null
   /** The attempt in progress, or the last one. */
   attempt: UpstreamAttempt | null = null
   private readonly body: Record<string, unknown>
@@ -328,7 +331,7 @@ export class ProxyCall implements CallHost {
     this.clearWait()
     this.continuation?.stopWaiting()
     setCall(this.request, null)
-    this.settings.calls.delete(this)
+    this.settings.calls.remove(this)
     const ctx = this.ctx
     const status = this.client.status
     const attempt = this.attempt

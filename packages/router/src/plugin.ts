@@ -27,7 +27,7 @@ import { modelListings } from './listings.js'
 import { ModelTable, type ResolvedRoute } from './models.js'
 import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
 import { kProxyCall } from './reply-hooks.js'
-import { type ProxySettings, servesEndpoint } from './shape.js'
+import { InFlight, type ProxySettings, servesEndpoint } from './shape.js'
 
 /** Options as given: everything but `models` has defaults (see RouterOptionsSchema). */
 export interface RouterOptions {
@@ -85,7 +85,7 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
     },
     models: () => models,
     abortInFlight(error: LlmProxyError) {
-      const inFlight = [...settings.calls]
+      const inFlight = settings.calls.list()
       for (const call of inFlight) call.abortWith(error)
       return inFlight.length
     },
@@ -101,7 +101,7 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
     retry: options.retry,
     retryOn: new Set<RetryOn>(options.retry.on),
     defaultMaxTokens: options.defaultMaxTokens,
-    calls: new Set(),
+    calls: new InFlight(),
   }
   const includeUsage = options.includeUsage
   const bodyLimit = options.bodyLimit
