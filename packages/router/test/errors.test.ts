@@ -68,14 +68,22 @@ describe('credentials and headers', () => {
   })
   after(() => h.close())
 
-  test("the client's credential is never forwarded; the upstream's key is sent; hop-by-hop headers are dropped", async () => {
-    // A raw socket: HTTP clients rewrite Connection themselves, and this test needs it as sent.
+  /** A chat request over a raw socket with these header lines, as written; the whole exchange as text. */
+  const rawChat = (headers: string[]): Promise<string> => {
     const body = chat()
     const head = [
       'POST /v1/chat/completions HTTP/1.1',
       `host: ${new URL(h.url).host}`,
       'content-type: application/json',
       `content-length: ${Buffer.byteLength(body)}`,
+      ...headers,
+    ].join('\r\n')
+    return rawExchange(h.url, `${head}\r\n\r\n${body}`)
+  }
+
+  test("the client's credential is never forwarded; the upstream's key is sent; hop-by-hop headers are dropped", async () => {
+    // A raw socket: HTTP clients rewrite Connection themselves, and this test needs it as sent.
+    const response = await rawChat([
       'authorization: Bearer sk-client-secret',
       'x-api-key: sk-client-secret',
       'api-key: sk-client-secret',
@@ -89,8 +97,7 @@ describe('credentials and headers', () => {
       'openai-project: proj-chosen-by-the-client',
       'x-goog-user-project: chosen-by-the-client',
       'x-custom: kept',
-    ].join('\r\n')
-    const response = await rawExchange(h.url, `${head}\r\n\r\n${body}`)
+    ])
     assert.match(response, /^HTTP\/1\.1 200/)
     const seen = h.mock.requests[0]?.headers ?? {}
     assert.equal(seen.authorization, 'Bearer sk-upstream-secret')
@@ -107,17 +114,8 @@ describe('credentials and headers', () => {
 
   test('a body sent with "Expect: 100-continue" (curl does above 1 MB) is answered, and the upstream is not blamed', async () => {
     h.mock.reset()
-    const body = chat()
-    const head = [
-      'POST /v1/chat/completions HTTP/1.1',
-      `host: ${new URL(h.url).host}`,
-      'content-type: application/json',
-      `content-length: ${Buffer.byteLength(body)}`,
-      'expect: 100-continue',
-      'connection: close',
-    ].join('\r\n')
     for (let i = 0; i < 3; i++) {
-      const response = await rawExchange(h.url, `${head}\r\n\r\n${body}`)
+      const response = await rawChat(['expect: 100-continue', 'connection: close'])
       assert.match(response, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /, response.slice(0, 300))
     }
     assert.equal(h.mock.requests.length, 3)
