@@ -236,3 +236,29 @@ test("a client's prefill (a final assistant turn) is continued on vLLM, as Claud
   assert.equal(message.stop_reason, 'end_turn')
   assert.equal(message.content[0]?.type === 'text' && message.content[0].text, ' dolor sit ')
 })
+
+test('a vLLM reasoning model thinks unasked: an Anthropic client that did not turn thinking on gets no thinking block', async () => {
+  const client = anthropicClient(gw.url)
+  const headers = behave({ tokens: 3, reasoning: 2 })
+  const base = { model: MODEL, max_tokens: 2000, messages: [{ role: 'user' as const, content: 'Hi' }] }
+  for (const stream of [false, true]) {
+    const plain = stream ? await client.messages.stream(base, { headers }).finalMessage() : await client.messages.create(base, { headers })
+    // As Claude answers: code reading content[0].text finds the text.
+    assert.deepEqual(
+      plain.content.map((block) => block.type),
+      ['text'],
+      `streamed: ${stream}`,
+    )
+    assert.equal(plain.content[0]?.type === 'text' && plain.content[0].text, expectedContent(3))
+    const asked = { ...base, thinking: { type: 'enabled' as const, budget_tokens: 1024 } }
+    const thinking = stream
+      ? await client.messages.stream(asked, { headers }).finalMessage()
+      : await client.messages.create(asked, { headers })
+    assert.deepEqual(
+      thinking.content.map((block) => block.type),
+      ['thinking', 'text'],
+      `streamed: ${stream}`,
+    )
+    assert.equal(thinking.content[0]?.type === 'thinking' && thinking.content[0].thinking, expectedReasoning(2))
+  }
+})

@@ -351,12 +351,15 @@ export async function askGemini(
   return out
 }
 
-/** A plain question ("Tell me a story") to `model` in the client's API, with an output cap when given. */
+/**
+ * A plain question ("Tell me a story") to `model` in the client's API, with an output cap when given. `thinking`:
+ * an Anthropic client turns thinking on (without it, a converted answer's reasoning is left out, as Claude's is).
+ */
 export function ask(
   api: ClientApi,
   url: string,
   model: string,
-  opts: { stream: boolean; cap?: number; headers?: Record<string, string>; fetch?: typeof fetch },
+  opts: { stream: boolean; cap?: number; headers?: Record<string, string>; fetch?: typeof fetch; thinking?: boolean },
 ): Promise<SdkAnswer> {
   const clientOpts = opts.fetch ? { fetch: opts.fetch } : {}
   const prompt = 'Tell me a story'
@@ -371,7 +374,12 @@ export function ask(
     case 'anthropic':
       return askAnthropic(
         anthropicClient(url, clientOpts),
-        { model, max_tokens: opts.cap ?? 1000, messages: [{ role: 'user', content: prompt }] },
+        {
+          model,
+          max_tokens: opts.cap ?? 2000,
+          messages: [{ role: 'user', content: prompt }],
+          ...(opts.thinking === true ? { thinking: { type: 'enabled' as const, budget_tokens: 1024 } } : {}),
+        },
         opts.stream,
         opts.headers,
       )

@@ -205,6 +205,7 @@ test('converted streams read every framing upstreams use: CR, CRLF, gzip (stream
         const what = `${client} SDK on ${upstream}, ${JSON.stringify(framing)}, ${stream ? 'streamed' : 'not streamed'}`
         const answer = await ask(client, gw.url, pairName(client, upstream), {
           stream,
+          thinking: true,
           headers: behave({ tokens: 3, reasoning: 1, toolCalls: [{ name: 'get_time', arguments: { timezone: 'UTC' } }], ...framing }),
         })
         assert.deepEqual(

@@ -78,7 +78,12 @@ export class ProxyCall implements CallHost {
       servesEndpoint(next, shape.endpoint),
     )
     this.client = new ClientStream(reply, wireOf(shape.endpoint.family), settings.hooks.recordsKeptAtTurnEnd)
-    this.encoderOptions = { model: ctx.model ?? '', includeUsage: shape.includeUsage, geminiSse: shape.geminiSse }
+    this.encoderOptions = {
+      model: ctx.model ?? '',
+      includeUsage: shape.includeUsage,
+      geminiSse: shape.geminiSse,
+      reasoning: shape.reasoning,
+    }
     this.clientStreamType = shape.endpoint.family === 'gemini' && !shape.geminiSse ? 'application/json' : SSE_TYPE
     setCall(request, this)
     settings.calls.add(this)

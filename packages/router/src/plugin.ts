@@ -174,12 +174,16 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
         }
       }
       const geminiSse = endpoint.family === 'gemini' && ALT_SSE.test(request.url)
+      const thinking = endpoint.family === 'anthropic' ? (fields.thinking as { type?: unknown } | null | undefined) : undefined
+      const reasoning =
+        endpoint.family !== 'anthropic' || (typeof thinking === 'object' && thinking !== null && thinking.type !== 'disabled')
       new ProxyCall(request, reply, settings, route, fields, {
         endpoint,
         action,
         stripUsage,
         includeUsage: clientAskedUsage,
         geminiSse,
+        reasoning,
       }).start()
       return reply
     }

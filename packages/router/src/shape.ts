@@ -33,6 +33,8 @@ export interface RequestShape {
   readonly includeUsage: boolean
   /** A Gemini client asked for `alt=sse` (else a streamed answer is one JSON array). */
   readonly geminiSse: boolean
+  /** An Anthropic client turned thinking on (else a converted answer's reasoning is left out); true for the others. */
+  readonly reasoning: boolean
 }
 
 const noQuery = (): string => ''

@@ -38,6 +38,8 @@ const KEEP_ALIVE = ': keep-alive\n\n'
 export class AnthropicEncoder implements StreamEncoder {
   private readonly id: string
   private readonly model: string
+  /** The client turned thinking on (EncoderOptions.reasoning): else reasoning is left out. */
+  private readonly showReasoning: boolean
   private readonly usage: UsageTally
   private started: boolean
   /** The open block's type ('none' between blocks) and the index of the last block opened. */
@@ -60,6 +62,7 @@ export class AnthropicEncoder implements StreamEncoder {
   constructor(opts: EncoderOptions, resume?: EncoderResume) {
     this.id = opts.id ?? `msg_${randomHex()}`
     this.model = opts.model
+    this.showReasoning = opts.reasoning !== false
     this.usage = new UsageTally(resume?.usage)
     this.started = resume !== undefined
     if (resume?.block !== undefined) {
@@ -144,8 +147,9 @@ export class AnthropicEncoder implements StreamEncoder {
         if (event.text === '') return ''
         return `${this.enter('text', TEXT_BLOCK)}${DELTA_HEAD}${this.blockIndex},"delta":{"type":"text_delta","text":${JSON.stringify(event.text)}}}\n\n`
       case 'reasoning':
-        return this.reasoning(event.text, event.signature)
+        return this.showReasoning ? this.reasoning(event.text, event.signature) : ''
       case 'redacted_reasoning':
+        if (!this.showReasoning) return ''
         // Opened and closed at once: its data comes whole.
         return (
           this.closeBlock() +
@@ -255,10 +259,10 @@ export function writeAnthropicResponse(answer: Answer, opts: EncoderOptions): Re
         content.push({ type: 'text', text: block.text })
         break
       case 'reasoning':
-        content.push({ type: 'thinking', thinking: block.text, signature: block.signature ?? '' })
+        if (opts.reasoning !== false) content.push({ type: 'thinking', thinking: block.text, signature: block.signature ?? '' })
         break
       case 'redacted_reasoning':
-        content.push({ type: 'redacted_thinking', data: block.data })
+        if (opts.reasoning !== false) content.push({ type: 'redacted_thinking', data: block.data })
         break
       case 'tool': {
         const input = parseToolArgs(block.args)

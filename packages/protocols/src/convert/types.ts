@@ -100,6 +100,12 @@ export interface EncoderOptions {
   includeUsage?: boolean
   /** Gemini clients: `alt=sse` (SSE events) or not (one JSON array, written element by element). */
   geminiSse?: boolean
+  /**
+   * Anthropic clients: `false` when the request did not turn thinking on. Then the upstream's reasoning (a vLLM
+   * reasoning model thinks unasked) is left out, as Claude sends no thinking block unasked: code reading
+   * `content[0].text` would otherwise find a thinking block there.
+   */
+  reasoning?: boolean
 }
 
 /**
