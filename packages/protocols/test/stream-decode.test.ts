@@ -8,6 +8,7 @@ import { ANTHROPIC_TOOLS, decodeAll, GEMINI_TOOLS, OPENAI_TEXT, OPENAI_TOOLS, OP
 class Recorder extends SseDecoder {
   readonly events: { event: string; data: string }[] = []
   readonly complete = false
+  readonly finished = false
   protected onEvent(event: string, data: string): void {
     this.events.push({ event, data })
   }

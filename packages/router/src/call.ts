@@ -218,9 +218,14 @@ export class ProxyCall implements CallHost {
     const scanner = attempt.stream?.scanner
     // A failure after the upstream's finish (cut before [DONE], kept open past the idle deadline) lost nothing of
     // the answer: it ends as complete.
-    const error = failure !== null && scanner?.complete === true ? null : failure
-    if (error !== null && this.continueAfter(attempt, error)) return
     const transform = attempt.transform
+    let error = failure !== null && scanner?.complete === true ? null : failure
+    // A converted stream whose upstream sent its terminator but no finish was cut: the encoder would invent a
+    // finish (an Anthropic client's end_turn), and a truncated answer would look complete.
+    if (error === null && transform instanceof StreamConverter && transform.failure === null && !transform.finished) {
+      error = errors.upstreamFailed('The upstream ended its stream without finishing its answer.')
+    }
+    if (error !== null && this.continueAfter(attempt, error)) return
     const tail = transform?.end(error === null) ?? null
     // The converter's last events may fail there (an error event, a tool call the client's API cannot carry).
     if (error === null && transform instanceof StreamConverter && transform.failure !== null) {

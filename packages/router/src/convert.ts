@@ -110,6 +110,11 @@ export class StreamConverter implements ResponseTransform {
     return this.encodeAll()
   }
 
+  /** The upstream's finish was seen (a terminator alone ends no answer: the encoder would invent its finish). */
+  get finished(): boolean {
+    return this.decoder.finished
+  }
+
   end(complete: boolean): string | null {
     const events = this.events
     events.length = 0

@@ -270,26 +270,29 @@ test('tool-call arguments that are not a JSON object reach an Anthropic client a
       usage: null,
     })
   const role = chunk({ choices: [{ index: 0, delta: { role: 'assistant' }, finish_reason: null }], usage: null })
-  const streams = [
+  const streams: [string[], RegExp][] = [
     // Streamed: the arguments stop mid-literal, then the finish (a truncated or badly generated call).
     [
-      role,
-      toolCall('{"a": tru'),
-      chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }], usage: null }),
-      chunk({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 } }),
-      'data: [DONE]\n\n',
+      [
+        role,
+        toolCall('{"a": tru'),
+        chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }], usage: null }),
+        chunk({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 } }),
+        'data: [DONE]\n\n',
+      ],
+      /not a JSON object/,
     ],
-    // The same without a finish, straight to [DONE]: the block would close at the end of the stream; an error there too.
-    [role, toolCall('{"a": tru'), 'data: [DONE]\n\n'],
+    // The same without a finish, straight to [DONE]: an answer cut short, an error too.
+    [[role, toolCall('{"a": tru'), 'data: [DONE]\n\n'], /without finishing its answer/],
   ]
-  for (const events of streams) {
+  for (const [events, reason] of streams) {
     records.length = 0
     script = (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' })
       res.end(events.join(''))
     }
     const streamed = anthropic().messages.stream({ model: 'gpt-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
-    await assert.rejects(within(5000, 'the stream', streamed.finalMessage()), /not a JSON object/)
+    await assert.rejects(within(5000, 'the stream', streamed.finalMessage()), reason)
     await eventually(() => records.length === 1, 5000, 'the usage record')
     assert.equal(records[0]?.error?.code, 'llmproxy_upstream_error')
   }
@@ -422,4 +425,16 @@ test("an upstream refusing the gateway's credential (401, 403) is a 502, not the
     assert.equal(error.code, 'llmproxy_upstream_error')
     assert.doesNotMatch(error.message, /sk-op/)
   }
+})
+
+test('a converted stream that reaches [DONE] without a finish reason ends with an error, not an invented end_turn', async () => {
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    // Text, then the terminator with no finish_reason ever sent: the answer was cut short upstream.
+    res.end([CHAT_EVENTS[0], CHAT_EVENTS[1], 'data: [DONE]\n\n'].join(''))
+  }
+  const streamed = anthropic().messages.stream({ model: 'gpt-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
+  await assert.rejects(within(5000, 'the stream', streamed.finalMessage()), /without finishing its answer/)
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error?.code, 'llmproxy_upstream_error')
 })

@@ -13,7 +13,7 @@ const FORMAT = 'Anthropic'
  * citations are not passed on: another format's client would try to run or could not show them.
  */
 export class AnthropicDecoder extends SseDecoder {
-  private finished = false
+  finished = false
   private stopped = false
   /** Neutral index of the open tool_use block; -1 while another kind of block is open. */
   private openTool = -1

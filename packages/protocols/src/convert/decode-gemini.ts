@@ -15,7 +15,7 @@ const FORMAT = 'Gemini'
  */
 export class GeminiDecoder extends SseDecoder {
   private started = false
-  private finished = false
+  finished = false
   private toolCount = 0
 
   get complete(): boolean {

@@ -23,7 +23,7 @@ interface ToolSlot {
  */
 export class OpenAiDecoder extends SseDecoder {
   private started = false
-  private finished = false
+  finished = false
   private done = false
   /** A refusal was streamed: a plain `stop` then means the model refused. */
   private refused = false

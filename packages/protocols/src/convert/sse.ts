@@ -26,6 +26,7 @@ export abstract class SseDecoder implements StreamDecoder {
   private atStart = true
 
   abstract readonly complete: boolean
+  abstract readonly finished: boolean
 
   /** One dispatched event: its `event:` name ('' when none) and its data. */
   protected abstract onEvent(event: string, data: string, out: StreamEvent[]): void

@@ -70,6 +70,8 @@ export interface StreamDecoder {
   end(out: StreamEvent[]): void
   /** A finish (and, for formats that have one, the terminator) was seen: the answer is complete. */
   readonly complete: boolean
+  /** The upstream's finish (its stop or finish reason) was seen, terminator or not. */
+  readonly finished: boolean
 }
 
 /** Renders events in the client's format. One per client request; lives across upstream attempts. */
