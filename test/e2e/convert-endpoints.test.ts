@@ -116,6 +116,10 @@ test("models.retrieve() / models.get() of each SDK read one model in its own API
   const geminiModel = await geminiClient(gw.url).models.get({ model: id })
   assert.equal(geminiModel.name, `models/${id}`)
 
+  // An id with a slash (vLLM's), sent unencoded as some clients do.
+  const raw = await fetch(`${gw.url}/v1/models/org/no-such-model`, { headers: { authorization: `Bearer ${API_KEY}` } })
+  assert.equal(raw.status, 404)
+  assert.equal(((await raw.json()) as { error: { code: string } }).error.code, 'model_not_found')
   await assert.rejects(openaiClient(gw.url).models.retrieve('no-such-model'), (err: unknown) => {
     assert.ok(err instanceof OpenAI.NotFoundError)
     assert.equal(err.code, 'model_not_found')

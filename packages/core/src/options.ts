@@ -17,18 +17,8 @@ export class ConfigError extends Error {
 
 /** An HTTP header name (RFC 9110 token), as Node.js accepts it. */
 const HEADER_NAME = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/
-/** Headers of the connection or the message framing, which undici sets itself (and refuses to be given). */
-const CONNECTION_HEADERS = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'upgrade',
-  'expect',
-  'transfer-encoding',
-  'content-length',
-  'te',
-  'trailer',
-])
+/** Headers of the connection or the message framing that undici sets itself and refuses to be given (`connection: close` it takes). */
+const CONNECTION_HEADERS = new Set(['keep-alive', 'upgrade', 'expect', 'transfer-encoding', 'content-length'])
 /** What Node.js refuses in a header value (it throws on every request that would send it). */
 const NOT_IN_HEADER_VALUE = /[^\t\x20-\x7e\x80-\xff]/
 

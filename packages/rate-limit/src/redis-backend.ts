@@ -225,9 +225,9 @@ const MISCONFIGURATIONS: { pattern: RegExp; setting: string; problem: string }[]
     problem: 'this Redis is a node of a Cluster: list the Cluster nodes under redis.cluster instead',
   },
   {
-    pattern: /cluster support disabled|Failed to refresh slots cache/i,
+    pattern: /cluster support disabled/i,
     setting: 'redis.cluster',
-    problem: 'these nodes do not answer as a Redis Cluster (all down, or a single Redis, which goes in redis.url)',
+    problem: 'these nodes are no Redis Cluster (a single Redis goes in redis.url)',
   },
 ]
 

@@ -172,15 +172,17 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       return
     }
     const planner = call.planner
+    // A redirect or a refused credential is this upstream misconfigured, not the request: another upstream may
+    // answer, and passive health counts it ('error', retried as `connect` is).
     if (status < 400) {
       // A redirect is no answer to an LLM request (and its Location may name a host the client must not see).
-      this.fail('status', errors.upstreamFailed(`The upstream answered ${status} (a redirect), not an answer.`), status)
+      this.fail('error', errors.upstreamFailed(`The upstream answered ${status} (a redirect), not an answer.`), status)
     } else if (this.prefill && status >= 400 && status < 500 && status !== 429) {
       // The upstream refuses a prefill: the call replays the request instead (this is no failure of the upstream's).
       this.fail('prefill', errors.upstreamFailed(`The upstream refused the continuation prefill (${status}).`), status)
     } else if (status === 401 || status === 403) {
       // The upstream refuses the gateway's own credential: passed on, it would tell the client its key is wrong.
-      this.fail('status', errors.upstreamFailed(`The upstream refused the gateway's credential for it (${status}).`), status)
+      this.fail('error', errors.upstreamFailed(`The upstream refused the gateway's credential for it (${status}).`), status)
     } else if ((planner.retryable('status', status) && planner.canRetry()) || call.client.committed) {
       // (A continuation's error answer can never reach the client, whose stream is under way: it only fails.)
       const retryAfter = retryAfterMs(this.headers?.['retry-after'])

@@ -91,16 +91,20 @@ export class ProxyCall implements CallHost {
   }
 
   /** The gateway stops before this call ended: its client gets `error` (in band, for a stream under way). */
-  abortWith(error: LlmProxyError): void {
-    if (this.finished || this.client.finished) return
+  abortWith(error: LlmProxyError): boolean {
+    // An answer already ended (maybe still draining to a slow client) is whole: the connections' close takes it.
+    if (this.finished || this.client.ended) return false
     const attempt = this.attempt
     attempt?.abort(error)
+    // The gateway stopping says nothing about the upstream's health.
+    attempt?.release({ ok: false, kind: 'aborted' })
     this.queueAbort?.abort()
     if (!this.client.committed) this.fail(error)
     else if (this.ctx.stream) {
       const transform = attempt?.transform ?? null
       this.endStreamWithError(error, transform, transform?.end(false) ?? null)
     } else this.onJsonFailed(error)
+    return true
   }
 
   start(): void {
@@ -222,7 +226,7 @@ export class ProxyCall implements CallHost {
     let error = failure !== null && scanner?.complete === true ? null : failure
     // A converted stream whose upstream sent its terminator but no finish was cut: the encoder would invent a
     // finish (an Anthropic client's end_turn), and a truncated answer would look complete.
-    if (error === null && transform instanceof StreamConverter && transform.failure === null && !transform.finished) {
+    if (error === null && transform instanceof StreamConverter && transform.failure === null && !transform.finishedAtEnd()) {
       error = errors.upstreamFailed('The upstream ended its stream without finishing its answer.')
     }
     if (error !== null && this.continueAfter(attempt, error)) return
@@ -316,7 +320,7 @@ export class ProxyCall implements CallHost {
     if (this.client.committed) {
       // Nothing could continue a cut stream: it ends with the failure that cut it.
       const continuation = this.continuation
-      if (continuation !== null && !this.client.finished) this.endStreamWithError(continuation.failure, null, null)
+      if (continuation !== null && !this.client.ended) this.endStreamWithError(continuation.failure, null, null)
       return
     }
     this.clearWait()

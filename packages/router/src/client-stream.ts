@@ -164,6 +164,11 @@ export class ClientStream {
   }
 
   /** Everything was written and flushed (a close before that is a client that went away). */
+  /** The answer's end was written (it may still be draining to the client). */
+  get ended(): boolean {
+    return this.raw.writableEnded
+  }
+
   get finished(): boolean {
     return this.raw.writableFinished
   }

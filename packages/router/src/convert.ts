@@ -91,6 +91,8 @@ export class StreamConverter implements ResponseTransform {
   private readonly events: StreamEvent[] = []
   private readonly splice: Splice | null
   private readonly text: string[] = []
+  /** The events of the upstream body's end (drain), once it ended. */
+  private tail: StreamEvent[] | null = null
 
   constructor(upstream: ApiFamily, encoder: StreamEncoder, splice: Splice | null = null) {
     this.decoder = createDecoder(upstream)
@@ -110,22 +112,35 @@ export class StreamConverter implements ResponseTransform {
     return this.encodeAll()
   }
 
-  /** The upstream's finish was seen (a terminator alone ends no answer: the encoder would invent its finish). */
-  get finished(): boolean {
+  /**
+   * The upstream's finish was seen, in its last event too (one its body ended without a blank line after):
+   * a terminator alone ends no answer, the encoder would invent its finish.
+   */
+  finishedAtEnd(): boolean {
+    this.drain()
     return this.decoder.finished
+  }
+
+  /** What the upstream's body left pending when it ended (a last event without its blank line), decoded once. */
+  private drain(): StreamEvent[] {
+    if (this.tail !== null) return this.tail
+    const tail: StreamEvent[] = []
+    if (this.failure === null) {
+      try {
+        this.decoder.end(tail)
+      } catch {
+        // A partial last event: the stream is incomplete anyway.
+        tail.length = 0
+      }
+    }
+    this.tail = tail
+    return tail
   }
 
   end(complete: boolean): string | null {
     const events = this.events
     events.length = 0
-    if (this.failure === null) {
-      try {
-        this.decoder.end(events)
-      } catch {
-        // A partial last event: the stream is incomplete anyway.
-        events.length = 0
-      }
-    }
+    for (const event of this.drain()) events.push(event)
     const out = this.encodeAll() ?? ''
     if (complete && this.failure === null) {
       try {

@@ -46,7 +46,8 @@ export interface RouterDecorator {
   models(): readonly ModelRoute[]
   /**
    * Ends every request in flight with `error` (a shutdown whose grace is over): a stream with an in-band error in
-   * its client's API, a request not answered yet with the error; each upstream request is aborted. Returns how many.
+   * its client's API, a request not answered yet with the error; each upstream request is aborted. Returns how many
+   * (an answer already ended, still draining to its client, is left to finish).
    */
   abortInFlight(error: LlmProxyError): number
 }
@@ -85,9 +86,9 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
     },
     models: () => models,
     abortInFlight(error: LlmProxyError) {
-      const inFlight = settings.calls.list()
-      for (const call of inFlight) call.abortWith(error)
-      return inFlight.length
+      let ended = 0
+      for (const call of settings.calls.list()) if (call.abortWith(error)) ended++
+      return ended
     },
   } satisfies RouterDecorator)
 
@@ -223,9 +224,11 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       return reply.type('application/json; charset=utf-8').send(listings.gemini)
     })
     // One model (the SDKs' models.retrieve / models.get), in the same shapes; an unknown one is the client's 404.
-    routes.get<{ Params: { model: string } }>('/v1/models/:model', (request, reply) => {
-      const entry = listings.byId.get(request.params.model)
-      if (entry === undefined) return sendError(reply, errors.modelNotFound(request.params.model))
+    // A wildcard: vLLM-style ids hold a slash (`meta-llama/Llama-3.1-8B`), which not every client encodes.
+    routes.get<{ Params: { '*': string } }>('/v1/models/*', (request, reply) => {
+      const model = request.params['*']
+      const entry = listings.byId.get(model)
+      if (entry === undefined) return sendError(reply, errors.modelNotFound(model))
       reply.header('x-request-id', request.id)
       const body = request.headers['anthropic-version'] === undefined ? entry.openai : entry.anthropic
       return reply.type('application/json; charset=utf-8').send(body)

@@ -113,7 +113,8 @@ export function upstreamRequest(
 export interface InFlightCall {
   prevInFlight: InFlightCall | null
   nextInFlight: InFlightCall | null
-  abortWith(error: LlmProxyError): void
+  /** Ends the call with `error`; false when its answer had already ended. */
+  abortWith(error: LlmProxyError): boolean
 }
 
 /**

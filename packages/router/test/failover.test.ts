@@ -288,15 +288,21 @@ describe('4xx answers: not retried; context_length_exceeded goes to the fallback
     [401, 'invalid_api_key'],
     [403, 'forbidden'],
   ] as const) {
-    test(`${status} ${code} (the gateway's credential refused) → 502, not the client's key refused; not retried`, async () => {
+    test(`${status} ${code} (the gateway's credential refused) → this upstream is misconfigured: the fallback answers`, async () => {
       c.reset()
       always(c.mock('a'), { status, errorCode: code })
       const res = await send(c.url, chatBody('small'))
+      assertComplete(res, 'big-model', 'fallback')
+      assert.equal(generations(c.mock('b')).length, 1)
+    })
+
+    test(`${status} ${code} with nowhere else to go → 502, not the client's key refused`, async () => {
+      c.reset()
+      always(c.mock('a'), { status, errorCode: code })
+      const res = await send(c.url, chatBody('solo'))
       assert.equal(res.status, 502)
       assert.equal(errorOf(res).code, 'llmproxy_upstream_error')
       assert.match(errorOf(res).message, new RegExp(`refused the gateway's credential for it \\(${status}\\)`))
-      assert.equal(generations(c.mock('a')).length, 1, 'not retried')
-      assert.equal(generations(c.mock('b')).length, 0, 'not sent to the fallback')
       await eventually(() => c.records.length === 1, 2000, 'usage record')
       assert.equal(c.records[0]?.status, 502)
       assert.equal(c.records[0]?.completionTokens, 0, 'an error is not billed')

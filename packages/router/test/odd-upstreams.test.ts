@@ -4,10 +4,11 @@
 import assert from 'node:assert/strict'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { connect } from 'node:net'
 import { after, before, beforeEach, test } from 'node:test'
 import { constants, createGzip, gzipSync } from 'node:zlib'
 import Anthropic from '@anthropic-ai/sdk'
-import type { UsageRecord } from '@llmproxy/core'
+import { errors, type UsageRecord } from '@llmproxy/core'
 import { upstreams } from '@llmproxy/upstreams'
 import Fastify, { type FastifyInstance } from 'fastify'
 import OpenAI from 'openai'
@@ -38,6 +39,7 @@ before(async () => {
     upstreams: [
       { name: 'raw', url: origin, protocol: 'openai' },
       { name: 'raw-anthropic', url: origin, protocol: 'anthropic' },
+      { name: 'raw-gemini', url: origin, protocol: 'gemini' },
     ],
     healthChecks: { enabled: false },
   })
@@ -45,6 +47,7 @@ before(async () => {
     models: [
       { name: 'gpt-test', upstreams: ['raw'] },
       { name: 'claude-test', upstreams: ['raw-anthropic'] },
+      { name: 'gemini-test', upstreams: ['raw-gemini'] },
     ],
     retry: { attempts: 1 },
     // Long enough that a client kept waiting for it would show as a hang (see `within`).
@@ -437,4 +440,93 @@ test('a converted stream that reaches [DONE] without a finish reason ends with a
   await assert.rejects(within(5000, 'the stream', streamed.finalMessage()), /without finishing its answer/)
   await eventually(() => records.length === 1, 5000, 'the usage record')
   assert.equal(records[0]?.error?.code, 'llmproxy_upstream_error')
+})
+
+test("a Gemini stream whose last event has no blank line after it is complete: its finish is read at the body's end", async () => {
+  const event = (text: string, last: boolean) =>
+    `data: ${JSON.stringify({
+      candidates: [{ content: { role: 'model', parts: [{ text }] }, index: 0, ...(last ? { finishReason: 'STOP' } : {}) }],
+      ...(last ? { usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 2, totalTokenCount: 6 } } : {}),
+    })}`
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.end(`${event('Hello', false)}\r\n\r\n${event(' world', true)}`)
+  }
+  const stream = await openai().chat.completions.create({
+    model: 'gemini-test',
+    stream: true,
+    messages: [{ role: 'user', content: 'Hi' }],
+  })
+  let text = ''
+  let finish: string | null = null
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta.content ?? ''
+    finish = chunk.choices[0]?.finish_reason ?? finish
+  }
+  assert.equal(text, 'Hello world')
+  assert.equal(finish, 'stop')
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error, undefined)
+})
+
+test("a shutdown's abort ends a stream with its error without counting against the upstream; an ended answer is left whole", async () => {
+  // A stream under way: a first token, then nothing until the abort.
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.write(CHAT_EVENTS[0] as string)
+    res.write(CHAT_EVENTS[1] as string)
+  }
+  const stream = await openai().chat.completions.create({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'Hi' }] })
+  const read = (async () => {
+    for await (const _chunk of stream) {
+      // the first token arrives; the abort comes while waiting for the next
+    }
+  })().then(
+    () => null,
+    (err: unknown) => err,
+  )
+  const failures = () => app.upstreams.snapshot().find((u) => u.name === 'raw')?.consecutiveFailures
+  const before = failures()
+  await eventually(() => records.length === 0 && app.llmRouter.abortInFlight(errors.shuttingDown()) === 1, 5000, 'the stream to be aborted')
+  const error = await read
+  assert.ok(error instanceof OpenAI.APIError, String(error))
+  assert.equal(error.code, 'llmproxy_shutting_down')
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error?.code, 'llmproxy_shutting_down')
+  assert.equal(failures(), before, 'the abort counted against the upstream')
+
+  // A whole answer already ended, still on its way to a client that does not read: not cut. (A converted answer is
+  // written in one piece once read whole: it ends at once, however slowly its client reads.)
+  const big = 'x'.repeat(4 * 1024 * 1024)
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end(
+      JSON.stringify({
+        id: 'msg_1',
+        type: 'message',
+        role: 'assistant',
+        model: 'claude',
+        content: [{ type: 'text', text: big }],
+        stop_reason: 'end_turn',
+        stop_sequence: null,
+        usage: { input_tokens: 3, output_tokens: 5 },
+      }),
+    )
+  }
+  records.length = 0
+  const socket = connect(Number(new URL(url).port), '127.0.0.1')
+  const body = JSON.stringify({ model: 'claude-test', messages: [{ role: 'user', content: 'Hi' }] })
+  socket.write(
+    `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+  )
+  socket.pause()
+  await eventually(() => records.length === 1, 5000, 'the answer to end (its record)')
+  assert.equal(app.llmRouter.abortInFlight(errors.shuttingDown()), 0)
+  let received = 0
+  socket.on('data', (data: Buffer) => {
+    received += data.length
+  })
+  socket.resume()
+  await eventually(() => received > big.length, 5000, 'the whole answer')
+  socket.destroy()
 })

@@ -15,10 +15,10 @@ export interface RunningGateway {
   shutdown(reason: string): Promise<void>
 }
 
-/** Why a listen failed, by error code, when it is the config's to fix: the setting and the problem. */
 /** How long the connections of requests ended at the grace's end get to send their error before they are closed. */
 const ABORT_FLUSH_MS = 1000
 
+/** Why a listen failed, by error code, when it is the config's to fix: the setting and the problem. */
 const LISTEN_PROBLEMS: Record<string, (host: string, port: number) => ['host' | 'port', string]> = {
   EADDRINUSE: (host, port) => ['port', `${port} is already in use on ${host}`],
   EACCES: (_host, port) => ['port', `not allowed to listen on ${port} (ports below 1024 need privileges)`],

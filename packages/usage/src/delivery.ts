@@ -222,7 +222,8 @@ export class Delivery {
     const latencyMs = Math.round((performance.now() - started) * 1000) / 1000
     const counters = this.counters
     if (error === undefined) {
-      counters.delivered += records
+      // Dropped (drop-oldest) while it was on its way: already counted dropped, not counted twice.
+      if (this.spool.holds(pending.batch)) counters.delivered += records
       counters.lastDeliveryAt = new Date().toISOString()
       counters.lastError = null
       this.events.emit('delivery', { ok: true, records, latencyMs, status })
