@@ -1,4 +1,6 @@
 import { strict as assert } from 'node:assert'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { test } from 'node:test'
 import { ConfigError, type UsageRecord } from '@llmproxy/core'
 import Fastify from 'fastify'
@@ -222,6 +224,51 @@ test("'drop-oldest' while a batch waits to be sent again: its dropped records ar
   assert.equal(stats.dropped + up.ids.size, 20)
   assert.equal(stats.delivered, up.ids.size)
   assert.ok(!up.ids.has(records[0]?.id as string), 'a dropped record was delivered')
+})
+
+test("'drop-oldest' while a batch is on its way: its records count dropped, not delivered too", async (t) => {
+  // A receiver that holds its first request until the test lets it answer.
+  let release: () => void = () => undefined
+  const held = new Promise<void>((resolve) => (release = resolve))
+  let requests = 0
+  const server = createServer((req, res) => {
+    req.resume()
+    req.on('end', () => {
+      requests++
+      const answer = () => res.writeHead(200).end()
+      if (requests === 1) void held.then(answer)
+      else answer()
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const sample = usageRecord()
+  const line = lineBytes(sample)
+  const app = await buildApp({
+    webhook: { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/usage` },
+    spoolDir: spoolDir(),
+    batch: { maxRecords: 100, maxWaitMs: 10 },
+    spool: { maxBytes: line * 6, segmentBytes: line * 2, whenFull: 'drop-oldest' },
+  })
+  t.after(async () => {
+    release()
+    await app.close()
+    server.closeAllConnections()
+    await new Promise((resolve) => server.close(resolve))
+  })
+  const records = Array.from({ length: 20 }, () => usageRecord({ requestId: sample.requestId }))
+  emit(app, records[0] as UsageRecord)
+  emit(app, records[1] as UsageRecord)
+  await waitFor(() => requests === 1, 5000, 'the first batch on its way')
+  // The spool fills while it is: its segment is dropped.
+  for (const r of records.slice(2)) {
+    emit(app, r)
+    await endOfTurn()
+  }
+  assert.ok(app.usage.stats().dropped > 0)
+  release()
+  await waitFor(() => app.usage.stats().queueDepth === 0, 15_000, 'the rest to be delivered')
+  const stats = app.usage.stats()
+  assert.equal(stats.delivered + stats.dropped, 20, `delivered ${stats.delivered}, dropped ${stats.dropped}`)
 })
 
 test('stats() reports spooled, delivered and failed counts as they change', async (t) => {
