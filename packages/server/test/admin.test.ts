@@ -4,11 +4,11 @@ import { createServer, type Server } from 'node:http'
 import { type AddressInfo, createServer as createTcpServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
 import { type Dispatcher, request } from 'undici'
 import { parseConfig, type RunningGateway, redactConfig, startGateway } from '../src/index.js'
+import { logSink } from './helpers.js'
 
 const TOKEN = 'admin-token-0123456789abcdef'
 const ADMIN = { authorization: `Bearer ${TOKEN}` }
@@ -39,15 +39,6 @@ interface Harness {
   mockB: MockUpstream
   logs: string[]
   close(): Promise<void>
-}
-
-function logSink(lines: string[]): Writable {
-  return new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(line)
-      callback()
-    },
-  })
 }
 
 async function startAll(yaml: (mockA: MockUpstream, mockB: MockUpstream) => string): Promise<Harness> {

@@ -3,6 +3,16 @@ import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
 import type { FastifyInstance } from 'fastify'
 import { buildGateway, parseConfig } from '../src/index.js'
 
+/** A log destination that collects the gateway's log lines (JSON text, one per entry) into `lines`. */
+export function logSink(lines: string[]): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(line)
+      callback()
+    },
+  })
+}
+
 export interface ServerHarness {
   app: FastifyInstance
   url: string

@@ -1,12 +1,11 @@
 // Credentials in query strings never reach the logs: request lines, error logs, admin logs (on the gateway and on
 // the separate admin server).
 import assert from 'node:assert/strict'
-import { Writable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
 import { parseConfig, type RunningGateway, redactQueryCredentials, startGateway } from '../src/index.js'
-import { eventually } from './helpers.js'
+import { eventually, logSink } from './helpers.js'
 
 const CLIENT_KEY = 'sk-client-key-in-the-url-0001'
 const TOKEN = 'admin-token-in-the-url-000001'
@@ -29,13 +28,7 @@ describe('query-string credentials in the logs', () => {
       }),
       'logs test',
     )
-    const logDestination = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(line)
-        callback()
-      },
-    })
-    gateway = await startGateway(config, { logDestination })
+    gateway = await startGateway(config, { logDestination: logSink(lines) })
   })
   after(async () => {
     await gateway.shutdown('test over')

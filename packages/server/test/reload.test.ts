@@ -3,11 +3,11 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import { expectedContent, type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
 import { loadConfigFile, type RunningGateway, startGateway } from '../src/index.js'
+import { logSink } from './helpers.js'
 
 const TOKEN = 'reload-admin-token-0123456789'
 const ADMIN = { authorization: `Bearer ${TOKEN}` }
@@ -70,18 +70,7 @@ describe('hot reload through POST /admin/reload', () => {
     a = await startMockUpstream({ defaults: { tokens: 5 } })
     b = await startMockUpstream({ defaults: { tokens: 5 } })
     writeFileSync(file, configText({ a }, '  - { name: gpt-old, upstreams: [a] }', KEYS_AND_LIMITS))
-    const destination = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        logs.push(
-          ...chunk
-            .toString()
-            .split('\n')
-            .filter((l) => l !== ''),
-        )
-        callback()
-      },
-    })
-    gateway = await startGateway(loadConfigFile(file, {}), { configFile: file, logDestination: destination })
+    gateway = await startGateway(loadConfigFile(file, {}), { configFile: file, logDestination: logSink(logs) })
   })
   after(async () => {
     await gateway?.shutdown('test over')

@@ -4,13 +4,13 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { test } from 'node:test'
 import type { UsageRecord } from '@llmproxy/core'
 import { startMockUpstream } from '@llmproxy/mock-upstream'
 import OpenAI from 'openai'
 import { Agent, request } from 'undici'
 import { parseConfig, startGateway } from '../src/index.js'
+import { logSink } from './helpers.js'
 
 async function start(graceMs: number) {
   const mock = await startMockUpstream({ defaults: { tokens: 10, gapMs: 60 } })
@@ -150,18 +150,7 @@ test('with nothing in flight, the grace period is not reported over while closin
       }),
       'shutdown test',
     )
-    const logDestination = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        lines.push(
-          ...chunk
-            .toString()
-            .split('\n')
-            .filter((line) => line !== ''),
-        )
-        callback()
-      },
-    })
-    const gateway = await startGateway(config, { logDestination })
+    const gateway = await startGateway(config, { logDestination: logSink(lines) })
     const res = await request(`${gateway.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
