@@ -1,18 +1,12 @@
+import type { ApiFamily } from '@llmproxy/protocols'
 import type { ModelTable } from './models.js'
 
-/** One model as each client API describes it (GET /v1/models/{id}, /v1beta/models/{id}). */
-export interface ModelEntry {
-  openai: string
-  anthropic: string
-  gemini: string
-}
+/** A model list, or one model of it, as JSON in each client API's shape. */
+export type ModelShapes = Record<ApiFamily, string>
 
-/** GET /v1/models and /v1beta/models, and each model of them, in each client API's shape, built once per model table. */
-export interface ModelListings {
-  openai: string
-  anthropic: string
-  gemini: string
-  byId: Map<string, ModelEntry>
+/** GET /v1/models and /v1beta/models, and each model of them (`byId`), built once per model table. */
+export interface ModelListings extends ModelShapes {
+  byId: Map<string, ModelShapes>
 }
 
 export function modelListings(table: ModelTable): ModelListings {
@@ -31,7 +25,7 @@ export function modelListings(table: ModelTable): ModelListings {
     displayName: m.id,
     supportedGenerationMethods: ['generateContent', 'streamGenerateContent'],
   }))
-  const byId = new Map<string, ModelEntry>()
+  const byId = new Map<string, ModelShapes>()
   ids.forEach((m, i) => {
     byId.set(m.id, { openai: JSON.stringify(openai[i]), anthropic: JSON.stringify(anthropic[i]), gemini: JSON.stringify(gemini[i]) })
   })

@@ -11,6 +11,7 @@ import {
 import {
   ANTHROPIC_COUNT_TOKENS,
   ANTHROPIC_MESSAGES,
+  clientApiOf,
   type Endpoint,
   GEMINI_ACTIONS,
   GEMINI_GENERATE,
@@ -23,7 +24,7 @@ import type { Dispatcher } from 'undici'
 import { acceptJsonBodies } from './body.js'
 import { ProxyCall } from './call.js'
 import { UpstreamDispatcher } from './dispatcher.js'
-import { modelListings } from './listings.js'
+import { type ModelShapes, modelListings } from './listings.js'
 import { ModelTable, type ResolvedRoute } from './models.js'
 import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
 import { kProxyCall } from './reply-hooks.js'
@@ -213,31 +214,25 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       return reply.send({ input_tokens: estimateTokensFromBytes(Buffer.byteLength(JSON.stringify({ system, messages, tools }))) })
     })
 
-    // The model list in the shape of the client's API: Anthropic clients send anthropic-version.
-    routes.get('/v1/models', (request, reply) => {
+    /**
+     * The model list, or one model of it (the SDKs' models.retrieve / models.get), in the shape of the client's API
+     * (clientApiOf: Anthropic clients send anthropic-version); a model not in it is the client's 404.
+     */
+    const sendModels = (request: FastifyRequest, reply: FastifyReply, shapes: ModelShapes | undefined, model: string) => {
+      if (shapes === undefined) return sendError(reply, errors.modelNotFound(model))
       reply.header('x-request-id', request.id)
-      const body = request.headers['anthropic-version'] === undefined ? listings.openai : listings.anthropic
-      return reply.type('application/json; charset=utf-8').send(body)
-    })
-    routes.get('/v1beta/models', (request, reply) => {
-      reply.header('x-request-id', request.id)
-      return reply.type('application/json; charset=utf-8').send(listings.gemini)
-    })
-    // One model (the SDKs' models.retrieve / models.get), in the same shapes; an unknown one is the client's 404.
+      return reply.type('application/json; charset=utf-8').send(shapes[clientApiOf(request.url, request.headers)])
+    }
+    routes.get('/v1/models', (request, reply) => sendModels(request, reply, listings, ''))
+    routes.get('/v1beta/models', (request, reply) => sendModels(request, reply, listings, ''))
     // A wildcard: vLLM-style ids hold a slash (`meta-llama/Llama-3.1-8B`), which not every client encodes.
     routes.get<{ Params: { '*': string } }>('/v1/models/*', (request, reply) => {
       const model = request.params['*']
-      const entry = listings.byId.get(model)
-      if (entry === undefined) return sendError(reply, errors.modelNotFound(model))
-      reply.header('x-request-id', request.id)
-      const body = request.headers['anthropic-version'] === undefined ? entry.openai : entry.anthropic
-      return reply.type('application/json; charset=utf-8').send(body)
+      return sendModels(request, reply, listings.byId.get(model), model)
     })
     routes.get<{ Params: { target: string } }>(GEMINI_GENERATE.path, (request, reply) => {
-      const entry = listings.byId.get(request.params.target)
-      if (entry === undefined) return sendError(reply, errors.modelNotFound(request.params.target))
-      reply.header('x-request-id', request.id)
-      return reply.type('application/json; charset=utf-8').send(entry.gemini)
+      const model = request.params.target
+      return sendModels(request, reply, listings.byId.get(model), model)
     })
   })
 }
