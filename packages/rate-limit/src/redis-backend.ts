@@ -214,7 +214,7 @@ export class RedisBackend {
 /** Redis errors no wait mends, with the setting that causes them (what `llmproxy check` cannot see: it needs Redis). */
 const MISCONFIGURATIONS: { pattern: RegExp; setting: string; problem: string }[] = [
   {
-    pattern: /WRONGPASS|NOAUTH|invalid username-password|without any password configured/i,
+    pattern: /WRONGPASS|NOAUTH|invalid username-password/i,
     setting: 'redis.password',
     problem: 'Redis refuses the credentials (redis.username and redis.password, or those of redis.url)',
   },
