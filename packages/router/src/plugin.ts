@@ -24,11 +24,12 @@ import type { Dispatcher } from 'undici'
 import { acceptJsonBodies } from './body.js'
 import { ProxyCall } from './call.js'
 import { UpstreamDispatcher } from './dispatcher.js'
+import { InFlight } from './in-flight.js'
 import { type ModelShapes, modelListings } from './listings.js'
 import { ModelTable, type ResolvedRoute } from './models.js'
 import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
 import { kProxyCall } from './reply-hooks.js'
-import { InFlight, type ProxySettings, servesEndpoint } from './shape.js'
+import { type ProxySettings, servesEndpoint } from './shape.js'
 
 /** Options as given: everything but `models` has defaults (see RouterOptionsSchema). */
 export interface RouterOptions {
