@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { type MockUpstream, promptTokensFor, startMockUpstream } from '@llmproxy/mock-upstream'
+import type { ReloadHistory } from '@llmproxy/server'
 import { type GatewayChild, spawnGateway } from './gateway-process.js'
 import { pollUntil, sleep } from './http-helpers.js'
 import { metricValue, UsageReceiver } from './usage-helpers.js'
@@ -311,6 +312,13 @@ test('SIGHUP and POST /admin/reload: the primary validates once, every worker ap
     (n) => n === failedBefore + 1,
     'the primary to log the failed reload',
   )
+  // What the operator who sent the signal reads back from a worker: the primary's last reload and its counter.
+  const history = JSON.parse((await admin('GET', '/reload')).text) as ReloadHistory
+  assert.equal(history.last?.reloaded, false, JSON.stringify(history))
+  assert.equal(history.last?.problems[0]?.path, '/timeouts/connectMs', JSON.stringify(history))
+  const scraped = (await send('GET', '/metrics', null, {})).text
+  assert.equal(metricValue(scraped, 'llmproxy_config_reloads_total', 'outcome="applied"'), 1)
+  assert.equal(metricValue(scraped, 'llmproxy_config_reloads_total', 'outcome="failed"'), 1)
   const refused = await admin('POST', '/reload')
   assert.equal(refused.status, 400, refused.text)
   assert.match(refused.text, /\/timeouts\/connectMs/)

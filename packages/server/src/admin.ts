@@ -152,6 +152,8 @@ const UsageStatsSchema = Type.Union([
   Type.Object({ enabled: Type.Literal(false) }, { description: 'The usage plugin is not configured.' }),
 ])
 
+const ProblemSchema = Type.Object({ path: Type.String(), message: Type.String() })
+
 const ReloadResultSchema = Type.Object({
   reloaded: Type.Literal(true),
   applied: Type.Array(Type.String(), { description: 'Live sections that changed and are now in force.' }),
@@ -162,10 +164,27 @@ const ReloadFailureSchema = Type.Object(
   {
     reloaded: Type.Literal(false),
     error: ErrorBodySchema.properties.error,
-    problems: Type.Array(Type.Object({ path: Type.String(), message: Type.String() })),
+    problems: Type.Array(ProblemSchema),
   },
   { description: 'The config file is missing or invalid: nothing changed.' },
 )
+
+const ReloadHistorySchema = Type.Object({
+  file: Type.Union([Type.String(), Type.Null()], { description: 'The config file a reload reads; null without one (the demo).' }),
+  last: Type.Union(
+    [
+      Type.Object({
+        at: Type.String({ description: 'When the reload ended (ISO 8601).' }),
+        reloaded: Type.Boolean({ description: 'False: the file was missing or invalid, nothing changed.' }),
+        applied: Type.Array(Type.String()),
+        restartRequired: Type.Array(Type.String()),
+        problems: Type.Array(ProblemSchema, { description: 'Why it failed; empty when it applied.' }),
+      }),
+      Type.Null(),
+    ],
+    { description: 'The last reload since the start (SIGHUP or POST /admin/reload); null before the first.' },
+  ),
+})
 
 const OpenApiSchema = Type.Object({}, { additionalProperties: true, description: 'The OpenAPI 3.1 document of the admin API.' })
 
@@ -292,6 +311,12 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin,
         return reply.code(400).send({ reloaded: false, ...error.toJSON(), problems: err.problems })
       }
     },
+  )
+
+  admin.get(
+    '/reload',
+    { ...options, schema: { summary: 'How the last config reload went', response: withAuth({ 200: ReloadHistorySchema }) } },
+    () => gateway.llmConfig.history(),
   )
 
   admin.get(

@@ -17,7 +17,7 @@ import { type AdminScope, setupAdmin } from './admin.js'
 import { type Config, workerCount } from './config.js'
 import { withLazyChildren } from './lazy-logger.js'
 import { logSerializers } from './redact.js'
-import { installReload, type ReloadResult } from './reload.js'
+import { configReloadsCounter, installReload, type ReloadHistory, type ReloadResult } from './reload.js'
 import { requestLogging } from './request-log.js'
 import { workerSpoolDir } from './workers/spools.js'
 
@@ -48,6 +48,8 @@ export interface WorkerLink {
   metrics(): Promise<string>
   /** The primary reads and validates the config file once, and every worker applies it. */
   reload(): Promise<ReloadResult>
+  /** The primary's file and last reload. */
+  reloadHistory(): Promise<ReloadHistory>
 }
 
 export interface GatewayOptions {
@@ -263,7 +265,15 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     bodyLimit: config.bodyLimit,
   })
 
-  installReload(app, config, { file: options.configFile ?? null, adjustConfig: options.adjustConfig, reloadVia: worker?.reload })
+  const reloads =
+    worker === undefined && config.metrics !== false ? configReloadsCounter(config.metrics.prefix, [app.llmMetrics.registry]) : null
+  installReload(app, config, {
+    file: options.configFile ?? null,
+    adjustConfig: options.adjustConfig,
+    reloadVia: worker?.reload,
+    historyVia: worker?.reloadHistory,
+    counted: (applied) => reloads?.inc({ outcome: applied ? 'applied' : 'failed' }),
+  })
   if (config.admin !== undefined) await setupAdmin(app, config.admin, { genReqId: genRequestId, scope: worker?.scope })
 
   app.get('/healthz', { config: { auth: false, rateLimit: false } }, (_request, reply) => reply.send({ status: 'ok' }))

@@ -21,5 +21,5 @@ export {
 export { startDemo } from './demo.js'
 export { type RunningGateway, startGateway } from './main.js'
 export { REDACTED, redactConfig, redactConfigUrl, redactQueryCredentials } from './redact.js'
-export type { ConfigReloader, ReloadResult } from './reload.js'
+export type { ConfigReloader, ReloadHistory, ReloadResult, ReloadStatus } from './reload.js'
 export { configJsonSchema, configReference } from './schema.js'

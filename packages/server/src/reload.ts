@@ -2,7 +2,8 @@ import { readFile } from 'node:fs/promises'
 import { isDeepStrictEqual } from 'node:util'
 import { ConfigError, type ConfigProblem } from '@llmproxy/core'
 import { resolveUpstreamList } from '@llmproxy/upstreams'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
+import { Counter, type Registry } from 'prom-client'
 import { type Config, parseConfig } from './config.js'
 
 /** What a successful reload did. */
@@ -12,6 +13,78 @@ export interface ReloadResult {
   applied: string[]
   /** Sections that changed in the file but only take effect after a restart (`server`, `retry`, `auth.ipAllowlist`, …). */
   restartRequired: string[]
+}
+
+/** A reload's outcome, as `GET /admin/reload` shows the last one (`problems` is empty when it applied). */
+export interface ReloadStatus {
+  /** When it ended (ISO 8601). */
+  at: string
+  reloaded: boolean
+  applied: string[]
+  restartRequired: string[]
+  problems: ConfigProblem[]
+}
+
+/** What `GET /admin/reload` answers: the file a reload reads, and how the last reload since the start went. */
+export interface ReloadHistory {
+  file: string | null
+  last: ReloadStatus | null
+}
+
+/**
+ * Where reloads end, in the process that reads the file (the gateway, or with workers the primary): one log line
+ * each, the last one kept for `GET /admin/reload`, and `counted` (the `config_reloads_total` metric).
+ */
+export class ReloadOutcomes {
+  last: ReloadStatus | null = null
+  private readonly log: FastifyBaseLogger
+  private readonly file: string | null
+  private readonly counted: (reloaded: boolean) => void
+
+  constructor(log: FastifyBaseLogger, file: string | null, counted: (reloaded: boolean) => void = () => {}) {
+    this.log = log
+    this.file = file
+    this.counted = counted
+  }
+
+  applied(result: ReloadResult, logFields: Record<string, unknown> = {}): ReloadResult {
+    const { applied, restartRequired } = result
+    this.log.info({ file: this.file, applied, restartRequired, ...logFields }, 'config reloaded')
+    if (restartRequired.length > 0) this.log.warn({ restartRequired }, 'config reload: these changes take effect after a restart')
+    this.keep({ at: new Date().toISOString(), reloaded: true, applied, restartRequired, problems: [] })
+    return result
+  }
+
+  /** The error to throw: a ConfigError naming the problems. */
+  failed(err: unknown): ConfigError {
+    const problems = problemsOf(err, '')
+    this.log.error({ file: this.file, problems }, 'config reload failed: nothing changed')
+    this.keep({ at: new Date().toISOString(), reloaded: false, applied: [], restartRequired: [], problems })
+    return err instanceof ConfigError ? err : new ConfigError('reload', problems)
+  }
+
+  history(): ReloadHistory {
+    return { file: this.file, last: this.last }
+  }
+
+  private keep(status: ReloadStatus): void {
+    this.last = status
+    this.counted(status.reloaded)
+  }
+}
+
+/** `config_reloads_total{outcome}`, counted where the file is read: the gateway, or with workers the primary. */
+export function configReloadsCounter(prefix: string, registers: Registry[]): Counter<'outcome'> {
+  const counter = new Counter({
+    name: `${prefix}config_reloads_total`,
+    help: 'Config reloads (SIGHUP, POST /admin/reload), by outcome: applied, or failed (nothing changed).',
+    labelNames: ['outcome'],
+    registers,
+  })
+  // Both series from the start, so that an alert on `failed` has a series to watch before the first failure.
+  counter.inc({ outcome: 'applied' }, 0)
+  counter.inc({ outcome: 'failed' }, 0)
+  return counter
 }
 
 /** `fastify.llmConfig`: the config in force and hot reload. */
@@ -28,6 +101,8 @@ export interface ConfigReloader {
   reload(): Promise<ReloadResult>
   /** Applies an already validated config with the same rules as `reload()` (throws a ConfigError, changing nothing). */
   apply(next: Config): ReloadResult
+  /** The file a reload reads and the last reload's outcome (with workers, the primary's). */
+  history(): Promise<ReloadHistory>
 }
 
 declare module 'fastify' {
@@ -48,6 +123,10 @@ export interface ReloadOptions {
    * every worker apply it).
    */
   reloadVia?: (() => Promise<ReloadResult>) | undefined
+  /** Reads the reload history instead (a worker: the primary reloads). */
+  historyVia?: (() => Promise<ReloadHistory>) | undefined
+  /** Called with each reload's outcome (the gateway's `config_reloads_total`); not with `reloadVia`. */
+  counted?: ((reloaded: boolean) => void) | undefined
 }
 
 /**
@@ -175,6 +254,8 @@ class Reloader implements ConfigReloader {
   private readonly adjust: ((config: Config) => void) | undefined
   private readonly env: NodeJS.ProcessEnv | undefined
   private readonly reloadVia: (() => Promise<ReloadResult>) | undefined
+  private readonly historyVia: (() => Promise<ReloadHistory>) | undefined
+  private readonly outcomes: ReloadOutcomes
   private config: Config
   private queue: Promise<unknown> = Promise.resolve()
 
@@ -185,6 +266,12 @@ class Reloader implements ConfigReloader {
     this.adjust = options.adjustConfig
     this.env = options.env
     this.reloadVia = options.reloadVia
+    this.historyVia = options.historyVia
+    this.outcomes = new ReloadOutcomes(app.log, options.file, options.reloadVia === undefined ? options.counted : undefined)
+  }
+
+  history(): Promise<ReloadHistory> {
+    return this.historyVia === undefined ? Promise.resolve(this.outcomes.history()) : this.historyVia()
   }
 
   current(): Config {
@@ -199,17 +286,25 @@ class Reloader implements ConfigReloader {
   }
 
   private async reloadFile(): Promise<ReloadResult> {
-    const log = this.app.log
+    let next: Config
     try {
-      return this.apply(await readConfigForReload(this.file, this.env ?? process.env, this.adjust))
+      next = await readConfigForReload(this.file, this.env ?? process.env, this.adjust)
     } catch (err) {
-      const problems = problemsOf(err, '')
-      log.error({ file: this.file, problems }, 'config reload failed: nothing changed')
-      throw err instanceof ConfigError ? err : new ConfigError('reload', problems)
+      throw this.outcomes.failed(err)
     }
+    return this.apply(next)
   }
 
   apply(next: Config): ReloadResult {
+    try {
+      return this.outcomes.applied(this.applyLive(next))
+    } catch (err) {
+      throw this.outcomes.failed(err)
+    }
+  }
+
+  /** Applies the live sections of `next`, each atomically, putting back the earlier ones when a later one refuses. */
+  private applyLive(next: Config): ReloadResult {
     const app = this.app
     const current = this.config
     const plan = planReload(current, next)
@@ -263,12 +358,7 @@ class Reloader implements ConfigReloader {
     }
 
     this.config = plan.inForce
-    const result: ReloadResult = { reloaded: true, applied: plan.applied, restartRequired: plan.restartRequired }
-    app.log.info({ file: this.file, applied: plan.applied, restartRequired: plan.restartRequired }, 'config reloaded')
-    if (plan.restartRequired.length > 0) {
-      app.log.warn({ restartRequired: plan.restartRequired }, 'config reload: these changes take effect after a restart')
-    }
-    return result
+    return { reloaded: true, applied: plan.applied, restartRequired: plan.restartRequired }
   }
 }
 

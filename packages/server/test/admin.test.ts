@@ -330,6 +330,7 @@ admin: { token: "${TOKEN}" }
       'GET /admin/config',
       'GET /admin/keys',
       'GET /admin/openapi.json',
+      'GET /admin/reload',
       'GET /admin/upstreams',
       'GET /admin/usage',
       'POST /admin/reload',

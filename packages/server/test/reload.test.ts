@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { expectedContent, type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
-import { loadConfigFile, type RunningGateway, startGateway } from '../src/index.js'
+import { loadConfigFile, type ReloadHistory, type RunningGateway, startGateway } from '../src/index.js'
 import { logSink } from './helpers.js'
 
 const TOKEN = 'reload-admin-token-0123456789'
@@ -368,6 +368,16 @@ describe('SIGHUP', () => {
       child = c
     })
     assert.deepEqual(await chat(cli.url, 'before-hup'), { status: 200, code: null })
+    // What an operator who sent the signal can read back: the last reload, and the counter an alert watches.
+    const history = () => adminGet<ReloadHistory>(cli.url, '/admin/reload')
+    const reloadCounts = async () => {
+      const text = await (await request(`${cli.url}/metrics`)).body.text()
+      return ['applied', 'failed'].map((o) =>
+        Number(new RegExp(`llmproxy_config_reloads_total\\{outcome="${o}"\\} (\\d+)`).exec(text)?.[1]),
+      )
+    }
+    assert.deepEqual(await history(), { file, last: null })
+    assert.deepEqual(await reloadCounts(), [0, 0])
 
     const reloads = () => (cli.output().match(/"msg":"config reloaded"/g) ?? []).length
     writeFileSync(file, configText({ a }, '  - { name: after-hup, upstreams: [a] }', '', 9))
@@ -376,11 +386,21 @@ describe('SIGHUP', () => {
     assert.match(cli.output(), /"applied":\["models"\],"restartRequired":\[\]/)
     assert.deepEqual(await chat(cli.url, 'after-hup'), { status: 200, code: null })
     assert.deepEqual(await chat(cli.url, 'before-hup'), { status: 404, code: 'model_not_found' })
+    const applied = (await history()).last
+    assert.deepEqual(
+      { ...applied, at: undefined },
+      { at: undefined, reloaded: true, applied: ['models'], restartRequired: [], problems: [] },
+    )
+    assert.ok(Math.abs(Date.parse(applied?.at ?? '') - Date.now()) < 60_000, applied?.at)
 
     writeFileSync(file, 'models: [')
     child?.kill('SIGHUP')
     await until(() => cli.output().includes('config reload failed'), 'the failed reload', cli.output)
     assert.deepEqual(await chat(cli.url, 'after-hup'), { status: 200, code: null })
+    const failed = (await history()).last
+    assert.equal(failed?.reloaded, false)
+    assert.match(failed?.problems[0]?.message ?? '', /not valid YAML or JSON/)
+    assert.deepEqual(await reloadCounts(), [1, 1])
     assert.equal(child?.exitCode, null, 'still running')
   })
 })

@@ -4,6 +4,7 @@ import type { UpstreamSnapshot, UpstreamState } from '@llmproxy/upstreams'
 import type { UsageStats } from '@llmproxy/usage'
 import { AggregatorRegistry, Counter, Gauge, type PrometheusContentType, Registry } from 'prom-client'
 import type { AdminUpstream, AdminUsage } from '../admin.js'
+import { configReloadsCounter } from '../reload.js'
 
 /** One worker's answer. */
 export interface FromWorker<T> {
@@ -97,11 +98,12 @@ export type MetricJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>[numbe
  */
 const AVERAGED = ['upstream_up', 'upstream_state', 'upstream_ttft_ewma_seconds', 'ratelimit_redis_up']
 
-/** The primary's own metrics: how many workers serve, and how often one was replaced. */
+/** The primary's own metrics: how many workers serve, how often one was replaced, and the config reloads. */
 export class SupervisorMetrics {
   readonly registry = new Registry()
   private readonly workers: Gauge
   private readonly restarts: Counter
+  private readonly reloads: Counter<'outcome'>
 
   constructor(prefix: string) {
     const registers = [this.registry]
@@ -111,6 +113,7 @@ export class SupervisorMetrics {
       help: 'Workers that exited unexpectedly and were replaced.',
       registers,
     })
+    this.reloads = configReloadsCounter(prefix, registers)
   }
 
   set(workers: number): void {
@@ -119,6 +122,10 @@ export class SupervisorMetrics {
 
   restarted(): void {
     this.restarts.inc()
+  }
+
+  reloaded(applied: boolean): void {
+    this.reloads.inc({ outcome: applied ? 'applied' : 'failed' })
   }
 }
 

@@ -3,7 +3,7 @@ import type { UpstreamSnapshot } from '@llmproxy/upstreams'
 import type { UsageStats } from '@llmproxy/usage'
 import type { AdminUpstream, AdminUsage } from '../admin.js'
 import type { Config } from '../config.js'
-import type { ReloadResult } from '../reload.js'
+import type { ReloadHistory, ReloadResult } from '../reload.js'
 import type { MetricJson } from './aggregate.js'
 
 export interface UpstreamAction {
@@ -20,6 +20,7 @@ export type PrimaryOps = {
   usage: [null, AdminUsage]
   metrics: [null, string]
   reload: [null, ReloadResult]
+  reloadHistory: [null, ReloadHistory]
 }
 
 /** What the primary asks a worker: its own view, or a change to apply. */

@@ -3,13 +3,12 @@
 // a reload once and has every worker apply it, answers the admin API's and /metrics' questions about the whole
 // gateway, and drains every worker on SIGTERM.
 import cluster, { type Worker } from 'node:cluster'
-import { ConfigError } from '@llmproxy/core'
 import { CounterHost } from '@llmproxy/rate-limit'
 import type pino from 'pino'
 import type { DestinationStream } from 'pino'
 import { gatewayLogger } from '../app.js'
 import type { Config } from '../config.js'
-import { planReload, problemsOf, type ReloadResult, readConfigForReload } from '../reload.js'
+import { planReload, ReloadOutcomes, type ReloadResult, readConfigForReload } from '../reload.js'
 import {
   aggregateMetrics,
   combineSnapshots,
@@ -91,6 +90,7 @@ class Primary {
   /** Upstreams drained through the admin API: a replacement worker drains them too. */
   private readonly drained = new Set<string>()
   private reloads: Promise<unknown> = Promise.resolve()
+  private readonly reloadOutcomes: ReloadOutcomes
   private starting: { resolve(): void; reject(err: Error): void } | null = null
   private stopping: Promise<void> | null = null
 
@@ -114,6 +114,7 @@ class Primary {
     const metrics = options.config.metrics
     const prefix = metrics === false ? 'llmproxy_' : metrics.prefix
     this.supervisor = new SupervisorMetrics(prefix)
+    this.reloadOutcomes = new ReloadOutcomes(this.log, this.file, (reloaded) => this.supervisor.reloaded(reloaded))
     this.handlers = {
       config: () => this.config,
       upstreams: async () => combineSnapshots(await this.everyWorker('snapshot', null)),
@@ -136,6 +137,7 @@ class Primary {
         return aggregateMetrics([...answers.map((w) => w.value), ...this.retired.views], prefix, this.supervisor)
       },
       reload: () => this.reload(),
+      reloadHistory: async () => this.reloadOutcomes.history(),
     }
   }
 
@@ -305,18 +307,12 @@ class Primary {
       this.generation++
       for (const slot of slots) slot.generation = this.generation
       for (const slot of this.readySlots()) if (slot.generation !== this.generation) void this.catchUp(slot)
-      this.log.info(
-        { file: this.file, applied: plan.applied, restartRequired: plan.restartRequired, workers: slots.length },
-        'config reloaded',
+      return this.reloadOutcomes.applied(
+        { reloaded: true, applied: plan.applied, restartRequired: plan.restartRequired },
+        { workers: slots.length },
       )
-      if (plan.restartRequired.length > 0) {
-        this.log.warn({ restartRequired: plan.restartRequired }, 'config reload: these changes take effect after a restart')
-      }
-      return { reloaded: true, applied: plan.applied, restartRequired: plan.restartRequired }
     } catch (err) {
-      const problems = problemsOf(err, '')
-      this.log.error({ file: this.file, problems }, 'config reload failed: nothing changed')
-      throw err instanceof ConfigError ? err : new ConfigError('reload', problems)
+      throw this.reloadOutcomes.failed(err)
     }
   }
 }

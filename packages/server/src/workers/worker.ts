@@ -43,6 +43,7 @@ export async function runWorker(): Promise<void> {
     },
     metrics: () => rpc.call('metrics', null),
     reload: () => rpc.call('reload', null, 60_000),
+    reloadHistory: () => rpc.call('reloadHistory', null),
   }
   let running: RunningGateway
   try {
