@@ -148,6 +148,7 @@ describe('tool definitions and tool_choice', () => {
                 type: 'OBJECT',
                 properties: {
                   q: { type: 'STRING', nullable: true },
+                  unit: { type: 'STRING', format: 'enum', enum: ['c', 'f'], nullable: true },
                   n: { type: 'INTEGER' },
                   tags: { type: 'ARRAY', items: { type: 'STRING' }, maxItems: '3' },
                 },
@@ -171,6 +172,7 @@ describe('tool definitions and tool_choice', () => {
             type: 'object',
             properties: {
               q: { type: ['string', 'null'] },
+              unit: { type: ['string', 'null'], enum: ['c', 'f', null] },
               n: { type: 'integer' },
               tags: { type: 'array', items: { type: 'string' }, maxItems: 3 },
             },

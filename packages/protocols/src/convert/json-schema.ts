@@ -90,6 +90,8 @@ export function fromGeminiSchema(schema: unknown): unknown {
   for (const key in schema) {
     const value = schema[key]
     if (key === 'nullable' || key === 'propertyOrdering' || key === 'example') continue
+    // Gemini marks a string enum with format "enum", which is no JSON Schema format (strict schemas refuse it).
+    if (key === 'format' && value === 'enum') continue
     if (key === 'type') {
       if (typeof value === 'string' && value !== 'TYPE_UNSPECIFIED') out.type = value.toLowerCase()
     } else if (key === 'properties' && isObject(value)) {
@@ -107,6 +109,8 @@ export function fromGeminiSchema(schema: unknown): unknown {
   if (schema.nullable === true) {
     if (typeof out.type === 'string') out.type = [out.type, 'null']
     else if (Array.isArray(out.anyOf)) out.anyOf = [...out.anyOf, { type: 'null' }]
+    // An enum lists every value a schema takes: null too, or the null type above would admit nothing.
+    if (Array.isArray(out.enum) && !out.enum.includes(null)) out.enum = [...out.enum, null]
   }
   return out
 }
