@@ -168,7 +168,13 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     this.body = body
     body.on('error', (err: Error) => this.onBodyError(err))
     if (status >= 200 && status < 300) {
-      this.relay(body)
+      if (this.headers?.['content-type']?.startsWith('text/html') !== true) {
+        this.relay(body)
+        return
+      }
+      // A web page (a login portal, a proxy's block page, a URL pointing at a site): this upstream misconfigured,
+      // as with a redirect. Relayed, the client would get a 200 its SDK cannot read.
+      this.fail('error', errors.upstreamFailed(`The upstream answered ${status} with a web page (text/html), not an answer.`), status)
       return
     }
     const planner = call.planner

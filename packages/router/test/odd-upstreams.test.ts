@@ -406,6 +406,25 @@ test("an upstream's redirect is an upstream error, its Location not passed on", 
   assert.doesNotMatch(error.message, /169\.254/)
 })
 
+test('an upstream answering 200 with a web page is an upstream error, not a 200 the SDK cannot read', async () => {
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
+    res.end('<html><body>Sign in to continue</body></html>')
+  }
+  for (const stream of [false, true]) {
+    const error = await openai()
+      .chat.completions.create({ model: 'gpt-test', stream, messages: [{ role: 'user', content: 'Hi' }] })
+      .then(
+        () => assert.fail(`stream ${stream}: a web page answered as a success`),
+        (err: unknown) => err,
+      )
+    assert.ok(error instanceof OpenAI.APIError, String(error))
+    assert.equal(error.status, 502)
+    assert.equal(error.code, 'llmproxy_upstream_error')
+    assert.match(error.message, /web page/)
+  }
+})
+
 test("an upstream refusing the gateway's credential (401, 403) is a 502, not the client's own key refused", async () => {
   for (const status of [401, 403]) {
     script = (_req, res) => {
