@@ -138,7 +138,17 @@ export class Spool {
     if (this.closed) return { appended: 0, error: new Error('usage spool is closed') }
     let from = 0
     while (from < lines.length) {
-      const active = this.fd === -1 ? this.openWriter() : (this.segments[this.segments.length - 1] as Segment)
+      let active: Segment
+      if (this.fd !== -1) active = this.segments[this.segments.length - 1] as Segment
+      else {
+        try {
+          active = this.openWriter()
+        } catch (error) {
+          // No file to write to (out of file descriptors, the directory gone): these records are not spooled; the
+          // next append tries again.
+          return { appended: from, error }
+        }
+      }
       // The lines that go to this segment: at least one when it is empty.
       let to = from
       let bytes = 0
@@ -420,8 +430,9 @@ export class Spool {
   }
 
   private openWriter(): Segment {
-    const seq = this.nextSeq++
+    const seq = this.nextSeq
     this.fd = fs.openSync(path.join(this.dir, segmentName(seq)), 'a')
+    this.nextSeq++
     if (this.fsyncPolicy !== 'never') this.syncDir()
     const segment: Segment = { seq, size: 0, records: 0 }
     this.segments.push(segment)

@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert'
+import { mkdirSync, rmSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { test } from 'node:test'
@@ -148,6 +149,31 @@ test("spool full with 'stop-spooling': new records are not spooled, listeners st
   assert.equal(loud[0]?.policy, 'stop-spooling')
   // The line counts the record it refuses.
   assert.equal(loud[0]?.notSpooled, 1)
+})
+
+test('a segment that cannot be opened (directory gone, no file descriptor left): records not spooled, counted, no crash', async (t) => {
+  const receiver = await startReceiver()
+  const dir = spoolDir()
+  const logs = captureLogs()
+  const app = await buildApp({ webhook: { url: receiver.url }, spoolDir: dir, batch: { maxRecords: 1, maxWaitMs: 0 } }, logs)
+  t.after(async () => {
+    await app.close()
+    await receiver.close()
+  })
+  // Before any record: the first one opens the first segment (the gateway crashed here, in a setImmediate).
+  rmSync(dir, { recursive: true, force: true })
+  const lost = usageRecord()
+  emit(app, lost)
+  await endOfTurn()
+  assert.equal(app.usage.stats().notSpooled, 1)
+  assert.ok(logs.lines.some((l) => l.msg === 'usage spool: append failed; records not spooled' && l.records === 1))
+  // Once the directory is back, the next record is spooled and delivered.
+  mkdirSync(dir)
+  const kept = usageRecord()
+  emit(app, kept)
+  await waitFor(() => receiver.ids.size === 1)
+  assert.deepEqual([...receiver.ids], [kept.id])
+  assert.equal(app.usage.stats().notSpooled, 1)
 })
 
 test("spool full with 'drop-oldest': the oldest segments go, the newest records are delivered", async (t) => {
