@@ -324,7 +324,8 @@ function nextToken(job: Job): void {
 }
 
 /**
- * The non-streamed answer, or its fault: `malformed` sends broken JSON, `cut` / `stall` send half the body,
+ * The non-streamed answer, or its fault: `malformed` sends broken JSON, `cut` / `stall` send half the body (none
+ * with `faultAfter: 0`),
  * `error-event` the error it would have sent in a stream, as an HTTP error.
  */
 function sendAnswer(job: Job): void {
@@ -349,7 +350,8 @@ function sendAnswer(job: Job): void {
   const res = job.res
   const payload = job.encode(text)
   res.writeHead(200, job.headers(JSON_TYPE, payload.length))
-  res.write(payload.subarray(0, payload.length >> 1))
+  // faultAfter 0: nothing of the body (headers only), else half of it.
+  res.write(payload.subarray(0, job.faultAfter === 0 ? 0 : payload.length >> 1))
   if (fault === 'cut') job.timer = setTimeout(cut, CUT_GRACE_MS, job)
 }
 

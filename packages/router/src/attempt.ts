@@ -258,7 +258,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     else this.signal.abort(error)
   }
 
-  // ── the answer (the commit point is a stream's first body chunk, a JSON answer's headers) ──────
+  // ── the answer (the commit point is the first body chunk) ──────
 
   private relay(body: UpstreamBody): void {
     const call = this.call
@@ -274,8 +274,8 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       this.stream = new StreamRelay(this, call, body, reader, call.resumeTapFor(this))
       return
     }
-    // A JSON answer is ready when its headers come (generation happened before them): it is committed now and
-    // relayed as it arrives; the first-byte timer keeps bounding it whole.
+    // A JSON answer is ready when its headers come (generation happened before them): it is relayed as it arrives,
+    // committed at its first byte; the first-byte timer keeps bounding it whole.
     call.ctx.firstTokenAt = performance.now()
     const converted = this.converted
     if (converted !== null) {
@@ -296,14 +296,24 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       )
       return
     }
-    call.client.commit(this.status, call.client.headers(this.headers, false))
-    this.delivering = true
-    call.onCommitted(this)
     body.on('data', (chunk: Buffer) => this.onJsonChunk(chunk))
     body.once('end', () => this.onJsonEnd())
   }
 
+  /**
+   * Commits a JSON answer at its first byte: headers and then nothing (a stalled or dying upstream) is still a
+   * failure another upstream can answer for, not an empty reply.
+   */
+  private commitJson(): void {
+    if (this.delivering) return
+    const call = this.call
+    call.client.commit(this.status, call.client.headers(this.headers, false))
+    this.delivering = true
+    call.onCommitted(this)
+  }
+
   private onJsonChunk(chunk: Buffer): void {
+    this.commitJson()
     const meter = this.call.meter
     meter.reader?.write(chunk)
     meter.responseBytes += chunk.length
@@ -311,6 +321,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   }
 
   private onJsonEnd(): void {
+    this.commitJson()
     this.settle()
     this.call.endAnswer()
   }

@@ -72,6 +72,8 @@ describe('before the first byte, a failure moves the request to the next upstrea
     ['connection reset before headers', { fault: 'reset-before-headers' }, 'connect_error', [true, false]],
     ['no response headers (first-token / response timeout)', { fault: 'no-response' }, 'timeout', [true, false]],
     ['headers, then no first token in time', { ttftMs: 5000 }, 'stall', [true]],
+    // A JSON answer commits at its first byte: headers alone were an empty reply to the client at responseMs.
+    ['headers, then no byte of the JSON body', { fault: 'stall', faultAfter: 0 }, 'stall', [false]],
   ]
   for (const [name, fault, result, streams] of cases) {
     for (const stream of streams) {
@@ -108,7 +110,7 @@ describe('before the first byte, a failure moves the request to the next upstrea
             ['b', 'ok'],
           ],
         )
-        if (fault.fault === 'no-response' || fault.ttftMs !== undefined) {
+        if (fault.fault === 'no-response' || fault.fault === 'stall' || fault.ttftMs !== undefined) {
           // The abandoned attempt is cancelled upstream (the inference server frees its slot).
           await eventually(() => generations(c.mock('a'))[0]?.aborted === true, 2000, 'a aborted')
         }
