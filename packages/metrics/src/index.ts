@@ -1,5 +1,6 @@
 export { OVERFLOW_LABEL } from './labels.js'
 export {
+  checkBuckets,
   DEFAULT_DURATION_BUCKETS,
   DEFAULT_TTFT_BUCKETS,
   DELIVERY_BUCKETS,

@@ -45,16 +45,22 @@ const SUBJECT = '@llmproxy/metrics options'
 /** Validates the options (defaults filled in); bucket lists must also be strictly increasing. */
 export function resolveOptions(options: unknown): MetricsOptions {
   const opts = validateOptions(MetricsOptionsSchema, options, SUBJECT)
+  const problems = checkBuckets(opts, '')
+  if (problems.length > 0) throw new ConfigError(SUBJECT, problems)
+  return opts
+}
+
+/** Bucket lists that are not strictly increasing (`at`: where the options sit; the config file checks them too). */
+export function checkBuckets(options: MetricsOptions, at: string): ConfigProblem[] {
   const problems: ConfigProblem[] = []
-  for (const [name, buckets] of Object.entries(opts.buckets ?? {})) {
+  for (const [name, buckets] of Object.entries(options.buckets ?? {})) {
     if (buckets === undefined) continue
     for (let i = 1; i < buckets.length; i++) {
       if ((buckets[i] as number) <= (buckets[i - 1] as number)) {
-        problems.push({ path: `/buckets/${name}/${i}`, message: 'must be greater than the previous bucket' })
+        problems.push({ path: `${at}/buckets/${name}/${i}`, message: 'must be greater than the previous bucket' })
         break
       }
     }
   }
-  if (problems.length > 0) throw new ConfigError(SUBJECT, problems)
-  return opts
+  return problems
 }

@@ -3,11 +3,12 @@ import { availableParallelism } from 'node:os'
 import { AuthOptionsSchema, compileIpList, compileKeys } from '@llmproxy/auth'
 import { ConfigError, type ConfigProblem, checkSchema, MAX_TIMER_MS } from '@llmproxy/core'
 import { type Static, Type, Value } from '@llmproxy/core/typebox'
-import { MetricsOptionsSchema } from '@llmproxy/metrics'
+import { checkBuckets, MetricsOptionsSchema } from '@llmproxy/metrics'
 import { RateLimitOptionsSchema, RedisOptionsSchema } from '@llmproxy/rate-limit'
 import { ModelRouteSchema, ModelTable, RetrySchema, TimeoutsSchema } from '@llmproxy/router'
 import {
   builtinStrategies,
+  checkPassiveHealth,
   HealthChecksSchema,
   PassiveHealthSchema,
   QueueSchema,
@@ -196,6 +197,8 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
     if (!(err instanceof ConfigError)) throw err
     for (const problem of err.problems) problems.push({ path: `/upstreams${problem.path}`, message: problem.message })
   }
+  problems.push(...checkPassiveHealth(valid.passiveHealth, '/passiveHealth'))
+  if (valid.metrics !== false) problems.push(...checkBuckets(valid.metrics, '/metrics'))
   valid.models.forEach((model, i) => {
     if (model.strategy !== undefined && !Object.hasOwn(builtinStrategies, model.strategy)) {
       problems.push({

@@ -201,9 +201,20 @@ auth:
     - { id: k, key: "sk-one-1234567890" }
     - { id: k, key: "sk-one-1234567890" }
   ipAllowlist: [not-an-ip]
+passiveHealth: { baseEjectionMs: 10000, maxEjectionMs: 5000 }
+metrics: { buckets: { ttftSeconds: [1, 0.5] } }
 `)
   const paths = problems.map((p) => p.path)
-  for (const expected of ['/upstreams/1/name', '/upstreams/1/url', '/models/0/strategy', '/auth/keys/1/id', '/auth/ipAllowlist/0']) {
+  for (const expected of [
+    '/upstreams/1/name',
+    '/upstreams/1/url',
+    '/models/0/strategy',
+    '/auth/keys/1/id',
+    '/auth/ipAllowlist/0',
+    // Named as in the file, not as the plugins' options (/passive/…, /buckets/…) that a start reported.
+    '/passiveHealth/maxEjectionMs',
+    '/metrics/buckets/ttftSeconds/1',
+  ]) {
     assert.ok(paths.includes(expected), `${expected} missing from ${JSON.stringify(problems)}`)
   }
 })

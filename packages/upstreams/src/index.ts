@@ -1,4 +1,5 @@
 export {
+  checkPassiveHealth,
   type HealthChecksOptions,
   HealthChecksSchema,
   type PassiveHealthOptions,

@@ -119,11 +119,16 @@ export function resolveOptions(options: unknown): ResolvedUpstreamsOptions {
   const problems = checkUpstreamList(opts.upstreams, '/upstreams')
   // Every optional field has a schema default, filled in by validateOptions.
   const resolved = opts as ResolvedUpstreamsOptions
-  if (resolved.passive.maxEjectionMs < resolved.passive.baseEjectionMs) {
-    problems.push({ path: '/passive/maxEjectionMs', message: 'must be >= baseEjectionMs' })
-  }
+  problems.push(...checkPassiveHealth(resolved.passive, '/passive'))
   if (problems.length > 0) throw new ConfigError(SUBJECT, problems)
   return resolved
+}
+
+/** What the passive health schema cannot say (`at`: where the section sits; the config file checks it too). */
+export function checkPassiveHealth(passive: Static<typeof PassiveHealthSchema>, at: string): ConfigProblem[] {
+  const { baseEjectionMs, maxEjectionMs } = passive
+  if (baseEjectionMs === undefined || maxEjectionMs === undefined || maxEjectionMs >= baseEjectionMs) return []
+  return [{ path: `${at}/maxEjectionMs`, message: 'must be >= baseEjectionMs' }]
 }
 
 /** Validates a new upstream list (hot reload) the same way as at registration. */
