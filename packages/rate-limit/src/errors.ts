@@ -27,7 +27,9 @@ export const rateLimitErrors = {
     errors.rateLimited(`Too many requests in flight for this key: the limit is ${limit}.`, RATE_LIMIT_CODES.concurrency, headers),
   quota: (limit: number, per: 'day' | 'month', used: number, requested: number, headers: Record<string, string>): LlmProxyError =>
     errors.rateLimited(
-      `Token quota exceeded for this key: ${limit} tokens per ${per}, ${used} used, this request may use up to ${requested}. The quota resets in ${headers['retry-after']} s.`,
+      requested > limit
+        ? `This request may use up to ${requested} tokens, more than this key's whole quota of ${limit} tokens per ${per}: lower max_tokens or the prompt.`
+        : `Token quota exceeded for this key: ${limit} tokens per ${per}, ${used} used, this request may use up to ${requested}. The quota resets in ${headers['retry-after']} s.`,
       RATE_LIMIT_CODES.quota,
       headers,
     ),

@@ -248,6 +248,12 @@ test('quota: tokens per day are charged from usage records; a request that would
   const retryAfter = Number(refused.headers['retry-after'])
   assert.ok(retryAfter >= 1 && retryAfter <= 24 * 3600)
   assert.deepEqual(h.rejections.at(-1), { reason: 'quota', keyId: 'q', statusCode: 429 })
+  assert.match(body.error.message, /The quota resets in \d+ s\./)
+  // One that needs more than the whole quota can never pass: it says so (no "resets in undefined s").
+  const never = await chat(h.app, 'q', { max_tokens: 2000 })
+  assert.equal(never.statusCode, 429)
+  assert.match(assertError(never.body, 'quota_exceeded').error.message, /more than this key's whole quota of 1000 tokens per day/)
+  assert.equal(never.headers['x-should-retry'], 'false')
   // A small request still fits.
   assert.equal((await chat(h.app, 'q', { max_tokens: 50, use: 60 })).statusCode, 200)
 })
