@@ -63,7 +63,10 @@ async function main(): Promise<number> {
   }
   const file = values.config ?? process.env.LLMPROXY_CONFIG
   if (command === 'check') {
-    if (file === undefined) throw new Error('check needs --config FILE')
+    if (file === undefined) {
+      process.stderr.write(`check needs --config FILE (or LLMPROXY_CONFIG).\n${USAGE}\n`)
+      return 2
+    }
     loadConfigFile(file)
     process.stdout.write(`${file}: valid\n`)
     return 0

@@ -341,6 +341,17 @@ test('llmproxy check and a failed start print the line and the problem of a brok
       assert.match(output, /not valid YAML or JSON: line 3, column 1: .+ \(BAD_INDENT\)/)
       assert.ok(!output.includes(secret), output)
     }
+    // Without a file: what to give it, not a stack trace.
+    delete env.LLMPROXY_CONFIG
+    const bare = spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', 'check'], {
+      cwd: REPO_ROOT,
+      env,
+      encoding: 'utf8',
+      timeout: 60_000,
+    })
+    assert.equal(bare.status, 2, bare.stderr)
+    assert.match(bare.stderr, /^check needs --config FILE \(or LLMPROXY_CONFIG\)\.\nUsage:/)
+    assert.doesNotMatch(bare.stderr, /\n\s+at /)
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
