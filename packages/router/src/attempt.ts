@@ -51,6 +51,8 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   private readonly signal = new AttemptSignal()
   /** The first-byte deadline (for a JSON answer: the whole answer's). */
   private timer: NodeJS.Timeout | null = null
+  /** When the last chunk of a JSON answer came (its silences are bounded by idleMs). */
+  private lastChunkAt = 0
   private body: UpstreamBody | null = null
   /** It is over (its answer ended, failed or was abandoned). */
   private done = false
@@ -247,8 +249,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     this.timer = null
     if (this.done) return
     if (this.delivering) {
-      // A JSON body still arriving when the response time is up: cut it (it cannot look complete).
-      this.body?.destroy(errors.upstreamTimeout('The upstream did not finish its answer in time.'))
+      this.onJsonIdle()
       return
     }
     const error = errors.upstreamTimeout('The upstream did not answer in time.')
@@ -275,7 +276,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       return
     }
     // A JSON answer is ready when its headers come (generation happened before them): it is relayed as it arrives,
-    // committed at its first byte; the first-byte timer keeps bounding it whole.
+    // committed at its first byte; responseMs bounds its start, idleMs each silence after it.
     call.ctx.firstTokenAt = performance.now()
     const converted = this.converted
     if (converted !== null) {
@@ -310,10 +311,28 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     call.client.commit(this.status, call.client.headers(this.headers, false))
     this.delivering = true
     call.onCommitted(this)
+    // From here, as in a stream, idleMs bounds each silence of the upstream (responseMs bounded the start).
+    this.clearDeadline()
+    this.timer = setTimeout(firstByteTimeout, call.settings.timeouts.idleMs, this)
+  }
+
+  /** A JSON body flowing: cut when the upstream was silent for idleMs (it cannot look complete then). */
+  private onJsonIdle(): void {
+    const idleMs = this.call.settings.timeouts.idleMs
+    const now = performance.now()
+    // A body paused for a slow client is not a silent upstream: the silence counts from when it resumes.
+    if (this.body?.isPaused() === true) this.lastChunkAt = now
+    const quietFor = now - this.lastChunkAt
+    if (quietFor < idleMs) {
+      this.timer = setTimeout(firstByteTimeout, idleMs - quietFor, this)
+      return
+    }
+    this.body?.destroy(errors.upstreamTimeout(`The upstream sent nothing for ${idleMs} ms.`))
   }
 
   private onJsonChunk(chunk: Buffer): void {
     this.commitJson()
+    this.lastChunkAt = performance.now()
     const meter = this.call.meter
     meter.reader?.write(chunk)
     meter.responseBytes += chunk.length

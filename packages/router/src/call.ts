@@ -78,7 +78,12 @@ export class ProxyCall implements CallHost {
     this.planner = new AttemptPlanner(route, ctx.model ?? '', settings.retry, settings.retryOn, ctx.startedAt, systemClock, (next) =>
       servesEndpoint(next, shape.endpoint),
     )
-    this.client = new ClientStream(reply, wireOf(shape.endpoint.family), settings.hooks.recordsKeptAtTurnEnd)
+    this.client = new ClientStream(
+      reply,
+      wireOf(shape.endpoint.family),
+      settings.hooks.recordsKeptAtTurnEnd,
+      settings.timeouts.clientStallMs,
+    )
     this.encoderOptions = {
       model: ctx.model ?? '',
       includeUsage: shape.includeUsage,

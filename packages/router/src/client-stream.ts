@@ -30,12 +30,17 @@ export class ClientStream {
    * or its end is scheduled: a stream's terminator may be queued) what is queued waits for the end. -1: no such hold.
    */
   private unwritten = -1
+  /** How long a client may read nothing while bytes wait for it (`timeouts.clientStallMs`). */
+  private readonly stallMs: number
+  /** Armed while the client reads nothing of what waits for it. */
+  private stallTimer: NodeJS.Timeout | null = null
 
-  constructor(reply: FastifyReply, wire: WireFormat, endsAfterRecord: boolean) {
+  constructor(reply: FastifyReply, wire: WireFormat, endsAfterRecord: boolean, stallMs: number) {
     this.reply = reply
     this.raw = reply.raw
     this.wire = wire
     this.endsAfterRecord = endsAfterRecord
+    this.stallMs = stallMs
   }
 
   /** The client's response headers: the reply's own (x-request-id, rate limits) and the upstream's. */
@@ -101,9 +106,38 @@ export class ClientStream {
     this.source = null
     const raw = this.raw
     if (raw.destroyed || raw.writableEnded) return
-    if (!raw.write(bytes) && source !== null) {
+    if (raw.write(bytes)) return
+    this.watchStall()
+    if (source !== null) {
       source.pause()
       raw.once('drain', () => source.resume())
+    }
+  }
+
+  /**
+   * The client's socket is full: if it reads nothing for stallMs, the connection is closed (its close handling then
+   * aborts the upstream request and records the client as gone), instead of holding both ends open for ever.
+   */
+  private watchStall(): void {
+    if (this.stallTimer !== null) return
+    this.stallTimer = setTimeout(clientStalled, this.stallMs, this)
+    this.raw.once('drain', () => this.clearStall())
+  }
+
+  private clearStall(): void {
+    if (this.stallTimer === null) return
+    clearTimeout(this.stallTimer)
+    this.stallTimer = null
+  }
+
+  /** @internal */
+  onStalled(): void {
+    this.stallTimer = null
+    const raw = this.raw
+    if (raw.destroyed || raw.writableFinished) return
+    if (raw.writableNeedDrain || raw.writableLength > 0) {
+      this.reply.log.warn({ stallMs: this.stallMs }, 'client read nothing of its answer: connection closed')
+      raw.destroy()
     }
   }
 
@@ -136,6 +170,11 @@ export class ClientStream {
     if (held !== null) raw.write(held)
     if (last === null) raw.end()
     else raw.end(last)
+    // The end waits in the socket for a client that reads nothing: the same bound applies until it is sent.
+    if (raw.writableLength > 0) {
+      this.watchStall()
+      raw.once('finish', () => this.clearStall())
+    }
   }
 
   /** A JSON body cannot carry an error once started: the connection is cut, so it cannot look complete. */
@@ -185,6 +224,10 @@ function endResponse(client: ClientStream, held: Buffer | string | null, last: B
 
 function sendFailure(client: ClientStream, error: LlmProxyError): void {
   client.sendFailure(error)
+}
+
+function clientStalled(client: ClientStream): void {
+  client.onStalled()
 }
 
 /** One turn's writes as one: strings joined, else bytes concatenated (a string among them encoded). */

@@ -35,13 +35,20 @@ export const TimeoutsSchema = Type.Object(
       minimum: 1,
       maximum: MAX_TIMER_MS,
       default: 30000,
-      description: 'Streamed requests: longest silence between two chunks.',
+      description: 'Longest silence of the upstream between two chunks of an answer (a stream, or a JSON body once it started).',
     }),
     responseMs: Type.Integer({
       minimum: 1,
       maximum: MAX_TIMER_MS,
       default: 600000,
       description: 'Non-streamed requests: the answer must start within this time (generation happens before the first byte).',
+    }),
+    clientStallMs: Type.Integer({
+      minimum: 1,
+      maximum: MAX_TIMER_MS,
+      default: 60000,
+      description:
+        'A client that reads nothing of its answer for this long is disconnected and its upstream request aborted (as nginx send_timeout).',
     }),
   },
   { additionalProperties: false, default: {} },

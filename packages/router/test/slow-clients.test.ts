@@ -1,0 +1,169 @@
+// Clients that read slowly or not at all, over real sockets: a slow reader gets its whole answer however long that
+// takes (its pauses are not the upstream's silence); one that reads nothing is let go after clientStallMs, and its
+// upstream request with it, instead of holding both ends open for ever.
+import assert from 'node:assert/strict'
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { type AddressInfo, connect } from 'node:net'
+import { after, before, beforeEach, test } from 'node:test'
+import type { UsageRecord } from '@llmproxy/core'
+import { upstreams } from '@llmproxy/upstreams'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { router } from '../src/index.js'
+import { eventually } from './helpers.js'
+
+const CLIENT_STALL_MS = 500
+const IDLE_MS = 400
+const RESPONSE_MS = 1500
+
+type Script = (req: IncomingMessage, res: ServerResponse) => void
+
+let script: Script = (_req, res) => res.end()
+let upstream: Server
+let app: FastifyInstance
+let port: number
+const records: UsageRecord[] = []
+
+before(async () => {
+  upstream = createServer((req, res) => {
+    req.resume()
+    req.on('end', () => script(req, res))
+  })
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+  app = Fastify({ logger: false, forceCloseConnections: true })
+  await app.register(upstreams, {
+    upstreams: [{ name: 'raw', url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, protocol: 'openai' }],
+    healthChecks: { enabled: false },
+  })
+  await app.register(router, {
+    models: [{ name: 'gpt-test', upstreams: ['raw'] }],
+    retry: { attempts: 1 },
+    timeouts: { idleMs: IDLE_MS, responseMs: RESPONSE_MS, clientStallMs: CLIENT_STALL_MS },
+  })
+  app.llm.addHook('onUsage', (record) => {
+    records.push(record)
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  port = (app.server.address() as AddressInfo).port
+})
+
+after(async () => {
+  await app.close()
+  upstream.closeAllConnections()
+  await new Promise((resolve) => upstream.close(resolve))
+})
+
+beforeEach(() => {
+  records.length = 0
+})
+
+const chatBody = (stream: boolean): string => JSON.stringify({ model: 'gpt-test', stream, messages: [{ role: 'user', content: 'Hi' }] })
+
+/** Writes `event` as fast as the gateway takes it, until the gateway goes; resolves when it did. */
+function pumpUntilClosed(res: ServerResponse, event: string): Promise<number> {
+  const pump = (): void => {
+    while (!res.destroyed && res.write(event)) {}
+    if (!res.destroyed) res.once('drain', pump)
+  }
+  const closed = new Promise<number>((resolve) => res.once('close', () => resolve(performance.now())))
+  pump()
+  return closed
+}
+
+test('a client that reads nothing of a long stream is let go after clientStallMs, its upstream request aborted', async () => {
+  const chunk = { id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm' }
+  const event = `data: ${JSON.stringify({ ...chunk, choices: [{ index: 0, delta: { content: 'x'.repeat(2000) }, finish_reason: null }] })}\n\n`
+  let upstreamClosed: Promise<number> | undefined
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    upstreamClosed = pumpUntilClosed(res, event)
+  }
+  // A client that sends its request and never reads a byte of the answer.
+  const socket = connect(port, '127.0.0.1')
+  socket.pause()
+  socket.on('error', () => {})
+  const body = chatBody(true)
+  socket.write(
+    `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  )
+  await eventually(() => upstreamClosed !== undefined, 5000, 'the upstream request')
+  const closedAt = await Promise.race([
+    upstreamClosed as Promise<number>,
+    new Promise<number>((resolve) => setTimeout(() => resolve(Number.NaN), 15_000)),
+  ])
+  socket.destroy()
+  assert.ok(!Number.isNaN(closedAt), 'the upstream request was still open 15 s later')
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.clientAborted, true)
+  assert.equal(records[0]?.stream, true)
+})
+
+test('a slow reader of a large JSON answer gets all of it, past responseMs: its pauses are not the upstream going silent', async () => {
+  const text = 'y'.repeat(12 * 1024 * 1024)
+  const answer = JSON.stringify({
+    id: 'c',
+    object: 'chat.completion',
+    created: 1,
+    model: 'm',
+    choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }],
+    usage: { prompt_tokens: 3, completion_tokens: 5, total_tokens: 8 },
+  })
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(answer) })
+    res.end(answer)
+  }
+  const started = performance.now()
+  const received = await new Promise<{ status: number; bytes: number; complete: boolean }>((resolve, reject) => {
+    const req = httpRequest(
+      { host: '127.0.0.1', port, method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json' } },
+      (res) => {
+        let bytes = 0
+        // Reads a chunk, then waits 10 ms: ~2.5 s for the whole answer, well past responseMs and idleMs.
+        res.on('data', (chunk: Buffer) => {
+          bytes += chunk.length
+          res.pause()
+          setTimeout(() => res.resume(), 10)
+        })
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes, complete: res.complete }))
+        res.on('error', reject)
+      },
+    )
+    req.on('error', reject)
+    req.end(chatBody(false))
+  })
+  assert.equal(received.status, 200)
+  assert.equal(received.bytes, Buffer.byteLength(answer))
+  assert.ok(received.complete)
+  assert.ok(performance.now() - started > RESPONSE_MS, 'the client read for longer than responseMs')
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error, undefined)
+  assert.equal(records[0]?.completionTokens, 5)
+})
+
+test('a JSON body that stops half-way is cut after idleMs of silence, not at responseMs', async () => {
+  const answer = JSON.stringify({ id: 'c', object: 'chat.completion', choices: [{ index: 0, message: { content: 'z'.repeat(1000) } }] })
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(answer) })
+    res.write(answer.slice(0, 500))
+  }
+  const started = performance.now()
+  const outcome = await new Promise<string>((resolve) => {
+    const req = httpRequest(
+      { host: '127.0.0.1', port, method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json' } },
+      (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.complete ? 'complete' : 'incomplete'))
+        res.on('error', () => resolve('cut'))
+        res.on('aborted', () => resolve('cut'))
+      },
+    )
+    req.on('error', () => resolve('cut'))
+    req.end(chatBody(false))
+  })
+  const took = performance.now() - started
+  assert.notEqual(outcome, 'complete')
+  assert.ok(took >= IDLE_MS, `cut after ${Math.round(took)} ms`)
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  // The idle bound cut it, not the response deadline.
+  assert.equal(records[0]?.error?.code, 'llmproxy_upstream_timeout')
+  assert.equal(records[0]?.error?.message, `The upstream sent nothing for ${IDLE_MS} ms.`)
+})
