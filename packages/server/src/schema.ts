@@ -42,6 +42,21 @@ interface SchemaNode {
   additionalProperties?: unknown
   minimum?: number
   maximum?: number
+  exclusiveMinimum?: number
+  minLength?: number
+  minItems?: number
+}
+
+/** The bounds a value must keep (shown beside its type: a config that breaks them is refused). */
+function boundsOf(node: SchemaNode): string {
+  const low =
+    node.minimum !== undefined ? `${node.minimum}` : node.exclusiveMinimum !== undefined ? `> ${node.exclusiveMinimum}` : undefined
+  if (low !== undefined && node.maximum !== undefined && node.minimum !== undefined) return ` (${low} to ${node.maximum})`
+  if (low !== undefined) return node.minimum !== undefined ? ` (≥ ${low})` : ` (${low})`
+  if (node.maximum !== undefined) return ` (≤ ${node.maximum})`
+  if (node.minLength !== undefined && node.minLength > 1) return ` (${node.minLength}+ characters)`
+  if (node.minItems !== undefined && node.minItems > 0) return ` (${node.minItems}+ items)`
+  return ''
 }
 
 function typeOf(node: SchemaNode): string {
@@ -70,7 +85,8 @@ export function configReference(): string {
           ? ''
           : `\`${JSON.stringify(node.default)}\``
       const def = required ? 'required' : leafDefault
-      const type = objectish !== undefined ? (node.type === 'array' ? 'list' : 'object') : typeOf(node)
+      const type =
+        objectish !== undefined ? (node.type === 'array' ? `list${boundsOf(node)}` : 'object') : `${typeOf(node)}${boundsOf(node)}`
       rows.push(`| \`${path}\` | ${type} | ${def} | ${(node.description ?? '').replaceAll('|', '\\|')} |`)
     }
     if (objectish?.properties !== undefined) {

@@ -75,7 +75,9 @@ export const PassiveHealthSchema = Type.Object(
     baseEjectionMs: Type.Optional(
       Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 5000, description: 'First cooldown; doubles on each ejection in a row.' }),
     ),
-    maxEjectionMs: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 120_000, description: 'Cooldown cap.' })),
+    maxEjectionMs: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 120_000, description: 'Cooldown cap; at least baseEjectionMs.' }),
+    ),
   },
   { additionalProperties: false, default: {} },
 )
