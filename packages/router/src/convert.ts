@@ -15,6 +15,7 @@ import {
   type StreamEvent,
   wireOf,
 } from '@llmproxy/protocols'
+import { MAX_TEXT_BYTES } from './resume.js'
 import type { ResponseTransform } from './tap.js'
 
 /** What a request looks like on an upstream of another API than the client's. */
@@ -90,7 +91,9 @@ export class StreamConverter implements ResponseTransform {
   private readonly encoder: StreamEncoder
   private readonly events: StreamEvent[] = []
   private readonly splice: Splice | null
-  private readonly text: string[] = []
+  private text: string[] = []
+  /** Characters in `text`. */
+  private textLength = 0
   /** The events of the upstream body's end (drain), once it ended. */
   private tail: StreamEvent[] | null = null
 
@@ -172,6 +175,17 @@ export class StreamConverter implements ResponseTransform {
     return this.text.join('')
   }
 
+  /** Keeps text for a continuation, up to MAX_TEXT_BYTES: a longer answer is not continued (its memory stays bounded). */
+  private keepText(text: string): void {
+    this.textLength += text.length
+    if (this.textLength <= MAX_TEXT_BYTES) {
+      this.text.push(text)
+      return
+    }
+    this.continuable = false
+    this.text = []
+  }
+
   private encodeAll(): string | null {
     const events = this.events
     let out = ''
@@ -184,7 +198,7 @@ export class StreamConverter implements ResponseTransform {
       const spliced = this.splice === null ? event : this.spliced(event)
       if (spliced === null) continue
       if (spliced.type === 'text') {
-        if (this.continuable) this.text.push(spliced.text)
+        if (this.continuable) this.keepText(spliced.text)
         this.textEvents++
       } else if (spliced.type === 'reasoning' || spliced.type === 'redacted_reasoning' || spliced.type === 'tool_start') {
         this.continuable = false

@@ -6,8 +6,11 @@ const QUOTE = 0x22
 const BACKSLASH = 0x5c
 const COLON = 0x3a
 const DATA = new ByteNeedle('data:')
-/** Text kept for a continuation, at most (JSON-escaped bytes): a longer answer is not continued. */
-const MAX_TEXT_BYTES = 256 * 1024
+/**
+ * Text kept for a continuation, at most (JSON-escaped bytes here, characters in a converted stream): a longer answer
+ * is not continued, and a stream's memory stays bounded however long it runs.
+ */
+export const MAX_TEXT_BYTES = 256 * 1024
 /** A line split across chunks is carried whole, up to this size; a longer one makes the stream not continuable. */
 const MAX_CARRIED_LINE = 64 * 1024
 /** Text values up to this many bytes (a token's) are copied byte by byte. */
