@@ -32,8 +32,14 @@ export class ClientStream {
   private unwritten = -1
   /** How long a client may read nothing while bytes wait for it (`timeouts.clientStallMs`). */
   private readonly stallMs: number
-  /** Armed while the client reads nothing of what waits for it. */
+  /** The stall watch's timer: made at the first full socket, refreshed after (no allocation per full socket). */
   private stallTimer: NodeJS.Timeout | null = null
+  private stallArmed = false
+  /** Bytes (a string's characters, as Node's Writable counts them) handed to the response so far. */
+  private handed = 0
+  /** When the watch was armed: what had left the response's buffers, and what of the write in flight was left. */
+  private sentAtArm = 0
+  private inFlightAtArm = 0
 
   constructor(reply: FastifyReply, wire: WireFormat, endsAfterRecord: boolean, stallMs: number) {
     this.reply = reply
@@ -106,7 +112,7 @@ export class ClientStream {
     this.source = null
     const raw = this.raw
     if (raw.destroyed || raw.writableEnded) return
-    if (raw.write(bytes)) return
+    if (this.put(bytes)) return
     this.watchStall()
     if (source !== null) {
       source.pause()
@@ -114,31 +120,52 @@ export class ClientStream {
     }
   }
 
-  /**
-   * The client's socket is full: if it reads nothing for stallMs, the connection is closed (its close handling then
-   * aborts the upstream request and records the client as gone), instead of holding both ends open for ever.
-   */
-  private watchStall(): void {
-    if (this.stallTimer !== null) return
-    this.stallTimer = setTimeout(clientStalled, this.stallMs, this)
-    this.raw.once('drain', () => this.clearStall())
+  private put(bytes: Buffer | string): boolean {
+    this.handed += bytes.length
+    return this.raw.write(bytes)
   }
 
-  private clearStall(): void {
-    if (this.stallTimer === null) return
-    clearTimeout(this.stallTimer)
-    this.stallTimer = null
+  /**
+   * What of the socket's write in flight the kernel has not taken yet (libuv's `writeQueueSize`): it shrinks as a
+   * client reads, while a large write (a whole converted answer, a turn's writes) leaves Node's buffers only at once.
+   */
+  private inFlight(): number {
+    return (this.raw.socket as unknown as { _handle?: { writeQueueSize?: number } } | null)?._handle?.writeQueueSize ?? 0
+  }
+
+  /**
+   * Bytes wait for the client: if none of them leaves for stallMs (the client reads nothing), the connection is
+   * closed. Its close then aborts the upstream request and records the client as gone, instead of both ends held
+   * open for ever. A client that reads, however slowly, is never cut.
+   */
+  private watchStall(): void {
+    if (this.stallArmed) return
+    this.stallArmed = true
+    this.sentAtArm = this.handed - this.raw.writableLength
+    this.inFlightAtArm = this.inFlight()
+    if (this.stallTimer !== null) {
+      this.stallTimer.refresh()
+      return
+    }
+    this.stallTimer = setTimeout(clientStalled, this.stallMs, this)
+    // A client that leaves meanwhile: nothing to watch, nothing to keep alive.
+    this.raw.once('close', () => clearTimeout(this.stallTimer as NodeJS.Timeout))
   }
 
   /** @internal */
   onStalled(): void {
-    this.stallTimer = null
+    this.stallArmed = false
     const raw = this.raw
-    if (raw.destroyed || raw.writableFinished) return
-    if (raw.writableNeedDrain || raw.writableLength > 0) {
-      this.reply.log.warn({ stallMs: this.stallMs }, 'client read nothing of its answer: connection closed')
-      raw.destroy()
+    if (raw.destroyed || raw.writableFinished || raw.writableLength === 0) return
+    // Something left since the watch was armed: the client reads, slowly. Watched again from here.
+    const sent = this.handed - raw.writableLength
+    if (sent > this.sentAtArm || (sent === this.sentAtArm && this.inFlight() < this.inFlightAtArm)) {
+      this.watchStall()
+      return
     }
+    // (After the answer's end was written its usage record is out already: this line is what tells of it.)
+    this.reply.log.warn({ stallMs: this.stallMs, answerEnded: raw.writableEnded }, 'client read nothing of its answer: connection closed')
+    raw.destroy()
   }
 
   /** Ends the response, after `tail` when given. */
@@ -167,14 +194,14 @@ export class ClientStream {
     this.send()
     const raw = this.raw
     if (raw.destroyed || raw.writableEnded) return
-    if (held !== null) raw.write(held)
+    if (held !== null) this.put(held)
     if (last === null) raw.end()
-    else raw.end(last)
-    // The end waits in the socket for a client that reads nothing: the same bound applies until it is sent.
-    if (raw.writableLength > 0) {
-      this.watchStall()
-      raw.once('finish', () => this.clearStall())
+    else {
+      this.handed += last.length
+      raw.end(last)
     }
+    // An end that waits in the buffers for a client that reads nothing: the same bound applies until it leaves.
+    if (raw.writableLength > 0) this.watchStall()
   }
 
   /** A JSON body cannot carry an error once started: the connection is cut, so it cannot look complete. */

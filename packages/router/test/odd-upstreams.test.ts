@@ -407,11 +407,15 @@ test("an upstream's redirect is an upstream error, its Location not passed on", 
 })
 
 test('an upstream answering 200 with a web page is an upstream error, not a 200 the SDK cannot read', async () => {
-  script = (_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
-    res.end('<html><body>Sign in to continue</body></html>')
-  }
-  for (const stream of [false, true]) {
+  // Media types are case-insensitive.
+  for (const [type, stream] of [
+    ['text/html; charset=utf-8', false],
+    ['Text/HTML', true],
+  ] as const) {
+    script = (_req, res) => {
+      res.writeHead(200, { 'content-type': type })
+      res.end('<html><body>Sign in to continue</body></html>')
+    }
     const error = await openai()
       .chat.completions.create({ model: 'gpt-test', stream, messages: [{ role: 'user', content: 'Hi' }] })
       .then(

@@ -31,11 +31,17 @@ before(async () => {
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
   app = Fastify({ logger: false, forceCloseConnections: true })
   await app.register(upstreams, {
-    upstreams: [{ name: 'raw', url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, protocol: 'openai' }],
+    upstreams: [
+      { name: 'raw', url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, protocol: 'openai' },
+      { name: 'raw-anthropic', url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, protocol: 'anthropic' },
+    ],
     healthChecks: { enabled: false },
   })
   await app.register(router, {
-    models: [{ name: 'gpt-test', upstreams: ['raw'] }],
+    models: [
+      { name: 'gpt-test', upstreams: ['raw'] },
+      { name: 'claude-test', upstreams: ['raw-anthropic'] },
+    ],
     retry: { attempts: 1 },
     timeouts: { idleMs: IDLE_MS, responseMs: RESPONSE_MS, clientStallMs: CLIENT_STALL_MS },
   })
@@ -56,7 +62,47 @@ beforeEach(() => {
   records.length = 0
 })
 
-const chatBody = (stream: boolean): string => JSON.stringify({ model: 'gpt-test', stream, messages: [{ role: 'user', content: 'Hi' }] })
+const chatBody = (stream: boolean, model = 'gpt-test'): string =>
+  JSON.stringify({ model, stream, messages: [{ role: 'user', content: 'Hi' }] })
+
+/** An Anthropic answer holding `text` (converted whole for an OpenAI client). */
+const anthropicAnswer = (text: string): string =>
+  JSON.stringify({
+    id: 'msg_1',
+    type: 'message',
+    role: 'assistant',
+    model: 'claude',
+    content: [{ type: 'text', text }],
+    stop_reason: 'end_turn',
+    stop_sequence: null,
+    usage: { input_tokens: 3, output_tokens: 5 },
+  })
+
+/** A non-streamed chat request read with `pauseMs` after each chunk: how it ended, and what came. */
+function readSlowly(body: string, pauseMs: number): Promise<{ status: number; bytes: number; complete: boolean; text: string }> {
+  return new Promise((resolve) => {
+    const req = httpRequest(
+      { host: '127.0.0.1', port, method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json' } },
+      (res) => {
+        const chunks: Buffer[] = []
+        let bytes = 0
+        const done = (complete: boolean) =>
+          resolve({ status: res.statusCode ?? 0, bytes, complete, text: complete ? Buffer.concat(chunks).toString() : '' })
+        res.on('data', (chunk: Buffer) => {
+          bytes += chunk.length
+          if (bytes < 64 * 1024) chunks.push(chunk)
+          res.pause()
+          setTimeout(() => res.resume(), pauseMs)
+        })
+        res.on('end', () => done(res.complete))
+        res.on('aborted', () => done(false))
+        res.on('error', () => done(false))
+      },
+    )
+    req.on('error', () => resolve({ status: 0, bytes: -1, complete: false, text: '' }))
+    req.end(body)
+  })
+}
 
 /** Writes `event` as fast as the gateway takes it, until the gateway goes; resolves when it did. */
 function pumpUntilClosed(res: ServerResponse, event: string): Promise<number> {
@@ -166,4 +212,52 @@ test('a JSON body that stops half-way is cut after idleMs of silence, not at res
   // The idle bound cut it, not the response deadline.
   assert.equal(records[0]?.error?.code, 'llmproxy_upstream_timeout')
   assert.equal(records[0]?.error?.message, `The upstream sent nothing for ${IDLE_MS} ms.`)
+})
+
+test('a steady reader of a 24 MB converted answer, written at once, is never taken for a stalled one', async () => {
+  const answer = anthropicAnswer('y'.repeat(24 * 1024 * 1024))
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(answer) })
+    res.end(answer)
+  }
+  // Reading with a 10 ms pause per chunk takes seconds, well past clientStallMs.
+  const got = await readSlowly(chatBody(false, 'claude-test'), 10)
+  assert.equal(got.status, 200)
+  assert.ok(got.complete, `cut after ${got.bytes} bytes`)
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.clientAborted, false)
+})
+
+test('a converted JSON answer that trickles in past responseMs is answered: idleMs bounds its silences', async () => {
+  const answer = anthropicAnswer('steady')
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(answer) })
+    const step = Math.ceil(answer.length / 10)
+    let at = 0
+    const next = (): void => {
+      if (res.destroyed) return
+      res.write(answer.slice(at, at + step))
+      at += step
+      if (at < answer.length) setTimeout(next, IDLE_MS / 2)
+      else res.end()
+    }
+    next()
+  }
+  // Ten pieces 200 ms apart: 1.8 s in all, past responseMs (1.5 s), never silent for idleMs (0.4 s).
+  const got = await readSlowly(chatBody(false, 'claude-test'), 0)
+  assert.equal(got.status, 200, got.text)
+  assert.ok(got.complete)
+  assert.equal((JSON.parse(got.text) as { choices: { message: { content: string } }[] }).choices[0]?.message.content, 'steady')
+})
+
+test('an answer that failed after its headers has no time to first token (no TTFT sample of a failure)', async () => {
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.flushHeaders()
+  }
+  const got = await readSlowly(chatBody(false), 0)
+  assert.equal(got.status, 504)
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error?.code, 'llmproxy_upstream_timeout')
+  assert.equal(records[0]?.ttftMs, null)
 })
