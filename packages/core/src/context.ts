@@ -11,7 +11,7 @@ export interface KeyLimits {
   quota?: { tokens: number; per: 'day' | 'month' }
 }
 
-/** Why a request was turned away before routing (reported to `onReject` listeners). */
+/** Why a request was turned away (reported to `onReject` listeners): before routing, or by a pool's full queue (`queue_full`). */
 export interface Rejection {
   reason: 'auth' | 'ip' | 'model_access' | 'rate_limit' | 'token_limit' | 'concurrency' | 'quota' | 'queue_full'
   keyId: string | null
@@ -24,7 +24,7 @@ export type Outcome = 'pending' | 'ok' | 'upstream_error' | 'client_aborted' | '
 export interface Attempt {
   upstream: string
   upstreamModel: string
-  /** `ok` (committed to the client), or why the attempt was abandoned. */
+  /** `ok` (its answer reached the client whole), or why not (reported when the attempt is over). */
   result: 'ok' | 'connect_error' | 'timeout' | 'stall' | 'status' | 'error' | 'aborted'
   status?: number
   durationMs: number

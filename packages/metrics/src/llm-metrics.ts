@@ -200,7 +200,7 @@ export class LlmMetrics {
     if (completionTokens > 0 && completionTokens < Number.POSITIVE_INFINITY) this.completionTokens.inc(completion, completionTokens)
     if (record.estimated) this.estimated.inc(model.estimated, 1)
     if (record.clientAborted) this.clientAborts.inc(model.clientAborts, 1)
-    if (record.attempts > 1) this.failovers.inc(model.failovers, 1)
+    if (record.attempts > 1 && record.status >= 200 && record.status < 300) this.failovers.inc(model.failovers, 1)
     if (resumes > 0) this.resumes.inc(record.resumed ? model.resumesCompleted : model.resumesFailed, 1)
   }
 

@@ -48,7 +48,8 @@ test('usage records give exact request counts, duration and TTFT histograms, tok
   assert.equal(value(s, 'llmproxy_prompt_tokens_total', { model: 'llama' }), 10)
   assert.equal(value(s, 'llmproxy_estimated_usage_total', { model: 'qwen-7b' }), 1)
   assert.equal(value(s, 'llmproxy_estimated_usage_total', { model: 'llama' }), undefined)
-  assert.equal(value(s, 'llmproxy_failovers_total', { model: 'qwen-7b' }), 2)
+  // The 200 after two attempts; not the 502 after three (never answered).
+  assert.equal(value(s, 'llmproxy_failovers_total', { model: 'qwen-7b' }), 1)
   assert.equal(value(s, 'llmproxy_failovers_total', { model: 'llama' }), undefined)
   assert.equal(value(s, 'llmproxy_client_aborts_total', { model: 'llama' }), 1)
   assert.equal(value(s, 'llmproxy_client_aborts_total', { model: 'qwen-7b' }), undefined)

@@ -20,6 +20,8 @@ const JSON_TYPE = 'application/json'
 const MAX_ERROR_BODY_BYTES = 64 * 1024
 /** A non-streamed answer converted to another API is held whole; one larger than this is refused. */
 const MAX_ANSWER_BYTES = 32 * 1024 * 1024
+/** A web page's content type (media types are case-insensitive). */
+const WEB_PAGE = /^\s*text\/html/i
 const UTF8 = new TextEncoder()
 
 /**
@@ -51,7 +53,9 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   private readonly signal = new AttemptSignal()
   /** The first-byte deadline (for a JSON answer: the whole answer's). */
   private timer: NodeJS.Timeout | null = null
-  /** When the last chunk of a JSON answer came (its silences are bounded by idleMs). */
+  /** A JSON body's first chunk came: idleMs bounds its silences from then on. */
+  private flowing = false
+  /** When the last chunk of a JSON body came. */
   private lastChunkAt = 0
   private body: UpstreamBody | null = null
   /** It is over (its answer ended, failed or was abandoned). */
@@ -170,7 +174,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     this.body = body
     body.on('error', (err: Error) => this.onBodyError(err))
     if (status >= 200 && status < 300) {
-      if (this.headers?.['content-type']?.startsWith('text/html') !== true) {
+      if (!WEB_PAGE.test(this.headers?.['content-type'] ?? '')) {
         this.relay(body)
         return
       }
@@ -230,7 +234,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     const headers = client.headers(this.headers, true)
     if (this.converted !== null) headers['content-type'] = JSON_TYPE
     client.commit(this.status, headers)
-    this.call.onCommitted(this)
+    this.call.onCommitted()
     this.call.endAnswer(body)
   }
 
@@ -248,7 +252,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   onFirstByteTimeout(): void {
     this.timer = null
     if (this.done) return
-    if (this.delivering) {
+    if (this.flowing) {
       this.onJsonIdle()
       return
     }
@@ -276,8 +280,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       return
     }
     // A JSON answer is ready when its headers come (generation happened before them): it is relayed as it arrives,
-    // committed at its first byte; responseMs bounds its start, idleMs each silence after it.
-    call.ctx.firstTokenAt = performance.now()
+    // committed at its first byte; responseMs bounds its start, idleMs each silence after it (bodyFlowing).
     const converted = this.converted
     if (converted !== null) {
       // Converted whole (a JSON document cannot be converted piecewise); the commit comes with it.
@@ -294,6 +297,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
         },
         reader,
         call.meter,
+        () => this.bodyFlowing(),
       )
       return
     }
@@ -310,10 +314,22 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     const call = this.call
     call.client.commit(this.status, call.client.headers(this.headers, false))
     this.delivering = true
-    call.onCommitted(this)
-    // From here, as in a stream, idleMs bounds each silence of the upstream (responseMs bounded the start).
+    call.onCommitted()
+  }
+
+  /**
+   * A chunk of a JSON body came. The first is the answer's first token (none for an error answer passed on: no TTFT
+   * sample, none for the latency strategy either); from it, as in a stream, idleMs bounds each silence of the
+   * upstream (responseMs bounded the start).
+   */
+  private bodyFlowing(): void {
+    const now = performance.now()
+    this.lastChunkAt = now
+    if (this.flowing) return
+    this.flowing = true
+    if (this.status < 300) this.call.ctx.firstTokenAt = now
     this.clearDeadline()
-    this.timer = setTimeout(firstByteTimeout, call.settings.timeouts.idleMs, this)
+    this.timer = setTimeout(firstByteTimeout, this.call.settings.timeouts.idleMs, this)
   }
 
   /** A JSON body flowing: cut when the upstream was silent for idleMs (it cannot look complete then). */
@@ -331,8 +347,8 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   }
 
   private onJsonChunk(chunk: Buffer): void {
+    this.bodyFlowing()
     this.commitJson()
-    this.lastChunkAt = performance.now()
     const meter = this.call.meter
     meter.reader?.write(chunk)
     meter.responseBytes += chunk.length
@@ -391,10 +407,12 @@ function readWhole(
   onEnd: (bytes: Buffer, complete: boolean) => void,
   reader?: UsageExtractor,
   meter?: UsageMeter,
+  onChunk?: () => void,
 ): void {
   const parts: Buffer[] = []
   let size = 0
   body.on('data', (chunk: Buffer) => {
+    onChunk?.()
     reader?.write(chunk)
     if (meter !== undefined) meter.responseBytes += chunk.length
     size += chunk.length

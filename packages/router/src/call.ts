@@ -103,7 +103,7 @@ export class ProxyCall implements CallHost {
     const attempt = this.attempt
     attempt?.abort(error)
     // The gateway stopping says nothing about the upstream's health.
-    attempt?.release({ ok: false, kind: 'aborted' })
+    if (attempt?.release({ ok: false, kind: 'aborted' })) this.reportAttempt(attempt, 'aborted', attempt.status)
     this.queueAbort?.abort()
     if (!this.client.committed) this.fail(error)
     else if (this.ctx.stream) {
@@ -131,7 +131,7 @@ export class ProxyCall implements CallHost {
         this.queueAbort ??= new AbortController()
         this.planner.route.pool.acquire(this.planner.tried, this.queueAbort.signal, this.planner.route.upstreamModel).then(
           (lease: Lease | null) => this.run(this.planner.afterQueue(lease)),
-          (err: unknown) => this.fail(err as LlmProxyError),
+          (err: unknown) => this.refusedByQueue(err as LlmProxyError),
         )
         break
       case 'wait':
@@ -141,6 +141,15 @@ export class ProxyCall implements CallHost {
         this.fail(plan.error)
         break
     }
+  }
+
+  /** The pool's queue turned the request away (full, or no slot in time): an onReject `queue_full` too. */
+  private refusedByQueue(error: LlmProxyError): void {
+    const hooks = this.settings.hooks
+    if (!this.finished && error.code === 'llmproxy_upstreams_busy' && hooks.hasListeners('onReject')) {
+      hooks.emitReject({ reason: 'queue_full', keyId: this.ctx.keyId, statusCode: error.statusCode }, this.request)
+    }
+    this.fail(error)
   }
 
   retry(): void {
@@ -217,10 +226,9 @@ export class ProxyCall implements CallHost {
     if (!this.finished) this.fail(error)
   }
 
-  /** The attempt reached the commit point: it succeeded, as far as failover is concerned. */
-  onCommitted(attempt: UpstreamAttempt): void {
+  /** The attempt reached the commit point: no other attempt will answer (unless a continuation takes over). */
+  onCommitted(): void {
     this.continuation?.stopWaiting()
-    this.reportAttempt(attempt, 'ok', attempt.status)
   }
 
   /** A committed stream is over: complete (error null), or failed after the commit point. */
@@ -367,7 +375,9 @@ export class ProxyCall implements CallHost {
             : ctx.firstTokenAt < attempt.startedAt
               ? { ok: true }
               : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
-      attempt.release(result)
+      // Reported when the attempt is over, as it ended: an answer cut after its first byte is no `ok`, nor is an
+      // upstream's 5xx or 429 passed on to the client.
+      if (attempt.release(result)) this.reportAttempt(attempt, attemptOutcome(result, this.streamError, status), status)
     }
     this.record(status)
   }
@@ -429,4 +439,14 @@ export class ProxyCall implements CallHost {
 /** The timer callback of a backoff (no per-request closure: the call travels as the timer argument). */
 function retryLater(call: ProxyCall): void {
   call.retry()
+}
+
+/** The `onAttempt` result of an attempt that ended as `result` (the request's final one). */
+function attemptOutcome(result: AttemptResult, streamError: LlmProxyError | null, status: number): Attempt['result'] {
+  if (!result.ok) {
+    if (result.kind === 'aborted') return 'aborted'
+    if (result.kind === 'status') return 'status'
+    return streamError?.code === 'llmproxy_upstream_timeout' ? 'timeout' : 'error'
+  }
+  return status === 429 ? 'status' : 'ok'
 }

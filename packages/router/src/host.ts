@@ -48,7 +48,7 @@ export interface CallHost {
   readonly attempt: AttemptView | null
   onAttemptFailed(attempt: AttemptView, kind: FailureKind, error: LlmProxyError, status?: number, retryAfter?: number): void
   onAttemptRefused(attempt: AttemptView, error: LlmProxyError): void
-  onCommitted(attempt: AttemptView): void
+  onCommitted(): void
   onStreamEnd(attempt: AttemptView, error: LlmProxyError | null): void
   onJsonFailed(error: LlmProxyError): void
   endAnswer(tail?: Buffer | string | null): void

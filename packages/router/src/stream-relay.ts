@@ -61,7 +61,7 @@ export class StreamRelay {
     if (call.ctx.firstTokenAt === 0) call.ctx.firstTokenAt = now
     this.lastChunkAt = now
     // (Unless the stream already ended in this chunk and the call moved on to a continuation.)
-    if (call.attempt === attempt) call.onCommitted(attempt)
+    if (call.attempt === attempt) call.onCommitted()
     if (this.ended) return
     attempt.clearDeadline()
     this.timer = setTimeout(idleTimeout, call.settings.timeouts.idleMs, this)
@@ -162,7 +162,7 @@ export class StreamRelay {
       }
       // An empty stream (or one whose only event never ended): it commits at its end.
       this.commit()
-      this.call.onCommitted(attempt)
+      this.call.onCommitted()
     }
     const complete = this.scanner.complete || attempt.endpoint.terminators.length === 0 || attempt.status !== 200
     this.end(complete ? null : errors.upstreamFailed('The upstream ended the stream before it was complete.'))

@@ -14,13 +14,13 @@ const event = (content: string): Buffer =>
 test('a converted answer longer than MAX_TEXT_BYTES stops being kept for a continuation', () => {
   const converter = new StreamConverter('openai', createEncoder('anthropic', { model: 'claude' }))
   const piece = 'x'.repeat(1024)
-  for (let i = 0; i < 200; i++) converter.push(event(piece), 0)
+  for (let i = 0; i < 200; i++) converter.push(event(piece))
   assert.equal(converter.continuable, true, '200 KB is kept')
   assert.equal(converter.answerText().length, 200 * 1024)
-  for (let i = 0; i < MAX_TEXT_BYTES / 1024; i++) converter.push(event(piece), 0)
+  for (let i = 0; i < MAX_TEXT_BYTES / 1024; i++) converter.push(event(piece))
   assert.equal(converter.continuable, false)
   assert.equal(converter.answerText(), '', 'nothing held any more')
   // The client's stream goes on as before.
-  const out = converter.push(event('more'), 0)
+  const out = converter.push(event('more'))
   assert.match(String(out), /"text":"more"/)
 })
