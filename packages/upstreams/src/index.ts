@@ -30,4 +30,12 @@ export {
   type StrategyFactory,
   weighted,
 } from './strategies.js'
-export type { AttemptResult, Lease, Upstream, UpstreamSnapshot, UpstreamState } from './upstream.js'
+export {
+  type AttemptResult,
+  currentTtft,
+  EWMA_FORGET_MS,
+  type Lease,
+  type Upstream,
+  type UpstreamSnapshot,
+  type UpstreamState,
+} from './upstream.js'

@@ -1,4 +1,4 @@
-import type { Upstream } from './upstream.js'
+import { currentTtft, type Upstream } from './upstream.js'
 
 /**
  * A balancing strategy of one pool. `candidates` are the pool's upstreams that may take a request now
@@ -117,17 +117,19 @@ export const latency: StrategyFactory = (upstreams) => {
   const rotation = new Rotation(upstreams)
   let minCost = 0
   let known = 0
+  let now = 0
   const cost = (upstream: Upstream): number => {
-    const ewma = upstream.ewmaTtftMs
+    const ewma = currentTtft(upstream, now)
     if (ewma === null) return upstream.inFlight === 0 ? -1 : known * (upstream.inFlight + 1)
     return ewma * (upstream.inFlight + 1)
   }
   const isCheapest = (upstream: Upstream): boolean => cost(upstream) === minCost
   return {
     pick(candidates) {
+      now = Date.now()
       known = Number.POSITIVE_INFINITY
       for (let i = 0; i < candidates.length; i++) {
-        const ewma = (candidates[i] as Upstream).ewmaTtftMs
+        const ewma = currentTtft(candidates[i] as Upstream, now)
         if (ewma !== null && ewma < known) known = ewma
       }
       if (known === Number.POSITIVE_INFINITY) known = 0

@@ -29,6 +29,21 @@ export interface Upstream {
   readonly state: UpstreamState
   /** Peak-EWMA of the time to first token, in ms; null before the first sample. */
   readonly ewmaTtftMs: number | null
+  /** When its last sample came (Date.now()); see currentTtft. */
+  readonly ewmaSampledAt: number
+}
+
+/**
+ * A TTFT average older than this says little of the upstream now: it is forgotten, and the upstream is tried again
+ * as one without a sample. Else an upstream that slowed down and recovered is never picked to show it (its average
+ * only changes with the requests it serves).
+ */
+export const EWMA_FORGET_MS = 10_000
+
+/** The upstream's TTFT average, or null when it has no sample of the last EWMA_FORGET_MS. */
+export function currentTtft(upstream: Upstream, now: number): number | null {
+  const ewma = upstream.ewmaTtftMs
+  return ewma === null || now - upstream.ewmaSampledAt > EWMA_FORGET_MS ? null : ewma
 }
 
 /** How one attempt on a leased upstream went, reported by `lease.release(result)`. */
@@ -149,6 +164,7 @@ export class UpstreamNode implements Upstream {
   inFlight = 0
   state: UpstreamState = 'healthy'
   ewmaTtftMs: number | null = null
+  ewmaSampledAt = 0
 
   ejections = 0
   consecutiveFailures = 0
@@ -303,8 +319,11 @@ export class UpstreamNode implements Upstream {
 
   private succeeded(ttftMs: number | undefined, panic: boolean): void {
     if (ttftMs !== undefined && ttftMs >= 0) {
-      const ewma = this.ewmaTtftMs
+      const now = Date.now()
+      // A forgotten average starts again from this sample.
+      const ewma = currentTtft(this, now)
       this.ewmaTtftMs = ewma === null || ttftMs > ewma ? ttftMs : ewma + EWMA_DECAY * (ttftMs - ewma)
+      this.ewmaSampledAt = now
     }
     // A request begun before the ejection says nothing about now: the cooldown and the trial decide.
     // One picked in panic mode was begun during it.

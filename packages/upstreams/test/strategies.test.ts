@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert'
 import { describe, test } from 'node:test'
-import { type Strategy, type Upstream, UpstreamRegistry } from '../src/index.js'
+import { EWMA_FORGET_MS, type Strategy, type Upstream, UpstreamRegistry } from '../src/index.js'
 import { config, countPicks, lease, pickName } from './helpers.js'
 
 function registryOf(...names: string[]): UpstreamRegistry {
@@ -129,6 +129,30 @@ describe('latency', () => {
     lease(pool).release({ ok: true, ttftMs: 100 })
     const ewma = registry.get('a')?.ewmaTtftMs ?? 0
     assert.ok(ewma < 500 && ewma > 100, String(ewma))
+  })
+
+  test('an average not refreshed for EWMA_FORGET_MS is forgotten: a recovered upstream is tried again and won back', (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 })
+    const registry = registryOf('steady', 'recovered')
+    const pool = registry.pool(['steady', 'recovered'], 'latency')
+    const a = lease(pool)
+    const b = lease(pool)
+    for (const l of [a, b]) l.release({ ok: true, ttftMs: l.upstream.name === 'steady' ? 50 : 400 })
+    assert.deepEqual(countPicks(pool, 20), { steady: 20 })
+    // 'steady' keeps serving (its average stays fresh); 'recovered' gets nothing, so nothing updates its 400 ms.
+    t.mock.timers.tick(EWMA_FORGET_MS / 2)
+    const served = lease(pool)
+    assert.equal(served.upstream.name, 'steady')
+    served.release({ ok: true, ttftMs: 50 })
+    t.mock.timers.tick(EWMA_FORGET_MS / 2 + 1)
+    assert.equal(registry.get('recovered')?.ewmaTtftMs, 400)
+    // Forgotten: tried first while idle, as an upstream without a sample.
+    const probe = lease(pool)
+    assert.equal(probe.upstream.name, 'recovered')
+    // Faster now: its average starts again from this sample (not 400 decayed by one step), and it wins.
+    probe.release({ ok: true, ttftMs: 20 })
+    assert.equal(registry.get('recovered')?.ewmaTtftMs, 20)
+    assert.deepEqual(countPicks(pool, 20), { recovered: 20 })
   })
 })
 
