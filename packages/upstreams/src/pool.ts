@@ -118,9 +118,14 @@ export class PoolImpl implements Pool, PoolLink {
       const now = Date.now()
       const members = this.members
       let available = false
+      let failover = false
       for (let i = 0; i < members.length; i++) {
         const upstream = members[i] as UpstreamNode
-        if (exclude?.has(upstream.name) || !upstream.available(now) || upstream.heldFor(model, now)) continue
+        if (exclude?.has(upstream.name)) {
+          failover = true
+          continue
+        }
+        if (!upstream.available(now) || upstream.heldFor(model, now)) continue
         available = true
         if (upstream.maxConcurrency === null || upstream.inFlight < upstream.maxConcurrency) candidates.push(upstream)
       }
@@ -128,7 +133,7 @@ export class PoolImpl implements Pool, PoolLink {
       // An upstream is in service: whatever the pool was in, it is not in panic now.
       if (this.panicking) this.setPanic(false)
       if (candidates.length === 0) return 'busy'
-      const picked = this.picker.pick(candidates)
+      const picked = this.picker.pick(candidates, failover)
       if (picked === undefined) return null
       if (!(picked instanceof UpstreamNode))
         throw errors.setup(`The ${this.strategy} strategy returned an upstream that is not a candidate`)

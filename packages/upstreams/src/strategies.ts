@@ -3,10 +3,11 @@ import { currentTtft, type Upstream } from './upstream.js'
 /**
  * A balancing strategy of one pool. `candidates` are the pool's upstreams that may take a request now
  * (available, below maxConcurrency, not excluded), in the pool's order, never empty. The array is reused
- * between picks: read it, don't keep it. Returning undefined declines (the pool then answers null).
+ * between picks: read it, don't keep it. Returning undefined declines (the pool then answers null). `failover`: an
+ * upstream of this pool was already tried for this request (a rotation keeps its place for the next request).
  */
 export interface Strategy {
-  pick(candidates: readonly Upstream[]): Upstream | undefined
+  pick(candidates: readonly Upstream[], failover: boolean): Upstream | undefined
 }
 
 /** Builds the strategy of a pool from the pool's upstreams (called again when a reload changes them). */
@@ -49,13 +50,19 @@ class Rotation {
 export const roundRobin: StrategyFactory = (upstreams) => {
   const rotation = new Rotation(upstreams)
   return {
-    pick(candidates) {
+    pick(candidates, failover) {
       const last = rotation.lastPosition
+      let next = candidates[0] as Upstream
       for (let i = 0; i < candidates.length; i++) {
         const upstream = candidates[i] as Upstream
-        if (rotation.position(upstream) > last) return rotation.take(upstream)
+        if (rotation.position(upstream) > last) {
+          next = upstream
+          break
+        }
       }
-      return rotation.take(candidates[0] as Upstream)
+      // A failover pick leaves the turn where it was: else an upstream that fails would get the first attempt of
+      // every request (its failover moves the turn past the others, and the next request wraps back to it).
+      return failover ? next : rotation.take(next)
     },
   }
 }

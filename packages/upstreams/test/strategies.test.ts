@@ -16,15 +16,28 @@ describe('round-robin', () => {
     assert.deepEqual(countPicks(pool, 3000), { a: 1000, b: 1000, c: 1000 })
   })
 
-  test('keeps rotating when upstreams are excluded', () => {
-    const pool = registryOf('a', 'b', 'c').pool(['a', 'b', 'c'])
-    const noB = new Set(['b'])
+  test('keeps rotating when an upstream is out of the candidates', () => {
+    const registry = registryOf('a', 'b', 'c')
+    const pool = registry.pool(['a', 'b', 'c'])
+    registry.drain('b')
     assert.deepEqual(
-      Array.from({ length: 4 }, () => pickName(pool, noB)),
+      Array.from({ length: 4 }, () => pickName(pool)),
       ['a', 'c', 'a', 'c'],
     )
     assert.equal(pool.tryAcquire(new Set(['a', 'b', 'c'])), null)
   })
+})
+
+test('round-robin: a failover pick keeps the turn, so a failing upstream gets its share of first attempts, not all', () => {
+  const pool = registryOf('bad', 'ok').pool(['bad', 'ok'])
+  const firsts: string[] = []
+  for (let request = 0; request < 6; request++) {
+    const first = pickName(pool)
+    firsts.push(first)
+    // 'bad' fails each time: the request goes on to the other one.
+    if (first === 'bad') assert.equal(pickName(pool, new Set(['bad'])), 'ok')
+  }
+  assert.deepEqual(firsts, ['bad', 'ok', 'bad', 'ok', 'bad', 'ok'])
 })
 
 describe('weighted', () => {
