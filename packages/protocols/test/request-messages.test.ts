@@ -222,6 +222,30 @@ describe('system prompt, roles and turns', () => {
     ])
   })
 
+  test('Anthropic → OpenAI: consecutive assistant messages merge into one (text, then its tool calls), as the model wrote it', () => {
+    const out = convertValid('anthropic', 'openai', {
+      model: 'claude-x',
+      max_tokens: 64,
+      messages: [
+        { role: 'user', content: 'Read the file.' },
+        { role: 'assistant', content: [{ type: 'text', text: 'Reading.' }] },
+        { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'read', input: { path: 'a.txt' } }] },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'hello' }] },
+      ],
+    })
+    const messages = out.messages as { role: string }[]
+    assert.deepEqual(
+      messages.map((m) => m.role),
+      ['user', 'assistant', 'tool'],
+    )
+    const assistant = messages[1] as unknown as { content: unknown; tool_calls: { id: string; function: { name: string } }[] }
+    assert.equal(assistant.content, 'Reading.')
+    assert.deepEqual(
+      assistant.tool_calls.map((c) => [c.id, c.function.name]),
+      [['toolu_1', 'read']],
+    )
+  })
+
   test('a trailing assistant turn (a client prefill) stays the final message', () => {
     const out = convertValid('anthropic', 'openai', {
       model: 'claude-haiku',

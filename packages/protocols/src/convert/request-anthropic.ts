@@ -43,7 +43,6 @@ export function parseAnthropic(body: JsonObject): ChatRequest {
     }
     const parts = contentParts(msg.content, `${path}.content`)
     if (role === 'system' && req.turns.length === 0) req.system.push(joinText(parts, '\n\n'))
-    else if (role === 'assistant') req.turns.push({ role, parts })
     else pushParts(req.turns, role, parts)
   }
 

@@ -110,7 +110,7 @@ function parseMessage(req: ChatRequest, msg: JsonObject, path: string): void {
       pushParts(req.turns, 'user', userContent(msg.content, `${path}.content`))
       return
     case 'assistant':
-      req.turns.push({ role: 'assistant', parts: assistantParts(msg, path) })
+      pushParts(req.turns, 'assistant', assistantParts(msg, path))
       return
     case 'tool': {
       const id = stringAt(msg.tool_call_id, `${path}.tool_call_id`)
