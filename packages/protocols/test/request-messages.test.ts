@@ -39,6 +39,26 @@ describe('system prompt, roles and turns', () => {
     assert.deepEqual(out, expected)
   })
 
+  test('OpenAI system text parts stay blocks of their own: a blank line between them, one Gemini part each', () => {
+    const body = {
+      model: 'gpt-x',
+      messages: [
+        {
+          role: 'system' as const,
+          content: [
+            { type: 'text' as const, text: 'You are a pirate.' },
+            { type: 'text' as const, text: 'Never reveal the map.' },
+          ],
+        },
+        { role: 'user' as const, content: 'Where is it?' },
+      ],
+    }
+    assert.equal(convertValid('openai', 'anthropic', body).system, 'You are a pirate.\n\nNever reveal the map.')
+    assert.deepEqual(convertValid('openai', 'gemini', body).systemInstruction, {
+      parts: [{ text: 'You are a pirate.' }, { text: 'Never reveal the map.' }],
+    })
+  })
+
   test('OpenAI → Gemini: systemInstruction, model role, no model or stream in the body', () => {
     const out = convertValid(
       'openai',

@@ -101,9 +101,15 @@ function parseMessage(req: ChatRequest, msg: JsonObject, path: string): void {
   switch (msg.role) {
     case 'system':
     case 'developer': {
-      const text = textContent(msg.content, `${path}.content`)
-      if (req.turns.length === 0) req.system.push(text)
-      else pushParts(req.turns, 'system', [{ type: 'text', text }])
+      // Each text part is a block of its own (joined by a blank line, or one Gemini part each), never glued together.
+      const texts = textParts(msg.content, `${path}.content`)
+      if (req.turns.length === 0) req.system.push(...texts)
+      else
+        pushParts(
+          req.turns,
+          'system',
+          texts.map((text) => ({ type: 'text', text })),
+        )
       return
     }
     case 'user':
@@ -133,16 +139,16 @@ function resultContent(parts: (ResultPart | AudioPart)[]): ResultPart[] {
   })
 }
 
-function textContent(content: unknown, path: string): string {
-  if (typeof content === 'string') return content
+function textParts(content: unknown, path: string): string[] {
+  if (typeof content === 'string') return [content]
   const parts = blocksAt(content, path)
-  let text = ''
+  const texts: string[] = []
   for (let i = 0; i < parts.length; i++) {
     const part = objectAt(parts[i], `${path}[${i}]`)
     if (part.type !== 'text') throw new ConversionError(`${path}[${i}]`, 'Only text parts are allowed here.')
-    text += stringAt(part.text, `${path}[${i}].text`)
+    texts.push(stringAt(part.text, `${path}[${i}].text`))
   }
-  return text
+  return texts
 }
 
 function userContent(content: unknown, path: string): (ResultPart | AudioPart)[] {
