@@ -66,7 +66,10 @@ export function parseAnthropic(body: JsonObject): ChatRequest {
         continue
       }
       if (t.type !== undefined && t.type !== null && t.type !== 'custom') {
-        throw new ConversionError(path, `Anthropic's ${String(t.type)} tool runs on Anthropic's side; this upstream has no equivalent.`)
+        throw new ConversionError(
+          path,
+          `Anthropic's ${String(t.type)} tool is built into Anthropic's API (its schema, or the tool itself, is Anthropic's); this upstream has no equivalent.`,
+        )
       }
       req.tools.push({
         name: stringAt(t.name, `${path}.name`),
