@@ -297,7 +297,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
         },
         reader,
         call.meter,
-        () => this.bodyFlowing(),
+        (chunkLength) => this.bodyFlowing(chunkLength),
       )
       return
     }
@@ -322,12 +322,14 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
    * sample, none for the latency strategy either); from it, as in a stream, idleMs bounds each silence of the
    * upstream (responseMs bounded the start).
    */
-  private bodyFlowing(): void {
+  private bodyFlowing(chunkLength: number): void {
     const now = performance.now()
     this.lastChunkAt = now
     if (this.flowing) return
     this.flowing = true
     if (this.status < 300) this.call.ctx.firstTokenAt = now
+    // A body whole in its first chunk (most answers) ends in this turn: no idle timer to make.
+    if (Number(this.headers?.['content-length']) === chunkLength) return
     this.clearDeadline()
     this.timer = setTimeout(firstByteTimeout, this.call.settings.timeouts.idleMs, this)
   }
@@ -347,7 +349,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   }
 
   private onJsonChunk(chunk: Buffer): void {
-    this.bodyFlowing()
+    this.bodyFlowing(chunk.length)
     this.commitJson()
     const meter = this.call.meter
     meter.reader?.write(chunk)
@@ -407,12 +409,12 @@ function readWhole(
   onEnd: (bytes: Buffer, complete: boolean) => void,
   reader?: UsageExtractor,
   meter?: UsageMeter,
-  onChunk?: () => void,
+  onChunk?: (chunkLength: number) => void,
 ): void {
   const parts: Buffer[] = []
   let size = 0
   body.on('data', (chunk: Buffer) => {
-    onChunk?.()
+    onChunk?.(chunk.length)
     reader?.write(chunk)
     if (meter !== undefined) meter.responseBytes += chunk.length
     size += chunk.length
