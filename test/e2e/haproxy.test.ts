@@ -278,7 +278,8 @@ test('a token quota holds exactly across three instances (concurrent, then until
   assert.ok(spent <= QUOTA, `${spent} tokens spent on a quota of ${QUOTA}`)
   const reservation = 100 + Math.ceil(Buffer.byteLength(body) / 4)
   assert.ok(QUOTA - spent < reservation, `refused with ${QUOTA - spent} tokens left, under one reservation (${reservation})`)
-  assert.deepEqual([...new Set(admitted.map((o) => o.servedBy))].sort(), ['gw1', 'gw2', 'gw3'])
+  // The burst went through all three (which of them won the reservations is a race: not asserted).
+  assert.deepEqual([...new Set(burst.map((o) => o.servedBy))].sort(), ['gw1', 'gw2', 'gw3'])
   // Every instance refuses now.
   const after = await Promise.all([1, 2, 3].map(() => call(KEYS.quota, body, behavior)))
   assert.deepEqual(after.map((o) => [o.status, errorCode(o)]).sort(), [
