@@ -342,9 +342,17 @@ function renderToolChoice(choice: ToolChoice | undefined, parallel: boolean | un
   return out
 }
 
-/** Anthropic tool_use ids match ^[a-zA-Z0-9_-]+$; ids from other upstreams may not (mapped alike in calls and results). */
+/**
+ * Anthropic tool_use ids match ^[a-zA-Z0-9_-]+$; ids from other upstreams may not (mapped alike in calls and results).
+ * A mapped id carries a hash of the original, so that two ids differing only in such characters stay two
+ * (`functions.get:0` and `functions.get.0`).
+ */
 function anthropicId(id: string): string {
-  return /^[a-zA-Z0-9_-]+$/.test(id) ? id : id.replace(/[^a-zA-Z0-9_-]/g, '_')
+  if (/^[a-zA-Z0-9_-]+$/.test(id)) return id
+  // FNV-1a, 32 bits: short, stable, and enough to tell a request's few ids apart.
+  let hash = 0x811c9dc5
+  for (let i = 0; i < id.length; i++) hash = Math.imul(hash ^ id.charCodeAt(i), 0x01000193)
+  return `${id.replace(/[^a-zA-Z0-9_-]/g, '_')}_${(hash >>> 0).toString(16).padStart(8, '0')}`
 }
 
 function assistantBlocks(parts: Part[]): Block[] {
