@@ -226,5 +226,29 @@ describe('what no other format can carry is refused with the field', () => {
     assertRefused('anthropic', 'openai', { model: 'x', max_tokens: 1, messages: [{ role: 'user', content: 5 }] }, 'messages[0].content')
     assertRefused('gemini', 'openai', { contents: [{ role: 'user', parts: 'x' }] }, 'contents[0].parts')
     assertRefused('openai', 'gemini', { model: 'x', messages: [{ role: 'wizard', content: 'x' }] }, 'messages[0].role')
+    // Fields of the wrong shape are refused, not ignored (a request that went out without its tools, or its stops).
+    const user = [{ role: 'user', content: 'x' }]
+    assertRefused('openai', 'anthropic', { model: 'x', messages: user, tools: { type: 'function' } }, 'tools')
+    assertRefused('openai', 'anthropic', { model: 'x', messages: user, stop: 5 }, 'stop')
+    assertRefused('openai', 'anthropic', { model: 'x', messages: user, parallel_tool_calls: 'no' }, 'parallel_tool_calls')
+    assertRefused(
+      'openai',
+      'anthropic',
+      { model: 'x', messages: [...user, { role: 'assistant', tool_calls: { id: 'c' } }] },
+      'messages[1].tool_calls',
+    )
+    const contents = [{ role: 'user', parts: [{ text: 'x' }] }]
+    assertRefused(
+      'gemini',
+      'openai',
+      { contents, tools: [{ functionDeclarations: [{ name: 'f', parameters: 'x' }] }] },
+      'tools[0].functionDeclarations[0].parameters',
+    )
+    assertRefused(
+      'gemini',
+      'openai',
+      { contents, generationConfig: { responseMimeType: 'application/json', responseSchema: 'x' } },
+      'generationConfig.responseSchema',
+    )
   })
 })

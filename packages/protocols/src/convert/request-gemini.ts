@@ -195,8 +195,8 @@ function parseTools(req: ChatRequest, body: JsonObject): void {
         const parameters =
           jsonSchema !== undefined
             ? objectAt(jsonSchema, `${declPath}.parametersJsonSchema`)
-            : isObject(decl.parameters)
-              ? fromGeminiSchema(decl.parameters)
+            : decl.parameters !== undefined && decl.parameters !== null
+              ? fromGeminiSchema(objectAt(decl.parameters, `${declPath}.parameters`))
               : undefined
         req.tools.push({
           name: stringAt(decl.name, `${declPath}.name`),
@@ -256,8 +256,13 @@ function parseGenerationConfig(req: ChatRequest, config: JsonObject, path: strin
   const mime = field(config, 'responseMimeType')
   if (mime === 'application/json') {
     const jsonSchema = field(config, 'responseJsonSchema')
+    const responseSchema = field(config, 'responseSchema')
     const schema =
-      jsonSchema !== undefined ? objectAt(jsonSchema, at('responseJsonSchema')) : fromGeminiSchema(field(config, 'responseSchema'))
+      jsonSchema !== undefined
+        ? objectAt(jsonSchema, at('responseJsonSchema'))
+        : responseSchema !== undefined && responseSchema !== null
+          ? fromGeminiSchema(objectAt(responseSchema, at('responseSchema')))
+          : undefined
     req.responseFormat = isObject(schema)
       ? { type: 'json_schema', schema, path: at('responseMimeType') }
       : { type: 'json', path: at('responseMimeType') }

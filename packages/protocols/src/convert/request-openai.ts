@@ -24,7 +24,7 @@ import {
   stringAt,
   type ToolChoice,
 } from './request-ir.js'
-import { ConversionError, type RequestConversion, splitToolCallId } from './types.js'
+import { ConversionError, InvalidFieldError, type RequestConversion, splitToolCallId } from './types.js'
 
 /** Fields whose meaning no other format can carry: refused when set to anything but their default. */
 function refuseUnportable(body: JsonObject): void {
@@ -69,9 +69,11 @@ export function parseOpenAI(body: JsonObject): ChatRequest {
   req.presencePenalty = optionalNumber(body.presence_penalty, 'presence_penalty')
   req.frequencyPenalty = optionalNumber(body.frequency_penalty, 'frequency_penalty')
   if (typeof body.stop === 'string') req.stop = { sequences: [body.stop], path: 'stop' }
-  else if (Array.isArray(body.stop)) req.stop = { sequences: body.stop.map((s, i) => stringAt(s, `stop[${i}]`)), path: 'stop' }
-  if (Array.isArray(body.tools)) {
-    req.tools = body.tools.map((tool, i) => {
+  else if (body.stop !== undefined && body.stop !== null) {
+    req.stop = { sequences: arrayAt(body.stop, 'stop').map((s, i) => stringAt(s, `stop[${i}]`)), path: 'stop' }
+  }
+  if (body.tools !== undefined && body.tools !== null) {
+    req.tools = arrayAt(body.tools, 'tools').map((tool, i) => {
       const path = `tools[${i}]`
       const t = objectAt(tool, path)
       if (t.type !== 'function') throw new ConversionError(path, `Tools of type "${String(t.type)}" have no equivalent on this upstream.`)
@@ -87,6 +89,9 @@ export function parseOpenAI(body: JsonObject): ChatRequest {
   }
   req.toolChoice = parseToolChoice(body.tool_choice)
   if (typeof body.parallel_tool_calls === 'boolean') req.parallelToolCalls = body.parallel_tool_calls
+  else if (body.parallel_tool_calls !== undefined && body.parallel_tool_calls !== null) {
+    throw new InvalidFieldError('parallel_tool_calls', 'parallel_tool_calls must be a boolean.')
+  }
   req.responseFormat = parseResponseFormat(body.response_format)
   if (body.reasoning_effort === 'none') req.reasoning = { enabled: false }
   else if (isEffort(body.reasoning_effort)) req.reasoning = { enabled: true, effort: body.reasoning_effort }
@@ -217,10 +222,11 @@ function assistantParts(msg: JsonObject, path: string): Part[] {
     }
   }
   if (typeof msg.refusal === 'string' && msg.refusal !== '') parts.push({ type: 'text', text: msg.refusal })
-  if (Array.isArray(msg.tool_calls)) {
-    for (let i = 0; i < msg.tool_calls.length; i++) {
+  if (msg.tool_calls !== undefined && msg.tool_calls !== null) {
+    const toolCalls = arrayAt(msg.tool_calls, `${path}.tool_calls`)
+    for (let i = 0; i < toolCalls.length; i++) {
       const callPath = `${path}.tool_calls[${i}]`
-      const call = objectAt(msg.tool_calls[i], callPath)
+      const call = objectAt(toolCalls[i], callPath)
       if (call.type !== undefined && call.type !== 'function') {
         throw new ConversionError(callPath, `Tool calls of type "${String(call.type)}" have no equivalent on this upstream.`)
       }
