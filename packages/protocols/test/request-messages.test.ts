@@ -427,6 +427,36 @@ describe('documents and audio', () => {
     assert.deepEqual(out.messages, expected)
   })
 
+  test('an Anthropic document made of blocks keeps its title, before its blocks', () => {
+    const out = convertValid('anthropic', 'openai', {
+      model: 'c',
+      max_tokens: 5,
+      messages: [
+        {
+          role: 'user',
+          content: [{ type: 'document', title: 'Runbook', source: { type: 'content', content: [{ type: 'text', text: 'Step one.' }] } }],
+        },
+      ],
+    })
+    const first = (out.messages as { content: unknown }[])[0]?.content
+    assert.ok(JSON.stringify(first).indexOf('Runbook') < JSON.stringify(first).indexOf('Step one.'), JSON.stringify(first))
+    assert.match(JSON.stringify(first), /Runbook/)
+  })
+
+  test('an OpenAI file of bare base64 named .txt is a text document for Anthropic, not a PDF', () => {
+    const out = convertValid('openai', 'anthropic', {
+      model: 'x',
+      messages: [
+        {
+          role: 'user',
+          content: [{ type: 'file', file: { file_data: Buffer.from('line one').toString('base64'), filename: 'n.txt' } }],
+        },
+      ],
+    })
+    const blocks = (out.messages as { content: { type: string; source: unknown; title?: string }[] }[])[0]?.content
+    assert.deepEqual(blocks?.[0]?.source, { type: 'text', media_type: 'text/plain', data: 'line one' })
+  })
+
   test('Anthropic documents → Gemini inline PDF and text; a PDF by URL → fileData', () => {
     const out = convertValid('anthropic', 'gemini', anthropicDocs)
     assert.deepEqual((out.contents as GeminiBody['contents'])[0]?.parts, [

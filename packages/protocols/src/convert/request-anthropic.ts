@@ -176,7 +176,9 @@ function documentParts(block: JsonObject, path: string): ResultPart[] {
       // A document made of blocks: its text and images stand for it.
       if (typeof source.content === 'string') return [{ type: 'document', source: { kind: 'text', text: source.content }, title, path }]
       const blocks = blocksAt(source.content, `${path}.source.content`)
-      return blocks.flatMap((b, i) => mediaParts(objectAt(b, `${path}.source.content[${i}]`), `${path}.source.content[${i}]`))
+      const parts = blocks.flatMap((b, i) => mediaParts(objectAt(b, `${path}.source.content[${i}]`), `${path}.source.content[${i}]`))
+      // Its title goes first, as a text document's does.
+      return title === undefined ? parts : [{ type: 'text', text: title }, ...parts]
     }
     default:
       throw new ConversionError(`${path}.source`, `Document sources of type "${String(source.type)}" cannot be read by this upstream.`)

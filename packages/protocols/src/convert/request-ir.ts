@@ -173,6 +173,10 @@ const EXTENSION_TYPES: Record<string, string> = {
   heic: 'image/heic',
   heif: 'image/heif',
   pdf: 'application/pdf',
+  // A file's bare base64 named so is text, not the PDF a nameless one is taken for.
+  txt: 'text/plain',
+  md: 'text/markdown',
+  csv: 'text/csv',
 }
 
 /** The media type a URL's path extension names (query and fragment ignored), if it is one we know. */
