@@ -2,14 +2,12 @@
 // takes (its pauses are not the upstream's silence); one that reads nothing is let go after clientStallMs, and its
 // upstream request with it, instead of holding both ends open for ever.
 import assert from 'node:assert/strict'
-import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { type AddressInfo, connect } from 'node:net'
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http'
+import { connect } from 'node:net'
 import { after, before, beforeEach, test } from 'node:test'
 import type { UsageRecord } from '@llmproxy/core'
-import { upstreams } from '@llmproxy/upstreams'
-import Fastify, { type FastifyInstance } from 'fastify'
-import { router } from '../src/index.js'
 import { eventually } from './helpers.js'
+import { type Scripted, scripted, upstream } from './scripted.js'
 
 const CLIENT_STALL_MS = 500
 const IDLE_MS = 400
@@ -18,45 +16,25 @@ const RESPONSE_MS = 1500
 type Script = (req: IncomingMessage, res: ServerResponse) => void
 
 let script: Script = (_req, res) => res.end()
-let upstream: Server
-let app: FastifyInstance
+let gateway: Scripted
 let port: number
-const records: UsageRecord[] = []
+let records: UsageRecord[]
 
 before(async () => {
-  upstream = createServer((req, res) => {
-    req.resume()
-    req.on('end', () => script(req, res))
-  })
-  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
-  app = Fastify({ logger: false, forceCloseConnections: true })
-  await app.register(upstreams, {
-    upstreams: [
-      { name: 'raw', url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, protocol: 'openai' },
-      { name: 'raw-anthropic', url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, protocol: 'anthropic' },
-    ],
-    healthChecks: { enabled: false },
-  })
-  await app.register(router, {
-    models: [
+  const answer = (res: ServerResponse, _body: string, req: IncomingMessage) => script(req, res)
+  gateway = await scripted(
+    [upstream('raw', 'openai', answer), upstream('raw-anthropic', 'anthropic', answer)],
+    [
       { name: 'gpt-test', upstreams: ['raw'] },
       { name: 'claude-test', upstreams: ['raw-anthropic'] },
     ],
-    retry: { attempts: 1 },
-    timeouts: { idleMs: IDLE_MS, responseMs: RESPONSE_MS, clientStallMs: CLIENT_STALL_MS },
-  })
-  app.llm.addHook('onUsage', (record) => {
-    records.push(record)
-  })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  port = (app.server.address() as AddressInfo).port
+    { retry: { attempts: 1 }, timeouts: { idleMs: IDLE_MS, responseMs: RESPONSE_MS, clientStallMs: CLIENT_STALL_MS } },
+  )
+  port = Number(new URL(gateway.url).port)
+  records = gateway.records
 })
 
-after(async () => {
-  await app.close()
-  upstream.closeAllConnections()
-  await new Promise((resolve) => upstream.close(resolve))
-})
+after(() => gateway.close())
 
 beforeEach(() => {
   records.length = 0
