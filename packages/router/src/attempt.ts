@@ -51,7 +51,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   readonly prefill: boolean
   private readonly call: CallHost
   private readonly signal = new AttemptSignal()
-  /** The first-byte deadline (for a JSON answer: the whole answer's). */
+  /** The first-byte deadline; once a JSON body flows, its idle bound (onJsonIdle). */
   private timer: NodeJS.Timeout | null = null
   /** A JSON body's first chunk came: idleMs bounds its silences from then on. */
   private flowing = false
@@ -174,13 +174,11 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     this.body = body
     body.on('error', (err: Error) => this.onBodyError(err))
     if (status >= 200 && status < 300) {
-      if (!WEB_PAGE.test(this.headers?.['content-type'] ?? '')) {
-        this.relay(body)
-        return
-      }
-      // A web page (a login portal, a proxy's block page, a URL pointing at a site): this upstream misconfigured,
-      // as with a redirect. Relayed, the client would get a 200 its SDK cannot read.
-      this.fail('error', errors.upstreamFailed(`The upstream answered ${status} with a web page (text/html), not an answer.`), status)
+      // A web page (a login portal, a proxy's block page, a URL pointing at a site) is this upstream misconfigured,
+      // as a redirect is. Relayed, the client would get a 200 its SDK cannot read.
+      if (WEB_PAGE.test(this.headers?.['content-type'] ?? '')) {
+        this.fail('error', errors.upstreamFailed(`The upstream answered ${status} with a web page (text/html), not an answer.`), status)
+      } else this.relay(body)
       return
     }
     const planner = call.planner

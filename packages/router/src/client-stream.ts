@@ -229,12 +229,12 @@ export class ClientStream {
     return this.raw.headersSent ? this.raw.statusCode : 0
   }
 
-  /** Everything was written and flushed (a close before that is a client that went away). */
   /** The answer's end was written (it may still be draining to the client). */
   get ended(): boolean {
     return this.raw.writableEnded
   }
 
+  /** Everything was written and flushed (a close before that is a client that went away). */
   get finished(): boolean {
     return this.raw.writableFinished
   }
