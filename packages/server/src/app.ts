@@ -265,14 +265,14 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     bodyLimit: config.bodyLimit,
   })
 
-  const reloads =
-    worker === undefined && config.metrics !== false ? configReloadsCounter(config.metrics.prefix, [app.llmMetrics.registry]) : null
   installReload(app, config, {
     file: options.configFile ?? null,
     adjustConfig: options.adjustConfig,
     reloadVia: worker?.reload,
     historyVia: worker?.reloadHistory,
-    counted: (applied) => reloads?.inc({ outcome: applied ? 'applied' : 'failed' }),
+    // A worker's reloads are the primary's, and counted there.
+    counted:
+      worker === undefined && config.metrics !== false ? configReloadsCounter(config.metrics.prefix, [app.llmMetrics.registry]) : undefined,
   })
   if (config.admin !== undefined) await setupAdmin(app, config.admin, { genReqId: genRequestId, scope: worker?.scope })
 

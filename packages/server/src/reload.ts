@@ -73,8 +73,11 @@ export class ReloadOutcomes {
   }
 }
 
-/** `config_reloads_total{outcome}`, counted where the file is read: the gateway, or with workers the primary. */
-export function configReloadsCounter(prefix: string, registers: Registry[]): Counter<'outcome'> {
+/**
+ * `config_reloads_total{outcome}`, counted where the file is read (the gateway, or with workers the primary): returns
+ * what counts one reload, applied or not.
+ */
+export function configReloadsCounter(prefix: string, registers: Registry[]): (reloaded: boolean) => void {
   const counter = new Counter({
     name: `${prefix}config_reloads_total`,
     help: 'Config reloads (SIGHUP, POST /admin/reload), by outcome: applied, or failed (nothing changed).',
@@ -84,7 +87,7 @@ export function configReloadsCounter(prefix: string, registers: Registry[]): Cou
   // Both series from the start, so that an alert on `failed` has a series to watch before the first failure.
   counter.inc({ outcome: 'applied' }, 0)
   counter.inc({ outcome: 'failed' }, 0)
-  return counter
+  return (reloaded) => counter.inc({ outcome: reloaded ? 'applied' : 'failed' })
 }
 
 /** `fastify.llmConfig`: the config in force and hot reload. */
@@ -125,7 +128,7 @@ export interface ReloadOptions {
   reloadVia?: (() => Promise<ReloadResult>) | undefined
   /** Reads the reload history instead (a worker: the primary reloads). */
   historyVia?: (() => Promise<ReloadHistory>) | undefined
-  /** Called with each reload's outcome (the gateway's `config_reloads_total`); not with `reloadVia`. */
+  /** Called with each reload's outcome (the gateway's `config_reloads_total`; a worker has none: the primary counts). */
   counted?: ((reloaded: boolean) => void) | undefined
 }
 
@@ -267,7 +270,7 @@ class Reloader implements ConfigReloader {
     this.env = options.env
     this.reloadVia = options.reloadVia
     this.historyVia = options.historyVia
-    this.outcomes = new ReloadOutcomes(app.log, options.file, options.reloadVia === undefined ? options.counted : undefined)
+    this.outcomes = new ReloadOutcomes(app.log, options.file, options.counted)
   }
 
   history(): Promise<ReloadHistory> {

@@ -103,7 +103,8 @@ export class SupervisorMetrics {
   readonly registry = new Registry()
   private readonly workers: Gauge
   private readonly restarts: Counter
-  private readonly reloads: Counter<'outcome'>
+  /** Counts one config reload, applied or not. */
+  readonly reloaded: (applied: boolean) => void
 
   constructor(prefix: string) {
     const registers = [this.registry]
@@ -113,7 +114,7 @@ export class SupervisorMetrics {
       help: 'Workers that exited unexpectedly and were replaced.',
       registers,
     })
-    this.reloads = configReloadsCounter(prefix, registers)
+    this.reloaded = configReloadsCounter(prefix, registers)
   }
 
   set(workers: number): void {
@@ -122,10 +123,6 @@ export class SupervisorMetrics {
 
   restarted(): void {
     this.restarts.inc()
-  }
-
-  reloaded(applied: boolean): void {
-    this.reloads.inc({ outcome: applied ? 'applied' : 'failed' })
   }
 }
 

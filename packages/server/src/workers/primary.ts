@@ -114,7 +114,7 @@ class Primary {
     const metrics = options.config.metrics
     const prefix = metrics === false ? 'llmproxy_' : metrics.prefix
     this.supervisor = new SupervisorMetrics(prefix)
-    this.reloadOutcomes = new ReloadOutcomes(this.log, this.file, (reloaded) => this.supervisor.reloaded(reloaded))
+    this.reloadOutcomes = new ReloadOutcomes(this.log, this.file, this.supervisor.reloaded)
     this.handlers = {
       config: () => this.config,
       upstreams: async () => combineSnapshots(await this.everyWorker('snapshot', null)),
