@@ -388,17 +388,22 @@ test("the upstream's cookies, HSTS, Alt-Svc, CORS and auth challenges do not rea
   assert.equal(response.headers.get('x-upstream-note'), 'kept')
 })
 
+/** What the OpenAI SDK raises for a chat request (the test fails if it got an answer instead). */
+function chatError(stream = false): Promise<unknown> {
+  return openai()
+    .chat.completions.create({ model: 'gpt-test', stream, messages: [{ role: 'user', content: 'Hi' }] })
+    .then(
+      () => assert.fail(`answered as a success (stream: ${stream})`),
+      (err: unknown) => err,
+    )
+}
+
 test("an upstream's redirect is an upstream error, its Location not passed on", async () => {
   script = (_req, res) => {
     res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data/', 'set-cookie': 'a=b' })
     res.end()
   }
-  const error = await openai()
-    .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }] })
-    .then(
-      () => assert.fail('a redirect answered as a success'),
-      (err: unknown) => err,
-    )
+  const error = await chatError()
   assert.ok(error instanceof OpenAI.APIError, String(error))
   assert.equal(error.status, 502)
   assert.equal(error.code, 'llmproxy_upstream_error')
@@ -416,12 +421,7 @@ test('an upstream answering 200 with a web page is an upstream error, not a 200 
       res.writeHead(200, { 'content-type': type })
       res.end('<html><body>Sign in to continue</body></html>')
     }
-    const error = await openai()
-      .chat.completions.create({ model: 'gpt-test', stream, messages: [{ role: 'user', content: 'Hi' }] })
-      .then(
-        () => assert.fail(`stream ${stream}: a web page answered as a success`),
-        (err: unknown) => err,
-      )
+    const error = await chatError(stream)
     assert.ok(error instanceof OpenAI.APIError, String(error))
     assert.equal(error.status, 502)
     assert.equal(error.code, 'llmproxy_upstream_error')
@@ -439,12 +439,7 @@ test("an upstream refusing the gateway's credential (401, 403) is a 502, not the
         }),
       )
     }
-    const error = await openai()
-      .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }] })
-      .then(
-        () => assert.fail('answered as a success'),
-        (err: unknown) => err,
-      )
+    const error = await chatError()
     // An AuthenticationError would tell the user to fix a key they cannot fix (the gateway's own for the upstream).
     assert.ok(error instanceof OpenAI.InternalServerError, `${status}: ${String(error)}`)
     assert.equal(error.status, 502)
