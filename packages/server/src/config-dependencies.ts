@@ -14,7 +14,7 @@ function section(raw: Raw, key: string): Raw | undefined {
 }
 
 /** True when some key declares its own request, token or concurrency limits, or a quota. */
-function keysDeclareLimits(config: Config): boolean {
+export function keysDeclareLimits(config: Config): boolean {
   return config.auth?.keys?.some((key) => key.rateLimit !== undefined || key.quota !== undefined) === true
 }
 

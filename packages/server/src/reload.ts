@@ -1,10 +1,12 @@
 import { readFile } from 'node:fs/promises'
 import { isDeepStrictEqual } from 'node:util'
+import type { KeyConfig } from '@llmproxy/auth'
 import { ConfigError, type ConfigProblem } from '@llmproxy/core'
 import { resolveUpstreamList } from '@llmproxy/upstreams'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { Counter, type Registry } from 'prom-client'
 import { type Config, parseConfig } from './config.js'
+import { keysDeclareLimits } from './config-dependencies.js'
 
 /** What a successful reload did. */
 export interface ReloadResult {
@@ -224,7 +226,12 @@ export function planReload(current: Config, next: Config): ReloadPlan {
 
   let rateLimit = false
   if ((current.rateLimit === undefined) !== (next.rateLimit === undefined)) {
-    restartRequired.push('rateLimit')
+    // A key's limits turn rate limiting on (enableKeyLimits), so the file may have no rateLimit section to name.
+    restartRequired.push(
+      current.rateLimit === undefined && keysDeclareLimits(next)
+        ? 'auth.keys (per-key limits: rate limiting was off at start)'
+        : 'rateLimit',
+    )
   } else if (current.rateLimit !== undefined && next.rateLimit !== undefined) {
     for (const key of RATE_LIMIT_RESTART_ONLY) {
       if (!isDeepStrictEqual(current.rateLimit[key], next.rateLimit[key])) restartRequired.push(`rateLimit.${key}`)
@@ -243,6 +250,11 @@ export function planReload(current: Config, next: Config): ReloadPlan {
     }
   }
   return { inForce, applied, restartRequired, upstreams, models, authKeys, rateLimit }
+}
+
+function withoutLimits(key: KeyConfig): KeyConfig {
+  const { rateLimit: _rateLimit, quota: _quota, ...rest } = key
+  return rest
 }
 
 /** Problems of a ConfigError thrown by a plugin's update(), with their paths made relative to the config file. */
@@ -340,8 +352,11 @@ class Reloader implements ConfigReloader {
       }
       if (plan.authKeys && hasAuth) {
         step = '/auth'
-        app.llmAuth.update(next.auth?.keys ?? [])
-        undo.push(() => app.llmAuth.update(current.auth?.keys ?? []))
+        // Without the rate-limit plugin running, the keys' limits are not enforced: the key table (what
+        // /admin/keys shows) gets them with the restart that enforces them.
+        const keys = (keys: KeyConfig[] | undefined): KeyConfig[] => (hasRateLimit ? (keys ?? []) : (keys ?? []).map(withoutLimits))
+        app.llmAuth.update(keys(next.auth?.keys))
+        undo.push(() => app.llmAuth.update(keys(current.auth?.keys)))
       }
       if (plan.rateLimit && hasRateLimit && plan.inForce.rateLimit !== undefined) {
         step = '/rateLimit'

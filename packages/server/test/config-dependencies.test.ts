@@ -35,7 +35,11 @@ test('a key’s rateLimit or quota turns rate limiting on without a rateLimit se
   assert.equal(parse({ auth: { keys: [{ id: 'plain', key: 'sk-plain-000000000000000' }] } }).rateLimit, undefined)
   // A reload that gives keys limits while rate limiting is off says it needs a restart (not silently ignored).
   const off = parse({ auth: { keys: [{ id: 'b', key: 'sk-b-0000000000000000' }] } })
-  assert.ok(planReload(off, parse({ auth: { keys: [limitedKey] } })).restartRequired.includes('rateLimit'))
+  assert.ok(
+    planReload(off, parse({ auth: { keys: [limitedKey] } })).restartRequired.includes(
+      'auth.keys (per-key limits: rate limiting was off at start)',
+    ),
+  )
 })
 
 test('redis and rate limiting: each needs the other, the quota state file is for the memory store', () => {

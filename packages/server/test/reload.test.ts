@@ -274,6 +274,31 @@ describe('hot reload through POST /admin/reload', () => {
   })
 })
 
+test('a reload that gives keys limits while rate limiting is off: named as needing a restart, not shown as in force', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-reload-limits-'))
+  const file = join(dir, 'llmproxy.yaml')
+  const a = await startMockUpstream({ defaults: { tokens: 2 } })
+  const keys = (limits: string) => `auth: { keys: [{ id: k1, key: sk-key-one-0001${limits} }] }`
+  writeFileSync(file, configText({ a }, '  - { name: m, upstreams: [a] }', keys('')))
+  const gateway = await startGateway(loadConfigFile(file, {}), { configFile: file, logDestination: logSink([]) })
+  t.after(async () => {
+    await gateway.shutdown('test over')
+    await a.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  writeFileSync(file, configText({ a }, '  - { name: m, upstreams: [a] }', keys(', rateLimit: { rpm: 1 }')))
+  const res = await reload(gateway.url)
+  assert.deepEqual(res.body, {
+    reloaded: true,
+    applied: ['auth.keys'],
+    restartRequired: ['auth.keys (per-key limits: rate limiting was off at start)'],
+  })
+  // What is in force: no limit (the file has no rateLimit section the operator could recognise in the answer).
+  const [key] = await adminGet<{ id: string; limits: unknown }[]>(gateway.url, '/admin/keys')
+  assert.deepEqual({ id: key?.id, limits: key?.limits }, { id: 'k1', limits: null })
+  for (let i = 0; i < 2; i++) assert.deepEqual(await chat(gateway.url, 'm', 'sk-key-one-0001'), { status: 200, code: null })
+})
+
 /** Starts the CLI on `file` with --port 0; resolves with its url once it listens. */
 async function startCli(file: string, onSpawn: (child: ChildProcess) => void): Promise<{ url: string; output(): string }> {
   const env = { ...process.env }

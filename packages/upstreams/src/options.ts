@@ -174,9 +174,9 @@ function checkUrl(value: string): string | null {
   try {
     url = new URL(value)
   } catch {
-    // Shown without what may be credentials (up to the last @: a password may hold / ? #), since the line may
-    // reach logs and the admin API.
-    return `not a valid URL: ${JSON.stringify(value.replace(/\/\/.*@/, '//…@'))}`
+    // The value is not shown: the line reaches logs and the admin API, and a malformed URL may still hold a key
+    // (a query string) or a password.
+    return 'not a valid URL: expected http(s)://host[:port][/path]'
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return `must be an http or https URL, got ${JSON.stringify(url.protocol)}`
   if (url.search !== '' || url.hash !== '') return 'must not have a query string or a fragment'

@@ -108,7 +108,8 @@ describe('plugin', () => {
       upstreams: [
         { name: 'a', url: 'http://x', protocol: 'openai' },
         { name: 'a', url: 'ftp://x', protocol: 'openai' },
-        { name: 'b', url: 'not a url', protocol: 'openai' },
+        // The scheme forgotten, a key in the query string (Gemini's style): the value is never repeated.
+        { name: 'b', url: 'generativelanguage.googleapis.com/?key=sk-secret-1', protocol: 'openai' },
         { name: 'c', url: 'http://u:p@x/?q=1', protocol: 'openai' },
         { name: 'd', url: 'https://api.anthropic.com', protocol: 'anthropic', healthCheck: { enabled: true } },
         {
@@ -124,11 +125,11 @@ describe('plugin', () => {
     assert.deepEqual(semantic, [
       '/upstreams/1/name: duplicate upstream name "a"',
       '/upstreams/1/url: must be an http or https URL, got "ftp:"',
-      '/upstreams/2/url: not a valid URL: "not a url"',
+      '/upstreams/2/url: not a valid URL: expected http(s)://host[:port][/path]',
       '/upstreams/3/url: must not have a query string or a fragment',
       '/upstreams/4/healthCheck/path: required when enabled: the anthropic protocol has no default health check path',
       // Secrets are never repeated: not a url's password, nor a key (only the character and where it is).
-      '/upstreams/5/url: not a valid URL: "http://…@bad host"',
+      '/upstreams/5/url: not a valid URL: expected http(s)://host[:port][/path]',
       '/upstreams/5/apiKey: has a character an HTTP header cannot carry (U+2026 at index 3)',
       '/upstreams/5/headers/x team: not a valid HTTP header name',
       '/upstreams/5/headers/x-org~0id: has a character an HTTP header cannot carry (U+000A at index 4)',
