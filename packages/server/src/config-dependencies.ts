@@ -1,6 +1,7 @@
-import { type ConfigProblem, headerProblems } from '@llmproxy/core'
+import type { ConfigProblem } from '@llmproxy/core'
 import { Value } from '@llmproxy/core/typebox'
 import { checkOptions as checkRateLimitOptions } from '@llmproxy/rate-limit'
+import { webhookProblems } from '@llmproxy/usage'
 import type { Config, ConfigSchema } from './config.js'
 
 // Settings that only work together with another section. Each is either made to work (a key's limits turn rate
@@ -48,7 +49,7 @@ export function checkDependencies(config: Config, raw: Raw): ConfigProblem[] {
   const usage = config.usage
   if (usage !== undefined) {
     // What the usage plugin would refuse at start, caught by `llmproxy check` and reload too.
-    problems.push(...headerProblems(usage.webhook?.headers, '/usage/webhook/headers'))
+    problems.push(...webhookProblems(usage.webhook, '/usage/webhook'))
     if (usage.webhook !== undefined && usage.spoolDir === undefined) {
       problems.push({ path: '/usage/spoolDir', message: 'required when usage.webhook is set (records wait there until delivered)' })
     }

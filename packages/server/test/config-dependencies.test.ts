@@ -95,6 +95,10 @@ test('usage: the webhook needs spoolDir, and the delivery settings need the webh
     '/usage/batch: only used with usage.webhook (the webhook delivery), which is not set',
   ])
   assert.deepEqual(problemsOf({ usage: {} }), [])
+  // What the usage plugin refuses at start is refused by the check too, with its path in the file.
+  assert.deepEqual(problemsOf({ usage: { webhook: { url: 'ftp://billing.example/usage' }, spoolDir: './spool' } }), [
+    '/usage/webhook/url: must be an http or https URL',
+  ])
 })
 
 test('upstream checks with active checks off, a queue no upstream uses, an auth cache nothing fills: refused', () => {

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { ConfigError, ensureCore, headerProblems, validateOptions } from '@llmproxy/core'
+import { ConfigError, type ConfigProblem, ensureCore, headerProblems, validateOptions } from '@llmproxy/core'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { type UsageOptionsInput, UsageOptionsSchema } from './options.js'
@@ -33,13 +33,16 @@ const usagePlugin: FastifyPluginAsync<UsageOptionsInput> = async (fastify, rawOp
   const { webhook, spoolDir } = options
   if (webhook !== undefined) {
     if (spoolDir === undefined) throw new ConfigError(SUBJECT, [{ path: '/spoolDir', message: 'is required when webhook is set' }])
-    const protocol = new URL(webhook.url).protocol
-    if (protocol !== 'http:' && protocol !== 'https:') {
-      throw new ConfigError(SUBJECT, [{ path: '/webhook/url', message: 'must be an http or https URL' }])
+    const problems = webhookProblems(webhook, '/webhook')
+    if (problems.length > 0) throw new ConfigError(SUBJECT, problems)
+    try {
+      sink = new WebhookSink({ ...options, webhook, spoolDir }, counters, events, log)
+    } catch (err) {
+      // A directory the process may not create or write (a container's read-only or root-owned path): named.
+      const code = (err as NodeJS.ErrnoException).code
+      if (err instanceof ConfigError || code === undefined) throw err
+      throw new ConfigError(SUBJECT, [{ path: '/spoolDir', message: `cannot be used: ${code} (${(err as Error).message})` }])
     }
-    const headers = headerProblems(webhook.headers, '/webhook/headers')
-    if (headers.length > 0) throw new ConfigError(SUBJECT, headers)
-    sink = new WebhookSink({ ...options, webhook, spoolDir }, counters, events, log)
     fastify.llm.addHook('onUsage', sink.listener)
     fastify.llm.recordsKeptAtTurnEnd = true
   }
@@ -68,6 +71,21 @@ const usagePlugin: FastifyPluginAsync<UsageOptionsInput> = async (fastify, rawOp
     fastify.addHook('onReady', async () => active.start())
     fastify.addHook('onClose', async () => active.close(options.shutdownFlushMs))
   }
+}
+
+/**
+ * What the plugin refuses in its webhook settings beyond their schema (`path`: where the webhook is, for the
+ * problems' paths), for a config check to report before a start would fail.
+ */
+export function webhookProblems(webhook: { url: string; headers?: Record<string, string> } | undefined, path: string): ConfigProblem[] {
+  if (webhook === undefined) return []
+  const problems = headerProblems(webhook.headers, `${path}/headers`)
+  let protocol = ''
+  try {
+    protocol = new URL(webhook.url).protocol
+  } catch {}
+  if (protocol !== 'http:' && protocol !== 'https:') problems.unshift({ path: `${path}/url`, message: 'must be an http or https URL' })
+  return problems
 }
 
 /** Usage records: the public listener API and a durable, batched, signed webhook sink. */

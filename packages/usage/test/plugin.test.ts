@@ -51,6 +51,8 @@ test('options are validated: every problem is listed, webhook requires spoolDir'
     [{ webhook: { url: 'http://127.0.0.1:1/x' } }, /\/spoolDir: is required when webhook is set/],
     [{ webhook: { url: 'not a url' }, spoolDir: '/tmp/x' }, /\/webhook\/url/],
     [{ webhook: { url: 'ftp://host/x' }, spoolDir: '/tmp/x' }, /\/webhook\/url: must be an http or https URL/],
+    // A directory that cannot be made (here under a file; in a container, a root-owned path): named, no stack.
+    [{ webhook: { url: 'http://127.0.0.1:1/x' }, spoolDir: `${import.meta.filename}/spool` }, /\/spoolDir: cannot be used: ENOTDIR/],
     [{ batch: { maxRecords: 0 }, spool: { fsync: 'sometimes' }, extra: true }, /\/extra: unknown key/],
     [{ batch: { maxRecords: 0 }, spool: { fsync: 'sometimes' }, extra: true }, /\/batch\/maxRecords: must be >= 1/],
     [{ batch: { maxRecords: 0 }, spool: { fsync: 'sometimes' }, extra: true }, /\/spool\/fsync/],
