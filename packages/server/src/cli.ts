@@ -11,6 +11,19 @@ import { configJsonSchema } from './schema.js'
 import { WORKER_ID_ENV } from './workers/ops.js'
 import { deliverFormerSpools } from './workers/spools.js'
 
+function parseCommandLine(args: string[]) {
+  return parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      port: { type: 'string', short: 'p' },
+      workers: { type: 'string', short: 'w' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+}
+
 const USAGE = `Usage:
   llmproxy [--config FILE]      start the gateway (FILE or $LLMPROXY_CONFIG; neither = the built-in demo);
                                 SIGHUP reloads FILE
@@ -42,16 +55,15 @@ async function main(): Promise<number> {
   // `pnpm start -- --config x` passes the `--` on: it is not a command.
   const args = process.argv.slice(2)
   if (args[0] === '--') args.shift()
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      port: { type: 'string', short: 'p' },
-      workers: { type: 'string', short: 'w' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  })
+  let parsed: ReturnType<typeof parseCommandLine>
+  try {
+    parsed = parseCommandLine(args)
+  } catch (err) {
+    // An unknown option, or one without its value: what the user typed wrong (Node's first sentence), and the usage.
+    process.stderr.write(`${(err as Error).message.split('. ')[0]}.\n${USAGE}\n`)
+    return 2
+  }
+  const { values, positionals } = parsed
   const command = positionals[0] ?? 'start'
   if (values.help === true) {
     process.stdout.write(`${USAGE}\n`)

@@ -377,6 +377,20 @@ test('llmproxy check and a failed start print the line and the problem of a brok
     assert.equal(bare.status, 2, bare.stderr)
     assert.match(bare.stderr, /^check needs --config FILE \(or LLMPROXY_CONFIG\)\.\nUsage:/)
     assert.doesNotMatch(bare.stderr, /\n\s+at /)
+    // An option it does not know (--version): named, then the usage; no stack trace.
+    const unknown = spawnSync(
+      process.execPath,
+      ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', '--version'],
+      {
+        cwd: REPO_ROOT,
+        env,
+        encoding: 'utf8',
+        timeout: 60_000,
+      },
+    )
+    assert.equal(unknown.status, 2, unknown.stderr)
+    assert.match(unknown.stderr, /^Unknown option '--version'.*\n(.*\n)*Usage:/)
+    assert.doesNotMatch(unknown.stderr, /\n\s+at /)
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
