@@ -10,6 +10,9 @@ ENV CI=true
 # pnpm pinned like package.json's packageManager, without corepack.
 ARG PNPM_VERSION=12.4.2
 RUN npx -y pnpm@${PNPM_VERSION} --version
+# V8 flags the gateway will run with (e.g. --max-old-space-size=384): the code cache is written under them, since
+# V8 rejects a cache made with other flags. The runtime stage sets the same NODE_OPTIONS.
+ARG NODE_OPTIONS=
 COPY . .
 RUN npx -y pnpm@${PNPM_VERSION} install --frozen-lockfile \
  && npx -y pnpm@${PNPM_VERSION} run bundle
@@ -17,7 +20,9 @@ RUN npx -y pnpm@${PNPM_VERSION} install --frozen-lockfile \
 # ---- runtime: node and the bundle (no node_modules: every dependency is in it). The code cache was written by
 # this same node image's binary in the build stage, so V8 accepts it.
 FROM node:20-slim
+ARG NODE_OPTIONS=
 ENV NODE_ENV=production \
+    NODE_OPTIONS=${NODE_OPTIONS} \
     LLMPROXY_CONFIG=/etc/llmproxy/config.yaml
 WORKDIR /app
 COPY --from=build /src/build/llmproxy.cjs /src/build/llmproxy.bundle.cjs /src/build/llmproxy.bundle.cjs.cache /app/

@@ -1,7 +1,7 @@
 // `pnpm start` (scripts/start.mjs): the gateway runs from its bundle, built JavaScript (built first when missing or
 // older than the sources), never through the TypeScript loader.
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
@@ -44,4 +44,17 @@ test('pnpm start serves the demo from build/llmproxy.cjs, with no TypeScript loa
   assert.ok(!cmdline.some((arg) => arg.includes('tsx') || arg.includes('llmproxy-source')), cmdline.join(' '))
   const built = statSync(join(root, 'build/llmproxy.bundle.cjs')).mtimeMs
   assert.ok(built >= statSync(join(root, 'packages/server/src/cli.ts')).mtimeMs, 'the bundle is newer than the sources')
+})
+
+test('a code cache V8 rejects (a V8 flag in NODE_OPTIONS the build did not have) is said in one line; none without', () => {
+  const run = (nodeOptions: string) => {
+    const env = { ...process.env, NODE_OPTIONS: nodeOptions }
+    return spawnSync(process.execPath, ['build/llmproxy.cjs', '--help'], { cwd: root, env, encoding: 'utf8', timeout: 30_000 })
+  }
+  const flagged = run('--max-old-space-size=300')
+  assert.equal(flagged.status, 0, flagged.stderr)
+  assert.match(flagged.stderr, /^llmproxy: V8 rejected the code cache .* this start compiles the bundle\n$/)
+  const plain = run('')
+  assert.equal(plain.status, 0, plain.stderr)
+  assert.equal(plain.stderr, '')
 })
