@@ -6,7 +6,7 @@
 // delivered, nothing lost), and SIGTERM (every worker drains, then the primary exits 0).
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -413,7 +413,7 @@ test('a worker killed with SIGKILL is replaced; its concurrency slots come back;
   assert.equal(receiver.badSignatures, 0)
 })
 
-test('SIGTERM: every worker drains (in-flight streams finish, /readyz 503), then the primary exits 0', async () => {
+test('SIGTERM to the whole process group (systemd): every worker drains (in-flight streams finish, /readyz 503), then the primary exits 0', async () => {
   const streamBody = JSON.stringify({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'Hi' }] })
   const url = new URL('/v1/chat/completions', gw.url)
   let firstChunk: () => void = () => {}
@@ -448,7 +448,12 @@ test('SIGTERM: every worker drains (in-flight streams finish, /readyz 503), then
   })
   await started
   const exited = new Promise<number | null>((resolve) => gw.child.once('exit', (code) => resolve(code)))
+  // As systemd's default KillMode sends it: to the primary and to every worker; each worker then gets a second one
+  // from the primary, which must not cut its draining.
+  const workers = readFileSync(`/proc/${gw.child.pid}/task/${gw.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number)
+  assert.equal(workers.length, 2, 'two workers')
   gw.child.kill('SIGTERM')
+  for (const pid of workers) process.kill(pid, 'SIGTERM')
   await sleep(300)
   // Both workers still listen and say they are going away (two connections: one per worker).
   const probes = await Promise.all([send('GET', '/readyz', null, {}), send('GET', '/readyz', null, {})])

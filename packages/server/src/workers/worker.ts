@@ -61,7 +61,9 @@ export async function runWorker(): Promise<void> {
       () => process.exit(1),
     )
   }
-  process.once('SIGTERM', () => stop('SIGTERM'))
-  process.once('SIGINT', () => stop('SIGINT'))
+  // Not once: a signal to the whole process group (systemd's default KillMode) reaches a worker twice, from the
+  // service manager and from the primary; the second must not kill a worker that is draining.
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
   send(notice('ready', { url: running.url, adminUrl: running.adminUrl }))
 }
