@@ -49,6 +49,13 @@ export interface RateLimits {
   readonly fallbacks: number
   /** Hot reload: validates the options (throws a ConfigError) and applies `global`, `perKey` and `reserveTokens`; store settings need a restart. */
   update(options: RateLimitOptionsInput): void
+  /** This process' id in the shared store: the prefix of its concurrency slots' ids. */
+  readonly instanceId: string
+  /**
+   * Instances (their `instanceId`s) known to be gone, as a worker that died: their concurrency slots in Redis are
+   * dropped when their keys are next counted, not held until `redis.slotTtlMs`. Replaces the previous list.
+   */
+  forgetInstances(instanceIds: string[]): void
 }
 
 const QUOTA_GRACE_MS = 24 * 3600_000
@@ -118,6 +125,15 @@ export class RateLimitEngine implements RateLimits {
 
   get fallbacks(): number {
     return this.shared === null ? 0 : this.shared.fallbacks
+  }
+
+  get instanceId(): string {
+    return this.ids.instance
+  }
+
+  forgetInstances(instanceIds: string[]): void {
+    // The memory store has nothing to forget: a worker's slots there are the primary's, given back when it dies.
+    if (this.shared !== null) this.shared.store.gone = instanceIds.filter((id) => id !== this.ids.instance)
   }
 
   update(input: RateLimitOptionsInput): void {

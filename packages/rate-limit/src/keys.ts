@@ -47,7 +47,8 @@ export function migrateQuotaKey(key: string): string {
 
 /** Ids unique across gateway instances: a random instance id and a sequence (request ids are only unique per process, and clients may choose them). */
 export class UniqueIds {
-  private readonly instance = `${randomBytes(6).toString('hex')}:`
+  /** This process' prefix of every id it makes (its concurrency slots' ids start with it). */
+  readonly instance = `${randomBytes(6).toString('hex')}:`
   private seq = 0
 
   next(): string {

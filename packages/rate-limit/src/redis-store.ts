@@ -77,14 +77,33 @@ return value
 `
 
 /**
+ * Drops the slots of instances known to be gone (ARGV from `first` on: their slot-id prefixes), as a worker that
+ * died: usually none are given, and nothing is read.
+ */
+const DROP_GONE = (first: number) => `
+if #ARGV >= ${first} then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    for i = ${first}, #ARGV do
+      if string.sub(id, 1, #ARGV[i]) == ARGV[i] then
+        redis.call('ZREM', KEYS[1], id)
+        break
+      end
+    end
+  end
+end
+`
+
+/**
  * Concurrency slots: a sorted set of slot ids scored by their expiry (Redis server time, so instance clocks do not
- * matter). Expired slots (a crashed instance's) are dropped before counting. KEYS: the set. ARGV: id, limit, TTL.
+ * matter). Expired slots (a crashed instance's) are dropped before counting, and those of instances known to be gone
+ * (DROP_GONE). KEYS: the set. ARGV: id, limit, TTL, then the gone instances' prefixes.
  */
 const ACQUIRE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+${DROP_GONE(4)}
 local n = redis.call('ZCARD', KEYS[1])
 if n >= tonumber(ARGV[2]) then return {0, n} end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
@@ -92,9 +111,11 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 return {1, n + 1}
 `
 
+/** KEYS: the set. ARGV: the gone instances' prefixes. */
 const IN_FLIGHT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${DROP_GONE(1)}
 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 `
 
@@ -103,8 +124,8 @@ interface LimitCommands {
   llmproxySettle(key: string, marker: string, total: number, reserved: number, expireAt: number, first: number): Promise<number>
   llmproxyCancel(key: string, marker: string, expireAt: number, ttlMs: number): Promise<number>
   llmproxyCharge(key: string, marker: string, amount: number, expireAt: number, ttlMs: number): Promise<number>
-  llmproxyAcquire(key: string, member: string, limit: number, ttlMs: number): Promise<[number, number]>
-  llmproxyInFlight(key: string): Promise<number>
+  llmproxyAcquire(key: string, member: string, limit: number, ttlMs: number, ...gone: string[]): Promise<[number, number]>
+  llmproxyInFlight(key: string, ...gone: string[]): Promise<number>
 }
 
 function withCommands(redis: RedisClient): RedisClient & LimitCommands {
@@ -128,6 +149,8 @@ function counterOrNull(value: number): number | null {
 export class RedisStore implements LimitStore {
   private readonly redis: RedisClient & LimitCommands
   private readonly markerTtlMs: number
+  /** Slot-id prefixes of instances known to be gone (`RateLimits.forgetInstances`): their slots are dropped. */
+  gone: string[] = []
 
   constructor(redis: RedisClient, markerTtlMs: number) {
     this.redis = withCommands(redis)
@@ -169,7 +192,7 @@ export class RedisStore implements LimitStore {
   }
 
   async acquire(key: string, member: string, limit: number, ttlMs: number): Promise<CheckResult> {
-    const [ok, value] = await this.redis.llmproxyAcquire(key, member, limit, ttlMs)
+    const [ok, value] = await this.redis.llmproxyAcquire(key, member, limit, ttlMs, ...this.gone)
     return { ok: ok === 1, value }
   }
 
@@ -178,6 +201,6 @@ export class RedisStore implements LimitStore {
   }
 
   async inFlight(key: string): Promise<number> {
-    return this.redis.llmproxyInFlight(key)
+    return this.redis.llmproxyInFlight(key, ...this.gone)
   }
 }

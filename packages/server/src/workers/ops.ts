@@ -33,6 +33,8 @@ export type WorkerOps = {
   metrics: [null, MetricJson[]]
   /** A config the primary validated: applied like a reload (fastify.llmConfig.apply). */
   apply: [Config, ReloadResult]
+  /** Dead workers' rate-limit instance ids: their concurrency slots in Redis are dropped (RateLimits.forgetInstances). */
+  forgetInstances: [string[], null]
 }
 
 /** The environment variable that makes the `llmproxy` CLI a worker, holding its id (1 to N). */

@@ -71,6 +71,8 @@ interface Slot {
   restartTimer: NodeJS.Timeout | null
   /** The worker's metrics as last scraped: its counters outlive it (RetiredCounts). */
   lastMetrics: MetricJson[] | null
+  /** Its id in the rate limits' Redis store (the prefix of its concurrency slots), said when it is ready. */
+  instance: string | null
 }
 
 class Primary {
@@ -87,6 +89,11 @@ class Primary {
   private readonly handlers: Handlers<PrimaryOps>
   private counters: CounterHost | null = null
   private former: FormerSpools | null = null
+  /**
+   * Workers that died, by their rate-limit instance id (store: redis), until their slots would have expired: every
+   * worker drops their slots (RateLimits.forgetInstances) instead of counting them for `redis.slotTtlMs`.
+   */
+  private gone: { instance: string; until: number }[] = []
   /** Upstreams drained through the admin API: a replacement worker drains them too. */
   private readonly drained = new Set<string>()
   private reloads: Promise<unknown> = Promise.resolve()
@@ -110,6 +117,7 @@ class Primary {
       failure: null,
       restartTimer: null,
       lastMetrics: null,
+      instance: null,
     }))
     const metrics = options.config.metrics
     const prefix = metrics === false ? 'llmproxy_' : metrics.prefix
@@ -208,8 +216,10 @@ class Primary {
     worker.on('message', (message: unknown) => {
       if (this.counters?.handle(worker, message) === true || rpc.handle(message)) return
       const said = asNotice(message)
-      if (said?.kind === 'ready') this.ready(slot, String(said.url), typeof said.adminUrl === 'string' ? said.adminUrl : null)
-      else if (said?.kind === 'failed') slot.failure = String(said.message)
+      if (said?.kind === 'ready') {
+        slot.instance = typeof said.instance === 'string' ? said.instance : null
+        this.ready(slot, String(said.url), typeof said.adminUrl === 'string' ? said.adminUrl : null)
+      } else if (said?.kind === 'failed') slot.failure = String(said.message)
     })
     worker.on('exit', (code: number | null, signal: string | null) => this.exited(slot, worker, code, signal))
   }
@@ -226,7 +236,7 @@ class Primary {
       if (this.slots.every((s) => s.ready)) this.starting.resolve()
       return
     }
-    this.log.info({ worker: slot.id, pid: slot.worker?.process.pid }, 'replacement worker ready')
+    this.log.info({ worker: slot.id, workerPid: slot.worker?.process.pid }, 'replacement worker ready')
     void this.catchUp(slot)
   }
 
@@ -241,6 +251,7 @@ class Primary {
         slot.generation = generation
       }
       for (const name of this.drained) await rpc.call('upstream', { action: 'drain', name }, VIEW_TIMEOUT_MS)
+      if (this.gone.length > 0) await rpc.call('forgetInstances', this.goneInstances(), VIEW_TIMEOUT_MS)
     } catch (err) {
       this.log.error({ err, worker: slot.id }, 'could not bring a replacement worker up to date')
     }
@@ -251,7 +262,8 @@ class Primary {
     if (slot.worker !== worker) return
     slot.rpc?.close(`worker ${slot.id} exited`)
     if (slot.lastMetrics !== null) void this.retired.retire(slot.lastMetrics)
-    Object.assign(slot, { worker: null, rpc: null, ready: false, lastMetrics: null })
+    const instance = slot.instance
+    Object.assign(slot, { worker: null, rpc: null, ready: false, lastMetrics: null, instance: null })
     this.supervisor.set(this.readySlots().length)
     if (this.stopping !== null) return
     if (this.starting !== null) {
@@ -263,12 +275,28 @@ class Primary {
     slot.quickExits = Date.now() - slot.startedAt < QUICK_EXIT_MS ? slot.quickExits + 1 : 0
     const delay = slot.quickExits <= 1 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 500 * 2 ** (slot.quickExits - 2))
     this.log.error(
-      { worker: slot.id, pid: worker.process.pid, code, signal, restartInMs: delay, failure: slot.failure ?? undefined },
+      { worker: slot.id, workerPid: worker.process.pid, code, signal, restartInMs: delay, failure: slot.failure ?? undefined },
       'worker exited unexpectedly; starting a replacement',
     )
+    if (instance !== null) this.forgetInstance(instance)
     slot.restartTimer = setTimeout(() => {
       if (this.stopping === null) this.fork(slot)
     }, delay)
+  }
+
+  /** A dead worker's concurrency slots in Redis: dropped by the others now, by its replacement once ready. */
+  private forgetInstance(instance: string): void {
+    const slotTtlMs = this.config.redis?.slotTtlMs
+    if (this.config.rateLimit?.store !== 'redis' || slotTtlMs === undefined) return
+    this.gone.push({ instance, until: Date.now() + slotTtlMs })
+    void this.everyWorker('forgetInstances', this.goneInstances())
+  }
+
+  /** The dead workers' instance ids whose slots may still be in Redis (older ones have expired there). */
+  private goneInstances(): string[] {
+    const now = Date.now()
+    this.gone = this.gone.filter((g) => g.until > now)
+    return this.gone.map((g) => g.instance)
   }
 
   private readySlots(): Slot[] {

@@ -28,6 +28,10 @@ export async function runWorker(): Promise<void> {
     usage: () => (gateway().hasDecorator('usage') ? gateway().usage.stats() : null),
     metrics: () => gateway().llmMetrics.registry.getMetricsAsJSON(),
     apply: (config) => gateway().llmConfig.apply(config),
+    forgetInstances: (instances) => {
+      if (gateway().hasDecorator('rateLimits')) gateway().rateLimits.forgetInstances(instances)
+      return null
+    },
   })
   process.on('message', (message: unknown) => {
     rpc.handle(message)
@@ -65,5 +69,6 @@ export async function runWorker(): Promise<void> {
   // service manager and from the primary; the second must not kill a worker that is draining.
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
-  send(notice('ready', { url: running.url, adminUrl: running.adminUrl }))
+  const instance = app.hasDecorator('rateLimits') ? app.rateLimits.instanceId : null
+  send(notice('ready', { url: running.url, adminUrl: running.adminUrl, instance }))
 }
