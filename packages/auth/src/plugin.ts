@@ -44,19 +44,9 @@ declare module 'fastify' {
 
 export const AUTH_PLUGIN_NAME = '@llmproxy/auth'
 
-/** Options Fastify's `register` itself understands; not ours to validate. */
-type RegisterOptions = { prefix?: unknown; logLevel?: unknown; logSerializers?: unknown }
-
 const authPlugin: FastifyPluginAsync<AuthPluginOptions> = async (fastify, opts) => {
   await ensureCore(fastify)
-  const {
-    resolveKey,
-    skip,
-    prefix: _prefix,
-    logLevel: _logLevel,
-    logSerializers: _logSerializers,
-    ...data
-  } = opts as AuthPluginOptions & RegisterOptions
+  const { resolveKey, skip, ...data } = opts
   const problems: ConfigProblem[] = []
   if (resolveKey !== undefined && typeof resolveKey !== 'function') problems.push({ path: '/resolveKey', message: 'must be a function' })
   if (skip !== undefined && typeof skip !== 'function') problems.push({ path: '/skip', message: 'must be a function' })

@@ -123,12 +123,21 @@ export function checkSchema(schema: TSchema, value: unknown, pathPrefix = ''): C
   return problems.filter((problem) => !mismatches.has(problem.path) || !problems.some((inner) => inner.path.startsWith(`${problem.path}/`)))
 }
 
+/** What `fastify.register(plugin, options)` itself reads from the options (and passes on to the plugin). */
+const REGISTER_OPTIONS = ['prefix', 'logLevel', 'logSerializers'] as const
+
 /**
  * Validates plugin options at registration: applies schema defaults, then throws a ConfigError naming
  * every offending field. Returns the options with defaults filled in.
  */
 export function validateOptions<S extends TSchema>(schema: S, options: unknown, subject: string): Static<S> {
-  const withDefaults = Value.Default(schema, structuredCloneSafe(options ?? {})) as unknown
+  const copy = structuredCloneSafe(options ?? {})
+  if (copy !== null && typeof copy === 'object' && !Array.isArray(copy)) {
+    // Fastify's own register options reach the plugin too: not ours to refuse, unless the schema has its own of the name.
+    const own = (schema as { properties?: Record<string, unknown> }).properties ?? {}
+    for (const key of REGISTER_OPTIONS) if (!(key in own)) delete (copy as Record<string, unknown>)[key]
+  }
+  const withDefaults = Value.Default(schema, copy) as unknown
   const problems = checkSchema(schema, withDefaults)
   if (problems.length > 0) throw new ConfigError(subject, problems)
   return withDefaults as Static<S>

@@ -2,6 +2,8 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { LlmContext } from './context.js'
 import { LlmHookRegistry } from './hooks.js'
+import { validateOptions } from './options.js'
+import { Type } from './typebox.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -16,10 +18,24 @@ declare module 'fastify' {
 
 export const CORE_PLUGIN_NAME = '@llmproxy/core'
 
-const corePlugin: FastifyPluginAsync = async (fastify) => {
+const NoOptionsSchema = Type.Object({}, { additionalProperties: false })
+
+/**
+ * One hook registry per app (its HTTP server, which every context shares): registered in a child context by one
+ * plugin and at the root by another, both emit to and listen on the same registry.
+ */
+const registries = new WeakMap<object, LlmHookRegistry>()
+
+const corePlugin: FastifyPluginAsync = async (fastify, options) => {
+  validateOptions(NoOptionsSchema, options, `${CORE_PLUGIN_NAME} options`)
   // Already here (another plugin registered it, or an outer context did): one registry and context per app.
   if (fastify.hasDecorator('llm')) return
-  fastify.decorate('llm', new LlmHookRegistry(fastify.log))
+  let registry = registries.get(fastify.server)
+  if (registry === undefined) {
+    registry = new LlmHookRegistry(fastify.log)
+    registries.set(fastify.server, registry)
+  }
+  fastify.decorate('llm', registry)
   fastify.decorateRequest('llm', null as unknown as LlmContext)
   fastify.addHook('onRequest', (request, _reply, done) => {
     request.llm = new LlmContext(request.id, performance.now())

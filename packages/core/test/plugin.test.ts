@@ -17,6 +17,37 @@ test('llmCore may be registered again (by another plugin first, or in a child co
   assert.equal(childRegistry, app.llm)
 })
 
+test('core registered in a child context first, then at the root: one registry, so root listeners hear the child routes', async (t) => {
+  const app = Fastify({ logger: false })
+  t.after(() => app.close())
+  // The gateway's plugins in their own context (they register core there), the app's usage listener at the root after.
+  await app.register(async (child) => {
+    await ensureCore(child)
+    child.get('/chat', (request, reply) => {
+      child.llm.emitReject({ reason: 'auth', keyId: null, statusCode: 401 }, request)
+      return reply.code(401).send()
+    })
+  })
+  await ensureCore(app)
+  const heard: string[] = []
+  app.llm.addHook('onReject', (rejection) => heard.push(rejection.reason))
+  assert.equal((await app.inject('/chat')).statusCode, 401)
+  assert.deepEqual(heard, ['auth'])
+})
+
+test('llmCore takes no options (Fastify’s own register options aside)', async () => {
+  const app = Fastify({ logger: false })
+  await app.register(llmCore, { prefix: '/x', logLevel: 'warn' } as never)
+  await app.ready()
+  await app.close()
+  const bad = Fastify({ logger: false })
+  await assert.rejects(async () => {
+    await bad.register(llmCore, { foo: 1 } as never)
+    await bad.ready()
+  }, /\/foo: unknown key/)
+  await bad.close()
+})
+
 test('listeners may return anything; a promise that rejects is logged, never thrown; a refusal sets the outcome', async (t) => {
   const logged: string[] = []
   const app = Fastify({

@@ -23,12 +23,15 @@ export function wireOfProtocol(protocol: Protocol): WireFormat {
  * The API a client request speaks, from its URL: what errors answered before routing (auth, limits) are shaped by.
  * Anthropic clients call /v1/messages (and /v1/messages/count_tokens), Gemini clients /v1beta/…; /v1/models is
  * both OpenAI's and Anthropic's, whose clients send `anthropic-version` (`headers`, when known); everything else
- * is OpenAI-shaped.
+ * is OpenAI-shaped. The routes may be mounted under a prefix (`/llm/v1/messages`): the path is searched, not
+ * matched from its start.
  */
 export function clientApiOf(url: string, headers?: IncomingHttpHeaders): ApiFamily {
-  if (url.startsWith('/v1beta/')) return 'gemini'
-  if (url.startsWith('/v1/messages')) return 'anthropic'
-  if (headers?.['anthropic-version'] !== undefined && url.startsWith('/v1/models')) return 'anthropic'
+  const query = url.indexOf('?')
+  const path = query === -1 ? url : url.slice(0, query)
+  if (path.includes('/v1beta/')) return 'gemini'
+  if (path.includes('/v1/messages')) return 'anthropic'
+  if (headers?.['anthropic-version'] !== undefined && path.includes('/v1/models')) return 'anthropic'
   return 'openai'
 }
 

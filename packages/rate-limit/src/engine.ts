@@ -284,8 +284,9 @@ export class RateLimitEngine implements RateLimits {
 
   /** onUsage: charges the actual tokens and gives back the reservation (exactly once per request). */
   readonly onUsage = (record: UsageRecord, request: FastifyRequest): void => {
-    const state = request[kLimitState]
-    if (state === null || state.charged) return
+    // Undefined for a request of another context (the hook registry is the whole app's) or a record the app emits.
+    const state = request[kLimitState] as RequestLimitState | null | undefined
+    if (state === null || state === undefined || state.charged) return
     state.charged = true
     const total = record.totalTokens
     // A request without a reservation (its body was not JSON) is charged to the current window and period.

@@ -94,6 +94,15 @@ const plugin: FastifyPluginAsync<RateLimitOptionsInput> = async (fastify, input)
   const host = client === null ? null : Fastify()
   const engine = new RateLimitEngine(live, await createLimiters(live, client, host), local, shared, ids, fastify)
 
+  // Auth registered after this plugin identifies keys only after the limits ran: its keys' limits never apply.
+  const authFirst = fastify.hasDecorator('llmAuth')
+  fastify.addHook('onReady', async () => {
+    if (!authFirst && fastify.hasDecorator('llmAuth')) {
+      fastify.log.warn(
+        '@llmproxy/rate-limit is registered before @llmproxy/auth: limits count per client IP, and the keys’ own limits do not apply (register it after auth)',
+      )
+    }
+  })
   fastify.decorate('rateLimits', engine)
   fastify.decorateRequest(kLimitState, null)
   fastify.addHook('onRequest', engine.onRequest)

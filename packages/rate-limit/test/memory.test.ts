@@ -393,3 +393,48 @@ for (const order of ['before', 'after'] as const) {
     assert.match(ownLimited.json().message, /Rate limit exceeded/)
   })
 }
+
+/** An app logging warn and above into `lines`. */
+function loggingApp(lines: string[]) {
+  return Fastify({ logger: { level: 'warn', stream: { write: (line: string) => lines.push(line) } } })
+}
+
+test('records of requests outside the plugin’s context (and records the app emits) are no error', async (t) => {
+  const lines: string[] = []
+  const app = loggingApp(lines)
+  t.after(() => app.close())
+  await app.register(llmCore)
+  // Limited routes in their own context; an unlimited route beside them emits its own usage record.
+  await app.register(async (limited) => {
+    await limited.register(rateLimit, { perKey: { tpm: 1000 } })
+    limited.post('/limited', async () => ({ ok: true }))
+  })
+  app.post('/own', async (request) => {
+    app.llm.emitUsage({ totalTokens: 5 } as never, request)
+    return { ok: true }
+  })
+  assert.equal((await app.inject({ method: 'POST', url: '/own', payload: {} })).statusCode, 200)
+  assert.deepEqual(lines, [])
+})
+
+test('registered before @llmproxy/auth: says at start that the keys’ own limits do not apply', async (t) => {
+  const { auth } = await import('@llmproxy/auth')
+  const lines: string[] = []
+  const app = loggingApp(lines)
+  t.after(() => app.close())
+  await app.register(rateLimit, {})
+  await app.register(auth, { keys: [{ id: 'a', key: 'sk-a-0000000000000000', rateLimit: { rpm: 1 } }] })
+  await app.ready()
+  assert.ok(
+    lines.some((line) => line.includes('registered before @llmproxy/auth')),
+    lines.join('\n'),
+  )
+
+  const ordered: string[] = []
+  const right = loggingApp(ordered)
+  t.after(() => right.close())
+  await right.register(auth, { keys: [{ id: 'a', key: 'sk-a-0000000000000000', rateLimit: { rpm: 1 } }] })
+  await right.register(rateLimit, {})
+  await right.ready()
+  assert.deepEqual(ordered, [])
+})
