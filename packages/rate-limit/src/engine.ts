@@ -100,6 +100,7 @@ export class RateLimitEngine implements RateLimits {
   private readonly hooks: LlmHookRegistry
   private readonly clock = new PeriodClock()
   private readonly seen = new Map<string, KeyLimits>()
+  private goneTimer: NodeJS.Timeout | undefined = undefined
 
   constructor(
     live: LiveOptions,
@@ -133,7 +134,15 @@ export class RateLimitEngine implements RateLimits {
 
   forgetInstances(instanceIds: string[]): void {
     // The memory store has nothing to forget: a worker's slots there are the primary's, given back when it dies.
-    if (this.shared !== null) this.shared.store.gone = instanceIds.filter((id) => id !== this.ids.instance)
+    const shared = this.shared
+    if (shared === null) return
+    shared.store.gone = instanceIds.filter((id) => id !== this.ids.instance)
+    // Past slotTtlMs their slots have expired in Redis anyway: stop looking for them (each look reads the set).
+    clearTimeout(this.goneTimer)
+    this.goneTimer = setTimeout(() => {
+      shared.store.gone = []
+    }, this.slotTtlMs)
+    this.goneTimer.unref()
   }
 
   update(input: RateLimitOptionsInput): void {
