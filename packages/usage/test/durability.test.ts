@@ -105,7 +105,8 @@ test('fully delivered segments are deleted; the cursor moves across rotated segm
   receiver.respond = () => 200
   await waitFor(() => receiver.ids.size === 20)
   await waitFor(() => app.usage.stats().queueDepth === 0)
-  assert.ok(segmentFiles(dir).length <= 1, 'delivered segments deleted (only the active one may remain)')
+  // Delivered segments are deleted (on the thread pool, shortly after); only the active one may remain.
+  await waitFor(() => segmentFiles(dir).length <= 1, 15_000, 'delivered segments deleted')
   assert.ok(app.usage.stats().spoolBytes < 2000 + line)
 })
 
@@ -172,7 +173,7 @@ test('a torn last line (crash mid-write) and a corrupt line are skipped; the res
   assert.ok(logs.lines.some((l) => l.msg.includes('torn last line')))
   assert.ok(logs.lines.some((l) => l.msg.includes('corrupt line')))
   assert.equal(app.usage.stats().delivered, 4)
-  assert.ok(!fs.existsSync(path.join(dir, '0000000000000001.jsonl')), 'the old segment is deleted once passed')
+  await waitFor(() => !fs.existsSync(path.join(dir, '0000000000000001.jsonl')), 15_000, 'the old segment deleted once passed')
 })
 
 test('replay starts at the persisted cursor', async (t) => {
