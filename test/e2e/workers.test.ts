@@ -364,6 +364,9 @@ test('a worker killed with SIGKILL is replaced; its concurrency slots come back;
     [...text.matchAll(/^llmproxy_requests_total\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0)
   const beforeKill = requestsTotal((await send('GET', '/metrics', null, {})).text)
   assert.ok(beforeKill >= ids.length, `${beforeKill} requests in /metrics before the kill`)
+  // What an operator read last before the kill: the gateway's usage totals must not go down after it.
+  const deliveredBeforeKill = (JSON.parse((await admin('GET', '/usage')).text) as { delivered: number }).delivered
+  assert.ok(deliveredBeforeKill > 0, 'records delivered before the kill')
   const killed = workerPid(victim)
   process.kill(killed, 'SIGKILL')
   const [replacement] = await pollUntil(
@@ -395,6 +398,11 @@ test('a worker killed with SIGKILL is replaced; its concurrency slots come back;
   await servedByBoth(afterKill)
   const metrics = (await send('GET', '/metrics', null, {})).text
   assert.equal(metricValue(metrics, 'llmproxy_worker_restarts_total'), 1)
+  const deliveredAfterKill = (JSON.parse((await admin('GET', '/usage')).text) as { delivered: number }).delivered
+  assert.ok(
+    deliveredAfterKill >= deliveredBeforeKill,
+    `/admin/usage delivered ${deliveredAfterKill} after the kill, ${deliveredBeforeKill} before`,
+  )
   // The killed worker's counts, as last scraped, stay in the totals (no false counter reset).
   const afterReplacement = requestsTotal(metrics)
   assert.ok(afterReplacement >= beforeKill + afterKill.length, `${afterReplacement} requests after the kill, ${beforeKill} before`)

@@ -68,7 +68,13 @@ export function combineSnapshots(perWorker: readonly FromWorker<readonly Upstrea
 }
 
 /** The usage sink of the whole gateway: every worker's spool and counters summed, the latest delivery, each worker's own in `workers`. */
-export function combineUsage(perWorker: readonly FromWorker<UsageStats | null>[]): AdminUsage {
+/** The counters of a usage sink's stats (what only goes up, and outlives the worker that counted it). */
+export type UsageCounts = Pick<UsageStats, 'delivered' | 'deliveryFailures' | 'dropped' | 'notSpooled'>
+
+export const NO_USAGE_COUNTS: UsageCounts = { delivered: 0, deliveryFailures: 0, dropped: 0, notSpooled: 0 }
+
+/** `retired`: the counts of workers gone, as last read from them (the totals do not go down when one is replaced). */
+export function combineUsage(perWorker: readonly FromWorker<UsageStats | null>[], retired: UsageCounts = NO_USAGE_COUNTS): AdminUsage {
   const stats = perWorker.filter((w): w is FromWorker<UsageStats> => w.value !== null)
   if (stats.length === 0) return { enabled: false }
   const sum = (read: (s: UsageStats) => number): number => stats.reduce((total, s) => total + read(s.value), 0)
@@ -77,10 +83,10 @@ export function combineUsage(perWorker: readonly FromWorker<UsageStats | null>[]
     enabled: true,
     queueDepth: sum((s) => s.queueDepth),
     spoolBytes: sum((s) => s.spoolBytes),
-    delivered: sum((s) => s.delivered),
-    deliveryFailures: sum((s) => s.deliveryFailures),
-    dropped: sum((s) => s.dropped),
-    notSpooled: sum((s) => s.notSpooled),
+    delivered: retired.delivered + sum((s) => s.delivered),
+    deliveryFailures: retired.deliveryFailures + sum((s) => s.deliveryFailures),
+    dropped: retired.dropped + sum((s) => s.dropped),
+    notSpooled: retired.notSpooled + sum((s) => s.notSpooled),
     // ISO times: the latest sorts last.
     lastDeliveryAt: deliveries.sort().at(-1) ?? null,
     lastError: stats.find((s) => s.value.lastError !== null)?.value.lastError ?? null,

@@ -4,6 +4,7 @@
 // gateway, and drains every worker on SIGTERM.
 import cluster, { type Worker } from 'node:cluster'
 import { CounterHost } from '@llmproxy/rate-limit'
+import type { UsageStats } from '@llmproxy/usage'
 import type pino from 'pino'
 import type { DestinationStream } from 'pino'
 import { gatewayLogger } from '../app.js'
@@ -15,8 +16,10 @@ import {
   combineUsage,
   type FromWorker,
   type MetricJson,
+  NO_USAGE_COUNTS,
   RetiredCounts,
   SupervisorMetrics,
+  type UsageCounts,
 } from './aggregate.js'
 import type { PrimaryOps, WorkerOps } from './ops.js'
 import { WORKER_ID_ENV } from './ops.js'
@@ -73,6 +76,8 @@ interface Slot {
   lastMetrics: MetricJson[] | null
   /** Its id in the rate limits' Redis store (the prefix of its concurrency slots), said when it is ready. */
   instance: string | null
+  /** Its usage sink's stats as last read (`/admin/usage`): its counts outlive it (retiredUsage). */
+  lastUsage: UsageStats | null
 }
 
 class Primary {
@@ -86,6 +91,8 @@ class Primary {
   private readonly slots: Slot[]
   private readonly supervisor: SupervisorMetrics
   private readonly retired = new RetiredCounts()
+  /** The usage counts of workers gone, as last read: /admin/usage totals do not go down when a worker is replaced. */
+  private readonly retiredUsage: UsageCounts = { ...NO_USAGE_COUNTS }
   private readonly handlers: Handlers<PrimaryOps>
   private counters: CounterHost | null = null
   private former: FormerSpools | null = null
@@ -118,6 +125,7 @@ class Primary {
       restartTimer: null,
       lastMetrics: null,
       instance: null,
+      lastUsage: null,
     }))
     const metrics = options.config.metrics
     const prefix = metrics === false ? 'llmproxy_' : metrics.prefix
@@ -133,7 +141,14 @@ class Primary {
         else this.drained.delete(arg.name)
         return combineSnapshots(await this.everyWorker('snapshot', null)).find((u) => u.name === arg.name) ?? null
       },
-      usage: async () => combineUsage(await this.everyWorker('usage', null)),
+      usage: async () => {
+        const answers = await this.everyWorker('usage', null)
+        for (const { worker, value } of answers) {
+          const slot = this.slots[worker - 1]
+          if (slot !== undefined) slot.lastUsage = value
+        }
+        return combineUsage(answers, this.retiredUsage)
+      },
       metrics: async () => {
         const asked = this.slots.map((slot) => slot.worker)
         const answers = await this.everyWorker('metrics', null)
@@ -262,8 +277,10 @@ class Primary {
     if (slot.worker !== worker) return
     slot.rpc?.close(`worker ${slot.id} exited`)
     if (slot.lastMetrics !== null) void this.retired.retire(slot.lastMetrics)
+    const used = slot.lastUsage
+    if (used !== null) for (const key of Object.keys(NO_USAGE_COUNTS) as (keyof UsageCounts)[]) this.retiredUsage[key] += used[key]
     const instance = slot.instance
-    Object.assign(slot, { worker: null, rpc: null, ready: false, lastMetrics: null, instance: null })
+    Object.assign(slot, { worker: null, rpc: null, ready: false, lastMetrics: null, instance: null, lastUsage: null })
     this.supervisor.set(this.readySlots().length)
     if (this.stopping !== null) return
     if (this.starting !== null) {
