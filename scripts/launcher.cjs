@@ -25,8 +25,9 @@ const script = new Script(Module.wrap(source), { filename: bundle, cachedData })
 if (process.env.LLMPROXY_WRITE_CODE_CACHE === '1') {
   process.once('exit', () => writeFileSync(cacheFile, script.createCachedData()))
 }
-if (cachedData !== undefined && script.cachedDataRejected === true) {
-  // Said once, as the single executable does: a start then compiles the whole bundle (~2× the CPU to the first answer).
+if (cachedData !== undefined && script.cachedDataRejected === true && process.env.LLMPROXY_WORKER_ID === undefined) {
+  // Said once (by the primary, not again by each worker), as the single executable does: a start then compiles the
+  // whole bundle (~2× the CPU to the first answer).
   process.stderr.write(
     'llmproxy: V8 rejected the code cache (a V8 flag in NODE_OPTIONS, or another Node.js, than the build); this start compiles the bundle\n',
   )

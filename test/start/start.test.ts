@@ -2,7 +2,8 @@
 // older than the sources), never through the TypeScript loader.
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { readFileSync, statSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
@@ -46,15 +47,22 @@ test('pnpm start serves the demo from build/llmproxy.cjs, with no TypeScript loa
   assert.ok(built >= statSync(join(root, 'packages/server/src/cli.ts')).mtimeMs, 'the bundle is newer than the sources')
 })
 
-test('a code cache V8 rejects (a V8 flag in NODE_OPTIONS the build did not have) is said in one line; none without', () => {
-  const run = (nodeOptions: string) => {
-    const env = { ...process.env, NODE_OPTIONS: nodeOptions }
-    return spawnSync(process.execPath, ['build/llmproxy.cjs', '--help'], { cwd: root, env, encoding: 'utf8', timeout: 30_000 })
+test('a code cache V8 rejects (a V8 flag in NODE_OPTIONS the build did not have) is said in one line; none without', (t) => {
+  // A copy of the bundle with a cache written here without V8 flags, whatever flags the build had.
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-launcher-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  for (const file of ['llmproxy.cjs', 'llmproxy.bundle.cjs']) copyFileSync(join(root, 'build', file), join(dir, file))
+  const run = (nodeOptions: string, extra: Record<string, string> = {}) => {
+    const env = { ...process.env, NODE_OPTIONS: nodeOptions, ...extra }
+    return spawnSync(process.execPath, [join(dir, 'llmproxy.cjs'), '--help'], { env, encoding: 'utf8', timeout: 30_000 })
   }
+  assert.equal(run('', { LLMPROXY_WRITE_CODE_CACHE: '1' }).status, 0)
   const flagged = run('--max-old-space-size=300')
   assert.equal(flagged.status, 0, flagged.stderr)
   assert.match(flagged.stderr, /^llmproxy: V8 rejected the code cache .* this start compiles the bundle\n$/)
   const plain = run('')
   assert.equal(plain.status, 0, plain.stderr)
   assert.equal(plain.stderr, '')
+  // A worker's process (started by the primary, which said it already) says nothing.
+  assert.equal(run('--max-old-space-size=300', { LLMPROXY_WORKER_ID: '2' }).stderr, '')
 })

@@ -18,20 +18,41 @@ const HOOK_NAMES: ReadonlySet<string> = new Set<LlmHookName>(['onUsage', 'onAtte
 /**
  * Mercurius-style registry. Listeners run after the fact: a throwing or slow listener never affects
  * the request or the other listeners (errors are logged, promises are not awaited).
+ *
+ * One registry per Fastify context that registers core (a context inside it uses its registry). What is emitted in a
+ * context is also told to the listeners of the registries of the contexts around it (`outer`): the app's own
+ * listeners at the root hear a gateway registered in a child context, whichever registered core first, while
+ * sibling contexts stay apart.
  */
 export class LlmHookRegistry {
   private readonly listeners: { [K in LlmHookName]: LlmHooks[K][] } = { onUsage: [], onAttempt: [], onReject: [] }
   private readonly log: FastifyBaseLogger
+  /** The registries of the contexts around this one, innermost first (set once every plugin is registered). */
+  private outer: LlmHookRegistry[] = []
+  private keptAtTurnEnd = false
+
+  constructor(log: FastifyBaseLogger) {
+    this.log = log
+  }
+
+  /** Called by core when the app is ready (every context and plugin registered). */
+  setOuter(outer: LlmHookRegistry[]): void {
+    this.outer = outer
+  }
+
   /**
    * An onUsage listener keeps each record at the end of the event-loop turn it was emitted in, in an immediate it
    * queues then (the usage spool: one write per turn). The router then emits an answer's record before the answer's
    * end, and ends it in an immediate queued after: the client's answer is complete only once its record is kept,
-   * so a crash of the process never leaves a client holding an answer whose record it lost.
+   * so a crash of the process never leaves a client holding an answer whose record it lost. True when such a
+   * listener is here or around.
    */
-  recordsKeptAtTurnEnd = false
+  get recordsKeptAtTurnEnd(): boolean {
+    return this.keptAtTurnEnd || this.outer.some((registry) => registry.keptAtTurnEnd)
+  }
 
-  constructor(log: FastifyBaseLogger) {
-    this.log = log
+  set recordsKeptAtTurnEnd(kept: boolean) {
+    this.keptAtTurnEnd = kept
   }
 
   addHook<K extends LlmHookName>(name: K, fn: LlmHooks[K]): void {
@@ -42,21 +63,26 @@ export class LlmHookRegistry {
   }
 
   hasListeners(name: LlmHookName): boolean {
-    return this.listeners[name].length > 0
+    if (this.listeners[name].length > 0) return true
+    for (const registry of this.outer) if (registry.listeners[name].length > 0) return true
+    return false
   }
 
   emitUsage(record: UsageRecord, request: FastifyRequest): void {
     this.run('onUsage', this.listeners.onUsage, record, request)
+    for (const registry of this.outer) registry.run('onUsage', registry.listeners.onUsage, record, request)
   }
 
   emitAttempt(attempt: Attempt, request: FastifyRequest): void {
     this.run('onAttempt', this.listeners.onAttempt, attempt, request)
+    for (const registry of this.outer) registry.run('onAttempt', registry.listeners.onAttempt, attempt, request)
   }
 
   emitReject(rejection: Rejection, request: FastifyRequest): void {
     // Refused by a plugin: the request's outcome (core's to write, the router never reaches it).
     if (request.llm !== null && request.llm !== undefined) request.llm.outcome = 'rejected'
     this.run('onReject', this.listeners.onReject, rejection, request)
+    for (const registry of this.outer) registry.run('onReject', registry.listeners.onReject, rejection, request)
   }
 
   private run<T>(name: LlmHookName, list: ((value: T, request: FastifyRequest) => unknown)[], value: T, request: FastifyRequest): void {

@@ -123,8 +123,13 @@ export function checkSchema(schema: TSchema, value: unknown, pathPrefix = ''): C
   return problems.filter((problem) => !mismatches.has(problem.path) || !problems.some((inner) => inner.path.startsWith(`${problem.path}/`)))
 }
 
-/** What `fastify.register(plugin, options)` itself reads from the options (and passes on to the plugin). */
+/**
+ * What `fastify.register(plugin, options)` reads from the options for a plugin that makes its own context. A
+ * `fastify-plugin` plugin (every LLMProxy plugin) makes none, so Fastify ignores them: refused, with the way to do it.
+ */
 const REGISTER_OPTIONS = ['prefix', 'logLevel', 'logSerializers'] as const
+const IN_YOUR_OWN_CONTEXT =
+  'is ignored by Fastify for this plugin (it adds to the context it is registered in): register it inside a context of your own, app.register(async (context) => { await context.register(plugin, options) }, { prefix, logLevel })'
 
 /**
  * Validates plugin options at registration: applies schema defaults, then throws a ConfigError naming
@@ -132,13 +137,18 @@ const REGISTER_OPTIONS = ['prefix', 'logLevel', 'logSerializers'] as const
  */
 export function validateOptions<S extends TSchema>(schema: S, options: unknown, subject: string): Static<S> {
   const copy = structuredCloneSafe(options ?? {})
+  const problems: ConfigProblem[] = []
   if (copy !== null && typeof copy === 'object' && !Array.isArray(copy)) {
-    // Fastify's own register options reach the plugin too: not ours to refuse, unless the schema has its own of the name.
+    // Fastify's own register options (unless the schema has its own of the name, as metrics' `prefix`).
     const own = (schema as { properties?: Record<string, unknown> }).properties ?? {}
-    for (const key of REGISTER_OPTIONS) if (!(key in own)) delete (copy as Record<string, unknown>)[key]
+    for (const key of REGISTER_OPTIONS) {
+      if (key in own || !(key in copy)) continue
+      delete (copy as Record<string, unknown>)[key]
+      problems.push({ path: `/${key}`, message: IN_YOUR_OWN_CONTEXT })
+    }
   }
   const withDefaults = Value.Default(schema, copy) as unknown
-  const problems = checkSchema(schema, withDefaults)
+  problems.push(...checkSchema(schema, withDefaults))
   if (problems.length > 0) throw new ConfigError(subject, problems)
   return withDefaults as Static<S>
 }

@@ -21,20 +21,26 @@ export const CORE_PLUGIN_NAME = '@llmproxy/core'
 const NoOptionsSchema = Type.Object({}, { additionalProperties: false })
 
 /**
- * One hook registry per app (its HTTP server, which every context shares): registered in a child context by one
- * plugin and at the root by another, both emit to and listen on the same registry.
+ * The registries of the contexts around `context`, innermost first: a Fastify context is an object created from the
+ * one around it (`Object.create`), and a registry is an own property of the context that registered core.
  */
-const registries = new WeakMap<object, LlmHookRegistry>()
+function outerRegistries(context: FastifyInstance, own: LlmHookRegistry): LlmHookRegistry[] {
+  const found: LlmHookRegistry[] = []
+  for (let around = Object.getPrototypeOf(context); around !== null; around = Object.getPrototypeOf(around)) {
+    const registry = Object.hasOwn(around, 'llm') ? (around as FastifyInstance).llm : undefined
+    if (registry instanceof LlmHookRegistry && registry !== own && !found.includes(registry)) found.push(registry)
+  }
+  return found
+}
 
 const corePlugin: FastifyPluginAsync = async (fastify, options) => {
   validateOptions(NoOptionsSchema, options, `${CORE_PLUGIN_NAME} options`)
-  // Already here (another plugin registered it, or an outer context did): one registry and context per app.
+  // Already here (another plugin registered it, or an outer context did): that registry, one context per request.
   if (fastify.hasDecorator('llm')) return
-  let registry = registries.get(fastify.server)
-  if (registry === undefined) {
-    registry = new LlmHookRegistry(fastify.log)
-    registries.set(fastify.server, registry)
-  }
+  const registry = new LlmHookRegistry(fastify.log)
+  // A context around this one may register core after this one did (the app's usage plugin at the root after the
+  // gateway in its child context): the registries around are known once every plugin is registered.
+  fastify.addHook('onReady', async () => registry.setOuter(outerRegistries(fastify, registry)))
   fastify.decorate('llm', registry)
   fastify.decorateRequest('llm', null as unknown as LlmContext)
   fastify.addHook('onRequest', (request, _reply, done) => {

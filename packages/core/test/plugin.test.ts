@@ -35,11 +35,43 @@ test('core registered in a child context first, then at the root: one registry, 
   assert.deepEqual(heard, ['auth'])
 })
 
-test('llmCore takes no options (Fastify’s own register options aside)', async () => {
+test('sibling contexts that register core stay apart; listeners of a context around them hear both', async (t) => {
   const app = Fastify({ logger: false })
-  await app.register(llmCore, { prefix: '/x', logLevel: 'warn' } as never)
-  await app.ready()
-  await app.close()
+  t.after(() => app.close())
+  const heard: Record<string, string[]> = { a: [], b: [], root: [] }
+  for (const name of ['a', 'b']) {
+    await app.register(
+      async (tenant) => {
+        await ensureCore(tenant)
+        tenant.llm.addHook('onReject', (rejection) => heard[name]?.push(`${name} heard ${rejection.reason}`))
+        tenant.get('/go', (request, reply) => {
+          tenant.llm.emitReject({ reason: name === 'a' ? 'auth' : 'ip', keyId: null, statusCode: 401 }, request)
+          return reply.code(401).send()
+        })
+      },
+      { prefix: `/${name}` },
+    )
+  }
+  // The app's own listener at the root, registered after both (as a usage or metrics plugin at the root would be).
+  await ensureCore(app)
+  app.llm.addHook('onReject', (rejection) => heard.root?.push(rejection.reason))
+  let kept = false
+  await app.register(async (tenant) => {
+    await ensureCore(tenant)
+    tenant.get('/kept', () => {
+      kept = tenant.llm.recordsKeptAtTurnEnd
+      return 'ok'
+    })
+  })
+  app.llm.recordsKeptAtTurnEnd = true // a usage spool at the root keeps the records of every context's requests
+  await app.inject('/a/go')
+  await app.inject('/b/go')
+  await app.inject('/kept')
+  assert.deepEqual(heard, { a: ['a heard auth'], b: ['b heard ip'], root: ['auth', 'ip'] })
+  assert.equal(kept, true)
+})
+
+test('llmCore takes no options', async () => {
   const bad = Fastify({ logger: false })
   await assert.rejects(async () => {
     await bad.register(llmCore, { foo: 1 } as never)

@@ -21,17 +21,17 @@ export function wireOfProtocol(protocol: Protocol): WireFormat {
 
 /**
  * The API a client request speaks, from its URL: what errors answered before routing (auth, limits) are shaped by.
- * Anthropic clients call /v1/messages (and /v1/messages/count_tokens), Gemini clients /v1beta/…; /v1/models is
- * both OpenAI's and Anthropic's, whose clients send `anthropic-version` (`headers`, when known); everything else
- * is OpenAI-shaped. The routes may be mounted under a prefix (`/llm/v1/messages`): the path is searched, not
- * matched from its start.
+ * Anthropic clients call /v1/messages (and /v1/messages/count_tokens), Gemini clients /v1beta/models…; /v1/models
+ * is both OpenAI's and Anthropic's, whose clients send `anthropic-version` (`headers`, when known); everything else
+ * is OpenAI-shaped (Google's OpenAI-compatible /v1beta/openai/… too). The routes may be mounted under a prefix
+ * (`/llm/v1/messages`): Anthropic's paths are matched at the path's end, Gemini's wherever `/v1beta/models` is.
  */
 export function clientApiOf(url: string, headers?: IncomingHttpHeaders): ApiFamily {
   const query = url.indexOf('?')
   const path = query === -1 ? url : url.slice(0, query)
-  if (path.includes('/v1beta/')) return 'gemini'
-  if (path.includes('/v1/messages')) return 'anthropic'
-  if (headers?.['anthropic-version'] !== undefined && path.includes('/v1/models')) return 'anthropic'
+  if (path.includes('/v1beta/models')) return 'gemini'
+  if (path.endsWith('/v1/messages') || path.endsWith('/v1/messages/count_tokens')) return 'anthropic'
+  if (headers?.['anthropic-version'] !== undefined && (path.endsWith('/v1/models') || path.includes('/v1/models/'))) return 'anthropic'
   return 'openai'
 }
 

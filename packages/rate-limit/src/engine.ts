@@ -190,6 +190,7 @@ export class RateLimitEngine implements RateLimits {
         concurrency,
         quota,
         this.finish,
+        this,
       )
       request[kLimitState] = state
       if (rps !== undefined) {
@@ -293,9 +294,10 @@ export class RateLimitEngine implements RateLimits {
 
   /** onUsage: charges the actual tokens and gives back the reservation (exactly once per request). */
   readonly onUsage = (record: UsageRecord, request: FastifyRequest): void => {
-    // Undefined for a request of another context (the hook registry is the whole app's) or a record the app emits.
+    // A record heard from elsewhere: a request of a context without this plugin (undefined), a record the app emits,
+    // or a request another context's rate-limit plugin counts (this registry hears the contexts inside it).
     const state = request[kLimitState] as RequestLimitState | null | undefined
-    if (state === null || state === undefined || state.charged) return
+    if (state === null || state === undefined || state.engine !== this || state.charged) return
     state.charged = true
     const total = record.totalTokens
     // A request without a reservation (its body was not JSON) is charged to the current window and period.

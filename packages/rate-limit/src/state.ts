@@ -48,6 +48,8 @@ export class RequestLimitState {
   settled = false
   /** Listener for the raw response's `close`, which fires exactly once whether the response finished or was aborted. */
   readonly onClose: () => void
+  /** The engine that counts this request (another context's rate-limit plugin may hear its usage record too). */
+  readonly engine: object
 
   constructor(
     tag: string,
@@ -58,6 +60,7 @@ export class RequestLimitState {
     concurrency: number | undefined,
     quota: KeyLimits['quota'] | undefined,
     finish: (state: RequestLimitState) => void,
+    engine: object,
   ) {
     this.tag = tag
     this.keyId = keyId
@@ -67,5 +70,6 @@ export class RequestLimitState {
     this.concurrency = concurrency
     this.quota = quota
     this.onClose = () => finish(this)
+    this.engine = engine
   }
 }

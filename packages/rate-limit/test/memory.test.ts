@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import fastifyRateLimit from '@fastify/rate-limit'
-import { ConfigError, llmCore } from '@llmproxy/core'
-import Fastify from 'fastify'
+import { buildUsageRecord, ConfigError, llmCore } from '@llmproxy/core'
+import Fastify, { type FastifyInstance } from 'fastify'
 import { Agent, request } from 'undici'
 import { RATE_LIMIT_CODES, rateLimit } from '../src/index.js'
 import { awayFromMinuteBoundary, build, chat, settle, until } from './helpers.js'
@@ -437,4 +437,36 @@ test('registered before @llmproxy/auth: says at start that the keys’ own limit
   await right.register(rateLimit, {})
   await right.ready()
   assert.deepEqual(ordered, [])
+})
+
+test('two gateways in sibling contexts, core at the root: each request is counted by its own context’s limits only', async (t) => {
+  const app = Fastify({ logger: false })
+  t.after(() => app.close())
+  // Core at the root (as examples/existing-app): both contexts' records reach one registry, and both engines hear them.
+  await app.register(llmCore)
+  const engines: Record<string, FastifyInstance> = {}
+  for (const name of ['a', 'b']) {
+    await app.register(
+      async (tenant) => {
+        tenant.addHook('onRequest', async (request) => {
+          request.llm.keyId = 'k'
+          request.llm.keyLimits = { tpm: 100_000 }
+        })
+        await tenant.register(rateLimit, {})
+        tenant.post('/chat', async (request) => {
+          const use = (request.body as { use: number }).use
+          request.llm.usage = { promptTokens: 0, completionTokens: use, totalTokens: use }
+          tenant.llm.emitUsage(buildUsageRecord(request.llm, 200), request)
+          return { ok: true }
+        })
+        engines[name] = tenant
+      },
+      { prefix: `/${name}` },
+    )
+  }
+  await app.inject({ method: 'POST', url: '/a/chat', payload: { max_tokens: 1000, messages: [], use: 500 } })
+  await app.inject({ method: 'POST', url: '/b/chat', payload: { max_tokens: 100, messages: [], use: 5 } })
+  const used = async (name: string) => (await (engines[name] as FastifyInstance).rateLimits.usage('k', { tpm: 100_000 })).tpm?.used
+  // Settled by another context's engine, /b's request lowered /a's count and kept its own reservation (108).
+  assert.deepEqual({ a: await used('a'), b: await used('b') }, { a: 500, b: 5 })
 })

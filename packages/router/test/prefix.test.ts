@@ -17,10 +17,11 @@ before(async () => {
   app = Fastify({ logger: false })
   await app.register(
     async (gateway) => {
-      // Fastify's own register options (logLevel here) are Fastify's: the plugins' option checks let them through.
-      const upstreamList = [{ name: 'mock', url: mock.url, protocol: 'openai' as const }]
-      await gateway.register(upstreams, { upstreams: upstreamList, healthChecks: { enabled: false }, logLevel: 'warn' })
-      await gateway.register(router, { models: [{ name: 'm', upstreams: ['mock'], upstreamModel: 'mock-model' }], logLevel: 'warn' })
+      await gateway.register(upstreams, {
+        upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }],
+        healthChecks: { enabled: false },
+      })
+      await gateway.register(router, { models: [{ name: 'm', upstreams: ['mock'], upstreamModel: 'mock-model' }] })
     },
     { prefix: '/llm' },
   )
@@ -47,6 +48,19 @@ test('under a prefix: Anthropic clients get Anthropic answers, errors and model 
     models.data.map((m) => [m.type, m.id, typeof m.display_name]),
     [['model', 'm', 'string']],
   )
+})
+
+test('a prefix given to the plugin itself, which Fastify would ignore (the routes at the root), is refused with the way to do it', async () => {
+  const bare = Fastify({ logger: false })
+  await assert.rejects(async () => {
+    await bare.register(upstreams, {
+      upstreams: [{ name: 'mock', url: 'http://127.0.0.1:1', protocol: 'openai' }],
+      healthChecks: { enabled: false },
+    })
+    await bare.register(router, { models: [{ name: 'm', upstreams: ['mock'] }], prefix: '/llm' } as never)
+    await bare.ready()
+  }, /\/prefix: is ignored by Fastify for this plugin .* register it inside a context of your own/)
+  await bare.close()
 })
 
 test('under a prefix: Gemini clients get Gemini errors', async () => {

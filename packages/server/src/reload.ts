@@ -216,21 +216,27 @@ export function planReload(current: Config, next: Config): ReloadPlan {
     for (const key of AUTH_RESTART_ONLY) {
       if (!isDeepStrictEqual(current.auth[key], next.auth[key])) restartRequired.push(`auth.${key}`)
     }
-    authKeys = !isDeepStrictEqual(current.auth.keys ?? [], next.auth.keys ?? [])
+    // Rate limiting starts with the process: keys' limits given while it is off are not in force (not in the key
+    // table, /admin/keys or /admin/config, nor in what a replacement worker starts from) until a restart.
+    const nextKeys = current.rateLimit === undefined ? next.auth.keys?.map(withoutLimits) : next.auth.keys
+    authKeys = !isDeepStrictEqual(current.auth.keys ?? [], nextKeys ?? [])
     if (authKeys) applied.push('auth.keys')
     const auth: Section<'auth'> = { ...current.auth }
-    if (next.auth.keys === undefined) delete auth.keys
-    else auth.keys = next.auth.keys
+    if (nextKeys === undefined) delete auth.keys
+    else auth.keys = nextKeys
     inForce.auth = auth
   }
 
   let rateLimit = false
   if ((current.rateLimit === undefined) !== (next.rateLimit === undefined)) {
-    // A key's limits turn rate limiting on (enableKeyLimits), so the file may have no rateLimit section to name.
+    // A key's limits turn rate limiting on (enableKeyLimits): the file may have no rateLimit section, so say why.
+    const turnedOn = current.rateLimit === undefined
     restartRequired.push(
-      current.rateLimit === undefined && keysDeclareLimits(next)
-        ? 'auth.keys (per-key limits: rate limiting was off at start)'
-        : 'rateLimit',
+      turnedOn && keysDeclareLimits(next)
+        ? 'rateLimit (the keys’ limits turn it on; it was off at start)'
+        : !turnedOn && keysDeclareLimits(current)
+          ? 'rateLimit (on at start for the keys’ limits)'
+          : 'rateLimit',
     )
   } else if (current.rateLimit !== undefined && next.rateLimit !== undefined) {
     for (const key of RATE_LIMIT_RESTART_ONLY) {
@@ -352,11 +358,8 @@ class Reloader implements ConfigReloader {
       }
       if (plan.authKeys && hasAuth) {
         step = '/auth'
-        // Without the rate-limit plugin running, the keys' limits are not enforced: the key table (what
-        // /admin/keys shows) gets them with the restart that enforces them.
-        const keys = (keys: KeyConfig[] | undefined): KeyConfig[] => (hasRateLimit ? (keys ?? []) : (keys ?? []).map(withoutLimits))
-        app.llmAuth.update(keys(next.auth?.keys))
-        undo.push(() => app.llmAuth.update(keys(current.auth?.keys)))
+        app.llmAuth.update(plan.inForce.auth?.keys ?? [])
+        undo.push(() => app.llmAuth.update(current.auth?.keys ?? []))
       }
       if (plan.rateLimit && hasRateLimit && plan.inForce.rateLimit !== undefined) {
         step = '/rateLimit'

@@ -35,11 +35,14 @@ test('a key’s rateLimit or quota turns rate limiting on without a rateLimit se
   assert.equal(parse({ auth: { keys: [{ id: 'plain', key: 'sk-plain-000000000000000' }] } }).rateLimit, undefined)
   // A reload that gives keys limits while rate limiting is off says it needs a restart (not silently ignored).
   const off = parse({ auth: { keys: [{ id: 'b', key: 'sk-b-0000000000000000' }] } })
-  assert.ok(
-    planReload(off, parse({ auth: { keys: [limitedKey] } })).restartRequired.includes(
-      'auth.keys (per-key limits: rate limiting was off at start)',
-    ),
-  )
+  const plan = planReload(off, parse({ auth: { keys: [limitedKey] } }))
+  assert.deepEqual(plan.restartRequired, ['rateLimit (the keys’ limits turn it on; it was off at start)'])
+  // Not in force until then: the keys stay as they were (no change to apply).
+  assert.deepEqual({ applied: plan.applied, keys: plan.inForce.auth?.keys }, { applied: [], keys: off.auth?.keys })
+  // And the other way: limits removed from the keys of a gateway that started with them (no rateLimit section either).
+  assert.deepEqual(planReload(parse({ auth: { keys: [limitedKey] } }), off).restartRequired, [
+    'rateLimit (on at start for the keys’ limits)',
+  ])
 })
 
 test('redis and rate limiting: each needs the other, the quota state file is for the memory store', () => {

@@ -288,14 +288,17 @@ test('a reload that gives keys limits while rate limiting is off: named as needi
   })
   writeFileSync(file, configText({ a }, '  - { name: m, upstreams: [a] }', keys(', rateLimit: { rpm: 1 }')))
   const res = await reload(gateway.url)
+  // The file has no rateLimit section: the answer says where it comes from. Nothing changed in force.
   assert.deepEqual(res.body, {
     reloaded: true,
-    applied: ['auth.keys'],
-    restartRequired: ['auth.keys (per-key limits: rate limiting was off at start)'],
+    applied: [],
+    restartRequired: ['rateLimit (the keys’ limits turn it on; it was off at start)'],
   })
-  // What is in force: no limit (the file has no rateLimit section the operator could recognise in the answer).
+  // What is in force, everywhere: no limit (the key table, and the config a replacement worker would start from).
   const [key] = await adminGet<{ id: string; limits: unknown }[]>(gateway.url, '/admin/keys')
   assert.deepEqual({ id: key?.id, limits: key?.limits }, { id: 'k1', limits: null })
+  const inForce = await adminGet<{ auth: { keys: Record<string, unknown>[] } }>(gateway.url, '/admin/config')
+  assert.equal(inForce.auth.keys[0]?.rateLimit, undefined)
   for (let i = 0; i < 2; i++) assert.deepEqual(await chat(gateway.url, 'm', 'sk-key-one-0001'), { status: 200, code: null })
 })
 

@@ -1,0 +1,25 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { clientApiOf } from '../src/index.js'
+
+test('clientApiOf: the client API from the route, with or without a prefix the app mounted the gateway under', () => {
+  const cases: [string, Record<string, string>, string][] = [
+    ['/v1/chat/completions', {}, 'openai'],
+    ['/v1/messages', {}, 'anthropic'],
+    ['/v1/messages/count_tokens', {}, 'anthropic'],
+    ['/v1beta/models/gemini-pro:streamGenerateContent?alt=sse', {}, 'gemini'],
+    ['/v1/models', {}, 'openai'],
+    ['/v1/models', { 'anthropic-version': '2023-06-01' }, 'anthropic'],
+    ['/v1/models/claude', { 'anthropic-version': '2023-06-01' }, 'anthropic'],
+    // Under a prefix.
+    ['/llm/v1/messages', {}, 'anthropic'],
+    ['/llm/v1beta/models/m:generateContent', {}, 'gemini'],
+    ['/llm/v1/models', { 'anthropic-version': '2023-06-01' }, 'anthropic'],
+    ['/llm/v1/chat/completions', {}, 'openai'],
+    // Not an Anthropic or Gemini route though the path holds their words.
+    ['/v1beta/openai/chat/completions', {}, 'openai'],
+    ['/v1/chat/completions?next=/v1/messages', {}, 'openai'],
+    ['/v1/messages-archive/x', {}, 'openai'],
+  ]
+  for (const [url, headers, api] of cases) assert.equal(clientApiOf(url, headers), api, url)
+})
