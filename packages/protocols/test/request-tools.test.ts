@@ -247,6 +247,49 @@ describe('tool definitions and tool_choice', () => {
     assert.equal(JSON.stringify(schema).includes('$schema'), true, "the client's schema is not changed")
   })
 
+  test('$refs that double at each step are refused with the field named, at once, not inlined into gigabytes', () => {
+    // d0 is a string; each next definition refers to the previous one twice: 2^30 nodes once inlined.
+    const $defs: Record<string, unknown> = { d0: { type: 'string' } }
+    for (let i = 1; i <= 30; i++)
+      $defs[`d${i}`] = { type: 'object', properties: { a: { $ref: `#/$defs/d${i - 1}` }, b: { $ref: `#/$defs/d${i - 1}` } } }
+    const bomb = { type: 'object', properties: { x: { $ref: '#/$defs/d30' } }, $defs }
+    assertRefused(
+      'openai',
+      'gemini',
+      {
+        model: 'x',
+        messages: [{ role: 'user', content: 'x' }],
+        tools: [{ type: 'function', function: { name: 'bomb', parameters: bomb } }],
+      },
+      'tools ("bomb"): its parameters',
+      /make more than 20000 schema nodes/,
+    )
+    assertRefused(
+      'openai',
+      'gemini',
+      {
+        model: 'x',
+        messages: [{ role: 'user', content: 'x' }],
+        response_format: { type: 'json_schema', json_schema: { name: 'b', schema: bomb } },
+      },
+      'the response format: its schema',
+    )
+    // Eleven doublings (~6,000 nodes once inlined) are a large schema, not an attack: inlined.
+    const $small: Record<string, unknown> = { d0: { type: 'string' } }
+    for (let i = 1; i <= 11; i++)
+      $small[`d${i}`] = { type: 'object', properties: { a: { $ref: `#/$defs/d${i - 1}` }, b: { $ref: `#/$defs/d${i - 1}` } } }
+    convertValid('openai', 'gemini', {
+      model: 'x',
+      messages: [{ role: 'user', content: 'x' }],
+      tools: [
+        {
+          type: 'function',
+          function: { name: 'big', parameters: { type: 'object', properties: { x: { $ref: '#/$defs/d11' } }, $defs: $small } },
+        },
+      ],
+    })
+  })
+
   test('a recursive $ref stays a bare $ref with its $defs (Gemini unrolls it), the rest is inlined', () => {
     const tree = {
       type: 'object',

@@ -6,15 +6,33 @@
  * other formats do not take.
  */
 import { isObject, type JsonObject } from './request-ir.js'
+import { ConversionError } from './types.js'
 
-/** A copy of `schema` that Gemini's JSON Schema fields accept: no `$schema`, local `$ref`s inlined (unless recursive). */
-export function toGeminiJsonSchema(schema: JsonObject): JsonObject {
+/**
+ * Schema nodes a request's inlined `$ref`s may add, all its schemas together. A definition referring to another
+ * twice, which refers to another twice, … doubles at each step: 2.5 KB of schema made 247 MB of request and ran the
+ * gateway out of memory. Real tool schemas (Claude Code's, MCP servers') add a few thousand.
+ */
+export const MAX_INLINED_NODES = 20_000
+
+/** What a request's schemas may still add by inlining (one per request, shared by its tools and response format). */
+export interface InlineBudget {
+  left: number
+}
+
+/**
+ * A copy of `schema` that Gemini's JSON Schema fields accept: no `$schema`, local `$ref`s inlined (unless recursive).
+ * Throws a ConversionError naming `field` when the inlining would outgrow `budget`.
+ */
+export function toGeminiJsonSchema(schema: JsonObject, field: string, budget: InlineBudget): JsonObject {
   const defs = { ...(isObject(schema.$defs) ? schema.$defs : {}), ...(isObject(schema.definitions) ? schema.definitions : {}) }
-  const state = { defs, recursive: false }
-  const out = geminiNode(schema, state, []) as JsonObject
-  if (!state.recursive) {
-    delete out.$defs
-    delete out.definitions
+  const state: InlineState = { defs, recursive: false, field, budget }
+  const { $defs, definitions, ...body } = schema
+  const out = geminiNode(body, state, []) as JsonObject
+  // The definitions go along only for a recursive $ref kept (Gemini unrolls it); else everything is inlined.
+  if (state.recursive) {
+    if ($defs !== undefined) out.$defs = mapValues($defs, state, [], true)
+    if (definitions !== undefined) out.definitions = mapValues(definitions, state, [], true)
   }
   return out
 }
@@ -23,11 +41,20 @@ interface InlineState {
   defs: JsonObject
   /** A recursive `$ref` was kept (so `$defs` must stay). */
   recursive: boolean
+  field: string
+  budget: InlineBudget
 }
 
 function geminiNode(node: unknown, state: InlineState, chain: string[]): unknown {
   if (Array.isArray(node)) return node.map((item) => geminiNode(item, state, chain))
   if (!isObject(node)) return node
+  // Inside an inlined definition, each node is added by the inlining (the rest is the request's own, bounded by its size).
+  if (chain.length > 0 && --state.budget.left < 0) {
+    throw new ConversionError(
+      state.field,
+      `Its $refs, inlined for Gemini (which takes no $ref with other keywords), make more than ${MAX_INLINED_NODES} schema nodes in this request.`,
+    )
+  }
   const ref = typeof node.$ref === 'string' ? localRefName(node.$ref) : undefined
   if (ref !== undefined && isObject(state.defs[ref])) {
     if (chain.includes(ref)) {

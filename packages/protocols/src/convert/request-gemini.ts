@@ -1,5 +1,5 @@
 /** Gemini generateContent requests ⇄ the neutral request. The model and the stream flag live in the URL, not the body. */
-import { fromGeminiSchema, toGeminiJsonSchema } from './json-schema.js'
+import { fromGeminiSchema, type InlineBudget, MAX_INLINED_NODES, toGeminiJsonSchema } from './json-schema.js'
 import {
   arrayAt,
   budgetForEffort,
@@ -300,6 +300,7 @@ interface GeminiContent {
 }
 
 export function renderGemini(req: ChatRequest): JsonObject {
+  const inlineBudget: InlineBudget = { left: MAX_INLINED_NODES }
   const system = [...req.system]
   const contents: GeminiContent[] = []
   const callNames = new Map<string, string>()
@@ -380,7 +381,7 @@ export function renderGemini(req: ChatRequest): JsonObject {
         functionDeclarations: tools.map((t) => {
           const decl: JsonObject = { name: t.name }
           if (t.description !== undefined) decl.description = t.description
-          const schema = toGeminiJsonSchema(t.parameters)
+          const schema = toGeminiJsonSchema(t.parameters, `tools (${JSON.stringify(t.name)}): its parameters`, inlineBudget)
           decl.parametersJsonSchema = schema.type === undefined && schema.$ref === undefined ? { type: 'object', ...schema } : schema
           return decl
         }),
@@ -394,7 +395,7 @@ export function renderGemini(req: ChatRequest): JsonObject {
       out.toolConfig = { functionCallingConfig: config }
     }
   }
-  const generation = generationConfig(req)
+  const generation = generationConfig(req, inlineBudget)
   if (Object.keys(generation).length > 0) out.generationConfig = generation
   return out
 }
@@ -437,7 +438,7 @@ function mediaOut(source: MediaSource, path: string): JsonObject {
   return { fileData: { mimeType: mediaType, fileUri: source.url } }
 }
 
-function generationConfig(req: ChatRequest): JsonObject {
+function generationConfig(req: ChatRequest, inlineBudget: InlineBudget): JsonObject {
   const config: JsonObject = {}
   if (req.maxTokens !== undefined) config.maxOutputTokens = req.maxTokens
   if (req.temperature !== undefined) config.temperature = req.temperature
@@ -450,7 +451,8 @@ function generationConfig(req: ChatRequest): JsonObject {
   const format = req.responseFormat
   if (format !== undefined) {
     config.responseMimeType = 'application/json'
-    if (format.type === 'json_schema') config.responseJsonSchema = toGeminiJsonSchema(format.schema)
+    if (format.type === 'json_schema')
+      config.responseJsonSchema = toGeminiJsonSchema(format.schema, 'the response format: its schema', inlineBudget)
   }
   const reasoning = req.reasoning
   if (reasoning?.enabled === true) {
