@@ -53,7 +53,13 @@ export const openai: WireFormat = {
   outputCap(body): OutputCap {
     // Legacy completions generate best_of candidates server-side (billed) and return n of them.
     const answers = Math.max(choices(body.n), choices(body.best_of))
-    return { tokens: count(body.max_tokens) ?? count(body.max_completion_tokens) ?? count(body.max_output_tokens), choices: answers }
+    // The largest of the caps given: which one an upstream honours when several are set differs (the conversion to
+    // Anthropic and Gemini takes max_completion_tokens; a small max_tokens beside it must not shrink the reservation).
+    const a = count(body.max_tokens)
+    const b = count(body.max_completion_tokens)
+    const c = count(body.max_output_tokens)
+    const tokens = a === undefined && b === undefined && c === undefined ? undefined : Math.max(a ?? 0, b ?? 0, c ?? 0)
+    return { tokens, choices: answers }
   },
   errorBody: (error: LlmProxyError) => error.toJSON(),
   streamErrorEvent: (error: LlmProxyError) => `event: error\ndata: ${JSON.stringify(error.toJSON())}\n\n`,

@@ -35,6 +35,10 @@ test('expectedTokens: output cap (in the client API’s fields, or the default) 
   assert.equal(expectedTokens(openai, { max_tokens: 100 }, '40', 256), 110)
   assert.equal(expectedTokens(openai, { max_completion_tokens: 7 }, '4', 256), 8)
   assert.equal(expectedTokens(openai, { max_output_tokens: 7 }, '0', 256), 7)
+  // Several caps: the largest (a converted request to Anthropic or Gemini takes max_completion_tokens, and a
+  // small max_tokens beside it reserved 1 token for a 30,000-token answer).
+  assert.equal(expectedTokens(openai, { max_tokens: 1, max_completion_tokens: 30_000 }, '0', 256), 30_000)
+  assert.equal(expectedTokens(openai, { max_tokens: 500, max_completion_tokens: 20 }, '0', 256), 500)
   assert.equal(expectedTokens(gemini, { generationConfig: { maxOutputTokens: 9 } }, '1', 256), 10)
   assert.equal(expectedTokens(openai, { max_tokens: 'x' }, '8', 256), 258)
   assert.equal(expectedTokens(openai, { a: 1 }, undefined, 0), Math.ceil(Buffer.byteLength('{"a":1}') / 4))
