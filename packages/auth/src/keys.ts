@@ -25,6 +25,7 @@ export function sha256Hex(key: string): string {
 
 const SHA256_PREFIX = 'sha256:'
 const HEX64 = /^[0-9a-f]{64}$/
+const PRINTABLE_ASCII = /^[\x21-\x7e]+$/
 
 /** The limits object `request.llm.keyLimits` gets: only the fields set, frozen; null when none. */
 function limitsOf(limits: KeyLimits | undefined): KeyLimits | null {
@@ -86,6 +87,11 @@ export function compileKeys(keys: readonly KeyConfig[], path: string, problems: 
         continue
       }
     } else {
+      if (!PRINTABLE_ASCII.test(config.key)) {
+        // Sent in a header (or a query string), such a key never arrives as written: it could never authenticate.
+        problems.push({ path: `${path}/${i}/key`, message: 'must be printable ASCII without spaces (clients send it in an HTTP header)' })
+        continue
+      }
       hash = sha256Hex(config.key)
     }
     const sameKey = hashIndex.get(hash)

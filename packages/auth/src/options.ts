@@ -25,7 +25,11 @@ export const KeyQuotaSchema = Type.Object(
 export const KeyConfigSchema = Type.Object(
   {
     id: Type.String({ minLength: 1, description: 'Stable key id: logged, metered, shown in the admin API.' }),
-    key: Type.String({ minLength: 1, description: 'The key in plaintext, or "sha256:<64 hex digits>" (its SHA-256 digest).' }),
+    key: Type.String({
+      minLength: 1,
+      description:
+        'The key in plaintext (printable ASCII, no spaces: clients send it in a header), or "sha256:<64 hex digits>" (its SHA-256 digest).',
+    }),
     models: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), { description: 'Allowed model names or aliases; absent or ["*"] = all.' }),
     ),

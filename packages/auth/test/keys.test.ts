@@ -235,6 +235,9 @@ test('validation errors name every offending field and never print a key', async
           { id: 'a', key: 'sk-secret-plaintext-2' },
           { id: 'c', key: `sha256:${sha256Hex('sk-secret-plaintext-1')}` },
           { id: 'd', key: 'sha256:nothex' },
+          // Never sent as written in a header: it could never authenticate.
+          { id: 'e', key: 'sk-clé-secrète' },
+          { id: 'f', key: 'sk with blanks' },
         ],
         ipAllowlist: ['10.0.0.0/33', 'localhost', '::1/129', '::1/64x', '10.0.0.0/8'],
         ipDenylist: ['1.2.3.4', '2001:db8::/32'],
@@ -250,9 +253,12 @@ test('validation errors name every offending field and never print a key', async
         '/keys/1/id',
         '/keys/2/key',
         '/keys/3/key',
+        '/keys/4/key',
+        '/keys/5/key',
       ])
       assert.match(err.message, /duplicate id "a"/)
-      assert.ok(!err.message.includes('sk-secret'))
+      assert.match(err.message, /\/keys\/4\/key: must be printable ASCII/)
+      assert.ok(!err.message.includes('sk-secret') && !err.message.includes('secrète') && !err.message.includes('blanks'))
       return true
     },
   )

@@ -91,5 +91,10 @@ export function clientResponseHeaders(upstream: IncomingHttpHeaders, bodyRewritt
     if (bodyRewritten && name === 'content-length') continue
     out[name] = upstream[name]
   }
+  // Hop-by-hop too: the headers the upstream's `connection` names (RFC 9110 §7.6.1), for its hop only.
+  const connection = upstream.connection
+  if (connection !== undefined && connection !== 'keep-alive' && connection !== 'close') {
+    for (const name of connection.split(',')) delete out[name.trim().toLowerCase()]
+  }
   return out
 }

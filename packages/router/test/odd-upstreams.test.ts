@@ -357,7 +357,7 @@ test('an Anthropic stream that ends cleanly after its end_turn but without messa
   assert.equal(finish, 'stop')
 })
 
-test("the upstream's cookies, HSTS, Alt-Svc, CORS and auth challenges do not reach the client; its other headers do", async () => {
+test("the upstream's cookies, HSTS, Alt-Svc, CORS, auth challenges and hop-by-hop headers do not reach the client; its other headers do", async () => {
   script = (_req, res) => {
     res.writeHead(200, {
       'content-type': 'application/json',
@@ -367,6 +367,9 @@ test("the upstream's cookies, HSTS, Alt-Svc, CORS and auth challenges do not rea
       'access-control-allow-origin': '*',
       'www-authenticate': 'Bearer',
       'x-upstream-note': 'kept',
+      // Hop-by-hop for the upstream's own hop: named in its `connection` header.
+      connection: 'keep-alive, X-Hop-Note',
+      'x-hop-note': 'for the gateway only',
     })
     res.end(
       JSON.stringify({
@@ -382,7 +385,14 @@ test("the upstream's cookies, HSTS, Alt-Svc, CORS and auth challenges do not rea
     .chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }] })
     .withResponse()
   assert.equal(data.choices[0]?.message.content, 'hi')
-  for (const name of ['set-cookie', 'strict-transport-security', 'alt-svc', 'access-control-allow-origin', 'www-authenticate']) {
+  for (const name of [
+    'set-cookie',
+    'strict-transport-security',
+    'alt-svc',
+    'access-control-allow-origin',
+    'www-authenticate',
+    'x-hop-note',
+  ]) {
     assert.equal(response.headers.get(name), null, `${name} reached the client`)
   }
   assert.equal(response.headers.get('x-upstream-note'), 'kept')
