@@ -114,6 +114,13 @@ export class ProxyCall implements CallHost {
   }
 
   start(): void {
+    // The client may have left while the request waited for the hooks before routing (an async limit, a slow app
+    // hook): its response's `close` came before the listener above, which will never hear it. Without this, the
+    // call would take an upstream and its lease for good.
+    if (this.reply.raw.destroyed) {
+      this.onClientClose()
+      return
+    }
     this.run(this.planner.next())
   }
 

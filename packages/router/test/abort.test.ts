@@ -78,3 +78,38 @@ test('the gateway keeps serving after aborts', async () => {
   assert.equal(res.statusCode, 200)
   await res.body.json()
 })
+
+test('a client gone before routing (while an app hook held its request) takes no upstream, and its record says so', async (t) => {
+  const { startMockUpstream } = await import('@llmproxy/mock-upstream')
+  const { upstreams } = await import('@llmproxy/upstreams')
+  const { router } = await import('../src/index.js')
+  const Fastify = (await import('fastify')).default
+  const mock = await startMockUpstream({ defaults: { tokens: 3 } })
+  const app = Fastify({ logger: false })
+  t.after(async () => {
+    await app.close()
+    await mock.close()
+  })
+  await app.register(upstreams, { upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }], healthChecks: { enabled: false } })
+  // Something slow before the handler: an async limit on Redis, an app's own hook, an event loop held up.
+  app.addHook('preHandler', async () => new Promise((resolve) => setTimeout(resolve, 300)))
+  await app.register(router, { models: [{ name: 'gpt-test', upstreams: ['mock'], upstreamModel: 'mock-model' }] })
+  const records: { clientAborted: boolean }[] = []
+  app.llm.addHook('onUsage', (record) => records.push(record))
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  const controller = new AbortController()
+  const pending = request(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: chat(),
+    signal: controller.signal,
+  }).catch(() => null)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  controller.abort()
+  await pending
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.clientAborted, true)
+  // Never asked, and no lease left: least-connections and maxConcurrency would count it for the life of the process.
+  assert.equal(mock.requests.length, 0)
+  assert.equal(app.upstreams.snapshot()[0]?.inFlight, 0)
+})
