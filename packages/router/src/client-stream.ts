@@ -30,6 +30,8 @@ export class ClientStream {
    * or its end is scheduled: a stream's terminator may be queued) what is queued waits for the end. -1: no such hold.
    */
   private unwritten = -1
+  /** The status the answer was committed with (0 before). */
+  private committedStatus = 0
   /** How long a client may read nothing while bytes wait for it (`timeouts.clientStallMs`). */
   private readonly stallMs: number
   /** The stall watch's timer: made at the first full socket, refreshed after (no allocation per full socket). */
@@ -68,6 +70,7 @@ export class ClientStream {
   /** The commit point: the reply is hijacked; status and headers go out with the first body bytes. */
   commit(status: number, headers: OutgoingHttpHeaders): void {
     this.committed = true
+    this.committedStatus = status
     const length = headers['content-length']
     // Its last bytes complete such an answer, not its end: they wait for the end.
     if (this.endsAfterRecord && length !== undefined) this.unwritten = Number(length)
@@ -225,7 +228,12 @@ export class ClientStream {
   }
 
   /** The status the client received (0 when nothing was written). */
+  /**
+   * The status the client got. Once committed, the one sent then: a later attempt (a continuation) goes through
+   * reply-from, which sets the reply's status code to its upstream's, though nothing more is sent to the client.
+   */
   get status(): number {
+    if (this.committedStatus !== 0) return this.committedStatus
     return this.raw.headersSent ? this.raw.statusCode : 0
   }
 

@@ -118,6 +118,10 @@ describe('OpenAI-compatible pool (vLLM: prefill by continue_final_message)', () 
     assert.equal(answer.content, expectedContent(4))
     assert.equal(answer.streamError?.code, 'llmproxy_upstream_error')
     assert.match(answer.streamError?.message ?? '', /mid-stream/, 'the cut is reported, not what the continuation met')
+    // The record says what the client got: a 200 with an in-band error, not the continuations' 503s.
+    await eventually(() => c.records.length === 1, 3000, 'usage record')
+    assert.equal(c.records[0]?.status, 200)
+    assert.equal(c.records[0]?.error?.code, 'llmproxy_upstream_error')
   })
 })
 
