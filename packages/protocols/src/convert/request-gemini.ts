@@ -14,6 +14,7 @@ import {
   objectAt,
   optionalInteger,
   optionalNumber,
+  optionalObject,
   optionalString,
   type Part,
   pushParts,
@@ -195,9 +196,7 @@ function parseTools(req: ChatRequest, body: JsonObject): void {
         const parameters =
           jsonSchema !== undefined
             ? objectAt(jsonSchema, `${declPath}.parametersJsonSchema`)
-            : decl.parameters !== undefined && decl.parameters !== null
-              ? fromGeminiSchema(objectAt(decl.parameters, `${declPath}.parameters`))
-              : undefined
+            : fromGeminiSchema(optionalObject(decl.parameters, `${declPath}.parameters`))
         req.tools.push({
           name: stringAt(decl.name, `${declPath}.name`),
           description: optionalString(decl.description, `${declPath}.description`),
@@ -256,13 +255,10 @@ function parseGenerationConfig(req: ChatRequest, config: JsonObject, path: strin
   const mime = field(config, 'responseMimeType')
   if (mime === 'application/json') {
     const jsonSchema = field(config, 'responseJsonSchema')
-    const responseSchema = field(config, 'responseSchema')
     const schema =
       jsonSchema !== undefined
         ? objectAt(jsonSchema, at('responseJsonSchema'))
-        : responseSchema !== undefined && responseSchema !== null
-          ? fromGeminiSchema(objectAt(responseSchema, at('responseSchema')))
-          : undefined
+        : fromGeminiSchema(optionalObject(field(config, 'responseSchema'), at('responseSchema')))
     req.responseFormat = isObject(schema)
       ? { type: 'json_schema', schema, path: at('responseMimeType') }
       : { type: 'json', path: at('responseMimeType') }

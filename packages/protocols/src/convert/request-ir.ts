@@ -128,6 +128,16 @@ export function stringAt(value: unknown, path: string): string {
   return value
 }
 
+/** A field that may be absent or null; when set, it must be an array (a malformed one is refused, not ignored). */
+export function optionalArray(value: unknown, path: string): unknown[] | undefined {
+  return value === undefined || value === null ? undefined : arrayAt(value, path)
+}
+
+/** A field that may be absent or null; when set, it must be an object. */
+export function optionalObject(value: unknown, path: string): JsonObject | undefined {
+  return value === undefined || value === null ? undefined : objectAt(value, path)
+}
+
 export function optionalString(value: unknown, path: string): string | undefined {
   return value === undefined || value === null ? undefined : stringAt(value, path)
 }

@@ -13,6 +13,7 @@ import {
   joinText,
   mediaTypeFromUrl,
   objectAt,
+  optionalArray,
   optionalNumber,
   optionalString,
   type Part,
@@ -68,12 +69,11 @@ export function parseOpenAI(body: JsonObject): ChatRequest {
   req.seed = optionalNumber(body.seed, 'seed')
   req.presencePenalty = optionalNumber(body.presence_penalty, 'presence_penalty')
   req.frequencyPenalty = optionalNumber(body.frequency_penalty, 'frequency_penalty')
-  if (typeof body.stop === 'string') req.stop = { sequences: [body.stop], path: 'stop' }
-  else if (body.stop !== undefined && body.stop !== null) {
-    req.stop = { sequences: arrayAt(body.stop, 'stop').map((s, i) => stringAt(s, `stop[${i}]`)), path: 'stop' }
-  }
-  if (body.tools !== undefined && body.tools !== null) {
-    req.tools = arrayAt(body.tools, 'tools').map((tool, i) => {
+  const stops = typeof body.stop === 'string' ? [body.stop] : optionalArray(body.stop, 'stop')
+  if (stops !== undefined) req.stop = { sequences: stops.map((s, i) => stringAt(s, `stop[${i}]`)), path: 'stop' }
+  const tools = optionalArray(body.tools, 'tools')
+  if (tools !== undefined) {
+    req.tools = tools.map((tool, i) => {
       const path = `tools[${i}]`
       const t = objectAt(tool, path)
       if (t.type !== 'function') throw new ConversionError(path, `Tools of type "${String(t.type)}" have no equivalent on this upstream.`)
@@ -222,8 +222,8 @@ function assistantParts(msg: JsonObject, path: string): Part[] {
     }
   }
   if (typeof msg.refusal === 'string' && msg.refusal !== '') parts.push({ type: 'text', text: msg.refusal })
-  if (msg.tool_calls !== undefined && msg.tool_calls !== null) {
-    const toolCalls = arrayAt(msg.tool_calls, `${path}.tool_calls`)
+  const toolCalls = optionalArray(msg.tool_calls, `${path}.tool_calls`)
+  if (toolCalls !== undefined) {
     for (let i = 0; i < toolCalls.length; i++) {
       const callPath = `${path}.tool_calls[${i}]`
       const call = objectAt(toolCalls[i], callPath)
