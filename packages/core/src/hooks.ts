@@ -12,6 +12,8 @@ export interface LlmHooks {
   onReject: (rejection: Rejection, request: FastifyRequest) => unknown
 }
 export type LlmHookName = keyof LlmHooks
+/** What a hook's listeners are given first (the record, the attempt, the rejection). */
+type HookValue<K extends LlmHookName> = Parameters<LlmHooks[K]>[0]
 
 const HOOK_NAMES: ReadonlySet<string> = new Set<LlmHookName>(['onUsage', 'onAttempt', 'onReject'])
 
@@ -69,26 +71,31 @@ export class LlmHookRegistry {
   }
 
   emitUsage(record: UsageRecord, request: FastifyRequest): void {
-    this.run('onUsage', this.listeners.onUsage, record, request)
-    for (const registry of this.outer) registry.run('onUsage', registry.listeners.onUsage, record, request)
+    this.emit('onUsage', record, request)
   }
 
   emitAttempt(attempt: Attempt, request: FastifyRequest): void {
-    this.run('onAttempt', this.listeners.onAttempt, attempt, request)
-    for (const registry of this.outer) registry.run('onAttempt', registry.listeners.onAttempt, attempt, request)
+    this.emit('onAttempt', attempt, request)
   }
 
   emitReject(rejection: Rejection, request: FastifyRequest): void {
     // Refused by a plugin: the request's outcome (core's to write, the router never reaches it).
     if (request.llm !== null && request.llm !== undefined) request.llm.outcome = 'rejected'
-    this.run('onReject', this.listeners.onReject, rejection, request)
-    for (const registry of this.outer) registry.run('onReject', registry.listeners.onReject, rejection, request)
+    this.emit('onReject', rejection, request)
   }
 
-  private run<T>(name: LlmHookName, list: ((value: T, request: FastifyRequest) => unknown)[], value: T, request: FastifyRequest): void {
+  /** Tells this registry's listeners, then those of the registries around. */
+  private emit<K extends LlmHookName>(name: K, value: HookValue<K>, request: FastifyRequest): void {
+    this.run(name, value, request)
+    for (const registry of this.outer) registry.run(name, value, request)
+  }
+
+  private run<K extends LlmHookName>(name: K, value: HookValue<K>, request: FastifyRequest): void {
+    // (One list per hook name: TypeScript cannot tie `listeners[name]` to `value` through K.)
+    const list = this.listeners[name] as ((value: HookValue<K>, request: FastifyRequest) => unknown)[]
     for (let i = 0; i < list.length; i++) {
       try {
-        const result = (list[i] as (value: T, request: FastifyRequest) => unknown)(value, request)
+        const result = (list[i] as (value: HookValue<K>, request: FastifyRequest) => unknown)(value, request)
         if (typeof (result as Promise<void> | undefined)?.catch === 'function') {
           ;(result as Promise<void>).catch((err: unknown) => this.log.error({ err, hook: name }, 'llm hook listener failed'))
         }
