@@ -325,8 +325,7 @@ function nextToken(job: Job): void {
 
 /**
  * The non-streamed answer, or its fault: `malformed` sends broken JSON, `cut` / `stall` send half the body (none
- * with `faultAfter: 0`),
- * `error-event` the error it would have sent in a stream, as an HTTP error.
+ * with `faultAfter: 0`), `error-event` the error it would have sent in a stream, as an HTTP error.
  */
 function sendAnswer(job: Job): void {
   job.timer = null

@@ -4,8 +4,9 @@ import type { WireFormat } from '@llmproxy/protocols'
 /**
  * Tokens a request may use, reserved before it runs: its output cap in the client's API (the largest of
  * `max_tokens`, `max_completion_tokens`, `max_output_tokens`; Gemini's `generationConfig.maxOutputTokens`;
- * `reserveTokens` when it sets none) times the answers it asks for (`n`, `best_of`, `candidateCount`), plus a prompt estimate of one token
- * per four bytes of body (from `content-length`; the body is serialised only when that header is missing).
+ * `reserveTokens` when it sets none) times the answers it asks for (`n`, `best_of`, `candidateCount`), plus a
+ * prompt estimate of one token per four bytes of body (from `content-length`; the body is serialised only when that
+ * header is missing).
  */
 export function expectedTokens(
   wire: WireFormat,

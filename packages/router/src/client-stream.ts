@@ -227,9 +227,8 @@ export class ClientStream {
     reply.code(error.statusCode).type('application/json; charset=utf-8').send(this.wire.errorBody(error))
   }
 
-  /** The status the client received (0 when nothing was written). */
   /**
-   * The status the client got. Once committed, the one sent then: a later attempt (a continuation) goes through
+   * The status the client got (0 when nothing was written). Once committed, the one sent then: a later attempt (a continuation) goes through
    * reply-from, which sets the reply's status code to its upstream's, though nothing more is sent to the client.
    */
   get status(): number {

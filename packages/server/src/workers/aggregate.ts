@@ -67,13 +67,16 @@ export function combineSnapshots(perWorker: readonly FromWorker<readonly Upstrea
   return combined
 }
 
-/** The usage sink of the whole gateway: every worker's spool and counters summed, the latest delivery, each worker's own in `workers`. */
 /** The counters of a usage sink's stats (what only goes up, and outlives the worker that counted it). */
 export type UsageCounts = Pick<UsageStats, 'delivered' | 'deliveryFailures' | 'dropped' | 'notSpooled'>
 
 export const NO_USAGE_COUNTS: UsageCounts = { delivered: 0, deliveryFailures: 0, dropped: 0, notSpooled: 0 }
 
-/** `retired`: the counts of workers gone, as last read from them (the totals do not go down when one is replaced). */
+/**
+ * The usage sink of the whole gateway: every worker's spool and counters summed, the latest delivery, each worker's
+ * own in `workers`. `retired`: the counts of workers gone, as last read from them (the totals do not go down when one
+ * is replaced).
+ */
 export function combineUsage(perWorker: readonly FromWorker<UsageStats | null>[], retired: UsageCounts = NO_USAGE_COUNTS): AdminUsage {
   const stats = perWorker.filter((w): w is FromWorker<UsageStats> => w.value !== null)
   if (stats.length === 0) return { enabled: false }
