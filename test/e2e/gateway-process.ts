@@ -3,6 +3,22 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { sleep } from './http-helpers.js'
 import { REPO_ROOT } from './multi-instance-helpers.js'
 
+/** The JSON log lines a gateway process wrote so far (with workers: the primary's and every worker's). */
+export function logLines(gateway: GatewayChild): Record<string, unknown>[] {
+  return gateway
+    .output()
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+}
+
+/** The pid of the current process of worker `id` (its last "Server listening" line). */
+export function workerPid(gateway: GatewayChild, id: number): number {
+  const pid = logLines(gateway).findLast((l) => l.worker === id && String(l.msg).startsWith('Server listening'))?.pid
+  if (typeof pid !== 'number') throw new Error(`no listening line of worker ${id}`)
+  return pid
+}
+
 export interface GatewayChild {
   readonly url: string
   readonly child: ChildProcess

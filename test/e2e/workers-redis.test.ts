@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
-import { type GatewayChild, spawnGateway } from './gateway-process.js'
+import { type GatewayChild, logLines, spawnGateway, workerPid } from './gateway-process.js'
 import { pollUntil, postJson } from './http-helpers.js'
 import { REDIS_URL, redisDeletePrefix, redisReachable } from './multi-instance-helpers.js'
 
@@ -74,19 +74,6 @@ const inFlight = async (): Promise<number> => {
   return key?.usage.concurrency.inFlight ?? -1
 }
 
-const logLines = (): Record<string, unknown>[] =>
-  gw
-    .output()
-    .split('\n')
-    .filter((line) => line.startsWith('{'))
-    .map((line) => JSON.parse(line) as Record<string, unknown>)
-
-/** The pid of worker `id` (its "Server listening" line). */
-function workerPid(id: number): number {
-  const line = logLines().findLast((l) => l.worker === id && String(l.msg).startsWith('Server listening'))
-  return line?.pid as number
-}
-
 test('a worker killed while its request holds one of the key’s slots: the slot is given back at once', { skip }, async () => {
   // Two slow requests hold the key's two slots in Redis, one per worker (the admin API says which worker holds each).
   const held = [chat({ ttftMs: 20_000 }), chat({ ttftMs: 20_000 })].map((p) => p.catch(() => null))
@@ -102,10 +89,10 @@ test('a worker killed while its request holds one of the key’s slots: the slot
     'a worker with a request in flight',
   )
   const victim = (holders[0] as { worker: number; inFlight: number }).worker
-  const killed = workerPid(victim)
+  const killed = workerPid(gw, victim)
   process.kill(killed, 'SIGKILL')
   await pollUntil(
-    async () => logLines().filter((l) => l.msg === 'replacement worker ready' && l.worker === victim),
+    async () => logLines(gw).filter((l) => l.msg === 'replacement worker ready' && l.worker === victim),
     (lines) => lines.length === 1,
     `the replacement of worker ${victim} ready`,
     60_000,
@@ -115,7 +102,7 @@ test('a worker killed while its request holds one of the key’s slots: the slot
   assert.equal(await inFlight(), left)
   assert.equal((await chat()).status, 200)
   // The primary's line names the dead worker's pid apart from its own.
-  const exit = logLines().find((l) => l.msg === 'worker exited unexpectedly; starting a replacement')
+  const exit = logLines(gw).find((l) => l.msg === 'worker exited unexpectedly; starting a replacement')
   assert.equal(exit?.workerPid, killed)
   assert.notEqual(exit?.pid, killed)
   await Promise.all(held)

@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { type MockUpstream, promptTokensFor, startMockUpstream } from '@llmproxy/mock-upstream'
 import type { ReloadHistory } from '@llmproxy/server'
-import { type GatewayChild, spawnGateway } from './gateway-process.js'
+import { type GatewayChild, logLines, spawnGateway, workerPid } from './gateway-process.js'
 import { pollUntil, sleep } from './http-helpers.js'
 import { metricValue, UsageReceiver } from './usage-helpers.js'
 
@@ -140,20 +140,11 @@ function errorCode(answer: Answer): unknown {
   return (JSON.parse(answer.text) as { error?: { code?: unknown } }).error?.code
 }
 
-/** The JSON log lines of the gateway (primary and workers). */
-function logLines(): Record<string, unknown>[] {
-  return gw
-    .output()
-    .split('\n')
-    .filter((line) => line.startsWith('{'))
-    .map((line) => JSON.parse(line) as Record<string, unknown>)
-}
-
 /** Which worker logged each request id. */
 function servedBy(requestIds: readonly string[]): Set<unknown> {
   const ids = new Set(requestIds)
   return new Set(
-    logLines()
+    logLines(gw)
       .filter((l) => l.msg === 'request' && ids.has(String(l.reqId)))
       .map((l) => l.worker),
   )
@@ -166,14 +157,6 @@ async function servedByBoth(requestIds: readonly string[]): Promise<void> {
     (workers) => workers === 2,
     'request lines of both workers',
   )
-}
-
-/** The pid of the current process of worker `id` (its last "Server listening" line). */
-function workerPid(id: number): number {
-  const lines = logLines().filter((l) => l.worker === id && String(l.msg).startsWith('Server listening'))
-  const pid = lines.at(-1)?.pid
-  assert.equal(typeof pid, 'number', `no listening line of worker ${id}`)
-  return pid as number
 }
 
 const chatCount = (): number => [mockA, mockB].reduce((n, m) => n + m.requests.filter((r) => r.path === '/v1/chat/completions').length, 0)
@@ -289,7 +272,7 @@ test('/metrics and the admin API describe the whole gateway, whichever worker an
 })
 
 test('SIGHUP and POST /admin/reload: the primary validates once, every worker applies', async () => {
-  const primaryLines = (msg: string): number => logLines().filter((l) => l.role === 'primary' && l.msg === msg).length
+  const primaryLines = (msg: string): number => logLines(gw).filter((l) => l.role === 'primary' && l.msg === msg).length
   const reloadedBefore = primaryLines('config reloaded')
   writeConfig({ aliases: ['gpt-reloaded'] })
   gw.child.kill('SIGHUP')
@@ -332,7 +315,7 @@ test('SIGHUP and POST /admin/reload: the primary validates once, every worker ap
   for (const a of await Promise.all([1, 2, 3, 4].map(() => chat(KEYS.plain, newRequestId(), { body })))) {
     assert.equal(a.status, 404, a.text)
   }
-  assert.equal(logLines().filter((l) => l.msg === 'config reload failed: nothing changed' && l.role !== 'primary').length, 0)
+  assert.equal(logLines(gw).filter((l) => l.msg === 'config reload failed: nothing changed' && l.role !== 'primary').length, 0)
 })
 
 test('a worker killed with SIGKILL is replaced; its concurrency slots come back; every usage record arrives, once', async () => {
@@ -367,15 +350,15 @@ test('a worker killed with SIGKILL is replaced; its concurrency slots come back;
   // What an operator read last before the kill: the gateway's usage totals must not go down after it.
   const deliveredBeforeKill = (JSON.parse((await admin('GET', '/usage')).text) as { delivered: number }).delivered
   assert.ok(deliveredBeforeKill > 0, 'records delivered before the kill')
-  const killed = workerPid(victim)
+  const killed = workerPid(gw, victim)
   process.kill(killed, 'SIGKILL')
   const [replacement] = await pollUntil(
-    async () => logLines().filter((l) => l.msg === 'replacement worker ready' && l.worker === victim),
+    async () => logLines(gw).filter((l) => l.msg === 'replacement worker ready' && l.worker === victim),
     (lines) => lines.length === 1,
     `the replacement of worker ${victim} to be ready`,
     60_000,
   )
-  const exit = logLines().find((l) => l.msg === 'worker exited unexpectedly; starting a replacement')
+  const exit = logLines(gw).find((l) => l.msg === 'worker exited unexpectedly; starting a replacement')
   assert.equal(exit?.worker, victim)
   assert.equal(exit?.workerPid, killed)
   assert.equal(exit?.signal, 'SIGKILL')
@@ -473,7 +456,7 @@ test('SIGTERM to the whole process group (systemd): every worker drains (in-flig
   assert.equal(answer.status, 200)
   assert.match(answer.text, /data: \[DONE\]\n\n$/)
   assert.equal(await exited, 0)
-  const lines = logLines()
+  const lines = logLines(gw)
   assert.ok(lines.some((l) => l.role === 'primary' && l.msg === 'stopped'))
   assert.equal(lines.filter((l) => l.msg === 'worker exited unexpectedly; starting a replacement').length, 1, 'only the SIGKILLed one')
   // No secret in any process' log.
