@@ -430,7 +430,13 @@ class MockUpstreamServer extends EventEmitter<MockUpstreamEvents> implements Moc
       sendStatusError(job)
       return
     }
-    const invalid = target.validate === null ? null : target.validate(body)
+    // api.anthropic.com refuses a request without its version header, whatever its body.
+    const invalid =
+      target.shape === 'anthropic' && job.req.headers['anthropic-version'] === undefined
+        ? { message: 'anthropic-version: header is required', param: null }
+        : target.validate === null
+          ? null
+          : target.validate(body)
     if (invalid !== null) {
       sendError(job, 400, invalid.message, null, invalid.param)
       return

@@ -194,6 +194,7 @@ describe('faults', () => {
   test('faults apply to every streamed format (cut on Anthropic)', async () => {
     const res = await request(`${mock.url}/v1/messages`, {
       method: 'POST',
+      headers: { 'anthropic-version': '2023-06-01' },
       body: JSON.stringify({ messages, max_tokens: 100, stream: true, mock: { fault: 'cut', faultAfter: 1, gapMs: 30 } }),
     })
     let text = ''

@@ -10,10 +10,22 @@ export interface Answer {
 }
 
 /** POSTs JSON and reads the whole answer. */
-export async function post(mock: MockUpstream, path: string, body: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+/** What every client of a route sends: JSON, and Anthropic's version header on its routes (the real API requires it). */
+function baseHeaders(path: string): Record<string, string> {
+  return path.startsWith('/v1/messages')
+    ? { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' }
+    : { 'content-type': 'application/json' }
+}
+
+export async function post(
+  mock: MockUpstream,
+  path: string,
+  body: unknown,
+  headers: Record<string, string | undefined> = {},
+): Promise<Answer> {
   const res = await request(`${mock.url}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
+    headers: { ...baseHeaders(path), ...headers },
     body: JSON.stringify(body),
   })
   return { status: res.statusCode, headers: res.headers, text: await res.body.text() }
@@ -44,7 +56,7 @@ export interface TimedStream {
 export async function postTimed(mock: MockUpstream, path: string, body: unknown): Promise<TimedStream> {
   const res = await request(`${mock.url}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: baseHeaders(path),
     body: JSON.stringify(body),
   })
   const headersAt = performance.now()

@@ -153,6 +153,9 @@ describe('request checks', () => {
       [{ ...base, tools: [{ name: 'f', parameters: {} }], messages: [user] }, /tools\.0\.custom\.input_schema: Field required/],
       [{ ...base, tool_choice: { type: 'required' }, messages: [user] }, /tool_choice/],
     ]
+    const unversioned = await post(mock, path, { ...base, messages: [user] }, { 'anthropic-version': undefined })
+    assert.equal(unversioned.status, 400)
+    assert.match(unversioned.text, /anthropic-version: header is required/)
     for (const [body, message] of cases) {
       const error = await rejected(path, body)
       assert.equal(error.type, 'error')

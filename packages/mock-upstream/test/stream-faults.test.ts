@@ -93,7 +93,7 @@ const FORMATS: Format[] = [
 async function send(mock: MockUpstream, format: Format, behavior: MockBehavior) {
   return request(`${mock.url}${format.path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-mock-behavior': behaviorHeader(behavior) },
+    headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'x-mock-behavior': behaviorHeader(behavior) },
     body: JSON.stringify(format.body),
   })
 }
@@ -294,7 +294,7 @@ describe('faults and statuses on every format', () => {
   test('non-streamed: gzip, and error-event as the HTTP error it would have been', async () => {
     const res = await request(`${mock.url}/v1/messages`, {
       method: 'POST',
-      headers: { 'accept-encoding': 'identity' },
+      headers: { 'accept-encoding': 'identity', 'anthropic-version': '2023-06-01' },
       body: JSON.stringify({ model: 'c', max_tokens: 10, messages, mock: { contentEncoding: 'gzip', tokens: 2 } }),
     })
     assert.equal(res.headers['content-encoding'], 'gzip')
@@ -303,6 +303,7 @@ describe('faults and statuses on every format', () => {
 
     const failed = await request(`${mock.url}/v1/messages`, {
       method: 'POST',
+      headers: { 'anthropic-version': '2023-06-01' },
       body: JSON.stringify({ model: 'c', max_tokens: 10, messages, mock: { fault: 'error-event' } }),
     })
     assert.equal(failed.statusCode, 529)

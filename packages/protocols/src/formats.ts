@@ -45,11 +45,9 @@ export function setUpstreamCredential(
   headers: Record<string, string | string[] | undefined>,
   protocol: Protocol,
   apiKey: string | undefined,
-  withRequiredHeaders: boolean,
 ): void {
   const wire = wireOfProtocol(protocol)
   if (apiKey !== undefined && apiKey !== '') wire.setCredential(headers, apiKey)
-  if (!withRequiredHeaders) return
   for (const name in wire.requiredHeaders) headers[name] ??= wire.requiredHeaders[name]
 }
 

@@ -42,7 +42,7 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, upstream: U
   headers['x-request-id'] = requestId
   // The gateway reads usage from the bytes: plain ones (an upstream that compresses anyway is decoded, see encoding.ts).
   headers['accept-encoding'] = 'identity'
-  setUpstreamCredential(headers, upstream.protocol, upstream.apiKey, false)
+  setUpstreamCredential(headers, upstream.protocol, upstream.apiKey)
   if (upstream.headers !== undefined) Object.assign(headers, upstream.headers)
   return headers
 }

@@ -16,7 +16,7 @@ export function healthCheckPath(upstream: UpstreamNode, options: HealthChecksOpt
 /** The headers of a check: the upstream's own, its credential and required headers the way its API expects them. */
 export function healthCheckHeaders(upstream: UpstreamNode): Record<string, string> {
   const headers: Record<string, string> = { ...upstream.headers, 'user-agent': 'llmproxy-health-check', connection: 'close' }
-  setUpstreamCredential(headers, upstream.protocol, upstream.apiKey, true)
+  setUpstreamCredential(headers, upstream.protocol, upstream.apiKey)
   return headers
 }
 
