@@ -16,7 +16,8 @@ export const GEMINI_GENERATE: Endpoint = {
     const alt = ALT.exec(url)
     return alt === null ? '' : `alt=${alt[1]}`
   },
-  terminators: [new ByteNeedle('"finishReason"')],
+  // A blocked prompt's answer has no candidates, so no finishReason: its promptFeedback.blockReason ends it.
+  terminators: [new ByteNeedle('"finishReason"'), new ByteNeedle('"blockReason"')],
   endsWithDone: false,
   // The finishReason is Gemini's terminator already.
   finishMarkers: [],

@@ -4,6 +4,7 @@ import type { UsageExtractor } from '@llmproxy/protocols'
 import type { AttemptView, CallHost } from './host.js'
 import type { ResumeTap } from './resume.js'
 import { StreamScanner } from './scanner.js'
+import { EventAligner } from './tap.js'
 import type { UpstreamBody } from './upstream-response.js'
 
 /** How long an upstream may take to end its response after its stream's terminator before it is released. */
@@ -99,12 +100,7 @@ export class StreamRelay {
     // The chunk goes out first; the taps read it after (the usage filter finds the usage-only event by its shape).
     const transform = this.attempt.transform
     const out = transform === null ? chunk : transform.push(chunk, scanner.tapFrom)
-    if (out !== null) {
-      if (!this.attempt.delivering) this.commit()
-      call.client.write(out, this.body)
-      // The resume tap reads what the client got (a same-format stream's bytes, whole events).
-      if (this.tap !== null && typeof out !== 'string') this.tap.push(out)
-    }
+    if (out !== null) this.deliver(out)
     if (transform?.failure != null) {
       // The upstream reported a failure inside its stream (an error event, a malformed function call).
       this.end(transform.failure)
@@ -113,8 +109,30 @@ export class StreamRelay {
     const meter = call.meter
     if (scanner.tapFrom < chunk.length) meter.reader?.write(chunk, scanner.tapFrom)
     meter.responseBytes += chunk.length
-    scanner.checkEnd(chunk)
+    // A same-format stream's end is looked for in the whole events that went out, not in an event still held: a
+    // finish or terminator in an event then cut did not reach the client.
+    if (!(transform instanceof EventAligner)) scanner.checkEnd(chunk)
+    else if (out !== null) scanner.checkEnd(out as Buffer)
     if (scanner.sawTerminator && scanner.atEventEnd && this.attempt.endpoint.endsAtTerminator) this.endAtTerminator()
+  }
+
+  /** Bytes to the client (the first of them commit), and to the resume tap, which reads what the client got. */
+  private deliver(out: Buffer | string): void {
+    if (!this.attempt.delivering) this.commit()
+    this.call.client.write(out, this.body)
+    if (this.tap !== null && typeof out !== 'string') this.tap.push(out)
+  }
+
+  /** The upstream body is over (`ended`: cleanly): a same-format event it left unfinished goes out when whole (`flush`). */
+  private flushHeld(ended: boolean): void {
+    const transform = this.attempt.transform
+    if (!(transform instanceof EventAligner)) return
+    const out = transform.flush(ended)
+    if (out === null) return
+    const committing = !this.attempt.delivering
+    this.deliver(out)
+    this.scanner.checkEnd(out)
+    if (committing) this.call.onCommitted()
   }
 
   /** The attempt's first bytes go to the client: the commit point, unless a continuation joins a committed stream. */
@@ -153,6 +171,7 @@ export class StreamRelay {
       this.clearTimer()
       return
     }
+    this.flushHeld(true)
     const attempt = this.attempt
     if (!attempt.delivering) {
       if (this.call.client.committed) {
@@ -173,6 +192,7 @@ export class StreamRelay {
     if (this.ended) return
     this.ended = true
     this.clearTimer()
+    this.flushHeld(false)
     if (error !== null) {
       this.body.removeAllListeners('data')
       this.body.on('error', noop)

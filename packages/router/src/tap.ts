@@ -2,6 +2,9 @@ import { ByteNeedle, type LlmProxyError } from '@llmproxy/core'
 
 const NEWLINE = 0x0a
 const CR = 0x0d
+const CLOSE_BRACE = 0x7d
+const CLOSE_BRACKET = 0x5d
+const DATA_FIELD = new ByteNeedle('data:')
 const EMPTY_CHOICES = [new ByteNeedle('"choices":[]'), new ByteNeedle('"choices": []')]
 const USAGE_OBJECT = /"usage"\s*:\s*\{/
 /** An event that never ends is passed through rather than held without bound. */
@@ -67,17 +70,32 @@ export class EventAligner implements ResponseTransform {
   }
 
   /**
-   * The upstream body ended: a complete stream's unterminated last event goes out with its blank line (an
-   * incomplete stream's is dropped: the in-band error follows whole events only).
+   * The upstream body is over: an event it left without its blank line goes out (completed) when it ends with a
+   * whole data line — servers that end a stream without the blank line, or without the last line end (`ended`: a
+   * clean end, where a data line whose JSON closes is whole). A cut line, or an `event:` line without its data, never
+   * goes out: half an event would break the client's parser, and the stream's end is judged on what went out.
    */
-  end(complete: boolean): Buffer | string | null {
+  flush(ended: boolean): Buffer | null {
     const held = this.held
+    if (held === null) return null
+    const completion = completionOf(held, ended)
+    if (completion === null) {
+      this.held = null
+      return null
+    }
+    // Completed, the event goes the way every event goes (through the usage filter too).
+    return this.push(completion, completion.length)
+  }
+
+  /** Whatever is still held is a cut line (`flush` came first): dropped. */
+  end(): null {
     this.held = null
-    if (held === null || !complete) return null
-    const last = held[held.length - 1]
-    return Buffer.concat([held, Buffer.from(last === NEWLINE ? '\n' : '\n\n')])
+    return null
   }
 }
+
+const LINE_END = Buffer.from('\n')
+const BLANK_LINE = Buffer.from('\n\n')
 
 /**
  * Used only when the gateway itself asked an OpenAI-style upstream for `stream_options.include_usage`: removes the
@@ -108,6 +126,20 @@ export class UsageEventFilter extends EventAligner {
     }
     return events !== null && events.length > 0 ? events : null
   }
+}
+
+/**
+ * What completes held bytes into an event when they end with a whole `data:` line (null: they do not): its line end
+ * came, or (`ended`) the body ended cleanly right after a JSON value's last byte.
+ */
+function completionOf(held: Buffer, ended: boolean): Buffer | null {
+  const last = held.length - 1
+  const lineEnded = held[last] === NEWLINE
+  const start = held.lastIndexOf(NEWLINE, lineEnded ? last - 1 : last) + 1
+  if (!DATA_FIELD.isAt(held, start)) return null
+  if (lineEnded) return LINE_END
+  const end = held[last]
+  return ended && (end === CLOSE_BRACE || end === CLOSE_BRACKET) ? BLANK_LINE : null
 }
 
 /** Whether a blank line ends at `i` (a newline after `\n` or `\n\r`): the end of an event. */

@@ -18,7 +18,7 @@ function run(parts: string[]): string[] {
     const sent = filter.push(Buffer.from(part), 0)
     if (sent !== null) out.push(sent.toString())
   }
-  const held = filter.end(true)
+  const held = filter.flush(true)
   if (held !== null) out.push(held.toString())
   return out
 }
@@ -41,14 +41,26 @@ test('complete events go out at once; only an incomplete tail waits', () => {
   const filter = new UsageEventFilter()
   assert.equal(filter.push(Buffer.from(role + token.slice(0, 10)), NONE)?.toString(), bare(role))
   assert.equal(filter.push(Buffer.from(token.slice(10)), NONE)?.toString(), bare(token))
-  assert.equal(filter.end(true), null)
+  assert.equal(filter.flush(true), null)
 })
 
-test('an unterminated last event: at a complete end it goes out with its blank line; at a failed end it is dropped', () => {
-  assert.deepEqual(run([role, 'data: [DONE]\n']), [bare(role), 'data: [DONE]\n\n'])
-  const filter = new UsageEventFilter()
-  assert.equal(filter.push(Buffer.from(`${role}data: {"partial"`), 0)?.toString(), bare(role))
-  assert.equal(filter.end(false), null, 'half an event never reaches the client before an error event')
+test('an unfinished last event goes out completed when its data line is whole, never when it was cut', () => {
+  const flushed = (held: string, ended: boolean) => {
+    const filter = new UsageEventFilter()
+    filter.push(Buffer.from(role + held), 0)
+    return filter.flush(ended)?.toString() ?? null
+  }
+  // Whole: its line end came (ended or cut after it), or a clean end right after its JSON.
+  assert.equal(flushed('data: [DONE]\n', false), 'data: [DONE]\n\n')
+  assert.equal(flushed('data: {"id":"c"}\r\n', false), 'data: {"id":"c"}\r\n\n')
+  assert.equal(flushed('data: {"id":"c"}', true), 'data: {"id":"c"}\n\n')
+  // Cut: inside the line, or before the data of an event line, or a line end away from a clean end.
+  assert.equal(flushed('data: {"id":"c"}', false), null)
+  assert.equal(flushed('data: {"partial"', true), null)
+  assert.equal(flushed('event: message_stop\n', true), null)
+  assert.equal(flushed('data: ', false), null)
+  // Completed, the usage-only event is still removed.
+  assert.equal(flushed(usage.slice(0, -1), false), null)
 })
 
 test('a choices:[] event without usage is kept', () => {
