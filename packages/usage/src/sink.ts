@@ -6,7 +6,8 @@ import type { UsageOptions } from './options.js'
 import { Spool } from './spool.js'
 import type { Counters, UsageEvents } from './types.js'
 
-const FULL_LOG_INTERVAL_MS = 10_000
+/** Errors that repeat while their cause lasts (spool full, appends failing on a full disk) are logged this seldom. */
+const ERROR_LOG_INTERVAL_MS = 10_000
 
 /** The durable webhook sink: the onUsage listener that spools, the full-spool policy, the delivery loop. */
 export class WebhookSink {
@@ -18,6 +19,7 @@ export class WebhookSink {
   private readonly log: FastifyBaseLogger
   private syncTimer: NodeJS.Timeout | null = null
   private lastFullLogAt = 0
+  private lastAppendErrorLogAt = 0
   /** Records of this event-loop turn, serialised, waiting for the turn's one write (see `listener`). */
   private waiting: string[] = []
   private writeScheduled = false
@@ -126,7 +128,14 @@ export class WebhookSink {
     const { appended, error } = this.spool.append(lines, lengths)
     if (error !== null) {
       this.counters.notSpooled += lines.length - appended
-      this.log.error({ err: error, records: lines.length - appended }, 'usage spool: append failed; records not spooled')
+      const now = Date.now()
+      if (now - this.lastAppendErrorLogAt >= ERROR_LOG_INTERVAL_MS) {
+        this.lastAppendErrorLogAt = now
+        this.log.error(
+          { err: error, records: lines.length - appended, notSpooled: this.counters.notSpooled },
+          'usage spool: append failed; records not spooled',
+        )
+      }
     }
     return appended
   }
@@ -154,7 +163,7 @@ export class WebhookSink {
     // stop-spooling refuses this record: counted before the line that reports the counts.
     if (policy === 'stop-spooling') this.counters.notSpooled++
     const now = Date.now()
-    if (now - this.lastFullLogAt >= FULL_LOG_INTERVAL_MS) {
+    if (now - this.lastFullLogAt >= ERROR_LOG_INTERVAL_MS) {
       this.lastFullLogAt = now
       this.log.error(
         {

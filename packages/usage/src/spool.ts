@@ -133,8 +133,9 @@ export class Spool {
   /**
    * Appends lines of JSON (`lengths`: the bytes of each in the file, newline included), one `write(2)` per
    * segment they go to, rotating at `segmentBytes`. Returns how many were appended: all, unless a write failed
-   * (`error`); a partly written line becomes the torn tail of a closed segment, which the reader skips. The lines
-   * are also kept in memory until delivered, so that the delivery does not read them back.
+   * (`error`); a partly written line is truncated away (or, failing that, becomes the torn tail of a closed segment,
+   * which the reader skips). The lines are also kept in memory until delivered, so that the delivery does not read
+   * them back.
    */
   append(lines: readonly string[], lengths: readonly number[]): { appended: number; error: unknown } {
     if (this.closed) return { appended: 0, error: new Error('usage spool is closed') }
@@ -178,10 +179,15 @@ export class Spool {
         let end = 0
         while (whole < to && end + (lengths[whole] as number) <= written) end += lengths[whole++] as number
         this.appended(active, lines, lengths, from, whole, end)
-        active.size += written - end
-        this.bytes += written - end
-        this.forget(active.seq)
-        this.closeWriter()
+        // The segment stays the active one (a new one per failed append would leave an empty file per event-loop
+        // turn while the disk is full). A partly written line is cut off; if that fails too, it is the torn tail of
+        // a closed segment.
+        if (written > end && !this.cutTornLine(active)) {
+          active.size += written - end
+          this.bytes += written - end
+          this.forget(active.seq)
+          this.closeWriter()
+        }
         return { appended: whole, error }
       }
       this.appended(active, lines, lengths, from, to, bytes)
@@ -214,6 +220,17 @@ export class Spool {
       }
     } else {
       this.dirty = true
+    }
+  }
+
+  /** Truncates the active segment to its complete appends after a failed write. False when that fails too. */
+  private cutTornLine(active: Segment): boolean {
+    try {
+      fs.ftruncateSync(this.fd, active.size)
+      return true
+    } catch (err) {
+      this.log.error({ err, segment: active.seq }, 'usage spool: could not truncate a partly written line')
+      return false
     }
   }
 

@@ -1,7 +1,9 @@
 import { strict as assert } from 'node:assert'
-import { mkdirSync, rmSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
 import { test } from 'node:test'
 import { ConfigError, type UsageRecord } from '@llmproxy/core'
 import Fastify from 'fastify'
@@ -176,6 +178,70 @@ test('a segment that cannot be opened (directory gone, no file descriptor left):
   await waitFor(() => receiver.ids.size === 1)
   assert.deepEqual([...receiver.ids], [kept.id])
   assert.equal(app.usage.stats().notSpooled, 1)
+})
+
+test('a full disk: failed appends keep the active segment (no empty segment per turn), log once, count exactly; spooling resumes once space is freed', async (t) => {
+  // A real ENOSPC, partial writes included: the spool on a 64 KiB tmpfs (needs root to mount).
+  const dir = spoolDir()
+  if (process.getuid?.() !== 0 || spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]).status !== 0) {
+    t.skip('mounting a tmpfs needs root on Linux')
+    return
+  }
+  const receiver = await startReceiver()
+  receiver.respond = () => 503
+  const logs = captureLogs()
+  const app = await buildApp(
+    { webhook: { url: receiver.url }, spoolDir: dir, batch: { maxRecords: 1000, maxWaitMs: 10 }, retry: { baseMs: 10, maxMs: 50 } },
+    logs,
+  )
+  t.after(async () => {
+    await app.close()
+    await receiver.close()
+    spawnSync('umount', [dir])
+  })
+  const emitted: UsageRecord[] = []
+  const emitTurn = async (n: number): Promise<void> => {
+    for (let i = 0; i < n; i++) {
+      const record = usageRecord()
+      emitted.push(record)
+      emit(app, record)
+    }
+    await endOfTurn()
+  }
+  // A few records in the segment's first page, then the rest of the filesystem filled up.
+  await emitTurn(3)
+  const filler = openSync(join(dir, 'filler'), 'w')
+  try {
+    for (;;) writeSync(filler, Buffer.alloc(4096))
+  } catch (err) {
+    assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC')
+  } finally {
+    closeSync(filler)
+  }
+  // Each turn's write fills what is left of the page (partly writing a line, which is cut off), then fails.
+  for (let turn = 0; turn < 30; turn++) await emitTurn(20)
+  const stats = app.usage.stats()
+  assert.ok(stats.notSpooled > 500, `records refused on the full disk (${stats.notSpooled})`)
+  assert.equal(stats.queueDepth + stats.notSpooled, emitted.length)
+  assert.deepEqual(segmentFiles(dir), ['0000000000000001.jsonl'])
+  assert.equal(logs.lines.filter((l) => l.msg === 'usage spool: append failed; records not spooled').length, 1)
+
+  rmSync(join(dir, 'filler'))
+  await emitTurn(5)
+  assert.equal(app.usage.stats().notSpooled, stats.notSpooled, 'spooled again once there is room')
+  receiver.respond = () => 200
+  await app.usage.flush()
+  // The segment holds exactly the spooled records, whole lines only; they are what the receiver got, in order.
+  const onDisk = readFileSync(join(dir, '0000000000000001.jsonl'), 'utf8')
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => (JSON.parse(line) as UsageRecord).id)
+  assert.deepEqual([...receiver.ids], onDisk)
+  assert.equal(onDisk.length + stats.notSpooled, emitted.length)
+  assert.deepEqual(
+    onDisk.slice(-5),
+    emitted.slice(-5).map((r) => r.id),
+  )
 })
 
 test("spool full with 'drop-oldest': the oldest segments go, the newest records are delivered", async (t) => {
