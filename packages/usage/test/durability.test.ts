@@ -231,11 +231,33 @@ test('a torn cursor (a power failure mid-write: new offset bytes, old check) rep
   )
 })
 
-function spawnEmitter(mode: 'emit' | 'deliver', dir: string, url: string): ChildProcess {
+/** The command line of the emitter fixture (a process with its own app on the spool). */
+function emitterCommand(mode: 'emit' | 'deliver', dir: string, url: string): string[] {
   const fixture = fileURLToPath(new URL('./fixtures/emitter.ts', import.meta.url))
-  return spawn(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', fixture, mode, dir, url], {
-    cwd: fileURLToPath(new URL('../../..', import.meta.url)),
-    stdio: ['ignore', 'pipe', 'inherit'],
+  return [process.execPath, '--conditions=llmproxy-source', '--import', 'tsx', fixture, mode, dir, url]
+}
+
+function spawnCommand([command, ...args]: string[]): ChildProcess {
+  return spawn(command as string, args, { cwd: fileURLToPath(new URL('../../..', import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] })
+}
+
+function spawnEmitter(mode: 'emit' | 'deliver', dir: string, url: string): ChildProcess {
+  return spawnCommand(emitterCommand(mode, dir, url))
+}
+
+/** Resolves with the first stdout line of `child` that matches `pattern`. */
+function outputLine(child: ChildProcess, pattern: RegExp): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    let buffered = ''
+    const onData = (chunk: Buffer): void => {
+      buffered += chunk.toString()
+      const match = pattern.exec(buffered)
+      if (match === null) return
+      child.stdout?.off('data', onData)
+      resolve(match)
+    }
+    child.stdout?.on('data', onData)
+    child.once('exit', () => reject(new Error(`exited before printing ${pattern}`)))
   })
 }
 
@@ -302,6 +324,45 @@ test('one writer per spool: a second app on the same directory is refused until 
     message: /\/spoolDir: .* is in use by process \d+: give each gateway process its own/,
   })
   fs.writeFileSync(path.join(dir, 'lock'), '2147483646')
+  const second = await buildApp(options)
+  await second.close()
+})
+
+test("a killed gateway's lock is taken over, while its pid is a zombie and once it is another process's; a live one's is refused", async (t) => {
+  if (!fs.existsSync('/proc/self/stat')) {
+    t.skip('needs /proc (Linux): elsewhere the lock holds a pid only, and a zombie or a reused pid still counts as its holder')
+    return
+  }
+  const dir = spoolDir()
+  const url = `http://127.0.0.1:${await closedPort()}/usage`
+  const options = { webhook: { url }, spoolDir: dir }
+  // A gateway in a process whose parent never waits for it (the shell execs into a sleep): killed, it stays a zombie.
+  const parent = spawnCommand(['sh', '-c', '"$@" & echo "holder $!"; exec sleep 60', 'sh', ...emitterCommand('deliver', dir, url)])
+  const [holderLine, ready] = [outputLine(parent, /holder (\d+)\n/), outputLine(parent, /^ready$/m)]
+  const holder = Number((await holderLine)[1])
+  let sleeper: ChildProcess | null = null
+  t.after(() => {
+    try {
+      process.kill(holder, 'SIGKILL')
+    } catch {
+      // already gone
+    }
+    for (const child of [parent, sleeper]) child?.kill('SIGKILL')
+  })
+  await ready
+  await assert.rejects(buildApp(options), new RegExp(`is in use by process ${holder}:`))
+
+  process.kill(holder, 'SIGKILL')
+  await waitFor(() => /^State:\s+Z/m.test(fs.readFileSync(`/proc/${holder}/status`, 'utf8')), 15_000, 'the killed holder to be a zombie')
+  process.kill(holder, 0) // the pid still exists
+  const left = fs.readFileSync(path.join(dir, 'lock'), 'utf8')
+  const first = await buildApp(options)
+  await first.close()
+
+  // The same lock once its pid is another, live process's (after a reboot, in a restarted container). That process
+  // started later: start times are in clock ticks (10 ms), so not in the holder's tick.
+  sleeper = spawn('sleep', ['60'], { stdio: 'ignore' })
+  fs.writeFileSync(path.join(dir, 'lock'), JSON.stringify({ ...JSON.parse(left), pid: sleeper.pid }))
   const second = await buildApp(options)
   await second.close()
 })
