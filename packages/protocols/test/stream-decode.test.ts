@@ -2,7 +2,16 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { SseDecoder } from '../src/convert/sse.js'
 import { type ApiFamily, MalformedStreamError, type StreamEvent } from '../src/index.js'
-import { ANTHROPIC_TOOLS, decodeAll, GEMINI_TOOLS, OPENAI_TEXT, OPENAI_TOOLS, OPENAI_TOOLS_INTERLEAVED } from './stream-fixtures.js'
+import {
+  ANTHROPIC_TOOLS,
+  decodeAll,
+  GEMINI_TOOLS,
+  OPENAI_TEXT,
+  OPENAI_TOOLS,
+  OPENAI_TOOLS_INDEX_ZERO,
+  OPENAI_TOOLS_INTERLEAVED,
+  OPENAI_TOOLS_NO_INDEX,
+} from './stream-fixtures.js'
 
 /** Records the framing layer's output. */
 class Recorder extends SseDecoder {
@@ -93,6 +102,8 @@ const STREAMS: [ApiFamily, string[]][] = [
   ['openai', OPENAI_TEXT],
   ['openai', OPENAI_TOOLS],
   ['openai', OPENAI_TOOLS_INTERLEAVED],
+  ['openai', OPENAI_TOOLS_NO_INDEX],
+  ['openai', OPENAI_TOOLS_INDEX_ZERO],
   ['anthropic', ANTHROPIC_TOOLS],
   ['gemini', GEMINI_TOOLS],
 ]
@@ -166,6 +177,25 @@ test('OpenAI decoder: arguments before the name wait for it; a call without an i
     { type: 'tool_start', index: 0, id: 'generated', name: 'f' },
     { type: 'tool_args', index: 0, json: '{"a":1}' },
     { type: 'finish', reason: 'tool_calls', rawReason: 'tool_calls' },
+  ])
+})
+
+test('OpenAI decoder: calls without an index, or all at index 0, are told apart by a new id or, without an index, a new name', () => {
+  const weather = { type: 'tool_start', index: 0, id: 'call_a', name: 'get_weather' }
+  assert.deepEqual(comparable(decodeAll('openai', OPENAI_TOOLS_NO_INDEX).events.slice(1, -2)), [
+    weather,
+    { type: 'tool_args', index: 0, json: '{"city":' },
+    { type: 'tool_args', index: 0, json: '"Paris"}' },
+    { type: 'tool_start', index: 1, id: 'generated', name: 'get_time' },
+    { type: 'tool_args', index: 1, json: '{"tz":"CET"}' },
+  ])
+  assert.deepEqual(decodeAll('openai', OPENAI_TOOLS_INDEX_ZERO).events.slice(1, -2), [
+    weather,
+    { type: 'tool_args', index: 0, json: '{"city":' },
+    { type: 'tool_args', index: 0, json: '"Paris"}' },
+    { type: 'tool_start', index: 1, id: 'call_b', name: 'get_time' },
+    { type: 'tool_args', index: 1, json: '{"tz":' },
+    { type: 'tool_args', index: 1, json: '"CET"}' },
   ])
 })
 

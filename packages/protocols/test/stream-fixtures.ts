@@ -47,6 +47,33 @@ export const OPENAI_TOOLS_INTERLEAVED: string[] = [
   'data: [DONE]\n\n',
 ]
 
+/**
+ * The two calls without an index, one after the other (Gemini's OpenAI-compatible API, some proxies): a name starts
+ * the next call, a bare fragment continues the latest; the second call has no id.
+ */
+export const OPENAI_TOOLS_NO_INDEX: string[] = [
+  openAiChunk(
+    '{"role":"assistant","tool_calls":[{"id":"call_a","type":"function","function":{"name":"get_weather","arguments":"{\\"city\\":"}}]}',
+  ),
+  openAiChunk('{"tool_calls":[{"function":{"arguments":"\\"Paris\\"}"}}]}'),
+  openAiChunk('{"tool_calls":[{"type":"function","function":{"name":"get_time","arguments":"{\\"tz\\":\\"CET\\"}"}}]}'),
+  openAiChunk('{}', 'tool_calls'),
+  OPENAI_USAGE,
+  'data: [DONE]\n\n',
+]
+
+/** The two calls each at index 0, told apart only by their ids (as some proxies stream them); arguments in fragments. */
+export const OPENAI_TOOLS_INDEX_ZERO: string[] = [
+  openAiChunk('{"role":"assistant","content":null}'),
+  openAiChunk('{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":"{\\"city\\":"}}]}'),
+  openAiChunk('{"tool_calls":[{"index":0,"function":{"arguments":"\\"Paris\\"}"}}]}'),
+  openAiChunk('{"tool_calls":[{"index":0,"id":"call_b","type":"function","function":{"name":"get_time","arguments":"{\\"tz\\":"}}]}'),
+  openAiChunk('{"tool_calls":[{"index":0,"function":{"arguments":"\\"CET\\"}"}}]}'),
+  openAiChunk('{}', 'tool_calls'),
+  OPENAI_USAGE,
+  'data: [DONE]\n\n',
+]
+
 export function anthropicEvent(type: string, body: string): string {
   return `event: ${type}\ndata: {"type":"${type}",${body}}\n\n`
 }

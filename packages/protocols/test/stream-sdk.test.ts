@@ -14,7 +14,9 @@ import {
   GEMINI_TOOLS,
   OPENAI_TEXT,
   OPENAI_TOOLS,
+  OPENAI_TOOLS_INDEX_ZERO,
   OPENAI_TOOLS_INTERLEAVED,
+  OPENAI_TOOLS_NO_INDEX,
 } from './stream-fixtures.js'
 
 const TEXT = 'Hello, wörld 👋'
@@ -184,6 +186,35 @@ test('OpenAI → Anthropic SDK: parallel tool calls become consecutive tool_use 
       { id: 'call_a', name: 'get_weather', input: { city: 'Paris' } },
       { id: 'call_b', name: 'get_time', input: { tz: 'CET' } },
     ])
+  }
+})
+
+/** An upstream stream as sent, and cut into pieces of 1 and of 5 bytes (inside ids, names and argument fragments). */
+function chunkings(pieces: string[]): string[][] {
+  const body = pieces.join('')
+  const cut = (size: number) => Array.from({ length: Math.ceil(body.length / size) }, (_, at) => body.slice(at * size, at * size + size))
+  return [pieces, cut(1), cut(5)]
+}
+
+const WEATHER_AND_TIME = [
+  { name: 'get_weather', input: { city: 'Paris' } },
+  { name: 'get_time', input: { tz: 'CET' } },
+]
+
+test('OpenAI → Anthropic and Gemini SDKs: calls streamed without an index, or all at index 0 with new ids, are all kept', async () => {
+  for (const pieces of [OPENAI_TOOLS_NO_INDEX, OPENAI_TOOLS_INDEX_ZERO].flatMap(chunkings)) {
+    const message = await readWithAnthropic('openai', pieces)
+    assert.equal(message.stop_reason, 'tool_use')
+    assert.deepEqual(
+      message.content.map((block) => (block.type === 'tool_use' ? { name: block.name, input: block.input } : block.type)),
+      WEATHER_AND_TIME,
+    )
+    const chunks = await readWithGemini('openai', pieces)
+    assert.deepEqual(
+      chunks.flatMap((chunk) => chunk.functionCalls ?? []).map((call) => ({ name: call.name, input: call.args })),
+      WEATHER_AND_TIME,
+    )
+    assert.equal(chunks.at(-1)?.candidates?.[0]?.finishReason, 'STOP')
   }
 })
 

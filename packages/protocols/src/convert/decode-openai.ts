@@ -7,7 +7,7 @@ import { fromOpenAiUsage } from './usage.js'
 
 const FORMAT = 'OpenAI'
 
-/** A streamed tool call by the upstream's index: arguments wait here only until its name is known. */
+/** A streamed tool call: arguments wait here only until its name is known. */
 interface ToolSlot {
   id: string
   name: string
@@ -27,7 +27,10 @@ export class OpenAiDecoder extends SseDecoder {
   private done = false
   /** A refusal was streamed: a plain `stop` then means the model refused. */
   private refused = false
+  /** Every tool call of the answer, in the order they began. */
   private readonly tools: ToolSlot[] = []
+  /** The call each upstream `index` stands for now. */
+  private readonly toolsByIndex: ToolSlot[] = []
   private toolCount = 0
 
   get complete(): boolean {
@@ -83,26 +86,22 @@ export class OpenAiDecoder extends SseDecoder {
       out.push({ type: 'text', text: refusal })
     }
     const calls = delta.tool_calls
-    if (Array.isArray(calls)) for (let i = 0; i < calls.length; i++) this.toolCall(calls[i], i, out)
+    if (Array.isArray(calls)) for (const call of calls) this.toolCall(call, out)
   }
 
-  private toolCall(call: unknown, position: number, out: StreamEvent[]): void {
+  private toolCall(call: unknown, out: StreamEvent[]): void {
     if (call === null || typeof call !== 'object') return
     const fields = call as Json
-    const at = typeof fields.index === 'number' ? fields.index : position
-    let slot = this.tools[at]
-    if (slot === undefined) {
-      slot = { id: '', name: '', index: -1, args: '' }
-      this.tools[at] = slot
-    }
+    const id = stringAt(fields, 'id')
     const fn = objectAt(fields, 'function')
+    const name = fn === undefined ? undefined : stringAt(fn, 'name')
     const args = fn === undefined ? undefined : stringAt(fn, 'arguments')
+    const slot = this.toolSlot(fields.index, id, name)
     if (slot.index !== -1) {
       if (args !== undefined) out.push({ type: 'tool_args', index: slot.index, json: args })
       return
     }
-    if (slot.id === '') slot.id = stringAt(fields, 'id') ?? ''
-    const name = fn === undefined ? undefined : stringAt(fn, 'name')
+    if (slot.id === '') slot.id = id ?? ''
     if (name !== undefined) slot.name = name
     if (args !== undefined) slot.args += args
     if (slot.name === '') return
@@ -112,6 +111,25 @@ export class OpenAiDecoder extends SseDecoder {
       out.push({ type: 'tool_args', index: slot.index, json: slot.args })
       slot.args = ''
     }
+  }
+
+  /**
+   * The call a delta belongs to. OpenAI numbers calls by `index`, but some upstreams stream one call per chunk
+   * without an index (Gemini's OpenAI-compatible API, some proxies) or with index 0 every time: there a new id, or
+   * without an index a name once the call has begun, starts the next call; other fragments continue the latest.
+   */
+  private toolSlot(index: unknown, id: string | undefined, name: string | undefined): ToolSlot {
+    const indexed = typeof index === 'number'
+    const current = indexed ? this.toolsByIndex[index] : this.tools.at(-1)
+    const next =
+      current === undefined ||
+      (id !== undefined && current.id !== '' && id !== current.id) ||
+      (!indexed && name !== undefined && current.index !== -1)
+    if (!next) return current
+    const slot: ToolSlot = { id: '', name: '', index: -1, args: '' }
+    this.tools.push(slot)
+    if (indexed) this.toolsByIndex[index] = slot
+    return slot
   }
 
   private finish(reason: string, choice: Json, out: StreamEvent[]): void {
