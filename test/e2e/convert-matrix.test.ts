@@ -4,7 +4,7 @@
 // the model name it asked for. Same-API pairs pass the upstream's bytes through unchanged.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
-import { expectedContent, promptTokensFor } from '@llmproxy/mock-upstream'
+import { expectedContent, type MockUpstream, promptTokensFor } from '@llmproxy/mock-upstream'
 import {
   ask,
   behave,
@@ -12,6 +12,7 @@ import {
   type ClientApi,
   type ConvertGateway,
   FINISH,
+  openaiClient,
   recordingFetch,
   startConvertGateway,
   upstreamBody,
@@ -102,3 +103,24 @@ for (const api of CLIENT_APIS) {
     assert.equal(received, sent)
   })
 }
+
+test('OpenAI SDK: data: URLs OpenAI takes (image/jpg, parameters) reach Claude and Gemini with the media type they take', async () => {
+  const png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=='
+  const openai = openaiClient(gw.url)
+  for (const [url, mediaType] of [
+    [`data:image/jpg;base64,${png}`, 'image/jpeg'],
+    [`data:image/png;name=cat.png;base64,${png}`, 'image/png'],
+  ] as const) {
+    const content = [
+      { type: 'text' as const, text: 'What is this?' },
+      { type: 'image_url' as const, image_url: { url } },
+    ]
+    gw.reset()
+    await openai.chat.completions.create({ model: MODELS.anthropic.name, messages: [{ role: 'user', content }] })
+    const claude = upstreamBody(gw.mocks.anthropic as MockUpstream).messages as { content: unknown[] }[]
+    assert.deepEqual(claude[0]?.content[1], { type: 'image', source: { type: 'base64', media_type: mediaType, data: png } }, url)
+    await openai.chat.completions.create({ model: MODELS.gemini.name, messages: [{ role: 'user', content }] })
+    const gemini = upstreamBody(gw.mocks.gemini as MockUpstream).contents as { parts: unknown[] }[]
+    assert.deepEqual(gemini[0]?.parts[1], { inlineData: { mimeType: mediaType, data: png } }, url)
+  }
+})

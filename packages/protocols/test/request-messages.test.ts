@@ -277,6 +277,7 @@ describe('system prompt, roles and turns', () => {
     })
     assert.deepEqual((out.messages as unknown[]).at(-1), { role: 'assistant', content: '{' })
   })
+
 })
 
 describe('images', () => {
@@ -315,6 +316,30 @@ describe('images', () => {
         { fileData: { mimeType: 'image/jpeg', fileUri: 'https://example.com/cat.jpg?size=2' } },
       ],
     })
+  })
+
+  test('data: URLs OpenAI accepts: image/jpg, upper case and parameters (RFC 2397) reach Anthropic and Gemini as the plain type', () => {
+    const urls = [`data:image/jpg;base64,${PNG}`, `data:IMAGE/PNG;base64,${PNG}`, `data:image/png;name=cat.png;base64,${PNG}`]
+    const anthropic = convertValid('openai', 'anthropic', withImages(urls))
+    assert.deepEqual((anthropic.messages as AnthropicBody['messages'])[2]?.content, [
+      { type: 'text', text: 'these' },
+      ...['image/jpeg', 'image/png', 'image/png'].map((media_type) => ({
+        type: 'image',
+        source: { type: 'base64', media_type, data: PNG },
+      })),
+    ])
+    const gemini = convertValid('openai', 'gemini', withImages(urls))
+    assert.deepEqual((gemini.contents as GeminiBody['contents'])[2]?.parts, [
+      { text: 'these' },
+      ...['image/jpeg', 'image/png', 'image/png'].map((mimeType) => ({ inlineData: { mimeType, data: PNG } })),
+    ])
+    // A Gemini client's mimeType is read the same way.
+    const fromGemini = convertValid('gemini', 'anthropic', {
+      contents: [{ role: 'user', parts: [{ inlineData: { mimeType: 'image/JPG', data: PNG } }] }],
+    })
+    assert.deepEqual((fromGemini.messages as AnthropicBody['messages'])[0]?.content, [
+      { type: 'image', source: { type: 'base64', media_type: 'image/jpeg', data: PNG } },
+    ])
   })
 
   test('Gemini cannot fetch plain http URLs, nor guess the type of an extensionless one: refused, naming the part', () => {

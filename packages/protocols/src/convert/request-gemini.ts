@@ -4,6 +4,7 @@ import {
   arrayAt,
   budgetForEffort,
   type ChatRequest,
+  canonicalMediaType,
   type Effort,
   emptyRequest,
   isObject,
@@ -142,7 +143,7 @@ function dataPart(part: JsonObject, path: string): Part | undefined {
   if (inline !== undefined) {
     const key = named(part, 'inlineData')
     const blob = objectAt(inline, `${path}.${key}`)
-    const mediaType = stringAt(field(blob, 'mimeType'), `${path}.${key}.mimeType`).toLowerCase()
+    const mediaType = canonicalMediaType(stringAt(field(blob, 'mimeType'), `${path}.${key}.mimeType`))
     return mediaPart({ kind: 'base64', mediaType, data: stringAt(blob.data, `${path}.${key}.data`) }, `${path}.${key}`)
   }
   const file = field(part, 'fileData')
@@ -156,7 +157,8 @@ function dataPart(part: JsonObject, path: string): Part | undefined {
         'Files stored with Google can only be read by Gemini: send the data inline or by a public https URL.',
       )
     }
-    const mediaType = optionalString(field(data, 'mimeType'), `${path}.${key}.mimeType`)?.toLowerCase() ?? mediaTypeFromUrl(uri)
+    const mimeType = optionalString(field(data, 'mimeType'), `${path}.${key}.mimeType`)
+    const mediaType = mimeType === undefined ? mediaTypeFromUrl(uri) : canonicalMediaType(mimeType)
     return mediaPart({ kind: 'url', url: uri, mediaType }, `${path}.${key}`)
   }
   for (const key of ['executableCode', 'codeExecutionResult', 'toolCall', 'toolResponse']) {

@@ -154,14 +154,24 @@ export function optionalInteger(value: unknown, path: string): number | undefine
   return optionalNumber(value, path)
 }
 
-/** `data:<mediatype>;base64,<data>` → its parts; undefined for any other URL. */
+/** Names clients use for a media type, by the name the APIs take (OpenAI accepts `image/jpg`, Anthropic refuses it). */
+const MEDIA_TYPE_ALIASES: Record<string, string> = { 'image/jpg': 'image/jpeg' }
+
+/** A media type as the APIs spell it: lower case, without parameters (`;name=cat.png`, RFC 2397), aliases mapped. */
+export function canonicalMediaType(mediaType: string): string {
+  const semicolon = mediaType.indexOf(';')
+  const type = (semicolon === -1 ? mediaType : mediaType.slice(0, semicolon)).trim().toLowerCase()
+  return MEDIA_TYPE_ALIASES[type] ?? type
+}
+
+/** `data:<mediatype>[;<parameter>…];base64,<data>` → its parts; undefined for any other URL. */
 export function parseDataUrl(url: string): { mediaType: string; data: string } | undefined {
   if (!url.startsWith('data:')) return undefined
   const comma = url.indexOf(',')
   if (comma === -1) return undefined
   const meta = url.slice(5, comma)
   if (!meta.endsWith(';base64')) return undefined
-  return { mediaType: meta.slice(0, -7).toLowerCase(), data: url.slice(comma + 1) }
+  return { mediaType: canonicalMediaType(meta.slice(0, -7)), data: url.slice(comma + 1) }
 }
 
 /** A media source from a URL that may be a data: URL. */
