@@ -124,3 +124,16 @@ test('OpenAI SDK: data: URLs OpenAI takes (image/jpg, parameters) reach Claude a
     assert.deepEqual(gemini[0]?.parts[1], { inlineData: { mimeType: mediaType, data: png } }, url)
   }
 })
+
+test('OpenAI SDK: a final assistant message ending in a space (a prefill) reaches Claude trimmed, which it takes', async () => {
+  gw.reset()
+  await openaiClient(gw.url).chat.completions.create({
+    model: MODELS.anthropic.name,
+    messages: [
+      { role: 'user', content: 'List 3 fruits' },
+      { role: 'assistant', content: 'Sure, here they are: ' },
+    ],
+  })
+  const claude = upstreamBody(gw.mocks.anthropic as MockUpstream).messages as unknown[]
+  assert.deepEqual(claude.at(-1), { role: 'assistant', content: [{ type: 'text', text: 'Sure, here they are:' }] })
+})

@@ -278,6 +278,36 @@ describe('system prompt, roles and turns', () => {
     assert.deepEqual((out.messages as unknown[]).at(-1), { role: 'assistant', content: '{' })
   })
 
+  test('a client prefill ending in whitespace reaches Anthropic trimmed (Claude refuses it); one of only whitespace is left out', () => {
+    const ask = (prefill: unknown) => ({
+      model: 'gpt-x',
+      messages: [
+        { role: 'user', content: 'List 3 fruits' },
+        { role: 'assistant', content: prefill },
+      ],
+    })
+    const last = (prefill: unknown) => (convertValid('openai', 'anthropic', ask(prefill)).messages as unknown[]).at(-1)
+    assert.deepEqual(last('Sure, here they are: '), { role: 'assistant', content: [{ type: 'text', text: 'Sure, here they are:' }] })
+    // Text parts are blocks of their own: the blank ones at the end go, the one before them is trimmed.
+    assert.deepEqual(
+      last([
+        { type: 'text', text: 'Sure,\n' },
+        { type: 'text', text: ' \n' },
+      ]),
+      {
+        role: 'assistant',
+        content: [{ type: 'text', text: 'Sure,' }],
+      },
+    )
+    assert.deepEqual(last(' \n'), { role: 'user', content: [{ type: 'text', text: 'List 3 fruits' }] })
+    const gemini = convertValid('gemini', 'anthropic', {
+      contents: [
+        { role: 'user', parts: [{ text: 'List 3 fruits' }] },
+        { role: 'model', parts: [{ text: 'Sure:\n\n' }] },
+      ],
+    })
+    assert.deepEqual((gemini.messages as unknown[]).at(-1), { role: 'assistant', content: [{ type: 'text', text: 'Sure:' }] })
+  })
 })
 
 describe('images', () => {

@@ -7,6 +7,7 @@ import {
   effortForBudget,
   emptyRequest,
   isEffort,
+  isObject,
   type JsonObject,
   joinText,
   objectAt,
@@ -249,17 +250,18 @@ function anthropicEffort(effort: Effort): string {
 
 export function renderAnthropic(req: ChatRequest, opts: RequestConversion): JsonObject {
   const system = [...req.system]
-  const messages: Message[] = []
+  const built: Message[] = []
   for (const turn of req.turns) {
     // System messages after the first turn join the system prompt: Anthropic takes them in place only on some models.
     if (turn.role === 'system') system.push(joinText(turn.parts, '\n\n'))
-    else if (turn.role === 'assistant') pushMessage(messages, 'assistant', assistantBlocks(turn.parts))
-    else pushMessage(messages, 'user', userBlocks(turn.parts))
+    else if (turn.role === 'assistant') pushMessage(built, 'assistant', assistantBlocks(turn.parts))
+    else pushMessage(built, 'user', userBlocks(turn.parts))
   }
   // In a user message the tool results come first (Anthropic rejects text before them).
-  for (const message of messages) {
+  for (const message of built) {
     if (message.role === 'user') message.content.sort((a, b) => resultRank(a) - resultRank(b))
   }
+  const messages = withoutTrailingWhitespace(built)
 
   const out: JsonObject = { model: opts.upstreamModel, max_tokens: req.maxTokens ?? opts.defaultMaxTokens, messages, stream: opts.stream }
   const systemText = system.filter((s) => s !== '').join('\n\n')
@@ -304,6 +306,36 @@ export function renderAnthropic(req: ChatRequest, opts: RequestConversion): Json
   if (format?.type === 'json_schema') outputConfig.format = { type: 'json_schema', schema: format.schema }
   if (Object.keys(outputConfig).length > 0) out.output_config = outputConfig
   if (req.user !== undefined) out.metadata = { user_id: req.user }
+  return out
+}
+
+/**
+ * `messages` (Anthropic's, as built or as sent) with the trailing whitespace of a final assistant turn cut off: Claude
+ * continues that turn (a prefill) and rejects one that ends in whitespace (400). Text left empty goes, and so does a
+ * turn left empty. A copy: `messages` is not changed.
+ */
+export function withoutTrailingWhitespace<M>(messages: readonly M[]): M[] {
+  const out = [...messages]
+  const last: unknown = out.at(-1)
+  if (!isObject(last) || last.role !== 'assistant') return out
+  let content = last.content
+  if (typeof content === 'string') content = content.trimEnd()
+  else if (Array.isArray(content)) {
+    const blocks = [...content]
+    let block: unknown = blocks.at(-1)
+    while (isObject(block) && block.type === 'text' && typeof block.text === 'string') {
+      const text = block.text.trimEnd()
+      if (text !== '') {
+        blocks[blocks.length - 1] = { ...block, text }
+        break
+      }
+      blocks.pop()
+      block = blocks.at(-1)
+    }
+    content = blocks
+  } else return out
+  if (content === '' || (Array.isArray(content) && content.length === 0)) out.pop()
+  else out[out.length - 1] = { ...last, content } as M
   return out
 }
 

@@ -3,7 +3,7 @@
  * (request-ir.ts) and rendered in the upstream's format. Requests are small and parsed once, so a neutral form costs
  * little and keeps the mapping to 3 parsers + 3 renderers. The mapping table is in docs/protocols.md.
  */
-import { parseAnthropic, renderAnthropic } from './request-anthropic.js'
+import { parseAnthropic, renderAnthropic, withoutTrailingWhitespace } from './request-anthropic.js'
 import { parseGemini, renderGemini } from './request-gemini.js'
 import { arrayAt, type ChatRequest, isObject, type JsonObject } from './request-ir.js'
 import { parseOpenAI, renderOpenAI } from './request-openai.js'
@@ -52,7 +52,7 @@ export function withAssistantPrefill(
   const reduce = (cap: unknown) => (typeof cap === 'number' ? Math.max(1, cap - opts.generatedTokens) : cap)
   switch (to) {
     case 'anthropic': {
-      body.messages = withFinalText(arrayAt(body.messages, 'messages'), 'assistant', 'content', partialText.trimEnd())
+      body.messages = withoutTrailingWhitespace(withFinalText(arrayAt(body.messages, 'messages'), 'assistant', 'content', partialText))
       body.max_tokens = reduce(body.max_tokens)
       delete body.thinking
       return body
