@@ -207,7 +207,7 @@ export class ProxyCall implements CallHost {
       // Not the upstream failing: it takes no prefill. The next try there is a replay of the request.
       attempt.release({ ok: false, kind: 'aborted' })
       this.continuation?.refused(attempt.lease.upstream.name)
-      this.planner.retrySame(attempt.lease.upstream.name)
+      this.planner.prefillRefused(attempt.lease.upstream.name)
       this.run(this.planner.next())
       return
     }

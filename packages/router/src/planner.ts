@@ -137,9 +137,14 @@ export class AttemptPlanner {
     return this.primary.resume
   }
 
-  /** The upstream may be tried again in this round (it refused a prefill: a replay goes there next). */
-  retrySame(upstream: string): void {
+  /**
+   * The upstream refused a continuation's prefill: no try of its answer, and the replay that goes there next takes
+   * the attempt's place (counted, it would spend the one attempt a fallback is kept, and the replay never came).
+   */
+  prefillRefused(upstream: string): void {
     this.tried.delete(upstream)
+    this.attempts--
+    this.attemptsThisRound--
   }
 
   /** Whether a fallback model is still untried (a context-length 400 may go there). */

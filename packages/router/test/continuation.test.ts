@@ -139,6 +139,9 @@ describe('replay with a prefix check (no prefill)', () => {
       models: [
         { name: 'refusing', upstreams: ['a', 'refuses'], strategy: 'ordered' },
         { name: 'hosted', upstreams: ['a', 'hosted'], strategy: 'ordered' },
+        // The refusing upstream as the fallback, which the planner keeps one attempt for.
+        { name: 'falling', upstreams: ['a'], fallbacks: ['refuser'] },
+        { name: 'refuser', upstreams: ['refuses'] },
       ],
       router: ROUTER,
     })
@@ -158,6 +161,20 @@ describe('replay with a prefix check (no prefill)', () => {
     await eventually(() => c.records.length === 1, 3000, 'usage record')
     assert.equal(c.records[0]?.resumed, true)
     assert.equal(c.records[0]?.error, undefined)
+  })
+
+  test('a fallback that refuses the prefill gets the replay: the refusal does not spend the attempt kept for it', async () => {
+    c.reset()
+    let seen = 0
+    c.mock('a').program(() => (seen++ === 0 ? { fault: 'cut', faultAfter: 4 } : { status: 503 }))
+    const res = await send(c.url, chatBody('falling', { stream: true }))
+    const answer = readAnswer(res)
+    assert.equal(answer.streamError, null, res.text)
+    assert.equal(answer.content, FULL)
+    assert.equal(generations(c.mock('refuses')).length, 2, 'the prefill, then the replay')
+    await eventually(() => c.records.length === 1, 3000, 'usage record')
+    assert.equal(c.records[0]?.resumed, true)
+    assert.equal(c.records[0]?.attempts, 3, 'the cut, the retry on a, the replay (the refused prefill is no attempt)')
   })
 
   test('a replay that does not match what the client received ends with the in-band error, never a stitched answer', async () => {
