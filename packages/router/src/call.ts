@@ -203,6 +203,10 @@ export class ProxyCall implements CallHost {
 
   /** An attempt failed before the commit point: another one, a fallback, or the client gets the error. */
   onAttemptFailed(attempt: UpstreamAttempt, kind: FailureKind, error: LlmProxyError, status?: number, retryAfter?: number): void {
+    // A continuation's answer that failed before it got past what the client has (a replay's prefix, dropped) was
+    // generated all the same: what it reported, or its estimate, counts.
+    const stream = attempt.stream
+    if (this.continuation !== null && stream !== null) this.meter.endAnswer(stream.scanner.dataEvents > 0, stream.scanner)
     if (kind === 'prefill') {
       // Not the upstream failing: it takes no prefill. The next try there is a replay of the request.
       attempt.release({ ok: false, kind: 'aborted' })

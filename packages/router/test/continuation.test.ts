@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import Anthropic from '@anthropic-ai/sdk'
+import { estimateTokensFromBytes, type UsageRecord } from '@llmproxy/core'
 import { expectedContent, type MockBehavior } from '@llmproxy/mock-upstream'
 import OpenAI from 'openai'
 import { type Cluster, chatBody, generations, readAnswer, send, startCluster } from './failover-helpers.js'
@@ -135,6 +136,7 @@ describe('replay with a prefix check (no prefill)', () => {
         refuses: { protocol: 'vllm', behavior: { tokens: TOKENS, rejectPrefill: true } },
         // No prefill configured (OpenAI's own API answers a trailing assistant turn afresh).
         hosted: { protocol: 'openai', behavior: { tokens: TOKENS } },
+        fresh: { protocol: 'openai', behavior: { tokens: TOKENS } },
       },
       models: [
         { name: 'refusing', upstreams: ['a', 'refuses'], strategy: 'ordered' },
@@ -142,6 +144,9 @@ describe('replay with a prefix check (no prefill)', () => {
         // The refusing upstream as the fallback, which the planner keeps one attempt for.
         { name: 'falling', upstreams: ['a'], fallbacks: ['refuser'] },
         { name: 'refuser', upstreams: ['refuses'] },
+        // A hosted upstream cut twice, the replay within the text the client has, then the fallback's replay.
+        { name: 'twice-cut', upstreams: ['hosted'], fallbacks: ['fresh'] },
+        { name: 'fresh', upstreams: ['fresh'] },
       ],
       router: ROUTER,
     })
@@ -175,6 +180,27 @@ describe('replay with a prefix check (no prefill)', () => {
     await eventually(() => c.records.length === 1, 3000, 'usage record')
     assert.equal(c.records[0]?.resumed, true)
     assert.equal(c.records[0]?.attempts, 3, 'the cut, the retry on a, the replay (the refused prefill is no attempt)')
+  })
+
+  test('a replay cut before it got past what the client has is metered too: every generation counts', async () => {
+    c.reset()
+    // The fallback's own report for this prompt, from a request of its own.
+    await send(c.url, chatBody('fresh', { stream: true }))
+    await eventually(() => c.records.length === 1, 3000, 'usage record')
+    const freshPrompt = (c.records[0] as UsageRecord).promptTokens
+    c.reset()
+    c.mock('hosted').program(() => ({ fault: 'cut', faultAfter: 4 }))
+    const res = await send(c.url, chatBody('twice-cut', { stream: true }))
+    assert.equal(readAnswer(res).content, FULL)
+    assert.equal(generations(c.mock('hosted')).length, 2, 'the cut answer, then its replay, cut again')
+    await eventually(() => c.records.length === 1, 3000, 'usage record')
+    const record = c.records[0] as UsageRecord
+    // Each cut answer is estimated (no report came): its prompt from the bytes sent, one token per event streamed
+    // (the role chunk and 4 tokens); the fallback's is reported.
+    const cutPrompt = estimateTokensFromBytes(Buffer.byteLength(JSON.stringify(generations(c.mock('hosted'))[0]?.body)))
+    assert.equal(record.promptTokens, 2 * cutPrompt + freshPrompt)
+    assert.equal(record.completionTokens, 2 * (1 + 4) + TOKENS)
+    assert.equal(record.estimated, true)
   })
 
   test('a replay that does not match what the client received ends with the in-band error, never a stitched answer', async () => {
