@@ -221,7 +221,10 @@ export class ProxyCall implements CallHost {
     // A 429 holds the upstream back for this upstream model only (the planner still points at the attempt's route):
     // a fallback model on the same upstream may answer.
     if (status === 429) result.model = this.planner.route.upstreamModel
-    if (attempt.release(result)) this.reportAttempt(attempt, kind === 'connect' ? 'connect_error' : kind, status)
+    if (attempt.release(result)) {
+      this.reportAttempt(attempt, kind === 'connect' ? 'connect_error' : kind, status)
+      this.logFailedAttempt(attempt, kind, error, status)
+    }
     if (this.finished) return
     const planner = this.planner
     planner.failed(error, status === 429 ? (retryAfter ?? 0) : undefined)
@@ -314,8 +317,10 @@ export class ProxyCall implements CallHost {
     // that did not match is no failure of the upstream's: it sampled differently).
     this.meter.endAnswer(true, stream.scanner)
     const mismatch = transform instanceof StreamConverter && transform.mismatch
-    if (attempt.release(mismatch ? { ok: false, kind: 'aborted' } : { ok: false, kind: 'error', request: this }))
+    if (attempt.release(mismatch ? { ok: false, kind: 'aborted' } : { ok: false, kind: 'error', request: this })) {
       this.reportAttempt(attempt, 'error', attempt.status)
+      this.logFailedAttempt(attempt, 'cut', error, undefined)
+    }
     this.ctx.resumes++
     if (this.continuation === null) this.continuation = new Continuation(error, text, events, this.encoder as StreamEncoder)
     else this.continuation.extend(text, events)
@@ -437,6 +442,17 @@ export class ProxyCall implements CallHost {
     // (The request's first token came from this attempt, not an earlier one a continuation took over from.)
     if (this.ctx.firstTokenAt >= attempt.startedAt) report.ttftMs = this.ctx.firstTokenAt - attempt.startedAt
     hooks.emitAttempt(report, this.request)
+  }
+
+  /**
+   * The warn line of an attempt that failed and handed the request on (the request's own line names only the
+   * upstream that answered last): which upstream, how it failed, its status or error.
+   */
+  private logFailedAttempt(attempt: UpstreamAttempt, failure: FailureKind | 'cut', error: LlmProxyError, status: number | undefined): void {
+    this.request.log.warn(
+      { upstream: attempt.lease.upstream.name, failure, status, error: error.code, message: error.message },
+      'upstream attempt failed',
+    )
   }
 
   private clearWait(): void {

@@ -201,6 +201,14 @@ describe('replay with a prefix check (no prefill)', () => {
     assert.equal(record.promptTokens, 2 * cutPrompt + freshPrompt)
     assert.equal(record.completionTokens, 2 * (1 + 4) + TOKENS)
     assert.equal(record.estimated, true)
+    // A warn line for each failed attempt, naming its upstream: the cut, then the replay's failure.
+    assert.deepEqual(
+      c.logs.filter((line) => line.msg === 'upstream attempt failed').map((line) => [line.upstream, line.failure]),
+      [
+        ['hosted', 'cut'],
+        ['hosted', 'error'],
+      ],
+    )
   })
 
   test('a replay that does not match what the client received ends with the in-band error, never a stitched answer', async () => {

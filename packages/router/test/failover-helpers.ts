@@ -37,9 +37,14 @@ export interface RecordedAttempt extends Attempt {
 }
 
 /** A real gateway (upstreams + router) in front of several real mock upstreams, all on loopback sockets. */
+/** A gateway log line (pino JSON). */
+export type LogLine = Record<string, unknown>
+
 export interface Cluster {
   app: FastifyInstance
   url: string
+  /** The gateway's log lines at warn level and above. */
+  logs: LogLine[]
   /** Upstream name → its mock (replaced by `restart`). */
   mocks: Record<string, MockUpstream>
   records: UsageRecord[]
@@ -70,7 +75,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       if (spec.maxConcurrency !== undefined) config.maxConcurrency = spec.maxConcurrency
       return config
     })
-    app = Fastify({ logger: false })
+    const logs: LogLine[] = []
+    app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => logs.push(JSON.parse(line)) } } })
     await app.register(upstreams, {
       upstreams: list,
       // Health here is passive only: active checks would add requests to the mocks and race with the tests.
@@ -96,6 +102,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       mocks,
       records,
       attempts,
+      logs,
       mock(name) {
         const mock = mocks[name]
         if (mock === undefined) throw new Error(`no mock named ${name}`)
@@ -110,6 +117,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
         return mocks[name]
       },
       reset() {
+        logs.length = 0
         for (const mock of Object.values(mocks)) mock.reset()
         // Health, 429 holds and ejections left by a previous test: every upstream healthy again.
         for (const name of Object.keys(mocks)) gateway.upstreams.enable(name)

@@ -110,6 +110,11 @@ describe('before the first byte, a failure moves the request to the next upstrea
             ['b', 'ok'],
           ],
         )
+        // The failed attempt's warn line names its upstream (the request's own line names b).
+        assert.deepEqual(
+          c.logs.filter((line) => line.msg === 'upstream attempt failed').map((line) => [line.upstream, line.status ?? null]),
+          [['a', fault.status ?? null]],
+        )
         if (fault.fault === 'no-response' || fault.fault === 'stall' || fault.ttftMs !== undefined) {
           // The abandoned attempt is cancelled upstream (the inference server frees its slot).
           await eventually(() => generations(c.mock('a'))[0]?.aborted === true, 2000, 'a aborted')
