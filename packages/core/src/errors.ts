@@ -172,7 +172,7 @@ export const CATALOGUE = {
   llmproxy_upstream_error: {
     status: 502,
     type: 'upstream_error',
-    when: 'The upstream failed: connection lost, an error answer with nowhere left to retry, malformed data; after the first byte, as an in-band stream error.',
+    when: 'The upstream failed: connection lost, an error answer with nowhere left to retry, malformed data; after the first byte, as an in-band stream error, of the kind the upstream reported (Anthropic `overloaded_error`, Gemini `RESOURCE_EXHAUSTED`).',
   },
   llmproxy_upstream_unavailable: {
     status: 503,
@@ -262,6 +262,12 @@ export const errors = {
   upstreamUnavailable: (message: string, opts?: ErrorOptions) => coded('llmproxy_upstream_unavailable', message, opts),
   upstreamTimeout: (message: string, opts?: ErrorOptions) => coded('llmproxy_upstream_timeout', message, opts),
   upstreamFailed: (message: string, opts?: ErrorOptions) => coded('llmproxy_upstream_error', message, opts),
+  /**
+   * An upstream's error inside a stream the client already reads: `status` is the one its error's name stands for
+   * (529 for Anthropic's overloaded_error), so that the client's in-band error says the same (its API's type for it).
+   */
+  upstreamFailedInBand: (status: number, message: string) =>
+    new LlmProxyError(status, CATALOGUE.llmproxy_upstream_error.type, 'llmproxy_upstream_error', message),
   shuttingDown: () => coded('llmproxy_shutting_down', 'The gateway is shutting down; retry on another instance.'),
   internal: (opts?: ErrorOptions) => coded('llmproxy_internal_error', 'Internal gateway error.', opts),
   /** A plugin registered wrongly: thrown at start-up, never an HTTP answer. */

@@ -18,7 +18,7 @@ export {
   splitToolCallId,
   toolCallIdWithSignature,
 } from './convert/types.js'
-export { type ClientError, convertUpstreamError } from './convert/upstream-error.js'
+export { type ClientError, convertUpstreamError, statusOfUpstreamError } from './convert/upstream-error.js'
 export { toRecordUsage } from './convert/usage.js'
 export { clientApiOf, defaultHealthCheckPath, sendError, setUpstreamCredential, wireOf, wireOfProtocol } from './formats.js'
 export { GEMINI_ACTIONS, GEMINI_GENERATE, gemini } from './gemini.js'

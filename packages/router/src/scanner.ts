@@ -1,5 +1,5 @@
-import { ByteNeedle } from '@llmproxy/core'
-import type { Endpoint, UsageExtractor } from '@llmproxy/protocols'
+import { ByteNeedle, errors, type LlmProxyError } from '@llmproxy/core'
+import { type Endpoint, statusOfUpstreamError, type UsageExtractor } from '@llmproxy/protocols'
 
 const DATA_PREFIX = 'data:'
 const DATA_FIELD = new ByteNeedle(DATA_PREFIX)
@@ -19,6 +19,8 @@ const ERROR_OBJECT = new ByteNeedle('{"error"')
 const ERROR_EVENT = new ByteNeedle('event: error')
 const LETTER_E = 0x65
 const ERROR_MESSAGE = /"message"\s*:\s*"((?:[^"\\]|\\.)*)"/
+/** An error's name: Anthropic's `type`, Gemini's `status`, OpenAI's `code` or `type`. */
+const ERROR_NAME = /"(?:type|status|code)"\s*:\s*"(\w+)"/g
 
 /**
  * Reads one upstream attempt's SSE bytes beside the relay, chunk by chunk, without parsing JSON: counts the data
@@ -184,15 +186,20 @@ export class StreamScanner {
     return true
   }
 
-  /** The message of the upstream error event found in `chunk` (at `errorAt`), for the client's in-band error. */
-  errorMessage(chunk: Buffer): string {
-    const found = ERROR_MESSAGE.exec(chunk.toString('utf8', this.errorAt, Math.min(chunk.length, this.errorAt + 4096)))
-    if (found === null) return 'The upstream reported an error mid-stream.'
-    try {
-      return `The upstream reported an error mid-stream: ${JSON.parse(`"${found[1]}"`) as string}`
-    } catch {
-      return 'The upstream reported an error mid-stream.'
+  /**
+   * The upstream error event found in `chunk` (at `errorAt`) as the client's in-band error: its message, and (`inBand`:
+   * the client reads the stream already) the status its error's name stands for (502 for any other).
+   */
+  upstreamError(chunk: Buffer, inBand: boolean): LlmProxyError {
+    const event = chunk.toString('utf8', this.errorAt, Math.min(chunk.length, this.errorAt + 4096))
+    const message = errorMessage(event)
+    if (inBand) {
+      for (const name of event.matchAll(ERROR_NAME)) {
+        const status = statusOfUpstreamError(name[1] as string)
+        if (status !== undefined) return errors.upstreamFailedInBand(status, message)
+      }
     }
+    return errors.upstreamFailed(message)
   }
 
   /** Notes whether this (already scanned) chunk holds the endpoint's terminator or a finish, or completes one begun before it. */
@@ -222,6 +229,16 @@ export class StreamScanner {
     if (!mayNotFinish(head)) return true
     if (head.length < NOT_FINISH_LENGTH) this.finishValueHead = head
     return false
+  }
+}
+
+function errorMessage(event: string): string {
+  const found = ERROR_MESSAGE.exec(event)
+  if (found === null) return 'The upstream reported an error mid-stream.'
+  try {
+    return `The upstream reported an error mid-stream: ${JSON.parse(`"${found[1]}"`) as string}`
+  } catch {
+    return 'The upstream reported an error mid-stream.'
   }
 }
 

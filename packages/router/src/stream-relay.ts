@@ -80,12 +80,14 @@ export class StreamRelay {
       // The upstream failed inside its stream: what came before its error event goes out, the event itself does not
       // (the call ends the stream with an error in the client's format, or continues it elsewhere). An error as the
       // very first event is a failure before the commit point: another attempt can answer instead.
-      const error = errors.upstreamFailed(scanner.errorMessage(chunk))
       if (scanner.errorAt === 0 && !this.attempt.delivering) {
         this.ended = true
-        this.attempt.failBeforeAnswer(error)
+        this.attempt.failBeforeAnswer(scanner.upstreamError(chunk, false))
         return
       }
+      // The client's stream has begun (or begins with what came before the event): its in-band error says what the
+      // upstream reported (an Anthropic client reads overloaded_error as the upstream sent it).
+      const error = scanner.upstreamError(chunk, true)
       if (scanner.errorAt > 0) this.pass(chunk.subarray(0, scanner.errorAt))
       this.end(error)
       return

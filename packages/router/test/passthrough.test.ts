@@ -2,6 +2,8 @@
 // exactly from their own usage reports; OpenAI formats likewise, streamed and not.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
+import Anthropic from '@anthropic-ai/sdk'
+import { GoogleGenAI } from '@google/genai'
 import type { UsageRecord } from '@llmproxy/core'
 import { expectedContent, type MockUpstream, promptTokensFor, startMockUpstream } from '@llmproxy/mock-upstream'
 import { upstreams } from '@llmproxy/upstreams'
@@ -31,6 +33,9 @@ before(async () => {
       { name: 'gpt', upstreams: ['oai'], upstreamModel: 'mock-model' },
       { name: 'claude', upstreams: ['claude'], upstreamModel: 'claude-upstream' },
       { name: 'gemini', upstreams: ['gem'], upstreamModel: 'gemini-upstream' },
+      // Not continued: a stream's in-band error reaches the client.
+      { name: 'claude-once', upstreams: ['claude'], upstreamModel: 'claude-upstream', resume: false },
+      { name: 'gemini-once', upstreams: ['gem'], upstreamModel: 'gemini-upstream', resume: false },
     ],
   })
   app.llm.addHook('onUsage', (record) => {
@@ -144,4 +149,37 @@ test('a server that reports no usage is estimated, and says so', async () => {
   assert.equal(record.estimated, true)
   assert.equal(record.completionTokens, 11, 'one per data event: role chunk, 9 tokens, finish chunk')
   assert.ok(record.promptTokens > 0)
+})
+
+test("an upstream's error inside a same-format stream keeps its kind: Anthropic's overloaded_error, Gemini's RESOURCE_EXHAUSTED", async () => {
+  const anthropic = new Anthropic({ baseURL: url, apiKey: 'k', maxRetries: 0 })
+  const failed = await anthropic.messages
+    .stream(
+      { model: 'claude-once', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] },
+      { headers: { 'x-mock-behavior': JSON.stringify({ fault: 'error-event', faultAfter: 2 }) } },
+    )
+    .finalMessage()
+    .then(
+      () => null,
+      (err: unknown) => err,
+    )
+  assert.ok(failed instanceof Anthropic.APIError, String(failed))
+  assert.equal((failed.error as { error: { type: string } }).error.type, 'overloaded_error')
+
+  const gemini = new GoogleGenAI({ apiKey: 'k', httpOptions: { baseUrl: url } })
+  const behavior = { fault: 'error-event', faultAfter: 2, errorCode: 'RESOURCE_EXHAUSTED' }
+  const stream = await gemini.models.generateContentStream({
+    model: 'gemini-once',
+    contents: 'hi',
+    config: { httpOptions: { headers: { 'x-mock-behavior': JSON.stringify(behavior) } } },
+  })
+  const thrown = await (async () => {
+    for await (const _ of stream) {
+      // the tokens before the error
+    }
+  })().then(
+    () => null,
+    (err: unknown) => err as Error,
+  )
+  assert.match(String(thrown?.message), /RESOURCE_EXHAUSTED/)
 })

@@ -75,6 +75,29 @@ export function geminiStatus(status: number): string {
   }
 }
 
+/** The HTTP statuses an upstream's error names stand for (Anthropic's types, Gemini's statuses, OpenAI's codes). */
+const STATUS_OF_ERROR_NAME: Readonly<Record<string, number>> = {
+  overloaded_error: 529,
+  rate_limit_error: 429,
+  rate_limit_exceeded: 429,
+  timeout_error: 504,
+  api_error: 500,
+  server_error: 500,
+  RESOURCE_EXHAUSTED: 429,
+  UNAVAILABLE: 503,
+  DEADLINE_EXCEEDED: 504,
+  INTERNAL: 500,
+}
+
+/**
+ * The HTTP status an upstream's error name stands for, among the transient ones a client treats apart (overloaded,
+ * rate limited, timed out); undefined for another name. The inverse of the maps above, for an error reported inside
+ * a stream (which has no status of its own).
+ */
+export function statusOfUpstreamError(name: string): number | undefined {
+  return Object.hasOwn(STATUS_OF_ERROR_NAME, name) ? STATUS_OF_ERROR_NAME[name] : undefined
+}
+
 /** The client's error body for a status and message; `code` is the upstream's own error name when it gave one. */
 export function clientErrorBody(client: ApiFamily, status: number, message: string, code: string | undefined): Json {
   switch (client) {
