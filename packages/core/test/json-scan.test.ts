@@ -2,9 +2,9 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { JsonKeyScanner } from '@llmproxy/core'
 
-function scanAll(key: string, parts: string[]): string[] {
+function scanAll(key: string, parts: string[], maxDepth = 1): string[] {
   const found: string[] = []
-  const scanner = new JsonKeyScanner(key, (json) => found.push(json))
+  const scanner = new JsonKeyScanner(key, maxDepth, (json) => found.push(json))
   for (const part of parts) scanner.write(Buffer.from(part))
   return found
 }
@@ -55,8 +55,125 @@ test('nested objects are captured whole', () => {
 
 test('an oversize object is abandoned and scanning goes on', () => {
   const found: string[] = []
-  const scanner = new JsonKeyScanner('usage', (json) => found.push(json), 32)
+  const scanner = new JsonKeyScanner('usage', 1, (json) => found.push(json), 32)
   scanner.write(Buffer.from(`{"usage":{"pad":"${'x'.repeat(100)}"}}`))
   scanner.write(Buffer.from('{"usage":{"a":1}}'))
   assert.deepEqual(found, ['{"a":1}'])
+})
+
+test('a key deeper than maxDepth is content, not a match, across any chunk boundary', () => {
+  // Arguments sent as an object (Gemini, Anthropic): the key three levels down; the report at the top.
+  const text =
+    'data: {"parts":[{"functionCall":{"args":{"usage":{"cached":900}}}}],"usage":{"prompt_tokens":3}}\n\n' +
+    'data: {"call":{"args":{"usage":{"cached":900}}},"usage":{"prompt_tokens":4}}\n\n'
+  for (const parts of everySplit(text)) {
+    assert.deepEqual(scanAll('usage', parts), ['{"prompt_tokens":3}', '{"prompt_tokens":4}'], JSON.stringify(parts))
+  }
+  assert.deepEqual(scanAll('usage', [...text]), ['{"prompt_tokens":3}', '{"prompt_tokens":4}'])
+  // Three levels allowed: the second line's arguments (three down) count, the first's (five down) still not.
+  assert.deepEqual(scanAll('usage', [text], 3), ['{"prompt_tokens":3}', '{"cached":900}', '{"prompt_tokens":4}'])
+})
+
+test('an array is a level: the elements of a top-level array are one level down', () => {
+  const text = '[{"usage":{"a":1}}\r\n,\r\n{"usage":{"a":2}}]'
+  assert.deepEqual(scanAll('usage', [text], 1), [])
+  for (const parts of everySplit(text)) assert.deepEqual(scanAll('usage', parts, 2), ['{"a":1}', '{"a":2}'], JSON.stringify(parts))
+})
+
+test('brackets, braces and the key inside strings leave the nesting alone', () => {
+  const text = '{"text":"}]]} \\" \\\\","args":{"s":"{{[[\\"usage\\":{"},"usage":{"a":1}}'
+  assert.deepEqual(JSON.parse(text).usage, { a: 1 })
+  for (const parts of everySplit(text)) assert.deepEqual(scanAll('usage', parts), ['{"a":1}'], JSON.stringify(parts))
+})
+
+test('a quote in a line that is not JSON does not hide the next line', () => {
+  // The deeper key makes the scan go through the comment rather than skip to the last line.
+  for (const comment of [': a " quote', `: a " quote and ${'x'.repeat(40)}`]) {
+    const text = `data: {"args":{"x":{"usage":{"cached":900}}}}\n${comment}\ndata: {"usage":{"a":1}}\n\n`
+    for (const parts of everySplit(text)) assert.deepEqual(scanAll('usage', parts), ['{"a":1}'], JSON.stringify(parts))
+  }
+})
+
+test('scanning from an offset starts outside any value', () => {
+  const found: string[] = []
+  const scanner = new JsonKeyScanner('usage', 1, (json) => found.push(json))
+  // Left inside a string (by bytes that were not JSON); the caller then skips to a line of its own.
+  scanner.write(Buffer.from('data: {"x":{"y":"abc'))
+  const skippedThenLine = Buffer.from('def"}}\ndata: {"usage":{"a":1}}\n')
+  scanner.write(skippedThenLine, skippedThenLine.indexOf('data:'))
+  assert.deepEqual(found, ['{"a":1}'])
+})
+
+test('after an oversize object is abandoned, the nesting is still followed', () => {
+  const found: string[] = []
+  const scanner = new JsonKeyScanner('usage', 1, (json) => found.push(json), 32)
+  scanner.write(Buffer.from(`{"usage":{"pad":"${'x'.repeat(40)}",`))
+  scanner.write(Buffer.from('"usage":{"inner":1}},"usage":{"a":1}}'))
+  assert.deepEqual(found, ['{"a":1}'])
+})
+
+test('long strings and long runs of numbers (their ends searched natively) are followed too, across any chunk boundary', () => {
+  const long = `${'x'.repeat(40)}\\"usage\\":{}[${'\\\\'.repeat(3)}\\"${'y'.repeat(40)}\\\\`
+  const text = `data: {"text":"${long}","args":{"usage":{"v":[${'1.5,'.repeat(20)}2]}},"n":[${'-0.25,'.repeat(20)}1],"usage":{"a":1}}\n\n`
+  assert.equal(JSON.parse(text.slice(6)).text, `${'x'.repeat(40)}"usage":{}[${'\\'.repeat(3)}"${'y'.repeat(40)}\\`)
+  for (const parts of everySplit(text)) assert.deepEqual(scanAll('usage', parts), ['{"a":1}'], JSON.stringify(parts))
+})
+
+/** Deterministic pseudo-random numbers in [0, 1) (mulberry32), so that a failure can be replayed. */
+function randomFrom(seed: number): () => number {
+  let state = seed
+  return () => {
+    state = (state + 0x6d2b79f5) | 0
+    let t = Math.imul(state ^ (state >>> 15), 1 | state)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+test('finds exactly the key objects at most maxDepth deep, in random JSON cut into random chunks', () => {
+  const random = randomFrom(29)
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T
+  const pieces = ['usage', '"usage":{', '\\', '"', '{', '}', '[', ']', ':', ',', ' ', 'é', '\n', 'x'.repeat(40), '\\'.repeat(33)]
+  const keys = ['usage', 'usage', 'a', 'args', 'input', 'usageX']
+  const value = (level: number): unknown => {
+    const kind = random()
+    if (level > 5 || kind < 0.3) return pick([null, true, 12, -0.5, Array.from({ length: 12 }, () => random())])
+    if (kind < 0.55) return Array.from({ length: 1 + Math.floor(random() * 4) }, () => pick(pieces)).join('')
+    if (kind < 0.7) return Array.from({ length: Math.floor(random() * 3) }, () => value(level + 1))
+    return Object.fromEntries(Array.from({ length: 1 + Math.floor(random() * 4) }, () => [pick(keys), value(level + 1)]))
+  }
+  const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
+  /** The key objects the scanner must find in `container` (opened `depth` levels down), in document order. */
+  const expected = (container: unknown, depth: number, maxDepth: number, out: unknown[]): unknown[] => {
+    for (const [key, v] of Object.entries(container as object)) {
+      if (isObject(container) && key === 'usage' && isObject(v) && depth <= maxDepth) out.push(v)
+      else if (v !== null && typeof v === 'object') expected(v, depth + 1, maxDepth, out)
+    }
+    return out
+  }
+  const randomChunks = (text: string): Buffer[] => {
+    const bytes = Buffer.from(text)
+    const cuts = Array.from({ length: 1 + Math.floor(random() * 8) }, () => Math.floor(random() * bytes.length)).sort((a, b) => a - b)
+    return [0, ...cuts].map((start, i) => bytes.subarray(start, cuts[i] ?? bytes.length))
+  }
+  for (let round = 0; round < 400; round++) {
+    const events = Array.from({ length: 1 + Math.floor(random() * 3) }, () => ({ usage: { n: round }, ...(value(1) as object) }))
+    const maxDepth = 1 + (round % 3)
+    const framings: [string, string, unknown[]][] = [
+      ['body', JSON.stringify(events[0], null, round % 2 === 0 ? 0 : 2), expected(events[0], 1, maxDepth, [])],
+      [
+        'sse',
+        events.map((event) => `data: ${JSON.stringify(event)}\n\n`).join(''),
+        events.flatMap((event) => expected(event, 1, maxDepth, [])),
+      ],
+      ['array', JSON.stringify(events, null, 1), expected(events, 1, maxDepth, [])],
+    ]
+    for (const [framing, text, objects] of framings) {
+      const found: unknown[] = []
+      const scanner = new JsonKeyScanner('usage', maxDepth, (json) => found.push(JSON.parse(json)))
+      const chunks = randomChunks(text)
+      for (const chunk of chunks) scanner.write(chunk)
+      assert.deepEqual(found, objects, `round ${round}, ${framing}, maxDepth ${maxDepth}, chunks ${JSON.stringify(chunks.map(String))}`)
+    }
+  }
 })

@@ -9,6 +9,15 @@ const USAGE_KEY: Record<Protocol, string> = {
   tgi: 'details',
 }
 
+/**
+ * How deep the usage key may be (1: a key of the body's or event's own object). Most reports are there: chat,
+ * completions, embeddings and Responses bodies, Anthropic's `message_delta` and body, Gemini's chunks and body, TGI.
+ * One level down: a Responses stream's `response.completed` → `response.usage`, Anthropic's `message_start` →
+ * `message.usage`, the elements of a Gemini stream sent as one JSON array. Deeper, the key is content: a model's
+ * tool-call arguments, which Gemini and Anthropic send as objects, are three levels down or more in every format.
+ */
+const REPORT_DEPTH = 2
+
 type Counts = Record<string, unknown>
 
 /** `null` backwards, for {@link UsageExtractor.endsWithNullReport}. */
@@ -49,7 +58,7 @@ export class UsageExtractor {
 
   constructor(protocol: Protocol) {
     this.protocol = protocol
-    this.scanner = new JsonKeyScanner(USAGE_KEY[protocol], (json) => this.found(json))
+    this.scanner = new JsonKeyScanner(USAGE_KEY[protocol], REPORT_DEPTH, (json) => this.found(json))
   }
 
   /**

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import type { Protocol, Usage } from '@llmproxy/core'
 import { UsageExtractor } from '../src/usage-extract.js'
 
 test('OpenAI chat usage with cached and reasoning tokens', () => {
@@ -89,4 +90,69 @@ test('Gemini tool-use prompt tokens count as prompt tokens, as the converters co
     ),
   )
   assert.deepEqual(u.result(), { promptTokens: 12, completionTokens: 2, totalTokens: 14 })
+})
+
+/** Every way of cutting `text` in two, and byte by byte: the usage read is `expected` whatever the chunks. */
+function assertUsageInAnyChunks(protocol: Protocol, text: string, expected: Usage): void {
+  const bytes = Buffer.from(text)
+  const cuts = [...Array(bytes.length + 1).keys()].map((at) => [bytes.subarray(0, at), bytes.subarray(at)])
+  cuts.push([...bytes].map((byte) => Buffer.from([byte])))
+  for (const chunks of cuts) {
+    const u = new UsageExtractor(protocol)
+    for (const chunk of chunks) u.write(chunk)
+    assert.deepEqual(u.result(), expected, `${protocol}, chunks of ${chunks.map((chunk) => chunk.length).join('+')} bytes`)
+  }
+}
+
+/** Tool-call arguments a model wrote, holding what looks like a usage report (Gemini and Anthropic send them as objects). */
+const decoyArgs = {
+  usage: {
+    prompt_tokens_details: { cached_tokens: 900000 },
+    input_tokens_details: { cached_tokens: 900000 },
+    cache_read_input_tokens: 900000,
+  },
+  usageMetadata: { cachedContentTokenCount: 900000, thoughtsTokenCount: 800000 },
+}
+const reported: Usage = { promptTokens: 12, completionTokens: 13, totalTokens: 25 }
+const sse = (events: object[]) => events.map((event) => `data: ${JSON.stringify(event)}\r\n\r\n`).join('')
+
+test('Gemini: a usageMetadata in functionCall args is not a report (SSE stream, JSON body, JSON-array stream)', () => {
+  const call = (usage: object) => ({
+    candidates: [{ content: { parts: [{ functionCall: { name: 'save', args: decoyArgs } }], role: 'model' }, index: 0 }],
+    usageMetadata: usage,
+  })
+  const first = call({ promptTokenCount: 12, candidatesTokenCount: 3, totalTokenCount: 15 })
+  const last = call({ promptTokenCount: 12, candidatesTokenCount: 13, totalTokenCount: 25 })
+  assertUsageInAnyChunks('gemini', sse([first, last]), reported)
+  assertUsageInAnyChunks('gemini', JSON.stringify(last, null, 2), reported)
+  // Without alt=sse: one array, each element a chunk (a level down).
+  assertUsageInAnyChunks('gemini', `[${JSON.stringify(first, null, 2)}\r\n,\r\n${JSON.stringify(last, null, 2)}]`, reported)
+})
+
+test('Anthropic: a usage in tool_use input is not a report (JSON body, stream)', () => {
+  const toolUse = { type: 'tool_use', id: 'toolu_1', name: 'save', input: decoyArgs }
+  const usage = { input_tokens: 12, output_tokens: 13 }
+  assertUsageInAnyChunks('anthropic', JSON.stringify({ type: 'message', content: [toolUse], stop_reason: 'tool_use', usage }), reported)
+  const stream =
+    `event: message_start\n${sse([{ type: 'message_start', message: { type: 'message', content: [], usage: { input_tokens: 12, output_tokens: 1 } } }])}` +
+    // A compatible server may send the input whole at the block's start.
+    `event: content_block_start\n${sse([{ type: 'content_block_start', index: 0, content_block: toolUse }])}` +
+    `event: message_delta\n${sse([{ type: 'message_delta', delta: { stop_reason: 'tool_use' }, usage: { output_tokens: 13 } }])}`
+  assertUsageInAnyChunks('anthropic', stream, reported)
+})
+
+test('OpenAI: a usage in tool arguments sent as an object is not a report (chat stream, Responses stream and body)', () => {
+  const toolCall = { index: 0, id: 'call_1', type: 'function', function: { name: 'save', arguments: decoyArgs } }
+  const chat = sse([
+    { object: 'chat.completion.chunk', choices: [{ index: 0, delta: { tool_calls: [toolCall] }, finish_reason: null }], usage: null },
+    { object: 'chat.completion.chunk', choices: [], usage: { prompt_tokens: 12, completion_tokens: 13, total_tokens: 25 } },
+  ])
+  assertUsageInAnyChunks('openai', `${chat}data: [DONE]\n\n`, reported)
+  const response = {
+    object: 'response',
+    output: [{ type: 'function_call', call_id: 'call_1', name: 'save', arguments: decoyArgs }],
+    usage: { input_tokens: 12, output_tokens: 13, total_tokens: 25 },
+  }
+  assertUsageInAnyChunks('openai', `event: response.completed\n${sse([{ type: 'response.completed', response }])}`, reported)
+  assertUsageInAnyChunks('openai', JSON.stringify(response), reported)
 })
