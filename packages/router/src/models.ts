@@ -47,7 +47,10 @@ export class ModelTable {
         else names.set(id, where)
       }
       model.upstreams.forEach((name, j) => {
-        if (protocolOf(name) === undefined) problems.push({ path: `/models/${i}/upstreams/${j}`, message: `unknown upstream "${name}"` })
+        const path = `/models/${i}/upstreams/${j}`
+        if (protocolOf(name) === undefined) problems.push({ path, message: `unknown upstream "${name}"` })
+        // The registry refuses such a pool when the route is built: found here, `llmproxy check` reports it too.
+        else if (model.upstreams.indexOf(name) < j) problems.push({ path, message: `upstream "${name}" is already in this pool` })
       })
     })
     models.forEach((model, i) => {

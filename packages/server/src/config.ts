@@ -166,6 +166,24 @@ function syntaxProblem(err: unknown): string {
   return `${at === undefined ? '' : `line ${at.line}, column ${at.col}: `}${problem} (${err.code})`
 }
 
+/** Paths the gateway serves itself: `/healthz`, `/readyz`, and everything under its API and admin prefixes. */
+const GATEWAY_PATHS: readonly { path: string; exact: boolean; owner: string }[] = [
+  { path: '/healthz', exact: true, owner: 'its liveness probe' },
+  { path: '/readyz', exact: true, owner: 'its readiness probe' },
+  { path: '/v1', exact: false, owner: 'the OpenAI and Anthropic APIs' },
+  { path: '/v1beta', exact: false, owner: 'the Gemini API' },
+]
+
+/**
+ * What of the gateway's own serves `path`, or null: the scrape route cannot take it (Fastify refuses a second GET of a
+ * path at start, and would shadow a model route). `/admin` counts when the admin API is mounted on the gateway.
+ */
+function gatewayPathOwner(path: string, adminMounted: boolean): string | null {
+  const owned = adminMounted ? [...GATEWAY_PATHS, { path: '/admin', exact: false, owner: 'the admin API' }] : GATEWAY_PATHS
+  const found = owned.find((p) => path === p.path || (!p.exact && path.startsWith(`${p.path}/`)))
+  return found?.owner ?? null
+}
+
 /** Parses, interpolates and validates a config document; throws a ConfigError listing every problem. */
 export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = process.env): Config {
   let raw: unknown
@@ -198,7 +216,13 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
     for (const problem of err.problems) problems.push({ path: `/upstreams${problem.path}`, message: problem.message })
   }
   problems.push(...checkPassiveHealth(valid.passiveHealth, '/passiveHealth'))
-  if (valid.metrics !== false) problems.push(...checkBuckets(valid.metrics, '/metrics'))
+  if (valid.metrics !== false) {
+    problems.push(...checkBuckets(valid.metrics, '/metrics'))
+    const taken = gatewayPathOwner(valid.metrics.path, valid.admin !== undefined && valid.admin.port === undefined)
+    if (taken !== null) {
+      problems.push({ path: '/metrics/path', message: `${valid.metrics.path} is served by the gateway (${taken}): choose another path` })
+    }
+  }
   valid.models.forEach((model, i) => {
     if (model.strategy !== undefined && !Object.hasOwn(builtinStrategies, model.strategy)) {
       problems.push({

@@ -189,6 +189,36 @@ models:
   ])
 })
 
+test('a pool listing an upstream twice is a config error at its path (the registry would refuse it at start)', () => {
+  assert.deepEqual(
+    problemsOf(`
+upstreams:
+  - { name: a, url: "http://x", protocol: openai }
+models:
+  - { name: m, upstreams: [a, a] }
+`),
+    [{ path: '/models/0/upstreams/1', message: 'upstream "a" is already in this pool' }],
+  )
+})
+
+test('a metrics path the gateway serves itself is a config error (Fastify would refuse the second route at start)', () => {
+  for (const path of ['/healthz', '/readyz', '/v1/models', '/v1beta/models', '/v1/anything']) {
+    assert.deepEqual(
+      problemsOf(`${minimal}\nmetrics: { path: ${path} }\n`).map((p) => p.path),
+      ['/metrics/path'],
+      path,
+    )
+  }
+  const admin = `admin: { token: "${'a'.repeat(16)}" }`
+  assert.deepEqual(problemsOf(`${minimal}\n${admin}\nmetrics: { path: /admin/keys }\n`), [
+    { path: '/metrics/path', message: '/admin/keys is served by the gateway (the admin API): choose another path' },
+  ])
+  // With the admin API on its own port, /admin/... on the gateway is free; so are paths that merely start alike.
+  parseConfig(`${minimal}\nadmin: { token: "${'a'.repeat(16)}", port: 9091 }\nmetrics: { path: /admin/keys }\n`, 'test.yaml', {})
+  parseConfig(`${minimal}\nmetrics: { path: /v1metrics }\n`, 'test.yaml', {})
+  parseConfig(`${minimal}\nmetrics: { path: /healthz/metrics }\n`, 'test.yaml', {})
+})
+
 test('what the plugins would refuse at start is caught by the config check too', () => {
   const problems = problemsOf(`
 upstreams:

@@ -159,6 +159,8 @@ describe('hot reload through POST /admin/reload', () => {
     const cases: [string, string, RegExp][] = [
       ['upstreams: [', '', /not valid YAML/],
       [configText({ a }, '  - { name: gpt-x, upstreams: [ghost] }'), '/models/0/upstreams/0', /unknown upstream "ghost"/],
+      [configText({ a }, '  - { name: gpt-x, upstreams: [a, a] }'), '/models/0/upstreams/1', /upstream "a" is already in this pool/],
+      [configText({ a }, '  - { name: gpt-x, upstreams: [a] }', 'metrics: { path: /readyz }'), '/metrics/path', /served by the gateway/],
       [configText({ a }, '  - { name: gpt-x, upstreams: [a] }', 'timeouts: { connectMs: -5 }'), '/timeouts/connectMs', /./],
       [
         configText({ a }, '  - { name: gpt-x, upstreams: [a] }').replace(`url: "${a.url}"`, 'url: "ftp://example.com"'),
