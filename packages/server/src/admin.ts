@@ -224,6 +224,16 @@ export interface AdminRoutesOptions {
   scope?: AdminScope
 }
 
+/** Bytes an admin request may send (read and dropped: no admin route reads a body). */
+const ADMIN_BODY_LIMIT = 64 * 1024
+
+/** An error of an admin request, answered in the OpenAI shape (a 413 names the admin body limit). */
+function sendAdminError(reply: FastifyReply, err: unknown): FastifyReply {
+  const error = toLlmProxyError(err, ADMIN_BODY_LIMIT)
+  if (error.statusCode >= 500) reply.log.error({ err }, 'admin request failed')
+  return sendError(reply, error)
+}
+
 /** The admin routes, for a context registered with `prefix: '/admin'` (on the gateway or on a separate server). */
 export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin, { gateway, token, scope = localScope(gateway) }) => {
   const expected = createHash('sha256').update(token).digest()
@@ -249,7 +259,11 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin,
   // No admin route reads a body: whatever comes (many clients send content-type: application/json and none, or
   // `{}`) is read and dropped, never a parse error.
   admin.removeAllContentTypeParsers()
-  admin.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 64 * 1024 }, (_request, _body, done) => done(null))
+  admin.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: ADMIN_BODY_LIMIT }, (_request, _body, done) => done(null))
+
+  // Set here, not left to the gateway: mounted, this context was registered before the gateway set its handler (and
+  // keeps Fastify's, whose answers are not OpenAI-shaped); the gateway's would also name its own body limit.
+  admin.setErrorHandler((err, _request, reply) => sendAdminError(reply, err))
 
   // The gateway's API keys and rate limits don't apply here: the admin token does.
   const options = { config: { auth: false, rateLimit: false }, exposeHeadRoute: false } as const
@@ -375,11 +389,7 @@ export async function setupAdmin(app: FastifyInstance, settings: AdminSettings, 
   }
   const server = Fastify(fastifyOptions) as unknown as FastifyInstance
   server.setNotFoundHandler((request, reply) => sendError(reply, errors.notFound(request.method, request.url.split('?')[0] ?? '')))
-  server.setErrorHandler((err, _request, reply) => {
-    const error = toLlmProxyError(err)
-    if (error.statusCode >= 500) reply.log.error({ err }, 'admin request failed')
-    return sendError(reply, error)
-  })
+  server.setErrorHandler((err, _request, reply) => sendAdminError(reply, err))
   server.addHook('onResponse', (request, reply, done) => {
     request.log.info(
       { method: request.method, url: request.url, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime) },

@@ -89,6 +89,32 @@ async function chat(url: string, key: string, model = 'gpt-test'): Promise<numbe
   return res.statusCode
 }
 
+/** A request the admin routes refuse before their handler (validation, body limit) is answered in the OpenAI shape. */
+async function assertRefusalsOpenAiShaped(adminUrl: string): Promise<void> {
+  const invalid = await post(`${adminUrl}/admin/upstreams//drain`)
+  assert.equal(invalid.status, 400, invalid.text)
+  assert.deepEqual(JSON.parse(invalid.text), {
+    error: {
+      message: 'params/name must NOT have fewer than 1 characters',
+      type: 'invalid_request_error',
+      param: null,
+      code: 'llmproxy_invalid_request',
+    },
+  })
+  const tooLarge = await post(
+    `${adminUrl}/admin/upstreams/a/drain`,
+    { ...ADMIN, 'content-type': 'application/json' },
+    'x'.repeat(70 * 1024),
+  )
+  assert.equal(tooLarge.status, 413, tooLarge.text)
+  assert.deepEqual(JSON.parse(tooLarge.text).error, {
+    message: 'The request body exceeds the limit of 65536 bytes.',
+    type: 'invalid_request_error',
+    param: null,
+    code: 'llmproxy_body_too_large',
+  })
+}
+
 const chatRequests = (mock: MockUpstream) => mock.requests.filter((r) => r.path === '/v1/chat/completions').length
 
 describe('admin API mounted on the gateway', () => {
@@ -357,6 +383,10 @@ admin: { token: "${TOKEN}" }
     }
   })
 
+  test('validation and body-limit refusals are in the OpenAI shape, as on a separate admin port', async () => {
+    await assertRefusalsOpenAiShaped(h.gateway.url)
+  })
+
   test('POST /admin/reload without a config file is a 400 and changes nothing', async () => {
     const res = await post(`${h.gateway.url}/admin/reload`)
     assert.equal(res.status, 400)
@@ -410,6 +440,7 @@ admin: { token: "${TOKEN}", host: 127.0.0.1, port: 0 }
     assert.deepEqual(JSON.parse(keys.text), [])
     const usage = await get(`${adminUrl}/admin/usage`)
     assert.deepEqual(JSON.parse(usage.text), { enabled: false })
+    await assertRefusalsOpenAiShaped(adminUrl)
 
     // Not on the gateway's own address; the gateway still serves there.
     const mounted = await get(`${h.gateway.url}/admin/upstreams`)
