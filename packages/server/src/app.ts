@@ -84,7 +84,8 @@ export function genRequestId(req: IncomingMessage): string {
   return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
 }
 
-const SHUTTING_DOWN = JSON.stringify(errors.shuttingDown().toJSON())
+const SHUTTING_DOWN_ERROR = errors.shuttingDown()
+const SHUTTING_DOWN = JSON.stringify(SHUTTING_DOWN_ERROR.toJSON())
 
 /** A request that arrives while the gateway shuts down: an OpenAI-shaped 503, the connection closed, one log line. */
 function refuseWhileClosing(req: IncomingMessage, res: ServerResponse, log: pino.Logger): void {
@@ -96,7 +97,11 @@ function refuseWhileClosing(req: IncomingMessage, res: ServerResponse, log: pino
     'x-request-id': requestId,
   })
   res.end(SHUTTING_DOWN)
-  log.info({ reqId: requestId, method: req.method, url: req.url, status: 503 }, 'request')
+  // The fields of request-log.ts's line for a refusal (no key was looked at: keyId null).
+  log.info(
+    { reqId: requestId, method: req.method, url: req.url, status: 503, keyId: null, durationMs: 0, error: SHUTTING_DOWN_ERROR.code },
+    'request',
+  )
 }
 
 /** A raw HTTP/1.1 answer (what Node could not hand to Fastify has no reply object), in the OpenAI shape. */

@@ -12,18 +12,19 @@ import { Agent, request } from 'undici'
 import { parseConfig, startGateway } from '../src/index.js'
 import { logSink } from './helpers.js'
 
-async function start(graceMs: number) {
+/** A gateway with the given grace period; its log lines go to `logs` when given (none are written otherwise). */
+async function start(graceMs: number, logs?: string[]) {
   const mock = await startMockUpstream({ defaults: { tokens: 10, gapMs: 60 } })
   const config = parseConfig(
     JSON.stringify({
-      server: { host: '127.0.0.1', port: 0, shutdownGraceMs: graceMs, logLevel: 'silent' },
+      server: { host: '127.0.0.1', port: 0, shutdownGraceMs: graceMs, logLevel: logs === undefined ? 'silent' : 'info' },
       upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }],
       models: [{ name: 'm', upstreams: ['mock'] }],
       healthChecks: { enabled: false },
     }),
     'shutdown test',
   )
-  const gateway = await startGateway(config)
+  const gateway = await startGateway(config, logs === undefined ? {} : { logDestination: logSink(logs) })
   return { mock, gateway }
 }
 
@@ -65,8 +66,9 @@ test('an in-flight stream finishes during the grace period; a new request on a k
   }
 })
 
-test('a request arriving on a busy connection during shutdown gets an OpenAI-shaped 503 and the connection closes', async () => {
-  const { mock, gateway } = await start(5000)
+test('a request arriving on a busy connection during shutdown gets an OpenAI-shaped 503, logged with its code, and the connection closes', async () => {
+  const logs: string[] = []
+  const { mock, gateway } = await start(5000, logs)
   try {
     const socket = connect(Number(new URL(gateway.url).port), '127.0.0.1')
     let out = ''
@@ -92,6 +94,12 @@ test('a request arriving on a busy connection during shutdown gets an OpenAI-sha
     }
     assert.deepEqual(json.error.code, 'llmproxy_shutting_down')
     assert.equal(json.error.type, 'server_error')
+    // Its request line names the refusal as every other refusal's does.
+    const refused = logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'request' && l.status === 503)
+    assert.deepEqual(
+      { keyId: refused?.keyId, error: refused?.error, url: refused?.url },
+      { keyId: null, error: 'llmproxy_shutting_down', url: '/v1/chat/completions' },
+    )
   } finally {
     await mock.close()
   }
