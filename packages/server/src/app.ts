@@ -12,14 +12,15 @@ import { upstreams } from '@llmproxy/upstreams'
 import { usage } from '@llmproxy/usage'
 import Fastify, { type FastifyHttpOptions, type FastifyInstance, LogController } from 'fastify'
 import pino, { type DestinationStream } from 'pino'
-import { prometheusContentType as PROMETHEUS_CONTENT_TYPE } from 'prom-client'
-import { type AdminScope, setupAdmin } from './admin.js'
+import { AggregatorRegistry, prometheusContentType as PROMETHEUS_CONTENT_TYPE } from 'prom-client'
+import { type AdminScope, localScope, setupAdmin } from './admin.js'
 import { type Config, workerCount } from './config.js'
 import { withLazyChildren } from './lazy-logger.js'
 import { logSerializers } from './redact.js'
 import { configReloadsCounter, installReload, type ReloadHistory, type ReloadResult } from './reload.js'
 import { requestLogging } from './request-log.js'
-import { workerSpoolDir } from './workers/spools.js'
+import { sumUsage } from './workers/aggregate.js'
+import { deliverFormerSpools, type FormerSpools, workerSpoolDir } from './workers/spools.js'
 
 /** `fastify.llmGateway`: the reference server's shutdown. */
 export interface GatewayLifecycle {
@@ -148,7 +149,44 @@ function scrapeWholeGateway(app: FastifyInstance, path: string, worker: WorkerLi
   })
 }
 
-/** Builds the reference gateway from a validated config: the plugins wired together, not started. */
+/**
+ * In a single process that delivers the spools of former workers (workers/spools.ts), the scrape route adds their
+ * usage metrics to the gateway's: their backlog is in `usage_queue_depth`, their deliveries in the counters.
+ */
+function scrapeWithFormerSpools(app: FastifyInstance, path: string, former: () => FormerSpools | null): void {
+  app.addHook('onRoute', (route) => {
+    if (route.url !== path || route.method !== 'GET') return
+    const own = route.handler
+    route.handler = async function (request, reply) {
+      const views = (await former()?.metrics()) ?? []
+      if (views.length === 0) return own.call(this, request, reply)
+      try {
+        // This process's metrics have no other process's to be combined with: none is omitted (its start time, say).
+        const mine = (await app.llmMetrics.registry.getMetricsAsJSON()).map((metric) =>
+          metric.aggregator === 'omit' ? { ...metric, aggregator: 'first' as const } : metric,
+        )
+        return reply.type(PROMETHEUS_CONTENT_TYPE).send(await AggregatorRegistry.aggregate([mine, ...views]).metrics())
+      } catch (err) {
+        request.log.error({ err }, 'metrics collection failed')
+        return sendError(reply, errors.internal({ cause: err }))
+      }
+    }
+  })
+}
+
+/** The admin scope of a single process: its own, plus the spools of former workers it delivers (in the usage totals). */
+function singleProcessScope(app: FastifyInstance, former: () => FormerSpools | null): AdminScope {
+  const local = localScope(app)
+  return {
+    ...local,
+    usage: async () => {
+      const own = await local.usage()
+      const formerStats = former()?.stats() ?? null
+      return own.enabled && formerStats !== null ? { enabled: true, ...sumUsage([own, formerStats]) } : own
+    },
+  }
+}
+
 /** The gateway's pino logger (JSON lines, secrets redacted); `bindings` are added to every line (a worker's id). */
 export function gatewayLogger(level: string, destination?: DestinationStream, bindings: Record<string, unknown> = {}): pino.Logger {
   return pino(
@@ -162,6 +200,7 @@ export function gatewayLogger(level: string, destination?: DestinationStream, bi
   )
 }
 
+/** Builds the reference gateway from a validated config: the plugins wired together, not started. */
 export async function buildGateway(config: Config, options: GatewayOptions = {}): Promise<FastifyInstance> {
   const settings = config.server
   const worker = options.worker
@@ -236,8 +275,18 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     done()
   })
   if (logger.isLevelEnabled('info')) requestLogging(app)
+  // A single process delivers the spools of the workers of an earlier run with server.workers > 1 (the primary does
+  // with workers), in the background once every plugin is registered; counted in its usage stats and metrics.
+  let former: FormerSpools | null = null
+  if (worker === undefined) {
+    app.addHook('onReady', async () => {
+      former = deliverFormerSpools(config, 1, app.log)
+    })
+    app.addHook('onClose', async () => former?.close())
+  }
   if (config.metrics !== false) {
     if (worker !== undefined) scrapeWholeGateway(app, config.metrics.path, worker)
+    else scrapeWithFormerSpools(app, config.metrics.path, () => former)
     await app.register(llmMetrics, config.metrics)
   }
   if (config.auth !== undefined) await app.register(auth, config.auth)
@@ -279,7 +328,9 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     counted:
       worker === undefined && config.metrics !== false ? configReloadsCounter(config.metrics.prefix, [app.llmMetrics.registry]) : undefined,
   })
-  if (config.admin !== undefined) await setupAdmin(app, config.admin, { genReqId: genRequestId, scope: worker?.scope })
+  if (config.admin !== undefined) {
+    await setupAdmin(app, config.admin, { genReqId: genRequestId, scope: worker?.scope ?? singleProcessScope(app, () => former) })
+  }
 
   app.get('/healthz', { config: { auth: false, rateLimit: false } }, (_request, reply) => reply.send({ status: 'ok' }))
   app.get('/readyz', { config: { auth: false, rateLimit: false } }, (_request, reply) => {

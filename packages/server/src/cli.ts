@@ -9,7 +9,6 @@ import { startDemo } from './demo.js'
 import { startGateway } from './main.js'
 import { configJsonSchema } from './schema.js'
 import { WORKER_ID_ENV } from './workers/ops.js'
-import { deliverFormerSpools } from './workers/spools.js'
 
 function parseCommandLine(args: string[]) {
   return parseArgs({
@@ -138,8 +137,6 @@ async function main(): Promise<number> {
     return -1
   }
   const gateway = await startGateway(config, options)
-  // Spools of workers of an earlier run with server.workers > 1 are delivered, in the background.
-  const former = deliverFormerSpools(config, 1, gateway.app.log)
   if (stopDemo !== null) {
     gateway.app.log.info(
       { url: gateway.url },
@@ -149,7 +146,6 @@ async function main(): Promise<number> {
   const stop = (signal: string) => {
     gateway
       .shutdown(signal)
-      .then(() => former.close())
       .then(() => stopDemo?.())
       .then(
         () => process.exit(0),

@@ -18,8 +18,16 @@ import pino from 'pino'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { usageRecord, usageStats } from '../../../test/support/usage.js'
 import { buildGateway, parseConfig } from '../src/index.js'
-import { aggregateMetrics, combineSnapshots, combineUsage, RetiredCounts, SupervisorMetrics } from '../src/workers/aggregate.js'
+import {
+  aggregateMetrics,
+  combineSnapshots,
+  combineUsage,
+  NO_USAGE_COUNTS,
+  RetiredCounts,
+  SupervisorMetrics,
+} from '../src/workers/aggregate.js'
 import { deliverFormerSpools, formerWorkerSpools, workerSpoolDir } from '../src/workers/spools.js'
+import { eventually } from './helpers.js'
 
 const base = (server: string): string => `
 server: { ${server} }
@@ -221,7 +229,7 @@ test('worker spools: worker 1 keeps usage.spoolDir, worker k uses worker-k insid
   assert.equal(workerSpoolDir('/var/lib/llmproxy/usage', 3), '/var/lib/llmproxy/usage/worker-3')
 })
 
-test("the spools of former workers are delivered, then removed; the current workers' are left alone", async () => {
+test("the spools of former workers are delivered, then removed, counted in the gateway's usage; the current workers' are left alone", async () => {
   const dir = mkdtempSync(join(tmpdir(), 'llmproxy-former-spools-'))
   const received: UsageRecord[] = []
   let up = false
@@ -253,7 +261,6 @@ test("the spools of former workers are delivered, then removed; the current work
       await app.close()
     }
     assert.deepEqual(formerWorkerSpools(dir, 2), [join(dir, 'worker-3')])
-    up = true
     const config = parseConfig(
       JSON.stringify({
         upstreams: [{ name: 'a', url: 'http://127.0.0.1:9', protocol: 'openai' }],
@@ -264,8 +271,21 @@ test("the spools of former workers are delivered, then removed; the current work
       {},
     )
     const former = deliverFormerSpools(config, 2, log)
+    const supervisor = new SupervisorMetrics('llmproxy_')
+    const exposition = async () => aggregateMetrics(await former.metrics(), 'llmproxy_', supervisor)
+    // While the webhook is down, its backlog is in the gateway's usage stats and queue-depth gauge.
+    await eventually(() => former.stats()?.queueDepth === 3, 5000, "the former spool's backlog in the stats")
+    assert.match(await exposition(), /^llmproxy_usage_queue_depth 3$/m)
+    const down = combineUsage([{ worker: 1, value: usageStats({ queueDepth: 2 }) }], NO_USAGE_COUNTS, former.stats())
+    assert.equal(down.enabled && down.queueDepth, 5)
+    up = true
     await former.done
     assert.deepEqual(received.map((r) => r.id).sort(), ['w3-0', 'w3-1', 'w3-2'])
+    // Delivered and removed: what it delivered stays counted, its backlog is gone.
+    assert.deepEqual([former.stats()?.queueDepth, former.stats()?.delivered], [0, 3])
+    const text = await exposition()
+    assert.match(text, /^llmproxy_usage_delivered_total 3$/m)
+    assert.doesNotMatch(text, /^llmproxy_usage_queue_depth [1-9]/m)
     assert.equal(existsSync(join(dir, 'worker-3')), false, 'the delivered spool was removed')
     assert.equal(existsSync(join(dir, 'worker-2')), true, 'worker 2 of this run keeps its spool')
     await former.close()

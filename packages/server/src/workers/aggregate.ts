@@ -72,18 +72,11 @@ export type UsageCounts = Pick<UsageStats, 'delivered' | 'deliveryFailures' | 'd
 
 export const NO_USAGE_COUNTS: UsageCounts = { delivered: 0, deliveryFailures: 0, dropped: 0, notSpooled: 0 }
 
-/**
- * The usage sink of the whole gateway: every worker's spool and counters summed, the latest delivery, each worker's
- * own in `workers`. `retired`: the counts of workers gone, as last read from them (the totals do not go down when one
- * is replaced).
- */
-export function combineUsage(perWorker: readonly FromWorker<UsageStats | null>[], retired: UsageCounts = NO_USAGE_COUNTS): AdminUsage {
-  const stats = perWorker.filter((w): w is FromWorker<UsageStats> => w.value !== null)
-  if (stats.length === 0) return { enabled: false }
-  const sum = (read: (s: UsageStats) => number): number => stats.reduce((total, s) => total + read(s.value), 0)
-  const deliveries = stats.map((s) => s.value.lastDeliveryAt).filter((v): v is string => v !== null)
+/** Usage sinks' stats as one: backlogs and counts summed (plus `retired`), the latest delivery, an error of one. */
+export function sumUsage(stats: readonly UsageStats[], retired: UsageCounts = NO_USAGE_COUNTS): UsageStats {
+  const sum = (read: (s: UsageStats) => number): number => stats.reduce((total, s) => total + read(s), 0)
+  const deliveries = stats.map((s) => s.lastDeliveryAt).filter((v): v is string => v !== null)
   return {
-    enabled: true,
     queueDepth: sum((s) => s.queueDepth),
     spoolBytes: sum((s) => s.spoolBytes),
     delivered: retired.delivered + sum((s) => s.delivered),
@@ -92,7 +85,26 @@ export function combineUsage(perWorker: readonly FromWorker<UsageStats | null>[]
     notSpooled: retired.notSpooled + sum((s) => s.notSpooled),
     // ISO times: the latest sorts last.
     lastDeliveryAt: deliveries.sort().at(-1) ?? null,
-    lastError: stats.find((s) => s.value.lastError !== null)?.value.lastError ?? null,
+    lastError: stats.find((s) => s.lastError !== null)?.lastError ?? null,
+  }
+}
+
+/**
+ * The usage sink of the whole gateway: every worker's spool and counters summed, the latest delivery, each worker's
+ * own in `workers`. `retired`: the counts of workers gone, as last read from them (the totals do not go down when one
+ * is replaced). `former`: the spools of former workers being delivered (see workers/spools.ts), in the totals.
+ */
+export function combineUsage(
+  perWorker: readonly FromWorker<UsageStats | null>[],
+  retired: UsageCounts = NO_USAGE_COUNTS,
+  former: UsageStats | null = null,
+): AdminUsage {
+  const stats = perWorker.filter((w): w is FromWorker<UsageStats> => w.value !== null)
+  if (stats.length === 0) return { enabled: false }
+  const sinks = stats.map((s) => s.value)
+  return {
+    enabled: true,
+    ...sumUsage(former === null ? sinks : [...sinks, former], retired),
     workers: stats.map(({ worker, value }) => ({ worker, ...value })),
   }
 }

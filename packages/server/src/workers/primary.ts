@@ -147,7 +147,7 @@ class Primary {
           const slot = this.slots[worker - 1]
           if (slot !== undefined) slot.lastUsage = value
         }
-        return combineUsage(answers, this.retiredUsage)
+        return combineUsage(answers, this.retiredUsage, this.former?.stats() ?? null)
       },
       metrics: async () => {
         const asked = this.slots.map((slot) => slot.worker)
@@ -157,7 +157,8 @@ class Primary {
           // Kept only while the process that answered is the slot's: one that exited meanwhile was retired already.
           if (slot.worker !== null && slot.worker === asked[worker - 1]) slot.lastMetrics = value
         }
-        return aggregateMetrics([...answers.map((w) => w.value), ...this.retired.views], prefix, this.supervisor)
+        const former = (await this.former?.metrics()) ?? []
+        return aggregateMetrics([...answers.map((w) => w.value), ...this.retired.views, ...former], prefix, this.supervisor)
       },
       reload: () => this.reload(),
       reloadHistory: async () => this.reloadOutcomes.history(),

@@ -5,9 +5,11 @@
 // their own (in the primary, or in the single process), then removed.
 import { readdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { usage } from '@llmproxy/usage'
+import { llmMetrics } from '@llmproxy/metrics'
+import { type UsageStats, usage } from '@llmproxy/usage'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Config } from '../config.js'
+import { type MetricJson, RetiredCounts, sumUsage } from './aggregate.js'
 
 const WORKER_DIR = /^worker-(\d+)$/
 /** How often an orphaned spool's backlog is checked while it is delivered. */
@@ -36,28 +38,51 @@ export function formerWorkerSpools(spoolDir: string, workers: number): string[] 
 export interface FormerSpools {
   /** Resolves once every former spool was delivered and removed (tests). */
   readonly done: Promise<void>
+  /**
+   * Their sinks' stats summed: the backlog still spooled, what they delivered (counts of spools already removed
+   * included); null when there were no former spools. Added to the gateway's (`/admin/usage`).
+   */
+  stats(): UsageStats | null
+  /** Their usage metrics, as views for aggregateMetrics (counters of removed spools included); none without metrics. */
+  metrics(): Promise<MetricJson[][]>
   /** Stops delivering (what is left stays spooled for the next start). */
   close(): Promise<void>
 }
 
 /**
  * Delivers the records left in the spools of former workers (see formerWorkerSpools) with the config's webhook, each
- * by a usage sink of its own (in the background), and removes each spool once it is empty.
+ * by a usage sink of its own (in the background), and removes each spool once it is empty. What they hold and
+ * deliver is counted in the gateway's usage stats and metrics (stats(), metrics()), so that a backlog left by a
+ * former worker shows in `/admin/usage` and `usage_queue_depth`.
  */
 export function deliverFormerSpools(config: Config, workers: number, log: FastifyBaseLogger): FormerSpools {
   const spoolDir = config.usage?.spoolDir
   const dirs = config.usage?.webhook === undefined || spoolDir === undefined ? [] : formerWorkerSpools(spoolDir, workers)
   const apps: FastifyInstance[] = []
+  /** The sinks delivering now (registered and ready). */
+  const delivering = new Set<FastifyInstance>()
+  /** The last stats of the sinks whose spool is delivered and removed (nothing left in them). */
+  const finished: UsageStats[] = []
+  const retiredMetrics = new RetiredCounts()
   let closing = false
   const deliver = async (dir: string): Promise<void> => {
     const app = Fastify({ loggerInstance: log.child({ spool: dir }) }) as unknown as FastifyInstance
     apps.push(app)
     await app.register(usage, { ...config.usage, spoolDir: dir })
+    // Only the usage metrics are of interest: the process and route ones are the gateway's.
+    if (config.metrics !== false) await app.register(llmMetrics, { ...config.metrics, defaultMetrics: false, routeMetrics: false })
     await app.ready()
+    delivering.add(app)
     const records = app.usage.stats().queueDepth
     if (records > 0) app.log.warn({ records }, 'usage: delivering the spool of a former worker (the gateway runs fewer workers now)')
     while (!closing && app.usage.stats().queueDepth > 0) await new Promise((resolve) => setTimeout(resolve, POLL_MS).unref())
     if (closing) return
+    const last = config.metrics === false ? null : await app.llmMetrics.registry.getMetricsAsJSON()
+    // In one step, so that no scrape or stats() misses its counts or counts them twice.
+    finished.push({ ...app.usage.stats(), queueDepth: 0, spoolBytes: 0, lastError: null })
+    const retired = last === null ? null : retiredMetrics.retire(last)
+    delivering.delete(app)
+    await retired
     await app.close()
     rmSync(dir, { recursive: true, force: true })
     if (records > 0) app.log.info({ records }, 'usage: the spool of a former worker is delivered and removed')
@@ -67,6 +92,12 @@ export function deliverFormerSpools(config: Config, workers: number, log: Fastif
   done.catch((err: unknown) => log.error({ err }, 'usage: could not deliver the spool of a former worker'))
   return {
     done,
+    stats: () => (dirs.length === 0 ? null : sumUsage([...finished, ...[...delivering].map((app) => app.usage.stats())])),
+    metrics: async () => {
+      if (dirs.length === 0 || config.metrics === false) return []
+      const live = await Promise.all([...delivering].map((app) => app.llmMetrics.registry.getMetricsAsJSON()))
+      return [...live, ...retiredMetrics.views]
+    },
     close: async () => {
       closing = true
       await Promise.allSettled(apps.map((app) => app.close()))
