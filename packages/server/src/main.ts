@@ -50,9 +50,11 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     throw listenProblem(err, '/server', host, port) ?? err
   }
   let adminUrl: string | null = null
+  // Mounted, the admin API is served at `url` itself: an address to connect to (127.0.0.1 for host 0.0.0.0), where
+  // the server's own origin would be 0.0.0.0.
   if (app.hasDecorator('llmAdmin')) {
     try {
-      adminUrl = await app.llmAdmin.listening()
+      adminUrl = app.llmAdmin.separate ? await app.llmAdmin.listening() : url
     } catch (err) {
       // The separate admin server could not start (e.g. its port is taken): don't run half a gateway.
       await app.close()

@@ -485,6 +485,25 @@ admin: { token: "${TOKEN}", host: 127.0.0.1, port: ${port} }
   }
 })
 
+test('mounted on a gateway listening on every interface, the admin URL is the gateway URL, an address to connect to', async () => {
+  const h = await startAll(
+    (a) => `
+server: { host: 0.0.0.0, port: 0 }
+upstreams: [{ name: a, url: "${a.url}", protocol: openai }]
+models: [{ name: gpt-test, upstreams: [a] }]
+healthChecks: { enabled: false }
+admin: { token: "${TOKEN}" }
+`,
+  )
+  try {
+    assert.equal(h.gateway.adminUrl, h.gateway.url)
+    assert.doesNotMatch(h.gateway.url, /0\.0\.0\.0/)
+    assert.equal((await get(`${h.gateway.adminUrl}/admin/upstreams`)).status, 200)
+  } finally {
+    await h.close()
+  }
+})
+
 describe('no admin section', () => {
   let h: Harness
   before(async () => {
