@@ -206,7 +206,7 @@ describe('system prompt, roles and turns', () => {
     assert.equal(out.max_tokens, 4096, 'the default cap when the client sent none')
   })
 
-  test('a system message mid-conversation keeps its place for OpenAI and joins the system prompt elsewhere', () => {
+  test('a system message mid-conversation joins the system prompt (open models refuse one anywhere but first)', () => {
     const anthropic = {
       model: 'claude-x',
       max_tokens: 10,
@@ -219,7 +219,15 @@ describe('system prompt, roles and turns', () => {
       ],
     }
     const openai = convertValid('anthropic', 'openai', anthropic)
-    assert.deepEqual((openai.messages as unknown[]).at(-1), { role: 'system', content: 'Now be formal.' })
+    assert.deepEqual(
+      (openai.messages as { role: string; content: unknown }[]).map((message) => [message.role, message.content]),
+      [
+        ['system', 'First.\n\nNow be formal.'],
+        ['user', 'A'],
+        ['assistant', 'B'],
+        ['user', 'C'],
+      ],
+    )
     const gemini = convertValid('anthropic', 'gemini', anthropic)
     assert.deepEqual(gemini.systemInstruction, { parts: [{ text: 'First.' }, { text: 'Now be formal.' }] })
     const fromOpenAI = convertValid('openai', 'anthropic', {

@@ -344,11 +344,14 @@ export function renderOpenAI(req: ChatRequest, opts: RequestConversion): JsonObj
 
 function renderMessages(req: ChatRequest): JsonObject[] {
   const messages: JsonObject[] = []
-  if (req.system.length > 0) messages.push({ role: 'system', content: req.system.join('\n\n') })
+  // System messages after the first turn (Claude Code sends one) join the leading one, as for Anthropic and Gemini: the
+  // chat templates of many open models (Qwen3.5, MiniMax) refuse a system message anywhere but first.
+  const system = [...req.system]
+  for (const turn of req.turns) if (turn.role === 'system') system.push(joinText(turn.parts, '\n\n'))
+  if (system.length > 0) messages.push({ role: 'system', content: system.join('\n\n') })
   for (const turn of req.turns) {
-    if (turn.role === 'system') messages.push({ role: 'system', content: joinText(turn.parts, '\n\n') })
-    else if (turn.role === 'assistant') messages.push(assistantMessage(turn.parts))
-    else userMessages(turn.parts, messages)
+    if (turn.role === 'assistant') messages.push(assistantMessage(turn.parts))
+    else if (turn.role !== 'system') userMessages(turn.parts, messages)
   }
   return messages
 }
