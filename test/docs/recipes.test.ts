@@ -75,11 +75,16 @@ test('recipe 2: Claude Code / the Anthropic SDK on an OpenAI-compatible pool', a
   const vllm = await mock()
   vllm.setDefaults({ tokens: 6, toolCalls: [{ name: 'Read', arguments: { file_path: 'README.md' } }] })
   const url = await gateway(recipe('claude-code-on-vllm'), { VLLM_URL: vllm.url, GATEWAY_KEY: KEY })
-  // What `ANTHROPIC_BASE_URL=<gateway> ANTHROPIC_API_KEY=<key> claude` does, through the SDK Claude Code is built on.
+  // What `ANTHROPIC_BASE_URL=<gateway> ANTHROPIC_API_KEY=<key> claude` does, through the SDK Claude Code is built on,
+  // with the model names Claude Code 2.1 sends.
   const client = new Anthropic({ baseURL: url, apiKey: KEY, maxRetries: 0 })
+  for (const model of ['claude-sonnet-5', 'claude-haiku-4-5-20251001']) {
+    const answer = await client.messages.create({ model, max_tokens: 16, messages: [{ role: 'user', content: 'Hi' }] })
+    assert.equal(answer.type, 'message', model)
+  }
   const message = await client.messages
     .stream({
-      model: 'claude-sonnet-4-5',
+      model: 'claude-opus-4-8',
       max_tokens: 1024,
       tools: [
         { name: 'Read', description: 'Read a file', input_schema: { type: 'object', properties: { file_path: { type: 'string' } } } },

@@ -20,19 +20,35 @@ export interface ModelProblem {
   message: string
 }
 
-/** name or alias → route. Built once per config; swapped whole on reload. */
+/** An alias with a `*`, which matches any characters there (`claude-*`): clients whose model names change. */
+interface AliasPattern {
+  readonly pattern: RegExp
+  readonly route: ResolvedRoute
+}
+
+/** Whether an alias is a pattern. */
+export function isAliasPattern(alias: string): boolean {
+  return alias.includes('*')
+}
+
+/** name or alias → route, then the alias patterns in config order. Built once per config; swapped whole on reload. */
 export class ModelTable {
   private readonly byName: Map<string, ResolvedRoute>
-  /** For GET /v1/models: every name and alias, in config order. */
+  private readonly patterns: readonly AliasPattern[]
+  /** For GET /v1/models: every name and alias (patterns are no model ids), in config order. */
   readonly listing: readonly { id: string; aliasOf: string | null }[]
 
-  private constructor(byName: Map<string, ResolvedRoute>, listing: { id: string; aliasOf: string | null }[]) {
+  private constructor(byName: Map<string, ResolvedRoute>, patterns: AliasPattern[], listing: { id: string; aliasOf: string | null }[]) {
     this.byName = byName
+    this.patterns = patterns
     this.listing = listing
   }
 
   get(name: string): ResolvedRoute | undefined {
-    return this.byName.get(name)
+    const route = this.byName.get(name)
+    if (route !== undefined || this.patterns.length === 0) return route
+    for (const alias of this.patterns) if (alias.pattern.test(name)) return alias.route
+    return undefined
   }
 
   /** Checks the routes against each other and the upstreams; lists every problem. */
@@ -84,6 +100,7 @@ export class ModelTable {
       })
     }
     const byName = new Map<string, ResolvedRoute>()
+    const patterns: AliasPattern[] = []
     const listing: { id: string; aliasOf: string | null }[] = []
     for (const model of models) {
       const route = routes.get(model.name)
@@ -95,10 +112,23 @@ export class ModelTable {
       byName.set(model.name, route)
       listing.push({ id: model.name, aliasOf: null })
       for (const alias of model.aliases ?? []) {
+        if (isAliasPattern(alias)) {
+          patterns.push({ pattern: patternOf(alias), route })
+          continue
+        }
         byName.set(alias, route)
         listing.push({ id: alias, aliasOf: model.name })
       }
     }
-    return new ModelTable(byName, listing)
+    return new ModelTable(byName, patterns, listing)
   }
+}
+
+/** `claude-*` → /^claude-.*$/: every other character stands for itself. */
+function patternOf(alias: string): RegExp {
+  return new RegExp(`^${alias.split('*').map(escapeRegExp).join('.*')}$`, 's')
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 }

@@ -4,7 +4,12 @@ import { type Static, Type } from '@llmproxy/core/typebox'
 export const ModelRouteSchema = Type.Object(
   {
     name: Type.String({ minLength: 1, description: 'The model name clients send.' }),
-    aliases: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'Other names clients may send for this model.' })),
+    aliases: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), {
+        description:
+          'Other names clients may send for this model. One with `*` matches any characters there (`claude-*`): tried after every exact name and alias, in config order, and not listed in GET /v1/models.',
+      }),
+    ),
     upstreams: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'The pool: names of upstreams serving this model.' }),
     upstreamModel: Type.Optional(Type.String({ minLength: 1, description: 'The model name sent upstream (default: name).' })),
     strategy: Type.Optional(Type.String({ description: 'Balancing strategy of the pool (default round-robin).' })),

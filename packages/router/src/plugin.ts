@@ -1,6 +1,7 @@
 import replyFrom from '@fastify/reply-from'
 import {
   ConfigError,
+  echoed,
   ensureCore,
   errors,
   estimateTokensFromBytes,
@@ -139,16 +140,17 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
         sendError(reply, errors.invalidRequest('"stream" must be a boolean.'))
         return null
       }
-      const route = table.get(model)
-      if (route === undefined) {
-        sendError(reply, errors.modelNotFound(model))
-        return null
-      }
       const ctx = request.llm
+      const route = table.get(model)
       const allowed = ctx.allowedModels
-      if (allowed !== null && !allowed.has(model) && !allowed.has(route.name)) {
-        fastify.llm.emitReject({ reason: 'model_access', keyId: ctx.keyId, statusCode: 403 }, request)
-        sendError(reply, errors.modelNotAllowed(model))
+      if (route === undefined || (allowed !== null && !allowed.has(model) && !allowed.has(route.name))) {
+        // The request's log line names the model refused (what an operator looks for), cut as error messages cut it.
+        ctx.model = echoed(model)
+        if (route === undefined) sendError(reply, errors.modelNotFound(model))
+        else {
+          fastify.llm.emitReject({ reason: 'model_access', keyId: ctx.keyId, statusCode: 403 }, request)
+          sendError(reply, errors.modelNotAllowed(model))
+        }
         return null
       }
       ctx.model = model

@@ -88,7 +88,7 @@ describe('the reference server', () => {
     const lines = h.logs.filter((l) => l.msg === 'request').map((l) => [l.reqId, l.status, l.error, l.model])
     assert.deepEqual(lines, [
       ['refused-llmproxy_invalid_json', 400, 'llmproxy_invalid_json', undefined],
-      ['refused-model_not_found', 404, 'model_not_found', undefined],
+      ['refused-model_not_found', 404, 'model_not_found', 'nope'],
       ['refused-estimate', 200, undefined, 'gpt-test'],
     ])
     assert.equal(h.mock.requests.length, 0)
