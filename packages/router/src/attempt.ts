@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import '@fastify/reply-from'
 import { errors, type LlmProxyError } from '@llmproxy/core'
-import type { ApiFamily, Endpoint, UsageExtractor } from '@llmproxy/protocols'
+import { type ApiFamily, type Endpoint, familyOf, type UsageExtractor } from '@llmproxy/protocols'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import { convertedAnswer, convertedError } from './convert.js'
 import { decodedBody } from './encoding.js'
@@ -382,7 +382,11 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   // ── request headers ────────────────────────────────────────────────────────────────────────
 
   rewriteRequestHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {
-    return upstreamRequestHeaders(headers, this.lease.upstream, this.call.ctx.requestId)
+    const call = this.call
+    const upstream = this.lease.upstream
+    // (`converted` is also set for a continuation, which may go to an upstream of the client's own API.)
+    const client = call.endpoint.family
+    return upstreamRequestHeaders(headers, upstream, call.ctx.requestId, familyOf(upstream.protocol) === client ? null : client)
   }
 
   keepUpstreamHeaders(headers: IncomingHttpHeaders): void {

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
-import { setUpstreamCredential } from '@llmproxy/protocols'
+import { type ApiFamily, setUpstreamCredential } from '@llmproxy/protocols'
 import type { Upstream } from '@llmproxy/upstreams'
 
 /**
@@ -37,8 +37,28 @@ const DROPPED_REQUEST_HEADERS = [
   'x-real-ip',
 ]
 
-export function upstreamRequestHeaders(headers: IncomingHttpHeaders, upstream: Upstream, requestId: string): IncomingHttpHeaders {
+/**
+ * The headers of a client API and its SDKs (Claude Code's among Anthropic's): they describe a request of that API —
+ * its version, betas, the SDK's retry count, a session id — and are dropped when the request is converted to another.
+ */
+const CLIENT_API_HEADER_PREFIXES: Record<ApiFamily, readonly string[]> = {
+  anthropic: ['anthropic-', 'x-stainless-', 'x-claude-code-'],
+  openai: ['openai-', 'x-stainless-'],
+  gemini: ['x-goog-'],
+}
+
+/** `convertedFrom`: the client's API when the upstream speaks another (its own headers are dropped then). */
+export function upstreamRequestHeaders(
+  headers: IncomingHttpHeaders,
+  upstream: Upstream,
+  requestId: string,
+  convertedFrom: ApiFamily | null,
+): IncomingHttpHeaders {
   for (let i = 0; i < DROPPED_REQUEST_HEADERS.length; i++) delete headers[DROPPED_REQUEST_HEADERS[i] as string]
+  if (convertedFrom !== null) {
+    const prefixes = CLIENT_API_HEADER_PREFIXES[convertedFrom]
+    for (const name in headers) if (prefixes.some((prefix) => name.startsWith(prefix))) delete headers[name]
+  }
   headers['x-request-id'] = requestId
   // The gateway reads usage from the bytes: plain ones (an upstream that compresses anyway is decoded, see encoding.ts).
   headers['accept-encoding'] = 'identity'

@@ -183,3 +183,24 @@ test("an upstream's error inside a same-format stream keeps its kind: Anthropic'
   )
   assert.match(String(thrown?.message), /RESOURCE_EXHAUSTED/)
 })
+
+test("a converted request leaves the client API's own headers behind; a same-format one keeps them", async () => {
+  const anthropic = new Anthropic({
+    baseURL: url,
+    apiKey: 'k',
+    maxRetries: 0,
+    defaultHeaders: { 'anthropic-beta': 'interleaved-thinking-2025-05-14', 'x-claude-code-session-id': 'session-1' },
+  })
+  for (const model of ['gpt', 'claude']) {
+    mock.reset()
+    await anthropic.messages.create({ model, max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] })
+    const headers = mock.requests.find((r) => r.method === 'POST')?.headers ?? {}
+    const clientOwn = Object.keys(headers).filter((name) => /^(anthropic-|x-stainless-|x-claude-code-)/.test(name))
+    if (model === 'gpt') assert.deepEqual(clientOwn, [], 'to the OpenAI-compatible upstream')
+    else {
+      assert.equal(headers['anthropic-beta'], 'interleaved-thinking-2025-05-14')
+      assert.equal(headers['x-claude-code-session-id'], 'session-1')
+      assert.ok(clientOwn.some((name) => name.startsWith('x-stainless-')))
+    }
+  }
+})
