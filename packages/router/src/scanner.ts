@@ -11,6 +11,7 @@ const CLOSE_BRACE = 0x7d
 const OPEN_BRACKET = 0x5b
 const CLOSE_BRACKET = 0x5d
 const DONE_LENGTH = '[DONE]'.length
+const LINE_END = Buffer.from('\n')
 /** `data: [DONE]` (with an optional CR) is 14 bytes at most; a split line longer than this is neither it nor a field name. */
 const SPLIT_HEAD_MAX = 16
 const SPLIT_DONE_LINE = /^data: ?\[DONE\]\r?$/
@@ -164,6 +165,8 @@ export class StreamScanner {
         let start = pos + DATA_FIELD.length
         if (chunk[start] === SPACE) start++
         if (chunk[start] === OPEN_BRACE && ERROR_OBJECT.isAt(chunk, start)) {
+          // An error is no token of the answer (counted above as a data line, before it was known).
+          this.dataEvents--
           this.errorAt = pos
           return true
         }
@@ -191,7 +194,10 @@ export class StreamScanner {
    * the client reads the stream already) the status its error's name stands for (502 for any other).
    */
   upstreamError(chunk: Buffer, inBand: boolean): LlmProxyError {
-    const event = chunk.toString('utf8', this.errorAt, Math.min(chunk.length, this.errorAt + 4096))
+    // The event: up to its blank line, at most 4 KB (its message and name come first).
+    const blank = chunk.indexOf('\n\n', this.errorAt)
+    const end = Math.min(blank === -1 ? chunk.length : blank, this.errorAt + 4096)
+    const event = chunk.toString('utf8', this.errorAt, end)
     const message = errorMessage(event)
     if (inBand) {
       for (const name of event.matchAll(ERROR_NAME)) {
@@ -200,6 +206,14 @@ export class StreamScanner {
       }
     }
     return errors.upstreamFailed(message)
+  }
+
+  /**
+   * The stream ended cleanly inside a line: the line ends there (a last `data: [DONE]` without its line end is the
+   * terminator all the same).
+   */
+  endLine(): void {
+    if (this.midLine) this.scan(LINE_END)
   }
 
   /** Notes whether this (already scanned) chunk holds the endpoint's terminator or a finish, or completes one begun before it. */

@@ -80,16 +80,18 @@ export class StreamRelay {
       // The upstream failed inside its stream: what came before its error event goes out, the event itself does not
       // (the call ends the stream with an error in the client's format, or continues it elsewhere). An error as the
       // very first event is a failure before the commit point: another attempt can answer instead.
-      if (scanner.errorAt === 0 && !this.attempt.delivering) {
+      if (scanner.errorAt > 0) {
+        this.pass(chunk.subarray(0, scanner.errorAt))
+        if (this.ended) return
+      }
+      if (!this.attempt.delivering) {
+        // Nothing reached the client before it (at most comments, or an event still incomplete): another attempt can answer.
         this.ended = true
         this.attempt.failBeforeAnswer(scanner.upstreamError(chunk, false))
         return
       }
-      // The client's stream has begun (or begins with what came before the event): its in-band error says what the
-      // upstream reported (an Anthropic client reads overloaded_error as the upstream sent it).
-      const error = scanner.upstreamError(chunk, true)
-      if (scanner.errorAt > 0) this.pass(chunk.subarray(0, scanner.errorAt))
-      this.end(error)
+      // The in-band error says what the upstream reported (an Anthropic client reads overloaded_error as it was sent).
+      this.end(scanner.upstreamError(chunk, true))
       return
     }
     this.pass(chunk)
@@ -114,7 +116,7 @@ export class StreamRelay {
     // A same-format stream's end is looked for in the whole events that went out, not in an event still held: a
     // finish or terminator in an event then cut did not reach the client.
     if (!(transform instanceof EventAligner)) scanner.checkEnd(chunk)
-    else if (out !== null) scanner.checkEnd(out as Buffer)
+    else if (typeof out === 'object' && out !== null) scanner.checkEnd(out)
     if (scanner.sawTerminator && scanner.atEventEnd && this.attempt.endpoint.endsAtTerminator) this.endAtTerminator()
   }
 
@@ -133,8 +135,13 @@ export class StreamRelay {
     if (out === null) return
     const committing = !this.attempt.delivering
     this.deliver(out)
+    if (ended) this.scanner.endLine()
     this.scanner.checkEnd(out)
-    if (committing) this.call.onCommitted()
+    if (committing) {
+      const ctx = this.call.ctx
+      if (ctx.firstTokenAt === 0) ctx.firstTokenAt = performance.now()
+      this.call.onCommitted()
+    }
   }
 
   /** The attempt's first bytes go to the client: the commit point, unless a continuation joins a committed stream. */

@@ -21,7 +21,10 @@ export interface ResponseTransform {
    * before this offset (the chunk's length: none in it).
    */
   push(chunk: Buffer, usageFrom: number): Buffer | string | null
-  /** The upstream stream is over, `complete` or not: whatever is still held, and (complete) the client format's end. */
+  /**
+   * The upstream stream is over, `complete` or not: what is still held that may go out, and (complete) the client
+   * format's end. (Same-format streams flush what is whole first, see EventAligner.flush: they have nothing left.)
+   */
   end(complete: boolean): Buffer | string | null
   /** The in-band error that ends the client's stream, when the transform frames it (null: the client API's own). */
   errorEvent(error: LlmProxyError): string | null
@@ -37,6 +40,8 @@ export interface ResponseTransform {
 export class EventAligner implements ResponseTransform {
   readonly failure = null
   private held: Buffer | null = null
+  /** The start of the event being read went out already (it grew past MAX_HELD_BYTES): what is held is its rest. */
+  private passedOn = false
 
   push(chunk: Buffer, _usageFrom: number): Buffer | null {
     return this.align(chunk)
@@ -51,11 +56,13 @@ export class EventAligner implements ResponseTransform {
     if (end === -1) {
       if (data.length > MAX_HELD_BYTES) {
         this.held = null
+        this.passedOn = true
         return data
       }
       this.held = data
       return null
     }
+    this.passedOn = false
     this.held = end < data.length ? data.subarray(end) : null
     return end === data.length ? data : data.subarray(0, end)
   }
@@ -77,8 +84,8 @@ export class EventAligner implements ResponseTransform {
    */
   flush(ended: boolean): Buffer | null {
     const held = this.held
-    if (held === null) return null
-    const completion = completionOf(held, ended)
+    // An event too long to hold went out in part: at a clean end, its rest goes out too (the client has its start).
+    const completion = this.passedOn ? (ended ? lineEnding(held) : null) : held === null ? null : completionOf(held, ended)
     if (completion === null) {
       this.held = null
       return null
@@ -132,6 +139,11 @@ export class UsageEventFilter extends EventAligner {
  * What completes held bytes into an event when they end with a whole `data:` line (null: they do not): its line end
  * came, or (`ended`) the body ended cleanly right after a JSON value's last byte.
  */
+/** What ends an event whose bytes end here (null: all went out): its blank line (after a line end, one more). */
+function lineEnding(held: Buffer | null): Buffer {
+  return held !== null && held[held.length - 1] === NEWLINE ? LINE_END : BLANK_LINE
+}
+
 function completionOf(held: Buffer, ended: boolean): Buffer | null {
   const last = held.length - 1
   const lineEnded = held[last] === NEWLINE

@@ -558,3 +558,52 @@ test("a shutdown's abort ends a stream with its error without counting against t
   await eventually(() => received > big.length, 5000, 'the whole answer')
   socket.destroy()
 })
+
+/** The raw bytes a chat stream request gets. */
+async function rawChat(): Promise<string> {
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+  })
+  return res.text()
+}
+
+test('a stream ending in `data: [DONE]` without its line end: one [DONE] for the client', async () => {
+  for (const done of ['data: [DONE]', 'data: [DONE]\n']) {
+    script = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.end(CHAT_EVENTS.slice(0, -1).join('') + done)
+    }
+    const raw = await rawChat()
+    assert.equal(raw.match(/data: \[DONE\]/g)?.length, 1, raw.slice(-80))
+    assert.ok(raw.endsWith('data: [DONE]\n\n'))
+  }
+})
+
+test('a last event longer than the gateway holds, ended without its blank line: it goes out whole, the answer is complete', async () => {
+  const long = 'x'.repeat(1.5 * 1024 * 1024)
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.write(CHAT_EVENTS[0])
+    res.end(chunk({ choices: [{ index: 0, delta: { content: long }, finish_reason: 'stop' }] }).trimEnd())
+  }
+  const text = await streamChat()
+  assert.equal(text.length, long.length)
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error, undefined)
+})
+
+test('an error event after a comment, before any token: the request fails over (here: the error status), not a 200 with an error', async () => {
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.end(': keep-alive\ndata: {"error":{"message":"no capacity","type":"server_error"}}\n\n')
+  }
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+  })
+  assert.equal(res.status, 502)
+  assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'llmproxy_upstream_error')
+})
