@@ -83,6 +83,7 @@ function assertAnthropicGrammar(body: string): { type: string; data: Record<stri
   let open = -1
   let next = 0
   let blockType = ''
+  let lastDelta = ''
   for (const { type, data } of events.slice(1, -2)) {
     if (type === 'content_block_start') {
       assert.equal(open, -1, 'a block opens only after the previous one closed')
@@ -93,8 +94,11 @@ function assertAnthropicGrammar(body: string): { type: string; data: Record<stri
       assert.equal(data.index, open)
       // A delta of another kind than its block breaks Claude Code ("Content block is not a thinking block").
       assert.equal(DELTA_BLOCK[(data.delta as { type: string }).type], blockType)
+      lastDelta = (data.delta as { type: string }).type
     } else if (type === 'content_block_stop') {
       assert.equal(data.index, open)
+      // Anthropic ends a thinking block with its signature (@ai-sdk/anthropic drops the block's reasoning without one).
+      if (blockType === 'thinking') assert.equal(lastDelta, 'signature_delta', 'a thinking block ends with its signature_delta')
       open = -1
     } else {
       assert.fail(`unexpected ${type}`)

@@ -179,10 +179,15 @@ export class AnthropicEncoder implements StreamEncoder {
     }
     if (signature !== undefined) {
       // A signature ends its thinking block.
-      out += `${this.enter('thinking', THINKING_BLOCK)}${DELTA_HEAD}${this.blockIndex},"delta":{"type":"signature_delta","signature":${JSON.stringify(signature)}}}\n\n`
-      out += this.closeBlock()
+      out += this.enter('thinking', THINKING_BLOCK) + this.signatureDelta(signature)
+      this.block = 'none'
+      out += this.stopBlock()
     }
     return out
+  }
+
+  private signatureDelta(signature: string): string {
+    return `${DELTA_HEAD}${this.blockIndex},"delta":{"type":"signature_delta","signature":${JSON.stringify(signature)}}}\n\n`
   }
 
   private toolArgs(json: string): string {
@@ -225,6 +230,12 @@ export class AnthropicEncoder implements StreamEncoder {
 
   private closeBlock(): string {
     if (this.block === 'none') return ''
+    if (this.block === 'thinking') {
+      // Anthropic ends every thinking block with its signature: one the upstream did not sign gets an empty one
+      // (@ai-sdk/anthropic keeps a streamed block's reasoning for the next turn only after a signature_delta).
+      this.block = 'none'
+      return this.signatureDelta('') + this.stopBlock()
+    }
     // A tool_use block closes only on a JSON object: Anthropic's SDKs would read anything else as `input: {}`.
     if (this.block === 'tool' && parseToolArgs(this.toolJson) === undefined) {
       throw new MalformedStreamError(`The upstream's tool call ${this.toolName} has arguments that are not a JSON object`)
