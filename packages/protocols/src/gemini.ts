@@ -31,7 +31,8 @@ export const GEMINI_GENERATE: Endpoint = {
 function geminiError(error: LlmProxyError): unknown {
   return {
     error: {
-      code: error.statusCode,
+      // 529 is Anthropic's own (overloaded, reported inside a stream): Google's code for UNAVAILABLE is 503.
+      code: error.statusCode === 529 ? 503 : error.statusCode,
       message: error.message,
       status: geminiStatus(error.statusCode),
       // The gateway's catalogue code, where Google APIs put a machine-readable reason.

@@ -22,7 +22,8 @@ export interface ModelProblem {
 
 /** An alias with a `*`, which matches any characters there (`claude-*`): clients whose model names change. */
 interface AliasPattern {
-  readonly pattern: RegExp
+  /** The alias cut at its `*`s: the parts a name must hold in order, the first at its start, the last at its end. */
+  readonly parts: readonly string[]
   readonly route: ResolvedRoute
 }
 
@@ -47,7 +48,7 @@ export class ModelTable {
   get(name: string): ResolvedRoute | undefined {
     const route = this.byName.get(name)
     if (route !== undefined || this.patterns.length === 0) return route
-    for (const alias of this.patterns) if (alias.pattern.test(name)) return alias.route
+    for (const alias of this.patterns) if (matchesGlob(alias.parts, name)) return alias.route
     return undefined
   }
 
@@ -113,7 +114,7 @@ export class ModelTable {
       listing.push({ id: model.name, aliasOf: null })
       for (const alias of model.aliases ?? []) {
         if (isAliasPattern(alias)) {
-          patterns.push({ pattern: patternOf(alias), route })
+          patterns.push({ parts: alias.split('*'), route })
           continue
         }
         byName.set(alias, route)
@@ -124,11 +125,21 @@ export class ModelTable {
   }
 }
 
-/** `claude-*` → /^claude-.*$/: every other character stands for itself. */
-function patternOf(alias: string): RegExp {
-  return new RegExp(`^${alias.split('*').map(escapeRegExp).join('.*')}$`, 's')
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+/**
+ * Whether `name` matches the parts of a glob (`claude-*-mini` → ['claude-', '-mini']): in linear time, each middle
+ * part at its first place after the one before (a regular expression would backtrack on a long name).
+ */
+function matchesGlob(parts: readonly string[], name: string): boolean {
+  const first = parts[0] as string
+  const last = parts[parts.length - 1] as string
+  if (name.length < first.length + last.length || !name.startsWith(first) || !name.endsWith(last)) return false
+  let at = first.length
+  const end = name.length - last.length
+  for (let i = 1; i < parts.length - 1; i++) {
+    const part = parts[i] as string
+    const found = name.indexOf(part, at)
+    if (found === -1 || found + part.length > end) return false
+    at = found + part.length
+  }
+  return true
 }

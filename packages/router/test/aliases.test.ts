@@ -26,7 +26,7 @@ test('alias patterns: exact names and aliases first, then the patterns in config
     [answering('a'), answering('b')],
     [
       { name: 'a-model', aliases: ['claude-sonnet-5', 'claude-*', 'gpt-4.1*'], upstreams: ['a'] },
-      { name: 'b-model', aliases: ['claude-haiku-*', '*-mini'], upstreams: ['b'] },
+      { name: 'b-model', aliases: ['claude-haiku-*', '*-mini', 'x-*-4-*[1m]'], upstreams: ['b'] },
     ],
   )
   try {
@@ -42,6 +42,14 @@ test('alias patterns: exact names and aliases first, then the patterns in config
       ['gpt-4.1-nano', 'a'],
       ['gpt-441', 404],
       ['claude', 404],
+      // Several stars: each part in order, none overlapping.
+      ['x-opus-4-8[1m]', 'b'],
+      ['x--4-[1m]', 'b'],
+      ['x-4-[1m]', 404],
+      ['x-opus-4-8', 404],
+      ['x-4[1m]', 404],
+      // A long name is a 404 like any other (a backtracking pattern took seconds over 240 KB of it).
+      [`x-${'4-'.repeat(120_000)}`, 404],
     ]
     for (const [model, expected] of cases) assert.equal(await servedBy(g, model), expected, model)
     const listed = (await (await fetch(`${g.url}/v1/models`)).json()) as { data: { id: string }[] }

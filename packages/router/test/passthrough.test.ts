@@ -182,6 +182,15 @@ test("an upstream's error inside a same-format stream keeps its kind: Anthropic'
     (err: unknown) => err as Error,
   )
   assert.match(String(thrown?.message), /RESOURCE_EXHAUSTED/)
+
+  // Converted: a Gemini client of the overloaded Anthropic upstream reads UNAVAILABLE, with Google's code for it.
+  const converted = await post(
+    '/v1beta/models/claude-once:streamGenerateContent?alt=sse',
+    { contents: [{ role: 'user', parts: [{ text: 'hi' }] }] },
+    { 'x-mock-behavior': JSON.stringify({ fault: 'error-event', faultAfter: 2 }) },
+  )
+  const error = converted.text.split('\n').find((line) => line.includes('"error"')) ?? converted.text
+  assert.match(error, /"code":503,.*"status":"UNAVAILABLE"/)
 })
 
 test("a converted request leaves the client API's own headers behind; a same-format one keeps them", async () => {
