@@ -83,8 +83,9 @@ export class JsonKeyScanner {
   }
 
   /**
-   * Scans the chunk from `from` on. A caller that skips bytes (`from` > 0, or whole chunks) vouches that they are
-   * whole JSON values (whole lines of them) holding no match: the scanner is then between values, outside any.
+   * Scans the chunk from `from` on. A caller that skips bytes vouches that they are whole JSON values (whole lines of
+   * them) holding no match: from `from` > 0 the scanner starts between values, outside any; a whole chunk skipped
+   * (not written) must follow a line end, where SSE framing starts each line outside any value too (`lineToScan`).
    */
   write(chunk: Buffer, from = 0): void {
     const len = chunk.length
@@ -245,7 +246,8 @@ export class JsonKeyScanner {
       this.state = State.Colon
       return at + needle.length
     }
-    // The needle's only quote is its first byte: the stream ends with exactly `left` bytes of it when it starts here.
+    // A proper prefix of the needle holds one quote, its first byte: the chunk ends with exactly `left` bytes of the
+    // needle when the key starts here.
     if (needle.carriedPrefix(chunk) !== left) return -1
     this.partial = left
     this.inString = true
@@ -352,7 +354,9 @@ export class JsonKeyScanner {
 
 /** JSON starts with `{` or `[`; an SSE stream with a field name (`data:`, `event:`) or a comment. */
 function framingOf(chunk: Buffer, from: number): Framing {
-  for (let pos = from; pos < chunk.length; pos++) {
+  // A UTF-8 byte order mark before it says nothing.
+  const start = chunk[from] === 0xef && chunk[from + 1] === 0xbb && chunk[from + 2] === 0xbf ? from + 3 : from
+  for (let pos = start; pos < chunk.length; pos++) {
     const b = chunk[pos] as number
     if (b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09) continue
     return b === OPEN || b === OPEN_BRACKET ? Framing.Json : Framing.Sse

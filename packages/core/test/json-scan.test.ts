@@ -23,6 +23,13 @@ test('captures the object after the key, across any chunk boundary', () => {
   }
 })
 
+test('a JSON body after a byte order mark is read as JSON (pretty-printed, the key on its own line)', () => {
+  const text = '\ufeff{\n  "id": "x",\n  "usage": {\n    "prompt_tokens": 3\n  }\n}'
+  for (const parts of everySplit(text)) {
+    assert.deepEqual(scanAll('usage', parts), ['{\n    "prompt_tokens": 3\n  }'], JSON.stringify(parts))
+  }
+})
+
 test('a key spread over three chunks or more (a chunk shorter than the rest of the key) is still found', () => {
   const text = 'data: {"id":"x","usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}\n\n'
   const key = text.indexOf('"usage"')

@@ -170,8 +170,9 @@ function syntaxProblem(err: unknown): string {
 const GATEWAY_PATHS: readonly { path: string; exact: boolean; owner: string }[] = [
   { path: '/healthz', exact: true, owner: 'its liveness probe' },
   { path: '/readyz', exact: true, owner: 'its readiness probe' },
-  { path: '/v1', exact: false, owner: 'the OpenAI and Anthropic APIs' },
-  { path: '/v1beta', exact: false, owner: 'the Gemini API' },
+  // The GET routes of the APIs (their other routes are POSTs, which a scrape path beside them does not touch).
+  { path: '/v1/models', exact: false, owner: 'the OpenAI and Anthropic model lists' },
+  { path: '/v1beta/models', exact: false, owner: 'the Gemini model list' },
 ]
 
 /**

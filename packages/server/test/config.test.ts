@@ -202,7 +202,7 @@ models:
 })
 
 test('a metrics path the gateway serves itself is a config error (Fastify would refuse the second route at start)', () => {
-  for (const path of ['/healthz', '/readyz', '/v1/models', '/v1beta/models', '/v1/anything']) {
+  for (const path of ['/healthz', '/readyz', '/v1/models', '/v1/models/metrics', '/v1beta/models', '/v1beta/models/x']) {
     assert.deepEqual(
       problemsOf(`${minimal}\nmetrics: { path: ${path} }\n`).map((p) => p.path),
       ['/metrics/path'],
@@ -216,6 +216,8 @@ test('a metrics path the gateway serves itself is a config error (Fastify would 
   // With the admin API on its own port, /admin/... on the gateway is free; so are paths that merely start alike.
   parseConfig(`${minimal}\nadmin: { token: "${'a'.repeat(16)}", port: 9091 }\nmetrics: { path: /admin/keys }\n`, 'test.yaml', {})
   parseConfig(`${minimal}\nmetrics: { path: /v1metrics }\n`, 'test.yaml', {})
+  // The APIs' other routes are POSTs: a scrape route beside them is fine (and was, before these checks).
+  parseConfig(`${minimal}\nmetrics: { path: /v1/metrics }\n`, 'test.yaml', {})
   parseConfig(`${minimal}\nmetrics: { path: /healthz/metrics }\n`, 'test.yaml', {})
 })
 
