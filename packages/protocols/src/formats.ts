@@ -3,7 +3,7 @@ import { type Protocol, toLlmProxyError } from '@llmproxy/core'
 import type { FastifyReply } from 'fastify'
 import { anthropic } from './anthropic.js'
 import type { ApiFamily } from './convert/types.js'
-import { gemini } from './gemini.js'
+import { GEMINI_V1_ACTION, gemini } from './gemini.js'
 import { openai, openaiHealthPath } from './openai.js'
 import { familyOf, type WireFormat } from './wire.js'
 
@@ -29,7 +29,7 @@ export function wireOfProtocol(protocol: Protocol): WireFormat {
 export function clientApiOf(url: string, headers?: IncomingHttpHeaders): ApiFamily {
   const query = url.indexOf('?')
   const path = query === -1 ? url : url.slice(0, query)
-  if (path.includes('/v1beta/models')) return 'gemini'
+  if (path.includes('/v1beta/models') || GEMINI_V1_ACTION.test(path)) return 'gemini'
   if (path.endsWith('/v1/messages') || path.endsWith('/v1/messages/count_tokens')) return 'anthropic'
   if (headers?.['anthropic-version'] !== undefined && (path.endsWith('/v1/models') || path.includes('/v1/models/'))) return 'anthropic'
   return 'openai'

@@ -5,6 +5,11 @@ import { choices, count, type Endpoint, type WireFormat } from './wire.js'
 export const GEMINI_ACTIONS: ReadonlySet<string> = new Set(['generateContent', 'streamGenerateContent'])
 const ALT = /[?&]alt=([^&]*)/
 
+/** Gemini's stable API version: its generation routes take the same requests (the gateway serves both). */
+export const GEMINI_V1_GENERATE_PATH = '/v1/models/:target'
+/** `/v1/models/<model>:generateContent` (and streamGenerateContent): Gemini's, where the rest of `/v1/` is OpenAI's. */
+export const GEMINI_V1_ACTION = /\/v1\/models\/[^/]+:(?:generateContent|streamGenerateContent)$/
+
 /** Gemini generateContent / streamGenerateContent; the model and the action are in the URL. */
 export const GEMINI_GENERATE: Endpoint = {
   path: '/v1beta/models/:target',

@@ -14,6 +14,9 @@ test('clientApiOf: the client API from the route, with or without a prefix the a
     // Under a prefix.
     ['/llm/v1/messages', {}, 'anthropic'],
     ['/llm/v1beta/models/m:generateContent', {}, 'gemini'],
+    // Gemini's stable version: its generation routes only (the rest of /v1/models is OpenAI's and Anthropic's).
+    ['/v1/models/gemini-2.5-flash:streamGenerateContent?alt=sse', {}, 'gemini'],
+    ['/v1/models/gemini-2.5-flash', {}, 'openai'],
     ['/llm/v1/models', { 'anthropic-version': '2023-06-01' }, 'anthropic'],
     ['/llm/v1/chat/completions', {}, 'openai'],
     // Not an Anthropic or Gemini route though the path holds their words.

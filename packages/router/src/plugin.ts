@@ -16,6 +16,7 @@ import {
   type Endpoint,
   GEMINI_ACTIONS,
   GEMINI_GENERATE,
+  GEMINI_V1_GENERATE_PATH,
   OPENAI_ENDPOINTS,
   sendError,
 } from '@llmproxy/protocols'
@@ -198,13 +199,16 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
         proxy(request, reply, endpoint, (request.body as Record<string, unknown> | null)?.model, ''),
       )
     }
-    routes.post<{ Params: { target: string } }>(GEMINI_GENERATE.path, { bodyLimit }, (request, reply) => {
+    const gemini = (request: FastifyRequest<{ Params: { target: string } }>, reply: FastifyReply) => {
       const target = request.params.target
       const colon = target.lastIndexOf(':')
       const action = colon === -1 ? '' : target.slice(colon + 1)
       if (!GEMINI_ACTIONS.has(action)) return sendError(reply, errors.notFound(request.method, request.url.split('?')[0] ?? ''))
       return proxy(request, reply, GEMINI_GENERATE, target.slice(0, colon), action)
-    })
+    }
+    routes.post<{ Params: { target: string } }>(GEMINI_GENERATE.path, { bodyLimit }, gemini)
+    // Gemini's stable API version (`apiVersion: 'v1'` in Google's SDKs): the same generation, sent upstream as v1beta.
+    routes.post<{ Params: { target: string } }>(GEMINI_V1_GENERATE_PATH, { bodyLimit }, gemini)
 
     // Anthropic's token counting: an Anthropic-only model asks its upstream; any other gets an estimate, marked so.
     routes.post(ANTHROPIC_COUNT_TOKENS.path, { bodyLimit }, (request, reply) => {

@@ -213,3 +213,20 @@ test("a converted request leaves the client API's own headers behind; a same-for
     }
   }
 })
+
+test("Gemini's v1 API (Google's SDKs with apiVersion 'v1') is served as v1beta is: streamed, whole, and its errors in Gemini's shape", async () => {
+  mock.reset()
+  const gemini = new GoogleGenAI({ apiKey: 'k', httpOptions: { baseUrl: url, apiVersion: 'v1' } })
+  const whole = await gemini.models.generateContent({ model: 'gemini', contents: 'hi' })
+  assert.equal(whole.text, expectedContent(7))
+  let streamed = ''
+  for await (const chunk of await gemini.models.generateContentStream({ model: 'gemini', contents: 'hi' })) streamed += chunk.text ?? ''
+  assert.equal(streamed, expectedContent(7))
+  assert.deepEqual(
+    mock.requests.filter((r) => r.method === 'POST').map((r) => r.path.split('?')[0]),
+    ['/v1beta/models/gemini-upstream:generateContent', '/v1beta/models/gemini-upstream:streamGenerateContent'],
+  )
+  const unknown = await post('/v1/models/nope:generateContent', { contents: [{ parts: [{ text: 'hi' }] }] })
+  assert.equal(unknown.status, 404)
+  assert.equal((JSON.parse(unknown.text) as { error: { status: string } }).error.status, 'NOT_FOUND')
+})
