@@ -1,5 +1,5 @@
 import { ByteNeedle, type LlmProxyError } from '@llmproxy/core'
-import { geminiStatus } from './convert/upstream-error.js'
+import { geminiCode, geminiStatus } from './convert/upstream-error.js'
 import { choices, count, type Endpoint, type WireFormat } from './wire.js'
 
 export const GEMINI_ACTIONS: ReadonlySet<string> = new Set(['generateContent', 'streamGenerateContent'])
@@ -36,8 +36,7 @@ export const GEMINI_GENERATE: Endpoint = {
 function geminiError(error: LlmProxyError): unknown {
   return {
     error: {
-      // 529 is Anthropic's own (overloaded, reported inside a stream): Google's code for UNAVAILABLE is 503.
-      code: error.statusCode === 529 ? 503 : error.statusCode,
+      code: geminiCode(error.statusCode),
       message: error.message,
       status: geminiStatus(error.statusCode),
       // The gateway's catalogue code, where Google APIs put a machine-readable reason.

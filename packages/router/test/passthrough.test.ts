@@ -191,6 +191,13 @@ test("an upstream's error inside a same-format stream keeps its kind: Anthropic'
   )
   const error = converted.text.split('\n').find((line) => line.includes('"error"')) ?? converted.text
   assert.match(error, /"code":503,.*"status":"UNAVAILABLE"/)
+  // The same as a JSON array (no alt=sse).
+  const array = await post(
+    '/v1beta/models/claude-once:streamGenerateContent',
+    { contents: [{ role: 'user', parts: [{ text: 'hi' }] }] },
+    { 'x-mock-behavior': JSON.stringify({ fault: 'error-event', faultAfter: 2 }) },
+  )
+  assert.match(array.text, /"code":503,.*"status":"UNAVAILABLE"/)
 })
 
 test("a converted request leaves the client API's own headers behind; a same-format one keeps them", async () => {

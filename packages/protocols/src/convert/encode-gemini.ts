@@ -2,7 +2,7 @@ import { type Answer, parseToolArgs, randomHex } from './answer.js'
 import { GEMINI_FINISH } from './finish.js'
 import { JsonEnd } from './json-end.js'
 import type { EncoderOptions, EncoderResume, FinishReason, StreamEncoder, StreamEvent } from './types.js'
-import { type ClientError, geminiStatus } from './upstream-error.js'
+import { type ClientError, geminiCode, geminiStatus } from './upstream-error.js'
 import { toGeminiUsage, UsageTally } from './usage.js'
 
 const KEEP_ALIVE = ': keep-alive\n\n'
@@ -122,7 +122,8 @@ export class GeminiEncoder implements StreamEncoder {
   }
 
   error(error: ClientError): string {
-    const body = JSON.stringify({ error: { code: error.statusCode, message: error.message, status: geminiStatus(error.statusCode) } })
+    const status = error.statusCode
+    const body = JSON.stringify({ error: { code: geminiCode(status), message: error.message, status: geminiStatus(status) } })
     // No closing bracket in array mode: a client must not take the answer as complete.
     return this.frame(body)
   }

@@ -45,6 +45,11 @@ export function anthropicErrorType(status: number): string {
   }
 }
 
+/** The HTTP code a Gemini error body carries for a status: 529 is Anthropic's own (overloaded), Google's is 503. */
+export function geminiCode(status: number): number {
+  return status === 529 ? 503 : status
+}
+
 /** Google RPC status name for an HTTP status. */
 export function geminiStatus(status: number): string {
   switch (status) {
@@ -106,7 +111,7 @@ export function clientErrorBody(client: ApiFamily, status: number, message: stri
     case 'anthropic':
       return { type: 'error', error: { type: anthropicErrorType(status), message } }
     case 'gemini':
-      return { error: { code: status, message, status: geminiStatus(status) } }
+      return { error: { code: geminiCode(status), message, status: geminiStatus(status) } }
   }
 }
 
