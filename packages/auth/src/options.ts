@@ -31,7 +31,10 @@ export const KeyConfigSchema = Type.Object(
         'The key in plaintext (printable ASCII, no spaces: clients send it in a header), or "sha256:<64 hex digits>" (its SHA-256 digest).',
     }),
     models: Type.Optional(
-      Type.Array(Type.String({ minLength: 1 }), { description: 'Allowed model names or aliases; absent or ["*"] = all.' }),
+      Type.Array(Type.String({ minLength: 1 }), {
+        description:
+          'Allowed model names or aliases (not pattern aliases: a model name allows every name it serves); absent or ["*"] = all.',
+      }),
     ),
     rateLimit: Type.Optional(KeyRateLimitSchema),
     quota: Type.Optional(KeyQuotaSchema),

@@ -5,7 +5,7 @@ import { ConfigError, type ConfigProblem, checkSchema, MAX_TIMER_MS } from '@llm
 import { type Static, Type, Value } from '@llmproxy/core/typebox'
 import { checkBuckets, MetricsOptionsSchema } from '@llmproxy/metrics'
 import { RateLimitOptionsSchema, RedisOptionsSchema } from '@llmproxy/rate-limit'
-import { ModelRouteSchema, ModelTable, RetrySchema, TimeoutsSchema } from '@llmproxy/router'
+import { isAliasPattern, ModelRouteSchema, ModelTable, RetrySchema, TimeoutsSchema } from '@llmproxy/router'
 import {
   builtinStrategies,
   checkPassiveHealth,
@@ -238,10 +238,17 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   const protocols = new Map(valid.upstreams.map((u) => [u.name, u.protocol]))
   problems.push(...ModelTable.check(valid.models, (name) => protocols.get(name)))
   // A key limited to a model no route serves could never use it: a typo, caught here rather than as 404s.
-  const modelNames = new Set(valid.models.flatMap((model) => [model.name, ...(model.aliases ?? [])]))
+  // A pattern alias is no name a request carries: a key is given the model it maps to.
+  const modelNames = new Set(valid.models.flatMap((model) => [model.name, ...(model.aliases ?? []).filter((a) => !isAliasPattern(a))]))
   valid.auth?.keys?.forEach((key, i) => {
     key.models?.forEach((name, j) => {
-      if (name !== '*' && !modelNames.has(name)) problems.push({ path: `/auth/keys/${i}/models/${j}`, message: `unknown model "${name}"` })
+      if (name === '*' || modelNames.has(name)) return
+      const model = valid.models.find((m) => m.aliases?.includes(name))
+      problems.push({
+        path: `/auth/keys/${i}/models/${j}`,
+        message:
+          model === undefined ? `unknown model "${name}"` : `"${name}" is a pattern alias: list the model it maps to ("${model.name}")`,
+      })
     })
   })
   enableKeyLimits(valid, ConfigSchema.properties.rateLimit)

@@ -201,6 +201,19 @@ models:
   )
 })
 
+test('a key given a pattern alias is told to list the model it maps to (no request carries the pattern)', () => {
+  const config = `
+upstreams:
+  - { name: vllm-a, url: "http://127.0.0.1:8000", protocol: vllm }
+models:
+  - { name: claude-sonnet-4-5, aliases: ["claude-*", claude-sonnet-5], upstreams: [vllm-a] }
+auth: { keys: [{ id: dev, key: "${'k'.repeat(16)}", models: ["claude-*", claude-sonnet-5] }] }
+`
+  assert.deepEqual(problemsOf(config), [
+    { path: '/auth/keys/0/models/0', message: '"claude-*" is a pattern alias: list the model it maps to ("claude-sonnet-4-5")' },
+  ])
+})
+
 test('a metrics path the gateway serves itself is a config error (Fastify would refuse the second route at start)', () => {
   for (const path of ['/healthz', '/readyz', '/v1/models', '/v1/models/metrics', '/v1beta/models', '/v1beta/models/x']) {
     assert.deepEqual(
