@@ -445,12 +445,14 @@ export class ProxyCall implements CallHost {
   }
 
   /**
-   * The warn line of an attempt that failed and handed the request on (the request's own line names only the
-   * upstream that answered last): which upstream, how it failed, its status or error.
+   * The warn line of an attempt that failed (the request's own line names only the upstream that answered last):
+   * which upstream, how it failed, its status or error.
    */
   private logFailedAttempt(attempt: UpstreamAttempt, failure: FailureKind | 'cut', error: LlmProxyError, status: number | undefined): void {
+    // The cause's code says what no message of ours does (a TLS verification failure, a DNS error).
+    const cause = (error.cause as { code?: unknown } | undefined)?.code
     this.request.log.warn(
-      { upstream: attempt.lease.upstream.name, failure, status, error: error.code, message: error.message },
+      { upstream: attempt.lease.upstream.name, failure, status, error: error.code, cause, message: error.message },
       'upstream attempt failed',
     )
   }

@@ -29,7 +29,12 @@ export type ModelRoute = Static<typeof ModelRouteSchema>
 
 export const TimeoutsSchema = Type.Object(
   {
-    connectMs: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 5000, description: 'TCP/TLS connect timeout per attempt.' }),
+    connectMs: Type.Integer({
+      minimum: 1,
+      maximum: MAX_TIMER_MS,
+      default: 5000,
+      description: 'TCP/TLS connect timeout per attempt (at most firstTokenMs and responseMs: a first byte needs its connection).',
+    }),
     firstTokenMs: Type.Integer({
       minimum: 1,
       maximum: MAX_TIMER_MS,

@@ -97,7 +97,10 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
   } satisfies RouterDecorator)
 
   fastify.decorateRequest(kProxyCall as unknown as string, null)
-  const dispatcher = new UpstreamDispatcher(options.timeouts.connectMs)
+  // A connection (its TLS handshake included) cannot take longer than the wait for the first byte it is for: undici
+  // applies an attempt's abort only once its request has a connection, so that wait would not bound a stalled handshake.
+  const timeouts = options.timeouts
+  const dispatcher = new UpstreamDispatcher(Math.min(timeouts.connectMs, timeouts.firstTokenMs, timeouts.responseMs))
   fastify.addHook('onClose', () => dispatcher.close())
   const settings: ProxySettings = {
     dispatcher,

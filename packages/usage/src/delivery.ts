@@ -69,7 +69,9 @@ export class Delivery {
     this.counters = counters
     this.events = events
     this.log = log
-    this.pool = new Pool(options.url.origin, { connections: 1, pipelining: 1 })
+    // The connect (a TLS handshake included) is bounded by the delivery's timeout too: undici applies an abort only once
+    // the request has its connection, so a handshake that stalls would otherwise take its own 10 s.
+    this.pool = new Pool(options.url.origin, { connections: 1, pipelining: 1, connect: { timeout: options.timeoutMs } })
     this.path = `${options.url.pathname}${options.url.search}`
     this.baseHeaders = { ...options.headers, 'content-type': 'application/json' }
     // Replayed records are overdue.
@@ -118,10 +120,11 @@ export class Delivery {
     this.stopped = true
     this.inflight?.abort()
     this.wake()
+    // Destroyed, not closed: a request still connecting hears of no abort, and would hold the shutdown past flushMs.
+    await this.pool.destroy()
     await this.loop
     for (const w of this.waiters) w.resolve()
     this.waiters = []
-    await this.pool.close()
   }
 
   private async run(): Promise<void> {

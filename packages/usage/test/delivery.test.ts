@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert'
+import { type AddressInfo, createServer, type Socket } from 'node:net'
 import { test } from 'node:test'
 import { Value } from '@llmproxy/core/typebox'
 import { type DeliveryEvent, verifySignature, WebhookPayloadSchema } from '../src/index.js'
@@ -202,4 +203,30 @@ test('1,000 records through a flaky receiver: exactly 1,000 distinct ids after d
   const received = receiver.deliveries.reduce((n, d) => n + d.ids.length, 0)
   assert.ok(received > 1000, 'some batches were received twice (at-least-once)')
   assert.equal(app.usage.stats().delivered, 1000)
+})
+
+test('a webhook whose TLS handshake stalls: each attempt gives up at timeoutMs, and closing does not wait for it', async (t) => {
+  // Accepts TCP and never answers the ClientHello (a stalled TLS terminator).
+  const sockets: Socket[] = []
+  const stalled = createServer((socket) => sockets.push(socket))
+  await new Promise<void>((resolve) => stalled.listen(0, '127.0.0.1', resolve))
+  t.after(async () => {
+    for (const socket of sockets) socket.destroy()
+    await new Promise((resolve) => stalled.close(resolve))
+  })
+  const port = (stalled.address() as AddressInfo).port
+  const app = await buildApp({
+    webhook: { url: `https://127.0.0.1:${port}/usage`, timeoutMs: 300 },
+    spoolDir: spoolDir(),
+    shutdownFlushMs: 500,
+    batch: { maxRecords: 1, maxWaitMs: 0 },
+    retry: { baseMs: 10, maxMs: 50 },
+  })
+  emit(app, usageRecord())
+  // undici's own connect timeout is 10 s: two failures within 3 s are the delivery's timeout at work.
+  await waitFor(() => app.usage.stats().deliveryFailures >= 2, 3000, 'two failed attempts')
+  const closing = performance.now()
+  await app.close()
+  // The flush window, then the stop: not undici's 10 s for the handshake in progress.
+  assert.ok(performance.now() - closing < 2500, `close took ${Math.round(performance.now() - closing)} ms`)
 })
