@@ -5,10 +5,10 @@ import { choices, count, type Endpoint, type WireFormat } from './wire.js'
 export const GEMINI_ACTIONS: ReadonlySet<string> = new Set(['generateContent', 'streamGenerateContent'])
 const ALT = /[?&]alt=([^&]*)/
 
-/** Gemini's stable API version: its generation routes take the same requests (the gateway serves both). */
+/** Gemini's stable API version: its generation and counting routes take the same requests (the gateway serves both). */
 export const GEMINI_V1_GENERATE_PATH = '/v1/models/:target'
-/** `/v1/models/<model>:generateContent` (and streamGenerateContent): Gemini's, where the rest of `/v1/` is OpenAI's. */
-export const GEMINI_V1_ACTION = /\/v1\/models\/[^/]+:(?:generateContent|streamGenerateContent)$/
+/** `/v1/models/<model>:generateContent` (streamGenerateContent, countTokens): Gemini's, where the rest of `/v1/` is OpenAI's. */
+export const GEMINI_V1_ACTION = /\/v1\/models\/[^/]+:(?:generateContent|streamGenerateContent|countTokens)$/
 
 /** Gemini generateContent / streamGenerateContent; the model and the action are in the URL. */
 export const GEMINI_GENERATE: Endpoint = {
@@ -31,6 +31,15 @@ export const GEMINI_GENERATE: Endpoint = {
   takesIncludeUsage: false,
   convertible: true,
   metered: true,
+}
+
+/** Gemini countTokens: a Gemini-only model asks its upstream (the router estimates for any other). */
+export const GEMINI_COUNT_TOKENS: Endpoint = {
+  ...GEMINI_GENERATE,
+  queryString: () => '',
+  terminators: [],
+  convertible: false,
+  metered: false,
 }
 
 function geminiError(error: LlmProxyError): unknown {

@@ -15,6 +15,7 @@ import {
   clientApiOf,
   type Endpoint,
   GEMINI_ACTIONS,
+  GEMINI_COUNT_TOKENS,
   GEMINI_GENERATE,
   GEMINI_V1_GENERATE_PATH,
   OPENAI_ENDPOINTS,
@@ -206,8 +207,19 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       const target = request.params.target
       const colon = target.lastIndexOf(':')
       const action = colon === -1 ? '' : target.slice(colon + 1)
+      if (action === 'countTokens') return geminiCountTokens(request, reply, target.slice(0, colon))
       if (!GEMINI_ACTIONS.has(action)) return sendError(reply, errors.notFound(request.method, request.url.split('?')[0] ?? ''))
       return proxy(request, reply, GEMINI_GENERATE, target.slice(0, colon), action)
+    }
+    // Gemini's token counting, as Anthropic's below: a Gemini-only model asks its upstream, any other gets an estimate.
+    const geminiCountTokens = (request: FastifyRequest, reply: FastifyReply, model: string) => {
+      const route = resolve(request, reply, model)
+      if (route === null) return reply
+      if (servesEndpoint(route, GEMINI_COUNT_TOKENS)) return proxy(request, reply, GEMINI_COUNT_TOKENS, model, 'countTokens')
+      const { contents, systemInstruction, tools, generateContentRequest } = request.body as Record<string, unknown>
+      reply.header('x-llmproxy-estimated', 'true')
+      const counted = JSON.stringify({ contents, systemInstruction, tools, generateContentRequest })
+      return reply.send({ totalTokens: estimateTokensFromBytes(Buffer.byteLength(counted)) })
     }
     routes.post<{ Params: { target: string } }>(GEMINI_GENERATE.path, { bodyLimit }, gemini)
     // Gemini's stable API version (`apiVersion: 'v1'` in Google's SDKs): the same generation, sent upstream as v1beta.
