@@ -159,6 +159,8 @@ function undiciDispatchersFirst() {
     Pool: ['lib/dispatcher/pool'],
     BalancedPool: ['lib/dispatcher/balanced-pool'],
     Agent: ['lib/dispatcher/agent'],
+    // Loaded only when an egress proxy is configured (HTTPS_PROXY, HTTP_PROXY).
+    EnvHttpProxyAgent: ['lib/dispatcher/env-http-proxy-agent'],
     errors: ['lib/core/errors'],
     // index.js exports two functions of it (parseHeaders, headerNameToString) as `util`: the module holds both.
     util: ['lib/core/util'],

@@ -57,8 +57,9 @@ export async function spawnGateway(
   onSpawn: (stop: () => Promise<void>) => void,
   port = 0,
   startTimeoutMs = 60_000,
+  extraEnv: NodeJS.ProcessEnv = {},
 ): Promise<GatewayChild> {
-  const env = { ...process.env }
+  const env = { ...process.env, ...extraEnv }
   delete env.NODE_TEST_CONTEXT // the child is a server, not a test runner child
   const child = spawn(
     process.execPath,

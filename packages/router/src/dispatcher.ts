@@ -1,4 +1,5 @@
-import { Agent, type Dispatcher } from 'undici'
+import { egressProxyConfigured } from '@llmproxy/core'
+import { Agent, type Dispatcher, EnvHttpProxyAgent } from 'undici'
 import type { AttemptSignal } from './signal.js'
 import { UpstreamResponse, type UpstreamResponseData } from './upstream-response.js'
 
@@ -17,18 +18,20 @@ type ReplyFromCallback = (err: Error | null, data: UpstreamResponseData) => void
  * The Agent keeps TLS verification on (reply-from's own default agent turns it off).
  */
 export class UpstreamDispatcher {
-  private readonly agent: Agent
+  private readonly agent: Dispatcher
   private signal: AttemptSignal | null = null
   private headersTimeout = 0
   private errorsTo: { onUpstreamError(error: Error): void } | null = null
 
   constructor(connectTimeoutMs: number) {
-    this.agent = new Agent({
+    const options = {
       connect: { timeout: connectTimeoutMs },
       keepAliveTimeout: 30_000,
       // Idle detection between chunks is the router's (it knows first-token vs idle phases).
       bodyTimeout: 0,
-    })
+    }
+    // Through the egress proxy HTTPS_PROXY / HTTP_PROXY name, NO_PROXY's hosts excepted.
+    this.agent = egressProxyConfigured() ? new EnvHttpProxyAgent(options) : new Agent(options)
   }
 
   /**

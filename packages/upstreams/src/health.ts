@@ -1,6 +1,6 @@
-import { type ClientRequest, request as httpRequest } from 'node:http'
-import { request as httpsRequest } from 'node:https'
+import { egressProxyConfigured } from '@llmproxy/core'
 import { defaultHealthCheckPath, setUpstreamCredential } from '@llmproxy/protocols'
+import { Agent, type Dispatcher, EnvHttpProxyAgent } from 'undici'
 import type { HealthChecksOptions } from './options.js'
 import type { UpstreamNode } from './upstream.js'
 
@@ -15,7 +15,7 @@ export function healthCheckPath(upstream: UpstreamNode, options: HealthChecksOpt
 
 /** The headers of a check: the upstream's own, its credential and required headers the way its API expects them. */
 export function healthCheckHeaders(upstream: UpstreamNode): Record<string, string> {
-  const headers: Record<string, string> = { ...upstream.headers, 'user-agent': 'llmproxy-health-check', connection: 'close' }
+  const headers: Record<string, string> = { ...upstream.headers, 'user-agent': 'llmproxy-health-check' }
   setUpstreamCredential(headers, upstream.protocol, upstream.apiKey)
   return headers
 }
@@ -24,7 +24,8 @@ export type CheckListener = (upstream: UpstreamNode, ok: boolean, error: string 
 
 interface Loop {
   timer: NodeJS.Timeout | null
-  request: ClientRequest | null
+  /** The check in flight (aborted when the loop stops). */
+  request: AbortController | null
   stopped: boolean
 }
 
@@ -38,10 +39,15 @@ export class HealthChecker {
   private readonly onResult: CheckListener
   private readonly loops = new Map<UpstreamNode, Loop>()
   private running = false
+  /** Checks reach upstreams as their requests do: directly, or through the egress proxy the environment names. */
+  private readonly dispatcher: Dispatcher
 
   constructor(options: HealthChecksOptions, onResult: CheckListener) {
     this.options = options
     this.onResult = onResult
+    // One connection per check, closed after it: a check says whether an upstream can be reached now.
+    const agentOptions = { connect: { timeout: options.timeoutMs }, pipelining: 0 }
+    this.dispatcher = egressProxyConfigured() ? new EnvHttpProxyAgent(agentOptions) : new Agent(agentOptions)
   }
 
   start(upstreams: Iterable<UpstreamNode>): void {
@@ -72,13 +78,14 @@ export class HealthChecker {
     loop.stopped = true
     if (loop.timer !== null) clearTimeout(loop.timer)
     loop.timer = null
-    loop.request?.destroy()
+    loop.request?.abort()
     loop.request = null
   }
 
   close(): void {
     this.running = false
     for (const upstream of [...this.loops.keys()]) this.stop(upstream)
+    void this.dispatcher.destroy()
   }
 
   private schedule(upstream: UpstreamNode, loop: Loop, delay: number): void {
@@ -98,30 +105,38 @@ export class HealthChecker {
     const path = healthCheckPath(upstream, this.options)
     if (path === null) return
     const url = new URL(upstream.url + path)
-    const send = url.protocol === 'https:' ? httpsRequest : httpRequest
     const timeoutMs = this.options.timeoutMs
-    let status = 0
-    let error: string | null = null
-    const req = send(url, { method: 'GET', headers: healthCheckHeaders(upstream), agent: false })
-    loop.request = req
-    const deadline = setTimeout(() => req.destroy(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs)
+    const controller = new AbortController()
+    loop.request = controller
+    const deadline = setTimeout(() => controller.abort(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs)
     deadline.unref()
-    req.on('response', (res) => {
-      status = res.statusCode ?? 0
-      res.on('error', () => {})
-      res.resume()
-    })
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      error ??= err.code ?? err.message
-    })
-    req.on('close', () => {
+    const done = (error: string | null, status: number): void => {
       clearTimeout(deadline)
       loop.request = null
       if (loop.stopped) return
       const ok = error === null && status >= 200 && status < 300
       this.onResult(upstream, ok, ok ? null : (error ?? `status ${status}`))
       if (!loop.stopped) this.schedule(upstream, loop, this.nextDelay())
-    })
-    req.end()
+    }
+    this.dispatcher
+      .request({
+        origin: url.origin,
+        path: `${url.pathname}${url.search}`,
+        method: 'GET',
+        headers: { ...healthCheckHeaders(upstream), connection: 'close' },
+        signal: controller.signal,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      })
+      .then(
+        async (res) => {
+          await res.body.dump().catch(() => {})
+          done(null, res.statusCode)
+        },
+        (err: NodeJS.ErrnoException) => {
+          const reason = controller.signal.aborted ? controller.signal.reason : err
+          done(reason instanceof Error && reason !== err ? reason.message : (err.code ?? err.message), 0)
+        },
+      )
   }
 }

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import type { EventEmitter } from 'node:events'
+import { egressProxyConfigured } from '@llmproxy/core'
 import type { FastifyBaseLogger } from 'fastify'
-import { Pool } from 'undici'
+import { type Dispatcher, EnvHttpProxyAgent, Pool } from 'undici'
 import { signPayload } from './signature.js'
 import type { Spool, SpoolBatch } from './spool.js'
 import type { Counters, UsageEvents } from './types.js'
@@ -49,7 +50,7 @@ export class Delivery {
   private readonly counters: Counters
   private readonly events: EventEmitter<UsageEvents>
   private readonly log: FastifyBaseLogger
-  private readonly pool: Pool
+  private readonly pool: Dispatcher
   private readonly path: string
   private readonly baseHeaders: Record<string, string>
   private waiting: Waiting = null
@@ -71,7 +72,11 @@ export class Delivery {
     this.log = log
     // The connect (a TLS handshake included) is bounded by the delivery's timeout too: undici applies an abort only once
     // the request has its connection, so a handshake that stalls would otherwise take its own 10 s.
-    this.pool = new Pool(options.url.origin, { connections: 1, pipelining: 1, connect: { timeout: options.timeoutMs } })
+    const connect = { timeout: options.timeoutMs }
+    // Through the egress proxy HTTPS_PROXY / HTTP_PROXY name, unless NO_PROXY names the webhook's host.
+    this.pool = egressProxyConfigured()
+      ? new EnvHttpProxyAgent({ connections: 1, pipelining: 1, connect })
+      : new Pool(options.url.origin, { connections: 1, pipelining: 1, connect })
     this.path = `${options.url.pathname}${options.url.search}`
     this.baseHeaders = { ...options.headers, 'content-type': 'application/json' }
     // Replayed records are overdue.
@@ -205,6 +210,7 @@ export class Delivery {
     let error: string | undefined
     try {
       const res = await this.pool.request({
+        origin: this.options.url.origin,
         path: this.path,
         method: 'POST',
         headers,
