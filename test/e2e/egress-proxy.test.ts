@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
-import { type AddressInfo, connect, type Socket } from 'node:net'
+import { type AddressInfo, connect, createServer as createNetServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
@@ -60,7 +60,9 @@ async function gatewayBehind(proxyUrl: string, mock: MockUpstream, receiver: Usa
       server: { host: '127.0.0.1', port: 0, logLevel: 'info' },
       upstreams: [{ name: 'up', url: mock.url, protocol: 'openai' }],
       models: [{ name: 'm', upstreams: ['up'] }],
-      healthChecks: { intervalMs: 200 },
+      timeouts: { connectMs: 500 },
+      retry: { attempts: 1 },
+      healthChecks: { intervalMs: 200, timeoutMs: 500, unhealthyAfter: 1 },
       usage: {
         webhook: { url: receiver.url, secret: SECRET },
         spoolDir: join(dir, `spool-${name}`),
@@ -122,4 +124,35 @@ test('behind an egress proxy: upstream requests, health checks and the usage web
     'the second usage record',
   )
   assert.deepEqual(proxy.targets, [])
+})
+
+test('a proxy that never answers CONNECT: the connect timeouts hold (the request fails, the check marks the upstream down)', async () => {
+  const mock = await startMockUpstream({ defaults: { tokens: 3 } })
+  closers.push(() => mock.close())
+  const receiver = new UsageReceiver(SECRET)
+  await receiver.listen()
+  closers.push(() => receiver.close())
+  const held: Socket[] = []
+  const stalled = createNetServer((socket) => held.push(socket))
+  await new Promise<void>((resolve) => stalled.listen(0, '127.0.0.1', resolve))
+  closers.push(async () => {
+    for (const socket of held) socket.destroy()
+    await new Promise((resolve) => stalled.close(resolve))
+  })
+  const gw = await gatewayBehind(`http://127.0.0.1:${(stalled.address() as AddressInfo).port}`, mock, receiver, '', 'stalled')
+  const started = performance.now()
+  const res = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }] }),
+  })
+  // connectMs 500 (undici's own bounds, without it: 10 s for a handshake, 300 s for the proxy's answer).
+  assert.ok(res.status >= 500, String(res.status))
+  assert.ok(performance.now() - started < 5000, `answered after ${Math.round(performance.now() - started)} ms`)
+  await pollUntil(
+    async () => (await fetch(`${gw.url}/readyz`)).status,
+    (status) => status === 503,
+    'the health check marking the only upstream down',
+    5000,
+  )
 })

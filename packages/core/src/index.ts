@@ -1,6 +1,6 @@
 export { ByteNeedle } from './bytes.js'
 export { type Attempt, type KeyLimits, LlmContext, type Outcome, type Rejection } from './context.js'
-export { egressProxyConfigured } from './egress.js'
+export { egressProxyAgent } from './egress.js'
 export {
   CATALOGUE,
   type CatalogueEntry,

@@ -1,5 +1,5 @@
-import { egressProxyConfigured } from '@llmproxy/core'
-import { Agent, type Dispatcher, EnvHttpProxyAgent } from 'undici'
+import { egressProxyAgent } from '@llmproxy/core'
+import { Agent, type Dispatcher } from 'undici'
 import type { AttemptSignal } from './signal.js'
 import { UpstreamResponse, type UpstreamResponseData } from './upstream-response.js'
 
@@ -31,7 +31,7 @@ export class UpstreamDispatcher {
       bodyTimeout: 0,
     }
     // Through the egress proxy HTTPS_PROXY / HTTP_PROXY name, NO_PROXY's hosts excepted.
-    this.agent = egressProxyConfigured() ? new EnvHttpProxyAgent(options) : new Agent(options)
+    this.agent = egressProxyAgent(connectTimeoutMs, options) ?? new Agent(options)
   }
 
   /**

@@ -1,6 +1,6 @@
-import { egressProxyConfigured } from '@llmproxy/core'
+import { egressProxyAgent } from '@llmproxy/core'
 import { defaultHealthCheckPath, setUpstreamCredential } from '@llmproxy/protocols'
-import { Agent, type Dispatcher, EnvHttpProxyAgent } from 'undici'
+import { Agent, type Dispatcher } from 'undici'
 import type { HealthChecksOptions } from './options.js'
 import type { UpstreamNode } from './upstream.js'
 
@@ -46,8 +46,8 @@ export class HealthChecker {
     this.options = options
     this.onResult = onResult
     // One connection per check, closed after it: a check says whether an upstream can be reached now.
-    const agentOptions = { connect: { timeout: options.timeoutMs }, pipelining: 0 }
-    this.dispatcher = egressProxyConfigured() ? new EnvHttpProxyAgent(agentOptions) : new Agent(agentOptions)
+    this.dispatcher =
+      egressProxyAgent(options.timeoutMs, { pipelining: 0 }) ?? new Agent({ connect: { timeout: options.timeoutMs }, pipelining: 0 })
   }
 
   start(upstreams: Iterable<UpstreamNode>): void {
@@ -128,11 +128,15 @@ export class HealthChecker {
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
       })
+      .then(async (res) => {
+        // Read to its end (dump() would swallow a body that stalls, which fails the check as a slow answer does).
+        for await (const _chunk of res.body) {
+          // dropped
+        }
+        return res.statusCode
+      })
       .then(
-        async (res) => {
-          await res.body.dump().catch(() => {})
-          done(null, res.statusCode)
-        },
+        (status) => done(null, status),
         (err: NodeJS.ErrnoException) => {
           const reason = controller.signal.aborted ? controller.signal.reason : err
           done(reason instanceof Error && reason !== err ? reason.message : (err.code ?? err.message), 0)

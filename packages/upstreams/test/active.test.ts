@@ -14,6 +14,8 @@ interface Target {
   healthy: boolean
   /** Never answer (for timeouts). */
   hang: boolean
+  /** Send 200 and its headers, then never end the body. */
+  stallBody: boolean
   delayMs: number
   seen: { path: string; headers: IncomingHttpHeaders }[]
   active: number
@@ -30,6 +32,7 @@ async function target(): Promise<Target> {
     url: '',
     healthy: true,
     hang: false,
+    stallBody: false,
     delayMs: 0,
     seen: [],
     active: 0,
@@ -43,6 +46,11 @@ async function target(): Promise<Target> {
   t.server.on('request', (req, res) => {
     t.seen.push({ path: req.url ?? '', headers: req.headers })
     if (t.hang) return
+    if (t.stallBody) {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.write('{')
+      return
+    }
     t.active++
     t.maxActive = Math.max(t.maxActive, t.active)
     setTimeout(() => {
@@ -147,24 +155,29 @@ describe('active health checks', () => {
     }
   })
 
-  test('a check that times out or is refused fails', async () => {
+  test('a check that times out (before its answer, or in its body) or is refused fails', async () => {
     const hanging = await target()
     hanging.hang = true
+    const stalling = await target()
+    stalling.stallBody = true
     const closed = await target()
     closed.server.close()
     await once(closed.server, 'close')
     const registry = registryFor(
       [
         { name: 'hang', url: hanging.url, protocol: 'vllm' },
+        { name: 'stall', url: stalling.url, protocol: 'vllm' },
         { name: 'refused', url: closed.url, protocol: 'vllm' },
       ],
       { healthChecks: { ...FAST, timeoutMs: 100, unhealthyAfter: 1 } },
     )
     registry.start()
     try {
-      await waitFor(() => registry.get('hang')?.state === 'unhealthy' && registry.get('refused')?.state === 'unhealthy', 'both unhealthy')
-      const [hang, refused] = registry.snapshot()
+      const unhealthy = (name: string) => registry.get(name)?.state === 'unhealthy'
+      await waitFor(() => unhealthy('hang') && unhealthy('stall') && unhealthy('refused'), 'all unhealthy')
+      const [hang, stall, refused] = registry.snapshot()
       assert.match(hang?.lastError ?? '', /health check: timed out after 100 ms/)
+      assert.match(stall?.lastError ?? '', /health check: timed out after 100 ms/)
       assert.equal(refused?.lastError, 'health check: ECONNREFUSED')
     } finally {
       registry.close()

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import type { EventEmitter } from 'node:events'
-import { egressProxyConfigured } from '@llmproxy/core'
+import { egressProxyAgent } from '@llmproxy/core'
 import type { FastifyBaseLogger } from 'fastify'
-import { type Dispatcher, EnvHttpProxyAgent, Pool } from 'undici'
+import { type Dispatcher, Pool } from 'undici'
 import { signPayload } from './signature.js'
 import type { Spool, SpoolBatch } from './spool.js'
 import type { Counters, UsageEvents } from './types.js'
@@ -72,11 +72,10 @@ export class Delivery {
     this.log = log
     // The connect (a TLS handshake included) is bounded by the delivery's timeout too: undici applies an abort only once
     // the request has its connection, so a handshake that stalls would otherwise take its own 10 s.
-    const connect = { timeout: options.timeoutMs }
     // Through the egress proxy HTTPS_PROXY / HTTP_PROXY name, unless NO_PROXY names the webhook's host.
-    this.pool = egressProxyConfigured()
-      ? new EnvHttpProxyAgent({ connections: 1, pipelining: 1, connect })
-      : new Pool(options.url.origin, { connections: 1, pipelining: 1, connect })
+    this.pool =
+      egressProxyAgent(options.timeoutMs, { connections: 1, pipelining: 1 }) ??
+      new Pool(options.url.origin, { connections: 1, pipelining: 1, connect: { timeout: options.timeoutMs } })
     this.path = `${options.url.pathname}${options.url.search}`
     this.baseHeaders = { ...options.headers, 'content-type': 'application/json' }
     // Replayed records are overdue.
