@@ -52,6 +52,16 @@ async function connectProxy(): Promise<{ url: string; targets: string[] }> {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, targets }
 }
 
+/** A mock upstream and a webhook receiver, closed after the tests. */
+async function upstreamAndReceiver(): Promise<{ mock: MockUpstream; receiver: UsageReceiver }> {
+  const mock = await startMockUpstream({ defaults: { tokens: 3 } })
+  closers.push(() => mock.close())
+  const receiver = new UsageReceiver(SECRET)
+  await receiver.listen()
+  closers.push(() => receiver.close())
+  return { mock, receiver }
+}
+
 async function gatewayBehind(proxyUrl: string, mock: MockUpstream, receiver: UsageReceiver, noProxy: string, name: string) {
   const file = join(dir, `${name}.json`)
   writeFileSync(
@@ -83,11 +93,7 @@ async function gatewayBehind(proxyUrl: string, mock: MockUpstream, receiver: Usa
 }
 
 test('behind an egress proxy: upstream requests, health checks and the usage webhook go through it; NO_PROXY hosts do not', async () => {
-  const mock = await startMockUpstream({ defaults: { tokens: 3 } })
-  closers.push(() => mock.close())
-  const receiver = new UsageReceiver(SECRET)
-  await receiver.listen()
-  closers.push(() => receiver.close())
+  const { mock, receiver } = await upstreamAndReceiver()
   const proxy = await connectProxy()
   const upstreamHost = new URL(mock.url).host
   const webhookHost = `127.0.0.1:${receiver.port}`
@@ -127,11 +133,7 @@ test('behind an egress proxy: upstream requests, health checks and the usage web
 })
 
 test('a proxy that never answers CONNECT: the connect timeouts hold (the request fails, the check marks the upstream down)', async () => {
-  const mock = await startMockUpstream({ defaults: { tokens: 3 } })
-  closers.push(() => mock.close())
-  const receiver = new UsageReceiver(SECRET)
-  await receiver.listen()
-  closers.push(() => receiver.close())
+  const { mock, receiver } = await upstreamAndReceiver()
   const held: Socket[] = []
   const stalled = createNetServer((socket) => held.push(socket))
   await new Promise<void>((resolve) => stalled.listen(0, '127.0.0.1', resolve))

@@ -2,7 +2,8 @@ import { ByteNeedle, errors, type LlmProxyError } from '@llmproxy/core'
 import { type Endpoint, statusOfUpstreamError, type UsageExtractor } from '@llmproxy/protocols'
 
 const DATA_PREFIX = 'data:'
-const DATA_FIELD = new ByteNeedle(DATA_PREFIX)
+/** An SSE data field at a line's start (what every wire format's events carry). */
+export const DATA_FIELD = new ByteNeedle(DATA_PREFIX)
 const SPACE = 0x20
 const NEWLINE = 0x0a
 const CR = 0x0d

@@ -1,10 +1,10 @@
 import { ByteNeedle, type LlmProxyError } from '@llmproxy/core'
+import { DATA_FIELD } from './scanner.js'
 
 const NEWLINE = 0x0a
 const CR = 0x0d
 const CLOSE_BRACE = 0x7d
 const CLOSE_BRACKET = 0x5d
-const DATA_FIELD = new ByteNeedle('data:')
 const EMPTY_CHOICES = [new ByteNeedle('"choices":[]'), new ByteNeedle('"choices": []')]
 const USAGE_OBJECT = /"usage"\s*:\s*\{/
 /** An event that never ends is passed through rather than held without bound. */
@@ -135,15 +135,15 @@ export class UsageEventFilter extends EventAligner {
   }
 }
 
-/**
- * What completes held bytes into an event when they end with a whole `data:` line (null: they do not): its line end
- * came, or (`ended`) the body ended cleanly right after a JSON value's last byte.
- */
 /** What ends an event whose bytes end here (null: all went out): its blank line (after a line end, one more). */
 function lineEnding(held: Buffer | null): Buffer {
   return held !== null && held[held.length - 1] === NEWLINE ? LINE_END : BLANK_LINE
 }
 
+/**
+ * What completes held bytes into an event when they end with a whole `data:` line (null: they do not): its line end
+ * came, or (`ended`) the body ended cleanly right after a JSON value's last byte.
+ */
 function completionOf(held: Buffer, ended: boolean): Buffer | null {
   const last = held.length - 1
   const lineEnded = held[last] === NEWLINE

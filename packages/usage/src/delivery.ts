@@ -50,7 +50,7 @@ export class Delivery {
   private readonly counters: Counters
   private readonly events: EventEmitter<UsageEvents>
   private readonly log: FastifyBaseLogger
-  private readonly pool: Dispatcher
+  private readonly dispatcher: Dispatcher
   private readonly path: string
   private readonly baseHeaders: Record<string, string>
   private waiting: Waiting = null
@@ -70,10 +70,10 @@ export class Delivery {
     this.counters = counters
     this.events = events
     this.log = log
-    // The connect (a TLS handshake included) is bounded by the delivery's timeout too: undici applies an abort only once
-    // the request has its connection, so a handshake that stalls would otherwise take its own 10 s.
-    // Through the egress proxy HTTPS_PROXY / HTTP_PROXY name, unless NO_PROXY names the webhook's host.
-    this.pool =
+    // Through the egress proxy HTTPS_PROXY / HTTP_PROXY name, unless NO_PROXY names the webhook's host. The connect (a
+    // TLS handshake included) is bounded by the delivery's timeout too: undici applies an abort only once the request
+    // has its connection, so a handshake that stalls would otherwise take its own 10 s.
+    this.dispatcher =
       egressProxyAgent(options.timeoutMs, { connections: 1, pipelining: 1 }) ??
       new Pool(options.url.origin, { connections: 1, pipelining: 1, connect: { timeout: options.timeoutMs } })
     this.path = `${options.url.pathname}${options.url.search}`
@@ -125,7 +125,7 @@ export class Delivery {
     this.inflight?.abort()
     this.wake()
     // Destroyed, not closed: a request still connecting hears of no abort, and would hold the shutdown past flushMs.
-    await this.pool.destroy()
+    await this.dispatcher.destroy()
     await this.loop
     for (const w of this.waiters) w.resolve()
     this.waiters = []
@@ -208,7 +208,7 @@ export class Delivery {
     let status: number | undefined
     let error: string | undefined
     try {
-      const res = await this.pool.request({
+      const res = await this.dispatcher.request({
         origin: this.options.url.origin,
         path: this.path,
         method: 'POST',
