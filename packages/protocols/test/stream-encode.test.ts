@@ -441,6 +441,20 @@ test('usage on a translated stream is never zero (envoyproxy/ai-gateway#2352) an
   }
 })
 
+test('continuous usage (vLLM --enable-force-include-usage): the cache reads of the final usage chunk reach Anthropic and Gemini clients', () => {
+  // Every chunk, the finish chunk too, reports the running usage without prompt_tokens_details; only the usage
+  // chunk after the finish has the cached tokens.
+  const running = OPENAI_TEXT.map((piece, i) =>
+    piece.endsWith(']}\n\n')
+      ? `${piece.slice(0, -3)},"usage":{"prompt_tokens":120,"completion_tokens":${i},"total_tokens":${120 + i}}}\n\n`
+      : piece,
+  )
+  for (const client of ['anthropic', 'gemini'] as const) {
+    const body = convertStream('openai', client, running, { model: 'm', includeUsage: true }).join('')
+    assert.deepEqual(clientUsage(client, body), [120, 100, 30], client)
+  }
+})
+
 test('a content filter reaches Anthropic clients as refusal, never end_turn', () => {
   const fromOpenAi = convertStream('openai', 'anthropic', [
     'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"I"},"finish_reason":null}]}\n\n',

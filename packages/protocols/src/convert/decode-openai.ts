@@ -18,8 +18,10 @@ interface ToolSlot {
 
 /**
  * OpenAI Chat Completions chunks (OpenAI, vLLM, TGI's OpenAI API) → events. Only choice 0 is read.
- * Per chunk: its content (reasoning, text, tool calls), then the finish, then the usage — so that a usage
- * report completing a finish (the include_usage chunk comes after the finish chunk) follows it.
+ * Per chunk: its content (reasoning, text, tool calls), then the usage, then the finish. Encoders hold the finish
+ * until the next usage report: the one that completes it comes in a later chunk (the include_usage chunk), while a
+ * report in the finish chunk itself is a running one (vLLM's continuous usage: every chunk has one, without the
+ * cached tokens the usage chunk then brings) and must not release it.
  */
 export class OpenAiDecoder extends SseDecoder {
   private started = false
@@ -59,8 +61,8 @@ export class OpenAiDecoder extends SseDecoder {
       if (id !== undefined) start.id = id
       const model = stringAt(chunk, 'model')
       if (model !== undefined) start.model = model
-      // Usage known at the start (vLLM's continuous usage stats) goes out with it, unless a finish follows.
-      if (usage !== undefined && finishReason === undefined) {
+      // Usage known at the start (vLLM's continuous usage stats) goes out with it.
+      if (usage !== undefined) {
         start.usage = fromOpenAiUsage(usage)
         usageReported = true
       }
@@ -69,9 +71,9 @@ export class OpenAiDecoder extends SseDecoder {
     if (choice !== undefined) {
       const delta = objectAt(choice, 'delta')
       if (delta !== undefined) this.delta(delta, out)
-      if (finishReason !== undefined) this.finish(finishReason, choice, out)
     }
     if (usage !== undefined && !usageReported) out.push({ type: 'usage', usage: fromOpenAiUsage(usage) })
+    if (choice !== undefined && finishReason !== undefined) this.finish(finishReason, choice, out)
   }
 
   private delta(delta: Json, out: StreamEvent[]): void {
