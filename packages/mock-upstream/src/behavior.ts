@@ -54,7 +54,12 @@ export interface MockBehavior {
   contentEncoding?: 'gzip' | 'identity'
   /** SSE line endings: `crlf` or `cr` instead of each format's own (`lf` forces LF, Gemini's CRLF included). */
   lineEnding?: 'lf' | 'crlf' | 'cr'
+  /** `tgi`: /v1/chat/completions answers as Hugging Face TGI writes it (see README); `openai`, the default, cancels it. */
+  dialect?: MockDialect
 }
+
+/** The server whose bytes the OpenAI chat route writes. */
+export type MockDialect = 'openai' | 'tgi'
 
 const FAULTS: ReadonlySet<string> = new Set<MockFault>([
   'reset-before-headers',
@@ -76,6 +81,7 @@ const FINISHES: ReadonlySet<string> = new Set<MockFinish>([
 ])
 const ENCODINGS: ReadonlySet<string> = new Set(['gzip', 'identity'])
 const LINE_ENDINGS: ReadonlySet<string> = new Set(['lf', 'crlf', 'cr'])
+const DIALECTS: ReadonlySet<string> = new Set<MockDialect>(['openai', 'tgi'])
 
 /** The longest delay a Node timer takes (ms). */
 const MAX_DELAY = 2 ** 31 - 1
@@ -135,7 +141,8 @@ export function behaviorProblem(value: unknown): string | null {
     oneOf('fault', b.fault, FAULTS) ??
     oneOf('finish', b.finish, FINISHES) ??
     oneOf('contentEncoding', b.contentEncoding, ENCODINGS) ??
-    oneOf('lineEnding', b.lineEnding, LINE_ENDINGS)
+    oneOf('lineEnding', b.lineEnding, LINE_ENDINGS) ??
+    oneOf('dialect', b.dialect, DIALECTS)
   )
 }
 

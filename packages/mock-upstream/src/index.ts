@@ -1,4 +1,4 @@
-export type { MockBehavior, MockFault, MockFinish, MockToolCall } from './behavior.js'
+export type { MockBehavior, MockDialect, MockFault, MockFinish, MockToolCall } from './behavior.js'
 export { expectedContent, expectedReasoning, promptTokensFor, REASONING_WORDS, signatureFor, WORDS } from './content.js'
 export type { MockUpstreamEvents, RecordedRequest } from './job.js'
 export { type MockProgram, type MockUpstream, type MockUpstreamOptions, startMockUpstream } from './server.js'

@@ -2,7 +2,7 @@ import type { EventEmitter } from 'node:events'
 import { type IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { createGzip, type Gzip, gzipSync, constants as zlib } from 'node:zlib'
-import type { MockFault, MockFinish } from './behavior.js'
+import type { MockDialect, MockFault, MockFinish } from './behavior.js'
 import { type Fields, type PlannedToolCall, type Vocabulary, WORDS_VOCABULARY } from './content.js'
 import { type ErrorShape, faultError } from './errors.js'
 import type { Answer, Wire } from './wire.js'
@@ -121,6 +121,7 @@ export class Job {
   faultAt = -1
   contentEncoding: 'gzip' | 'identity' = 'identity'
   lineEnding: 'lf' | 'crlf' | 'cr' | null = null
+  dialect: MockDialect = 'openai'
 
   /** The next step to write: reasoning tokens, then text tokens, then tool calls (`steps` in all). */
   next = 0

@@ -20,7 +20,7 @@ import {
   type TrailingReader,
   type Validator,
 } from './requests.js'
-import { TGI } from './tgi.js'
+import { TGI, TGI_CHAT } from './tgi.js'
 import type { Answer, Wire } from './wire.js'
 
 export interface MockUpstreamOptions {
@@ -90,8 +90,12 @@ function endpoint(answer: Answer, wire: Wire | null, idPrefix: string, more: Par
   }
 }
 
+const CHAT_ENDPOINT = endpoint(CHAT, CHAT, 'chatcmpl-mock-', { rich: true, validate: chatProblem, trailing: chatTrailing })
+/** The chat route in the `tgi` dialect: text only, no request checks, no prefill (as the TGI routes). */
+const TGI_CHAT_ENDPOINT = endpoint(TGI_CHAT, TGI_CHAT, '')
+
 const POST_ENDPOINTS: ReadonlyMap<string, Endpoint> = new Map([
-  ['/v1/chat/completions', endpoint(CHAT, CHAT, 'chatcmpl-mock-', { rich: true, validate: chatProblem, trailing: chatTrailing })],
+  ['/v1/chat/completions', CHAT_ENDPOINT],
   ['/v1/completions', endpoint(COMPLETIONS, COMPLETIONS, 'cmpl-mock-')],
   ['/v1/responses', endpoint(RESPONSES, RESPONSES, 'resp_mock_')],
   ['/v1/embeddings', endpoint(EMBEDDINGS, null, '', { generates: false })],
@@ -155,6 +159,7 @@ function applyBehavior(job: Job, b: MockBehavior): void {
   if (b.usage !== undefined) job.usage = b.usage
   if (b.contentEncoding !== undefined) job.contentEncoding = b.contentEncoding
   if (b.lineEnding !== undefined) job.lineEnding = b.lineEnding
+  if (b.dialect !== undefined) job.dialect = b.dialect
 }
 
 /**
@@ -409,8 +414,8 @@ class MockUpstreamServer extends EventEmitter<MockUpstreamEvents> implements Moc
   }
 
   /** Resolves the behavior, then answers (error, fault, streamed or not). */
-  private generate(job: Job, target: Endpoint, pathModel: string | null): void {
-    job.shape = target.shape
+  private generate(job: Job, route: Endpoint, pathModel: string | null): void {
+    job.shape = route.shape
     const body = job.rec.body
     if (!isObject(body)) {
       sendError(job, 400, 'The request body must be a JSON object', ERROR_CODES.invalidBody)
@@ -421,6 +426,7 @@ class MockUpstreamServer extends EventEmitter<MockUpstreamEvents> implements Moc
       sendError(job, 400, `Invalid mock behavior: ${problem}`, ERROR_CODES.invalidBehavior)
       return
     }
+    const target = job.dialect === 'tgi' && route === CHAT_ENDPOINT ? TGI_CHAT_ENDPOINT : route
     if (job.fault === 'reset-before-headers') {
       job.reset()
       return

@@ -1,7 +1,7 @@
-/** Hugging Face TGI: /generate and /generate_stream. */
+/** Hugging Face TGI: /generate and /generate_stream, and its OpenAI-compatible chat route as it writes it. */
 import type { Fields } from './content.js'
 import type { Job } from './job.js'
-import { type Answer, SSE_HEADERS, SSE_MALFORMED, type Wire } from './wire.js'
+import { type Answer, SSE_HEADERS, SSE_MALFORMED, type Wire, withUsage } from './wire.js'
 
 function tgiFinishReason(job: Job): string {
   if (job.finish === 'length') return 'length'
@@ -37,5 +37,64 @@ export const TGI: Wire & Answer = {
     const body: Fields = { generated_text: job.answerText() }
     if (job.usage) body.details = tgiDetails(job)
     return body
+  },
+}
+
+// TGI's /v1/chat/completions (router/src/server.rs, chat.rs): axum's `data:` without a space, an empty id, the role
+// in every delta, `"usage":null` on every chunk; the finish on the end-of-sequence token's chunk (empty content);
+// with `stream_options.include_usage` a last chunk with `choices: []` and the usage (no cache or reasoning details).
+
+const FINGERPRINT = '3.3.6-native'
+
+/** `data:{"object":…,"id":"",…,"choices":[` */
+function chatChunkHead(job: Job): string {
+  return `data:{"object":"chat.completion.chunk","id":"","created":${job.created},"model":${job.modelJson},"system_fingerprint":"${FINGERPRINT}","choices":[`
+}
+
+function chatFinishReason(job: Job): string {
+  // TGI's OpenAI routes say `stop` for its end-of-sequence token and keep its other reasons.
+  const reason = tgiFinishReason(job)
+  return reason === 'eos_token' ? 'stop' : reason
+}
+
+function chatUsage(job: Job): Fields {
+  return { prompt_tokens: job.promptTokens, completion_tokens: job.outputTokens, total_tokens: job.promptTokens + job.outputTokens }
+}
+
+export const TGI_CHAT: Wire & Answer = {
+  headers: SSE_HEADERS,
+  sse: true,
+  malformed: SSE_MALFORMED,
+  open(job) {
+    job.prefix = `${chatChunkHead(job)}{"index":0,"delta":{"role":"assistant","content":`
+    job.suffix = '},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
+  },
+  token(job, i) {
+    return job.prefix + job.tokenJson(i) + job.suffix
+  },
+  finish(job, terminate) {
+    const head = chatChunkHead(job)
+    job.write(
+      `${head}{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":"${chatFinishReason(job)}"}],"usage":null}\n\n`,
+    )
+    if (job.includeUsage && job.usage) job.write(`${head}],"usage":${JSON.stringify(chatUsage(job))}}\n\n`)
+    if (terminate) job.write('data:[DONE]\n\n')
+  },
+  error() {
+    // TGI's error inside an OpenAI-compatible stream.
+    return 'data:{"error":{"message":"Request failed during generation: Server error: Model is overloaded","http_status_code":422}}\n\n'
+  },
+  body(job) {
+    const body = {
+      object: 'chat.completion',
+      id: '',
+      created: job.created,
+      model: job.model,
+      system_fingerprint: FINGERPRINT,
+      choices: [
+        { index: 0, message: { role: 'assistant', content: job.answerText() }, logprobs: null, finish_reason: chatFinishReason(job) },
+      ],
+    }
+    return withUsage(job, body, () => chatUsage(job))
   },
 }

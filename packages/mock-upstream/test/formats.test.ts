@@ -107,6 +107,39 @@ describe('Anthropic, Gemini, TGI and other routes', () => {
     assert.deepEqual(body, { generated_text: expectedContent(2), details: { finish_reason: 'length', generated_tokens: 2, seed: null } })
   })
 
+  test('dialect tgi: /v1/chat/completions as TGI writes it, usage in the choices: [] chunk and in the body', async () => {
+    const tgi = { mock: { dialect: 'tgi' } }
+    const head = '{"object":"chat.completion.chunk","id":"","created":'
+    const stream = await post(mock, '/v1/chat/completions', {
+      ...tgi,
+      model: 'm',
+      stream: true,
+      stream_options: { include_usage: true },
+      messages,
+    })
+    assert.ok(stream.text.startsWith(`data:${head}`), 'axum writes no space after data:')
+    assert.ok(stream.text.endsWith('\n\ndata:[DONE]\n\n'))
+    const chunks = sseJson(stream.text.slice(0, -'data:[DONE]\n\n'.length)) as {
+      choices: { delta: { role: string; content: string }; finish_reason: string | null }[]
+      usage: Record<string, number> | null
+    }[]
+    assert.equal(chunks.length, 7, 'a chunk per token, the end-of-sequence chunk with the finish, the usage chunk')
+    assert.ok(chunks.slice(0, -1).every((c) => c.usage === null && c.choices[0]?.delta.role === 'assistant'))
+    assert.equal(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''), expectedContent(5))
+    assert.equal(chunks.at(-2)?.choices[0]?.finish_reason, 'stop')
+    const usage = { prompt_tokens: promptTokensFor({ messages }), completion_tokens: 5, total_tokens: promptTokensFor({ messages }) + 5 }
+    assert.deepEqual(chunks.at(-1)?.choices, [])
+    assert.deepEqual(chunks.at(-1)?.usage, usage)
+    const plain = await post(mock, '/v1/chat/completions', { ...tgi, model: 'm', stream: true, messages })
+    assert.ok(!plain.text.includes('"choices":[]'), 'no usage chunk unless asked')
+    const body = JSON.parse((await post(mock, '/v1/chat/completions', { ...tgi, model: 'm', messages })).text)
+    assert.equal(body.id, '')
+    assert.deepEqual(body.choices, [
+      { index: 0, message: { role: 'assistant', content: expectedContent(5) }, logprobs: null, finish_reason: 'stop' },
+    ])
+    assert.deepEqual(body.usage, usage)
+  })
+
   test('TGI /generate_stream: token events, the last carries generated_text and details', async () => {
     const res = await post(mock, '/generate_stream', { inputs: 'Hi' })
     assert.equal(res.headers['content-type'], 'text/event-stream')

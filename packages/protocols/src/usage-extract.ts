@@ -1,17 +1,20 @@
 import { JsonKeyScanner, type Protocol, type Usage } from '@llmproxy/core'
 
-/** The JSON key each wire format reports usage under (streamed and not). */
+/**
+ * The JSON key each wire format reports usage under (streamed and not). TGI is reached through its OpenAI-compatible
+ * routes (the gateway serves no other), which report `usage` as OpenAI does; `details` is its native `/generate`'s.
+ */
 const USAGE_KEY: Record<Protocol, string> = {
   openai: 'usage',
   vllm: 'usage',
   anthropic: 'usage',
   gemini: 'usageMetadata',
-  tgi: 'details',
+  tgi: 'usage',
 }
 
 /**
  * How deep the usage key may be (1: a key of the body's or event's own object). Most reports are there: chat,
- * completions, embeddings and Responses bodies, Anthropic's `message_delta` and body, Gemini's chunks and body, TGI.
+ * completions, embeddings and Responses bodies, Anthropic's `message_delta` and body, Gemini's chunks and body.
  * One level down: a Responses stream's `response.completed` → `response.usage`, Anthropic's `message_start` →
  * `message.usage`, the elements of a Gemini stream sent as one JSON array. Deeper, the key is content: a model's
  * tool-call arguments, which Gemini and Anthropic send as objects, are three levels down or more in every format.
@@ -63,7 +66,7 @@ export class UsageExtractor {
 
   /**
    * Whether the JSON object ending at `bytes[last]` (its closing brace) ends with the usage key set to null
-   * (`"usage":null}`), as OpenAI and vLLM end every streamed chunk but the usage one when include_usage is on.
+   * (`"usage":null}`), as OpenAI, vLLM and TGI end every streamed chunk but the usage one when include_usage is on.
    * Such an object reports nothing: a caller that sees only those in a chunk of whole lines may skip
    * writing that chunk, since the key's last value is the one that counts.
    */
@@ -108,7 +111,7 @@ export class UsageExtractor {
     return this.reports >= (stream && this.protocol === 'anthropic' ? 2 : 1)
   }
 
-  /** True when the report lacks the prompt side (TGI streams), so that part must be estimated. */
+  /** True when the report lacks the prompt side, so that part must be estimated. */
   get missingPrompt(): boolean {
     this.parsePending()
     return this.prompt === undefined
@@ -134,7 +137,7 @@ export class UsageExtractor {
     } catch {
       return
     }
-    // OpenAI chat/completions/embeddings, vLLM
+    // OpenAI chat/completions/embeddings, vLLM, TGI
     const prompt = int(obj.prompt_tokens)
     if (prompt !== undefined) this.prompt = prompt
     const completion = int(obj.completion_tokens)
@@ -174,10 +177,6 @@ export class UsageExtractor {
     if (totalCount !== undefined) this.total = totalCount
     const cachedContent = int(obj.cachedContentTokenCount)
     if (cachedContent !== undefined) this.cached = cachedContent
-
-    // TGI details
-    const generated = int(obj.generated_tokens)
-    if (generated !== undefined) this.completion = generated
 
     if (total === undefined && totalCount === undefined) this.total = undefined
   }

@@ -48,16 +48,25 @@ test('Gemini cumulative usageMetadata, thoughts counted as completion and reason
   assert.deepEqual(u.result(), { promptTokens: 7, completionTokens: 12, totalTokens: 19, reasoningTokens: 3 })
 })
 
-test('TGI details give completion tokens only; the prompt side is missing', () => {
-  const u = new UsageExtractor('tgi')
-  u.write(Buffer.from('data:{"token":{"id":1,"text":"a"},"generated_text":null,"details":null}\n\n'))
-  u.write(
+test("TGI, on the OpenAI-compatible routes the gateway calls: the usage chunk (choices: []) and the body's usage", () => {
+  const chunk = (rest: string) =>
+    `data:{"object":"chat.completion.chunk","id":"","created":1,"model":"tgi","system_fingerprint":"3.3.6-native",${rest}}\n\n`
+  const streamed = new UsageExtractor('tgi')
+  streamed.write(
     Buffer.from(
-      'data:{"token":{"id":2,"text":"b"},"generated_text":"ab","details":{"finish_reason":"length","generated_tokens":2,"seed":null}}\n\n',
+      chunk('"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":"stop"}],"usage":null'),
     ),
   )
-  assert.deepEqual(u.result(), { promptTokens: 0, completionTokens: 2, totalTokens: 2 })
-  assert.equal(u.missingPrompt, true)
+  streamed.write(Buffer.from(chunk('"choices":[],"usage":{"prompt_tokens":15,"completion_tokens":8,"total_tokens":23}')))
+  assert.deepEqual(streamed.result(), { promptTokens: 15, completionTokens: 8, totalTokens: 23 })
+  assert.equal(streamed.missingPrompt, false)
+  const body = new UsageExtractor('tgi')
+  body.write(
+    Buffer.from(
+      '{"object":"chat.completion","id":"","created":1,"model":"tgi","system_fingerprint":"3.3.6-native","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":15,"completion_tokens":8,"total_tokens":23}}',
+    ),
+  )
+  assert.deepEqual(body.result(), { promptTokens: 15, completionTokens: 8, totalTokens: 23 })
 })
 
 test('nothing reported → null', () => {

@@ -49,11 +49,11 @@ test('the answers of several attempts are summed, cached tokens included', () =>
   assert.deepEqual(meter.total, { promptTokens: 22, completionTokens: 3, totalTokens: 25, cachedTokens: 10 })
 })
 
-test('a report without the prompt side (TGI) gets the prompt estimated, and says so', () => {
+test('a report without the prompt side gets the prompt estimated, and says so', () => {
   const meter = new UsageMeter()
   meter.requestBytes = 80
-  const reader = meter.startAnswer('tgi')
-  reader.write(Buffer.from('data:{"token":{"text":"a"},"generated_text":"a","details":{"generated_tokens":5}}\n\n'))
+  const reader = meter.startAnswer('openai')
+  reader.write(Buffer.from('{"choices":[],"usage":{"completion_tokens":5}}'))
   meter.endAnswer(true, null)
   assert.deepEqual(meter.total, { promptTokens: 20, completionTokens: 5, totalTokens: 25 })
   assert.equal(meter.estimated, true)
