@@ -130,9 +130,35 @@ test('a key’s quota: tokens are counted, and what would exceed is refused with
   const { data } = await ask(KEYS.quota, { max_tokens: 20 })
   assert.ok((data.usage?.total_tokens ?? 0) > 0)
   await refused(ask(KEYS.quota, { max_tokens: 200 }), 'quota_exceeded', true)
-  // What fits the quota's size (125 + 21 estimated prompt tokens) but not what is left of it may be retried when the
-  // period resets.
-  await refused(ask(KEYS.quota, { max_tokens: 125 }), 'quota_exceeded')
+  // What fits the quota's size (125 + 21 estimated prompt tokens) but not what is left of it may pass when the period
+  // resets, which retry-after says; never retried by the SDKs, which would sleep until then.
+  const spent = await refused(ask(KEYS.quota, { max_tokens: 125 }), 'quota_exceeded')
+  assert.equal(spent.headers.get('x-should-retry'), 'false')
+})
+
+test('a used-up quota fails at once in the official SDKs (they would sleep until it resets), sent once each', async () => {
+  const sent: string[] = []
+  const counting = (name: string) => (url: string | URL | Request, init?: RequestInit) => {
+    sent.push(name)
+    return fetch(url, init)
+  }
+  // Still pending by then, a call sleeps on the quota's retry-after (hours): the test says so rather than hang.
+  const promptly = <T>(call: Promise<T>): Promise<T> =>
+    Promise.race([call, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('still pending after 5 s')), 5000).unref())])
+  const openai = new OpenAI({ apiKey: KEYS.quota, baseURL: `${gw.url}/v1`, maxRetries: 2, fetch: counting('openai') })
+  const fromOpenAi = await promptly(
+    openai.chat.completions.create({ model: 'gpt-test', max_tokens: 125, messages: [{ role: 'user', content: 'Hello' }] }),
+  ).catch((err: unknown) => err)
+  assert.ok(fromOpenAi instanceof OpenAI.RateLimitError, String(fromOpenAi))
+  assert.equal(fromOpenAi.code, 'quota_exceeded')
+  assert.ok(Number(fromOpenAi.headers.get('retry-after')) >= 1, 'retry-after still says when the quota resets')
+  const anthropic = new Anthropic({ apiKey: KEYS.quota, baseURL: gw.url, maxRetries: 2, fetch: counting('anthropic') })
+  const fromAnthropic = await promptly(
+    anthropic.messages.create({ model: 'gpt-test', max_tokens: 125, messages: [{ role: 'user', content: 'Hello' }] }),
+  ).catch((err: unknown) => err)
+  assert.ok(fromAnthropic instanceof Anthropic.RateLimitError, String(fromAnthropic))
+  assert.equal((fromAnthropic.error as { error: { code: string } }).error.code, 'quota_exceeded')
+  assert.deepEqual(sent, ['openai', 'anthropic'])
 })
 
 test('a request that can never fit its tpm is sent once by the SDKs, which retry other 429s', async () => {

@@ -161,7 +161,7 @@ export const CATALOGUE = {
   quota_exceeded: {
     status: 429,
     type: 'rate_limit_error',
-    when: 'The key’s token quota for the day or month is used up: `retry-after` says when it resets (a request larger than the whole quota: `x-should-retry: false` instead).',
+    when: 'The key’s token quota for the day or month is used up: `retry-after` says when it resets (none for a request larger than the whole quota). Sent with `x-should-retry: false`: the SDKs fail at once instead of sleeping until then.',
   },
   llmproxy_upstream_rate_limited: {
     status: 429,

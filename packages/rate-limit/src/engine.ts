@@ -283,7 +283,9 @@ export class RateLimitEngine implements RateLimits {
       let result = this.reserve(hold, amount, quota.tokens)
       if (result instanceof Promise) result = await result
       if (!result.ok) {
-        const headers = whenToRetry(amount > quota.tokens, period.endsAt - now)
+        // Never retried by the SDKs: they would sleep until the period ends (hours, days) inside the call. The
+        // retry-after still says when the quota resets.
+        const headers = { ...whenToRetry(amount > quota.tokens, period.endsAt - now), 'x-should-retry': 'false' }
         return this.reject(request, reply, 'quota', rateLimitErrors.quota(quota.tokens, quota.per, result.value, amount, headers))
       }
       state.quotaHold = hold
