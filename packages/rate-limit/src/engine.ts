@@ -433,14 +433,22 @@ export class RateLimitEngine implements RateLimits {
     const { key, marker, reserved, expireAt } = hold
     const shared = this.shared
     if (shared !== null && hold.store === shared.store) {
-      const retry = (): Promise<void> => shared.store.settleAgain(key, marker, total, reserved, expireAt)
-      if (!shared.healthy) shared.later(retry)
+      // Sent now, or once Redis answers again if it is down, the first attempt settles as one: a Redis that restarted
+      // empty meanwhile lost the marker, and the request is charged what it used. Only an attempt after one that was
+      // sent is a retry (applied if that one never ran).
+      let sent = false
+      const attempt = (): Promise<number | null> => {
+        if (sent) return shared.store.settleAgain(key, marker, total, reserved, expireAt)
+        sent = true
+        return shared.store.settle(key, marker, total, reserved, expireAt, hold.reservedAt)
+      }
+      if (!shared.healthy) shared.later(attempt)
       else {
-        shared.store.settle(key, marker, total, reserved, expireAt, hold.reservedAt).then(
+        attempt().then(
           (value) => this.mirror(key, value, expireAt),
           (err: unknown) => {
             shared.down(err)
-            shared.later(retry)
+            shared.later(attempt)
           },
         )
       }

@@ -171,9 +171,9 @@ export class RedisStore implements LimitStore {
     return counterOrNull(await this.redis.llmproxySettle(key, marker, total, reserved, expireAt, markerLives ? 2 : 1))
   }
 
-  /** A settle retried after a failed attempt: applies only if the first attempt never ran. */
-  async settleAgain(key: string, marker: string, total: number, reserved: number, expireAt: number): Promise<void> {
-    await this.redis.llmproxySettle(key, marker, total, reserved, expireAt, 0)
+  /** A settle retried after an attempt that was sent and failed: applies only if that attempt never ran. Returns as `settle`. */
+  async settleAgain(key: string, marker: string, total: number, reserved: number, expireAt: number): Promise<number | null> {
+    return counterOrNull(await this.redis.llmproxySettle(key, marker, total, reserved, expireAt, 0))
   }
 
   /** Undoes a reservation whose outcome is unknown (its command failed), now or whenever it runs. */

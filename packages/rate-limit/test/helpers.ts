@@ -27,7 +27,8 @@ export interface ChatBody {
 
 /**
  * An app with a fake auth (header `x-key` → keyId and the limits of `keys`), the rate-limit plugin and routes:
- * `POST /v1/chat` (emits a usage record of `body.use` tokens), `POST /v1/hold` (waits for `releaseHeld()`),
+ * `POST /v1/chat` (emits a usage record of `body.use` tokens), `POST /v1/hold` (waits for `releaseHeld()`, then emits
+ * a usage record of `body.use` tokens if given),
  * `POST /v1/refused` (a later preHandler answers 400, no usage record), `GET /health` (opted out).
  */
 export async function build(options: RateLimitOptionsInput, keys: Record<string, KeyLimits | null> = {}): Promise<Harness> {
@@ -65,8 +66,13 @@ export async function build(options: RateLimitOptionsInput, keys: Record<string,
     app.llm.emitUsage(buildUsageRecord(request.llm, 200), request)
     return { ok: true, during }
   })
-  app.post('/v1/hold', async () => {
+  app.post<{ Body: ChatBody }>('/v1/hold', async (request) => {
     await new Promise<void>((resolve) => waiting.push(resolve))
+    const total = request.body.use
+    if (total !== undefined) {
+      request.llm.usage = { promptTokens: 0, completionTokens: total, totalTokens: total }
+      app.llm.emitUsage(buildUsageRecord(request.llm, 200), request)
+    }
     return { ok: true }
   })
   app.post('/v1/refused', { preHandler: async (_request, reply) => reply.code(400).send({ error: 'refused' }) }, async () => ({ ok: true }))

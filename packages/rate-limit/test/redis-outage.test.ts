@@ -123,6 +123,39 @@ test('Redis stopped and started again: local limits meanwhile, Redis again on re
   assert.equal((await h.app.rateLimits.usage('s', TPM_AND_QUOTA)).quota?.used, 140)
 })
 
+test('a request that reserved on Redis and ends while Redis is down is charged what it used by the Redis that restarted empty', {
+  skip,
+}, async (t) => {
+  await awayFromMinuteBoundary(20_000) // the TPM counter checked below is this minute's
+  let server = await startRedisServer()
+  const port = server.port
+  t.after(() => server.stop())
+  const prefix = `llmproxy-test:${randomUUID()}:`
+  const h = await build({ store: 'redis', redis: { url: server.url, keyPrefix: prefix } }, { s: TPM_AND_QUOTA })
+  t.after(() => h.app.close())
+  const s = counters(prefix, 's')
+  const holding = chat(h.app, 's', { max_tokens: 50, use: 39 }, '/v1/hold')
+  await until(() => h.held() === 1)
+  const reserved = (await h.app.rateLimits.usage('s', TPM_AND_QUOTA)).quota?.used ?? 0
+  assert.ok(reserved >= 50, `reserved on Redis: ${reserved}`)
+
+  // Redis dies with the reservation (no persistence), and the request ends before it is back: its settlement waits.
+  await server.stop()
+  await until(() => h.app.rateLimits.redisHealthy === false)
+  h.releaseHeld()
+  assert.equal((await holding).statusCode, 200)
+
+  server = await startRedisServer({ port })
+  await until(() => h.app.rateLimits.redisHealthy === true, 10_000)
+  // Replayed before Redis is used again, the settlement is its first attempt: it finds no marker (gone with the old
+  // Redis) and charges the 39 tokens used.
+  const raw = new Redis(server.url)
+  t.after(() => raw.disconnect())
+  assert.equal(Number(await raw.get(s.quota)), 39, 'the request that ended during the outage is charged')
+  assert.equal(Number(await raw.get(s.tpm)), 39)
+  assert.equal((await h.app.rateLimits.usage('s', TPM_AND_QUOTA)).quota?.used, 39)
+})
+
 test('a command cut off by a Redis restart is not resent by the client: only the gateway replays it, once', {
   skip,
 }, async (t) => {
