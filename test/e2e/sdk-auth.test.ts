@@ -138,20 +138,22 @@ describe('auth.keyInQuery: true', () => {
   })
   after(() => gw.close())
 
-  test('?key= authenticates a Gemini request; the key reaches no upstream and no log line', async () => {
-    const res = await fetch(`${gw.url}/v1beta/models/gemini-test:streamGenerateContent?alt=sse&key=${KEY}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'Hi' }] }] }),
+  for (const version of ['v1beta', 'v1']) {
+    test(`?key= authenticates a Gemini request on ${version}; the key reaches no upstream and no log line`, async () => {
+      const res = await fetch(`${gw.url}/${version}/models/gemini-test:streamGenerateContent?alt=sse&key=${KEY}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'Hi' }] }] }),
+      })
+      assert.equal(res.status, 200)
+      assert.match(await res.text(), /finishReason/)
+      const seen = gw.mock.requests.at(-1)
+      assert.ok(seen !== undefined && !JSON.stringify(seen).includes(KEY))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      assert.ok(gw.logs().includes(`"url":"/${version}/models/gemini-test:streamGenerateContent?alt=sse&key=[redacted]"`))
+      assert.ok(!gw.logs().includes(KEY))
     })
-    assert.equal(res.status, 200)
-    assert.match(await res.text(), /finishReason/)
-    const seen = gw.mock.requests.at(-1)
-    assert.ok(seen !== undefined && !JSON.stringify(seen).includes(KEY))
-    await new Promise((resolve) => setTimeout(resolve, 50))
-    assert.match(gw.logs(), /"url":"\/v1beta\/models\/gemini-test:streamGenerateContent\?alt=sse&key=\[redacted\]"/)
-    assert.ok(!gw.logs().includes(KEY))
-  })
+  }
 
   test('?key= is still refused on the OpenAI routes', async () => {
     const res = await fetch(`${gw.url}/v1/chat/completions?key=${KEY}`, {

@@ -1,6 +1,7 @@
 import { hash } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { ConfigProblem, KeyLimits } from '@llmproxy/core'
+import { clientApiOf } from '@llmproxy/protocols'
 import type { KeyConfig, KeyIdentity } from './options.js'
 
 /** What a request gets when its key is accepted; built once per key, shared by its requests. */
@@ -118,9 +119,6 @@ export function compileKeys(keys: readonly KeyConfig[], path: string, problems: 
 /** Headers that carry the key itself, in the order they are looked at. */
 const KEY_HEADERS = ['x-api-key', 'api-key', 'x-goog-api-key']
 
-/** Where the Gemini routes are: the only ones whose clients may send `?key=` (Google's REST examples do). */
-const GEMINI_PATH = '/v1beta/models/'
-
 /**
  * The key a request presents: `Authorization: Bearer <key>` (OpenAI clients), else `x-api-key` (Anthropic),
  * else `api-key` (Azure OpenAI), else `x-goog-api-key` (Gemini); with `keyInQuery`, else the `key` query parameter
@@ -139,8 +137,9 @@ export function presentedKey(headers: IncomingHttpHeaders, url: string, keyInQue
   return keyInQuery ? queryKey(url) : undefined
 }
 
+/** `?key=` of a Gemini route (v1beta's, and v1's generation and counting): Google's REST examples put the key there. */
 function queryKey(url: string): string | undefined {
   const query = url.indexOf('?')
-  if (query === -1 || !url.slice(0, query).includes(GEMINI_PATH)) return undefined
+  if (query === -1 || clientApiOf(url) !== 'gemini') return undefined
   return new URLSearchParams(url.slice(query + 1)).get('key')?.trim() || undefined
 }

@@ -48,13 +48,24 @@ test('keyInQuery: ?key= is accepted on Gemini paths only, and only when switched
   const off = await build({ keys })
   const on = await build({ keys, keyInQuery: true })
   t.after(() => Promise.all([off.app.close(), on.app.close()]))
-  const gemini = `/v1beta/models/gemini-flash:generateContent?alt=sse&key=${KEY_A}`
-  // Past auth, the path is a 404 (the test app has no Gemini route); refused, a 401.
-  assert.equal((await off.app.inject({ method: 'POST', url: gemini })).statusCode, 401)
-  assert.equal((await on.app.inject({ method: 'POST', url: gemini })).statusCode, 404)
-  const elsewhere = await on.app.inject({ url: `/v1/whoami?key=${KEY_A}` })
-  assert.equal(elsewhere.statusCode, 401)
-  assert.equal(elsewhere.json().error.code, 'llmproxy_missing_api_key')
+  // Gemini's routes: v1beta's, and its stable v1's generation and counting.
+  for (const gemini of [
+    `/v1beta/models/gemini-flash:generateContent?alt=sse&key=${KEY_A}`,
+    `/v1beta/models?key=${KEY_A}`,
+    `/v1/models/gemini-flash:generateContent?key=${KEY_A}`,
+    `/v1/models/gemini-flash:streamGenerateContent?alt=sse&key=${KEY_A}`,
+    `/v1/models/gemini-flash:countTokens?key=${KEY_A}`,
+  ]) {
+    // Past auth, the path is a 404 (the test app has no Gemini route); refused, a 401.
+    assert.equal((await off.app.inject({ method: 'POST', url: gemini })).statusCode, 401, gemini)
+    assert.equal((await on.app.inject({ method: 'POST', url: gemini })).statusCode, 404, gemini)
+  }
+  // The rest of /v1/ is OpenAI's, model lookups included.
+  for (const openai of [`/v1/whoami?key=${KEY_A}`, `/v1/models?key=${KEY_A}`, `/v1/models/gemini-flash?key=${KEY_A}`]) {
+    const elsewhere = await on.app.inject({ url: openai })
+    assert.equal(elsewhere.statusCode, 401, openai)
+    assert.equal(elsewhere.json().error.code, 'llmproxy_missing_api_key')
+  }
   const wrong = await on.app.inject({ method: 'POST', url: '/v1beta/models/g:generateContent?key=sk-not-a-key' })
   // Gemini's error shape on a Gemini path: the catalogue code is the ErrorInfo reason.
   assert.equal(wrong.json().error.details[0].reason, 'llmproxy_invalid_api_key')
