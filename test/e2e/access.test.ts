@@ -15,8 +15,10 @@ const KEY_A = 'sk-e2e-access-team-a-3f9c2d7e1b'
 const KEY_HASHED = 'sk-e2e-access-hashed-8a41c0d2f6'
 const KEY_UPPER = 'sk-e2e-access-upper-5e7b9d3a20'
 const KEY_UNKNOWN = 'sk-e2e-access-unknown-77c1e0f4ab'
+const KEY_ALIAS = 'sk-e2e-access-alias-only-4d2a9c81'
+const KEY_NONE = 'sk-e2e-access-no-model-b06e3f5a7c'
 const UPSTREAM_SECRET = 'sk-upstream-secret-e2e-access-0c4d'
-const CLIENT_KEYS = [KEY_A, KEY_HASHED, KEY_UPPER, KEY_UNKNOWN]
+const CLIENT_KEYS = [KEY_A, KEY_HASHED, KEY_UPPER, KEY_UNKNOWN, KEY_ALIAS, KEY_NONE]
 const WWW_AUTHENTICATE = 'Bearer realm="llmproxy"'
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex')
@@ -55,6 +57,8 @@ async function startGateway(ipAllowlist: string[]): Promise<Gateway> {
           { id: 'team-a', key: KEY_A, models: ['gpt-test'] },
           { id: 'team-hashed', key: `sha256:${sha256(KEY_HASHED)}` },
           { id: 'team-upper', key: `sha256:${sha256(KEY_UPPER).toUpperCase()}`, models: ['other-model'] },
+          { id: 'alias-only', key: KEY_ALIAS, models: ['alias-test'] },
+          { id: 'no-model', key: KEY_NONE, models: [] },
         ],
         ipAllowlist,
       },
@@ -157,6 +161,46 @@ test('sha256: keys work (lower- and upper-case digests), and their model lists a
   // the digest itself is not a key
   assertError(await chat(open, 'gpt-test', bearer(sha256(KEY_HASHED))), 401, 'authentication_error', 'llmproxy_invalid_api_key')
   assertError(await chat(open, 'gpt-test', bearer(`sha256:${sha256(KEY_HASHED)}`)), 401, 'authentication_error', 'llmproxy_invalid_api_key')
+})
+
+test('the model lists show a key only the models it may use, in every API; any other is its 404, as OpenAI answers', async () => {
+  const get = (path: string, key: string, headers: Record<string, string> = {}) =>
+    fetch(`${open.url}${path}`, { headers: { ...bearer(key), ...headers } })
+  const listed = async (key: string): Promise<string[]> => {
+    const openai = (await (await get('/v1/models', key)).json()) as { data: { id: string }[] }
+    const anthropic = (await (await get('/v1/models', key, { 'anthropic-version': '2023-06-01' })).json()) as { data: { id: string }[] }
+    const gemini = (await (await get('/v1beta/models', key)).json()) as { models: { name: string }[] }
+    const ids = openai.data.map((m) => m.id)
+    assert.deepEqual(
+      anthropic.data.map((m) => m.id),
+      ids,
+    )
+    assert.deepEqual(
+      gemini.models.map((m) => m.name.slice('models/'.length)),
+      ids,
+    )
+    return ids
+  }
+  assert.deepEqual(await listed(KEY_HASHED), ['gpt-test', 'alias-test', 'other-model', 'keyless-model'])
+  // A model's key sees its aliases; an alias's key the alias alone (the model's own name is refused to it).
+  assert.deepEqual(await listed(KEY_A), ['gpt-test', 'alias-test'])
+  assert.deepEqual(await listed(KEY_UPPER), ['other-model'])
+  assert.deepEqual(await listed(KEY_ALIAS), ['alias-test'])
+  assert.deepEqual(await listed(KEY_NONE), [])
+
+  assert.equal((await get('/v1/models/alias-test', KEY_A)).status, 200)
+  for (const [path, key] of [
+    ['/v1/models/other-model', KEY_A],
+    ['/v1/models/gpt-test', KEY_ALIAS],
+    ['/v1/models/gpt-test', KEY_NONE],
+  ] as const) {
+    const hidden = await get(path, key)
+    assert.equal(hidden.status, 404, path)
+    assert.equal(((await hidden.json()) as { error: { code: string } }).error.code, 'model_not_found')
+  }
+  const gemini = await get('/v1beta/models/other-model', KEY_A)
+  assert.equal(gemini.status, 404)
+  assert.equal(((await gemini.json()) as { error: { status: string } }).error.status, 'NOT_FOUND')
 })
 
 test('an IP allowlist without 127.0.0.1 refuses it (403), even with a valid key; health and metrics stay open', async () => {

@@ -28,7 +28,7 @@ import { acceptJsonBodies } from './body.js'
 import { ProxyCall } from './call.js'
 import { UpstreamDispatcher } from './dispatcher.js'
 import { InFlight } from './in-flight.js'
-import { type ModelShapes, modelListings } from './listings.js'
+import { ModelCatalogue, type ModelShapes } from './listings.js'
 import { ModelTable, type ResolvedRoute } from './models.js'
 import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
 import { kProxyCall } from './reply-hooks.js'
@@ -80,14 +80,14 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
   }
   let models: readonly ModelRoute[] = options.models
   let table = checked(models)
-  let listings = modelListings(table)
+  let catalogue = new ModelCatalogue(table)
 
   fastify.decorate('llmRouter', {
     update(next: ModelRoute[]) {
       const nextTable = checked(next)
       models = next
       table = nextTable
-      listings = modelListings(nextTable)
+      catalogue = new ModelCatalogue(nextTable)
     },
     models: () => models,
     abortInFlight(error: LlmProxyError) {
@@ -245,16 +245,18 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       reply.header('x-request-id', request.id)
       return reply.type('application/json; charset=utf-8').send(shapes[clientApiOf(request.url, request.headers)])
     }
-    routes.get('/v1/models', (request, reply) => sendModels(request, reply, listings, ''))
-    routes.get('/v1beta/models', (request, reply) => sendModels(request, reply, listings, ''))
+    /** The models the request's key may use (every one for a key without restrictions, or without auth). */
+    const visible = (request: FastifyRequest) => catalogue.visibleTo(request.llm.allowedModels)
+    routes.get('/v1/models', (request, reply) => sendModels(request, reply, visible(request), ''))
+    routes.get('/v1beta/models', (request, reply) => sendModels(request, reply, visible(request), ''))
     // A wildcard: vLLM-style ids hold a slash (`meta-llama/Llama-3.1-8B`), which not every client encodes.
     routes.get<{ Params: { '*': string } }>('/v1/models/*', (request, reply) => {
       const model = request.params['*']
-      return sendModels(request, reply, listings.byId.get(model), model)
+      return sendModels(request, reply, visible(request).byId.get(model), model)
     })
     routes.get<{ Params: { target: string } }>(GEMINI_GENERATE.path, (request, reply) => {
       const model = request.params.target
-      return sendModels(request, reply, listings.byId.get(model), model)
+      return sendModels(request, reply, visible(request).byId.get(model), model)
     })
   })
 }
