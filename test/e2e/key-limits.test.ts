@@ -15,6 +15,7 @@ const KEYS = {
   tpm: 'sk-e2e-limits-tpm-00000000000000',
   concurrency: 'sk-e2e-limits-conc-0000000000000',
   quota: 'sk-e2e-limits-quota-000000000000',
+  gemini: 'sk-e2e-limits-gemini-00000000000',
 }
 
 let gw: TestGateway
@@ -27,6 +28,7 @@ before(async () => {
         { id: 'tpm', key: KEYS.tpm, rateLimit: { tpm: 100 } },
         { id: 'concurrency', key: KEYS.concurrency, rateLimit: { concurrency: 1 } },
         { id: 'quota', key: KEYS.quota, quota: { tokens: 150, per: 'day' } },
+        { id: 'gemini', key: KEYS.gemini, rateLimit: { rpm: 1 } },
       ],
     },
   })
@@ -178,6 +180,28 @@ test('a request that can never fit its tpm is sent once by the SDKs, which retry
     Anthropic.RateLimitError,
   )
   assert.deepEqual(sent, ['openai', 'anthropic'])
+})
+
+test('a Gemini client’s 429 says the wait in its body too, as Google’s do (RetryInfo), besides retry-after', async () => {
+  const generate = () =>
+    request(`${gw.url}/v1beta/models/gpt-test:generateContent`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-goog-api-key': KEYS.gemini },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'Hello' }] }] }),
+    })
+  const passed = await generate()
+  assert.equal(passed.statusCode, 200)
+  await passed.body.dump()
+  const limited = await generate()
+  assert.equal(limited.statusCode, 429)
+  const retryAfter = limited.headers['retry-after']
+  assert.ok(Number(retryAfter) >= 1)
+  const { error } = (await limited.body.json()) as { error: { status: string; details: Record<string, string>[] } }
+  assert.equal(error.status, 'RESOURCE_EXHAUSTED')
+  assert.deepEqual(error.details, [
+    { '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'llmproxy_rate_limited', domain: 'llmproxy' },
+    { '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: `${retryAfter}s` },
+  ])
 })
 
 test('without Redis, /metrics exports no Redis metrics', async () => {

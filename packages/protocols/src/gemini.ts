@@ -42,16 +42,20 @@ export const GEMINI_COUNT_TOKENS: Endpoint = {
   metered: false,
 }
 
+/** A `retry-after` in whole seconds, as the gateway sends it (an app's own error could carry an HTTP date). */
+const RETRY_SECONDS = /^\d+$/
+
 function geminiError(error: LlmProxyError): unknown {
-  return {
-    error: {
-      code: geminiCode(error.statusCode),
-      message: error.message,
-      status: geminiStatus(error.statusCode),
-      // The gateway's catalogue code, where Google APIs put a machine-readable reason.
-      details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: error.code, domain: 'llmproxy' }],
-    },
+  // The gateway's catalogue code, where Google APIs put a machine-readable reason.
+  const details: Record<string, string>[] = [
+    { '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: error.code, domain: 'llmproxy' },
+  ]
+  // The wait, also where Google's own 429s say it: Gemini tooling reads it from the body, not from the header.
+  const retryAfter = error.headers?.['retry-after']
+  if (retryAfter !== undefined && RETRY_SECONDS.test(retryAfter)) {
+    details.push({ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: `${retryAfter}s` })
   }
+  return { error: { code: geminiCode(error.statusCode), message: error.message, status: geminiStatus(error.statusCode), details } }
 }
 
 export const gemini: WireFormat = {
