@@ -14,7 +14,7 @@ import type { ResolvedRoute } from './models.js'
 import { AttemptPlanner, type FailureKind, type Plan, systemClock } from './planner.js'
 import { setCall } from './reply-hooks.js'
 import { ResumeTap } from './resume.js'
-import { type ProxySettings, type RequestShape, servesEndpoint, type UpstreamRequest, upstreamRequest } from './shape.js'
+import { type ProxySettings, type RequestShape, servesEndpoint, type UpstreamRequest, upstreamRequest, wrongApiFor } from './shape.js'
 import { EventAligner, type ResponseTransform } from './tap.js'
 
 const SSE_TYPE = 'text/event-stream'
@@ -134,13 +134,15 @@ export class ProxyCall implements CallHost {
       case 'attempt':
         this.startAttempt(plan.lease)
         break
-      case 'queue':
+      case 'queue': {
         this.queueAbort ??= new AbortController()
-        this.planner.route.pool.acquire(this.planner.tried, this.queueAbort.signal, this.planner.route.upstreamModel).then(
-          (lease: Lease | null) => this.run(this.planner.afterQueue(lease)),
+        const pool = this.planner.route.pool
+        pool.acquire(this.planner.tried, this.queueAbort.signal, this.planner.route.upstreamModel).then(
+          (lease: Lease | null) => this.run(lease === null && pool.retired ? this.rerouted() : this.planner.afterQueue(lease)),
           (err: unknown) => this.refusedByQueue(err as LlmProxyError),
         )
         break
+      }
       case 'wait':
         this.waitTimer = setTimeout(retryLater, plan.delayMs, this)
         break
@@ -148,6 +150,18 @@ export class ProxyCall implements CallHost {
         this.fail(plan.error)
         break
     }
+  }
+
+  /**
+   * A reload retired the pool the request was waiting in (it named a removed upstream). Waiting, the request has no
+   * upstream: it goes to the pool its model has now, or, its model no longer served so, gets a new request's error.
+   */
+  private rerouted(): Plan {
+    const model = this.ctx.model ?? ''
+    const route = this.settings.route(model)
+    if (route === undefined) return { type: 'fail', error: errors.modelNotFound(model) }
+    if (!servesEndpoint(route, this.endpoint)) return { type: 'fail', error: wrongApiFor(model, route, this.endpoint) }
+    return this.planner.reroute(route)
   }
 
   /** The pool's queue turned the request away (full, or no slot in time): an onReject `queue_full` too. */

@@ -52,7 +52,8 @@ export class AttemptPlanner {
   attempts = 0
   /** Upstreams tried in this round of this route (excluded from the next pick). */
   readonly tried = new Set<string>()
-  private readonly primary: ResolvedRoute
+  /** The requested model's route (the one in force, for a request a reload took out of a retired pool's queue). */
+  private primary: ResolvedRoute
   /** The model the client asked for (named in the planner's own errors). */
   private readonly model: string
   private readonly retry: Retry
@@ -111,6 +112,19 @@ export class AttemptPlanner {
   /** The pool's queue handed over a lease, or nothing (null: no candidate is left). */
   afterQueue(lease: Lease | null): Plan {
     return lease === null ? this.advance() : this.started(lease)
+  }
+
+  /**
+   * A reload retired the pool the request waited in: it goes on from `route`, its model's route in force, as a new
+   * request would (attempts and budget spent so far count).
+   */
+  reroute(route: ResolvedRoute): Plan {
+    this.primary = route
+    this.route = route
+    this.fallbackIndex = -1
+    this.fallbacksReached = false
+    this.tried.clear()
+    return this.next()
   }
 
   /** An attempt was abandoned; a 429 may say how long its upstream is held back. */

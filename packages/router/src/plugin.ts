@@ -32,7 +32,7 @@ import { ModelCatalogue, type ModelShapes } from './listings.js'
 import { ModelTable, type ResolvedRoute } from './models.js'
 import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
 import { kProxyCall } from './reply-hooks.js'
-import { type ProxySettings, servesEndpoint } from './shape.js'
+import { type ProxySettings, servesEndpoint, wrongApiFor } from './shape.js'
 
 /** Options as given: everything but `models` has defaults (see RouterOptionsSchema). */
 export interface RouterOptions {
@@ -111,6 +111,7 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
     retryOn: new Set<RetryOn>(options.retry.on),
     defaultMaxTokens: options.defaultMaxTokens,
     calls: new InFlight(),
+    route: (model) => table.get(model),
   }
   const includeUsage = options.includeUsage
   const bodyLimit = options.bodyLimit
@@ -167,7 +168,7 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
       const route = resolve(request, reply, model)
       if (route === null) return reply
       if (!servesEndpoint(route, endpoint)) {
-        return sendError(reply, errors.wrongApi(model as string, [...route.families].join(', '), endpoint.path))
+        return sendError(reply, wrongApiFor(model as string, route, endpoint))
       }
       const fields = request.body as Record<string, unknown>
       const ctx = request.llm

@@ -1,4 +1,4 @@
-import type { LlmHookRegistry } from '@llmproxy/core'
+import { errors, type LlmHookRegistry, type LlmProxyError } from '@llmproxy/core'
 import { type ApiFamily, type Endpoint, familyOf, type StreamEncoder } from '@llmproxy/protocols'
 import type { Upstream } from '@llmproxy/upstreams'
 import type { Continuation } from './continuation.js'
@@ -20,6 +20,8 @@ export interface ProxySettings {
   readonly defaultMaxTokens: number
   /** The calls in flight (what a shutdown past its grace ends, each with an error its client can read). */
   readonly calls: InFlight
+  /** The route in force for a model name or alias (a reload swaps them). */
+  route(model: string): ResolvedRoute | undefined
 }
 
 /** What the client asked, as far as the proxying of it goes. */
@@ -44,6 +46,11 @@ const sseQuery = (): string => 'alt=sse'
 /** Whether a route can serve a client route: any API for a chat route (converted), only its own for the others. */
 export function servesEndpoint(route: ResolvedRoute, endpoint: Endpoint): boolean {
   return endpoint.convertible || (route.families.size === 1 && route.families.has(endpoint.family))
+}
+
+/** The client's error when `route` does not serve `endpoint`. */
+export function wrongApiFor(model: string, route: ResolvedRoute, endpoint: Endpoint): LlmProxyError {
+  return errors.wrongApi(model, [...route.families].join(', '), endpoint.path)
 }
 
 type QueryString = (search: string | undefined, url: string) => string

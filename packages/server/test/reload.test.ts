@@ -304,6 +304,59 @@ test('a reload that gives keys limits while rate limiting is off: named as needi
   for (let i = 0; i < 2; i++) assert.deepEqual(await chat(gateway.url, 'm', 'sk-key-one-0001'), { status: 200, code: null })
 })
 
+test('requests queued for an upstream a reload removes go to the pool in force; a model no longer served gets a 404', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-reload-queue-'))
+  const file = join(dir, 'llmproxy.yaml')
+  const a = await startMockUpstream({ defaults: { tokens: 2 } })
+  const b = await startMockUpstream({ defaults: { tokens: 2 } })
+  const config = (upstream: string, models: string) => `
+server: { host: 127.0.0.1, port: 0 }
+upstreams:
+  - ${upstream}
+models: ${models}
+healthChecks: { enabled: false }
+admin: { token: "${TOKEN}" }
+`
+  writeFileSync(
+    file,
+    config(
+      `{ name: a, url: "${a.url}", protocol: openai, maxConcurrency: 1 }`,
+      '[{ name: m1, upstreams: [a] }, { name: m2, upstreams: [a] }]',
+    ),
+  )
+  const gateway = await startGateway(loadConfigFile(file, {}), { configFile: file, logDestination: logSink([]) })
+  t.after(async () => {
+    await gateway.shutdown('test over')
+    await a.close()
+    await b.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const send = (model: string, mock: Record<string, unknown> = {}) =>
+    request(`${gateway.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: chatBody(model, { mock }),
+    }).then(async (res) => ({ status: res.statusCode, body: (await res.body.json()) as { error?: { code: string } } }))
+
+  // a's one slot is taken for a second; two requests wait in its queue.
+  const inFlight = send('m1', { ttftMs: 1000 })
+  await a.waitForRequests(1)
+  const queuedForM1 = send('m1')
+  const queuedForM2 = send('m2')
+  await sleep(200)
+
+  writeFileSync(file, config(`{ name: b, url: "${b.url}", protocol: openai }`, '[{ name: m1, upstreams: [b] }]'))
+  assert.equal((await reload(gateway.url)).status, 200)
+
+  // Not started, the request for m1 goes to m1's pool in force at once; the one for m2, a model gone, gets its 404.
+  const [m1, m2] = await Promise.all([queuedForM1, queuedForM2])
+  assert.equal(m1.status, 200, JSON.stringify(m1.body))
+  assert.deepEqual({ status: m2.status, code: m2.body.error?.code }, { status: 404, code: 'model_not_found' })
+  assert.deepEqual([a.requests.length, b.requests.length], [1, 1], 'a, removed, got only the request it was serving; b the one that waited')
+  // The request in flight on the removed upstream finishes there.
+  assert.equal((await inFlight).status, 200)
+})
+
 /** Starts the CLI on `file` with --port 0; resolves with its url once it listens. */
 async function startCli(file: string, onSpawn: (child: ChildProcess) => void): Promise<{ url: string; output(): string }> {
   const env = { ...process.env }

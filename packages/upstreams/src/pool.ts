@@ -15,6 +15,12 @@ export interface Pool {
    */
   readonly panic: boolean
   /**
+   * A hot reload removed one of its upstreams: the registry no longer returns it, and it queues nobody (the requests
+   * waiting in it, and an `acquire` that would wait, get null at once, for their caller to route again). It still
+   * leases the upstreams it has left, to requests that started on it.
+   */
+  readonly retired: boolean
+  /**
    * Synchronous fast path: a lease on the best available upstream not in `exclude`; 'busy' when candidates
    * exist but all are at maxConcurrency; null when none is available (draining, held, excluded, or out while
    * another upstream of the pool is in service). In panic mode, a lease on the least recently failed upstream
@@ -30,7 +36,8 @@ export interface Pool {
   /**
    * Like tryAcquire, but when busy waits in the queue for a slot. Rejects with an LlmProxyError 503
    * `llmproxy_upstreams_busy` when the queue is full or `queue.timeoutMs` passes, and with `signal.reason`
-   * when `signal` aborts (the request leaves the queue). Resolves null when nothing is available any more.
+   * when `signal` aborts (the request leaves the queue). Resolves null when nothing is available any more, or when
+   * the pool is (or becomes) `retired`.
    */
   acquire(exclude?: ReadonlySet<string>, signal?: AbortSignal, model?: string): Promise<Lease | null>
 }
@@ -69,6 +76,7 @@ export class PoolImpl implements Pool, PoolLink {
   private readonly queue: Waiter[] = []
   private panicking = false
   private readonly onPanic: PanicListener
+  retired = false
 
   constructor(
     names: readonly string[],
@@ -150,6 +158,7 @@ export class PoolImpl implements Pool, PoolLink {
     if (signal?.aborted) return Promise.reject(signal.reason)
     const first = this.tryAcquire(exclude, model)
     if (first !== 'busy') return Promise.resolve(first)
+    if (this.retired) return Promise.resolve(null)
     const { maxWaiting, timeoutMs } = this.queueOptions
     if (this.queue.length >= maxWaiting) {
       return Promise.reject(
@@ -207,6 +216,21 @@ export class PoolImpl implements Pool, PoolLink {
     if (!same) this.picker = this.adopt(members)
     this.reassess()
     this.serve()
+  }
+
+  /**
+   * Hot reload removed one of the pool's upstreams (`members` are those left). Its waiters have not started: rather
+   * than wait for the upstreams left here, or fail with none left, they go back to their caller (null), which routes
+   * them by the config in force.
+   */
+  retire(members: UpstreamNode[]): void {
+    this.retired = true
+    this.refresh(members)
+    const waiters = this.queue.splice(0)
+    for (const waiter of waiters) {
+      this.detach(waiter)
+      waiter.resolve(null)
+    }
   }
 
   reassess(): void {

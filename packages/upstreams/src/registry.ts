@@ -150,7 +150,8 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
    * Hot reload. Validated like the options (throws a ConfigError, changing nothing, when invalid).
    * An upstream with the same name and url keeps its state, EWMA and in-flight count and takes the new
    * settings; removed ones stop their checks; new ones start. Pools follow; a cached pool naming a removed
-   * upstream keeps working with the others, and `pool()` no longer returns it.
+   * upstream is retired (see Pool.retired): `pool()` no longer returns it, its queue goes back to the callers, and
+   * requests that started on it keep working with the others.
    */
   update(upstreams: UpstreamsOptions['upstreams']): void {
     const configs = resolveUpstreamList(upstreams)
@@ -171,8 +172,11 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
     this.nodes = next
     for (const upstream of next.values()) this.checker.sync(upstream)
     for (const [key, pool] of this.pools) {
-      pool.refresh(this.members(pool.names))
-      if (!pool.names.every((name) => next.has(name))) this.pools.delete(key)
+      if (pool.names.every((name) => next.has(name))) pool.refresh(this.members(pool.names))
+      else {
+        this.pools.delete(key)
+        pool.retire(this.members(pool.names))
+      }
     }
     this.log.info({ upstreams: next.size, kept, added: next.size - kept, removed: previous.size - kept }, 'upstreams updated')
   }

@@ -128,6 +128,24 @@ describe('maxConcurrency and the queue', () => {
     held.release({ ok: true })
   })
 
+  test('a reload removing an upstream retires its pools: their waiters get null at once, for the caller to route again', async () => {
+    const { registry, both } = setup({ timeoutMs: 60_000 })
+    const held = [lease(both), lease(both), lease(both)]
+    const waiting = both.acquire()
+    assert.equal(both.retired, false)
+    registry.update([config('b', { maxConcurrency: 2 }), config('c')])
+    assert.equal(both.retired, true)
+    assert.equal(await waiting, null)
+    assert.equal(both.waiting, 0)
+    // It queues nobody any more, and still leases what it has left to requests that started on it.
+    assert.equal(both.tryAcquire(), 'busy')
+    assert.equal(await both.acquire(), null)
+    for (const l of held) l.release({ ok: true })
+    assert.equal(lease(both).upstream.name, 'b')
+    // A pool all of whose upstreams stayed is not retired.
+    assert.equal(registry.pool(['b']).retired, false)
+  })
+
   test('close rejects the waiters', async () => {
     const { solo, registry } = setup({ timeoutMs: 60_000 })
     const held = lease(solo)
