@@ -138,7 +138,11 @@ export class LlmMetrics {
       `${p}upstream_attempts_total`,
       'Upstream attempts, by result (ok = committed to the client).',
     )
-    this.retries = new CounterCollector(registry, `${p}upstream_retries_total`, 'Upstream attempts abandoned (result other than ok).')
+    this.retries = new CounterCollector(
+      registry,
+      `${p}upstream_retries_total`,
+      'Failed upstream attempts (result other than ok and aborted).',
+    )
     this.rejections = new CounterCollector(registry, `${p}rejections_total`, 'Requests turned away by auth or a limit before routing.')
 
     const max = opts.maxLabelValues
@@ -200,7 +204,10 @@ export class LlmMetrics {
     if (completionTokens > 0 && completionTokens < Number.POSITIVE_INFINITY) this.completionTokens.inc(completion, completionTokens)
     if (record.estimated) this.estimated.inc(model.estimated, 1)
     if (record.clientAborted) this.clientAborts.inc(model.clientAborts, 1)
-    if (record.attempts > 1 && record.status >= 200 && record.status < 300) this.failovers.inc(model.failovers, 1)
+    // A 2xx stream can still fail after its headers (an in-band error): that is no answer.
+    if (record.attempts > 1 && record.status >= 200 && record.status < 300 && record.error === undefined) {
+      this.failovers.inc(model.failovers, 1)
+    }
     if (resumes > 0) this.resumes.inc(record.resumed ? model.resumesCompleted : model.resumesFailed, 1)
   }
 

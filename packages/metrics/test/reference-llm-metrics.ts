@@ -115,7 +115,7 @@ export class ReferenceLlmMetrics {
     })
     this.retries = new Counter({
       name: `${p}upstream_retries_total`,
-      help: 'Upstream attempts abandoned (result other than ok).',
+      help: 'Failed upstream attempts (result other than ok and aborted).',
       labelNames: ['upstream'],
       registers,
     })
@@ -141,7 +141,7 @@ export class ReferenceLlmMetrics {
     if (record.completionTokens > 0) this.completionTokens.inc(byToken, record.completionTokens)
     if (record.estimated) this.estimated.inc(byModel)
     if (record.clientAborted) this.clientAborts.inc(byModel)
-    if (record.attempts > 1 && record.status >= 200 && record.status < 300) this.failovers.inc(byModel)
+    if (record.attempts > 1 && record.status >= 200 && record.status < 300 && record.error === undefined) this.failovers.inc(byModel)
     if (resumes > 0) this.resumes.inc({ model, outcome: record.resumed ? 'completed' : 'failed' })
   }
 
