@@ -21,7 +21,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import fastifyMetrics from 'fastify-metrics'
 import { Registry } from 'prom-client'
 import { llmMetrics } from '../src/index.js'
-import { routeMetricsHook } from '../src/route-metrics.js'
+import { routeMetricsHooks } from '../src/route-metrics.js'
 
 const quick = process.argv.includes('--quick')
 const LISTENER_REQUESTS = quick ? 50_000 : 200_000
@@ -215,7 +215,7 @@ async function benchRouteHook(): Promise<number> {
   await app.close()
   const { request, reply } = captured
   if (request === null || reply === null) throw new Error('no request captured')
-  const onResponse = routeMetricsHook(new Registry())
+  const { onResponse } = routeMetricsHooks(new Registry())
   const done = (): void => {}
   const run = (n: number): number => {
     const start = process.cpuUsage()

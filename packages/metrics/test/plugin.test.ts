@@ -1,5 +1,7 @@
 import { strict as assert } from 'node:assert'
+import { connect } from 'node:net'
 import { test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { ConfigError, llmCore } from '@llmproxy/core'
 import Fastify from 'fastify'
 import fastifyMetrics from 'fastify-metrics'
@@ -58,6 +60,37 @@ test('HTTP route metrics from fastify-metrics: histogram per route, the scrape r
     false,
     'defaultMetrics: false (set by buildApp)',
   )
+})
+
+test('a request whose client left is measured once: before its body was read (status 0), or by its usage record', async (t) => {
+  const app = Fastify()
+  t.after(() => app.close())
+  await app.register(llmMetrics, { defaultMetrics: false })
+  // As the router does: no answer before the client leaves, then a usage record saying it left (status as sent).
+  app.post('/chat', (request, reply) => {
+    if ((request.body as { answer?: boolean }).answer === true) return reply.send({ ok: true })
+    reply.raw.on('close', () => app.llm.emitUsage(usageRecord({ status: 0, durationMs: 30, clientAborted: true }), request))
+  })
+  const url = await app.listen({ host: '127.0.0.1', port: 0 })
+  const { hostname, port } = new URL(url)
+  const leaveAfter = async (head: string, body: string) => {
+    const socket = connect(Number(port), hostname)
+    socket.on('error', () => {})
+    socket.write(`POST /chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n${head}\r\n${body}`)
+    await sleep(100)
+    socket.destroy()
+  }
+  await leaveAfter('content-length: 100\r\n', '{"answer":')
+  await leaveAfter('content-length: 2\r\n', '{}')
+  await fetch(`${url}/chat`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"answer":true}' })
+  await sleep(50)
+
+  const s = parseExposition((await app.inject('/metrics')).body)
+  const count = (status: string) => value(s, 'http_request_duration_seconds_count', { method: 'POST', route: '/chat', status_code: status })
+  assert.deepEqual([count('0'), count('200')], [2, 1])
+  // The routed one's duration is its record's.
+  const sum = value(s, 'http_request_duration_seconds_sum', { method: 'POST', route: '/chat', status_code: '0' }) ?? 0
+  assert.ok(sum >= 0.03 && sum < 5, `sum ${sum}`)
 })
 
 test('routes registered before the plugin are measured too', async (t) => {

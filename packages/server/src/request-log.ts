@@ -3,7 +3,8 @@ import type { FastifyInstance } from 'fastify'
 /**
  * One structured line per request (`reqId` comes from the request's child logger). Proxied LLM requests
  * are logged when their usage record is final (it knows the model, upstream, TTFT and tokens); everything
- * else (refused, answered by the gateway) when the response finishes, with the error's code when it was one.
+ * else (refused, answered by the gateway) when the response finishes, with the error's code when it was one;
+ * a request whose client left before it was read whole (never routed, never answered) when it is aborted.
  * (Not registered at all below `info`: nothing to build then.)
  */
 export function requestLogging(app: FastifyInstance): void {
@@ -48,6 +49,22 @@ export function requestLogging(app: FastifyInstance): void {
         'request',
       )
     }
+    done()
+  })
+  // Fastify runs this only for a request not read whole (a routed one was): no other line comes for it.
+  app.addHook('onRequestAbort', (request, done) => {
+    const llm = request.llm
+    request.log.info(
+      {
+        method: request.method,
+        url: request.url,
+        status: 0,
+        keyId: llm.keyId,
+        durationMs: Math.round(performance.now() - llm.startedAt),
+        clientAborted: true,
+      },
+      'request',
+    )
     done()
   })
 }

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { request as httpRequest } from 'node:http'
 import { type AddressInfo, connect, createServer as createTcpServer } from 'node:net'
 import { after, before, describe, test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { rawExchange } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
 import { parseConfig, startGateway } from '../src/index.js'
@@ -92,6 +93,46 @@ describe('the reference server', () => {
       ['refused-estimate', 200, undefined, 'gpt-test'],
     ])
     assert.equal(h.mock.requests.length, 0)
+  })
+
+  test('a client that leaves while sending its body, or while its request is routed, has one line and one observation each', async () => {
+    h.logs.length = 0
+    h.mock.reset()
+    const aborted = async () => {
+      const text = await (await request(`${h.url}/metrics`)).body.text()
+      const count = /^http_request_duration_seconds_count\{method="POST",route="\/v1\/chat\/completions",status_code="0"\} (\d+)$/m
+      return Number(count.exec(text)?.[1] ?? 0)
+    }
+    const before = await aborted()
+    const { hostname, port } = new URL(h.url)
+    const leaveAfter = async (head: string, body: string, until: () => Promise<unknown>) => {
+      const socket = connect(Number(port), hostname)
+      socket.on('error', () => {})
+      socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n${head}\r\n${body}`)
+      await until()
+      socket.destroy()
+    }
+    // Half of its body sent.
+    await leaveAfter('x-request-id: left-in-body\r\ncontent-length: 100\r\n', '{"model":"gpt-test",', () => sleep(100))
+    // Its whole body sent, routed, waiting for the upstream's answer.
+    const routed = chat({ mock: { ttftMs: 5000 } })
+    await leaveAfter(`x-request-id: left-when-routed\r\ncontent-length: ${Buffer.byteLength(routed)}\r\n`, routed, () =>
+      h.mock.waitForRequests(1),
+    )
+    const lineOf = (id: string) => h.logs.filter((l) => l.msg === 'request' && l.reqId === id)
+    await eventually(() => lineOf('left-in-body').length > 0 && lineOf('left-when-routed').length > 0)
+    // Anything else they would log has come by the time a later request has its line.
+    await (await request(`${h.url}/healthz`)).body.text()
+    await eventually(() => h.logs.some((l) => l.msg === 'request' && l.url === '/healthz'))
+    assert.deepEqual(
+      lineOf('left-in-body').map((l) => [l.status, l.clientAborted, typeof l.durationMs]),
+      [[0, true, 'number']],
+    )
+    assert.deepEqual(
+      lineOf('left-when-routed').map((l) => [l.status, l.clientAborted, l.model]),
+      [[0, true, 'gpt-test']],
+    )
+    assert.equal(await aborted(), before + 2)
   })
 
   test('unknown paths and methods answer 404 in the OpenAI shape and reach no upstream', async () => {
