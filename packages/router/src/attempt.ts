@@ -121,7 +121,8 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     this.done = true
     this.clearDeadline()
     this.stream?.stop()
-    this.signal.abort(reason)
+    // Abandoned: unlike the first-byte timer's abort, this one's failure of the request is nobody's news.
+    this.signal.abort(reason, true)
     const body = this.body
     if (body !== null) {
       body.removeAllListeners('data')

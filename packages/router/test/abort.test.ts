@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
+import { errors } from '@llmproxy/core'
 import type { RecordedRequest } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
+import { startCluster } from './failover-helpers.js'
 import { chat, eventually, type Harness, startHarness } from './helpers.js'
 
 let h: Harness
@@ -112,4 +114,53 @@ test('a client gone before routing (while an app hook held its request) takes no
   // Never asked, and no lease left: least-connections and maxConcurrency would count it for the life of the process.
   assert.equal(mock.requests.length, 0)
   assert.equal(app.upstreams.snapshot()[0]?.inFlight, 0)
+})
+
+test('a client cancel or a shutdown before the upstream answered logs no warn; a connection the upstream resets does', async (t) => {
+  const c = await startCluster({ mocks: { a: { behavior: { ttftMs: 5000 } } }, models: [{ name: 'm', upstreams: ['a'] }] })
+  t.after(() => c.close())
+  const send = (signal?: AbortSignal) =>
+    request(`${c.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }] }),
+      ...(signal === undefined ? {} : { signal }),
+    })
+  const aborted = () => new Promise((resolve) => c.mock('a').once('abort', resolve))
+
+  // The client cancels while the upstream generates a non-streamed answer.
+  const controller = new AbortController()
+  const upstreamLeft = aborted()
+  const cancelled = send(controller.signal).catch(() => null)
+  await c.mock('a').waitForRequests(1)
+  controller.abort()
+  await cancelled
+  await upstreamLeft
+  await eventually(() => c.records.length === 1)
+
+  // A shutdown past its grace ends the request waiting for its upstream.
+  const stoppedUpstream = aborted()
+  const stopped = send()
+  await c.mock('a').waitForRequests(2)
+  assert.equal(c.app.llmRouter.abortInFlight(errors.shuttingDown()), 1)
+  const stoppedAnswer = await stopped
+  assert.equal(stoppedAnswer.statusCode, 503)
+  await stoppedAnswer.body.text()
+  await stoppedUpstream
+  await eventually(() => c.records.length === 2)
+  // Whatever a cancel would log has come by the end of a request after it.
+  c.mock('a').setDefaults({ tokens: 1 })
+  await (await send()).body.text()
+  assert.deepEqual(
+    c.logs.map((l) => l.msg),
+    [],
+  )
+
+  // A real connection error before the answer is still logged, by reply-from and by the router.
+  c.mock('a').setDefaults({ fault: 'reset-before-headers' })
+  const reset = await send()
+  assert.equal(reset.statusCode, 502)
+  await reset.body.text()
+  await eventually(() => c.logs.some((l) => l.msg === 'response errored'))
+  assert.ok(c.logs.some((l) => l.msg === 'upstream attempt failed'))
 })
