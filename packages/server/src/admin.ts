@@ -340,6 +340,12 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin,
   )
 
   admin.get('/openapi.json', { ...options, schema: { response: withAuth({ 200: OpenApiSchema }) } }, async () => admin.swagger())
+
+  // Any other admin path is this API's 404, after the token check. Mounted, it would be the gateway's own 404, where
+  // the gateway's API keys apply: an admin token got a 401 there.
+  admin.all('/*', { ...options, schema: { hide: true } }, (request, reply) =>
+    sendError(reply, errors.notFound(request.method, request.url.split('?')[0] ?? '')),
+  )
 }
 
 function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(err: unknown): void } {

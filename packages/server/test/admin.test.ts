@@ -200,6 +200,21 @@ admin: { token: "${TOKEN}" }
     assert.equal(ok.status, 200)
   })
 
+  test('an unknown admin path or method is a 404 with the admin token (not the gateway keys’ 401), a 401 without it', async () => {
+    for (const [method, path] of [
+      ['GET', '/admin/nothing'],
+      ['PUT', '/admin/upstreams'],
+      ['POST', '/admin/upstreams/a/nothing'],
+    ] as const) {
+      const found = await request(`${h.gateway.url}${path}`, { method, headers: ADMIN })
+      const body = (await found.body.json()) as { error: { code: string } }
+      assert.deepEqual([found.statusCode, body.error.code], [404, 'llmproxy_not_found'], `${method} ${path}`)
+      const refused = await request(`${h.gateway.url}${path}`, { method })
+      await refused.body.text()
+      assert.equal(refused.statusCode, 401, `${method} ${path} without a token`)
+    }
+  })
+
   test('GET /admin/upstreams is the upstream snapshot, without credentials', async () => {
     const res = await get(`${h.gateway.url}/admin/upstreams`)
     assert.equal(res.status, 200)
