@@ -1,3 +1,4 @@
+import type { LlmContext } from '@llmproxy/core'
 import type { FastifyInstance } from 'fastify'
 
 /**
@@ -33,9 +34,10 @@ export function requestLogging(app: FastifyInstance): void {
     )
   })
   app.addHook('onResponse', (request, reply, done) => {
-    const llm = request.llm
+    // No context when core's onRequest hook did not run (an app's earlier hook answered, or the client left there).
+    const llm = request.llm as LlmContext | null
     // endedAt is set when a usage record is built: that request has had its line.
-    if (llm === undefined || llm.endedAt === 0) {
+    if (llm === null || llm.endedAt === 0) {
       request.log.info(
         {
           method: request.method,
@@ -53,14 +55,14 @@ export function requestLogging(app: FastifyInstance): void {
   })
   // Fastify runs this only for a request not read whole (a routed one was): no other line comes for it.
   app.addHook('onRequestAbort', (request, done) => {
-    const llm = request.llm
+    const llm = request.llm as LlmContext | null
     request.log.info(
       {
         method: request.method,
         url: request.url,
         status: 0,
-        keyId: llm.keyId,
-        durationMs: Math.round(performance.now() - llm.startedAt),
+        keyId: llm?.keyId ?? null,
+        ...(llm !== null ? { durationMs: Math.round(performance.now() - llm.startedAt) } : {}),
         clientAborted: true,
       },
       'request',
