@@ -22,6 +22,22 @@ const MAX_ERROR_BODY_BYTES = 64 * 1024
 const MAX_ANSWER_BYTES = 32 * 1024 * 1024
 /** A web page's content type (media types are case-insensitive). */
 const WEB_PAGE = /^\s*text\/html/i
+/**
+ * A prompt longer than the model's context, as each server says it (a fallback model with a larger context may
+ * take it); the statuses it comes with are PROMPT_TOO_LONG_STATUSES.
+ * - OpenAI: the code `context_length_exceeded`.
+ * - vLLM (400, `{"error":{…}}` or the older `{"object":"error",…}`): "This model's maximum context length is N
+ *   tokens. However, your request has M input tokens." (vllm/entrypoints/renderer.py `_create_tokens_prompt`), or
+ *   "… However, you requested M tokens (…)" (vllm/entrypoints/openai/serving_engine.py `_validate_prompt_and_tokenize`).
+ * - TGI (422, router/src/validation.rs `ValidationError`): "`inputs` tokens + `max_new_tokens` must be <= N. Given:
+ *   …" (MaxTotalTokens), "`inputs` must have less than N tokens. Given: …" (InputLength).
+ * - Anthropic (400): "prompt is too long: N tokens > M maximum".
+ * - Gemini (400 INVALID_ARGUMENT): "The input token count (N) exceeds the maximum number of tokens allowed (M)."
+ */
+const PROMPT_TOO_LONG =
+  /context_length_exceeded|maximum context length is \d+ tokens|`inputs` tokens \+ `max_new_tokens` must be <=|`inputs` must have less than \d+ tokens|prompt is too long: \d+ tokens|input token count \(\d+\) exceeds the maximum number of tokens/
+/** The statuses of a too-long prompt: 400, and TGI's 422 for every validation error. */
+const PROMPT_TOO_LONG_STATUSES: ReadonlySet<number> = new Set([400, 422])
 const UTF8 = new TextEncoder()
 
 /**
@@ -204,25 +220,30 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
             })
           : errors.upstreamFailed(`The upstream answered ${status}.`)
       this.fail('status', error, status, retryAfter)
-    } else if ((status === 400 && planner.hasFallbackLeft()) || this.converted !== null) this.readErrorAnswer(body)
+    } else if ((PROMPT_TOO_LONG_STATUSES.has(status) && planner.hasFallbackLeft()) || this.converted !== null) this.readErrorAnswer(body)
     else this.relay(body)
   }
 
   /**
-   * An error answer read whole (it is small): a 400 `context_length_exceeded` may go to a fallback model (with a
-   * larger context); other errors go to the client, in its own API's shape when the upstream speaks another.
+   * An error answer read whole (it is small): a too-long prompt may go to a fallback model (with a larger context);
+   * other errors go to the client, in its own API's shape when the upstream speaks another.
    */
   private readErrorAnswer(body: UpstreamBody): void {
     readWhole(body, MAX_ERROR_BODY_BYTES, (text) => {
-      if (this.done) return
-      if (this.status === 400 && this.call.planner.hasFallbackLeft() && text.includes('context_length_exceeded')) {
-        this.fail('status', errors.invalidRequest('The prompt is too long for this model.'), 400)
-        return
-      }
+      if (this.done || this.tooLongForModel(text)) return
       // At most MAX_ERROR_BODY_BYTES were kept: the upstream's content-length may not be this body's.
       const converted = this.converted
       this.answerWhole(converted === null ? text : convertedError(converted, this.call.endpoint.family, this.status, text))
     })
+  }
+
+  /** The error says the prompt is too long for this model, and a fallback model is left: it goes there (true). */
+  private tooLongForModel(text: Buffer | string): boolean {
+    if (!PROMPT_TOO_LONG_STATUSES.has(this.status) || !this.call.planner.hasFallbackLeft()) return false
+    if (!PROMPT_TOO_LONG.test(typeof text === 'string' ? text : text.toString('utf8'))) return false
+    // (As a 400 whatever the upstream's status: the call sends a 400 `status` failure to the next fallback.)
+    this.fail('status', errors.invalidRequest('The prompt is too long for this model.'), 400)
+    return true
   }
 
   /** Commits and sends a whole answer the gateway holds (an error read whole, a converted JSON answer). */
