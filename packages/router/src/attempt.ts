@@ -10,6 +10,7 @@ import type { AttemptView, CallHost } from './host.js'
 import type { UsageMeter } from './meter.js'
 import type { FailureKind } from './planner.js'
 import { keepUpstreamHeaders, onError, onResponse, rewriteRequestHeaders, type UpstreamCallbacks } from './reply-hooks.js'
+import type { UpstreamErrorEvent } from './scanner.js'
 import { AttemptSignal } from './signal.js'
 import { StreamRelay } from './stream-relay.js'
 import type { ResponseTransform } from './tap.js'
@@ -198,13 +199,27 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       } else this.relay(body)
       return
     }
-    const planner = call.planner
     // A redirect or a refused credential is this upstream misconfigured, not the request: another upstream may
     // answer, and passive health counts it ('error', retried as `connect` is).
     if (status < 400) {
       // A redirect is no answer to an LLM request (and its Location may name a host the client must not see).
       this.fail('error', errors.upstreamFailed(`The upstream answered ${status} (a redirect), not an answer.`), status)
-    } else if (this.prefill && status >= 400 && status < 500 && status !== 429) {
+      return
+    }
+    if (this.movedOnFrom(status, null)) return
+    if ((PROMPT_TOO_LONG_STATUSES.has(status) && call.planner.hasFallbackLeft()) || this.converted !== null) this.readErrorAnswer(body)
+    else this.relay(body)
+  }
+
+  /**
+   * An error status the request moves on from: a prefill refused (replayed), the gateway's credential refused, a
+   * status `retry.on` lists while attempts remain; false when the error is the client's answer. `reported`: the
+   * error an SSE answer opened with, which says more than its status (null: the status of the response's head).
+   */
+  private movedOnFrom(status: number, reported: LlmProxyError | null): boolean {
+    const call = this.call
+    const planner = call.planner
+    if (this.prefill && status < 500 && status !== 429) {
       // The upstream refuses a prefill: the call replays the request instead (this is no failure of the upstream's).
       this.fail('prefill', errors.upstreamFailed(`The upstream refused the continuation prefill (${status}).`), status)
     } else if (status === 401 || status === 403) {
@@ -214,14 +229,15 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       // (A continuation's error answer can never reach the client, whose stream is under way: it only fails.)
       const retryAfter = retryAfterMs(this.headers?.['retry-after'])
       const error =
-        status === 429
+        reported ??
+        (status === 429
           ? errors.rateLimited('The upstream is rate limiting requests.', 'llmproxy_upstream_rate_limited', {
               'retry-after': String(Math.ceil((retryAfter ?? 1000) / 1000)),
             })
-          : errors.upstreamFailed(`The upstream answered ${status}.`)
+          : errors.upstreamFailed(`The upstream answered ${status}.`))
       this.fail('status', error, status, retryAfter)
-    } else if ((PROMPT_TOO_LONG_STATUSES.has(status) && planner.hasFallbackLeft()) || this.converted !== null) this.readErrorAnswer(body)
-    else this.relay(body)
+    } else return false
+    return true
   }
 
   /**
@@ -232,8 +248,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     readWhole(body, MAX_ERROR_BODY_BYTES, (text) => {
       if (this.done || this.tooLongForModel(text)) return
       // At most MAX_ERROR_BODY_BYTES were kept: the upstream's content-length may not be this body's.
-      const converted = this.converted
-      this.answerWhole(converted === null ? text : convertedError(converted, this.call.endpoint.family, this.status, text))
+      this.answerError(text, this.converted !== null)
     })
   }
 
@@ -246,13 +261,23 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     return true
   }
 
-  /** Commits and sends a whole answer the gateway holds (an error read whole, a converted JSON answer). */
-  private answerWhole(body: Buffer | string): void {
+  /** An upstream error body to the client, as is or (the upstream speaks another API) in the client's shape. */
+  private answerError(body: Buffer | string, json: boolean): void {
+    const converted = this.converted
+    const text = typeof body === 'string' ? Buffer.from(body) : body
+    this.answerWhole(converted === null ? body : convertedError(converted, this.call.endpoint.family, this.status, text), json)
+  }
+
+  /**
+   * Commits and sends a whole answer the gateway holds (an error read whole, a converted JSON answer); `json`: the
+   * gateway wrote or rewrote it, as JSON (the upstream's content type does not say what it is).
+   */
+  private answerWhole(body: Buffer | string, json = this.converted !== null): void {
     this.settle()
     this.delivering = true
     const client = this.call.client
     const headers = client.headers(this.headers, true)
-    if (this.converted !== null) headers['content-type'] = JSON_TYPE
+    if (json) headers['content-type'] = JSON_TYPE
     client.commit(this.status, headers)
     this.call.onCommitted()
     this.call.endAnswer(body)
@@ -261,6 +286,26 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   /** Its stream ended before its first byte (a continuation's): another attempt may take over. */
   failBeforeAnswer(error: LlmProxyError): void {
     this.fail('error', error)
+  }
+
+  /**
+   * Its stream opened with an error event (a 200, then vLLM's `{"error":{…,"code":400}}`, Anthropic's
+   * `overloaded_error`), before any byte reached the client: the error the upstream would have answered before its
+   * stream, handled as that answer is — moved on from (retried, or a too-long prompt to the fallback), or the
+   * client's answer with its status (a 4xx not retried). An error that names no status is a failure retried as a
+   * lost connection is.
+   */
+  failedAtStart(event: UpstreamErrorEvent): void {
+    const status = event.status
+    if (status === undefined) {
+      this.fail('error', event.error)
+      return
+    }
+    this.status = status
+    if (this.movedOnFrom(status, event.error) || this.tooLongForModel(event.json)) return
+    // The rest of its stream (its `[DONE]`) is not the client's: the answer is the error alone.
+    this.abort(event.error)
+    this.answerError(event.json, true)
   }
 
   /** Gives up on this attempt before its answer reached the client; the call decides what comes next. */

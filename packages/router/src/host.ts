@@ -7,7 +7,7 @@ import type { ClientStream } from './client-stream.js'
 import type { UsageMeter } from './meter.js'
 import type { AttemptPlanner, FailureKind } from './planner.js'
 import type { ResumeTap } from './resume.js'
-import type { StreamScanner } from './scanner.js'
+import type { StreamScanner, UpstreamErrorEvent } from './scanner.js'
 import type { ProxySettings } from './shape.js'
 import type { ResponseTransform } from './tap.js'
 
@@ -28,6 +28,7 @@ export interface AttemptView {
   settle(): void
   clearDeadline(): void
   failBeforeAnswer(error: LlmProxyError): void
+  failedAtStart(event: UpstreamErrorEvent): void
 }
 
 /**

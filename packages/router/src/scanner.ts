@@ -23,6 +23,24 @@ const LETTER_E = 0x65
 const ERROR_MESSAGE = /"message"\s*:\s*"((?:[^"\\]|\\.)*)"/
 /** An error's name: Anthropic's `type`, Gemini's `status`, OpenAI's `code` or `type`. */
 const ERROR_NAME = /"(?:type|status|code)"\s*:\s*"(\w+)"/g
+/**
+ * An error's HTTP status, where the upstream puts it in the event: vLLM's, OpenRouter's and Gemini's numeric `code`.
+ * (TGI's `http_status_code` is not one: TGI writes 422 into every stream error, whatever failed.)
+ */
+const ERROR_STATUS = /"code"\s*:\s*([45]\d\d)\b/
+
+/** An upstream's error event, read when it came before any byte of the answer reached the client. */
+export interface UpstreamErrorEvent {
+  /** The HTTP status the error stands for: its numeric code, else its name's (`overloaded_error`); undefined: neither. */
+  readonly status: number | undefined
+  /** The error as the gateway reports it: the upstream's message, with that status (502 without one). */
+  readonly error: LlmProxyError
+  /**
+   * The event's data line (its JSON): what the upstream answers an error with before a stream (vLLM's
+   * `{"error":{…,"code":400}}`, Anthropic's `{"type":"error",…}`); '' when that line is not whole in the chunk.
+   */
+  readonly json: string
+}
 
 /**
  * Reads one upstream attempt's SSE bytes beside the relay, chunk by chunk, without parsing JSON: counts the data
@@ -191,22 +209,64 @@ export class StreamScanner {
   }
 
   /**
-   * The upstream error event found in `chunk` (at `errorAt`) as the client's in-band error: its message, and (`inBand`:
-   * the client reads the stream already) the status its error's name stands for (502 for any other).
+   * The upstream error event found in `chunk` (at `errorAt`) as the client's in-band error (the client reads the
+   * stream already): its message, and the status its error's name stands for (502 for any other).
    */
-  upstreamError(chunk: Buffer, inBand: boolean): LlmProxyError {
-    // The event: up to its blank line, at most 4 KB (its message and name come first).
+  upstreamError(chunk: Buffer): LlmProxyError {
+    const event = this.errorEventText(chunk)
+    const message = this.errorMessage(event, ' mid-stream')
+    const status = namedStatus(event)
+    return status === undefined ? errors.upstreamFailed(message) : errors.upstreamFailedInBand(status, message)
+  }
+
+  /**
+   * The upstream error event found in `chunk` (at `errorAt`) when nothing of the answer reached the client yet: the
+   * error the upstream would have answered before its stream, with the status it says (vLLM's `"code":400`,
+   * Anthropic's `overloaded_error`).
+   */
+  errorEvent(chunk: Buffer): UpstreamErrorEvent {
+    const json = this.errorData(chunk)
+    const event = json === '' ? this.errorEventText(chunk) : json
+    const message = this.errorMessage(event, '')
+    let status: number | undefined
+    if (json !== '') {
+      const code = ERROR_STATUS.exec(json)
+      status = code === null ? namedStatus(json) : Number(code[1])
+    }
+    return { status, error: status === undefined ? errors.upstreamFailed(message) : errors.upstreamFailedInBand(status, message), json }
+  }
+
+  /** The error event: up to its blank line, at most 4 KB (its message and name come first). */
+  private errorEventText(chunk: Buffer): string {
     const blank = chunk.indexOf('\n\n', this.errorAt)
     const end = Math.min(blank === -1 ? chunk.length : blank, this.errorAt + 4096)
-    const event = chunk.toString('utf8', this.errorAt, end)
-    const message = errorMessage(event)
-    if (inBand) {
-      for (const name of event.matchAll(ERROR_NAME)) {
-        const status = statusOfUpstreamError(name[1] as string)
-        if (status !== undefined) return errors.upstreamFailedInBand(status, message)
-      }
+    return chunk.toString('utf8', this.errorAt, end)
+  }
+
+  /** The error event's data line (Anthropic's follows its `event: error` line), when it is whole in `chunk`; else ''. */
+  private errorData(chunk: Buffer): string {
+    let at = this.errorAt
+    if (!DATA_FIELD.isAt(chunk, at)) {
+      // Anthropic's: the line after its `event: error`.
+      at = chunk.indexOf(NEWLINE, at) + 1
+      if (at === 0 || !DATA_FIELD.isAt(chunk, at)) return ''
     }
-    return errors.upstreamFailed(message)
+    const eol = chunk.indexOf(NEWLINE, at)
+    if (eol === -1) return ''
+    let start = at + DATA_FIELD.length
+    if (chunk[start] === SPACE) start++
+    return chunk.toString('utf8', start, chunk[eol - 1] === CR ? eol - 1 : eol)
+  }
+
+  /** What the error event says (`when`: ' mid-stream' once the client reads the answer): the upstream's message. */
+  private errorMessage(event: string, when: string): string {
+    const found = ERROR_MESSAGE.exec(event)
+    if (found !== null) {
+      try {
+        return `The upstream reported an error${when}: ${JSON.parse(`"${found[1]}"`) as string}`
+      } catch {}
+    }
+    return `The upstream reported an error${when}.`
   }
 
   /**
@@ -247,14 +307,13 @@ export class StreamScanner {
   }
 }
 
-function errorMessage(event: string): string {
-  const found = ERROR_MESSAGE.exec(event)
-  if (found === null) return 'The upstream reported an error mid-stream.'
-  try {
-    return `The upstream reported an error mid-stream: ${JSON.parse(`"${found[1]}"`) as string}`
-  } catch {
-    return 'The upstream reported an error mid-stream.'
+/** The status an error's name in the event stands for, among those a client treats apart (overloaded, rate limited). */
+function namedStatus(event: string): number | undefined {
+  for (const name of event.matchAll(ERROR_NAME)) {
+    const status = statusOfUpstreamError(name[1] as string)
+    if (status !== undefined) return status
   }
+  return undefined
 }
 
 /** The finish values that end nothing complete: vLLM's `abort`, and `error` (with their closing quote). */

@@ -87,11 +87,11 @@ export class StreamRelay {
       if (!this.attempt.delivering) {
         // Nothing reached the client before it (at most comments, or an event still incomplete): another attempt can answer.
         this.ended = true
-        this.attempt.failBeforeAnswer(scanner.upstreamError(chunk, false))
+        this.attempt.failedAtStart(scanner.errorEvent(chunk))
         return
       }
       // The in-band error says what the upstream reported (an Anthropic client reads overloaded_error as it was sent).
-      this.end(scanner.upstreamError(chunk, true))
+      this.end(scanner.upstreamError(chunk))
       return
     }
     this.pass(chunk)

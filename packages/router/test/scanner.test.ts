@@ -219,3 +219,33 @@ describe('a finish reason is seen however the stream is cut', () => {
     for (const finish of ['null', '"abort"']) assert.equal(scanned(body(finish), 7).complete, false, finish)
   })
 })
+
+describe('upstream error events', () => {
+  const scannedOnce = (text: string, endpoint = CHAT, protocol: Protocol = 'openai') => {
+    const scanner = new StreamScanner(endpoint, new UsageExtractor(protocol))
+    const chunk = Buffer.from(text)
+    assert.ok(scanner.scan(chunk))
+    return { scanner, chunk }
+  }
+  test('an error before the first byte says the status it stands for: its code, else its name', () => {
+    const cases: [string, Endpoint, Protocol, number | undefined][] = [
+      ['data: {"error": {"message": "bad", "type": "BadRequestError", "param": null, "code": 400}}\n\n', CHAT, 'vllm', 400],
+      [
+        'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n',
+        ANTHROPIC_MESSAGES,
+        'anthropic',
+        529,
+      ],
+      ['data: {"error":{"code":429,"message":"slow down","status":"RESOURCE_EXHAUSTED"}}\n\n', GEMINI_GENERATE, 'gemini', 429],
+      // TGI writes 422 into every stream error, whatever failed: no status.
+      ['data:{"error":{"message":"CUDA out of memory","http_status_code":422}}\n\n', CHAT, 'tgi', undefined],
+    ]
+    for (const [text, endpoint, protocol, status] of cases) {
+      const { scanner, chunk } = scannedOnce(text, endpoint, protocol)
+      const event = scanner.errorEvent(chunk)
+      assert.equal(event.status, status, text)
+      assert.equal(event.error.statusCode, status ?? 502, text)
+      assert.doesNotMatch(event.error.message, /mid-stream/)
+    }
+  })
+})

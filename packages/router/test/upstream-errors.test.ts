@@ -1,10 +1,15 @@
-// Errors as real servers report them, byte for byte: in the words each server uses for a prompt too long.
+// Errors as real servers report them, byte for byte: inside a 200 stream (vLLM's first-event error, Anthropic's
+// `event: error`) and in the words each server uses for a prompt too long.
 import assert from 'node:assert/strict'
 import type { ServerResponse } from 'node:http'
 import { test } from 'node:test'
 import type { RouterOptions } from '../src/index.js'
+import { eventually, parseSse } from './helpers.js'
 import { DONE, finish, role, type Scripted, scripted, sse, text, upstream } from './scripted.js'
 
+/** vLLM's 400 before its first output (json.dumps spacing), as `create_streaming_error_response` writes it. */
+const VLLM_FIRST_ERROR = (message: string) =>
+  `data: {"error": {"message": "${message}", "type": "BadRequestError", "param": null, "code": 400}}\n\n`
 const VLLM_TOO_LONG =
   "This model's maximum context length is 4096 tokens. However, your request has 5021 input tokens. Please reduce the length of the input messages."
 
@@ -18,6 +23,115 @@ async function post(g: Scripted, path: string, body: Record<string, unknown>): P
 }
 
 const chat = (model: string) => ({ model, stream: true, messages: [{ role: 'user', content: 'hi' }] })
+const messages = (model: string) => ({ model, stream: true, max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] })
+
+/** The text of an OpenAI stream, whether it reached [DONE], and its in-band error's message (null: none). */
+function openAiAnswer(raw: string): { content: string; done: boolean; error: string | null } {
+  let content = ''
+  let error: string | null = null
+  for (const event of parseSse(raw)) {
+    if (event.data === '[DONE]') continue
+    const data = JSON.parse(event.data) as { error?: { message: string }; choices?: { delta?: { content?: string } }[] }
+    if (data.error !== undefined) error = data.error.message
+    content += data.choices?.[0]?.delta?.content ?? ''
+  }
+  return { content, done: raw.includes('data: [DONE]'), error }
+}
+
+test("vLLM's 400 as the first stream event comes back as the 400 it is, in the client's shape, without retries", async () => {
+  const a = upstream('a', 'vllm', (res) => {
+    sse(res)
+    res.end(VLLM_FIRST_ERROR('temperature must be non-negative, got -1.0.') + DONE)
+  })
+  const b = upstream('b', 'vllm', (res) => {
+    sse(res)
+    res.end(role + text('unused') + finish() + DONE)
+  })
+  const models: RouterOptions['models'] = [
+    { name: 'm', upstreams: ['a', 'b'], strategy: 'ordered', fallbacks: ['big'] },
+    { name: 'big', upstreams: ['b'] },
+  ]
+  const g = await scripted([a, b], models, { retry: { attempts: 3, backoffMs: 10 } })
+  try {
+    const same = await post(g, '/v1/chat/completions', chat('m'))
+    assert.equal(same.status, 400)
+    assert.match(same.type, /application\/json/)
+    assert.deepEqual(JSON.parse(same.text), {
+      error: { message: 'temperature must be non-negative, got -1.0.', type: 'BadRequestError', param: null, code: 400 },
+    })
+    const converted = await post(g, '/v1/messages', messages('m'))
+    assert.equal(converted.status, 400)
+    assert.deepEqual(JSON.parse(converted.text), {
+      type: 'error',
+      error: { type: 'invalid_request_error', message: 'temperature must be non-negative, got -1.0.' },
+    })
+    assert.equal(a.bodies.length, 2)
+    assert.equal(b.bodies.length, 0, 'not retried, not sent to the fallback')
+    await eventually(() => g.records.length === 2, 2000, 'usage records')
+    for (const record of g.records) {
+      assert.equal(record.status, 400)
+      assert.equal(record.attempts, 1)
+    }
+  } finally {
+    await g.close()
+  }
+})
+
+test('a too-long prompt reported as the first stream event goes to the fallback model, as the same 400 before the stream does', async () => {
+  const a = upstream('a', 'vllm', (res) => {
+    sse(res)
+    res.end(VLLM_FIRST_ERROR(VLLM_TOO_LONG) + DONE)
+  })
+  const b = upstream('b', 'vllm', (res) => {
+    sse(res)
+    res.end(role + text('A larger context.') + finish() + DONE)
+  })
+  const models: RouterOptions['models'] = [
+    { name: 'small', upstreams: ['a'], fallbacks: ['big'] },
+    { name: 'big', upstreams: ['b'] },
+  ]
+  const g = await scripted([a, b], models)
+  try {
+    const res = await post(g, '/v1/chat/completions', chat('small'))
+    assert.deepEqual(openAiAnswer(res.text), { content: 'A larger context.', done: true, error: null })
+    assert.equal(a.bodies.length, 1)
+  } finally {
+    await g.close()
+  }
+})
+
+test("Anthropic's overloaded_error or rate_limit_error as the first event reaches the client as that error, not a mid-stream 502", async () => {
+  let kind = ''
+  const anthropicError = (res: ServerResponse) => {
+    sse(res)
+    const message = kind === 'overloaded_error' ? 'Overloaded' : 'Number of requests has exceeded your rate limit.'
+    res.end(`event: error\ndata: {"type":"error","error":{"type":"${kind}","message":"${message}"}}\n\n`)
+  }
+  const a = upstream('a', 'anthropic', anthropicError)
+  const b = upstream('b', 'anthropic', anthropicError)
+  const g = await scripted([a, b], [{ name: 'm', upstreams: ['a', 'b'], strategy: 'ordered' }], { retry: { attempts: 2, backoffMs: 10 } })
+  try {
+    for (const [name, status, message] of [
+      ['overloaded_error', 529, 'Overloaded'],
+      ['rate_limit_error', 429, 'Number of requests has exceeded your rate limit.'],
+    ] as const) {
+      kind = name
+      a.bodies.length = 0
+      b.bodies.length = 0
+      const same = await post(g, '/v1/messages', messages('m'))
+      assert.equal(same.status, status, same.text)
+      assert.deepEqual(JSON.parse(same.text), { type: 'error', error: { type: name, message } })
+      assert.equal(a.bodies.length + b.bodies.length, 2, 'retried as the same status before the stream is')
+      const converted = await post(g, '/v1/chat/completions', chat('m'))
+      assert.equal(converted.status, status, converted.text)
+      const error = (JSON.parse(converted.text) as { error: { message: string; code: string } }).error
+      assert.equal(error.message, message)
+      assert.equal(error.code, name)
+    }
+  } finally {
+    await g.close()
+  }
+})
 
 test('a too-long prompt goes to the fallback model as each server words it; other 4xx come back as they are', async () => {
   let answer = { status: 400, body: '' }
