@@ -16,7 +16,10 @@ const LINE_END = Buffer.from('\n')
 /** `data: [DONE]` (with an optional CR) is 14 bytes at most; a split line longer than this is neither it nor a field name. */
 const SPLIT_HEAD_MAX = 16
 const SPLIT_DONE_LINE = /^data: ?\[DONE\]\r?$/
-/** An upstream's error inside a stream: a data line `{"error":…}` (OpenAI, Gemini), an `event: error` (Anthropic). */
+/**
+ * An upstream's error inside a stream: a data line `{"error":…}` (OpenAI, vLLM, Gemini), an `event: error`
+ * (Anthropic), or (OpenAI's format) a chunk whose finish reason says the generation failed (see `failedFinishLine`).
+ */
 const ERROR_OBJECT = new ByteNeedle('{"error"')
 const ERROR_EVENT = new ByteNeedle('event: error')
 const LETTER_E = 0x65
@@ -83,6 +86,19 @@ export class StreamScanner {
   private finishValueHead: string | null = null
   /** Where in the chunk just scanned an upstream error event starts (-1: none); the scan stops there. */
   errorAt = -1
+  /** The format's finish reason can say the generation failed (OpenAI's: vLLM, OpenRouter), not only how it ended. */
+  private readonly findsFailedFinishes: boolean
+  /** Where the chunk just scanned has a line with a failed finish (-1: none), and that finish (`abort`, `error`). */
+  private failedLine = -1
+  private failedReason = ''
+  /** Where the lines of the chunk being scanned start (after the end of a line begun in an earlier chunk). */
+  private linesFrom = 0
+  /**
+   * The chunk `scan` searched for finish markers (null: none was), and whether none was in it: `checkEnd` need not
+   * search that chunk again (one search per chunk, not two).
+   */
+  private searched: Buffer | null = null
+  private noFinishMarker = false
   /** The chunks so far end with a line end. */
   private atLineStart = true
 
@@ -91,6 +107,7 @@ export class StreamScanner {
     this.extractor = extractor
     this.terminators = new NeedleSearch(endpoint.terminators)
     this.finishes = new NeedleSearch(endpoint.finishMarkers)
+    this.findsFailedFinishes = endpoint.family === 'openai' && endpoint.finishMarkers.length > 0
   }
 
   /** The stream may end here as a complete answer: its terminator, or a finish (the client then gets `closing`). */
@@ -145,6 +162,7 @@ export class StreamScanner {
     const extractor = this.extractor
     let pos = 0
     this.errorAt = -1
+    this.searched = null
     // Until a line that may report usage is found, the whole chunk is skipped (not at all when it starts mid-line).
     let skipping = !this.midLine
     this.tapFrom = skipping ? length : 0
@@ -166,6 +184,7 @@ export class StreamScanner {
       pos = eol + 1
       this.midLine = false
     }
+    const failedLine = this.failedFinishLine(chunk, pos)
     while (pos < length) {
       const eol = chunk.indexOf(NEWLINE, pos)
       const data = DATA_FIELD.isAt(chunk, pos)
@@ -183,7 +202,7 @@ export class StreamScanner {
       if (data) {
         let start = pos + DATA_FIELD.length
         if (chunk[start] === SPACE) start++
-        if (chunk[start] === OPEN_BRACE && ERROR_OBJECT.isAt(chunk, start)) {
+        if (pos === failedLine || (chunk[start] === OPEN_BRACE && ERROR_OBJECT.isAt(chunk, start))) {
           // An error is no token of the answer (counted above as a data line, before it was known).
           this.dataEvents--
           this.errorAt = pos
@@ -205,6 +224,32 @@ export class StreamScanner {
       }
       pos = eol + 1
     }
+    return true
+  }
+
+  /**
+   * Where the first line from `from` on whose finish reason says the generation failed starts (-1: none): vLLM's
+   * `abort` (an aborted request), `error` (vLLM's engine, OpenRouter's error chunk: `{…,"error":{…},"choices":[{…,
+   * "finish_reason":"error"}]}`). Such a line is the upstream's error event, never part of the answer. Found by the
+   * search for the finish markers (one probe byte per chunk, a look at the value past a non-null finish), not by
+   * parsing the chunk; a line split across chunks is not checked (as for `{"error"`).
+   */
+  private failedFinishLine(chunk: Buffer, from: number): number {
+    if (!this.findsFailedFinishes) return -1
+    this.linesFrom = from
+    this.searched = chunk
+    this.noFinishMarker = true
+    // The whole chunk is searched (checkEnd reuses the search); a line begun before `from` is not checked.
+    const at = this.finishes.indexIn(chunk, this.acceptFailedFinish)
+    this.failedLine = at === -1 ? -1 : chunk.lastIndexOf(NEWLINE, at) + 1
+    return this.failedLine
+  }
+
+  private readonly acceptFailedFinish = (chunk: Buffer, after: number): boolean => {
+    this.noFinishMarker = false
+    const value = chunk.toString('latin1', after, after + NOT_FINISH_LENGTH)
+    if (!NOT_FINISHES.includes(value) || chunk.lastIndexOf(NEWLINE, after) + 1 < this.linesFrom) return false
+    this.failedReason = value.slice(0, -1)
     return true
   }
 
@@ -258,7 +303,7 @@ export class StreamScanner {
     return chunk.toString('utf8', start, chunk[eol - 1] === CR ? eol - 1 : eol)
   }
 
-  /** What the error event says (`when`: ' mid-stream' once the client reads the answer): the upstream's message. */
+  /** What the error event says (`when`: ' mid-stream' once the client reads the answer): the upstream's message, or the failed finish. */
   private errorMessage(event: string, when: string): string {
     const found = ERROR_MESSAGE.exec(event)
     if (found !== null) {
@@ -266,6 +311,7 @@ export class StreamScanner {
         return `The upstream reported an error${when}: ${JSON.parse(`"${found[1]}"`) as string}`
       } catch {}
     }
+    if (this.errorAt === this.failedLine) return `The upstream ended the generation with finish_reason ${this.failedReason}.`
     return `The upstream reported an error${when}.`
   }
 
@@ -288,7 +334,7 @@ export class StreamScanner {
       this.finishValueHead = null
       this.sawFinish = this.isFinishValue(head + chunk.toString('latin1', 0, NOT_FINISH_LENGTH - head.length))
     }
-    if (!this.sawFinish) this.sawFinish = this.finishes.foundIn(chunk, this.acceptFinish)
+    if (!this.sawFinish) this.sawFinish = this.finishes.foundIn(chunk, this.acceptFinish, chunk === this.searched && this.noFinishMarker)
   }
 
   /**
@@ -341,9 +387,10 @@ class NeedleSearch {
 
   /**
    * Whether this chunk holds one of the needles, or finishes one begun in the chunks before it; `accept` (given the
-   * offset just past the needle) may refuse a match, and the search goes on.
+   * offset just past the needle) may refuse a match, and the search goes on. `noneIn`: the chunk is known to hold
+   * no whole needle (searched already): only the needles cut by its edges are looked at.
    */
-  foundIn(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): boolean {
+  foundIn(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean, noneIn = false): boolean {
     const needles = this.needles
     const partials = this.partials
     for (let i = 0; i < needles.length; i++) {
@@ -354,32 +401,41 @@ class NeedleSearch {
         if (after !== -1 && (accept === undefined || accept(chunk, after))) return true
       }
     }
-    if (this.oneProbe ? this.sharedHit(chunk, accept) : this.eachHit(chunk, accept)) return true
+    if (!noneIn && this.indexIn(chunk, accept) !== -1) return true
     for (let i = 0; i < needles.length; i++) partials[i] = (needles[i] as ByteNeedle).carriedPrefix(chunk, partials[i])
     return false
   }
 
-  private eachHit(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): boolean {
+  /** Where the first of the needles that `accept` takes starts in this chunk alone (-1: none). */
+  indexIn(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): number {
+    return this.oneProbe ? this.sharedHit(chunk, accept) : this.eachHit(chunk, accept)
+  }
+
+  private eachHit(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): number {
+    let first = -1
     for (const needle of this.needles) {
-      for (let at = needle.indexIn(chunk); at !== -1; at = needle.indexIn(chunk, at + 1)) {
-        if (accept === undefined || accept(chunk, at + needle.length)) return true
+      for (let at = needle.indexIn(chunk); at !== -1 && (first === -1 || at < first); at = needle.indexIn(chunk, at + 1)) {
+        if (accept === undefined || accept(chunk, at + needle.length)) {
+          first = at
+          break
+        }
       }
     }
-    return false
+    return first
   }
 
   /** One pass over the shared probe byte's hits, each tried against every needle. */
-  private sharedHit(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): boolean {
+  private sharedHit(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): number {
     const needles = this.needles
     const first = needles[0] as ByteNeedle
     for (let hit = chunk.indexOf(first.probe, first.probeAt); hit !== -1; hit = chunk.indexOf(first.probe, hit + 1)) {
       const start = hit - first.probeAt
       for (let i = 0; i < needles.length; i++) {
         const needle = needles[i] as ByteNeedle
-        if (needle.isAt(chunk, start) && (accept === undefined || accept(chunk, start + needle.length))) return true
+        if (needle.isAt(chunk, start) && (accept === undefined || accept(chunk, start + needle.length))) return start
       }
     }
-    return false
+    return -1
   }
 }
 

@@ -227,6 +227,37 @@ describe('upstream error events', () => {
     assert.ok(scanner.scan(chunk))
     return { scanner, chunk }
   }
+  const failedChunk = (finish: string, extra = '') =>
+    `data: {"id":"c","object":"chat.completion.chunk"${extra},"choices":[{"index":0,"delta":{"content":""},"finish_reason":${finish}}]}\n\n`
+
+  test("a failed finish (vLLM's abort, OpenRouter's error chunk) is an error event, not a line of the answer", () => {
+    const openRouter = failedChunk('"error"', ',"error":{"code":502,"message":"Provider disconnected unexpectedly"}')
+    for (const [failed, message] of [
+      [failedChunk('"abort"'), 'The upstream ended the generation with finish_reason abort.'],
+      [
+        failedChunk('"error"').replace('"finish_reason":', '"finish_reason": '),
+        'The upstream ended the generation with finish_reason error.',
+      ],
+      [openRouter, 'The upstream reported an error mid-stream: Provider disconnected unexpectedly'],
+    ] as const) {
+      const before = chatChunk('lorem ')
+      const { scanner, chunk } = scannedOnce(`${before + failed}data: [DONE]\n\n`)
+      assert.equal(scanner.errorAt, before.length, failed)
+      assert.equal(scanner.dataEvents, 1, 'the error is no token of the answer')
+      assert.equal(scanner.upstreamError(chunk).message, message)
+    }
+  })
+
+  test('a finish that did not fail, or the words in the text, is no error', () => {
+    for (const text of [
+      failedChunk('"stop"', ',"native_finish_reason":"error"'),
+      chatChunk('he wrote "finish_reason":"error" in the answer'),
+      failedChunk('null'),
+    ]) {
+      assert.equal(scannedOnce(text).scanner.errorAt, -1, text)
+    }
+  })
+
   test('an error before the first byte says the status it stands for: its code, else its name', () => {
     const cases: [string, Endpoint, Protocol, number | undefined][] = [
       ['data: {"error": {"message": "bad", "type": "BadRequestError", "param": null, "code": 400}}\n\n', CHAT, 'vllm', 400],
@@ -239,6 +270,7 @@ describe('upstream error events', () => {
       ['data: {"error":{"code":429,"message":"slow down","status":"RESOURCE_EXHAUSTED"}}\n\n', GEMINI_GENERATE, 'gemini', 429],
       // TGI writes 422 into every stream error, whatever failed: no status.
       ['data:{"error":{"message":"CUDA out of memory","http_status_code":422}}\n\n', CHAT, 'tgi', undefined],
+      [failedChunk('"abort"'), CHAT, 'vllm', undefined],
     ]
     for (const [text, endpoint, protocol, status] of cases) {
       const { scanner, chunk } = scannedOnce(text, endpoint, protocol)

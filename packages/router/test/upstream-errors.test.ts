@@ -1,12 +1,15 @@
-// Errors as real servers report them, byte for byte: inside a 200 stream (vLLM's first-event error, Anthropic's
-// `event: error`) and in the words each server uses for a prompt too long.
+// Errors as real servers report them, byte for byte: inside a 200 stream (vLLM's first-event error and `abort`,
+// OpenRouter's error chunk, Anthropic's `event: error`) and in the words each server uses for a prompt too long.
 import assert from 'node:assert/strict'
 import type { ServerResponse } from 'node:http'
 import { test } from 'node:test'
 import type { RouterOptions } from '../src/index.js'
 import { eventually, parseSse } from './helpers.js'
-import { DONE, finish, role, type Scripted, scripted, sse, text, upstream } from './scripted.js'
+import { DONE, finish, role, type Scripted, scripted, sse, text, upstream, usageChunk } from './scripted.js'
 
+/** OpenRouter's report of a provider failing mid-generation: a chunk with a top-level `error` and finish_reason error. */
+const OPENROUTER_CHUNK = (message: string) =>
+  `data: {"id":"gen-1767225600-abc","provider":"Chutes","model":"deepseek/deepseek-r1","object":"chat.completion.chunk","created":1767225600,"error":{"code":502,"message":"${message}"},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error","native_finish_reason":"error","logprobs":null}]}\n\n`
 /** vLLM's 400 before its first output (json.dumps spacing), as `create_streaming_error_response` writes it. */
 const VLLM_FIRST_ERROR = (message: string) =>
   `data: {"error": {"message": "${message}", "type": "BadRequestError", "param": null, "code": 400}}\n\n`
@@ -37,6 +40,91 @@ function openAiAnswer(raw: string): { content: string; done: boolean; error: str
   }
   return { content, done: raw.includes('data: [DONE]'), error }
 }
+
+test("OpenRouter's error chunk as the first event is a failure before the first byte: the next upstream answers", async () => {
+  const a = upstream('a', 'openai', (res) => {
+    sse(res)
+    res.end(OPENROUTER_CHUNK('Provider returned error') + DONE)
+  })
+  const b = upstream('b', 'openai', (res) => {
+    sse(res)
+    res.end(role + text('Hi from b.') + finish() + DONE)
+  })
+  const g = await scripted([a, b], [{ name: 'm', upstreams: ['a', 'b'], strategy: 'ordered' }])
+  try {
+    const res = await post(g, '/v1/chat/completions', chat('m'))
+    assert.equal(res.status, 200)
+    assert.ok(!res.text.includes('Provider returned error'), res.text)
+    assert.deepEqual(openAiAnswer(res.text), { content: 'Hi from b.', done: true, error: null })
+    await eventually(() => g.records.length === 1, 2000, 'usage record')
+    assert.equal(g.records[0]?.upstream, 'b')
+    assert.equal(g.records[0]?.attempts, 2)
+    assert.equal(g.records[0]?.resumed, false, 'failed over, not continued: nothing had reached the client')
+  } finally {
+    await g.close()
+  }
+})
+
+test("OpenRouter's error chunk mid-stream is not relayed: the answer is continued, or ends with the gateway's error", async () => {
+  const a = upstream('a', 'openai', (res) => {
+    sse(res)
+    res.end(role + text('Partial') + text(' answer') + OPENROUTER_CHUNK('Provider disconnected unexpectedly'))
+  })
+  const b = upstream('b', 'vllm', (res) => {
+    sse(res)
+    res.end(role + text(' and more.') + finish() + DONE)
+  })
+  const resumes = await scripted([a, b], [{ name: 'm', upstreams: ['a', 'b'], strategy: 'ordered' }])
+  try {
+    const res = await post(resumes, '/v1/chat/completions', chat('m'))
+    assert.ok(!res.text.includes('Provider disconnected'), res.text)
+    assert.deepEqual(openAiAnswer(res.text), { content: 'Partial answer and more.', done: true, error: null })
+    await eventually(() => resumes.records.length === 1, 2000, 'usage record')
+    assert.equal(resumes.records[0]?.resumed, true)
+  } finally {
+    await resumes.close()
+  }
+  const alone = await scripted([a], [{ name: 'm', upstreams: ['a'] }])
+  try {
+    const res = await post(alone, '/v1/chat/completions', chat('m'))
+    assert.deepEqual(openAiAnswer(res.text), {
+      content: 'Partial answer',
+      done: false,
+      error: 'The upstream reported an error mid-stream: Provider disconnected unexpectedly',
+    })
+    assert.ok(!res.text.includes('"finish_reason":"error"'), 'the error chunk itself is not relayed')
+    await eventually(() => alone.records.length === 1, 2000, 'usage record')
+    assert.equal(alone.records[0]?.error?.code, 'llmproxy_upstream_error')
+  } finally {
+    await alone.close()
+  }
+})
+
+test("vLLM's finish_reason abort is the same failure whether the stream is passed through or converted", async () => {
+  const a = upstream('a', 'vllm', (res) => {
+    sse(res)
+    res.end(role + text('Partial') + finish('abort') + usageChunk(20, 1) + DONE)
+  })
+  // (Not continued: each client's stream ends with the error.)
+  const g = await scripted([a], [{ name: 'm', upstreams: ['a'], resume: false }])
+  try {
+    const same = await post(g, '/v1/chat/completions', chat('m'))
+    assert.ok(!same.text.includes('"abort"'), same.text)
+    assert.deepEqual(openAiAnswer(same.text), {
+      content: 'Partial',
+      done: false,
+      error: 'The upstream ended the generation with finish_reason abort.',
+    })
+    const converted = await post(g, '/v1/messages', messages('m'))
+    const events = parseSse(converted.text)
+    assert.equal(events.at(-1)?.event, 'error', converted.text)
+    assert.ok(!events.some((event) => event.event === 'message_stop'))
+    await eventually(() => g.records.length === 2, 2000, 'usage records')
+    for (const record of g.records) assert.equal(record.error?.code, 'llmproxy_upstream_error', `${record.clientApi} client`)
+  } finally {
+    await g.close()
+  }
+})
 
 test("vLLM's 400 as the first stream event comes back as the 400 it is, in the client's shape, without retries", async () => {
   const a = upstream('a', 'vllm', (res) => {
