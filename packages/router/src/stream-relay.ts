@@ -144,6 +144,22 @@ export class StreamRelay {
     }
   }
 
+  /**
+   * The stream ends before any of it reached the client: an empty answer commits now (true), a continuation's (the
+   * client has its stream already) failed to give anything, and another attempt may take over (false).
+   */
+  private commitAtEnd(): boolean {
+    const attempt = this.attempt
+    if (attempt.delivering) return true
+    if (this.call.client.committed) {
+      attempt.failBeforeAnswer(errors.upstreamFailed('The upstream ended its stream before the first token.'))
+      return false
+    }
+    this.commit()
+    this.call.onCommitted()
+    return true
+  }
+
   /** The attempt's first bytes go to the client: the commit point, unless a continuation joins a committed stream. */
   private commit(): void {
     const client = this.call.client
@@ -156,6 +172,8 @@ export class StreamRelay {
    * own (its connection stays reusable); one that keeps it open is released after TERMINATOR_GRACE_MS.
    */
   private endAtTerminator(): void {
+    // (A converted stream whose events gave the client nothing, its terminator the first sign of its end.)
+    if (!this.commitAtEnd()) return
     this.ended = true
     this.clearTimer()
     // The rest of the upstream's body is read and dropped: without a 'data' listener the body would stop flowing, its
@@ -181,26 +199,26 @@ export class StreamRelay {
       return
     }
     this.flushHeld(true)
+    // An empty stream (or one whose only event never ended) commits at its end; a continuation's gave no answer.
+    if (!this.commitAtEnd()) return
     const attempt = this.attempt
-    if (!attempt.delivering) {
-      if (this.call.client.committed) {
-        // A continuation that ended before its first byte: no answer from it at all.
-        attempt.failBeforeAnswer(errors.upstreamFailed('The upstream ended its stream before the first token.'))
-        return
-      }
-      // An empty stream (or one whose only event never ended): it commits at its end.
-      this.commit()
-      this.call.onCommitted()
-    }
     const complete = this.scanner.complete || attempt.endpoint.terminators.length === 0 || attempt.status !== 200
     this.end(complete ? null : errors.upstreamFailed('The upstream ended the stream before it was complete.'))
   }
 
-  /** The stream is over: complete (error null), or failed after the commit point. */
+  /**
+   * The stream is over: complete (error null), or failed — after the commit point, or before it when nothing reached
+   * the client yet (then another attempt can answer, with the stream's own headers, or the client gets the error's
+   * status).
+   */
   end(error: LlmProxyError | null): void {
     if (this.ended) return
     this.ended = true
     this.clearTimer()
+    if (error !== null && !this.attempt.delivering) {
+      this.attempt.failBeforeAnswer(error)
+      return
+    }
     this.flushHeld(false)
     if (error !== null) {
       this.body.removeAllListeners('data')
