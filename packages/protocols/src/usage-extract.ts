@@ -117,6 +117,12 @@ export class UsageExtractor {
     return this.prompt === undefined
   }
 
+  /** True when the report lacks the output side (a Gemini chunk before its last may count the prompt only). */
+  get missingCompletion(): boolean {
+    this.parsePending()
+    return this.completion === undefined
+  }
+
   private found(json: string): void {
     this.reports++
     this.parsePending()

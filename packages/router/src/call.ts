@@ -217,10 +217,11 @@ export class ProxyCall implements CallHost {
 
   /** An attempt failed before the commit point: another one, a fallback, or the client gets the error. */
   onAttemptFailed(attempt: UpstreamAttempt, kind: FailureKind, error: LlmProxyError, status?: number, retryAfter?: number): void {
-    // A continuation's answer that failed before it got past what the client has (a replay's prefix, dropped) was
-    // generated all the same: what it reported, or its estimate, counts.
+    // A stream that failed before any of it reached the client was generated all the same: what its upstream
+    // reported counts (a converted stream whose first events gave the client nothing, then failed in band), and a
+    // continuation's estimate (a replay cut before it got past the prefix the client has, which is dropped).
     const stream = attempt.stream
-    if (this.continuation !== null && stream !== null) this.meter.endAnswer(stream.scanner.dataEvents > 0, stream.scanner)
+    if (stream !== null) this.meter.endAnswer(this.continuation !== null && stream.scanner.dataEvents > 0, stream.scanner)
     if (kind === 'prefill') {
       // Not the upstream failing: it takes no prefill. The next try there is a replay of the request.
       attempt.release({ ok: false, kind: 'aborted' })
@@ -425,7 +426,12 @@ export class ProxyCall implements CallHost {
     ctx.endedAt = performance.now()
     const attempt = this.attempt
     if (attempt !== null) {
-      this.meter.endAnswer(status >= 200 && status < 300 && this.endpoint.metered, attempt.stream?.scanner ?? null)
+      const ok = status >= 200 && status < 300
+      this.meter.endAnswer(
+        ok && this.endpoint.metered,
+        attempt.stream?.scanner ?? null,
+        ok && this.streamError === null && !ctx.clientAborted,
+      )
     }
     if (ctx.clientAborted) ctx.outcome = 'client_aborted'
     else if (ctx.outcome === 'pending') ctx.outcome = this.streamError === null && status < 500 ? 'ok' : 'upstream_error'

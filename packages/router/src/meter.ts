@@ -27,9 +27,11 @@ export class UsageMeter {
 
   /**
    * The current attempt's answer is over: its usage (reported, else estimated if it succeeded) joins the total.
-   * A stream's estimate is one token per data event, its terminator (an event, not a token) excluded.
+   * A stream's estimate is one token per data event, its terminator (an event, not a token) excluded. `whole`: the
+   * stream ended complete, so its last report is final even without an output count (Gemini leaves out a count of 0);
+   * one cut or failed after a report without it (a Gemini chunk counting the prompt only) has its output estimated.
    */
-  endAnswer(succeeded: boolean, scanner: StreamScanner | null): void {
+  endAnswer(succeeded: boolean, scanner: StreamScanner | null, whole = false): void {
     const reader = this.reader
     if (reader === null) return
     this.reader = null
@@ -40,9 +42,10 @@ export class UsageMeter {
         reported.totalTokens = reported.promptTokens + reported.completionTokens
         this.estimated = true
       }
-      if (!reader.isFinal(scanner !== null)) {
-        // The answer ended before its final report (an Anthropic stream cut or aborted before message_delta):
-        // the output is estimated from what was streamed, the reported input kept.
+      if (!reader.isFinal(scanner !== null) || (scanner !== null && !whole && reader.missingCompletion)) {
+        // The answer ended before its final report (an Anthropic stream cut or aborted before message_delta, a
+        // Gemini one after a chunk counting the prompt only): the output is estimated from what was streamed, the
+        // reported input kept.
         reported.completionTokens = Math.max(reported.completionTokens, this.estimateCompletion(scanner))
         reported.totalTokens = reported.promptTokens + reported.completionTokens
         this.estimated = true

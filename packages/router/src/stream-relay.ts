@@ -9,6 +9,13 @@ import type { UpstreamBody } from './upstream-response.js'
 
 /** How long an upstream may take to end its response after its stream's terminator before it is released. */
 const TERMINATOR_GRACE_MS = 1000
+/**
+ * How long a converted stream that failed in band is read on, for the usage tap only, before the call decides what
+ * comes next: vLLM sends its usage chunk right after a `finish_reason: "abort"`, an OpenAI upstream after the tool
+ * call the client's API cannot carry. Bounded, since the client waits for it (a replay that went another way may
+ * still be generating).
+ */
+const USAGE_GRACE_MS = 1000
 
 /**
  * One attempt's SSE answer on its way to the client, chunk by chunk, never held: the first chunk commits (unless a
@@ -27,6 +34,8 @@ export class StreamRelay {
   private readonly headers: OutgoingHttpHeaders
   private timer: NodeJS.Timeout | null = null
   private lastChunkAt = 0
+  /** The in-band failure the stream ends with once the upstream's usage after it is read (null: none). */
+  private failing: LlmProxyError | null = null
   private ended = false
 
   constructor(attempt: AttemptView, call: CallHost, body: UpstreamBody, reader: UsageExtractor, tap: ResumeTap | null) {
@@ -63,8 +72,9 @@ export class StreamRelay {
     this.lastChunkAt = now
     // (Unless the stream already ended in this chunk and the call moved on to a continuation.)
     if (call.attempt === attempt) call.onCommitted()
-    if (this.ended) return
     attempt.clearDeadline()
+    // (Nor when it failed in this chunk: its usage is being read, under USAGE_GRACE_MS.)
+    if (this.ended || this.failing !== null) return
     this.timer = setTimeout(idleTimeout, call.settings.timeouts.idleMs, this)
   }
 
@@ -105,14 +115,16 @@ export class StreamRelay {
     const transform = this.attempt.transform
     const out = transform === null ? chunk : transform.push(chunk, scanner.tapFrom)
     if (out !== null) this.deliver(out)
-    if (transform?.failure != null) {
-      // The upstream reported a failure inside its stream (an error event, a malformed function call).
-      this.end(transform.failure)
-      return
-    }
     const meter = call.meter
+    // Read before a failure in it is acted on: the chunk that fails may carry the upstream's usage (Gemini's
+    // MALFORMED_FUNCTION_CALL does).
     if (scanner.tapFrom < chunk.length) meter.reader?.write(chunk, scanner.tapFrom)
     meter.responseBytes += chunk.length
+    if (transform?.failure != null) {
+      // The upstream reported a failure inside its stream (an error event, a malformed function call).
+      this.endAfterUsage(transform.failure)
+      return
+    }
     // A same-format stream's end is looked for in the whole events that went out, not in an event still held: a
     // finish or terminator in an event then cut did not reach the client.
     if (!(transform instanceof EventAligner)) scanner.checkEnd(chunk)
@@ -125,6 +137,33 @@ export class StreamRelay {
     if (!this.attempt.delivering) this.commit()
     this.call.client.write(out, this.body)
     if (this.tap !== null && typeof out !== 'string') this.tap.push(out)
+  }
+
+  /**
+   * The converted stream failed in band: nothing more reaches the client, but the upstream's usage report may still
+   * follow, so its body is read on for the usage tap alone, to its end or for USAGE_GRACE_MS, before the stream ends.
+   */
+  private endAfterUsage(failure: LlmProxyError): void {
+    this.failing = failure
+    this.clearTimer()
+    const body = this.body
+    body.removeAllListeners('data')
+    body.on('data', (chunk: Buffer) => this.readUsage(chunk))
+    this.timer = setTimeout(usageGraceOver, USAGE_GRACE_MS, this)
+  }
+
+  /** A chunk after the in-band failure: to the usage tap alone. */
+  private readUsage(upstreamChunk: Buffer): void {
+    const scanner = this.scanner
+    const chunk = scanner.normalize(upstreamChunk)
+    // Malformed data reports nothing more.
+    if (!scanner.scan(chunk)) {
+      this.end(null)
+      return
+    }
+    const meter = this.call.meter
+    if (scanner.tapFrom < chunk.length) meter.reader?.write(chunk, scanner.tapFrom)
+    meter.responseBytes += chunk.length
   }
 
   /** The upstream body is over (`ended`: cleanly): a same-format event it left unfinished goes out when whole (`flush`). */
@@ -198,6 +237,11 @@ export class StreamRelay {
       this.clearTimer()
       return
     }
+    if (this.failing !== null) {
+      // Its usage, if any came after the failure, is read.
+      this.end(null)
+      return
+    }
     this.flushHeld(true)
     // An empty stream (or one whose only event never ended) commits at its end; a continuation's gave no answer.
     if (!this.commitAtEnd()) return
@@ -209,12 +253,13 @@ export class StreamRelay {
   /**
    * The stream is over: complete (error null), or failed — after the commit point, or before it when nothing reached
    * the client yet (then another attempt can answer, with the stream's own headers, or the client gets the error's
-   * status).
+   * status). A stream that failed in band ends with that failure.
    */
   end(error: LlmProxyError | null): void {
     if (this.ended) return
     this.ended = true
     this.clearTimer()
+    if (this.failing !== null) error = this.failing
     if (error !== null && !this.attempt.delivering) {
       this.attempt.failBeforeAnswer(error)
       return
@@ -264,6 +309,10 @@ function idleTimeout(relay: StreamRelay): void {
 
 function releaseUpstream(relay: StreamRelay): void {
   relay.releaseUpstream()
+}
+
+function usageGraceOver(relay: StreamRelay): void {
+  relay.end(null)
 }
 
 function noop(): void {}

@@ -1,19 +1,40 @@
-// Converted streams that fail in band (a vLLM `finish_reason: "abort"`, an OpenRouter error chunk) before their first
-// events gave the client anything: a failure before the commit point, retried with the stream's own headers (the
-// client of a continuation would get a 200 with no content type, then its fallback lost to ERR_HTTP_HEADERS_SENT).
-// Real sockets, scripted upstreams, the official SDKs as clients.
+// Converted streams that fail in band (a Gemini MALFORMED_FUNCTION_CALL, a vLLM `finish_reason: "abort"`, a tool call
+// the client's API cannot carry): what the upstream reported is metered, as it is for a same-format client of the same
+// bytes; one whose first events gave the client nothing is retried as before the commit point. Real sockets, scripted
+// upstreams, the official SDKs as clients.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import Anthropic from '@anthropic-ai/sdk'
 import { GoogleGenAI } from '@google/genai'
+import OpenAI from 'openai'
 import { eventually } from './helpers.js'
-import { DONE, role, type Script, scripted, sse, text, upstream, usageChunk } from './scripted.js'
+import { DONE, role, type Script, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
 
+const one = { retry: { attempts: 1 } }
 const question = [{ role: 'user' as const, content: 'hi' }]
 
 const chunk = (fields: Record<string, unknown>) =>
   `data: ${JSON.stringify({ id: 'up1', object: 'chat.completion.chunk', created: 1, model: 'm', ...fields })}\n\n`
+const reasoning = (content: string) => chunk({ choices: [{ index: 0, delta: { reasoning_content: content }, finish_reason: null }] })
 const abort = chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'abort' }] })
+const gemini = (fields: Record<string, unknown>) => `data: ${JSON.stringify({ modelVersion: 'g', responseId: 'r', ...fields })}\r\n\r\n`
+
+/** The usage figures of a record, as a row. */
+const usageOf = (g: { records: { promptTokens: number; completionTokens: number; estimated: boolean }[] }) =>
+  g.records.map((r) => [r.promptTokens, r.completionTokens, r.estimated])
+
+/** An OpenAI client's streamed answer: its text, or what it threw. */
+async function openaiStream(url: string, model: string): Promise<string> {
+  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'k', maxRetries: 0 })
+  let out = ''
+  try {
+    const stream = await client.chat.completions.create({ model, stream: true, messages: question })
+    for await (const part of stream) out += part.choices[0]?.delta.content ?? ''
+  } catch (err) {
+    return `${out}<<${(err as Error).message}>>`
+  }
+  return out
+}
 
 /** An Anthropic client's streamed answer (no thinking asked for): its text, or what it threw. */
 async function anthropicStream(url: string, model: string): Promise<string> {
@@ -30,6 +51,182 @@ async function anthropicStream(url: string, model: string): Promise<string> {
   }
   return out
 }
+
+test('a Gemini MALFORMED_FUNCTION_CALL to an OpenAI client: the usage in the failing chunk is metered, not 0 output tokens', async () => {
+  const usage = { promptTokenCount: 1000, candidatesTokenCount: 500, thoughtsTokenCount: 2000, totalTokenCount: 3500 }
+  const g = await scripted(
+    [
+      upstream('g', 'gemini', (res) => {
+        sse(res)
+        res.end(
+          gemini({
+            candidates: [{ content: { role: 'model', parts: [{ text: 'thinking hard', thought: true }] }, index: 0 }],
+            usageMetadata: { promptTokenCount: 1000, totalTokenCount: 1000 },
+          }) +
+            gemini({
+              candidates: [{ content: {}, finishReason: 'MALFORMED_FUNCTION_CALL', finishMessage: 'print(x', index: 0 }],
+              usageMetadata: usage,
+            }),
+        )
+      }),
+    ],
+    [{ name: 'm', upstreams: ['g'] }],
+    one,
+  )
+  try {
+    assert.match(await openaiStream(g.url, 'm'), /<<.*MALFORMED_FUNCTION_CALL/)
+    await eventually(() => g.records.length === 1, 2000, 'usage record')
+    const record = g.records[0]
+    assert.deepEqual(
+      [record?.promptTokens, record?.completionTokens, record?.reasoningTokens, record?.estimated],
+      [1000, 2500, 2000, false],
+    )
+    assert.equal(record?.error?.code, 'llmproxy_upstream_error')
+  } finally {
+    await g.close()
+  }
+})
+
+test('a vLLM abort, then its usage chunk, to an Anthropic client: the usage that follows the failure is read', async () => {
+  const g = await scripted(
+    [
+      upstream('v', 'vllm', async (res) => {
+        sse(res)
+        res.write(role + reasoning('Let me think') + reasoning(' about it') + abort)
+        // The usage chunk comes in a later read than the failure.
+        await sleep(50)
+        res.end(usageChunk(900, 4000) + DONE)
+      }),
+    ],
+    [{ name: 'm', upstreams: ['v'] }],
+    one,
+  )
+  try {
+    assert.match(await anthropicStream(g.url, 'm'), /<<.*abort/)
+    await eventually(() => g.records.length === 1, 2000, 'usage record')
+    assert.deepEqual(usageOf(g), [[900, 4000, false]])
+  } finally {
+    await g.close()
+  }
+})
+
+test('a tool call an Anthropic client cannot carry (arguments [1,2]): the usage after it is metered', async () => {
+  const call = (args: string, first: boolean) =>
+    chunk({
+      choices: [
+        {
+          index: 0,
+          delta: {
+            tool_calls: [
+              {
+                index: 0,
+                ...(first
+                  ? { id: 'call_1', type: 'function', function: { name: 'f', arguments: args } }
+                  : { function: { arguments: args } }),
+              },
+            ],
+          },
+          finish_reason: null,
+        },
+      ],
+    })
+  const g = await scripted(
+    [
+      upstream('o', 'openai', async (res) => {
+        sse(res)
+        res.write(role + call('[1,', true) + call('2]', false))
+        await sleep(50)
+        res.end(chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }] }) + usageChunk(900, 700) + DONE)
+      }),
+    ],
+    [{ name: 'm', upstreams: ['o'] }],
+    one,
+  )
+  try {
+    assert.match(await anthropicStream(g.url, 'm'), /<<.*cannot carry/)
+    await eventually(() => g.records.length === 1, 2000, 'usage record')
+    assert.deepEqual(usageOf(g), [[900, 700, false]])
+  } finally {
+    await g.close()
+  }
+})
+
+test('an upstream that keeps its stream open after the failure: the stream ends within a second, its output estimated', async () => {
+  const g = await scripted(
+    [
+      upstream('v', 'vllm', (res) => {
+        sse(res)
+        // No usage, no [DONE], no end: the gateway stops waiting for the usage report.
+        res.write(role + reasoning('Let me think') + abort)
+      }),
+    ],
+    [{ name: 'm', upstreams: ['v'] }],
+    { ...one, timeouts: { idleMs: 30_000 } },
+  )
+  try {
+    const started = performance.now()
+    assert.match(await anthropicStream(g.url, 'm'), /<<.*abort/)
+    const took = performance.now() - started
+    assert.ok(took < 2000, `ended in ${took} ms`)
+    await eventually(() => g.records.length === 1, 2000, 'usage record')
+    assert.equal(g.records[0]?.estimated, true)
+  } finally {
+    await g.close()
+  }
+})
+
+test('a Gemini stream cut after a chunk that counted the prompt only: the output is estimated, never 0 marked exact', async () => {
+  const g = await scripted(
+    [
+      upstream('g', 'gemini', async (res) => {
+        sse(res)
+        res.write(
+          gemini({
+            candidates: [{ content: { role: 'model', parts: [{ text: 'Partial' }] }, index: 0 }],
+            usageMetadata: { promptTokenCount: 1000, totalTokenCount: 1000 },
+          }),
+        )
+        await sleep(20)
+        res.socket?.destroy()
+      }),
+    ],
+    [{ name: 'm', upstreams: ['g'] }],
+    one,
+  )
+  try {
+    assert.match(await openaiStream(g.url, 'm'), /^Partial<</)
+    await eventually(() => g.records.length === 1, 2000, 'usage record')
+    const record = g.records[0]
+    assert.equal(record?.promptTokens, 1000)
+    assert.ok((record?.completionTokens ?? 0) > 0, `completion tokens ${record?.completionTokens}`)
+    assert.equal(record?.estimated, true)
+  } finally {
+    await g.close()
+  }
+})
+
+test('an abort after text, continued on another upstream: each part bills what its upstream reported, once', async () => {
+  const a = upstream('a', 'vllm', async (res) => {
+    sse(res)
+    res.write(role + text('Hello') + abort)
+    await sleep(20)
+    res.end(usageChunk(10, 2) + DONE)
+  })
+  const b = upstream('b', 'vllm', (res) => {
+    sse(res)
+    res.end(role + text(' world') + chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }) + usageChunk(12, 3) + DONE)
+  })
+  const g = await scripted([a, b], [{ name: 'm', upstreams: ['a', 'b'], strategy: 'ordered' }], two)
+  try {
+    assert.equal(await anthropicStream(g.url, 'm'), 'Hello world')
+    await eventually(() => g.records.length === 1, 2000, 'usage record')
+    const record = g.records[0]
+    assert.deepEqual([record?.promptTokens, record?.completionTokens, record?.estimated], [22, 5, false])
+    assert.deepEqual([record?.resumed, record?.attempts], [true, 2])
+  } finally {
+    await g.close()
+  }
+})
 
 // ── a converted stream that failed before any byte reached the client ─────────────────────────────────────────────
 
@@ -77,12 +274,12 @@ test('a Gemini client on vLLM, role chunk then abort: the fallback answers, with
     for await (const part of await client.models.generateContentStream({ model: 'm', contents: 'hi' })) answer += part.text ?? ''
     assert.equal(answer, 'Fine')
     await eventually(() => g.records.length === 2, 2000, 'usage records')
-    // A plain retry, not a continuation.
+    // A plain retry, not a continuation; the aborted attempt's reported usage counts too.
     assert.deepEqual(
-      g.records.map((r) => [r.status, r.attempts, r.resumed, r.error?.code]),
+      g.records.map((r) => [r.status, r.attempts, r.resumed, r.promptTokens, r.completionTokens, r.estimated, r.error?.code]),
       [
-        [200, 2, false, undefined],
-        [200, 2, false, undefined],
+        [200, 2, false, 12, 2, false, undefined],
+        [200, 2, false, 12, 2, false, undefined],
       ],
     )
   } finally {
@@ -124,7 +321,9 @@ test('every attempt fails before any byte: the client gets the error status in i
     assert.equal(body.error.code, 502)
     assert.match(body.error.message, /abort/)
     await eventually(() => g.records.length === 1, 2000, 'usage record')
-    assert.deepEqual([g.records[0]?.status, g.records[0]?.attempts], [502, 2])
+    const record = g.records[0]
+    // Both aborted attempts reported their usage: both count.
+    assert.deepEqual([record?.status, record?.attempts, record?.promptTokens, record?.completionTokens], [502, 2, 14, 2])
   } finally {
     await g.close()
   }
