@@ -290,7 +290,7 @@ test('one finish: events after the finish, a second finish and a finish() after 
   }
 })
 
-test('in-band errors in each client format end the stream without its terminator; keep-alives add nothing', () => {
+test('in-band errors in each client format end the stream without its terminator; heartbeats add nothing', () => {
   const failure = upstreamFailure('upstream died')
   const openai = createEncoder('openai', { model: 'm' })
   assert.equal(
@@ -306,8 +306,13 @@ test('in-band errors in each client format end the stream without its terminator
   const body = array.encode({ type: 'text', text: 'a' }) + array.error(failure)
   assert.ok(body.startsWith('[{') && body.includes(',{"error":{"code":502') && !body.endsWith(']'))
   assert.throws(() => JSON.parse(body), SyntaxError, 'an unterminated array cannot pass for a whole answer')
-  for (const encoder of [openai, anthropic, gemini]) assert.equal(encoder.keepAlive(), ': keep-alive\n\n')
-  assert.equal(array.keepAlive(), '')
+  for (const encoder of [openai, gemini]) assert.equal(encoder.keepAlive(), ': keep-alive\n\n')
+  assert.equal(anthropic.keepAlive(), 'event: ping\ndata: {"type":"ping"}\n\n')
+  const beating = createEncoder('gemini', { model: 'm', geminiSse: false })
+  beating.encode({ type: 'start' })
+  const whole =
+    beating.encode({ type: 'text', text: 'a' }) + beating.keepAlive() + beating.encode({ type: 'text', text: 'b' }) + beating.finish()
+  assert.equal(JSON.parse(whole).length, 3, 'a JSON array takes whitespace between its elements')
   assert.equal(
     createEncoder('anthropic', { model: 'm' }).encode({ type: 'error', message: 'x' }),
     '',

@@ -4,8 +4,11 @@ import type { Upstream } from '@llmproxy/upstreams'
 import type { ClientStream } from './client-stream.js'
 import { convertedRequest, type Splice, StreamConverter } from './convert.js'
 
-/** How often a client waiting for a continuation gets an SSE comment (no bytes of the answer). */
-const KEEP_ALIVE_MS = 5000
+/**
+ * How often a client whose stream is alive but gives it nothing (a continuation being reached, an upstream's output
+ * it does not see) gets its format's heartbeat: well within the idle timeouts of proxies and load balancers (30–60 s).
+ */
+export const KEEP_ALIVE_MS = 5000
 
 /** One continuation attempt: what to send, where, and the converter that splices its answer in. */
 export interface ContinuationRequest {
@@ -92,11 +95,10 @@ export class Continuation {
     }
   }
 
-  /** Keeps the client's connection alive while the next upstream is reached (SSE comments, nothing of the answer). */
+  /** Keeps the client's connection alive while the next upstream is reached (its format's heartbeat, nothing of the answer). */
   waitWith(client: ClientStream): void {
     this.stopWaiting()
     const beat = this.encoder.keepAlive()
-    if (beat === '') return
     client.write(beat, null)
     this.keepAlive = setInterval(keepAlive, KEEP_ALIVE_MS, client, beat)
     this.keepAlive.unref()

@@ -165,6 +165,11 @@ export class StreamConverter implements ResponseTransform {
     return this.encoder.error(error)
   }
 
+  /** The client format's heartbeat: bytes that keep its connection busy and add nothing to the answer. */
+  keepAlive(): string {
+    return this.encoder.keepAlive()
+  }
+
   private mismatched(): void {
     this.mismatch = true
     this.failure = errors.upstreamFailed('The replayed answer did not match the part already sent.')

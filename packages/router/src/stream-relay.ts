@@ -1,6 +1,8 @@
 import type { OutgoingHttpHeaders } from 'node:http'
 import { errors, type LlmProxyError } from '@llmproxy/core'
 import type { UsageExtractor } from '@llmproxy/protocols'
+import { KEEP_ALIVE_MS } from './continuation.js'
+import { StreamConverter } from './convert.js'
 import type { AttemptView, CallHost } from './host.js'
 import type { ResumeTap } from './resume.js'
 import { StreamScanner } from './scanner.js'
@@ -34,6 +36,8 @@ export class StreamRelay {
   private readonly headers: OutgoingHttpHeaders
   private timer: NodeJS.Timeout | null = null
   private lastChunkAt = 0
+  /** When the client last got bytes of this stream (the time of the upstream chunk they came from). */
+  private lastOutputAt = 0
   /** The in-band failure the stream ends with once the upstream's usage after it is read (null: none). */
   private failing: LlmProxyError | null = null
   private ended = false
@@ -64,12 +68,12 @@ export class StreamRelay {
     // ends in that read is sent by its end, before the usage record's listeners run).
     const now = performance.now()
     const attempt = this.attempt
+    this.lastChunkAt = now
     this.relay(chunk)
     // Nothing went out yet (an incomplete first event, held; or an error event the attempt failed on).
     if (!attempt.delivering) return
     const call = this.call
     if (call.ctx.firstTokenAt === 0) call.ctx.firstTokenAt = now
-    this.lastChunkAt = now
     // (Unless the stream already ended in this chunk and the call moved on to a continuation.)
     if (call.attempt === attempt) call.onCommitted()
     attempt.clearDeadline()
@@ -125,6 +129,8 @@ export class StreamRelay {
       this.endAfterUsage(transform.failure)
       return
     }
+    // A converted chunk that gave the client nothing: upstream pings, reasoning the client did not ask for.
+    if (out === null && transform instanceof StreamConverter && this.attempt.delivering) this.keepAwake(transform)
     // A same-format stream's end is looked for in the whole events that went out, not in an event still held: a
     // finish or terminator in an event then cut did not reach the client.
     if (!(transform instanceof EventAligner)) scanner.checkEnd(chunk)
@@ -135,8 +141,20 @@ export class StreamRelay {
   /** Bytes to the client (the first of them commit), and to the resume tap, which reads what the client got. */
   private deliver(out: Buffer | string): void {
     if (!this.attempt.delivering) this.commit()
+    this.lastOutputAt = this.lastChunkAt
     this.call.client.write(out, this.body)
     if (this.tap !== null && typeof out !== 'string') this.tap.push(out)
+  }
+
+  /**
+   * The client has had nothing of this converted stream for KEEP_ALIVE_MS while its upstream streams what the client
+   * does not see: it gets its format's heartbeat, so that a proxy's idle timeout (nginx: 60 s) does not cut a stream
+   * that is alive, as a same-format client gets the upstream's own bytes. Checked per such chunk: no timer.
+   */
+  private keepAwake(converter: StreamConverter): void {
+    if (this.lastChunkAt - this.lastOutputAt < KEEP_ALIVE_MS) return
+    this.lastOutputAt = this.lastChunkAt
+    this.call.client.write(converter.keepAlive(), this.body)
   }
 
   /**

@@ -6,6 +6,8 @@ import { type ClientError, geminiCode, geminiStatus } from './upstream-error.js'
 import { toGeminiUsage, UsageTally } from './usage.js'
 
 const KEEP_ALIVE = ': keep-alive\n\n'
+/** A JSON array's only filler: whitespace between its elements (Google's own array streams put line ends there). */
+const ARRAY_KEEP_ALIVE = '\n'
 /** The last chunk's parts when it carries nothing else: the SDK's chat history refuses a chunk without parts. */
 const EMPTY_PARTS = '{"text":""}'
 const MALFORMED = 'MALFORMED_FUNCTION_CALL'
@@ -129,7 +131,7 @@ export class GeminiEncoder implements StreamEncoder {
   }
 
   keepAlive(): string {
-    return this.sse ? KEEP_ALIVE : ''
+    return this.sse ? KEEP_ALIVE : ARRAY_KEEP_ALIVE
   }
 
   private chunk(part: string): string {

@@ -89,7 +89,10 @@ export interface StreamEncoder {
   finish(): string
   /** An in-band error event in the client's format (after the commit point); the stream then ends without a terminator. */
   error(error: { statusCode: number; type: string; code: string; message: string }): string
-  /** SSE comment / keep-alive bytes that add nothing to the answer ('' where the framing has none, e.g. a Gemini JSON array). */
+  /**
+   * Heartbeat bytes that add nothing to the answer, once the stream has begun: an SSE comment, Anthropic's `ping`
+   * event, whitespace between a Gemini JSON array's elements.
+   */
   keepAlive(): string
 }
 
