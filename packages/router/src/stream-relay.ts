@@ -12,9 +12,9 @@ import type { UpstreamBody } from './upstream-response.js'
 /** How long an upstream may take to end its response after its stream's terminator before it is released. */
 const TERMINATOR_GRACE_MS = 1000
 /**
- * How long a converted stream that failed in band is read on, for the usage tap only, before the call decides what
- * comes next: vLLM sends its usage chunk right after a `finish_reason: "abort"`, an OpenAI upstream after the tool
- * call the client's API cannot carry. Bounded, since the client waits for it (a replay that went another way may
+ * How long a stream that failed in band is read on, for the usage tap only, before the call decides what comes
+ * next: vLLM sends its usage chunk right after a `finish_reason: "abort"` or an error event, an OpenAI upstream after
+ * the tool call the client's API cannot carry. Bounded, since the client waits for it (a replay that went another way may
  * still be generating).
  */
 const USAGE_GRACE_MS = 1000
@@ -98,6 +98,11 @@ export class StreamRelay {
         this.pass(chunk.subarray(0, scanner.errorAt))
         if (this.ended) return
       }
+      // The event and the rest of the chunk go to the usage tap alone: a report may be in it or follow it (vLLM's
+      // usage chunk comes after its finish_reason abort).
+      const meter = this.call.meter
+      meter.reader?.write(chunk, scanner.errorAt)
+      meter.responseBytes += chunk.length - scanner.errorAt
       if (!this.attempt.delivering) {
         // Nothing reached the client before it (at most comments, or an event still incomplete): another attempt can answer.
         this.ended = true
@@ -105,7 +110,7 @@ export class StreamRelay {
         return
       }
       // The in-band error says what the upstream reported (an Anthropic client reads overloaded_error as it was sent).
-      this.end(scanner.upstreamError(chunk))
+      this.endAfterUsage(scanner.upstreamError(chunk))
       return
     }
     this.pass(chunk)
@@ -158,7 +163,7 @@ export class StreamRelay {
   }
 
   /**
-   * The converted stream failed in band: nothing more reaches the client, but the upstream's usage report may still
+   * The stream failed in band: nothing more reaches the client, but the upstream's usage report may still
    * follow, so its body is read on for the usage tap alone, to its end or for USAGE_GRACE_MS, before the stream ends.
    */
   private endAfterUsage(failure: LlmProxyError): void {
@@ -180,7 +185,8 @@ export class StreamRelay {
       return
     }
     const meter = this.call.meter
-    if (scanner.tapFrom < chunk.length) meter.reader?.write(chunk, scanner.tapFrom)
+    // Whole: the scan that found the failure stopped there, so where this chunk's lines start is not known for sure.
+    meter.reader?.write(chunk, 0)
     meter.responseBytes += chunk.length
   }
 

@@ -110,6 +110,29 @@ test('a vLLM abort, then its usage chunk, to an Anthropic client: the usage that
   }
 })
 
+test('the same vLLM abort to an OpenAI client (same format, an error event there): the usage that follows is read too', async () => {
+  const g = await scripted(
+    [
+      upstream('v', 'vllm', async (res) => {
+        sse(res)
+        res.write(role + text('Partial') + abort)
+        await sleep(50)
+        res.end(usageChunk(900, 4000) + DONE)
+      }),
+    ],
+    [{ name: 'm', upstreams: ['v'] }],
+    one,
+  )
+  try {
+    assert.match(await openaiStream(g.url, 'm'), /^Partial<<.*abort/)
+    await eventually(() => g.records.length === 1, 2000, 'usage record')
+    assert.deepEqual(usageOf(g), [[900, 4000, false]])
+    assert.equal(g.records[0]?.error?.code, 'llmproxy_upstream_error')
+  } finally {
+    await g.close()
+  }
+})
+
 test('a tool call an Anthropic client cannot carry (arguments [1,2]): the usage after it is metered', async () => {
   const call = (args: string, first: boolean) =>
     chunk({
