@@ -129,6 +129,11 @@ export const CATALOGUE = {
   llmproxy_forbidden: { status: 403, type: 'permission_error', when: 'The request is refused by a custom access rule.' },
   llmproxy_not_found: { status: 404, type: 'invalid_request_error', when: 'No route (or admin object) by that name.' },
   model_not_found: { status: 404, type: 'invalid_request_error', when: 'No model or alias by that name: GET /v1/models lists them.' },
+  llmproxy_thread_not_kept: {
+    status: 404,
+    type: 'invalid_request_error',
+    when: 'An Anthropic `thread` of type `continue` for a model served over another API: the gateway keeps no message threads. Sent with Anthropic’s `error.details.error_code: "thread_not_found"`, from which @anthropic-ai/sdk’s `beta.messages.thread()` and `toolRunner()` recover by sending the whole conversation again (or pass `thread: false`). Nothing reached an upstream.',
+  },
   llmproxy_request_timeout: {
     status: 408,
     type: 'invalid_request_error',

@@ -38,9 +38,20 @@ export const ANTHROPIC_MESSAGES: Endpoint = {
   metered: true,
 }
 
-function anthropicError(error: LlmProxyError): { type: 'error'; error: { type: string; message: string; code: string } } {
+interface AnthropicErrorBody {
+  type: 'error'
+  error: { type: string; message: string; code: string; details?: { error_code: string } }
+}
+
+function anthropicError(error: LlmProxyError): AnthropicErrorBody {
   // `code` is the gateway's catalogue code: an extra field Anthropic clients ignore and operators can rely on.
-  return { type: 'error', error: { type: anthropicErrorType(error.statusCode), message: error.message, code: error.code } }
+  const body: AnthropicErrorBody = {
+    type: 'error',
+    error: { type: anthropicErrorType(error.statusCode), message: error.message, code: error.code },
+  }
+  // Anthropic's own code for it, which @anthropic-ai/sdk's message threads recover from (the whole conversation resent).
+  if (error.code === 'llmproxy_thread_not_kept') body.error.details = { error_code: 'thread_not_found' }
+  return body
 }
 
 export const anthropic: WireFormat = {

@@ -1,4 +1,5 @@
 /** Anthropic Messages requests ⇄ the neutral request. */
+import { coded } from '@llmproxy/core'
 import {
   arrayAt,
   blocksAt,
@@ -24,6 +25,15 @@ import {
 import { ConversionError, type RequestConversion, splitToolCallId } from './types.js'
 
 export function parseAnthropic(body: JsonObject): ChatRequest {
+  // Message threads (@anthropic-ai/sdk's beta.messages.thread() and toolRunner()): a turn that continues one sends only
+  // its new messages, without `system` and `tools`, and no upstream of another API holds the rest. Anthropic's own
+  // thread_not_found has the SDK send the whole conversation again, under a new thread whose `create` is dropped here.
+  if (body.thread !== undefined && body.thread !== null && !(isObject(body.thread) && body.thread.type === 'create')) {
+    throw coded(
+      'llmproxy_thread_not_kept',
+      'No such message thread: the gateway keeps no message threads for this model (it is served over another API); send the whole conversation without `thread`.',
+    )
+  }
   if (Array.isArray(body.mcp_servers) && body.mcp_servers.length > 0) {
     throw new ConversionError('mcp_servers', 'Remote MCP servers are run by Anthropic only; this upstream cannot call them.')
   }

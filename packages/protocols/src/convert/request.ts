@@ -23,7 +23,9 @@ const RENDERERS: Record<ApiFamily, (req: ChatRequest, opts: RequestConversion) =
 
 /**
  * The client's request body (its own format) → the upstream's body. Throws ConversionError (param = the client's field
- * path) for what the target cannot represent. Never called with from === to (that path is byte-for-byte passthrough).
+ * path) for what the target cannot represent, and the gateway's `llmproxy_thread_not_kept` for an Anthropic message
+ * thread continued (no upstream of another API holds it). Never called with from === to (that path is byte-for-byte
+ * passthrough).
  */
 export function convertRequest(
   from: ApiFamily,
