@@ -138,6 +138,24 @@ test("models.retrieve() / models.get() of each SDK read one model in its own API
   })
 })
 
+test("@google/genai with apiVersion 'v1' lists and gets the models in Gemini's shape on /v1/models", async () => {
+  const v1 = geminiClient(gw.url, { apiVersion: 'v1' })
+  const names: string[] = []
+  for await (const model of await v1.models.list()) names.push(model.name ?? '')
+  assert.deepEqual(
+    names,
+    LISTED.map((id) => `models/${id}`),
+  )
+  const model = await v1.models.get({ model: 'qwen' })
+  assert.deepEqual([model.name, model.displayName], ['models/qwen', 'qwen'])
+  await assert.rejects(v1.models.get({ model: 'no-such-model' }), (err: unknown) => {
+    assert.ok(err instanceof ApiError, String(err))
+    assert.equal(err.status, 404)
+    assert.match(err.message, /"status":"NOT_FOUND"/)
+    return true
+  })
+})
+
 // ── Anthropic token counting ────────────────────────────────────────────────────────────────────
 
 const COUNT_BODY = {

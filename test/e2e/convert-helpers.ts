@@ -111,10 +111,15 @@ export function anthropicClient(url: string, opts: { apiKey?: string; fetch?: ty
   return new Anthropic({ baseURL: url, apiKey: opts.apiKey ?? API_KEY, maxRetries: 0, ...(opts.fetch ? { fetch: opts.fetch } : {}) })
 }
 
-export function geminiClient(url: string, opts: { apiKey?: string; fetch?: typeof fetch } = {}): GoogleGenAI {
+/** `apiVersion: 'v1'`: Gemini's stable version (the SDK's default is v1beta). */
+export function geminiClient(url: string, opts: { apiKey?: string; fetch?: typeof fetch; apiVersion?: 'v1' } = {}): GoogleGenAI {
   return new GoogleGenAI({
     apiKey: opts.apiKey ?? API_KEY,
-    httpOptions: { baseUrl: url, ...(opts.fetch ? { fetch: opts.fetch } : {}) },
+    httpOptions: {
+      baseUrl: url,
+      ...(opts.fetch ? { fetch: opts.fetch } : {}),
+      ...(opts.apiVersion ? { apiVersion: opts.apiVersion } : {}),
+    },
   })
 }
 

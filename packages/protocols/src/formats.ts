@@ -22,17 +22,19 @@ export function wireOfProtocol(protocol: Protocol): WireFormat {
 /**
  * The API a client request speaks, from its URL: what errors answered before routing (auth, limits) are shaped by.
  * Anthropic clients call /v1/messages (and /v1/messages/count_tokens), Gemini clients /v1beta/models…; /v1/models
- * is both OpenAI's and Anthropic's, whose clients send `anthropic-version` (`headers`, when known); everything else
- * is OpenAI-shaped (Google's OpenAI-compatible /v1beta/openai/… too). The routes may be mounted under a prefix
- * (`/llm/v1/messages`): Anthropic's paths are matched at the path's end, Gemini's wherever `/v1beta/models` is.
+ * is OpenAI's, Anthropic's and (`apiVersion: 'v1'`) Gemini's, whose SDKs tell themselves by a header (`headers`, when
+ * known): `anthropic-version`, and Google's `x-goog-api-key` or `x-goog-api-client`; everything else is OpenAI-shaped
+ * (Google's OpenAI-compatible /v1beta/openai/… too). The routes may be mounted under a prefix (`/llm/v1/messages`):
+ * Anthropic's paths are matched at the path's end, Gemini's wherever `/v1beta/models` is.
  */
 export function clientApiOf(url: string, headers?: IncomingHttpHeaders): ApiFamily {
   const query = url.indexOf('?')
   const path = query === -1 ? url : url.slice(0, query)
   if (path.includes('/v1beta/models') || GEMINI_V1_ACTION.test(path)) return 'gemini'
   if (path.endsWith('/v1/messages') || path.endsWith('/v1/messages/count_tokens')) return 'anthropic'
-  if (headers?.['anthropic-version'] !== undefined && (path.endsWith('/v1/models') || path.includes('/v1/models/'))) return 'anthropic'
-  return 'openai'
+  if (headers === undefined || !(path.endsWith('/v1/models') || path.includes('/v1/models/'))) return 'openai'
+  if (headers['anthropic-version'] !== undefined) return 'anthropic'
+  return headers['x-goog-api-key'] !== undefined || headers['x-goog-api-client'] !== undefined ? 'gemini' : 'openai'
 }
 
 /** Active-check path when the upstream names none; null for the hosted APIs (Anthropic, Gemini: passive health only). */

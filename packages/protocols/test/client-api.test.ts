@@ -18,6 +18,10 @@ test('clientApiOf: the client API from the route, with or without a prefix the a
     ['/v1/models/gemini-2.5-flash:streamGenerateContent?alt=sse', {}, 'gemini'],
     ['/v1/models/gemini-2.5-flash', {}, 'openai'],
     ['/llm/v1/models', { 'anthropic-version': '2023-06-01' }, 'anthropic'],
+    // Google's SDKs on the stable version's model list: by their key header, or their client header.
+    ['/v1/models', { 'x-goog-api-key': 'k' }, 'gemini'],
+    ['/v1/models/gemini-2.5-flash', { 'x-goog-api-client': 'google-genai-sdk/2.32.0 gl-node/v22.0.0' }, 'gemini'],
+    ['/v1/chat/completions', { 'x-goog-api-key': 'k' }, 'openai'],
     ['/llm/v1/chat/completions', {}, 'openai'],
     // Not an Anthropic or Gemini route though the path holds their words.
     ['/v1beta/openai/chat/completions', {}, 'openai'],

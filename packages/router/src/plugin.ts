@@ -239,7 +239,7 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
 
     /**
      * The model list, or one model of it (the SDKs' models.retrieve / models.get), in the shape of the client's API
-     * (clientApiOf: Anthropic clients send anthropic-version); a model not in it is the client's 404.
+     * (clientApiOf: Anthropic's SDKs send anthropic-version, Google's x-goog-api-key); a model not in it is the client's 404.
      */
     const sendModels = (request: FastifyRequest, reply: FastifyReply, shapes: ModelShapes | undefined, model: string) => {
       if (shapes === undefined) return sendError(reply, errors.modelNotFound(model))
