@@ -156,6 +156,26 @@ test("@google/genai with apiVersion 'v1' lists and gets the models in Gemini's s
   })
 })
 
+test("the Anthropic and Gemini routes the gateway does not serve are each SDK's 404, in its own API's shape", async () => {
+  const anthropic = anthropicClient(gw.url)
+  for (const call of [() => anthropic.messages.batches.list(), () => anthropic.beta.files.list()]) {
+    await assert.rejects(call(), (err: unknown) => {
+      assert.ok(err instanceof Anthropic.NotFoundError, String(err))
+      assert.equal((err.error as { error?: { type?: string } }).error?.type, 'not_found_error')
+      return true
+    })
+  }
+  const gemini = geminiClient(gw.url)
+  for (const call of [() => gemini.caches.list(), () => gemini.files.list()]) {
+    await assert.rejects(call(), (err: unknown) => {
+      assert.ok(err instanceof ApiError, String(err))
+      assert.equal(err.status, 404)
+      assert.match(err.message, /"status":"NOT_FOUND"/)
+      return true
+    })
+  }
+})
+
 // ── Anthropic token counting ────────────────────────────────────────────────────────────────────
 
 const COUNT_BODY = {

@@ -19,22 +19,32 @@ export function wireOfProtocol(protocol: Protocol): WireFormat {
   return FORMATS[familyOf(protocol)]
 }
 
+/** The OpenAI routes the gateway serves: OpenAI's errors there, whatever SDK headers a client also sends. */
+const OPENAI_PATHS = openai.endpoints.map((endpoint) => endpoint.path)
+
 /**
- * The API a client request speaks, from its URL: what errors answered before routing (auth, limits) are shaped by.
- * Anthropic clients call /v1/messages (and /v1/messages/count_tokens), Gemini clients /v1beta/models…; /v1/models
- * is OpenAI's, Anthropic's and (`apiVersion: 'v1'`) Gemini's, whose SDKs tell themselves by a header (`headers`, when
- * known): `anthropic-version`, and Google's `x-goog-api-key` or `x-goog-api-client`; everything else is OpenAI-shaped
- * (Google's OpenAI-compatible /v1beta/openai/… too). The routes may be mounted under a prefix (`/llm/v1/messages`):
- * Anthropic's paths are matched at the path's end, Gemini's wherever `/v1beta/models` is.
+ * The API a client request speaks, from its URL: what errors answered before routing (auth, limits, unknown routes)
+ * are shaped by. Anthropic's paths are `/v1/messages` and all under it (batches too); Gemini's all under `/v1beta/` and
+ * `/upload/v1beta/` but Google's OpenAI-compatible `/v1beta/openai/…`, and `/v1/models/{m}:generateContent` (its stable
+ * version). The rest of `/v1/` is OpenAI's, and shared with the others where the gateway serves no OpenAI route (the
+ * model lists; Anthropic's and Gemini's files, batches, caches, which it does not serve): there the SDK's own header
+ * tells (`headers`, when known), `anthropic-version` Anthropic's, `x-goog-api-key` or `x-goog-api-client` Google's.
+ * The routes may be mounted under a prefix (`/llm/v1/messages`): the prefix is not looked at.
  */
 export function clientApiOf(url: string, headers?: IncomingHttpHeaders): ApiFamily {
   const query = url.indexOf('?')
   const path = query === -1 ? url : url.slice(0, query)
-  if (path.includes('/v1beta/models') || GEMINI_V1_ACTION.test(path)) return 'gemini'
-  if (path.endsWith('/v1/messages') || path.endsWith('/v1/messages/count_tokens')) return 'anthropic'
-  if (headers === undefined || !(path.endsWith('/v1/models') || path.includes('/v1/models/'))) return 'openai'
-  if (headers['anthropic-version'] !== undefined) return 'anthropic'
-  return headers['x-goog-api-key'] !== undefined || headers['x-goog-api-client'] !== undefined ? 'gemini' : 'openai'
+  if (path.includes('/v1beta/')) return path.includes('/v1beta/openai/') ? 'openai' : 'gemini'
+  if (GEMINI_V1_ACTION.test(path)) return 'gemini'
+  if (path.endsWith('/v1/messages') || path.includes('/v1/messages/')) return 'anthropic'
+  if (headers === undefined) return 'openai'
+  const sdk: ApiFamily =
+    headers['anthropic-version'] !== undefined
+      ? 'anthropic'
+      : headers['x-goog-api-key'] !== undefined || headers['x-goog-api-client'] !== undefined
+        ? 'gemini'
+        : 'openai'
+  return sdk === 'openai' || OPENAI_PATHS.some((served) => path.endsWith(served)) ? 'openai' : sdk
 }
 
 /** Active-check path when the upstream names none; null for the hosted APIs (Anthropic, Gemini: passive health only). */

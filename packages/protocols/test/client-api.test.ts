@@ -22,6 +22,16 @@ test('clientApiOf: the client API from the route, with or without a prefix the a
     ['/v1/models', { 'x-goog-api-key': 'k' }, 'gemini'],
     ['/v1/models/gemini-2.5-flash', { 'x-goog-api-client': 'google-genai-sdk/2.32.0 gl-node/v22.0.0' }, 'gemini'],
     ['/v1/chat/completions', { 'x-goog-api-key': 'k' }, 'openai'],
+    // Routes of theirs the gateway does not serve: their 404 in the client's shape.
+    ['/v1/messages/batches', {}, 'anthropic'],
+    ['/v1/messages/batches/msgbatch_1/results', {}, 'anthropic'],
+    ['/v1/files', { 'anthropic-version': '2023-06-01' }, 'anthropic'],
+    ['/v1beta/cachedContents', {}, 'gemini'],
+    ['/upload/v1beta/files?uploadType=resumable', {}, 'gemini'],
+    ['/v1/batches', { 'x-goog-api-client': 'google-genai-sdk/2.32.0' }, 'gemini'],
+    ['/v1/models/m:embedContent', { 'x-goog-api-key': 'k' }, 'gemini'],
+    ['/v1/files', {}, 'openai'],
+    ['/llm/v1/embeddings', { 'anthropic-version': '2023-06-01' }, 'openai'],
     ['/llm/v1/chat/completions', {}, 'openai'],
     // Not an Anthropic or Gemini route though the path holds their words.
     ['/v1beta/openai/chat/completions', {}, 'openai'],
