@@ -138,6 +138,39 @@ test("models.retrieve() / models.get() of each SDK read one model in its own API
   })
 })
 
+test('models.list() pages: Anthropic limit / after_id / before_id, Gemini pageSize / pageToken', async () => {
+  const anthropic = anthropicClient(gw.url)
+  const first = await anthropic.models.list({ limit: 1 })
+  assert.deepEqual([first.data.map((m) => m.id), first.has_more, first.last_id], [[LISTED[0]], true, LISTED[0]])
+  // The SDK's auto-pagination asks for the next page after last_id until has_more is false.
+  const paged: string[] = []
+  for await (const model of first) paged.push(model.id)
+  assert.deepEqual(paged, LISTED)
+  const after = await anthropic.models.list({ after_id: 'sonnet', limit: 1 })
+  assert.deepEqual([after.data.map((m) => m.id), after.has_more], [['qwen'], true])
+  const before = await anthropic.models.list({ before_id: 'qwen', limit: 1 })
+  assert.deepEqual([before.data.map((m) => m.id), before.has_more], [['sonnet'], true])
+  await assert.rejects(anthropic.models.list({ after_id: 'no-such-model' }), Anthropic.BadRequestError)
+  for (const query of ['limit=0', 'limit=x', 'after_id=qwen&before_id=qwen']) {
+    const res = await fetch(`${gw.url}/v1/models?${query}`, { headers: { 'anthropic-version': '2023-06-01' } })
+    assert.equal(res.status, 400, query)
+  }
+  const token = await fetch(`${gw.url}/v1beta/models?pageToken=no-such-model`)
+  assert.equal(((await token.json()) as { error: { status: string } }).error.status, 'INVALID_ARGUMENT')
+
+  for (const apiVersion of [undefined, 'v1'] as const) {
+    const pager = await geminiClient(gw.url, apiVersion === undefined ? {} : { apiVersion }).models.list({ config: { pageSize: 3 } })
+    assert.equal(pager.page.length, 3, apiVersion)
+    const names: string[] = []
+    for await (const model of pager) names.push(model.name ?? '')
+    assert.deepEqual(
+      names,
+      LISTED.map((id) => `models/${id}`),
+      apiVersion,
+    )
+  }
+})
+
 test("@google/genai with apiVersion 'v1' lists and gets the models in Gemini's shape on /v1/models", async () => {
   const v1 = geminiClient(gw.url, { apiVersion: 'v1' })
   const names: string[] = []

@@ -1,12 +1,14 @@
+import { echoed, errors, type LlmProxyError } from '@llmproxy/core'
 import type { ApiFamily } from '@llmproxy/protocols'
 import type { ModelTable } from './models.js'
 
 /** A model list, or one model of it, as JSON in each client API's shape. */
 export type ModelShapes = Record<ApiFamily, string>
 
-/** GET /v1/models and /v1beta/models, and each model of them (`byId`). */
+/** GET /v1/models and /v1beta/models, and each model of them (`byId`, in list order: `ids`). */
 export interface ModelListings extends ModelShapes {
   byId: Map<string, ModelShapes>
+  ids: readonly string[]
 }
 
 type Listed = ModelTable['listing'][number]
@@ -59,9 +61,55 @@ function modelListings(ids: readonly Listed[]): ModelListings {
     byId.set(m.id, { openai: JSON.stringify(openai[i]), anthropic: JSON.stringify(anthropic[i]), gemini: JSON.stringify(gemini[i]) })
   })
   return {
+    ids: ids.map((m) => m.id),
     openai: JSON.stringify({ object: 'list', data: openai }),
     anthropic: JSON.stringify({ data: anthropic, has_more: false, first_id: ids[0]?.id ?? null, last_id: ids.at(-1)?.id ?? null }),
     gemini: JSON.stringify({ models: gemini }),
     byId,
   }
+}
+
+/** The query parameters that page each API's list (OpenAI's has no pages). */
+const PAGING = {
+  anthropic: { size: 'limit', after: 'after_id', before: 'before_id' },
+  gemini: { size: 'pageSize', after: 'pageToken', before: null },
+} as const
+
+/**
+ * The model list a client asked for, in its API's shape: the whole list (prebuilt) unless it asks for a page,
+ * Anthropic's `limit` models after `after_id` or before `before_id`, Gemini's `pageSize` models after `pageToken` (the
+ * last model of the page before: its `nextPageToken`). Without a size, a page runs to the list's end. A cursor that
+ * names no model of the list, or a size that is no whole number from 1, is the client's 400.
+ */
+export function modelList(listings: ModelListings, api: ApiFamily, query: Record<string, unknown>): string | LlmProxyError {
+  if (api === 'openai') return listings.openai
+  const names = PAGING[api]
+  const size = query[names.size]
+  const after = query[names.after]
+  const before = names.before === null ? undefined : query[names.before]
+  if (size === undefined && after === undefined && before === undefined) return listings[api]
+  if (after !== undefined && before !== undefined) {
+    return errors.invalidRequest(`Send "${names.after}" or "${names.before}", not both.`, { param: names.before ?? '' })
+  }
+  const ids = listings.ids
+  const [cursor, cursorParam] = after !== undefined ? [after, names.after] : [before, names.before ?? '']
+  const at = typeof cursor === 'string' ? ids.indexOf(cursor) : -1
+  if (cursor !== undefined && at === -1) {
+    return errors.invalidRequest(`No model ${echoed(String(cursor), true)} in the list (${cursorParam}).`, { param: cursorParam })
+  }
+  const most = typeof size === 'string' ? Number(size) : ids.length
+  if (size !== undefined && (typeof size !== 'string' || !Number.isInteger(most) || most < 1)) {
+    return errors.invalidRequest(`"${names.size}" must be a whole number from 1.`, { param: names.size })
+  }
+  // A page before the cursor ends just before it; one after it starts just after it.
+  const end = before === undefined ? Math.min(ids.length, at + 1 + most) : at
+  const start = before === undefined ? at + 1 : Math.max(0, at - most)
+  const page = ids.slice(start, end)
+  const items = page.map((id) => (listings.byId.get(id) as ModelShapes)[api]).join(',')
+  // Anthropic's has_more looks the way the client pages.
+  const more = before === undefined ? end < ids.length : start > 0
+  if (api === 'anthropic') {
+    return `{"data":[${items}],"has_more":${more},"first_id":${JSON.stringify(page[0] ?? null)},"last_id":${JSON.stringify(page.at(-1) ?? null)}}`
+  }
+  return `{"models":[${items}]${more ? `,"nextPageToken":${JSON.stringify(page.at(-1))}` : ''}}`
 }

@@ -12,6 +12,7 @@ import {
 import {
   ANTHROPIC_COUNT_TOKENS,
   ANTHROPIC_MESSAGES,
+  type ApiFamily,
   clientApiOf,
   type Endpoint,
   GEMINI_ACTIONS,
@@ -28,7 +29,7 @@ import { acceptJsonBodies } from './body.js'
 import { ProxyCall } from './call.js'
 import { UpstreamDispatcher } from './dispatcher.js'
 import { InFlight } from './in-flight.js'
-import { ModelCatalogue, type ModelShapes } from './listings.js'
+import { ModelCatalogue, modelList } from './listings.js'
 import { ModelTable, type ResolvedRoute } from './models.js'
 import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
 import { kProxyCall } from './reply-hooks.js'
@@ -238,27 +239,27 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
     })
 
     /**
-     * The model list, or one model of it (the SDKs' models.retrieve / models.get), in the shape of the client's API
-     * (clientApiOf: Anthropic's SDKs send anthropic-version, Google's x-goog-api-key); a model not in it is the client's 404.
+     * The model list (a page of it, modelList), or one model of it (the SDKs' models.retrieve / models.get), in the
+     * shape of the client's API (clientApiOf: Anthropic's SDKs send anthropic-version, Google's x-goog-api-key); a
+     * model not in it is the client's 404.
      */
-    const sendModels = (request: FastifyRequest, reply: FastifyReply, shapes: ModelShapes | undefined, model: string) => {
-      if (shapes === undefined) return sendError(reply, errors.modelNotFound(model))
+    const sendModels = (request: FastifyRequest, reply: FastifyReply, answer: (api: ApiFamily) => string | LlmProxyError) => {
+      const body = answer(clientApiOf(request.url, request.headers))
+      if (typeof body !== 'string') return sendError(reply, body)
       reply.header('x-request-id', request.id)
-      return reply.type('application/json; charset=utf-8').send(shapes[clientApiOf(request.url, request.headers)])
+      return reply.type('application/json; charset=utf-8').send(body)
     }
     /** The models the request's key may use (every one for a key without restrictions, or without auth). */
     const visible = (request: FastifyRequest) => catalogue.visibleTo(request.llm.allowedModels)
-    routes.get('/v1/models', (request, reply) => sendModels(request, reply, visible(request), ''))
-    routes.get('/v1beta/models', (request, reply) => sendModels(request, reply, visible(request), ''))
+    const sendList = (request: FastifyRequest, reply: FastifyReply) =>
+      sendModels(request, reply, (api) => modelList(visible(request), api, request.query as Record<string, unknown>))
+    const sendModel = (request: FastifyRequest, reply: FastifyReply, model: string) =>
+      sendModels(request, reply, (api) => visible(request).byId.get(model)?.[api] ?? errors.modelNotFound(model))
+    routes.get('/v1/models', sendList)
+    routes.get('/v1beta/models', sendList)
     // A wildcard: vLLM-style ids hold a slash (`meta-llama/Llama-3.1-8B`), which not every client encodes.
-    routes.get<{ Params: { '*': string } }>('/v1/models/*', (request, reply) => {
-      const model = request.params['*']
-      return sendModels(request, reply, visible(request).byId.get(model), model)
-    })
-    routes.get<{ Params: { target: string } }>(GEMINI_GENERATE.path, (request, reply) => {
-      const model = request.params.target
-      return sendModels(request, reply, visible(request).byId.get(model), model)
-    })
+    routes.get<{ Params: { '*': string } }>('/v1/models/*', (request, reply) => sendModel(request, reply, request.params['*']))
+    routes.get<{ Params: { target: string } }>(GEMINI_GENERATE.path, (request, reply) => sendModel(request, reply, request.params.target))
   })
 }
 
