@@ -15,6 +15,11 @@ const DONE_LENGTH = '[DONE]'.length
 const LINE_END = Buffer.from('\n')
 /** `data: [DONE]` (with an optional CR) is 14 bytes at most; a split line longer than this is neither it nor a field name. */
 const SPLIT_HEAD_MAX = 16
+/**
+ * How long a line split across chunks may be to be checked whole for a failed finish once its end comes (a vLLM
+ * abort chunk is ~200 bytes, OpenRouter's error chunk a few hundred); a longer one is not.
+ */
+const SPLIT_LINE_MAX = 4096
 const SPLIT_DONE_LINE = /^data: ?\[DONE\]\r?$/
 /**
  * An upstream's error inside a stream: a data line `{"error":…}` (OpenAI, vLLM, Gemini), an `event: error`
@@ -48,8 +53,8 @@ export interface UpstreamErrorEvent {
 /**
  * Reads one upstream attempt's SSE bytes beside the relay, chunk by chunk, without parsing JSON: counts the data
  * events (the estimate when no usage is reported), checks their shape, finds the stream's terminator across chunk
- * boundaries, and says which chunks the usage tap may skip. O(1) state: a few bytes of a line split across chunks,
- * and per terminator the bytes of it matched so far.
+ * boundaries, and says which chunks the usage tap may skip. O(1) state: the start of a line split across chunks (a
+ * few bytes; up to SPLIT_LINE_MAX where a finish can fail), and per terminator the bytes of it matched so far.
  */
 export class StreamScanner {
   /** Data events seen (a `data:` field at a line start). */
@@ -74,6 +79,11 @@ export class StreamScanner {
    * field name or to recognise `data: [DONE]`. null: the line is longer than that.
    */
   private lineHead: string | null = null
+  /**
+   * Where a finish can fail, the bytes so far of a line split across chunks, up to SPLIT_LINE_MAX (null: longer, or
+   * none): checked whole for a failed finish when its end comes. A view of the chunk while the line spans two.
+   */
+  private splitLine: Buffer | null = null
   private readonly terminators: NeedleSearch
   private readonly finishes: NeedleSearch
   /** How lines end: unknown until a line end is seen; `cr` when a lone CR was (then CRs become LFs, see `normalize`). */
@@ -93,6 +103,11 @@ export class StreamScanner {
   private failedReason = ''
   /** Where the lines of the chunk being scanned start (after the end of a line begun in an earlier chunk). */
   private linesFrom = 0
+  /**
+   * The error event's line when it began in an earlier chunk (a failed finish split across reads, whole here, its
+   * line end included); errorAt is then 0. null: the event is in the chunk, at errorAt.
+   */
+  private splitErrorLine: Buffer | null = null
   /**
    * The chunk `scan` searched for finish markers (null: none was), and whether none was in it: `checkEnd` need not
    * search that chunk again (one search per chunk, not two).
@@ -162,6 +177,7 @@ export class StreamScanner {
     const extractor = this.extractor
     let pos = 0
     this.errorAt = -1
+    this.splitErrorLine = null
     this.searched = null
     // Until a line that may report usage is found, the whole chunk is skipped (not at all when it starts mid-line).
     let skipping = !this.midLine
@@ -180,6 +196,14 @@ export class StreamScanner {
         if (eol !== -1 && line !== null && SPLIT_DONE_LINE.test(line)) this.sawDone = true
         this.lineHead = line
       }
+      const split = this.splitLine
+      if (split !== null) {
+        const end = eol === -1 ? length : eol + 1
+        const line = split.length + end <= SPLIT_LINE_MAX ? Buffer.concat([split, chunk.subarray(0, end)]) : null
+        this.splitLine = eol === -1 ? line : null
+        // Its start was held (a same-format event goes out whole), its end is here: a failed finish is not relayed.
+        if (eol !== -1 && line !== null && this.isFailedSplitLine(line)) return this.errorLineAt(0)
+      }
       if (eol === -1) return true
       pos = eol + 1
       this.midLine = false
@@ -190,9 +214,12 @@ export class StreamScanner {
       const data = DATA_FIELD.isAt(chunk, pos)
       if (data) this.dataEvents++
       if (eol === -1) {
+        // A failed finish whose line end is still to come: its marker and value are in this chunk.
+        if (data && pos === failedLine) return this.errorLineAt(pos)
         this.midLine = true
         if (skipping) this.tapFrom = pos
         this.lineHead = length - pos <= SPLIT_HEAD_MAX ? chunk.toString('latin1', pos) : null
+        if (this.findsFailedFinishes) this.splitLine = length - pos <= SPLIT_LINE_MAX ? chunk.subarray(pos) : null
         return true
       }
       if (!data && chunk[pos] === LETTER_E && ERROR_EVENT.isAt(chunk, pos)) {
@@ -202,12 +229,7 @@ export class StreamScanner {
       if (data) {
         let start = pos + DATA_FIELD.length
         if (chunk[start] === SPACE) start++
-        if (pos === failedLine || (chunk[start] === OPEN_BRACE && ERROR_OBJECT.isAt(chunk, start))) {
-          // An error is no token of the answer (counted above as a data line, before it was known).
-          this.dataEvents--
-          this.errorAt = pos
-          return true
-        }
+        if (pos === failedLine || (chunk[start] === OPEN_BRACE && ERROR_OBJECT.isAt(chunk, start))) return this.errorLineAt(pos)
         let last = eol - 1
         if (chunk[last] === CR) last--
         if (last >= start) {
@@ -227,19 +249,38 @@ export class StreamScanner {
     return true
   }
 
+  /** The data line at `pos` is an upstream error event: the scan stops there. */
+  private errorLineAt(pos: number): true {
+    // An error is no token of the answer (counted as a data line before it was known).
+    this.dataEvents--
+    this.errorAt = pos
+    return true
+  }
+
+  /** Whether a line split across chunks, whole now (its line end included), is a data line with a failed finish. */
+  private isFailedSplitLine(line: Buffer): boolean {
+    if (!DATA_FIELD.isAt(line, 0)) return false
+    this.linesFrom = 0
+    if (this.finishes.indexIn(line, this.acceptFailedFinish) === -1) return false
+    this.failedLine = 0
+    this.splitErrorLine = line
+    return true
+  }
+
   /**
    * Where the first line from `from` on whose finish reason says the generation failed starts (-1: none): vLLM's
    * `abort` (an aborted request), `error` (vLLM's engine, OpenRouter's error chunk: `{…,"error":{…},"choices":[{…,
    * "finish_reason":"error"}]}`). Such a line is the upstream's error event, never part of the answer. Found by the
    * search for the finish markers (one probe byte per chunk, a look at the value past a non-null finish), not by
-   * parsing the chunk; a line split across chunks is not checked (as for `{"error"`).
+   * parsing the chunk. A line whose end is in a later chunk is one when its marker and value are in this chunk; a
+   * line begun in an earlier chunk is checked whole when its end comes (`isFailedSplitLine`, up to SPLIT_LINE_MAX).
    */
   private failedFinishLine(chunk: Buffer, from: number): number {
     if (!this.findsFailedFinishes) return -1
     this.linesFrom = from
     this.searched = chunk
     this.noFinishMarker = true
-    // The whole chunk is searched (checkEnd reuses the search); a line begun before `from` is not checked.
+    // The whole chunk is searched (checkEnd reuses the search); a line begun before `from` was checked whole.
     const at = this.finishes.indexIn(chunk, this.acceptFailedFinish)
     this.failedLine = at === -1 ? -1 : chunk.lastIndexOf(NEWLINE, at) + 1
     return this.failedLine
@@ -281,26 +322,31 @@ export class StreamScanner {
     return { status, error: status === undefined ? errors.upstreamFailed(message) : errors.upstreamFailedInBand(status, message), json }
   }
 
-  /** The error event: up to its blank line, at most 4 KB (its message and name come first). */
+  /**
+   * The error event (in `chunk` at errorAt, or its split line joined): up to its blank line, at most 4 KB (its
+   * message and name come first).
+   */
   private errorEventText(chunk: Buffer): string {
-    const blank = chunk.indexOf('\n\n', this.errorAt)
-    const end = Math.min(blank === -1 ? chunk.length : blank, this.errorAt + 4096)
-    return chunk.toString('utf8', this.errorAt, end)
+    const bytes = this.splitErrorLine ?? chunk
+    const blank = bytes.indexOf('\n\n', this.errorAt)
+    const end = Math.min(blank === -1 ? bytes.length : blank, this.errorAt + 4096)
+    return bytes.toString('utf8', this.errorAt, end)
   }
 
-  /** The error event's data line (Anthropic's follows its `event: error` line), when it is whole in `chunk`; else ''. */
+  /** The error event's data line (Anthropic's follows its `event: error` line), when it is whole; else ''. */
   private errorData(chunk: Buffer): string {
+    const bytes = this.splitErrorLine ?? chunk
     let at = this.errorAt
-    if (!DATA_FIELD.isAt(chunk, at)) {
+    if (!DATA_FIELD.isAt(bytes, at)) {
       // Anthropic's: the line after its `event: error`.
-      at = chunk.indexOf(NEWLINE, at) + 1
-      if (at === 0 || !DATA_FIELD.isAt(chunk, at)) return ''
+      at = bytes.indexOf(NEWLINE, at) + 1
+      if (at === 0 || !DATA_FIELD.isAt(bytes, at)) return ''
     }
-    const eol = chunk.indexOf(NEWLINE, at)
+    const eol = bytes.indexOf(NEWLINE, at)
     if (eol === -1) return ''
     let start = at + DATA_FIELD.length
-    if (chunk[start] === SPACE) start++
-    return chunk.toString('utf8', start, chunk[eol - 1] === CR ? eol - 1 : eol)
+    if (bytes[start] === SPACE) start++
+    return bytes.toString('utf8', start, bytes[eol - 1] === CR ? eol - 1 : eol)
   }
 
   /** What the error event says (`when`: ' mid-stream' once the client reads the answer): the upstream's message, or the failed finish. */

@@ -248,6 +248,54 @@ describe('upstream error events', () => {
     }
   })
 
+  test('a failed finish is found however its line is cut: where it starts, or (begun in an earlier chunk) where its end comes', () => {
+    const openRouter = failedChunk('"error"', ',"error":{"code":502,"message":"Provider disconnected unexpectedly"}')
+    const usage = 'data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1}}\n\n'
+    for (const failed of [failedChunk('"abort"'), failedChunk('"error"').replace('"finish_reason":', '"finish_reason": '), openRouter]) {
+      const before = chatChunk('lorem ')
+      const bytes = Buffer.from(`${before + failed + usage}data: [DONE]\n\n`)
+      const start = before.length
+      const valueEnd = start + (/"finish_reason": ?"\w+"/.exec(failed)?.[0].length ?? 0) + failed.indexOf('"finish_reason"')
+      const lineEnd = bytes.indexOf('\n', start)
+      const whole = scannedOnce(bytes.toString())
+      for (const { name, chunks } of chunkings(bytes, 17)) {
+        const scanner = new StreamScanner(CHAT, new UsageExtractor('openai'))
+        let offset = 0
+        let expected = -1
+        for (const chunk of chunks) {
+          // Its marker and value in the chunk where it starts: found there; else when its line end comes.
+          if (offset <= start && start < offset + chunk.length) expected = valueEnd <= offset + chunk.length ? start : -1
+          if (expected === -1 && offset <= lineEnd && lineEnd < offset + chunk.length) expected = offset
+          assert.ok(scanner.scan(chunk), name)
+          if (scanner.errorAt !== -1) {
+            assert.equal(offset + scanner.errorAt, expected, name)
+            assert.equal(scanner.dataEvents, 1, name)
+            assert.equal(scanner.upstreamError(chunk).message, whole.scanner.upstreamError(whole.chunk).message, name)
+            break
+          }
+          scanner.checkEnd(chunk)
+          offset += chunk.length
+        }
+        assert.notEqual(expected, -1, `${name}: found`)
+        assert.ok(offset < bytes.length, `${name}: found`)
+      }
+    }
+  })
+
+  test('a failed finish begun in an earlier chunk says what a whole one does, before the first byte too', () => {
+    const openRouter = failedChunk('"error"', ',"error":{"code":502,"message":"Provider disconnected unexpectedly"}')
+    const cut = openRouter.indexOf('"choices"')
+    const scanner = new StreamScanner(CHAT, new UsageExtractor('openai'))
+    assert.ok(scanner.scan(Buffer.from(openRouter.slice(0, cut))))
+    const rest = Buffer.from(`${openRouter.slice(cut)}data: [DONE]\n\n`)
+    assert.ok(scanner.scan(rest))
+    assert.equal(scanner.errorAt, 0)
+    const event = scanner.errorEvent(rest)
+    assert.equal(event.status, 502)
+    assert.equal(event.json, openRouter.slice('data: '.length, -2))
+    assert.equal(event.error.message, 'The upstream reported an error: Provider disconnected unexpectedly')
+  })
+
   test('a finish that did not fail, or the words in the text, is no error', () => {
     for (const text of [
       failedChunk('"stop"', ',"native_finish_reason":"error"'),

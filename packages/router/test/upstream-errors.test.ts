@@ -5,7 +5,7 @@ import type { ServerResponse } from 'node:http'
 import { test } from 'node:test'
 import type { RouterOptions } from '../src/index.js'
 import { eventually, parseSse } from './helpers.js'
-import { DONE, finish, role, type Scripted, scripted, sse, text, upstream, usageChunk } from './scripted.js'
+import { DONE, finish, role, type Scripted, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
 
 /** OpenRouter's report of a provider failing mid-generation: a chunk with a top-level `error` and finish_reason error. */
 const OPENROUTER_CHUNK = (message: string) =>
@@ -123,6 +123,44 @@ test("vLLM's finish_reason abort is the same failure whether the stream is passe
     for (const record of g.records) assert.equal(record.error?.code, 'llmproxy_upstream_error', `${record.clientApi} client`)
   } finally {
     await g.close()
+  }
+})
+
+test('a failed finish split across two upstream reads is the failure a whole one is: not relayed, recorded as an error', async () => {
+  const abort = finish('abort')
+  const openRouter = OPENROUTER_CHUNK('Provider disconnected unexpectedly')
+  const aborted = 'The upstream ended the generation with finish_reason abort.'
+  // What fails, where the upstream's first read ends in it, and the error the client gets.
+  const cases: [string, string, number, string][] = [
+    ['vLLM abort, its line end in the next read', abort, abort.length - 2, aborted],
+    ['vLLM abort, cut inside finish_reason', abort, abort.indexOf('finish_reason'), aborted],
+    ['vLLM abort, cut inside its value', abort, abort.indexOf('abort') + 2, aborted],
+    [
+      'OpenRouter error chunk, cut before its choices',
+      openRouter,
+      openRouter.indexOf('"choices"'),
+      'The upstream reported an error mid-stream: Provider disconnected unexpectedly',
+    ],
+  ]
+  for (const [name, failed, cut, error] of cases) {
+    const a = upstream('a', 'vllm', async (res) => {
+      sse(res)
+      res.write(role + text('Partial') + failed.slice(0, cut))
+      await sleep(50)
+      res.end(failed.slice(cut) + usageChunk(20, 1) + DONE)
+    })
+    const g = await scripted([a], [{ name: 'm', upstreams: ['a'], resume: false }])
+    try {
+      const res = await post(g, '/v1/chat/completions', chat('m'))
+      assert.doesNotMatch(res.text, /"finish_reason":"(abort|error)"/, name)
+      assert.deepEqual(openAiAnswer(res.text), { content: 'Partial', done: false, error }, name)
+      await eventually(() => g.records.length === 1, 2000, 'usage record')
+      const record = g.records[0]
+      assert.equal(record?.error?.code, 'llmproxy_upstream_error', name)
+      assert.deepEqual([record?.promptTokens, record?.completionTokens, record?.estimated], [20, 1, false], name)
+    } finally {
+      await g.close()
+    }
   }
 })
 
