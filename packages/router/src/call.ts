@@ -378,6 +378,9 @@ export class ProxyCall implements CallHost {
   private onClientClose(): void {
     if (!this.client.finished) {
       this.ctx.clientAborted = true
+      // The upstream failed in band before the client left (its usage was being read): the record keeps that failure.
+      const failure = this.attempt?.stream?.failure ?? null
+      if (failure !== null) this.streamError ??= failure
       this.attempt?.abort(errors.upstreamFailed('The client went away.'))
       this.queueAbort?.abort()
     }
@@ -395,17 +398,19 @@ export class ProxyCall implements CallHost {
     const status = this.client.status
     const attempt = this.attempt
     if (attempt !== null) {
-      // A client leaving says nothing about the upstream's health: 'aborted' is neutral for passive checks.
-      // A 5xx passed on to the client (nowhere left to retry) is still the upstream failing.
-      const result: AttemptResult = ctx.clientAborted
-        ? { ok: false, kind: 'aborted' }
-        : this.streamError !== null
+      // An upstream that failed is counted so, whatever the client did after (it may leave during the usage grace,
+      // or before the failure's end reached it). A client leaving says nothing about the upstream's health: 'aborted'
+      // is neutral for passive checks. A 5xx passed on to the client (nowhere left to retry) is still the upstream failing.
+      const result: AttemptResult =
+        this.streamError !== null
           ? { ok: false, kind: 'error', request: this }
-          : status >= 500
-            ? { ok: false, kind: 'status', status, request: this }
-            : ctx.firstTokenAt < attempt.startedAt
-              ? { ok: true }
-              : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
+          : ctx.clientAborted
+            ? { ok: false, kind: 'aborted' }
+            : status >= 500
+              ? { ok: false, kind: 'status', status, request: this }
+              : ctx.firstTokenAt < attempt.startedAt
+                ? { ok: true }
+                : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
       // Reported when the attempt is over, as it ended: an answer cut after its first byte is no `ok`, nor is an
       // upstream's 5xx or 429 passed on to the client.
       if (attempt.release(result)) this.reportAttempt(attempt, attemptOutcome(result, this.streamError, status), status)

@@ -298,6 +298,11 @@ export class StreamRelay {
     this.call.onStreamEnd(this.attempt, error)
   }
 
+  /** The in-band failure the stream ends with, while the upstream's usage after it is read (null: none). */
+  get failure(): LlmProxyError | null {
+    return this.failing
+  }
+
   /** The attempt was abandoned (the client left): nothing more is relayed. */
   stop(): void {
     this.ended = true

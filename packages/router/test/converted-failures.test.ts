@@ -198,6 +198,40 @@ test('an upstream that keeps its stream open after the failure: the stream ends 
   }
 })
 
+test('a client that leaves while the usage after an in-band failure is read: the record keeps the failure, the upstream counts as failed', async () => {
+  const g = await scripted(
+    [
+      upstream('v', 'vllm', (res) => {
+        sse(res)
+        // The abort, then its response kept open: the gateway reads on for the usage (1 s), the client leaves meanwhile.
+        res.write(role + text('Partial') + abort)
+      }),
+    ],
+    [{ name: 'm', upstreams: ['v'] }],
+    { ...one, timeouts: { idleMs: 30_000 } },
+  )
+  try {
+    const leave = new AbortController()
+    const res = await fetch(`${g.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', stream: true, messages: question }),
+      signal: leave.signal,
+    })
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+    let received = ''
+    while (!received.includes('Partial')) received += Buffer.from((await reader.read()).value ?? []).toString()
+    await sleep(200)
+    leave.abort()
+    await eventually(() => g.records.length === 1 && g.attempts.length === 1, 2000, 'usage record and attempt')
+    const record = g.records[0]
+    assert.deepEqual([record?.clientAborted, record?.error?.code], [true, 'llmproxy_upstream_error'])
+    assert.equal(g.attempts[0]?.result, 'error', 'the upstream failed before the client left')
+  } finally {
+    await g.close()
+  }
+})
+
 test('a Gemini stream cut after a chunk that counted the prompt only: the output is estimated, never 0 marked exact', async () => {
   const g = await scripted(
     [

@@ -38,6 +38,7 @@ after(() => gateway.close())
 
 beforeEach(() => {
   records.length = 0
+  gateway.attempts.length = 0
 })
 
 const chatBody = (stream: boolean, model = 'gpt-test'): string =>
@@ -190,6 +191,9 @@ test('a JSON body that stops half-way is cut after idleMs of silence, not at res
   // The idle bound cut it, not the response deadline.
   assert.equal(records[0]?.error?.code, 'llmproxy_upstream_timeout')
   assert.equal(records[0]?.error?.message, `The upstream sent nothing for ${IDLE_MS} ms.`)
+  // The upstream's failure, though the cut closed the client's connection (no client leaving).
+  await eventually(() => gateway.attempts.length === 1, 2000, 'the attempt')
+  assert.equal(gateway.attempts[0]?.result, 'timeout')
 })
 
 test('a steady reader of a 24 MB converted answer, written at once, is never taken for a stalled one', async () => {
