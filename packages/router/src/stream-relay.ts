@@ -175,15 +175,12 @@ export class StreamRelay {
     this.timer = setTimeout(usageGraceOver, USAGE_GRACE_MS, this)
   }
 
-  /** A chunk after the in-band failure: to the usage tap alone. */
+  /**
+   * A chunk after the in-band failure: to the usage tap alone, not to the scanner. Its events are no part of the
+   * answer (the estimate, one token per data event, stops at the failure; a `[DONE]` after it is no token either).
+   */
   private readUsage(upstreamChunk: Buffer): void {
-    const scanner = this.scanner
-    const chunk = scanner.normalize(upstreamChunk)
-    // Malformed data reports nothing more.
-    if (!scanner.scan(chunk)) {
-      this.end(null)
-      return
-    }
+    const chunk = this.scanner.normalize(upstreamChunk)
     const meter = this.call.meter
     // Whole: the scan that found the failure stopped there, so where this chunk's lines start is not known for sure.
     meter.reader?.write(chunk, 0)

@@ -232,6 +232,29 @@ test('a client that leaves while the usage after an in-band failure is read: the
   }
 })
 
+test('what an upstream sends after its failure is read for its usage alone: no token of the estimate, [DONE] neither', async () => {
+  const g = await scripted(
+    [
+      upstream('v', 'vllm', async (res) => {
+        sse(res)
+        // No usage reported (no include_usage): the output is estimated, one token per event of the answer.
+        res.write(role + text('Hello') + abort)
+        await sleep(50)
+        res.end(text('x') + text('x') + text('x') + DONE)
+      }),
+    ],
+    [{ name: 'm', upstreams: ['v'] }],
+    one,
+  )
+  try {
+    assert.match(await openaiStream(g.url, 'm'), /^Hello<<.*abort/)
+    await eventually(() => g.records.length === 1, 2000, 'usage record')
+    assert.deepEqual([g.records[0]?.completionTokens, g.records[0]?.estimated], [2, true])
+  } finally {
+    await g.close()
+  }
+})
+
 test('a Gemini stream cut after a chunk that counted the prompt only: the output is estimated, never 0 marked exact', async () => {
   const g = await scripted(
     [
