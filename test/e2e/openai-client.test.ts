@@ -1,7 +1,8 @@
 // The official `openai` npm client works unchanged against the gateway, streamed and not.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
-import { expectedContent } from '@llmproxy/mock-upstream'
+import type { UsageRecord } from '@llmproxy/core'
+import { eventually, expectedContent } from '@llmproxy/mock-upstream'
 import OpenAI from 'openai'
 import { startGatewayWithMock, type TestGateway } from './helpers.js'
 
@@ -77,4 +78,47 @@ test('a stream cut mid-way surfaces as an error in the client, not as a complete
       // drain
     }
   })
+})
+
+/** The usage records the gateway emits from here on (the SDK calls of one test at a time). */
+function usageRecords(): UsageRecord[] {
+  const records: UsageRecord[] = []
+  gw.app.llm.addHook('onUsage', (record) => {
+    records.push(record)
+  })
+  return records
+}
+
+test('a Responses stream runs to its end whatever the request or the answer says: a last event name as text ends nothing', async () => {
+  const records = usageRecords()
+  const cases: { name: string; request: Record<string, unknown>; behavior?: Record<string, unknown>; text: string }[] = [
+    // OpenAI echoes instructions and metadata in response.created: the client's own words ride in the stream.
+    { name: 'metadata value', request: { metadata: { last_event: 'response.completed' } }, text: expectedContent(5) },
+    { name: 'metadata key type', request: { metadata: { type: 'response.incomplete' } }, text: expectedContent(5) },
+    { name: 'instructions', request: { instructions: 'response.failed' }, text: expectedContent(5) },
+    // The whole answer is the word: it comes whole in output_text.done, content_part.done and output_item.done.
+    { name: 'answer text', request: {}, behavior: { text: 'response.completed' }, text: 'response.completed' },
+  ]
+  for (const { name, request, behavior, text } of cases) {
+    const headers = behavior === undefined ? {} : { 'x-mock-behavior': JSON.stringify(behavior) }
+    const stream = await client().responses.create({ model: 'gpt-test', input: 'Hello', stream: true, ...request }, { headers })
+    const types: string[] = []
+    let deltas = ''
+    for await (const event of stream) {
+      types.push(event.type)
+      if (event.type === 'response.output_text.delta') deltas += event.delta
+    }
+    assert.equal(types.at(-1), 'response.completed', `${name}: ${types.join(',')}`)
+    assert.equal(deltas, text, name)
+    const final = await client()
+      .responses.stream({ model: 'gpt-test', input: 'Hello', ...request }, { headers })
+      .finalResponse()
+    assert.equal(final.status, 'completed', name)
+    assert.equal(final.output_text, text, name)
+  }
+  await eventually(() => records.length === cases.length * 2, 3000, 'the usage records')
+  for (const record of records) {
+    assert.equal(record.error, undefined)
+    assert.equal(record.estimated, false, 'the usage of response.completed was read')
+  }
 })

@@ -223,6 +223,9 @@ function responseObject(job: Job, final: boolean): Fields {
     status: final ? (incomplete !== null ? 'incomplete' : 'completed') : 'in_progress',
     error: null,
     incomplete_details: incomplete !== null ? { reason: incomplete } : null,
+    // Echoed from the request in every Response object, as OpenAI does (the client's own text rides in each).
+    instructions: job.body.instructions ?? null,
+    metadata: job.body.metadata ?? {},
     model: job.model,
     output: final
       ? [{ id: itemId(job), type: 'message', status: 'completed', role: 'assistant', content: [outputText(job.answerText())] }]

@@ -4,6 +4,25 @@ import { choices, count, type Endpoint, noQuery, type OutputCap, samePath, type 
 const DONE = [new ByteNeedle('data: [DONE]')]
 /** A non-null finish reason (`"finish_reason":null` is on every other chunk). */
 const FINISH = [new ByteNeedle('"finish_reason":"'), new ByteNeedle('"finish_reason": "')]
+/** How servers end a line (LF, CRLF), and space a JSON key from its value (none, one). */
+const LINE_ENDS = ['\n', '\r']
+const SPACING = ['', ' ']
+
+/**
+ * The Responses API's last events (`response.completed`, `.incomplete`, `.failed`). Their names also travel as
+ * text — the client's `metadata` and `instructions`, which OpenAI echoes in `response.created`; an answer whose
+ * whole text is the word — so a name counts only where it is the event's type: on its `event:` line (OpenAI and vLLM
+ * send one), else on its data line as the object's own `type`, the first key or the last (openai-python's models,
+ * which vLLM serialises, put `type` last). Each shape's needles share their probe: one search per shape and chunk.
+ */
+const RESPONSES_END = ['response.completed', 'response.incomplete', 'response.failed'].flatMap((type) => [
+  // The event line with its line end: a JSON string holds no raw line end, and a data line ends with its object.
+  ...LINE_ENDS.map((end) => new ByteNeedle(`event: ${type}${end}`, 'v')),
+  // The data object's first key: `data: {"` stands nowhere inside JSON (a quote in a string is escaped).
+  ...SPACING.map((space) => new ByteNeedle(`data: {"type":${space}"${type}"`, 'y')),
+  // Its last key: the object closing at the line's end is the event's (a nested one closes before it).
+  ...SPACING.flatMap((space) => LINE_ENDS.map((end) => new ByteNeedle(`"type":${space}"${type}"}${end}`, 'y'))),
+])
 
 function endpoint(path: string, terminators: readonly ByteNeedle[], takesIncludeUsage: boolean, convertible = false): Endpoint {
   return {
@@ -30,11 +49,7 @@ export const OPENAI_ENDPOINTS: readonly Endpoint[] = [
   OPENAI_CHAT,
   endpoint('/v1/completions', DONE, true),
   endpoint('/v1/embeddings', [], false),
-  endpoint(
-    '/v1/responses',
-    [new ByteNeedle('"response.completed"'), new ByteNeedle('"response.incomplete"'), new ByteNeedle('"response.failed"')],
-    false,
-  ),
+  endpoint('/v1/responses', RESPONSES_END, false),
 ]
 
 /** The active health-check path of an OpenAI-compatible server when the upstream names none. */

@@ -422,13 +422,28 @@ class NeedleSearch {
   private readonly needles: readonly ByteNeedle[]
   /** Per needle, the bytes of it matched at the end of the chunks so far. */
   private readonly partials: number[]
-  /** All needles are looked for by the same byte at the same offset (`"finish_reason":"` and `"finish_reason": "`): one search serves them all. */
-  private readonly oneProbe: boolean
+  /**
+   * The needles grouped by the byte they are looked for by and its offset (`"finish_reason":"` and
+   * `"finish_reason": "`; the Responses API's event lines): one search over that byte's hits serves a group.
+   */
+  private readonly groups: readonly (readonly ByteNeedle[])[]
+
+  /** How many needles have a start carried from the chunks so far (a partial above 0). */
+  private carrying = 0
+  /** Per byte value, 1 when a chunk ending with it may carry a needle's start (one before the needle's last byte). */
+  private readonly mayCarry = new Uint8Array(256)
 
   constructor(needles: readonly ByteNeedle[]) {
     this.needles = needles
     this.partials = new Array<number>(needles.length).fill(0)
-    this.oneProbe = needles.length > 1 && needles.every((needle) => needle.sharesProbe(needles[0] as ByteNeedle))
+    for (const needle of needles) for (let i = 0; i < needle.length - 1; i++) this.mayCarry[needle.bytes[i] as number] = 1
+    const groups: ByteNeedle[][] = []
+    for (const needle of needles) {
+      const group = groups.find((shared) => needle.sharesProbe(shared[0] as ByteNeedle))
+      if (group === undefined) groups.push([needle])
+      else group.push(needle)
+    }
+    this.groups = groups
   }
 
   /**
@@ -439,7 +454,7 @@ class NeedleSearch {
   foundIn(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean, noneIn = false): boolean {
     const needles = this.needles
     const partials = this.partials
-    for (let i = 0; i < needles.length; i++) {
+    for (let i = 0; this.carrying > 0 && i < needles.length; i++) {
       const carried = partials[i] as number
       if (carried > 0) {
         const needle = needles[i] as ByteNeedle
@@ -448,41 +463,42 @@ class NeedleSearch {
       }
     }
     if (!noneIn && this.indexIn(chunk, accept) !== -1) return true
-    for (let i = 0; i < needles.length; i++) partials[i] = (needles[i] as ByteNeedle).carriedPrefix(chunk, partials[i])
+    // Usually nothing is carried and the chunk ends with a byte no needle starts with: no needle is asked.
+    if (this.carrying === 0 && (chunk.length === 0 || this.mayCarry[chunk[chunk.length - 1] as number] === 0)) return false
+    this.carrying = 0
+    for (let i = 0; i < needles.length; i++) {
+      const carried = (needles[i] as ByteNeedle).carriedPrefix(chunk, partials[i])
+      partials[i] = carried
+      if (carried > 0) this.carrying++
+    }
     return false
   }
 
   /** Where the first of the needles that `accept` takes starts in this chunk alone (-1: none). */
   indexIn(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): number {
-    return this.oneProbe ? this.sharedHit(chunk, accept) : this.eachHit(chunk, accept)
-  }
-
-  private eachHit(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): number {
     let first = -1
-    for (const needle of this.needles) {
-      for (let at = needle.indexIn(chunk); at !== -1 && (first === -1 || at < first); at = needle.indexIn(chunk, at + 1)) {
-        if (accept === undefined || accept(chunk, at + needle.length)) {
-          first = at
-          break
-        }
-      }
+    for (const group of this.groups) {
+      const at = sharedHit(group, chunk, first === -1 ? chunk.length : first, accept)
+      if (at !== -1) first = at
     }
     return first
   }
+}
 
-  /** One pass over the shared probe byte's hits, each tried against every needle. */
-  private sharedHit(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): number {
-    const needles = this.needles
-    const first = needles[0] as ByteNeedle
-    for (let hit = chunk.indexOf(first.probe, first.probeAt); hit !== -1; hit = chunk.indexOf(first.probe, hit + 1)) {
-      const start = hit - first.probeAt
-      for (let i = 0; i < needles.length; i++) {
-        const needle = needles[i] as ByteNeedle
-        if (needle.isAt(chunk, start) && (accept === undefined || accept(chunk, start + needle.length))) return start
-      }
+/** One pass over a group's probe byte: where the first needle of the group that `accept` takes starts before `end` (-1: none). */
+function sharedHit(needles: readonly ByteNeedle[], chunk: Buffer, end: number, accept?: (chunk: Buffer, after: number) => boolean): number {
+  const first = needles[0] as ByteNeedle
+  for (
+    let hit = chunk.indexOf(first.probe, first.probeAt);
+    hit !== -1 && hit - first.probeAt < end;
+    hit = chunk.indexOf(first.probe, hit + 1)
+  ) {
+    const start = hit - first.probeAt
+    for (const needle of needles) {
+      if (needle.isAt(chunk, start) && (accept === undefined || accept(chunk, start + needle.length))) return start
     }
-    return -1
   }
+  return -1
 }
 
 /** Whether the stream ends with a blank line after this chunk (`lineStartBefore`: the chunks before it ended with a line end). */

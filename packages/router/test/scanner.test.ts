@@ -175,6 +175,51 @@ describe('StreamScanner agrees with a reference parser however the stream is cut
   })
 })
 
+describe("the Responses API's last event ends the stream only as the event's type, however cut", () => {
+  const response = (status: string) =>
+    `{"id":"r","status":"${status}","instructions":"response.failed","metadata":{"last_event":"response.completed","type":"response.incomplete"},"usage":null}`
+  const text = (answer: string) => ({ type: 'response.output_text.done', sequence_number: 2, text: answer })
+  const created = { type: 'response.created', sequence_number: 0, response: JSON.parse(response('in_progress')) }
+  /** One event as a server writes it: `event:` line or not, the keys in this order, JSON compact or spaced. */
+  const sse = (fields: Record<string, unknown>, eventLine: boolean, spaced: boolean) =>
+    `${eventLine ? `event: ${fields.type}\n` : ''}data: ${spaced ? JSON.stringify(fields).replaceAll('":', '": ').replaceAll(',"', ', "') : JSON.stringify(fields)}\n\n`
+  const last = { sequence_number: 3, response: JSON.parse(response('completed')), type: 'response.completed' }
+  const { type, ...rest } = last
+  const shapes = {
+    'type first': { type, ...rest },
+    'type last (openai-python models, as vLLM serialises them)': last,
+    'type in the middle': { sequence_number: 3, type, response: rest.response },
+  }
+
+  for (const eventLine of [true, false]) {
+    for (const spaced of [false, true]) {
+      for (const ending of ['LF', 'CRLF']) {
+        const kind = `${eventLine ? 'event lines' : 'data lines only'}, ${spaced ? 'spaced' : 'compact'} JSON, ${ending}`
+        const write = (events: Record<string, unknown>[]) => {
+          const joined = events.map((fields) => sse(fields, eventLine, spaced)).join('')
+          return Buffer.from(ending === 'CRLF' ? joined.replaceAll('\n', '\r\n') : joined)
+        }
+        test(`${kind}: the name as text (instructions, metadata, an answer) ends nothing`, () => {
+          // The client's own instructions and metadata, echoed in response.created; an answer that is the word.
+          const echoes = write([created, text('response.completed'), text('response.failed')])
+          for (const { name, chunks } of chunkings(echoes, 5)) {
+            assert.equal(scanChunks(chunks, RESPONSES, 'openai').terminated, false, name)
+          }
+        })
+        for (const [shape, fields] of Object.entries(shapes)) {
+          // Without an event line, a type in the middle of the object is not looked for (data-only servers put it first or last).
+          if (!eventLine && shape === 'type in the middle') continue
+          test(`${kind}, ${shape}: the last event ends it`, () => {
+            for (const { name, chunks } of chunkings(write([created, text('response.completed'), fields]), 9)) {
+              assert.equal(scanChunks(chunks, RESPONSES, 'openai').terminated, true, name)
+            }
+          })
+        }
+      }
+    }
+  }
+})
+
 test('the usage readers start at the first line that may report usage', () => {
   const text = STREAMS[0]?.text ?? ''
   const scanner = new StreamScanner(CHAT, new UsageExtractor('openai'))
