@@ -122,3 +122,18 @@ test('a Responses stream runs to its end whatever the request or the answer says
     assert.equal(record.estimated, false, 'the usage of response.completed was read')
   }
 })
+
+test('a background response is refused with a 400 on background: its generation could never be metered nor fetched here', async () => {
+  gw.mock.reset()
+  await assert.rejects(client().responses.create({ model: 'gpt-test', input: 'Hello', background: true }), (err: unknown) => {
+    assert.ok(err instanceof OpenAI.BadRequestError)
+    assert.equal(err.param, 'background')
+    assert.equal(err.code, 'llmproxy_invalid_request')
+    assert.match(err.message, /Background responses are not served/)
+    return true
+  })
+  assert.equal(gw.mock.requests.length, 0, 'nothing reached the upstream')
+  // background: false is the default: served.
+  const response = await client().responses.create({ model: 'gpt-test', input: 'Hello', background: false })
+  assert.equal(response.status, 'completed')
+})

@@ -92,7 +92,7 @@ export const CATALOGUE = {
   llmproxy_invalid_request: {
     status: 400,
     type: 'invalid_request_error',
-    when: 'The request is not what the route takes (a body that is no JSON object, a field of the wrong type). Fix the request.',
+    when: 'The request is not what the route takes (a body that is no JSON object, a field of the wrong type, a Responses `background: true`, which the gateway does not serve). Fix the request.',
   },
   llmproxy_invalid_json: { status: 400, type: 'invalid_request_error', when: 'The body is empty or not valid JSON.' },
   llmproxy_json_too_deep: {

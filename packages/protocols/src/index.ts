@@ -22,6 +22,6 @@ export { type ClientError, convertUpstreamError, statusOfUpstreamError } from '.
 export { toRecordUsage } from './convert/usage.js'
 export { clientApiOf, defaultHealthCheckPath, sendError, setUpstreamCredential, wireOf, wireOfProtocol } from './formats.js'
 export { GEMINI_ACTIONS, GEMINI_COUNT_TOKENS, GEMINI_GENERATE, GEMINI_V1_GENERATE_PATH, gemini } from './gemini.js'
-export { OPENAI_CHAT, OPENAI_ENDPOINTS, openai } from './openai.js'
+export { OPENAI_CHAT, OPENAI_ENDPOINTS, OPENAI_RESPONSES, openai } from './openai.js'
 export { UsageExtractor } from './usage-extract.js'
 export { type Endpoint, familyOf, type OutputCap, type WireFormat } from './wire.js'

@@ -43,13 +43,14 @@ function endpoint(path: string, terminators: readonly ByteNeedle[], takesInclude
 }
 
 export const OPENAI_CHAT = endpoint('/v1/chat/completions', DONE, true, true)
+export const OPENAI_RESPONSES = endpoint('/v1/responses', RESPONSES_END, false)
 
 /** The OpenAI-compatible endpoints, each proxied to the same path upstream. */
 export const OPENAI_ENDPOINTS: readonly Endpoint[] = [
   OPENAI_CHAT,
   endpoint('/v1/completions', DONE, true),
   endpoint('/v1/embeddings', [], false),
-  endpoint('/v1/responses', RESPONSES_END, false),
+  OPENAI_RESPONSES,
 ]
 
 /** The active health-check path of an OpenAI-compatible server when the upstream names none. */

@@ -20,6 +20,7 @@ import {
   GEMINI_GENERATE,
   GEMINI_V1_GENERATE_PATH,
   OPENAI_ENDPOINTS,
+  OPENAI_RESPONSES,
   sendError,
 } from '@llmproxy/protocols'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
@@ -172,6 +173,19 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
         return sendError(reply, wrongApiFor(model as string, route, endpoint))
       }
       const fields = request.body as Record<string, unknown>
+      // A background response is generated after its answer and fetched by id later: that generation would never be
+      // metered, and the routes to poll, cancel or delete it are not served.
+      if (endpoint === OPENAI_RESPONSES && fields.background === true) {
+        return sendError(
+          reply,
+          errors.invalidRequest(
+            'Background responses are not served by this gateway: send the request without "background" (stream it to get the answer as it is generated).',
+            {
+              param: 'background',
+            },
+          ),
+        )
+      }
       const ctx = request.llm
       ctx.stream = endpoint.modelInBody ? fields.stream === true : action === 'streamGenerateContent'
       let stripUsage = false
