@@ -38,3 +38,34 @@ test('a 1,000-token quota admits one of ten concurrent requests asking for n: 8 
   assert.equal(refused.length, 9)
   for (const r of refused) assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'quota_exceeded')
 })
+
+test('legacy completions reserve every prompt of an array, embeddings no output at all', async () => {
+  const tpmKey = 'sk-e2e-reservations-tpm-8d41a7'
+  const plain = await startGatewayWithMock({ auth: { keys: [{ id: 'tpm-key', key: tpmKey, rateLimit: { tpm: 1000 } }] }, rateLimit: {} })
+  try {
+    const post = (path: string, body: unknown) =>
+      fetch(`${plain.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${tpmKey}` },
+        body: JSON.stringify(body),
+      })
+    // 20 prompts × max_tokens 100 = 2,000 tokens of output: more than the key's 1,000 per minute, refused for good
+    // (it reserved one prompt's 100 and spent 2,000).
+    const prompts = Array.from({ length: 20 }, (_v, i) => `prompt ${i}`)
+    const completions = await post('/v1/completions', { model: 'gpt-test', prompt: prompts, max_tokens: 100 })
+    assert.equal(completions.status, 429)
+    assert.equal(completions.headers.get('x-should-retry'), 'false')
+    assert.match(((await completions.json()) as { error: { message: string } }).error.message, /up to 20\d\d tokens.*lower max_tokens/)
+    assert.equal(plain.mock.requests.length, 0)
+    // ~800 tokens of input and nothing generated: it fits (256 reserved for an output it never makes did not).
+    const input = Array.from({ length: 40 }, () => 'x'.repeat(75))
+    const embeddings = await post('/v1/embeddings', { model: 'gpt-test', input })
+    assert.equal(embeddings.status, 200)
+    // Too much input: the refusal says what to lower (embeddings have no max_tokens).
+    const tooMuch = await post('/v1/embeddings', { model: 'gpt-test', input: [...input, ...input] })
+    assert.equal(tooMuch.status, 429)
+    assert.match(((await tooMuch.json()) as { error: { message: string } }).error.message, /: send less input\.$/)
+  } finally {
+    await plain.close()
+  }
+})

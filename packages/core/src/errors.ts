@@ -160,7 +160,7 @@ export const CATALOGUE = {
   llmproxy_token_limit: {
     status: 429,
     type: 'rate_limit_error',
-    when: 'The key’s tokens-per-minute limit would be exceeded by this request: retry after `retry-after`. One that alone needs more than the limit gets `x-should-retry: false` and no `retry-after`: lower max_tokens or the prompt.',
+    when: 'The key’s tokens-per-minute limit would be exceeded by this request: retry after `retry-after`. One that alone needs more than the limit gets `x-should-retry: false` and no `retry-after`: lower max_tokens or the prompt (embeddings: send less input).',
   },
   llmproxy_concurrency_limit: { status: 429, type: 'rate_limit_error', when: 'The key has as many requests in flight as it may.' },
   quota_exceeded: {

@@ -53,6 +53,11 @@ export const OPENAI_ENDPOINTS: readonly Endpoint[] = [
   OPENAI_RESPONSES,
 ]
 
+/** The prompts of a legacy completions request, each answered on its own: an array of strings or of token arrays (one string, or one array of token ids, is one). */
+function prompts(prompt: unknown): number {
+  return Array.isArray(prompt) && prompt.length > 1 && typeof prompt[0] !== 'number' ? prompt.length : 1
+}
+
 /** The active health-check path of an OpenAI-compatible server when the upstream names none. */
 export function openaiHealthPath(protocol: Protocol): string {
   return protocol === 'openai' ? '/v1/models' : '/health'
@@ -66,9 +71,12 @@ export const openai: WireFormat = {
     headers.authorization = `Bearer ${apiKey}`
   },
   requiredHeaders: {},
-  outputCap(body): OutputCap {
-    // Legacy completions generate best_of candidates server-side (billed) and return n of them.
-    const answers = Math.max(choices(body.n), choices(body.best_of))
+  outputCap(body, route): OutputCap {
+    // An embedding is no generated token: the input is all it uses.
+    if (route.endsWith('/v1/embeddings')) return { tokens: 0, choices: 1 }
+    // Legacy completions generate best_of candidates server-side (billed) and return n of them, for each prompt.
+    const perPrompt = Math.max(choices(body.n), choices(body.best_of))
+    const answers = route.endsWith('/v1/completions') ? perPrompt * prompts(body.prompt) : perPrompt
     // The largest of the caps given: which one an upstream honours when several are set differs (the conversion to
     // Anthropic and Gemini takes max_completion_tokens; a small max_tokens beside it must not shrink the reservation).
     const a = count(body.max_tokens)

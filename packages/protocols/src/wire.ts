@@ -55,8 +55,12 @@ export interface WireFormat {
   setCredential(headers: Record<string, string | string[] | undefined>, apiKey: string): void
   /** Headers an upstream of this API requires when the client did not send them (e.g. Anthropic's version). */
   readonly requiredHeaders: Readonly<Record<string, string>>
-  /** The output a request body may produce (rate-limit reservations and quotas). */
-  outputCap(body: Record<string, unknown>): OutputCap
+  /**
+   * The output a request body may produce (rate-limit reservations and quotas). `route`: the client route it came on
+   * (its path, perhaps under a prefix): an OpenAI embeddings request produces none, a legacy completions request
+   * answers each of its prompts.
+   */
+  outputCap(body: Record<string, unknown>, route: string): OutputCap
   /** The HTTP error body of a gateway error, in this API's shape. */
   errorBody(error: LlmProxyError): unknown
   /** The in-band error event that ends a stream after the commit point, in this API's shape. */

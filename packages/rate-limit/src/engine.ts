@@ -6,7 +6,7 @@ import { markerKey, quotaKey, slotKey, subjectTag, tpmKey, type UniqueIds } from
 import { type RateLimitOptions, type RateLimitOptionsInput, resolveOptions } from './options.js'
 import type { RedisBackend } from './redis-backend.js'
 import type { RequestCount, RequestCounter } from './request-windows.js'
-import { expectedTokens } from './reservation.js'
+import { expectedTokens, shrinkable } from './reservation.js'
 import { type Counter, type Hold, kLimitState, RequestLimitState } from './state.js'
 import type { CheckResult, LocalStore } from './store.js'
 import { formatDuration, MINUTE_MS, PeriodClock, type QuotaPer, retryAfterSeconds, WINDOW_GRACE_MS } from './windows.js'
@@ -251,7 +251,9 @@ export class RateLimitEngine implements RateLimits {
     const body = request.body
     if (body === null || typeof body !== 'object' || Buffer.isBuffer(body)) return undefined
     const wire = wireOf(clientApiOf(request.url))
-    const amount = expectedTokens(wire, body as Record<string, unknown>, request.headers['content-length'], this.live.current.reserveTokens)
+    const route = request.routeOptions.url ?? request.url
+    const fields = body as Record<string, unknown>
+    const amount = expectedTokens(wire, route, fields, request.headers['content-length'], this.live.current.reserveTokens)
     const now = Date.now()
 
     const tpm = state.tpm
@@ -267,7 +269,12 @@ export class RateLimitEngine implements RateLimits {
           [H_REMAINING_TOKENS]: `${Math.max(0, tpm - result.value)}`,
           [H_RESET_TOKENS]: formatDuration(resetMs),
         }
-        return this.reject(request, reply, 'token_limit', rateLimitErrors.tokens(tpm, amount, result.value, headers))
+        return this.reject(
+          request,
+          reply,
+          'token_limit',
+          rateLimitErrors.tokens(tpm, amount, result.value, headers, shrinkable(wire, route, fields)),
+        )
       }
       state.tpmHold = hold
       if (state.settled) return this.giveBack(hold) // the client went away while we were reserving
@@ -286,7 +293,12 @@ export class RateLimitEngine implements RateLimits {
         // Never retried by the SDKs: they would sleep until the period ends (hours, days) inside the call. The
         // retry-after still says when the quota resets.
         const headers = { ...whenToRetry(amount > quota.tokens, period.endsAt - now), 'x-should-retry': 'false' }
-        return this.reject(request, reply, 'quota', rateLimitErrors.quota(quota.tokens, quota.per, result.value, amount, headers))
+        return this.reject(
+          request,
+          reply,
+          'quota',
+          rateLimitErrors.quota(quota.tokens, quota.per, result.value, amount, headers, shrinkable(wire, route, fields)),
+        )
       }
       state.quotaHold = hold
       if (state.settled) return this.giveBack(hold)

@@ -15,20 +15,28 @@ export const rateLimitErrors = {
       RATE_LIMIT_CODES.requests,
       headers,
     ),
-  tokens: (limit: number, requested: number, used: number, headers: Record<string, string>): LlmProxyError =>
+  /** `shrink`: what the request can lower to fit (see `shrinkable`). */
+  tokens: (limit: number, requested: number, used: number, headers: Record<string, string>, shrink: string): LlmProxyError =>
     errors.rateLimited(
       requested > limit
-        ? `This request may use up to ${requested} tokens, more than this key's limit of ${limit} tokens per minute: lower max_tokens or the prompt.`
+        ? `This request may use up to ${requested} tokens, more than this key's limit of ${limit} tokens per minute: ${shrink}.`
         : `Token rate limit reached for this key: ${limit} tokens per minute, ${used} used, this request may use up to ${requested}. Retry after ${headers['retry-after']} s.`,
       RATE_LIMIT_CODES.tokens,
       headers,
     ),
   concurrency: (limit: number, headers: Record<string, string>): LlmProxyError =>
     errors.rateLimited(`Too many requests in flight for this key: the limit is ${limit}.`, RATE_LIMIT_CODES.concurrency, headers),
-  quota: (limit: number, per: 'day' | 'month', used: number, requested: number, headers: Record<string, string>): LlmProxyError =>
+  quota: (
+    limit: number,
+    per: 'day' | 'month',
+    used: number,
+    requested: number,
+    headers: Record<string, string>,
+    shrink: string,
+  ): LlmProxyError =>
     errors.rateLimited(
       requested > limit
-        ? `This request may use up to ${requested} tokens, more than this key's whole quota of ${limit} tokens per ${per}: lower max_tokens or the prompt.`
+        ? `This request may use up to ${requested} tokens, more than this key's whole quota of ${limit} tokens per ${per}: ${shrink}.`
         : `Token quota exceeded for this key: ${limit} tokens per ${per}, ${used} used, this request may use up to ${requested}. The quota resets in ${headers['retry-after']} s.`,
       RATE_LIMIT_CODES.quota,
       headers,

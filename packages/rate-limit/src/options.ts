@@ -92,7 +92,7 @@ export const RateLimitOptionsSchema = Type.Object(
     reserveTokens: Type.Integer({
       minimum: 0,
       default: 256,
-      description: 'Completion tokens reserved for a request whose body sets no max_tokens.',
+      description: 'Completion tokens reserved for a request whose body sets no max_tokens (embeddings reserve none).',
     }),
     quotaStateFile: Type.Optional(
       Type.String({

@@ -5,7 +5,7 @@ import { anthropic, gemini, openai } from '@llmproxy/protocols'
 import { markerKey, migrateQuotaKey, quotaKey, slotKey, subjectTag, tpmKey, UniqueIds } from '../src/keys.js'
 import { type RateLimitOptionsInput, resolveOptions } from '../src/options.js'
 import { RequestWindows } from '../src/request-windows.js'
-import { expectedTokens } from '../src/reservation.js'
+import { expectedTokens, shrinkable } from '../src/reservation.js'
 import { MemoryStore } from '../src/store.js'
 import { formatDuration, PeriodClock, periodOf } from '../src/windows.js'
 
@@ -31,23 +31,39 @@ test('formatDuration uses OpenAI’s reset format', () => {
   assert.equal(formatDuration(3_723_000), '1h2m3s')
 })
 
+const CHAT = '/v1/chat/completions'
+const GENERATE = '/v1beta/models/:target'
+const MESSAGES = '/v1/messages'
+
 test('expectedTokens: output cap (in the client API’s fields, or the default) times the answers asked for, plus bytes / 4', () => {
-  assert.equal(expectedTokens(openai, { max_tokens: 100 }, '40', 256), 110)
-  assert.equal(expectedTokens(openai, { max_completion_tokens: 7 }, '4', 256), 8)
-  assert.equal(expectedTokens(openai, { max_output_tokens: 7 }, '0', 256), 7)
+  assert.equal(expectedTokens(openai, CHAT, { max_tokens: 100 }, '40', 256), 110)
+  assert.equal(expectedTokens(openai, CHAT, { max_completion_tokens: 7 }, '4', 256), 8)
+  assert.equal(expectedTokens(openai, CHAT, { max_output_tokens: 7 }, '0', 256), 7)
   // Several caps: the largest (a converted request to Anthropic or Gemini takes max_completion_tokens, and a
   // small max_tokens beside it reserved 1 token for a 30,000-token answer).
-  assert.equal(expectedTokens(openai, { max_tokens: 1, max_completion_tokens: 30_000 }, '0', 256), 30_000)
-  assert.equal(expectedTokens(openai, { max_tokens: 500, max_completion_tokens: 20 }, '0', 256), 500)
-  assert.equal(expectedTokens(gemini, { generationConfig: { maxOutputTokens: 9 } }, '1', 256), 10)
-  assert.equal(expectedTokens(openai, { max_tokens: 'x' }, '8', 256), 258)
-  assert.equal(expectedTokens(openai, { a: 1 }, undefined, 0), Math.ceil(Buffer.byteLength('{"a":1}') / 4))
+  assert.equal(expectedTokens(openai, CHAT, { max_tokens: 1, max_completion_tokens: 30_000 }, '0', 256), 30_000)
+  assert.equal(expectedTokens(openai, CHAT, { max_tokens: 500, max_completion_tokens: 20 }, '0', 256), 500)
+  assert.equal(expectedTokens(gemini, GENERATE, { generationConfig: { maxOutputTokens: 9 } }, '1', 256), 10)
+  assert.equal(expectedTokens(openai, CHAT, { max_tokens: 'x' }, '8', 256), 258)
+  assert.equal(expectedTokens(openai, CHAT, { a: 1 }, undefined, 0), Math.ceil(Buffer.byteLength('{"a":1}') / 4))
   // n answers of max_tokens each (and best_of candidates generated server-side), Gemini's candidateCount
-  assert.equal(expectedTokens(openai, { n: 8, max_tokens: 100 }, '0', 256), 800)
-  assert.equal(expectedTokens(openai, { n: 2, best_of: 5, max_tokens: 10 }, '0', 256), 50)
-  assert.equal(expectedTokens(openai, { n: 3 }, '0', 256), 768)
-  assert.equal(expectedTokens(gemini, { generationConfig: { maxOutputTokens: 9, candidateCount: 4 } }, '0', 256), 36)
-  assert.equal(expectedTokens(anthropic, { max_tokens: 50, n: 8 }, '0', 256), 50)
+  assert.equal(expectedTokens(openai, CHAT, { n: 8, max_tokens: 100 }, '0', 256), 800)
+  assert.equal(expectedTokens(openai, CHAT, { n: 2, best_of: 5, max_tokens: 10 }, '0', 256), 50)
+  assert.equal(expectedTokens(openai, CHAT, { n: 3 }, '0', 256), 768)
+  assert.equal(expectedTokens(gemini, GENERATE, { generationConfig: { maxOutputTokens: 9, candidateCount: 4 } }, '0', 256), 36)
+  assert.equal(expectedTokens(anthropic, MESSAGES, { max_tokens: 50, n: 8 }, '0', 256), 50)
+  // Legacy completions answer each prompt of an array (n each); one string, or one array of token ids, is one prompt.
+  const completions = '/v1/completions'
+  assert.equal(expectedTokens(openai, completions, { prompt: ['a', 'b', 'c'], max_tokens: 100 }, '0', 256), 300)
+  assert.equal(expectedTokens(openai, completions, { prompt: [[1, 2], [3]], n: 2, max_tokens: 10 }, '0', 256), 40)
+  assert.equal(expectedTokens(openai, completions, { prompt: [1, 2, 3], max_tokens: 10 }, '0', 256), 10)
+  assert.equal(expectedTokens(openai, `/llm${completions}`, { prompt: ['a', 'b'] }, '0', 256), 512)
+  // A prompt array means nothing to chat or Responses.
+  assert.equal(expectedTokens(openai, CHAT, { prompt: ['a', 'b'], max_tokens: 10 }, '0', 256), 10)
+  // Embeddings generate nothing: their input alone, whatever reserveTokens.
+  assert.equal(expectedTokens(openai, '/v1/embeddings', { input: ['hello', 'world'] }, '40', 256), 10)
+  assert.equal(shrinkable(openai, '/v1/embeddings', { input: 'x' }), 'send less input')
+  assert.equal(shrinkable(openai, CHAT, { max_tokens: 5 }), 'lower max_tokens or the prompt')
 })
 
 test('periods are UTC days and calendar months', () => {
