@@ -19,7 +19,8 @@ export const ModelRouteSchema = Type.Object(
     resume: Type.Optional(
       Type.Boolean({
         default: true,
-        description: 'Finish a stream cut after its first byte on another upstream, spliced into the same client stream.',
+        description:
+          'Finish a stream cut after its first byte on another upstream, spliced into the same client stream (chat routes only: chat completions, Messages, Gemini generate).',
       }),
     ),
   },
