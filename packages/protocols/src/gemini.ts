@@ -23,6 +23,7 @@ export const GEMINI_GENERATE: Endpoint = {
   },
   // A blocked prompt's answer has no candidates, so no finishReason: its promptFeedback.blockReason ends it.
   terminators: [new ByteNeedle('"finishReason"'), new ByteNeedle('"blockReason"')],
+  failedEnds: [],
   endsWithDone: false,
   // The finishReason is Gemini's terminator already.
   finishMarkers: [],
@@ -38,6 +39,7 @@ export const GEMINI_COUNT_TOKENS: Endpoint = {
   ...GEMINI_GENERATE,
   queryString: () => '',
   terminators: [],
+  failedEnds: [],
   convertible: false,
   metered: false,
 }

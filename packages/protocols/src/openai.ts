@@ -15,16 +15,26 @@ const SPACING = ['', ' ']
  * send one), else on its data line as the object's own `type`, the first key or the last (openai-python's models,
  * which vLLM serialises, put `type` last). Each shape's needles share their probe: one search per shape and chunk.
  */
-const RESPONSES_END = ['response.completed', 'response.incomplete', 'response.failed'].flatMap((type) => [
-  // The event line with its line end: a JSON string holds no raw line end, and a data line ends with its object.
-  ...LINE_ENDS.map((end) => new ByteNeedle(`event: ${type}${end}`, 'v')),
-  // The data object's first key: `data: {"` stands nowhere inside JSON (a quote in a string is escaped).
-  ...SPACING.map((space) => new ByteNeedle(`data: {"type":${space}"${type}"`, 'y')),
-  // Its last key: the object closing at the line's end is the event's (a nested one closes before it).
-  ...SPACING.flatMap((space) => LINE_ENDS.map((end) => new ByteNeedle(`"type":${space}"${type}"}${end}`, 'y'))),
-])
+function responsesEnd(type: string): ByteNeedle[] {
+  return [
+    // The event line with its line end: a JSON string holds no raw line end, and a data line ends with its object.
+    ...LINE_ENDS.map((end) => new ByteNeedle(`event: ${type}${end}`, 'v')),
+    // The data object's first key: `data: {"` stands nowhere inside JSON (a quote in a string is escaped).
+    ...SPACING.map((space) => new ByteNeedle(`data: {"type":${space}"${type}"`, 'y')),
+    // Its last key: the object closing at the line's end is the event's (a nested one closes before it).
+    ...SPACING.flatMap((space) => LINE_ENDS.map((end) => new ByteNeedle(`"type":${space}"${type}"}${end}`, 'y'))),
+  ]
+}
+const RESPONSES_FAILED = responsesEnd('response.failed')
+const RESPONSES_END = [...responsesEnd('response.completed'), ...responsesEnd('response.incomplete'), ...RESPONSES_FAILED]
 
-function endpoint(path: string, terminators: readonly ByteNeedle[], takesIncludeUsage: boolean, convertible = false): Endpoint {
+function endpoint(
+  path: string,
+  terminators: readonly ByteNeedle[],
+  takesIncludeUsage: boolean,
+  convertible = false,
+  failedEnds: readonly ByteNeedle[] = [],
+): Endpoint {
   return {
     path,
     family: 'openai',
@@ -32,6 +42,7 @@ function endpoint(path: string, terminators: readonly ByteNeedle[], takesInclude
     modelInBody: true,
     queryString: noQuery,
     terminators,
+    failedEnds,
     endsWithDone: terminators === DONE,
     finishMarkers: terminators === DONE ? FINISH : [],
     closing: terminators === DONE ? 'data: [DONE]\n\n' : '',
@@ -43,7 +54,7 @@ function endpoint(path: string, terminators: readonly ByteNeedle[], takesInclude
 }
 
 export const OPENAI_CHAT = endpoint('/v1/chat/completions', DONE, true, true)
-export const OPENAI_RESPONSES = endpoint('/v1/responses', RESPONSES_END, false)
+export const OPENAI_RESPONSES = endpoint('/v1/responses', RESPONSES_END, false, false, RESPONSES_FAILED)
 
 /** The OpenAI-compatible endpoints, each proxied to the same path upstream. */
 export const OPENAI_ENDPOINTS: readonly Endpoint[] = [

@@ -15,6 +15,11 @@ export interface Endpoint {
   readonly queryString: (search: string | undefined, url: string) => string
   /** Markers of a stream's proper end; a stream ending without one is incomplete. */
   readonly terminators: readonly ByteNeedle[]
+  /**
+   * Those of the terminators that end the stream as an answer the upstream reports failed (the Responses API's
+   * `response.failed`): the client gets it as sent, the usage record says the upstream failed.
+   */
+  readonly failedEnds: readonly ByteNeedle[]
   /** The stream ends with `data: [DONE]` (found while walking the events, no separate search). */
   readonly endsWithDone: boolean
   /**

@@ -54,6 +54,8 @@ export class ProxyCall implements CallHost {
   private waitTimer: NodeJS.Timeout | null = null
   /** Why a committed answer failed (null: it did not). */
   private streamError: LlmProxyError | null = null
+  /** The upstream's own answer says it failed (Responses' `response.failed`): relayed as sent, recorded as a failure. */
+  private answerFailed: LlmProxyError | null = null
   private finished = false
   /** The usage record went out. */
   private recorded = false
@@ -280,6 +282,8 @@ export class ProxyCall implements CallHost {
       return
     }
     if (error === null) {
+      if (scanner?.failedEnd === true)
+        this.answerFailed = errors.upstreamFailed('The upstream reported the response failed (response.failed).')
       // A cut stream finished by another attempt.
       if (this.continuation !== null) this.ctx.resumed = true
       // A same-format stream finished without its terminator (servers that omit `[DONE]`): the client gets one.
@@ -402,7 +406,7 @@ export class ProxyCall implements CallHost {
       // or before the failure's end reached it). A client leaving says nothing about the upstream's health: 'aborted'
       // is neutral for passive checks. A 5xx passed on to the client (nowhere left to retry) is still the upstream failing.
       const result: AttemptResult =
-        this.streamError !== null
+        (this.streamError ?? this.answerFailed) !== null
           ? { ok: false, kind: 'error', request: this }
           : ctx.clientAborted
             ? { ok: false, kind: 'aborted' }
@@ -438,9 +442,10 @@ export class ProxyCall implements CallHost {
         ok && this.streamError === null && !ctx.clientAborted,
       )
     }
+    const failure = this.streamError ?? this.answerFailed
     if (ctx.clientAborted) ctx.outcome = 'client_aborted'
-    else if (ctx.outcome === 'pending') ctx.outcome = this.streamError === null && status < 500 ? 'ok' : 'upstream_error'
-    if (this.streamError !== null && ctx.error === null) ctx.error = { code: this.streamError.code, message: this.streamError.message }
+    else if (ctx.outcome === 'pending') ctx.outcome = failure === null && status < 500 ? 'ok' : 'upstream_error'
+    if (failure !== null && ctx.error === null) ctx.error = { code: failure.code, message: failure.message }
     ctx.usage = this.meter.total
     ctx.estimated = this.meter.estimated
     this.settings.hooks.emitUsage(buildUsageRecord(ctx, status), this.request)

@@ -125,6 +125,12 @@ export class StreamScanner {
     this.findsFailedFinishes = endpoint.family === 'openai' && endpoint.finishMarkers.length > 0
   }
 
+  /** The stream ended with a terminator that says the upstream failed the answer (the endpoint's `failedEnds`). */
+  get failedEnd(): boolean {
+    const found = this.terminators.found
+    return this.sawTerminator && found !== null && this.endpoint.failedEnds.includes(found)
+  }
+
   /** The stream may end here as a complete answer: its terminator, or a finish (the client then gets `closing`). */
   get complete(): boolean {
     return this.sawTerminator || this.sawFinish
@@ -428,6 +434,8 @@ class NeedleSearch {
    */
   private readonly groups: readonly (readonly ByteNeedle[])[]
 
+  /** The needle `foundIn` (or `indexIn`) found last. */
+  found: ByteNeedle | null = null
   /** How many needles have a start carried from the chunks so far (a partial above 0). */
   private carrying = 0
   /** Per byte value, 1 when a chunk ending with it may carry a needle's start (one before the needle's last byte). */
@@ -459,7 +467,10 @@ class NeedleSearch {
       if (carried > 0) {
         const needle = needles[i] as ByteNeedle
         const after = needle.completeIn(chunk, carried)
-        if (after !== -1 && (accept === undefined || accept(chunk, after))) return true
+        if (after !== -1 && (accept === undefined || accept(chunk, after))) {
+          this.found = needle
+          return true
+        }
       }
     }
     if (!noneIn && this.indexIn(chunk, accept) !== -1) return true
@@ -478,27 +489,35 @@ class NeedleSearch {
   indexIn(chunk: Buffer, accept?: (chunk: Buffer, after: number) => boolean): number {
     let first = -1
     for (const group of this.groups) {
-      const at = sharedHit(group, chunk, first === -1 ? chunk.length : first, accept)
+      const at = this.sharedHit(group, chunk, first === -1 ? chunk.length : first, accept)
       if (at !== -1) first = at
     }
     return first
   }
-}
 
-/** One pass over a group's probe byte: where the first needle of the group that `accept` takes starts before `end` (-1: none). */
-function sharedHit(needles: readonly ByteNeedle[], chunk: Buffer, end: number, accept?: (chunk: Buffer, after: number) => boolean): number {
-  const first = needles[0] as ByteNeedle
-  for (
-    let hit = chunk.indexOf(first.probe, first.probeAt);
-    hit !== -1 && hit - first.probeAt < end;
-    hit = chunk.indexOf(first.probe, hit + 1)
-  ) {
-    const start = hit - first.probeAt
-    for (const needle of needles) {
-      if (needle.isAt(chunk, start) && (accept === undefined || accept(chunk, start + needle.length))) return start
+  /** One pass over a group's probe byte: where the first needle of the group that `accept` takes starts before `end` (-1: none). */
+  private sharedHit(
+    needles: readonly ByteNeedle[],
+    chunk: Buffer,
+    end: number,
+    accept?: (chunk: Buffer, after: number) => boolean,
+  ): number {
+    const first = needles[0] as ByteNeedle
+    for (
+      let hit = chunk.indexOf(first.probe, first.probeAt);
+      hit !== -1 && hit - first.probeAt < end;
+      hit = chunk.indexOf(first.probe, hit + 1)
+    ) {
+      const start = hit - first.probeAt
+      for (const needle of needles) {
+        if (needle.isAt(chunk, start) && (accept === undefined || accept(chunk, start + needle.length))) {
+          this.found = needle
+          return start
+        }
+      }
     }
+    return -1
   }
-  return -1
 }
 
 /** Whether the stream ends with a blank line after this chunk (`lineStartBefore`: the chunks before it ended with a line end). */

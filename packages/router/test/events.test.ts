@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { after, before, test } from 'node:test'
-import type { UsageRecord } from '@llmproxy/core'
+import type { Attempt, UsageRecord } from '@llmproxy/core'
 import { upstreams } from '@llmproxy/upstreams'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { router } from '../src/index.js'
@@ -153,6 +153,29 @@ test('a terminator split across chunks still ends the stream cleanly', async () 
     assert.equal(text, responses, JSON.stringify(parts))
     assert.equal(record.error, undefined, JSON.stringify(parts))
   }
+})
+
+test('a Responses answer its upstream reports failed reaches the client as sent, and is recorded as an upstream error', async () => {
+  const attempts: Attempt[] = []
+  app.llm.addHook('onAttempt', (attempt) => {
+    attempts.push(attempt)
+  })
+  const failed =
+    'event: response.failed\ndata: {"type":"response.failed","sequence_number":3,"response":{"id":"r","status":"failed",' +
+    '"error":{"code":"server_error","message":"The model failed."},"usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}}}\n\n'
+  const whole = `event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"hi"}\n\n${failed}`
+  const body = JSON.stringify({ model: 'gpt-test', input: 'Hello', stream: true })
+  const { text, record } = await streamThrough([whole], { path: '/v1/responses', body })
+  // The client reads the failure in the upstream's own words: nothing added, nothing taken out.
+  assert.equal(text, whole)
+  assert.equal(record.status, 200)
+  assert.equal(record.error?.code, 'llmproxy_upstream_error')
+  assert.match(record.error?.message ?? '', /response\.failed/)
+  // What the upstream reported it spent is metered as it is.
+  assert.equal(record.estimated, false)
+  assert.equal(record.completionTokens, 2)
+  await eventually(() => attempts.length === 1, 2000, 'the attempt')
+  assert.equal(attempts[0]?.result, 'error')
 })
 
 test('when the gateway asked for usage itself, the usage-only event is left out whatever the chunking', async () => {
