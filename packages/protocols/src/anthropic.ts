@@ -29,7 +29,9 @@ export const ANTHROPIC_MESSAGES: Endpoint = {
   upstreamPath: samePath('/v1/messages'),
   modelInBody: true,
   queryString: noQuery,
-  terminators: [new ByteNeedle('event: message_stop')],
+  // The event line with its line end: the words alone also travel as text (a model explaining Anthropic's stream),
+  // and a JSON string holds no raw line end. (`v`, the old needle's probe: both share one search.)
+  terminators: [new ByteNeedle('event: message_stop\n', 'v'), new ByteNeedle('event: message_stop\r', 'v')],
   failedEnds: [],
   endsWithDone: false,
   finishMarkers: [new ByteNeedle('"stop_reason":"')],

@@ -169,6 +169,41 @@ test('an Anthropic upstream that keeps its response open after message_stop: fin
   await eventually(() => closedResponses === 1, 5000, 'the upstream response released')
 })
 
+test('an answer that writes "event: message_stop" as text is not taken for the end of the stream, same-format or converted', async () => {
+  const said = 'The stream ends with event: message_stop then data.'
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    // The text in a read of its own, its last event in the next: the gateway must not end the client's stream at it.
+    res.write([...ANTHROPIC_HEAD, textDelta(said)].join(''))
+    setTimeout(() => res.end([textDelta(' Done.'), ...ANTHROPIC_TAIL].join('')), 50)
+  }
+  const message = await within(
+    10_000,
+    'the Anthropic SDK stream',
+    anthropic()
+      .messages.stream({ model: 'claude-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
+      .finalMessage(),
+  )
+  assert.deepEqual(
+    message.content.map((block) => (block.type === 'text' ? block.text : block.type)),
+    [`${said} Done.`],
+  )
+  assert.equal(message.stop_reason, 'end_turn')
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.deepEqual([records[0]?.error, records[0]?.completionTokens, records[0]?.estimated], [undefined, 2, false])
+  records.length = 0
+  const stream = await openai().chat.completions.create({ model: 'claude-test', stream: true, messages: [{ role: 'user', content: 'hi' }] })
+  let text = ''
+  let finish: string | null | undefined
+  for await (const part of stream) {
+    text += part.choices[0]?.delta.content ?? ''
+    finish = part.choices[0]?.finish_reason ?? finish
+  }
+  assert.deepEqual([text, finish], [`${said} Done.`, 'stop'])
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.equal(records[0]?.error, undefined)
+})
+
 test('a gzip-compressed stream the gateway did not ask for is decoded for the client and the tap', async () => {
   let asked: string | undefined
   script = (req, res) => {
