@@ -4,7 +4,7 @@ import { choices, count, type Endpoint, noQuery, type OutputCap, samePath, type 
 const DONE = [new ByteNeedle('data: [DONE]')]
 /** A non-null finish reason (`"finish_reason":null` is on every other chunk). */
 const FINISH = [new ByteNeedle('"finish_reason":"'), new ByteNeedle('"finish_reason": "')]
-/** How servers end a line (LF, CRLF), and space a JSON key from its value (none, one). */
+/** How servers end a line (LF, CRLF), and space a JSON key from its value or an SSE field from its value (none, one). */
 const LINE_ENDS = ['\n', '\r']
 const SPACING = ['', ' ']
 
@@ -18,9 +18,9 @@ const SPACING = ['', ' ']
 function responsesEnd(type: string): ByteNeedle[] {
   return [
     // The event line with its line end: a JSON string holds no raw line end, and a data line ends with its object.
-    ...LINE_ENDS.map((end) => new ByteNeedle(`event: ${type}${end}`, 'v')),
+    ...SPACING.flatMap((field) => LINE_ENDS.map((end) => new ByteNeedle(`event:${field}${type}${end}`, 'v'))),
     // The data object's first key: `data: {"` stands nowhere inside JSON (a quote in a string is escaped).
-    ...SPACING.map((space) => new ByteNeedle(`data: {"type":${space}"${type}"`, 'y')),
+    ...SPACING.flatMap((field) => SPACING.map((space) => new ByteNeedle(`data:${field}{"type":${space}"${type}"`, 'y'))),
     // Its last key: the object closing at the line's end is the event's (a nested one closes before it).
     ...SPACING.flatMap((space) => LINE_ENDS.map((end) => new ByteNeedle(`"type":${space}"${type}"}${end}`, 'y'))),
   ]

@@ -183,6 +183,8 @@ describe("the Responses API's last event ends the stream only as the event's typ
   /** One event as a server writes it: `event:` line or not, the keys in this order, JSON compact or spaced. */
   const sse = (fields: Record<string, unknown>, eventLine: boolean, spaced: boolean) =>
     `${eventLine ? `event: ${fields.type}\n` : ''}data: ${spaced ? JSON.stringify(fields).replaceAll('":', '": ').replaceAll(',"', ', "') : JSON.stringify(fields)}\n\n`
+  /** The same without the space SSE makes optional after a field's colon (`event:x`, `data:{…}`). */
+  const unspaced = (event: string) => event.replaceAll('event: ', 'event:').replaceAll('data: ', 'data:')
   const last = { sequence_number: 3, response: JSON.parse(response('completed')), type: 'response.completed' }
   const { type, ...rest } = last
   const shapes = {
@@ -195,8 +197,10 @@ describe("the Responses API's last event ends the stream only as the event's typ
     for (const spaced of [false, true]) {
       for (const ending of ['LF', 'CRLF']) {
         const kind = `${eventLine ? 'event lines' : 'data lines only'}, ${spaced ? 'spaced' : 'compact'} JSON, ${ending}`
-        const write = (events: Record<string, unknown>[]) => {
-          const joined = events.map((fields) => sse(fields, eventLine, spaced)).join('')
+        const write = (events: Record<string, unknown>[], fieldSpace = true) => {
+          const joined = events
+            .map((fields) => (fieldSpace ? sse : (...a: Parameters<typeof sse>) => unspaced(sse(...a)))(fields, eventLine, spaced))
+            .join('')
           return Buffer.from(ending === 'CRLF' ? joined.replaceAll('\n', '\r\n') : joined)
         }
         test(`${kind}: the name as text (instructions, metadata, an answer) ends nothing`, () => {
@@ -209,9 +213,11 @@ describe("the Responses API's last event ends the stream only as the event's typ
         for (const [shape, fields] of Object.entries(shapes)) {
           // Without an event line, a type in the middle of the object is not looked for (data-only servers put it first or last).
           if (!eventLine && shape === 'type in the middle') continue
-          test(`${kind}, ${shape}: the last event ends it`, () => {
-            for (const { name, chunks } of chunkings(write([created, text('response.completed'), fields]), 9)) {
-              assert.equal(scanChunks(chunks, RESPONSES, 'openai').terminated, true, name)
+          test(`${kind}, ${shape}: the last event ends it, with or without the space after event: and data:`, () => {
+            for (const fieldSpace of [true, false]) {
+              for (const { name, chunks } of chunkings(write([created, text('response.completed'), fields], fieldSpace), 9)) {
+                assert.equal(scanChunks(chunks, RESPONSES, 'openai').terminated, true, `${name}, field space ${fieldSpace}`)
+              }
             }
           })
         }
