@@ -115,24 +115,6 @@ describe('official SDKs authenticate with their own credential header', () => {
     assert.ok(!gw.logs().includes(KEY))
   })
 
-  test("@google/genai live.connect(): the Live API is not served, a 404 (in Gemini's shape) before any key check", async () => {
-    const ai = new GoogleGenAI({ apiKey: KEY, httpOptions: { baseUrl: gw.url } })
-    const failed = new Promise<string>((resolve) => {
-      void ai.live.connect({ model: 'gemini-test', callbacks: { onmessage: () => {}, onerror: (event) => resolve(String(event.message)) } })
-    })
-    assert.equal(await failed, 'Unexpected server response: 404')
-    // The same path as the SDK's, read whole: its key is in the query, where it is not read by default.
-    const res = await fetch(`${gw.url}/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent?key=${KEY}`, {
-      headers: { 'x-goog-api-client': 'google-genai-sdk/2.32.0' },
-    })
-    assert.equal(res.status, 404)
-    const { error } = (await res.json()) as { error: { status: string; details: { reason: string }[] } }
-    assert.deepEqual([error.status, error.details[0]?.reason], ['NOT_FOUND', 'llmproxy_not_found'])
-    // Served routes still check the key.
-    const served = await fetch(`${gw.url}/v1/models`)
-    assert.equal(served.status, 401)
-  })
-
   test('a 100 KB model name is not echoed whole in the 404', async () => {
     const client = new OpenAI({ apiKey: KEY, baseURL: `${gw.url}/v1`, maxRetries: 0 })
     const model = `m${'x'.repeat(100_000)}`

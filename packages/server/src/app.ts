@@ -289,11 +289,7 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     else scrapeWithFormerSpools(app, config.metrics.path, () => former)
     await app.register(llmMetrics, config.metrics)
   }
-  if (config.auth !== undefined) {
-    // A path with no route gets its 404 (the not-found handler below) before any key check: the client of an API the
-    // gateway does not serve (Gemini's Live API: a websocket whose key rides as ?key=) learns that, not "wrong key".
-    await app.register(auth, { ...config.auth, skip: (request) => request.is404 })
-  }
+  if (config.auth !== undefined) await app.register(auth, config.auth)
   if (config.rateLimit !== undefined) {
     const { quotaStateFile, ...limits } = config.rateLimit
     await app.register(rateLimit, {
