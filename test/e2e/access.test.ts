@@ -211,6 +211,16 @@ test('an IP allowlist without 127.0.0.1 refuses it (403), even with a valid key;
   assert.equal(models.status, 403)
   await models.arrayBuffer()
   assert.equal(chatRequests(), sent)
+  // A path with no route too: checked before anything else, it never reaches the gateway-wide rate limit. And without
+  // a key, an address the list admits gets its 401 there, not the 404 that would tell it which paths exist.
+  for (const [gw, status] of [
+    [closed, 403],
+    [open, 401],
+  ] as const) {
+    const unrouted = await fetch(`${gw.url}/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent`)
+    assert.equal(unrouted.status, status)
+    await unrouted.arrayBuffer()
+  }
 
   const health = await fetch(`${closed.url}/healthz`)
   assert.equal(health.status, 200)
