@@ -28,7 +28,8 @@ const OPENAI_PATHS = openai.endpoints.map((endpoint) => endpoint.path)
  * `/upload/v1beta/` but Google's OpenAI-compatible `/v1beta/openai/…`, and `/v1/models/{m}:generateContent` (its stable
  * version). The rest of `/v1/` is OpenAI's, and shared with the others where the gateway serves no OpenAI route (the
  * model lists; Anthropic's and Gemini's files, batches, caches, which it does not serve): there the SDK's own header
- * tells (`headers`, when known), `anthropic-version` Anthropic's, `x-goog-api-key` or `x-goog-api-client` Google's.
+ * tells (`headers`, when known), `anthropic-version` Anthropic's, `x-goog-api-key` Google's (not `x-goog-api-client`
+ * alone: Google's libraries add it to other clients' requests too).
  * The routes may be mounted under a prefix (`/llm/v1/messages`): the prefix is not looked at.
  */
 export function clientApiOf(url: string, headers?: IncomingHttpHeaders): ApiFamily {
@@ -39,11 +40,7 @@ export function clientApiOf(url: string, headers?: IncomingHttpHeaders): ApiFami
   if (path.endsWith('/v1/messages') || path.includes('/v1/messages/')) return 'anthropic'
   if (headers === undefined) return 'openai'
   const sdk: ApiFamily =
-    headers['anthropic-version'] !== undefined
-      ? 'anthropic'
-      : headers['x-goog-api-key'] !== undefined || headers['x-goog-api-client'] !== undefined
-        ? 'gemini'
-        : 'openai'
+    headers['anthropic-version'] !== undefined ? 'anthropic' : headers['x-goog-api-key'] !== undefined ? 'gemini' : 'openai'
   return sdk === 'openai' || OPENAI_PATHS.some((served) => path.endsWith(served)) ? 'openai' : sdk
 }
 

@@ -18,9 +18,10 @@ test('clientApiOf: the client API from the route, with or without a prefix the a
     ['/v1/models/gemini-2.5-flash:streamGenerateContent?alt=sse', {}, 'gemini'],
     ['/v1/models/gemini-2.5-flash', {}, 'openai'],
     ['/llm/v1/models', { 'anthropic-version': '2023-06-01' }, 'anthropic'],
-    // Google's SDKs on the stable version's model list: by their key header, or their client header.
+    // Google's SDKs on the stable version's model list: by their key header; a client header alone is no sign of one.
     ['/v1/models', { 'x-goog-api-key': 'k' }, 'gemini'],
-    ['/v1/models/gemini-2.5-flash', { 'x-goog-api-client': 'google-genai-sdk/2.32.0 gl-node/v22.0.0' }, 'gemini'],
+    ['/v1/models/gemini-2.5-flash', { 'x-goog-api-key': 'k', 'x-goog-api-client': 'google-genai-sdk/2.32.0' }, 'gemini'],
+    ['/v1/models', { 'x-goog-api-client': 'gl-python/3.12' }, 'openai'],
     ['/v1/chat/completions', { 'x-goog-api-key': 'k' }, 'openai'],
     // Routes of theirs the gateway does not serve: their 404 in the client's shape.
     ['/v1/messages/batches', {}, 'anthropic'],
@@ -28,7 +29,7 @@ test('clientApiOf: the client API from the route, with or without a prefix the a
     ['/v1/files', { 'anthropic-version': '2023-06-01' }, 'anthropic'],
     ['/v1beta/cachedContents', {}, 'gemini'],
     ['/upload/v1beta/files?uploadType=resumable', {}, 'gemini'],
-    ['/v1/batches', { 'x-goog-api-client': 'google-genai-sdk/2.32.0' }, 'gemini'],
+    ['/v1/batches', { 'x-goog-api-key': 'k' }, 'gemini'],
     ['/v1/models/m:embedContent', { 'x-goog-api-key': 'k' }, 'gemini'],
     ['/v1/files', {}, 'openai'],
     ['/llm/v1/embeddings', { 'anthropic-version': '2023-06-01' }, 'openai'],
