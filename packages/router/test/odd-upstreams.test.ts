@@ -120,6 +120,17 @@ const ANTHROPIC_TAIL = [
   anthropicEvent('message_stop', {}),
 ]
 
+/** The Anthropic SDK's whole message from claude-test; a hang fails the test (see `within`). */
+function anthropicMessage() {
+  return within(
+    10_000,
+    'the Anthropic SDK stream',
+    anthropic()
+      .messages.stream({ model: 'claude-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
+      .finalMessage(),
+  )
+}
+
 async function streamChat(): Promise<string> {
   const stream = await openai().chat.completions.create({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'hi' }] })
   let text = ''
@@ -151,13 +162,7 @@ test('an Anthropic upstream that keeps its response open after message_stop: fin
     res.writeHead(200, { 'content-type': 'text/event-stream' })
     for (const event of [...ANTHROPIC_HEAD, textDelta('lorem '), textDelta('ipsum '), ...ANTHROPIC_TAIL]) res.write(event)
   }
-  const message = await within(
-    10_000,
-    'the Anthropic SDK stream',
-    anthropic()
-      .messages.stream({ model: 'claude-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
-      .finalMessage(),
-  )
+  const message = await anthropicMessage()
   assert.deepEqual(
     message.content,
     [{ type: 'text', text: 'lorem ipsum ', citations: null }].map(({ citations: _c, ...rest }) => rest),
@@ -177,13 +182,7 @@ test('an answer that writes "event: message_stop" as text is not taken for the e
     res.write([...ANTHROPIC_HEAD, textDelta(said)].join(''))
     setTimeout(() => res.end([textDelta(' Done.'), ...ANTHROPIC_TAIL].join('')), 50)
   }
-  const message = await within(
-    10_000,
-    'the Anthropic SDK stream',
-    anthropic()
-      .messages.stream({ model: 'claude-test', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })
-      .finalMessage(),
-  )
+  const message = await anthropicMessage()
   assert.deepEqual(
     message.content.map((block) => (block.type === 'text' ? block.text : block.type)),
     [`${said} Done.`],
