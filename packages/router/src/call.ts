@@ -405,8 +405,10 @@ export class ProxyCall implements CallHost {
       // An upstream that failed is counted so, whatever the client did after (it may leave during the usage grace,
       // or before the failure's end reached it). A client leaving says nothing about the upstream's health: 'aborted'
       // is neutral for passive checks. A 5xx passed on to the client (nowhere left to retry) is still the upstream failing.
+      // A Responses answer ended by `response.failed` is the upstream's answer, often to the client's own input (an
+      // image it cannot fetch, a refused prompt), as a 400 is: recorded as a failure, neutral for health.
       const result: AttemptResult =
-        (this.streamError ?? this.answerFailed) !== null
+        this.streamError !== null
           ? { ok: false, kind: 'error', request: this }
           : ctx.clientAborted
             ? { ok: false, kind: 'aborted' }

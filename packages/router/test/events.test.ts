@@ -155,7 +155,7 @@ test('a terminator split across chunks still ends the stream cleanly', async () 
   }
 })
 
-test('a Responses answer its upstream reports failed reaches the client as sent, and is recorded as an upstream error', async () => {
+test('a Responses answer its upstream reports failed reaches the client as sent, is recorded as an upstream error, and is an answer for health', async () => {
   const attempts: Attempt[] = []
   app.llm.addHook('onAttempt', (attempt) => {
     attempts.push(attempt)
@@ -175,7 +175,8 @@ test('a Responses answer its upstream reports failed reaches the client as sent,
   assert.equal(record.estimated, false)
   assert.equal(record.completionTokens, 2)
   await eventually(() => attempts.length === 1, 2000, 'the attempt')
-  assert.equal(attempts[0]?.result, 'error')
+  // Often the client's own input failed (an image the upstream cannot fetch): an answer, as a 400 is, never an ejection.
+  assert.equal(attempts[0]?.result, 'ok')
 })
 
 test('when the gateway asked for usage itself, the usage-only event is left out whatever the chunking', async () => {
