@@ -66,7 +66,8 @@ export const anthropic: WireFormat = {
     headers['x-api-key'] = apiKey
   },
   requiredHeaders: { 'anthropic-version': ANTHROPIC_VERSION },
-  outputCap: (body) => ({ tokens: count(body.max_tokens), choices: 1 }),
+  // Counting tokens generates none.
+  outputCap: (body, route) => ({ tokens: route.endsWith('/count_tokens') ? 0 : count(body.max_tokens), choices: 1 }),
   errorBody: anthropicError,
   streamErrorEvent: (error) => `event: error\ndata: ${JSON.stringify(anthropicError(error))}\n\n`,
 }

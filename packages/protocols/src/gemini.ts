@@ -68,7 +68,9 @@ export const gemini: WireFormat = {
     headers['x-goog-api-key'] = apiKey
   },
   requiredHeaders: {},
-  outputCap(body) {
+  outputCap(body, route) {
+    // Counting tokens generates none.
+    if (route.endsWith(':countTokens')) return { tokens: 0, choices: 1 }
     const config = body.generationConfig
     if (config === null || typeof config !== 'object') return { tokens: undefined, choices: 1 }
     const fields = config as Record<string, unknown>

@@ -61,9 +61,9 @@ export interface WireFormat {
   /** Headers an upstream of this API requires when the client did not send them (e.g. Anthropic's version). */
   readonly requiredHeaders: Readonly<Record<string, string>>
   /**
-   * The output a request body may produce (rate-limit reservations and quotas). `route`: the client route it came on
-   * (its path, perhaps under a prefix): an OpenAI embeddings request produces none, a legacy completions request
-   * answers each of its prompts.
+   * The output a request body may produce (rate-limit reservations and quotas). `route`: the path it came on (perhaps
+   * under a prefix, without the query): an embeddings or token-counting request produces none, a legacy completions
+   * request answers each of its prompts.
    */
   outputCap(body: Record<string, unknown>, route: string): OutputCap
   /** The HTTP error body of a gateway error, in this API's shape. */

@@ -251,7 +251,9 @@ export class RateLimitEngine implements RateLimits {
     const body = request.body
     if (body === null || typeof body !== 'object' || Buffer.isBuffer(body)) return undefined
     const wire = wireOf(clientApiOf(request.url))
-    const route = request.routeOptions.url ?? request.url
+    // The path the client asked for (under any prefix): which route, and for Gemini which action (`:countTokens`).
+    const query = request.url.indexOf('?')
+    const route = query === -1 ? request.url : request.url.slice(0, query)
     const fields = body as Record<string, unknown>
     const amount = expectedTokens(wire, route, fields, request.headers['content-length'], this.live.current.reserveTokens)
     const now = Date.now()

@@ -92,7 +92,7 @@ export const RateLimitOptionsSchema = Type.Object(
     reserveTokens: Type.Integer({
       minimum: 0,
       default: 256,
-      description: 'Completion tokens reserved for a request whose body sets no max_tokens (embeddings reserve none).',
+      description: 'Completion tokens reserved for a request whose body sets no max_tokens (embeddings and token counting reserve none).',
     }),
     quotaStateFile: Type.Optional(
       Type.String({

@@ -63,6 +63,11 @@ test('expectedTokens: output cap (in the client API’s fields, or the default) 
   // Embeddings generate nothing: their input alone, whatever reserveTokens.
   assert.equal(expectedTokens(openai, '/v1/embeddings', { input: ['hello', 'world'] }, '40', 256), 10)
   assert.equal(shrinkable(openai, '/v1/embeddings', { input: 'x' }), 'send less input')
+  // Nor does counting tokens, in Anthropic's or Gemini's API.
+  assert.equal(expectedTokens(anthropic, '/v1/messages/count_tokens', { max_tokens: 50 }, '40', 256), 10)
+  assert.equal(expectedTokens(gemini, '/llm/v1beta/models/gemini-x:countTokens', { contents: [] }, '40', 256), 10)
+  assert.equal(expectedTokens(gemini, '/v1beta/models/gemini-x:generateContent', { contents: [] }, '40', 256), 266)
+  assert.equal(shrinkable(anthropic, '/v1/messages/count_tokens', {}), 'send less input')
   assert.equal(shrinkable(openai, CHAT, { max_tokens: 5 }), 'lower max_tokens or the prompt')
 })
 
