@@ -14,8 +14,8 @@ const TERMINATOR_GRACE_MS = 1000
 /**
  * How long a stream that failed in band is read on, for the usage tap only, before the call decides what comes
  * next: vLLM sends its usage chunk right after a `finish_reason: "abort"` or an error event, an OpenAI upstream after
- * the tool call the client's API cannot carry. Bounded, since the client waits for it (a replay that went another way may
- * still be generating).
+ * the tool call the client's API cannot carry. Bounded, since the client waits for it (a replay that went another
+ * way may still be generating).
  */
 const USAGE_GRACE_MS = 1000
 
