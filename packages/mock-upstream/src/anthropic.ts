@@ -1,5 +1,5 @@
 /** Anthropic Messages: thinking, text and tool_use content blocks, streamed and not. */
-import { expectedReasoning, type Fields, reasoningJson, signatureFor } from './content.js'
+import { expectedReasoning, type Fields, REDACTED_THINKING_DATA, reasoningJson, signatureFor } from './content.js'
 import { faultError } from './errors.js'
 import type { Finish, Job } from './job.js'
 import { type Answer, SSE_HEADERS, sseEvent, type Wire, withUsage } from './wire.js'
@@ -60,15 +60,25 @@ function startBlock(job: Job, kind: number): void {
   }
 }
 
-/** Closes the open block (a thinking block gets its signature first, as Anthropic sends it). */
+/**
+ * Closes the open block (a thinking block gets its signature first, as Anthropic sends it). A redacted_thinking block
+ * follows a thinking block when asked: Anthropic streams it whole in its `content_block_start`.
+ */
 function closeBlock(job: Job): void {
   if (job.block === NO_BLOCK) return
   const index = job.blockIndex
   if (job.block === THINKING) {
-    const delta = { type: 'signature_delta', signature: signatureFor(job.reasoning) }
+    const delta = { type: 'signature_delta', signature: signatureFor(job.reasoning, job.redactedThinking) }
     job.write(sseEvent('content_block_delta', { type: 'content_block_delta', index, delta }))
   }
   job.write(`event: content_block_stop\ndata: {"type":"content_block_stop","index":${index}}\n\n`)
+  if (job.block === THINKING && job.redactedThinking) {
+    const redacted = index + 1
+    const block = { type: 'redacted_thinking', data: REDACTED_THINKING_DATA }
+    job.write(sseEvent('content_block_start', { type: 'content_block_start', index: redacted, content_block: block }))
+    job.write(`event: content_block_stop\ndata: {"type":"content_block_stop","index":${redacted}}\n\n`)
+    job.blockIndex++
+  }
   job.block = NO_BLOCK
   job.blockIndex++
 }
@@ -142,8 +152,11 @@ export const ANTHROPIC: Wire & Answer = {
   },
   body(job) {
     const content: Fields[] = []
-    if (job.reasoning > 0)
-      content.push({ type: 'thinking', thinking: expectedReasoning(job.reasoning), signature: signatureFor(job.reasoning) })
+    if (job.reasoning > 0) {
+      const signature = signatureFor(job.reasoning, job.redactedThinking)
+      content.push({ type: 'thinking', thinking: expectedReasoning(job.reasoning), signature })
+      if (job.redactedThinking) content.push({ type: 'redacted_thinking', data: REDACTED_THINKING_DATA })
+    }
     if (hasTextBlock(job)) content.push({ type: 'text', text: job.answerText() })
     job.calls.forEach((call, c) => {
       content.push({ type: 'tool_use', id: toolUseId(job, c), name: call.name, input: call.args })

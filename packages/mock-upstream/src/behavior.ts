@@ -29,6 +29,8 @@ export interface MockBehavior {
   shift?: number
   /** Reasoning tokens before the answer text (chat, Anthropic, Gemini). */
   reasoning?: number
+  /** Anthropic: a `redacted_thinking` block follows the thinking block (with `reasoning` > 0). */
+  redactedThinking?: boolean
   /** Tool calls after the answer text; several are parallel calls (chat, Anthropic, Gemini). */
   toolCalls?: MockToolCall[]
   /** Forces the finish reason. */
@@ -87,7 +89,7 @@ const DIALECTS: ReadonlySet<string> = new Set<MockDialect>(['openai', 'tgi'])
 const MAX_DELAY = 2 ** 31 - 1
 const NUMBER_FIELDS = ['ttftMs', 'gapMs', 'retryAfter'] as const
 const INTEGER_FIELDS = ['tokens', 'faultAfter', 'shift', 'reasoning', 'cachedTokens', 'cacheWriteTokens'] as const
-const BOOLEAN_FIELDS = ['usage', 'rejectPrefill'] as const
+const BOOLEAN_FIELDS = ['usage', 'rejectPrefill', 'redactedThinking'] as const
 
 function oneOf(field: string, value: unknown, allowed: ReadonlySet<string>): string | null {
   if (value === undefined || (typeof value === 'string' && allowed.has(value))) return null

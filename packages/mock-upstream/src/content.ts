@@ -72,10 +72,25 @@ export function reasoningJson(i: number): string {
   return REASONING_JSON[i % REASONING_JSON.length] as string
 }
 
-/** The signature of a reasoning of `tokens` tokens (Anthropic `signature`, Gemini `thoughtSignature`): deterministic base64. */
-export function signatureFor(tokens: number): string {
-  return Buffer.from(`llmproxy-mock-signature:${tokens}`).toString('base64')
+/**
+ * The signature of a reasoning of `tokens` tokens (Anthropic `signature`, Gemini `thoughtSignature`): deterministic base64.
+ * `redacted`: a `redacted_thinking` block follows the thinking block (behavior `redactedThinking`); the signature says so,
+ * so that the request checks can tell when a client sends the thinking back without it.
+ */
+export function signatureFor(tokens: number, redacted = false): string {
+  return Buffer.from(`llmproxy-mock-signature:${tokens}${redacted ? REDACTED_MARK : ''}`).toString('base64')
 }
+
+const REDACTED_MARK = ':redacted'
+
+/** The reasoning tokens of a signature {@link signatureFor} made with `redacted`, or null for any other string. */
+export function redactedSignatureTokens(signature: string): number | null {
+  const match = /^llmproxy-mock-signature:(\d+):redacted$/.exec(Buffer.from(signature, 'base64').toString())
+  return match === null ? null : Number(match[1])
+}
+
+/** The `data` of the mock's Anthropic `redacted_thinking` block (behavior `redactedThinking`). */
+export const REDACTED_THINKING_DATA = Buffer.from('llmproxy-mock-redacted-thinking').toString('base64')
 
 /**
  * Where a continuation starts (prefill), as the first token index `from` and, when the continuation starts inside

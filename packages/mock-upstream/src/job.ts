@@ -102,6 +102,8 @@ export class Job {
   headJson: string | null = null
   /** Reasoning tokens before the text. */
   reasoning = 0
+  /** Anthropic: a redacted_thinking block follows the thinking block. */
+  redactedThinking = false
   /** Tool calls after the text, and the tokens their arguments count. */
   calls: readonly PlannedToolCall[] = []
   toolTokens = 0

@@ -3,7 +3,7 @@
  * conversion bug gets the 400 a real server would give), and the trailing assistant turn (prefill).
  * Each check is listed in the README.
  */
-import { type Fields, isObject } from './content.js'
+import { expectedReasoning, type Fields, isObject, REDACTED_THINKING_DATA, redactedSignatureTokens } from './content.js'
 
 /** Why a request is invalid: the server's message and the field at fault. */
 export interface RequestProblem {
@@ -24,6 +24,10 @@ export type TrailingReader = (body: Fields) => TrailingTurn | null
 
 /** Anthropic's message for a model that does not support prefill (https://docs.anthropic.com/en/api/errors). */
 export const PREFILL_UNSUPPORTED = 'This model does not support assistant message prefill. The conversation must end with a user message.'
+
+/** Anthropic's message for thinking blocks of the latest assistant message not sent back as they came. */
+export const THINKING_MODIFIED =
+  '`thinking` or `redacted_thinking` blocks in the latest assistant message cannot be modified. These blocks must remain as they were in the original response.'
 
 function problem(message: string, param: string | null = null): RequestProblem {
   return { message, param }
@@ -173,6 +177,32 @@ function anthropicTopProblem(body: Fields): RequestProblem | null {
   return null
 }
 
+/**
+ * The thinking blocks of the latest assistant message go back as Anthropic sent them: "filtering out
+ * `redacted_thinking` blocks triggers a 400 error". The mock can check its own: a thinking block whose signature says
+ * a redacted_thinking block followed it (see signatureFor) keeps its text and is still followed by that block.
+ */
+function latestThinkingProblem(messages: unknown[]): RequestProblem | null {
+  let i = messages.length - 1
+  while (i >= 0 && !(isObject(messages[i]) && (messages[i] as Fields).role === 'assistant')) i--
+  const content = i < 0 ? undefined : (messages[i] as Fields).content
+  if (!Array.isArray(content)) return null
+  for (let j = 0; j < content.length; j++) {
+    const block: unknown = content[j]
+    if (!isObject(block) || block.type !== 'thinking' || typeof block.signature !== 'string') continue
+    const tokens = redactedSignatureTokens(block.signature)
+    if (tokens === null) continue
+    const next: unknown = content[j + 1]
+    const intact =
+      block.thinking === expectedReasoning(tokens) &&
+      isObject(next) &&
+      next.type === 'redacted_thinking' &&
+      next.data === REDACTED_THINKING_DATA
+    if (!intact) return problem(`messages.${i}.content.${j}: ${THINKING_MODIFIED}`, 'messages')
+  }
+  return null
+}
+
 /** POST /v1/messages, as api.anthropic.com checks it. */
 export const anthropicProblem: Validator = (body) => {
   const top = anthropicTopProblem(body)
@@ -232,7 +262,7 @@ export const anthropicProblem: Validator = (body) => {
         return problem('final assistant content cannot end with trailing whitespace', 'messages')
     }
   }
-  return null
+  return latestThinkingProblem(messages)
 }
 
 /** A final assistant message is always a prefill on Anthropic (on models that support it). */

@@ -146,6 +146,7 @@ function applyBehavior(job: Job, b: MockBehavior): void {
   if (b.text !== undefined) job.text = b.text
   if (b.shift !== undefined) job.shift = b.shift
   if (b.reasoning !== undefined) job.reasoning = b.reasoning
+  if (b.redactedThinking !== undefined) job.redactedThinking = b.redactedThinking
   if (b.toolCalls !== undefined) job.calls = b.toolCalls.map((call) => planToolCall(call.name, call.arguments))
   if (b.finish !== undefined) job.forcedFinish = b.finish
   if (b.cachedTokens !== undefined) job.cachedTokens = b.cachedTokens

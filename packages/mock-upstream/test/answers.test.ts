@@ -2,7 +2,15 @@
 import assert from 'node:assert/strict'
 import { after, before, beforeEach, describe, test } from 'node:test'
 import { request } from 'undici'
-import { expectedContent, expectedReasoning, type MockUpstream, promptTokensFor, signatureFor, startMockUpstream } from '../src/index.js'
+import {
+  expectedContent,
+  expectedReasoning,
+  type MockUpstream,
+  promptTokensFor,
+  REDACTED_THINKING_DATA,
+  signatureFor,
+  startMockUpstream,
+} from '../src/index.js'
 import { parseSse, post, sseJson } from './helpers.js'
 
 const messages = [{ role: 'user', content: 'Weather?' }]
@@ -76,6 +84,31 @@ describe('rich answers on the wire', () => {
     const delta = events.at(-2)?.data
     assert.equal(delta.delta.stop_reason, 'tool_use')
     assert.equal(delta.usage.output_tokens, 2 + 2 + 2 + 1)
+  })
+
+  test('Anthropic redactedThinking: a redacted_thinking block after the signed thinking block, streamed and not', async () => {
+    const behavior = { reasoning: 2, tokens: 0, toolCalls: toolCalls.slice(0, 1), redactedThinking: true }
+    const streamed = await post(mock, '/v1/messages', { max_tokens: 100, messages, stream: true, mock: behavior })
+    const events = parseSse(streamed.text).map((e) => JSON.parse(e.data))
+    const starts = events.filter((e) => e.type === 'content_block_start').map((e) => [e.index, e.content_block.type])
+    assert.deepEqual(starts, [
+      [0, 'thinking'],
+      [1, 'redacted_thinking'],
+      [2, 'tool_use'],
+    ])
+    assert.deepEqual(events.find((e) => e.content_block?.type === 'redacted_thinking')?.content_block, {
+      type: 'redacted_thinking',
+      data: REDACTED_THINKING_DATA,
+    })
+    // The signature says a redacted block follows (the request checks tell when it does not come back).
+    const signature = events.find((e) => e.delta?.type === 'signature_delta')?.delta.signature
+    assert.equal(signature, signatureFor(2, true))
+    assert.notEqual(signature, signatureFor(2))
+    const whole = JSON.parse((await post(mock, '/v1/messages', { max_tokens: 100, messages, mock: behavior })).text)
+    assert.deepEqual(whole.content.slice(0, 2), [
+      { type: 'thinking', thinking: expectedReasoning(2), signature: signatureFor(2, true) },
+      { type: 'redacted_thinking', data: REDACTED_THINKING_DATA },
+    ])
   })
 
   test('OpenAI chat stream: reasoning_content deltas, then content, then tool_calls by index', async () => {

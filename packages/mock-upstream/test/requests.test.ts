@@ -1,7 +1,7 @@
 /** The request checks of the real servers: a conversion bug gets the 400 a real server would give, in its shape. */
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { type MockUpstream, startMockUpstream } from '../src/index.js'
+import { expectedReasoning, type MockUpstream, REDACTED_THINKING_DATA, signatureFor, startMockUpstream } from '../src/index.js'
 import { post } from './helpers.js'
 
 const user = { role: 'user', content: 'Hi' }
@@ -184,6 +184,36 @@ describe('request checks', () => {
         { role: 'assistant', content: [] },
       ],
     })
+  })
+
+  test('Anthropic: the thinking blocks of the latest assistant message come back with the redacted_thinking block that followed', async () => {
+    const path = '/v1/messages'
+    const thinking = { type: 'thinking', thinking: expectedReasoning(2), signature: signatureFor(2, true) }
+    const redacted = { type: 'redacted_thinking', data: REDACTED_THINKING_DATA }
+    const use = { type: 'tool_use', id: 'toolu_1', name: 'f', input: {} }
+    const result = { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'ok' }] }
+    const loop = (assistant: unknown[]) => ({
+      model: 'c',
+      max_tokens: 2000,
+      messages: [user, { role: 'assistant', content: assistant }, result],
+    })
+    const modified = /^messages\.1\.content\.0: `thinking` or `redacted_thinking` blocks in the latest assistant message cannot be modified/
+    for (const assistant of [
+      [thinking, use],
+      [{ ...thinking, thinking: 'edited' }, redacted, use],
+      [thinking, { ...redacted, data: 'other' }, use],
+    ]) {
+      const error = (await rejected(path, loop(assistant))).error as { type: string; message: string }
+      assert.equal(error.type, 'invalid_request_error')
+      assert.match(error.message, modified)
+    }
+    await accepted(path, loop([thinking, redacted, use]))
+    // Without thinking blocks (or with other signatures) there is nothing to check.
+    await accepted(path, loop([use]))
+    await accepted(path, loop([{ ...thinking, signature: signatureFor(2) }, use]))
+    // Only the latest assistant message is checked.
+    const later = loop([thinking, use]).messages.concat([{ role: 'assistant', content: [{ type: 'text', text: 'done' }] }, user])
+    await accepted(path, { model: 'c', max_tokens: 2000, messages: later })
   })
 
   test('Gemini: contents, roles, parts, function call/response turns, systemInstruction, tools, unknown fields', async () => {
