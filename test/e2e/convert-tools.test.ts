@@ -120,9 +120,16 @@ interface RoundTrip {
  * Turn 1 asks with the tools (the mock calls both, with some text and reasoning first); turn 2 sends the
  * assistant turn back as the SDK gave it, with the results in reverse order of the calls.
  */
-async function roundTrip(client: ClientApi, upstream: ClientApi, choice: Choice, stream: boolean, reasoning: boolean): Promise<RoundTrip> {
+async function roundTrip(
+  client: ClientApi,
+  upstream: ClientApi,
+  choice: Choice,
+  stream: boolean,
+  reasoning: boolean,
+  redactedThinking = false,
+): Promise<RoundTrip> {
   const model = MODEL[upstream]
-  const calling = behave({ tokens: 2, reasoning: reasoning ? 2 : 0, toolCalls: CALLS })
+  const calling = behave({ tokens: 2, reasoning: reasoning ? 2 : 0, toolCalls: CALLS, redactedThinking })
   const answering = behave({ tokens: 5 })
   switch (client) {
     case 'openai': {
@@ -506,4 +513,30 @@ for (const client of CLIENT_APIS) {
       }
     })
   }
+}
+
+for (const client of ['openai', 'gemini'] as const) {
+  test(`reasoning: ${client} SDK → Anthropic upstream: a tool-call turn with redacted thinking goes back without thinking, not as a partial signed sequence (a 400)`, async () => {
+    for (const stream of [false, true]) {
+      const what = stream ? 'streamed' : 'not streamed'
+      gw.reset()
+      const mock = gw.mocks.anthropic as MockUpstream
+      const { first, second } = await roundTrip(client, 'anthropic', 'auto', stream, true, true)
+      // The reasoning text still reaches the client; the signature, without the redacted block it cannot carry, does not.
+      assert.equal(first.reasoning, expectedReasoning(2), what)
+      assert.deepEqual(first.signatures, [], what)
+      for (const call of first.toolCalls) assert.ok(!call.id.includes('__sig__'), `${what}: ${call.id}`)
+      // Turn 2: the assistant turn has no thinking block, so thinking is off for the request (Claude requires a
+      // thinking turn to come back whole, with its redacted block).
+      const turn2 = upstreamBody(mock, 1)
+      const assistant = (turn2.messages as { role: string; content: { type: string }[] }[])[1]
+      assert.deepEqual(
+        assistant?.content.map((block) => block.type),
+        ['text', 'tool_use', 'tool_use'],
+        what,
+      )
+      assert.equal(turn2.thinking, undefined, what)
+      assert.equal(second.text, expectedContent(5), what)
+    }
+  })
 }

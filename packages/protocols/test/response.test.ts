@@ -186,6 +186,31 @@ test('Anthropic → Gemini answer: the thinking signature on its thought part; c
   })
 })
 
+test('non-streamed: an answer with redacted thinking hands OpenAI and Gemini clients no signature', () => {
+  const body = {
+    id: 'msg_1',
+    type: 'message',
+    role: 'assistant',
+    model: 'claude',
+    content: [
+      { type: 'thinking', thinking: 'think', signature: 'sig' },
+      { type: 'redacted_thinking', data: 'opaque' },
+      { type: 'tool_use', id: 'toolu_1', name: 'f', input: {} },
+    ],
+    stop_reason: 'tool_use',
+    usage: { input_tokens: 1, output_tokens: 1 },
+  }
+  const openai = convertResponse('anthropic', 'openai', body, { model: 'm' }) as { choices: { message: Record<string, unknown> }[] }
+  const message = openai.choices[0]?.message as { reasoning_content: string; tool_calls: { id: string }[] }
+  assert.equal(message.reasoning_content, 'think')
+  assert.equal(message.tool_calls[0]?.id, 'toolu_1')
+  const gemini = convertResponse('anthropic', 'gemini', body, { model: 'm' }) as { candidates: { content: { parts: unknown[] } }[] }
+  assert.deepEqual(gemini.candidates[0]?.content.parts, [
+    { text: 'think', thought: true },
+    { functionCall: { id: 'toolu_1', name: 'f', args: {} } },
+  ])
+})
+
 test('non-streamed: stop sequences, length and content filter reach each client; the id is the one given', () => {
   const anthropic = convertResponse(
     'openai',

@@ -388,12 +388,11 @@ test('resume: an encoder for a stream whose first part went out byte for byte se
   assert.deepEqual(JSON.parse(`[{}${rest}`).at(-1).usageMetadata, { promptTokenCount: 5, candidatesTokenCount: 3, totalTokenCount: 8 })
 })
 
-test('reasoning reaches OpenAI clients as reasoning_content; opaque reasoning has no field there and is left out', () => {
+test('reasoning reaches OpenAI clients as reasoning_content, its signature on the next call id', () => {
   const chunks = sseEvents(
     decodeEncode('openai', [
       { type: 'start' },
       { type: 'reasoning', text: 'think' },
-      { type: 'redacted_reasoning', data: 'opaque' },
       { type: 'reasoning', text: '', signature: 'sig' },
       { type: 'tool_start', index: 0, id: 'toolu_1', name: 'f' },
       { type: 'tool_start', index: 1, id: 'toolu_2', name: 'g' },
@@ -408,6 +407,55 @@ test('reasoning reaches OpenAI clients as reasoning_content; opaque reasoning ha
     { tool_calls: [{ index: 0, function: { arguments: '{}' } }] },
     { tool_calls: [{ index: 1, id: 'toolu_2', type: 'function', function: { name: 'g', arguments: '' } }] },
     { tool_calls: [{ index: 1, function: { arguments: '{}' } }] },
+  ])
+})
+
+test('an answer with redacted thinking hands OpenAI and Gemini clients no signature (Claude takes its thinking back only whole)', () => {
+  // Anthropic's order: the thinking block and its signature, then the redacted block, then the call.
+  const signedFirst: StreamEvent[] = [
+    { type: 'start' },
+    { type: 'reasoning', text: 'think' },
+    { type: 'reasoning', text: '', signature: 'sig' },
+    { type: 'redacted_reasoning', data: 'opaque' },
+    { type: 'reasoning', text: 'more' },
+    { type: 'reasoning', text: '', signature: 'sig2' },
+    { type: 'tool_start', index: 0, id: 'toolu_1', name: 'f' },
+    { type: 'tool_args', index: 0, json: '{}' },
+    { type: 'finish', reason: 'tool_calls' },
+  ]
+  const redactedFirst = [signedFirst[0], signedFirst[3], ...signedFirst.slice(1, 3), ...signedFirst.slice(4)] as StreamEvent[]
+  for (const [what, events] of [
+    ['signed first', signedFirst],
+    ['redacted first', redactedFirst],
+  ] as const) {
+    const openai = sseEvents(decodeEncode('openai', events))
+      .slice(0, -1)
+      .map((event) => JSON.parse(event.data).choices[0]?.delta)
+    assert.deepEqual(
+      openai.flatMap((delta) => delta?.tool_calls?.map((call: { id?: string }) => call.id) ?? []),
+      ['toolu_1', undefined],
+      what,
+    )
+    const parts = sseEvents(decodeEncode('gemini', events)).flatMap((event) => JSON.parse(event.data).candidates[0].content.parts)
+    assert.deepEqual(
+      parts.filter((part) => part.thought === true),
+      [
+        { text: 'think', thought: true },
+        { text: 'more', thought: true },
+      ],
+      what,
+    )
+    assert.ok(!JSON.stringify(parts).includes('thoughtSignature'), what)
+  }
+  // Without a redacted block the Gemini signature waits for the end of the reasoning, then goes out in order.
+  const signed = signedFirst.filter((event) => event.type !== 'redacted_reasoning')
+  const parts = sseEvents(decodeEncode('gemini', signed)).flatMap((event) => JSON.parse(event.data).candidates[0].content.parts)
+  assert.deepEqual(parts.slice(0, 5), [
+    { text: 'think', thought: true },
+    { text: '', thought: true, thoughtSignature: 'sig' },
+    { text: 'more', thought: true },
+    { text: '', thought: true, thoughtSignature: 'sig2' },
+    { functionCall: { id: 'toolu_1', name: 'f', args: {} } },
   ])
 })
 

@@ -52,6 +52,13 @@ export class GeminiEncoder implements StreamEncoder {
   private lastSent = false
   /** Why the answer is malformed (a function call whose arguments are not an object). */
   private malformed: string | undefined
+  /** Signed reasoning and the reasoning after it, held until the reasoning ends: a redacted block may still come. */
+  private held: Extract<StreamEvent, { type: 'reasoning' }>[] | null = null
+  /**
+   * The answer has a redacted_thinking block, which the client has no part for: no thought signature goes out. Claude
+   * takes the thinking of a tool-call turn back only whole, so the turn goes back without thinking (see request-anthropic).
+   */
+  private redacted = false
 
   constructor(opts: EncoderOptions, resume?: EncoderResume) {
     const id = opts.id ?? randomHex()
@@ -63,6 +70,22 @@ export class GeminiEncoder implements StreamEncoder {
   }
 
   encode(event: StreamEvent): string {
+    if (this.held === null) return this.encodeEvent(event)
+    switch (event.type) {
+      case 'reasoning':
+        this.held.push(event)
+        return ''
+      case 'redacted_reasoning':
+        this.redacted = true
+        return this.release()
+      case 'usage':
+        return this.encodeEvent(event)
+      default:
+        return this.release() + this.encodeEvent(event)
+    }
+  }
+
+  private encodeEvent(event: StreamEvent): string {
     switch (event.type) {
       case 'start':
         if (this.started) {
@@ -88,10 +111,13 @@ export class GeminiEncoder implements StreamEncoder {
     switch (event.type) {
       case 'text':
         return event.text === '' ? '' : this.chunk(`{"text":${JSON.stringify(event.text)}}`)
-      case 'reasoning': {
-        const signature = event.signature === undefined ? '' : `,"thoughtSignature":${JSON.stringify(event.signature)}`
-        return event.text === '' && signature === '' ? '' : this.chunk(`{"text":${JSON.stringify(event.text)},"thought":true${signature}}`)
-      }
+      case 'reasoning':
+        // Anthropic signs a thinking block before a redacted_thinking block that may follow it: the signature waits.
+        if (event.signature !== undefined && !this.redacted) {
+          this.held = [event]
+          return ''
+        }
+        return this.thought(event.text, undefined)
       case 'tool_start': {
         const index = event.index + this.toolOffset
         if (index >= this.toolsSeen) this.toolsSeen = index + 1
@@ -108,15 +134,16 @@ export class GeminiEncoder implements StreamEncoder {
       }
       case 'redacted_reasoning':
         // Gemini has no part for opaque reasoning.
+        this.redacted = true
         return ''
     }
   }
 
   finish(): string {
-    let out = ''
+    let out = this.held === null ? '' : this.release()
     if (this.stop === null) {
       this.stop = 'stop'
-      out = this.flushCalls()
+      out += this.flushCalls()
     }
     if (!this.lastSent) out += this.last()
     if (!this.sse) out += this.wrote ? ']' : '[]'
@@ -132,6 +159,20 @@ export class GeminiEncoder implements StreamEncoder {
 
   keepAlive(): string {
     return this.sse ? KEEP_ALIVE : ARRAY_KEEP_ALIVE
+  }
+
+  /** The held reasoning, with its signatures unless a redacted block came. */
+  private release(): string {
+    const held = this.held ?? []
+    this.held = null
+    let out = ''
+    for (const event of held) out += this.thought(event.text, this.redacted ? undefined : event.signature)
+    return out
+  }
+
+  private thought(text: string, signature: string | undefined): string {
+    if (signature === undefined) return text === '' ? '' : this.chunk(`{"text":${JSON.stringify(text)},"thought":true}`)
+    return this.chunk(`{"text":${JSON.stringify(text)},"thought":true,"thoughtSignature":${JSON.stringify(signature)}}`)
   }
 
   private chunk(part: string): string {
@@ -193,6 +234,8 @@ export class GeminiEncoder implements StreamEncoder {
 export function writeGeminiResponse(answer: Answer, opts: EncoderOptions): Record<string, unknown> {
   const parts: Record<string, unknown>[] = []
   let malformed: string | undefined
+  // As in a stream: an answer with a redacted_thinking block hands out no signature.
+  const redacted = answer.blocks.some((block) => block.type === 'redacted_reasoning')
   for (const block of answer.blocks) {
     switch (block.type) {
       case 'text':
@@ -200,7 +243,7 @@ export function writeGeminiResponse(answer: Answer, opts: EncoderOptions): Recor
         break
       case 'reasoning':
         parts.push(
-          block.signature === undefined
+          block.signature === undefined || redacted
             ? { text: block.text, thought: true }
             : { text: block.text, thought: true, thoughtSignature: block.signature },
         )

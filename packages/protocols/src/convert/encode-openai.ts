@@ -34,6 +34,11 @@ export class OpenAiEncoder implements StreamEncoder {
   private toolsSeen = 0
   /** A reasoning signature the client has no field for, carried in the next tool call's id. */
   private signature: string | undefined
+  /**
+   * The answer has a redacted_thinking block, which the client has no field for: no signature goes out. Claude takes
+   * the thinking of a tool-call turn back only whole, so the turn goes back without thinking (see request-anthropic).
+   */
+  private redacted = false
   /** Client indexes of tool calls with no arguments yet: OpenAI sends `{}` for none, not `""` (clients parse it). */
   private toolsWithoutArgs: number[] = []
 
@@ -79,7 +84,7 @@ export class OpenAiEncoder implements StreamEncoder {
       case 'tool_start': {
         const index = event.index + this.toolOffset
         if (index >= this.toolsSeen) this.toolsSeen = index + 1
-        const id = toolCallIdWithSignature(event.id, event.signature ?? this.signature)
+        const id = this.redacted ? event.id : toolCallIdWithSignature(event.id, event.signature ?? this.signature)
         this.signature = undefined
         // The SDKs take a call as done when the next one starts: the one before gets its `{}` first.
         const before = this.emptyArgs()
@@ -99,6 +104,7 @@ export class OpenAiEncoder implements StreamEncoder {
       }
       case 'redacted_reasoning':
         // OpenAI has no field for opaque reasoning.
+        this.redacted = true
         return ''
     }
   }
@@ -151,6 +157,8 @@ export function writeOpenAiResponse(answer: Answer, opts: EncoderOptions): Recor
   let content: string | null = null
   let reasoning: string | undefined
   let signature: string | undefined
+  // As in a stream: an answer with a redacted_thinking block hands out no signature.
+  const redacted = answer.blocks.some((block) => block.type === 'redacted_reasoning')
   const toolCalls: Record<string, unknown>[] = []
   for (const block of answer.blocks) {
     switch (block.type) {
@@ -163,7 +171,7 @@ export function writeOpenAiResponse(answer: Answer, opts: EncoderOptions): Recor
         break
       case 'tool':
         toolCalls.push({
-          id: toolCallIdWithSignature(block.id, block.signature ?? signature),
+          id: redacted ? block.id : toolCallIdWithSignature(block.id, block.signature ?? signature),
           type: 'function',
           function: { name: block.name, arguments: block.args === '' ? '{}' : block.args },
         })
