@@ -16,8 +16,8 @@ const LINE_END = Buffer.from('\n')
 /** `data: [DONE]` (with an optional CR) is 14 bytes at most; a split line longer than this is neither it nor a field name. */
 const SPLIT_HEAD_MAX = 16
 /**
- * How long a line split across chunks may be to be checked whole for a failed finish once its end comes (a vLLM
- * abort chunk is ~200 bytes, OpenRouter's error chunk a few hundred); a longer one is not.
+ * How long a line split across chunks may be to be checked whole for an error (a failed finish, `{"error"`) once its
+ * end comes (a vLLM abort chunk is ~200 bytes, OpenRouter's error chunk a few hundred); a longer one is not.
  */
 const SPLIT_LINE_MAX = 4096
 const SPLIT_DONE_LINE = /^data: ?\[DONE\]\r?$/
@@ -81,7 +81,8 @@ export class StreamScanner {
   private lineHead: string | null = null
   /**
    * Where a finish can fail, the bytes so far of a line split across chunks, up to SPLIT_LINE_MAX (null: longer, or
-   * none): checked whole for a failed finish when its end comes. A view of the chunk while the line spans two.
+   * none): checked whole for an error (a failed finish, `{"error"`) when its end comes. A view of the chunk while the
+   * line spans two.
    */
   private splitLine: Buffer | null = null
   private readonly terminators: NeedleSearch
@@ -104,8 +105,8 @@ export class StreamScanner {
   /** Where the lines of the chunk being scanned start (after the end of a line begun in an earlier chunk). */
   private linesFrom = 0
   /**
-   * The error event's line when it began in an earlier chunk (a failed finish split across reads, whole here, its
-   * line end included); errorAt is then 0. null: the event is in the chunk, at errorAt.
+   * The error event's line when it began in an earlier chunk (split across reads, whole here, its line end
+   * included); errorAt is then 0. null: the event is in the chunk, at errorAt.
    */
   private splitErrorLine: Buffer | null = null
   /**
@@ -207,8 +208,8 @@ export class StreamScanner {
         const end = eol === -1 ? length : eol + 1
         const line = split.length + end <= SPLIT_LINE_MAX ? Buffer.concat([split, chunk.subarray(0, end)]) : null
         this.splitLine = eol === -1 ? line : null
-        // Its start was held (a same-format event goes out whole), its end is here: a failed finish is not relayed.
-        if (eol !== -1 && line !== null && this.isFailedSplitLine(line)) return this.errorLineAt(0)
+        // Its start was held (a same-format event goes out whole), its end is here: an error line is not relayed.
+        if (eol !== -1 && line !== null && this.isSplitErrorLine(line)) return this.errorLineAt(0)
       }
       if (eol === -1) return true
       pos = eol + 1
@@ -222,10 +223,13 @@ export class StreamScanner {
       if (eol === -1) {
         // A failed finish whose line end is still to come: its marker and value are in this chunk.
         if (data && pos === failedLine) return this.errorLineAt(pos)
+        const kept = this.findsFailedFinishes && length - pos <= SPLIT_LINE_MAX
+        // An error event too, where the line is not kept to be read whole when its end comes (its message with it).
+        if (data && !kept && this.opensErrorObject(chunk, pos)) return this.errorLineAt(pos)
         this.midLine = true
         if (skipping) this.tapFrom = pos
         this.lineHead = length - pos <= SPLIT_HEAD_MAX ? chunk.toString('latin1', pos) : null
-        if (this.findsFailedFinishes) this.splitLine = length - pos <= SPLIT_LINE_MAX ? chunk.subarray(pos) : null
+        if (this.findsFailedFinishes) this.splitLine = kept ? chunk.subarray(pos) : null
         return true
       }
       if (!data && chunk[pos] === LETTER_E && ERROR_EVENT.isAt(chunk, pos)) {
@@ -263,9 +267,23 @@ export class StreamScanner {
     return true
   }
 
-  /** Whether a line split across chunks, whole now (its line end included), is a data line with a failed finish. */
-  private isFailedSplitLine(line: Buffer): boolean {
+  /** Whether the data line at `pos` opens with `{"error"` (vLLM's, OpenAI's error event). */
+  private opensErrorObject(chunk: Buffer, pos: number): boolean {
+    let start = pos + DATA_FIELD.length
+    if (chunk[start] === SPACE) start++
+    return chunk[start] === OPEN_BRACE && ERROR_OBJECT.isAt(chunk, start)
+  }
+
+  /**
+   * Whether a line split across chunks, whole now (its line end included), is an error event: a data line that opens
+   * with `{"error"`, or one with a failed finish.
+   */
+  private isSplitErrorLine(line: Buffer): boolean {
     if (!DATA_FIELD.isAt(line, 0)) return false
+    if (this.opensErrorObject(line, 0)) {
+      this.splitErrorLine = line
+      return true
+    }
     this.linesFrom = 0
     if (this.finishes.indexIn(line, this.acceptFailedFinish) === -1) return false
     this.failedLine = 0
@@ -279,7 +297,7 @@ export class StreamScanner {
    * "finish_reason":"error"}]}`). Such a line is the upstream's error event, never part of the answer. Found by the
    * search for the finish markers (one probe byte per chunk, a look at the value past a non-null finish), not by
    * parsing the chunk. A line whose end is in a later chunk is one when its marker and value are in this chunk; a
-   * line begun in an earlier chunk is checked whole when its end comes (`isFailedSplitLine`, up to SPLIT_LINE_MAX).
+   * line begun in an earlier chunk is checked whole when its end comes (`isSplitErrorLine`, up to SPLIT_LINE_MAX).
    */
   private failedFinishLine(chunk: Buffer, from: number): number {
     if (!this.findsFailedFinishes) return -1

@@ -126,10 +126,13 @@ test("vLLM's finish_reason abort is the same failure whether the stream is passe
   }
 })
 
-test('a failed finish split across two upstream reads is the failure a whole one is: not relayed, recorded as an error', async () => {
+test('a failed finish or an error event split across two upstream reads is the failure a whole one is: not relayed, recorded as an error', async () => {
   const abort = finish('abort')
   const openRouter = OPENROUTER_CHUNK('Provider disconnected unexpectedly')
   const aborted = 'The upstream ended the generation with finish_reason abort.'
+  // vLLM's mid-stream error (an engine failure), as json.dumps spaces it.
+  const engineError = VLLM_FIRST_ERROR('EngineCore encountered an issue.').replace('"BadRequestError"', '"InternalServerError"')
+  const engineFailed = 'The upstream reported an error mid-stream: EngineCore encountered an issue.'
   // What fails, where the upstream's first read ends in it, and the error the client gets.
   const cases: [string, string, number, string][] = [
     ['vLLM abort, its line end in the next read', abort, abort.length - 2, aborted],
@@ -141,6 +144,9 @@ test('a failed finish split across two upstream reads is the failure a whole one
       openRouter.indexOf('"choices"'),
       'The upstream reported an error mid-stream: Provider disconnected unexpectedly',
     ],
+    ['vLLM error event, cut inside its message', engineError, engineError.indexOf('EngineCore') + 4, engineFailed],
+    ['vLLM error event, cut inside {"error"', engineError, engineError.indexOf('{"error"') + 3, engineFailed],
+    ['vLLM error event, its line end in the next read', engineError, engineError.length - 2, engineFailed],
   ]
   for (const [name, failed, cut, error] of cases) {
     const a = upstream('a', 'vllm', async (res) => {
