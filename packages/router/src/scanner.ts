@@ -225,7 +225,7 @@ export class StreamScanner {
         if (data && pos === failedLine) return this.errorLineAt(pos)
         const kept = this.findsFailedFinishes && length - pos <= SPLIT_LINE_MAX
         // An error event too, where the line is not kept to be read whole when its end comes (its message with it).
-        if (data && !kept && this.opensErrorObject(chunk, pos)) return this.errorLineAt(pos)
+        if (data && !kept && opensErrorObject(chunk, dataValueAt(chunk, pos))) return this.errorLineAt(pos)
         this.midLine = true
         if (skipping) this.tapFrom = pos
         this.lineHead = length - pos <= SPLIT_HEAD_MAX ? chunk.toString('latin1', pos) : null
@@ -237,9 +237,8 @@ export class StreamScanner {
         return true
       }
       if (data) {
-        let start = pos + DATA_FIELD.length
-        if (chunk[start] === SPACE) start++
-        if (pos === failedLine || (chunk[start] === OPEN_BRACE && ERROR_OBJECT.isAt(chunk, start))) return this.errorLineAt(pos)
+        const start = dataValueAt(chunk, pos)
+        if (pos === failedLine || opensErrorObject(chunk, start)) return this.errorLineAt(pos)
         let last = eol - 1
         if (chunk[last] === CR) last--
         if (last >= start) {
@@ -267,26 +266,17 @@ export class StreamScanner {
     return true
   }
 
-  /** Whether the data line at `pos` opens with `{"error"` (vLLM's, OpenAI's error event). */
-  private opensErrorObject(chunk: Buffer, pos: number): boolean {
-    let start = pos + DATA_FIELD.length
-    if (chunk[start] === SPACE) start++
-    return chunk[start] === OPEN_BRACE && ERROR_OBJECT.isAt(chunk, start)
-  }
-
   /**
    * Whether a line split across chunks, whole now (its line end included), is an error event: a data line that opens
    * with `{"error"`, or one with a failed finish.
    */
   private isSplitErrorLine(line: Buffer): boolean {
     if (!DATA_FIELD.isAt(line, 0)) return false
-    if (this.opensErrorObject(line, 0)) {
-      this.splitErrorLine = line
-      return true
+    if (!opensErrorObject(line, dataValueAt(line, 0))) {
+      this.linesFrom = 0
+      if (this.finishes.indexIn(line, this.acceptFailedFinish) === -1) return false
+      this.failedLine = 0
     }
-    this.linesFrom = 0
-    if (this.finishes.indexIn(line, this.acceptFailedFinish) === -1) return false
-    this.failedLine = 0
     this.splitErrorLine = line
     return true
   }
@@ -368,8 +358,7 @@ export class StreamScanner {
     }
     const eol = bytes.indexOf(NEWLINE, at)
     if (eol === -1) return ''
-    let start = at + DATA_FIELD.length
-    if (bytes[start] === SPACE) start++
+    const start = dataValueAt(bytes, at)
     return bytes.toString('utf8', start, bytes[eol - 1] === CR ? eol - 1 : eol)
   }
 
@@ -421,6 +410,17 @@ export class StreamScanner {
     if (head.length < NOT_FINISH_LENGTH) this.finishValueHead = head
     return false
   }
+}
+
+/** Where the value of the data line at `pos` starts: after `data:` and the space that may follow it. */
+function dataValueAt(chunk: Buffer, pos: number): number {
+  const start = pos + DATA_FIELD.length
+  return chunk[start] === SPACE ? start + 1 : start
+}
+
+/** Whether a data line's value at `start` opens with `{"error"` (OpenAI's, vLLM's, Gemini's error event). */
+function opensErrorObject(chunk: Buffer, start: number): boolean {
+  return chunk[start] === OPEN_BRACE && ERROR_OBJECT.isAt(chunk, start)
 }
 
 /** The status an error's name in the event stands for, among those a client treats apart (overloaded, rate limited). */
