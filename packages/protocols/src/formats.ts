@@ -33,8 +33,7 @@ const OPENAI_PATHS = openai.endpoints.map((endpoint) => endpoint.path)
  * The routes may be mounted under a prefix (`/llm/v1/messages`): the prefix is not looked at.
  */
 export function clientApiOf(url: string, headers?: IncomingHttpHeaders): ApiFamily {
-  const query = url.indexOf('?')
-  const path = query === -1 ? url : url.slice(0, query)
+  const path = pathOf(url)
   if (path.includes('/v1beta/')) return path.includes('/v1beta/openai/') ? 'openai' : 'gemini'
   if (GEMINI_V1_ACTION.test(path)) return 'gemini'
   if (path.endsWith('/v1/messages') || path.includes('/v1/messages/')) return 'anthropic'
@@ -42,6 +41,12 @@ export function clientApiOf(url: string, headers?: IncomingHttpHeaders): ApiFami
   const sdk: ApiFamily =
     headers['anthropic-version'] !== undefined ? 'anthropic' : headers['x-goog-api-key'] !== undefined ? 'gemini' : 'openai'
   return sdk === 'openai' || OPENAI_PATHS.some((served) => path.endsWith(served)) ? 'openai' : sdk
+}
+
+/** A request URL without its query string. */
+export function pathOf(url: string): string {
+  const query = url.indexOf('?')
+  return query === -1 ? url : url.slice(0, query)
 }
 
 /** Active-check path when the upstream names none; null for the hosted APIs (Anthropic, Gemini: passive health only). */

@@ -1,5 +1,5 @@
 import type { KeyLimits, LlmHookRegistry, LlmProxyError, Rejection, UsageRecord } from '@llmproxy/core'
-import { clientApiOf, sendError, wireOf } from '@llmproxy/protocols'
+import { clientApiOf, pathOf, sendError, wireOf } from '@llmproxy/protocols'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { rateLimitErrors } from './errors.js'
 import { markerKey, quotaKey, slotKey, subjectTag, tpmKey, type UniqueIds } from './keys.js'
@@ -250,10 +250,9 @@ export class RateLimitEngine implements RateLimits {
     if (state === null || (state.tpm === undefined && state.quota === undefined) || state.settled) return undefined
     const body = request.body
     if (body === null || typeof body !== 'object' || Buffer.isBuffer(body)) return undefined
-    const wire = wireOf(clientApiOf(request.url))
-    // The path the client asked for (under any prefix): which route, and for Gemini which action (`:countTokens`).
-    const query = request.url.indexOf('?')
-    const route = query === -1 ? request.url : request.url.slice(0, query)
+    // The path the client asked for (under any prefix): its API, which route, and for Gemini which action (`:countTokens`).
+    const route = pathOf(request.url)
+    const wire = wireOf(clientApiOf(route))
     const fields = body as Record<string, unknown>
     const amount = expectedTokens(wire, route, fields, request.headers['content-length'], this.live.current.reserveTokens)
     const now = Date.now()
