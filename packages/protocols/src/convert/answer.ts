@@ -17,6 +17,15 @@ export interface Answer {
   usage: NeutralUsage
 }
 
+/**
+ * Whether the answer has a redacted_thinking block, which OpenAI and Gemini clients have no field for: they then get
+ * none of its signatures (Claude takes a tool-call turn's thinking back only whole; without a signature it goes back
+ * without thinking).
+ */
+export function hasRedactedReasoning(answer: Answer): boolean {
+  return answer.blocks.some((block) => block.type === 'redacted_reasoning')
+}
+
 /** 32 random hex digits: the random part of generated ids. */
 export function randomHex(): string {
   return randomUUID().replaceAll('-', '')

@@ -1,4 +1,4 @@
-import { type Answer, parseToolArgs, randomHex } from './answer.js'
+import { type Answer, hasRedactedReasoning, parseToolArgs, randomHex } from './answer.js'
 import { GEMINI_FINISH } from './finish.js'
 import { JsonEnd } from './json-end.js'
 import type { EncoderOptions, EncoderResume, FinishReason, StreamEncoder, StreamEvent } from './types.js'
@@ -235,7 +235,7 @@ export function writeGeminiResponse(answer: Answer, opts: EncoderOptions): Recor
   const parts: Record<string, unknown>[] = []
   let malformed: string | undefined
   // As in a stream: an answer with a redacted_thinking block hands out no signature.
-  const redacted = answer.blocks.some((block) => block.type === 'redacted_reasoning')
+  const redacted = hasRedactedReasoning(answer)
   for (const block of answer.blocks) {
     switch (block.type) {
       case 'text':

@@ -1,4 +1,4 @@
-import { type Answer, randomHex } from './answer.js'
+import { type Answer, hasRedactedReasoning, randomHex } from './answer.js'
 import { OPENAI_FINISH } from './finish.js'
 import {
   type EncoderOptions,
@@ -158,7 +158,7 @@ export function writeOpenAiResponse(answer: Answer, opts: EncoderOptions): Recor
   let reasoning: string | undefined
   let signature: string | undefined
   // As in a stream: an answer with a redacted_thinking block hands out no signature.
-  const redacted = answer.blocks.some((block) => block.type === 'redacted_reasoning')
+  const redacted = hasRedactedReasoning(answer)
   const toolCalls: Record<string, unknown>[] = []
   for (const block of answer.blocks) {
     switch (block.type) {
