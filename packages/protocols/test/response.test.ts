@@ -120,6 +120,12 @@ test('Anthropic → OpenAI answer: text, reasoning, a tool call with the thinkin
   })
 })
 
+test('an Anthropic-compatible server that ends a tool_use answer with end_turn: OpenAI clients get tool_calls', () => {
+  const endTurn = { ...ANTHROPIC_BODY, stop_reason: 'end_turn' }
+  const completion = convertResponse('anthropic', 'openai', endTurn, { model: 'gpt-4o' }) as { choices: { finish_reason: string }[] }
+  assert.equal(completion.choices[0]?.finish_reason, 'tool_calls')
+})
+
 test('Gemini → OpenAI answer: the function call signature in its id, reasoning tokens', async () => {
   const completion = await openAiReads('gemini')
   const call = completion.choices[0]?.message.tool_calls?.[0]

@@ -373,3 +373,12 @@ test('vLLM ends a tool call the request forced by name with finish_reason "stop"
   const finish = decodeAll('openai', [stream]).events.find((event) => event.type === 'finish')
   assert.equal(finish?.type === 'finish' ? finish.reason : null, 'tool_calls')
 })
+
+test('an Anthropic-compatible server that ends a tool_use answer with end_turn: it is a tool-call finish', () => {
+  const { events } = decodeAll('anthropic', [
+    anthropic('content_block_start', ',"index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"get_date","input":{}}'),
+    anthropic('content_block_stop', ',"index":0'),
+    anthropic('message_delta', ',"delta":{"stop_reason":"end_turn"}'),
+  ])
+  assert.deepEqual(events.at(-1), { type: 'finish', reason: 'tool_calls', rawReason: 'end_turn' })
+})

@@ -56,7 +56,7 @@ export class AnthropicDecoder extends SseDecoder {
         const stop = stringAt(objectAt(event, 'delta') ?? {}, 'stop_reason')
         if (stop !== undefined) {
           this.finished = true
-          const finish: StreamEvent = { type: 'finish', reason: finishFromAnthropic(stop), rawReason: stop }
+          const finish: StreamEvent = { type: 'finish', reason: finishFromAnthropic(stop, this.toolCount > 0), rawReason: stop }
           const sequence = stringAt(objectAt(event, 'delta') ?? {}, 'stop_sequence')
           if (sequence !== undefined) finish.stopSequence = sequence
           out.push(finish)
@@ -173,7 +173,10 @@ export function readAnthropicResponse(body: Json): Answer {
   const usage = objectAt(body, 'usage')
   const answer: Answer = {
     blocks,
-    finish: finishFromAnthropic(stop),
+    finish: finishFromAnthropic(
+      stop,
+      blocks.some((block) => block.type === 'tool'),
+    ),
     usage: { inputTokens: 0, outputTokens: 0, ...(usage === undefined ? {} : fromAnthropicUsage(usage)) },
   }
   const sequence = stringAt(body, 'stop_sequence')

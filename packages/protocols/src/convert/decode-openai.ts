@@ -1,6 +1,6 @@
 import { type Answer, type AnswerBlock, newToolCallId } from './answer.js'
 import { type Json, objectAt, stringAt } from './fields.js'
-import { finishFromOpenAi } from './finish.js'
+import { finishFromOpenAi, finishWithTools } from './finish.js'
 import { parseEventData, SseDecoder } from './sse.js'
 import { type FinishReason, MalformedStreamError, type StreamEvent } from './types.js'
 import { fromOpenAiUsage } from './usage.js'
@@ -144,9 +144,8 @@ export class OpenAiDecoder extends SseDecoder {
       if (this.tools[i]?.index === -1) throw new MalformedStreamError(`${FORMAT} stream: tool call ${i} got arguments but never a name`)
     }
     this.finished = true
-    // vLLM says `stop` after a tool call the request forced by name: it is a tool-call finish all the same.
     const finish = finishOf(decoded, choice, this.refused)
-    if (finish.reason === 'stop' && this.toolCount > 0) finish.reason = 'tool_calls'
+    finish.reason = finishWithTools(finish.reason, this.toolCount > 0)
     out.push({ type: 'finish', ...finish, rawReason: reason })
   }
 }
@@ -211,8 +210,10 @@ export function readOpenAiResponse(body: Json): Answer {
   const usage = objectAt(body, 'usage')
   const answer: Answer = {
     blocks,
-    // vLLM says `stop` after a tool call the request forced by name: it is a tool-call finish all the same.
-    finish: reason === 'stop' && blocks.some((block) => block.type === 'tool') ? 'tool_calls' : reason,
+    finish: finishWithTools(
+      reason,
+      blocks.some((block) => block.type === 'tool'),
+    ),
     usage: usage === undefined ? { inputTokens: 0, outputTokens: 0 } : fromOpenAiUsage(usage),
   }
   if (stopSequence !== undefined) answer.stopSequence = stopSequence

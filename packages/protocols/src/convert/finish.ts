@@ -30,8 +30,17 @@ export const OPENAI_FINISH: Readonly<Record<FinishReason, string>> = {
   pause: 'stop',
 }
 
+/**
+ * A plain stop after tool calls is a tool-call finish: vLLM says `stop` after a call the request forced by name,
+ * Gemini says `STOP` after every call, and Anthropic-compatible servers may say `end_turn`. Clients that branch on
+ * `tool_calls` / `tool_use` would otherwise not run the calls.
+ */
+export function finishWithTools(reason: FinishReason, calledTools: boolean): FinishReason {
+  return reason === 'stop' && calledTools ? 'tool_calls' : reason
+}
+
 /** Anthropic `stop_reason` → neutral. */
-export function finishFromAnthropic(reason: string): FinishReason {
+export function finishFromAnthropic(reason: string, calledTools: boolean): FinishReason {
   switch (reason) {
     case 'max_tokens':
     case 'model_context_window_exceeded':
@@ -45,7 +54,7 @@ export function finishFromAnthropic(reason: string): FinishReason {
     case 'pause_turn':
       return 'pause'
     default:
-      return 'stop'
+      return finishWithTools('stop', calledTools)
   }
 }
 
@@ -66,7 +75,7 @@ export const ANTHROPIC_STOP: Readonly<Record<FinishReason, string>> = {
 export function finishFromGemini(reason: string, calledTools: boolean): DecodedFinish {
   switch (reason) {
     case 'STOP':
-      return calledTools ? 'tool_calls' : 'stop'
+      return finishWithTools('stop', calledTools)
     case 'MAX_TOKENS':
       return 'length'
     case 'SAFETY':
