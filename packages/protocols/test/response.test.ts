@@ -280,6 +280,46 @@ test('non-streamed: a failed generation or a malformed answer is an error, not a
   assert.equal(gemini.candidates[0]?.finishMessage, 'Malformed function call f: {"a":')
 })
 
+test('non-streamed: a tool call the output cap cut off (length) is left out, the answer ending max_tokens / MAX_TOKENS', async () => {
+  const cut = {
+    choices: [
+      {
+        index: 0,
+        message: {
+          role: 'assistant',
+          content: 'Checking.',
+          tool_calls: [
+            { id: 'c0', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } },
+            { id: 'c1', type: 'function', function: { name: 'get_time', arguments: '{"tz":"Europe/Par' } },
+          ],
+        },
+        finish_reason: 'length',
+      },
+    ],
+    usage: { prompt_tokens: 10, completion_tokens: 16, total_tokens: 26 },
+  }
+  const body = convertResponse('openai', 'anthropic', cut, { model: 'claude-sonnet-4-5' })
+  const message = await new Anthropic({ apiKey: 'k', baseURL: 'http://gateway.test', fetch: json(body), maxRetries: 0 }).messages.create({
+    model: 'claude-sonnet-4-5',
+    max_tokens: 16,
+    messages: [{ role: 'user', content: 'hi' }],
+  })
+  assert.equal(message.stop_reason, 'max_tokens')
+  assert.deepEqual(message.content, [
+    { type: 'text', text: 'Checking.' },
+    { type: 'tool_use', id: 'c0', name: 'get_weather', input: { city: 'Paris' } },
+  ])
+  const gemini = convertResponse('openai', 'gemini', cut, { model: 'm' }) as {
+    candidates: { finishReason: string; finishMessage?: string; content: { parts: unknown[] } }[]
+  }
+  assert.equal(gemini.candidates[0]?.finishReason, 'MAX_TOKENS')
+  assert.equal(gemini.candidates[0]?.finishMessage, undefined)
+  assert.deepEqual(gemini.candidates[0]?.content.parts, [
+    { text: 'Checking.' },
+    { functionCall: { id: 'c0', name: 'get_weather', args: { city: 'Paris' } } },
+  ])
+})
+
 /** The error a client's SDK throws for a converted upstream error answer. */
 async function sdkError(upstream: ApiFamily, client: ApiFamily, status: number, body: string): Promise<unknown> {
   const converted = convertUpstreamError(upstream, client, status, body)

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { type ApiFamily, createDecoder, createEncoder, type FinishReason, type StreamEvent } from '../src/index.js'
+import { type ApiFamily, createDecoder, createEncoder, type FinishReason, MalformedStreamError, type StreamEvent } from '../src/index.js'
 import {
   ANTHROPIC_TOOLS,
   convertStream,
@@ -245,6 +245,41 @@ test('Gemini: calls go out in their order, a call whose arguments never close ho
     names.filter((n: string | undefined) => n !== undefined),
     ['f0', 'f1'],
   )
+})
+
+test('the output cap cuts a tool call’s arguments (length): Anthropic closes its block as it is, Gemini leaves it out; neither is malformed', () => {
+  const cut = (finish: FinishReason): StreamEvent[] => [
+    { type: 'start' },
+    { type: 'tool_start', index: 0, id: 'c0', name: 'get_weather' },
+    { type: 'tool_args', index: 0, json: '{"city":"Paris"}' },
+    { type: 'tool_start', index: 1, id: 'c1', name: 'get_time' },
+    { type: 'tool_args', index: 1, json: '{"tz":' },
+    { type: 'tool_args', index: 1, json: '"Europe/Par' },
+    { type: 'finish', reason: finish },
+  ]
+  const anthropic = assertAnthropicGrammar(decodeEncode('anthropic', cut('length')))
+  assert.deepEqual(
+    anthropic.filter((event) => event.type === 'content_block_start').map((event) => event.data.content_block),
+    [
+      { type: 'tool_use', id: 'c0', name: 'get_weather', input: {} },
+      { type: 'tool_use', id: 'c1', name: 'get_time', input: {} },
+    ],
+  )
+  assert.equal(anthropic.filter((event) => event.type === 'content_block_stop').length, 2)
+  assert.equal((anthropic.at(-2)?.data.delta as { stop_reason?: string } | undefined)?.stop_reason, 'max_tokens')
+
+  const gemini = sseEvents(decodeEncode('gemini', cut('length'))).map((event) => JSON.parse(event.data).candidates[0])
+  assert.deepEqual(
+    gemini.flatMap((candidate) => candidate.content.parts.filter((part: { functionCall?: unknown }) => part.functionCall)),
+    [{ functionCall: { id: 'c0', name: 'get_weather', args: { city: 'Paris' } } }],
+  )
+  assert.equal(gemini.at(-1).finishReason, 'MAX_TOKENS')
+  assert.equal(gemini.at(-1).finishMessage, undefined)
+
+  // The same arguments in an answer that finished normally are a malformed call.
+  assert.throws(() => decodeEncode('anthropic', cut('tool_calls')), MalformedStreamError)
+  const finished = sseEvents(decodeEncode('gemini', cut('tool_calls'))).at(-1)
+  assert.equal(JSON.parse(finished?.data ?? '{}').candidates[0].finishReason, 'MALFORMED_FUNCTION_CALL')
 })
 
 /** Encodes events for a client, then finishes. */

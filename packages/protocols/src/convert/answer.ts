@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { JsonEnd } from './json-end.js'
 import type { FinishReason, NeutralUsage } from './types.js'
 
 /** One piece of a whole (non-streamed) answer, in the order the upstream gave them. */
@@ -45,4 +46,12 @@ export function parseToolArgs(json: string): Record<string, unknown> | undefined
   } catch {
     return undefined
   }
+}
+
+/**
+ * Whether the output cap cut a tool call's arguments off: the answer ended with `length` before their JSON closed
+ * (OpenAI and vLLM send them as far as they got, e.g. `{"city":"Par`). A truncation, not a malformed call.
+ */
+export function cutByCap(args: string, finish: FinishReason): boolean {
+  return finish === 'length' && !new JsonEnd().feed(args)
 }

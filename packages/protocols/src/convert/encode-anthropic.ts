@@ -1,4 +1,4 @@
-import { type Answer, parseToolArgs, randomHex } from './answer.js'
+import { type Answer, cutByCap, parseToolArgs, randomHex } from './answer.js'
 import { ANTHROPIC_STOP } from './finish.js'
 import { JsonEnd } from './json-end.js'
 import {
@@ -237,8 +237,12 @@ export class AnthropicEncoder implements StreamEncoder {
       this.block = 'none'
       return this.signatureDelta('') + this.stopBlock()
     }
-    // A tool_use block closes only on a JSON object: Anthropic's SDKs would read anything else as `input: {}`.
-    if (this.block === 'tool' && parseToolArgs(this.toolJson) === undefined) {
+    // A tool_use block closes only on a JSON object: Anthropic's SDKs would read anything else as `input: {}`. One
+    // the output cap cut off closes as it is, as Anthropic's own stream closes a block cut by `max_tokens`: it has
+    // started, and the stop reason tells the client its input is incomplete (the SDK's MessageStream partial-parses
+    // the fragments, dropping an unfinished value; its tool runner runs no call of a `max_tokens` reply).
+    const cutOff = this.stop === 'length' && !this.args.complete
+    if (this.block === 'tool' && !cutOff && parseToolArgs(this.toolJson) === undefined) {
       throw new MalformedStreamError(`The upstream's tool call ${this.toolName} has arguments that are not a JSON object`)
     }
     this.block = 'none'
@@ -262,7 +266,11 @@ export class AnthropicEncoder implements StreamEncoder {
   }
 }
 
-/** A neutral answer → an Anthropic message. Arguments that are not a JSON object cannot be a tool_use input. */
+/**
+ * A neutral answer → an Anthropic message. Arguments that are not a JSON object cannot be a tool_use input. A call
+ * the output cap cut off is left out, the message ending `max_tokens`: with half its arguments, a loop that runs the
+ * tool_use blocks it finds (the SDK's `generateToolResponse()` does, whatever the stop reason) would run it.
+ */
 export function writeAnthropicResponse(answer: Answer, opts: EncoderOptions): Record<string, unknown> {
   const content: Record<string, unknown>[] = []
   for (const block of answer.blocks) {
@@ -278,8 +286,10 @@ export function writeAnthropicResponse(answer: Answer, opts: EncoderOptions): Re
         break
       case 'tool': {
         const input = parseToolArgs(block.args)
-        if (input === undefined)
+        if (input === undefined) {
+          if (cutByCap(block.args, answer.finish)) break
           throw new MalformedStreamError(`The upstream's tool call ${block.name} has arguments that are not a JSON object`)
+        }
         content.push({ type: 'tool_use', id: toolCallIdWithSignature(block.id, block.signature), name: block.name, input })
         break
       }

@@ -1,4 +1,4 @@
-import { type Answer, hasRedactedReasoning, parseToolArgs, randomHex } from './answer.js'
+import { type Answer, cutByCap, hasRedactedReasoning, parseToolArgs, randomHex } from './answer.js'
 import { GEMINI_FINISH } from './finish.js'
 import { JsonEnd } from './json-end.js'
 import type { EncoderOptions, EncoderResume, FinishReason, StreamEncoder, StreamEvent } from './types.js'
@@ -31,7 +31,8 @@ interface PendingCall {
  * What is held, and why:
  * - A function call goes out when its arguments' JSON closes (Gemini has no partial arguments) and the calls before
  *   it have gone out (Gemini pairs calls and responses by position); at the finish at the latest. Arguments that
- *   are not a JSON object end the answer as Gemini does: `MALFORMED_FUNCTION_CALL`.
+ *   are not a JSON object end the answer as Gemini does: `MALFORMED_FUNCTION_CALL`; arguments the output cap cut off
+ *   (a `length` finish before their JSON closed) leave their call out, the answer ending `MAX_TOKENS`.
  * - The last chunk carries `finishReason` and `usageMetadata` together: it is held from the finish until the next
  *   usage report or the end of the upstream stream.
  */
@@ -189,6 +190,8 @@ export class GeminiEncoder implements StreamEncoder {
   private callChunk(call: PendingCall): string {
     const args = parseToolArgs(call.args)
     if (args === undefined) {
+      // Gemini never sends a partial functionCall part: a call the output cap cut off is left out (MAX_TOKENS).
+      if (this.stop === 'length' && !call.closed) return ''
       this.malformed ??= `Malformed function call ${call.name}: ${call.args}`
       return ''
     }
@@ -251,6 +254,8 @@ export function writeGeminiResponse(answer: Answer, opts: EncoderOptions): Recor
       case 'tool': {
         const args = parseToolArgs(block.args)
         if (args === undefined) {
+          // As in a stream: a call the output cap cut off is left out.
+          if (cutByCap(block.args, answer.finish)) break
           malformed ??= `Malformed function call ${block.name}: ${block.args}`
           break
         }
