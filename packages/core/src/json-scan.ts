@@ -1,7 +1,8 @@
 /**
  * Finds `"<key>": { … }` in a JSON (or SSE-of-JSON) byte stream fed chunk by chunk, and hands each
  * captured object's text to `onObject`. O(1) memory: only the captured object (capped) is kept.
- * Used beside the response stream to read usage without buffering the body.
+ * Used beside the response stream to read usage without buffering the body, and (`keysFound`, any value) to find
+ * Gemini's end of stream.
  *
  * Only the key at most `maxDepth` levels deep counts (1: a key of a top-level object; an object and an array are
  * a level each): deeper down, the same key is content, such as tool-call arguments a model wrote. So the scanner
@@ -74,6 +75,11 @@ export class JsonKeyScanner {
   private keyDepth = 0
   private captured: Buffer[] = []
   private capturedBytes = 0
+  /**
+   * How many times the key came where it counts (a key: its colon followed), whatever its value: for a caller that
+   * asks whether the key came, not what it holds (Gemini's `"finishReason"`, a string).
+   */
+  keysFound = 0
 
   constructor(key: string, maxDepth: number, onObject: (json: string) => void, maxBytes = 16 * 1024) {
     this.needle = needleFor(key)
@@ -287,6 +293,7 @@ export class JsonKeyScanner {
           return pos
         }
         this.state = State.Value
+        this.keysFound++
         pos++
         continue
       }

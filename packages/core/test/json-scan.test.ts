@@ -81,6 +81,19 @@ test('a key deeper than maxDepth is content, not a match, across any chunk bound
   assert.deepEqual(scanAll('usage', [text], 3), ['{"prompt_tokens":3}', '{"cached":900}', '{"prompt_tokens":4}'])
 })
 
+test('keysFound counts the key where it counts, whatever its value; not as a value, not deeper, across any chunk boundary', () => {
+  // Deeper, as a string's text, as a value: none counts; the last line's key (a string value) does.
+  const content = 'data: {"c":[{"args":{"finishReason":"x"},"text":"\\"finishReason\\":1","v":"finishReason"}]}\n\n'
+  const text = `${content}data: {"c":[{"finishReason": "STOP"}]}\n\n`
+  const found = (parts: string[]) => {
+    const scanner = new JsonKeyScanner('finishReason', 3, () => {})
+    for (const part of parts) scanner.write(Buffer.from(part))
+    return scanner.keysFound
+  }
+  assert.equal(found([content]), 0)
+  for (const parts of everySplit(text)) assert.equal(found(parts), 1, JSON.stringify(parts))
+})
+
 test('an array is a level: the elements of a top-level array are one level down', () => {
   const text = '[{"usage":{"a":1}}\r\n,\r\n{"usage":{"a":2}}]'
   assert.deepEqual(scanAll('usage', [text], 1), [])

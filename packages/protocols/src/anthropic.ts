@@ -12,6 +12,7 @@ export const ANTHROPIC_COUNT_TOKENS: Endpoint = {
   modelInBody: true,
   queryString: noQuery,
   terminators: [],
+  terminatorDepth: 0,
   failedEnds: [],
   endsWithDone: false,
   finishMarkers: [],
@@ -32,6 +33,7 @@ export const ANTHROPIC_MESSAGES: Endpoint = {
   // The event line with its line end: the words alone also travel as text (a model explaining Anthropic's stream),
   // and a JSON string holds no raw line end. (`v`, the old needle's probe: both share one search.)
   terminators: [new ByteNeedle('event: message_stop\n', 'v'), new ByteNeedle('event: message_stop\r', 'v')],
+  terminatorDepth: 0,
   failedEnds: [],
   endsWithDone: false,
   finishMarkers: [new ByteNeedle('"stop_reason":"')],

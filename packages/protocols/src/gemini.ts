@@ -21,8 +21,11 @@ export const GEMINI_GENERATE: Endpoint = {
     const alt = ALT.exec(url)
     return alt === null ? '' : `alt=${alt[1]}`
   },
-  // A blocked prompt's answer has no candidates, so no finishReason: its promptFeedback.blockReason ends it.
+  // A blocked prompt's answer has no candidates, so no finishReason: its promptFeedback.blockReason ends it. Each
+  // counts only where Gemini puts it in an event (`candidates[i].finishReason` 3 levels down, `blockReason` 2): a
+  // function call's `args`, deeper, may hold either key (the stream would look complete where it was cut).
   terminators: [new ByteNeedle('"finishReason"'), new ByteNeedle('"blockReason"')],
+  terminatorDepth: 3,
   failedEnds: [],
   endsWithDone: false,
   // The finishReason is Gemini's terminator already.

@@ -42,6 +42,7 @@ function endpoint(
     modelInBody: true,
     queryString: noQuery,
     terminators,
+    terminatorDepth: 0,
     failedEnds,
     endsWithDone: terminators === DONE,
     finishMarkers: terminators === DONE ? FINISH : [],

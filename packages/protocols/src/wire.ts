@@ -16,6 +16,12 @@ export interface Endpoint {
   /** Markers of a stream's proper end; a stream ending without one is incomplete. */
   readonly terminators: readonly ByteNeedle[]
   /**
+   * When the terminators are JSON keys (Gemini's `"finishReason"`): how deep in an event they end the stream (1: a
+   * key of the event's own object; an object and an array are a level each). Deeper, the same key is content, such
+   * as a function call's arguments. 0: the terminators are no keys, they count wherever they stand.
+   */
+  readonly terminatorDepth: number
+  /**
    * Those of the terminators that end the stream as an answer the upstream reports failed (the Responses API's
    * `response.failed`): the client gets it as sent, the usage record says the upstream failed.
    */

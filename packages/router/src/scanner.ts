@@ -1,4 +1,4 @@
-import { ByteNeedle, errors, type LlmProxyError } from '@llmproxy/core'
+import { ByteNeedle, errors, JsonKeyScanner, type LlmProxyError } from '@llmproxy/core'
 import { type Endpoint, statusOfUpstreamError, type UsageExtractor } from '@llmproxy/protocols'
 
 const DATA_PREFIX = 'data:'
@@ -86,6 +86,8 @@ export class StreamScanner {
    */
   private splitLine: Buffer | null = null
   private readonly terminators: NeedleSearch
+  /** Where the terminators are JSON keys (Gemini's): found only as deep as they end the stream. null: they are not. */
+  private readonly terminatorKeys: KeySearch | null
   private readonly finishes: NeedleSearch
   /** How lines end: unknown until a line end is seen; `cr` when a lone CR was (then CRs become LFs, see `normalize`). */
   private lineEnds: 'unknown' | 'lf' | 'cr' = 'unknown'
@@ -121,7 +123,9 @@ export class StreamScanner {
   constructor(endpoint: Endpoint, extractor: UsageExtractor) {
     this.endpoint = endpoint
     this.extractor = extractor
-    this.terminators = new NeedleSearch(endpoint.terminators)
+    const keys = endpoint.terminatorDepth > 0
+    this.terminators = new NeedleSearch(keys ? [] : endpoint.terminators)
+    this.terminatorKeys = keys ? new KeySearch(endpoint.terminators, endpoint.terminatorDepth) : null
     this.finishes = new NeedleSearch(endpoint.finishMarkers)
     this.findsFailedFinishes = endpoint.family === 'openai' && endpoint.finishMarkers.length > 0
   }
@@ -385,7 +389,9 @@ export class StreamScanner {
   /** Notes whether this (already scanned) chunk holds the endpoint's terminator or a finish, or completes one begun before it. */
   checkEnd(chunk: Buffer): void {
     if (this.sawTerminator) return
-    this.sawTerminator = this.endpoint.endsWithDone ? this.sawDone : this.terminators.foundIn(chunk)
+    const keys = this.terminatorKeys
+    if (this.endpoint.endsWithDone) this.sawTerminator = this.sawDone
+    else this.sawTerminator = keys === null ? this.terminators.foundIn(chunk) : keys.foundIn(chunk)
     if (this.sawFinish) return
     const head = this.finishValueHead
     if (head !== null) {
@@ -537,6 +543,72 @@ class NeedleSearch {
     return -1
   }
 }
+
+/**
+ * JSON keys searched for in a stream of SSE lines (each line starts outside any JSON value), found only at most
+ * `maxDepth` levels deep (JsonKeyScanner): deeper, the same key is content. The key's needle is the fast filter: the
+ * scanners walk only the lines it is on. A chunk of whole lines without it is not written to them; a line a chunk
+ * leaves unfinished waits (the chunk is kept, not walked) and is walked only if its rest holds the needle.
+ */
+class KeySearch {
+  private readonly scanners: readonly JsonKeyScanner[]
+  /** A chunk whose last line, from `waitingFrom`, is unfinished and not written yet (the scanners are at its start). */
+  private waiting: Buffer | null = null
+  private waitingFrom = 0
+  /** The scanners were written the chunks so far to their end, inside a line. */
+  private midLine = false
+
+  /** `keys`: the needles of the quoted keys (`"finishReason"`). */
+  constructor(keys: readonly ByteNeedle[], maxDepth: number) {
+    // A key's value is not kept (0 bytes): that it came is all that counts.
+    this.scanners = keys.map((key) => new JsonKeyScanner(key.bytes.toString('utf8', 1, key.length - 1), maxDepth, ignore, 0))
+  }
+
+  /** Whether this chunk (or the line it finishes) holds one of the keys where it counts, or one came before it. */
+  foundIn(chunk: Buffer): boolean {
+    let from = 0
+    const waiting = this.waiting
+    if (waiting !== null) {
+      this.waiting = null
+      const eol = chunk.indexOf(NEWLINE)
+      if (eol === -1 || this.hasNeedle(chunk, 0, eol) || this.carriesNeedle(waiting)) {
+        // The line may hold a key after all (or goes on past this chunk): its start is walked now.
+        this.write(waiting, this.waitingFrom)
+        this.midLine = true
+      } else from = eol + 1
+    }
+    if (this.midLine || this.hasNeedle(chunk, from, chunk.length)) this.write(chunk, from)
+    else if (from < chunk.length && chunk[chunk.length - 1] !== NEWLINE) {
+      this.waiting = chunk
+      this.waitingFrom = Math.max(from, chunk.lastIndexOf(NEWLINE) + 1)
+    }
+    return this.found()
+  }
+
+  /** The scanners read the chunk from `from` on (a line's start, or where the last chunk written ended). */
+  private write(chunk: Buffer, from: number): void {
+    for (const scanner of this.scanners) scanner.write(chunk, from)
+    this.midLine = chunk[chunk.length - 1] !== NEWLINE
+  }
+
+  private found(): boolean {
+    for (const scanner of this.scanners) if (scanner.keysFound > 0) return true
+    return false
+  }
+
+  private hasNeedle(chunk: Buffer, from: number, to: number): boolean {
+    for (const scanner of this.scanners) if (scanner.needle.indexIn(chunk, from, to) !== -1) return true
+    return false
+  }
+
+  /** The chunk ends with the start of a key's needle: the next chunk may finish it. */
+  private carriesNeedle(chunk: Buffer): boolean {
+    for (const scanner of this.scanners) if (scanner.needle.carriedPrefix(chunk) > 0) return true
+    return false
+  }
+}
+
+function ignore(): void {}
 
 /** Whether the stream ends with a blank line after this chunk (`lineStartBefore`: the chunks before it ended with a line end). */
 function endsBlankLine(chunk: Buffer, lineStartBefore: boolean): boolean {

@@ -8,6 +8,7 @@ import { connect } from 'node:net'
 import { after, before, beforeEach, test } from 'node:test'
 import { constants, createGzip, gzipSync } from 'node:zlib'
 import Anthropic from '@anthropic-ai/sdk'
+import { GoogleGenAI } from '@google/genai'
 import { errors, type UsageRecord } from '@llmproxy/core'
 import { upstreams } from '@llmproxy/upstreams'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -529,6 +530,66 @@ test("a Gemini stream whose last event has no blank line after it is complete: i
   assert.equal(finish, 'stop')
   await eventually(() => records.length === 1, 5000, 'the usage record')
   assert.equal(records[0]?.error, undefined)
+})
+
+test('a Gemini function call whose arguments hold the key finishReason or blockReason does not end the stream: cut there, it fails, same-format or converted', async () => {
+  const event = (candidate: Record<string, unknown>, tokens: number) =>
+    `data: ${JSON.stringify({
+      candidates: [{ index: 0, ...candidate }],
+      usageMetadata: { promptTokenCount: 4, candidatesTokenCount: tokens, totalTokenCount: 4 + tokens },
+      modelVersion: 'gemini-2.5-flash',
+    })}\r\n\r\n`
+  // Keys a model may well write into a call's arguments (a status update), as deep as Gemini nests them.
+  const call = event(
+    { content: { role: 'model', parts: [{ functionCall: { name: 'set_status', args: { finishReason: 'STOP', blockReason: 'none' } } }] } },
+    9,
+  )
+  const last = event({ content: { role: 'model', parts: [{ text: '' }] }, finishReason: 'STOP' }, 9)
+  let complete = false
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    // The call in a read of its own; then the upstream ends, cleanly, before its last event (or with it).
+    res.write(event({ content: { role: 'model', parts: [{ text: 'Updating.' }] } }, 2))
+    setTimeout(() => res.write(call), 20)
+    setTimeout(() => res.end(complete ? last : ''), 60)
+  }
+  const geminiCalls = async () => {
+    const gemini = new GoogleGenAI({ apiKey: 'k', httpOptions: { baseUrl: url } })
+    const calls = []
+    for await (const part of await gemini.models.generateContentStream({ model: 'gemini-test', contents: 'hi' })) {
+      calls.push(...(part.functionCalls ?? []).map((fn) => fn.args))
+    }
+    return calls
+  }
+  const openaiCalls = async () => {
+    const stream = await openai().chat.completions.create({
+      model: 'gemini-test',
+      stream: true,
+      messages: [{ role: 'user', content: 'hi' }],
+    })
+    let args = ''
+    for await (const part of stream) args += part.choices[0]?.delta.tool_calls?.[0]?.function?.arguments ?? ''
+    return args
+  }
+  // Cut after the call: the Gemini SDK and the OpenAI SDK get the in-band error, the record says the upstream failed.
+  // (A converted stream's decoder, which parses the events, also knows the answer is unfinished.)
+  await assert.rejects(within(10_000, 'the Gemini SDK stream', geminiCalls()), /ended the stream before it was complete/)
+  await assert.rejects(within(10_000, 'the OpenAI SDK stream', openaiCalls()), /The upstream ended/)
+  await eventually(() => records.length === 2, 5000, 'the usage records')
+  assert.deepEqual(
+    records.map((record) => record.error?.code),
+    ['llmproxy_upstream_error', 'llmproxy_upstream_error'],
+  )
+  // With its last event, the same answer is complete.
+  records.length = 0
+  complete = true
+  assert.deepEqual(await within(10_000, 'the Gemini SDK stream', geminiCalls()), [{ finishReason: 'STOP', blockReason: 'none' }])
+  assert.equal(JSON.parse(await within(10_000, 'the OpenAI SDK stream', openaiCalls())).blockReason, 'none')
+  await eventually(() => records.length === 2, 5000, 'the usage records')
+  assert.deepEqual(
+    records.map((record) => record.error),
+    [undefined, undefined],
+  )
 })
 
 test("a shutdown's abort ends a stream with its error without counting against the upstream; an ended answer is left whole", async () => {

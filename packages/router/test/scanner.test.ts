@@ -226,6 +226,48 @@ describe("the Responses API's last event ends the stream only as the event's typ
   }
 })
 
+describe("Gemini's finishReason and blockReason end the stream only where Gemini puts them, however cut", () => {
+  const usage = { promptTokenCount: 4, candidatesTokenCount: 2, totalTokenCount: 6 }
+  const parts = (...content: Record<string, unknown>[]) => ({ content: { role: 'model', parts: content }, index: 0 })
+  // A call whose arguments hold both keys, as objects too (deeper still), and text that names them.
+  const call = {
+    candidates: [
+      parts(
+        { text: 'Sets "finishReason": "STOP" and {"blockReason": 1}.' },
+        { functionCall: { name: 'report', args: { finishReason: 'STOP', blockReason: { finishReason: 'x' } } } },
+      ),
+    ],
+    usageMetadata: usage,
+  }
+  const shapes = {
+    'candidates[0].finishReason': { candidates: [{ ...parts({ text: '' }), finishReason: 'STOP' }], usageMetadata: usage },
+    'promptFeedback.blockReason': { promptFeedback: { blockReason: 'SAFETY' }, usageMetadata: usage },
+  }
+  for (const spaced of [false, true]) {
+    for (const ending of ['LF', 'CRLF']) {
+      const kind = `${spaced ? 'spaced (as Google writes it)' : 'compact'} JSON, ${ending}`
+      const write = (events: Record<string, unknown>[]) => {
+        const json = (fields: Record<string, unknown>) =>
+          spaced ? JSON.stringify(fields).replaceAll('":', '": ').replaceAll(',"', ', "') : JSON.stringify(fields)
+        const joined = events.map((fields) => `data: ${json(fields)}\n\n`).join('')
+        return Buffer.from(ending === 'CRLF' ? joined.replaceAll('\n', '\r\n') : joined)
+      }
+      test(`${kind}: the keys in a function call's arguments end nothing`, () => {
+        for (const { name, chunks } of chunkings(write([call, call]), 17)) {
+          assert.equal(scanChunks(chunks, GEMINI_GENERATE, 'gemini').terminated, false, name)
+        }
+      })
+      for (const [shape, fields] of Object.entries(shapes)) {
+        test(`${kind}, ${shape}: ends it`, () => {
+          for (const { name, chunks } of chunkings(write([call, fields]), 19)) {
+            assert.equal(scanChunks(chunks, GEMINI_GENERATE, 'gemini').terminated, true, name)
+          }
+        })
+      }
+    }
+  }
+})
+
 test('the usage readers start at the first line that may report usage', () => {
   const text = STREAMS[0]?.text ?? ''
   const scanner = new StreamScanner(CHAT, new UsageExtractor('openai'))
