@@ -16,8 +16,9 @@ const LINE_END = Buffer.from('\n')
 /** `data: [DONE]` (with an optional CR) is 14 bytes at most; a split line longer than this is neither it nor a field name. */
 const SPLIT_HEAD_MAX = 16
 /**
- * How long a line split across chunks may be to be checked whole for an error (a failed finish, `{"error"`) once its
- * end comes (a vLLM abort chunk is ~200 bytes, OpenRouter's error chunk a few hundred); a longer one is not.
+ * How much of a line split across chunks is kept, to be checked whole for an error (`{"error"`, `event: error`, a
+ * failed finish) once its end comes (a vLLM abort chunk is ~200 bytes, OpenRouter's error chunk a few hundred); of a
+ * longer one, its start: an error is known by its opening.
  */
 const SPLIT_LINE_MAX = 4096
 const SPLIT_DONE_LINE = /^data: ?\[DONE\]\r?$/
@@ -53,8 +54,8 @@ export interface UpstreamErrorEvent {
 /**
  * Reads one upstream attempt's SSE bytes beside the relay, chunk by chunk, without parsing JSON: counts the data
  * events (the estimate when no usage is reported), checks their shape, finds the stream's terminator across chunk
- * boundaries, and says which chunks the usage tap may skip. O(1) state: the start of a line split across chunks (a
- * few bytes; up to SPLIT_LINE_MAX where a finish can fail), and per terminator the bytes of it matched so far.
+ * boundaries, and says which chunks the usage tap may skip. O(1) state: the start of a line split across chunks (up
+ * to SPLIT_LINE_MAX), and per terminator the bytes of it matched so far.
  */
 export class StreamScanner {
   /** Data events seen (a `data:` field at a line start). */
@@ -80,9 +81,9 @@ export class StreamScanner {
    */
   private lineHead: string | null = null
   /**
-   * Where a finish can fail, the bytes so far of a line split across chunks, up to SPLIT_LINE_MAX (null: longer, or
-   * none): checked whole for an error (a failed finish, `{"error"`) when its end comes. A view of the chunk while the
-   * line spans two.
+   * The bytes so far of a line split across chunks, its first SPLIT_LINE_MAX at most (null: none, or too long when it
+   * began): checked for an error (`{"error"`, `event: error`, a failed finish) when its end comes. A view of the chunk
+   * while the line spans two.
    */
   private splitLine: Buffer | null = null
   private readonly terminators: NeedleSearch
@@ -107,8 +108,9 @@ export class StreamScanner {
   /** Where the lines of the chunk being scanned start (after the end of a line begun in an earlier chunk). */
   private linesFrom = 0
   /**
-   * The error event's line when it began in an earlier chunk (split across reads, whole here, its line end
-   * included); errorAt is then 0. null: the event is in the chunk, at errorAt.
+   * The error event's bytes when its line began in an earlier chunk (split across reads): that line's start, then
+   * this chunk (Anthropic's data line follows its `event: error` line); errorAt is then 0. null: the event is in the
+   * chunk, at errorAt.
    */
   private splitErrorLine: Buffer | null = null
   /**
@@ -210,10 +212,25 @@ export class StreamScanner {
       const split = this.splitLine
       if (split !== null) {
         const end = eol === -1 ? length : eol + 1
-        const line = split.length + end <= SPLIT_LINE_MAX ? Buffer.concat([split, chunk.subarray(0, end)]) : null
-        this.splitLine = eol === -1 ? line : null
+        // Past SPLIT_LINE_MAX only the line's start is kept (and no longer copied): an error is known by its opening.
+        const whole = split.length + end <= SPLIT_LINE_MAX
+        const line =
+          split.length >= SPLIT_LINE_MAX ? split : Buffer.concat([split, chunk.subarray(0, whole ? end : SPLIT_LINE_MAX - split.length)])
+        this.splitLine = eol === -1 && this.mayFail(line, 0) ? line : null
         // Its start was held (a same-format event goes out whole), its end is here: an error line is not relayed.
-        if (eol !== -1 && line !== null && this.isSplitErrorLine(line)) return this.errorLineAt(0)
+        if (eol !== -1 && this.isSplitErrorLine(line)) {
+          // The event's bytes: the line, then the rest of the chunk (Anthropic's data line follows its event line).
+          const event = whole ? Buffer.concat([split, chunk]) : line
+          if (DATA_FIELD.isAt(line, 0)) {
+            this.splitErrorLine = event
+            return this.errorLineAt(0)
+          }
+          if (!this.awaitsErrorData(event)) {
+            this.splitErrorLine = event
+            this.errorAt = 0
+          }
+          return true
+        }
       }
       if (eol === -1) return true
       pos = eol + 1
@@ -227,17 +244,20 @@ export class StreamScanner {
       if (eol === -1) {
         // A failed finish whose line end is still to come: its marker and value are in this chunk.
         if (data && pos === failedLine) return this.errorLineAt(pos)
-        const kept = this.findsFailedFinishes && length - pos <= SPLIT_LINE_MAX
+        const kept = length - pos <= SPLIT_LINE_MAX && this.mayFail(chunk, pos)
         // An error event too, where the line is not kept to be read whole when its end comes (its message with it).
         if (data && !kept && opensErrorObject(chunk, dataValueAt(chunk, pos))) return this.errorLineAt(pos)
         this.midLine = true
         if (skipping) this.tapFrom = pos
         this.lineHead = length - pos <= SPLIT_HEAD_MAX ? chunk.toString('latin1', pos) : null
-        if (this.findsFailedFinishes) this.splitLine = kept ? chunk.subarray(pos) : null
+        this.splitLine = kept ? chunk.subarray(pos) : null
         return true
       }
       if (!data && chunk[pos] === LETTER_E && ERROR_EVENT.isAt(chunk, pos)) {
-        this.errorAt = pos
+        if (this.awaitsErrorData(chunk.subarray(pos))) {
+          this.midLine = true
+          if (skipping) this.tapFrom = pos
+        } else this.errorAt = pos
         return true
       }
       if (data) {
@@ -262,6 +282,27 @@ export class StreamScanner {
     return true
   }
 
+  /**
+   * Whether the whole `event: error` line that `event` starts with comes without its data line whole (the error's
+   * type and message: Anthropic's overloaded_error): the event is then kept as the line split across chunks, and read
+   * whole when the data line ends. Not when it would reach SPLIT_LINE_MAX (read as far as it came).
+   */
+  private awaitsErrorData(event: Buffer): boolean {
+    if (event.indexOf(NEWLINE, event.indexOf(NEWLINE) + 1) !== -1 || event.length >= SPLIT_LINE_MAX) return false
+    this.lineHead = null
+    this.splitLine = event
+    return true
+  }
+
+  /**
+   * Whether the line at `pos`, cut by the chunk's end, may turn out an error event, so that it is kept for its end:
+   * where a finish can fail, any line; elsewhere one that opens as an error, or is too short yet to tell.
+   */
+  private mayFail(chunk: Buffer, pos: number): boolean {
+    if (this.findsFailedFinishes || chunk.length - pos < SPLIT_HEAD_MAX) return true
+    return DATA_FIELD.isAt(chunk, pos) ? opensErrorObject(chunk, dataValueAt(chunk, pos)) : ERROR_EVENT.isAt(chunk, pos)
+  }
+
   /** The data line at `pos` is an upstream error event: the scan stops there. */
   private errorLineAt(pos: number): true {
     // An error is no token of the answer (counted as a data line before it was known).
@@ -271,17 +312,17 @@ export class StreamScanner {
   }
 
   /**
-   * Whether a line split across chunks, whole now (its line end included), is an error event: a data line that opens
-   * with `{"error"`, or one with a failed finish.
+   * Whether a line split across chunks, whole now (its line end included; of a longer one, its first SPLIT_LINE_MAX
+   * bytes), is an error event: a data line that opens with `{"error"`, an `event: error` line, or (where a finish can
+   * fail) a data line with a failed finish.
    */
   private isSplitErrorLine(line: Buffer): boolean {
-    if (!DATA_FIELD.isAt(line, 0)) return false
-    if (!opensErrorObject(line, dataValueAt(line, 0))) {
-      this.linesFrom = 0
-      if (this.finishes.indexIn(line, this.acceptFailedFinish) === -1) return false
-      this.failedLine = 0
-    }
-    this.splitErrorLine = line
+    if (!DATA_FIELD.isAt(line, 0)) return ERROR_EVENT.isAt(line, 0)
+    if (opensErrorObject(line, dataValueAt(line, 0))) return true
+    if (!this.findsFailedFinishes) return false
+    this.linesFrom = 0
+    if (this.finishes.indexIn(line, this.acceptFailedFinish) === -1) return false
+    this.failedLine = 0
     return true
   }
 

@@ -268,6 +268,51 @@ describe("Gemini's finishReason and blockReason end the stream only where Gemini
   }
 })
 
+test("an upstream's error event is found however it is cut, in every format, its message with it", () => {
+  const gemini = (text: string) => `data: {"candidates":[{"content":{"parts":[{"text":"${text}"}],"role":"model"},"index":0}]}\r\n\r\n`
+  const anthropic = (text: string) =>
+    `event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"${text}"}}\n\n`
+  // Each with the status its error stands for (its code, or Anthropic's type): what a first event fails over with.
+  const streams: [string, Endpoint, Protocol, string, number][] = [
+    ['OpenAI', CHAT, 'openai', `${chatChunk('lorem ')}data: {"error":{"message":"Engine died.","code":500}}\n\n`, 500],
+    [
+      'Anthropic',
+      ANTHROPIC_MESSAGES,
+      'anthropic',
+      `${anthropic('lorem ')}event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n`,
+      529,
+    ],
+    [
+      'Gemini',
+      GEMINI_GENERATE,
+      'gemini',
+      `${gemini('lorem ')}data: {"error": {"code": 503, "message": "Overloaded", "status": "UNAVAILABLE"}}\r\n\r\n`,
+      503,
+    ],
+  ]
+  for (const [format, endpoint, protocol, text, status] of streams) {
+    // Also with a message longer than the part of a split line kept (4 KB): known by its opening, however cut.
+    for (const long of [false, true]) {
+      const bytes = Buffer.from(long ? text.replace(/"(Overloaded|Engine died\.)"/, `"$1${' more'.repeat(1000)}"`) : text)
+      for (const { name, chunks } of chunkings(bytes, 23)) {
+        const scanner = new StreamScanner(endpoint, new UsageExtractor(protocol))
+        const failing = chunks.find((chunk) => {
+          scanner.scan(chunk)
+          return scanner.errorAt !== -1
+        })
+        const kind = `${format}${long ? ', long' : ''}, ${name}`
+        assert.ok(failing !== undefined, kind)
+        // The text event before it is the answer's only data event: the error is none.
+        assert.equal(scanner.dataEvents, 1, kind)
+        if (long) continue
+        // Its message and status too, its line read whole (Anthropic's: its data line, after the event line).
+        assert.match(scanner.upstreamError(failing).message, /mid-stream: (Overloaded|Engine died\.)$/, kind)
+        assert.equal(scanner.errorEvent(failing).status, status, kind)
+      }
+    }
+  }
+})
+
 test('the usage readers start at the first line that may report usage', () => {
   const text = STREAMS[0]?.text ?? ''
   const scanner = new StreamScanner(CHAT, new UsageExtractor('openai'))

@@ -170,6 +170,98 @@ test('a failed finish or an error event split across two upstream reads is the f
   }
 })
 
+test("Anthropic's and Gemini's error events split across two upstream reads are the failure a whole one is: not relayed, the next upstream answers or continues", async () => {
+  const event = (name: string, data: Record<string, unknown>) => `event: ${name}\ndata: ${JSON.stringify({ type: name, ...data })}\n\n`
+  const anthropicText = (t: string) => event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: t } })
+  const overloaded = event('error', { error: { type: 'overloaded_error', message: 'Overloaded' } })
+  const geminiText = (t: string, last = false) =>
+    `data: ${JSON.stringify({
+      candidates: [{ content: { role: 'model', parts: [{ text: t }] }, index: 0, ...(last ? { finishReason: 'STOP' } : {}) }],
+      usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 2, totalTokenCount: 6 },
+    })}\r\n\r\n`
+  // Gemini's error inside a stream, spaced as Google's API writes it.
+  const unavailable = 'data: {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}\r\n\r\n'
+  const formats = [
+    {
+      protocol: 'anthropic' as const,
+      path: '/v1/messages',
+      body: messages('m'),
+      head:
+        event('message_start', {
+          message: {
+            id: 'msg_1',
+            type: 'message',
+            role: 'assistant',
+            model: 'c',
+            content: [],
+            usage: { input_tokens: 5, output_tokens: 1 },
+          },
+        }) + event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }),
+      text: anthropicText,
+      tail:
+        event('content_block_stop', { index: 0 }) +
+        event('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 3 } }) +
+        event('message_stop', {}),
+      failed: overloaded,
+      cuts: { 'inside event: error': 'event: err'.length, 'before its line end': 'event: error'.length, 'inside event:': 3 },
+      /** The answer's text, and the error events the client got. */
+      read: (raw: string) => {
+        const events = parseSse(raw)
+        const said = events.map((e) => JSON.parse(e.data) as { delta?: { text?: string }; error?: { message: string } })
+        return { text: said.map((data) => data.delta?.text ?? '').join(''), errors: said.flatMap((data) => data.error?.message ?? []) }
+      },
+    },
+    {
+      protocol: 'gemini' as const,
+      path: '/v1beta/models/m:streamGenerateContent?alt=sse',
+      body: { contents: [{ role: 'user', parts: [{ text: 'hi' }] }] },
+      head: '',
+      text: geminiText,
+      tail: geminiText('', true),
+      failed: unavailable,
+      cuts: { 'inside {"error"': 'data: {"err'.length, 'inside data:': 3, 'before its line end': unavailable.length - 4 },
+      read: (raw: string) => {
+        const said = parseSse(raw).map(
+          (e) => JSON.parse(e.data) as { candidates?: { content: { parts: { text: string }[] } }[]; error?: { message: string } },
+        )
+        return {
+          text: said.map((data) => data.candidates?.[0]?.content.parts.map((part) => part.text).join('') ?? '').join(''),
+          errors: said.flatMap((data) => data.error?.message ?? []),
+        }
+      },
+    },
+  ]
+  for (const format of formats) {
+    for (const [where, cut] of Object.entries(format.cuts)) {
+      for (const midStream of [true, false]) {
+        const name = `${format.protocol}, cut ${where}, ${midStream ? 'after text' : 'as the first event'}`
+        const before = midStream ? format.head + format.text('Partial') : ''
+        const a = upstream('a', format.protocol, async (res) => {
+          sse(res)
+          res.write(before + format.failed.slice(0, cut))
+          await sleep(50)
+          res.end(format.failed.slice(cut))
+        })
+        const b = upstream('b', format.protocol, (res) => {
+          sse(res)
+          res.end(format.head + format.text(' and more.') + format.tail)
+        })
+        const g = await scripted([a, b], [{ name: 'm', upstreams: ['a', 'b'], strategy: 'ordered' }])
+        try {
+          const res = await post(g, format.path, format.body)
+          // Continued after the text the client has, or answered by b alone: the upstream's error never reaches it.
+          assert.deepEqual(format.read(res.text), { text: `${midStream ? 'Partial' : ''} and more.`, errors: [] }, name)
+          await eventually(() => g.records.length === 1, 2000, 'usage record')
+          const record = g.records[0]
+          assert.deepEqual([record?.error, record?.resumed, record?.attempts], [undefined, midStream, 2], name)
+        } finally {
+          await g.close()
+        }
+      }
+    }
+  }
+})
+
 test("vLLM's 400 as the first stream event comes back as the 400 it is, in the client's shape, without retries", async () => {
   const a = upstream('a', 'vllm', (res) => {
     sse(res)
