@@ -38,7 +38,8 @@ export interface Endpoint {
   /**
    * The terminator is the stream's last event: the client's response ends with it, whatever the upstream does
    * after it (one that keeps its response open must not keep the client waiting). Gemini's `finishReason` ends
-   * the generation, not necessarily the stream, so it is not one.
+   * the generation, not necessarily the stream (its usage may follow), so it is not one: such a stream ends when the
+   * upstream ends it, or after a short silence after its terminator.
    */
   readonly endsAtTerminator: boolean
   /** Whether the endpoint takes `stream_options.include_usage` (chat and legacy completions). */

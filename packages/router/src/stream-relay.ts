@@ -41,6 +41,11 @@ export class StreamRelay {
   /** The in-band failure the stream ends with once the upstream's usage after it is read (null: none). */
   private failing: LlmProxyError | null = null
   private ended = false
+  /**
+   * A terminator that does not end the stream came (Gemini's finishReason: more of the answer may follow it, its usage
+   * with it): the upstream's silence is then bounded by TERMINATOR_GRACE_MS, not idleMs, and ends the answer whole.
+   */
+  private afterTerminator = false
 
   constructor(attempt: AttemptView, call: CallHost, body: UpstreamBody, reader: UsageExtractor, tap: ResumeTap | null) {
     this.attempt = attempt
@@ -78,7 +83,8 @@ export class StreamRelay {
     if (call.attempt === attempt) call.onCommitted()
     attempt.clearDeadline()
     // (Nor when it failed in this chunk: its usage is being read, under USAGE_GRACE_MS.)
-    if (this.ended || this.failing !== null) return
+    // (Nor when its terminator came in this chunk: its own timer is set.)
+    if (this.ended || this.failing !== null || this.afterTerminator) return
     this.timer = setTimeout(idleTimeout, call.settings.timeouts.idleMs, this)
   }
 
@@ -140,7 +146,21 @@ export class StreamRelay {
     // finish or terminator in an event then cut did not reach the client.
     if (!(transform instanceof EventAligner)) scanner.checkEnd(chunk)
     else if (typeof out === 'object' && out !== null) scanner.checkEnd(out)
-    if (scanner.sawTerminator && scanner.atEventEnd && this.attempt.endpoint.endsAtTerminator) this.endAtTerminator()
+    if (scanner.sawTerminator && scanner.atEventEnd && !this.afterTerminator) {
+      if (this.attempt.endpoint.endsAtTerminator) this.endAtTerminator()
+      else this.awaitEnd()
+    }
+  }
+
+  /**
+   * A terminator that does not end the stream came: the upstream's response should end soon. One that stays silent
+   * for TERMINATOR_GRACE_MS instead (kept open) ends the client's answer then, whole, not after idleMs as a failure.
+   */
+  private awaitEnd(): void {
+    if (this.ended) return
+    this.afterTerminator = true
+    this.clearTimer()
+    this.timer = setTimeout(idleTimeout, TERMINATOR_GRACE_MS, this)
   }
 
   /** Bytes to the client (the first of them commit), and to the resume tap, which reads what the client got. */
@@ -308,15 +328,20 @@ export class StreamRelay {
 
   onIdleTimeout(): void {
     const idleMs = this.call.settings.timeouts.idleMs
+    const quietMs = this.afterTerminator ? TERMINATOR_GRACE_MS : idleMs
     const now = performance.now()
     // A body paused for a slow client is not a silent upstream: the silence counts from when it resumes.
     if (this.body.isPaused()) this.lastChunkAt = now
     const quietFor = now - this.lastChunkAt
-    if (quietFor < idleMs) {
-      this.timer = setTimeout(idleTimeout, idleMs - quietFor, this)
+    if (quietFor < quietMs) {
+      this.timer = setTimeout(idleTimeout, quietMs - quietFor, this)
       return
     }
     this.timer = null
+    if (this.afterTerminator) {
+      this.endAtTerminator()
+      return
+    }
     this.body.destroy(errors.upstreamTimeout(`The upstream sent nothing for ${idleMs} ms.`))
   }
 

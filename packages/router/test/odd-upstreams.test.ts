@@ -175,6 +175,44 @@ test('an Anthropic upstream that keeps its response open after message_stop: fin
   await eventually(() => closedResponses === 1, 5000, 'the upstream response released')
 })
 
+test('a Gemini upstream that keeps its response open after its finishReason: the answer ends 1 s later, whole, same-format or converted', async () => {
+  const event = (candidate: Record<string, unknown>, usage: boolean) =>
+    `data: ${JSON.stringify({
+      candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'Hello' }] }, ...candidate }],
+      ...(usage && { usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 2, totalTokenCount: 6 } }),
+    })}\r\n\r\n`
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.write(event({}, false))
+    res.write(event({ finishReason: 'STOP' }, true))
+    // …and never ends it (idleMs is 60 s here).
+  }
+  const gemini = new GoogleGenAI({ apiKey: 'k', httpOptions: { baseUrl: url } })
+  const geminiText = async () => {
+    let text = ''
+    for await (const part of await gemini.models.generateContentStream({ model: 'gemini-test', contents: 'hi' })) text += part.text ?? ''
+    return text
+  }
+  const openaiText = async () => {
+    let text = ''
+    const stream = await openai().chat.completions.create({
+      model: 'gemini-test',
+      stream: true,
+      messages: [{ role: 'user', content: 'Hi' }],
+    })
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ''
+    return text
+  }
+  assert.equal(await within(10_000, 'the Gemini SDK stream', geminiText()), 'HelloHello')
+  assert.equal(await within(10_000, 'the openai SDK stream', openaiText()), 'HelloHello')
+  await eventually(() => records.length === 2, 5000, 'the usage records')
+  for (const record of records) {
+    assert.equal(record.error, undefined)
+    assert.deepEqual([record.promptTokens, record.completionTokens, record.estimated], [4, 2, false])
+  }
+  await eventually(() => closedResponses === 2, 5000, 'the upstream responses released')
+})
+
 test('an answer that writes "event: message_stop" as text is not taken for the end of the stream, same-format or converted', async () => {
   const said = 'The stream ends with event: message_stop then data.'
   script = (_req, res) => {
