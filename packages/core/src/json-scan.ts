@@ -88,6 +88,20 @@ export class JsonKeyScanner {
     this.maxBytes = maxBytes
   }
 
+  /** Whether the bytes so far open a JSON document (`{` or `[` first); null while they hold nothing but whitespace. */
+  get opensJson(): boolean | null {
+    return this.framing === Framing.Unknown ? null : this.framing === Framing.Json
+  }
+
+  /**
+   * The bytes so far are a whole JSON document's structure: it opened, and every object, array and string in it was
+   * closed. The scan follows nesting and strings anyway, so this reads no byte of its own; it does not check literals,
+   * numbers or commas (`{not json}` passes).
+   */
+  get jsonClosed(): boolean {
+    return this.framing === Framing.Json && this.depth === 0 && !this.inString
+  }
+
   /**
    * Scans the chunk from `from` on. A caller that skips bytes vouches that they are whole JSON values (whole lines of
    * them) holding no match: from `from` > 0 the scanner starts between values, outside any; a whole chunk skipped

@@ -130,6 +130,7 @@ test('after an oversize object is abandoned, the nesting is still followed', () 
   scanner.write(Buffer.from(`{"usage":{"pad":"${'x'.repeat(40)}",`))
   scanner.write(Buffer.from('"usage":{"inner":1}},"usage":{"a":1}}'))
   assert.deepEqual(found, ['{"a":1}'])
+  assert.equal(scanner.jsonClosed, true)
 })
 
 test('long strings and long runs of numbers (their ends searched natively) are followed too, across any chunk boundary', () => {
@@ -137,6 +138,29 @@ test('long strings and long runs of numbers (their ends searched natively) are f
   const text = `data: {"text":"${long}","args":{"usage":{"v":[${'1.5,'.repeat(20)}2]}},"n":[${'-0.25,'.repeat(20)}1],"usage":{"a":1}}\n\n`
   assert.equal(JSON.parse(text.slice(6)).text, `${'x'.repeat(40)}"usage":{}[${'\\'.repeat(3)}"${'y'.repeat(40)}\\`)
   for (const parts of everySplit(text)) assert.deepEqual(scanAll('usage', parts), ['{"a":1}'], JSON.stringify(parts))
+})
+
+test('whether the bytes open a JSON document, and whether it is whole (nesting and strings closed), across any chunk boundary', () => {
+  const cases: [string, boolean | null, boolean][] = [
+    ['', null, false],
+    [' \r\n', null, false],
+    ['{"id":"x","usage":{"prompt_tokens":3},"choices":[{"text":"}]"}]}\n', true, true],
+    ['\ufeff [1,{"a":[]}]', true, true],
+    ['{not json', true, false],
+    ['{"id":"x","choices":[{"text":"Hi', true, false],
+    ['{"text":"a \\"quoted\\" }"', true, false],
+    ['{"usage":{"prompt_tokens":3}', true, false],
+    ['Bad gateway', false, false],
+    ['\n<!DOCTYPE html><html>{}</html>', false, false],
+  ]
+  for (const [text, opens, closed] of cases) {
+    for (const parts of everySplit(text)) {
+      const scanner = new JsonKeyScanner('usage', 2, () => {})
+      for (const part of parts) scanner.write(Buffer.from(part))
+      assert.equal(scanner.opensJson, opens, JSON.stringify(parts))
+      assert.equal(scanner.jsonClosed, closed, JSON.stringify(parts))
+    }
+  }
 })
 
 /** Deterministic pseudo-random numbers in [0, 1) (mulberry32), so that a failure can be replayed. */
@@ -192,7 +216,12 @@ test('finds exactly the key objects at most maxDepth deep, in random JSON cut in
       const found: unknown[] = []
       const scanner = new JsonKeyScanner('usage', maxDepth, (json) => found.push(JSON.parse(json)))
       const chunks = randomChunks(text)
-      for (const chunk of chunks) scanner.write(chunk)
+      const whole = framing !== 'sse'
+      for (const [i, chunk] of chunks.entries()) {
+        scanner.write(chunk)
+        // A document is whole at its last byte (its closing brace or bracket), not before.
+        assert.equal(scanner.jsonClosed, whole && i === chunks.length - 1, `round ${round}, ${framing}, chunk ${i}`)
+      }
       assert.deepEqual(found, objects, `round ${round}, ${framing}, maxDepth ${maxDepth}, chunks ${JSON.stringify(chunks.map(String))}`)
     }
   }

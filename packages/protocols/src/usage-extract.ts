@@ -87,6 +87,16 @@ export class UsageExtractor {
     this.scanner.write(chunk, from)
   }
 
+  /** Whether the bytes read so far open a JSON document; null while they are whitespace only (JsonKeyScanner). */
+  get opensJson(): boolean | null {
+    return this.scanner.opensJson
+  }
+
+  /** The bytes read so far are a whole JSON document: every object, array and string closed (JsonKeyScanner). */
+  get jsonClosed(): boolean {
+    return this.scanner.jsonClosed
+  }
+
   /** What the upstream reported, or null when it reported nothing. */
   result(): Usage | null {
     this.parsePending()

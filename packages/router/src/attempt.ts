@@ -371,8 +371,8 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   }
 
   /**
-   * Commits a JSON answer at its first byte: headers and then nothing (a stalled or dying upstream) is still a
-   * failure another upstream can answer for, not an empty reply.
+   * Commits a JSON answer at its first byte: headers and then nothing (a stalled or dying upstream, an empty body) is
+   * still a failure another upstream can answer for, not an empty reply.
    */
   private commitJson(): void {
     if (this.delivering) return
@@ -394,7 +394,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     this.flowing = true
     if (this.status < 300) this.call.ctx.firstTokenAt = now
     // A body whole in its first chunk (most answers) ends in this turn: no idle timer to make.
-    if (Number(this.headers?.['content-length']) === chunkLength) return
+    if (this.wholeBody(chunkLength)) return
     this.clearDeadline()
     this.timer = setTimeout(firstByteTimeout, this.call.settings.timeouts.idleMs, this)
   }
@@ -413,16 +413,49 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     this.body?.destroy(errors.upstreamTimeout(`The upstream sent nothing for ${idleMs} ms.`))
   }
 
+  /** A body of `length` bytes, as the upstream's content-length says (a decoded body has none). */
+  private wholeBody(length: number): boolean {
+    return Number(this.headers?.['content-length']) === length
+  }
+
   private onJsonChunk(chunk: Buffer): void {
     this.bodyFlowing(chunk.length)
-    this.commitJson()
     const meter = this.call.meter
-    meter.reader?.write(chunk)
+    const reader = meter.reader
+    reader?.write(chunk)
+    if (!this.delivering && reader !== null && !this.mayBeAnswer(reader, chunk.length)) {
+      this.fail('error', notJson(this.status), this.status)
+      return
+    }
+    this.commitJson()
     meter.responseBytes += chunk.length
     this.call.client.write(chunk, this.body)
   }
 
+  /**
+   * Before the commit, a success's first chunk (an error answer is passed on as it is): it must open a JSON document,
+   * and close it when it is the whole body. A text page behind a JSON content type (a proxy's), broken or cut JSON then
+   * fails over as any failure before the first byte does. The usage tap has scanned the chunk: no byte is read again.
+   * Whitespace alone decides nothing (some servers send it to keep a slow answer's connection open): committed.
+   */
+  private mayBeAnswer(reader: UsageExtractor, chunkLength: number): boolean {
+    if (this.status >= 300) return true
+    if (reader.opensJson === false) return false
+    return !this.wholeBody(chunkLength) || reader.jsonClosed
+  }
+
   private onJsonEnd(): void {
+    // A success that is no whole JSON document (cut short yet ended cleanly, text after blank lines, nothing): an
+    // upstream failure. An empty body is still before the commit; after it, the connection is cut, the record says so.
+    if (this.status < 300 && this.call.meter.reader?.jsonClosed === false) {
+      if (!this.delivering) {
+        this.fail('error', notJson(this.status), this.status)
+        return
+      }
+      this.settle()
+      this.call.onJsonFailed(notJson(this.status))
+      return
+    }
     this.commitJson()
     this.settle()
     this.call.endAnswer()
@@ -467,6 +500,11 @@ function firstByteTimeout(attempt: UpstreamAttempt): void {
 }
 
 function noop(): void {}
+
+/** A success whose body is not a JSON document: no answer, though its status says one. */
+function notJson(status: number): LlmProxyError {
+  return errors.upstreamFailed(`The upstream answered ${status} with a body that is not a JSON document.`)
+}
 
 /**
  * Reads a body whole, keeping at most `limit` bytes (`complete` false when it held more), feeding the usage tap
