@@ -42,21 +42,28 @@ export function acceptJsonBodies(routes: FastifyInstance, bodyLimit: number): vo
     // The raw headers: those reply-from copies for the upstream request.
     const headers = request.raw.headers
     const coding = headers['content-encoding']
+    // The coding the body was sent with, '' when none.
+    let compressedWith = ''
     let decoder: Transform | null = null
     if (coding !== undefined) {
       // The router sends upstream a body it re-serialised: the client's coding must not travel with it.
       delete headers['content-encoding']
       const name = coding.trim().toLowerCase()
       if (name !== '' && name !== 'identity') {
-        const decoderFor = DECODERS.get(name)
-        if (decoderFor === undefined) return refuse(payload, errors.unsupportedContentEncoding(coding), done)
-        decoder = decoderFor()
+        compressedWith = coding
+        // A preParsing hook that put its own stream in place of the request has decoded the body already, and left
+        // the header (@fastify/compress does so on every route of the app): a second decoding would refuse the body.
+        if (payload === request.raw) {
+          const decoderFor = DECODERS.get(name)
+          if (decoderFor === undefined) return refuse(payload, errors.unsupportedContentEncoding(coding), done)
+          decoder = decoderFor()
+        }
       }
     }
     if (Number(headers['content-length']) > bodyLimit) return refuse(payload, errors.bodyTooLarge(bodyLimit), done)
     // The compressed size says nothing of the body the hooks after this see (a token estimate would take it for it).
-    if (decoder !== null) delete headers['content-length']
-    readBody(request, payload, done, bodyLimit, parseJson, decoder, coding ?? '')
+    if (compressedWith !== '') delete headers['content-length']
+    readBody(request, payload, done, bodyLimit, parseJson, decoder, compressedWith)
   })
 }
 
@@ -81,7 +88,7 @@ function readBody(
   let received = 0
   const collect = (chunk: Buffer): void => {
     size += chunk.length
-    if (size > limit) fail(errors.bodyTooLarge(limit, decoder !== null))
+    if (size > limit) fail(errors.bodyTooLarge(limit, coding !== ''))
     else chunks.push(chunk)
   }
   const finish = (): void => {
@@ -105,14 +112,21 @@ function readBody(
           }
         }
   const onEnd = decoder === null ? finish : (): void => void decoder.end()
-  const onAborted = (): void => {
+  // The request's own stream fails only when the client leaves before the body is complete. A preParsing hook's
+  // decoding stream fails on data it cannot decode (@fastify/compress's also on a client leaving: no one reads the
+  // answer then).
+  const onReadError = (): void => {
     stop()
-    done(errors.invalidRequest('The client closed the connection before its body was complete.'))
+    done(
+      payload !== request.raw && coding !== ''
+        ? errors.invalidContentEncoding(coding)
+        : errors.invalidRequest('The client closed the connection before its body was complete.'),
+    )
   }
   const stop = (): void => {
     payload.removeListener('data', onData)
     payload.removeListener('end', onEnd)
-    payload.removeListener('error', onAborted)
+    payload.removeListener('error', onReadError)
     if (decoder !== null) {
       decoder.removeAllListeners()
       decoder.on('error', ignore) // a write still in flight may fail after destroy(): nothing to report then
@@ -126,7 +140,7 @@ function readBody(
   }
   payload.on('data', onData)
   payload.on('end', onEnd)
-  payload.on('error', onAborted)
+  payload.on('error', onReadError)
   payload.resume()
 }
 

@@ -4,6 +4,7 @@ import { request as httpRequest } from 'node:http'
 import { Writable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib'
+import compress from '@fastify/compress'
 import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
 import { upstreams } from '@llmproxy/upstreams'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -21,8 +22,14 @@ interface Gateway {
   close(): Promise<void>
 }
 
+interface GatewayOptions {
+  bodyLimit?: number
+  /** @fastify/compress (its defaults) at the root, the gateway in its own context: examples/existing-app's layout. */
+  compress?: boolean
+}
+
 /** Upstreams + router with a real logger (the tests check what is logged), in front of the mock. */
-async function startGateway(bodyLimit?: number): Promise<Gateway> {
+async function startGateway({ bodyLimit, compress: withCompress = false }: GatewayOptions = {}): Promise<Gateway> {
   const mock = await startMockUpstream({ defaults: { tokens: 3 } })
   const logs: { level: number; msg: string }[] = []
   const stream = new Writable({
@@ -32,11 +39,17 @@ async function startGateway(bodyLimit?: number): Promise<Gateway> {
     },
   })
   const app = Fastify({ logger: { level: 'info', stream } }) as unknown as FastifyInstance
-  await app.register(upstreams, { upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }], healthChecks: { enabled: false } })
-  await app.register(router, {
-    models: [{ name: 'gpt-test', upstreams: ['mock'], upstreamModel: 'mock-model' }],
-    ...(bodyLimit === undefined ? {} : { bodyLimit }),
-  })
+  const gateway = async (scope: FastifyInstance): Promise<void> => {
+    await scope.register(upstreams, { upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }], healthChecks: { enabled: false } })
+    await scope.register(router, {
+      models: [{ name: 'gpt-test', upstreams: ['mock'], upstreamModel: 'mock-model' }],
+      ...(bodyLimit === undefined ? {} : { bodyLimit }),
+    })
+  }
+  if (withCompress) {
+    await app.register(compress)
+    await app.register(gateway)
+  } else await gateway(app)
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   return {
     app,
@@ -207,7 +220,7 @@ function gzipBomb(gb: number): Buffer {
 describe('compressed request bodies', () => {
   let g: Gateway
   before(async () => {
-    g = await startGateway(64 * 1024)
+    g = await startGateway({ bodyLimit: 64 * 1024 })
   })
   after(() => g.close())
 
@@ -262,6 +275,38 @@ describe('compressed request bodies', () => {
     assert.equal(res.status, 413)
     assert.equal(res.json.error.code, 'llmproxy_body_too_large')
     assert.equal(res.json.error.message, 'The request body exceeds the limit of 65536 bytes once decompressed.')
+  })
+})
+
+describe('behind @fastify/compress, which decodes request bodies in a preParsing hook and leaves Content-Encoding', () => {
+  let g: Gateway
+  before(async () => {
+    g = await startGateway({ compress: true })
+  })
+  after(() => g.close())
+
+  const body = chat({ stream: false })
+  for (const [coding, payload] of [
+    ['gzip', gzipSync(body)],
+    ['br', brotliCompressSync(body)],
+  ] as const) {
+    test(`a ${coding} body is decoded once; the upstream gets plain JSON without the header`, async () => {
+      g.mock.reset()
+      const res = await post(g.url, payload, { 'content-encoding': coding })
+      assert.equal(res.status, 200)
+      const seen = g.mock.requests[0]
+      assert.equal(seen?.headers['content-encoding'], undefined)
+      assert.deepEqual(seen?.body, { ...JSON.parse(body), model: 'mock-model' })
+    })
+  }
+
+  test('a body that is not br data is a 400 saying so, not a client that closed the connection', async () => {
+    g.mock.reset()
+    const res = await post(g.url, body, { 'content-encoding': 'br' })
+    assert.equal(res.status, 400)
+    assert.equal(res.json.error.code, 'llmproxy_invalid_content_encoding')
+    assert.equal(res.json.error.message, 'The request body is not valid "br" data (Content-Encoding).')
+    assert.equal(g.mock.requests.length, 0)
   })
 })
 
