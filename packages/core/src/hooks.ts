@@ -22,15 +22,19 @@ const HOOK_NAMES: ReadonlySet<string> = new Set<LlmHookName>(['onUsage', 'onAtte
  * the request or the other listeners (errors are logged, promises are not awaited).
  *
  * One registry per Fastify context that registers core (a context inside it uses its registry). What is emitted in a
- * context is also told to the listeners of the registries of the contexts around it (`outer`): the app's own
- * listeners at the root hear a gateway registered in a child context, whichever registered core first, while
- * sibling contexts stay apart.
+ * context is also told to the listeners of the registries of the contexts around it (`outer`) and inside it
+ * (`inner`), whichever registered core first: the app's own listeners at the root hear a gateway registered in a
+ * child context, a usage or metrics plugin in a child context hears a gateway registered at the root after it, and
+ * sibling contexts stay apart. A registry is around another, inside it or apart from it: no listener hears a value twice.
  */
 export class LlmHookRegistry {
   private readonly listeners: { [K in LlmHookName]: LlmHooks[K][] } = { onUsage: [], onAttempt: [], onReject: [] }
   private readonly log: FastifyBaseLogger
-  /** The registries of the contexts around this one, innermost first (set once every plugin is registered). */
+  /** The registries of the contexts around this one, innermost first, and inside it (set when the app is ready). */
   private outer: LlmHookRegistry[] = []
+  private readonly inner: LlmHookRegistry[] = []
+  /** This registry, then `outer`, then `inner`: those whose listeners hear what this one emits (one loop per emit). */
+  private linked: LlmHookRegistry[] = [this]
   private keptAtTurnEnd = false
 
   constructor(log: FastifyBaseLogger) {
@@ -40,6 +44,11 @@ export class LlmHookRegistry {
   /** Called by core when the app is ready (every context and plugin registered). */
   setOuter(outer: LlmHookRegistry[]): void {
     this.outer = outer
+    this.linked = [this, ...outer, ...this.inner]
+    for (const registry of outer) {
+      registry.inner.push(this)
+      registry.linked = [registry, ...registry.outer, ...registry.inner]
+    }
   }
 
   /**
@@ -47,10 +56,12 @@ export class LlmHookRegistry {
    * queues then (the usage spool: one write per turn). The router then emits an answer's record before the answer's
    * end, and ends it in an immediate queued after: the client's answer is complete only once its record is kept,
    * so a crash of the process never leaves a client holding an answer whose record it lost. True when such a
-   * listener is here or around.
+   * listener is here, around or inside.
    */
   get recordsKeptAtTurnEnd(): boolean {
-    return this.keptAtTurnEnd || this.outer.some((registry) => registry.keptAtTurnEnd)
+    const linked = this.linked
+    for (let i = 0; i < linked.length; i++) if ((linked[i] as LlmHookRegistry).keptAtTurnEnd) return true
+    return false
   }
 
   set recordsKeptAtTurnEnd(kept: boolean) {
@@ -65,8 +76,8 @@ export class LlmHookRegistry {
   }
 
   hasListeners(name: LlmHookName): boolean {
-    if (this.listeners[name].length > 0) return true
-    for (const registry of this.outer) if (registry.listeners[name].length > 0) return true
+    const linked = this.linked
+    for (let i = 0; i < linked.length; i++) if ((linked[i] as LlmHookRegistry).listeners[name].length > 0) return true
     return false
   }
 
@@ -84,10 +95,10 @@ export class LlmHookRegistry {
     this.emit('onReject', rejection, request)
   }
 
-  /** Tells this registry's listeners, then those of the registries around. */
+  /** Tells this registry's listeners, then those of the registries around, then those inside. */
   private emit<K extends LlmHookName>(name: K, value: HookValue<K>, request: FastifyRequest): void {
-    this.run(name, value, request)
-    for (const registry of this.outer) registry.run(name, value, request)
+    const linked = this.linked
+    for (let i = 0; i < linked.length; i++) (linked[i] as LlmHookRegistry).run(name, value, request)
   }
 
   private run<K extends LlmHookName>(name: K, value: HookValue<K>, request: FastifyRequest): void {

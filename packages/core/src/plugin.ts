@@ -39,7 +39,8 @@ const corePlugin: FastifyPluginAsync = async (fastify, options) => {
   if (fastify.hasDecorator('llm')) return
   const registry = new LlmHookRegistry(fastify.log)
   // A context around this one may register core after this one did (the app's usage plugin at the root after the
-  // gateway in its child context): the registries around are known once every plugin is registered.
+  // gateway in its child context, or the gateway at the root after a metrics plugin in a child context): the
+  // registries around are known once every plugin is registered.
   fastify.addHook('onReady', async () => registry.setOuter(outerRegistries(fastify, registry)))
   fastify.decorate('llm', registry)
   fastify.decorateRequest('llm', null as unknown as LlmContext)

@@ -35,6 +35,28 @@ test('core registered in a child context first, then at the root: one registry, 
   assert.deepEqual(heard, ['auth'])
 })
 
+test('core registered in a child context first, then at the root: the child listeners hear the root routes', async (t) => {
+  const app = Fastify({ logger: false })
+  t.after(() => app.close())
+  // A usage or metrics plugin in the app's own context (it registers core there), the gateway at the root after.
+  const heard: string[] = []
+  let keptAtRoot = false
+  await app.register(async (internal) => {
+    await ensureCore(internal)
+    internal.llm.addHook('onReject', (rejection) => heard.push(rejection.reason))
+    internal.llm.recordsKeptAtTurnEnd = true // a usage spool here keeps the records of the root's requests too
+  })
+  await ensureCore(app)
+  app.get('/chat', (request, reply) => {
+    keptAtRoot = app.llm.recordsKeptAtTurnEnd
+    if (app.llm.hasListeners('onReject')) app.llm.emitReject({ reason: 'auth', keyId: null, statusCode: 401 }, request)
+    return reply.code(401).send()
+  })
+  assert.equal((await app.inject('/chat')).statusCode, 401)
+  assert.deepEqual(heard, ['auth'])
+  assert.equal(keptAtRoot, true)
+})
+
 test('sibling contexts that register core stay apart; listeners of a context around them hear both', async (t) => {
   const app = Fastify({ logger: false })
   t.after(() => app.close())
