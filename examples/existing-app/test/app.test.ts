@@ -44,10 +44,11 @@ test('the custom usage hook tallies tokens', async () => {
   assert.ok((usage.chat ?? 0) > 0)
 })
 
-test('the gateway’s metrics are on the app’s /metrics: its requests and tokens by model', async () => {
+test('the gateway’s metrics are on the app’s /metrics: its requests and tokens by model, its upstreams’ health', async () => {
   const text = (await app.inject('/metrics')).body
   assert.match(text, /^llmproxy_requests_total\{[^}]*model="chat"[^}]*\} [1-9]/m)
   assert.match(text, /^llmproxy_completion_tokens_total\{[^}]*model="chat"[^}]*\} [1-9]/m)
+  assert.match(text, /^llmproxy_upstream_up\{upstream="primary"\} 1$/m)
 })
 
 test('the app’s own @fastify/rate-limit and LLMProxy’s limits each count their own routes', async () => {

@@ -1,4 +1,4 @@
-import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
 import type { Attempt, Rejection } from './context.js'
 import type { UsageRecord } from './usage-record.js'
 
@@ -35,6 +35,8 @@ export class LlmHookRegistry {
   private readonly inner: LlmHookRegistry[] = []
   /** This registry, then `outer`, then `inner`: those whose listeners hear what this one emits (one loop per emit). */
   private linked: LlmHookRegistry[] = [this]
+  /** The contexts the LLMProxy plugins using this registry were registered in (ensureCore tells). */
+  private readonly pluginContexts: FastifyInstance[] = []
   private keptAtTurnEnd = false
 
   constructor(log: FastifyBaseLogger) {
@@ -49,6 +51,20 @@ export class LlmHookRegistry {
       registry.inner.push(this)
       registry.linked = [registry, ...registry.outer, ...registry.inner]
     }
+  }
+
+  /** Called by ensureCore: an LLMProxy plugin is registered in `context`, whose registry this is. */
+  addPluginContext(context: FastifyInstance): void {
+    if (!this.pluginContexts.includes(context)) this.pluginContexts.push(context)
+  }
+
+  /**
+   * The contexts of the LLMProxy plugins whose values this registry's listeners hear (its own, around and inside),
+   * once the app is ready: where a plugin finds another's decorators when they sit in another context (metrics at
+   * the root reads `upstreams` from the gateway's own context).
+   */
+  contextsHeard(): FastifyInstance[] {
+    return this.linked.flatMap((registry) => registry.pluginContexts)
   }
 
   /**

@@ -63,12 +63,12 @@ const metricsPlugin: FastifyPluginAsync<Partial<MetricsOptions>> = async (fastif
   let detachUsage: (() => void) | null = null
   // Other plugins may be registered after this one: look for their decorators once all are loaded.
   fastify.addHook('onReady', async () => {
-    const upstreams = decoratorOf(fastify, 'upstreams')
-    if (isUpstreamsSource(upstreams)) registerUpstreamMetrics(registry, opts.prefix, upstreams, fastify.log)
-    const usage = decoratorOf(fastify, 'usage')
-    if (isUsageSource(usage)) detachUsage = registerUsageMetrics(registry, opts.prefix, usage, fastify.log)
-    const rateLimits = decoratorOf(fastify, 'rateLimits')
-    if (isRateLimitsSource(rateLimits)) registerRateLimitMetrics(registry, opts.prefix, rateLimits)
+    const upstreams = sourceOf(fastify, 'upstreams', isUpstreamsSource)
+    if (upstreams !== undefined) registerUpstreamMetrics(registry, opts.prefix, upstreams, fastify.log)
+    const usage = sourceOf(fastify, 'usage', isUsageSource)
+    if (usage !== undefined) detachUsage = registerUsageMetrics(registry, opts.prefix, usage, fastify.log)
+    const rateLimits = sourceOf(fastify, 'rateLimits', isRateLimitsSource)
+    if (rateLimits !== undefined) registerRateLimitMetrics(registry, opts.prefix, rateLimits)
   })
   fastify.addHook('onClose', async () => {
     detachUsage?.()
@@ -96,6 +96,28 @@ const metricsPlugin: FastifyPluginAsync<Partial<MetricsOptions>> = async (fastif
 
 function decoratorOf(fastify: FastifyInstance, name: string): unknown {
   return fastify.hasDecorator(name) ? Reflect.get(fastify, name) : undefined
+}
+
+/**
+ * The decorator `name` of this plugin's context or, when it has none, of the context of another LLMProxy plugin whose
+ * records this one hears: the gateway in a context of its own (examples/existing-app's layout) keeps its
+ * `fastify.upstreams` there. Of several, the first (with a warning).
+ */
+function sourceOf<T>(fastify: FastifyInstance, name: string, isSource: (value: unknown) => value is T): T | undefined {
+  const own = decoratorOf(fastify, name)
+  if (isSource(own)) return own
+  const found = new Set<T>()
+  for (const context of fastify.llm.contextsHeard()) {
+    const value = decoratorOf(context, name)
+    if (isSource(value)) found.add(value)
+  }
+  if (found.size > 1) {
+    fastify.log.warn(
+      `@llmproxy/metrics: ${found.size} contexts have their own fastify.${name}; its metrics describe the first one's. ` +
+        'Register @llmproxy/metrics in the context of the one to describe.',
+    )
+  }
+  return found.values().next().value
 }
 
 /**

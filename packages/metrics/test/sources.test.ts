@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert'
 import { EventEmitter } from 'node:events'
 import { test } from 'node:test'
+import { ensureCore } from '@llmproxy/core'
 import type { FastifyInstance } from 'fastify'
 import type { UpstreamSnapshotEntry } from '../src/index.js'
 import { buildApp, series, usageStats, value } from './helpers.js'
@@ -86,6 +87,23 @@ test('upstream gauges are read from fastify.upstreams.snapshot() at scrape time,
   assert.equal(value(s, 'llmproxy_upstream_up', { upstream: 'vllm-b' }), undefined)
   assert.equal(series(s, 'llmproxy_upstream_state').length, 5)
 })
+
+for (const gatewayFirst of [false, true]) {
+  test(`the gateway in a context of its own (examples/existing-app's layout), ${gatewayFirst ? 'registered first' : 'after'}: its decorators are read there`, async (t) => {
+    // Fakes of the gateway's plugins: like the real ones, they register core (or join it) in the context they are in.
+    const gateway = async (scope: FastifyInstance): Promise<void> => {
+      await ensureCore(scope)
+      scope.decorate(UPSTREAMS, { snapshot: () => [upstream('vllm-a')] })
+      scope.decorate(USAGE, { stats: () => usageStats({ queueDepth: 2 }) })
+    }
+    const register = (a: FastifyInstance) => void a.register(gateway)
+    const { app, scrape } = await buildApp({}, gatewayFirst ? { before: register } : { after: register })
+    t.after(() => app.close())
+    const s = await scrape()
+    assert.equal(value(s, 'llmproxy_upstream_up', { upstream: 'vllm-a' }), 1)
+    assert.equal(value(s, 'llmproxy_usage_queue_depth'), 2)
+  })
+}
 
 test('usage stats and delivery latency come from fastify.usage', async (t) => {
   const events = new EventEmitter()
