@@ -11,8 +11,14 @@ import { type Counter, type Hold, kLimitState, RequestLimitState } from './state
 import type { CheckResult, LocalStore } from './store.js'
 import { formatDuration, MINUTE_MS, PeriodClock, type QuotaPer, retryAfterSeconds, WINDOW_GRACE_MS } from './windows.js'
 
-/** A request limiter made by @fastify/rate-limit's `createRateLimit()` (on Redis). */
-export type Limiter = ReturnType<FastifyInstance['createRateLimit']>
+/**
+ * A request limiter made by @fastify/rate-limit's `createRateLimit()` (on Redis): the part of its answer read here.
+ * Spelled out rather than taken from `FastifyInstance['createRateLimit']`, which exists only with @fastify/rate-limit's
+ * augmentation of Fastify: the published declarations would not compile in an app that does not import it.
+ */
+export type Limiter = (
+  request: FastifyRequest,
+) => Promise<{ isAllowed: true } | { isAllowed: false; max: number; remaining: number; ttl: number; isExceeded: boolean }>
 
 /** One request limit: counted in this process and, with `store: 'redis'`, by @fastify/rate-limit on Redis. */
 export interface LimiterPair {
