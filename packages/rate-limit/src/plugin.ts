@@ -94,12 +94,16 @@ const plugin: FastifyPluginAsync<RateLimitOptionsInput> = async (fastify, input)
   const host = client === null ? null : Fastify()
   const engine = new RateLimitEngine(live, await createLimiters(live, client, host), local, shared, ids, fastify)
 
-  // Auth registered after this plugin identifies keys only after the limits ran: its keys' limits never apply.
+  // Auth registered after this plugin, or in a context inside this one's (the gateway's own, this plugin at the root),
+  // identifies keys only after the limits ran: its keys' limits never apply.
   const authFirst = fastify.hasDecorator('llmAuth')
   fastify.addHook('onReady', async () => {
-    if (!authFirst && fastify.hasDecorator('llmAuth')) {
+    if (authFirst) return
+    const authInside = (context: FastifyInstance): boolean =>
+      context.hasDecorator('llmAuth') && Object.prototype.isPrototypeOf.call(fastify, context)
+    if (fastify.hasDecorator('llmAuth') || fastify.llm.contextsHeard().some(authInside)) {
       fastify.log.warn(
-        '@llmproxy/rate-limit is registered before @llmproxy/auth: limits count per client IP, and the keys’ own limits do not apply (register it after auth)',
+        '@llmproxy/rate-limit is registered before @llmproxy/auth, or around the context auth is in: limits count per client IP, and the keys’ own limits do not apply (register it after auth, in the same context or inside it)',
       )
     }
   })

@@ -417,7 +417,7 @@ test('records of requests outside the plugin’s context (and records the app em
   assert.deepEqual(lines, [])
 })
 
-test('registered before @llmproxy/auth: says at start that the keys’ own limits do not apply', async (t) => {
+test('registered before @llmproxy/auth, or around its context: says at start that the keys’ own limits do not apply', async (t) => {
   const { auth } = await import('@llmproxy/auth')
   const lines: string[] = []
   const app = loggingApp(lines)
@@ -429,6 +429,25 @@ test('registered before @llmproxy/auth: says at start that the keys’ own limit
     lines.some((line) => line.includes('registered before @llmproxy/auth')),
     lines.join('\n'),
   )
+
+  // An app-wide limit at the root, auth in the gateway's own context (registered before or after): the root's hook
+  // runs first, too.
+  for (const gatewayFirst of [false, true]) {
+    const around: string[] = []
+    const root = loggingApp(around)
+    t.after(() => root.close())
+    const gateway = async (scope: FastifyInstance) => {
+      await scope.register(auth, { keys: [{ id: 'a', key: 'sk-a-0000000000000000', rateLimit: { rpm: 1 } }] })
+    }
+    if (gatewayFirst) await root.register(gateway)
+    await root.register(rateLimit, {})
+    if (!gatewayFirst) await root.register(gateway)
+    await root.ready()
+    assert.ok(
+      around.some((line) => line.includes('or around the context auth is in')),
+      around.join('\n'),
+    )
+  }
 
   const ordered: string[] = []
   const right = loggingApp(ordered)
