@@ -164,3 +164,34 @@ test('a client cancel or a shutdown before the upstream answered logs no warn; a
   await eventually(() => c.logs.some((l) => l.msg === 'response errored'))
   assert.ok(c.logs.some((l) => l.msg === 'upstream attempt failed'))
 })
+
+test('an answer app.inject() read whole is no client abort: its attempt is ok, as over HTTP', async (t) => {
+  const g = await startHarness()
+  t.after(() => g.close())
+  const results: string[] = []
+  g.app.llm.addHook('onAttempt', (attempt) => {
+    results.push(attempt.result)
+  })
+  for (const stream of [false, true]) {
+    const injected = await g.app.inject({
+      method: 'POST',
+      url: '/v1/chat/completions',
+      headers: { 'content-type': 'application/json' },
+      payload: chat({ stream }),
+    })
+    assert.equal(injected.statusCode, 200)
+    const res = await request(`${g.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: chat({ stream }),
+    })
+    await res.body.text()
+    assert.equal(res.statusCode, 200)
+  }
+  await eventually(() => results.length === 4)
+  assert.deepEqual(results, ['ok', 'ok', 'ok', 'ok'])
+  assert.deepEqual(
+    g.records.map((record) => record.clientAborted),
+    [false, false, false, false],
+  )
+})
