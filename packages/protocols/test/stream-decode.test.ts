@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { SseDecoder } from '../src/convert/sse.js'
+import { MAX_EVENT_CHARS, SseDecoder } from '../src/convert/sse.js'
 import { type ApiFamily, MalformedStreamError, type StreamEvent } from '../src/index.js'
 import {
   ANTHROPIC_TOOLS,
@@ -352,6 +352,34 @@ test('decoders throw MalformedStreamError on data that is not a JSON object', ()
   }
   // A trailing event cut in the middle, completed by end().
   assert.throws(() => decodeAll('openai', ['data: {"choices":[']), MalformedStreamError)
+})
+
+test('an event whose end never comes is malformed once it passes MAX_EVENT_CHARS, not held without bound', () => {
+  const piece = Buffer.alloc(64 * 1024, 'x')
+  // A line that never ends, and data lines that never get their blank line.
+  for (const [opening, chunk] of [
+    ['data: {"a":"', piece],
+    ['', Buffer.concat([Buffer.from('data: '), piece, Buffer.from('\n')])],
+  ] as const) {
+    const recorder = new Recorder()
+    recorder.push(Buffer.from(opening), [])
+    let pushed = opening.length
+    try {
+      while (pushed <= 2 * MAX_EVENT_CHARS) {
+        recorder.push(chunk, [])
+        pushed += chunk.length
+      }
+    } catch (err) {
+      assert.ok(err instanceof MalformedStreamError)
+    }
+    assert.ok(pushed > MAX_EVENT_CHARS - chunk.length && pushed <= MAX_EVENT_CHARS, `${pushed} bytes read before the failure`)
+    // What was held of it is dropped: a later event is read on its own.
+    recorder.push(Buffer.from('\n\ndata: {}\n\n'), [])
+    assert.deepEqual(recorder.events, [{ event: '', data: '{}' }])
+  }
+  // An event just within the bound is read whole.
+  const within = Buffer.from(`data: ${'x'.repeat(MAX_EVENT_CHARS - 6)}\n\n`)
+  assert.equal(record([within.subarray(0, within.length >> 1), within.subarray(within.length >> 1)])[0]?.data.length, MAX_EVENT_CHARS - 6)
 })
 
 test('vLLM ends a tool call the request forced by name with finish_reason "stop": it is a tool-call finish', () => {

@@ -3,9 +3,11 @@
 // bytes; one whose first events gave the client nothing is retried as before the commit point. Real sockets, scripted
 // upstreams, the official SDKs as clients.
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
 import { test } from 'node:test'
 import Anthropic from '@anthropic-ai/sdk'
 import { GoogleGenAI } from '@google/genai'
+import { MAX_EVENT_CHARS } from '@llmproxy/protocols'
 import OpenAI from 'openai'
 import { eventually } from './helpers.js'
 import { DONE, role, type Script, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
@@ -193,6 +195,32 @@ test('an upstream that keeps its stream open after the failure: the stream ends 
     assert.ok(took < 2000, `ended in ${took} ms`)
     await eventually(() => g.records.length === 1, 2000, 'usage record')
     assert.equal(g.records[0]?.estimated, true)
+  } finally {
+    await g.close()
+  }
+})
+
+test('a line that never ends, to an Anthropic client: the in-band error once it passes MAX_EVENT_CHARS, not held without bound', async () => {
+  const piece = 'x'.repeat(64 * 1024)
+  const g = await scripted(
+    [
+      upstream('v', 'vllm', async (res) => {
+        sse(res)
+        res.write(`${role}${text('Hello')}data: {"choices":[{"index":0,"delta":{"content":"`)
+        // Twice the bound, then the stream stays open: only the bound can end it before the idle timeout.
+        for (let sent = 0; sent < 2 * MAX_EVENT_CHARS && !res.destroyed; sent += piece.length) {
+          if (!res.write(piece)) await once(res, 'drain')
+        }
+      }),
+    ],
+    [{ name: 'm', upstreams: ['v'] }],
+    { ...one, timeouts: { idleMs: 30_000 } },
+  )
+  try {
+    assert.match(
+      await anthropicStream(g.url, 'm'),
+      new RegExp(`^Hello<<.*malformed data: stream event longer than ${MAX_EVENT_CHARS} characters`),
+    )
   } finally {
     await g.close()
   }

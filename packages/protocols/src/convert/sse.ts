@@ -6,6 +6,13 @@ const BOM = 0xfeff
 const SPACE = 0x20
 /** How much of a bad event a MalformedStreamError quotes. */
 const QUOTE_CHARS = 200
+/**
+ * The most of one event a decoder holds (its data so far plus the line still being read), in characters: an event
+ * is parsed whole, so one whose end never comes (a line without a line end, data lines without the blank line) would
+ * otherwise be held without bound, several times its size in memory. Far above any event a converted answer carries
+ * (a tool call's arguments sent whole, a Gemini inline image of a few MB, which the decoders drop anyway).
+ */
+export const MAX_EVENT_CHARS = 16 * 1024 * 1024
 
 /**
  * The SSE framing every upstream decoder shares (WHATWG event-stream rules): lines end with LF, CRLF or
@@ -88,7 +95,10 @@ export abstract class SseDecoder implements StreamDecoder {
       this.line(line, out)
       start = next
     }
-    if (start < length) this.partial += text.slice(start)
+    if (start < length) {
+      this.partial += text.slice(start)
+      this.checkHeld()
+    }
   }
 
   private line(line: string, out: StreamEvent[]): void {
@@ -110,6 +120,16 @@ export abstract class SseDecoder implements StreamDecoder {
       this.data = value
       this.hasData = true
     }
+    this.checkHeld()
+  }
+
+  /** An event past MAX_EVENT_CHARS is malformed; what was held of it is dropped at once. */
+  private checkHeld(): void {
+    if (this.partial.length + this.data.length <= MAX_EVENT_CHARS) return
+    this.partial = ''
+    this.data = ''
+    this.hasData = false
+    throw new MalformedStreamError(`stream event longer than ${MAX_EVENT_CHARS} characters: its end never came`)
   }
 
   private dispatch(out: StreamEvent[]): void {
