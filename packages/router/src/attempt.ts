@@ -103,8 +103,9 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     dispatcher.arm(this.signal, firstByteMs, call.client.committed ? this : null)
     try {
       call.reply.from(url, {
-        // Bytes of their own: undici keeps the body until the answer ends, and the copy it makes of a string comes
-        // from Buffer's shared pool, where a small body holds a whole 8 KB slab for as long as its stream lasts.
+        // Bytes of their own: undici keeps the body until the answer ends (unless it is large: UpstreamDispatcher),
+        // and the copy it makes of a string comes from Buffer's shared pool, where a small body holds a whole 8 KB
+        // slab for as long as its stream lasts.
         body: UTF8.encode(payload),
         queryString,
         contentType: 'application/json',

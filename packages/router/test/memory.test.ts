@@ -3,11 +3,14 @@
 //   the tree of concatenations that built it (four nodes per header): with thousands of open streams, ~1 KB each.
 // - its upstream request's body in bytes of its own. undici keeps the body until the answer ends; the copy it makes
 //   of a string comes from Buffer's shared pool, where a small body held a whole 8 KB slab for the stream's life.
+// - no copy of a large request body (UNRETAINED_BODY_BYTES or more): undici gets it as an iterable it empties.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { getHeapSnapshot } from 'node:v8'
 import { request } from 'undici'
+import { UNRETAINED_BODY_BYTES } from '../src/dispatcher.js'
 import { chat, type Harness, startHarness } from './helpers.js'
+import { DONE, finish, role, scripted, sse, text, upstream } from './scripted.js'
 
 let h: Harness
 before(async () => {
@@ -90,7 +93,8 @@ async function upstreamBodyStores(origin: string): Promise<number[]> {
   for (const request of found) {
     const body = edgeTo(request, 'body')
     if (body === null || value(edgeTo(request, 'origin')) !== origin) continue
-    const buffer = edgeTo(body, 'buffer')
+    // The bytes themselves, or those an iterable still holds.
+    const buffer = edgeTo(edgeTo(body, 'bytes') ?? body, 'buffer')
     const store = buffer === null ? null : edgeTo(buffer, 'backing_store')
     stores.push(store === null ? -1 : size(store))
   }
@@ -98,13 +102,13 @@ async function upstreamBodyStores(origin: string): Promise<number[]> {
 }
 
 /** Opens `count` streams through the gateway, each committed and waiting for its next token. */
-function openStreams(count: number) {
+function openStreams(count: number, body = chat({ stream: true, mock: { tokens: 3, gapMs: 5000 } })) {
   return Promise.all(
     Array.from({ length: count }, async () => {
       const res = await request(`${h.url}/v1/chat/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: chat({ stream: true, mock: { tokens: 3, gapMs: 5000 } }),
+        body,
       })
       const chunks = res.body[Symbol.asyncIterator]()
       await chunks.next() // the stream is open and committed
@@ -139,5 +143,55 @@ test("an open stream's upstream request body is in bytes of its own, not in a sl
     }
   } finally {
     for (const res of streams) res.body.destroy()
+  }
+})
+
+test("an open stream's large upstream request body is not held by undici until the answer ends", async () => {
+  const OPEN = 10
+  const context = 'x'.repeat(4 * UNRETAINED_BODY_BYTES)
+  const body = chat({ stream: true, mock: { tokens: 3, gapMs: 5000 }, messages: [{ role: 'user', content: context }] })
+  const streams = await openStreams(OPEN, body)
+  try {
+    const stores = await upstreamBodyStores(new URL(h.mock.url).origin)
+    assert.equal(stores.length, OPEN, 'one live upstream request per open stream')
+    assert.deepEqual(stores, Array(OPEN).fill(-1), `the bytes behind each ${Buffer.byteLength(body)}-byte request body`)
+  } finally {
+    for (const res of streams) res.body.destroy()
+  }
+})
+
+test('a large request body reaches the upstream whole, with its content-length, and its connection is reused', async () => {
+  const seen: { length: string | undefined; chunked: boolean; received: number; port: number | undefined }[] = []
+  const g = await scripted(
+    [
+      upstream('a', 'openai', (res, body, req) => {
+        seen.push({
+          length: req.headers['content-length'],
+          chunked: req.headers['transfer-encoding'] !== undefined,
+          received: Buffer.byteLength(body),
+          port: req.socket.remotePort,
+        })
+        sse(res)
+        res.end(role + text('ok') + finish() + DONE)
+      }),
+    ],
+    [{ name: 'm', upstreams: ['a'] }],
+  )
+  try {
+    const body = JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'x'.repeat(4 * UNRETAINED_BODY_BYTES) }] })
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${g.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+      assert.match(await res.text(), /data: \[DONE\]/)
+    }
+    // (The gateway's upstream body is the client's, with what it adds: stream_options.)
+    const sent = seen[0]?.received ?? 0
+    assert.ok(sent > 4 * UNRETAINED_BODY_BYTES, `${sent} bytes`)
+    assert.deepEqual(
+      seen.map(({ length, chunked, received }) => [Number(length), chunked, received]),
+      Array(3).fill([sent, false, sent]),
+    )
+    assert.equal(new Set(seen.map((request) => request.port)).size, 1, 'one upstream connection for the three requests')
+  } finally {
+    await g.close()
   }
 })
