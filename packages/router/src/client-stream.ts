@@ -5,6 +5,9 @@ import type { FastifyReply } from 'fastify'
 import { clientResponseHeaders } from './headers.js'
 import type { UpstreamBody } from './upstream-response.js'
 
+/** How often a stalled client's progress is looked for per `clientStallMs`: it is cut at most 1/8 of it late. */
+const STALL_CHECKS = 8
+
 /**
  * The client's side of one request, across every upstream attempt: the commit point, writes with
  * backpressure, the in-band error in the client's own format, the end. Until `commit` nothing has been
@@ -34,14 +37,19 @@ export class ClientStream {
   private committedStatus = 0
   /** How long a client may read nothing while bytes wait for it (`timeouts.clientStallMs`). */
   private readonly stallMs: number
-  /** The stall watch's timer: made at the first full socket, refreshed after (no allocation per full socket). */
+  /**
+   * The stall watch's timer: made at the first full socket, refreshed after (no allocation per full socket). It
+   * fires every STALL_CHECKS-th of stallMs while bytes wait: nothing tells of a client's progress, it is looked for.
+   */
   private stallTimer: NodeJS.Timeout | null = null
   private stallArmed = false
   /** Bytes (a string's characters, as Node's Writable counts them) handed to the response so far. */
   private handed = 0
-  /** When the watch was armed: what had left the response's buffers, and what of the write in flight was left. */
-  private sentAtArm = 0
-  private inFlightAtArm = 0
+  /** At the last check: what had left the response's buffers, and what of the write in flight was left. */
+  private sentAtCheck = 0
+  private inFlightAtCheck = 0
+  /** When the client was last seen taking bytes (or the watch was armed: until then it kept up). */
+  private progressAt = 0
 
   constructor(reply: FastifyReply, wire: WireFormat, endsAfterRecord: boolean, stallMs: number) {
     this.reply = reply
@@ -144,31 +152,45 @@ export class ClientStream {
   private watchStall(): void {
     if (this.stallArmed) return
     this.stallArmed = true
-    this.sentAtArm = this.handed - this.raw.writableLength
-    this.inFlightAtArm = this.inFlight()
+    this.progressAt = performance.now()
+    this.sentAtCheck = this.handed - this.raw.writableLength
+    this.inFlightAtCheck = this.inFlight()
     if (this.stallTimer !== null) {
       this.stallTimer.refresh()
       return
     }
-    this.stallTimer = setTimeout(clientStalled, this.stallMs, this)
+    this.stallTimer = setTimeout(checkStall, this.stallMs / STALL_CHECKS, this)
     // A client that leaves meanwhile: nothing to watch, nothing to keep alive.
     this.raw.once('close', () => clearTimeout(this.stallTimer as NodeJS.Timeout))
   }
 
-  /** @internal */
-  onStalled(): void {
-    this.stallArmed = false
+  /**
+   * @internal A check of the watch: the client is cut once it took nothing for stallMs, counted from the check that
+   * last saw it take something (so between stallMs and stallMs plus one check after its last read).
+   */
+  onStallCheck(): void {
     const raw = this.raw
-    if (raw.destroyed || raw.writableFinished || raw.writableLength === 0) return
-    // Something left since the watch was armed: the client reads, slowly. Watched again from here.
-    const sent = this.handed - raw.writableLength
-    if (sent > this.sentAtArm || (sent === this.sentAtArm && this.inFlight() < this.inFlightAtArm)) {
-      this.watchStall()
+    if (raw.destroyed || raw.writableFinished || raw.writableLength === 0) {
+      this.stallArmed = false
       return
     }
-    // (After the answer's end was written its usage record is out already: this line is what tells of it.)
-    this.reply.log.warn({ stallMs: this.stallMs, answerEnded: raw.writableEnded }, 'client read nothing of its answer: connection closed')
-    raw.destroy()
+    const now = performance.now()
+    const sent = this.handed - raw.writableLength
+    const inFlight = this.inFlight()
+    if (sent > this.sentAtCheck || (sent === this.sentAtCheck && inFlight < this.inFlightAtCheck)) {
+      // Something left since the last check: the client reads, slowly.
+      this.progressAt = now
+      this.sentAtCheck = sent
+      this.inFlightAtCheck = inFlight
+    } else if (now - this.progressAt >= this.stallMs - this.stallMs / STALL_CHECKS / 2) {
+      // (Half a check short counts: a timer may fire a millisecond early, and the cut would wait a whole check more.)
+      this.stallArmed = false
+      // (After the answer's end was written its usage record is out already: this line is what tells of it.)
+      this.reply.log.warn({ stallMs: this.stallMs, answerEnded: raw.writableEnded }, 'client read nothing of its answer: connection closed')
+      raw.destroy()
+      return
+    }
+    this.stallTimer?.refresh()
   }
 
   /** Ends the response, after `tail` when given. */
@@ -265,8 +287,8 @@ function sendFailure(client: ClientStream, error: LlmProxyError): void {
   client.sendFailure(error)
 }
 
-function clientStalled(client: ClientStream): void {
-  client.onStalled()
+function checkStall(client: ClientStream): void {
+  client.onStallCheck()
 }
 
 /** One turn's writes as one: strings joined, else bytes concatenated (a string among them encoded). */

@@ -3,11 +3,11 @@
 // upstream request with it, instead of holding both ends open for ever.
 import assert from 'node:assert/strict'
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http'
-import { connect } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import { after, before, beforeEach, test } from 'node:test'
 import type { UsageRecord } from '@llmproxy/core'
 import { eventually } from './helpers.js'
-import { type Scripted, scripted, upstream } from './scripted.js'
+import { type Scripted, scripted, sleep, upstream } from './scripted.js'
 
 const CLIENT_STALL_MS = 500
 const IDLE_MS = 400
@@ -83,26 +83,35 @@ function readSlowly(body: string, pauseMs: number): Promise<{ status: number; by
   })
 }
 
+/** When a pump's response closed, and when the gateway last took its bytes. */
+interface Pumped {
+  closedAt: number
+  lastWriteAt: number
+}
+
 /** Writes `event` as fast as the gateway takes it, until the gateway goes; resolves when it did. */
-function pumpUntilClosed(res: ServerResponse, event: string): Promise<number> {
+function pumpUntilClosed(res: ServerResponse, event: string): Promise<Pumped> {
+  let lastWriteAt = 0
   const pump = (): void => {
+    lastWriteAt = performance.now()
     while (!res.destroyed && res.write(event)) {}
     if (!res.destroyed) res.once('drain', pump)
   }
-  const closed = new Promise<number>((resolve) => res.once('close', () => resolve(performance.now())))
+  const closed = new Promise<Pumped>((resolve) => res.once('close', () => resolve({ closedAt: performance.now(), lastWriteAt })))
   pump()
   return closed
 }
 
-test('a client that reads nothing of a long stream is let go after clientStallMs, its upstream request aborted', async () => {
-  const chunk = { id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm' }
-  const event = `data: ${JSON.stringify({ ...chunk, choices: [{ index: 0, delta: { content: 'x'.repeat(2000) }, finish_reason: null }] })}\n\n`
-  let upstreamClosed: Promise<number> | undefined
-  script = (_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/event-stream' })
-    upstreamClosed = pumpUntilClosed(res, event)
-  }
-  // A client that sends its request and never reads a byte of the answer.
+const longEvent = `data: ${JSON.stringify({
+  id: 'c',
+  object: 'chat.completion.chunk',
+  created: 1,
+  model: 'm',
+  choices: [{ index: 0, delta: { content: 'x'.repeat(2000) }, finish_reason: null }],
+})}\n\n`
+
+/** A streamed request on a raw socket, paused (it reads nothing until resumed). */
+function rawStreamRequest(): Socket {
   const socket = connect(port, '127.0.0.1')
   socket.pause()
   socket.on('error', () => {})
@@ -110,9 +119,20 @@ test('a client that reads nothing of a long stream is let go after clientStallMs
   socket.write(
     `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   )
+  return socket
+}
+
+test('a client that reads nothing of a long stream is let go after clientStallMs, its upstream request aborted', async () => {
+  let upstreamClosed: Promise<Pumped> | undefined
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    upstreamClosed = pumpUntilClosed(res, longEvent)
+  }
+  // A client that sends its request and never reads a byte of the answer.
+  const socket = rawStreamRequest()
   await eventually(() => upstreamClosed !== undefined, 5000, 'the upstream request')
   const closedAt = await Promise.race([
-    upstreamClosed as Promise<number>,
+    upstreamClosed?.then((pumped) => pumped.closedAt) as Promise<number>,
     new Promise<number>((resolve) => setTimeout(() => resolve(Number.NaN), 15_000)),
   ])
   socket.destroy()
@@ -120,6 +140,36 @@ test('a client that reads nothing of a long stream is let go after clientStallMs
   await eventually(() => records.length === 1, 5000, 'the usage record')
   assert.equal(records[0]?.clientAborted, true)
   assert.equal(records[0]?.stream, true)
+})
+
+test('a stalled client is cut clientStallMs after it last took anything, not up to twice that', async () => {
+  for (const readMs of [0, 300]) {
+    let upstreamClosed: Promise<Pumped> | undefined
+    script = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      upstreamClosed = pumpUntilClosed(res, longEvent)
+    }
+    const socket = rawStreamRequest()
+    if (readMs > 0) {
+      socket.on('data', () => {})
+      socket.resume()
+      await sleep(readMs)
+      socket.pause()
+    }
+    await eventually(() => upstreamClosed !== undefined, 5000, 'the upstream request')
+    // The gateway last took the upstream's bytes when the client last made room for them (the buffers between them
+    // fill in a moment once it stops): from there, clientStallMs.
+    const { closedAt, lastWriteAt } = await (upstreamClosed as Promise<Pumped>)
+    const cutAfter = closedAt - lastWriteAt
+    socket.destroy()
+    // At most one check (an eighth of clientStallMs) late, and a little for the timers.
+    assert.ok(
+      cutAfter >= CLIENT_STALL_MS - 50 && cutAfter < CLIENT_STALL_MS * 1.125 + 100,
+      `reading for ${readMs} ms: cut ${Math.round(cutAfter)} ms after it last took anything`,
+    )
+    await eventually(() => records.length === 1, 5000, 'the usage record')
+    records.length = 0
+  }
 })
 
 test('a slow reader of a large JSON answer gets all of it, past responseMs: its pauses are not the upstream going silent', async () => {
