@@ -248,9 +248,22 @@ export class Job {
     this.timer = setTimeout(sendAnswer, this.ttft + stepsDue * this.gap, this)
   }
 
+  /**
+   * The client has not taken what is buffered for it: the stream waits for it (backpressure, as a real server's
+   * generation does), else a reader that stalls would have the whole answer buffered here. A reader that keeps up
+   * never waits: the timing stays as asked.
+   */
+  private awaitReader(wire: Wire): boolean {
+    const sink = this.gzip ?? this.res
+    if (!sink.writableNeedDrain) return false
+    sink.once('drain', () => this.pump(wire, false))
+    return true
+  }
+
   /** Writes every event that is due, then schedules the next step, or ends the stream. */
   pump(wire: Wire, first: boolean): void {
     this.timer = null
+    if (!first && this.awaitReader(wire)) return
     const res = this.res
     res.cork()
     if (first) wire.open(this)
@@ -287,6 +300,7 @@ export class Job {
         this.timer = setTimeout(nextToken, this.gap, this)
         break
       }
+      if (this.awaitReader(wire)) break
     }
     this.next = next
     res.uncork()

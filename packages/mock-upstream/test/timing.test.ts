@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
+import { connect } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { after, before, beforeEach, describe, test } from 'node:test'
 import { request } from 'undici'
-import { expectedContent, type MockUpstream, type RecordedRequest, startMockUpstream } from '../src/index.js'
+import { eventually, expectedContent, type MockUpstream, type RecordedRequest, startMockUpstream } from '../src/index.js'
 import { delay, post, postTimed, sseJson } from './helpers.js'
 
 const messages = [{ role: 'user', content: 'time me' }]
@@ -87,6 +88,32 @@ describe('timing and abort detection', () => {
     assert.ok(written >= 3 && written < 1000)
     await delay(200)
     assert.equal(rec.chunkTimes.length, written, 'the mock kept writing after the client left')
+  })
+
+  test('a reader that takes nothing holds the stream back; once it reads, the rest comes', async () => {
+    const tokens = 200_000
+    const body = JSON.stringify({ messages, stream: true, mock: { tokens } })
+    const socket = connect(mock.port, '127.0.0.1')
+    socket.pause()
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    )
+    try {
+      await delay(500)
+      // Events of ~150 bytes: what the socket's buffers hold (a few MB), not the whole answer (~30 MB).
+      const written = mock.requests[0]?.chunkTimes.length ?? 0
+      assert.ok(written > 0 && written < tokens / 2, `${written} of ${tokens} events written to a reader that took nothing`)
+      let text = ''
+      socket.setEncoding('latin1')
+      socket.on('data', (chunk: string) => {
+        text = (text + chunk).slice(-64)
+      })
+      socket.resume()
+      await eventually(() => text.includes('data: [DONE]'), 10_000, 'the end of the answer')
+      assert.equal(mock.requests[0]?.chunkTimes.length, tokens)
+    } finally {
+      socket.destroy()
+    }
   })
 
   test('a completed request is not aborted, and gets a close event', async () => {
