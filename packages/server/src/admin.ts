@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, Server } from 'node:http'
 import swagger from '@fastify/swagger'
-import { ConfigError, errors, Protocol, toLlmProxyError } from '@llmproxy/core'
+import { ConfigError, coded, errors, Protocol, toLlmProxyError } from '@llmproxy/core'
 import { type Static, Type } from '@llmproxy/core/typebox'
 import { sendError } from '@llmproxy/protocols'
 import Fastify, {
@@ -14,6 +14,7 @@ import Fastify, {
 } from 'fastify'
 import { type AdminSettings, ConfigSchema } from './config.js'
 import { redactConfig } from './redact.js'
+import { ReloadNotAppliedError } from './reload.js'
 
 /** `fastify.llmAdmin`, present when the config has an `admin` section. */
 export interface AdminApi {
@@ -166,7 +167,10 @@ const ReloadFailureSchema = Type.Object(
     error: ErrorBodySchema.properties.error,
     problems: Type.Array(ProblemSchema),
   },
-  { description: 'The config file is missing or invalid: nothing changed.' },
+  {
+    description:
+      'Nothing changed. 400: the config file is missing or invalid. 500: not every worker applied it (one did not answer or exited); those that did went back.',
+  },
 )
 
 const ReloadHistorySchema = Type.Object({
@@ -312,7 +316,7 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin,
       ...options,
       schema: {
         summary: 'Re-read the config file and apply it',
-        response: withAuth({ 200: ReloadResultSchema, 400: ReloadFailureSchema }),
+        response: withAuth({ 200: ReloadResultSchema, 400: ReloadFailureSchema, 500: ReloadFailureSchema }),
       },
     },
     async (request, reply) => {
@@ -320,6 +324,10 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (admin,
       try {
         return await gateway.llmConfig.reload()
       } catch (err) {
+        if (err instanceof ReloadNotAppliedError) {
+          const error = coded('llmproxy_internal_error', `Config not reloaded. ${err.message}`)
+          return reply.code(500).send({ reloaded: false, ...error.toJSON(), problems: [{ path: '', message: err.message }] })
+        }
         if (!(err instanceof ConfigError)) throw err
         const error = errors.invalidRequest(`Config not reloaded, nothing changed. ${err.message}`)
         return reply.code(400).send({ reloaded: false, ...error.toJSON(), problems: err.problems })

@@ -34,6 +34,14 @@ export interface ReloadHistory {
 }
 
 /**
+ * A reload that the config file did not fail but the gateway could not apply everywhere (with workers: a worker that
+ * did not answer or exited meanwhile); the workers are back on the config in force. A server error, not the file's.
+ */
+export class ReloadNotAppliedError extends Error {
+  override name = 'ReloadNotAppliedError'
+}
+
+/**
  * Where reloads end, in the process that reads the file (the gateway, or with workers the primary): one log line
  * each, the last one kept for `GET /admin/reload`, and `counted` (the `config_reloads_total` metric).
  */
@@ -57,11 +65,12 @@ export class ReloadOutcomes {
     return result
   }
 
-  /** The error to throw: a ConfigError naming the problems. */
-  failed(err: unknown): ConfigError {
+  /** The error to throw: a ReloadNotAppliedError as it is, else a ConfigError naming the problems. */
+  failed(err: unknown): ConfigError | ReloadNotAppliedError {
     const problems = problemsOf(err, '')
     this.log.error({ file: this.file, problems }, 'config reload failed: nothing changed')
     this.keep({ at: new Date().toISOString(), reloaded: false, applied: [], restartRequired: [], problems })
+    if (err instanceof ReloadNotAppliedError) return err
     return err instanceof ConfigError ? err : new ConfigError('reload', problems)
   }
 

@@ -17,7 +17,9 @@ import Fastify, { type FastifyRequest } from 'fastify'
 import pino from 'pino'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { usageRecord, usageStats } from '../../../test/support/usage.js'
+import type { Config } from '../src/config.js'
 import { buildGateway, parseConfig } from '../src/index.js'
+import { ReloadNotAppliedError } from '../src/reload.js'
 import {
   aggregateMetrics,
   combineSnapshots,
@@ -26,8 +28,11 @@ import {
   RetiredCounts,
   SupervisorMetrics,
 } from '../src/workers/aggregate.js'
+import type { PrimaryOps, WorkerOps } from '../src/workers/ops.js'
+import { applyEverywhere } from '../src/workers/primary.js'
+import { type Handlers, Rpc } from '../src/workers/rpc.js'
 import { deliverFormerSpools, formerWorkerSpools, workerSpoolDir } from '../src/workers/spools.js'
-import { eventually } from './helpers.js'
+import { eventually, logSink } from './helpers.js'
 
 const base = (server: string): string => `
 server: { ${server} }
@@ -292,5 +297,102 @@ test("the spools of former workers are delivered, then removed, counted in the g
   } finally {
     receiver.close()
     rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+/**
+ * A worker on the other end of an in-memory channel that, like node:cluster's, delivers in order and keeps what it
+ * sends to a stopped (SIGSTOP) process until it resumes. `applies` lists each config the worker applied.
+ */
+function channelWorker(id: number) {
+  let stopped = false
+  const held: unknown[] = []
+  const applies: Config[] = []
+  const apply = (config: Config) => {
+    applies.push(config)
+    return { reloaded: true as const, applied: ['models'], restartRequired: [] }
+  }
+  const own: Rpc<WorkerOps, PrimaryOps> = new Rpc((message) => rpc.handle(structuredClone(message)), {
+    apply,
+  } as unknown as Handlers<WorkerOps>)
+  const rpc = new Rpc<PrimaryOps, WorkerOps>(
+    (message) => {
+      if (stopped) held.push(structuredClone(message))
+      else own.handle(structuredClone(message))
+    },
+    {} as Handlers<PrimaryOps>,
+  )
+  return {
+    id,
+    rpc,
+    applies,
+    stop(): void {
+      stopped = true
+    },
+    resume(): void {
+      stopped = false
+      for (const message of held.splice(0)) own.handle(message)
+    },
+  }
+}
+
+test('a reload one worker does not answer (stopped): it fails as not applied, naming the worker; every worker ends on the config in force', async () => {
+  const current = parseConfig(base(''), 't', {})
+  const next = parseConfig(base('').replace('models: [', 'models: [{ name: m2, upstreams: [a] }, '), 't', {})
+  assert.notDeepEqual(next.models, current.models)
+  const workers = [channelWorker(1), channelWorker(2)]
+  workers[1]?.stop()
+  await assert.rejects(applyEverywhere(workers, next, current, 50), (err: unknown) => {
+    // Not the file's fault (it is valid): not a ConfigError, and the message says which worker did not answer.
+    assert.ok(err instanceof ReloadNotAppliedError, String(err))
+    assert.match(err.message, /worker 2: no answer to "apply" within 50 ms/)
+    return true
+  })
+  assert.deepEqual(
+    workers[0]?.applies.map((config) => config.models),
+    [next.models, current.models],
+  )
+  // Resumed, the stopped worker runs the reload still queued to it, then the rollback sent after it.
+  workers[1]?.resume()
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.deepEqual(
+    workers[1]?.applies.map((config) => config.models),
+    [next.models, current.models],
+  )
+})
+
+test('POST /admin/reload on a worker: a reload the primary could not apply everywhere is a 500 naming the worker, not an invalid config', async () => {
+  const token = 'admin-token-0123456789abcdef-workers'
+  const config = parseConfig(`${base('host: 127.0.0.1, port: 0')}\nadmin: { token: "${token}" }`, 't', {})
+  const notApplied = 'Not every worker applied the reload (worker 2: no answer to "apply" within 30000 ms).'
+  // The primary's end of the channel, and the worker's: the error crosses it as it does between processes.
+  let toWorker: Rpc<WorkerOps, PrimaryOps> | null = null
+  const primary = new Rpc<PrimaryOps, WorkerOps>((message) => toWorker?.handle(structuredClone(message)), {
+    reload: () => {
+      throw new ReloadNotAppliedError(notApplied)
+    },
+  } as unknown as Handlers<PrimaryOps>)
+  toWorker = new Rpc<WorkerOps, PrimaryOps>((message) => primary.handle(structuredClone(message)), {} as unknown as Handlers<WorkerOps>)
+  const link = toWorker
+  const app = await buildGateway(config, {
+    logDestination: logSink([]),
+    worker: {
+      id: 1,
+      scope: { upstreams: async () => [], upstream: async () => null, usage: async () => ({ enabled: false }) },
+      metrics: async () => '',
+      reload: () => link.call('reload', null),
+      reloadHistory: () => link.call('reloadHistory', null),
+    },
+  })
+  try {
+    const url = await app.listen({ port: 0, host: '127.0.0.1' })
+    const res = await fetch(`${url}/admin/reload`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
+    const body = (await res.json()) as { reloaded: boolean; error: { code: string; message: string } }
+    assert.equal(res.status, 500, JSON.stringify(body))
+    assert.equal(body.reloaded, false)
+    assert.equal(body.error.code, 'llmproxy_internal_error')
+    assert.match(body.error.message, /worker 2: no answer/)
+  } finally {
+    await app.close()
   }
 })

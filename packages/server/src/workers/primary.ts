@@ -3,13 +3,14 @@
 // a reload once and has every worker apply it, answers the admin API's and /metrics' questions about the whole
 // gateway, and drains every worker on SIGTERM.
 import cluster, { type Worker } from 'node:cluster'
+import { ConfigError } from '@llmproxy/core'
 import { CounterHost } from '@llmproxy/rate-limit'
 import type { UsageStats } from '@llmproxy/usage'
 import type pino from 'pino'
 import type { DestinationStream } from 'pino'
 import { gatewayLogger } from '../app.js'
 import type { Config } from '../config.js'
-import { planReload, ReloadOutcomes, type ReloadResult, readConfigForReload } from '../reload.js'
+import { planReload, ReloadNotAppliedError, ReloadOutcomes, type ReloadResult, readConfigForReload } from '../reload.js'
 import {
   aggregateMetrics,
   combineSnapshots,
@@ -23,7 +24,7 @@ import {
 } from './aggregate.js'
 import type { PrimaryOps, WorkerOps } from './ops.js'
 import { WORKER_ID_ENV } from './ops.js'
-import { asNotice, type Handlers, Rpc } from './rpc.js'
+import { asNotice, type Handlers, NoAnswerError, Rpc } from './rpc.js'
 import { deliverFormerSpools, type FormerSpools } from './spools.js'
 
 export interface PrimaryOptions {
@@ -339,16 +340,12 @@ class Primary {
       const next = await readConfigForReload(this.file, process.env, this.adjust)
       const plan = planReload(this.config, next)
       const slots = this.readySlots()
-      const results = await Promise.allSettled(
-        slots.map((slot) => (slot.rpc as Rpc<PrimaryOps, WorkerOps>).call('apply', next, APPLY_TIMEOUT_MS)),
+      await applyEverywhere(
+        slots.map((slot) => ({ id: slot.id, rpc: slot.rpc as Rpc<PrimaryOps, WorkerOps> })),
+        next,
+        this.config,
+        APPLY_TIMEOUT_MS,
       )
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
-      if (failed !== undefined) {
-        // Same config, same code: a worker refusing what another took is unexpected; the ones that took it go back.
-        const applied = slots.filter((_, i) => results[i]?.status === 'fulfilled')
-        await Promise.allSettled(applied.map((slot) => slot.rpc?.call('apply', this.config, APPLY_TIMEOUT_MS)))
-        throw failed.reason
-      }
       this.config = plan.inForce
       this.generation++
       for (const slot of slots) slot.generation = this.generation
@@ -361,6 +358,42 @@ class Primary {
       throw this.reloadOutcomes.failed(err)
     }
   }
+}
+
+/** A worker as a reload addresses it. */
+export interface ApplyTarget {
+  id: number
+  rpc: Rpc<PrimaryOps, WorkerOps>
+}
+
+/**
+ * Has every worker apply `next`. If one refuses it or gives no answer within `timeoutMs`, the others go back to
+ * `current` and this throws: the refusal's ConfigError, else a ReloadNotAppliedError naming the workers. A worker that
+ * gave no answer (stalled) is sent `current` as well: its channel delivers in order, so when it resumes it runs the
+ * queued `apply` and then this one, and ends on the config in force like the others.
+ */
+export async function applyEverywhere(targets: ApplyTarget[], next: Config, current: Config, timeoutMs: number): Promise<void> {
+  const results = await Promise.allSettled(targets.map((target) => target.rpc.call('apply', next, timeoutMs)))
+  const failures = targets.flatMap((target, i) => {
+    const result = results[i]
+    return result?.status === 'rejected' ? [{ id: target.id, reason: result.reason as unknown }] : []
+  })
+  if (failures.length === 0) return
+  const rollbacks = targets.flatMap((target, i) => {
+    const result = results[i]
+    if (result?.status === 'fulfilled') return [target.rpc.call('apply', current, timeoutMs)]
+    // Not awaited: it answers once the worker resumes (or never, if it does not).
+    if (result?.reason instanceof NoAnswerError) target.rpc.call('apply', current, timeoutMs).catch(() => undefined)
+    return []
+  })
+  await Promise.allSettled(rollbacks)
+  // Same config, same code: a worker refusing what another took is unexpected, but then the config is at fault.
+  const refused = failures.find((f) => f.reason instanceof ConfigError)
+  if (refused !== undefined) throw refused.reason
+  const why = failures.map((f) => `worker ${f.id}: ${f.reason instanceof Error ? f.reason.message : String(f.reason)}`).join('; ')
+  throw new ReloadNotAppliedError(
+    `Not every worker applied the reload (${why}). The workers that did went back to the config in force; a worker that did not answer goes back to it when it resumes.`,
+  )
 }
 
 /** Starts the workers; resolves once every one listens, rejects (everything stopped) if one cannot start. */

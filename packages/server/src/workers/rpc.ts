@@ -3,6 +3,7 @@
 // protocol of their own (@llmproxy/rate-limit's CounterHost), on the same channel.
 import type { Serializable } from 'node:child_process'
 import { ConfigError, type ConfigProblem } from '@llmproxy/core'
+import { ReloadNotAppliedError } from '../reload.js'
 
 /** Tag of every message of this protocol (other IPC messages pass by). */
 const TAG = 'llmproxy:gateway'
@@ -24,7 +25,7 @@ interface ReplyMessage {
   id: number
   ok: boolean
   value?: unknown
-  error?: { message: string; problems?: ConfigProblem[] }
+  error?: { message: string; problems?: ConfigProblem[]; notApplied?: true }
 }
 
 /** A one-way notice (`kind`), e.g. a worker telling the primary it listens. */
@@ -44,9 +45,18 @@ export function asNotice(message: unknown): Notice | null {
   return m !== null && typeof m === 'object' && m.t === TAG && typeof m.kind === 'string' ? (m as Notice) : null
 }
 
-/** Errors cross the channel as their message (and a ConfigError's problems, so that a reload reports them). */
+/** A call the other side did not answer in time (it may still run it: the channel keeps the message). */
+export class NoAnswerError extends Error {
+  override name = 'NoAnswerError'
+}
+
+/**
+ * Errors cross the channel as their message (and a ConfigError's problems, so that a reload reports them; a reload
+ * not applied for another reason stays one, so that the worker that was asked answers it as a server error).
+ */
 function toWire(err: unknown): ReplyMessage['error'] {
   if (err instanceof ConfigError) return { message: err.message, problems: err.problems }
+  if (err instanceof ReloadNotAppliedError) return { message: err.message, notApplied: true }
   return { message: err instanceof Error ? err.message : String(err) }
 }
 
@@ -56,6 +66,7 @@ function fromWire(error: ReplyMessage['error']): Error {
     err.message = error.message
     return err
   }
+  if (error?.notApplied === true) return new ReloadNotAppliedError(error.message)
   return new Error(error?.message ?? 'the other process failed')
 }
 
@@ -80,7 +91,7 @@ export class Rpc<Local extends OpTable, Remote extends OpTable> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id)
-        reject(new Error(`no answer to "${op}" within ${timeoutMs} ms`))
+        reject(new NoAnswerError(`no answer to "${op}" within ${timeoutMs} ms`))
       }, timeoutMs)
       this.pending.set(id, { resolve: (value) => resolve(value as Remote[K][1]), reject, timer })
       const message: CallMessage = { t: TAG, id, op, arg }
