@@ -3,7 +3,8 @@
 // so the tests see both workers serve. Limits use the memory store: the counters are the primary's, so a limit
 // holds exactly across workers. Then the admin API and /metrics (the whole gateway from whichever worker), SIGHUP
 // and admin reloads (validated once by the primary), a worker killed with SIGKILL (replaced, its usage spool
-// delivered, nothing lost), and SIGTERM (every worker drains, then the primary exits 0).
+// delivered, nothing lost), SIGTERM (every worker drains, then the primary exits 0), and kill -9 of the primary
+// (the workers exit at once, each saying why).
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -463,4 +464,38 @@ test('SIGTERM to the whole process group (systemd): every worker drains (in-flig
   assert.equal(lines.filter((l) => l.msg === 'worker exited unexpectedly; starting a replacement').length, 1, 'only the SIGKILLed one')
   // No secret in any process' log.
   for (const key of [...Object.values(KEYS), ADMIN, SECRET]) assert.ok(!gw.output().includes(key), 'a secret appeared in the log')
+})
+
+test('kill -9 of the primary: node:cluster ends every worker at once (no drain), and each logs why at error', async () => {
+  const gateway = await spawnGateway(configFile, (stop) => stops.push(stop))
+  await pollUntil(
+    async () => gateway.output(),
+    (out) => out.includes('with 2 workers'),
+    'the primary to report both workers listening',
+    60_000,
+  )
+  const pid = gateway.child.pid as number
+  const workers = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number)
+  const running = (): number[] =>
+    workers.filter((worker) => {
+      try {
+        process.kill(worker, 0)
+        return true
+      } catch {
+        return false
+      }
+    })
+  try {
+    gateway.child.kill('SIGKILL')
+    await pollUntil(
+      async () => running().length,
+      (n) => n === 0,
+      'both workers to exit',
+      10_000,
+    )
+    const said = logLines(gateway).filter((l) => l.level === 50 && String(l.msg).startsWith('the primary is gone'))
+    assert.deepEqual(said.map((l) => l.worker).sort(), [1, 2], gateway.output())
+  } finally {
+    for (const worker of running()) process.kill(worker, 'SIGKILL')
+  }
 })

@@ -69,6 +69,13 @@ export async function runWorker(): Promise<void> {
   // service manager and from the primary; the second must not kill a worker that is draining.
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+  // node:cluster exits a worker at once (no drain) when the primary's channel closes, i.e. the primary died (kill -9):
+  // it listens after this, so this line is the only trace of the requests it cuts.
+  process.prependListener('disconnect', () => {
+    running.app.log.error(
+      'the primary is gone (its IPC channel closed): node:cluster exits this worker now, cutting its requests in flight',
+    )
+  })
   const instance = app.hasDecorator('rateLimits') ? app.rateLimits.instanceId : null
   send(notice('ready', { url: running.url, adminUrl: running.adminUrl, instance }))
 }
