@@ -31,7 +31,7 @@ export const ServerSettingsSchema = Type.Object(
       minimum: 1,
       maximum: MAX_TIMER_MS,
       default: 10_000,
-      description: 'A client must send its request headers within this time.',
+      description: 'A client must send its request headers within this time (at most requestTimeoutMs).',
     }),
     requestTimeoutMs: Type.Integer({
       minimum: 1,
@@ -253,6 +253,13 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   })
   enableKeyLimits(valid, ConfigSchema.properties.rateLimit)
   problems.push(...checkDependencies(valid, written))
+  // Node's HTTP server refuses this pair at start (ERR_OUT_OF_RANGE); the defaults count, so raising one alone is caught.
+  if (valid.server.headersTimeoutMs > valid.server.requestTimeoutMs) {
+    problems.push({
+      path: '/server/headersTimeoutMs',
+      message: `must be at most server.requestTimeoutMs (${valid.server.requestTimeoutMs}): the headers are part of the request`,
+    })
+  }
   const admin = valid.admin
   if (admin?.host !== undefined && admin.port === undefined) {
     problems.push({ path: '/admin/port', message: 'required when admin.host is set (the admin API then gets its own server)' })

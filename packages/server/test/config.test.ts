@@ -149,6 +149,20 @@ test('the admin section is validated: a long enough token, a port with a host, n
   )
 })
 
+test('a headers timeout longer than the request timeout is refused (Node would refuse it at start), defaults included', () => {
+  assert.deepEqual(problemsOf(`${minimal}\nserver: { headersTimeoutMs: 60000 }\n`), [
+    {
+      path: '/server/headersTimeoutMs',
+      message: 'must be at most server.requestTimeoutMs (30000): the headers are part of the request',
+    },
+  ])
+  assert.deepEqual(
+    problemsOf(`${minimal}\nserver: { requestTimeoutMs: 5000 }\n`).map((p) => p.path),
+    ['/server/headersTimeoutMs'],
+  )
+  parseConfig(`${minimal}\nserver: { headersTimeoutMs: 60000, requestTimeoutMs: 60000 }\n`, 'test.yaml', {})
+})
+
 test('invalid YAML and non-mapping documents get a clear error', () => {
   assert.match(problemsOf('upstreams: [')[0]?.message ?? '', /not valid YAML/)
   assert.match(problemsOf('- a\n- b')[0]?.message ?? '', /must be a mapping/)
