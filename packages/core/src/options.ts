@@ -72,6 +72,10 @@ function unionMessage(values: unknown[], types: string[]): string {
   const literalTypes = new Set<string>(values.map((v) => typeof v))
   const others = [...new Set(types)].filter((t) => !literalTypes.has(t === 'integer' ? 'number' : t)).map((t) => TYPE_NAMES[t] ?? t)
   const shown = values.map((v) => JSON.stringify(v))
+  if (shown.length === 0) {
+    const last = others.pop()
+    return `must be ${others.length > 0 ? `${others.join(', ')} or ` : ''}${last}`
+  }
   if (shown.length === 1) return `must be ${[...others, shown[0]].join(' or ')}`
   return `must be ${others.length > 0 ? `${others.join(', ')}, or ` : ''}one of ${shown.join(', ')}`
 }
@@ -116,8 +120,11 @@ export function checkSchema(schema: TSchema, value: unknown, pathPrefix = ''): C
       continue
     }
     mismatches.add(path)
-    const values = allowed.get(path)
-    problems.push({ path, message: values === undefined ? message : unionMessage(values, types.get(path) ?? []) })
+    // A union of types only (`boolean | string | string[]`) names them all, not its first branch's.
+    const values = allowed.get(path) ?? []
+    const branchTypes = types.get(path) ?? []
+    const isUnion = values.length > 0 || branchTypes.length > 1
+    problems.push({ path, message: isUnion ? unionMessage(values, branchTypes) : message })
   }
   // A value with problems inside it took a union's object branch: the other branches' "must be …" is noise.
   return problems.filter((problem) => !mismatches.has(problem.path) || !problems.some((inner) => inner.path.startsWith(`${problem.path}/`)))

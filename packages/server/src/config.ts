@@ -25,7 +25,8 @@ export const ServerSettingsSchema = Type.Object(
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
     trustProxy: Type.Union([Type.Boolean(), Type.String(), Type.Array(Type.String())], {
       default: false,
-      description: "Fastify's trustProxy: which proxies may set X-Forwarded-For (decides the client IP used by the IP allowlist).",
+      description:
+        "Fastify's trustProxy: which proxies may set X-Forwarded-For (decides the client IP used by the IP allowlist). Their addresses or CIDRs, or loopback, linklocal, uniquelocal: a list, or one string separated by commas; true trusts any client's header.",
     }),
     headersTimeoutMs: Type.Integer({
       minimum: 1,
@@ -185,6 +186,32 @@ function gatewayPathOwner(path: string, adminMounted: boolean): string | null {
   return found?.owner ?? null
 }
 
+/** The names of address ranges `server.trustProxy` takes besides addresses and CIDRs (Fastify's proxy-addr's). */
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
+/** What Fastify (proxy-addr) would throw on at start in `server.trustProxy`, checked as `auth.ipAllowlist` is. */
+function trustProxyProblems(trustProxy: Config['server']['trustProxy']): ConfigProblem[] {
+  if (typeof trustProxy === 'boolean') return []
+  // Fastify splits a string at its commas; a list's entries are taken whole.
+  const entries = typeof trustProxy === 'string' ? trustProxy.split(',').map((entry) => entry.trim()) : trustProxy
+  const problems: ConfigProblem[] = []
+  entries.forEach((entry, i) => {
+    if (PROXY_RANGE_NAMES.has(entry)) return
+    const path = typeof trustProxy === 'string' ? '/server/trustProxy' : `/server/trustProxy/${i}`
+    const found: ConfigProblem[] = []
+    compileIpList([entry], path, found)
+    for (const problem of found) {
+      const names = entry.includes('/') ? '' : `, nor one of ${[...PROXY_RANGE_NAMES].join(', ')}`
+      problems.push({ path, message: `${problem.message}${names}` })
+    }
+    // proxy-addr refuses a /0 range.
+    if (found.length === 0 && /\/0+$/.test(entry)) {
+      problems.push({ path, message: `${JSON.stringify(entry)} is every address: write trustProxy: true to trust any client's header` })
+    }
+  })
+  return problems
+}
+
 /** Parses, interpolates and validates a config document; throws a ConfigError listing every problem. */
 export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = process.env): Config {
   let raw: unknown
@@ -253,6 +280,7 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   })
   enableKeyLimits(valid, ConfigSchema.properties.rateLimit)
   problems.push(...checkDependencies(valid, written))
+  problems.push(...trustProxyProblems(valid.server.trustProxy))
   // Node's HTTP server refuses this pair at start (ERR_OUT_OF_RANGE); the defaults count, so raising one alone is caught.
   if (valid.server.headersTimeoutMs > valid.server.requestTimeoutMs) {
     problems.push({

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { test } from 'node:test'
 import { ConfigError } from '@llmproxy/core'
+import Fastify from 'fastify'
 import { configJsonSchema, parseConfig } from '../src/index.js'
 
 const minimal = `
@@ -161,6 +162,35 @@ test('a headers timeout longer than the request timeout is refused (Node would r
     ['/server/headersTimeoutMs'],
   )
   parseConfig(`${minimal}\nserver: { headersTimeoutMs: 60000, requestTimeoutMs: 60000 }\n`, 'test.yaml', {})
+})
+
+test('server.trustProxy is checked entry by entry as Fastify reads it (a bad one crashed the start)', () => {
+  const accepted = ['true', '10.0.0.0/8', '"10.0.0.1, loopback"', '[uniquelocal, linklocal, "::1", "fd00::/8", "::ffff:10.0.0.1"]', '[]']
+  for (const value of accepted) {
+    const config = parseConfig(`${minimal}\nserver: { trustProxy: ${value} }\n`, 'test.yaml', {})
+    // What the config accepts, Fastify (proxy-addr) takes: it compiles trustProxy when the instance is made.
+    Fastify({ trustProxy: config.server.trustProxy })
+  }
+  assert.deepEqual(problemsOf(`${minimal}\nserver: { trustProxy: ["10.0.0.0/8", "10.1.2.3/40", localhost] }\n`), [
+    { path: '/server/trustProxy/1', message: '"10.1.2.3/40": the prefix length must be 0 to 32' },
+    {
+      path: '/server/trustProxy/2',
+      message: '"localhost" is not an IPv4 or IPv6 address or CIDR, nor one of loopback, linklocal, uniquelocal',
+    },
+  ])
+  assert.deepEqual(
+    problemsOf(`${minimal}\nserver: { trustProxy: "10.0.0.1, garbage" }\n`).map((p) => p.path),
+    ['/server/trustProxy'],
+  )
+  assert.deepEqual(problemsOf(`${minimal}\nserver: { trustProxy: 0.0.0.0/0 }\n`), [
+    { path: '/server/trustProxy', message: `"0.0.0.0/0" is every address: write trustProxy: true to trust any client's header` },
+  ])
+  // Each refused value is one Fastify throws on.
+  for (const value of ['10.1.2.3/40', 'garbage', '0.0.0.0/0']) assert.throws(() => Fastify({ trustProxy: value }), TypeError)
+  // A union of types names them all (a hop count is no trustProxy here: Fastify 5 trusts no proxy for a number).
+  assert.deepEqual(problemsOf(`${minimal}\nserver: { trustProxy: 1 }\n`), [
+    { path: '/server/trustProxy', message: 'must be a boolean, a string or a list' },
+  ])
 })
 
 test('invalid YAML and non-mapping documents get a clear error', () => {
