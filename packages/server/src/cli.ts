@@ -2,13 +2,27 @@
 import cluster from 'node:cluster'
 import { writeSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { ConfigError } from '@llmproxy/core'
 import type { GatewayOptions } from './app.js'
-import { type Config, loadConfigFile, workerCount } from './config.js'
-import { startDemo } from './demo.js'
-import { startGateway } from './main.js'
-import { configJsonSchema } from './schema.js'
+import type { Config } from './config.js'
 import { WORKER_ID_ENV } from './workers/ops.js'
+
+// SIGHUP means "reload" here, but Node's default action for it ends the process, and reload tools send it as soon as
+// a start returns (systemctl reload, a config-reloader sidecar). So it is caught before anything else runs (the
+// gateway's modules are imported in main(), after this; they take a second to load on a busy machine), and a SIGHUP
+// that comes before the gateway serves is replayed as one reload once it does: the file may have changed after it
+// was read.
+let sighupWhileStarting = false
+const holdSighup = (): void => {
+  sighupWhileStarting = true
+}
+process.on('SIGHUP', holdSighup)
+
+/** Replaces the holding SIGHUP handler with `reload`, and calls it now if a SIGHUP came while starting. */
+function reloadOnSighup(reload: (signal: string) => void): void {
+  process.off('SIGHUP', holdSighup)
+  process.on('SIGHUP', () => reload('SIGHUP'))
+  if (sighupWhileStarting) reload('SIGHUP (received while starting)')
+}
 
 function parseCommandLine(args: string[]) {
   return parseArgs({
@@ -35,10 +49,11 @@ Options:
   -h, --help             this help`
 
 /** `--workers`: a positive integer or `auto`. */
-function workersFlag(text: string): Config['server']['workers'] {
+async function workersFlag(text: string): Promise<Config['server']['workers']> {
   if (text === 'auto') return 'auto'
   const n = Number(text)
   if (!/^\d+$/.test(text) || n < 1 || n > 1024) {
+    const { ConfigError } = await import('@llmproxy/core')
     throw new ConfigError('command line', [{ path: '--workers', message: `must be an integer from 1 to 1024, or auto (got "${text}")` }])
   }
   return n
@@ -48,6 +63,8 @@ async function main(): Promise<number> {
   // A worker of `server.workers`: the primary forked it with the same command line, and sends it the config.
   if (cluster.isWorker && process.env[WORKER_ID_ENV] !== undefined) {
     const { runWorker } = await import('./workers/worker.js')
+    // A worker ignores SIGHUP (the primary reloads them all): runWorker says so before it first waits.
+    process.off('SIGHUP', holdSighup)
     await runWorker()
     return -1
   }
@@ -69,10 +86,12 @@ async function main(): Promise<number> {
     return 0
   }
   if (command === 'schema') {
+    const { configJsonSchema } = await import('./schema.js')
     process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`)
     return 0
   }
   const file = values.config ?? process.env.LLMPROXY_CONFIG
+  const { loadConfigFile, workerCount } = await import('./config.js')
   if (command === 'check') {
     if (file === undefined) {
       process.stderr.write(`check needs --config FILE (or LLMPROXY_CONFIG).\n${USAGE}\n`)
@@ -89,9 +108,10 @@ async function main(): Promise<number> {
   let config: Config
   let stopDemo: (() => Promise<void>) | null = null
   const options: GatewayOptions = {}
-  const workers = values.workers === undefined ? undefined : workersFlag(values.workers)
+  const workers = values.workers === undefined ? undefined : await workersFlag(values.workers)
   if (file === undefined) {
     const port = values.port === undefined ? 8080 : Number(values.port)
+    const { startDemo } = await import('./demo.js')
     const demo = await startDemo(port, '127.0.0.1')
     config = demo.config
     if (workers !== undefined) config.server.workers = workers
@@ -129,13 +149,15 @@ async function main(): Promise<number> {
           () => process.exit(1),
         )
     }
-    process.on('SIGHUP', () => {
+    // The primary logs the reload's outcome.
+    reloadOnSighup(() => {
       primary.reload().catch(() => undefined)
     })
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))
     return -1
   }
+  const { startGateway } = await import('./main.js')
   const gateway = await startGateway(config, options)
   if (stopDemo !== null) {
     gateway.app.log.info(
@@ -153,8 +175,8 @@ async function main(): Promise<number> {
       )
   }
   // SIGHUP: reload the config file (the reload logs its outcome; an invalid file changes nothing).
-  process.on('SIGHUP', () => {
-    gateway.app.log.info('SIGHUP: reloading the config')
+  reloadOnSighup((signal) => {
+    gateway.app.log.info(`${signal}: reloading the config`)
     gateway.app.llmConfig.reload().catch(() => undefined)
   })
   process.once('SIGTERM', () => stop('SIGTERM'))
@@ -168,7 +190,8 @@ main().then(
   },
   (err: unknown) => {
     // Config problems, and a worker's own start error, are the user's to fix: print them plainly, no stack trace.
-    const plain = err instanceof ConfigError || (err instanceof Error && err.name === 'WorkerStartError')
+    // By name: @llmproxy/core may not be loaded (a failed import).
+    const plain = err instanceof Error && (err.name === 'ConfigError' || err.name === 'WorkerStartError')
     const message = plain ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)
     writeSync(2, `llmproxy: ${message}\n`)
     process.exit(1)

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
+import { closeSync, constants, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -511,4 +512,53 @@ describe('SIGHUP', () => {
     assert.deepEqual(await reloadCounts(), [1, 1])
     assert.equal(child?.exitCode, null, 'still running')
   })
+
+  for (const workers of [1, 2]) {
+    test(`one that comes while the gateway starts is held, then replayed as a reload once it serves (workers: ${workers})`, async (t) => {
+      // The start reads the quota state file before it listens: a FIFO holds it there until the test writes to it.
+      const fifo = join(dir, `quota-state-${workers}.fifo`)
+      execFileSync('mkfifo', [fifo])
+      const file = join(dir, `starting-${workers}.yaml`)
+      const limits = `auth: { keys: [{ id: k1, key: sk-key-one-0001, quota: { tokens: 1000, per: day } }] }\nrateLimit: { quotaStateFile: "${fifo}" }`
+      const write = (model: string) =>
+        writeFileSync(
+          file,
+          configText({ a }, `  - { name: ${model}, upstreams: [a] }`, limits).replace('port: 0 }', `port: 0, workers: ${workers} }`),
+        )
+      write('before-hup')
+      let gateway: ChildProcess | undefined
+      const starting = startCli(file, (c) => {
+        gateway = c
+      })
+      // Opens once the gateway opened the file to read it, that is while it starts (or fails if the start failed).
+      const opening = open(fifo, 'w')
+      try {
+        const writer = await Promise.race([opening, starting.then(() => assert.fail('listening without the quota state file'))])
+        // A reload tool changed the file after the start read it, and says so.
+        write('after-hup')
+        gateway?.kill('SIGHUP')
+        await sleep(200)
+        assert.equal(gateway?.signalCode, null, "SIGHUP's default action ended the starting gateway")
+        await writer.writeFile(JSON.stringify({ version: 1, savedAt: new Date().toISOString(), counters: [] }))
+        await writer.close()
+      } catch (err) {
+        if (gateway !== undefined) await stopChild(gateway)
+        throw err
+      } finally {
+        // A start that never read the FIFO leaves the open above waiting: a reader of our own ends it.
+        closeSync(openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK))
+      }
+      const cli = await starting
+      t.after(() => stopChild(gateway as ChildProcess))
+      // One reload of the file (with workers, each also logs its own, without a file).
+      const reloads = () =>
+        cli
+          .output()
+          .split('\n')
+          .filter((line) => line.includes(`"file":${JSON.stringify(file)}`) && line.includes('"msg":"config reloaded"'))
+      await until(() => reloads().length > 0, 'the reload', cli.output)
+      assert.deepEqual(await chat(cli.url, 'after-hup', 'sk-key-one-0001'), { status: 200, code: null })
+      assert.equal(reloads().length, 1, cli.output())
+    })
+  }
 })
