@@ -193,6 +193,18 @@ test('server.trustProxy is checked entry by entry as Fastify reads it (a bad one
   ])
 })
 
+test('an upstream apiKey left blank (its secret unset) is refused: the upstream would refuse every request', () => {
+  const text = `upstreams:\n  - { name: a, url: "http://x", protocol: openai, apiKey: "\${OPENAI_API_KEY}" }\nmodels: [{ name: m, upstreams: [a] }]\n`
+  for (const value of ['', ' ']) {
+    assert.deepEqual(problemsOf(text, { OPENAI_API_KEY: value }), [
+      {
+        path: '/upstreams/0/apiKey',
+        message: 'is empty (is the secret it comes from set?); leave apiKey out if the upstream needs none',
+      },
+    ])
+  }
+})
+
 test('invalid YAML and non-mapping documents get a clear error', () => {
   assert.match(problemsOf('upstreams: [')[0]?.message ?? '', /not valid YAML/)
   assert.match(problemsOf('- a\n- b')[0]?.message ?? '', /must be a mapping/)

@@ -30,7 +30,9 @@ export const UpstreamConfigSchema = Type.Object(
     protocol: Protocol,
     weight: Type.Optional(Type.Integer({ minimum: 1, default: 1, description: 'Share of traffic for the weighted strategy.' })),
     maxConcurrency: Type.Optional(Type.Integer({ minimum: 1, description: 'Requests in flight at most; more wait in the queue.' })),
-    apiKey: Type.Optional(Type.String({ description: 'Credential sent to the upstream (and by its health check).' })),
+    apiKey: Type.Optional(
+      Type.String({ description: 'Credential sent to the upstream (and by its health check); not blank (an unset secret).' }),
+    ),
     headers: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'Extra headers sent to the upstream.' })),
     healthCheck: Type.Optional(UpstreamHealthCheckSchema),
     prefill: Type.Optional(
@@ -161,7 +163,11 @@ function checkUpstreamList(list: readonly UpstreamConfig[], prefix: string): Con
     const urlProblem = checkUrl(upstream.url)
     if (urlProblem !== null) problems.push({ path: `${prefix}/${i}/url`, message: urlProblem })
     if (upstream.apiKey !== undefined) {
-      const keyProblem = headerValueProblem(upstream.apiKey)
+      // Blank is an unset secret (`apiKey: "${OPENAI_API_KEY}"`): the upstream would refuse every request.
+      const keyProblem =
+        upstream.apiKey.trim() === ''
+          ? 'is empty (is the secret it comes from set?); leave apiKey out if the upstream needs none'
+          : headerValueProblem(upstream.apiKey)
       if (keyProblem !== null) problems.push({ path: `${prefix}/${i}/apiKey`, message: keyProblem })
     }
     problems.push(...headerProblems(upstream.headers, `${prefix}/${i}/headers`))
