@@ -1,5 +1,5 @@
 export { compileIpList } from './ip.js'
-export { compileKeys, presentedKey } from './keys.js'
+export { compileKeys, presentedKey, unsendableSecretProblem } from './keys.js'
 export {
   type AuthCallbacks,
   type AuthOptions,

@@ -28,6 +28,14 @@ const SHA256_PREFIX = 'sha256:'
 const HEX64 = /^[0-9a-f]{64}$/
 const PRINTABLE_ASCII = /^[\x21-\x7e]+$/
 
+/**
+ * Why a client could never present `secret` as written in an HTTP header (`Authorization: Bearer <secret>`), or null:
+ * a space or a trailing newline (a secret written with `echo`) never arrives as configured.
+ */
+export function unsendableSecretProblem(secret: string): string | null {
+  return PRINTABLE_ASCII.test(secret) ? null : 'must be printable ASCII without spaces (clients send it in an HTTP header)'
+}
+
 /** The limits object `request.llm.keyLimits` gets: only the fields set, frozen; null when none. */
 function limitsOf(limits: KeyLimits | undefined): KeyLimits | null {
   if (limits === undefined) return null
@@ -88,9 +96,10 @@ export function compileKeys(keys: readonly KeyConfig[], path: string, problems: 
         continue
       }
     } else {
-      if (!PRINTABLE_ASCII.test(config.key)) {
+      const unsendable = unsendableSecretProblem(config.key)
+      if (unsendable !== null) {
         // Sent in a header (or a query string), such a key never arrives as written: it could never authenticate.
-        problems.push({ path: `${path}/${i}/key`, message: 'must be printable ASCII without spaces (clients send it in an HTTP header)' })
+        problems.push({ path: `${path}/${i}/key`, message: unsendable })
         continue
       }
       hash = sha256Hex(config.key)

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { AuthOptionsSchema, compileIpList, compileKeys } from '@llmproxy/auth'
+import { AuthOptionsSchema, compileIpList, compileKeys, unsendableSecretProblem } from '@llmproxy/auth'
 import { ConfigError, type ConfigProblem, checkSchema, MAX_TIMER_MS } from '@llmproxy/core'
 import { type Static, Type, Value } from '@llmproxy/core/typebox'
 import { checkBuckets, MetricsOptionsSchema } from '@llmproxy/metrics'
@@ -76,7 +76,8 @@ export const AdminSettingsSchema = Type.Object(
   {
     token: Type.String({
       minLength: 16,
-      description: 'Bearer token every admin request must send (Authorization: Bearer <token>); e.g. from an environment variable.',
+      description:
+        'Bearer token every admin request must send (Authorization: Bearer <token>); e.g. from an environment variable. Printable ASCII without spaces.',
     }),
     host: Type.Optional(
       Type.String({ minLength: 1, description: 'Address of the separate admin server (default 127.0.0.1); needs port.' }),
@@ -289,6 +290,8 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
     })
   }
   const admin = valid.admin
+  const tokenProblem = admin === undefined ? null : unsendableSecretProblem(admin.token)
+  if (tokenProblem !== null) problems.push({ path: '/admin/token', message: tokenProblem })
   if (admin?.host !== undefined && admin.port === undefined) {
     problems.push({ path: '/admin/port', message: 'required when admin.host is set (the admin API then gets its own server)' })
   }

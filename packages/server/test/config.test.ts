@@ -140,6 +140,12 @@ test('the admin section is validated: a long enough token, a port with a host, n
     ['/admin/colour', '/admin/token'],
   )
   assert.deepEqual(problemsOf(`${minimal}\nadmin: { port: 9090 }\n`), [{ path: '/admin', message: 'must have required properties token' }])
+  // A token no client can send as written (a secret file's trailing newline, spaces) would lock the admin API.
+  for (const token of ['admin-token-0123456789\n', ' '.repeat(16), 'admin token 0123456789']) {
+    assert.deepEqual(problemsOf(`${minimal}\nadmin: { token: "\${ADMIN_TOKEN}" }\n`, { ADMIN_TOKEN: token }), [
+      { path: '/admin/token', message: 'must be printable ASCII without spaces (clients send it in an HTTP header)' },
+    ])
+  }
   assert.deepEqual(
     problemsOf(`${minimal}\nadmin: { token: "${'a'.repeat(16)}", host: 127.0.0.1 }\n`).map((p) => p.path),
     ['/admin/port'],
