@@ -37,7 +37,8 @@ export const RedisOptionsSchema = Type.Object(
     url: Type.Optional(
       Type.String({
         minLength: 1,
-        description: 'Single node: redis://[user:password@]host:port[/db] (rediss:// for TLS). Set one of url, sentinels, cluster.',
+        description:
+          'Single node: redis://[user:password@]host:port[/db] (rediss:// for TLS; a user or password percent-encoded). Set one of url, sentinels, cluster.',
       }),
     ),
     sentinels: Type.Optional(
@@ -112,6 +113,27 @@ export type RateLimitOptionsInput = Partial<Omit<RateLimitOptions, 'redis'>> & {
 export type RedisMode = 'url' | 'sentinels' | 'cluster'
 const MODES: readonly RedisMode[] = ['url', 'sentinels', 'cluster']
 
+const PERCENT_ENCODE = 'percent-encode a user or password that holds / ? # @ : % or a space (/ as %2F, % as %25)'
+
+/**
+ * What ioredis would throw on at start (or send Redis) in a single node's url; never the value, which may hold a
+ * password: no URL, a user or password it cannot decode, a database (the path, or `?db=`) that is not a number.
+ */
+function redisUrlProblem(value: string): string | null {
+  if (!/^rediss?:\/\//.test(value)) return 'must start with redis:// or rediss:// (TLS)'
+  if (!URL.canParse(value)) return `not a valid URL: redis://[user:password@]host:port[/db]; ${PERCENT_ENCODE}`
+  const url = new URL(value)
+  try {
+    decodeURIComponent(url.username)
+    decodeURIComponent(url.password)
+  } catch {
+    return `the user or password has a % that is no percent-encoding: ${PERCENT_ENCODE}`
+  }
+  const db = url.pathname === '' || url.pathname === '/' ? url.searchParams.get('db') : url.pathname.slice(1)
+  if (db !== null && !/^\d+$/.test(db)) return 'the database (the path after host:port) must be a number, as in redis://host:6379/0'
+  return null
+}
+
 /**
  * What the schema cannot say about `redis` (paths under `path`): exactly one of url / sentinels / cluster, and each
  * setting only with the mode that uses it.
@@ -126,12 +148,8 @@ export function checkRedisOptions(redis: RedisOptions, path = '/redis'): ConfigP
     problems.push({ path: `${path}/${extra}`, message: `conflicts with ${modes[0]}: set exactly one of url, sentinels, cluster` })
   }
   const mode = modes.length === 1 ? modes[0] : undefined
-  if (redis.url !== undefined && !/^rediss?:\/\//.test(redis.url)) {
-    problems.push({ path: `${path}/url`, message: 'must start with redis:// or rediss:// (TLS)' })
-  } else if (redis.url !== undefined && !URL.canParse(redis.url)) {
-    // Not repeated: the url may hold a password.
-    problems.push({ path: `${path}/url`, message: 'not a valid URL: redis://[user:password@]host:port[/db]' })
-  }
+  const urlProblem = redis.url === undefined ? null : redisUrlProblem(redis.url)
+  if (urlProblem !== null) problems.push({ path: `${path}/url`, message: urlProblem })
   if (mode === 'sentinels' && redis.name === undefined) {
     problems.push({ path: `${path}/name`, message: 'required with sentinels: the master group name (as in sentinel monitor <name> …)' })
   }
@@ -143,7 +161,10 @@ export function checkRedisOptions(redis: RedisOptions, path = '/redis'): ConfigP
   if (mode === 'url') {
     for (const field of ['username', 'password'] as const) {
       if (redis[field] !== undefined) {
-        problems.push({ path: `${path}/${field}`, message: 'with url, put it in the url (redis://user:password@host:port)' })
+        problems.push({
+          path: `${path}/${field}`,
+          message: 'with url, put it in the url, percent-encoded (redis://user:password@host:port)',
+        })
       }
     }
   }

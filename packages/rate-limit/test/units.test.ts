@@ -145,13 +145,33 @@ test('redis options: exactly one of url, sentinels, cluster, and each setting on
     '/redis/name: only used with sentinels, not with cluster',
   ])
   assert.deepEqual(problems({ url: 'redis://a:1', password: 'p' }), [
-    '/redis/password: with url, put it in the url (redis://user:password@host:port)',
+    '/redis/password: with url, put it in the url, percent-encoded (redis://user:password@host:port)',
   ])
   assert.deepEqual(problems({ url: 'http://a:1' }), ['/redis/url: must start with redis:// or rediss:// (TLS)'])
   // ioredis would throw at startup; the password is not repeated.
   assert.deepEqual(problems({ url: 'redis://:s3cret@host:notaport' }), [
-    '/redis/url: not a valid URL: redis://[user:password@]host:port[/db]',
+    '/redis/url: not a valid URL: redis://[user:password@]host:port[/db]; percent-encode a user or password that holds / ? # @ : % or a space (/ as %2F, % as %25)',
   ])
+  // What ioredis threw at start (URIError), or sent Redis once the gateway listened (SELECT NaN, an uncaught error).
+  assert.deepEqual(problems({ url: 'redis://:x%zz@host:6379/0' }), [
+    '/redis/url: the user or password has a % that is no percent-encoding: percent-encode a user or password that holds / ? # @ : % or a space (/ as %2F, % as %25)',
+  ])
+  for (const url of ['redis://host:6379/abc', 'redis://host:6379/0/1', 'redis://host:6379?db=x']) {
+    assert.deepEqual(
+      problems({ url }),
+      ['/redis/url: the database (the path after host:port) must be a number, as in redis://host:6379/0'],
+      url,
+    )
+  }
+  for (const url of [
+    'redis://host',
+    'redis://host:6379/',
+    'redis://host:6379/15',
+    'redis://:ab%2Fcd%25@host:6379/0',
+    'redis://host:6379?db=2',
+  ]) {
+    assert.deepEqual(problems({ url }), [], url)
+  }
   assert.deepEqual(problems({ cluster: [] }).length, 1)
   assert.deepEqual(problems({ cluster: [{ host: 'a', port: 0 }] }).length, 1)
 })

@@ -211,6 +211,19 @@ test('an upstream apiKey left blank (its secret unset) is refused: the upstream 
   }
 })
 
+test('a redis.url ioredis would throw on, or send Redis a database that is no number, is refused (start crashed)', () => {
+  const text = `${minimal}\nauth: { keys: [{ id: k1, key: sk-k1, rateLimit: { rpm: 10 } }] }\nrateLimit: { store: redis }\nredis: { url: "redis://:\${REDIS_PASSWORD}@127.0.0.1:6379/\${REDIS_DB:-0}" }\n`
+  assert.deepEqual(
+    problemsOf(text, { REDIS_PASSWORD: 'x%zz' }).map((p) => p.path),
+    ['/redis/url'],
+  )
+  assert.match(problemsOf(text, { REDIS_PASSWORD: 'ab/cd+ef==' })[0]?.message ?? '', /percent-encode a user or password/)
+  assert.deepEqual(problemsOf(text, { REDIS_PASSWORD: 'pw', REDIS_DB: 'abc' }), [
+    { path: '/redis/url', message: 'the database (the path after host:port) must be a number, as in redis://host:6379/0' },
+  ])
+  parseConfig(text, 'test.yaml', { REDIS_PASSWORD: encodeURIComponent('ab/cd+ef==') })
+})
+
 test('invalid YAML and non-mapping documents get a clear error', () => {
   assert.match(problemsOf('upstreams: [')[0]?.message ?? '', /not valid YAML/)
   assert.match(problemsOf('- a\n- b')[0]?.message ?? '', /must be a mapping/)
