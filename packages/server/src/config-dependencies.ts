@@ -79,7 +79,17 @@ export function checkDependencies(config: Config, raw: Raw): ConfigProblem[] {
     problems.push({ path: '/queue', message: 'only used by upstreams with maxConcurrency, and none has one' })
   }
 
-  // Auth: the key cache holds what a resolveKey callback returns; the server's keys come from auth.keys.
+  // Auth: every request must present a key, and the server's keys come from auth.keys (a config file cannot set
+  // resolveKey). Without them, IP lists alone let no request through: refused, rather than made an IP-only mode that
+  // a reload dropping the keys would turn on. `keys: []` is written on purpose (every key revoked) and stays valid.
+  if (config.auth !== undefined && config.auth.keys === undefined) {
+    problems.push({
+      path: '/auth',
+      message:
+        'has no keys: every request would get 401 (the IP lists only narrow who may present a key); add auth.keys, or write keys: [] to refuse every request',
+    })
+  }
+  // The key cache holds what a resolveKey callback returns.
   if (section(raw, 'auth')?.cache !== undefined) {
     problems.push({
       path: '/auth/cache',

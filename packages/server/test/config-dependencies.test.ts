@@ -104,6 +104,15 @@ test('usage: the webhook needs spoolDir, and the delivery settings need the webh
   ])
 })
 
+test('auth without keys is refused: its IP lists alone let no request through (every one got 401)', () => {
+  const refused = [
+    '/auth: has no keys: every request would get 401 (the IP lists only narrow who may present a key); add auth.keys, or write keys: [] to refuse every request',
+  ]
+  assert.deepEqual(problemsOf({ auth: { ipAllowlist: ['127.0.0.1', '::1'] } }), refused)
+  assert.deepEqual(problemsOf({ auth: { ipDenylist: ['10.0.0.0/8'] } }), refused)
+  assert.deepEqual(problemsOf({ auth: { keys: [], ipAllowlist: ['127.0.0.1'] } }), [])
+})
+
 test('upstream checks with active checks off, a queue no upstream uses, an auth cache nothing fills: refused', () => {
   const checked = { ...base.upstreams[0], healthCheck: { path: '/health' } }
   assert.deepEqual(problemsOf({ upstreams: [checked], healthChecks: { enabled: false } }), [
