@@ -128,6 +128,11 @@ test('headers the usage webhook could never send are refused, naming them (not t
   assert.deepEqual(problemsOf(`${minimal}\n${usage}\n`), [
     { path: '/usage/webhook/headers/x-team', message: 'has a character an HTTP header cannot carry (U+2026 at index 1)' },
   ])
+  // Credentials in the url were dropped: every delivery went without them (and the value is not repeated).
+  assert.deepEqual(
+    problemsOf(`${minimal}\n${usage.replace('http://127.0.0.1', 'http://billing:s3cret@127.0.0.1').replace('"a\\u2026"', 'a')}\n`),
+    [{ path: '/usage/webhook/url', message: 'must not hold credentials: send them in headers (authorization)' }],
+  )
 })
 
 test('the admin section is validated: a long enough token, a port with a host, not the server port', () => {

@@ -80,11 +80,16 @@ const usagePlugin: FastifyPluginAsync<UsageOptionsInput> = async (fastify, rawOp
 export function webhookProblems(webhook: { url: string; headers?: Record<string, string> } | undefined, path: string): ConfigProblem[] {
   if (webhook === undefined) return []
   const problems = headerProblems(webhook.headers, `${path}/headers`)
-  let protocol = ''
+  let url: URL | null = null
   try {
-    protocol = new URL(webhook.url).protocol
+    url = new URL(webhook.url)
   } catch {}
-  if (protocol !== 'http:' && protocol !== 'https:') problems.unshift({ path: `${path}/url`, message: 'must be an http or https URL' })
+  if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    problems.unshift({ path: `${path}/url`, message: 'must be an http or https URL' })
+  } else if (url.username !== '' || url.password !== '') {
+    // The delivery (undici) sends no credentials written in a URL: every batch would go unauthenticated.
+    problems.unshift({ path: `${path}/url`, message: 'must not hold credentials: send them in headers (authorization)' })
+  }
   return problems
 }
 
