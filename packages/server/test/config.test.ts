@@ -229,6 +229,25 @@ test('a redis.url ioredis would throw on, or send Redis a database that is no nu
   parseConfig(text, 'test.yaml', { REDIS_PASSWORD: encodeURIComponent('ab/cd+ef==') })
 })
 
+test("an upstream url ending in the API version (an SDK's base URL) is refused: every request went to /v1/v1/…", () => {
+  const upstream = (url: string) => `upstreams:\n  - { name: a, url: "${url}", protocol: openai }\nmodels: [{ name: m, upstreams: [a] }]\n`
+  assert.deepEqual(problemsOf(upstream('https://api.groq.com/openai/v1')), [
+    {
+      path: '/upstreams/0/url',
+      message: 'must not end in /v1: the gateway appends the API path (/v1/chat/completions, /v1beta/models/…); leave it out',
+    },
+  ])
+  for (const url of ['http://127.0.0.1:8000/v1/', 'https://generativelanguage.googleapis.com/v1beta']) {
+    assert.deepEqual(
+      problemsOf(upstream(url)).map((p) => p.path),
+      ['/upstreams/0/url'],
+      url,
+    )
+  }
+  for (const url of ['https://api.groq.com/openai', 'http://host/v1-proxy', 'http://host/v1/openai'])
+    parseConfig(upstream(url), 'test.yaml', {})
+})
+
 test('invalid YAML and non-mapping documents get a clear error', () => {
   assert.match(problemsOf('upstreams: [')[0]?.message ?? '', /not valid YAML/)
   assert.match(problemsOf('- a\n- b')[0]?.message ?? '', /must be a mapping/)

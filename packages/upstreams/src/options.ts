@@ -26,7 +26,10 @@ export const UpstreamHealthCheckSchema = Type.Object(
 export const UpstreamConfigSchema = Type.Object(
   {
     name: Type.String({ minLength: 1, description: 'Unique name, used by pools, logs and metrics.' }),
-    url: Type.String({ minLength: 1, description: 'http(s) origin with an optional base path, e.g. http://10.0.0.5:8000.' }),
+    url: Type.String({
+      minLength: 1,
+      description: 'http(s) origin with an optional base path, without the API version (/v1), e.g. http://10.0.0.5:8000.',
+    }),
     protocol: Protocol,
     weight: Type.Optional(Type.Integer({ minimum: 1, default: 1, description: 'Share of traffic for the weighted strategy.' })),
     maxConcurrency: Type.Optional(Type.Integer({ minimum: 1, description: 'Requests in flight at most; more wait in the queue.' })),
@@ -187,6 +190,11 @@ function checkUrl(value: string): string | null {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return `must be an http or https URL, got ${JSON.stringify(url.protocol)}`
   if (url.search !== '' || url.hash !== '') return 'must not have a query string or a fragment'
   if (url.username !== '' || url.password !== '') return 'must not hold credentials: use apiKey or headers'
+  // An SDK's base URL (https://api.openai.com/v1): every request would go to /v1/v1/….
+  const version = /\/(v1|v1beta)\/*$/.exec(url.pathname)?.[1]
+  if (version !== undefined) {
+    return `must not end in /${version}: the gateway appends the API path (/v1/chat/completions, /v1beta/models/…); leave it out`
+  }
   return null
 }
 
