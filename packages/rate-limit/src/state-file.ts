@@ -1,5 +1,6 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
+import { ConfigError } from '@llmproxy/core'
 import { Type, Value } from '@llmproxy/core/typebox'
 import type { FastifyBaseLogger } from 'fastify'
 import { migrateQuotaKey } from './keys.js'
@@ -34,8 +35,16 @@ export class QuotaStateFile {
     try {
       text = await readFile(this.path, 'utf8')
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
-      throw err
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT') return
+      // A directory, a file this process may not read: the setting is the operator's to fix, named as such.
+      throw new ConfigError(
+        '@llmproxy/rate-limit options',
+        [{ path: '/quotaStateFile', message: `cannot be read: ${code ?? String(err)}` }],
+        {
+          cause: err,
+        },
+      )
     }
     let data: unknown
     try {

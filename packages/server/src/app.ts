@@ -200,6 +200,24 @@ export function gatewayLogger(level: string, destination?: DestinationStream, bi
   )
 }
 
+/**
+ * Registers a plugin whose options are a section of the config. What it refuses at start (a spool directory it cannot
+ * use, a quota state file it cannot read) is named as in the file: `/usage/spoolDir`, not the plugin's `/spoolDir`.
+ */
+async function registerSection(
+  register: () => PromiseLike<unknown>,
+  pathInConfig: (path: string) => string,
+  configFile: string | undefined,
+): Promise<void> {
+  try {
+    await register()
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    const problems = err.problems.map((problem) => ({ path: pathInConfig(problem.path), message: problem.message }))
+    throw new ConfigError(configFile === undefined ? 'config' : `config ${configFile}`, problems, { cause: err })
+  }
+}
+
 /** Builds the reference gateway from a validated config: the plugins wired together, not started. */
 export async function buildGateway(config: Config, options: GatewayOptions = {}): Promise<FastifyInstance> {
   const settings = config.server
@@ -284,26 +302,47 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     })
     app.addHook('onClose', async () => former?.close())
   }
-  if (config.metrics !== false) {
-    if (worker !== undefined) scrapeWholeGateway(app, config.metrics.path, worker)
-    else scrapeWithFormerSpools(app, config.metrics.path, () => former)
-    await app.register(llmMetrics, config.metrics)
+  const metrics = config.metrics
+  if (metrics !== false) {
+    if (worker !== undefined) scrapeWholeGateway(app, metrics.path, worker)
+    else scrapeWithFormerSpools(app, metrics.path, () => former)
+    await registerSection(
+      () => app.register(llmMetrics, metrics),
+      (path) => `/metrics${path}`,
+      options.configFile,
+    )
   }
-  if (config.auth !== undefined) await app.register(auth, config.auth)
+  const authOptions = config.auth
+  if (authOptions !== undefined) {
+    await registerSection(
+      () => app.register(auth, authOptions),
+      (path) => `/auth${path}`,
+      options.configFile,
+    )
+  }
   if (config.rateLimit !== undefined) {
     const { quotaStateFile, ...limits } = config.rateLimit
-    await app.register(rateLimit, {
-      ...limits,
-      // A worker's memory-store counters are the primary's (useCountersOfPrimary), and so is the quota state file.
-      ...(quotaStateFile === undefined || worker !== undefined ? {} : { quotaStateFile }),
-      ...(config.redis === undefined ? {} : { redis: config.redis }),
-    })
+    await registerSection(
+      () =>
+        app.register(rateLimit, {
+          ...limits,
+          // A worker's memory-store counters are the primary's (useCountersOfPrimary), and so is the quota state file.
+          ...(quotaStateFile === undefined || worker !== undefined ? {} : { quotaStateFile }),
+          ...(config.redis === undefined ? {} : { redis: config.redis }),
+        }),
+      // The plugin's `redis` option is the config's top-level `redis` section.
+      (path) => (path.startsWith('/redis') ? path : `/rateLimit${path}`),
+      options.configFile,
+    )
   }
   if (config.usage !== undefined) {
     const spoolDir = config.usage.spoolDir
-    await app.register(
-      usage,
-      spoolDir === undefined || worker === undefined ? config.usage : { ...config.usage, spoolDir: workerSpoolDir(spoolDir, worker.id) },
+    const usageOptions =
+      spoolDir === undefined || worker === undefined ? config.usage : { ...config.usage, spoolDir: workerSpoolDir(spoolDir, worker.id) }
+    await registerSection(
+      () => app.register(usage, usageOptions),
+      (path) => `/usage${path}`,
+      options.configFile,
     )
   }
   await app.register(upstreams, {

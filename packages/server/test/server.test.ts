@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { type AddressInfo, connect, createServer as createTcpServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { rawExchange } from '@llmproxy/mock-upstream'
@@ -336,5 +339,36 @@ test('a port in use or a host that is not this machine stops the start with the 
     })
   } finally {
     await new Promise((resolve) => blocker.close(resolve))
+  }
+})
+
+test('a quota state file or spool directory it cannot use stops the start, named as in the config file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-start-paths-'))
+  const configWith = (extra: string) =>
+    parseConfig(
+      `server: { host: 127.0.0.1, port: 0, logLevel: silent }\nupstreams: [{ name: a, url: "http://127.0.0.1:9", protocol: openai }]\nmodels: [{ name: m, upstreams: [a] }]\nhealthChecks: { enabled: false }\n${extra}\n`,
+      'paths-test',
+      {},
+    )
+  try {
+    // A directory where the file goes: was a bare EISDIR and its stack trace.
+    const keys = 'auth: { keys: [{ id: k, key: sk-k-0123456789, quota: { tokens: 1000, per: day } }] }'
+    await assert.rejects(startGateway(configWith(`${keys}\nrateLimit: { quotaStateFile: "${dir}" }`), { configFile: 'gateway.yaml' }), {
+      name: 'ConfigError',
+      message: 'Invalid config gateway.yaml:\n  - /rateLimit/quotaStateFile: cannot be read: EISDIR',
+    })
+    // A plugin's own path (/spoolDir) is the config's (/usage/spoolDir).
+    const file = join(dir, 'a-file')
+    writeFileSync(file, '')
+    await assert.rejects(
+      startGateway(configWith(`usage: { webhook: { url: "http://127.0.0.1:9/usage" }, spoolDir: "${file}/spool" }`)),
+      (err: Error) => {
+        assert.equal(err.name, 'ConfigError')
+        assert.match(err.message, /^Invalid config:\n {2}- \/usage\/spoolDir: cannot be used: ENOTDIR/)
+        return true
+      },
+    )
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
   }
 })
