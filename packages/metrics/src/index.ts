@@ -1,6 +1,7 @@
 export { OVERFLOW_LABEL } from './labels.js'
 export {
   checkBuckets,
+  checkScrapePath,
   DEFAULT_DURATION_BUCKETS,
   DEFAULT_TTFT_BUCKETS,
   DELIVERY_BUCKETS,

@@ -8,7 +8,11 @@ const Buckets = Type.Array(Type.Number({ exclusiveMinimum: 0 }), {
 
 export const MetricsOptionsSchema = Type.Object(
   {
-    path: Type.String({ default: '/metrics', pattern: '^/', description: 'URL of the Prometheus scrape route.' }),
+    path: Type.String({
+      default: '/metrics',
+      pattern: '^/',
+      description: 'URL of the Prometheus scrape route: a plain path (no ?, #, * or :, no spaces).',
+    }),
     prefix: Type.String({
       default: 'llmproxy_',
       pattern: '^([a-zA-Z_:][a-zA-Z0-9_:]*)?$',
@@ -45,9 +49,19 @@ const SUBJECT = '@llmproxy/metrics options'
 /** Validates the options (defaults filled in); bucket lists must also be strictly increasing. */
 export function resolveOptions(options: unknown): MetricsOptions {
   const opts = validateOptions(MetricsOptionsSchema, options, SUBJECT)
-  const problems = checkBuckets(opts, '')
+  const problems = [...checkScrapePath(opts.path, '/path'), ...checkBuckets(opts, '')]
   if (problems.length > 0) throw new ConfigError(SUBJECT, problems)
   return opts
+}
+
+/**
+ * A scrape path no GET could reach (`?`, `#`: a query or fragment is never part of a route), or that Fastify would read
+ * as a pattern (`*`, `:`): `/*` served the metrics, without a key, on every path no other route takes.
+ */
+export function checkScrapePath(path: string, at: string): ConfigProblem[] {
+  const bad = /[?#*:\s]/.exec(path)?.[0]
+  if (bad === undefined) return []
+  return [{ path: at, message: `must be a plain path: ${JSON.stringify(bad)} is a query, fragment, route pattern or space` }]
 }
 
 /** Bucket lists that are not strictly increasing (`at`: where the options sit; the config file checks them too). */

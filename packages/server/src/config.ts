@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os'
 import { AuthOptionsSchema, compileIpList, compileKeys, unsendableSecretProblem } from '@llmproxy/auth'
 import { ConfigError, type ConfigProblem, checkSchema, MAX_TIMER_MS } from '@llmproxy/core'
 import { type Static, Type, Value } from '@llmproxy/core/typebox'
-import { checkBuckets, MetricsOptionsSchema } from '@llmproxy/metrics'
+import { checkBuckets, checkScrapePath, MetricsOptionsSchema } from '@llmproxy/metrics'
 import { RateLimitOptionsSchema, RedisOptionsSchema } from '@llmproxy/rate-limit'
 import { isAliasPattern, ModelRouteSchema, ModelTable, RetrySchema, TimeoutsSchema } from '@llmproxy/router'
 import {
@@ -246,7 +246,7 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   }
   problems.push(...checkPassiveHealth(valid.passiveHealth, '/passiveHealth'))
   if (valid.metrics !== false) {
-    problems.push(...checkBuckets(valid.metrics, '/metrics'))
+    problems.push(...checkScrapePath(valid.metrics.path, '/metrics/path'), ...checkBuckets(valid.metrics, '/metrics'))
     const taken = gatewayPathOwner(valid.metrics.path, valid.admin !== undefined && valid.admin.port === undefined)
     if (taken !== null) {
       problems.push({ path: '/metrics/path', message: `${valid.metrics.path} is served by the gateway (${taken}): choose another path` })

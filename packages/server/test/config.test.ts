@@ -328,6 +328,18 @@ test('a metrics path the gateway serves itself is a config error (Fastify would 
   // With the admin API on its own port, /admin/... on the gateway is free; so are paths that merely start alike.
   parseConfig(`${minimal}\nadmin: { token: "${'a'.repeat(16)}", port: 9091 }\nmetrics: { path: /admin/keys }\n`, 'test.yaml', {})
   parseConfig(`${minimal}\nmetrics: { path: /v1metrics }\n`, 'test.yaml', {})
+  // A path no scrape reaches, or a route pattern: `/*` served the metrics without a key on every unmatched GET.
+  for (const [path, bad] of [
+    ['/metrics?x=1', '?'],
+    ['/metrics#a', '#'],
+    ['/*', '*'],
+    ['/:id', ':'],
+    ['"/m etrics"', ' '],
+  ]) {
+    assert.deepEqual(problemsOf(`${minimal}\nmetrics: { path: ${path} }\n`), [
+      { path: '/metrics/path', message: `must be a plain path: ${JSON.stringify(bad)} is a query, fragment, route pattern or space` },
+    ])
+  }
   // The APIs' other routes are POSTs: a scrape route beside them is fine (and was, before these checks).
   parseConfig(`${minimal}\nmetrics: { path: /v1/metrics }\n`, 'test.yaml', {})
   parseConfig(`${minimal}\nmetrics: { path: /healthz/metrics }\n`, 'test.yaml', {})
