@@ -2,6 +2,7 @@
 import cluster from 'node:cluster'
 import { writeSync } from 'node:fs'
 import { parseArgs } from 'node:util'
+import type { ConfigProblem } from '@llmproxy/core'
 import type { GatewayOptions } from './app.js'
 import type { Config } from './config.js'
 import { WORKER_ID_ENV } from './workers/ops.js'
@@ -48,13 +49,23 @@ Options:
   -w, --workers N|auto   override server.workers (processes serving the port; auto = one per CPU core)
   -h, --help             this help`
 
-/** `--workers`: a positive integer or `auto`. */
-async function workersFlag(text: string): Promise<Config['server']['workers']> {
+/** `--workers`: a positive integer or `auto` (undefined, and a problem, otherwise). */
+function workersFlag(text: string, problems: ConfigProblem[]): Config['server']['workers'] | undefined {
   if (text === 'auto') return 'auto'
   const n = Number(text)
   if (!/^\d+$/.test(text) || n < 1 || n > 1024) {
-    const { ConfigError } = await import('@llmproxy/core')
-    throw new ConfigError('command line', [{ path: '--workers', message: `must be an integer from 1 to 1024, or auto (got "${text}")` }])
+    problems.push({ path: '--workers', message: `must be an integer from 1 to 1024, or auto (got "${text}")` })
+    return undefined
+  }
+  return n
+}
+
+/** `--port`: a TCP port, 0 for any free one (undefined, and a problem, otherwise). */
+function portFlag(text: string, problems: ConfigProblem[]): number | undefined {
+  const n = Number(text)
+  if (!/^\d+$/.test(text) || n > 65535) {
+    problems.push({ path: '--port', message: `must be an integer from 0 to 65535 (got "${text}")` })
+    return undefined
   }
   return n
 }
@@ -108,20 +119,24 @@ async function main(): Promise<number> {
   let config: Config
   let stopDemo: (() => Promise<void>) | null = null
   const options: GatewayOptions = {}
-  const workers = values.workers === undefined ? undefined : await workersFlag(values.workers)
+  const flagProblems: ConfigProblem[] = []
+  const workers = values.workers === undefined ? undefined : workersFlag(values.workers, flagProblems)
+  const port = values.port === undefined ? undefined : portFlag(values.port, flagProblems)
+  if (flagProblems.length > 0) {
+    const { ConfigError } = await import('@llmproxy/core')
+    throw new ConfigError('command line', flagProblems)
+  }
   if (file === undefined) {
-    const port = values.port === undefined ? 8080 : Number(values.port)
     const { startDemo } = await import('./demo.js')
-    const demo = await startDemo(port, '127.0.0.1')
+    const demo = await startDemo(port ?? 8080, '127.0.0.1')
     config = demo.config
     if (workers !== undefined) config.server.workers = workers
     stopDemo = () => demo.mock.close()
   } else {
     config = loadConfigFile(file)
-    const port = values.port
     // --port and --workers win over the file, at start and at every reload.
     const adjustConfig = (c: Config) => {
-      if (port !== undefined) c.server.port = Number(port)
+      if (port !== undefined) c.server.port = port
       if (workers !== undefined) c.server.workers = workers
     }
     adjustConfig(config)

@@ -85,6 +85,29 @@ test('--workers takes a positive integer or auto', () => {
   assert.match(run.stderr, /--workers: must be an integer from 1 to 1024, or auto \(got "lots"\)/)
 })
 
+test('--port takes 0 to 65535, named as the flag, with a config file and in demo mode', () => {
+  const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url))
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-port-flag-'))
+  try {
+    const file = join(dir, 'c.yaml')
+    writeFileSync(file, base('host: 127.0.0.1, port: 0'))
+    // With a file the value reached listen() (a RangeError and its stack); in demo mode it was "/server/port".
+    for (const [args, port] of [
+      [['--config', file, '--port', '80800'], '80800'],
+      [['--port', 'abc'], 'abc'],
+    ] as const) {
+      const run = spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', cli, ...args], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      })
+      assert.equal(run.status, 1, run.stderr)
+      assert.equal(run.stderr, `llmproxy: Invalid command line:\n  - --port: must be an integer from 0 to 65535 (got "${port}")\n`)
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
 test('a worker that cannot start stops the gateway: its error printed once, exit 1', async () => {
   const taken = createServer()
   await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
