@@ -217,7 +217,8 @@ function trustProxyProblems(trustProxy: Config['server']['trustProxy']): ConfigP
 export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = process.env): Config {
   let raw: unknown
   try {
-    raw = parseYaml(text, { prettyErrors: true })
+    // merge: YAML 1.1 merge keys (`<<: *defaults`), which operators copy from other tools' configs.
+    raw = parseYaml(text, { prettyErrors: true, merge: true })
   } catch (err) {
     throw new ConfigError(`config ${source}`, [{ path: '', message: `not valid YAML or JSON: ${syntaxProblem(err)}` }])
   }

@@ -248,6 +248,21 @@ test("an upstream url ending in the API version (an SDK's base URL) is refused: 
     parseConfig(upstream(url), 'test.yaml', {})
 })
 
+test('YAML merge keys work: one upstream written once, the next ones from it', () => {
+  const config = parseConfig(
+    `upstreams:\n  - &vllm { name: a, url: "http://127.0.0.1:8000", protocol: vllm, weight: 2 }\n  - { <<: *vllm, name: b, url: "http://127.0.0.1:8001" }\nmodels: [{ name: m, upstreams: [a, b] }]\n`,
+    'test.yaml',
+    {},
+  )
+  assert.deepEqual(
+    config.upstreams.map((u) => [u.name, u.url, u.protocol, u.weight]),
+    [
+      ['a', 'http://127.0.0.1:8000', 'vllm', 2],
+      ['b', 'http://127.0.0.1:8001', 'vllm', 2],
+    ],
+  )
+})
+
 test('invalid YAML and non-mapping documents get a clear error', () => {
   assert.match(problemsOf('upstreams: [')[0]?.message ?? '', /not valid YAML/)
   assert.match(problemsOf('- a\n- b')[0]?.message ?? '', /must be a mapping/)
