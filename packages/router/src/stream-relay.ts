@@ -42,8 +42,9 @@ export class StreamRelay {
   private failing: LlmProxyError | null = null
   private ended = false
   /**
-   * A terminator that does not end the stream came (Gemini's finishReason: more of the answer may follow it, its usage
-   * with it): the upstream's silence is then bounded by TERMINATOR_GRACE_MS, not idleMs, and ends the answer whole.
+   * A terminator that does not end the stream came (Gemini's finishReason), and the upstream's output count with or
+   * after it (a late usage report is part of the answer): the upstream's silence is then bounded by
+   * TERMINATOR_GRACE_MS, not idleMs, and ends the answer whole.
    */
   private afterTerminator = false
 
@@ -148,13 +149,14 @@ export class StreamRelay {
     else if (typeof out === 'object' && out !== null) scanner.checkEnd(out)
     if (scanner.sawTerminator && scanner.atEventEnd && !this.afterTerminator) {
       if (this.attempt.endpoint.endsAtTerminator) this.endAtTerminator()
-      else this.awaitEnd()
+      else if (this.call.meter.reader?.missingCompletion === false) this.awaitEnd()
     }
   }
 
   /**
-   * A terminator that does not end the stream came: the upstream's response should end soon. One that stays silent
-   * for TERMINATOR_GRACE_MS instead (kept open) ends the client's answer then, whole, not after idleMs as a failure.
+   * A terminator that does not end the stream came, and the usage: the upstream's response should end soon. One that
+   * stays silent for TERMINATOR_GRACE_MS instead (kept open) ends the client's answer then, whole, not after idleMs as
+   * a failure.
    */
   private awaitEnd(): void {
     if (this.ended) return

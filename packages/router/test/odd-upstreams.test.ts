@@ -213,6 +213,23 @@ test('a Gemini upstream that keeps its response open after its finishReason: the
   await eventually(() => closedResponses === 2, 5000, 'the upstream responses released')
 })
 
+test('a Gemini upstream whose usage comes 1.5 s after its finishReason: the client gets it, the record counts it (the 1 s grace waits for the usage)', async () => {
+  const event = (body: Record<string, unknown>) => `data: ${JSON.stringify(body)}\r\n\r\n`
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.write(event({ candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'Hello' }] }, finishReason: 'STOP' }] }))
+    setTimeout(() => res.end(event({ usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 7, totalTokenCount: 11 } })), 1500)
+  }
+  const gemini = new GoogleGenAI({ apiKey: 'k', httpOptions: { baseUrl: url } })
+  let output: number | undefined
+  for await (const part of await gemini.models.generateContentStream({ model: 'gemini-test', contents: 'hi' })) {
+    output = part.usageMetadata?.candidatesTokenCount ?? output
+  }
+  assert.equal(output, 7)
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.deepEqual([records[0]?.error, records[0]?.completionTokens, records[0]?.estimated], [undefined, 7, false])
+})
+
 test('an answer that writes "event: message_stop" as text is not taken for the end of the stream, same-format or converted', async () => {
   const said = 'The stream ends with event: message_stop then data.'
   script = (_req, res) => {
