@@ -610,3 +610,72 @@ describe('model and stream', () => {
     assert.equal('stream' in openai || 'stream_options' in openai, false)
   })
 })
+
+describe('client values named in refusals', () => {
+  // String() throws on an object with a toString key: a TypeError, not the 400 the client is owed.
+  const odd = { toString: 1 }
+  const user = { role: 'user', content: 'x' }
+  const cases: [
+    from: 'openai' | 'anthropic' | 'gemini',
+    to: 'openai' | 'anthropic' | 'gemini',
+    body: Record<string, unknown>,
+    param: string,
+  ][] = [
+    ['anthropic', 'openai', { model: 'm', max_tokens: 1, messages: [{ role: odd, content: 'x' }] }, 'messages[0].role'],
+    ['anthropic', 'openai', { model: 'm', max_tokens: 1, messages: [user], tools: [{ type: odd, name: 'f' }] }, 'tools[0]'],
+    [
+      'anthropic',
+      'openai',
+      { model: 'm', max_tokens: 1, messages: [{ role: 'user', content: [{ type: odd }] }] },
+      'messages[0].content[0]',
+    ],
+    [
+      'anthropic',
+      'openai',
+      { model: 'm', max_tokens: 1, messages: [{ role: 'user', content: [{ type: 'image', source: { type: odd } }] }] },
+      'messages[0].content[0].source',
+    ],
+    [
+      'anthropic',
+      'openai',
+      { model: 'm', max_tokens: 1, messages: [{ role: 'user', content: [{ type: 'document', source: { type: odd } }] }] },
+      'messages[0].content[0].source',
+    ],
+    ['anthropic', 'openai', { model: 'm', max_tokens: 1, messages: [user], tool_choice: { type: odd } }, 'tool_choice'],
+    ['anthropic', 'openai', { model: 'm', max_tokens: 1, messages: [user], thinking: { type: odd } }, 'thinking.type'],
+    ['anthropic', 'openai', { model: 'm', max_tokens: 1, messages: [user], output_format: { type: odd } }, 'output_format.type'],
+    ['gemini', 'openai', { contents: [{ role: odd, parts: [{ text: 'x' }] }] }, 'contents[0].role'],
+    [
+      'gemini',
+      'openai',
+      { contents: [{ parts: [{ text: 'x' }] }], generationConfig: { responseMimeType: odd } },
+      'generationConfig.responseMimeType',
+    ],
+    ['openai', 'anthropic', { model: 'm', messages: [user], tools: [{ type: odd }] }, 'tools[0]'],
+    ['openai', 'anthropic', { model: 'm', messages: [user], reasoning_effort: odd }, 'reasoning_effort'],
+    ['openai', 'anthropic', { model: 'm', messages: [{ role: odd, content: 'x' }] }, 'messages[0].role'],
+    ['openai', 'anthropic', { model: 'm', messages: [{ role: 'user', content: [{ type: odd }] }] }, 'messages[0].content[0]'],
+    ['openai', 'anthropic', { model: 'm', messages: [user, { role: 'assistant', content: [{ type: odd }] }] }, 'messages[1].content[0]'],
+    [
+      'openai',
+      'anthropic',
+      { model: 'm', messages: [user, { role: 'assistant', tool_calls: [{ type: odd }] }] },
+      'messages[1].tool_calls[0]',
+    ],
+    ['openai', 'anthropic', { model: 'm', messages: [user], tool_choice: { type: odd } }, 'tool_choice'],
+    ['openai', 'anthropic', { model: 'm', messages: [user], response_format: { type: odd } }, 'response_format'],
+  ]
+
+  test('as JSON, whatever their shape ({"toString":1} included): the refusal is a ConversionError naming the field', () => {
+    for (const [from, to, body, param] of cases) assertRefused(from, to, body, param, /\{"toString":1\}/)
+  })
+
+  test('cut to a few characters: a 100 KB role does not come back whole', () => {
+    const role = 'r'.repeat(100_000)
+    assertRefused('openai', 'anthropic', { model: 'm', messages: [{ role, content: 'x' }] }, 'messages[0].role', /… \(100000 characters\)/)
+    assert.throws(
+      () => convertRequest('openai', 'anthropic', { model: 'm', messages: [{ role, content: 'x' }] }, OPTS),
+      (err: Error) => err.message.length < 300,
+    )
+  })
+})

@@ -1,5 +1,5 @@
 import '@fastify/reply-from'
-import { type Attempt, buildUsageRecord, errors, type LlmContext, type LlmProxyError } from '@llmproxy/core'
+import { type Attempt, buildUsageRecord, errors, type LlmContext, LlmProxyError } from '@llmproxy/core'
 import { createEncoder, type EncoderOptions, type Endpoint, type StreamEncoder, wireOf } from '@llmproxy/protocols'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { FastifyReply, FastifyRequest } from 'fastify'
@@ -199,9 +199,15 @@ export class ProxyCall implements CallHost {
         return this.encoder
       })
     } catch (err) {
-      // The client's request cannot be said in this upstream's API: no upstream was asked anything.
+      // The client's request cannot be said in this upstream's API: no upstream was asked anything. Anything else
+      // thrown there is a bug (a converter's, a hook's change to the body): the client gets the internal error, not
+      // a status-less error that would end the process when sent.
       lease.release({ ok: false, kind: 'aborted' })
-      this.fail(err as LlmProxyError)
+      if (err instanceof LlmProxyError) this.fail(err)
+      else {
+        this.request.log.error({ err, upstream: upstream.name }, 'the upstream request could not be built')
+        this.fail(errors.internal({ cause: err }))
+      }
       return
     }
     const attempt = new UpstreamAttempt(this, lease, next.endpoint, next.transform, next.converted, next.prefill)

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import type { LlmProxyError } from '@llmproxy/core'
+import { errors, LlmProxyError } from '@llmproxy/core'
 import type { WireFormat } from '@llmproxy/protocols'
 import type { FastifyReply } from 'fastify'
 import { clientResponseHeaders } from './headers.js'
@@ -245,8 +245,15 @@ export class ClientStream {
   /** @internal */
   sendFailure(error: LlmProxyError): void {
     const reply = this.reply
-    if (error.headers !== undefined) reply.headers(error.headers)
-    reply.code(error.statusCode).type('application/json; charset=utf-8').send(this.wire.errorBody(error))
+    // Often run from an immediate, outside any handler: a bad status would throw there and end the process. Anything
+    // but the gateway's own error with an error status (a bug passing on what it caught) is answered as internal.
+    let failure = error
+    if (!(error instanceof LlmProxyError) || !isErrorStatus(error.statusCode)) {
+      reply.log.error({ err: error }, 'request failed with an error that is no gateway error: answered as internal')
+      failure = errors.internal({ cause: error })
+    }
+    if (failure.headers !== undefined) reply.headers(failure.headers)
+    reply.code(failure.statusCode).type('application/json; charset=utf-8').send(this.wire.errorBody(failure))
   }
 
   /**
@@ -298,4 +305,9 @@ function joined(parts: (Buffer | string)[]): Buffer | string {
   if (strings === parts.length) return parts.join('')
   if (strings === 0) return Buffer.concat(parts as Buffer[])
   return Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : part)))
+}
+
+/** A status an error answer may have (Fastify throws on anything outside 100–599). */
+function isErrorStatus(status: unknown): boolean {
+  return Number.isInteger(status) && (status as number) >= 400 && (status as number) <= 599
 }

@@ -4,6 +4,7 @@ import {
   arrayAt,
   blocksAt,
   type ChatRequest,
+  described,
   type Effort,
   effortForBudget,
   emptyRequest,
@@ -50,7 +51,7 @@ export function parseAnthropic(body: JsonObject): ChatRequest {
     const msg = objectAt(messages[i], path)
     const role = msg.role
     if (role !== 'user' && role !== 'assistant' && role !== 'system') {
-      throw new ConversionError(`${path}.role`, `Unknown message role "${String(role)}".`)
+      throw new ConversionError(`${path}.role`, `Unknown message role ${described(role)}.`)
     }
     const parts = contentParts(msg.content, `${path}.content`)
     if (role === 'system' && req.turns.length === 0) req.system.push(joinText(parts, '\n\n'))
@@ -79,7 +80,7 @@ export function parseAnthropic(body: JsonObject): ChatRequest {
       if (t.type !== undefined && t.type !== null && t.type !== 'custom') {
         throw new ConversionError(
           path,
-          `Anthropic's ${String(t.type)} tool is built into Anthropic's API (its schema, or the tool itself, is Anthropic's); this upstream has no equivalent.`,
+          `Anthropic's ${described(t.type)} tool is built into Anthropic's API (its schema, or the tool itself, is Anthropic's); this upstream has no equivalent.`,
         )
       }
       req.tools.push({
@@ -155,12 +156,12 @@ function mediaParts(block: JsonObject, path: string): ResultPart[] {
         return [{ type: 'image', source: { kind: 'base64', mediaType, data: stringAt(source.data, `${path}.source.data`) }, path }]
       }
       if (source.type === 'url') return [{ type: 'image', source: { kind: 'url', url: stringAt(source.url, `${path}.source.url`) }, path }]
-      throw new ConversionError(`${path}.source`, `Image sources of type "${String(source.type)}" cannot be read by this upstream.`)
+      throw new ConversionError(`${path}.source`, `Image sources of type ${described(source.type)} cannot be read by this upstream.`)
     }
     case 'document':
       return documentParts(block, path)
     default:
-      throw new ConversionError(path, `Content blocks of type "${String(block.type)}" have no equivalent on this upstream.`)
+      throw new ConversionError(path, `Content blocks of type ${described(block.type)} have no equivalent on this upstream.`)
   }
 }
 
@@ -192,7 +193,7 @@ function documentParts(block: JsonObject, path: string): ResultPart[] {
       return title === undefined ? parts : [{ type: 'text', text: title }, ...parts]
     }
     default:
-      throw new ConversionError(`${path}.source`, `Document sources of type "${String(source.type)}" cannot be read by this upstream.`)
+      throw new ConversionError(`${path}.source`, `Document sources of type ${described(source.type)} cannot be read by this upstream.`)
   }
 }
 
@@ -219,7 +220,7 @@ function parseToolChoice(req: ChatRequest, value: unknown): void {
       req.toolChoice = { mode: 'tool', name: stringAt(choice.name, 'tool_choice.name') }
       return
     default:
-      throw new ConversionError('tool_choice', `Unknown tool_choice type "${String(choice.type)}".`)
+      throw new ConversionError('tool_choice', `Unknown tool_choice type ${described(choice.type)}.`)
   }
 }
 
@@ -237,14 +238,14 @@ function parseThinking(value: unknown, effort: unknown): Reasoning | undefined {
     case 'between_tools':
       return { enabled: true, effort: level, show }
     default:
-      throw new ConversionError('thinking.type', `Unknown thinking type "${String(thinking.type)}".`)
+      throw new ConversionError('thinking.type', `Unknown thinking type ${described(thinking.type)}.`)
   }
 }
 
 function parseFormat(value: unknown, path: string): ResponseFormat | undefined {
   if (value === undefined || value === null) return undefined
   const format = objectAt(value, path)
-  if (format.type !== 'json_schema') throw new ConversionError(`${path}.type`, `Unknown output format type "${String(format.type)}".`)
+  if (format.type !== 'json_schema') throw new ConversionError(`${path}.type`, `Unknown output format type ${described(format.type)}.`)
   return { type: 'json_schema', schema: objectAt(format.schema, `${path}.schema`), path }
 }
 
@@ -468,7 +469,7 @@ function mediaBlock(part: ResultPart): Block[] {
     const source = part.source
     if (source.kind === 'url') return [{ type: 'image', source: { type: 'url', url: source.url } }]
     if (!IMAGE_TYPES.has(source.mediaType)) {
-      throw new ConversionError(part.path, `Anthropic takes JPEG, PNG, GIF and WebP images, not ${source.mediaType}.`)
+      throw new ConversionError(part.path, `Anthropic takes JPEG, PNG, GIF and WebP images, not ${described(source.mediaType)}.`)
     }
     return [{ type: 'image', source: { type: 'base64', media_type: source.mediaType, data: source.data } }]
   }
@@ -476,7 +477,7 @@ function mediaBlock(part: ResultPart): Block[] {
   let block: Block
   if (source.kind === 'text') block = { type: 'document', source: { type: 'text', media_type: 'text/plain', data: source.text } }
   else if (source.mediaType !== undefined && source.mediaType !== 'application/pdf') {
-    throw new ConversionError(part.path, `Anthropic takes PDF and plain-text documents, not ${source.mediaType}.`)
+    throw new ConversionError(part.path, `Anthropic takes PDF and plain-text documents, not ${described(source.mediaType)}.`)
   } else if (source.kind === 'url') block = { type: 'document', source: { type: 'url', url: source.url } }
   else block = { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: source.data } }
   if (part.title !== undefined) block.title = part.title

@@ -5,6 +5,7 @@ import {
   budgetForEffort,
   type ChatRequest,
   canonicalMediaType,
+  described,
   type Effort,
   emptyRequest,
   isObject,
@@ -72,7 +73,7 @@ function parseContents(req: ChatRequest, contents: unknown[]): void {
     const content = objectAt(contents[i], path)
     const role = content.role ?? 'user'
     if (role !== 'user' && role !== 'model' && role !== 'function') {
-      throw new ConversionError(`${path}.role`, `Unknown content role "${String(role)}".`)
+      throw new ConversionError(`${path}.role`, `Unknown content role ${described(role)}.`)
     }
     const rawParts = arrayAt(content.parts, `${path}.parts`)
     const parts: Part[] = []
@@ -111,7 +112,7 @@ function functionResponse(fr: JsonObject, pending: Map<string, string[]>, path: 
   const at = given === undefined ? 0 : queue.indexOf(given)
   const callId = at === -1 ? given : queue.splice(at, 1)[0]
   if (callId === undefined)
-    throw new ConversionError(`${path}.functionResponse`, `No earlier functionCall named "${name}" is waiting for this response.`)
+    throw new ConversionError(`${path}.functionResponse`, `No earlier functionCall named ${described(name)} is waiting for this response.`)
   const response = fr.response === undefined || fr.response === null ? {} : objectAt(fr.response, `${path}.functionResponse.response`)
   const keys = Object.keys(response)
   const only = keys.length === 1 ? keys[0] : undefined
@@ -176,7 +177,10 @@ function mediaPart(source: MediaSource, path: string): Part {
     return { type: 'document', source: { kind: 'text', text: Buffer.from(source.data, 'base64').toString('utf8') }, path }
   }
   if (mediaType === 'application/pdf') return { type: 'document', source, path }
-  throw new ConversionError(path, `Media of type "${mediaType || 'unknown'}" has no equivalent on this upstream.`)
+  throw new ConversionError(
+    path,
+    `Media of type ${mediaType === '' ? 'unknown' : described(mediaType)} has no equivalent on this upstream.`,
+  )
 }
 
 function parseTools(req: ChatRequest, body: JsonObject): void {
@@ -187,7 +191,7 @@ function parseTools(req: ChatRequest, body: JsonObject): void {
       const tool = objectAt(tools[i], path)
       for (const key in tool) {
         if (key !== 'functionDeclarations' && key !== 'function_declarations') {
-          throw new ConversionError(`${path}.${key}`, `Gemini's built-in ${key} tool has no equivalent on this upstream.`)
+          throw new ConversionError(`${path}.${key}`, `Gemini's built-in ${described(key)} tool has no equivalent on this upstream.`)
         }
       }
       const decls = arrayAt(field(tool, 'functionDeclarations'), `${path}.${named(tool, 'functionDeclarations')}`)
@@ -265,7 +269,7 @@ function parseGenerationConfig(req: ChatRequest, config: JsonObject, path: strin
       ? { type: 'json_schema', schema, path: at('responseMimeType') }
       : { type: 'json', path: at('responseMimeType') }
   } else if (mime !== undefined && mime !== 'text/plain') {
-    throw new ConversionError(at('responseMimeType'), `responseMimeType "${String(mime)}" has no equivalent on this upstream.`)
+    throw new ConversionError(at('responseMimeType'), `responseMimeType ${described(mime)} has no equivalent on this upstream.`)
   }
   const thinking = field(config, 'thinkingConfig')
   if (isObject(thinking)) {
@@ -344,7 +348,7 @@ export function renderGemini(req: ChatRequest): JsonObject {
     results.sort((a, b) => callOrder.indexOf(a.callId) - callOrder.indexOf(b.callId))
     for (const result of results) {
       const name = callNames.get(result.callId)
-      if (name === undefined) throw new ConversionError(result.path, `No earlier tool call has the id "${result.callId}".`)
+      if (name === undefined) throw new ConversionError(result.path, `No earlier tool call has the id ${described(result.callId)}.`)
       let text = ''
       for (const item of result.content) {
         if (item.type === 'text') text = text === '' ? item.text : `${text}\n${item.text}`
@@ -379,7 +383,7 @@ export function renderGemini(req: ChatRequest): JsonObject {
         functionDeclarations: tools.map((t) => {
           const decl: JsonObject = { name: t.name }
           if (t.description !== undefined) decl.description = t.description
-          const schema = toGeminiJsonSchema(t.parameters, `tools (${JSON.stringify(t.name)}): its parameters`, inlineBudget)
+          const schema = toGeminiJsonSchema(t.parameters, `tools (${described(t.name)}): its parameters`, inlineBudget)
           decl.parametersJsonSchema = schema.type === undefined && schema.$ref === undefined ? { type: 'object', ...schema } : schema
           return decl
         }),

@@ -3,6 +3,7 @@
  * 3 renderers instead of 6 pairwise converters). It holds only what some format can express and another can take;
  * each part that a renderer may refuse keeps the client's field path (`path`) for the ConversionError.
  */
+import { echoed } from '@llmproxy/core'
 import { InvalidFieldError } from './types.js'
 
 export type JsonObject = Record<string, unknown>
@@ -101,6 +102,16 @@ export function pushParts(turns: Turn[], role: Turn['role'], parts: Part[]): voi
   const last = turns.at(-1)
   if (last?.role === role) last.parts.push(...parts)
   else turns.push({ role, parts })
+}
+
+/**
+ * A client's JSON value as an error message names it: as JSON, cut to a few characters. Never `String(value)`, which
+ * throws on an object with a `toString` key (`{"toString":1}`): a TypeError that is no client error.
+ */
+export function described(value: unknown): string {
+  if (typeof value === 'string') return echoed(value, true)
+  const json = JSON.stringify(value)
+  return json === undefined ? 'none' : echoed(json)
 }
 
 export function isObject(value: unknown): value is JsonObject {

@@ -5,6 +5,7 @@ import {
   blocksAt,
   type ChatRequest,
   dataUrl,
+  described,
   effortForBudget,
   emptyRequest,
   isEffort,
@@ -76,7 +77,7 @@ export function parseOpenAI(body: JsonObject): ChatRequest {
     req.tools = tools.map((tool, i) => {
       const path = `tools[${i}]`
       const t = objectAt(tool, path)
-      if (t.type !== 'function') throw new ConversionError(path, `Tools of type "${String(t.type)}" have no equivalent on this upstream.`)
+      if (t.type !== 'function') throw new ConversionError(path, `Tools of type ${described(t.type)} have no equivalent on this upstream.`)
       const fn = objectAt(t.function, `${path}.function`)
       return {
         name: stringAt(fn.name, `${path}.function.name`),
@@ -96,7 +97,7 @@ export function parseOpenAI(body: JsonObject): ChatRequest {
   if (body.reasoning_effort === 'none') req.reasoning = { enabled: false }
   else if (isEffort(body.reasoning_effort)) req.reasoning = { enabled: true, effort: body.reasoning_effort }
   else if (body.reasoning_effort !== undefined && body.reasoning_effort !== null) {
-    throw new ConversionError('reasoning_effort', `Unknown reasoning_effort "${String(body.reasoning_effort)}".`)
+    throw new ConversionError('reasoning_effort', `Unknown reasoning_effort ${described(body.reasoning_effort)}.`)
   }
   req.user = optionalString(body.user, 'user') ?? optionalString(body.safety_identifier, 'safety_identifier')
   return req
@@ -132,7 +133,7 @@ function parseMessage(req: ChatRequest, msg: JsonObject, path: string): void {
     case 'function':
       throw new ConversionError(`${path}.role`, 'The deprecated function role is not converted: use tool messages.')
     default:
-      throw new ConversionError(`${path}.role`, `Unknown message role "${String(msg.role)}".`)
+      throw new ConversionError(`${path}.role`, `Unknown message role ${described(msg.role)}.`)
   }
 }
 
@@ -183,7 +184,7 @@ function userContent(content: unknown, path: string): (ResultPart | AudioPart)[]
         out.push(filePart(objectAt(part.file, `${partPath}.file`), `${partPath}.file`))
         break
       default:
-        throw new ConversionError(partPath, `Content parts of type "${String(part.type)}" are not converted.`)
+        throw new ConversionError(partPath, `Content parts of type ${described(part.type)} are not converted.`)
     }
   }
   return out
@@ -218,7 +219,7 @@ function assistantParts(msg: JsonObject, path: string): Part[] {
       const part = objectAt(blocks[i], `${path}.content[${i}]`)
       if (part.type === 'text') parts.push({ type: 'text', text: stringAt(part.text, `${path}.content[${i}].text`) })
       else if (part.type === 'refusal') parts.push({ type: 'text', text: stringAt(part.refusal, `${path}.content[${i}].refusal`) })
-      else throw new ConversionError(`${path}.content[${i}]`, `Assistant content parts of type "${String(part.type)}" are not converted.`)
+      else throw new ConversionError(`${path}.content[${i}]`, `Assistant content parts of type ${described(part.type)} are not converted.`)
     }
   }
   if (typeof msg.refusal === 'string' && msg.refusal !== '') parts.push({ type: 'text', text: msg.refusal })
@@ -228,7 +229,7 @@ function assistantParts(msg: JsonObject, path: string): Part[] {
       const callPath = `${path}.tool_calls[${i}]`
       const call = objectAt(toolCalls[i], callPath)
       if (call.type !== undefined && call.type !== 'function') {
-        throw new ConversionError(callPath, `Tool calls of type "${String(call.type)}" have no equivalent on this upstream.`)
+        throw new ConversionError(callPath, `Tool calls of type ${described(call.type)} have no equivalent on this upstream.`)
       }
       const fn = objectAt(call.function, `${callPath}.function`)
       const { id, signature } = splitToolCallId(stringAt(call.id, `${callPath}.id`))
@@ -268,7 +269,7 @@ function parseToolChoice(value: unknown): ToolChoice | undefined {
     })
     return { mode: allowed.mode === 'required' ? 'required' : 'auto', allowed: names }
   }
-  throw new ConversionError('tool_choice', `tool_choice of type "${String(choice.type)}" has no equivalent on this upstream.`)
+  throw new ConversionError('tool_choice', `tool_choice of type ${described(choice.type)} has no equivalent on this upstream.`)
 }
 
 function parseResponseFormat(value: unknown): ResponseFormat | undefined {
@@ -287,7 +288,7 @@ function parseResponseFormat(value: unknown): ResponseFormat | undefined {
       path: 'response_format',
     }
   }
-  throw new ConversionError('response_format', `response_format of type "${String(format.type)}" has no equivalent on this upstream.`)
+  throw new ConversionError('response_format', `response_format of type ${described(format.type)} has no equivalent on this upstream.`)
 }
 
 export function renderOpenAI(req: ChatRequest, opts: RequestConversion): JsonObject {
@@ -418,14 +419,14 @@ function userPart(part: Part): JsonObject | undefined {
       if (source.kind === 'text') return { type: 'text', text: part.title === undefined ? source.text : `${part.title}\n\n${source.text}` }
       if (source.kind === 'url') throw new ConversionError(part.path, 'OpenAI-compatible upstreams take documents inline only, not by URL.')
       if (source.mediaType !== 'application/pdf') {
-        throw new ConversionError(part.path, `OpenAI-compatible upstreams take PDF documents, not ${source.mediaType}.`)
+        throw new ConversionError(part.path, `OpenAI-compatible upstreams take PDF documents, not ${described(source.mediaType)}.`)
       }
       return { type: 'file', file: { file_data: dataUrl(source.mediaType, source.data), filename: part.title ?? 'document.pdf' } }
     }
     case 'audio': {
       const format = AUDIO_FORMATS[part.mediaType]
       if (format === undefined)
-        throw new ConversionError(part.path, `OpenAI-compatible upstreams take wav or mp3 audio, not ${part.mediaType}.`)
+        throw new ConversionError(part.path, `OpenAI-compatible upstreams take wav or mp3 audio, not ${described(part.mediaType)}.`)
       return { type: 'input_audio', input_audio: { data: part.data, format } }
     }
     default:
