@@ -262,7 +262,7 @@ describe('tool definitions and tool_choice', () => {
         tools: [{ type: 'function', function: { name: 'bomb', parameters: bomb } }],
       },
       'tools ("bomb"): its parameters',
-      /make more than 20000 schema nodes/,
+      /add more than 2000000 characters of schema/,
     )
     assertRefused(
       'openai',
@@ -274,7 +274,7 @@ describe('tool definitions and tool_choice', () => {
       },
       'the response format: its schema',
     )
-    // Eleven doublings (~6,000 nodes once inlined) are a large schema, not an attack: inlined.
+    // Eleven doublings (~6,000 nodes, ~100 KB once inlined) are a large schema, not an attack: inlined.
     const $small: Record<string, unknown> = { d0: { type: 'string' } }
     for (let i = 1; i <= 11; i++)
       $small[`d${i}`] = { type: 'object', properties: { a: { $ref: `#/$defs/d${i - 1}` }, b: { $ref: `#/$defs/d${i - 1}` } } }
@@ -288,6 +288,61 @@ describe('tool definitions and tool_choice', () => {
         },
       ],
     })
+  })
+
+  test('one definition carrying a long text, referred to many times, is counted by what its copies add, not as one node each', () => {
+    // Its description (and enum, default, examples…) are copied whole into each reference: 19,000 references of a
+    // 25 KB description made 476 MB of request from 679 KB.
+    const refs = (n: number, description: string) => {
+      const properties: Record<string, unknown> = {}
+      for (let i = 0; i < n; i++) properties[`p${i}`] = { $ref: '#/$defs/shared' }
+      const schema = { type: 'object', properties, $defs: { shared: { type: 'string', description, enum: ['a', 'b'] } } }
+      return {
+        model: 'x',
+        messages: [{ role: 'user', content: 'x' }],
+        tools: [{ type: 'function', function: { name: 'wide', parameters: schema } }],
+      }
+    }
+    const started = performance.now()
+    assertRefused(
+      'openai',
+      'gemini',
+      refs(19_000, 'd'.repeat(25_000)),
+      'tools ("wide"): its parameters',
+      /add more than 2000000 characters/,
+    )
+    assert.ok(performance.now() - started < 1000, 'refused before the copies are made')
+    // What the copies add is what is counted: 150 copies of 10 KB (1.5 MB) pass, 250 (2.5 MB) do not.
+    const out = convertValid('openai', 'gemini', refs(150, 'd'.repeat(10_000)))
+    assert.ok(JSON.stringify(out).length > 1_500_000)
+    assertRefused('openai', 'gemini', refs(250, 'd'.repeat(10_000)), 'tools ("wide"): its parameters')
+    // Property names of an inlined definition are copied too.
+    const names: Record<string, unknown> = { [`n${'x'.repeat(100_000)}`]: {} }
+    const wide = refs(30, '')
+    const tool = (wide.tools[0] as { function: { parameters: { $defs: { shared: Record<string, unknown> } } } }).function
+    tool.parameters.$defs.shared = { type: 'object', properties: names }
+    assertRefused('openai', 'gemini', wide, 'tools ("wide"): its parameters', /characters/)
+  })
+
+  test('a chain of definitions each referring to the next is refused past 128 levels, not inlined until the stack overflows', () => {
+    const chain = (n: number) => {
+      const $defs: Record<string, unknown> = { d0: { type: 'string' } }
+      for (let i = 1; i <= n; i++) $defs[`d${i}`] = { $ref: `#/$defs/d${i - 1}` }
+      return {
+        model: 'x',
+        messages: [{ role: 'user', content: 'x' }],
+        tools: [
+          {
+            type: 'function',
+            function: { name: 'chain', parameters: { type: 'object', properties: { x: { $ref: `#/$defs/d${n}` } }, $defs } },
+          },
+        ],
+      }
+    }
+    assertRefused('openai', 'gemini', chain(20_000), 'tools ("chain"): its parameters', /more than 128 levels deep/)
+    const out = convertValid('openai', 'gemini', chain(100))
+    const decl = ((out.tools as GeminiBody['tools'])?.[0]?.functionDeclarations ?? [])[0]
+    assert.deepEqual(decl?.parametersJsonSchema, { type: 'object', properties: { x: { type: 'string' } } })
   })
 
   test('a recursive $ref stays a bare $ref with its $defs (Gemini unrolls it), the rest is inlined', () => {

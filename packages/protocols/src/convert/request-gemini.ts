@@ -1,5 +1,5 @@
 /** Gemini generateContent requests ⇄ the neutral request. The model and the stream flag live in the URL, not the body. */
-import { fromGeminiSchema, type InlineBudget, MAX_INLINED_NODES, toGeminiJsonSchema } from './json-schema.js'
+import { fromGeminiSchema, type InlineBudget, MAX_INLINED_CHARS, toGeminiJsonSchema } from './json-schema.js'
 import {
   arrayAt,
   budgetForEffort,
@@ -302,7 +302,7 @@ interface GeminiContent {
 }
 
 export function renderGemini(req: ChatRequest): JsonObject {
-  const inlineBudget: InlineBudget = { left: MAX_INLINED_NODES }
+  const inlineBudget: InlineBudget = { left: MAX_INLINED_CHARS }
   const system = [...req.system]
   const contents: GeminiContent[] = []
   const callNames = new Map<string, string>()
