@@ -69,3 +69,31 @@ test('legacy completions reserve every prompt of an array, embeddings no output 
     await plain.close()
   }
 })
+
+test("a Gemini client's output cap is reserved however protobuf JSON spells it: snake_case, or an integer as a string", async () => {
+  const tpmKey = 'sk-e2e-reservations-gemini-3f9a1c'
+  const plain = await startGatewayWithMock({ auth: { keys: [{ id: 'gemini-key', key: tpmKey, rateLimit: { tpm: 1000 } }] }, rateLimit: {} })
+  try {
+    const generate = (config: Record<string, unknown>) =>
+      fetch(`${plain.url}/v1beta/models/gpt-test:generateContent`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-goog-api-key': tpmKey },
+        body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }], ...config }),
+      })
+    // Each asks the upstream for 30,000 tokens (the converter reads each spelling): alone above the key's 1,000 a minute.
+    for (const config of [
+      { generation_config: { max_output_tokens: 30_000 } },
+      { generationConfig: { max_output_tokens: 30_000 } },
+      { generationConfig: { maxOutputTokens: '30000' } },
+    ]) {
+      const res = await generate(config)
+      assert.equal(res.status, 429, JSON.stringify(config))
+      assert.match(((await res.json()) as { error: { message: string } }).error.message, /up to 300\d\d tokens/)
+    }
+    assert.equal(plain.mock.requests.length, 0)
+    const fits = await generate({ generation_config: { max_output_tokens: 100 } })
+    assert.equal(fits.status, 200)
+  } finally {
+    await plain.close()
+  }
+})

@@ -1,4 +1,5 @@
 import { ByteNeedle, type LlmProxyError } from '@llmproxy/core'
+import { field, protobufInteger } from './convert/gemini-fields.js'
 import { geminiCode, geminiStatus } from './convert/upstream-error.js'
 import { choices, count, type Endpoint, type WireFormat } from './wire.js'
 
@@ -74,10 +75,14 @@ export const gemini: WireFormat = {
   outputCap(body, route) {
     // Counting tokens generates none.
     if (route.endsWith(':countTokens')) return { tokens: 0, choices: 1 }
-    const config = body.generationConfig
+    // Read as the converter reads them (and as Google takes them): either spelling, an integer as a string too.
+    const config = field(body, 'generationConfig')
     if (config === null || typeof config !== 'object') return { tokens: undefined, choices: 1 }
     const fields = config as Record<string, unknown>
-    return { tokens: count(fields.maxOutputTokens), choices: choices(fields.candidateCount) }
+    return {
+      tokens: count(protobufInteger(field(fields, 'maxOutputTokens'))),
+      choices: choices(protobufInteger(field(fields, 'candidateCount'))),
+    }
   },
   errorBody: geminiError,
   streamErrorEvent: (error) => `data: ${JSON.stringify(geminiError(error))}\n\n`,

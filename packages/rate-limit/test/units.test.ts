@@ -51,6 +51,10 @@ test('expectedTokens: output cap (in the client API’s fields, or the default) 
   assert.equal(expectedTokens(openai, CHAT, { n: 2, best_of: 5, max_tokens: 10 }, '0', 256), 50)
   assert.equal(expectedTokens(openai, CHAT, { n: 3 }, '0', 256), 768)
   assert.equal(expectedTokens(gemini, GENERATE, { generationConfig: { maxOutputTokens: 9, candidateCount: 4 } }, '0', 256), 36)
+  // Gemini's fields as protobuf JSON spells them too (the converter and Google take them): snake_case, integers as strings.
+  assert.equal(expectedTokens(gemini, GENERATE, { generation_config: { max_output_tokens: 9, candidate_count: 4 } }, '0', 256), 36)
+  assert.equal(expectedTokens(gemini, GENERATE, { generationConfig: { max_output_tokens: 30_000 } }, '0', 256), 30_000)
+  assert.equal(expectedTokens(gemini, GENERATE, { generationConfig: { maxOutputTokens: '30000', candidateCount: '2' } }, '0', 256), 60_000)
   assert.equal(expectedTokens(anthropic, MESSAGES, { max_tokens: 50, n: 8 }, '0', 256), 50)
   // Legacy completions answer each prompt of an array (n each); one string, or one array of token ids, is one prompt.
   const completions = '/v1/completions'

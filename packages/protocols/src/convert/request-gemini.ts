@@ -1,4 +1,5 @@
 /** Gemini generateContent requests ⇄ the neutral request. The model and the stream flag live in the URL, not the body. */
+import { field, named, optionalInteger } from './gemini-fields.js'
 import { fromGeminiSchema, type InlineBudget, MAX_INLINED_CHARS, toGeminiJsonSchema } from './json-schema.js'
 import {
   arrayAt,
@@ -14,7 +15,6 @@ import {
   type MediaSource,
   mediaTypeFromUrl,
   objectAt,
-  optionalInteger,
   optionalNumber,
   optionalObject,
   optionalString,
@@ -25,21 +25,6 @@ import {
   type Turn,
 } from './request-ir.js'
 import { ConversionError } from './types.js'
-
-function snake(name: string): string {
-  return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
-}
-
-/** A field by its camelCase name or the snake_case one (protobuf JSON accepts both; curl examples use snake_case). */
-function field(object: JsonObject, name: string): unknown {
-  const value = object[name]
-  return value !== undefined ? value : object[snake(name)]
-}
-
-/** The name a field has in the client's body, for error paths. */
-function named(object: JsonObject, name: string): string {
-  return object[name] === undefined && snake(name) in object ? snake(name) : name
-}
 
 const LEVEL_EFFORT: Record<string, Effort> = { MINIMAL: 'minimal', LOW: 'low', MEDIUM: 'medium', HIGH: 'high' }
 

@@ -159,12 +159,6 @@ export function optionalNumber(value: unknown, path: string): number | undefined
   return value
 }
 
-/** A number from a Gemini int64 field, which protobuf JSON may spell as a string. */
-export function optionalInteger(value: unknown, path: string): number | undefined {
-  if (typeof value === 'string' && /^-?\d+$/.test(value)) return Number(value)
-  return optionalNumber(value, path)
-}
-
 /** Names clients use for a media type, by the name the APIs take (OpenAI accepts `image/jpg`, Anthropic refuses it). */
 const MEDIA_TYPE_ALIASES: Record<string, string> = { 'image/jpg': 'image/jpeg' }
 
