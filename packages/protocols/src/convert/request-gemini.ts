@@ -51,7 +51,7 @@ export function parseGemini(body: JsonObject): ChatRequest {
 
 function parseContents(req: ChatRequest, contents: unknown[]): void {
   // Gemini matches function responses to calls by name and order; calls without an id get one here.
-  const pending = new Map<string, string[]>()
+  const pending = new Map<string, WaitingCalls>()
   let generated = 0
   for (let i = 0; i < contents.length; i++) {
     const path = `contents[${i}]`
@@ -72,8 +72,8 @@ function parseContents(req: ChatRequest, contents: unknown[]): void {
         const name = stringAt(fc.name, `${partPath}.functionCall.name`)
         const id = optionalString(fc.id, `${partPath}.functionCall.id`) ?? `call${String(++generated).padStart(5, '0')}`
         const queue = pending.get(name)
-        if (queue === undefined) pending.set(name, [id])
-        else queue.push(id)
+        if (queue === undefined) pending.set(name, new WaitingCalls(id))
+        else queue.add(id)
         const args = fc.args === undefined || fc.args === null ? {} : objectAt(fc.args, `${partPath}.functionCall.args`)
         const signature = optionalString(field(part, 'thoughtSignature'), `${partPath}.thoughtSignature`)
         parts.push({ type: 'tool_call', id, name, input: args, signature })
@@ -90,12 +90,60 @@ function parseContents(req: ChatRequest, contents: unknown[]): void {
   }
 }
 
-function functionResponse(fr: JsonObject, pending: Map<string, string[]>, path: string): Part {
+/**
+ * The function calls of one name waiting for their response, in order: a response with an id takes that call, one
+ * without the first still waiting. Linear in the calls: a search of the list for each response made 68,000 responses
+ * (8 MB of request) hold the event loop for seconds. Clients' own ids may repeat: each is one call.
+ */
+class WaitingCalls {
+  private readonly ids: string[] = []
+  /** The calls before it are answered. */
+  private head = 0
+  /** Calls of each id still waiting. */
+  private readonly waiting = new Map<string, number>()
+  /** Calls of each id answered by their id, not passed by the head yet (the first of that id waiting is the one). */
+  private readonly answered = new Map<string, number>()
+
+  constructor(id: string) {
+    this.add(id)
+  }
+
+  add(id: string): void {
+    this.ids.push(id)
+    bump(this.waiting, id, 1)
+  }
+
+  /** A response names its call (an id no call of this name has is taken as it is: nothing waits for it here). */
+  take(id: string): void {
+    if ((this.waiting.get(id) ?? 0) === 0) return
+    bump(this.waiting, id, -1)
+    bump(this.answered, id, 1)
+  }
+
+  /** A response without an id: the first call still waiting, if any. */
+  takeFirst(): string | undefined {
+    while (this.head < this.ids.length) {
+      const id = this.ids[this.head++] as string
+      if ((this.answered.get(id) ?? 0) > 0) bump(this.answered, id, -1)
+      else {
+        bump(this.waiting, id, -1)
+        return id
+      }
+    }
+    return undefined
+  }
+}
+
+function bump(counts: Map<string, number>, id: string, by: number): void {
+  counts.set(id, (counts.get(id) ?? 0) + by)
+}
+
+function functionResponse(fr: JsonObject, pending: Map<string, WaitingCalls>, path: string): Part {
   const name = stringAt(fr.name, `${path}.functionResponse.name`)
-  const queue = pending.get(name) ?? []
+  const queue = pending.get(name)
   const given = optionalString(fr.id, `${path}.functionResponse.id`)
-  const at = given === undefined ? 0 : queue.indexOf(given)
-  const callId = at === -1 ? given : queue.splice(at, 1)[0]
+  if (given !== undefined) queue?.take(given)
+  const callId = given ?? queue?.takeFirst()
   if (callId === undefined)
     throw new ConversionError(`${path}.functionResponse`, `No earlier functionCall named ${described(name)} is waiting for this response.`)
   const response = fr.response === undefined || fr.response === null ? {} : objectAt(fr.response, `${path}.functionResponse.response`)
@@ -291,7 +339,8 @@ export function renderGemini(req: ChatRequest): JsonObject {
   const system = [...req.system]
   const contents: GeminiContent[] = []
   const callNames = new Map<string, string>()
-  let callOrder: string[] = []
+  /** The last assistant turn's tool calls: their position, by id. */
+  let callOrder = new Map<string, number>()
   // Gemini 3 checks the signatures of the current turn only: the calls since the last user message that is not tool results.
   const current = req.turns.findLastIndex((t) => t.role === 'user' && t.parts.some((p) => p.type !== 'tool_result'))
   for (let i = 0; i < req.turns.length; i++) {
@@ -301,14 +350,14 @@ export function renderGemini(req: ChatRequest): JsonObject {
       continue
     }
     if (turn.role === 'assistant') {
-      callOrder = []
+      callOrder = new Map()
       const parts: JsonObject[] = []
       // A call of the current turn without a signature gets the placeholder (only the first call of a step is signed).
       let signed = i < current
       for (const part of turn.parts) {
         if (part.type === 'tool_call') {
           callNames.set(part.id, part.name)
-          callOrder.push(part.id)
+          if (!callOrder.has(part.id)) callOrder.set(part.id, callOrder.size)
           const rendered: JsonObject = { functionCall: { name: part.name, args: part.input } }
           if (part.signature !== undefined) rendered.thoughtSignature = part.signature
           else if (!signed) rendered.thoughtSignature = SKIP_SIGNATURE
@@ -330,7 +379,7 @@ export function renderGemini(req: ChatRequest): JsonObject {
     const rest: JsonObject[] = []
     const results = turn.parts.filter((p) => p.type === 'tool_result')
     // Gemini pairs responses with calls by position: answer in the order of the calls.
-    results.sort((a, b) => callOrder.indexOf(a.callId) - callOrder.indexOf(b.callId))
+    results.sort((a, b) => (callOrder.get(a.callId) ?? -1) - (callOrder.get(b.callId) ?? -1))
     for (const result of results) {
       const name = callNames.get(result.callId)
       if (name === undefined) throw new ConversionError(result.path, `No earlier tool call has the id ${described(result.callId)}.`)
