@@ -46,6 +46,11 @@ export class LlmContext {
   /** The key's own limits, if any. Written by auth, read by rate-limit. */
   keyLimits: KeyLimits | null = null
   model: string | null = null
+  /**
+   * The model name or alias, as configured, that `model` resolved by: `model` itself, or the alias pattern it matched
+   * (`gpt-*`). Metrics label by it: a client may send any of the names a pattern matches.
+   */
+  configuredModel: string | null = null
   upstreamModel: string | null = null
   upstream: string | null = null
   protocol: Protocol = 'openai'

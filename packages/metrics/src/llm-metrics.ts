@@ -169,9 +169,12 @@ export class LlmMetrics {
     this.noKey = this.keys.entry(NONE_LABEL)
   }
 
-  /** `resumes`: the continuations the request's stream went through (request.llm.resumes). */
-  recordUsage(record: UsageRecord, resumes = 0): void {
-    const model = this.models.get(record.model)
+  /**
+   * `resumes`: the continuations the request's stream went through (request.llm.resumes). `modelLabel`: the model as
+   * configured (request.llm.configuredModel), when the record's is the client's name for it.
+   */
+  recordUsage(record: UsageRecord, resumes = 0, modelLabel = record.model): void {
+    const model = this.models.get(modelLabel)
     const upstream = record.upstream === null ? this.noUpstream : this.upstreams.get(record.upstream)
     const pair = model.pairs[upstream.id] ?? this.newPair(model, upstream)
     const status = statusLabel(record.status)

@@ -56,7 +56,10 @@ const metricsPlugin: FastifyPluginAsync<Partial<MetricsOptions>> = async (fastif
   if (opts.routeMetrics) registerRouteMetrics(fastify, registry)
 
   const llm = new LlmMetrics(registry, opts, fastify.log)
-  fastify.llm.addHook('onUsage', (record, request) => llm.recordUsage(record, request.llm.resumes))
+  // Labelled by the model as configured, not as the client named it: names an alias pattern matches are endless.
+  fastify.llm.addHook('onUsage', (record, request) =>
+    llm.recordUsage(record, request.llm.resumes, request.llm.configuredModel ?? record.model),
+  )
   fastify.llm.addHook('onAttempt', (attempt) => llm.recordAttempt(attempt))
   fastify.llm.addHook('onReject', (rejection) => llm.recordRejection(rejection))
 

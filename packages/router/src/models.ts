@@ -22,6 +22,7 @@ export interface ModelProblem {
 
 /** An alias with a `*`, which matches any characters there (`claude-*`): clients whose model names change. */
 interface AliasPattern {
+  readonly alias: string
   /** The alias cut at its `*`s: the parts a name must hold in order, the first at its start, the last at its end. */
   readonly parts: readonly string[]
   readonly route: ResolvedRoute
@@ -46,9 +47,17 @@ export class ModelTable {
   }
 
   get(name: string): ResolvedRoute | undefined {
-    const route = this.byName.get(name)
-    if (route !== undefined || this.patterns.length === 0) return route
-    for (const alias of this.patterns) if (matchesGlob(alias.parts, name)) return alias.route
+    return this.byName.get(name) ?? this.patternFor(name)?.route
+  }
+
+  /** The name or alias, as configured, that `name` resolves by: itself, or the alias pattern it matches (`gpt-*`). */
+  configuredName(name: string): string | undefined {
+    return this.byName.has(name) ? name : this.patternFor(name)?.alias
+  }
+
+  /** The first alias pattern `name` matches, in config order. */
+  private patternFor(name: string): AliasPattern | undefined {
+    for (const pattern of this.patterns) if (matchesGlob(pattern.parts, name)) return pattern
     return undefined
   }
 
@@ -114,7 +123,7 @@ export class ModelTable {
       listing.push({ id: model.name, aliasOf: null })
       for (const alias of model.aliases ?? []) {
         if (isAliasPattern(alias)) {
-          patterns.push({ parts: alias.split('*'), route })
+          patterns.push({ alias, parts: alias.split('*'), route })
           continue
         }
         byName.set(alias, route)

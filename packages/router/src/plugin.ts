@@ -162,6 +162,7 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
         return null
       }
       ctx.model = model
+      ctx.configuredModel = table.configuredName(model) ?? model
       return route
     }
 
