@@ -610,9 +610,10 @@ describe('tool calls and results in the history', () => {
     )
   })
 
-  test('tool results pair with their calls in linear time: 100,000 answered in reverse order convert in under 2 s each way, not 4 to 8', () => {
-    const n = 100_000
-    // Each search of the calls for a result made this take 4 to 8 s (8 MB of request held the event loop for 9 s).
+  test('tool results pair with their calls in linear time: 200,000 answered in reverse order convert in under 5 s each way, not 16 to 32', () => {
+    const n = 200_000
+    // Each search of the calls for a result made this take 16 to 32 s (8 MB of request held the event loop for 9 s);
+    // linear, it takes ~0.6 s: a bound an order of magnitude from each, for a loaded machine (no timing is measured).
     const calls = Array.from({ length: n }, (_v, i) => ({ id: `c${i}`, type: 'function', function: { name: `f${i}`, arguments: '{}' } }))
     const results = Array.from({ length: n }, (_v, i) => ({ role: 'tool', tool_call_id: `c${n - 1 - i}`, content: 'r' }))
     const openai = {
@@ -637,7 +638,7 @@ describe('tool calls and results in the history', () => {
     convertRequest('gemini', 'anthropic', request, OPTS)
     const fromGemini = performance.now() - started
     assert.ok(
-      toGemini < 2000 && fromGemini < 2000,
+      toGemini < 5000 && fromGemini < 5000,
       `OpenAI → Gemini ${toGemini.toFixed(0)} ms, Gemini → Anthropic ${fromGemini.toFixed(0)} ms`,
     )
   })
