@@ -35,6 +35,10 @@ const SERIAL = new Map([
   ['packages/rate-limit/test/redis-outage.test.ts', 'pauses its Redis (SIGSTOP) against a 200 ms command timeout'],
   ['test/e2e/redis-outage.test.ts', 'pauses its Redis (SIGSTOP) against a 250 ms command timeout'],
   ['test/e2e/sentinel.test.ts', 'kills the Sentinel master and checks the fallback window against the clock'],
+  [
+    'packages/rate-limit/test/redis-failover.test.ts',
+    'stalls a Sentinel during a failover and checks how soon Redis is used again against the clock',
+  ],
 ])
 
 /** Pure tests (`pnpm test:unit`, and one process in `pnpm test`): no socket, no process, no top-level hook. */

@@ -1,8 +1,8 @@
 // Real Redis topologies for tests, from Debian's redis-server package (redis-server, redis-cli; Sentinel is
-// `redis-server --sentinel`): a single node, a three-master Redis Cluster, and a Sentinel setup (one master,
-// one replica, one Sentinel). Each runs on free ports (LLMPROXY_TEST_REDIS_PORTS=7101 counts up from a base
-// instead) in its own temp dir, and is stopped by its stop() — and, should a test forget or crash, by SIGKILL
-// when the test process exits.
+// `redis-server --sentinel`): a single node, a three-master Redis Cluster, and a
+// Sentinel setup (one master, one replica, one Sentinel or more). Each runs on free ports
+// (LLMPROXY_TEST_REDIS_PORTS=7101 counts up from a base instead) in its own temp dir, and is stopped by its stop() —
+// and, should a test forget or crash, by SIGKILL when the test process exits.
 import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
@@ -136,12 +136,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   }
   try {
     const deadline = Date.now() + 10_000
-    while (
-      !(await redis([['PING']], url, 500).then(
-        (r) => r === 'PONG',
-        () => false,
-      ))
-    ) {
+    while (!(await answers(url))) {
       if (exited(child)) throw new Error(`redis-server exited (code ${child.exitCode}):\n${log}`)
       if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within 10 s:\n${log}`)
       await sleep(25)
@@ -151,6 +146,20 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     await stop()
     throw err
   }
+}
+
+/** Whether the Redis at `url` answers PING within 500 ms. */
+function answers(url: string): Promise<boolean> {
+  return redis([['PING']], url, 500).then(
+    (reply) => reply === 'PONG',
+    () => false,
+  )
+}
+
+/** The first of `servers` that answers (another may be stalled, or gone). */
+async function firstAnswering(servers: readonly RedisProcess[]): Promise<RedisProcess> {
+  for (const server of servers) if (await answers(server.url)) return server
+  throw new Error('no Redis node answers')
 }
 
 /** Runs `fn` until it returns true (polling), or throws `what` after `timeoutMs`. */
@@ -224,8 +233,9 @@ export interface RedisSentinelSetup {
   readonly sentinels: readonly RedisNodeAddress[]
   readonly master: RedisProcess
   readonly replica: RedisProcess
-  readonly sentinel: RedisProcess
-  /** The master Sentinel names now (changes after a failover). */
+  /** The Sentinels, in the order of `sentinels`. */
+  readonly sentinelServers: readonly RedisProcess[]
+  /** The master the Sentinels name now (changes after a failover; asked of the first one that answers). */
   currentMaster(): Promise<RedisNodeAddress>
   stop(): Promise<void>
 }
@@ -238,12 +248,15 @@ export interface RedisSentinelOptions {
   sentinelPassword?: string
   /** Sentinel's down-after-milliseconds: how long the master must be silent before it is failed over. */
   downAfterMs?: number
+  /** How many Sentinels (default 1). They must find each other (hello messages, every 2 s) before a failover. */
+  sentinels?: number
 }
 
 /**
- * One master, one replica (replicaof the master) and one Sentinel (`redis-server sentinel.conf --sentinel`,
- * quorum 1) that monitors them; resolves once the replica is in sync and the Sentinel knows it, so that killing
- * the master fails over to the replica.
+ * One master, one replica (replicaof the master) and one Sentinel or more (`redis-server sentinel.conf --sentinel`,
+ * quorum 1) that monitor them; resolves once the replica is in sync and every Sentinel knows it and the other
+ * Sentinels, so that killing the master fails over to the replica (a majority of the Sentinels must elect the one
+ * that fails over).
  */
 export async function startRedisSentinel(options: RedisSentinelOptions = {}): Promise<RedisSentinelSetup> {
   const name = options.name ?? 'llmproxy'
@@ -266,39 +279,51 @@ export async function startRedisSentinel(options: RedisSentinelOptions = {}): Pr
       async () => String(await redis([['INFO', 'replication']], replica.url)).includes('master_link_status:up'),
       'the replica to sync with the master',
     )
-    const sentinelPort = await freePort()
-    const conf = join(dir, 'sentinel.conf')
-    writeFileSync(
-      conf,
-      [
-        `sentinel monitor ${name} ${master.host} ${master.port} 1`,
-        `sentinel down-after-milliseconds ${name} ${options.downAfterMs ?? 1000}`,
-        `sentinel failover-timeout ${name} 10000`,
-        `sentinel parallel-syncs ${name} 1`,
-        ...(password === undefined ? [] : [`sentinel auth-pass ${name} ${password}`]),
-        '',
-      ].join('\n'),
-    )
-    const sentinel = await startRedisServer({
-      port: sentinelPort,
-      dir,
-      args: [conf],
-      sentinel: true,
-      ...(options.sentinelPassword === undefined ? {} : { password: options.sentinelPassword }),
-    })
-    servers.push(sentinel)
-    await until(async () => {
-      const replicas = await redis([['SENTINEL', 'REPLICAS', name]], sentinel.url)
-      return Array.isArray(replicas) && replicas.some((r) => Array.isArray(r) && r.includes('slave') && !String(r).includes('s_down'))
-    }, 'the Sentinel to discover the replica')
+    const sentinels: RedisProcess[] = []
+    for (let i = 0; i < (options.sentinels ?? 1); i++) {
+      // Each Sentinel rewrites its own config file (what it learns).
+      const conf = join(dir, `sentinel-${i}.conf`)
+      writeFileSync(
+        conf,
+        [
+          `sentinel monitor ${name} ${master.host} ${master.port} 1`,
+          `sentinel down-after-milliseconds ${name} ${options.downAfterMs ?? 1000}`,
+          // Also how long Sentinels wait before they try again when a vote was split (twice this): a few seconds.
+          `sentinel failover-timeout ${name} 2000`,
+          `sentinel parallel-syncs ${name} 1`,
+          ...(password === undefined ? [] : [`sentinel auth-pass ${name} ${password}`]),
+          '',
+        ].join('\n'),
+      )
+      const sentinel = await startRedisServer({
+        dir,
+        args: [conf],
+        sentinel: true,
+        ...(options.sentinelPassword === undefined ? {} : { password: options.sentinelPassword }),
+      })
+      servers.push(sentinel)
+      sentinels.push(sentinel)
+    }
+    for (const sentinel of sentinels) {
+      await until(async () => {
+        const replicas = await redis([['SENTINEL', 'REPLICAS', name]], sentinel.url)
+        const others = await redis([['SENTINEL', 'SENTINELS', name]], sentinel.url)
+        return (
+          Array.isArray(replicas) &&
+          replicas.some((r) => Array.isArray(r) && r.includes('slave') && !String(r).includes('s_down')) &&
+          Array.isArray(others) &&
+          others.length === sentinels.length - 1
+        )
+      }, 'each Sentinel to discover the replica and the other Sentinels')
+    }
     return {
       name,
-      sentinels: [{ host: sentinel.host, port: sentinel.port }],
+      sentinels: sentinels.map((s) => ({ host: s.host, port: s.port })),
       master,
       replica,
-      sentinel,
+      sentinelServers: sentinels,
       currentMaster: async () => {
-        const reply = await redis([['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name]], sentinel.url)
+        const reply = await redis([['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name]], (await firstAnswering(sentinels)).url)
         if (!Array.isArray(reply)) throw new Error(`unexpected reply ${JSON.stringify(reply)}`)
         return { host: String(reply[0]), port: Number(reply[1]) }
       },

@@ -40,13 +40,21 @@ export class RedisBackend {
   private readonly pending: Replay[] = []
   private readonly unsynced = new Map<string, Unsynced>()
   private probeTimer: NodeJS.Timeout | null = null
+  private reconnectTimer: NodeJS.Timeout | null = null
   private syncTimer: NodeJS.Timeout | null = null
   private recovering = false
   private closing = false
   private waiters: Array<() => void> = []
   /** The current outage: when it began, the fallbacks count then, what was dropped, replayed and added since. */
-  private outage: { since: number; fallbacks: number; dropped: number; replayed: number; tokens: number; misconfigured: boolean } | null =
-    null
+  private outage: {
+    since: number
+    fallbacks: number
+    dropped: number
+    replayed: number
+    tokens: number
+    misconfigured: boolean
+    clientEnded: boolean
+  } | null = null
 
   constructor(client: RedisClient, store: RedisStore, ids: UniqueIds, log: FastifyBaseLogger) {
     this.client = client
@@ -56,6 +64,7 @@ export class RedisBackend {
     client.on('ready', () => void this.recover())
     client.on('error', (err: Error) => this.down(err))
     client.on('close', () => this.down(undefined))
+    client.on('end', () => this.ended())
   }
 
   /** True when Redis can be used; otherwise counts the operation about to be served locally. */
@@ -70,7 +79,15 @@ export class RedisBackend {
     if (this.closing) return
     this.healthy = false
     if (this.outage === null) {
-      this.outage = { since: Date.now(), fallbacks: this.fallbacks, dropped: 0, replayed: 0, tokens: 0, misconfigured: false }
+      this.outage = {
+        since: Date.now(),
+        fallbacks: this.fallbacks,
+        dropped: 0,
+        replayed: 0,
+        tokens: 0,
+        misconfigured: false,
+        clientEnded: false,
+      }
       this.log.warn(
         { err: withoutArguments(err) },
         'rate-limit: Redis is unreachable; enforcing limits locally (per instance) until it answers again',
@@ -134,10 +151,31 @@ export class RedisBackend {
     this.healthy = false
     if (this.probeTimer !== null) clearInterval(this.probeTimer)
     if (this.syncTimer !== null) clearTimeout(this.syncTimer)
+    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer)
     this.probeTimer = null
     this.syncTimer = null
+    this.reconnectTimer = null
     this.wake()
     this.client.disconnect()
+  }
+
+  /**
+   * ioredis gave the client up (status `end`) without our close: it never reconnects by itself then, and every probe
+   * would fail for good. With Sentinel this happens when a `+switch-master` arrives while the client is still asking
+   * a Sentinel for the master. Connected again after a probe interval (and again on each `end`, should that fail).
+   */
+  private ended(): void {
+    if (this.closing || this.reconnectTimer !== null) return
+    this.down(undefined)
+    if (this.outage !== null && !this.outage.clientEnded) {
+      this.outage.clientEnded = true
+      this.log.warn('rate-limit: the Redis client stopped reconnecting; connecting it again')
+    }
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null
+      // A failure emits `error` (Redis stays down) and `end` again, which schedules the next attempt.
+      if (!this.closing) this.client.connect().catch(() => {})
+    }, PROBE_INTERVAL_MS).unref()
   }
 
   private async recover(): Promise<void> {

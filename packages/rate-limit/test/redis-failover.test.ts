@@ -1,0 +1,54 @@
+// A failover that a *stalled* node (SIGSTOP: its connections stay open, nothing is answered) must not hold up, on
+// real Redis topologies each test starts: a stalled Sentinel while the Sentinel master is killed. The plugin must be
+// back on Redis within seconds.
+import { strict as assert } from 'node:assert'
+import { randomUUID } from 'node:crypto'
+import { type TestContext, test } from 'node:test'
+import { hasRedisBinaries, startRedisSentinel } from '../../../test/e2e/redis-cluster.js'
+import { build, type Harness, logged, settle, until } from './helpers.js'
+
+const skip = hasRedisBinaries || process.env.CI ? false : 'redis-server / redis-cli not installed'
+const PREFIX = `llmproxy-test:${randomUUID()}:`
+const LIMITS = { s: { tpm: 100_000 } }
+
+/** One master, its replica, three Sentinels, and the plugin on them; the first Sentinel listed is the one asked first. */
+async function onSentinels(t: TestContext, commandTimeoutMs: number) {
+  const setup = await startRedisSentinel({ sentinels: 3 })
+  let h: Harness | undefined
+  // The plugin first: ioredis's failover detector has no error listener on its Sentinel connections (it prints).
+  t.after(async () => {
+    await h?.app.close()
+    await setup.stop()
+  })
+  h = await build(
+    { store: 'redis', redis: { sentinels: [...setup.sentinels], name: setup.name, keyPrefix: PREFIX, commandTimeoutMs } },
+    LIMITS,
+  )
+  await until(() => h?.app.rateLimits.redisHealthy === true, 5000)
+  const [first] = setup.sentinelServers
+  assert.ok(first !== undefined)
+  return { setup, h, first }
+}
+
+test('the Sentinels announce a new master while the client still waits for a stalled one: the client is connected again', {
+  skip,
+}, async (t) => {
+  // Longer than the failover (~1.5–2.5 s; ~6 s when the Sentinels' vote was split and they try again), so that the
+  // stalled Sentinel's answer comes after the +switch-master in every case.
+  const { setup, h, first } = await onSentinels(t, 10_000)
+  first.pause()
+  await setup.master.stop()
+  await until(() => h.app.rateLimits.redisHealthy === false, 5000)
+  await until(async () => (await setup.currentMaster()).port === setup.replica.port, 15_000)
+  // The +switch-master was published before the Sentinel named the new master to us: let it reach the client.
+  await settle(200)
+  // Its answer now finds the lookup cancelled by the failover detector: ioredis ends the client.
+  first.resume()
+  const resumedAt = Date.now()
+  await until(() => h.app.rateLimits.redisHealthy === true, 5000)
+  t.diagnostic(`back on Redis ${Date.now() - resumedAt} ms after the Sentinel resumed`)
+  assert.equal(logged(h, 40, /Redis client stopped reconnecting/), 1, JSON.stringify(h.logs))
+  // No request check here: once it has caught up (its next hello), the resumed Sentinel announces the +switch-master
+  // too, and the client reconnects once more.
+  assert.equal((await setup.currentMaster()).port, setup.replica.port)
+})
