@@ -46,6 +46,9 @@ export async function createRedisClient(options: RedisOptions): Promise<RedisCli
       name: options.name,
       ...(options.sentinelPassword === undefined ? {} : { sentinelPassword: options.sentinelPassword }),
       sentinelRetryStrategy: reconnectDelay,
+      // A Sentinel that accepts connections but does not answer (a stalled host) would hold the master's lookup, and
+      // every reconnection, forever: past commandTimeoutMs the next Sentinel is asked.
+      sentinelCommandTimeout: options.commandTimeoutMs,
       // Leaves a demoted master as soon as the Sentinels announce a new one (not only when its connection drops).
       failoverDetector: true,
     })
