@@ -37,7 +37,7 @@ const SERIAL = new Map([
   ['test/e2e/sentinel.test.ts', 'kills the Sentinel master and checks the fallback window against the clock'],
   [
     'packages/rate-limit/test/redis-failover.test.ts',
-    'stalls a Sentinel during a failover and checks how soon Redis is used again against the clock',
+    'stalls a Sentinel or a Cluster master and checks the failover window against the clock',
   ],
 ])
 

@@ -1,5 +1,5 @@
 // Real Redis topologies for tests, from Debian's redis-server package (redis-server, redis-cli; Sentinel is
-// `redis-server --sentinel`): a single node, a three-master Redis Cluster, and a
+// `redis-server --sentinel`): a single node, a three-master Redis Cluster (optionally with a replica each), and a
 // Sentinel setup (one master, one replica, one Sentinel or more). Each runs on free ports
 // (LLMPROXY_TEST_REDIS_PORTS=7101 counts up from a base instead) in its own temp dir, and is stopped by its stop() —
 // and, should a test forget or crash, by SIGKILL when the test process exits.
@@ -178,21 +178,25 @@ async function stopAll(servers: readonly RedisProcess[], dir: string): Promise<v
 }
 
 export interface RedisCluster {
-  /** One address per master, for the gateway's `redis.cluster`. */
+  /** One address per node (the masters first), for the gateway's `redis.cluster`. */
   readonly nodes: readonly RedisNodeAddress[]
   readonly servers: readonly RedisProcess[]
-  /** Runs one command on every master and returns their replies (e.g. KEYS: a cluster node only knows its own keys). */
+  /** Runs one command on every node and returns their replies (e.g. KEYS: a cluster node only knows its own keys). */
   onEveryNode(command: readonly string[]): Promise<RespValue[]>
+  /** The master that serves `key`'s slot now (changes when a replica is promoted). */
+  masterOf(key: string): Promise<RedisProcess>
   stop(): Promise<void>
 }
 
 /**
- * A Redis Cluster of `masters` nodes (`--cluster-enabled yes`, no replicas), created with
- * `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`; resolves once every node reports
- * `cluster_state:ok`. Each node gets a free port for clients and one for the cluster bus (`cluster-port`).
+ * A Redis Cluster of `masters` nodes (`--cluster-enabled yes`), each with `replicas` replicas (default none),
+ * created with `redis-cli --cluster create … --cluster-replicas <replicas> --cluster-yes`; resolves once every node
+ * reports `cluster_state:ok`. Each node gets a free port for clients and one for the cluster bus (`cluster-port`).
+ * With `cluster-node-timeout 2000` a replica takes over a master that is silent for ~3–4 s.
  */
-export async function startRedisCluster(options: { masters?: number } = {}): Promise<RedisCluster> {
-  const count = options.masters ?? 3
+export async function startRedisCluster(options: { masters?: number; replicas?: number } = {}): Promise<RedisCluster> {
+  const replicas = options.replicas ?? 0
+  const count = (options.masters ?? 3) * (1 + replicas)
   const dir = mkdtempSync(join(tmpdir(), 'llmproxy-redis-cluster-'))
   const servers: RedisProcess[] = []
   try {
@@ -205,7 +209,7 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
       servers.push(await startRedisServer({ port, dir, args }))
     }
     const addresses = servers.map((s) => `${s.host}:${s.port}`)
-    await promisify(execFile)('redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes'], {
+    await promisify(execFile)('redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', String(replicas), '--cluster-yes'], {
       timeout: 30_000,
     })
     await until(async () => {
@@ -214,6 +218,11 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
         (info) => typeof info === 'string' && info.includes('cluster_state:ok') && info.includes(`cluster_known_nodes:${count}`),
       )
     }, 'the Redis Cluster to report cluster_state:ok on every node')
+    // A replica that never synced would not take over its master.
+    await until(async () => {
+      const infos = await Promise.all(servers.map((s) => redis([['INFO', 'replication']], s.url)))
+      return infos.every((info) => String(info).includes('role:master') || String(info).includes('master_link_status:up'))
+    }, 'every replica to sync with its master')
   } catch (err) {
     await stopAll(servers, dir)
     throw err
@@ -222,6 +231,16 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
     nodes: servers.map((s) => ({ host: s.host, port: s.port })),
     servers,
     onEveryNode: (command) => Promise.all(servers.map((s) => redis([command], s.url))),
+    masterOf: async (key) => {
+      // Asked of a node that answers (`servers` may hold a stalled one): CLUSTER SHARDS is not in Redis 6.
+      const asker = await firstAnswering(servers)
+      const slot = Number(await redis([['CLUSTER', 'KEYSLOT', key]], asker.url))
+      const ranges = (await redis([['CLUSTER', 'SLOTS']], asker.url)) as [number, number, [string, number, ...unknown[]]][]
+      const owner = ranges.find(([from, to]) => from <= slot && slot <= to)?.[2]
+      const server = servers.find((s) => s.port === Number(owner?.[1]))
+      if (server === undefined) throw new Error(`no master serves slot ${slot}: ${JSON.stringify(ranges)}`)
+      return server
+    },
     stop: () => stopAll(servers, dir),
   }
 }

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { markerKey, type UniqueIds } from './keys.js'
-import { ping } from './redis-client.js'
+import { ping, refreshSlots } from './redis-client.js'
 import type { RedisClient, RedisStore } from './redis-store.js'
 
 /** While Redis is down, it is probed this often; it is used again as soon as a probe answers. */
@@ -25,9 +25,10 @@ interface Unsynced {
  *
  * Any failed command (an error, or no answer within `commandTimeoutMs`) marks Redis down: every limit is then
  * enforced on the local store, logged once. While down, Redis is pinged every 500 ms (and at once when the client
- * reconnects); as soon as it answers, the operations that could not be confirmed are replayed (each applies
- * once, see redis-store.ts), the tokens counted locally meanwhile are added to the Redis counters, and only then
- * is Redis used again, logged once with the outage's duration and what was reconciled.
+ * reconnects), a Cluster's slot map refreshed first; as soon as it answers, the operations that could not be
+ * confirmed are replayed (each applies once, see redis-store.ts), the tokens counted locally meanwhile are added to
+ * the Redis counters, and only then is Redis used again, logged once with the outage's duration and what was
+ * reconciled.
  */
 export class RedisBackend {
   readonly store: RedisStore
@@ -182,6 +183,8 @@ export class RedisBackend {
     if (this.healthy || this.recovering || this.closing) return
     this.recovering = true
     try {
+      // Only while down (a refresh asks a node for the whole map): a promoted replica is found within a probe or two.
+      await refreshSlots(this.client)
       await ping(this.client)
       await this.sync()
     } catch {

@@ -70,3 +70,13 @@ export async function ping(client: RedisClient): Promise<void> {
   if (masters.length === 0) throw new Error('no Redis Cluster master is known yet')
   await Promise.all(masters.map((node) => node.ping()))
 }
+
+/**
+ * A Cluster's slot map, asked again of its nodes (no-op for the other modes). ioredis renews it only on a MOVED or
+ * ASK reply or a closed connection, so after a *stalled* master's replica was promoted it would keep sending that
+ * master's commands, and `ping`, to the stalled node. Never rejects: the ping that follows says whether Redis answers.
+ */
+export function refreshSlots(client: RedisClient): Promise<void> {
+  if (!isCluster(client)) return Promise.resolve()
+  return new Promise((resolve) => client.refreshSlotsCache(() => resolve()))
+}

@@ -1,10 +1,11 @@
 // A failover that a *stalled* node (SIGSTOP: its connections stay open, nothing is answered) must not hold up, on
-// real Redis topologies each test starts: a stalled Sentinel while the Sentinel master is killed. The plugin must be
-// back on Redis within seconds of the promotion, while the Sentinel is still stalled.
+// real Redis topologies each test starts: a stalled Sentinel while the Sentinel master is killed, and a stalled
+// Cluster master that its replica replaces. In both the plugin must be back on Redis within seconds of the
+// promotion, while the stalled node is still stalled.
 import { strict as assert } from 'node:assert'
 import { randomUUID } from 'node:crypto'
 import { type TestContext, test } from 'node:test'
-import { hasRedisBinaries, type RedisSentinelSetup, startRedisSentinel } from '../../../test/e2e/redis-cluster.js'
+import { hasRedisBinaries, type RedisSentinelSetup, startRedisCluster, startRedisSentinel } from '../../../test/e2e/redis-cluster.js'
 import { build, chat, type Harness, logged, settle, until } from './helpers.js'
 
 const skip = hasRedisBinaries || process.env.CI ? false : 'redis-server / redis-cli not installed'
@@ -76,4 +77,35 @@ test('a Sentinel stalls while the master is killed: the others name the promoted
   t.diagnostic(`back on Redis ${Date.now() - killedAt} ms after the kill`)
   assert.equal(first.child.signalCode, null, 'the Sentinel is still stalled, not gone')
   await onPromotedReplica(setup, h)
+})
+
+test('a stalled Cluster master: Redis is used again once its replica is promoted, not when the master resumes', {
+  skip,
+}, async (t) => {
+  const cluster = await startRedisCluster({ replicas: 1 })
+  t.after(() => cluster.stop())
+  const h = await build(
+    {
+      store: 'redis',
+      redis: { cluster: cluster.nodes.map((n) => ({ host: n.host, port: n.port })), keyPrefix: PREFIX, commandTimeoutMs: 300 },
+    },
+    LIMITS,
+  )
+  t.after(() => h.app.close())
+  await until(() => h.app.rateLimits.redisHealthy === true, 5000)
+
+  // The master of key s's slot (its hash tag), so that its next reservation times out.
+  const owner = await cluster.masterOf('{key:s}')
+  owner.pause()
+  const stalledAt = Date.now()
+  assert.equal((await chat(h.app, 's', { max_tokens: 10, use: 10 })).statusCode, 200)
+  assert.equal(h.app.rateLimits.redisHealthy, false)
+
+  // cluster-node-timeout 2000: the replica takes over after ~3–4 s; the stall lasts until the test ends.
+  await until(() => h.app.rateLimits.redisHealthy === true, 12_000)
+  t.diagnostic(`back on Redis ${Date.now() - stalledAt} ms after the stall began`)
+  assert.notEqual((await cluster.masterOf('{key:s}')).port, owner.port, 'the replica was promoted')
+  const fallbacks = h.app.rateLimits.fallbacks
+  assert.equal((await chat(h.app, 's', { max_tokens: 10, use: 10 })).statusCode, 200)
+  assert.equal(h.app.rateLimits.fallbacks, fallbacks, 'decided on the promoted replica')
 })
