@@ -20,8 +20,10 @@ process.on('SIGHUP', holdSighup)
 
 /** Replaces the holding SIGHUP handler with `reload`, and calls it now if a SIGHUP came while starting. */
 function reloadOnSighup(reload: (signal: string) => void): void {
-  process.off('SIGHUP', holdSighup)
+  // The new listener first: with none left for a moment, Node would stop watching the signal and drop one it has
+  // caught but not yet handed to a listener (a SIGHUP during the synchronous end of the start).
   process.on('SIGHUP', () => reload('SIGHUP'))
+  process.off('SIGHUP', holdSighup)
   if (sighupWhileStarting) reload('SIGHUP (received while starting)')
 }
 
