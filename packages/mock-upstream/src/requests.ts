@@ -19,6 +19,14 @@ export interface TrailingTurn {
   prefill: boolean
 }
 
+/**
+ * A client's value as an error message quotes it: a string as it is, anything else as JSON. Never `String(value)`,
+ * which throws on an object with a `toString` key (`{"toString":1}`) and would end the mock.
+ */
+function shown(value: unknown): string {
+  return typeof value === 'string' ? value : String(JSON.stringify(value))
+}
+
 export type Validator = (body: Fields) => RequestProblem | null
 export type TrailingReader = (body: Fields) => TrailingTurn | null
 
@@ -95,7 +103,7 @@ function imageSourceProblem(source: unknown, at: string): RequestProblem | null 
       return typeof source.file_id === 'string' ? null : problem(`${at}.source.file.file_id: Field required`)
     default:
       return problem(
-        `${at}.source: Input tag '${String(source.type)}' found using 'type' does not match any of the expected tags: 'base64', 'url', 'file'`,
+        `${at}.source: Input tag '${shown(source.type)}' found using 'type' does not match any of the expected tags: 'base64', 'url', 'file'`,
       )
   }
 }
@@ -285,7 +293,7 @@ function chatPartsProblem(content: unknown, i: number): RequestProblem | null {
     if (!isObject(part)) return problem(`Invalid type for '${at}': expected an object.`, at)
     if (typeof part.type !== 'string' || !CHAT_PARTS.has(part.type)) {
       return problem(
-        `Invalid value: '${String(part.type)}'. Supported values are: 'text', 'image_url', 'input_audio', 'refusal', 'audio', and 'file'.`,
+        `Invalid value: '${shown(part.type)}'. Supported values are: 'text', 'image_url', 'input_audio', 'refusal', 'audio', and 'file'.`,
         `${at}.type`,
       )
     }
@@ -348,7 +356,7 @@ export const chatProblem: Validator = (body) => {
     const role = message.role
     if (typeof role !== 'string' || !CHAT_ROLES.has(role)) {
       return problem(
-        `Invalid value: '${String(role)}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.`,
+        `Invalid value: '${shown(role)}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.`,
         `messages[${i}].role`,
       )
     }

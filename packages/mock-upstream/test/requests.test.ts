@@ -94,6 +94,18 @@ describe('request checks', () => {
     })
   })
 
+  test('a value that String() cannot print (an object with a toString key) gets its 400, and the mock goes on serving', async () => {
+    const odd = { toString: 1 }
+    await rejected('/v1/chat/completions', { model: 'm', messages: [{ role: odd, content: 'Hi' }] })
+    await rejected('/v1/chat/completions', { model: 'm', messages: [{ role: 'user', content: [{ type: odd }] }] })
+    await rejected('/v1/messages', {
+      model: 'm',
+      max_tokens: 5,
+      messages: [{ role: 'user', content: [{ type: 'image', source: { type: odd } }] }],
+    })
+    await accepted('/v1/chat/completions', { model: 'm', messages: [user] })
+  })
+
   test('Anthropic: max_tokens, messages, roles, blocks, tool_use/tool_result pairing, images, thinking, tools', async () => {
     const path = '/v1/messages'
     const base = { model: 'c', max_tokens: 2000 }
