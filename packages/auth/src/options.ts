@@ -33,7 +33,7 @@ export const KeyConfigSchema = Type.Object(
     models: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), {
         description:
-          'Allowed model names or aliases (not pattern aliases: a model name allows every name it serves); absent or ["*"] = all.',
+          'Allowed model names or aliases (not pattern aliases: a model name allows every name it serves); absent or ["*"] = all. A model\'s fallbacks are not checked against it.',
       }),
     ),
     rateLimit: Type.Optional(KeyRateLimitSchema),

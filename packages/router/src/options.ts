@@ -14,7 +14,9 @@ export const ModelRouteSchema = Type.Object(
     upstreamModel: Type.Optional(Type.String({ minLength: 1, description: 'The model name sent upstream (default: name).' })),
     strategy: Type.Optional(Type.String({ description: 'Balancing strategy of the pool (default round-robin).' })),
     fallbacks: Type.Optional(
-      Type.Array(Type.String({ minLength: 1 }), { description: 'Other models tried in order when the pool cannot answer.' }),
+      Type.Array(Type.String({ minLength: 1 }), {
+        description: "Other models tried in order when the pool cannot answer (whatever a key's models list allows).",
+      }),
     ),
     resume: Type.Optional(
       Type.Boolean({
