@@ -47,6 +47,8 @@ export class StreamRelay {
    * TERMINATOR_GRACE_MS, not idleMs, and ends the answer whole.
    */
   private afterTerminator = false
+  /** The usage reports read before the chunk of that terminator (-1: it has not come). */
+  private reportsBeforeTerminator = -1
 
   constructor(attempt: AttemptView, call: CallHost, body: UpstreamBody, reader: UsageExtractor, tap: ResumeTap | null) {
     this.attempt = attempt
@@ -132,9 +134,12 @@ export class StreamRelay {
     const out = transform === null ? chunk : transform.push(chunk, scanner.tapFrom)
     if (out !== null) this.deliver(out)
     const meter = call.meter
+    const reader = meter.reader
+    // (Whether this chunk brings a usage report: see awaitEnd.)
+    const reportsBefore = reader === null ? 0 : reader.reports
     // Read before a failure in it is acted on: the chunk that fails may carry the upstream's usage (Gemini's
     // MALFORMED_FUNCTION_CALL does).
-    if (scanner.tapFrom < chunk.length) meter.reader?.write(chunk, scanner.tapFrom)
+    if (scanner.tapFrom < chunk.length) reader?.write(chunk, scanner.tapFrom)
     meter.responseBytes += chunk.length
     if (transform?.failure != null) {
       // The upstream reported a failure inside its stream (an error event, a malformed function call).
@@ -149,7 +154,7 @@ export class StreamRelay {
     else if (typeof out === 'object' && out !== null) scanner.checkEnd(out)
     if (scanner.sawTerminator && scanner.atEventEnd && !this.afterTerminator) {
       if (this.attempt.endpoint.endsAtTerminator) this.endAtTerminator()
-      else if (this.call.meter.reader?.missingCompletion === false) this.awaitEnd()
+      else this.awaitEnd(reportsBefore)
     }
   }
 
@@ -158,8 +163,13 @@ export class StreamRelay {
    * stays silent for TERMINATOR_GRACE_MS instead (kept open) ends the client's answer then, whole, not after idleMs as
    * a failure.
    */
-  private awaitEnd(): void {
+  private awaitEnd(reportsBefore: number): void {
     if (this.ended) return
+    if (this.reportsBeforeTerminator === -1) this.reportsBeforeTerminator = reportsBefore
+    // The output count that closes the answer is one reported with the terminator's chunk or after it: Gemini 2.x
+    // reports a running count on every chunk, and its last may come in an event after the finishReason.
+    const reader = this.call.meter.reader
+    if (reader === null || reader.reports <= this.reportsBeforeTerminator || reader.missingCompletion) return
     this.afterTerminator = true
     this.clearTimer()
     this.timer = setTimeout(idleTimeout, TERMINATOR_GRACE_MS, this)

@@ -213,11 +213,18 @@ test('a Gemini upstream that keeps its response open after its finishReason: the
   await eventually(() => closedResponses === 2, 5000, 'the upstream responses released')
 })
 
-test('a Gemini upstream whose usage comes 1.5 s after its finishReason: the client gets it, the record counts it (the 1 s grace waits for the usage)', async () => {
+test('a Gemini upstream whose usage comes 1.5 s after its finishReason (a running count before it): the client gets it, the record counts it (the 1 s grace waits for the usage)', async () => {
   const event = (body: Record<string, unknown>) => `data: ${JSON.stringify(body)}\r\n\r\n`
   script = (_req, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream' })
-    res.write(event({ candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'Hello' }] }, finishReason: 'STOP' }] }))
+    // A running count first (Gemini 2.x reports one on every chunk): it is not the answer's count.
+    res.write(
+      event({
+        candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'Hel' }] } }],
+        usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 1, totalTokenCount: 5 },
+      }),
+    )
+    res.write(event({ candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'lo' }] }, finishReason: 'STOP' }] }))
     setTimeout(() => res.end(event({ usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 7, totalTokenCount: 11 } })), 1500)
   }
   const gemini = new GoogleGenAI({ apiKey: 'k', httpOptions: { baseUrl: url } })
