@@ -20,12 +20,17 @@ export interface ModelProblem {
   message: string
 }
 
+/** What a client's model name resolves to: the route, and the name or alias as configured that it matched. */
+export interface ModelMatch {
+  readonly route: ResolvedRoute
+  /** The name itself, or the alias pattern it matches (`gpt-*`): metrics label by it. */
+  readonly configuredName: string
+}
+
 /** An alias with a `*`, which matches any characters there (`claude-*`): clients whose model names change. */
-interface AliasPattern {
-  readonly alias: string
+interface AliasPattern extends ModelMatch {
   /** The alias cut at its `*`s: the parts a name must hold in order, the first at its start, the last at its end. */
   readonly parts: readonly string[]
-  readonly route: ResolvedRoute
 }
 
 /** Whether an alias is a pattern. */
@@ -35,28 +40,25 @@ export function isAliasPattern(alias: string): boolean {
 
 /** name or alias → route, then the alias patterns in config order. Built once per config; swapped whole on reload. */
 export class ModelTable {
-  private readonly byName: Map<string, ResolvedRoute>
+  private readonly byName: Map<string, ModelMatch>
   private readonly patterns: readonly AliasPattern[]
   /** For GET /v1/models: every name and alias (patterns are no model ids), in config order. */
   readonly listing: readonly { id: string; aliasOf: string | null }[]
 
-  private constructor(byName: Map<string, ResolvedRoute>, patterns: AliasPattern[], listing: { id: string; aliasOf: string | null }[]) {
+  private constructor(byName: Map<string, ModelMatch>, patterns: AliasPattern[], listing: { id: string; aliasOf: string | null }[]) {
     this.byName = byName
     this.patterns = patterns
     this.listing = listing
   }
 
   get(name: string): ResolvedRoute | undefined {
-    return this.byName.get(name) ?? this.patternFor(name)?.route
+    return this.find(name)?.route
   }
 
-  /** The name or alias, as configured, that `name` resolves by: itself, or the alias pattern it matches (`gpt-*`). */
-  configuredName(name: string): string | undefined {
-    return this.byName.has(name) ? name : this.patternFor(name)?.alias
-  }
-
-  /** The first alias pattern `name` matches, in config order. */
-  private patternFor(name: string): AliasPattern | undefined {
+  /** A name or alias as configured, else the first alias pattern `name` matches, in config order. */
+  find(name: string): ModelMatch | undefined {
+    const match = this.byName.get(name)
+    if (match !== undefined) return match
     for (const pattern of this.patterns) if (matchesGlob(pattern.parts, name)) return pattern
     return undefined
   }
@@ -109,7 +111,7 @@ export class ModelTable {
         fallbacks: [],
       })
     }
-    const byName = new Map<string, ResolvedRoute>()
+    const byName = new Map<string, ModelMatch>()
     const patterns: AliasPattern[] = []
     const listing: { id: string; aliasOf: string | null }[] = []
     for (const model of models) {
@@ -119,14 +121,14 @@ export class ModelTable {
         const target = routes.get(fallback)
         if (target !== undefined) route.fallbacks.push(target)
       }
-      byName.set(model.name, route)
+      byName.set(model.name, { route, configuredName: model.name })
       listing.push({ id: model.name, aliasOf: null })
       for (const alias of model.aliases ?? []) {
         if (isAliasPattern(alias)) {
-          patterns.push({ alias, parts: alias.split('*'), route })
+          patterns.push({ configuredName: alias, parts: alias.split('*'), route })
           continue
         }
-        byName.set(alias, route)
+        byName.set(alias, { route, configuredName: alias })
         listing.push({ id: alias, aliasOf: model.name })
       }
     }

@@ -149,12 +149,12 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
         return null
       }
       const ctx = request.llm
-      const route = table.get(model)
+      const match = table.find(model)
       const allowed = ctx.allowedModels
-      if (route === undefined || (allowed !== null && !allowed.has(model) && !allowed.has(route.name))) {
+      if (match === undefined || (allowed !== null && !allowed.has(model) && !allowed.has(match.route.name))) {
         // The request's log line names the model refused (what an operator looks for), cut as error messages cut it.
         ctx.model = echoed(model)
-        if (route === undefined) sendError(reply, errors.modelNotFound(model))
+        if (match === undefined) sendError(reply, errors.modelNotFound(model))
         else {
           fastify.llm.emitReject({ reason: 'model_access', keyId: ctx.keyId, statusCode: 403 }, request)
           sendError(reply, errors.modelNotAllowed(model))
@@ -162,8 +162,8 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
         return null
       }
       ctx.model = model
-      ctx.configuredModel = table.configuredName(model) ?? model
-      return route
+      ctx.configuredModel = match.configuredName
+      return match.route
     }
 
     /** Everything between a parsed request and the ProxyCall: checks, model resolution, usage options. */
