@@ -3,8 +3,8 @@
 // so the tests see both workers serve. Limits use the memory store: the counters are the primary's, so a limit
 // holds exactly across workers. Then the admin API and /metrics (the whole gateway from whichever worker), SIGHUP
 // and admin reloads (validated once by the primary), a worker killed with SIGKILL (replaced, its usage spool
-// delivered, nothing lost), SIGTERM (every worker drains, then the primary exits 0), and kill -9 of the primary
-// (the workers exit at once, each saying why).
+// delivered, nothing lost; its replacement redoes no drain a reload undid), SIGTERM (every worker drains, then the
+// primary exits 0), and kill -9 of the primary (the workers exit at once, each saying why).
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -38,14 +38,17 @@ let mockA: MockUpstream
 let mockB: MockUpstream
 let gw: GatewayChild
 
-function config(extra: { aliases?: string[]; broken?: boolean } = {}): Record<string, unknown> {
+function config(
+  extra: { aliases?: string[]; broken?: boolean; upstreams?: { name: string; url: string }[] } = {},
+): Record<string, unknown> {
+  const upstreams = extra.upstreams ?? [
+    { name: 'mock-a', url: mockA.url },
+    { name: 'mock-b', url: mockB.url },
+  ]
   return {
     server: { host: '127.0.0.1', port: 0, logLevel: 'info', shutdownGraceMs: 10_000, workers: 2 },
-    upstreams: [
-      { name: 'mock-a', url: mockA.url, protocol: 'openai' },
-      { name: 'mock-b', url: mockB.url, protocol: 'openai' },
-    ],
-    models: [{ name: 'gpt-test', aliases: extra.aliases ?? [], upstreams: ['mock-a', 'mock-b'], upstreamModel: 'mock-model' }],
+    upstreams: upstreams.map((u) => ({ ...u, protocol: 'openai' })),
+    models: [{ name: 'gpt-test', aliases: extra.aliases ?? [], upstreams: upstreams.map((u) => u.name), upstreamModel: 'mock-model' }],
     retry: { attempts: 1 },
     healthChecks: { enabled: false },
     passiveHealth: { failuresToEject: 1_000_000 },
@@ -407,6 +410,49 @@ test('a worker killed with SIGKILL is replaced; its concurrency slots come back;
   assert.equal(receiver.badSignatures, 0)
 })
 
+test('a drain a reload undid (its upstream removed, or moved to another url) stays undone on a replacement worker', async () => {
+  const states = async (): Promise<[string, string[]][]> => {
+    const upstreams = JSON.parse((await admin('GET', '/upstreams')).text) as { name: string; workers: { state: string }[] }[]
+    return upstreams.map((u) => [u.name, u.workers.map((w) => w.state)])
+  }
+  const reload = async (): Promise<void> => {
+    const reloaded = await admin('POST', '/reload')
+    assert.equal(reloaded.status, 200, reloaded.text)
+  }
+  for (const name of ['mock-a', 'mock-b']) assert.equal((await admin('POST', `/upstreams/${name}/drain`)).status, 200)
+  // mock-a moves to another url and mock-b goes; then mock-b comes back: each is a fresh upstream, drained nowhere.
+  writeConfig({ upstreams: [{ name: 'mock-a', url: mockB.url }] })
+  await reload()
+  writeConfig({
+    upstreams: [
+      { name: 'mock-a', url: mockB.url },
+      { name: 'mock-b', url: mockB.url },
+    ],
+  })
+  await reload()
+  const undrained: [string, string[]][] = [
+    ['mock-a', ['healthy', 'healthy']],
+    ['mock-b', ['healthy', 'healthy']],
+  ]
+  assert.deepEqual(await states(), undrained)
+
+  const victim = 1
+  const replacements = (): number => logLines(gw).filter((l) => l.msg === 'replacement worker ready' && l.worker === victim).length
+  const before = replacements()
+  process.kill(workerPid(gw, victim), 'SIGKILL')
+  await pollUntil(
+    async () => replacements(),
+    (n) => n === before + 1,
+    `the replacement of worker ${victim} to be ready`,
+    60_000,
+  )
+  // The primary sends a replacement the drains in force as it logs it ready, ahead of whatever it asks it later.
+  assert.deepEqual(await states(), undrained)
+
+  writeConfig()
+  await reload()
+})
+
 test('SIGTERM to the whole process group (systemd): every worker drains (in-flight streams finish, /readyz 503), then the primary exits 0', async () => {
   const streamBody = JSON.stringify({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'Hi' }] })
   const url = new URL('/v1/chat/completions', gw.url)
@@ -461,7 +507,7 @@ test('SIGTERM to the whole process group (systemd): every worker drains (in-flig
   assert.equal(await exited, 0)
   const lines = logLines(gw)
   assert.ok(lines.some((l) => l.role === 'primary' && l.msg === 'stopped'))
-  assert.equal(lines.filter((l) => l.msg === 'worker exited unexpectedly; starting a replacement').length, 1, 'only the SIGKILLed one')
+  assert.equal(lines.filter((l) => l.msg === 'worker exited unexpectedly; starting a replacement').length, 2, 'only the SIGKILLed ones')
   // No secret in any process' log.
   for (const key of [...Object.values(KEYS), ADMIN, SECRET]) assert.ok(!gw.output().includes(key), 'a secret appeared in the log')
 })

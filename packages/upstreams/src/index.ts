@@ -2,6 +2,7 @@ export {
   checkPassiveHealth,
   type HealthChecksOptions,
   HealthChecksSchema,
+  keepsUpstream,
   type PassiveHealthOptions,
   PassiveHealthSchema,
   type QueueOptions,

@@ -202,3 +202,11 @@ function checkUrl(value: string): string | null {
 export function normalizeUrl(url: string): string {
   return url.endsWith('/') ? url.replace(/\/+$/, '') : url
 }
+
+/**
+ * Whether a hot reload (`UpstreamRegistry.update`) keeps an upstream of that name, with its state (a drain among it),
+ * rather than starting it fresh: its url is the same.
+ */
+export function keepsUpstream(previousUrl: string, nextUrl: string): boolean {
+  return normalizeUrl(previousUrl) === normalizeUrl(nextUrl)
+}

@@ -3,6 +3,7 @@ import { errors } from '@llmproxy/core'
 import { HealthChecker } from './health.js'
 import {
   type HealthChecksOptions,
+  keepsUpstream,
   normalizeUrl,
   type PassiveHealthOptions,
   type QueueOptions,
@@ -160,7 +161,7 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
     let kept = 0
     for (const config of configs) {
       const existing = previous.get(config.name)
-      if (existing !== undefined && existing.url === normalizeUrl(config.url)) {
+      if (existing !== undefined && keepsUpstream(existing.url, config.url)) {
         existing.configure(config)
         next.set(config.name, existing)
         kept++

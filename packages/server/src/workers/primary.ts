@@ -5,6 +5,7 @@
 import cluster, { type Worker } from 'node:cluster'
 import { ConfigError } from '@llmproxy/core'
 import { CounterHost } from '@llmproxy/rate-limit'
+import { keepsUpstream } from '@llmproxy/upstreams'
 import type { UsageStats } from '@llmproxy/usage'
 import type pino from 'pino'
 import type { DestinationStream } from 'pino'
@@ -346,6 +347,7 @@ class Primary {
         this.config,
         APPLY_TIMEOUT_MS,
       )
+      this.forgetUndoneDrains(next)
       this.config = plan.inForce
       this.generation++
       for (const slot of slots) slot.generation = this.generation
@@ -356,6 +358,18 @@ class Primary {
       )
     } catch (err) {
       throw this.reloadOutcomes.failed(err)
+    }
+  }
+
+  /**
+   * A drain lasts as long as its upstream: one the reload applied (to every worker) removed or started fresh (its url
+   * changed) is drained by no worker now, and a replacement must not drain it again.
+   */
+  private forgetUndoneDrains(next: Config): void {
+    for (const name of this.drained) {
+      const before = this.config.upstreams.find((u) => u.name === name)
+      const after = next.upstreams.find((u) => u.name === name)
+      if (before === undefined || after === undefined || !keepsUpstream(before.url, after.url)) this.drained.delete(name)
     }
   }
 }
