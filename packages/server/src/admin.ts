@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
-import type { IncomingMessage, Server } from 'node:http'
+import type { Server } from 'node:http'
 import swagger from '@fastify/swagger'
 import { ConfigError, coded, errors, Protocol, toLlmProxyError } from '@llmproxy/core'
 import { type Static, Type } from '@llmproxy/core/typebox'
@@ -368,8 +368,11 @@ function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(e
   return { promise, resolve, reject }
 }
 
+/** The Fastify options the admin API's own server takes from the gateway's (app.ts): ids, error answers. */
+export type ServerBasics = Pick<FastifyHttpOptions<Server>, 'genReqId' | 'clientErrorHandler' | 'frameworkErrors'>
+
 export interface AdminServerOptions {
-  genReqId: (req: IncomingMessage) => string
+  server: ServerBasics
   /** Default: `localScope(app)`. */
   scope?: AdminScope | undefined
 }
@@ -397,8 +400,8 @@ export async function setupAdmin(app: FastifyInstance, settings: AdminSettings, 
   }
 
   const fastifyOptions: FastifyHttpOptions<Server> = {
+    ...options.server,
     loggerInstance: app.log.child({ server: 'admin' }),
-    genReqId: options.genReqId,
     logController: new LogController({ disableRequestLogging: true }),
   }
   const server = Fastify(fastifyOptions) as unknown as FastifyInstance

@@ -13,7 +13,7 @@ import { usage } from '@llmproxy/usage'
 import Fastify, { type FastifyHttpOptions, type FastifyInstance, LogController } from 'fastify'
 import pino, { type DestinationStream } from 'pino'
 import { AggregatorRegistry, prometheusContentType as PROMETHEUS_CONTENT_TYPE } from 'prom-client'
-import { type AdminScope, localScope, setupAdmin } from './admin.js'
+import { type AdminScope, localScope, type ServerBasics, setupAdmin } from './admin.js'
 import { type Config, workerCount } from './config.js'
 import { withLazyChildren } from './lazy-logger.js'
 import { logSerializers } from './redact.js'
@@ -132,6 +132,17 @@ function answerClientError(err: Error & { code?: string }, socket: Socket): void
 }
 
 /**
+ * What the gateway's server and the admin API's own (`admin.port`) have alike: the request ids, and OpenAI-shaped
+ * answers to what Node or Fastify refuses before any route runs.
+ */
+const SERVER_BASICS = {
+  genReqId: genRequestId,
+  clientErrorHandler: answerClientError,
+  // Bad percent-encoding, an over-long path parameter: answered from the catalogue too.
+  frameworkErrors: (err, _request, reply) => sendError(reply, toLlmProxyError(err)),
+} satisfies ServerBasics
+
+/**
  * In a worker, the scrape route (registered by @llmproxy/metrics) answers with the metrics of every worker, aggregated
  * by the primary, whichever worker the scrape reaches.
  */
@@ -242,12 +253,9 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
   const fastifyOptions: FastifyHttpOptions<Server> = {
     // Request loggers become pino children only when they log (most requests log once, after the response).
     loggerInstance: withLazyChildren(logger),
-    genReqId: genRequestId,
+    ...SERVER_BASICS,
     // The gateway logs one line per request itself (request-log.ts), not Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
-    clientErrorHandler: answerClientError,
-    // Bad percent-encoding, an over-long path parameter: answered from the catalogue too.
-    frameworkErrors: (err, _request, reply) => sendError(reply, toLlmProxyError(err)),
     // Requests that arrive on kept-alive connections while shutting down get our 503 (OpenAI shape), below.
     return503OnClosing: false,
     trustProxy: settings.trustProxy,
@@ -368,7 +376,7 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
       worker === undefined && config.metrics !== false ? configReloadsCounter(config.metrics.prefix, [app.llmMetrics.registry]) : undefined,
   })
   if (config.admin !== undefined) {
-    await setupAdmin(app, config.admin, { genReqId: genRequestId, scope: worker?.scope ?? singleProcessScope(app, () => former) })
+    await setupAdmin(app, config.admin, { server: SERVER_BASICS, scope: worker?.scope ?? singleProcessScope(app, () => former) })
   }
 
   app.get('/healthz', { config: { auth: false, rateLimit: false } }, (_request, reply) => reply.send({ status: 'ok' }))

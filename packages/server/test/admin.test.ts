@@ -5,7 +5,7 @@ import { type AddressInfo, createServer as createTcpServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
+import { type MockUpstream, rawExchange, startMockUpstream } from '@llmproxy/mock-upstream'
 import { type Dispatcher, request } from 'undici'
 import { parseConfig, type RunningGateway, redactConfig, startGateway } from '../src/index.js'
 import { logSink } from './helpers.js'
@@ -113,6 +113,29 @@ async function assertRefusalsOpenAiShaped(adminUrl: string): Promise<void> {
     param: null,
     code: 'llmproxy_body_too_large',
   })
+  // What Node or Fastify refuse before a route (and the token check) runs.
+  const cases: [string, string, number, string][] = [
+    ['malformed', 'GARBAGE\r\n\r\n', 400, 'llmproxy_malformed_request'],
+    [
+      'headers too large',
+      `GET /admin/upstreams HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`,
+      431,
+      'llmproxy_headers_too_large',
+    ],
+    [
+      'bad percent-encoding',
+      'POST /admin/upstreams/%E0%A4%A/drain HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n',
+      400,
+      'llmproxy_invalid_url',
+    ],
+  ]
+  for (const [name, raw, status, code] of cases) {
+    const response = await rawExchange(adminUrl, raw)
+    assert.match(response, new RegExp(`^HTTP/1\\.1 ${status} `), name)
+    const body = JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4)) as { error: { code: string; type: string } }
+    assert.equal(body.error.code, code, `${name}: ${response}`)
+    assert.equal(body.error.type, 'invalid_request_error', name)
+  }
 }
 
 const chatRequests = (mock: MockUpstream) => mock.requests.filter((r) => r.path === '/v1/chat/completions').length
@@ -398,7 +421,7 @@ admin: { token: "${TOKEN}" }
     }
   })
 
-  test('validation and body-limit refusals are in the OpenAI shape, as on a separate admin port', async () => {
+  test('validation, body-limit and pre-route refusals are in the OpenAI shape, as on a separate admin port', async () => {
     await assertRefusalsOpenAiShaped(h.gateway.url)
   })
 
