@@ -44,11 +44,19 @@ export class ModelTable {
   private readonly patterns: readonly AliasPattern[]
   /** For GET /v1/models: every name and alias (patterns are no model ids), in config order. */
   readonly listing: readonly { id: string; aliasOf: string | null }[]
+  /** Each route's pool, as taken from the registry (one `pool()` each): given back there when the table is replaced. */
+  readonly pools: readonly Pool[]
 
-  private constructor(byName: Map<string, ModelMatch>, patterns: AliasPattern[], listing: { id: string; aliasOf: string | null }[]) {
+  private constructor(
+    byName: Map<string, ModelMatch>,
+    patterns: AliasPattern[],
+    listing: { id: string; aliasOf: string | null }[],
+    pools: Pool[],
+  ) {
     this.byName = byName
     this.patterns = patterns
     this.listing = listing
+    this.pools = pools
   }
 
   get(name: string): ResolvedRoute | undefined {
@@ -96,20 +104,29 @@ export class ModelTable {
       string,
       { name: string; families: ReadonlySet<ApiFamily>; resume: boolean; upstreamModel: string; pool: Pool; fallbacks: ResolvedRoute[] }
     >()
-    for (const model of models) {
-      const families = new Set<ApiFamily>()
-      for (const name of model.upstreams) {
-        const upstream = upstreams.get(name)
-        if (upstream !== undefined) families.add(familyOf(upstream.protocol))
+    const pools: Pool[] = []
+    try {
+      for (const model of models) {
+        const families = new Set<ApiFamily>()
+        for (const name of model.upstreams) {
+          const upstream = upstreams.get(name)
+          if (upstream !== undefined) families.add(familyOf(upstream.protocol))
+        }
+        const pool = upstreams.pool(model.upstreams, model.strategy)
+        pools.push(pool)
+        routes.set(model.name, {
+          name: model.name,
+          families,
+          resume: model.resume !== false,
+          upstreamModel: model.upstreamModel ?? model.name,
+          pool,
+          fallbacks: [],
+        })
       }
-      routes.set(model.name, {
-        name: model.name,
-        families,
-        resume: model.resume !== false,
-        upstreamModel: model.upstreamModel ?? model.name,
-        pool: upstreams.pool(model.upstreams, model.strategy),
-        fallbacks: [],
-      })
+    } catch (err) {
+      // A route the registry refused (an unknown strategy): no table, so the pools taken for it go back.
+      for (const pool of pools) upstreams.release(pool)
+      throw err
     }
     const byName = new Map<string, ModelMatch>()
     const patterns: AliasPattern[] = []
@@ -132,7 +149,7 @@ export class ModelTable {
         listing.push({ id: alias, aliasOf: model.name })
       }
     }
-    return new ModelTable(byName, patterns, listing)
+    return new ModelTable(byName, patterns, listing, pools)
   }
 }
 

@@ -87,9 +87,13 @@ const routerPlugin: FastifyPluginAsync<RouterOptions> = async (fastify, rawOptio
   fastify.decorate('llmRouter', {
     update(next: ModelRoute[]) {
       const nextTable = checked(next)
+      const previous = table
       models = next
       table = nextTable
       catalogue = new ModelCatalogue(nextTable)
+      // The new table took its pools first (the same ones for routes whose upstreams and strategy stayed): a pool no
+      // route uses now is retired, and the requests that started on it finish there.
+      for (const pool of previous.pools) upstreams.release(pool)
     },
     models: () => models,
     abortInFlight(error: LlmProxyError) {

@@ -61,6 +61,28 @@ function fail(planner: AttemptPlanner, lease: Lease, status = 502, retryAfterMs?
   planner.failed(errors.upstreamFailed(`answered ${status}`), status === 429 ? (retryAfterMs ?? 0) : undefined)
 }
 
+test('ModelTable.build: when the registry refuses a route (an unknown strategy), the pools taken for the others go back', () => {
+  const { registry } = setup()
+  const [kept] = ModelTable.build([{ name: 'b', upstreams: ['b1'] }], registry).pools
+  assert.ok(kept)
+  assert.throws(
+    () =>
+      ModelTable.build(
+        [
+          { name: 'b', upstreams: ['b1'] },
+          { name: 'c', upstreams: ['c1'], strategy: 'nope' },
+        ],
+        registry,
+      ),
+    /Unknown balancing strategy "nope"/,
+  )
+  // Held by the tables of setup() and above only: given back by both, it is retired.
+  registry.release(kept)
+  assert.equal(kept.retired, false)
+  registry.release(kept)
+  assert.equal(kept.retired, true)
+})
+
 describe('AttemptPlanner', () => {
   test('the pool first, each upstream once, then the fallbacks in order, when no attempt is left to spare', () => {
     // 4 attempts: the pool's two, then one per fallback.

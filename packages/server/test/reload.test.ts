@@ -358,6 +358,53 @@ admin: { token: "${TOKEN}" }
   assert.equal((await inFlight).status, 200)
 })
 
+test('a pool a reload left without a route is retired: its stream in flight finishes, then only the pool in force reports panic', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-reload-pools-'))
+  const file = join(dir, 'llmproxy.yaml')
+  const a = await startMockUpstream({ defaults: { tokens: 2 } })
+  const b = await startMockUpstream({ defaults: { tokens: 2 } })
+  const config = (strategy: string) =>
+    `${configText({ a, b }, `  - { name: m, upstreams: [a, b], strategy: ${strategy} }`)}passiveHealth: { failuresToEject: 1 }\n`
+  writeFileSync(file, config('round-robin'))
+  const logs: string[] = []
+  const gateway = await startGateway(loadConfigFile(file, {}), { configFile: file, logDestination: logSink(logs) })
+  t.after(async () => {
+    await gateway.shutdown('test over')
+    await a.close()
+    await b.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const send = (mock: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+    request(`${gateway.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: chatBody('m', { mock, ...extra }),
+    })
+
+  // Started on the first pool; every strategy after it makes a new pool of the same upstreams.
+  const stream = await send({ tokens: 10, gapMs: 100 }, { stream: true })
+  assert.equal(stream.statusCode, 200)
+  for (const strategy of ['weighted', 'least-connections', 'p2c', 'latency']) {
+    writeFileSync(file, config(strategy))
+    const reloaded = await reload(gateway.url)
+    assert.deepEqual(reloaded.body.applied, ['models'], JSON.stringify(reloaded.body))
+  }
+  const text = await stream.body.text()
+  assert.ok(text.trimEnd().endsWith('data: [DONE]'), text)
+
+  // Both upstreams fail a request (one failure ejects): every pool of them would be in panic mode.
+  const failed = await send({ status: 503 })
+  await failed.body.dump()
+  assert.equal(failed.statusCode, 503)
+  const panics = logs
+    .map((line) => JSON.parse(line) as { msg: string; pool?: string[]; strategy?: string })
+    .filter((line) => line.msg.startsWith('pool in panic mode'))
+  assert.deepEqual(
+    panics.map((line) => [line.pool, line.strategy]),
+    [[['a', 'b'], 'latency']],
+  )
+})
+
 /** Starts the CLI on `file` with --port 0; resolves with its url once it listens. */
 async function startCli(file: string, onSpawn: (child: ChildProcess) => void): Promise<{ url: string; output(): string }> {
   const env = { ...process.env }

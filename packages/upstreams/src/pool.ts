@@ -15,9 +15,10 @@ export interface Pool {
    */
   readonly panic: boolean
   /**
-   * A hot reload removed one of its upstreams: the registry no longer returns it, and it queues nobody (the requests
-   * waiting in it, and an `acquire` that would wait, get null at once, for their caller to route again). It still
-   * leases the upstreams it has left, to requests that started on it.
+   * A hot reload removed one of its upstreams, or its last holder released it (`UpstreamRegistry.release`): the
+   * registry no longer returns it, and it queues nobody (the requests waiting in it, and an `acquire` that would wait,
+   * get null at once, for their caller to route again). It still leases the upstreams it has left, to requests that
+   * started on it, but no longer follows their states (nor logs panic mode).
    */
   readonly retired: boolean
   /**
@@ -55,6 +56,8 @@ interface Waiter {
 /** Called when a pool enters (true) or leaves (false) panic mode. */
 export type PanicListener = (pool: PoolImpl, panic: boolean) => void
 
+const unheard: PanicListener = () => {}
+
 /**
  * Which upstreams panic mode picks among: none (not in panic: some upstream is in service, or every one is
  * draining); the ejected and half-open ones (the unhealthy ones stay out while any upstream is not unhealthy);
@@ -75,8 +78,10 @@ export class PoolImpl implements Pool, PoolLink {
   private serving = false
   private readonly queue: Waiter[] = []
   private panicking = false
-  private readonly onPanic: PanicListener
+  private onPanic: PanicListener
   retired = false
+  /** How many times the registry's `pool()` returned it, less the `release`s of it (counted by the registry). */
+  holders = 1
 
   constructor(
     names: readonly string[],
@@ -219,9 +224,9 @@ export class PoolImpl implements Pool, PoolLink {
   }
 
   /**
-   * Hot reload removed one of the pool's upstreams (`members` are those left). Its waiters have not started: rather
-   * than wait for the upstreams left here, or fail with none left, they go back to their caller (null), which routes
-   * them by the config in force.
+   * Hot reload removed one of the pool's upstreams (`members` are those left), or nobody holds the pool any more. Its
+   * waiters have not started: rather than wait for the upstreams left here, or fail with none left, they go back to
+   * their caller (null), which routes them by the config in force.
    */
   retire(members: UpstreamNode[]): void {
     this.retired = true
@@ -231,6 +236,10 @@ export class PoolImpl implements Pool, PoolLink {
       this.detach(waiter)
       waiter.resolve(null)
     }
+    // No queue to serve and no route to report on: the upstreams forget it (the picks of requests that started on it
+    // read their states directly), and what is left of it goes with those requests.
+    for (const member of this.members) unlink(member, this)
+    this.onPanic = unheard
   }
 
   reassess(): void {

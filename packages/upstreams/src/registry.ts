@@ -91,11 +91,15 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
   /**
    * The pool of `names` balanced by `strategy`, cached: the same arguments give the same pool (and queue).
    * Throws an Error naming the problem for an empty list, a name listed twice, an unknown upstream or strategy.
+   * Each call holds the pool until a `release` of it.
    */
   pool(names: readonly string[], strategy = 'round-robin'): Pool {
-    const key = `${strategy}\n${names.join('\n')}`
+    const key = poolKey(names, strategy)
     const cached = this.pools.get(key)
-    if (cached !== undefined) return cached
+    if (cached !== undefined) {
+      cached.holders++
+      return cached
+    }
     const factory = this.strategies.get(strategy)
     if (factory === undefined) {
       throw errors.setup(`Unknown balancing strategy ${JSON.stringify(strategy)}; known: ${[...this.strategies.keys()].join(', ')}`)
@@ -112,6 +116,18 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
     const pool = new PoolImpl([...names], strategy, factory, this.members(names), this.queue, this.panicked)
     this.pools.set(key, pool)
     return pool
+  }
+
+  /**
+   * Gives back a pool `pool()` returned (once per call). When nothing holds it any more, it is retired (see
+   * Pool.retired) and forgotten: `pool()` with its arguments makes a new one. A pool a reload retired is ignored.
+   */
+  release(pool: Pool): void {
+    const key = poolKey(pool.names, pool.strategy)
+    const held = this.pools.get(key)
+    if (held !== pool || --held.holders > 0) return
+    this.pools.delete(key)
+    held.retire(this.members(held.names))
   }
 
   /** Registers a custom balancing strategy, usable by name in `pool(names, name)`. */
@@ -216,6 +232,10 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
     this.emit('state', upstream.describe(Date.now()), previous, reason)
     for (const pool of upstream.pools) pool.reassess()
   }
+}
+
+function poolKey(names: readonly string[], strategy: string): string {
+  return `${strategy}\n${names.join('\n')}`
 }
 
 function wake(upstream: UpstreamNode): void {

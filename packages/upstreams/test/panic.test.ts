@@ -96,6 +96,22 @@ describe('panic mode (passive health)', () => {
     assert.equal(snap('a')?.state, 'half-open')
   })
 
+  test('pools nobody routes to any more (released, or retired by a reload) are not reported in panic mode', () => {
+    const { registry, panicLogs } = setup(['a', 'b', 'c'])
+    const released = registry.pool(['a', 'b'])
+    const broken = registry.pool(['a', 'b', 'c'])
+    const inForce = registry.pool(['a', 'b'], 'p2c')
+    registry.release(released)
+    registry.update([config('a'), config('b')])
+    assert.deepEqual([released.retired, broken.retired, inForce.retired], [true, true, false])
+    eject(inForce, 'a')
+    eject(inForce, 'b')
+    assert.deepEqual(
+      panicLogs().map((l) => l.fields),
+      [{ pool: ['a', 'b'], strategy: 'p2c' }],
+    )
+  })
+
   test('the only upstream of a pool: ejected, it still takes every request; a success makes it healthy', () => {
     const { registry, snap } = setup(['a'])
     const pool = registry.pool(['a'])

@@ -146,6 +146,29 @@ describe('maxConcurrency and the queue', () => {
     assert.equal(registry.pool(['b']).retired, false)
   })
 
+  test('a pool goes when every pool() that returned it is released: retired, forgotten; its leases in flight end as usual', async () => {
+    const { registry, both } = setup({ timeoutMs: 60_000 })
+    assert.equal(registry.pool(['a', 'b']), both)
+    const held = [lease(both), lease(both), lease(both)]
+    const waiting = both.acquire()
+    registry.release(both)
+    assert.equal(both.retired, false, 'held by the other pool() still')
+    registry.release(both)
+    assert.equal(both.retired, true)
+    assert.equal(await waiting, null)
+    // pool() makes a new one; a slot a lease of the old one frees is the new one's to hand out.
+    const fresh = registry.pool(['a', 'b'])
+    assert.notEqual(fresh, both)
+    const next = fresh.acquire()
+    held[0]?.release({ ok: true })
+    const served = await next
+    assert.equal(served?.upstream.name, held[0]?.upstream.name)
+    // The old one still leases its upstreams, to requests that started on it (a retry).
+    held[1]?.release({ ok: true })
+    const retry = lease(both)
+    for (const l of [retry, served, held[2]]) l?.release({ ok: true })
+  })
+
   test('close rejects the waiters', async () => {
     const { solo, registry } = setup({ timeoutMs: 60_000 })
     const held = lease(solo)
