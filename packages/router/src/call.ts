@@ -215,10 +215,10 @@ export class ProxyCall implements CallHost {
     this.meter.requestBytes = payload.length
     this.attempt = attempt
     const timeouts = this.settings.timeouts
-    // The total budget bounds the wait for the first byte too, so a silent upstream costs no more than it.
-    const budgetLeft = this.settings.retry.budgetMs - (attempt.startedAt - ctx.startedAt)
-    const firstByteMs = Math.max(1, Math.min(ctx.stream ? timeouts.firstTokenMs : timeouts.responseMs, budgetLeft))
-    attempt.start(upstream.url + next.path, payload, next.query, firstByteMs)
+    // The whole wait, however much of retry.budgetMs is left: the budget says whether an attempt starts, not how long
+    // it may take (a non-streamed answer is generated before its first byte, often for minutes). Silence stays bounded:
+    // no attempt starts past the budget, and each waits this long at most.
+    attempt.start(upstream.url + next.path, payload, next.query, ctx.stream ? timeouts.firstTokenMs : timeouts.responseMs)
   }
 
   // ── what attempts report ───────────────────────────────────────────────────────────────────

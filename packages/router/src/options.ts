@@ -91,7 +91,7 @@ export const RetrySchema = Type.Object(
       minimum: 1,
       maximum: MAX_TIMER_MS,
       default: 60000,
-      description: 'No new attempt starts after this much time.',
+      description: 'No new attempt starts after this much time (one started before gets its whole firstTokenMs or responseMs).',
     }),
     backoffMs: Type.Integer({
       minimum: 0,

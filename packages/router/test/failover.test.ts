@@ -406,16 +406,42 @@ describe('bounds: attempts, total budget, backoff with jitter, Retry-After', () 
     }
   })
 
-  test('the budget bounds the total time, even when an attempt hangs (first-token timeout longer than the budget)', async () => {
+  test('an answer slower than the budget is not cut: an attempt started within it waits its whole responseMs / firstTokenMs', async () => {
+    // A non-streamed answer is generated before its first byte; the budget (60 s by default) used to cut such an answer
+    // under responseMs (600 s): a 504, its upstream work thrown away. A retry started within the budget is no different.
+    const c = await startCluster({
+      mocks: { a: { behavior: { status: 503 } }, b: { behavior: { ttftMs: 1200 } } },
+      models: [
+        { name: 'slow', upstreams: ['b'] },
+        { name: 'm', upstreams: ['a', 'b'], strategy: 'ordered' },
+      ],
+      router: { timeouts: { firstTokenMs: 5000, responseMs: 5000 }, retry: { attempts: 3, backoffMs: 50, budgetMs: 500 } },
+    })
+    try {
+      assertComplete(await send(c.url, chatBody('slow')), 'slow', 'a JSON answer taking 1.2 s, budget 0.5 s')
+      assertComplete(await send(c.url, chatBody('m', { stream: true })), 'm', 'a stream whose first token takes 1.2 s, after a 503')
+      assert.equal(generations(c.mock('a')).length, 1)
+      assert.deepEqual(
+        generations(c.mock('b')).map((r) => r.aborted),
+        [false, false],
+      )
+    } finally {
+      await c.close()
+    }
+  })
+
+  test('no attempt starts past the budget, even when the one under way outlasts it', async () => {
     const c = await startCluster({
       mocks: { a: { behavior: { fault: 'no-response' } }, b: { behavior: { fault: 'no-response' } } },
-      models: [{ name: 'm', upstreams: ['a', 'b'] }],
-      router: { timeouts: { firstTokenMs: 3000 }, retry: { attempts: 3, budgetMs: 600 } },
+      models: [{ name: 'm', upstreams: ['a', 'b'], strategy: 'ordered' }],
+      router: { timeouts: { firstTokenMs: 800 }, retry: { attempts: 3, budgetMs: 600 } },
     })
     try {
       const res = await send(c.url, chatBody('m', { stream: true }))
       assert.equal(res.status, 504, res.text)
-      assert.ok(res.ms < 2000, `retry.budgetMs is 600 ms, the client waited ${Math.round(res.ms)} ms`)
+      // Its whole firstTokenMs, then nothing more: a silent upstream costs at most the budget plus one wait.
+      assert.ok(res.ms >= 790 && res.ms < 2000, `firstTokenMs 800 ms, budget 600 ms: the client waited ${Math.round(res.ms)} ms`)
+      assert.equal(generations(c.mock('b')).length, 0)
     } finally {
       await c.close()
     }
