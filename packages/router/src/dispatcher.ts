@@ -1,5 +1,6 @@
+import type { Socket } from 'node:net'
 import { egressProxyAgent } from '@llmproxy/core'
-import { Agent, type Dispatcher } from 'undici'
+import { Agent, buildConnector, type Dispatcher, errors } from 'undici'
 import type { AttemptSignal } from './signal.js'
 import { UpstreamResponse, type UpstreamResponseData } from './upstream-response.js'
 
@@ -34,7 +35,7 @@ export class UpstreamDispatcher {
 
   constructor(connectTimeoutMs: number) {
     const options = {
-      connect: { timeout: connectTimeoutMs },
+      connect: connectorWithin(connectTimeoutMs),
       keepAliveTimeout: 30_000,
       // Idle detection between chunks is the router's (it knows first-token vs idle phases).
       bodyTimeout: 0,
@@ -86,6 +87,32 @@ export class UpstreamDispatcher {
   close(): Promise<void> {
     return this.agent.destroy()
   }
+}
+
+/** How undici's connector is called; it returns the socket it opens (lib/core/connect.js), which its types leave out. */
+type SocketConnector = (options: buildConnector.Options, callback: buildConnector.Callback) => Socket
+
+/**
+ * undici's connector on a connect timer of the router's own: undici arms `connect.timeout` on its fast timers, which
+ * tick every 0.5 s and fire a connect timeout of 100 ms after about 1 s. Only a new connection has a timer: a request
+ * on a kept-alive one costs none.
+ */
+function connectorWithin(timeoutMs: number): buildConnector.connector {
+  // 0: no timer of undici's own.
+  const connect = buildConnector({ timeout: 0 }) as unknown as SocketConnector
+  return (options, callback) => {
+    let timer: NodeJS.Timeout | undefined
+    const socket = connect(options, (...args) => {
+      clearTimeout(timer)
+      callback(...args)
+    })
+    timer = setTimeout(connectTimedOut, timeoutMs, socket, timeoutMs)
+  }
+}
+
+/** Destroyed with undici's own error, the socket fails its connect as undici's timer would (UND_ERR_CONNECT_TIMEOUT). */
+function connectTimedOut(socket: Socket, timeoutMs: number): void {
+  socket.destroy(new errors.ConnectTimeoutError(`Connect Timeout Error (timeout: ${timeoutMs}ms)`))
 }
 
 /**
