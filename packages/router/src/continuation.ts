@@ -69,7 +69,7 @@ export class Continuation {
       body = clientBody
       if (client.modelInBody) body.model = upstreamModel
     } else {
-      body = JSON.parse(convertedRequest(client.family, api, clientBody, upstreamModel, true, defaultMaxTokens).payload) as Record<
+      body = JSON.parse(convertedRequest(client.family, upstream, clientBody, upstreamModel, true, defaultMaxTokens).payload) as Record<
         string,
         unknown
       >

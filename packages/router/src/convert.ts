@@ -8,6 +8,7 @@ import {
   createDecoder,
   type EncoderOptions,
   type Endpoint,
+  familyOf,
   InvalidFieldError,
   MalformedStreamError,
   type StreamDecoder,
@@ -15,6 +16,7 @@ import {
   type StreamEvent,
   wireOf,
 } from '@llmproxy/protocols'
+import type { Upstream } from '@llmproxy/upstreams'
 import { MAX_TEXT_BYTES } from './resume.js'
 import type { ResponseTransform } from './tap.js'
 
@@ -30,29 +32,32 @@ export interface ConvertedRequest {
 }
 
 /**
- * The client's request body as the upstream's API wants it. Throws an LlmProxyError 400 naming the field when the
+ * The client's request body as `upstream`'s API wants it. Throws an LlmProxyError 400 naming the field when the
  * upstream's API cannot represent it (never a silent change of meaning).
  */
 export function convertedRequest(
   client: ApiFamily,
-  upstream: ApiFamily,
+  upstream: Upstream,
   body: Record<string, unknown>,
   upstreamModel: string,
   stream: boolean,
   defaultMaxTokens: number,
-  continueFinalMessage = false,
 ): ConvertedRequest {
+  const api = familyOf(upstream.protocol)
+  // A client's prefill on vLLM, in a first attempt or a continuation: continued only when asked (else vLLM closes the
+  // turn and starts a new one).
+  const continueFinalMessage = upstream.protocol === 'vllm' && upstream.prefill
   let converted: Record<string, unknown>
   try {
-    converted = convertRequest(client, upstream, body, { upstreamModel, stream, defaultMaxTokens, continueFinalMessage })
+    converted = convertRequest(client, api, body, { upstreamModel, stream, defaultMaxTokens, continueFinalMessage })
   } catch (err) {
     // A wrong field is the client's own mistake, whichever the upstream; the rest is what the upstream cannot take.
     if (err instanceof InvalidFieldError) throw errors.invalidRequest(err.message, { param: err.param })
     if (err instanceof ConversionError) throw errors.notConvertible(err.param, err.message)
     throw err
   }
-  const endpoint = wireOf(upstream).chat
-  const geminiStream = upstream === 'gemini' && stream
+  const endpoint = wireOf(api).chat
+  const geminiStream = api === 'gemini' && stream
   return {
     endpoint,
     path: endpoint.upstreamPath(upstreamModel, geminiStream ? 'streamGenerateContent' : 'generateContent'),

@@ -103,9 +103,7 @@ export function upstreamRequest(
       prefill: false,
     }
   }
-  // A client's prefill on vLLM: continued only when asked (else vLLM closes the turn and starts a new one).
-  const continueFinal = upstream.protocol === 'vllm' && upstream.prefill
-  const converted = convertedRequest(client.family, api, body, upstreamModel, stream, settings.defaultMaxTokens, continueFinal)
+  const converted = convertedRequest(client.family, upstream, body, upstreamModel, stream, settings.defaultMaxTokens)
   return {
     endpoint: converted.endpoint,
     path: converted.path,

@@ -93,6 +93,30 @@ describe('OpenAI-compatible pool (vLLM: prefill by continue_final_message)', () 
     assert.equal(finish, 'stop')
   })
 
+  test("a client's own prefill, cut before any text: the continuation goes on from the prefill too, nothing repeated", async () => {
+    c.reset()
+    // The client has message_start (from a's role chunk) and no text when a is cut.
+    once(c, 'a', { fault: 'cut', faultAfter: 0 })
+    const client = new Anthropic({ baseURL: c.url, apiKey: 'unused', maxRetries: 0 })
+    const message = await client.messages
+      .stream({
+        model: 'm',
+        max_tokens: 100,
+        messages: [
+          { role: 'user', content: 'hi' },
+          { role: 'assistant', content: 'lorem' },
+        ],
+      })
+      .finalMessage()
+    assert.equal(message.content[0]?.type === 'text' ? message.content[0].text : '', FULL.slice('lorem'.length))
+    assert.equal(message.stop_reason, 'end_turn')
+    const continued = generations(c.mock('b'))[0]?.body as { messages: unknown[]; continue_final_message?: boolean }
+    assert.deepEqual(continued.messages.at(-1), { role: 'assistant', content: 'lorem' })
+    assert.equal(continued.continue_final_message, true, 'asked to continue the prefill, as the first attempt was')
+    await eventually(() => c.records.length === 1, 3000, 'usage record')
+    assert.equal(c.records[0]?.resumed, true)
+  })
+
   test('a tool call partly streamed is not continued: a clean in-band error', async () => {
     c.reset()
     once(c, 'a', {
