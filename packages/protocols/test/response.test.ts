@@ -8,6 +8,7 @@ import {
   type ApiFamily,
   convertResponse,
   convertUpstreamError,
+  fromRecordUsage,
   MalformedStreamError,
   splitToolCallId,
   toRecordUsage,
@@ -469,4 +470,15 @@ test('toRecordUsage: prompt tokens include cache reads and writes, cached tokens
     reasoningTokens: 18,
   })
   assert.deepEqual(toRecordUsage({ inputTokens: 5, outputTokens: 0 }), { promptTokens: 5, completionTokens: 0, totalTokens: 5 })
+})
+
+test('fromRecordUsage: the record fields back to neutral, cache reads out of the input; cache writes, which have no field there, as input', () => {
+  const usage = { inputTokens: 20, outputTokens: 30, cacheReadTokens: 100, reasoningTokens: 18 }
+  assert.deepEqual(fromRecordUsage(toRecordUsage(usage)), usage)
+  assert.deepEqual(fromRecordUsage(toRecordUsage({ inputTokens: 20, outputTokens: 42, cacheReadTokens: 100, cacheWriteTokens: 50 })), {
+    inputTokens: 70,
+    outputTokens: 42,
+    cacheReadTokens: 100,
+  })
+  assert.deepEqual(fromRecordUsage({ promptTokens: 5, completionTokens: 0, totalTokens: 5 }), { inputTokens: 5, outputTokens: 0 })
 })

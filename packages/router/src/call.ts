@@ -1,6 +1,6 @@
 import '@fastify/reply-from'
 import { type Attempt, buildUsageRecord, errors, type LlmContext, LlmProxyError } from '@llmproxy/core'
-import { createEncoder, type EncoderOptions, type Endpoint, type StreamEncoder, wireOf } from '@llmproxy/protocols'
+import { createEncoder, type EncoderOptions, type Endpoint, fromRecordUsage, type StreamEncoder, wireOf } from '@llmproxy/protocols'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { UpstreamAttempt } from './attempt.js'
@@ -332,11 +332,14 @@ export class ProxyCall implements CallHost {
       if (point === null) return false
       text = point.text
       events = point.events
-      // The client's encoder takes over where the same-format stream stopped: its id, its open text block.
+      // The client's encoder takes over where the same-format stream stopped: its id, its open text block, and the
+      // usage this part reported, which the usage the client sees at the end adds up with the continuation's.
       const options = { ...this.encoderOptions }
       if (point.id !== undefined) options.id = point.id
       if (point.model !== undefined) options.model = point.model
-      this.encoder = createEncoder(this.endpoint.family, options, point.resume)
+      const reported = this.meter.reader?.result() ?? null
+      const resume = point.resume === undefined || reported === null ? point.resume : { ...point.resume, usage: fromRecordUsage(reported) }
+      this.encoder = createEncoder(this.endpoint.family, options, resume)
     }
     // What it generated counts (billing truth), and it failed, as far as passive health is concerned (a replay
     // that did not match is no failure of the upstream's: it sampled differently).

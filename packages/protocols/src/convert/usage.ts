@@ -15,6 +15,21 @@ export function toRecordUsage(usage: NeutralUsage): Usage {
 }
 
 /**
+ * The usage record's token fields → neutral (the reverse of {@link toRecordUsage}): what an upstream reported, as
+ * `UsageExtractor` reads it from any format, for an encoder to add up. The record counts cache writes as prompt
+ * tokens without a field of their own: they come back as input.
+ */
+export function fromRecordUsage(usage: Usage): NeutralUsage {
+  const neutral: NeutralUsage = {
+    inputTokens: Math.max(0, usage.promptTokens - (usage.cachedTokens ?? 0)),
+    outputTokens: usage.completionTokens,
+  }
+  if (usage.cachedTokens !== undefined) neutral.cacheReadTokens = usage.cachedTokens
+  if (usage.reasoningTokens !== undefined) neutral.reasoningTokens = usage.reasoningTokens
+  return neutral
+}
+
+/**
  * OpenAI `usage` → neutral. `prompt_tokens` includes cached tokens (`prompt_tokens_details.cached_tokens`)
  * and, where an OpenAI-compatible server reports them (OpenRouter), cache writes (`cache_write_tokens`).
  */
