@@ -29,6 +29,10 @@ const SERIAL = new Map([
   ['packages/router/test/abort.test.ts', 'the upstream must be released at once (under 500 ms) on a client abort'],
   ['packages/router/test/failover.test.ts', 'Retry-After holds, budgets and recovery are checked against the clock'],
   ['packages/router/test/retry-order.test.ts', 'a failover must finish within 1 s'],
+  [
+    'packages/router/test/slow-clients.test.ts',
+    'a stalled client is cut clientStallMs after its last read, measured from the upstream side',
+  ],
   ['packages/router/test/streaming.test.ts', 'each chunk must reach the client before the upstream sends the next'],
   ['packages/mock-upstream/test/timing.test.ts', "checks the mock's own delays against the clock"],
   ['packages/server/test/server.test.ts', 'its server has 300/600 ms header/request timeouts (slow clients): a busy machine trips them'],
