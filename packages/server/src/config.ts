@@ -16,7 +16,7 @@ import {
   UpstreamConfigSchema,
 } from '@llmproxy/upstreams'
 import { UsageOptionsSchema } from '@llmproxy/usage'
-import { parse as parseYaml, YAMLError } from 'yaml'
+import { isCollection, isMap, isNode, isScalar, isSeq, LineCounter, type Node, parseDocument, YAMLError } from 'yaml'
 import { checkDependencies, enableKeyLimits } from './config-dependencies.js'
 
 export const ServerSettingsSchema = Type.Object(
@@ -156,8 +156,9 @@ export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, path: str
 }
 
 /**
- * Where a YAML/JSON syntax error is and what it is, without the excerpt of the file the parser quotes: that line may
- * hold a literal secret, and this message is printed by `llmproxy check`, logged and returned by a failed reload.
+ * Where a YAML/JSON syntax error (or a warning) is and what it is, without the excerpt of the file the parser quotes:
+ * that line may hold a literal secret, and this message is printed by `llmproxy check`, logged and returned by a failed
+ * reload.
  */
 function syntaxProblem(err: unknown): string {
   // Not a syntax error (an unresolved alias): its message names no value.
@@ -166,6 +167,62 @@ function syntaxProblem(err: unknown): string {
   // The message is "<problem> at line L, column C:\n\n<excerpt>": keep the problem only.
   const problem = err.message.split(' at line ')[0]?.split('\n')[0] ?? err.code
   return `${at === undefined ? '' : `line ${at.line}, column ${at.col}: `}${problem} (${err.code})`
+}
+
+/**
+ * The yaml library's warnings that are refused: the value it reads is not the one written, since a tag it cannot apply
+ * is dropped (`apiKey: !secret name` would be the key "name"; `!vault`, `!env`, `!!int` on a non-number alike). The
+ * others leave the values as written and are ignored: an unknown `%` directive (YAML says to ignore it), an anchor or
+ * alias whose name ends in `:` (YAML reads the colon as part of the name; a mismatch fails as an unresolved alias), a
+ * flow collection closed at its parent's indent.
+ */
+const REFUSED_YAML_WARNINGS: ReadonlySet<string> = new Set(['TAG_RESOLVE_FAILED', 'BAD_COLLECTION_TYPE'])
+
+/** Each node of a YAML document with its config path (`/upstreams/0/apiKey`), in document order, parents first. */
+function* nodesWithPaths(node: unknown, path: string): Generator<[Node, string]> {
+  if (!isNode(node)) return
+  yield [node, path]
+  if (isMap(node)) {
+    for (const pair of node.items) {
+      const keyPath = isCollection(pair.key) ? path : `${path}/${String(isScalar(pair.key) ? pair.key.value : pair.key)}`
+      yield* nodesWithPaths(pair.key, keyPath)
+      yield* nodesWithPaths(pair.value, keyPath)
+    }
+  } else if (isSeq(node)) {
+    for (const [i, item] of node.items.entries()) yield* nodesWithPaths(item, `${path}/${i}`)
+  }
+}
+
+/**
+ * Parses the YAML (or JSON) text, throwing its first syntax error. What the library warns of is returned as problems
+ * (line, column and path, never the value) or ignored, never printed: its warning quotes the line, which may hold a
+ * literal secret, and went to stderr by `process.emitWarning`.
+ */
+function readYaml(text: string): { raw: unknown; problems: ConfigProblem[] } {
+  const lineCounter = new LineCounter()
+  // merge: YAML 1.1 merge keys (`<<: *defaults`), which operators copy from other tools' configs.
+  // logLevel 'error': errors still reach doc.errors, nothing is printed ('silent' would drop the errors too).
+  const doc = parseDocument(text, { prettyErrors: true, merge: true, logLevel: 'error', lineCounter })
+  const [error] = doc.errors
+  if (error !== undefined) throw error
+  const nodes = [...nodesWithPaths(doc.contents, '')]
+  const problems: ConfigProblem[] = []
+  for (const warning of doc.warnings) {
+    if (!REFUSED_YAML_WARNINGS.has(warning.code)) continue
+    // The tag's node is the first to start after it.
+    const path = nodes.find(([node]) => (node.range?.[0] ?? -1) >= warning.pos[1])?.[1] ?? ''
+    problems.push({ path, message: `${syntaxProblem(warning)}: write the value without the tag (a secret as "\${NAME}")` })
+  }
+  // toJS would turn such a key into a string of its YAML ("[ team, a ]"), which a headers or metadata map takes.
+  for (const [node, path] of nodes) {
+    if (!isMap(node)) continue
+    for (const pair of node.items) {
+      if (!isCollection(pair.key)) continue
+      const at = lineCounter.linePos(pair.key.range?.[0] ?? 0)
+      problems.push({ path, message: `line ${at.line}, column ${at.col}: a key must be a name, not a list or a mapping` })
+    }
+  }
+  return { raw: problems.length > 0 ? null : doc.toJS(), problems }
 }
 
 /** Paths the gateway serves itself: `/healthz`, `/readyz`, and everything under its API and admin prefixes. */
@@ -215,13 +272,14 @@ function trustProxyProblems(trustProxy: Config['server']['trustProxy']): ConfigP
 
 /** Parses, interpolates and validates a config document; throws a ConfigError listing every problem. */
 export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = process.env): Config {
-  let raw: unknown
+  let read: ReturnType<typeof readYaml>
   try {
-    // merge: YAML 1.1 merge keys (`<<: *defaults`), which operators copy from other tools' configs.
-    raw = parseYaml(text, { prettyErrors: true, merge: true })
+    read = readYaml(text)
   } catch (err) {
     throw new ConfigError(`config ${source}`, [{ path: '', message: `not valid YAML or JSON: ${syntaxProblem(err)}` }])
   }
+  if (read.problems.length > 0) throw new ConfigError(`config ${source}`, read.problems)
+  const raw = read.raw
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(`config ${source}`, [{ path: '', message: 'must be a mapping (an object) of settings' }])
   }

@@ -263,6 +263,42 @@ test('YAML merge keys work: one upstream written once, the next ones from it', (
   )
 })
 
+test('a YAML tag LLMProxy cannot apply is refused at its path and line, never quoting the value', () => {
+  const secret = 'sk-tagged-secret-0047'
+  const problems = problemsOf(`upstreams:
+  - { name: a, url: "http://127.0.0.1:8000", protocol: openai, apiKey: !secret ${secret} }
+models: [{ name: m, upstreams: [a] }]
+auth:
+  keys:
+    - id: k
+      key: !!int ${secret}
+    - { id: l, key: "sk-other-key-0048", metadata: !!set [team] }
+`)
+  const fix = `write the value without the tag (a secret as "\${NAME}")`
+  assert.deepEqual(problems, [
+    { path: '/upstreams/0/apiKey', message: `line 2, column 72: Unresolved tag: !secret (TAG_RESOLVE_FAILED): ${fix}` },
+    { path: '/auth/keys/0/key', message: `line 7, column 12: Unresolved tag: tag:yaml.org,2002:int (TAG_RESOLVE_FAILED): ${fix}` },
+    {
+      path: '/auth/keys/1/metadata',
+      message: `line 8, column 52: tag:yaml.org,2002:set used for seq collection, but expects map (BAD_COLLECTION_TYPE): ${fix}`,
+    },
+  ])
+  assert.ok(!JSON.stringify(problems).includes(secret), JSON.stringify(problems))
+  // The tags the parser applies still work.
+  assert.equal(parseConfig(`${minimal}server: { port: !!int "9090", host: !!str 127.0.0.1 }\n`, 'test.yaml', {}).server.port, 9090)
+})
+
+test('a mapping or a list as a key is refused, not turned into a string key', () => {
+  assert.deepEqual(
+    problemsOf(`${minimal}auth:\n  keys:\n    - id: k\n      key: sk-key-0049\n      metadata:\n        ? [team, a]\n        : x\n`),
+    [{ path: '/auth/keys/0/metadata', message: 'line 11, column 11: a key must be a name, not a list or a mapping' }],
+  )
+})
+
+test('a YAML directive the parser does not know is ignored, as YAML says', () => {
+  assert.equal(parseConfig(`%UNKNOWN directive\n---\n${minimal}`, 'test.yaml', {}).models[0]?.name, 'qwen-7b')
+})
+
 test('invalid YAML and non-mapping documents get a clear error', () => {
   assert.match(problemsOf('upstreams: [')[0]?.message ?? '', /not valid YAML/)
   assert.match(problemsOf('- a\n- b')[0]?.message ?? '', /must be a mapping/)

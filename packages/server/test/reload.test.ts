@@ -502,6 +502,77 @@ test('llmproxy check and a failed start print the line and the problem of a brok
   }
 })
 
+test('a YAML tag on a secret (!secret, !vault, !!int): check, start and reload refuse it at its place, and never print the secret', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-tags-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const upstreamKey = 'sk-tagged-upstream-key-0044'
+  const clientKey = 'sk-tagged-client-key-0045'
+  const secrets = [upstreamKey, clientKey, TOKEN]
+  // The yaml library printed each tagged line to stderr (process.emitWarning) and read `!secret x` as "x".
+  const config = (tags: [string, string, string]) => `server: { host: 127.0.0.1, port: 0 }
+upstreams:
+  - name: a
+    url: http://127.0.0.1:9
+    protocol: openai
+    apiKey: ${tags[0]} ${upstreamKey}
+models: [{ name: m, upstreams: [a] }]
+healthChecks: { enabled: false }
+auth:
+  keys:
+    - { id: team-a, key: ${tags[1]} ${clientKey} }
+admin: { token: ${tags[2]} ${TOKEN} }
+`
+  const expected = [
+    /\/upstreams\/0\/apiKey: line 6, column 13: Unresolved tag: !secret \(TAG_RESOLVE_FAILED\)/,
+    /\/auth\/keys\/0\/key: line 11, column 26: Unresolved tag: !vault \(TAG_RESOLVE_FAILED\)/,
+    /\/admin\/token: line 12, column 17: Unresolved tag: tag:yaml.org,2002:int \(TAG_RESOLVE_FAILED\)/,
+  ]
+  const file = join(dir, 'tagged.yaml')
+  writeFileSync(file, config(['!secret', '!vault', '!!int']))
+  const env = { ...process.env }
+  delete env.NODE_TEST_CONTEXT
+  for (const args of [
+    ['check', '--config', file],
+    ['--config', file, '--port', '0'],
+  ]) {
+    const run = spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', ...args], {
+      cwd: REPO_ROOT,
+      env,
+      encoding: 'utf8',
+      timeout: 60_000,
+    })
+    const output = `${run.stdout}${run.stderr}`
+    assert.equal(run.status, 1, output)
+    for (const problem of expected) assert.match(output, problem)
+    assert.deepEqual(
+      secrets.filter((secret) => output.includes(secret)),
+      [],
+      output,
+    )
+  }
+
+  writeFileSync(file, config(['', '', '']))
+  let child: ChildProcess | undefined
+  const cli = await startCli(file, (c) => {
+    child = c
+  })
+  t.after(() => stopChild(child as ChildProcess))
+  writeFileSync(file, config(['!secret', '!vault', '!!int']))
+  const res = await reload(cli.url)
+  assert.equal(res.status, 400, JSON.stringify(res.body))
+  assert.deepEqual(
+    res.body.problems?.map((p) => p.path),
+    ['/upstreams/0/apiKey', '/auth/keys/0/key', '/admin/token'],
+  )
+  for (const [i, p] of (res.body.problems ?? []).entries()) assert.match(`${p.path}: ${p.message}`, expected[i] as RegExp)
+  await until(() => cli.output().includes('config reload failed'), 'the failed reload', cli.output)
+  assert.deepEqual(
+    secrets.filter((secret) => `${JSON.stringify(res.body)}${cli.output()}`.includes(secret)),
+    [],
+    cli.output(),
+  )
+})
+
 describe('SIGHUP', () => {
   let dir: string
   let a: MockUpstream
