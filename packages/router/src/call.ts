@@ -361,7 +361,11 @@ export class ProxyCall implements CallHost {
   /** The resume tap for a same-format stream that may be continued if cut (null: it would not be). */
   resumeTapFor(attempt: UpstreamAttempt): ResumeTap | null {
     if (!this.planner.primaryResumes || !this.endpoint.convertible || this.continuation !== null) return null
-    return attempt.transform instanceof EventAligner ? new ResumeTap(this.endpoint.family) : null
+    if (!(attempt.transform instanceof EventAligner)) return null
+    // Several choices (`n`, `candidateCount`) interleave in one stream: a continuation goes on with one answer, from one
+    // text. Such a stream cut ends with the in-band error.
+    if (wireOf(this.endpoint.family).outputCap(this.body, this.endpoint.path).choices > 1) return null
+    return new ResumeTap(this.endpoint.family)
   }
 
   /** A committed JSON body failed: the connection is cut, so the answer cannot look complete. */

@@ -217,3 +217,53 @@ test('a client that reads slowly is not taken for a silent upstream', async () =
     await g.close()
   }
 })
+
+test('a stream of several choices (n, candidateCount) cut mid-way is not continued: their texts interleave, the in-band error', async () => {
+  const choice = (index: number, content: string) =>
+    `data: ${JSON.stringify({ id: 'up1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index, delta: { content }, finish_reason: null }] })}\n\n`
+  const candidate = (index: number, t: string) =>
+    `data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: t }], role: 'model' }, index }], modelVersion: 'm', responseId: 'r1' })}\r\n\r\n`
+  const cases = [
+    {
+      protocol: 'vllm' as const,
+      first: choice(0, 'Cats ') + choice(1, 'Dogs ') + choice(0, 'are '),
+      path: '/v1/chat/completions',
+      body: { model: 'm', stream: true, n: 2, messages: [{ role: 'user', content: 'hi' }] },
+      error: /event: error\ndata: \{"error":\{[^\n]*"code":"llmproxy_upstream_error"/,
+    },
+    {
+      protocol: 'gemini' as const,
+      first: candidate(0, 'Cats ') + candidate(1, 'Dogs ') + candidate(0, 'are '),
+      path: '/v1beta/models/m:streamGenerateContent?alt=sse',
+      body: { contents: [{ role: 'user', parts: [{ text: 'hi' }] }], generationConfig: { candidateCount: 2 } },
+      error: /data: \{"error":\{"code":502/,
+    },
+  ]
+  for (const { protocol, first, path, body, error } of cases) {
+    const a = upstream('a', protocol, async (res) => {
+      sse(res)
+      res.write(first)
+      await sleep(20)
+      res.socket?.destroy()
+    })
+    const b = upstream('b', protocol, (res) => {
+      sse(res)
+      res.end('')
+    })
+    const g = await scripted([a, b], [{ name: 'm', upstreams: ['a', 'b'], strategy: 'ordered' }], fast)
+    try {
+      const res = await fetch(`${g.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+      const raw = await res.text()
+      assert.match(raw, error, protocol)
+      assert.ok(!raw.includes('[DONE]'))
+      assert.equal(b.bodies.length, 0, `${protocol}: not continued`)
+      assert.equal(g.records[0]?.resumed, false)
+    } finally {
+      await g.close()
+    }
+  }
+})
