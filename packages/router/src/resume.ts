@@ -210,8 +210,9 @@ export class ResumeTap {
       if (length <= SHORT_COPY) for (let i = 0, at = this.bytes; i < length; i++) text[at + i] = data[from + i] as number
       else data.copy(text, this.bytes, from, to)
       this.bytes = total
+      // An empty value (the role chunk's `"content":""`) is no generated token: the continuation's cap counts these.
+      this.events++
     }
-    this.events++
   }
 
   /** The first event: the id, model and creation time the client saw (parsed once, when a continuation asks). */

@@ -267,3 +267,28 @@ test('a stream of several choices (n, candidateCount) cut mid-way is not continu
     }
   }
 })
+
+test("a capped answer continued from an OpenAI-format stream: the continuation's cap is the tokens not generated yet", async () => {
+  const a = upstream('a', 'vllm', async (res) => {
+    sse(res)
+    res.write(role + text('lorem ') + text('ipsum ') + text('dolor '))
+    await sleep(20)
+    res.socket?.destroy()
+  })
+  const b = upstream('b', 'vllm', (res) => {
+    sse(res)
+    res.end(role + text('sit amet consectetur ') + finish('length') + DONE)
+  })
+  const g = await scripted([a, b], [{ name: 'm', upstreams: ['a', 'b'], strategy: 'ordered' }], fast)
+  try {
+    const res = await fetch(`${g.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', stream: true, max_tokens: 6, messages: [{ role: 'user', content: 'hi' }] }),
+    })
+    assert.equal(answerOf(await res.text()).content, 'lorem ipsum dolor sit amet consectetur ')
+    assert.equal((JSON.parse(b.bodies[0] ?? '{}') as { max_tokens?: number }).max_tokens, 3)
+  } finally {
+    await g.close()
+  }
+})

@@ -40,3 +40,10 @@ test('a delta that is not text alone (a tool call) makes the stream not continua
   tap.push(Buffer.from(chunk('{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":""}}]}')))
   assert.equal(tap.point(), null)
 })
+
+test("the role chunk's empty content is no text event: the events are the tokens generated (a continuation's cap)", () => {
+  const tap = new ResumeTap('openai')
+  tap.push(Buffer.from(chunk('{"role":"assistant","content":""}') + chunk('{"content":"a"}') + chunk('{"content":"b"}')))
+  tap.push(Buffer.from(chunk('{"content":"c"}')))
+  assert.equal(tap.point()?.events, 3)
+})
