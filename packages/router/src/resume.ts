@@ -29,12 +29,16 @@ export interface ResumePoint {
   readonly resume: EncoderResume | undefined
 }
 
-/** Keys whose presence makes a stream not continuable: tool calls, reasoning (neither can be prefilled). */
+/**
+ * Keys whose presence makes a stream not continuable: tool calls, reasoning (neither can be prefilled). One whose value
+ * is null is absent: OpenAI-compatible shims in Python write every field of a delta (`"tool_calls":null`).
+ */
 const NOT_TEXT: Record<ApiFamily, ByteNeedle[]> = {
-  openai: ['"tool_calls"', '"function_call"', '"reasoning_content":"', '"reasoning":"', '"refusal":"'].map((n) => new ByteNeedle(n)),
+  openai: ['"tool_calls"', '"function_call"', '"reasoning_content"', '"reasoning"', '"refusal"'].map((n) => new ByteNeedle(n)),
   anthropic: ['"tool_use"', '"thinking"', '"redacted_thinking"', '"server_tool_use"'].map((n) => new ByteNeedle(n)),
   gemini: ['"functionCall"', '"thought"', '"executableCode"', '"inlineData"'].map((n) => new ByteNeedle(n)),
 }
+const NULL = new ByteNeedle('null')
 /** The key whose string value is answer text, per API. */
 const TEXT_KEY: Record<ApiFamily, ByteNeedle> = {
   openai: new ByteNeedle('"content"'),
@@ -160,7 +164,7 @@ export class ResumeTap {
       }
     }
     for (const needle of NOT_TEXT[this.family]) {
-      if (needle.indexIn(data, start, end) !== -1) {
+      if (present(needle, data, start, end)) {
         this.continuable = false
         return
       }
@@ -248,18 +252,33 @@ export class ResumeTap {
   }
 }
 
-/** After a key (just past its closing quote): `: "…"` → the string's escaped content [start, end), or null. */
-function stringValueAfterKey(data: Buffer, from: number, end: number): [number, number] | null {
+/** After a key (just past its closing quote): where its value begins, past `:` and blanks, or -1. */
+function valueAfterKey(data: Buffer, from: number, end: number): number {
   let pos = from
   while (pos < end && data[pos] !== COLON) {
-    if (data[pos] !== 0x20 && data[pos] !== 0x09) return null
+    if (data[pos] !== 0x20 && data[pos] !== 0x09) return -1
     pos++
   }
   pos++
   while (pos < end && (data[pos] === 0x20 || data[pos] === 0x09)) pos++
-  if (data[pos] !== QUOTE) return null
+  return pos < end ? pos : -1
+}
+
+/** After a key (just past its closing quote): `: "…"` → the string's escaped content [start, end), or null. */
+function stringValueAfterKey(data: Buffer, from: number, end: number): [number, number] | null {
+  const pos = valueAfterKey(data, from, end)
+  if (pos === -1 || data[pos] !== QUOTE) return null
   const close = closingQuote(data, pos + 1, end)
   return close === -1 ? null : [pos + 1, close]
+}
+
+/** Whether `needle` is in [start, end), other than as a key whose value is null. */
+function present(needle: ByteNeedle, data: Buffer, start: number, end: number): boolean {
+  for (let at = needle.indexIn(data, start, end); at !== -1; at = needle.indexIn(data, at + needle.length, end)) {
+    const value = valueAfterKey(data, at + needle.length, end)
+    if (value === -1 || !NULL.isAt(data, value)) return true
+  }
+  return false
 }
 
 /**

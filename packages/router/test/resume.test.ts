@@ -47,3 +47,17 @@ test("the role chunk's empty content is no text event: the events are the tokens
   tap.push(Buffer.from(chunk('{"content":"c"}')))
   assert.equal(tap.point()?.events, 3)
 })
+
+test('null fields in a delta (Python shims write every field) are no tool call: the stream stays continuable', () => {
+  const tap = new ResumeTap('openai')
+  const nulls = '"role":null,"function_call":null,"refusal":null,"tool_calls": null,"reasoning_content":null,"audio":null'
+  tap.push(Buffer.from(chunk(`{"content":"lorem ",${nulls}}`) + chunk(`{"content":"ipsum ",${nulls}}`)))
+  assert.equal(tap.point()?.text, 'lorem ipsum ')
+  // A tool call after a null in the same delta is still one.
+  tap.push(Buffer.from(chunk('{"content":null,"function_call":null,"tool_calls":[{"index":0,"id":"call_1"}]}')))
+  assert.equal(tap.point(), null)
+  // Reasoning is, however the JSON is spaced.
+  const spaced = new ResumeTap('openai')
+  spaced.push(Buffer.from(chunk('{"content": null, "reasoning_content": "hmm"}')))
+  assert.equal(spaced.point(), null)
+})
