@@ -39,16 +39,17 @@ const NOT_TEXT: Record<ApiFamily, ByteNeedle[]> = {
   gemini: ['"functionCall"', '"thought"', '"executableCode"', '"inlineData"'].map((n) => new ByteNeedle(n)),
 }
 const NULL = new ByteNeedle('null')
-/** The key whose string value is answer text, per API. */
-const TEXT_KEY: Record<ApiFamily, ByteNeedle> = {
-  openai: new ByteNeedle('"content"'),
-  anthropic: new ByteNeedle('"text_delta"'),
-  gemini: new ByteNeedle('"text"'),
-}
-const ANTHROPIC_TEXT = new ByteNeedle('"text"')
+/** Where answer text is: OpenAI's delta `"content"`, Anthropic's `"text"` after `"text_delta"`, each Gemini part's `"text"`. */
+const CONTENT = new ByteNeedle('"content"')
+const TEXT_DELTA_TYPE = new ByteNeedle('"text_delta"')
+const TEXT = new ByteNeedle('"text"')
+const PARTS = new ByteNeedle('"parts"')
 /** An OpenAI delta whose first key is its content: with the object closing right after the string, a plain text delta. */
 const TEXT_DELTA = new ByteNeedle('"delta":{"content":"', '{')
+const OPEN_BRACE = 0x7b
 const CLOSE_BRACE = 0x7d
+const OPEN_BRACKET = 0x5b
+const CLOSE_BRACKET = 0x5d
 const BLOCK_START = new ByteNeedle('"content_block_start"')
 const BLOCK_STOP = new ByteNeedle('"content_block_stop"')
 
@@ -173,24 +174,54 @@ export class ResumeTap {
       this.trackBlocks(data, start, end)
       return
     }
+    if (this.family === 'gemini') {
+      this.keepParts(data, start, end)
+      return
+    }
     const value = this.textValue(data, start, end)
     if (value !== null) this.keep(data, value[0], value[1])
   }
 
-  /** The escaped text value of the line's text key, [start, end) of its string, or null. */
+  /** The escaped text value of an OpenAI delta's content or an Anthropic text delta, [start, end) of its string, or null. */
   private textValue(data: Buffer, start: number, end: number): [number, number] | null {
-    const key = TEXT_KEY[this.family]
-    let at = key.indexIn(data, start, end)
-    if (at === -1) return null
     if (this.family === 'anthropic') {
       // `"type":"text_delta","text":"…"`: the value is that of the "text" key after the marker.
-      at = ANTHROPIC_TEXT.indexIn(data, at + key.length, end)
-      if (at === -1) return null
-      at += ANTHROPIC_TEXT.length
-    } else {
-      at += key.length
+      const marker = TEXT_DELTA_TYPE.indexIn(data, start, end)
+      if (marker === -1) return null
+      const at = TEXT.indexIn(data, marker + TEXT_DELTA_TYPE.length, end)
+      return at === -1 ? null : stringValueAfterKey(data, at + TEXT.length, end)
     }
-    return stringValueAfterKey(data, at, end)
+    const at = CONTENT.indexIn(data, start, end)
+    return at === -1 ? null : stringValueAfterKey(data, at + CONTENT.length, end)
+  }
+
+  /**
+   * Gemini: the text of every part of the candidate's content, in order (a chunk may hold several; `.text` joins them).
+   * The parts array is walked to its end, its strings skipped whole: only a part's own "text" key is answer text.
+   */
+  private keepParts(data: Buffer, start: number, end: number): void {
+    const key = PARTS.indexIn(data, start, end)
+    if (key === -1) return
+    let pos = valueAfterKey(data, key + PARTS.length, end)
+    if (pos === -1 || data[pos] !== OPEN_BRACKET) return
+    // 1: in the parts array; 2: in one part.
+    let depth = 0
+    for (; pos < end; pos++) {
+      const byte = data[pos]
+      if (byte === QUOTE) {
+        if (depth === 2 && TEXT.isAt(data, pos)) {
+          const value = stringValueAfterKey(data, pos + TEXT.length, end)
+          if (value !== null) {
+            this.keep(data, value[0], value[1])
+            pos = value[1]
+            continue
+          }
+        }
+        pos = closingQuote(data, pos + 1, end)
+        if (pos === -1) return
+      } else if (byte === OPEN_BRACE || byte === OPEN_BRACKET) depth++
+      else if ((byte === CLOSE_BRACE || byte === CLOSE_BRACKET) && --depth === 0) return
+    }
   }
 
   /** Keeps the escaped bytes [from, to) of a text value, byte for byte (decoded once, if ever needed). */

@@ -292,3 +292,32 @@ test("a capped answer continued from an OpenAI-format stream: the continuation's
     await g.close()
   }
 })
+
+test('a Gemini stream cut after a chunk of several text parts is continued from all of them, in order', async () => {
+  const event = (parts: { text: string }[], finish?: string) =>
+    `data: ${JSON.stringify({ candidates: [{ content: { parts, role: 'model' }, index: 0, ...(finish ? { finishReason: finish } : {}) }], modelVersion: 'm', responseId: 'r1' })}\r\n\r\n`
+  const a = upstream('a', 'gemini', async (res) => {
+    sse(res)
+    res.write(event([{ text: 'lorem ' }, { text: 'ipsum ' }]) + event([{ text: 'dolor ' }]))
+    await sleep(20)
+    res.socket?.destroy()
+  })
+  const b = upstream('b', 'gemini', (res) => {
+    sse(res)
+    res.end(event([{ text: 'sit amet' }], 'STOP'))
+  })
+  const g = await scripted([a, b], [{ name: 'm', upstreams: ['a', 'b'], strategy: 'ordered' }], fast)
+  try {
+    const res = await fetch(`${g.url}/v1beta/models/m:streamGenerateContent?alt=sse`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }),
+    })
+    assert.ok(!(await res.text()).includes('"error"'))
+    const sent = JSON.parse(b.bodies[0] ?? '{}') as { contents: { role: string; parts: { text: string }[] }[] }
+    assert.deepEqual(sent.contents.at(-1), { role: 'model', parts: [{ text: 'lorem ipsum dolor ' }] })
+    assert.equal(g.records[0]?.resumed, true)
+  } finally {
+    await g.close()
+  }
+})

@@ -61,3 +61,21 @@ test('null fields in a delta (Python shims write every field) are no tool call: 
   spaced.push(Buffer.from(chunk('{"content": null, "reasoning_content": "hmm"}')))
   assert.equal(spaced.point(), null)
 })
+
+test('a Gemini chunk of several parts: the text of every part, in order, and nothing from outside the parts', () => {
+  const event = (parts: unknown[], extra: Record<string, unknown> = {}) =>
+    `data: ${JSON.stringify({ candidates: [{ content: { parts, role: 'model' }, index: 0, ...extra }], modelVersion: 'g', responseId: 'r1' })}\r\n\r\n`
+  const tap = new ResumeTap('gemini')
+  tap.push(Buffer.from(event([{ text: 'lorem ' }, { text: 'ipsum "text": ' }])))
+  // Google's spacing, a part with a key besides its text, an empty part; grounding text is no answer text.
+  tap.push(
+    Buffer.from(
+      'data: {"candidates": [{"content": {"parts": [{"text": "dolor "}, {"thoughtSignature": "c2ln", "text": "sit"}, {"text": ""}],"role": "model"}',
+    ),
+  )
+  tap.push(Buffer.from(',"index": 0}]}\r\n\r\n'))
+  tap.push(Buffer.from(event([{ text: ' amet' }], { groundingMetadata: { groundingSupports: [{ segment: { text: 'a source' } }] } })))
+  const point = tap.point()
+  assert.equal(point?.text, 'lorem ipsum "text": dolor sit amet')
+  assert.equal(point?.events, 5)
+})
