@@ -303,9 +303,13 @@ function stringValueAfterKey(data: Buffer, from: number, end: number): [number, 
   return close === -1 ? null : [pos + 1, close]
 }
 
-/** Whether `needle` is in [start, end), other than as a key whose value is null. */
+/**
+ * Whether `needle` is in [start, end) as JSON, other than as a key whose value is null. Escaped, it is inside a string:
+ * answer text that quotes `"thought"` or `"tool_calls"` is no such key.
+ */
 function present(needle: ByteNeedle, data: Buffer, start: number, end: number): boolean {
   for (let at = needle.indexIn(data, start, end); at !== -1; at = needle.indexIn(data, at + needle.length, end)) {
+    if (at > start && data[at - 1] === BACKSLASH) continue
     const value = valueAfterKey(data, at + needle.length, end)
     if (value === -1 || !NULL.isAt(data, value)) return true
   }

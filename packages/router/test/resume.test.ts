@@ -62,6 +62,18 @@ test('null fields in a delta (Python shims write every field) are no tool call: 
   assert.equal(spaced.point(), null)
 })
 
+test('answer text that quotes a tool call or thought key is text: the stream stays continuable', () => {
+  const openai = new ResumeTap('openai')
+  // A shim's delta (no plain-text shape) whose text ends with a quoted key's start: `\"tool_calls"` is the escaped quote,
+  // the key's letters and the string's end.
+  openai.push(Buffer.from(chunk(`{"content":${JSON.stringify('use "tool_calls')},"tool_calls":null}`)))
+  assert.equal(openai.point()?.text, 'use "tool_calls')
+  const gemini = new ResumeTap('gemini')
+  const part = JSON.stringify({ candidates: [{ content: { parts: [{ text: 'set "thought' }], role: 'model' }, index: 0 }] })
+  gemini.push(Buffer.from(`data: ${part}\r\n\r\n`))
+  assert.equal(gemini.point()?.text, 'set "thought')
+})
+
 test('a Gemini chunk of several parts: the text of every part, in order, and nothing from outside the parts', () => {
   const event = (parts: unknown[], extra: Record<string, unknown> = {}) =>
     `data: ${JSON.stringify({ candidates: [{ content: { parts, role: 'model' }, index: 0, ...extra }], modelVersion: 'g', responseId: 'r1' })}\r\n\r\n`
