@@ -17,12 +17,35 @@ export class UsageMeter {
   total: Usage | null = null
   /** Some part of the total is an estimate. */
   estimated = false
+  /** The current attempt's upstream API. */
+  private protocol: Protocol = 'openai'
+  /**
+   * The current attempt's usage reports read before the chunk of its stream's terminator where that does not end the
+   * stream (Gemini's finishReason), or of an in-band failure (-1: neither came). See `reportedAtTerminator`.
+   */
+  private reportsBeforeTerminator = -1
 
   /** A new attempt's answer starts: its own reader. */
   startAnswer(protocol: Protocol): UsageExtractor {
     this.responseBytes = 0
+    this.protocol = protocol
+    this.reportsBeforeTerminator = -1
     this.reader = new UsageExtractor(protocol)
     return this.reader
+  }
+
+  /** The stream's terminator (or an in-band failure) came in a chunk read after `reportsBefore` usage reports. */
+  terminatorCame(reportsBefore: number): void {
+    if (this.reportsBeforeTerminator === -1) this.reportsBeforeTerminator = reportsBefore
+  }
+
+  /**
+   * A usage report was read with the terminator's chunk or after it. Gemini 2.x reports a running count on every
+   * chunk: the answer's own count is the one that comes with its finishReason or after it.
+   */
+  get reportedAtTerminator(): boolean {
+    const reader = this.reader
+    return reader !== null && this.reportsBeforeTerminator !== -1 && reader.reports > this.reportsBeforeTerminator
   }
 
   /**
@@ -34,6 +57,8 @@ export class UsageMeter {
   endAnswer(succeeded: boolean, scanner: StreamScanner | null, whole = false): void {
     const reader = this.reader
     if (reader === null) return
+    // (Asked while the reader is still the current attempt's.)
+    const final = this.finalReport(scanner !== null, whole)
     this.reader = null
     const reported = reader.result()
     if (reported !== null) {
@@ -42,10 +67,10 @@ export class UsageMeter {
         reported.totalTokens = reported.promptTokens + reported.completionTokens
         this.estimated = true
       }
-      if (!reader.isFinal(scanner !== null) || (scanner !== null && !whole && reader.missingCompletion)) {
+      if (!final || (scanner !== null && !whole && reader.missingCompletion)) {
         // The answer ended before its final report (an Anthropic stream cut or aborted before message_delta, a
-        // Gemini one after a chunk counting the prompt only): the output is estimated from what was streamed, the
-        // reported input kept.
+        // Gemini one before its finishReason or after a chunk counting the prompt only): the output is estimated from
+        // what was streamed, the reported input kept.
         reported.completionTokens = Math.max(reported.completionTokens, this.estimateCompletion(scanner))
         reported.totalTokens = reported.promptTokens + reported.completionTokens
         this.estimated = true
@@ -58,6 +83,16 @@ export class UsageMeter {
     const completionTokens = this.estimateCompletion(scanner)
     this.add({ promptTokens, completionTokens, totalTokens: promptTokens + completionTokens })
     this.estimated = true
+  }
+
+  /**
+   * Whether the current attempt's final usage report came. A Gemini stream's running counts are not (see
+   * `reportedAtTerminator`); one that ended complete had its last report (the relay's grace after the finishReason
+   * waits for a count reported with it or after it, else the upstream ended the stream). The reader knows the others'.
+   */
+  private finalReport(stream: boolean, whole: boolean): boolean {
+    if (stream && this.protocol === 'gemini') return whole || this.reportedAtTerminator
+    return this.reader?.isFinal(stream) === true
   }
 
   /** One token per streamed data event (the terminator, an event but not a token, excluded); a JSON body's bytes / 4. */

@@ -47,8 +47,6 @@ export class StreamRelay {
    * TERMINATOR_GRACE_MS, not idleMs, and ends the answer whole.
    */
   private afterTerminator = false
-  /** The usage reports read before the chunk of that terminator (-1: it has not come). */
-  private reportsBeforeTerminator = -1
 
   constructor(attempt: AttemptView, call: CallHost, body: UpstreamBody, reader: UsageExtractor, tap: ResumeTap | null) {
     this.attempt = attempt
@@ -135,14 +133,17 @@ export class StreamRelay {
     if (out !== null) this.deliver(out)
     const meter = call.meter
     const reader = meter.reader
-    // (Whether this chunk brings a usage report: see awaitEnd.)
+    // (Whether this chunk brings a usage report: see UsageMeter.reportedAtTerminator.)
     const reportsBefore = reader === null ? 0 : reader.reports
     // Read before a failure in it is acted on: the chunk that fails may carry the upstream's usage (Gemini's
     // MALFORMED_FUNCTION_CALL does).
     if (scanner.tapFrom < chunk.length) reader?.write(chunk, scanner.tapFrom)
     meter.responseBytes += chunk.length
     if (transform?.failure != null) {
-      // The upstream reported a failure inside its stream (an error event, a malformed function call).
+      // The upstream reported a failure inside its stream (an error event, a malformed function call). It ends the
+      // generation as a terminator does: a count reported with it (Gemini's MALFORMED_FUNCTION_CALL is a finishReason
+      // that carries one) or after it is the answer's, not a running one.
+      meter.terminatorCame(reportsBefore)
       this.endAfterUsage(transform.failure)
       return
     }
@@ -165,11 +166,12 @@ export class StreamRelay {
    */
   private awaitEnd(reportsBefore: number): void {
     if (this.ended) return
-    if (this.reportsBeforeTerminator === -1) this.reportsBeforeTerminator = reportsBefore
+    const meter = this.call.meter
+    meter.terminatorCame(reportsBefore)
     // The output count that closes the answer is one reported with the terminator's chunk or after it: Gemini 2.x
     // reports a running count on every chunk, and its last may come in an event after the finishReason.
-    const reader = this.call.meter.reader
-    if (reader === null || reader.reports <= this.reportsBeforeTerminator || reader.missingCompletion) return
+    const reader = meter.reader
+    if (reader === null || !meter.reportedAtTerminator || reader.missingCompletion) return
     this.afterTerminator = true
     this.clearTimer()
     this.timer = setTimeout(idleTimeout, TERMINATOR_GRACE_MS, this)

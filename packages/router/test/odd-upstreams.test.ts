@@ -1,6 +1,6 @@
 // Upstreams that misbehave in ways real servers do (hardening issue, items 5–8), read by the official SDKs:
 // a response kept open after its terminator, a compressed body nobody asked for, CR-only SSE line ends, and
-// Anthropic streams that end before their final usage report.
+// Anthropic and Gemini streams that end before their final usage report.
 import assert from 'node:assert/strict'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -361,6 +361,85 @@ test('an Anthropic stream the client leaves after 94 deltas: output estimated, n
   assert.equal(record.completionTokens, 96)
 })
 
+/** A Gemini stream event with its text and the running count Gemini 2.x reports on every chunk (`tokens` so far). */
+const geminiEvent = (text: string, tokens: number, finishReason?: string) =>
+  `data: ${JSON.stringify({
+    candidates: [{ index: 0, content: { role: 'model', parts: [{ text }] }, ...(finishReason && { finishReason }) }],
+    usageMetadata: { promptTokenCount: 4, candidatesTokenCount: tokens, totalTokenCount: 4 + tokens },
+  })}\r\n\r\n`
+
+/** The Gemini SDK's streamed text from gemini-test. */
+async function geminiStreamText(): Promise<string> {
+  const gemini = new GoogleGenAI({ apiKey: 'k', httpOptions: { baseUrl: url } })
+  let text = ''
+  for await (const part of await gemini.models.generateContentStream({ model: 'gemini-test', contents: 'hi' })) text += part.text ?? ''
+  return text
+}
+
+/** The OpenAI SDK's streamed text from gemini-test (converted). */
+async function openaiGeminiText(): Promise<string> {
+  const stream = await openai().chat.completions.create({ model: 'gemini-test', stream: true, messages: [{ role: 'user', content: 'hi' }] })
+  let text = ''
+  for await (const part of stream) text += part.choices[0]?.delta.content ?? ''
+  return text
+}
+
+/** A client that asks for a stream (`path`, `body`) and leaves once `until` came in it. */
+async function leaveStream(path: string, body: Record<string, unknown>, until: string): Promise<void> {
+  const leave = new AbortController()
+  const res = await fetch(`${url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: leave.signal,
+  })
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+  let received = ''
+  while (!received.includes(until)) received += Buffer.from((await reader.read()).value ?? []).toString()
+  leave.abort()
+}
+
+test('a Gemini stream cut after running counts: output estimated, the last running count not billed as exact; whole, it is exact (same-format or converted)', async () => {
+  let complete = false
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    for (let i = 1; i <= 3; i++) res.write(geminiEvent(`w${i} `, i))
+    // Whole: the answer's own count comes with its finishReason. Cut: it never comes.
+    if (complete) res.end(geminiEvent('', 5, 'STOP'))
+    else setTimeout(() => res.socket?.destroy(), 20)
+  }
+  await assert.rejects(within(10_000, 'the Gemini SDK stream', geminiStreamText()))
+  await assert.rejects(within(10_000, 'the OpenAI SDK stream', openaiGeminiText()))
+  await eventually(() => records.length === 2, 5000, 'the usage records')
+  for (const record of records) {
+    assert.deepEqual([record.error?.code, record.completionTokens, record.estimated], ['llmproxy_upstream_error', 3, true])
+  }
+  records.length = 0
+  complete = true
+  assert.equal(await within(10_000, 'the Gemini SDK stream', geminiStreamText()), 'w1 w2 w3 ')
+  assert.equal(await within(10_000, 'the OpenAI SDK stream', openaiGeminiText()), 'w1 w2 w3 ')
+  await eventually(() => records.length === 2, 5000, 'the usage records')
+  for (const record of records) assert.deepEqual([record.error, record.completionTokens, record.estimated], [undefined, 5, false])
+})
+
+test('a Gemini stream the client leaves after 4 running counts: output estimated, the last running count not billed as exact (same-format or converted)', async () => {
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    for (let i = 1; i <= 4; i++) res.write(geminiEvent(`w${i} `, i))
+    // …then the model keeps generating; the client gives up.
+  }
+  await leaveStream(
+    '/v1beta/models/gemini-test:streamGenerateContent?alt=sse',
+    { contents: [{ role: 'user', parts: [{ text: 'hi' }] }] },
+    'w4 ',
+  )
+  await leaveStream('/v1/chat/completions', { model: 'gemini-test', stream: true, messages: [{ role: 'user', content: 'hi' }] }, 'w4 ')
+  await eventually(() => records.length === 2, 5000, 'the usage records')
+  for (const record of records) {
+    assert.deepEqual([record.clientAborted, record.completionTokens, record.estimated], [true, 4, true])
+  }
+})
+
 test('tool-call arguments that are not a JSON object reach an Anthropic client as an error, never as input: {}', async () => {
   const toolCall = (args: string) =>
     chunk({
@@ -591,7 +670,8 @@ test("a Gemini stream whose last event has no blank line after it is complete: i
   assert.equal(text, 'Hello world')
   assert.equal(finish, 'stop')
   await eventually(() => records.length === 1, 5000, 'the usage record')
-  assert.equal(records[0]?.error, undefined)
+  // The count came with the finishReason: the answer's own, exact (the relay saw no event end to note it by).
+  assert.deepEqual([records[0]?.error, records[0]?.completionTokens, records[0]?.estimated], [undefined, 2, false])
 })
 
 test('a Gemini function call whose arguments hold the key finishReason or blockReason does not end the stream: cut there, it fails, same-format or converted', async () => {
