@@ -6,7 +6,10 @@ import type { UsageOptions } from './options.js'
 import { Spool } from './spool.js'
 import type { Counters, UsageEvents } from './types.js'
 
-/** Errors that repeat while their cause lasts (spool full, appends failing on a full disk) are logged this seldom. */
+/**
+ * Errors that repeat while their cause lasts (spool full, appends failing on a full disk) are logged this seldom,
+ * timed by the monotonic clock: a wall clock stepped back (NTP) would silence them for the length of the step.
+ */
 const ERROR_LOG_INTERVAL_MS = 10_000
 
 /** The durable webhook sink: the onUsage listener that spools, the full-spool policy, the delivery loop. */
@@ -18,8 +21,9 @@ export class WebhookSink {
   private readonly events: EventEmitter<UsageEvents>
   private readonly log: FastifyBaseLogger
   private syncTimer: NodeJS.Timeout | null = null
-  private lastFullLogAt = 0
-  private lastAppendErrorLogAt = 0
+  /** performance.now() of the last such log (none yet: the first is logged whenever it comes). */
+  private lastFullLogAt = Number.NEGATIVE_INFINITY
+  private lastAppendErrorLogAt = Number.NEGATIVE_INFINITY
   /** Records of this event-loop turn, serialised, waiting for the turn's one write (see `listener`). */
   private waiting: string[] = []
   private writeScheduled = false
@@ -128,7 +132,7 @@ export class WebhookSink {
     const { appended, error } = this.spool.append(lines, lengths)
     if (error !== null) {
       this.counters.notSpooled += lines.length - appended
-      const now = Date.now()
+      const now = performance.now()
       if (now - this.lastAppendErrorLogAt >= ERROR_LOG_INTERVAL_MS) {
         this.lastAppendErrorLogAt = now
         this.log.error(
@@ -162,7 +166,7 @@ export class WebhookSink {
     const policy = this.options.whenFull
     // stop-spooling refuses this record: counted before the line that reports the counts.
     if (policy === 'stop-spooling') this.counters.notSpooled++
-    const now = Date.now()
+    const now = performance.now()
     if (now - this.lastFullLogAt >= ERROR_LOG_INTERVAL_MS) {
       this.lastFullLogAt = now
       this.log.error(

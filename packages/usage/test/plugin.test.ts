@@ -4,7 +4,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { test } from 'node:test'
+import { type TestContext, test } from 'node:test'
 import { ConfigError, type UsageRecord } from '@llmproxy/core'
 import Fastify from 'fastify'
 import { type SpoolFullEvent, type UsageOptionsInput, usage } from '../src/index.js'
@@ -153,6 +153,70 @@ test("spool full with 'stop-spooling': new records are not spooled, listeners st
   assert.equal(loud[0]?.policy, 'stop-spooling')
   // The line counts the record it refuses.
   assert.equal(loud[0]?.notSpooled, 1)
+})
+
+/**
+ * Date.now and performance.now held still for the test, moved by `step`: a wall clock NTP steps back while the
+ * monotonic clock goes on.
+ */
+function steppedClocks(t: TestContext): { step(wallMs: number, monotonicMs: number): void } {
+  let wall = Date.now()
+  let monotonic = performance.now()
+  t.mock.method(Date, 'now', () => wall)
+  t.mock.method(performance, 'now', () => monotonic)
+  return {
+    step(wallMs, monotonicMs) {
+      wall += wallMs
+      monotonic += monotonicMs
+    },
+  }
+}
+
+const HOUR_MS = 3_600_000
+
+test('a wall clock stepped back an hour does not silence the spool-full error log: the next comes 10 s later all the same', async (t) => {
+  const sample = usageRecord()
+  const logs = captureLogs()
+  const app = await buildApp(
+    {
+      webhook: { url: `http://127.0.0.1:${await closedPort()}/usage` },
+      spoolDir: spoolDir(),
+      retry: { baseMs: 60_000, maxMs: 60_000 },
+      shutdownFlushMs: 0,
+      spool: { maxBytes: lineBytes(sample) + 10, whenFull: 'stop-spooling' },
+    },
+    logs,
+  )
+  t.after(() => app.close())
+  const clocks = steppedClocks(t)
+  const loud = () => logs.lines.filter((l) => l.level === 50 && l.msg.startsWith('USAGE SPOOL FULL')).length
+  for (let i = 0; i < 3; i++) emit(app, usageRecord({ requestId: sample.requestId }))
+  await endOfTurn()
+  assert.equal(loud(), 1)
+  clocks.step(-HOUR_MS, 10_000)
+  emit(app, usageRecord({ requestId: sample.requestId }))
+  await endOfTurn()
+  assert.equal(app.usage.stats().notSpooled, 3)
+  assert.equal(loud(), 2)
+})
+
+test('a wall clock stepped back an hour does not silence the append-failed error log: the next comes 10 s later all the same', async (t) => {
+  const dir = spoolDir()
+  const logs = captureLogs()
+  const app = await buildApp({ webhook: { url: `http://127.0.0.1:${await closedPort()}/usage` }, spoolDir: dir, shutdownFlushMs: 0 }, logs)
+  t.after(() => app.close())
+  const clocks = steppedClocks(t)
+  const failed = () => logs.lines.filter((l) => l.msg === 'usage spool: append failed; records not spooled').length
+  // No directory for the first segment: every append fails.
+  rmSync(dir, { recursive: true, force: true })
+  emit(app, usageRecord())
+  await endOfTurn()
+  assert.equal(failed(), 1)
+  clocks.step(-HOUR_MS, 10_000)
+  emit(app, usageRecord())
+  await endOfTurn()
+  assert.equal(app.usage.stats().notSpooled, 2)
+  assert.equal(failed(), 2)
 })
 
 test('a segment that cannot be opened (directory gone, no file descriptor left): records not spooled, counted, no crash', async (t) => {
