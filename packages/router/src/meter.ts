@@ -88,11 +88,14 @@ export class UsageMeter {
   /**
    * Whether the current attempt's final usage report came. A Gemini stream's running counts are not (see
    * `reportedAtTerminator`); one that ended complete had its last report (the relay's grace after the finishReason
-   * waits for a count reported with it or after it, else the upstream ended the stream). The reader knows the others'.
+   * waits for a count reported with it or after it, else the upstream ended the stream). A Gemini JSON body (a
+   * stream as one JSON array, without `alt=sse`, repeats the running count in each element) has it once the body is
+   * whole. The reader knows the others'.
    */
   private finalReport(stream: boolean, whole: boolean): boolean {
-    if (stream && this.protocol === 'gemini') return whole || this.reportedAtTerminator
-    return this.reader?.isFinal(stream) === true
+    const reader = this.reader as UsageExtractor
+    if (this.protocol !== 'gemini') return reader.isFinal(stream)
+    return stream ? whole || this.reportedAtTerminator : reader.jsonClosed
   }
 
   /** One token per streamed data event (the terminator, an event but not a token, excluded); a JSON body's bytes / 4. */

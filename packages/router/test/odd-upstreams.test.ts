@@ -440,6 +440,32 @@ test('a Gemini stream the client leaves after 4 running counts: output estimated
   }
 })
 
+test('a Gemini stream as one JSON array (no alt=sse) cut after running counts: output estimated; whole, it is exact', async () => {
+  const element = (text: string, tokens: number, finishReason?: string) => geminiEvent(text, tokens, finishReason).slice(6, -4)
+  let complete = false
+  script = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.write(`[${element('w1 ', 1)},\r\n${element('w2 ', 2)},\r\n${element('w3 ', 3)}`)
+    if (complete) res.end(`,\r\n${element('', 5, 'STOP')}]`)
+    else setTimeout(() => res.socket?.destroy(), 20)
+  }
+  const ask = () =>
+    fetch(`${url}/v1beta/models/gemini-test:streamGenerateContent`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }),
+    }).then((res) => res.text())
+  await assert.rejects(ask())
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.deepEqual([records[0]?.error?.code, records[0]?.estimated], ['llmproxy_upstream_error', true])
+  assert.ok((records[0]?.completionTokens ?? 0) >= 3, 'the running count at least')
+  records.length = 0
+  complete = true
+  assert.equal((JSON.parse(await ask()) as unknown[]).length, 4)
+  await eventually(() => records.length === 1, 5000, 'the usage record')
+  assert.deepEqual([records[0]?.error, records[0]?.completionTokens, records[0]?.estimated], [undefined, 5, false])
+})
+
 test('tool-call arguments that are not a JSON object reach an Anthropic client as an error, never as input: {}', async () => {
   const toolCall = (args: string) =>
     chunk({
