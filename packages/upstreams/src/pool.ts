@@ -11,7 +11,7 @@ export interface Pool {
   readonly waiting: number
   /**
    * Panic mode: no upstream of the pool is in service (each is ejected, or half-open with its trial in
-   * flight, or unhealthy; draining ones aside), so picks go to the least recently failed of them.
+   * flight, or unhealthy; draining ones aside), so the strategy picks among them.
    */
   readonly panic: boolean
   /**
@@ -24,8 +24,8 @@ export interface Pool {
   /**
    * Synchronous fast path: a lease on the best available upstream not in `exclude`; 'busy' when candidates
    * exist but all are at maxConcurrency; null when none is available (draining, held, excluded, or out while
-   * another upstream of the pool is in service). In panic mode, a lease on the least recently failed upstream
-   * that is out, not excluded, not held and below maxConcurrency ('busy' when they are all at it).
+   * another upstream of the pool is in service). In panic mode, a lease on the upstream the strategy picks among
+   * those that are out, not excluded, not held and below maxConcurrency ('busy' when they are all at it).
    */
   tryAcquire(exclude?: ReadonlySet<string>, model?: string): Lease | 'busy' | null
   /**
@@ -142,15 +142,11 @@ export class PoolImpl implements Pool, PoolLink {
         available = true
         if (upstream.maxConcurrency === null || upstream.inFlight < upstream.maxConcurrency) candidates.push(upstream)
       }
-      if (!available) return this.panicPick(now, exclude, model)
+      if (!available) return this.panicPick(candidates, failover, now, exclude, model)
       // An upstream is in service: whatever the pool was in, it is not in panic now.
       if (this.panicking) this.setPanic(false)
       if (candidates.length === 0) return 'busy'
-      const picked = this.picker.pick(candidates, failover)
-      if (picked === undefined) return null
-      if (!(picked instanceof UpstreamNode))
-        throw errors.setup(`The ${this.strategy} strategy returned an upstream that is not a candidate`)
-      return picked.lease()
+      return this.leaseOn(candidates, failover, false)
     } finally {
       if (!nested) {
         this.picking = false
@@ -246,13 +242,22 @@ export class PoolImpl implements Pool, PoolLink {
     this.setPanic(this.panicScope(Date.now()) !== 'none')
   }
 
-  /** Nothing not excluded is available: in panic mode, the least recently failed upstream that is out. */
-  private panicPick(now: number, exclude: ReadonlySet<string> | undefined, model: string | undefined): Lease | 'busy' | null {
+  /**
+   * Nothing not excluded is available: in panic mode, the strategy picks among the upstreams that are out (as Envoy,
+   * disregarding health): checks that fail on upstreams that still serve keep the pool in panic for as long as they
+   * fail, and its load must stay spread. `candidates`: the pick's array, empty.
+   */
+  private panicPick(
+    candidates: Upstream[],
+    failover: boolean,
+    now: number,
+    exclude: ReadonlySet<string> | undefined,
+    model: string | undefined,
+  ): Lease | 'busy' | null {
     const scope = this.panicScope(now)
     this.setPanic(scope !== 'none')
     if (scope === 'none') return null
     const members = this.members
-    let best: UpstreamNode | null = null
     let full = false
     for (let i = 0; i < members.length; i++) {
       const upstream = members[i] as UpstreamNode
@@ -261,10 +266,18 @@ export class PoolImpl implements Pool, PoolLink {
       // A 429 hold is respected even in panic: the upstream said when to come back.
       if (exclude?.has(upstream.name) || upstream.heldFor(model, now)) continue
       if (upstream.maxConcurrency !== null && upstream.inFlight >= upstream.maxConcurrency) full = true
-      else if (best === null || upstream.lastFailure < best.lastFailure) best = upstream
+      else candidates.push(upstream)
     }
-    if (best === null) return full ? 'busy' : null
-    return best.lease(true)
+    if (candidates.length === 0) return full ? 'busy' : null
+    return this.leaseOn(candidates, failover, true)
+  }
+
+  /** A lease on the strategy's pick among `candidates` (never empty); null when it declines. */
+  private leaseOn(candidates: readonly Upstream[], failover: boolean, panic: boolean): Lease | null {
+    const picked = this.picker.pick(candidates, failover)
+    if (picked === undefined) return null
+    if (!(picked instanceof UpstreamNode)) throw errors.setup(`The ${this.strategy} strategy returned an upstream that is not a candidate`)
+    return picked.lease(panic)
   }
 
   private panicScope(now: number): PanicScope {

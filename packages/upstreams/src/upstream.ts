@@ -112,7 +112,10 @@ export interface UpstreamOwner {
   onTransition(upstream: UpstreamNode, previous: UpstreamState, reason: string): void
   /** A slot was freed or the state changed: serve the queues of the pools holding this upstream. */
   wake(upstream: UpstreamNode): void
-  /** The next number of the registry's failure sequence (orders failures: "least recently failed"). */
+  /**
+   * Not called any more: it ordered panic picks ("least recently failed"), which the pool's strategy now makes.
+   * registry.ts still supplies it (its owner drops both, and its panic log line's "least recently failed").
+   */
   nextFailure(): number
 }
 
@@ -173,8 +176,6 @@ export class UpstreamNode implements Upstream {
   private holds: Map<string, number> | null = null
   /** Epoch ms the current ejection ends. */
   ejectedUntil = 0
-  /** Number in the registry's failure sequence of the last failed attempt here (orders panic picks); 0 = none. */
-  lastFailure = 0
   /** Leases granted in panic mode since start. */
   panicPicks = 0
   /** Ejections in a row without a success in between: the cooldown doubles with each. */
@@ -341,7 +342,6 @@ export class UpstreamNode implements Upstream {
 
   private failed(what: string, trial: boolean, request: object | undefined): void {
     const now = Date.now()
-    this.lastFailure = this.owner.nextFailure()
     this.lastError = what
     // One failure per request: a request failing here again (a retry) adds nothing, unless it was the trial.
     let repeat = false

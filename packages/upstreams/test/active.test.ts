@@ -251,7 +251,7 @@ describe('active health checks', () => {
 })
 
 describe('panic mode with active checks', () => {
-  test('every upstream unhealthy: panic mode picks among them, least recently failed first; one healthy again ends it', async () => {
+  test('every upstream unhealthy yet serving: panic mode balances them by the strategy; one healthy again ends it', async () => {
     const x = await target()
     const y = await target()
     x.healthy = false
@@ -260,28 +260,30 @@ describe('panic mode with active checks', () => {
       { name: 'x', url: x.url, protocol: 'vllm' },
       { name: 'y', url: y.url, protocol: 'vllm' },
     ])
-    const pool = registry.pool(['x', 'y'])
+    const pool = registry.pool(['x', 'y'], 'least-connections')
     registry.start()
     try {
       await waitFor(() => registry.get('x')?.state === 'unhealthy' && registry.get('y')?.state === 'unhealthy', 'both unhealthy')
       assert.equal(pool.panic, true)
-      // No request has failed on either: pool order. Then the one whose last request failed longest ago.
+      // The checks keep the pool in panic for as long as they fail: its load must stay spread (as Envoy does).
       const first = lease(pool)
-      assert.equal(first.upstream.name, 'x')
-      first.release({ ok: false, kind: 'status', status: 503, request: {} })
       const second = lease(pool)
-      assert.equal(second.upstream.name, 'y')
+      assert.deepEqual([first.upstream.name, second.upstream.name], ['x', 'y'])
+      first.release({ ok: false, kind: 'status', status: 503, request: {} })
       // A request answered in panic mode does not end an unhealthy state: the checks decide.
       second.release({ ok: true })
       assert.equal(registry.get('y')?.state, 'unhealthy')
-      assert.equal(pickName(pool), 'y')
+      assert.deepEqual(
+        Array.from({ length: 4 }, () => pickName(pool)),
+        ['x', 'y', 'x', 'y'],
+      )
 
       x.healthy = true
       await waitFor(() => registry.get('x')?.state === 'healthy', 'x healthy again')
       assert.equal(pool.panic, false)
       assert.deepEqual(new Set(Array.from({ length: 10 }, () => pickName(pool))), new Set(['x']))
       assert.equal(pool.tryAcquire(new Set(['x'])), null)
-      assert.equal(registry.snapshot().find((s) => s.name === 'y')?.panicPicks, 2)
+      assert.equal(registry.snapshot().find((s) => s.name === 'y')?.panicPicks, 3)
     } finally {
       registry.close()
     }
