@@ -1,4 +1,4 @@
-import { currentTtft, type Upstream } from './upstream.js'
+import { currentTtft, EWMA_FORGET_MS, type Upstream } from './upstream.js'
 
 /**
  * A balancing strategy of one pool. `candidates` are the pool's upstreams that may take a request now
@@ -118,18 +118,25 @@ export const leastConnections: StrategyFactory = (upstreams) => {
 }
 
 /**
- * Peak-EWMA of the time to first token times the load: cost = ewma × (inFlight + 1). An upstream without
- * a sample yet is tried first while idle; when busy it is costed at the best known EWMA. Ties taken in turn.
+ * Peak-EWMA of the time to first token times the load: cost = ewma × (inFlight + 1). An upstream whose average was
+ * forgotten (it was avoided) gets one probe: tried first, then no other request until the probe's sample brings an
+ * average back, or EWMA_FORGET_MS passes. A new upstream (no sample ever) is tried first while idle; when busy it is
+ * costed at the best known EWMA. Ties taken in turn.
  */
 export const latency: StrategyFactory = (upstreams) => {
   const rotation = new Rotation(upstreams)
+  /** When each upstream (by pool position) was sent its last probe, epoch ms. */
+  const probedAt = new Float64Array(upstreams.length)
   let minCost = 0
   let known = 0
   let now = 0
   const cost = (upstream: Upstream): number => {
     const ewma = currentTtft(upstream, now)
-    if (ewma === null) return upstream.inFlight === 0 ? -1 : known * (upstream.inFlight + 1)
-    return ewma * (upstream.inFlight + 1)
+    if (ewma !== null) return ewma * (upstream.inFlight + 1)
+    if (upstream.ewmaTtftMs === null) return upstream.inFlight === 0 ? -1 : known * (upstream.inFlight + 1)
+    // Costed as an average upstream, it would fill up to the others' load, and each of those requests would wait as
+    // long as its last sample took: the batch a probe was meant to spare.
+    return now - (probedAt[rotation.position(upstream)] as number) < EWMA_FORGET_MS ? Number.POSITIVE_INFINITY : -1
   }
   const isCheapest = (upstream: Upstream): boolean => cost(upstream) === minCost
   return {
@@ -146,7 +153,9 @@ export const latency: StrategyFactory = (upstreams) => {
         const c = cost(candidates[i] as Upstream)
         if (c < minCost) minCost = c
       }
-      return rotation.take(nextWith(candidates, rotation, isCheapest))
+      const picked = rotation.take(nextWith(candidates, rotation, isCheapest))
+      if (minCost < 0 && picked.ewmaTtftMs !== null) probedAt[rotation.lastPosition] = now
+      return picked
     },
   }
 }

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert'
 import { describe, test } from 'node:test'
-import { EWMA_FORGET_MS, type Strategy, type Upstream, UpstreamRegistry } from '../src/index.js'
+import { EWMA_FORGET_MS, type Lease, type Strategy, type Upstream, UpstreamRegistry } from '../src/index.js'
 import { config, countPicks, lease, pickName } from './helpers.js'
 
 function registryOf(...names: string[]): UpstreamRegistry {
@@ -166,6 +166,35 @@ describe('latency', () => {
     probe.release({ ok: true, ttftMs: 20 })
     assert.equal(registry.get('recovered')?.ewmaTtftMs, 20)
     assert.deepEqual(countPicks(pool, 20), { recovered: 20 })
+  })
+
+  test('a forgotten average gets one probe: no other request until its sample comes, or EWMA_FORGET_MS passes', (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 })
+    const registry = registryOf('fast', 'slow')
+    const pool = registry.pool(['fast', 'slow'], 'latency')
+    for (const l of [lease(pool), lease(pool)]) l.release({ ok: true, ttftMs: l.upstream.name === 'fast' ? 50 : 8000 })
+    /** `n` requests at once; those on 'fast' answer (its average stays fresh). Returns those on 'slow', in flight. */
+    const burst = (n: number): Lease[] => {
+      const held = Array.from({ length: n }, () => lease(pool))
+      for (const l of held) if (l.upstream.name === 'fast') l.release({ ok: true, ttftMs: 50 })
+      return held.filter((l) => l.upstream.name === 'slow')
+    }
+    t.mock.timers.tick(EWMA_FORGET_MS / 2)
+    assert.deepEqual(burst(12), [])
+    t.mock.timers.tick(EWMA_FORGET_MS / 2 + 1)
+    // 'slow' is forgotten: one probe, not a share of the burst (each would wait as long as its 8 s sample).
+    const probes = burst(12)
+    assert.equal(probes.length, 1)
+    t.mock.timers.tick(EWMA_FORGET_MS / 2)
+    assert.deepEqual(burst(12), [], 'no second probe while the first is under way')
+    // The probe has not answered in EWMA_FORGET_MS: another goes.
+    t.mock.timers.tick(EWMA_FORGET_MS / 2)
+    const [second] = burst(12)
+    assert.equal(second?.upstream.name, 'slow')
+    // It answers fast: 'slow' has an average again, and wins.
+    second?.release({ ok: true, ttftMs: 20 })
+    probes[0]?.release({ ok: false, kind: 'aborted' })
+    assert.deepEqual(countPicks(pool, 5), { slow: 5 })
   })
 })
 
