@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import '@fastify/reply-from'
 import { errors, type LlmProxyError } from '@llmproxy/core'
-import { type ApiFamily, type Endpoint, familyOf, type UsageExtractor } from '@llmproxy/protocols'
+import { type ApiFamily, type Endpoint, familyOf, OPENAI_RESPONSES, type UsageExtractor } from '@llmproxy/protocols'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import { convertedAnswer, convertedError } from './convert.js'
 import { decodedBody } from './encoding.js'
@@ -40,6 +40,16 @@ const PROMPT_TOO_LONG =
 /** The statuses of a too-long prompt: 400, and TGI's 422 for every validation error. */
 const PROMPT_TOO_LONG_STATUSES: ReadonlySet<number> = new Set([400, 422])
 const UTF8 = new TextEncoder()
+
+/**
+ * An upstream's 404 that is its own fault: on a generation route the gateway chose the upstream model and the path,
+ * so the upstream does not serve them (a vLLM restarted with another `--served-model-name`), and another may. Token
+ * counting is no generation (a server may lack it, and serve the rest), and a Responses 404 may name the client's own
+ * stored response (`previous_response_id`).
+ */
+export function notServedBy(endpoint: Endpoint, status: number): boolean {
+  return status === 404 && endpoint.metered && endpoint !== OPENAI_RESPONSES
+}
 
 /**
  * One try of one upstream: the reply-from call with its abort signal, the first-byte and idle deadlines, the
@@ -214,8 +224,9 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
 
   /**
    * An error status the request moves on from: a prefill refused (replayed), the gateway's credential refused, a
-   * status `retry.on` lists while attempts remain; false when the error is the client's answer. `reported`: the
-   * error an SSE answer opened with, which says more than its status (null: the status of the response's head).
+   * model the upstream does not serve or a status `retry.on` lists while attempts remain; false when the error is
+   * the client's answer. `reported`: the error an SSE answer opened with, which says more than its status (null:
+   * the status of the response's head).
    */
   private movedOnFrom(status: number, reported: LlmProxyError | null): boolean {
     const call = this.call
@@ -226,6 +237,10 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     } else if (status === 401 || status === 403) {
       // The upstream refuses the gateway's own credential: passed on, it would tell the client its key is wrong.
       this.fail('error', errors.upstreamFailed(`The upstream refused the gateway's credential for it (${status}).`), status)
+    } else if (notServedBy(this.endpoint, status) && ((planner.retryable('error') && planner.canRetry()) || call.client.committed)) {
+      // Another upstream may serve it, and passive health counts it (as a refused credential): else the fastest
+      // answer on the pool would draw the traffic. With nowhere left to try, its 404 is the client's answer.
+      this.fail('error', errors.upstreamFailed(`The upstream does not serve the model (${status}).`), status)
     } else if ((planner.retryable('status', status) && planner.canRetry()) || call.client.committed) {
       // (A continuation's error answer can never reach the client, whose stream is under way: it only fails.)
       const retryAfter = retryAfterMs(this.headers?.['retry-after'])

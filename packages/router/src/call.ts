@@ -3,7 +3,7 @@ import { type Attempt, buildUsageRecord, errors, type LlmContext, LlmProxyError 
 import { createEncoder, type EncoderOptions, type Endpoint, fromRecordUsage, type StreamEncoder, wireOf } from '@llmproxy/protocols'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { UpstreamAttempt } from './attempt.js'
+import { notServedBy, UpstreamAttempt } from './attempt.js'
 import { ClientStream } from './client-stream.js'
 import { Continuation } from './continuation.js'
 import { StreamConverter } from './convert.js'
@@ -417,7 +417,8 @@ export class ProxyCall implements CallHost {
     if (attempt !== null) {
       // An upstream that failed is counted so, whatever the client did after (it may leave during the usage grace,
       // or before the failure's end reached it). A client leaving says nothing about the upstream's health: 'aborted'
-      // is neutral for passive checks. A 5xx passed on to the client (nowhere left to retry) is still the upstream failing.
+      // is neutral for passive checks. A 5xx passed on to the client (nowhere left to retry) is still the upstream failing,
+      // as is a 404 that is its own fault (notServedBy).
       // A Responses answer ended by `response.failed` is the upstream's answer, often to the client's own input (an
       // image it cannot fetch, a refused prompt), as a 400 is: recorded as a failure, neutral for health.
       const result: AttemptResult =
@@ -427,9 +428,11 @@ export class ProxyCall implements CallHost {
             ? { ok: false, kind: 'aborted' }
             : status >= 500
               ? { ok: false, kind: 'status', status, request: this }
-              : ctx.firstTokenAt < attempt.startedAt
-                ? { ok: true }
-                : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
+              : notServedBy(attempt.endpoint, status)
+                ? { ok: false, kind: 'error', status, request: this }
+                : ctx.firstTokenAt < attempt.startedAt
+                  ? { ok: true }
+                  : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
       // Reported when the attempt is over, as it ended: an answer cut after its first byte is no `ok`, nor is an
       // upstream's 5xx or 429 passed on to the client.
       if (attempt.release(result)) this.reportAttempt(attempt, attemptOutcome(result, this.streamError, status), status)

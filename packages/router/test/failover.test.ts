@@ -269,7 +269,6 @@ describe('4xx answers: not retried; context_length_exceeded goes to the fallback
 
   for (const [status, code] of [
     [400, 'invalid_value'],
-    [404, 'model_not_found'],
     [422, 'unprocessable'],
   ] as const) {
     test(`${status} ${code} → passed through unchanged, not retried, no fallback`, async () => {
@@ -290,6 +289,46 @@ describe('4xx answers: not retried; context_length_exceeded goes to the fallback
       assert.equal(c.records[0]?.completionTokens, 0, 'an error is not billed')
     })
   }
+
+  test("404 model_not_found (the upstream does not serve the model: the gateway's mapping) → the fallback answers", async () => {
+    c.reset()
+    always(c.mock('a'), { status: 404, errorCode: 'model_not_found' })
+    const res = await send(c.url, chatBody('small'))
+    assertComplete(res, 'big-model', 'fallback')
+    assert.equal(generations(c.mock('b')).length, 1)
+  })
+
+  test("404 with nowhere else to go → the last attempt's 404, unchanged; every attempt a failure", async () => {
+    c.reset()
+    const behavior: MockBehavior = { status: 404, errorCode: 'model_not_found' }
+    const expected = await direct(c.mock('a'), behavior)
+    c.mock('a').reset()
+    always(c.mock('a'), behavior)
+    const res = await send(c.url, chatBody('solo'))
+    assert.equal(res.status, 404)
+    assert.equal(res.text, expected.text, 'the upstream error body, byte for byte')
+    assert.equal(generations(c.mock('a')).length, 3, 'each attempt, as for any failure of the upstream')
+    await eventually(() => c.records.length === 1, 2000, 'usage record')
+    assert.equal(c.records[0]?.status, 404)
+    // The relayed one too: passive health counts it, its answer is no TTFT sample.
+    assert.deepEqual(
+      c.attempts.map((x) => [x.result, x.status]),
+      [
+        ['error', 404],
+        ['error', 404],
+        ['error', 404],
+      ],
+    )
+  })
+
+  test("404 on the Responses API may name the client's stored response: passed through, not retried", async () => {
+    c.reset()
+    always(c.mock('a'), { status: 404, errorCode: 'not_found' })
+    const res = await send(c.url, { model: 'small', input: 'Hello there', previous_response_id: 'resp_gone' }, '/v1/responses')
+    assert.equal(res.status, 404)
+    assert.equal(generations(c.mock('a')).length, 1)
+    assert.equal(generations(c.mock('b')).length, 0)
+  })
 
   for (const [status, code] of [
     [401, 'invalid_api_key'],
@@ -569,6 +608,30 @@ test('latency: a slow upstream (TTFT 400 ms) gets almost nothing once measured',
     assert.ok((counts.a ?? 0) >= 1, `the slow one was measured: ${JSON.stringify(counts)}`)
   } finally {
     await c.close()
+  }
+})
+
+test('an upstream answering 404 at once (not serving the model) is ejected, not favoured by load-aware strategies', async () => {
+  for (const strategy of ['least-connections', 'latency', 'p2c']) {
+    const c = await startCluster({
+      mocks: { gone: { behavior: { status: 404, errorCode: 'model_not_found' } }, b: { behavior: { ttftMs: 50 } } },
+      models: [{ name: 'm', upstreams: ['gone', 'b'], strategy }],
+      passive: { failuresToEject: 3, baseEjectionMs: 60_000 },
+    })
+    try {
+      // Its instant answers keep it idle: without failover and ejection it drew ~90% of the requests, all 404s.
+      const statuses = new Set<number>()
+      await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          for (let i = 0; i < 5; i++) statuses.add((await send(c.url, chatBody('m'))).status)
+        }),
+      )
+      assert.deepEqual([...statuses], [200], strategy)
+      assert.equal(c.app.upstreams.get('gone')?.state, 'ejected', strategy)
+      assert.ok(generations(c.mock('gone')).length <= 8, `${strategy}: ${generations(c.mock('gone')).length} requests on 'gone'`)
+    } finally {
+      await c.close()
+    }
   }
 })
 
