@@ -182,7 +182,7 @@ export const CATALOGUE = {
   llmproxy_upstream_unavailable: {
     status: 503,
     type: 'upstream_error',
-    when: 'No upstream of the model (nor its fallbacks) could be reached.',
+    when: 'No upstream of the model (nor its fallbacks) could be reached; with `retry-after`, they answered 503 with a Retry-After longer than retry.maxRetryAfterMs: retry after it.',
   },
   llmproxy_upstreams_busy: {
     status: 503,

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import '@fastify/reply-from'
 import { errors, type LlmProxyError } from '@llmproxy/core'
 import { type ApiFamily, type Endpoint, familyOf, OPENAI_RESPONSES, type UsageExtractor } from '@llmproxy/protocols'
-import type { AttemptResult, Lease } from '@llmproxy/upstreams'
+import { type AttemptResult, holdsBack, type Lease } from '@llmproxy/upstreams'
 import { convertedAnswer, convertedError } from './convert.js'
 import { decodedBody } from './encoding.js'
 import { upstreamRequestHeaders } from './headers.js'
@@ -244,13 +244,14 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     } else if ((planner.retryable('status', status) && planner.canRetry()) || call.client.committed) {
       // (A continuation's error answer can never reach the client, whose stream is under way: it only fails.)
       const retryAfter = retryAfterMs(this.headers?.['retry-after'])
+      const wait = { 'retry-after': String(Math.ceil((retryAfter ?? 1000) / 1000)) }
       const error =
         reported ??
         (status === 429
-          ? errors.rateLimited('The upstream is rate limiting requests.', 'llmproxy_upstream_rate_limited', {
-              'retry-after': String(Math.ceil((retryAfter ?? 1000) / 1000)),
-            })
-          : errors.upstreamFailed(`The upstream answered ${status}.`))
+          ? errors.rateLimited('The upstream is rate limiting requests.', 'llmproxy_upstream_rate_limited', wait)
+          : holdsBack(status, retryAfter)
+            ? errors.upstreamUnavailable('The upstream is unavailable for now.', { headers: wait })
+            : errors.upstreamFailed(`The upstream answered ${status}.`))
       this.fail('status', error, status, retryAfter)
     } else return false
     return true

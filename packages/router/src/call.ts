@@ -1,7 +1,7 @@
 import '@fastify/reply-from'
 import { type Attempt, buildUsageRecord, errors, type LlmContext, LlmProxyError } from '@llmproxy/core'
 import { createEncoder, type EncoderOptions, type Endpoint, fromRecordUsage, type StreamEncoder, wireOf } from '@llmproxy/protocols'
-import type { AttemptResult, Lease } from '@llmproxy/upstreams'
+import { type AttemptResult, holdsBack, type Lease } from '@llmproxy/upstreams'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { notServedBy, UpstreamAttempt } from './attempt.js'
 import { ClientStream } from './client-stream.js'
@@ -250,7 +250,8 @@ export class ProxyCall implements CallHost {
     }
     if (this.finished) return
     const planner = this.planner
-    planner.failed(error, status === 429 ? (retryAfter ?? 0) : undefined)
+    // A 429, or a 503 saying when to come back, is waited out (up to retry.maxRetryAfterMs), not retried at once.
+    planner.failed(error, status !== undefined && holdsBack(status, retryAfter) ? (retryAfter ?? 0) : undefined)
     // A context-length 400 goes to the next fallback model (one with a larger context).
     if (kind === 'status' && status === 400) this.run(planner.nextFallback())
     else if (planner.retryable(kind, status)) this.run(planner.next())

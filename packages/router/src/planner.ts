@@ -66,7 +66,7 @@ export class AttemptPlanner {
   private fallbackIndex = -1
   private attemptsThisRound = 0
   private backoffMs: number
-  /** The longest Retry-After of this round's 429s. */
+  /** The longest Retry-After of this round's 429s (and 503s with one). */
   private retryAfterMs = 0
   /** Time spent waiting out Retry-After holds (bounded by retry.maxRetryAfterMs). */
   private waitedMs = 0
@@ -127,7 +127,7 @@ export class AttemptPlanner {
     return this.next()
   }
 
-  /** An attempt was abandoned; a 429 may say how long its upstream is held back. */
+  /** An attempt was abandoned; a 429 (or a 503) may say how long its upstream is held back. */
   failed(error: LlmProxyError, retryAfterMs?: number): void {
     this.lastError = error
     if (retryAfterMs !== undefined) this.retryAfterMs = Math.max(this.retryAfterMs, retryAfterMs)
@@ -183,10 +183,13 @@ export class AttemptPlanner {
     if (delay === NOTHING_TO_WAIT_FOR)
       return this.fail(this.lastError ?? errors.upstreamUnavailable(`No healthy upstream for model "${this.model}".`))
     if (delay === BUDGET_SPENT) return this.fail(this.lastError ?? errors.upstreamTimeout('The retry budget ran out.'))
-    const seconds = String(Math.ceil(this.longestWaitMs / 1000))
+    if (this.lastError !== null) return this.fail(this.lastError)
+    // Nothing tried: every upstream is held back for longer than the gateway waits; the client waits instead.
+    const wait = { 'retry-after': String(Math.ceil(this.longestWaitMs / 1000)) }
     return this.fail(
-      this.lastError ??
-        errors.rateLimited('The upstreams are rate limiting requests.', 'llmproxy_upstream_rate_limited', { 'retry-after': seconds }),
+      this.primary.pool.heldUnavailable()
+        ? errors.upstreamUnavailable('The upstreams are unavailable for now.', { headers: wait })
+        : errors.rateLimited('The upstreams are rate limiting requests.', 'llmproxy_upstream_rate_limited', wait),
     )
   }
 

@@ -516,6 +516,47 @@ describe('bounds: attempts, total budget, backoff with jitter, Retry-After', () 
     }
   })
 
+  test('503 with a short Retry-After on the only upstream is waited out, as a 429: not retried at once', async () => {
+    const c = await startCluster({
+      mocks: { a: {} },
+      models: [{ name: 'm', upstreams: ['a'], upstreamModel: 'pool-model' }],
+      router: { retry: { attempts: 3, backoffMs: 50 } },
+    })
+    try {
+      firstN(c.mock('a'), 1, { status: 503, retryAfter: 1 })
+      const res = await send(c.url, chatBody('m'))
+      assertComplete(res, 'pool-model', 'after the hold')
+      assert.ok(res.ms >= 950, `Retry-After: 1 honoured, answered after ${Math.round(res.ms)} ms`)
+      assert.equal(generations(c.mock('a')).length, 2)
+      // It said when to come back: a hold, not a failure.
+      assert.equal(c.app.upstreams.snapshot()[0]?.consecutiveFailures, 0)
+    } finally {
+      await c.close()
+    }
+  })
+
+  test('503 with a Retry-After longer than maxRetryAfterMs goes back to the client at once, as a 503 with it', async () => {
+    const c = await startCluster({
+      mocks: { a: { behavior: { status: 503, retryAfter: 10 } } },
+      models: [{ name: 'm', upstreams: ['a'] }],
+      router: { retry: { attempts: 3, maxRetryAfterMs: 2000 } },
+    })
+    try {
+      for (const what of ['the request that met it', 'a request during the hold']) {
+        const res = await send(c.url, chatBody('m'))
+        assert.equal(res.status, 503, `${what}: ${res.text}`)
+        assert.equal(errorOf(res).code, 'llmproxy_upstream_unavailable', what)
+        // (The hold's end rounded up, with the gateway's few ms of slack.)
+        assert.ok(['10', '11'].includes(String(res.headers['retry-after'])), `${what}: retry-after ${res.headers['retry-after']}`)
+        assert.ok(res.ms < 1500, `${what}: took ${Math.round(res.ms)} ms`)
+      }
+      assert.equal(generations(c.mock('a')).length, 1, 'nothing sent to it during its Retry-After')
+      assert.equal(c.app.upstreams.snapshot()[0]?.consecutiveFailures, 0)
+    } finally {
+      await c.close()
+    }
+  })
+
   test('429 with a Retry-After longer than maxRetryAfterMs goes back to the client at once', async () => {
     const c = await startCluster({
       mocks: { a: { behavior: { status: 429, retryAfter: 30 } } },

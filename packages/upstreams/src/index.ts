@@ -35,6 +35,7 @@ export {
   type AttemptResult,
   currentTtft,
   EWMA_FORGET_MS,
+  holdsBack,
   type Lease,
   type Upstream,
   type UpstreamSnapshot,

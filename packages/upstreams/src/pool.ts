@@ -29,11 +29,16 @@ export interface Pool {
    */
   tryAcquire(exclude?: ReadonlySet<string>, model?: string): Lease | 'busy' | null
   /**
-   * When nothing is available only because upstreams answered 429 and are held back until their
-   * Retry-After: the epoch ms at which the first of them (not in `exclude`) is free again; else 0.
+   * When nothing is available only because upstreams answered 429 (or 503 with a Retry-After) and are held back
+   * until their Retry-After: the epoch ms at which the first of them (not in `exclude`) is free again; else 0.
    * `model` (here and in the acquires): the upstream model asked for; holds of other models do not count.
    */
   holdEnds(exclude?: ReadonlySet<string>, model?: string): number
+  /**
+   * Whether an upstream `holdEnds` counts is held back by a 503's Retry-After (unavailable) rather than a 429 (rate
+   * limiting): what the caller tells a client it sends back to wait. A 503's hold is on every model.
+   */
+  heldUnavailable(exclude?: ReadonlySet<string>): boolean
   /**
    * Like tryAcquire, but when busy waits in the queue for a slot. Rejects with an LlmProxyError 503
    * `llmproxy_upstreams_busy` when the queue is full or `queue.timeoutMs` passes, and with `signal.reason`
@@ -119,6 +124,15 @@ export class PoolImpl implements Pool, PoolLink {
       if (end !== 0 && (first === 0 || end < first)) first = end
     }
     return first
+  }
+
+  heldUnavailable(exclude?: ReadonlySet<string>): boolean {
+    const now = Date.now()
+    for (const upstream of this.members) {
+      if (exclude?.has(upstream.name) || upstream.state === 'draining' || upstream.state === 'unhealthy') continue
+      if (upstream.unavailable(now)) return true
+    }
+    return false
   }
 
   tryAcquire(exclude?: ReadonlySet<string>, model?: string): Lease | 'busy' | null {

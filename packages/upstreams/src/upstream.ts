@@ -52,17 +52,18 @@ export interface AttemptResult {
   ok: boolean
   /**
    * Why it failed. connect/timeout/stall/error count as failures; `status` is judged by `status`
-   * (>= 500 failure, 429 hold, other 4xx neutral); `aborted` (the client went away) is neutral.
+   * (>= 500 failure, 429 hold, a 503 with a Retry-After a hold too, other 4xx neutral); `aborted` (the client went
+   * away) is neutral.
    */
   kind?: 'connect' | 'timeout' | 'status' | 'stall' | 'error' | 'aborted'
   status?: number
   ttftMs?: number
-  /** From a 429's Retry-After, in ms (default 1000). */
+  /** From a 429's Retry-After, in ms (default 1000), or a 503's (without one, a 503 is a failure). */
   retryAfterMs?: number
   /**
    * The model the request asked the upstream for: a 429 then holds the upstream back for that model only (a hosted
    * API limits each model on its own; a fallback model on the same upstream may still answer). Without it, a 429
-   * holds the whole upstream.
+   * holds the whole upstream, as a 503 always does (the server is unavailable, whatever the model).
    */
   model?: string
   /**
@@ -127,10 +128,19 @@ export interface PoolLink {
   reassess(): void
 }
 
+/**
+ * Whether an answer holds the upstream back until its Retry-After rather than failing: a 429 (rate limited), or a
+ * 503 that says when to come back (RFC 9110: the server is unavailable for that long; a Retry-After of 0 asks for no
+ * wait). Retried at once, it would be hit again when it asked for less.
+ */
+export function holdsBack(status: number, retryAfterMs: number | undefined): boolean {
+  return status === 429 || (status === 503 && retryAfterMs !== undefined && retryAfterMs > 0)
+}
+
 /** Weight of a new TTFT sample below the current EWMA (a sample above it is taken at once: peak-EWMA). */
 const EWMA_DECAY = 0.3
 const DEFAULT_RETRY_AFTER_MS = 1000
-/** The key of a 429 hold that applies to every model of the upstream (a 429 reported without its model). */
+/** The key of a hold that applies to every model of the upstream (a 429 reported without its model, a 503). */
 const WHOLE_UPSTREAM = ''
 const ERROR_WINDOW_S = 60
 
@@ -172,8 +182,10 @@ export class UpstreamNode implements Upstream {
   ejections = 0
   consecutiveFailures = 0
   lastError: string | null = null
-  /** 429 holds by upstream model (WHOLE_UPSTREAM: every model), epoch ms; null when none. */
+  /** 429 and 503 holds by upstream model (WHOLE_UPSTREAM: every model), epoch ms; null when none. */
   private holds: Map<string, number> | null = null
+  /** Epoch ms until which a 503's Retry-After holds the upstream back (it is unavailable, not rate limiting). */
+  private unavailableUntil = 0
   /** Epoch ms the current ejection ends. */
   ejectedUntil = 0
   /** Leases granted in panic mode since start. */
@@ -230,7 +242,7 @@ export class UpstreamNode implements Upstream {
     return true
   }
 
-  /** Whether a 429 holds the upstream back for `model` (undefined: any request) now. Passed holds are forgotten. */
+  /** Whether a hold (429, 503) keeps the upstream back for `model` (undefined: any request) now. Passed holds are forgotten. */
   heldFor(model: string | undefined, now: number): boolean {
     const holds = this.holds
     if (holds === null) return false
@@ -244,7 +256,7 @@ export class UpstreamNode implements Upstream {
     return Math.max(holds.get(WHOLE_UPSTREAM) ?? 0, model === undefined ? 0 : (holds.get(model) ?? 0))
   }
 
-  /** The end of the latest 429 hold still running, on any model (the snapshot's `heldUntil`); null when none. */
+  /** The end of the latest hold still running, on any model (the snapshot's `heldUntil`); null when none. */
   private latestHold(now: number): number | null {
     let latest = 0
     for (const until of this.holds?.values() ?? []) if (until > now && until > latest) latest = until
@@ -301,14 +313,10 @@ export class UpstreamNode implements Upstream {
         this.failed(kind, trial, result.request)
       } else {
         const status = result.status
-        if (status === undefined || status >= 500) this.failed(status === undefined ? 'error' : `status ${status}`, trial, result.request)
+        if (status === undefined || (status >= 500 && !holdsBack(status, result.retryAfterMs)))
+          this.failed(status === undefined ? 'error' : `status ${status}`, trial, result.request)
         else {
-          if (status === 429) {
-            const until = Date.now() + (result.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS)
-            const key = result.model ?? WHOLE_UPSTREAM
-            this.holds ??= new Map()
-            if (until > (this.holds.get(key) ?? 0)) this.holds.set(key, until)
-          }
+          if (holdsBack(status, result.retryAfterMs)) this.hold(status === 503, result)
           // It answered: alive, whatever it thought of the request.
           if (trial && this.state === 'half-open') this.recover('trial request answered')
           else if (lease.panic) this.recoverFromPanic('answered a request in panic mode')
@@ -316,6 +324,20 @@ export class UpstreamNode implements Upstream {
       }
     }
     this.owner.wake(this)
+  }
+
+  /** Not picked until the Retry-After passes; `unavailable` (a 503's) for every model. */
+  private hold(unavailable: boolean, result: AttemptResult): void {
+    const until = Date.now() + (result.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS)
+    const key = unavailable ? WHOLE_UPSTREAM : (result.model ?? WHOLE_UPSTREAM)
+    this.holds ??= new Map()
+    if (until > (this.holds.get(key) ?? 0)) this.holds.set(key, until)
+    if (unavailable && until > this.unavailableUntil) this.unavailableUntil = until
+  }
+
+  /** Whether a 503's Retry-After (not a 429) holds the upstream back now. */
+  unavailable(now: number): boolean {
+    return now < this.unavailableUntil
   }
 
   private succeeded(ttftMs: number | undefined, panic: boolean): void {
@@ -416,6 +438,7 @@ export class UpstreamNode implements Upstream {
     this.checkFailures = 0
     this.trialLease = null
     this.holds = null
+    this.unavailableUntil = 0
     this.setState('healthy', 'enabled by an admin')
   }
 

@@ -244,6 +244,31 @@ describe('passive health', () => {
     assert.ok(solo.tryAcquire(undefined, 'big') !== null)
   })
 
+  test('a 503 with a Retry-After holds the whole upstream back until it passes, without counting a failure', () => {
+    const { registry, solo, both } = setup()
+    lease(solo).release({ ok: false, kind: 'status', status: 503, retryAfterMs: 2000, model: 'big', request: {} })
+    const snap = registry.snapshot()[0]
+    assert.equal(snap?.heldUntil, T0 + 2000)
+    assert.equal(snap?.consecutiveFailures, 0)
+    // The server is unavailable: every model of it, unlike a 429's hold.
+    assert.equal(solo.tryAcquire(undefined, 'small'), null)
+    assert.equal(solo.holdEnds(undefined, 'small'), T0 + 2000)
+    assert.equal(solo.heldUnavailable(), true)
+    assert.equal(pickName(both), 'b')
+    mock.timers.tick(2000)
+    assert.equal(solo.heldUnavailable(), false)
+    // A 429 holds it back too, but it is rate limiting, not unavailable.
+    lease(solo).release({ ok: false, kind: 'status', status: 429, retryAfterMs: 2000 })
+    assert.equal(solo.holdEnds(), T0 + 4000)
+    assert.equal(solo.heldUnavailable(), false)
+    mock.timers.tick(2000)
+    // Without a Retry-After (or with 0: no wait asked for), a 503 is a failure, and no hold.
+    lease(solo).release({ ok: false, kind: 'status', status: 503, request: {} })
+    lease(solo).release({ ok: false, kind: 'status', status: 503, retryAfterMs: 0, request: {} })
+    assert.equal(registry.snapshot()[0]?.consecutiveFailures, 2)
+    assert.equal(registry.snapshot()[0]?.heldUntil, null)
+  })
+
   test('release is idempotent', () => {
     const { registry, solo } = setup({ failuresToEject: 2 })
     const l = lease(solo)
