@@ -81,7 +81,7 @@ test('a cut stream finished elsewhere is a completed resume; one nothing can fin
     'a failed resume',
   )
 
-  // Both upstreams are ejected now: the pool is in panic and still sends requests (to the least recently failed).
+  // Both upstreams are ejected now: the pool is in panic and still sends requests (its strategy balancing among them).
   a.program(null)
   b.program(null)
   assert.ok((await streamText(client)).length > 0)

@@ -45,8 +45,6 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
   private nodes = new Map<string, UpstreamNode>()
   private readonly pools = new Map<string, PoolImpl>()
   private readonly strategies = new Map<string, StrategyFactory>(Object.entries(builtinStrategies))
-  /** Orders failed requests across upstreams: the panic pick is the one whose last failure has the lowest number. */
-  private failures = 0
   private readonly panicked: PanicListener
 
   constructor(options: UpstreamsOptions, log: UpstreamsLogger = silent) {
@@ -59,11 +57,10 @@ export class UpstreamRegistry extends EventEmitter<UpstreamRegistryEvents> {
       checks: resolved.healthChecks,
       onTransition: (upstream, previous, reason) => this.transitioned(upstream, previous, reason),
       wake: (upstream) => wake(upstream),
-      nextFailure: () => ++this.failures,
     }
     this.panicked = (pool, panic) => {
       const fields = { pool: pool.names, strategy: pool.strategy }
-      if (panic) this.log.warn(fields, 'pool in panic mode: no upstream in service, requests go to the least recently failed one')
+      if (panic) this.log.warn(fields, 'pool in panic mode: no upstream in service, the strategy balances requests among them all')
       else this.log.info(fields, 'pool out of panic mode')
     }
     this.checker = new HealthChecker(resolved.healthChecks, (upstream, ok, error) => {

@@ -113,11 +113,6 @@ export interface UpstreamOwner {
   onTransition(upstream: UpstreamNode, previous: UpstreamState, reason: string): void
   /** A slot was freed or the state changed: serve the queues of the pools holding this upstream. */
   wake(upstream: UpstreamNode): void
-  /**
-   * Not called any more: it ordered panic picks ("least recently failed"), which the pool's strategy now makes.
-   * registry.ts still supplies it (its owner drops both, and its panic log line's "least recently failed").
-   */
-  nextFailure(): number
 }
 
 /** What an upstream needs from a pool holding it. */

@@ -48,7 +48,7 @@ describe('panic mode (passive health)', () => {
     assert.deepEqual(panicLogs(), [
       {
         level: 'warn',
-        msg: 'pool in panic mode: no upstream in service, requests go to the least recently failed one',
+        msg: 'pool in panic mode: no upstream in service, the strategy balances requests among them all',
         fields: { pool: ['a', 'b'], strategy: 'round-robin' },
       },
     ])
@@ -79,7 +79,7 @@ describe('panic mode (passive health)', () => {
     assert.deepEqual(
       panicLogs().map((l) => [l.level, l.msg, l.fields.pool]),
       [
-        ['warn', 'pool in panic mode: no upstream in service, requests go to the least recently failed one', ['a', 'b']],
+        ['warn', 'pool in panic mode: no upstream in service, the strategy balances requests among them all', ['a', 'b']],
         ['info', 'pool out of panic mode', ['a', 'b']],
       ],
     )
