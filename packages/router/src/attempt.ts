@@ -149,8 +149,8 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     this.done = true
     this.clearDeadline()
     this.stream?.stop()
-    // Abandoned: unlike the first-byte timer's abort, this one's failure of the request is nobody's news.
-    this.signal.abort(reason, true)
+    // Abandoned: the failure of its request is nobody's news.
+    this.signal.abort(reason)
     const body = this.body
     if (body !== null) {
       body.removeAllListeners('data')
@@ -172,22 +172,27 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   onUpstreamError(error: Error): void {
     const call = this.call
     if (this.done || this.delivering || call.ctx.clientAborted) return
-    const cause = (error as { cause?: { code?: string; name?: string } }).cause
-    const code = cause?.code ?? (error as { code?: string }).code ?? ''
-    if (code === 'UND_ERR_ABORTED' || cause?.name === 'AbortError' || code === 'UND_ERR_HEADERS_TIMEOUT' || this.signal.aborted) {
-      // Our own first-byte timer (or undici's header timeout) gave up on this attempt.
-      this.fail('timeout', errors.upstreamTimeout('The upstream did not answer in time.', { cause: error }))
+    // reply-from wraps undici's error in one of its own (FST_REPLY_FROM_*, a 500 or 503 of its choosing); the cause
+    // kept, and logged, is undici's or the system's: ECONNREFUSED, ENOTFOUND, a TLS code.
+    const wrapped = (error as { cause?: unknown }).cause
+    const cause = (wrapped instanceof Error ? wrapped : error) as Error & { code?: string }
+    const code = cause.code ?? ''
+    if (code === 'UND_ERR_ABORTED' || cause.name === 'AbortError' || code === 'UND_ERR_HEADERS_TIMEOUT') {
+      // An abort, or undici's header timeout (our own first-byte timer fails the attempt itself: onFirstByteTimeout).
+      this.fail('timeout', errors.upstreamTimeout('The upstream did not answer in time.', { cause }))
     } else if (code === 'UND_ERR_CONNECT_TIMEOUT') {
-      this.fail('timeout', errors.upstreamTimeout('Connecting to the upstream timed out.', { cause: error }))
+      this.fail('timeout', errors.upstreamTimeout('Connecting to the upstream timed out.', { cause }))
     } else if (code === 'UND_ERR_NOT_SUPPORTED' || code === 'UND_ERR_INVALID_ARG') {
       // undici would not build the request (a header it cannot send): the request's fault, not the upstream's.
-      const refused = errors.invalidRequest(`The request cannot be forwarded: ${error.message}.`, { cause: error })
+      const refused = errors.invalidRequest(`The request cannot be forwarded: ${cause.message}.`, { cause })
       this.abort(refused)
       this.call.onAttemptRefused(this, refused)
-    } else if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH') {
-      this.fail('connect', errors.upstreamUnavailable('The upstream refused the connection.', { cause: error }))
+    } else if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+      this.fail('connect', errors.upstreamUnavailable("The upstream's host name could not be resolved.", { cause }))
+    } else if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH') {
+      this.fail('connect', errors.upstreamUnavailable('The upstream refused the connection.', { cause }))
     } else {
-      this.fail('connect', errors.upstreamFailed('The upstream connection failed before a response.', { cause: error }))
+      this.fail('connect', errors.upstreamFailed('The upstream connection failed before a response.', { cause }))
     }
   }
 
@@ -338,11 +343,10 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       this.onJsonIdle()
       return
     }
-    const error = errors.upstreamTimeout('The upstream did not answer in time.')
     // Headers came, the first token did not: a stall before the commit point can still move on.
     if (this.body !== null) this.fail('stall', errors.upstreamTimeout('The upstream stalled before the first token.'))
-    // Without headers, the abort surfaces through reply-from's onError as a timeout.
-    else this.signal.abort(error)
+    // No headers: given up here, not through reply-from, which would log our own abort as its `response errored`.
+    else this.fail('timeout', errors.upstreamTimeout('The upstream did not answer in time.'))
   }
 
   // ── the answer (the commit point is the first body chunk) ──────

@@ -5,8 +5,6 @@
 export class AttemptSignal {
   aborted = false
   reason: Error | undefined = undefined
-  /** Aborted by an attempt given up for good (its call hears nothing more of it): its request's failure is no news. */
-  abandoned = false
   private request: { abortWith(reason: Error): void } | null = null
 
   /** The request to abort (null: none now). */
@@ -14,11 +12,11 @@ export class AttemptSignal {
     this.request = request
   }
 
-  abort(reason: Error, abandoned = false): void {
+  /** The attempt is given up for good (its call hears nothing more of it): its request's failure is no news. */
+  abort(reason: Error): void {
     if (this.aborted) return
     this.aborted = true
     this.reason = reason
-    this.abandoned = abandoned
     const request = this.request
     this.request = null
     request?.abortWith(reason)

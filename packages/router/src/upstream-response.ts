@@ -114,9 +114,9 @@ export class UpstreamResponse implements UpstreamBody, Dispatcher.DispatchHandle
       // No answer yet: the request failed (refused, reset, timed out, aborted). As undici's request() reports it.
       this.callback = null
       this.signal.watch(null)
-      // Our own abort of an abandoned attempt (the client left, a shutdown): nobody listens for the outcome, and
-      // reply-from would log the cancel as an upstream failure (`response errored`, at warn, with a stack).
-      if (this.signal.abandoned) return
+      // Our own abort of an attempt given up (its deadline, the client left, a shutdown): nobody listens for the
+      // outcome, and reply-from would log the cancel as an upstream failure (`response errored`, at warn, with a stack).
+      if (this.signal.aborted) return
       queueMicrotask(() => callback(err, undefined as unknown as UpstreamResponseData))
       return
     }
