@@ -54,6 +54,8 @@ export class ProxyCall implements CallHost {
   private waitTimer: NodeJS.Timeout | null = null
   /** Why a committed answer failed (null: it did not). */
   private streamError: LlmProxyError | null = null
+  /** Why the last attempt's committed answer failed, when the client is told of an earlier cut (a continuation's). */
+  private attemptFailure: LlmProxyError | null = null
   /** The upstream's own answer says it failed (Responses' `response.failed`): relayed as sent, recorded as a failure. */
   private answerFailed: LlmProxyError | null = null
   private finished = false
@@ -299,7 +301,13 @@ export class ProxyCall implements CallHost {
       else this.endAnswer(tail)
       return
     }
-    this.endStreamWithError(this.continuation?.failure ?? error, transform, tail)
+    const continuation = this.continuation
+    if (continuation === null) this.endStreamWithError(error, transform, tail)
+    else {
+      // The client is told of the cut its continuation could not finish; the continuation's own line says why it failed.
+      this.attemptFailure = error
+      this.endStreamWithError(continuation.failure, transform, tail)
+    }
   }
 
   private endStreamWithError(error: LlmProxyError, transform: ResponseTransform | null, tail: Buffer | string | null): void {
@@ -435,8 +443,16 @@ export class ProxyCall implements CallHost {
                   ? { ok: true }
                   : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
       // Reported when the attempt is over, as it ended: an answer cut after its first byte is no `ok`, nor is an
-      // upstream's 5xx or 429 passed on to the client.
-      if (attempt.release(result)) this.reportAttempt(attempt, attemptOutcome(result, this.streamError, status), status)
+      // upstream's 5xx or 429 passed on to the client. A failed one has its warn line as every other failed attempt.
+      if (attempt.release(result)) {
+        const outcome = attemptOutcome(result, this.streamError, status)
+        this.reportAttempt(attempt, outcome, status)
+        if (outcome !== 'ok' && outcome !== 'aborted') {
+          const failure = this.attemptFailure ?? this.streamError
+          if (failure !== null) this.logFailedAttempt(attempt, 'cut', failure, undefined)
+          else this.logFailedAttempt(attempt, 'status', null, status)
+        }
+      }
     }
     this.record(status)
   }
@@ -497,11 +513,17 @@ export class ProxyCall implements CallHost {
    * The warn line of an attempt that failed (the request's own line names only the upstream that answered last):
    * which upstream, how it failed, its status or error.
    */
-  private logFailedAttempt(attempt: UpstreamAttempt, failure: FailureKind | 'cut', error: LlmProxyError, status: number | undefined): void {
-    // The cause's code says what no message of ours does (a TLS verification failure, a DNS error).
-    const cause = (error.cause as { code?: unknown } | undefined)?.code
+  private logFailedAttempt(
+    attempt: UpstreamAttempt,
+    failure: FailureKind | 'cut',
+    error: LlmProxyError | null,
+    status: number | undefined,
+  ): void {
+    // The cause's code says what no message of ours does (a TLS verification failure, a DNS error). No error: the
+    // upstream's own error answer, passed on to the client.
+    const cause = (error?.cause as { code?: unknown } | undefined)?.code
     this.request.log.warn(
-      { upstream: attempt.lease.upstream.name, failure, status, error: error.code, cause, message: error.message },
+      { upstream: attempt.lease.upstream.name, failure, status, error: error?.code, cause, message: error?.message },
       'upstream attempt failed',
     )
   }

@@ -8,7 +8,7 @@ import { after, before, describe, type TestContext, test } from 'node:test'
 import { upstreams } from '@llmproxy/upstreams'
 import Fastify from 'fastify'
 import { router } from '../src/index.js'
-import { type Cluster, chatBody, errorOf, type LogLine, send, startCluster } from './failover-helpers.js'
+import { type Cluster, chatBody, errorOf, type LogLine, readAnswer, send, startCluster } from './failover-helpers.js'
 import { eventually } from './helpers.js'
 
 const failedLines = (logs: LogLine[]) => logs.filter((line) => line.msg === 'upstream attempt failed')
@@ -57,7 +57,7 @@ test("a connection that failed is logged with its underlying code, not reply-fro
   assert.deepEqual(seen.tls, [502, 'The upstream connection failed before a response.', 'connect', 'ERR_SSL_WRONG_VERSION_NUMBER'])
 })
 
-describe('a failed attempt has one warn line: a timeout has no other', () => {
+describe('a failed attempt has one warn line: the last one too, and a timeout has no other', () => {
   let c: Cluster
   before(async () => {
     c = await startCluster({
@@ -85,4 +85,58 @@ describe('a failed attempt has one warn line: a timeout has no other', () => {
       [['upstream attempt failed', 'timeout', 'llmproxy_upstream_timeout', undefined]],
     )
   })
+
+  test("a 5xx passed on to the client: the last attempt's line, as the earlier ones'", async () => {
+    const logs = await linesOf(chatBody('m', { mock: { status: 500 } }))
+    assert.deepEqual(
+      failedLines(logs).map((line) => [line.upstream, line.failure, line.status]),
+      [['a', 'status', 500]],
+    )
+  })
+
+  for (const [name, stream, mock, error] of [
+    ['a stream cut mid-answer', true, { fault: 'cut', faultAfter: 2 }, 'llmproxy_upstream_error'],
+    ['a stream stalled mid-answer', true, { fault: 'stall', faultAfter: 2 }, 'llmproxy_upstream_timeout'],
+    ['a JSON body cut', false, { fault: 'cut', faultAfter: 2 }, 'llmproxy_upstream_error'],
+    ['a JSON body stalled', false, { fault: 'stall', faultAfter: 2 }, 'llmproxy_upstream_timeout'],
+  ] as const) {
+    test(`${name} after the commit: the attempt's line, as a cut`, async () => {
+      const logs = await linesOf(chatBody('m', { stream, mock }))
+      assert.deepEqual(
+        failedLines(logs).map((line) => [line.upstream, line.failure, line.error]),
+        [['a', 'cut', error]],
+      )
+    })
+  }
+
+  test("an in-band error mid-stream: the line carries the upstream's own reason", async () => {
+    const logs = await linesOf(chatBody('m', { stream: true, mock: { fault: 'error-event', faultAfter: 2 } }))
+    const lines = failedLines(logs)
+    assert.deepEqual(
+      lines.map((line) => [line.failure, line.error]),
+      [['cut', 'llmproxy_upstream_error']],
+    )
+    assert.match(String(lines[0]?.message), /^The upstream reported an error mid-stream: .+/)
+  })
+})
+
+test('a continuation that fails too has its own line, with its own failure (the client is told of the first cut)', async (t) => {
+  const c = await startCluster({
+    mocks: { a: { protocol: 'vllm' }, b: { protocol: 'vllm' } },
+    models: [{ name: 'm', upstreams: ['a', 'b'], strategy: 'ordered' }],
+    router: { retry: { attempts: 2 }, timeouts: { idleMs: 300 } },
+  })
+  t.after(() => c.close())
+  c.mock('a').program(() => ({ fault: 'cut', faultAfter: 2 }))
+  c.mock('b').program(() => ({ fault: 'stall', faultAfter: 2 }))
+  const res = await send(c.url, chatBody('m', { stream: true }))
+  assert.equal(readAnswer(res).streamError?.code, 'llmproxy_upstream_error')
+  await eventually(() => c.attempts.length === 2, 3000, 'both attempts reported')
+  assert.deepEqual(
+    failedLines(c.logs).map((line) => [line.upstream, line.failure, line.error]),
+    [
+      ['a', 'cut', 'llmproxy_upstream_error'],
+      ['b', 'cut', 'llmproxy_upstream_timeout'],
+    ],
+  )
 })
