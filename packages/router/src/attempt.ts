@@ -297,12 +297,15 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   private answerWhole(body: Buffer | string, json = this.converted !== null): void {
     this.settle()
     this.delivering = true
-    const client = this.call.client
+    const call = this.call
+    const client = call.client
     const headers = client.headers(this.headers, true)
     if (json) headers['content-type'] = JSON_TYPE
+    // A held answer's first token is the client's when it is sent (an error answer has none).
+    if (this.status < 300) call.ctx.firstTokenAt = performance.now()
     client.commit(this.status, headers)
-    this.call.onCommitted()
-    this.call.endAnswer(body)
+    call.onCommitted()
+    call.endAnswer(body)
   }
 
   /** Its stream ended before its first byte (a continuation's): another attempt may take over. */
@@ -398,22 +401,23 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   private commitJson(): void {
     if (this.delivering) return
     const call = this.call
+    // The answer's first chunk, the client's first token (none for an error answer passed on, nor an empty body).
+    if (this.status < 300) call.ctx.firstTokenAt = this.lastChunkAt
     call.client.commit(this.status, call.client.headers(this.headers, false))
     this.delivering = true
     call.onCommitted()
   }
 
   /**
-   * A chunk of a JSON body came. The first is the answer's first token (none for an error answer passed on: no TTFT
-   * sample, none for the latency strategy either); from it, as in a stream, idleMs bounds each silence of the
-   * upstream (responseMs bounded the start).
+   * A chunk of a JSON body came. From the first, as in a stream, idleMs bounds each silence of the upstream
+   * (responseMs bounded the start). Its first token is the client's only once the answer goes out (commitJson,
+   * answerWhole): a body refused before (malformed, cut, stalled, too large to convert) gave the client none.
    */
   private bodyFlowing(chunkLength: number): void {
     const now = performance.now()
     this.lastChunkAt = now
     if (this.flowing) return
     this.flowing = true
-    if (this.status < 300) this.call.ctx.firstTokenAt = now
     // A body whole in its first chunk (most answers) ends in this turn: no idle timer to make.
     if (this.wholeBody(chunkLength)) return
     this.clearDeadline()

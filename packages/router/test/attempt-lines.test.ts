@@ -5,6 +5,7 @@ import { once } from 'node:events'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { after, before, describe, type TestContext, test } from 'node:test'
+import type { UsageRecord } from '@llmproxy/core'
 import { upstreams } from '@llmproxy/upstreams'
 import Fastify from 'fastify'
 import { router } from '../src/index.js'
@@ -139,4 +140,48 @@ test('a continuation that fails too has its own line, with its own failure (the 
       ['b', 'cut', 'llmproxy_upstream_timeout'],
     ],
   )
+})
+
+describe('TTFT is the answer the client got, for a request that produced one', () => {
+  let c: Cluster
+  before(async () => {
+    c = await startCluster({
+      mocks: { same: {}, converted: { protocol: 'anthropic' } },
+      models: [
+        { name: 'same', upstreams: ['same'] },
+        { name: 'converted', upstreams: ['converted'], upstreamModel: 'mock-model' },
+      ],
+      router: { retry: { attempts: 2, backoffMs: 0 }, timeouts: { responseMs: 300, idleMs: 300 } },
+    })
+  })
+  after(() => c.close())
+
+  async function recordOf(model: string, program: Record<string, unknown>[]): Promise<[number, UsageRecord]> {
+    c.reset()
+    let n = 0
+    c.mock(model).program(() => program[n++] ?? {})
+    const res = await send(c.url, chatBody(model))
+    await eventually(() => c.records.length === 1, 3000, 'usage record')
+    return [res.status, c.records[0] as UsageRecord]
+  }
+
+  test('a converted answer refused once read (malformed, cut, stalled) has none', async () => {
+    for (const fault of [{ fault: 'malformed' }, { fault: 'cut', faultAfter: 2 }, { fault: 'stall', faultAfter: 2 }]) {
+      const [status, record] = await recordOf('converted', [fault, fault])
+      assert.deepEqual([status, record.ttftMs], [502, null], JSON.stringify(fault))
+    }
+    const [status, record] = await recordOf('converted', [])
+    assert.equal(status, 200)
+    assert.equal(typeof record.ttftMs, 'number')
+  })
+
+  test("a discarded attempt's first chunk is not the request's first token", async () => {
+    // The first answer is refused at its first chunk (not JSON), the second never comes.
+    const [status, record] = await recordOf('same', [{ fault: 'malformed' }, { fault: 'no-response' }])
+    assert.deepEqual([status, record.ttftMs], [504, null])
+    // Refused, then answered: the answer's own first token, after the refusal.
+    const [answered, ok] = await recordOf('same', [{ fault: 'malformed' }, { ttftMs: 200 }])
+    assert.equal(answered, 200)
+    assert.ok((ok.ttftMs ?? 0) >= 200, String(ok.ttftMs))
+  })
 })
