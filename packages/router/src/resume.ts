@@ -30,14 +30,17 @@ export interface ResumePoint {
 }
 
 /**
- * Keys whose presence makes a stream not continuable: tool calls, reasoning (neither can be prefilled). One whose value
- * is null is absent: OpenAI-compatible shims in Python write every field of a delta (`"tool_calls":null`).
+ * Keys (OpenAI, Gemini) or `type` values (Anthropic) whose presence makes a stream not continuable: tool calls,
+ * reasoning (neither can be prefilled). A key whose value is null is absent: OpenAI-compatible shims in Python write
+ * every field of a delta (`"tool_calls":null`).
  */
 const NOT_TEXT: Record<ApiFamily, ByteNeedle[]> = {
   openai: ['"tool_calls"', '"function_call"', '"reasoning_content"', '"reasoning"', '"refusal"'].map((n) => new ByteNeedle(n)),
   anthropic: ['"tool_use"', '"thinking"', '"redacted_thinking"', '"server_tool_use"'].map((n) => new ByteNeedle(n)),
   gemini: ['"functionCall"', '"thought"', '"executableCode"', '"inlineData"'].map((n) => new ByteNeedle(n)),
 }
+/** Whether NOT_TEXT's needles are keys only: then a match that no colon follows is a string value (a text `"thought"`). */
+const NOT_TEXT_KEYS: Record<ApiFamily, boolean> = { openai: true, anthropic: false, gemini: true }
 const NULL = new ByteNeedle('null')
 /** Where answer text is: OpenAI's delta `"content"`, Anthropic's `"text"` after `"text_delta"`, each Gemini part's `"text"`. */
 const CONTENT = new ByteNeedle('"content"')
@@ -165,7 +168,7 @@ export class ResumeTap {
       }
     }
     for (const needle of NOT_TEXT[this.family]) {
-      if (present(needle, data, start, end)) {
+      if (present(needle, NOT_TEXT_KEYS[this.family], data, start, end)) {
         this.continuable = false
         return
       }
@@ -304,14 +307,15 @@ function stringValueAfterKey(data: Buffer, from: number, end: number): [number, 
 }
 
 /**
- * Whether `needle` is in [start, end) as JSON, other than as a key whose value is null. Escaped, it is inside a string:
- * answer text that quotes `"thought"` or `"tool_calls"` is no such key.
+ * Whether `needle` is in [start, end) as JSON, other than as a key whose value is null; `keyOnly`: as a key, not as
+ * a string value (a delta whose whole text is `reasoning`). Escaped, it is inside a string: answer text that quotes
+ * `"thought"` or `"tool_calls"` is neither.
  */
-function present(needle: ByteNeedle, data: Buffer, start: number, end: number): boolean {
+function present(needle: ByteNeedle, keyOnly: boolean, data: Buffer, start: number, end: number): boolean {
   for (let at = needle.indexIn(data, start, end); at !== -1; at = needle.indexIn(data, at + needle.length, end)) {
     if (at > start && data[at - 1] === BACKSLASH) continue
     const value = valueAfterKey(data, at + needle.length, end)
-    if (value === -1 || !NULL.isAt(data, value)) return true
+    if (value === -1 ? !keyOnly : !NULL.isAt(data, value)) return true
   }
   return false
 }

@@ -68,10 +68,20 @@ test('answer text that quotes a tool call or thought key is text: the stream sta
   // the key's letters and the string's end.
   openai.push(Buffer.from(chunk(`{"content":${JSON.stringify('use "tool_calls')},"tool_calls":null}`)))
   assert.equal(openai.point()?.text, 'use "tool_calls')
+  // A delta whose whole text is a key's name, written spaced (Python's json.dumps): a value, not the key.
+  const spaced = new ResumeTap('openai')
+  for (const word of ['Step: ', 'reasoning', 'refusal', 'tool_calls'])
+    spaced.push(Buffer.from(chunk(`{"content": "${word}", "role": null}`)))
+  assert.equal(spaced.point()?.text, 'Step: reasoningrefusaltool_calls')
   const gemini = new ResumeTap('gemini')
+  gemini.push(
+    Buffer.from(
+      `data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: 'thought' }], role: 'model' }, index: 0 }] })}\r\n\r\n`,
+    ),
+  )
   const part = JSON.stringify({ candidates: [{ content: { parts: [{ text: 'set "thought' }], role: 'model' }, index: 0 }] })
   gemini.push(Buffer.from(`data: ${part}\r\n\r\n`))
-  assert.equal(gemini.point()?.text, 'set "thought')
+  assert.equal(gemini.point()?.text, 'thoughtset "thought')
 })
 
 test('a Gemini chunk of several parts: the text of every part, in order, and nothing from outside the parts', () => {
