@@ -1,5 +1,5 @@
 import { errors, type LlmProxyError } from '@llmproxy/core'
-import type { Lease } from '@llmproxy/upstreams'
+import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { ResolvedRoute } from './models.js'
 import type { Retry, RetryOn } from './options.js'
 
@@ -28,6 +28,8 @@ export type Plan =
   | { readonly type: 'fail'; readonly error: LlmProxyError }
 
 const QUEUE: Plan = { type: 'queue' }
+/** A lease given back without an attempt: neutral for the upstream's health. */
+const NOT_STARTED: AttemptResult = { ok: false, kind: 'aborted' }
 const always = (): boolean => true
 /** Waits for a Retry-After hold end this much later, so the hold has surely ended (timer and clock granularity). */
 const HOLD_SLACK_MS = 5
@@ -111,7 +113,13 @@ export class AttemptPlanner {
 
   /** The pool's queue handed over a lease, or nothing (null: no candidate is left). */
   afterQueue(lease: Lease | null): Plan {
-    return lease === null ? this.advance() : this.started(lease)
+    if (lease === null) return this.advance()
+    // The wait in the queue may outlast the budget: no attempt starts past it (the slot goes back unused).
+    if (this.clock.now() - this.startedAt >= this.retry.budgetMs) {
+      lease.release(NOT_STARTED)
+      return this.fail(this.lastError ?? errors.upstreamTimeout('The retry budget ran out.'))
+    }
+    return this.started(lease)
   }
 
   /**

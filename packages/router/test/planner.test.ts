@@ -188,6 +188,15 @@ describe('AttemptPlanner', () => {
     second.clock.chance = 0.5
     const plan = second.planner.next()
     assert.equal(plan.type, 'fail', 'a backoff of 1000 ms would end past the budget')
+
+    // A slot the pool's queue hands over after the budget: no attempt, and the slot goes back.
+    const third = setup({ attempts: 10, budgetMs: 1000 })
+    fail(third.planner, attempt(third.planner.next()))
+    third.clock.at = 1000
+    const handed = third.registry.pool(['a1', 'a2']).tryAcquire()
+    assert.ok(handed !== null && handed !== 'busy')
+    assert.equal(third.planner.afterQueue(handed).type, 'fail')
+    assert.equal(third.registry.get(handed.upstream.name)?.inFlight, 0)
   })
 
   test('upstreams held back by a 429 are waited for (up to maxRetryAfterMs), then retried', () => {
