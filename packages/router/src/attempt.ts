@@ -42,12 +42,13 @@ const PROMPT_TOO_LONG_STATUSES: ReadonlySet<number> = new Set([400, 422])
 const UTF8 = new TextEncoder()
 
 /**
- * An upstream's 404 that is its own fault: on a generation route the gateway chose the upstream model and the path,
- * so the upstream does not serve them (a vLLM restarted with another `--served-model-name`), and another may. Token
- * counting is no generation (a server may lack it, and serve the rest), and a Responses 404 may name the client's own
- * stored response (`previous_response_id`).
+ * An upstream's 404 another upstream may not answer: on a generation route the upstream does not serve the model
+ * there, by the gateway's mapping (a vLLM restarted with another `--served-model-name`) or the client's choice of
+ * route (OpenAI's 404 for a chat model on /v1/completions; TGI has no /v1/embeddings). Token counting is no
+ * generation (a server may lack it, and serve the rest), and a Responses 404 may name the client's own stored
+ * response (`previous_response_id`).
  */
-export function notServedBy(endpoint: Endpoint, status: number): boolean {
+function notServedBy(endpoint: Endpoint, status: number): boolean {
   return status === 404 && endpoint.metered && endpoint !== OPENAI_RESPONSES
 }
 
@@ -242,10 +243,11 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     } else if (status === 401 || status === 403) {
       // The upstream refuses the gateway's own credential: passed on, it would tell the client its key is wrong.
       this.fail('error', errors.upstreamFailed(`The upstream refused the gateway's credential for it (${status}).`), status)
-    } else if (notServedBy(this.endpoint, status) && ((planner.retryable('error') && planner.canRetry()) || call.client.committed)) {
-      // Another upstream may serve it, and passive health counts it (as a refused credential): else the fastest
-      // answer on the pool would draw the traffic. With nowhere left to try, its 404 is the client's answer.
-      this.fail('error', errors.upstreamFailed(`The upstream does not serve the model (${status}).`), status)
+    } else if (notServedBy(this.endpoint, status) && ((planner.retryable('error') && planner.canMoveOn()) || call.client.committed)) {
+      // Another upstream or fallback may serve it (else a fast 404 would draw the traffic of load-aware strategies).
+      // No failure of the upstream's: the client's route may cause it, as it may any 4xx (the call keeps it neutral
+      // for passive health and tries the same pool no more). With nowhere left, its 404 is the client's answer.
+      this.fail('status', errors.upstreamFailed(`The upstream does not serve the model on this route (${status}).`), status)
     } else if ((planner.retryable('status', status) && planner.canRetry()) || call.client.committed) {
       // (A continuation's error answer can never reach the client, whose stream is under way: it only fails.)
       const retryAfter = retryAfterMs(this.headers?.['retry-after'])

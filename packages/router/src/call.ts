@@ -3,7 +3,7 @@ import { type Attempt, buildUsageRecord, errors, type LlmContext, LlmProxyError 
 import { createEncoder, type EncoderOptions, type Endpoint, fromRecordUsage, type StreamEncoder, wireOf } from '@llmproxy/protocols'
 import { type AttemptResult, holdsBack, type Lease } from '@llmproxy/upstreams'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { notServedBy, UpstreamAttempt } from './attempt.js'
+import { UpstreamAttempt } from './attempt.js'
 import { ClientStream } from './client-stream.js'
 import { Continuation } from './continuation.js'
 import { StreamConverter } from './convert.js'
@@ -252,11 +252,15 @@ export class ProxyCall implements CallHost {
     }
     if (this.finished) return
     const planner = this.planner
+    // A 404 moved on from (the upstream does not serve the model on this route) is an answer, neutral for passive
+    // health as other 4xx; the request goes on in this round only, if retry.on moves it on from a lost connection.
+    const notServed = kind === 'status' && status === 404
+    if (notServed) planner.notServed(error)
     // A 429, or a 503 saying when to come back, is waited out (up to retry.maxRetryAfterMs), not retried at once.
-    planner.failed(error, status !== undefined && holdsBack(status, retryAfter) ? (retryAfter ?? 0) : undefined)
+    else planner.failed(error, status !== undefined && holdsBack(status, retryAfter) ? (retryAfter ?? 0) : undefined)
     // A context-length 400 goes to the next fallback model (one with a larger context).
     if (kind === 'status' && status === 400) this.run(planner.nextFallback())
-    else if (planner.retryable(kind, status)) this.run(planner.next())
+    else if (planner.retryable(notServed ? 'error' : kind, status)) this.run(planner.next())
     else this.fail(error)
   }
 
@@ -426,8 +430,7 @@ export class ProxyCall implements CallHost {
     if (attempt !== null) {
       // An upstream that failed is counted so, whatever the client did after (it may leave during the usage grace,
       // or before the failure's end reached it). A client leaving says nothing about the upstream's health: 'aborted'
-      // is neutral for passive checks. A 5xx passed on to the client (nowhere left to retry) is still the upstream failing,
-      // as is a 404 that is its own fault (notServedBy).
+      // is neutral for passive checks. A 5xx passed on to the client (nowhere left to retry) is still the upstream failing.
       // A Responses answer ended by `response.failed` is the upstream's answer, often to the client's own input (an
       // image it cannot fetch, a refused prompt), as a 400 is: recorded as a failure, neutral for health.
       const result: AttemptResult =
@@ -437,11 +440,9 @@ export class ProxyCall implements CallHost {
             ? { ok: false, kind: 'aborted' }
             : status >= 500
               ? { ok: false, kind: 'status', status, request: this }
-              : notServedBy(attempt.endpoint, status)
-                ? { ok: false, kind: 'error', status, request: this }
-                : ctx.firstTokenAt < attempt.startedAt
-                  ? { ok: true }
-                  : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
+              : ctx.firstTokenAt < attempt.startedAt
+                ? { ok: true }
+                : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
       // Reported when the attempt is over, as it ended: an answer cut after its first byte is no `ok`, nor is an
       // upstream's 5xx or 429 passed on to the client. A failed one has its warn line as every other failed attempt.
       if (attempt.release(result)) {

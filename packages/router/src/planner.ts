@@ -73,6 +73,8 @@ export class AttemptPlanner {
   /** Time spent waiting out Retry-After holds (bounded by retry.maxRetryAfterMs). */
   private waitedMs = 0
   private lastError: LlmProxyError | null = null
+  /** The last attempt's upstream does not serve the model (its 404): no new round until another failure. */
+  private movingOn = false
   /** When each of the last rounds started (this.clock.now()), the first at the request's start. */
   private readonly roundStarts: number[]
   /** A fallback was tried: later rounds go over the requested model and the fallbacks alike. */
@@ -138,7 +140,34 @@ export class AttemptPlanner {
   /** An attempt was abandoned; a 429 (or a 503) may say how long its upstream is held back. */
   failed(error: LlmProxyError, retryAfterMs?: number): void {
     this.lastError = error
+    this.movingOn = false
     if (retryAfterMs !== undefined) this.retryAfterMs = Math.max(this.retryAfterMs, retryAfterMs)
+  }
+
+  /**
+   * An upstream answered 404 (it does not serve the model on this route): the request goes on to the untried
+   * upstreams of the round and to the fallbacks, but no new round starts for it (asked again, the same pool would
+   * say the same). Called only when canMoveOn() said there was somewhere to go.
+   */
+  notServed(error: LlmProxyError): void {
+    this.lastError = error
+    this.movingOn = true
+  }
+
+  /**
+   * Whether next() can now go somewhere without a new round: an untried upstream of the route's pool (unless the
+   * attempts left are kept for the fallbacks), or a fallback model that serves the request with an upstream to take it.
+   */
+  canMoveOn(): boolean {
+    if (!this.canRetry()) return false
+    const fallbacksOnly = this.sparing() && this.attempts + this.fallbacksLeft() >= this.retry.attempts
+    if (!fallbacksOnly && this.route.pool.offers(this.tried, this.route.upstreamModel)) return true
+    const fallbacks = this.primary.fallbacks
+    for (let i = this.fallbackIndex + 1; i < fallbacks.length; i++) {
+      const fallback = fallbacks[i] as ResolvedRoute
+      if (this.serves(fallback) && fallback.pool.offers(undefined, fallback.upstreamModel)) return true
+    }
+    return false
   }
 
   /** Whether a failure of this kind (and status) may move the request to another attempt. */
@@ -181,11 +210,13 @@ export class AttemptPlanner {
    * permitting, another round from the requested model.
    */
   advance(): Plan {
-    if (this.sparing() && this.attempts + this.fallbacksLeft() < this.retry.attempts) {
+    if (!this.movingOn && this.sparing() && this.attempts + this.fallbacksLeft() < this.retry.attempts) {
       const delay = this.roundDelay()
       if (delay >= 0) return this.newRound(delay)
     }
     if (this.hasFallbackLeft()) return this.nextFallback()
+    // (Only when what canMoveOn() saw is gone: the strategy declined, the queue gave nothing.)
+    if (this.movingOn && this.lastError !== null) return this.fail(this.lastError)
     const delay = this.roundDelay()
     if (delay >= 0) return this.newRound(delay)
     if (delay === NOTHING_TO_WAIT_FOR)

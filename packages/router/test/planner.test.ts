@@ -245,6 +245,30 @@ describe('AttemptPlanner', () => {
     assert.equal(planner.hasFallbackLeft(), false)
   })
 
+  test('a 404 (the model not served there): the other upstreams, then the fallbacks, never a new round', () => {
+    // Attempts to spare: a failure would give the requested model's pool another round first.
+    const { planner } = setup({ attempts: 5 })
+    const order: string[] = []
+    while (order.length === 0 || planner.canMoveOn()) {
+      const lease = attempt(planner.next())
+      order.push(lease.upstream.name)
+      lease.release({ ok: false, kind: 'status', status: 404 })
+      planner.notServed(errors.upstreamFailed('answered 404'))
+    }
+    assert.deepEqual(order.slice(0, 2).sort(), ['a1', 'a2'])
+    assert.deepEqual(order.slice(2), ['b1', 'c1'])
+    // Nowhere left: the caller relays the last 404. Had it moved on, no round would have started either.
+    assert.equal(planner.next().type, 'fail')
+    // A fallback whose upstreams are all out is nowhere to go.
+    const fresh = setup({ attempts: 5 })
+    for (const name of ['b1', 'c1']) fresh.registry.drain(name)
+    for (let i = 0; i < 2; i++) {
+      attempt(fresh.planner.next()).release({ ok: false, kind: 'status', status: 404 })
+      fresh.planner.notServed(errors.upstreamFailed('answered 404'))
+    }
+    assert.equal(fresh.planner.canMoveOn(), false)
+  })
+
   test('retryable(): what retry.on lists, connection losses as connect failures', () => {
     const { planner } = setup({ on: ['connect', 429, 503] })
     assert.equal(planner.retryable('status', 429), true)

@@ -29,6 +29,11 @@ export interface Pool {
    */
   tryAcquire(exclude?: ReadonlySet<string>, model?: string): Lease | 'busy' | null
   /**
+   * Whether tryAcquire would now find an upstream not in `exclude` for `model` (a lease, or 'busy'), the strategy's
+   * own choice aside; it leases nothing.
+   */
+  offers(exclude?: ReadonlySet<string>, model?: string): boolean
+  /**
    * When nothing is available only because upstreams answered 429 (or 503 with a Retry-After) and are held back
    * until their Retry-After: the epoch ms at which the first of them (not in `exclude`) is free again; else 0.
    * `model` (here and in the acquires): the upstream model asked for; holds of other models do not count.
@@ -133,6 +138,18 @@ export class PoolImpl implements Pool, PoolLink {
       if (upstream.unavailable(now)) return true
     }
     return false
+  }
+
+  offers(exclude?: ReadonlySet<string>, model?: string): boolean {
+    const now = Date.now()
+    const candidate = (upstream: UpstreamNode): boolean => !exclude?.has(upstream.name) && !upstream.heldFor(model, now)
+    if (this.members.some((upstream) => upstream.available(now) && candidate(upstream))) return true
+    // As panicPick: with none available and none in service, those that are out.
+    const scope = this.panicScope(now)
+    if (scope === 'none') return false
+    return this.members.some(
+      (upstream) => upstream.state !== 'draining' && (upstream.state === 'unhealthy') === (scope === 'unhealthy') && candidate(upstream),
+    )
   }
 
   tryAcquire(exclude?: ReadonlySet<string>, model?: string): Lease | 'busy' | null {
