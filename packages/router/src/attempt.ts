@@ -65,6 +65,10 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   status = 0
   /** The upstream's response headers (null before them). */
   headers: IncomingHttpHeaders | null = null
+  /** The upstream's Retry-After, in ms (undefined: none, or not one the gateway reads). */
+  get retryAfterMs(): number | undefined {
+    return retryAfterMs(this.headers?.['retry-after'])
+  }
   /** Its answer has reached the client (its first byte): from now on a failure cannot move it elsewhere. */
   delivering = false
   /** Its SSE answer's relay (null before it, and for JSON answers). */
@@ -250,7 +254,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       this.fail('status', errors.upstreamFailed(`The upstream does not serve the model on this route (${status}).`), status)
     } else if ((planner.retryable('status', status) && planner.canRetry()) || call.client.committed) {
       // (A continuation's error answer can never reach the client, whose stream is under way: it only fails.)
-      const retryAfter = retryAfterMs(this.headers?.['retry-after'])
+      const retryAfter = this.retryAfterMs
       const wait = { 'retry-after': String(Math.ceil((retryAfter ?? 1000) / 1000)) }
       const error =
         reported ??

@@ -240,12 +240,7 @@ export class ProxyCall implements CallHost {
       this.run(this.planner.next())
       return
     }
-    const result: AttemptResult = { ok: false, kind, request: this }
-    if (status !== undefined) result.status = status
-    if (retryAfter !== undefined) result.retryAfterMs = retryAfter
-    // A 429 holds the upstream back for this upstream model only (the planner still points at the attempt's route):
-    // a fallback model on the same upstream may answer.
-    if (status === 429) result.model = this.planner.route.upstreamModel
+    const result = this.failedResult(kind, status, retryAfter)
     if (attempt.release(result)) {
       this.reportAttempt(attempt, kind === 'connect' ? 'connect_error' : kind, status)
       this.logFailedAttempt(attempt, kind, error, status)
@@ -262,6 +257,17 @@ export class ProxyCall implements CallHost {
     if (kind === 'status' && status === 400) this.run(planner.nextFallback())
     else if (planner.retryable(notServed ? 'error' : kind, status)) this.run(planner.next())
     else this.fail(error)
+  }
+
+  /** A failed attempt for passive health: a 429 or a 503 with a Retry-After holds its upstream back, not fails it. */
+  private failedResult(kind: AttemptResult['kind'], status?: number, retryAfter?: number): AttemptResult {
+    const result: AttemptResult = { ok: false, kind, request: this }
+    if (status !== undefined) result.status = status
+    if (retryAfter !== undefined) result.retryAfterMs = retryAfter
+    // A 429 holds the upstream back for this upstream model only (the planner still points at the attempt's route):
+    // a fallback model on the same upstream may answer.
+    if (status === 429) result.model = this.planner.route.upstreamModel
+    return result
   }
 
   /** The request itself cannot be sent (undici refused to build it): no upstream is at fault, none is tried again. */
@@ -430,7 +436,8 @@ export class ProxyCall implements CallHost {
     if (attempt !== null) {
       // An upstream that failed is counted so, whatever the client did after (it may leave during the usage grace,
       // or before the failure's end reached it). A client leaving says nothing about the upstream's health: 'aborted'
-      // is neutral for passive checks. A 5xx passed on to the client (nowhere left to retry) is still the upstream failing.
+      // is neutral for passive checks. A 5xx passed on to the client (nowhere left to retry) is still the upstream failing;
+      // a 429 passed on, or a 503 with a Retry-After, holds it back as when it is retried (failedResult).
       // A Responses answer ended by `response.failed` is the upstream's answer, often to the client's own input (an
       // image it cannot fetch, a refused prompt), as a 400 is: recorded as a failure, neutral for health.
       const result: AttemptResult =
@@ -438,8 +445,8 @@ export class ProxyCall implements CallHost {
           ? { ok: false, kind: 'error', request: this }
           : ctx.clientAborted
             ? { ok: false, kind: 'aborted' }
-            : status >= 500
-              ? { ok: false, kind: 'status', status, request: this }
+            : status >= 500 || status === 429
+              ? this.failedResult('status', status, attempt.retryAfterMs)
               : ctx.firstTokenAt < attempt.startedAt
                 ? { ok: true }
                 : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }

@@ -593,6 +593,31 @@ describe('bounds: attempts, total budget, backoff with jitter, Retry-After', () 
     }
   })
 
+  for (const status of [503, 429] as const) {
+    test(`${status} with a Retry-After on the request's last attempt: passed on, and its upstream held, not failing`, async () => {
+      const c = await startCluster({
+        mocks: { a: { behavior: { status, retryAfter: 2 } } },
+        models: [{ name: 'm', upstreams: ['a'] }],
+        router: { retry: { attempts: 1, maxRetryAfterMs: 1000 } },
+      })
+      try {
+        const relayed = await send(c.url, chatBody('m'))
+        assert.equal(relayed.status, status, relayed.text)
+        assert.equal(relayed.headers['retry-after'], '2', "the upstream's own answer")
+        const snap = c.app.upstreams.snapshot()[0]
+        assert.equal(snap?.consecutiveFailures, 0)
+        assert.ok((snap?.heldUntil ?? 0) > Date.now(), 'held until its Retry-After')
+        // During the hold (longer than the gateway waits), the next request is answered without reaching it.
+        const held = await send(c.url, chatBody('m'))
+        assert.equal(held.status, status, held.text)
+        assert.ok(held.ms < 500, `took ${Math.round(held.ms)} ms`)
+        assert.equal(generations(c.mock('a')).length, 1)
+      } finally {
+        await c.close()
+      }
+    })
+  }
+
   test('429 with a Retry-After longer than maxRetryAfterMs goes back to the client at once', async () => {
     const c = await startCluster({
       mocks: { a: { behavior: { status: 429, retryAfter: 30 } } },
