@@ -81,7 +81,12 @@ export const PassiveHealthSchema = Type.Object(
       Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 5000, description: 'First cooldown; doubles on each ejection in a row.' }),
     ),
     maxEjectionMs: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 120_000, description: 'Cooldown cap; at least baseEjectionMs.' }),
+      Type.Integer({
+        minimum: 1,
+        maximum: MAX_TIMER_MS,
+        default: 120_000,
+        description: "Cooldown cap, and the longest a 503's Retry-After holds an upstream back; at least baseEjectionMs.",
+      }),
     ),
   },
   { additionalProperties: false, default: {} },

@@ -321,9 +321,14 @@ export class UpstreamNode implements Upstream {
     this.owner.wake(this)
   }
 
-  /** Not picked until the Retry-After passes; `unavailable` (a 503's) for every model. */
+  /**
+   * Not picked until the Retry-After passes; `unavailable` (a 503's) for every model, and for no longer than an
+   * ejection's longest cooldown (passiveHealth.maxEjectionMs): it takes the whole upstream out on one answer, often a
+   * proxy's or one replica's, as an ejection does on failures, and its checks do not lift it.
+   */
   private hold(unavailable: boolean, result: AttemptResult): void {
-    const until = Date.now() + (result.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS)
+    const wait = result.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS
+    const until = Date.now() + (unavailable ? Math.min(wait, this.owner.passive.maxEjectionMs) : wait)
     const key = unavailable ? WHOLE_UPSTREAM : (result.model ?? WHOLE_UPSTREAM)
     this.holds ??= new Map()
     if (until > (this.holds.get(key) ?? 0)) this.holds.set(key, until)

@@ -269,6 +269,19 @@ describe('passive health', () => {
     assert.equal(registry.snapshot()[0]?.heldUntil, null)
   })
 
+  test("a 503's hold lasts no longer than an ejection's longest cooldown; a 429's is the upstream's word", () => {
+    const { registry, solo } = setup({ baseEjectionMs: 5000, maxEjectionMs: 60_000 })
+    // A proxy's maintenance page, one replica of many: it would take every model out for the hour.
+    lease(solo).release({ ok: false, kind: 'status', status: 503, retryAfterMs: 3_600_000, request: {} })
+    assert.equal(registry.snapshot()[0]?.heldUntil, T0 + 60_000)
+    mock.timers.tick(60_000)
+    const after = solo.tryAcquire()
+    assert.ok(after !== null && after !== 'busy', 'in service again once the cap has passed')
+    after.release({ ok: true })
+    lease(solo).release({ ok: false, kind: 'status', status: 429, retryAfterMs: 3_600_000, model: 'big' })
+    assert.equal(solo.holdEnds(undefined, 'big'), T0 + 60_000 + 3_600_000)
+  })
+
   test('release is idempotent', () => {
     const { registry, solo } = setup({ failuresToEject: 2 })
     const l = lease(solo)
