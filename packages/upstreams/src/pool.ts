@@ -294,7 +294,7 @@ export class PoolImpl implements Pool, PoolLink {
       const upstream = members[i] as UpstreamNode
       const state = upstream.state
       if (state === 'draining' || (state === 'unhealthy') !== (scope === 'unhealthy')) continue
-      // A 429 hold is respected even in panic: the upstream said when to come back.
+      // A hold (a 429, a 503 with a Retry-After) is respected even in panic: the upstream said when to come back.
       if (exclude?.has(upstream.name) || upstream.heldFor(model, now)) continue
       if (upstream.maxConcurrency !== null && upstream.inFlight >= upstream.maxConcurrency) full = true
       else candidates.push(upstream)

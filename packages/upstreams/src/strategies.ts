@@ -3,9 +3,9 @@ import { currentTtft, EWMA_FORGET_MS, type Upstream } from './upstream.js'
 /**
  * A balancing strategy of one pool. `candidates` are the pool's upstreams that may take a request now
  * (available, below maxConcurrency, not excluded; in panic mode, those that are out), in the pool's order, never
- * empty. The array is reused
- * between picks: read it, don't keep it. Returning undefined declines (the pool then answers null). `failover`: an
- * upstream of this pool was already tried for this request (a rotation keeps its place for the next request).
+ * empty. The array is reused between picks: read it, don't keep it. Returning undefined declines (the pool then
+ * answers null). `failover`: an upstream of this pool was already tried for this request (a rotation keeps its place
+ * for the next request).
  */
 export interface Strategy {
   pick(candidates: readonly Upstream[], failover: boolean): Upstream | undefined
