@@ -21,16 +21,33 @@ import {
 } from './convert-helpers.js'
 
 const MODEL: Record<ClientApi, string> = { openai: 'gpt-4o', anthropic: 'claude-sonnet', gemini: 'gemini-flash' }
+const UPSTREAM_MODEL: Record<ClientApi, string> = {
+  openai: 'gpt-4o-2024-08-06',
+  anthropic: 'claude-sonnet-4-6',
+  gemini: 'gemini-2.5-flash',
+}
+
+/**
+ * The model of one 429 case: a 429 with a Retry-After holds its upstream back for its upstream model (the next request
+ * for it gets the gateway's 429 without reaching the upstream), so each case asks for a model of its own.
+ */
+function rateLimitedModel(client: ClientApi, upstream: ClientApi, stream: boolean): string {
+  return `${MODEL[upstream]}-429-${client}-${stream ? 'stream' : 'json'}`
+}
 
 let gw: ConvertGateway
 before(async () => {
   gw = await startConvertGateway(
     { openai: { protocol: 'openai' }, anthropic: { protocol: 'anthropic' }, gemini: { protocol: 'gemini' } },
-    [
-      { name: MODEL.openai, upstreams: ['openai'], upstreamModel: 'gpt-4o-2024-08-06' },
-      { name: MODEL.anthropic, upstreams: ['anthropic'], upstreamModel: 'claude-sonnet-4-6' },
-      { name: MODEL.gemini, upstreams: ['gemini'], upstreamModel: 'gemini-2.5-flash' },
-    ],
+    CLIENT_APIS.flatMap((upstream) => [
+      { name: MODEL[upstream], upstreams: [upstream], upstreamModel: UPSTREAM_MODEL[upstream] },
+      ...CLIENT_APIS.flatMap((client) =>
+        [false, true].map((stream) => {
+          const name = rateLimitedModel(client, upstream, stream)
+          return { name, upstreams: [upstream], upstreamModel: `${UPSTREAM_MODEL[upstream]}-${name}` }
+        }),
+      ),
+    ]),
     // One attempt: the upstream's answer is what the client gets (failover has its own tests).
     { retry: { attempts: 1 } },
   )
@@ -76,7 +93,8 @@ for (const client of CLIENT_APIS) {
           const what = `${stream ? 'streamed' : 'not streamed'}, ${status}`
           gw.reset()
           const behavior: MockBehavior = status === 429 ? { status, retryAfter: 7 } : { status }
-          const err = await rejection(ask(client, gw.url, MODEL[upstream], { stream, headers: behave(behavior) }))
+          const model = status === 429 ? rateLimitedModel(client, upstream, stream) : MODEL[upstream]
+          const err = await rejection(ask(client, gw.url, model, { stream, headers: behave(behavior) }))
           assert.ok(err instanceof errorClassFor(client, status), `${what}: ${err.constructor.name} ${err.message}`)
           assert.equal(statusOf(err), status, what)
           assert.match(err.message, new RegExp(`Mock error \\(status ${status}\\)`), what)

@@ -151,7 +151,8 @@ describe('TTFT is the answer the client got, for a request that produced one', (
         { name: 'same', upstreams: ['same'] },
         { name: 'converted', upstreams: ['converted'], upstreamModel: 'mock-model' },
       ],
-      router: { retry: { attempts: 2, backoffMs: 0 }, timeouts: { responseMs: 300, idleMs: 300 } },
+      // responseMs well above the 200 ms answer below: a loaded machine must not turn it into a timeout.
+      router: { retry: { attempts: 2, backoffMs: 0 }, timeouts: { responseMs: 1000, idleMs: 300 } },
     })
   })
   after(() => c.close())
