@@ -738,6 +738,31 @@ test('an upstream answering 404 at once (not serving the model) costs load-aware
   }
 })
 
+test("404 while the pool's other upstream has no free slot: the upstream's 404 at once, not a wait in the queue", async () => {
+  const c = await startCluster({
+    mocks: { a: { behavior: { status: 404, errorCode: 'model_not_found' } }, b: { maxConcurrency: 1, behavior: { ttftMs: 1500 } } },
+    models: [
+      { name: 'pair', upstreams: ['a', 'b'], strategy: 'ordered', upstreamModel: 'pair-model' },
+      { name: 'only-b', upstreams: ['b'], upstreamModel: 'b-model' },
+    ],
+    queue: { maxWaiting: 10, timeoutMs: 5000 },
+  })
+  try {
+    // b's one slot is taken for 1.5 s.
+    const occupying = send(c.url, chatBody('only-b'))
+    await eventually(() => generations(c.mock('b')).length === 1, 2000, 'b busy')
+    const started = performance.now()
+    const res = await send(c.url, chatBody('pair'))
+    assert.equal(res.status, 404, res.text)
+    assert.equal(errorOf(res).code, 'model_not_found')
+    assert.ok(performance.now() - started < 1000, `took ${Math.round(performance.now() - started)} ms`)
+    assertComplete(await occupying, 'b-model', 'the occupying request')
+    assert.equal(generations(c.mock('b')).length, 1, 'the 404 request never reached b')
+  } finally {
+    await c.close()
+  }
+})
+
 describe('maxConcurrency: extra requests wait in the queue, a full queue is a 503', () => {
   let c: Cluster
   before(async () => {

@@ -29,8 +29,8 @@ export interface Pool {
    */
   tryAcquire(exclude?: ReadonlySet<string>, model?: string): Lease | 'busy' | null
   /**
-   * Whether tryAcquire would now find an upstream not in `exclude` for `model` (a lease, or 'busy'), the strategy's
-   * own choice aside; it leases nothing.
+   * Whether an upstream not in `exclude` is in service for `model` with a slot free now: tryAcquire would lease it,
+   * the strategy's own choice aside, with no wait in the queue and no panic pick. It leases nothing.
    */
   offers(exclude?: ReadonlySet<string>, model?: string): boolean
   /**
@@ -142,14 +142,11 @@ export class PoolImpl implements Pool, PoolLink {
 
   offers(exclude?: ReadonlySet<string>, model?: string): boolean {
     const now = Date.now()
-    const candidate = (upstream: UpstreamNode): boolean => !exclude?.has(upstream.name) && !upstream.heldFor(model, now)
-    if (this.members.some((upstream) => upstream.available(now) && candidate(upstream))) return true
-    // As panicPick: with none available and none in service, those that are out.
-    const scope = this.panicScope(now)
-    if (scope === 'none') return false
-    return this.members.some(
-      (upstream) => upstream.state !== 'draining' && (upstream.state === 'unhealthy') === (scope === 'unhealthy') && candidate(upstream),
-    )
+    for (const upstream of this.members) {
+      if (exclude?.has(upstream.name) || !upstream.available(now) || upstream.heldFor(model, now)) continue
+      if (upstream.maxConcurrency === null || upstream.inFlight < upstream.maxConcurrency) return true
+    }
+    return false
   }
 
   tryAcquire(exclude?: ReadonlySet<string>, model?: string): Lease | 'busy' | null {
