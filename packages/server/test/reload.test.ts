@@ -449,51 +449,43 @@ async function until(check: () => boolean, what: string, output: () => string, t
   }
 }
 
+/** Runs the CLI from source to its exit, outside the test runner's context (`env`: without LLMPROXY_CONFIG, say). */
+function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; stderr: string } {
+  const childEnv = { ...env }
+  delete childEnv.NODE_TEST_CONTEXT
+  return spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', ...args], {
+    cwd: REPO_ROOT,
+    env: childEnv,
+    encoding: 'utf8',
+    timeout: 60_000,
+  })
+}
+
 test('llmproxy check and a failed start print the line and the problem of a broken config, never its secret', () => {
   const dir = mkdtempSync(join(tmpdir(), 'llmproxy-check-'))
   try {
     const secret = 'sk-literal-secret-in-check-0043'
     const file = join(dir, 'broken.yaml')
     writeFileSync(file, `upstreams:\n  - { name: a, url: "http://127.0.0.1:9", protocol: openai, apiKey: "${secret}"\nmodels: []\n`)
-    const env = { ...process.env }
-    delete env.NODE_TEST_CONTEXT
     for (const args of [
       ['check', '--config', file],
       ['--config', file],
     ]) {
-      const run = spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', ...args], {
-        cwd: REPO_ROOT,
-        env,
-        encoding: 'utf8',
-        timeout: 60_000,
-      })
+      const run = runCli(args)
       const output = `${run.stdout}${run.stderr}`
       assert.equal(run.status, 1, output)
       assert.match(output, /not valid YAML or JSON: line 3, column 1: .+ \(BAD_INDENT\)/)
       assert.ok(!output.includes(secret), output)
     }
     // Without a file: what to give it, not a stack trace.
+    const env = { ...process.env }
     delete env.LLMPROXY_CONFIG
-    const bare = spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', 'check'], {
-      cwd: REPO_ROOT,
-      env,
-      encoding: 'utf8',
-      timeout: 60_000,
-    })
+    const bare = runCli(['check'], env)
     assert.equal(bare.status, 2, bare.stderr)
     assert.match(bare.stderr, /^check needs --config FILE \(or LLMPROXY_CONFIG\)\.\nUsage:/)
     assert.doesNotMatch(bare.stderr, /\n\s+at /)
     // An option it does not know (--version): named, then the usage; no stack trace.
-    const unknown = spawnSync(
-      process.execPath,
-      ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', '--version'],
-      {
-        cwd: REPO_ROOT,
-        env,
-        encoding: 'utf8',
-        timeout: 60_000,
-      },
-    )
+    const unknown = runCli(['--version'], env)
     assert.equal(unknown.status, 2, unknown.stderr)
     assert.match(unknown.stderr, /^Unknown option '--version'.*\n(.*\n)*Usage:/)
     assert.doesNotMatch(unknown.stderr, /\n\s+at /)
@@ -529,18 +521,11 @@ admin: { token: ${tags[2]} ${TOKEN} }
   ]
   const file = join(dir, 'tagged.yaml')
   writeFileSync(file, config(['!secret', '!vault', '!!int']))
-  const env = { ...process.env }
-  delete env.NODE_TEST_CONTEXT
   for (const args of [
     ['check', '--config', file],
     ['--config', file, '--port', '0'],
   ]) {
-    const run = spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', 'packages/server/src/cli.ts', ...args], {
-      cwd: REPO_ROOT,
-      env,
-      encoding: 'utf8',
-      timeout: 60_000,
-    })
+    const run = runCli(args)
     const output = `${run.stdout}${run.stderr}`
     assert.equal(run.status, 1, output)
     for (const problem of expected) assert.match(output, problem)
