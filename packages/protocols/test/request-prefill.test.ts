@@ -55,6 +55,24 @@ test('OpenAI-compatible: a final assistant message, vLLM continue flags when ask
   assert.deepEqual([plain.max_tokens, 'continue_final_message' in plain], [1, false])
 })
 
+test("OpenAI-compatible: a client's final assistant turn is a prefill only with continue_final_message; else the partial answer follows it", () => {
+  const messages = [
+    { role: 'user', content: 'go on' },
+    { role: 'assistant', content: 'x y z' },
+  ]
+  // vLLM answered it as a new turn (add_generation_prompt defaults to true): the continuation keeps that turn closed.
+  const closed = withAssistantPrefill('openai', { model: 'm', messages }, 'lorem ', { generatedTokens: 1, vllmContinue: true })
+  assert.deepEqual((closed.messages as unknown[]).slice(1), [
+    { role: 'assistant', content: 'x y z' },
+    { role: 'assistant', content: 'lorem ' },
+  ])
+  assert.equal(closed.continue_final_message, true)
+  // The client's own prefill: the partial answer extends it.
+  const prefill = { model: 'm', messages, continue_final_message: true, add_generation_prompt: false }
+  const continued = withAssistantPrefill('openai', prefill, ' lorem', { generatedTokens: 1, vllmContinue: true })
+  assert.deepEqual((continued.messages as unknown[]).at(-1), { role: 'assistant', content: 'x y z lorem' })
+})
+
 test('Gemini: a final model content; maxOutputTokens reduced when set', () => {
   const upstream = convertRequest('openai', 'gemini', openaiClient, OPTS)
   const out = withAssistantPrefill('gemini', upstream, 'Autumn', { generatedTokens: 10, vllmContinue: false })

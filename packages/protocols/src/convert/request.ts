@@ -60,7 +60,11 @@ export function withAssistantPrefill(
       return body
     }
     case 'openai': {
-      body.messages = withFinalText(arrayAt(body.messages, 'messages'), 'assistant', 'content', partialText)
+      // A final assistant message was a prefill only where the upstream was told to continue it (vLLM's
+      // continue_final_message, the client's or set for a converted prefill); else it was a closed turn, and the
+      // partial answer is a turn of its own after it, as the first attempt generated it.
+      const continued = body.continue_final_message === true
+      body.messages = withFinalText(arrayAt(body.messages, 'messages'), 'assistant', 'content', partialText, continued)
       if (body.max_completion_tokens !== undefined) body.max_completion_tokens = reduce(body.max_completion_tokens)
       if (body.max_tokens !== undefined) body.max_tokens = reduce(body.max_tokens)
       if (opts.vllmContinue) {
@@ -79,12 +83,15 @@ export function withAssistantPrefill(
   }
 }
 
-/** A copy of `messages` whose final `role` message ends with `text`: the existing one extended, or a new one. */
-function withFinalText(messages: unknown[], role: string, key: 'content' | 'parts', text: string): unknown[] {
+/**
+ * A copy of `messages` whose final `role` message ends with `text`: the existing one extended (when `extend`), or a
+ * new one.
+ */
+function withFinalText(messages: unknown[], role: string, key: 'content' | 'parts', text: string, extend = true): unknown[] {
   if (text === '') return messages
   const out = [...messages]
   const last = out.at(-1)
-  if (!isObject(last) || last.role !== role) {
+  if (!extend || !isObject(last) || last.role !== role) {
     out.push(key === 'parts' ? { role, parts: [{ text }] } : { role, content: text })
     return out
   }
