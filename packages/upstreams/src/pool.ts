@@ -68,6 +68,11 @@ export type PanicListener = (pool: PoolImpl, panic: boolean) => void
 
 const unheard: PanicListener = () => {}
 
+/** An upstream whose Retry-After hold counts for `holdEnds` and `heldUnavailable`: not excluded, draining or unhealthy. */
+function mayBeHeld(upstream: UpstreamNode, exclude: ReadonlySet<string> | undefined): boolean {
+  return !exclude?.has(upstream.name) && upstream.state !== 'draining' && upstream.state !== 'unhealthy'
+}
+
 /**
  * Which upstreams panic mode picks among: none (not in panic: some upstream is in service, or every one is
  * draining); the ejected and half-open ones (the unhealthy ones stay out while any upstream is not unhealthy);
@@ -124,7 +129,7 @@ export class PoolImpl implements Pool, PoolLink {
     const now = Date.now()
     let first = 0
     for (const upstream of this.members) {
-      if (exclude?.has(upstream.name) || upstream.state === 'draining' || upstream.state === 'unhealthy') continue
+      if (!mayBeHeld(upstream, exclude)) continue
       const end = upstream.holdEnd(model, now)
       if (end !== 0 && (first === 0 || end < first)) first = end
     }
@@ -134,8 +139,7 @@ export class PoolImpl implements Pool, PoolLink {
   heldUnavailable(exclude?: ReadonlySet<string>): boolean {
     const now = Date.now()
     for (const upstream of this.members) {
-      if (exclude?.has(upstream.name) || upstream.state === 'draining' || upstream.state === 'unhealthy') continue
-      if (upstream.unavailable(now)) return true
+      if (mayBeHeld(upstream, exclude) && upstream.unavailable(now)) return true
     }
     return false
   }
@@ -144,7 +148,7 @@ export class PoolImpl implements Pool, PoolLink {
     const now = Date.now()
     for (const upstream of this.members) {
       if (exclude?.has(upstream.name) || !upstream.available(now) || upstream.heldFor(model, now)) continue
-      if (upstream.maxConcurrency === null || upstream.inFlight < upstream.maxConcurrency) return true
+      if (upstream.hasFreeSlot) return true
     }
     return false
   }
@@ -168,7 +172,7 @@ export class PoolImpl implements Pool, PoolLink {
         }
         if (!upstream.available(now) || upstream.heldFor(model, now)) continue
         available = true
-        if (upstream.maxConcurrency === null || upstream.inFlight < upstream.maxConcurrency) candidates.push(upstream)
+        if (upstream.hasFreeSlot) candidates.push(upstream)
       }
       if (!available) return this.panicPick(candidates, failover, now, exclude, model)
       // An upstream is in service: whatever the pool was in, it is not in panic now.
@@ -293,8 +297,8 @@ export class PoolImpl implements Pool, PoolLink {
       if (state === 'draining' || (state === 'unhealthy') !== (scope === 'unhealthy')) continue
       // A hold (a 429, a 503 with a Retry-After) is respected even in panic: the upstream said when to come back.
       if (exclude?.has(upstream.name) || upstream.heldFor(model, now)) continue
-      if (upstream.maxConcurrency !== null && upstream.inFlight >= upstream.maxConcurrency) full = true
-      else candidates.push(upstream)
+      if (upstream.hasFreeSlot) candidates.push(upstream)
+      else full = true
     }
     if (candidates.length === 0) return full ? 'busy' : null
     return this.leaseOn(candidates, failover, true)

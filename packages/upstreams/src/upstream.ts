@@ -219,6 +219,11 @@ export class UpstreamNode implements Upstream {
     this.healthCheck = config.healthCheck
   }
 
+  /** Below its maxConcurrency (or without one): a lease here would not exceed it. */
+  get hasFreeSlot(): boolean {
+    return this.maxConcurrency === null || this.inFlight < this.maxConcurrency
+  }
+
   /** Whether a new request may be sent here now (ignoring maxConcurrency). Ends a passed cooldown (→ half-open). */
   available(now: number): boolean {
     switch (this.state) {
