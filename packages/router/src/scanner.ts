@@ -127,7 +127,7 @@ export class StreamScanner {
     this.endpoint = endpoint
     this.extractor = extractor
     const keys = endpoint.terminatorDepth > 0
-    this.terminators = new NeedleSearch(keys ? [] : endpoint.terminators)
+    this.terminators = new NeedleSearch(keys ? NO_NEEDLES : endpoint.terminators)
     this.terminatorKeys = keys ? new KeySearch(endpoint.terminators, endpoint.terminatorDepth) : null
     this.finishes = new NeedleSearch(endpoint.finishMarkers)
     this.findsFailedFinishes = endpoint.family === 'openai' && endpoint.finishMarkers.length > 0
@@ -430,6 +430,10 @@ export class StreamScanner {
 
   /** Notes whether this (already scanned) chunk holds the endpoint's terminator or a finish, or completes one begun before it. */
   checkEnd(chunk: Buffer): void {
+    // Let go of the chunk: held until the next one (a second, in a slow stream), it would outlive the young
+    // generation, and its socket read with it, until a full GC (megabytes with thousands of streams open).
+    const searched = this.searched
+    this.searched = null
     if (this.sawTerminator) return
     const keys = this.terminatorKeys
     if (this.endpoint.endsWithDone) this.sawTerminator = this.sawDone
@@ -441,7 +445,7 @@ export class StreamScanner {
       this.finishValueHead = null
       this.sawFinish = this.isFinishValue(head + chunk.toString('latin1', 0, NOT_FINISH_LENGTH - head.length))
     }
-    if (!this.sawFinish) this.sawFinish = this.finishes.foundIn(chunk, this.acceptFinish, chunk === this.searched && this.noFinishMarker)
+    if (!this.sawFinish) this.sawFinish = this.finishes.foundIn(chunk, this.acceptFinish, chunk === searched && this.noFinishMarker)
   }
 
   /**
@@ -481,6 +485,9 @@ function namedStatus(event: string): number | undefined {
 }
 
 /** The finish values that end nothing complete: vLLM's `abort`, and `error` (with their closing quote). */
+/** The terminators' search where they are JSON keys (KeySearch finds them): none. */
+const NO_NEEDLES: readonly ByteNeedle[] = []
+
 const NOT_FINISHES = ['abort"', 'error"']
 const NOT_FINISH_LENGTH = 6
 

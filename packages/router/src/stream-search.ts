@@ -4,35 +4,55 @@ import { type ByteNeedle, JsonKeyScanner } from '@llmproxy/core'
 
 const NEWLINE = 0x0a
 
+/** What every search for one list of needles shares: worked out once per list, not per stream. */
+interface NeedleTables {
+  /**
+   * The needles grouped by the byte they are looked for by and its offset (`"finish_reason":"` and
+   * `"finish_reason": "`; the Responses API's event lines): one search over that byte's hits serves a group.
+   */
+  readonly groups: readonly (readonly ByteNeedle[])[]
+  /** Per byte value, 1 when a chunk ending with it may carry a needle's start (one before the needle's last byte). */
+  readonly mayCarry: Uint8Array
+}
+
+const tablesByNeedles = new WeakMap<readonly ByteNeedle[], NeedleTables>()
+
+function tablesOf(needles: readonly ByteNeedle[]): NeedleTables {
+  let tables = tablesByNeedles.get(needles)
+  if (tables !== undefined) return tables
+  const mayCarry = new Uint8Array(256)
+  for (const needle of needles) for (let i = 0; i < needle.length - 1; i++) mayCarry[needle.bytes[i] as number] = 1
+  const groups: ByteNeedle[][] = []
+  for (const needle of needles) {
+    const group = groups.find((shared) => needle.sharesProbe(shared[0] as ByteNeedle))
+    if (group === undefined) groups.push([needle])
+    else group.push(needle)
+  }
+  tables = { groups, mayCarry }
+  tablesByNeedles.set(needles, tables)
+  return tables
+}
+
 /** Needles searched for in a stream, each followed across chunk boundaries. */
 export class NeedleSearch {
   private readonly needles: readonly ByteNeedle[]
   /** Per needle, the bytes of it matched at the end of the chunks so far. */
   private readonly partials: number[]
-  /**
-   * The needles grouped by the byte they are looked for by and its offset (`"finish_reason":"` and
-   * `"finish_reason": "`; the Responses API's event lines): one search over that byte's hits serves a group.
-   */
   private readonly groups: readonly (readonly ByteNeedle[])[]
+  private readonly mayCarry: Uint8Array
 
   /** The needle `foundIn` (or `indexIn`) found last. */
   found: ByteNeedle | null = null
   /** How many needles have a start carried from the chunks so far (a partial above 0). */
   private carrying = 0
-  /** Per byte value, 1 when a chunk ending with it may carry a needle's start (one before the needle's last byte). */
-  private readonly mayCarry = new Uint8Array(256)
 
+  /** `needles`: a list kept for the process's life (an endpoint's), whose tables every stream shares. */
   constructor(needles: readonly ByteNeedle[]) {
     this.needles = needles
     this.partials = new Array<number>(needles.length).fill(0)
-    for (const needle of needles) for (let i = 0; i < needle.length - 1; i++) this.mayCarry[needle.bytes[i] as number] = 1
-    const groups: ByteNeedle[][] = []
-    for (const needle of needles) {
-      const group = groups.find((shared) => needle.sharesProbe(shared[0] as ByteNeedle))
-      if (group === undefined) groups.push([needle])
-      else group.push(needle)
-    }
-    this.groups = groups
+    const tables = tablesOf(needles)
+    this.groups = tables.groups
+    this.mayCarry = tables.mayCarry
   }
 
   /**

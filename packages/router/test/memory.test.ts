@@ -4,6 +4,7 @@
 // - its upstream request's body in bytes of its own. undici keeps the body until the answer ends; the copy it makes
 //   of a string comes from Buffer's shared pool, where a small body held a whole 8 KB slab for the stream's life.
 // - no copy of a large request body (UNRETAINED_BODY_BYTES or more): undici gets it as an iterable it empties.
+// - no chunk of the upstream's answer between two chunks, and no search tables of its own.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { getHeapSnapshot } from 'node:v8'
@@ -155,6 +156,29 @@ test("an open stream's large upstream request body is not held by undici until t
     const stores = await upstreamBodyStores(new URL(h.mock.url).origin)
     assert.equal(stores.length, OPEN, 'one live upstream request per open stream')
     assert.deepEqual(stores, Array(OPEN).fill(-1), `the bytes behind each ${Buffer.byteLength(body)}-byte request body`)
+  } finally {
+    for (const res of streams) res.body.destroy()
+  }
+})
+
+test("an open stream keeps no chunk of its upstream's answer between chunks, and shares its search tables", async () => {
+  const OPEN = 20
+  const streams = await openStreams(OPEN)
+  try {
+    // A chunk kept until the next one (a second later, in a slow stream) outlives the young generation: with
+    // thousands of streams, megabytes of socket reads wait for a full GC.
+    const scanners = await heapObjects('StreamScanner')
+    assert.equal(scanners.found.length, OPEN, 'one scanner per open stream')
+    const kept = scanners.found.filter((scanner) => {
+      const searched = scanners.edgeTo(scanner, 'searched')
+      return searched !== null && scanners.typeOf(searched) === 'object' && scanners.text(searched) === 'Buffer'
+    })
+    assert.equal(kept.length, 0, `scanners holding the last chunk: ${kept.length} of ${OPEN}`)
+    // A search's tables depend on its needles only: one per endpoint's list, not 256 bytes more per stream.
+    const searches = await heapObjects('NeedleSearch')
+    assert.equal(searches.found.length, 2 * OPEN, "each stream's terminator and finish searches")
+    const tables = new Set(searches.found.map((search) => searches.edgeTo(search, 'mayCarry')))
+    assert.ok(tables.size <= 2, `distinct tables: ${tables.size}`)
   } finally {
     for (const res of streams) res.body.destroy()
   }
