@@ -1,13 +1,13 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import '@fastify/reply-from'
 import { errors, type LlmProxyError } from '@llmproxy/core'
-import { type ApiFamily, type Endpoint, familyOf, OPENAI_RESPONSES, type UsageExtractor } from '@llmproxy/protocols'
+import { type ApiFamily, type Endpoint, familyOf, OPENAI_RESPONSES } from '@llmproxy/protocols'
 import { type AttemptResult, holdsBack, type Lease } from '@llmproxy/upstreams'
-import { convertedAnswer, convertedError } from './convert.js'
+import { convertedError } from './convert.js'
 import { decodedBody } from './encoding.js'
 import { upstreamRequestHeaders } from './headers.js'
 import type { AttemptView, CallHost } from './host.js'
-import type { UsageMeter } from './meter.js'
+import { JsonRelay, readWhole } from './json-relay.js'
 import type { FailureKind } from './planner.js'
 import { keepUpstreamHeaders, onError, onResponse, rewriteRequestHeaders, type UpstreamCallbacks } from './reply-hooks.js'
 import type { UpstreamErrorEvent } from './scanner.js'
@@ -19,8 +19,6 @@ import type { UpstreamBody } from './upstream-response.js'
 const SSE = 'text/event-stream'
 const JSON_TYPE = 'application/json'
 const MAX_ERROR_BODY_BYTES = 64 * 1024
-/** A non-streamed answer converted to another API is held whole; one larger than this is refused. */
-const MAX_ANSWER_BYTES = 32 * 1024 * 1024
 /** A web page's content type (media types are case-insensitive). */
 const WEB_PAGE = /^\s*text\/html/i
 /**
@@ -53,10 +51,10 @@ function notServedBy(endpoint: Endpoint, status: number): boolean {
 }
 
 /**
- * One try of one upstream: the reply-from call with its abort signal, the first-byte and idle deadlines, the
- * classification of a failure, the lease on the upstream, and the relay of its answer into the client stream.
- * Before the commit point a failure goes back to the call (which may start another attempt); after it, the call
- * decides how the client's stream ends.
+ * One try of one upstream: the reply-from call with its abort signal, its deadline, the classification of a
+ * failure, the lease on the upstream; its answer goes into the client stream through a relay (StreamRelay,
+ * JsonRelay). Before the commit point a failure goes back to the call (which may start another attempt); after it,
+ * the call decides how the client's stream ends.
  */
 export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   readonly lease: Lease
@@ -73,6 +71,8 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   delivering = false
   /** Its SSE answer's relay (null before it, and for JSON answers). */
   stream: StreamRelay | null = null
+  /** It is over (its answer ended, failed or was abandoned). */
+  done = false
   /** The upstream's route: its path was called, its terminators end the stream. */
   readonly endpoint: Endpoint
   /** The transform slot: null passes the upstream's bytes untouched. */
@@ -83,15 +83,11 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   readonly prefill: boolean
   private readonly call: CallHost
   private readonly signal = new AttemptSignal()
-  /** The first-byte deadline; once a JSON body flows, its idle bound (onJsonIdle). */
+  /** The first-byte deadline; once a JSON body flows, its idle bound (JsonRelay.onIdle). */
   private timer: NodeJS.Timeout | null = null
-  /** A JSON body's first chunk came: idleMs bounds its silences from then on. */
-  private flowing = false
-  /** When the last chunk of a JSON body came. */
-  private lastChunkAt = 0
+  /** Its JSON answer's relay (null before it, for SSE answers and for error answers read whole). */
+  private json: JsonRelay | null = null
   private body: UpstreamBody | null = null
-  /** It is over (its answer ended, failed or was abandoned). */
-  private done = false
   private released = false
 
   constructor(
@@ -133,7 +129,16 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       dispatcher.disarm()
     }
     // Armed once the request is on its way (nothing can answer it before this tick ends).
-    if (!this.done && call.attempt === this) this.timer = setTimeout(firstByteTimeout, firstByteMs, this)
+    if (!this.done && call.attempt === this) this.armDeadline(firstByteMs)
+  }
+
+  /**
+   * (Re)arms its one timer: the first-byte deadline, then a JSON body's idle bound, which its relay asks for (one
+   * timer, which settle and abort clear whoever armed it).
+   */
+  armDeadline(ms: number): void {
+    this.clearDeadline()
+    this.timer = setTimeout(firstByteTimeout, ms, this)
   }
 
   /** Its answer is over, one way or another: its deadline goes. */
@@ -300,7 +305,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
    * Commits and sends a whole answer the gateway holds (an error read whole, a converted JSON answer); `json`: the
    * gateway wrote or rewrote it, as JSON (the upstream's content type does not say what it is).
    */
-  private answerWhole(body: Buffer | string, json = this.converted !== null): void {
+  answerWhole(body: Buffer | string, json = this.converted !== null): void {
     this.settle()
     this.delivering = true
     const call = this.call
@@ -314,9 +319,12 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     call.endAnswer(body)
   }
 
-  /** Its stream ended before its first byte (a continuation's): another attempt may take over. */
-  failBeforeAnswer(error: LlmProxyError): void {
-    this.fail('error', error)
+  /**
+   * Its answer failed before its first byte reached the client (a continuation's stream ended, a JSON body is no
+   * answer): another attempt may take over.
+   */
+  failBeforeAnswer(error: LlmProxyError, status?: number): void {
+    this.fail('error', error, status)
   }
 
   /**
@@ -348,8 +356,10 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   onFirstByteTimeout(): void {
     this.timer = null
     if (this.done) return
-    if (this.flowing) {
-      this.onJsonIdle()
+    // Once a JSON body flows, this timer is its idle bound: the relay's to judge.
+    const json = this.json
+    if (json?.flowing === true) {
+      json.onIdle()
       return
     }
     // Headers came, the first token did not: a stall before the commit point can still move on.
@@ -370,126 +380,8 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       this.fail('error', errors.upstreamFailed('The upstream did not answer in the expected shape.'))
       return
     }
-    if (sse) {
-      this.stream = new StreamRelay(this, call, body, reader, call.resumeTapFor(this))
-      return
-    }
-    // A JSON answer is ready when its headers come (generation happened before them): it is relayed as it arrives,
-    // committed at its first byte; responseMs bounds its start, idleMs each silence after it (bodyFlowing).
-    const converted = this.converted
-    if (converted !== null) {
-      // Converted whole (a JSON document cannot be converted piecewise); the commit comes with it.
-      readWhole(
-        body,
-        MAX_ANSWER_BYTES,
-        (json, complete) => {
-          if (this.done) return
-          const answer = complete
-            ? convertedAnswer(converted, call.endpoint.family, json, call.encoderOptions)
-            : errors.upstreamFailed(`The upstream answer is larger than the ${MAX_ANSWER_BYTES} bytes a conversion holds.`)
-          if (typeof answer === 'string') this.answerWhole(answer)
-          else this.fail('error', answer)
-        },
-        reader,
-        call.meter,
-        (chunkLength) => this.bodyFlowing(chunkLength),
-      )
-      return
-    }
-    body.on('data', (chunk: Buffer) => this.onJsonChunk(chunk))
-    body.once('end', () => this.onJsonEnd())
-  }
-
-  /**
-   * Commits a JSON answer at its first byte: headers and then nothing (a stalled or dying upstream, an empty body) is
-   * still a failure another upstream can answer for, not an empty reply.
-   */
-  private commitJson(): void {
-    if (this.delivering) return
-    const call = this.call
-    // The answer's first chunk, the client's first token (none for an error answer passed on, nor an empty body).
-    if (this.status < 300) call.ctx.firstTokenAt = this.lastChunkAt
-    call.client.commit(this.status, call.client.headers(this.headers, false))
-    this.delivering = true
-    call.onCommitted()
-  }
-
-  /**
-   * A chunk of a JSON body came. From the first, as in a stream, idleMs bounds each silence of the upstream
-   * (responseMs bounded the start). Its first token is the client's only once the answer goes out (commitJson,
-   * answerWhole): a body refused before (malformed, cut, stalled, too large to convert) gave the client none.
-   */
-  private bodyFlowing(chunkLength: number): void {
-    const now = performance.now()
-    this.lastChunkAt = now
-    if (this.flowing) return
-    this.flowing = true
-    // A body whole in its first chunk (most answers) ends in this turn: no idle timer to make.
-    if (this.wholeBody(chunkLength)) return
-    this.clearDeadline()
-    this.timer = setTimeout(firstByteTimeout, this.call.settings.timeouts.idleMs, this)
-  }
-
-  /** A JSON body flowing: cut when the upstream was silent for idleMs (it cannot look complete then). */
-  private onJsonIdle(): void {
-    const idleMs = this.call.settings.timeouts.idleMs
-    const now = performance.now()
-    // A body paused for a slow client is not a silent upstream: the silence counts from when it resumes.
-    if (this.body?.isPaused() === true) this.lastChunkAt = now
-    const quietFor = now - this.lastChunkAt
-    if (quietFor < idleMs) {
-      this.timer = setTimeout(firstByteTimeout, idleMs - quietFor, this)
-      return
-    }
-    this.body?.destroy(errors.upstreamTimeout(`The upstream sent nothing for ${idleMs} ms.`))
-  }
-
-  /** A body of `length` bytes, as the upstream's content-length says (a decoded body has none). */
-  private wholeBody(length: number): boolean {
-    return Number(this.headers?.['content-length']) === length
-  }
-
-  private onJsonChunk(chunk: Buffer): void {
-    this.bodyFlowing(chunk.length)
-    const meter = this.call.meter
-    const reader = meter.reader
-    reader?.write(chunk)
-    if (!this.delivering && reader !== null && !this.mayBeAnswer(reader, chunk.length)) {
-      this.fail('error', notJson(this.status), this.status)
-      return
-    }
-    this.commitJson()
-    meter.responseBytes += chunk.length
-    this.call.client.write(chunk, this.body)
-  }
-
-  /**
-   * Before the commit, a success's first chunk (an error answer is passed on as it is): it must open a JSON document,
-   * and close it when it is the whole body. A text page behind a JSON content type (a proxy's), broken or cut JSON then
-   * fails over as any failure before the first byte does. The usage tap has scanned the chunk: no byte is read again.
-   * Whitespace alone decides nothing (some servers send it to keep a slow answer's connection open): committed.
-   */
-  private mayBeAnswer(reader: UsageExtractor, chunkLength: number): boolean {
-    if (this.status >= 300) return true
-    if (reader.opensJson === false) return false
-    return !this.wholeBody(chunkLength) || reader.jsonClosed
-  }
-
-  private onJsonEnd(): void {
-    // A success that is no whole JSON document (cut short yet ended cleanly, text after blank lines, nothing): an
-    // upstream failure. An empty body is still before the commit; after it, the connection is cut, the record says so.
-    if (this.status < 300 && this.call.meter.reader?.jsonClosed === false) {
-      if (!this.delivering) {
-        this.fail('error', notJson(this.status), this.status)
-        return
-      }
-      this.settle()
-      this.call.onJsonFailed(notJson(this.status))
-      return
-    }
-    this.commitJson()
-    this.settle()
-    this.call.endAnswer()
+    if (sse) this.stream = new StreamRelay(this, call, body, reader, call.resumeTapFor(this))
+    else this.json = new JsonRelay(this, call, body, reader)
   }
 
   private onBodyError(err: Error): void {
@@ -502,12 +394,9 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       'statusCode' in err && 'type' in err
         ? (err as LlmProxyError)
         : errors.upstreamFailed('The upstream connection failed mid-stream.', { cause: err })
-    if (this.stream !== null) {
-      this.stream.end(error)
-      return
-    }
-    this.settle()
-    this.call.onJsonFailed(error)
+    // After the commit point the answer is its relay's to end (a JSON one is cut: it cannot look complete).
+    if (this.stream !== null) this.stream.end(error)
+    else this.json?.cut(error)
   }
 
   // ── request headers ────────────────────────────────────────────────────────────────────────
@@ -531,35 +420,6 @@ function firstByteTimeout(attempt: UpstreamAttempt): void {
 }
 
 function noop(): void {}
-
-/** A success whose body is not a JSON document: no answer, though its status says one. */
-function notJson(status: number): LlmProxyError {
-  return errors.upstreamFailed(`The upstream answered ${status} with a body that is not a JSON document.`)
-}
-
-/**
- * Reads a body whole, keeping at most `limit` bytes (`complete` false when it held more), feeding the usage tap
- * when given. For small error answers and converted JSON answers only: streams are never held.
- */
-function readWhole(
-  body: UpstreamBody,
-  limit: number,
-  onEnd: (bytes: Buffer, complete: boolean) => void,
-  reader?: UsageExtractor,
-  meter?: UsageMeter,
-  onChunk?: (chunkLength: number) => void,
-): void {
-  const parts: Buffer[] = []
-  let size = 0
-  body.on('data', (chunk: Buffer) => {
-    onChunk?.(chunk.length)
-    reader?.write(chunk)
-    if (meter !== undefined) meter.responseBytes += chunk.length
-    size += chunk.length
-    if (size <= limit) parts.push(chunk)
-  })
-  body.once('end', () => onEnd(Buffer.concat(parts), size <= limit))
-}
 
 function retryAfterMs(header: string | string[] | undefined): number | undefined {
   if (typeof header !== 'string') return undefined

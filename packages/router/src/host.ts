@@ -11,7 +11,7 @@ import type { StreamScanner, UpstreamErrorEvent } from './scanner.js'
 import type { ProxySettings } from './shape.js'
 import type { ResponseTransform } from './tap.js'
 
-/** What the request's call sees of an attempt, and what a stream relay asks of the attempt it relays. */
+/** What the request's call sees of an attempt, and what its answer's relay (StreamRelay, JsonRelay) asks of it. */
 export interface AttemptView {
   readonly lease: Lease
   readonly startedAt: number
@@ -19,6 +19,8 @@ export interface AttemptView {
   readonly headers: IncomingHttpHeaders | null
   /** Its answer has reached the client (its first byte). */
   delivering: boolean
+  /** It is over (its answer ended, failed or was abandoned). */
+  readonly done: boolean
   /** Its SSE answer's relay: the scanner and (same-format streams) the resume tap beside it. */
   readonly stream: { readonly scanner: StreamScanner; readonly tap: ResumeTap | null } | null
   readonly endpoint: Endpoint
@@ -27,7 +29,11 @@ export interface AttemptView {
   release(result: AttemptResult): boolean
   settle(): void
   clearDeadline(): void
-  failBeforeAnswer(error: LlmProxyError): void
+  /** (Re)arms the attempt's one timer: a JSON body's idle bound once it flows. */
+  armDeadline(ms: number): void
+  /** Commits and sends an answer held whole (a converted JSON answer). */
+  answerWhole(body: Buffer | string): void
+  failBeforeAnswer(error: LlmProxyError, status?: number): void
   failedAtStart(event: UpstreamErrorEvent): void
 }
 
