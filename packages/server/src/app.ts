@@ -5,7 +5,7 @@ import { hostname } from 'node:os'
 import { auth } from '@llmproxy/auth'
 import { ConfigError, errors, type LlmProxyError, llmCore, toLlmProxyError } from '@llmproxy/core'
 import { llmMetrics } from '@llmproxy/metrics'
-import { sendError } from '@llmproxy/protocols'
+import { type ApiFamily, clientApiOf, sendError, wireOf } from '@llmproxy/protocols'
 import { rateLimit } from '@llmproxy/rate-limit'
 import { router } from '@llmproxy/router'
 import { upstreams } from '@llmproxy/upstreams'
@@ -86,18 +86,27 @@ export function genRequestId(req: IncomingMessage): string {
 }
 
 const SHUTTING_DOWN_ERROR = errors.shuttingDown()
-const SHUTTING_DOWN = JSON.stringify(SHUTTING_DOWN_ERROR.toJSON())
+// Serialized once per API: the refusal costs no more than the request line it is picked by.
+const SHUTTING_DOWN: Record<ApiFamily, string> = {
+  openai: JSON.stringify(wireOf('openai').errorBody(SHUTTING_DOWN_ERROR)),
+  anthropic: JSON.stringify(wireOf('anthropic').errorBody(SHUTTING_DOWN_ERROR)),
+  gemini: JSON.stringify(wireOf('gemini').errorBody(SHUTTING_DOWN_ERROR)),
+}
 
-/** A request that arrives while the gateway shuts down: an OpenAI-shaped 503, the connection closed, one log line. */
+/**
+ * A request that arrives while the gateway shuts down: a 503 in the shape of the client's API (as sendError picks it),
+ * the connection closed, one log line.
+ */
 function refuseWhileClosing(req: IncomingMessage, res: ServerResponse, log: pino.Logger): void {
   const requestId = genRequestId(req)
+  const body = SHUTTING_DOWN[clientApiOf(req.url ?? '/', req.headers)]
   res.writeHead(503, {
     'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(SHUTTING_DOWN),
+    'content-length': Buffer.byteLength(body),
     connection: 'close',
     'x-request-id': requestId,
   })
-  res.end(SHUTTING_DOWN)
+  res.end(body)
   // The fields of request-log.ts's line for a refusal (no key was looked at: keyId null).
   log.info(
     { reqId: requestId, method: req.method, url: req.url, status: 503, keyId: null, durationMs: 0, error: SHUTTING_DOWN_ERROR.code },
@@ -256,7 +265,7 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     ...SERVER_BASICS,
     // The gateway logs one line per request itself (request-log.ts), not Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
-    // Requests that arrive on kept-alive connections while shutting down get our 503 (OpenAI shape), below.
+    // Requests that arrive on kept-alive connections while shutting down get our 503 (the client's API's shape), below.
     return503OnClosing: false,
     trustProxy: settings.trustProxy,
     bodyLimit: config.bodyLimit,

@@ -105,6 +105,58 @@ test('a request arriving on a busy connection during shutdown gets an OpenAI-sha
   }
 })
 
+test("a request arriving during shutdown gets its 503 in its own API's shape: Anthropic's, Gemini's, OpenAI's", async () => {
+  const { mock, gateway } = await start(5000)
+  const agent = new Agent({ connections: 1 })
+  try {
+    // A stream in flight keeps the gateway draining (and listening) while the requests below arrive.
+    const inFlight = await request(`${gateway.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+      dispatcher: agent,
+    })
+    const streamed = inFlight.body.text()
+    await mock.waitForRequests(1)
+    const stopping = gateway.shutdown('test')
+    const message = 'The gateway is shutting down; retry on another instance.'
+    const anthropicBody = { type: 'error', error: { type: 'overloaded_error', message, code: 'llmproxy_shutting_down' } }
+    const geminiBody = {
+      error: {
+        code: 503,
+        message,
+        status: 'UNAVAILABLE',
+        details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'llmproxy_shutting_down', domain: 'llmproxy' }],
+      },
+    }
+    const openaiBody = { error: { message, type: 'server_error', param: null, code: 'llmproxy_shutting_down' } }
+    const cases: [string, string, Record<string, string>, unknown][] = [
+      ['POST', '/v1/messages', { 'anthropic-version': '2023-06-01' }, anthropicBody],
+      ['POST', '/v1beta/models/m:streamGenerateContent?alt=sse', {}, geminiBody],
+      ['POST', '/v1/models/m:generateContent', {}, geminiBody],
+      // Shared paths: the SDK's header tells.
+      ['GET', '/v1/models', { 'anthropic-version': '2023-06-01' }, anthropicBody],
+      ['GET', '/v1/models', { 'x-goog-api-key': 'k' }, geminiBody],
+      ['POST', '/v1/chat/completions', { 'anthropic-version': '2023-06-01' }, openaiBody],
+    ]
+    for (const [method, path, headers, expected] of cases) {
+      const res = await request(`${gateway.url}${path}`, {
+        method,
+        headers: { 'content-type': 'application/json', ...headers },
+        ...(method === 'POST' ? { body: '{}' } : {}),
+      })
+      assert.equal(res.statusCode, 503, path)
+      assert.equal(res.headers.connection, 'close', path)
+      assert.deepEqual(await res.body.json(), expected, `${method} ${path} ${JSON.stringify(headers)}`)
+    }
+    assert.ok((await streamed).endsWith('data: [DONE]\n\n'), 'the in-flight stream completed')
+    await stopping
+  } finally {
+    await agent.close()
+    await mock.close()
+  }
+})
+
 test('after the grace period an in-flight stream ends with llmproxy_shutting_down, which the SDK throws, and the gateway stops', async () => {
   const { mock, gateway } = await start(200)
   try {
