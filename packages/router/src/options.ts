@@ -36,7 +36,8 @@ export const TimeoutsSchema = Type.Object(
       minimum: 1,
       maximum: MAX_TIMER_MS,
       default: 5000,
-      description: 'TCP/TLS connect timeout per attempt (at most firstTokenMs and responseMs: a first byte needs its connection).',
+      description:
+        'TCP/TLS connect timeout per attempt, lowered to firstTokenMs or responseMs when longer (a first byte needs its connection); a config file that sets it longer is refused.',
     }),
     firstTokenMs: Type.Integer({
       minimum: 1,

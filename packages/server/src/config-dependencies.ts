@@ -1,7 +1,7 @@
 import type { ConfigProblem } from '@llmproxy/core'
 import { Value } from '@llmproxy/core/typebox'
 import { checkOptions as checkRateLimitOptions } from '@llmproxy/rate-limit'
-import { webhookProblems } from '@llmproxy/usage'
+import { deliveryProblems, webhookProblems } from '@llmproxy/usage'
 import type { Config, ConfigSchema } from './config.js'
 
 // Settings that only work together with another section. Each is either made to work (a key's limits turn rate
@@ -9,7 +9,8 @@ import type { Config, ConfigSchema } from './config.js'
 
 type Raw = Record<string, unknown>
 
-function section(raw: Raw, key: string): Raw | undefined {
+/** The mapping at `key` of the file as written (before defaults), if it is one. */
+export function section(raw: Raw, key: string): Raw | undefined {
   const value = raw[key]
   return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Raw) : undefined
 }
@@ -50,6 +51,7 @@ export function checkDependencies(config: Config, raw: Raw): ConfigProblem[] {
   if (usage !== undefined) {
     // What the usage plugin would refuse at start, caught by `llmproxy check` and reload too.
     problems.push(...webhookProblems(usage.webhook, '/usage/webhook'))
+    if (usage.webhook !== undefined) problems.push(...deliveryProblems(usage, '/usage'))
     if (usage.webhook !== undefined && usage.spoolDir === undefined) {
       problems.push({ path: '/usage/spoolDir', message: 'required when usage.webhook is set (records wait there until delivered)' })
     }

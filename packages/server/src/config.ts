@@ -17,7 +17,7 @@ import {
 } from '@llmproxy/upstreams'
 import { UsageOptionsSchema } from '@llmproxy/usage'
 import { isCollection, isMap, isNode, isScalar, isSeq, LineCounter, type Node, parseDocument, YAMLError } from 'yaml'
-import { checkDependencies, enableKeyLimits } from './config-dependencies.js'
+import { checkDependencies, enableKeyLimits, section } from './config-dependencies.js'
 
 export const ServerSettingsSchema = Type.Object(
   {
@@ -346,6 +346,16 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
     problems.push({
       path: '/server/headersTimeoutMs',
       message: `must be at most server.requestTimeoutMs (${valid.server.requestTimeoutMs}): the headers are part of the request`,
+    })
+  }
+  // The router lowers connectMs to the wait for the first byte the connection is for (firstTokenMs, responseMs): a value
+  // written above it would never be in force. The default (5 s) is lowered without a word under a short firstTokenMs.
+  const { connectMs, firstTokenMs, responseMs } = valid.timeouts
+  const [bound, boundName] = firstTokenMs <= responseMs ? [firstTokenMs, 'firstTokenMs'] : [responseMs, 'responseMs']
+  if (connectMs > bound && section(written, 'timeouts')?.connectMs !== undefined) {
+    problems.push({
+      path: '/timeouts/connectMs',
+      message: `must be at most timeouts.${boundName} (${bound}): a first byte needs its connection`,
     })
   }
   const admin = valid.admin

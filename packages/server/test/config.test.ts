@@ -175,6 +175,40 @@ test('a headers timeout longer than the request timeout is refused (Node would r
   parseConfig(`${minimal}\nserver: { headersTimeoutMs: 60000, requestTimeoutMs: 60000 }\n`, 'test.yaml', {})
 })
 
+test('a connectMs written longer than firstTokenMs or responseMs is refused (it would be lowered to them); the default is not', () => {
+  assert.deepEqual(problemsOf(`${minimal}\ntimeouts: { connectMs: 60000, firstTokenMs: 1000 }\n`), [
+    { path: '/timeouts/connectMs', message: 'must be at most timeouts.firstTokenMs (1000): a first byte needs its connection' },
+  ])
+  assert.deepEqual(problemsOf(`${minimal}\ntimeouts: { connectMs: 10000, responseMs: 5000 }\n`), [
+    { path: '/timeouts/connectMs', message: 'must be at most timeouts.responseMs (5000): a first byte needs its connection' },
+  ])
+  // The default connectMs (5000) under a short firstTokenMs: lowered, as documented, and the file is valid.
+  assert.equal(parseConfig(`${minimal}\ntimeouts: { firstTokenMs: 1000 }\n`, 'test.yaml', {}).timeouts.connectMs, 5000)
+  parseConfig(`${minimal}\ntimeouts: { connectMs: 1000, firstTokenMs: 1000 }\n`, 'test.yaml', {})
+})
+
+test('usage delivery: a retry.maxMs below baseMs and a spool.segmentBytes not below maxBytes are refused, defaults included', () => {
+  const usage = (settings: string) =>
+    `${minimal}\nusage: { spoolDir: /tmp/llmproxy-spool-test, webhook: { url: "http://127.0.0.1:9/usage" }, ${settings} }\n`
+  assert.deepEqual(problemsOf(usage('retry: { baseMs: 60000, maxMs: 10 }')), [
+    { path: '/usage/retry/maxMs', message: 'must be >= retry.baseMs' },
+  ])
+  // The default baseMs (500) counts.
+  assert.deepEqual(
+    problemsOf(usage('retry: { maxMs: 100 }')).map((p) => p.path),
+    ['/usage/retry/maxMs'],
+  )
+  assert.deepEqual(problemsOf(usage('spool: { maxBytes: 1000, segmentBytes: 100000000 }')), [
+    { path: '/usage/spool/segmentBytes', message: 'must be less than spool.maxBytes (1000): disk space is freed a segment at a time' },
+  ])
+  // The default segmentBytes (4 MiB) counts: under a 1 MiB spool the spool would stay full once filled.
+  assert.deepEqual(
+    problemsOf(usage('spool: { maxBytes: 1048576 }')).map((p) => p.path),
+    ['/usage/spool/segmentBytes'],
+  )
+  parseConfig(usage('retry: { baseMs: 100, maxMs: 100 }, spool: { maxBytes: 1048576, segmentBytes: 65536 }'), 'test.yaml', {})
+})
+
 test('server.trustProxy is checked entry by entry as Fastify reads it (a bad one crashed the start)', () => {
   const accepted = ['true', '10.0.0.0/8', '"10.0.0.1, loopback"', '[uniquelocal, linklocal, "::1", "fd00::/8", "::ffff:10.0.0.1"]', '[]']
   for (const value of accepted) {

@@ -7,7 +7,7 @@ export {
   UsageOptionsSchema,
   type WhenFull,
 } from './options.js'
-export { usage, webhookProblems } from './plugin.js'
+export { deliveryProblems, usage, webhookProblems } from './plugin.js'
 export { type WebhookPayload, WebhookPayloadSchema } from './schemas.js'
 export { signPayload, verifySignature } from './signature.js'
 export type { DeliveryEvent, SpoolFullEvent, UsageApi, UsageEvents, UsageListener, UsageStats } from './types.js'

@@ -33,14 +33,18 @@ export const UsageOptionsSchema = Type.Object(
     retry: Type.Object(
       {
         baseMs: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 500 }),
-        maxMs: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 60_000 }),
+        maxMs: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 60_000, description: 'Backoff ceiling; at least baseMs.' }),
       },
       { additionalProperties: false, default: {} },
     ),
     spool: Type.Object(
       {
         maxBytes: Type.Integer({ minimum: 1, default: 256 * MiB }),
-        segmentBytes: Type.Integer({ minimum: 1, default: 4 * MiB }),
+        segmentBytes: Type.Integer({
+          minimum: 1,
+          default: 4 * MiB,
+          description: 'Segment files rotate at this size, and disk space is freed a segment at a time: less than maxBytes.',
+        }),
         fsync: Type.Union([Type.Literal('always'), Type.Literal('interval'), Type.Literal('never')], { default: 'interval' }),
         fsyncIntervalMs: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 200 }),
         whenFull: Type.Union([Type.Literal('drop-oldest'), Type.Literal('stop-spooling')], { default: 'stop-spooling' }),

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import { ConfigError, type ConfigProblem, ensureCore, headerProblems, validateOptions } from '@llmproxy/core'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import { type UsageOptionsInput, UsageOptionsSchema } from './options.js'
+import { type UsageOptions, type UsageOptionsInput, UsageOptionsSchema } from './options.js'
 import { WebhookSink } from './sink.js'
 import type { Counters, UsageApi, UsageEvents, UsageListener, UsageStats } from './types.js'
 
@@ -33,7 +33,7 @@ const usagePlugin: FastifyPluginAsync<UsageOptionsInput> = async (fastify, rawOp
   const { webhook, spoolDir } = options
   if (webhook !== undefined) {
     if (spoolDir === undefined) throw new ConfigError(SUBJECT, [{ path: '/spoolDir', message: 'is required when webhook is set' }])
-    const problems = webhookProblems(webhook, '/webhook')
+    const problems = [...webhookProblems(webhook, '/webhook'), ...deliveryProblems(options, '')]
     if (problems.length > 0) throw new ConfigError(SUBJECT, problems)
     try {
       sink = new WebhookSink({ ...options, webhook, spoolDir }, counters, events, log)
@@ -89,6 +89,26 @@ export function webhookProblems(webhook: { url: string; headers?: Record<string,
   } else if (url.username !== '' || url.password !== '') {
     // The delivery (undici) sends no credentials written in a URL: every batch would go unauthenticated.
     problems.unshift({ path: `${path}/url`, message: 'must not hold credentials: send them in headers (authorization)' })
+  }
+  return problems
+}
+
+/**
+ * What the plugin refuses in the webhook delivery's retry and spool settings beyond their schema (`path`: where the
+ * options are), for a config check to report before a start would fail. The defaults count, as written values do.
+ */
+export function deliveryProblems(options: Pick<UsageOptions, 'retry' | 'spool'>, path: string): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  // backoffDelay caps every wait at maxMs: a larger baseMs would never be waited.
+  if (options.retry.maxMs < options.retry.baseMs) problems.push({ path: `${path}/retry/maxMs`, message: 'must be >= retry.baseMs' })
+  // The spool frees disk a whole segment at a time, never the one being written: with a segment as large as the spool,
+  // a full spool stays full though every record was delivered (stop-spooling), or drop-oldest drops all of it at once.
+  const { maxBytes, segmentBytes } = options.spool
+  if (segmentBytes >= maxBytes) {
+    problems.push({
+      path: `${path}/spool/segmentBytes`,
+      message: `must be less than spool.maxBytes (${maxBytes}): disk space is freed a segment at a time`,
+    })
   }
   return problems
 }

@@ -58,6 +58,16 @@ test('options are validated: every problem is listed, webhook requires spoolDir'
     [{ batch: { maxRecords: 0 }, spool: { fsync: 'sometimes' }, extra: true }, /\/extra: unknown key/],
     [{ batch: { maxRecords: 0 }, spool: { fsync: 'sometimes' }, extra: true }, /\/batch\/maxRecords: must be >= 1/],
     [{ batch: { maxRecords: 0 }, spool: { fsync: 'sometimes' }, extra: true }, /\/spool\/fsync/],
+    // backoffDelay would cap every wait at maxMs.
+    [
+      { webhook: { url: 'http://127.0.0.1:1/x' }, spoolDir: '/tmp/x', retry: { baseMs: 1000, maxMs: 10 } },
+      /\/retry\/maxMs: must be >= retry\.baseMs/,
+    ],
+    // The default segment (4 MiB) is not below this spool: once full it would stay full.
+    [
+      { webhook: { url: 'http://127.0.0.1:1/x' }, spoolDir: '/tmp/x', spool: { maxBytes: 4096 } },
+      /\/spool\/segmentBytes: must be less than spool\.maxBytes \(4096\)/,
+    ],
   ]
   for (const [options, message] of cases) {
     const app = Fastify()
@@ -124,7 +134,7 @@ test("spool full with 'stop-spooling': new records are not spooled, listeners st
       spoolDir: dir,
       retry: { baseMs: 60_000, maxMs: 60_000 },
       shutdownFlushMs: 0,
-      spool: { maxBytes: lineBytes(sample) * 3 + 10, whenFull: 'stop-spooling' },
+      spool: { maxBytes: lineBytes(sample) * 3 + 10, segmentBytes: lineBytes(sample) * 2, whenFull: 'stop-spooling' },
     },
     logs,
   )
@@ -183,7 +193,7 @@ test('a wall clock stepped back an hour does not silence the spool-full error lo
       spoolDir: spoolDir(),
       retry: { baseMs: 60_000, maxMs: 60_000 },
       shutdownFlushMs: 0,
-      spool: { maxBytes: lineBytes(sample) + 10, whenFull: 'stop-spooling' },
+      spool: { maxBytes: lineBytes(sample) + 10, segmentBytes: lineBytes(sample), whenFull: 'stop-spooling' },
     },
     logs,
   )
