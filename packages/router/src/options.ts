@@ -129,7 +129,13 @@ export const RouterOptionsSchema = Type.Object(
   },
   { additionalProperties: false },
 )
-export type RouterOptionsInput = Static<typeof RouterOptionsSchema>
 export type RetryOn = Static<typeof RetryOnSchema>
 export type Timeouts = Static<typeof TimeoutsSchema>
 export type Retry = Static<typeof RetrySchema>
+type RouterSettings = Static<typeof RouterOptionsSchema>
+/** Options as given: only `models` is required; every other option, and each timeouts and retry field, has a default. */
+export type RouterOptions = Pick<RouterSettings, 'models'> &
+  Partial<Omit<RouterSettings, 'models' | 'timeouts' | 'retry'>> & {
+    timeouts?: Partial<Timeouts>
+    retry?: Partial<Retry>
+  }

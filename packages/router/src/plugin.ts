@@ -32,19 +32,9 @@ import { UpstreamDispatcher } from './dispatcher.js'
 import { InFlight } from './in-flight.js'
 import { ModelCatalogue, modelList } from './listings.js'
 import { ModelTable, type ResolvedRoute } from './models.js'
-import { type ModelRoute, type Retry, type RetryOn, RouterOptionsSchema, type Timeouts } from './options.js'
+import { type ModelRoute, type RetryOn, type RouterOptions, RouterOptionsSchema } from './options.js'
 import { kProxyCall } from './reply-hooks.js'
 import { type ProxySettings, servesEndpoint, wrongApiFor } from './shape.js'
-
-/** Options as given: everything but `models` has defaults (see RouterOptionsSchema). */
-export interface RouterOptions {
-  models: ModelRoute[]
-  timeouts?: Partial<Timeouts>
-  retry?: Partial<Retry>
-  bodyLimit?: number
-  includeUsage?: boolean
-  defaultMaxTokens?: number
-}
 
 export interface RouterDecorator {
   /** Hot reload: validates the new model routes against the current upstreams, then swaps them atomically. */
