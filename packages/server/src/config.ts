@@ -94,7 +94,7 @@ export const AdminSettingsSchema = Type.Object(
 )
 export type AdminSettings = Static<typeof AdminSettingsSchema>
 
-/** The config file (docs/configuration.md). Keys of capabilities not built yet are listed in NOT_SUPPORTED_YET. */
+/** The config file (docs/configuration.md). */
 export const ConfigSchema = Type.Object(
   {
     $schema: Type.Optional(Type.String({ description: 'Path or URL of this JSON Schema, for editors.' })),
@@ -126,9 +126,6 @@ export type Config = Static<typeof ConfigSchema>
 export function workerCount(workers: Config['server']['workers']): number {
   return workers === 'auto' ? availableParallelism() : workers
 }
-
-/** Config keys of the design whose capability this build does not have yet: rejected, never ignored. */
-const NOT_SUPPORTED_YET: readonly string[] = []
 
 const ENV_REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 
@@ -285,9 +282,6 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   }
   const problems: ConfigProblem[] = []
   const interpolated = interpolateEnv(raw, env, '', problems) as Record<string, unknown>
-  for (const key of NOT_SUPPORTED_YET) {
-    if (key in interpolated) problems.push({ path: `/${key}`, message: 'not supported yet by this version of LLMProxy' })
-  }
   const written = structuredClone(interpolated) // Value.Default fills defaults in place
   const config = Value.Default(ConfigSchema, interpolated) as unknown
   // A setting whose environment variable is missing is reported once, not again for the empty value it got
