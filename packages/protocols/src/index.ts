@@ -20,7 +20,7 @@ export {
   toolCallIdWithSignature,
 } from './convert/types.js'
 export { type ClientError, convertUpstreamError, statusOfUpstreamError } from './convert/upstream-error.js'
-export { fromRecordUsage, toRecordUsage } from './convert/usage.js'
+export { fromRecordUsage } from './convert/usage.js'
 export { clientApiOf, defaultHealthCheckPath, pathOf, sendError, setUpstreamCredential, wireOf, wireOfProtocol } from './formats.js'
 export { GEMINI_ACTIONS, GEMINI_COUNT_TOKENS, GEMINI_GENERATE, GEMINI_V1_GENERATE_PATH, gemini } from './gemini.js'
 export { OPENAI_CHAT, OPENAI_ENDPOINTS, OPENAI_RESPONSES, openai } from './openai.js'

@@ -1,4 +1,5 @@
 import { JsonKeyScanner, type Protocol, type Usage } from '@llmproxy/core'
+import { count, type Json, objectAt } from './convert/fields.js'
 
 /**
  * The JSON key each wire format reports usage under (streamed and not). TGI is reached through its OpenAI-compatible
@@ -21,23 +22,12 @@ const USAGE_KEY: Record<Protocol, string> = {
  */
 const REPORT_DEPTH = 2
 
-type Counts = Record<string, unknown>
-
 /** `null` backwards, for {@link UsageExtractor.endsWithNullReport}. */
 const NULL_REVERSED = [0x6c, 0x6c, 0x75, 0x6e]
 const COLON = 0x3a
 
 function isSpace(byte: number | undefined): boolean {
   return byte === 0x20 || byte === 0x09
-}
-
-function int(value: unknown): number | undefined {
-  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? Math.trunc(value) : undefined
-}
-
-function nested(obj: Counts, key: string, field: string): number | undefined {
-  const inner = obj[key]
-  return inner !== null && typeof inner === 'object' ? int((inner as Counts)[field]) : undefined
 }
 
 /**
@@ -146,30 +136,36 @@ export class UsageExtractor {
     this.merge(json)
   }
 
+  /** Reads each format's fields as the converters' `fromOpenAiUsage`, `fromAnthropicUsage` and `fromGeminiUsage` do. */
   private merge(json: string): void {
-    let obj: Counts
+    let obj: Json
     try {
-      obj = JSON.parse(json) as Counts
+      obj = JSON.parse(json) as Json
     } catch {
       return
     }
     // OpenAI chat/completions/embeddings, vLLM, TGI
-    const prompt = int(obj.prompt_tokens)
+    const prompt = count(obj.prompt_tokens)
     if (prompt !== undefined) this.prompt = prompt
-    const completion = int(obj.completion_tokens)
+    const completion = count(obj.completion_tokens)
     if (completion !== undefined) this.completion = completion
-    const total = int(obj.total_tokens)
+    const total = count(obj.total_tokens)
     if (total !== undefined) this.total = total
-    const cached = nested(obj, 'prompt_tokens_details', 'cached_tokens') ?? nested(obj, 'input_tokens_details', 'cached_tokens')
+    const cached =
+      count(objectAt(obj, 'prompt_tokens_details')?.cached_tokens) ?? count(objectAt(obj, 'input_tokens_details')?.cached_tokens)
     if (cached !== undefined) this.cached = cached
+    // Chat's reasoning; then a Responses body's (reasoning_tokens) or Anthropic's (thinking_tokens), both in output_tokens_details
+    const outputDetails = objectAt(obj, 'output_tokens_details')
     const reasoning =
-      nested(obj, 'completion_tokens_details', 'reasoning_tokens') ?? nested(obj, 'output_tokens_details', 'reasoning_tokens')
+      count(objectAt(obj, 'completion_tokens_details')?.reasoning_tokens) ??
+      count(outputDetails?.reasoning_tokens) ??
+      count(outputDetails?.thinking_tokens)
     if (reasoning !== undefined) this.reasoning = reasoning
 
     // OpenAI responses, Anthropic (input_tokens excludes cache reads/writes, so they are added back)
-    const input = int(obj.input_tokens)
-    const cacheRead = int(obj.cache_read_input_tokens)
-    const cacheWrite = int(obj.cache_creation_input_tokens)
+    const input = count(obj.input_tokens)
+    const cacheRead = count(obj.cache_read_input_tokens)
+    const cacheWrite = count(obj.cache_creation_input_tokens)
     if (input !== undefined || cacheRead !== undefined || cacheWrite !== undefined) {
       if (cacheRead !== undefined || cacheWrite !== undefined) {
         this.prompt = (input ?? 0) + (cacheRead ?? 0) + (cacheWrite ?? 0)
@@ -178,20 +174,20 @@ export class UsageExtractor {
         this.prompt = input
       }
     }
-    const output = int(obj.output_tokens)
+    const output = count(obj.output_tokens)
     if (output !== undefined) this.completion = output
 
     // Gemini usageMetadata: completion includes thinking tokens, as OpenAI's includes reasoning
     // (prompt tokens include cached ones, and the tool-use prompt is input too)
-    const promptCount = int(obj.promptTokenCount)
-    if (promptCount !== undefined) this.prompt = promptCount + (int(obj.toolUsePromptTokenCount) ?? 0)
-    const candidates = int(obj.candidatesTokenCount)
-    const thoughts = int(obj.thoughtsTokenCount)
+    const promptCount = count(obj.promptTokenCount)
+    if (promptCount !== undefined) this.prompt = promptCount + (count(obj.toolUsePromptTokenCount) ?? 0)
+    const candidates = count(obj.candidatesTokenCount)
+    const thoughts = count(obj.thoughtsTokenCount)
     if (candidates !== undefined || thoughts !== undefined) this.completion = (candidates ?? 0) + (thoughts ?? 0)
     if (thoughts !== undefined) this.reasoning = thoughts
-    const totalCount = int(obj.totalTokenCount)
+    const totalCount = count(obj.totalTokenCount)
     if (totalCount !== undefined) this.total = totalCount
-    const cachedContent = int(obj.cachedContentTokenCount)
+    const cachedContent = count(obj.cachedContentTokenCount)
     if (cachedContent !== undefined) this.cached = cachedContent
 
     if (total === undefined && totalCount === undefined) this.total = undefined

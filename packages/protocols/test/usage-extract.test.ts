@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import type { Protocol, Usage } from '@llmproxy/core'
+import { type ApiFamily, convertResponse } from '../src/index.js'
 import { UsageExtractor } from '../src/usage-extract.js'
+import { anthropicEvent, convertStream, sseEvents } from './stream-fixtures.js'
 
 test('OpenAI chat usage with cached and reasoning tokens', () => {
   const u = new UsageExtractor('openai')
@@ -164,4 +166,183 @@ test('OpenAI: a usage in tool arguments sent as an object is not a report (chat 
   }
   assertUsageInAnyChunks('openai', `event: response.completed\n${sse([{ type: 'response.completed', response }])}`, reported)
   assertUsageInAnyChunks('openai', JSON.stringify(response), reported)
+})
+
+/** The usage a converted OpenAI client is shown, in the record's terms (the record's fields are OpenAI's). */
+function shownToOpenAi(usage: {
+  prompt_tokens: number
+  completion_tokens: number
+  total_tokens: number
+  prompt_tokens_details: { cached_tokens: number }
+  completion_tokens_details?: { reasoning_tokens: number }
+}): Usage {
+  const shown: Usage = {
+    promptTokens: usage.prompt_tokens,
+    completionTokens: usage.completion_tokens,
+    totalTokens: usage.total_tokens,
+    cachedTokens: usage.prompt_tokens_details.cached_tokens,
+  }
+  const reasoning = usage.completion_tokens_details?.reasoning_tokens
+  if (reasoning !== undefined) shown.reasoningTokens = reasoning
+  return shown
+}
+
+function recordOf(protocol: Protocol, text: string): Usage | null {
+  const extractor = new UsageExtractor(protocol)
+  extractor.write(Buffer.from(text))
+  return extractor.result()
+}
+
+/** Each format's every usage field: all prompt tokens 170 (100 cache reads), 42 output tokens of which 12 reasoning. */
+const REPORTS: [string, ApiFamily, string[], object][] = [
+  [
+    'OpenAI-compatible (OpenRouter: cache writes in the details)',
+    'openai',
+    [
+      sse([
+        { id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: 'Hi' }, finish_reason: 'stop' }], usage: null },
+      ]),
+      sse([
+        {
+          id: 'c',
+          object: 'chat.completion.chunk',
+          choices: [],
+          usage: {
+            prompt_tokens: 170,
+            completion_tokens: 42,
+            total_tokens: 212,
+            prompt_tokens_details: { cached_tokens: 100, cache_write_tokens: 50 },
+            completion_tokens_details: { reasoning_tokens: 12 },
+          },
+        },
+      ]),
+      'data: [DONE]\n\n',
+    ],
+    {
+      id: 'c',
+      object: 'chat.completion',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'Hi' }, finish_reason: 'stop' }],
+      usage: {
+        prompt_tokens: 170,
+        completion_tokens: 42,
+        total_tokens: 212,
+        prompt_tokens_details: { cached_tokens: 100, cache_write_tokens: 50 },
+        completion_tokens_details: { reasoning_tokens: 12 },
+      },
+    },
+  ],
+  [
+    // As @anthropic-ai/sdk 1.17 types them: message_delta's counts are cumulative, any of them may be null.
+    'Anthropic (thinking tokens in output_tokens_details)',
+    'anthropic',
+    [
+      anthropicEvent(
+        'message_start',
+        '"message":{"id":"msg_1","type":"message","role":"assistant","model":"c","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":20,"cache_creation_input_tokens":50,"cache_read_input_tokens":100,"output_tokens":1,"output_tokens_details":null}}',
+      ),
+      anthropicEvent('content_block_start', '"index":0,"content_block":{"type":"text","text":""}'),
+      anthropicEvent('content_block_delta', '"index":0,"delta":{"type":"text_delta","text":"Hi"}'),
+      anthropicEvent('content_block_stop', '"index":0'),
+      anthropicEvent(
+        'message_delta',
+        '"delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"input_tokens":20,"cache_creation_input_tokens":50,"cache_read_input_tokens":100,"output_tokens":42,"output_tokens_details":{"thinking_tokens":12},"server_tool_use":null}',
+      ),
+      anthropicEvent('message_stop', '"x":0'),
+    ],
+    {
+      id: 'msg_1',
+      type: 'message',
+      role: 'assistant',
+      model: 'c',
+      content: [{ type: 'text', text: 'Hi' }],
+      stop_reason: 'end_turn',
+      stop_sequence: null,
+      usage: {
+        input_tokens: 20,
+        cache_creation_input_tokens: 50,
+        cache_read_input_tokens: 100,
+        output_tokens: 42,
+        output_tokens_details: { thinking_tokens: 12 },
+        server_tool_use: null,
+        service_tier: 'standard',
+      },
+    },
+  ],
+  [
+    'Anthropic (a message_delta with the output counts only)',
+    'anthropic',
+    [
+      anthropicEvent(
+        'message_start',
+        '"message":{"id":"msg_1","type":"message","role":"assistant","model":"c","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":20,"cache_creation_input_tokens":50,"cache_read_input_tokens":100,"output_tokens":1}}',
+      ),
+      anthropicEvent(
+        'message_delta',
+        '"delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"input_tokens":null,"cache_creation_input_tokens":null,"cache_read_input_tokens":null,"output_tokens":42,"output_tokens_details":{"thinking_tokens":12}}',
+      ),
+      anthropicEvent('message_stop', '"x":0'),
+    ],
+    {
+      type: 'message',
+      role: 'assistant',
+      content: [],
+      stop_reason: 'end_turn',
+      usage: {
+        input_tokens: 20,
+        cache_creation_input_tokens: 50,
+        cache_read_input_tokens: 100,
+        output_tokens: 42,
+        output_tokens_details: { thinking_tokens: 12 },
+      },
+    },
+  ],
+  [
+    'Gemini (tool-use prompt and thoughts)',
+    'gemini',
+    [
+      sse([
+        {
+          candidates: [{ content: { parts: [{ text: 'Hi' }], role: 'model' }, index: 0 }],
+          usageMetadata: { promptTokenCount: 160, toolUsePromptTokenCount: 10, cachedContentTokenCount: 100, totalTokenCount: 170 },
+        },
+      ]),
+      sse([
+        {
+          candidates: [{ content: { parts: [{ text: '!' }], role: 'model' }, finishReason: 'STOP', index: 0 }],
+          usageMetadata: {
+            promptTokenCount: 160,
+            toolUsePromptTokenCount: 10,
+            cachedContentTokenCount: 100,
+            candidatesTokenCount: 30,
+            thoughtsTokenCount: 12,
+            totalTokenCount: 212,
+          },
+        },
+      ]),
+    ],
+    {
+      candidates: [{ content: { parts: [{ text: 'Hi!' }], role: 'model' }, finishReason: 'STOP', index: 0 }],
+      usageMetadata: {
+        promptTokenCount: 160,
+        toolUsePromptTokenCount: 10,
+        cachedContentTokenCount: 100,
+        candidatesTokenCount: 30,
+        thoughtsTokenCount: 12,
+        totalTokenCount: 212,
+      },
+    },
+  ],
+]
+
+test('the usage record counts what a converted OpenAI client is shown, field by field, in every format, streamed and not', () => {
+  const expected: Usage = { promptTokens: 170, completionTokens: 42, totalTokens: 212, cachedTokens: 100, reasoningTokens: 12 }
+  for (const [name, upstream, stream, body] of REPORTS) {
+    const chunks = sseEvents(convertStream(upstream, 'openai', stream, { model: 'm', includeUsage: true }).join(''))
+    const usageChunk = JSON.parse(chunks.filter((event) => event.data !== '[DONE]').at(-1)?.data ?? '{}')
+    assert.deepEqual(shownToOpenAi(usageChunk.usage), expected, `${name}, streamed: the client`)
+    assert.deepEqual(recordOf(upstream, stream.join('')), expected, `${name}, streamed: the record`)
+    const answer = convertResponse(upstream, 'openai', body, { model: 'm' }) as { usage: Parameters<typeof shownToOpenAi>[0] }
+    assert.deepEqual(shownToOpenAi(answer.usage), expected, `${name}: the client`)
+    assert.deepEqual(recordOf(upstream, JSON.stringify(body)), expected, `${name}: the record`)
+  }
 })

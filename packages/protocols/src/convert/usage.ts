@@ -3,21 +3,9 @@ import { count, type Json, objectAt } from './fields.js'
 import type { NeutralUsage } from './types.js'
 
 /**
- * Neutral usage → the gateway's usage record fields: `promptTokens` includes cache reads and writes,
- * `cachedTokens` is the cache reads, `completionTokens` includes reasoning.
- */
-export function toRecordUsage(usage: NeutralUsage): Usage {
-  const prompt = usage.inputTokens + (usage.cacheReadTokens ?? 0) + (usage.cacheWriteTokens ?? 0)
-  const record: Usage = { promptTokens: prompt, completionTokens: usage.outputTokens, totalTokens: prompt + usage.outputTokens }
-  if (usage.cacheReadTokens !== undefined) record.cachedTokens = usage.cacheReadTokens
-  if (usage.reasoningTokens !== undefined) record.reasoningTokens = usage.reasoningTokens
-  return record
-}
-
-/**
- * The usage record's token fields → neutral (the reverse of {@link toRecordUsage}): what an upstream reported, as
- * `UsageExtractor` reads it from any format, for an encoder to add up. The record counts cache writes as prompt
- * tokens without a field of their own: they come back as input.
+ * The usage record's token fields → neutral: what an upstream reported, as `UsageExtractor` reads it from any format,
+ * for an encoder to add up. The record's `promptTokens` include cache reads (`cachedTokens`) and writes, which have
+ * no field of their own there: they come back as input.
  */
 export function fromRecordUsage(usage: Usage): NeutralUsage {
   const neutral: NeutralUsage = {
