@@ -34,6 +34,7 @@ const SERIAL = new Map([
     'a stalled client is cut clientStallMs after its last read, measured from the upstream side',
   ],
   ['packages/router/test/streaming.test.ts', 'each chunk must reach the client before the upstream sends the next'],
+  ['packages/router/test/tls-stall.test.ts', 'a 150 ms connectMs must fail the handshake within 140–700 ms'],
   ['packages/mock-upstream/test/timing.test.ts', "checks the mock's own delays against the clock"],
   ['packages/server/test/server.test.ts', 'its server has 300/600 ms header/request timeouts (slow clients): a busy machine trips them'],
   ['packages/rate-limit/test/redis-outage.test.ts', 'pauses its Redis (SIGSTOP) against a 200 ms command timeout'],
