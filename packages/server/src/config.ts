@@ -127,18 +127,42 @@ export function workerCount(workers: Config['server']['workers']): number {
   return workers === 'auto' ? availableParallelism() : workers
 }
 
-const ENV_REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
+/**
+ * In order: `$${` (a literal `${`), a reference (`${NAME}`, `${NAME:-default}`; `$${` in the default is a literal `${`
+ * too), or any other `${` up to the first `}` (to the end without one): a typo a literal would keep, and that would
+ * then be the client key or admin token anyone who read the file (or the docs) could send.
+ */
+const ENV_REFERENCE = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:\$\$\{|(?!\$\{)[^}])*))?\}|\$\{[^}]*\}?/g
+const REFERENCE_SYNTAX = `write \${NAME} or \${NAME:-default}, and $\${ for a literal \${`
+
+/**
+ * What is wrong with the `${` at `offset` that starts no reference (`text`: from it to its first `}`). Its place, never
+ * the text, which may be part of a literal secret.
+ */
+function badReference(text: string, offset: number): string {
+  const at = `the "\${" at index ${offset}`
+  if (!text.endsWith('}')) return `${at} is not closed by "}" (${REFERENCE_SYNTAX})`
+  if (/^\$\{[A-Za-z_][A-Za-z0-9_]*:-/.test(text))
+    return `${at} has a "\${" in its default, which cannot hold a reference (${REFERENCE_SYNTAX})`
+  return `${at} starts no environment reference: a name is letters, digits and _, not starting with a digit (${REFERENCE_SYNTAX})`
+}
 
 /**
  * Replaces `${NAME}` and `${NAME:-default}` in every string of the parsed config (never in the raw
- * text, so a value cannot inject YAML). A missing variable without default is a problem at its path.
+ * text, so a value cannot inject YAML), and `$${` with `${`. A missing variable without default, and a `${` that
+ * starts no reference, are problems at their path.
  */
 export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, path: string, problems: ConfigProblem[]): unknown {
   if (typeof value === 'string') {
-    return value.replace(ENV_REFERENCE, (_match, name: string, fallback: string | undefined) => {
+    return value.replace(ENV_REFERENCE, (match: string, name: string | undefined, fallback: string | undefined, offset: number) => {
+      if (match === '$${') return '${'
+      if (name === undefined) {
+        problems.push({ path, message: badReference(match, offset) })
+        return ''
+      }
       const found = env[name]
       if (found !== undefined) return found
-      if (fallback !== undefined) return fallback
+      if (fallback !== undefined) return fallback.replaceAll('$${', '${')
       problems.push({ path, message: `environment variable ${name} is not set` })
       return ''
     })
@@ -284,8 +308,8 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   const interpolated = interpolateEnv(raw, env, '', problems) as Record<string, unknown>
   const written = structuredClone(interpolated) // Value.Default fills defaults in place
   const config = Value.Default(ConfigSchema, interpolated) as unknown
-  // A setting whose environment variable is missing is reported once, not again for the empty value it got
-  // (a misspelt key holding one is still reported as unknown).
+  // A setting whose environment variable is missing (or whose reference is none) is reported once, not again for the
+  // empty value it got (a misspelt key holding one is still reported as unknown).
   const unset = new Set(problems.map((p) => p.path))
   problems.push(...checkSchema(ConfigSchema, config).filter((p) => !unset.has(p.path) || p.message === 'unknown key'))
   if (problems.length > 0) throw new ConfigError(`config ${source}`, problems)

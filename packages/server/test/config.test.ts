@@ -123,6 +123,43 @@ test('a missing environment variable is reported once; a timeout longer than a t
   ])
 })
 
+test('a ${ that starts no reference (a typo) is refused at its path, by index, not kept as a literal key; $${ is a literal ${', () => {
+  const typos = `
+upstreams:
+  - { name: a, url: "http://127.0.0.1:9", protocol: openai, apiKey: "\${UPSTREAM_KEY" }
+models: [{ name: m, upstreams: [a] }]
+auth:
+  keys:
+    - { id: team-a, key: "\${TEAM-A-KEY}" }
+    - { id: team-b, key: "sk-team-b-\${TEAM_B_KEY:-\${FALLBACK}}" }
+admin: { token: "\${ADMIN_TOKEN_VALUE" }
+`
+  const syntax = `(write \${NAME} or \${NAME:-default}, and $\${ for a literal \${)`
+  // Refused with every variable set too: what the file says is not what was meant.
+  const env = { UPSTREAM_KEY: 'u', TEAM_A_KEY: 'a', TEAM_B_KEY: 'b', FALLBACK: 'f', ADMIN_TOKEN_VALUE: 't' }
+  for (const variables of [{}, env]) {
+    assert.deepEqual(problemsOf(typos, variables), [
+      { path: '/upstreams/0/apiKey', message: `the "\${" at index 0 is not closed by "}" ${syntax}` },
+      {
+        path: '/auth/keys/0/key',
+        message: `the "\${" at index 0 starts no environment reference: a name is letters, digits and _, not starting with a digit ${syntax}`,
+      },
+      { path: '/auth/keys/1/key', message: `the "\${" at index 10 has a "\${" in its default, which cannot hold a reference ${syntax}` },
+      { path: '/admin/token', message: `the "\${" at index 0 is not closed by "}" ${syntax}` },
+    ])
+  }
+  // $${ is a literal ${, in a default too (which ends at the first }); a variable's value is taken as it is.
+  const config = parseConfig(
+    `${minimal}auth:\n  keys:\n    - { id: a, key: "sk-$\${literal}-0001" }\n    - { id: b, key: "\${B_KEY:-sk-$\${b-0002}" }\n    - { id: c, key: "\${C_KEY}" }\n`,
+    'test.yaml',
+    { C_KEY: 'sk-${c-0003' },
+  )
+  assert.deepEqual(
+    config.auth?.keys?.map((key) => key.key),
+    [`sk-\${literal}-0001`, `sk-\${b-0002`, `sk-\${c-0003`],
+  )
+})
+
 test('headers the usage webhook could never send are refused, naming them (not the value)', () => {
   const usage = `usage: { spoolDir: /tmp/llmproxy-spool-test, webhook: { url: "http://127.0.0.1:9/usage", secret: s3cret-0123456789, headers: { "x-team": "a\\u2026" } } }`
   assert.deepEqual(problemsOf(`${minimal}\n${usage}\n`), [

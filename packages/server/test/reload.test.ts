@@ -558,6 +558,60 @@ admin: { token: ${tags[2]} ${TOKEN} }
   )
 })
 
+test('a mistyped environment reference: check, start and reload refuse it at its place, not taken as a literal key', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-env-refs-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  // The values come from the defaults: the variables are not set, here or in the child.
+  const config = (refs: [string, string, string]) => `server: { host: 127.0.0.1, port: 0 }
+upstreams:
+  - { name: a, url: "http://127.0.0.1:9", protocol: openai, apiKey: "${refs[0]}" }
+models: [{ name: m, upstreams: [a] }]
+healthChecks: { enabled: false }
+auth:
+  keys:
+    - { id: team-a, key: "${refs[1]}" }
+admin: { token: "${refs[2]}" }
+`
+  const written = config([`\${UPSTREAM_KEY:-sk-upstream-0046}`, `\${TEAM_A_KEY:-sk-team-a-0047}`, `\${ADMIN_TOKEN_VALUE:-${TOKEN}}`])
+  // A } left out, a hyphen in the name: each used to be the literal key and token, and `check` said "valid".
+  const mistyped = written.replace('-0046}', '-0046').replace('TEAM_A_KEY', 'TEAM-A-KEY').replace(`${TOKEN}}`, TOKEN)
+  const expected = [
+    /\/upstreams\/0\/apiKey: the "\$\{" at index 0 is not closed by "\}"/,
+    /\/auth\/keys\/0\/key: the "\$\{" at index 0 starts no environment reference: a name is letters, digits and _/,
+    /\/admin\/token: the "\$\{" at index 0 is not closed by "\}"/,
+  ]
+  const file = join(dir, 'mistyped.yaml')
+  writeFileSync(file, mistyped)
+  for (const args of [
+    ['check', '--config', file],
+    ['--config', file, '--port', '0'],
+  ]) {
+    const run = runCli(args)
+    const output = `${run.stdout}${run.stderr}`
+    assert.equal(run.status, 1, output)
+    for (const problem of expected) assert.match(output, problem)
+  }
+
+  writeFileSync(file, written)
+  let child: ChildProcess | undefined
+  const cli = await startCli(file, (c) => {
+    child = c
+  })
+  t.after(() => stopChild(child as ChildProcess))
+  writeFileSync(file, mistyped)
+  const res = await reload(cli.url)
+  assert.equal(res.status, 400, JSON.stringify(res.body))
+  assert.deepEqual(
+    res.body.problems?.map((p) => p.path),
+    ['/upstreams/0/apiKey', '/auth/keys/0/key', '/admin/token'],
+  )
+  for (const [i, p] of (res.body.problems ?? []).entries()) assert.match(`${p.path}: ${p.message}`, expected[i] as RegExp)
+  // The key in force is still the one the valid file gave (it passes auth; port 9 refuses the connection), and the
+  // mistyped text is none.
+  assert.notEqual((await chat(cli.url, 'm', 'sk-team-a-0047')).status, 401)
+  assert.deepEqual(await chat(cli.url, 'm', `\${TEAM-A-KEY:-sk-team-a-0047}`), { status: 401, code: 'llmproxy_invalid_api_key' })
+})
+
 describe('SIGHUP', () => {
   let dir: string
   let a: MockUpstream
