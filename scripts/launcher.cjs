@@ -4,6 +4,12 @@
 // V8 rejects (another Node.js version, other V8 flags), the bundle is compiled as usual.
 // LLMPROXY_WRITE_CODE_CACHE=1 writes the cache when the process exits (what the bundle step does after a demo start).
 'use strict'
+// SIGHUP means "reload" to the gateway, but Node's default action for it ends the process, and reload tools send it as
+// soon as a start returns. The CLI holds it from its first lines (packages/server/src/cli.ts), but reading and compiling
+// the bundle come first (20-30 ms): held from here, the CLI takes the hold over (LAUNCHER_SIGHUP_HOLD there).
+const holdSighupForTheCli = () => {}
+process.on('SIGHUP', holdSighupForTheCli)
+globalThis[Symbol.for('llmproxy.launcherSighupHold')] = holdSighupForTheCli
 const { readFileSync, writeFileSync } = require('node:fs')
 const Module = require('node:module')
 const { join } = require('node:path')

@@ -1,11 +1,13 @@
 // `pnpm start` (scripts/start.mjs): the gateway runs from its bundle, built JavaScript (built first when missing or
 // older than the sources), never through the TypeScript loader.
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
+import { closeSync, constants, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { eventually } from '@llmproxy/mock-upstream'
 import OpenAI from 'openai'
@@ -65,4 +67,53 @@ test('a code cache V8 rejects (a V8 flag in NODE_OPTIONS the build did not have)
   assert.equal(plain.stderr, '')
   // A worker's process (started by the primary, which said it already) says nothing.
   assert.equal(run('--max-old-space-size=300', { LLMPROXY_WORKER_ID: '2' }).stderr, '')
+})
+
+test('a SIGHUP while the launcher reads the bundle is held, then taken as one reload once the gateway serves', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-launcher-hup-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  copyFileSync(join(root, 'build/llmproxy.cjs'), join(dir, 'llmproxy.cjs'))
+  // The bundle as a FIFO: the launcher's read waits there, before any of the CLI has run, until the test writes it.
+  const fifo = join(dir, 'llmproxy.bundle.cjs')
+  execFileSync('mkfifo', [fifo])
+  const file = join(dir, 'config.yaml')
+  writeFileSync(
+    file,
+    'server: { host: 127.0.0.1, port: 0 }\nupstreams: [{ name: a, url: "http://127.0.0.1:9", protocol: openai }]\nmodels: [{ name: m, upstreams: [a] }]\nhealthChecks: { enabled: false }\n',
+  )
+  const env = { ...process.env }
+  delete env.NODE_OPTIONS
+  delete env.NODE_TEST_CONTEXT
+  const gateway = spawn(process.execPath, [join(dir, 'llmproxy.cjs'), '--config', file], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.after(() => {
+    gateway.kill('SIGKILL')
+  })
+  let output = ''
+  gateway.stdout?.on('data', (chunk: Buffer) => {
+    output += chunk.toString()
+  })
+  gateway.stderr?.on('data', (chunk: Buffer) => {
+    output += chunk.toString()
+  })
+  // Opens once the launcher opened the bundle to read it.
+  const opening = open(fifo, 'w')
+  const exited = new Promise<never>((_, reject) => gateway.once('exit', () => reject(new Error(`the launcher exited:\n${output}`))))
+  const writer = await Promise.race([opening, exited]).catch((err: unknown) => {
+    // The open above would wait for a reader for ever: one of our own ends it.
+    closeSync(openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK))
+    throw err
+  })
+  try {
+    gateway.kill('SIGHUP')
+    await sleep(200)
+    assert.equal(gateway.signalCode, null, "SIGHUP's default action ended the launcher")
+    await writer.writeFile(readFileSync(join(root, 'build/llmproxy.bundle.cjs')))
+  } finally {
+    await writer.close()
+  }
+  await eventually(() => output.includes('"msg":"config reloaded"') || gateway.exitCode !== null, 60_000, 'the reload')
+  // Held by the CLI while it starts (replayed once it serves), or, when the start ran to the end before the event loop
+  // handed the signal on, taken by the reload listener it then has.
+  assert.match(output, /"msg":"Server listening at .*\n.*"msg":"SIGHUP( \(received while starting\))?: reloading the config"/)
+  assert.equal(output.match(/"msg":"config reloaded"/g)?.length, 1, output)
 })

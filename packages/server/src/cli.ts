@@ -17,6 +17,13 @@ const holdSighup = (): void => {
   sighupWhileStarting = true
 }
 process.on('SIGHUP', holdSighup)
+// Run from the bundle, its launcher (scripts/launcher.cjs) held SIGHUP while it read and compiled it: this hold takes
+// over. A SIGHUP its listener kept from ending the process is not lost with it: a signal reaches listeners from the
+// event loop only, which has not run since the launcher's first line, and then goes to the one on at the time
+// (holdSighup, or reloadOnSighup's once the start is done: one reload either way).
+const LAUNCHER_SIGHUP_HOLD = Symbol.for('llmproxy.launcherSighupHold')
+const launcherHold = (globalThis as Record<symbol, unknown>)[LAUNCHER_SIGHUP_HOLD]
+if (typeof launcherHold === 'function') process.off('SIGHUP', launcherHold as () => void)
 
 /** Replaces the holding SIGHUP handler with `reload`, and calls it now if a SIGHUP came while starting. */
 function reloadOnSighup(reload: (signal: string) => void): void {
