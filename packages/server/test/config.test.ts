@@ -228,7 +228,7 @@ test('usage delivery: a retry.maxMs below baseMs and a spool.segmentBytes not be
   const usage = (settings: string) =>
     `${minimal}\nusage: { spoolDir: /tmp/llmproxy-spool-test, webhook: { url: "http://127.0.0.1:9/usage" }, ${settings} }\n`
   assert.deepEqual(problemsOf(usage('retry: { baseMs: 60000, maxMs: 10 }')), [
-    { path: '/usage/retry/maxMs', message: 'must be >= retry.baseMs' },
+    { path: '/usage/retry/maxMs', message: 'must be >= retry.baseMs (60000)' },
   ])
   // The default baseMs (500) counts.
   assert.deepEqual(
@@ -236,7 +236,10 @@ test('usage delivery: a retry.maxMs below baseMs and a spool.segmentBytes not be
     ['/usage/retry/maxMs'],
   )
   assert.deepEqual(problemsOf(usage('spool: { maxBytes: 1000, segmentBytes: 100000000 }')), [
-    { path: '/usage/spool/segmentBytes', message: 'must be less than spool.maxBytes (1000): disk space is freed a segment at a time' },
+    {
+      path: '/usage/spool/segmentBytes',
+      message: 'is 100000000, must be less than spool.maxBytes (1000): disk space is freed a segment at a time',
+    },
   ])
   // The default segmentBytes (4 MiB) counts: under a 1 MiB spool the spool would stay full once filled.
   assert.deepEqual(

@@ -100,14 +100,16 @@ export function webhookProblems(webhook: { url: string; headers?: Record<string,
 export function deliveryProblems(options: Pick<UsageOptions, 'retry' | 'spool'>, path: string): ConfigProblem[] {
   const problems: ConfigProblem[] = []
   // backoffDelay caps every wait at maxMs: a larger baseMs would never be waited.
-  if (options.retry.maxMs < options.retry.baseMs) problems.push({ path: `${path}/retry/maxMs`, message: 'must be >= retry.baseMs' })
+  if (options.retry.maxMs < options.retry.baseMs) {
+    problems.push({ path: `${path}/retry/maxMs`, message: `must be >= retry.baseMs (${options.retry.baseMs})` })
+  }
   // The spool frees disk a whole segment at a time, never the one being written: with a segment as large as the spool,
   // a full spool stays full though every record was delivered (stop-spooling), or drop-oldest drops all of it at once.
   const { maxBytes, segmentBytes } = options.spool
   if (segmentBytes >= maxBytes) {
     problems.push({
       path: `${path}/spool/segmentBytes`,
-      message: `must be less than spool.maxBytes (${maxBytes}): disk space is freed a segment at a time`,
+      message: `is ${segmentBytes}, must be less than spool.maxBytes (${maxBytes}): disk space is freed a segment at a time`,
     })
   }
   return problems

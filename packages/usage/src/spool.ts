@@ -122,8 +122,17 @@ export class Spool {
     this.cursor = new CursorFile(this.dir, { seq: this.cursorSeq, offset: this.cursorOffset }, this.fsyncPolicy, this.log)
   }
 
-  /** Whether `length` more bytes stay within maxBytes. */
+  /**
+   * Whether `length` more bytes stay within maxBytes. A full spool whose one segment, the one being written, is
+   * delivered to its end lets go of it (the next append starts another): it would otherwise stay full for good, since
+   * delivery frees only closed segments and a record that does not fit never reaches the rotation.
+   */
   fits(length: number): boolean {
+    if (this.bytes + length <= this.maxBytes) return true
+    const active = this.segments[0]
+    if (this.fd === -1 || this.segments.length !== 1 || active === undefined || this.cursorOffset < active.size) return false
+    this.closeWriter(false)
+    this.skipFinished()
     return this.bytes + length <= this.maxBytes
   }
 

@@ -63,10 +63,10 @@ test('options are validated: every problem is listed, webhook requires spoolDir'
       { webhook: { url: 'http://127.0.0.1:1/x' }, spoolDir: '/tmp/x', retry: { baseMs: 1000, maxMs: 10 } },
       /\/retry\/maxMs: must be >= retry\.baseMs/,
     ],
-    // The default segment (4 MiB) is not below this spool: once full it would stay full.
+    // The default segment (4 MiB) is not below this spool (space is freed a whole segment at a time): named, with its value.
     [
       { webhook: { url: 'http://127.0.0.1:1/x' }, spoolDir: '/tmp/x', spool: { maxBytes: 4096 } },
-      /\/spool\/segmentBytes: must be less than spool\.maxBytes \(4096\)/,
+      /\/spool\/segmentBytes: is 4194304, must be less than spool\.maxBytes \(4096\)/,
     ],
   ]
   for (const [options, message] of cases) {
@@ -163,6 +163,47 @@ test("spool full with 'stop-spooling': new records are not spooled, listeners st
   assert.equal(loud[0]?.policy, 'stop-spooling')
   // The line counts the record it refuses.
   assert.equal(loud[0]?.notSpooled, 1)
+})
+
+test('a full spool whose every record was delivered takes new records, its segment being written not yet rotated', async (t) => {
+  // The segment rotates only when a record would take it past segmentBytes; with segmentBytes just below maxBytes the
+  // spool is full first, and delivery frees closed segments only: every new record was refused for good.
+  const line = lineBytes(usageRecord())
+  let up = false
+  let delivered = 0
+  const server = createServer((req, res) => {
+    let body = ''
+    req.on('data', (chunk) => {
+      body += chunk
+    })
+    req.on('end', () => {
+      if (!up) return res.writeHead(503).end()
+      delivered += (JSON.parse(body) as { records: unknown[] }).records.length
+      res.writeHead(200).end()
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => server.close())
+  const app = await buildApp({
+    webhook: { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/usage` },
+    spoolDir: spoolDir(),
+    retry: { baseMs: 20, maxMs: 50 },
+    shutdownFlushMs: 0,
+    spool: { maxBytes: line * 3 + 10, segmentBytes: line * 3 + 9, whenFull: 'stop-spooling' },
+  })
+  t.after(() => app.close())
+  for (let i = 0; i < 3; i++) emit(app, usageRecord())
+  await endOfTurn()
+  assert.equal(app.usage.stats().queueDepth, 3, 'the spool filled while the webhook was down')
+  up = true
+  await waitFor(() => delivered === 3 && app.usage.stats().queueDepth === 0, 10_000, 'the spooled records delivered')
+  for (let i = 0; i < 5; i++) {
+    emit(app, usageRecord())
+    await endOfTurn()
+    await waitFor(() => app.usage.stats().queueDepth === 0, 5_000, `record ${i + 1} delivered`)
+  }
+  assert.equal(app.usage.stats().notSpooled, 0)
+  assert.equal(delivered, 8)
 })
 
 /**
