@@ -128,12 +128,13 @@ export function workerCount(workers: Config['server']['workers']): number {
 }
 
 /**
- * In order: `$${` (a literal `${`), a reference (`${NAME}`, `${NAME:-default}`; `$${` in the default is a literal `${`
- * too), or any other `${` up to the first `}` (to the end without one): a typo a literal would keep, and that would
- * then be the client key or admin token anyone who read the file (or the docs) could send.
+ * A reference (`${NAME}`, `${NAME:-default}`; a default holds no `${`), or any other `${` up to its first `}` (to the
+ * end without one): a typo a literal would keep, and that would then be the client key or admin token anyone who read
+ * the file (or the docs) could send. There is no escape for a literal `${`: a value that needs one comes whole from
+ * a variable (a variable's value is never scanned).
  */
-const ENV_REFERENCE = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:\$\$\{|(?!\$\{)[^}])*))?\}|\$\{[^}]*\}?/g
-const REFERENCE_SYNTAX = `write \${NAME} or \${NAME:-default}, and $\${ for a literal \${`
+const ENV_REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:(?!\$\{)[^}])*))?\}|\$\{[^}]*\}?/g
+const REFERENCE_SYNTAX = `write \${NAME} or \${NAME:-default}; a value holding "\${" comes whole from a variable`
 
 /**
  * What is wrong with the `${` at `offset` that starts no reference (`text`: from it to its first `}`). Its place, never
@@ -149,20 +150,19 @@ function badReference(text: string, offset: number): string {
 
 /**
  * Replaces `${NAME}` and `${NAME:-default}` in every string of the parsed config (never in the raw
- * text, so a value cannot inject YAML), and `$${` with `${`. A missing variable without default, and a `${` that
- * starts no reference, are problems at their path.
+ * text, so a value cannot inject YAML). A missing variable without default, and a `${` that starts no reference, are
+ * problems at their path.
  */
 export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, path: string, problems: ConfigProblem[]): unknown {
   if (typeof value === 'string') {
     return value.replace(ENV_REFERENCE, (match: string, name: string | undefined, fallback: string | undefined, offset: number) => {
-      if (match === '$${') return '${'
       if (name === undefined) {
         problems.push({ path, message: badReference(match, offset) })
         return ''
       }
       const found = env[name]
       if (found !== undefined) return found
-      if (fallback !== undefined) return fallback.replaceAll('$${', '${')
+      if (fallback !== undefined) return fallback
       problems.push({ path, message: `environment variable ${name} is not set` })
       return ''
     })

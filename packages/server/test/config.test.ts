@@ -123,7 +123,7 @@ test('a missing environment variable is reported once; a timeout longer than a t
   ])
 })
 
-test('a ${ that starts no reference (a typo) is refused at its path, by index, not kept as a literal key; $${ is a literal ${', () => {
+test('a ${ that starts no reference (a typo) is refused at its path, by index, not kept as a literal key', () => {
   const typos = `
 upstreams:
   - { name: a, url: "http://127.0.0.1:9", protocol: openai, apiKey: "\${UPSTREAM_KEY" }
@@ -134,7 +134,7 @@ auth:
     - { id: team-b, key: "sk-team-b-\${TEAM_B_KEY:-\${FALLBACK}}" }
 admin: { token: "\${ADMIN_TOKEN_VALUE" }
 `
-  const syntax = `(write \${NAME} or \${NAME:-default}, and $\${ for a literal \${)`
+  const syntax = `(write \${NAME} or \${NAME:-default}; a value holding "\${" comes whole from a variable)`
   // Refused with every variable set too: what the file says is not what was meant.
   const env = { UPSTREAM_KEY: 'u', TEAM_A_KEY: 'a', TEAM_B_KEY: 'b', FALLBACK: 'f', ADMIN_TOKEN_VALUE: 't' }
   for (const variables of [{}, env]) {
@@ -148,15 +148,16 @@ admin: { token: "\${ADMIN_TOKEN_VALUE" }
       { path: '/admin/token', message: `the "\${" at index 0 is not closed by "}" ${syntax}` },
     ])
   }
-  // $${ is a literal ${, in a default too (which ends at the first }); a variable's value is taken as it is.
+  // A doubled $ is a $ before a reference (no escape that a doubled-$ habit would turn into a literal key); a
+  // variable's value is taken as it is, "${" included.
   const config = parseConfig(
-    `${minimal}auth:\n  keys:\n    - { id: a, key: "sk-$\${literal}-0001" }\n    - { id: b, key: "\${B_KEY:-sk-$\${b-0002}" }\n    - { id: c, key: "\${C_KEY}" }\n`,
+    `${minimal}auth:\n  keys:\n    - { id: a, key: "$\${A_KEY}" }\n    - { id: c, key: "\${C_KEY}" }\n`,
     'test.yaml',
-    { C_KEY: 'sk-${c-0003' },
+    { A_KEY: 'sk-a-0001', C_KEY: 'sk-${c-0003' },
   )
   assert.deepEqual(
     config.auth?.keys?.map((key) => key.key),
-    [`sk-\${literal}-0001`, `sk-\${b-0002`, `sk-\${c-0003`],
+    ['$sk-a-0001', `sk-\${c-0003`],
   )
 })
 
