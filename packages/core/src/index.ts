@@ -16,6 +16,7 @@ export {
   WWW_AUTHENTICATE,
 } from './errors.js'
 export { estimateTokensFromBytes } from './estimate.js'
+export { makeDirectory } from './fs.js'
 export { type LlmHookName, LlmHookRegistry, type LlmHooks } from './hooks.js'
 export { JsonKeyScanner } from './json-scan.js'
 export {

@@ -1,4 +1,9 @@
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Writable } from 'node:stream'
+import type { TestContext } from 'node:test'
 import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
 import type { FastifyInstance } from 'fastify'
 import { buildGateway, parseConfig } from '../src/index.js'
@@ -11,6 +16,23 @@ export function logSink(lines: string[]): Writable {
       callback()
     },
   })
+}
+
+/**
+ * A directory on a read-only filesystem (a tmpfs mounted `ro`, unmounted after the test), where writing fails with
+ * EROFS for root too, as on a container's read-only root filesystem. Null when mounting is not allowed (not root).
+ */
+export function readOnlyDirectory(t: TestContext): string | null {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-read-only-'))
+  if (process.getuid?.() !== 0 || spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', dir]).status !== 0) {
+    rmSync(dir, { recursive: true, force: true })
+    return null
+  }
+  t.after(() => {
+    spawnSync('umount', [dir])
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return dir
 }
 
 export interface ServerHarness {

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { rawExchange } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
 import { parseConfig, startGateway } from '../src/index.js'
-import { eventually, type ServerHarness, startServer } from './helpers.js'
+import { eventually, readOnlyDirectory, type ServerHarness, startServer } from './helpers.js'
 
 const chat = (extra: Record<string, unknown> = {}) =>
   JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }], ...extra })
@@ -342,14 +342,16 @@ test('a port in use or a host that is not this machine stops the start with the 
   }
 })
 
+/** A gateway config with `extra` (YAML) added, for the tests of the paths it writes. */
+const configWith = (extra: string) =>
+  parseConfig(
+    `server: { host: 127.0.0.1, port: 0, logLevel: silent }\nupstreams: [{ name: a, url: "http://127.0.0.1:9", protocol: openai }]\nmodels: [{ name: m, upstreams: [a] }]\nhealthChecks: { enabled: false }\n${extra}\n`,
+    'paths-test',
+    {},
+  )
+
 test('a quota state file or spool directory it cannot use stops the start, named as in the config file', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'llmproxy-start-paths-'))
-  const configWith = (extra: string) =>
-    parseConfig(
-      `server: { host: 127.0.0.1, port: 0, logLevel: silent }\nupstreams: [{ name: a, url: "http://127.0.0.1:9", protocol: openai }]\nmodels: [{ name: m, upstreams: [a] }]\nhealthChecks: { enabled: false }\n${extra}\n`,
-      'paths-test',
-      {},
-    )
   try {
     // A directory where the file goes: was a bare EISDIR and its stack trace.
     const keys = 'auth: { keys: [{ id: k, key: sk-k-0123456789, quota: { tokens: 1000, per: day } }] }'
@@ -370,5 +372,20 @@ test('a quota state file or spool directory it cannot use stops the start, named
     )
   } finally {
     rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a spool directory on a read-only filesystem is refused as EROFS, the reason, not ENOENT', async (t) => {
+  const readOnly = readOnlyDirectory(t)
+  if (readOnly === null) {
+    t.skip('mounting a read-only tmpfs needs root on Linux')
+    return
+  }
+  // Its parent exists: Node's recursive mkdir said ENOENT, which sent the operator looking for a missing directory.
+  for (const spoolDir of [join(readOnly, 'usage'), join(readOnly, 'usage/spool')]) {
+    await assert.rejects(startGateway(configWith(`usage: { webhook: { url: "http://127.0.0.1:9/usage" }, spoolDir: "${spoolDir}" }`)), {
+      name: 'ConfigError',
+      message: `Invalid config:\n  - /usage/spoolDir: cannot be used: EROFS (EROFS: read-only file system, mkdir '${join(readOnly, 'usage')}')`,
+    })
   }
 })

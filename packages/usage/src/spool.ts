@@ -2,6 +2,7 @@ import * as fs from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { open, rm } from 'node:fs/promises'
 import * as path from 'node:path'
+import { makeDirectory } from '@llmproxy/core'
 import type { FastifyBaseLogger } from 'fastify'
 import { CursorFile, readCursor } from './cursor.js'
 import { lockSpoolDir, unlockSpoolDir } from './lock.js'
@@ -387,7 +388,7 @@ export class Spool {
   }
 
   private load(): void {
-    fs.mkdirSync(this.dir, { recursive: true })
+    makeDirectory(this.dir)
     lockSpoolDir(this.dir)
     const seqs: number[] = []
     for (const name of fs.readdirSync(this.dir)) {
