@@ -98,7 +98,8 @@ export const RateLimitOptionsSchema = Type.Object(
     quotaStateFile: Type.Optional(
       Type.String({
         minLength: 1,
-        description: 'Memory store: quota counters are saved to this JSON file every 5 s and on close, and reloaded at start.',
+        description:
+          'Memory store: quota counters are saved to this JSON file every 5 s and on close, and reloaded at start. A path the process cannot write is refused at start.',
       }),
     ),
   },

@@ -114,11 +114,13 @@ const plugin: FastifyPluginAsync<RateLimitOptionsInput> = async (fastify, input)
   fastify.llm.addHook('onUsage', engine.onUsage)
   fastify.addHook('onClose', async () => {
     local.close()
-    if (stateFile !== null) {
-      await stateFile.close().catch((err: unknown) => fastify.log.error({ err }, 'rate-limit: could not save the quota state file'))
-    }
     shared?.close()
     await host?.close()
+    // The quota use since the last save is lost: logged, and app.close() rejects (the gateway's process exits 1).
+    await stateFile?.close().catch((err: unknown) => {
+      fastify.log.error({ err }, 'rate-limit: could not save the quota state file at shutdown; the quota use since the last save is lost')
+      throw err
+    })
   })
 }
 

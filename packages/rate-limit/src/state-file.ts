@@ -1,6 +1,6 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
-import { ConfigError } from '@llmproxy/core'
+import { ConfigError, makeDirectory } from '@llmproxy/core'
 import { Type, Value } from '@llmproxy/core/typebox'
 import type { FastifyBaseLogger } from 'fastify'
 import { migrateQuotaKey } from './keys.js'
@@ -14,7 +14,8 @@ const StateFileSchema = Type.Object({
 
 /**
  * Memory store only: keeps quota counters across restarts. Saved (atomically: temp file + rename) every
- * `intervalMs` when a quota counter changed, and on close; loaded at start.
+ * `intervalMs` when a quota counter changed, and on close; loaded at start, where a file no save could write is
+ * refused.
  */
 export class QuotaStateFile {
   private readonly path: string
@@ -30,22 +31,21 @@ export class QuotaStateFile {
     this.log = log
   }
 
+  /** Reads the saved counters and saves them back (a ConfigError on `/quotaStateFile` when either fails). */
   async load(): Promise<void> {
-    let text: string
+    let text: string | null = null
     try {
       text = await readFile(this.path, 'utf8')
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
-      if (code === 'ENOENT') return
       // A directory, a file this process may not read: the setting is the operator's to fix, named as such.
-      throw new ConfigError(
-        '@llmproxy/rate-limit options',
-        [{ path: '/quotaStateFile', message: `cannot be read: ${code ?? String(err)}` }],
-        {
-          cause: err,
-        },
-      )
+      if (code !== 'ENOENT') throw unusable(`cannot be read: ${code ?? String(err)}`, err)
     }
+    await this.saveBack(text ?? this.body())
+    if (text !== null) this.loadCounters(text)
+  }
+
+  private loadCounters(text: string): void {
     let data: unknown
     try {
       data = JSON.parse(text)
@@ -82,14 +82,47 @@ export class QuotaStateFile {
     await this.save()
   }
 
+  /**
+   * What was read (the counters of an empty store when there was no file) written back as a save writes, at start: a
+   * read-only filesystem or a directory this process may not write would otherwise fail every save, the one at
+   * shutdown included, and quotas would start from zero at the next start.
+   */
+  private async saveBack(text: string): Promise<void> {
+    try {
+      makeDirectory(dirname(this.path))
+      await this.replace(text)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      // The system's message names the path that failed (the directory, or the temporary file in it).
+      throw unusable(
+        code === undefined ? `cannot be written: ${String(err)}` : `cannot be written: ${code} (${(err as Error).message})`,
+        err,
+      )
+    }
+  }
+
+  private body(): string {
+    return JSON.stringify({ version: 1, savedAt: new Date().toISOString(), counters: this.store.quotaEntries(Date.now()) })
+  }
+
+  /** Temporary file + rename: the file is always the old one or the new one, never part of one. */
+  private async replace(body: string): Promise<void> {
+    const tmp = `${this.path}.${process.pid}.tmp`
+    await writeFile(tmp, body)
+    await rename(tmp, this.path)
+  }
+
   private async write(): Promise<void> {
     const version = this.store.quotaVersion
     if (version === this.savedVersion) return
-    const body = JSON.stringify({ version: 1, savedAt: new Date().toISOString(), counters: this.store.quotaEntries(Date.now()) })
-    const tmp = `${this.path}.${process.pid}.tmp`
+    const body = this.body()
     await mkdir(dirname(this.path), { recursive: true })
-    await writeFile(tmp, body)
-    await rename(tmp, this.path)
+    await this.replace(body)
     this.savedVersion = version
   }
+}
+
+/** The setting named as the operator's to fix. */
+function unusable(message: string, cause: unknown): ConfigError {
+  return new ConfigError('@llmproxy/rate-limit options', [{ path: '/quotaStateFile', message }], { cause })
 }

@@ -221,16 +221,17 @@ export function gatewayLogger(level: string, destination?: DestinationStream, bi
 }
 
 /**
- * Registers a plugin whose options are a section of the config. What it refuses at start (a spool directory it cannot
- * use, a quota state file it cannot read) is named as in the file: `/usage/spoolDir`, not the plugin's `/spoolDir`.
+ * Runs the start of what takes a section of the config as its options (a plugin's registration, the primary's counter
+ * host). What it refuses (a spool directory it cannot use, a quota state file it cannot read or write) is named as in
+ * the file: `/usage/spoolDir`, not the plugin's `/spoolDir`.
  */
-async function registerSection(
-  register: () => PromiseLike<unknown>,
+export async function asConfigSection(
+  start: () => PromiseLike<unknown>,
   pathInConfig: (path: string) => string,
   configFile: string | undefined,
 ): Promise<void> {
   try {
-    await register()
+    await start()
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
     const problems = err.problems.map((problem) => ({ path: pathInConfig(problem.path), message: problem.message }))
@@ -323,7 +324,7 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
   if (metrics !== false) {
     if (worker !== undefined) scrapeWholeGateway(app, metrics.path, worker)
     else scrapeWithFormerSpools(app, metrics.path, () => former)
-    await registerSection(
+    await asConfigSection(
       () => app.register(llmMetrics, metrics),
       (path) => `/metrics${path}`,
       options.configFile,
@@ -331,7 +332,7 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
   }
   const authOptions = config.auth
   if (authOptions !== undefined) {
-    await registerSection(
+    await asConfigSection(
       () => app.register(auth, authOptions),
       (path) => `/auth${path}`,
       options.configFile,
@@ -339,7 +340,7 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
   }
   if (config.rateLimit !== undefined) {
     const { quotaStateFile, ...limits } = config.rateLimit
-    await registerSection(
+    await asConfigSection(
       () =>
         app.register(rateLimit, {
           ...limits,
@@ -356,7 +357,7 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
     const spoolDir = config.usage.spoolDir
     const usageOptions =
       spoolDir === undefined || worker === undefined ? config.usage : { ...config.usage, spoolDir: workerSpoolDir(spoolDir, worker.id) }
-    await registerSection(
+    await asConfigSection(
       () => app.register(usage, usageOptions),
       (path) => `/usage${path}`,
       options.configFile,

@@ -375,6 +375,38 @@ test('a quota state file or spool directory it cannot use stops the start, named
   }
 })
 
+test('a quota state file no save could write stops the start, named as in the config file, with the reason', async (t) => {
+  const keys = 'auth: { keys: [{ id: k, key: sk-k-0123456789, quota: { tokens: 1000, per: day } }] }'
+  const refusal = (quotaStateFile: string) =>
+    startGateway(configWith(`${keys}\nrateLimit: { quotaStateFile: "${quotaStateFile}" }`), { configFile: 'gateway.yaml' }).then(
+      () => assert.fail(`started with quotaStateFile ${quotaStateFile}`),
+      (err: Error) => {
+        assert.equal(err.name, 'ConfigError')
+        return err.message
+      },
+    )
+  // sysfs, where no process creates a file (root neither): it was accepted, every save failed (an error line every
+  // 5 s, the one at shutdown too) and quotas started from zero at each start.
+  assert.match(
+    await refusal('/sys/llmproxy-quota.json'),
+    /^Invalid config gateway\.yaml:\n {2}- \/rateLimit\/quotaStateFile: cannot be written: E(ACCES|ROFS|PERM) \(.*'\/sys\/llmproxy-quota\.json\.\d+\.tmp'\)$/,
+  )
+  const readOnly = readOnlyDirectory(t)
+  if (readOnly === null) {
+    t.diagnostic('mounting a read-only tmpfs needs root on Linux: the read-only filesystem is not tried')
+    return
+  }
+  // A container's read-only root: the file, and a directory to make for it.
+  assert.equal(
+    await refusal(join(readOnly, 'quota.json')),
+    `Invalid config gateway.yaml:\n  - /rateLimit/quotaStateFile: cannot be written: EROFS (EROFS: read-only file system, open '${join(readOnly, `quota.json.${process.pid}.tmp`)}')`,
+  )
+  assert.equal(
+    await refusal(join(readOnly, 'state/quota.json')),
+    `Invalid config gateway.yaml:\n  - /rateLimit/quotaStateFile: cannot be written: EROFS (EROFS: read-only file system, mkdir '${join(readOnly, 'state')}')`,
+  )
+})
+
 test('a spool directory on a read-only filesystem is refused as EROFS, the reason, not ENOENT', async (t) => {
   const readOnly = readOnlyDirectory(t)
   if (readOnly === null) {

@@ -129,6 +129,34 @@ test('a worker that cannot start stops the gateway: its error printed once, exit
   }
 })
 
+test('a quota state file the primary cannot write stops the start, named as in the config file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-workers-quota-'))
+  try {
+    const file = join(dir, 'c.yaml')
+    // sysfs, where no process creates a file (root neither). The primary's refusals named the plugin's path
+    // (`Invalid @llmproxy/rate-limit options: /quotaStateFile`), not the file's.
+    writeFileSync(
+      file,
+      `${base('host: 127.0.0.1, port: 0, workers: 2')}auth: { keys: [{ id: k, key: sk-k-0123456789, quota: { tokens: 1000, per: day } }] }
+rateLimit: { quotaStateFile: /sys/llmproxy-quota.json }
+`,
+    )
+    const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url))
+    const run = spawnSync(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', cli, '--config', file], {
+      encoding: 'utf8',
+      // Had it started, the timeout's SIGTERM stops it: exit 0.
+      timeout: 60_000,
+    })
+    assert.equal(run.status, 1, run.stderr)
+    assert.match(
+      run.stderr,
+      new RegExp(`^llmproxy: Invalid config ${file}:\n {2}- /rateLimit/quotaStateFile: cannot be written: E(ACCES|ROFS|PERM) \\(.*\\)\n$`),
+    )
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
 const snapshot = (name: string, fields: Partial<UpstreamSnapshot> = {}): UpstreamSnapshot => ({
   name,
   url: `http://${name}`,

@@ -9,7 +9,7 @@ import { keepsUpstream } from '@llmproxy/upstreams'
 import type { UsageStats } from '@llmproxy/usage'
 import type pino from 'pino'
 import type { DestinationStream } from 'pino'
-import { gatewayLogger } from '../app.js'
+import { asConfigSection, gatewayLogger } from '../app.js'
 import type { Config } from '../config.js'
 import { planReload, ReloadNotAppliedError, ReloadOutcomes, type ReloadResult, readConfigForReload } from '../reload.js'
 import {
@@ -170,7 +170,13 @@ class Primary {
   async start(): Promise<void> {
     const rateLimit = this.config.rateLimit
     if (rateLimit?.store === 'memory') {
-      this.counters = await CounterHost.create({ quotaStateFile: rateLimit.quotaStateFile, log: this.log })
+      await asConfigSection(
+        async () => {
+          this.counters = await CounterHost.create({ quotaStateFile: rateLimit.quotaStateFile, log: this.log })
+        },
+        (path) => `/rateLimit${path}`,
+        this.file ?? undefined,
+      )
     }
     this.former = deliverFormerSpools(this.config, this.slots.length, this.log)
     const started = new Promise<void>((resolve, reject) => {
@@ -180,7 +186,7 @@ class Primary {
     try {
       await started
     } catch (err) {
-      await this.stop()
+      await this.stop().catch(() => undefined)
       throw err
     }
     this.starting = null
@@ -218,7 +224,11 @@ class Primary {
       await Promise.all(exited)
       clearTimeout(kill)
       await this.former?.close()
-      await this.counters?.close().catch((err: unknown) => this.log.error({ err }, 'rate-limit: could not save the quota state file'))
+      // The quota use since the last save is lost: logged, and the stop fails (the process exits 1).
+      await this.counters?.close().catch((err: unknown) => {
+        this.log.error({ err }, 'rate-limit: could not save the quota state file at shutdown; the quota use since the last save is lost')
+        throw err
+      })
       this.log.info('stopped')
     })()
     return this.stopping
