@@ -14,7 +14,7 @@ import { copyFileSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs
 import { createRequire } from 'node:module'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { build } from 'esbuild'
+import { build, stop } from 'esbuild'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 export const BUILD_DIR = join(root, 'build')
@@ -59,7 +59,8 @@ export async function bundleServer() {
   const started = performance.now()
   mkdirSync(BUILD_DIR, { recursive: true })
   rmSync(`${BUNDLE}.cache`, { force: true })
-  await build(bundleOptions(BUNDLE))
+  // esbuild's service process would otherwise live as long as this one: the whole life of a gateway `pnpm start` built.
+  await build(bundleOptions(BUNDLE)).finally(stop)
   // The launcher reads the bundle as latin1, which is only right for ASCII (esbuild's default charset).
   const nonAscii = readFileSync(BUNDLE).findIndex((byte) => byte > 0x7f)
   if (nonAscii !== -1) throw new Error(`${rel(BUNDLE)}: a non-ASCII byte at offset ${nonAscii}; the launcher reads it as latin1`)

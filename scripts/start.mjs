@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `pnpm start [-- ARGS]`: runs the gateway from its bundle (build/llmproxy.cjs, see scripts/bundle.mjs), built first
 // when it is missing or older than the sources, in this process. `pnpm dev` runs the TypeScript sources instead.
+import cluster from 'node:cluster'
 import { readdirSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
@@ -36,5 +37,9 @@ if (builtAt() < newestSource()) {
   console.error('llmproxy: building build/llmproxy.cjs (pnpm bundle) …')
   await bundleServer()
 }
+// The workers of `server.workers` run the bundle this process checked, not this script (node:cluster forks
+// process.argv[1] by default): a worker that checked again, a replacement after a `git pull` say, would rebuild from
+// the sources then on disk and serve another version beside the others, or, the tree broken, fail in a loop.
+cluster.setupPrimary({ exec: ENTRY })
 // The CLI reads process.argv from index 2 on: here, the arguments given to this script.
 createRequire(import.meta.url)(ENTRY)

@@ -2,7 +2,20 @@
 // older than the sources), never through the TypeScript loader.
 import assert from 'node:assert/strict'
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
-import { closeSync, constants, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import {
+  closeSync,
+  constants,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs'
 import { open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -13,17 +26,36 @@ import { eventually } from '@llmproxy/mock-upstream'
 import OpenAI from 'openai'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
-let child: ChildProcess | null = null
+const gateways: ChildProcess[] = []
 after(() => {
-  child?.kill('SIGKILL')
+  for (const gateway of gateways) gateway.kill('SIGKILL')
 })
+
+/** The processes `pid` started, and theirs (Linux). */
+function descendants(pid: number): number[] {
+  let children: number[]
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(' ').filter(Boolean).map(Number)
+  } catch {
+    return []
+  }
+  return children.flatMap((child) => [child, ...descendants(child)])
+}
+
+function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')
+  } catch {
+    return ''
+  }
+}
 
 test('pnpm start serves the demo from build/llmproxy.cjs, with no TypeScript loader in the process', async () => {
   const env = { ...process.env }
   delete env.LLMPROXY_CONFIG
   delete env.NODE_OPTIONS
   const started = spawn(process.execPath, ['scripts/start.mjs', '--port', '0'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
-  child = started
+  gateways.push(started)
   let output = ''
   started.stdout?.on('data', (chunk: Buffer) => {
     output += chunk.toString()
@@ -47,6 +79,57 @@ test('pnpm start serves the demo from build/llmproxy.cjs, with no TypeScript loa
   assert.ok(!cmdline.some((arg) => arg.includes('tsx') || arg.includes('llmproxy-source')), cmdline.join(' '))
   const built = statSync(join(root, 'build/llmproxy.bundle.cjs')).mtimeMs
   assert.ok(built >= statSync(join(root, 'packages/server/src/cli.ts')).mtimeMs, 'the bundle is newer than the sources')
+})
+
+test('pnpm start with workers: only the primary checks (and builds) the bundle, a replacement worker runs it as built, and no esbuild process stays', async (t) => {
+  // The start script and the bundle copied to a temp dir (the packages and node_modules linked there), so that the
+  // bundle can be made stale without touching the repository's.
+  const copy = mkdtempSync(join(tmpdir(), 'llmproxy-start-workers-'))
+  t.after(() => rmSync(copy, { recursive: true, force: true }))
+  mkdirSync(join(copy, 'scripts'))
+  mkdirSync(join(copy, 'build'))
+  for (const file of ['start.mjs', 'bundle.mjs', 'launcher.cjs']) copyFileSync(join(root, 'scripts', file), join(copy, 'scripts', file))
+  for (const file of ['llmproxy.cjs', 'llmproxy.bundle.cjs']) copyFileSync(join(root, 'build', file), join(copy, 'build', file))
+  copyFileSync(join(root, 'pnpm-lock.yaml'), join(copy, 'pnpm-lock.yaml'))
+  for (const dir of ['packages', 'node_modules']) symlinkSync(join(root, dir), join(copy, dir))
+  const entry = join(copy, 'build/llmproxy.cjs')
+  const makeStale = () => utimesSync(entry, new Date(0), new Date(0))
+  makeStale()
+
+  const env = { ...process.env }
+  delete env.LLMPROXY_CONFIG
+  delete env.NODE_OPTIONS
+  const started = spawn(process.execPath, ['scripts/start.mjs', '--port', '0', '--workers', '2'], {
+    cwd: copy,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  gateways.push(started)
+  let output = ''
+  for (const stream of [started.stdout, started.stderr]) {
+    stream?.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+    })
+  }
+  const builds = () => output.split('llmproxy: building build/llmproxy.cjs').length - 1
+  await eventually(() => output.includes('with 2 workers'), 120_000, 'the gateway to start with 2 workers')
+  assert.equal(builds(), 1, output)
+  // The build's esbuild service process was stopped: the primary's processes are its two workers.
+  const processes = descendants(started.pid as number).map(commandLine)
+  assert.equal(processes.length, 2, processes.join('\n'))
+  for (const line of processes) assert.ok(line.includes(entry), `a worker runs ${entry}: ${line}`)
+
+  // Stale again (sources changed on disk since), and a worker dies: its replacement runs the bundle as it is.
+  makeStale()
+  // Worker 1's own listening line (the primary's lines about it say "workerPid").
+  const workerPid = Number(/"pid":(\d+),[^\n]*"worker":1,[^\n]*"msg":"Server listening/.exec(output)?.[1])
+  assert.ok(workerPid > 0, output)
+  process.kill(workerPid, 'SIGKILL')
+  await eventually(() => output.includes('replacement worker ready'), 60_000, 'the replacement worker')
+  assert.equal(builds(), 1, output)
+  assert.equal(statSync(entry).mtimeMs, 0, 'the bundle was not rebuilt')
+  started.kill('SIGTERM')
+  await new Promise((resolve) => started.once('exit', resolve))
 })
 
 test('a code cache V8 rejects (a V8 flag in NODE_OPTIONS the build did not have) is said in one line; none without', (t) => {
