@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // `pnpm start [-- ARGS]`: runs the gateway from its bundle (build/llmproxy.cjs, see scripts/bundle.mjs), built first
 // when it is missing or older than the sources, in this process. `pnpm dev` runs the TypeScript sources instead.
+// First: SIGHUP is held before the other imports run (esbuild's among them).
+import './hold-sighup.mjs'
 import cluster from 'node:cluster'
 import { readdirSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'

@@ -19,7 +19,7 @@ import {
 import { open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { after, test } from 'node:test'
+import { after, type TestContext, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { eventually } from '@llmproxy/mock-upstream'
@@ -81,20 +81,29 @@ test('pnpm start serves the demo from build/llmproxy.cjs, with no TypeScript loa
   assert.ok(built >= statSync(join(root, 'packages/server/src/cli.ts')).mtimeMs, 'the bundle is newer than the sources')
 })
 
-test('pnpm start with workers: only the primary checks (and builds) the bundle, a replacement worker runs it as built, and no esbuild process stays', async (t) => {
-  // The start script and the bundle copied to a temp dir (the packages and node_modules linked there), so that the
-  // bundle can be made stale without touching the repository's.
-  const copy = mkdtempSync(join(tmpdir(), 'llmproxy-start-workers-'))
+/**
+ * The start script and the bundle copied to a temp dir (the packages and node_modules linked there), so that the
+ * bundle can be made stale without touching the repository's. Returns the copy and its entry (made stale).
+ */
+function startScriptCopy(t: TestContext): { copy: string; entry: string; makeStale(): void } {
+  const copy = mkdtempSync(join(tmpdir(), 'llmproxy-start-copy-'))
   t.after(() => rmSync(copy, { recursive: true, force: true }))
   mkdirSync(join(copy, 'scripts'))
   mkdirSync(join(copy, 'build'))
-  for (const file of ['start.mjs', 'bundle.mjs', 'launcher.cjs']) copyFileSync(join(root, 'scripts', file), join(copy, 'scripts', file))
+  for (const file of ['start.mjs', 'hold-sighup.mjs', 'bundle.mjs', 'launcher.cjs']) {
+    copyFileSync(join(root, 'scripts', file), join(copy, 'scripts', file))
+  }
   for (const file of ['llmproxy.cjs', 'llmproxy.bundle.cjs']) copyFileSync(join(root, 'build', file), join(copy, 'build', file))
   copyFileSync(join(root, 'pnpm-lock.yaml'), join(copy, 'pnpm-lock.yaml'))
   for (const dir of ['packages', 'node_modules']) symlinkSync(join(root, dir), join(copy, dir))
   const entry = join(copy, 'build/llmproxy.cjs')
   const makeStale = () => utimesSync(entry, new Date(0), new Date(0))
   makeStale()
+  return { copy, entry, makeStale }
+}
+
+test('pnpm start with workers: only the primary checks (and builds) the bundle, a replacement worker runs it as built, and no esbuild process stays', async (t) => {
+  const { copy, entry, makeStale } = startScriptCopy(t)
 
   const env = { ...process.env }
   delete env.LLMPROXY_CONFIG
@@ -150,6 +159,35 @@ test('a code cache V8 rejects (a V8 flag in NODE_OPTIONS the build did not have)
   assert.equal(plain.stderr, '')
   // A worker's process (started by the primary, which said it already) says nothing.
   assert.equal(run('--max-old-space-size=300', { LLMPROXY_WORKER_ID: '2' }).stderr, '')
+})
+
+test('pnpm start: a SIGHUP while the stale bundle is rebuilt is held, then taken as one reload once the gateway serves', async (t) => {
+  const { copy } = startScriptCopy(t)
+  const file = join(copy, 'config.yaml')
+  writeFileSync(
+    file,
+    'server: { host: 127.0.0.1, port: 0 }\nupstreams: [{ name: a, url: "http://127.0.0.1:9", protocol: openai }]\nmodels: [{ name: m, upstreams: [a] }]\nhealthChecks: { enabled: false }\n',
+  )
+  const env = { ...process.env }
+  delete env.LLMPROXY_CONFIG
+  delete env.NODE_OPTIONS
+  delete env.NODE_TEST_CONTEXT
+  const started = spawn(process.execPath, ['scripts/start.mjs', '--config', file], { cwd: copy, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  gateways.push(started)
+  let output = ''
+  for (const stream of [started.stdout, started.stderr]) {
+    stream?.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+    })
+  }
+  // The build takes seconds: the signal comes while it runs, before the launcher (or any of the CLI) has.
+  await eventually(() => output.includes('llmproxy: building build/llmproxy.cjs'), 60_000, 'the build')
+  started.kill('SIGHUP')
+  await eventually(() => output.includes('"msg":"config reloaded"') || started.exitCode !== null, 120_000, 'the reload')
+  assert.equal(started.signalCode, null, "SIGHUP's default action ended pnpm start")
+  assert.equal(output.match(/"msg":"config reloaded"/g)?.length, 1, output)
+  started.kill('SIGTERM')
+  await new Promise((resolve) => started.once('exit', resolve))
 })
 
 test('a SIGHUP while the launcher reads the bundle is held, then taken as one reload once the gateway serves', async (t) => {

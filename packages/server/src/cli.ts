@@ -17,13 +17,15 @@ const holdSighup = (): void => {
   sighupWhileStarting = true
 }
 process.on('SIGHUP', holdSighup)
-// Run from the bundle, its launcher (scripts/launcher.cjs) held SIGHUP while it read and compiled it: this hold takes
-// over. A SIGHUP its listener kept from ending the process is not lost with it: a signal reaches listeners from the
-// event loop only, which has not run since the launcher's first line, and then goes to the one on at the time
-// (holdSighup, or reloadOnSighup's once the start is done: one reload either way).
+// Run from the bundle, its launcher (scripts/launcher.cjs, or first scripts/hold-sighup.mjs under `pnpm start`) held
+// SIGHUP while it read and compiled it (and built it): this hold takes over, and a SIGHUP that one noted counts as
+// one received while starting.
 const LAUNCHER_SIGHUP_HOLD = Symbol.for('llmproxy.launcherSighupHold')
-const launcherHold = (globalThis as Record<symbol, unknown>)[LAUNCHER_SIGHUP_HOLD]
-if (typeof launcherHold === 'function') process.off('SIGHUP', launcherHold as () => void)
+const launcherHold = (globalThis as Record<symbol, { received: boolean; listener: () => void } | undefined>)[LAUNCHER_SIGHUP_HOLD]
+if (launcherHold !== undefined) {
+  process.off('SIGHUP', launcherHold.listener)
+  if (launcherHold.received) sighupWhileStarting = true
+}
 
 /** Replaces the holding SIGHUP handler with `reload`, and calls it now if a SIGHUP came while starting. */
 function reloadOnSighup(reload: (signal: string) => void): void {
