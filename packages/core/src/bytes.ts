@@ -118,3 +118,29 @@ export class ByteNeedle {
     return true
   }
 }
+
+/**
+ * What a stream keeps of a chunk until the next one comes (the line or event the chunk ends inside): `bytes` from
+ * `from` on, copied when that is less than half of the memory `bytes` views. A view keeps all of that memory alive (a
+ * socket read of up to 64 KB, or a slab of Buffer's shared pool) for the few hundred bytes needed, a second or more
+ * in a slow stream; the copy is made only then, never for a chunk of whole events.
+ */
+export function keptTail(bytes: Buffer, from = 0): Buffer {
+  const length = bytes.length - from
+  if (length * 2 >= bytes.buffer.byteLength) return from === 0 ? bytes : bytes.subarray(from)
+  // Outside the shared pool (Buffer.from and Buffer.copyBytesFrom copy a few bytes into one of its slabs).
+  const own = Buffer.allocUnsafeSlow(length)
+  bytes.copy(own, 0, from)
+  return own
+}
+
+/**
+ * The same for text: `kept` (cut from `source`, or built with slices of it) as a string of its own when it is less
+ * than half of `source`. V8 keeps a slice of 13 characters or more as a view of the whole string it was cut from, and
+ * a concatenation as its parts.
+ */
+export function keptText(kept: string, source: string): string {
+  if (kept.length * 2 >= source.length) return kept
+  // Written out as UTF-16 code units and read back: a new string, whatever the text (lone surrogates too).
+  return Buffer.from(kept, 'utf16le').toString('utf16le')
+}

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { ByteNeedle } from '../src/bytes.js'
+import { ByteNeedle, keptTail, keptText } from '../src/bytes.js'
 
 test('indexIn agrees with Buffer#indexOf on every offset, hit or miss', () => {
   const haystacks = [
@@ -95,4 +95,26 @@ test('completeIn gives the offset just past the needle', () => {
   // `eve` then `vent…`: the carried `eve` breaks, the `e` at its end starts the match that completes.
   assert.equal(needle.completeIn(Buffer.from('vent: message_stop'), 3), 18)
   assert.equal(needle.completeIn(Buffer.from('nt: mess'), 3), -1)
+})
+
+test('keptTail copies a tail that is a small part of the memory it views, outside the shared pool, and no other', () => {
+  const read = Buffer.alloc(16 * 1024, 'x')
+  const tail = keptTail(read, read.length - 100)
+  assert.equal(tail.length, 100)
+  assert.equal(tail.buffer.byteLength, 100, 'bytes of its own, not a slab of the pool')
+  assert.deepEqual(tail, read.subarray(read.length - 100))
+  // Most of what it views (and a whole chunk): the bytes themselves, no copy.
+  assert.equal(keptTail(read, 100).buffer, read.buffer)
+  assert.equal(keptTail(read), read)
+  // A few bytes in a slab of Buffer's pool would hold the slab: copied.
+  const pooled = Buffer.from('data: {"a":1}')
+  assert.notEqual(keptTail(pooled).buffer, pooled.buffer)
+})
+
+test('keptText keeps the characters of the text it copies, whatever they are', () => {
+  const text = `${'x'.repeat(16 * 1024)}data: {"text":"\u00e9\ud83d\ude00 \ud800"}`
+  const tail = text.slice(16 * 1024)
+  assert.equal(keptText(tail, text), tail)
+  const most = text.slice(100)
+  assert.equal(keptText(most, text), most)
 })

@@ -1,4 +1,4 @@
-import { ByteNeedle, errors, type LlmProxyError } from '@llmproxy/core'
+import { ByteNeedle, errors, keptTail, type LlmProxyError } from '@llmproxy/core'
 import { type Endpoint, statusOfUpstreamError, type UsageExtractor } from '@llmproxy/protocols'
 import { KeySearch, NeedleSearch } from './stream-search.js'
 
@@ -83,8 +83,8 @@ export class StreamScanner {
   private lineHead: string | null = null
   /**
    * The bytes so far of a line split across chunks, its first SPLIT_LINE_MAX at most (null: none, or too long when it
-   * began): checked for an error (`{"error"`, `event: error`, a failed finish) when its end comes. A view of the chunk
-   * while the line spans two.
+   * began): checked for an error (`{"error"`, `event: error`, a failed finish) when its end comes. Its own bytes
+   * (`keptTail`), not a view of the read it came in.
    */
   private splitLine: Buffer | null = null
   private readonly terminators: NeedleSearch
@@ -217,7 +217,7 @@ export class StreamScanner {
         const whole = split.length + end <= SPLIT_LINE_MAX
         const line =
           split.length >= SPLIT_LINE_MAX ? split : Buffer.concat([split, chunk.subarray(0, whole ? end : SPLIT_LINE_MAX - split.length)])
-        this.splitLine = eol === -1 && this.mayFail(line, 0) ? line : null
+        this.splitLine = eol === -1 && this.mayFail(line, 0) ? keptTail(line) : null
         // Its start was held (a same-format event goes out whole), its end is here: an error line is not relayed.
         if (eol !== -1 && this.isSplitErrorLine(line)) {
           // The event's bytes: the line, then the rest of the chunk (Anthropic's data line follows its event line).
@@ -251,7 +251,7 @@ export class StreamScanner {
         this.midLine = true
         if (skipping) this.tapFrom = pos
         this.lineHead = length - pos <= SPLIT_HEAD_MAX ? chunk.toString('latin1', pos) : null
-        this.splitLine = kept ? chunk.subarray(pos) : null
+        this.splitLine = kept ? keptTail(chunk, pos) : null
         return true
       }
       if (!data && chunk[pos] === LETTER_E && ERROR_EVENT.isAt(chunk, pos)) {
@@ -291,7 +291,7 @@ export class StreamScanner {
   private awaitsErrorData(event: Buffer): boolean {
     if (event.indexOf(NEWLINE, event.indexOf(NEWLINE) + 1) !== -1 || event.length >= SPLIT_LINE_MAX) return false
     this.lineHead = null
-    this.splitLine = event
+    this.splitLine = keptTail(event)
     return true
   }
 

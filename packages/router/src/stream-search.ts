@@ -1,6 +1,6 @@
 // The searches the stream scanner runs over an upstream's bytes as they pass, chunk by chunk: needles followed
 // across chunk boundaries (terminators, finish markers), and JSON keys found only at their depth (Gemini's).
-import { type ByteNeedle, JsonKeyScanner } from '@llmproxy/core'
+import { type ByteNeedle, JsonKeyScanner, keptTail } from '@llmproxy/core'
 
 const NEWLINE = 0x0a
 
@@ -129,7 +129,11 @@ export class NeedleSearch {
  */
 export class KeySearch {
   private readonly scanners: readonly JsonKeyScanner[]
-  /** A chunk whose last line, from `waitingFrom`, is unfinished and not written yet (the scanners are at its start). */
+  /**
+   * The end of a chunk, from `waitingFrom` on, whose last line is unfinished and not written yet (the scanners are at
+   * that line's start): the line, with the line end before it when there is one (`waitingFrom` 1: written after it,
+   * the scanners start the line afresh, as they would in the chunk).
+   */
   private waiting: Buffer | null = null
   private waitingFrom = 0
   /** The scanners were written the chunks so far to their end, inside a line. */
@@ -156,8 +160,10 @@ export class KeySearch {
     }
     if (this.midLine || this.hasNeedle(chunk, from, chunk.length)) this.write(chunk, from)
     else if (from < chunk.length && chunk[chunk.length - 1] !== NEWLINE) {
-      this.waiting = chunk
-      this.waitingFrom = Math.max(from, chunk.lastIndexOf(NEWLINE) + 1)
+      const lineStart = Math.max(from, chunk.lastIndexOf(NEWLINE) + 1)
+      // Only that line is kept (its own bytes): the rest of the read went by.
+      this.waiting = keptTail(chunk, lineStart > 0 ? lineStart - 1 : 0)
+      this.waitingFrom = lineStart > 0 ? 1 : 0
     }
     return this.found()
   }

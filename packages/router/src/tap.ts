@@ -1,4 +1,4 @@
-import { ByteNeedle, type LlmProxyError } from '@llmproxy/core'
+import { ByteNeedle, keptTail, type LlmProxyError } from '@llmproxy/core'
 import { DATA_FIELD } from './scanner.js'
 
 const NEWLINE = 0x0a
@@ -59,11 +59,12 @@ export class EventAligner implements ResponseTransform {
         this.passedOn = true
         return data
       }
-      this.held = data
+      this.held = keptTail(data)
       return null
     }
     this.passedOn = false
-    this.held = end < data.length ? data.subarray(end) : null
+    // The incomplete tail's own bytes: a view would keep the whole read alive until the event's end comes.
+    this.held = end < data.length ? keptTail(data, end) : null
     return end === data.length ? data : data.subarray(0, end)
   }
 

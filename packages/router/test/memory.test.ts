@@ -5,13 +5,16 @@
 //   of a string comes from Buffer's shared pool, where a small body held a whole 8 KB slab for the stream's life.
 // - no copy of a large request body (UNRETAINED_BODY_BYTES or more): undici gets it as an iterable it empties.
 // - no chunk of the upstream's answer between two chunks, and no search tables of its own.
+// - of a read that ends inside an event, while the event's rest is awaited, that unfinished tail only: not the read
+//   (up to 64 KB) a view or a slice of it would keep alive.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { getHeapSnapshot } from 'node:v8'
-import { request } from 'undici'
+import { startMockUpstream } from '@llmproxy/mock-upstream'
+import { type Dispatcher, request } from 'undici'
 import { UNRETAINED_BODY_BYTES } from '../src/dispatcher.js'
 import { chat, type Harness, startHarness } from './helpers.js'
-import { DONE, finish, role, scripted, sse, text, upstream } from './scripted.js'
+import { DONE, finish, role, type Script, scripted, sleep, sse, text, upstream } from './scripted.js'
 
 let h: Harness
 before(async () => {
@@ -26,8 +29,8 @@ interface Snapshot {
   strings: string[]
 }
 
-/** The live objects of one constructor in a heap snapshot of this process, and the way to read their fields. */
-async function heapObjects(name: string) {
+/** The live objects of the constructors named in a heap snapshot of this process, and the way to read their fields. */
+async function heapObjects(names: string | readonly string[]) {
   let json = ''
   for await (const part of getHeapSnapshot()) json += part
   const snap = JSON.parse(json) as Snapshot
@@ -54,7 +57,8 @@ async function heapObjects(name: string) {
   const text = (node: number) => strings[nodes[node + NAME] as number] as string
   const size = (node: number) => nodes[node + SIZE] as number
   const found: number[] = []
-  for (let i = 0; i < nodes.length; i += N) if (typeOf(i) === 'object' && text(i) === name) found.push(i)
+  const wanted = new Set(typeof names === 'string' ? [names] : names)
+  for (let i = 0; i < nodes.length; i += N) if (typeOf(i) === 'object' && wanted.has(text(i))) found.push(i)
   return { found, edgeTo, typeOf, text, size }
 }
 
@@ -216,6 +220,123 @@ test('a large request body reaches the upstream whole, with its content-length, 
     )
     assert.equal(new Set(seen.map((request) => request.port)).size, 1, 'one upstream connection for the three requests')
   } finally {
+    await g.close()
+  }
+})
+
+/**
+ * The bytes each field (of each live object of the classes named) keeps alive: a Buffer's whole backing store, a
+ * string's characters with those of the string it is a slice of, or of the strings it concatenates. Fields that hold
+ * nothing ('' or null) are left out.
+ */
+async function heldBytes(fields: Record<string, string[]>): Promise<{ holder: string; bytes: number }[]> {
+  const { found, edgeTo, typeOf, text, size } = await heapObjects(Object.keys(fields))
+  const stringBytes = (node: number): number => {
+    const kind = typeOf(node)
+    if (kind === 'sliced string') return stringBytes(edgeTo(node, 'parent') as number)
+    if (kind === 'concatenated string') return stringBytes(edgeTo(node, 'first') as number) + stringBytes(edgeTo(node, 'second') as number)
+    return text(node) === '' ? 0 : size(node)
+  }
+  const held: { holder: string; bytes: number }[] = []
+  for (const object of found) {
+    for (const field of fields[text(object)] ?? []) {
+      const value = edgeTo(object, field)
+      if (value === null) continue
+      const holder = `${text(object)}.${field}`
+      if (typeOf(value) === 'object' && text(value) === 'Buffer') {
+        const store = edgeTo(edgeTo(value, 'buffer') as number, 'backing_store')
+        held.push({ holder, bytes: store === null ? 0 : size(store) })
+      } else if (typeOf(value).endsWith('string')) {
+        const bytes = stringBytes(value)
+        if (bytes > 0) held.push({ holder, bytes })
+      }
+    }
+  }
+  return held
+}
+
+test('a stream whose upstream read ends inside an event keeps that unfinished tail, not the whole read', async () => {
+  // The mock's streams, whole, split at their blank lines.
+  const mock = await startMockUpstream({ defaults: { tokens: 5 } })
+  const headers = { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' }
+  const mockEvents = async (path: string, body: object) => {
+    const res = await fetch(`${mock.url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) })
+    return (await res.text()).split(/(?<=\r?\n\r?\n)/)
+  }
+  const messages = [{ role: 'user', content: 'hi' }]
+  const geminiBody = { contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }
+  const openaiEvents = await mockEvents('/v1/chat/completions', {
+    model: 'm',
+    stream: true,
+    stream_options: { include_usage: true },
+    messages,
+  })
+  const anthropicEvents = await mockEvents('/v1/messages', { model: 'm', stream: true, max_tokens: 50, messages })
+  const geminiEvents = await mockEvents('/v1beta/models/m:streamGenerateContent?alt=sse', geminiBody)
+  await mock.close()
+  // One read of over 16 KB (a comment pads it, as an intermediary filling its buffer would) that ends in the middle of
+  // the fourth event (a text delta); the rest never comes here: the gateway waits with half an event.
+  const pausedMidEvent =
+    (events: string[]): Script =>
+    (res) => {
+      sse(res)
+      const cut = events[3] as string
+      res.write(`${events.slice(0, 3).join('')}: ${'x'.repeat(16 * 1024)}\n\n${cut.slice(0, cut.length >> 1)}`)
+    }
+  const g = await scripted(
+    [
+      upstream('o', 'openai', pausedMidEvent(openaiEvents)),
+      upstream('v', 'vllm', pausedMidEvent(openaiEvents)),
+      upstream('a', 'anthropic', pausedMidEvent(anthropicEvents)),
+      upstream('g', 'gemini', pausedMidEvent(geminiEvents)),
+    ],
+    [
+      { name: 'mo', upstreams: ['o'] },
+      { name: 'mv', upstreams: ['v'] },
+      { name: 'ma', upstreams: ['a'] },
+      { name: 'mg', upstreams: ['g'] },
+    ],
+  )
+  const open: Dispatcher.ResponseData[] = []
+  try {
+    const clients: [string, object][] = [
+      // Same format (the usage-event filter and the scanner) and the headline converted pairs: an Anthropic client on
+      // OpenAI or vLLM, an OpenAI client on Anthropic; then Gemini upstreams (their finish is searched as a JSON key).
+      ['/v1/chat/completions', { model: 'mo', stream: true, messages }],
+      ['/v1/messages', { model: 'mo', stream: true, max_tokens: 50, messages }],
+      ['/v1/messages', { model: 'mv', stream: true, max_tokens: 50, messages }],
+      ['/v1/chat/completions', { model: 'ma', stream: true, messages }],
+      ['/v1/messages', { model: 'ma', stream: true, max_tokens: 50, messages }],
+      ['/v1/chat/completions', { model: 'mg', stream: true, messages }],
+      ['/v1beta/models/mg:streamGenerateContent?alt=sse', geminiBody],
+    ]
+    for (const [path, body] of clients) {
+      const res = await request(`${g.url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) })
+      open.push(res)
+      assert.equal(res.statusCode, 200, path)
+      await res.body[Symbol.asyncIterator]().next() // the whole events of the read went out
+    }
+    // (Should the read have come in two, its rest is read by now.)
+    await sleep(50)
+    const held = await heldBytes({
+      StreamScanner: ['splitLine'],
+      EventAligner: ['held'],
+      UsageEventFilter: ['held'],
+      KeySearch: ['waiting'],
+      OpenAiDecoder: ['partial', 'event', 'data'],
+      AnthropicDecoder: ['partial', 'event', 'data'],
+      GeminiDecoder: ['partial', 'event', 'data'],
+    })
+    const holders = new Set(held.map(({ holder }) => holder))
+    const expected = ['StreamScanner.splitLine', 'UsageEventFilter.held', 'EventAligner.held', 'KeySearch.waiting']
+    for (const holder of [...expected, 'OpenAiDecoder.partial', 'AnthropicDecoder.event', 'GeminiDecoder.partial']) {
+      assert.ok(holders.has(holder), `${holder} holds the half event (held: ${[...holders].join(', ')})`)
+    }
+    // Half an event is a few hundred bytes at most; the read it came in is over 16 KB.
+    const pinning = held.filter(({ bytes }) => bytes > 2048)
+    assert.deepEqual(pinning, [], 'fields keeping more than half an event alive')
+  } finally {
+    for (const res of open) res.body.destroy()
     await g.close()
   }
 })

@@ -1,4 +1,5 @@
 import { StringDecoder } from 'node:string_decoder'
+import { keptText } from '@llmproxy/core'
 import { MalformedStreamError, type StreamDecoder, type StreamEvent } from './types.js'
 
 const LF = 0x0a
@@ -22,7 +23,10 @@ export const MAX_EVENT_CHARS = 16 * 1024 * 1024
  */
 export abstract class SseDecoder implements StreamDecoder {
   private readonly utf8 = new StringDecoder('utf8')
-  /** The start of a line whose end has not arrived yet. */
+  /**
+   * The start of a line whose end has not arrived yet. It, and the event being read, are strings of their own
+   * (`keptText`) between chunks, not slices of the chunk's text.
+   */
   private partial = ''
   private data = ''
   private hasData = false
@@ -96,8 +100,13 @@ export abstract class SseDecoder implements StreamDecoder {
       start = next
     }
     if (start < length) {
-      this.partial += text.slice(start)
+      this.partial = keptText(this.partial + text.slice(start), text)
       this.checkHeld()
+    }
+    // The text ends inside an event: what is kept of it until its end comes must not keep the whole text alive.
+    if (this.hasData || this.event !== '') {
+      this.event = keptText(this.event, text)
+      this.data = keptText(this.data, text)
     }
   }
 
