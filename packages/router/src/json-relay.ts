@@ -64,7 +64,11 @@ export class JsonRelay {
     const call = this.call
     // The answer's first chunk, the client's first token (none for an error answer passed on, nor an empty body).
     if (attempt.status < 300) call.ctx.firstTokenAt = this.lastChunkAt
-    call.client.commit(attempt.status, call.client.headers(attempt.headers, false))
+    const headers = call.client.headers(attempt.headers, false)
+    // A streamed answer as one JSON array (Gemini without `alt=sse`) stays open as long as an SSE stream: it is
+    // committed as one. Other answers (errors too) end at once: flattening their header block would be wasted work.
+    if (call.ctx.stream && attempt.status < 300) call.client.commitStream(attempt.status, headers)
+    else call.client.commit(attempt.status, headers)
     attempt.delivering = true
     call.onCommitted()
   }

@@ -62,23 +62,28 @@ async function heapObjects(names: string | readonly string[]) {
   return { found, edgeTo, typeOf, text, size }
 }
 
-/** The header blocks (`_header`) of the live ServerResponses: the text of each one kept as one string. */
-async function headerBlocks(): Promise<string[]> {
+/** The header blocks (`_header`) of the live ServerResponses: the text of each, and whether it is kept as one string. */
+async function headerBlocks(): Promise<{ text: string; flat: boolean }[]> {
   const { found, edgeTo, typeOf, text } = await heapObjects('ServerResponse')
+  const treeText = (node: number | null): string =>
+    node === null
+      ? ''
+      : typeOf(node) === 'concatenated string'
+        ? treeText(edgeTo(node, 'first')) + treeText(edgeTo(node, 'second'))
+        : text(node)
   // A flat string; or a tree V8 flattened in place, until the GC replaces it: its first part the whole text, the
   // second empty.
-  const flatText = (node: number): string | null => {
-    if (typeOf(node) === 'string') return text(node)
-    if (typeOf(node) !== 'concatenated string') return null
+  const isFlat = (node: number): boolean => {
+    if (typeOf(node) === 'string') return true
+    if (typeOf(node) !== 'concatenated string') return false
     const [first, second] = [edgeTo(node, 'first'), edgeTo(node, 'second')]
-    if (first === null || second === null || typeOf(first) !== 'string' || text(second) !== '') return null
-    return text(first)
+    return first !== null && second !== null && typeOf(first) === 'string' && text(second) === ''
   }
-  const blocks: string[] = []
+  const blocks: { text: string; flat: boolean }[] = []
   for (const response of found) {
     const header = edgeTo(response, '_header')
-    if (header === null) continue
-    blocks.push(flatText(header) ?? '(a tree of concatenations)')
+    if (header === null || typeOf(header).endsWith('string') === false) continue
+    blocks.push({ text: treeText(header), flat: isFlat(header) })
   }
   return blocks
 }
@@ -126,13 +131,50 @@ test('an open stream keeps its header block as one string, not the tree of conca
   const OPEN = 20
   const streams = await openStreams(OPEN)
   try {
-    const blocks = await headerBlocks()
     // The gateway's own responses (the mock's are in this process too): only the gateway sends x-accel-buffering.
-    const flat = blocks.filter((block) => block.startsWith('HTTP/1.1 200') && block.includes('x-accel-buffering: no'))
-    const trees = blocks.filter((block) => !block.startsWith('HTTP/'))
-    assert.equal(flat.length, OPEN, `open streams whose header block is one string: ${flat.length} of ${OPEN} (${trees.length} trees)`)
+    const streams = (await headerBlocks()).filter(({ text }) => text.includes('x-accel-buffering: no'))
+    const flat = streams.filter((block) => block.flat && block.text.startsWith('HTTP/1.1 200'))
+    assert.equal(flat.length, OPEN, `open streams whose header block is one string: ${flat.length} of ${streams.length}`)
   } finally {
     for (const res of streams) res.body.destroy()
+  }
+})
+
+test('a Gemini stream answered as one JSON array keeps its header block as one string too', async () => {
+  const OPEN = 5
+  // Its first element, then nothing yet: the array stays open, as a slow answer's does.
+  const g = await scripted(
+    [
+      upstream('g', 'gemini', (res) => {
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.write('[{"candidates":[{"content":{"parts":[{"text":"lorem "}],"role":"model"},"index":0}]}')
+      }),
+    ],
+    [{ name: 'mg', upstreams: ['g'] }],
+  )
+  const open: Dispatcher.ResponseData[] = []
+  try {
+    for (let i = 0; i < OPEN; i++) {
+      const res = await request(`${g.url}/v1beta/models/mg:streamGenerateContent`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }),
+      })
+      open.push(res)
+      assert.equal(res.statusCode, 200)
+      await res.body[Symbol.asyncIterator]().next()
+    }
+    // The gateway's responses (the scripted upstream's are in this process too): only the gateway sends a request id.
+    const answers = (await headerBlocks()).filter(({ text }) => text.includes('x-request-id: '))
+    assert.equal(answers.length, OPEN)
+    assert.deepEqual(
+      answers.map(({ flat }) => flat),
+      Array(OPEN).fill(true),
+      'open JSON-array streams whose header block is one string',
+    )
+  } finally {
+    for (const res of open) res.body.destroy()
+    await g.close()
   }
 })
 
