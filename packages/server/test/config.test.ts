@@ -225,7 +225,7 @@ test('a connectMs written longer than firstTokenMs or responseMs is refused (it 
   parseConfig(`${minimal}\ntimeouts: { connectMs: 1000, firstTokenMs: 1000 }\n`, 'test.yaml', {})
 })
 
-test('usage delivery: a retry.maxMs below baseMs and a spool.segmentBytes not below maxBytes are refused, defaults included', () => {
+test('usage delivery: a retry.maxMs below baseMs and a spool.segmentBytes over half of maxBytes are refused, defaults included', () => {
   const usage = (settings: string) =>
     `${minimal}\nusage: { spoolDir: /tmp/llmproxy-spool-test, webhook: { url: "http://127.0.0.1:9/usage" }, ${settings} }\n`
   assert.deepEqual(problemsOf(usage('retry: { baseMs: 60000, maxMs: 10 }')), [
@@ -239,14 +239,20 @@ test('usage delivery: a retry.maxMs below baseMs and a spool.segmentBytes not be
   assert.deepEqual(problemsOf(usage('spool: { maxBytes: 1000, segmentBytes: 100000000 }')), [
     {
       path: '/usage/spool/segmentBytes',
-      message: 'is 100000000, must be less than spool.maxBytes (1000): disk space is freed a segment at a time',
+      message: 'is 100000000, must be at most half of spool.maxBytes (1000): disk space is freed a segment at a time',
     },
   ])
-  // The default segmentBytes (4 MiB) counts: under a 1 MiB spool the spool would stay full once filled.
+  // The default segmentBytes (4 MiB) counts: under a 1 MiB spool, a spool that fills though the webhook keeps up.
   assert.deepEqual(
     problemsOf(usage('spool: { maxBytes: 1048576 }')).map((p) => p.path),
     ['/usage/spool/segmentBytes'],
   )
+  // Half is the bound (a segment just over it was the diff14 case: records refused with the webhook up).
+  assert.deepEqual(
+    problemsOf(usage('spool: { maxBytes: 1000, segmentBytes: 501 }')).map((p) => p.path),
+    ['/usage/spool/segmentBytes'],
+  )
+  parseConfig(usage('spool: { maxBytes: 1000, segmentBytes: 500 }'), 'test.yaml', {})
   parseConfig(usage('retry: { baseMs: 100, maxMs: 100 }, spool: { maxBytes: 1048576, segmentBytes: 65536 }'), 'test.yaml', {})
 })
 

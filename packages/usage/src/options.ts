@@ -43,7 +43,7 @@ export const UsageOptionsSchema = Type.Object(
         segmentBytes: Type.Integer({
           minimum: 1,
           default: 4 * MiB,
-          description: 'Segment files rotate at this size, and disk space is freed a segment at a time: less than maxBytes.',
+          description: 'Segment files rotate at this size, and disk space is freed a segment at a time: at most half of maxBytes.',
         }),
         fsync: Type.Union([Type.Literal('always'), Type.Literal('interval'), Type.Literal('never')], { default: 'interval' }),
         fsyncIntervalMs: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 200 }),

@@ -103,13 +103,14 @@ export function deliveryProblems(options: Pick<UsageOptions, 'retry' | 'spool'>,
   if (options.retry.maxMs < options.retry.baseMs) {
     problems.push({ path: `${path}/retry/maxMs`, message: `must be >= retry.baseMs (${options.retry.baseMs})` })
   }
-  // The spool frees disk a whole segment at a time, never the one being written: with a segment as large as the spool,
-  // a full spool stays full though every record was delivered (stop-spooling), or drop-oldest drops all of it at once.
+  // The spool frees disk a whole segment at a time, never the one being written while it holds undelivered records:
+  // with a segment over half the spool, a spool under steady traffic fills though the webhook keeps up (stop-spooling
+  // refuses records, drop-oldest drops them).
   const { maxBytes, segmentBytes } = options.spool
-  if (segmentBytes >= maxBytes) {
+  if (segmentBytes * 2 > maxBytes) {
     problems.push({
       path: `${path}/spool/segmentBytes`,
-      message: `is ${segmentBytes}, must be less than spool.maxBytes (${maxBytes}): disk space is freed a segment at a time`,
+      message: `is ${segmentBytes}, must be at most half of spool.maxBytes (${maxBytes}): disk space is freed a segment at a time`,
     })
   }
   return problems
