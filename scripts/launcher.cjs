@@ -7,7 +7,7 @@
 // SIGHUP means "reload" to the gateway, but Node's default action for it ends the process, and reload tools send it as
 // soon as a start returns. The CLI holds it from its first lines (packages/server/src/cli.ts), but reading and compiling
 // the bundle come first (20-30 ms): held from here, the CLI takes the hold over (LAUNCHER_SIGHUP_HOLD there), and
-// replays a SIGHUP it noted. Under `pnpm start`, scripts/hold-sighup.mjs holds it already.
+// replays a SIGHUP it noted. Under `pnpm start`, scripts/start.mjs holds it already.
 const LAUNCHER_SIGHUP_HOLD = Symbol.for('llmproxy.launcherSighupHold')
 if (globalThis[LAUNCHER_SIGHUP_HOLD] === undefined) {
   const hold = {

@@ -1,14 +1,26 @@
 #!/usr/bin/env node
 // `pnpm start [-- ARGS]`: runs the gateway from its bundle (build/llmproxy.cjs, see scripts/bundle.mjs), built first
 // when it is missing or older than the sources, in this process. `pnpm dev` runs the TypeScript sources instead.
-// First: SIGHUP is held before the other imports run (esbuild's among them).
-import './hold-sighup.mjs'
 import cluster from 'node:cluster'
 import { readdirSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { BUNDLE, bundleServer, ENTRY } from './bundle.mjs'
+
+// SIGHUP held from here, as scripts/launcher.cjs holds it from its first line: the check and the build before the
+// launcher take 40 ms to seconds, and a SIGHUP's default action ends the process. The build is asynchronous, so a
+// SIGHUP can reach this listener: it is noted, and the CLI, taking the hold over, replays it as one reload once the
+// gateway serves. (bundle.mjs is imported after it: a static import, esbuild's with it, would load before any of this
+// module runs.)
+const hold = {
+  received: false,
+  listener: () => {
+    hold.received = true
+  },
+}
+process.on('SIGHUP', hold.listener)
+globalThis[Symbol.for('llmproxy.launcherSighupHold')] = hold
+const { BUNDLE, bundleServer, ENTRY } = await import('./bundle.mjs')
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 

@@ -90,7 +90,7 @@ function startScriptCopy(t: TestContext): { copy: string; entry: string; makeSta
   t.after(() => rmSync(copy, { recursive: true, force: true }))
   mkdirSync(join(copy, 'scripts'))
   mkdirSync(join(copy, 'build'))
-  for (const file of ['start.mjs', 'hold-sighup.mjs', 'bundle.mjs', 'launcher.cjs']) {
+  for (const file of ['start.mjs', 'bundle.mjs', 'launcher.cjs']) {
     copyFileSync(join(root, 'scripts', file), join(copy, 'scripts', file))
   }
   for (const file of ['llmproxy.cjs', 'llmproxy.bundle.cjs']) copyFileSync(join(root, 'build', file), join(copy, 'build', file))

@@ -17,7 +17,7 @@ const holdSighup = (): void => {
   sighupWhileStarting = true
 }
 process.on('SIGHUP', holdSighup)
-// Run from the bundle, its launcher (scripts/launcher.cjs, or first scripts/hold-sighup.mjs under `pnpm start`) held
+// Run from the bundle, its launcher (scripts/launcher.cjs, or first scripts/start.mjs under `pnpm start`) held
 // SIGHUP while it read and compiled it (and built it): this hold takes over, and a SIGHUP that one noted counts as
 // one received while starting.
 const LAUNCHER_SIGHUP_HOLD = Symbol.for('llmproxy.launcherSighupHold')
