@@ -157,7 +157,21 @@ export class StreamScanner {
       // A CR is lone when a byte other than LF follows it in this chunk (a CR ending the chunk decides nothing yet).
       if (cr !== -1 && (lf === -1 || cr < lf) && cr + 1 < chunk.length && chunk[cr + 1] !== NEWLINE) this.lineEnds = 'cr'
       else if (lf !== -1) this.lineEnds = 'lf'
-      if (this.lineEnds !== 'cr') return chunk
+      if (this.lineEnds === 'lf') {
+        // The CR that ended the chunk before went out as a LF (below): the LF of its CRLF ends no second line.
+        const skip = this.pendingCr && chunk[0] === NEWLINE
+        this.pendingCr = false
+        return skip ? chunk.subarray(1) : chunk
+      }
+      if (this.lineEnds === 'unknown') {
+        // Undecided, and a CR ends the chunk: a line end either way (lone or a CRLF's), so it goes out as a LF now,
+        // else a lone CR's blank line cut between its CRs would reach the client as one CRLF.
+        this.pendingCr = cr === chunk.length - 1
+        if (!this.pendingCr) return chunk
+        const out = Buffer.from(chunk)
+        out[cr] = NEWLINE
+        return out
+      }
     }
     const out = Buffer.allocUnsafe(chunk.length)
     let n = 0

@@ -467,3 +467,19 @@ describe('upstream error events', () => {
     }
   })
 })
+
+test('normalize: a CR-only or CRLF stream cut in two at any offset comes out with the line ends it has whole', () => {
+  // A cut between the two CRs of a lone-CR blank line sent `\r` and then `\n`: one CRLF line end, and two events
+  // became one on the wire.
+  const base = (STREAMS[0] as (typeof STREAMS)[number]).text
+  for (const [name, text] of [
+    ['CR', base.replaceAll('\n', '\r')],
+    ['CRLF', base.replaceAll('\n', '\r\n')],
+  ] as const) {
+    for (let cut = 1; cut < text.length; cut++) {
+      const scanner = new StreamScanner(CHAT, new UsageExtractor('openai'))
+      const parts = [text.slice(0, cut), text.slice(cut)].map((part) => scanner.normalize(Buffer.from(part)))
+      assert.equal(Buffer.concat(parts).toString().replaceAll('\r\n', '\n'), base, `${name}, cut at ${cut}`)
+    }
+  }
+})
