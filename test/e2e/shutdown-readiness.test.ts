@@ -1,9 +1,11 @@
 // SIGTERM to the real CLI: readiness turns 503 first (load balancers stop sending) and the gateway stays answerable
-// until the stream in flight is done; then it stops listening and exits 0.
+// until the stream in flight is done; then it stops listening and exits 0, also when no one reads its stdout any more.
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { Readable } from 'node:stream'
 import { after, before, test } from 'node:test'
 import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
 import { type GatewayChild, spawnGateway } from './gateway-process.js'
@@ -79,3 +81,34 @@ test('SIGTERM with a long stream in flight: /readyz answers 503 while the stream
   assert.equal(await exited, 0, gateway.output())
   assert.match(await readyz(gateway.url), /^refused/)
 })
+
+for (const workers of [1, 2]) {
+  test(`workers: ${workers}: SIGTERM after the reader of the gateway's stdout is gone (a dead \`| tee\`): the gateway exits`, async () => {
+    const file = join(dir, `no-reader-${workers}.yaml`)
+    writeFileSync(
+      file,
+      JSON.stringify({
+        server: { host: '127.0.0.1', port: 0, workers },
+        upstreams: [{ name: 'mock', url: mock.url, protocol: 'openai' }],
+        models: [{ name: 'gpt-test', upstreams: ['mock'] }],
+        healthChecks: { enabled: false },
+      }),
+    )
+    const gateway = await spawnGateway(file, (stop) => stops.push(stop))
+    // With workers, the primary handles SIGTERM once every worker listens (it says so).
+    await pollUntil(
+      async () => gateway.output(),
+      (output) => workers === 1 || output.includes(`with ${workers} workers`),
+      'the primary to report its workers listening',
+    )
+    const exited = new Promise<string>((resolve) => gateway.child.once('exit', (code, signal) => resolve(`exit ${code} ${signal}`)))
+    const stdout = gateway.child.stdout as Readable
+    stdout.destroy()
+    await once(stdout, 'close')
+    // Its stop logs a few lines at once: they used to stay buffered at exit, where pino's exit hook retried the failing
+    // write (EPIPE) for ever.
+    gateway.child.kill('SIGTERM')
+    const stillRunning = new Promise<string>((resolve) => setTimeout(resolve, 15_000, 'still running 15 s after SIGTERM').unref())
+    assert.equal(await Promise.race([exited, stillRunning]), 'exit 0 null', gateway.output())
+  })
+}

@@ -31,6 +31,8 @@ export interface GatewayLifecycle {
    * and health probes are answered; resolves once no request is in flight. Then `app.close()` stops listening.
    */
   drain(): Promise<void>
+  /** Resolves once the log lines are written or their destination failed (see logWritten); the shutdown's last step. */
+  logWritten(): Promise<void>
 }
 
 declare module 'fastify' {
@@ -216,8 +218,30 @@ export function gatewayLogger(level: string, destination?: DestinationStream, bi
       serializers: logSerializers,
       base: { pid: process.pid, hostname: hostname(), ...bindings },
     },
-    destination ?? pino.destination(1),
+    // minLength 1, not sonic-boom's 0: with 0 its flush(cb) calls back at once, with 1 it waits for the write in
+    // flight (logWritten). Each line is still written as soon as it is logged: a line is longer than one byte.
+    destination ?? pino.destination({ dest: 1, minLength: 1 }),
   )
+}
+
+/** How long a stopping gateway waits at most for its log lines to be written (a reader of stdout may be stuck). */
+const LOG_WRITE_WAIT_MS = 2000
+
+/**
+ * Resolves once the logger's destination has written the lines it holds, or failed to; after LOG_WRITE_WAIT_MS at
+ * the latest. Awaited before the process exits: pino's exit hook writes what is left with sonic-boom's flushSync,
+ * which retries a failing write every 100 ms for ever, so that a gateway whose stdout has no reader any more (EPIPE:
+ * a `| tee` or log shipper that died) never exited, a second SIGTERM included. A failed asynchronous write instead
+ * makes pino drop the destination's writes, flushSync's too.
+ */
+export function logWritten(log: pino.Logger): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, LOG_WRITE_WAIT_MS)
+    log.flush(() => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
 }
 
 /**
@@ -305,6 +329,7 @@ export async function buildGateway(config: Config, options: GatewayOptions = {})
       idle ??= inFlight === 0 ? Promise.resolve() : new Promise<void>((resolve) => (drained = resolve))
       return idle
     },
+    logWritten: () => logWritten(logger),
   } satisfies GatewayLifecycle)
   app.addHook('preClose', (done) => {
     closing = true

@@ -79,7 +79,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       clearTimeout(grace)
       await app.close()
       app.log.info('stopped')
-    })()
+    })().finally(() => app.llmGateway.logWritten())
     return stopping
   }
   return { app, url, adminUrl, shutdown }

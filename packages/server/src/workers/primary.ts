@@ -9,7 +9,7 @@ import { keepsUpstream } from '@llmproxy/upstreams'
 import type { UsageStats } from '@llmproxy/usage'
 import type pino from 'pino'
 import type { DestinationStream } from 'pino'
-import { asConfigSection, gatewayLogger } from '../app.js'
+import { asConfigSection, gatewayLogger, logWritten } from '../app.js'
 import type { Config } from '../config.js'
 import { planReload, ReloadNotAppliedError, ReloadOutcomes, type ReloadResult, readConfigForReload } from '../reload.js'
 import {
@@ -230,7 +230,7 @@ class Primary {
         throw err
       })
       this.log.info('stopped')
-    })()
+    })().finally(() => logWritten(this.log))
     return this.stopping
   }
 
