@@ -50,10 +50,27 @@ function commandLine(pid: number): string {
   }
 }
 
-test('pnpm start serves the demo from build/llmproxy.cjs, with no TypeScript loader in the process', async () => {
+/** The environment of a gateway the tests start: none of the test runner's loader, context or config. */
+function childEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env }
   delete env.LLMPROXY_CONFIG
   delete env.NODE_OPTIONS
+  delete env.NODE_TEST_CONTEXT
+  return env
+}
+
+/** A config file in `dir` for a gateway that starts with no upstream to reach (health checks off). */
+function quietConfig(dir: string): string {
+  const file = join(dir, 'config.yaml')
+  writeFileSync(
+    file,
+    'server: { host: 127.0.0.1, port: 0 }\nupstreams: [{ name: a, url: "http://127.0.0.1:9", protocol: openai }]\nmodels: [{ name: m, upstreams: [a] }]\nhealthChecks: { enabled: false }\n',
+  )
+  return file
+}
+
+test('pnpm start serves the demo from build/llmproxy.cjs, with no TypeScript loader in the process', async () => {
+  const env = childEnv()
   const started = spawn(process.execPath, ['scripts/start.mjs', '--port', '0'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
   gateways.push(started)
   let output = ''
@@ -105,9 +122,7 @@ function startScriptCopy(t: TestContext): { copy: string; entry: string; makeSta
 test('pnpm start with workers: only the primary checks (and builds) the bundle, a replacement worker runs it as built, and no esbuild process stays', async (t) => {
   const { copy, entry, makeStale } = startScriptCopy(t)
 
-  const env = { ...process.env }
-  delete env.LLMPROXY_CONFIG
-  delete env.NODE_OPTIONS
+  const env = childEnv()
   const started = spawn(process.execPath, ['scripts/start.mjs', '--port', '0', '--workers', '2'], {
     cwd: copy,
     env,
@@ -163,15 +178,8 @@ test('a code cache V8 rejects (a V8 flag in NODE_OPTIONS the build did not have)
 
 test('pnpm start: a SIGHUP while the stale bundle is rebuilt is held, then taken as one reload once the gateway serves', async (t) => {
   const { copy } = startScriptCopy(t)
-  const file = join(copy, 'config.yaml')
-  writeFileSync(
-    file,
-    'server: { host: 127.0.0.1, port: 0 }\nupstreams: [{ name: a, url: "http://127.0.0.1:9", protocol: openai }]\nmodels: [{ name: m, upstreams: [a] }]\nhealthChecks: { enabled: false }\n',
-  )
-  const env = { ...process.env }
-  delete env.LLMPROXY_CONFIG
-  delete env.NODE_OPTIONS
-  delete env.NODE_TEST_CONTEXT
+  const file = quietConfig(copy)
+  const env = childEnv()
   const started = spawn(process.execPath, ['scripts/start.mjs', '--config', file], { cwd: copy, env, stdio: ['ignore', 'pipe', 'pipe'] })
   gateways.push(started)
   let output = ''
@@ -197,14 +205,8 @@ test('a SIGHUP while the launcher reads the bundle is held, then taken as one re
   // The bundle as a FIFO: the launcher's read waits there, before any of the CLI has run, until the test writes it.
   const fifo = join(dir, 'llmproxy.bundle.cjs')
   execFileSync('mkfifo', [fifo])
-  const file = join(dir, 'config.yaml')
-  writeFileSync(
-    file,
-    'server: { host: 127.0.0.1, port: 0 }\nupstreams: [{ name: a, url: "http://127.0.0.1:9", protocol: openai }]\nmodels: [{ name: m, upstreams: [a] }]\nhealthChecks: { enabled: false }\n',
-  )
-  const env = { ...process.env }
-  delete env.NODE_OPTIONS
-  delete env.NODE_TEST_CONTEXT
+  const file = quietConfig(dir)
+  const env = childEnv()
   const gateway = spawn(process.execPath, [join(dir, 'llmproxy.cjs'), '--config', file], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   t.after(() => {
     gateway.kill('SIGKILL')
