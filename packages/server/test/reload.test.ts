@@ -461,6 +461,20 @@ function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): { status:
   })
 }
 
+/** `check` and a start both refuse `file` (exit 1), each listing every one of `expected`; their outputs. */
+function refusedByCli(file: string, expected: RegExp[]): string[] {
+  return [
+    ['check', '--config', file],
+    ['--config', file, '--port', '0'],
+  ].map((args) => {
+    const run = runCli(args)
+    const output = `${run.stdout}${run.stderr}`
+    assert.equal(run.status, 1, output)
+    for (const problem of expected) assert.match(output, problem)
+    return output
+  })
+}
+
 test('llmproxy check and a failed start print the line and the problem of a broken config, never its secret', () => {
   const dir = mkdtempSync(join(tmpdir(), 'llmproxy-check-'))
   try {
@@ -521,14 +535,7 @@ admin: { token: ${tags[2]} ${TOKEN} }
   ]
   const file = join(dir, 'tagged.yaml')
   writeFileSync(file, config(['!secret', '!vault', '!!int']))
-  for (const args of [
-    ['check', '--config', file],
-    ['--config', file, '--port', '0'],
-  ]) {
-    const run = runCli(args)
-    const output = `${run.stdout}${run.stderr}`
-    assert.equal(run.status, 1, output)
-    for (const problem of expected) assert.match(output, problem)
+  for (const output of refusedByCli(file, expected)) {
     assert.deepEqual(
       secrets.filter((secret) => output.includes(secret)),
       [],
@@ -582,15 +589,7 @@ admin: { token: "${refs[2]}" }
   ]
   const file = join(dir, 'mistyped.yaml')
   writeFileSync(file, mistyped)
-  for (const args of [
-    ['check', '--config', file],
-    ['--config', file, '--port', '0'],
-  ]) {
-    const run = runCli(args)
-    const output = `${run.stdout}${run.stderr}`
-    assert.equal(run.status, 1, output)
-    for (const problem of expected) assert.match(output, problem)
-  }
+  refusedByCli(file, expected)
 
   writeFileSync(file, written)
   let child: ChildProcess | undefined
