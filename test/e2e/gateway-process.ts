@@ -1,6 +1,6 @@
 // The real CLI (from source) as a child process: started, waited for, and stopped with any signal.
 import { type ChildProcess, spawn } from 'node:child_process'
-import { sleep } from './http-helpers.js'
+import { pollUntil, sleep } from './http-helpers.js'
 import { REPO_ROOT } from './multi-instance-helpers.js'
 
 /** The JSON log lines a gateway process wrote so far (with workers: the primary's and every worker's). */
@@ -10,6 +10,18 @@ export function logLines(gateway: GatewayChild): Record<string, unknown>[] {
     .split('\n')
     .filter((line) => line.startsWith('{'))
     .map((line) => JSON.parse(line) as Record<string, unknown>)
+}
+
+/**
+ * Resolves once the primary says all `workers` listen (at once for one process): its SIGTERM handler is on from then
+ * on (a SIGTERM before it ends the primary by Node's default action).
+ */
+export async function workersReady(gateway: GatewayChild, workers: number): Promise<void> {
+  await pollUntil(
+    async () => gateway.output(),
+    (output) => workers === 1 || output.includes(`with ${workers} workers`),
+    'the primary to report its workers listening',
+  )
 }
 
 /** The pid of the current process of worker `id` (its last "Server listening" line). */

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
-import { logLines, spawnGateway } from './gateway-process.js'
+import { logLines, spawnGateway, workersReady } from './gateway-process.js'
 
 const KEY = 'sk-e2e-quota-state-0000000000000'
 let dir: string
@@ -39,6 +39,7 @@ for (const workers of [1, 2]) {
       }),
     )
     const gateway = await spawnGateway(file, (stop) => stops.push(stop))
+    await workersReady(gateway, workers)
     // The file's directory replaced by a file once started: every save fails from now on.
     rmSync(stateDir, { recursive: true })
     writeFileSync(stateDir, '')

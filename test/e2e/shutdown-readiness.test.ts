@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { after, before, test } from 'node:test'
 import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
-import { type GatewayChild, spawnGateway } from './gateway-process.js'
+import { type GatewayChild, spawnGateway, workersReady } from './gateway-process.js'
 import { pollUntil } from './http-helpers.js'
 
 let dir: string
@@ -95,12 +95,7 @@ for (const workers of [1, 2]) {
       }),
     )
     const gateway = await spawnGateway(file, (stop) => stops.push(stop))
-    // With workers, the primary handles SIGTERM once every worker listens (it says so).
-    await pollUntil(
-      async () => gateway.output(),
-      (output) => workers === 1 || output.includes(`with ${workers} workers`),
-      'the primary to report its workers listening',
-    )
+    await workersReady(gateway, workers)
     const exited = new Promise<string>((resolve) => gateway.child.once('exit', (code, signal) => resolve(`exit ${code} ${signal}`)))
     const stdout = gateway.child.stdout as Readable
     stdout.destroy()
