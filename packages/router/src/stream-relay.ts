@@ -4,6 +4,7 @@ import type { UsageExtractor } from '@llmproxy/protocols'
 import { KEEP_ALIVE_MS } from './continuation.js'
 import { StreamConverter } from './convert.js'
 import type { AttemptView, CallHost } from './host.js'
+import { LineEnds } from './line-ends.js'
 import type { ResumeTap } from './resume.js'
 import { StreamScanner } from './scanner.js'
 import { EventAligner } from './tap.js'
@@ -27,6 +28,8 @@ const USAGE_GRACE_MS = 1000
  */
 export class StreamRelay {
   readonly scanner: StreamScanner
+  /** The upstream's line ends, made what the scanner, the tap and the client read (lone CRs become LFs). */
+  private readonly lineEnds = new LineEnds()
   /** Beside a same-format stream that may be continued: keeps its text (converted streams keep it themselves). */
   readonly tap: ResumeTap | null
   private readonly attempt: AttemptView
@@ -61,7 +64,7 @@ export class StreamRelay {
   }
 
   private onChunk(upstreamChunk: Buffer): void {
-    const chunk = this.scanner.normalize(upstreamChunk)
+    const chunk = this.lineEnds.normalize(upstreamChunk)
     if (this.attempt.delivering) {
       // A timestamp per chunk, not a timer update: the idle timer checks it when it fires.
       this.lastChunkAt = performance.now()
@@ -214,7 +217,7 @@ export class StreamRelay {
    * answer (the estimate, one token per data event, stops at the failure; a `[DONE]` after it is no token either).
    */
   private readUsage(upstreamChunk: Buffer): void {
-    const chunk = this.scanner.normalize(upstreamChunk)
+    const chunk = this.lineEnds.normalize(upstreamChunk)
     const meter = this.call.meter
     // Whole: the scan that found the failure stopped there, so where this chunk's lines start is not known for sure.
     meter.reader?.write(chunk, 0)

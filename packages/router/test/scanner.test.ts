@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import type { Protocol } from '@llmproxy/core'
 import { ANTHROPIC_MESSAGES, type Endpoint, GEMINI_GENERATE, OPENAI_ENDPOINTS, UsageExtractor } from '@llmproxy/protocols'
+import { LineEnds } from '../src/line-ends.js'
 import { StreamScanner } from '../src/scanner.js'
 
 const CHAT = OPENAI_ENDPOINTS.find((e) => e.path === '/v1/chat/completions') as Endpoint
@@ -468,7 +469,7 @@ describe('upstream error events', () => {
   })
 })
 
-test('normalize: a CR-only or CRLF stream cut in two at any offset comes out with the line ends it has whole', () => {
+test('LineEnds: a CR-only or CRLF stream cut in two at any offset comes out with the line ends it has whole', () => {
   // A cut between the two CRs of a lone-CR blank line sent `\r` and then `\n`: one CRLF line end, and two events
   // became one on the wire.
   const base = (STREAMS[0] as (typeof STREAMS)[number]).text
@@ -477,8 +478,8 @@ test('normalize: a CR-only or CRLF stream cut in two at any offset comes out wit
     ['CRLF', base.replaceAll('\n', '\r\n')],
   ] as const) {
     for (let cut = 1; cut < text.length; cut++) {
-      const scanner = new StreamScanner(CHAT, new UsageExtractor('openai'))
-      const parts = [text.slice(0, cut), text.slice(cut)].map((part) => scanner.normalize(Buffer.from(part)))
+      const lineEnds = new LineEnds()
+      const parts = [text.slice(0, cut), text.slice(cut)].map((part) => lineEnds.normalize(Buffer.from(part)))
       assert.equal(Buffer.concat(parts).toString().replaceAll('\r\n', '\n'), base, `${name}, cut at ${cut}`)
     }
   }
