@@ -461,6 +461,18 @@ function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): { status:
   })
 }
 
+/** A reload of the gateway at `url` refused with 400, its problems at `paths`, in order, each matching `expected`. */
+async function refusedByReload(url: string, paths: string[], expected: RegExp[]) {
+  const res = await reload(url)
+  assert.equal(res.status, 400, JSON.stringify(res.body))
+  assert.deepEqual(
+    res.body.problems?.map((p) => p.path),
+    paths,
+  )
+  for (const [i, p] of (res.body.problems ?? []).entries()) assert.match(`${p.path}: ${p.message}`, expected[i] as RegExp)
+  return res
+}
+
 /** `check` and a start both refuse `file` (exit 1), each listing every one of `expected`; their outputs. */
 function refusedByCli(file: string, expected: RegExp[]): string[] {
   return [
@@ -550,13 +562,7 @@ admin: { token: ${tags[2]} ${TOKEN} }
   })
   t.after(() => stopChild(child as ChildProcess))
   writeFileSync(file, config(['!secret', '!vault', '!!int']))
-  const res = await reload(cli.url)
-  assert.equal(res.status, 400, JSON.stringify(res.body))
-  assert.deepEqual(
-    res.body.problems?.map((p) => p.path),
-    ['/upstreams/0/apiKey', '/auth/keys/0/key', '/admin/token'],
-  )
-  for (const [i, p] of (res.body.problems ?? []).entries()) assert.match(`${p.path}: ${p.message}`, expected[i] as RegExp)
+  const res = await refusedByReload(cli.url, ['/upstreams/0/apiKey', '/auth/keys/0/key', '/admin/token'], expected)
   await until(() => cli.output().includes('config reload failed'), 'the failed reload', cli.output)
   assert.deepEqual(
     secrets.filter((secret) => `${JSON.stringify(res.body)}${cli.output()}`.includes(secret)),
@@ -598,13 +604,7 @@ admin: { token: "${refs[2]}" }
   })
   t.after(() => stopChild(child as ChildProcess))
   writeFileSync(file, mistyped)
-  const res = await reload(cli.url)
-  assert.equal(res.status, 400, JSON.stringify(res.body))
-  assert.deepEqual(
-    res.body.problems?.map((p) => p.path),
-    ['/upstreams/0/apiKey', '/auth/keys/0/key', '/admin/token'],
-  )
-  for (const [i, p] of (res.body.problems ?? []).entries()) assert.match(`${p.path}: ${p.message}`, expected[i] as RegExp)
+  await refusedByReload(cli.url, ['/upstreams/0/apiKey', '/auth/keys/0/key', '/admin/token'], expected)
   // The key in force is still the one the valid file gave (it passes auth; port 9 refuses the connection), and the
   // mistyped text is none.
   assert.notEqual((await chat(cli.url, 'm', 'sk-team-a-0047')).status, 401)
