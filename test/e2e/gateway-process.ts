@@ -16,11 +16,12 @@ export function logLines(gateway: GatewayChild): Record<string, unknown>[] {
  * Resolves once the primary says all `workers` listen (at once for one process): its SIGTERM handler is on from then
  * on (a SIGTERM before it ends the primary by Node's default action).
  */
-export async function workersReady(gateway: GatewayChild, workers: number): Promise<void> {
+export async function workersReady(gateway: GatewayChild, workers: number, timeoutMs?: number): Promise<void> {
   await pollUntil(
     async () => gateway.output(),
     (output) => workers === 1 || output.includes(`with ${workers} workers`),
     'the primary to report its workers listening',
+    timeoutMs,
   )
 }
 

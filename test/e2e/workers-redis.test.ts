@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
-import { type GatewayChild, logLines, spawnGateway, workerPid } from './gateway-process.js'
+import { type GatewayChild, logLines, spawnGateway, workerPid, workersReady } from './gateway-process.js'
 import { pollUntil, postJson } from './http-helpers.js'
 import { REDIS_URL, redisDeletePrefix, redisReachable } from './multi-instance-helpers.js'
 
@@ -46,12 +46,7 @@ before(async () => {
     }),
   )
   gw = await spawnGateway(file, (stop) => stops.push(stop))
-  await pollUntil(
-    async () => gw.output(),
-    (out) => out.includes('with 2 workers'),
-    'both workers listening',
-    60_000,
-  )
+  await workersReady(gw, 2, 60_000)
 })
 
 after(async () => {

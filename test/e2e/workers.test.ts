@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { type MockUpstream, promptTokensFor, startMockUpstream } from '@llmproxy/mock-upstream'
 import type { ReloadHistory } from '@llmproxy/server'
-import { type GatewayChild, logLines, spawnGateway, workerPid } from './gateway-process.js'
+import { type GatewayChild, logLines, spawnGateway, workerPid, workersReady } from './gateway-process.js'
 import { pollUntil, sleep } from './http-helpers.js'
 import { metricValue, UsageReceiver } from './usage-helpers.js'
 
@@ -82,12 +82,7 @@ before(async () => {
   await receiver.listen()
   writeConfig()
   gw = await spawnGateway(configFile, (stop) => stops.push(stop))
-  await pollUntil(
-    async () => gw.output(),
-    (out) => out.includes('with 2 workers'),
-    'the primary to report both workers listening',
-    60_000,
-  )
+  await workersReady(gw, 2, 60_000)
 })
 
 after(async () => {
@@ -514,12 +509,7 @@ test('SIGTERM to the whole process group (systemd): every worker drains (in-flig
 
 test('kill -9 of the primary: node:cluster ends every worker at once (no drain), and each logs why at error', async () => {
   const gateway = await spawnGateway(configFile, (stop) => stops.push(stop))
-  await pollUntil(
-    async () => gateway.output(),
-    (out) => out.includes('with 2 workers'),
-    'the primary to report both workers listening',
-    60_000,
-  )
+  await workersReady(gateway, 2, 60_000)
   const pid = gateway.child.pid as number
   const workers = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number)
   const running = (): number[] =>
