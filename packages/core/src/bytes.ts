@@ -140,7 +140,16 @@ export function keptTail(bytes: Buffer, from = 0): Buffer {
  * a concatenation as its parts.
  */
 export function keptText(kept: string, source: string): string {
-  if (kept.length * 2 >= source.length) return kept
-  // Written out as UTF-16 code units and read back: a new string, whatever the text (lone surrogates too).
-  return Buffer.from(kept, 'utf16le').toString('utf16le')
+  return kept.length * 2 >= source.length ? kept : flatText(kept)
+}
+
+/**
+ * `text` as a new string of its own, in one piece, whatever it is made of: for text kept for a stream's life. V8 keeps
+ * a concatenation (a template literal's too) as a tree of its parts, a 32-byte node for each join, and a slice as a
+ * view of the string it was cut from. Written out as UTF-16 code units and read back: any text (lone surrogates too),
+ * one byte a character when it can be. Flattening in place (`Number(text)`) is cheaper but not reliable here: the
+ * optimizing compiler drops it for a value it knows to be a string, its result unused.
+ */
+export function flatText(text: string): string {
+  return Buffer.from(text, 'utf16le').toString('utf16le')
 }

@@ -1,4 +1,4 @@
-export { ByteNeedle, keptTail, keptText } from './bytes.js'
+export { ByteNeedle, flatText, keptTail, keptText } from './bytes.js'
 export { type Attempt, type KeyLimits, LlmContext, type Outcome, type Rejection } from './context.js'
 export { egressProxyAgent } from './egress.js'
 export {

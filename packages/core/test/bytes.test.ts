@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { ByteNeedle, keptTail, keptText } from '../src/bytes.js'
+import { ByteNeedle, flatText, keptTail, keptText } from '../src/bytes.js'
 
 test('indexIn agrees with Buffer#indexOf on every offset, hit or miss', () => {
   const haystacks = [
@@ -111,10 +111,11 @@ test('keptTail copies a tail that is a small part of the memory it views, outsid
   assert.notEqual(keptTail(pooled).buffer, pooled.buffer)
 })
 
-test('keptText keeps the characters of the text it copies, whatever they are', () => {
+test('keptText and flatText keep the characters of the text they copy, whatever they are', () => {
   const text = `${'x'.repeat(16 * 1024)}data: {"text":"\u00e9\ud83d\ude00 \ud800"}`
   const tail = text.slice(16 * 1024)
   assert.equal(keptText(tail, text), tail)
   const most = text.slice(100)
   assert.equal(keptText(most, text), most)
+  assert.equal(flatText(`${tail}${most}`), tail + most)
 })

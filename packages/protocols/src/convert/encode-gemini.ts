@@ -1,3 +1,4 @@
+import { flatText } from '@llmproxy/core'
 import { type Answer, cutByCap, hasRedactedReasoning, parseToolArgs, randomHex } from './answer.js'
 import { GEMINI_FINISH } from './finish.js'
 import { JsonEnd } from './json-end.js'
@@ -63,7 +64,8 @@ export class GeminiEncoder implements StreamEncoder {
 
   constructor(opts: EncoderOptions, resume?: EncoderResume) {
     const id = opts.id ?? randomHex()
-    this.tail = `],"modelVersion":${JSON.stringify(opts.model)},"responseId":${JSON.stringify(id)}}`
+    // Kept for the whole stream: one string, not the tree of concatenations that built it.
+    this.tail = flatText(`],"modelVersion":${JSON.stringify(opts.model)},"responseId":${JSON.stringify(id)}}`)
     this.sse = opts.geminiSse !== false
     this.usage = new UsageTally(resume?.usage)
     this.started = resume !== undefined

@@ -1,3 +1,4 @@
+import { flatText } from '@llmproxy/core'
 import { type Answer, hasRedactedReasoning, randomHex } from './answer.js'
 import { OPENAI_FINISH } from './finish.js'
 import {
@@ -11,6 +12,8 @@ import {
 import type { ClientError } from './upstream-error.js'
 import { toOpenAiUsage, UsageTally } from './usage.js'
 
+/** A chunk's choices up to its delta (the usage chunk has no choice). */
+const CHOICE_START = '[{"index":0,"delta":'
 const CHOICE_END = ',"logprobs":null,"finish_reason":null}]}\n\n'
 const DONE = 'data: [DONE]\n\n'
 const KEEP_ALIVE = ': keep-alive\n\n'
@@ -24,7 +27,6 @@ const KEEP_ALIVE = ': keep-alive\n\n'
 export class OpenAiEncoder implements StreamEncoder {
   /** Everything of a chunk before its delta. */
   private readonly head: string
-  private readonly usageHead: string
   private readonly includeUsage: boolean
   private readonly usage: UsageTally
   private started: boolean
@@ -45,9 +47,11 @@ export class OpenAiEncoder implements StreamEncoder {
   constructor(opts: EncoderOptions, resume?: EncoderResume) {
     const id = opts.id ?? `chatcmpl-${randomHex()}`
     const created = resume?.created ?? Math.floor(Date.now() / 1000)
-    const prefix = `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(opts.model)},"choices":`
-    this.head = `${prefix}[{"index":0,"delta":`
-    this.usageHead = `${prefix}[],"usage":`
+    // Kept for the whole stream: one string, not the tree of concatenations that built it (a 32-byte node per join).
+    // The usage chunk, sent once, takes its head from it.
+    this.head = flatText(
+      `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(opts.model)},"choices":${CHOICE_START}`,
+    )
     this.includeUsage = opts.includeUsage === true
     this.usage = new UsageTally(resume?.usage)
     this.started = resume !== undefined
@@ -115,7 +119,9 @@ export class OpenAiEncoder implements StreamEncoder {
       this.finished = true
       out += this.emptyArgs() + this.finishChunk('stop')
     }
-    if (this.includeUsage) out += `${this.usageHead}${JSON.stringify(toOpenAiUsage(this.usage.total()))}}\n\n`
+    if (this.includeUsage) {
+      out += `${this.head.slice(0, -CHOICE_START.length)}[],"usage":${JSON.stringify(toOpenAiUsage(this.usage.total()))}}\n\n`
+    }
     return out + DONE
   }
 
