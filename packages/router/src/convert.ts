@@ -110,14 +110,18 @@ export class StreamConverter implements ResponseTransform {
 
   push(chunk: Buffer): string | null {
     const events = this.events
-    events.length = 0
     try {
       this.decoder.push(chunk, events)
+      return this.encodeAll(events)
     } catch (err) {
       if (!(err instanceof MalformedStreamError)) throw err
+      // Nothing of a malformed chunk goes out.
       this.failure = errors.upstreamFailed(`The upstream sent malformed data: ${err.message}`)
+      return null
+    } finally {
+      // Encoded: none is kept until the next chunk, seconds later in a slow stream.
+      events.length = 0
     }
-    return this.encodeAll()
   }
 
   /**
@@ -146,10 +150,7 @@ export class StreamConverter implements ResponseTransform {
   }
 
   end(complete: boolean): string | null {
-    const events = this.events
-    events.length = 0
-    for (const event of this.drain()) events.push(event)
-    const out = this.encodeAll() ?? ''
+    const out = this.encodeAll(this.drain()) ?? ''
     if (complete && this.failure === null) {
       try {
         return out + this.encoder.finish()
@@ -196,8 +197,7 @@ export class StreamConverter implements ResponseTransform {
     this.text = []
   }
 
-  private encodeAll(): string | null {
-    const events = this.events
+  private encodeAll(events: readonly StreamEvent[]): string | null {
     let out = ''
     for (let i = 0; i < events.length && this.failure === null; i++) {
       const event = events[i] as StreamEvent

@@ -7,7 +7,8 @@
 // - no chunk of the upstream's answer between two chunks, and no search tables of its own.
 // - of a read that ends inside an event, while the event's rest is awaited, that unfinished tail only: not the read
 //   (up to 64 KB) a view or a slice of it would keep alive.
-// - converted: the text its encoder puts in every chunk as one string too.
+// - converted: the text its encoder puts in every chunk as one string too, and none of the events it decoded from
+//   the last chunk.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { getHeapSnapshot } from 'node:v8'
@@ -45,6 +46,16 @@ async function heapObjects(names: string | readonly string[]) {
     firstEdge[i / N] = e
     e += (nodes[i + EDGES] as number) * E
   }
+  /** What an array's elements point to. */
+  const elements = (node: number): number[] => {
+    const from = firstEdge[node / N] as number
+    const found: number[] = []
+    for (let k = 0; k < (nodes[node + EDGES] as number); k++) {
+      const j = from + k * E
+      if (et[0][edges[j + ETYPE] as number] === 'element') found.push(edges[j + ETO] as number)
+    }
+    return found
+  }
   const edgeTo = (node: number, field: string): number | null => {
     const from = firstEdge[node / N] as number
     for (let k = 0; k < (nodes[node + EDGES] as number); k++) {
@@ -68,7 +79,7 @@ async function heapObjects(names: string | readonly string[]) {
   const found: number[] = []
   const wanted = new Set(typeof names === 'string' ? [names] : names)
   for (let i = 0; i < nodes.length; i += N) if (typeOf(i) === 'object' && wanted.has(text(i))) found.push(i)
-  return { found, edgeTo, typeOf, text, size, isFlat }
+  return { found, edgeTo, elements, typeOf, text, size, isFlat }
 }
 
 /** The header blocks (`_header`) of the live ServerResponses: the text of each, and whether it is kept as one string. */
@@ -448,6 +459,21 @@ test("a converted stream's encoder keeps the text it puts in every chunk as one 
       (kept[text(encoder)] ?? []).filter((field) => !isFlat(edgeTo(encoder, field) as number)).map((field) => `${text(encoder)}.${field}`),
     )
     assert.deepEqual(trees, [], 'encoder fields kept as a tree of concatenations')
+  } finally {
+    await close()
+  }
+})
+
+test('a converted stream keeps none of the events it decoded from its last chunk until the next one', async () => {
+  const close = await openConvertedStreams()
+  try {
+    // An event and its text, held for a second or more in a slow stream: past the young generation.
+    const { found, edgeTo, elements, text } = await heapObjects('StreamConverter')
+    assert.equal(found.length, 3, 'one converter per open stream')
+    const held = found.flatMap((converter) =>
+      elements(edgeTo(converter, 'events') as number).map((event) => text(edgeTo(event, 'type') as number)),
+    )
+    assert.deepEqual(held, [], 'the types of the decoded events held between chunks')
   } finally {
     await close()
   }
