@@ -42,13 +42,13 @@ export const TimeoutsSchema = Type.Object(
     firstTokenMs: Type.Integer({
       minimum: 1,
       maximum: MAX_TIMER_MS,
-      default: 30000,
+      default: 300000,
       description: 'Streamed requests: the first body byte must arrive within this time of the attempt start.',
     }),
     idleMs: Type.Integer({
       minimum: 1,
       maximum: MAX_TIMER_MS,
-      default: 30000,
+      default: 300000,
       description: 'Longest silence of the upstream between two chunks of an answer (a stream, or a JSON body once it started).',
     }),
     responseMs: Type.Integer({

@@ -348,6 +348,7 @@ admin: { token: "${TOKEN}" }
       usage: { webhook: { url: string; secret: string; headers: Record<string, string> } }
       admin: { token: string }
       models: { name: string }[]
+      timeouts: Record<string, number>
     }
     assert.equal(config.upstreams[0]?.apiKey, '[redacted]')
     // Shown: what is known to be safe (the names), not what does not look secret.
@@ -374,6 +375,8 @@ admin: { token: "${TOKEN}" }
     assert.match(config.usage.webhook.url, /\/usage\?team=\[redacted\]&token=\[redacted\]$/)
     assert.equal(config.admin.token, '[redacted]')
     assert.equal(config.models[0]?.name, 'gpt-test')
+    // The file sets no timeouts: the defaults in force, long enough for a reasoning model's or a long prompt's silence.
+    assert.deepEqual(config.timeouts, { connectMs: 5000, firstTokenMs: 300000, idleMs: 300000, responseMs: 600000, clientStallMs: 60000 })
     // Nothing else is lost on the way: the answer is the config in force, redacted.
     assert.deepEqual(config, JSON.parse(JSON.stringify(redactConfig(h.gateway.app.llmConfig.current()))))
   })
