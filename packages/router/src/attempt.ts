@@ -38,6 +38,12 @@ const PROMPT_TOO_LONG =
 /** The statuses of a too-long prompt: 400, and TGI's 422 for every validation error. */
 const PROMPT_TOO_LONG_STATUSES: ReadonlySet<number> = new Set([400, 422])
 const UTF8 = new TextEncoder()
+/**
+ * The gateway's timeouts retried what they could, and each attempt sent the prompt upstream (a slow answer, a long
+ * prompt's prefill, a reasoning run): the OpenAI and Anthropic SDKs, which retry a 5xx unless this header says no,
+ * would send it again as many times more, to wait as long. (An in-band error after the commit point has no headers.)
+ */
+const NOT_RETRIED = { 'x-should-retry': 'false' }
 
 /**
  * An upstream's 404 another upstream may not answer: on a generation route the upstream does not serve the model
@@ -189,9 +195,9 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     const code = cause.code ?? ''
     if (code === 'UND_ERR_ABORTED' || cause.name === 'AbortError' || code === 'UND_ERR_HEADERS_TIMEOUT') {
       // An abort, or undici's header timeout (our own first-byte timer fails the attempt itself: onFirstByteTimeout).
-      this.fail('timeout', errors.upstreamTimeout('The upstream did not answer in time.', { cause }))
+      this.fail('timeout', timedOut('The upstream did not answer in time.', cause))
     } else if (code === 'UND_ERR_CONNECT_TIMEOUT') {
-      this.fail('timeout', errors.upstreamTimeout('Connecting to the upstream timed out.', { cause }))
+      this.fail('timeout', timedOut('Connecting to the upstream timed out.', cause))
     } else if (code === 'UND_ERR_NOT_SUPPORTED' || code === 'UND_ERR_INVALID_ARG') {
       // undici would not build the request (a header it cannot send): the request's fault, not the upstream's.
       const refused = errors.invalidRequest(`The request cannot be forwarded: ${cause.message}.`, { cause })
@@ -363,9 +369,9 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       return
     }
     // Headers came, the first token did not: a stall before the commit point can still move on.
-    if (this.body !== null) this.fail('stall', errors.upstreamTimeout('The upstream stalled before the first token.'))
+    if (this.body !== null) this.fail('stall', timedOut('The upstream stalled before the first token.'))
     // No headers: given up here, not through reply-from, which would log our own abort as its `response errored`.
-    else this.fail('timeout', errors.upstreamTimeout('The upstream did not answer in time.'))
+    else this.fail('timeout', timedOut('The upstream did not answer in time.'))
   }
 
   // ── the answer (the commit point is the first body chunk) ──────
@@ -417,6 +423,11 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
 // The deadline's callback, shared by every attempt (no per-attempt closure): the attempt travels as the timer argument.
 function firstByteTimeout(attempt: UpstreamAttempt): void {
   attempt.onFirstByteTimeout()
+}
+
+/** An attempt's own timeout: the client's 504, should nothing else answer, tells its SDK not to retry it. */
+function timedOut(message: string, cause?: unknown): LlmProxyError {
+  return errors.upstreamTimeout(message, { cause, headers: NOT_RETRIED })
 }
 
 function noop(): void {}

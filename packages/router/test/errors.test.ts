@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { rawExchange } from '@llmproxy/mock-upstream'
+import Anthropic from '@anthropic-ai/sdk'
+import { type MockBehavior, rawExchange } from '@llmproxy/mock-upstream'
+import OpenAI from 'openai'
 import { request } from 'undici'
 import { chat, eventually, type Harness, parseSse, startHarness } from './helpers.js'
 
@@ -210,6 +212,55 @@ describe('timeouts and failures', () => {
     assert.equal(res.status, 200)
     assert.ok(res.text.endsWith('data: [DONE]\n\n'))
   })
+})
+
+describe("the gateway's own timeout: the SDKs do not send the prompt again on top of its retries", () => {
+  let h: Harness
+  before(async () => {
+    h = await startHarness({ router: { timeouts: { firstTokenMs: 300, responseMs: 300 }, retry: { attempts: 2 } } })
+  })
+  after(() => h.close())
+
+  // The official clients with their default retries (2 more on a 5xx unless `x-should-retry: false`).
+  const openai = () => new OpenAI({ baseURL: `${h.url}/v1`, apiKey: 'k' })
+  const anthropic = () => new Anthropic({ baseURL: h.url, apiKey: 'k' })
+  const cases: [string, () => Promise<unknown>][] = [
+    [
+      'openai, streamed',
+      () => openai().chat.completions.create({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+    ],
+    ['openai, not streamed', () => openai().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })],
+    [
+      'anthropic, streamed',
+      () => anthropic().messages.create({ model: 'gpt-test', max_tokens: 10, stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+    ],
+    [
+      'anthropic, not streamed',
+      () => anthropic().messages.create({ model: 'gpt-test', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }),
+    ],
+  ]
+  // The upstream's headers came and no first token (a stall), or no headers at all (a timeout).
+  const upstreams: [string, MockBehavior][] = [
+    ['headers, then nothing', { ttftMs: 60_000 }],
+    ['no answer', { fault: 'no-response' }],
+  ]
+  for (const [upstream, behavior] of upstreams) {
+    for (const [client, call] of cases) {
+      test(`${upstream}, ${client}: a 504 with x-should-retry: false; one request to the gateway, its two attempts upstream`, async () => {
+        h.mock.reset()
+        h.mock.setDefaults({ tokens: 5, ...behavior })
+        h.records.length = 0
+        const err = await call().then(
+          () => assert.fail('answered'),
+          (e: unknown) => e as { status: number; headers: Headers },
+        )
+        assert.equal(h.records.length, 1, 'requests to the gateway')
+        assert.equal(h.mock.requests.filter((r) => r.path === '/v1/chat/completions').length, 2, 'attempts upstream')
+        assert.equal(err.status, 504)
+        assert.equal(err.headers.get('x-should-retry'), 'false')
+      })
+    }
+  }
 })
 
 describe('an upstream that is down', () => {
