@@ -359,6 +359,11 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     this.call.onAttemptFailed(this, kind, error, status, retryAfter)
   }
 
+  /** Its upstream went silent before anything of its answer reached the client: another attempt may answer. */
+  stalled(message: string): void {
+    this.fail('stall', timedOut(message))
+  }
+
   onFirstByteTimeout(): void {
     this.timer = null
     if (this.done) return
@@ -369,7 +374,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       return
     }
     // Headers came, the first token did not: a stall before the commit point can still move on.
-    if (this.body !== null) this.fail('stall', timedOut('The upstream stalled before the first token.'))
+    if (this.body !== null) this.stalled('The upstream stalled before the first token.')
     // No headers: given up here, not through reply-from, which would log our own abort as its `response errored`.
     else this.fail('timeout', timedOut('The upstream did not answer in time.'))
   }

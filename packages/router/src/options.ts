@@ -49,7 +49,8 @@ export const TimeoutsSchema = Type.Object(
       minimum: 1,
       maximum: MAX_TIMER_MS,
       default: 300000,
-      description: 'Longest silence of the upstream between two chunks of an answer (a stream, or a JSON body once it started).',
+      description:
+        'Longest silence of the upstream between two chunks of an answer, from its first body byte (a stream, or a JSON body once it started); a stream silent this long before anything of it reached the client stalled, as with no first byte.',
     }),
     responseMs: Type.Integer({
       minimum: 1,
