@@ -4,20 +4,22 @@
 // V8 rejects (another Node.js version, other V8 flags), the bundle is compiled as usual.
 // LLMPROXY_WRITE_CODE_CACHE=1 writes the cache when the process exits (what the bundle step does after a demo start).
 'use strict'
-// SIGHUP means "reload" to the gateway, but Node's default action for it ends the process, and reload tools send it as
-// soon as a start returns. The CLI holds it from its first lines (packages/server/src/cli.ts), but reading and compiling
-// the bundle come first (20-30 ms): held from here, the CLI takes the hold over (LAUNCHER_SIGHUP_HOLD there), and
-// replays a SIGHUP it noted. Under `pnpm start`, scripts/start.mjs holds it already.
-const LAUNCHER_SIGHUP_HOLD = Symbol.for('llmproxy.launcherSighupHold')
-if (globalThis[LAUNCHER_SIGHUP_HOLD] === undefined) {
+// SIGHUP means "reload" to the gateway, SIGTERM and SIGINT "stop gracefully", but Node's default action for each ends
+// the process, and they come as soon as a start returns (reload tools, a stop right after a start; with workers, the
+// primary's stop to a worker still starting). The CLI holds them from its first lines (packages/server/src/cli.ts), but
+// reading and compiling the bundle come first (20-30 ms): held from here, the CLI takes the hold over
+// (LAUNCHER_SIGNAL_HOLD there), and acts on the signals it noted. Under `pnpm start`, scripts/start.mjs holds them
+// already.
+const LAUNCHER_SIGNAL_HOLD = Symbol.for('llmproxy.launcherSignalHold')
+if (globalThis[LAUNCHER_SIGNAL_HOLD] === undefined) {
   const hold = {
-    received: false,
-    listener: () => {
-      hold.received = true
+    received: [],
+    listener: (signal) => {
+      hold.received.push(signal)
     },
   }
-  process.on('SIGHUP', hold.listener)
-  globalThis[LAUNCHER_SIGHUP_HOLD] = hold
+  for (const signal of ['SIGHUP', 'SIGTERM', 'SIGINT']) process.on(signal, hold.listener)
+  globalThis[LAUNCHER_SIGNAL_HOLD] = hold
 }
 const { readFileSync, writeFileSync } = require('node:fs')
 const Module = require('node:module')

@@ -198,11 +198,14 @@ test('pnpm start: a SIGHUP while the stale bundle is rebuilt is held, then taken
   await new Promise((resolve) => started.once('exit', resolve))
 })
 
-test('a SIGHUP while the launcher reads the bundle is held, then taken as one reload once the gateway serves', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-launcher-hup-'))
+/**
+ * The bundle's launcher (a copy in a temp dir, with a config file there) started with its bundle a FIFO: its read waits
+ * there, before any of the CLI has run, until `release()` writes the bundle.
+ */
+async function launcherReadingBundle(t: TestContext): Promise<{ gateway: ChildProcess; output(): string; release(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-launcher-hold-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   copyFileSync(join(root, 'build/llmproxy.cjs'), join(dir, 'llmproxy.cjs'))
-  // The bundle as a FIFO: the launcher's read waits there, before any of the CLI has run, until the test writes it.
   const fifo = join(dir, 'llmproxy.bundle.cjs')
   execFileSync('mkfifo', [fifo])
   const file = quietConfig(dir)
@@ -226,17 +229,44 @@ test('a SIGHUP while the launcher reads the bundle is held, then taken as one re
     closeSync(openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK))
     throw err
   })
+  const release = async () => {
+    try {
+      await writer.writeFile(readFileSync(join(root, 'build/llmproxy.bundle.cjs')))
+    } finally {
+      await writer.close()
+    }
+  }
+  return { gateway, output: () => output, release }
+}
+
+test('a SIGHUP while the launcher reads the bundle is held, then taken as one reload once the gateway serves', async (t) => {
+  const { gateway, output, release } = await launcherReadingBundle(t)
   try {
     gateway.kill('SIGHUP')
     await sleep(200)
     assert.equal(gateway.signalCode, null, "SIGHUP's default action ended the launcher")
-    await writer.writeFile(readFileSync(join(root, 'build/llmproxy.bundle.cjs')))
   } finally {
-    await writer.close()
+    await release()
   }
-  await eventually(() => output.includes('"msg":"config reloaded"') || gateway.exitCode !== null, 60_000, 'the reload')
+  await eventually(() => output().includes('"msg":"config reloaded"') || gateway.exitCode !== null, 60_000, 'the reload')
   // Held by the CLI while it starts (replayed once it serves), or, when the start ran to the end before the event loop
   // handed the signal on, taken by the reload listener it then has.
-  assert.match(output, /"msg":"Server listening at .*\n.*"msg":"SIGHUP( \(received while starting\))?: reloading the config"/)
-  assert.equal(output.match(/"msg":"config reloaded"/g)?.length, 1, output)
+  assert.match(output(), /"msg":"Server listening at .*\n.*"msg":"SIGHUP( \(received while starting\))?: reloading the config"/)
+  assert.equal(output().match(/"msg":"config reloaded"/g)?.length, 1, output())
+})
+
+test('a SIGTERM while the launcher reads the bundle is held: the gateway starts, then stops as after a start (exit 0)', async (t) => {
+  const { gateway, output, release } = await launcherReadingBundle(t)
+  const exited = new Promise<string>((resolve) => gateway.once('exit', (code, signal) => resolve(`exit ${code} ${signal}`)))
+  try {
+    gateway.kill('SIGTERM')
+    await sleep(200)
+    assert.equal(gateway.signalCode, null, "SIGTERM's default action ended the launcher")
+  } finally {
+    await release()
+  }
+  assert.equal(await exited, 'exit 0 null', output())
+  // Received while starting, or (as the SIGHUP above) by the stop listener the CLI has once the start ran to its end.
+  assert.match(output(), /"reason":"SIGTERM( \(received while starting\))?".*"msg":"shutting down"/)
+  assert.match(output(), /"msg":"stopped"/)
 })

@@ -7,33 +7,74 @@ import type { GatewayOptions } from './app.js'
 import type { Config } from './config.js'
 import { WORKER_ID_ENV } from './workers/ops.js'
 
-// SIGHUP means "reload" here, but Node's default action for it ends the process, and reload tools send it as soon as
-// a start returns (systemctl reload, a config-reloader sidecar). So it is caught before anything else runs (the
-// gateway's modules are imported in main(), after this; they take a second to load on a busy machine), and a SIGHUP
-// that comes before the gateway serves is replayed as one reload once it does: the file may have changed after it
-// was read.
+// Signals whose default action in Node ends the process, and which come while the gateway starts: SIGHUP means
+// "reload" here, and reload tools send it as soon as a start returns (systemctl reload, a config-reloader sidecar);
+// SIGTERM and SIGINT mean "stop gracefully", and come whenever a stop is asked for (a `systemctl stop` or a Ctrl-C
+// right after a start; with workers, the primary's stop reaching a worker that still starts). So they are caught
+// before anything else runs (the gateway's modules are imported in main(), after this; they take a second to load on
+// a busy machine). A SIGHUP that comes before the gateway serves is replayed as one reload once it does: the file may
+// have changed after it was read. A SIGTERM or SIGINT ends the start where it can (with workers, the workers not yet
+// listening are not waited for) and stops what started as a stop after the start does, with the same exit code.
 let sighupWhileStarting = false
 const holdSighup = (): void => {
   sighupWhileStarting = true
 }
+/** Aborted by the first SIGTERM or SIGINT that comes while starting; its reason is the stop's, as logged. */
+const stopWhileStarting = new AbortController()
+const holdStop = (signal: NodeJS.Signals): void => {
+  if (!stopWhileStarting.signal.aborted) stopWhileStarting.abort(`${signal} (received while starting)`)
+}
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT'] as const
 process.on('SIGHUP', holdSighup)
-// Run from the bundle, its launcher (scripts/launcher.cjs, or first scripts/start.mjs under `pnpm start`) held
-// SIGHUP while it read and compiled it (and built it): this hold takes over, and a SIGHUP that one noted counts as
+for (const signal of STOP_SIGNALS) process.on(signal, holdStop)
+// Run from the bundle, its launcher (scripts/launcher.cjs, or first scripts/start.mjs under `pnpm start`) held these
+// signals while it read and compiled it (and built it): this hold takes over, and a signal that one noted counts as
 // one received while starting.
-const LAUNCHER_SIGHUP_HOLD = Symbol.for('llmproxy.launcherSighupHold')
-const launcherHold = (globalThis as Record<symbol, { received: boolean; listener: () => void } | undefined>)[LAUNCHER_SIGHUP_HOLD]
+const LAUNCHER_SIGNAL_HOLD = Symbol.for('llmproxy.launcherSignalHold')
+interface LauncherHold {
+  received: NodeJS.Signals[]
+  listener: (signal: NodeJS.Signals) => void
+}
+const launcherHold = (globalThis as Record<symbol, LauncherHold | undefined>)[LAUNCHER_SIGNAL_HOLD]
 if (launcherHold !== undefined) {
-  process.off('SIGHUP', launcherHold.listener)
-  if (launcherHold.received) sighupWhileStarting = true
+  for (const signal of ['SIGHUP', ...STOP_SIGNALS] as const) process.off(signal, launcherHold.listener)
+  for (const signal of launcherHold.received) {
+    if (signal === 'SIGHUP') holdSighup()
+    else holdStop(signal)
+  }
 }
 
-/** Replaces the holding SIGHUP handler with `reload`, and calls it now if a SIGHUP came while starting. */
+/**
+ * Replaces the holding SIGHUP handler with `reload`, and calls it now if a SIGHUP came while starting (unless a stop
+ * came too).
+ */
 function reloadOnSighup(reload: (signal: string) => void): void {
   // The new listener first: with none left for a moment, Node would stop watching the signal and drop one it has
   // caught but not yet handed to a listener (a SIGHUP during the synchronous end of the start).
   process.on('SIGHUP', () => reload('SIGHUP'))
   process.off('SIGHUP', holdSighup)
-  if (sighupWhileStarting) reload('SIGHUP (received while starting)')
+  if (sighupWhileStarting && !stopWhileStarting.signal.aborted) reload('SIGHUP (received while starting)')
+}
+
+/**
+ * Replaces the holding SIGTERM and SIGINT handlers with `stop` (called once), and calls it now if one came while
+ * starting; returns whether it did. Every later SIGTERM or SIGINT is caught too: a second one (a Ctrl-C pressed
+ * twice; a signal to the whole process group, which reaches a worker from the service manager and from the primary)
+ * must not end a stopping gateway by Node's default action.
+ */
+function stopOnSignals(stop: (reason: string) => void): boolean {
+  let stopping = false
+  const stopOnce = (reason: string): void => {
+    if (stopping) return
+    stopping = true
+    stop(reason)
+  }
+  for (const signal of STOP_SIGNALS) {
+    process.on(signal, stopOnce)
+    process.off(signal, holdStop)
+  }
+  if (stopWhileStarting.signal.aborted) stopOnce(String(stopWhileStarting.signal.reason))
+  return stopping
 }
 
 function parseCommandLine(args: string[]) {
@@ -87,7 +128,7 @@ async function main(): Promise<number> {
     const { runWorker } = await import('./workers/worker.js')
     // A worker ignores SIGHUP (the primary reloads them all): runWorker says so before it first waits.
     process.off('SIGHUP', holdSighup)
-    await runWorker()
+    await runWorker(stopOnSignals)
     return -1
   }
   // `pnpm start -- --config x` passes the `--` on: it is not a command.
@@ -162,13 +203,14 @@ async function main(): Promise<number> {
       workers: count,
       configFile: options.configFile ?? null,
       adjustConfig: options.adjustConfig,
+      stopWhileStarting: stopWhileStarting.signal,
     }).catch(async (err: unknown) => {
       await stopDemo?.()
       throw err
     })
-    const stop = (signal: string) => {
+    const stop = (reason: string) => {
       primary
-        .shutdown(signal)
+        .shutdown(reason)
         .then(() => stopDemo?.())
         .then(
           () => process.exit(0),
@@ -179,8 +221,7 @@ async function main(): Promise<number> {
     reloadOnSighup(() => {
       primary.reload().catch(() => undefined)
     })
-    process.once('SIGTERM', () => stop('SIGTERM'))
-    process.once('SIGINT', () => stop('SIGINT'))
+    stopOnSignals(stop)
     return -1
   }
   const { startGateway } = await import('./main.js')
@@ -191,9 +232,9 @@ async function main(): Promise<number> {
       `demo mode (no config): try  curl -N ${gateway.url}/v1/chat/completions -H 'content-type: application/json' -d '{"model":"demo","stream":true,"messages":[{"role":"user","content":"Hello"}]}'`,
     )
   }
-  const stop = (signal: string) => {
+  const stop = (reason: string) => {
     gateway
-      .shutdown(signal)
+      .shutdown(reason)
       .then(() => stopDemo?.())
       .then(
         () => process.exit(0),
@@ -205,8 +246,7 @@ async function main(): Promise<number> {
     gateway.app.log.info(`${signal}: reloading the config`)
     gateway.app.llmConfig.reload().catch(() => undefined)
   })
-  process.once('SIGTERM', () => stop('SIGTERM'))
-  process.once('SIGINT', () => stop('SIGINT'))
+  stopOnSignals(stop)
   return -1
 }
 

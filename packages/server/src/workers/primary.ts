@@ -36,6 +36,11 @@ export interface PrimaryOptions {
   configFile: string | null
   adjustConfig?: ((config: Config) => void) | undefined
   logDestination?: DestinationStream | undefined
+  /**
+   * Aborted (its reason: the stop's) when a stop is asked for while the workers start: the start ends, every worker is
+   * told to stop (one still starting stops once it has), and startPrimary resolves with the shutdown under way.
+   */
+  stopWhileStarting?: AbortSignal | undefined
 }
 
 export interface RunningPrimary {
@@ -167,7 +172,7 @@ class Primary {
     }
   }
 
-  async start(): Promise<void> {
+  async start(stopWhileStarting: AbortSignal | undefined): Promise<void> {
     const rateLimit = this.config.rateLimit
     if (rateLimit?.store === 'memory') {
       await asConfigSection(
@@ -182,14 +187,25 @@ class Primary {
     const started = new Promise<void>((resolve, reject) => {
       this.starting = { resolve, reject }
     })
-    for (const slot of this.slots) this.fork(slot)
+    // Its outcome is the caller's shutdown()'s (the same stop).
+    const stopNow = (): void => {
+      this.shutdown(String(stopWhileStarting?.reason)).catch(() => undefined)
+    }
+    if (stopWhileStarting?.aborted === true) stopNow()
+    else {
+      stopWhileStarting?.addEventListener('abort', stopNow, { once: true })
+      for (const slot of this.slots) this.fork(slot)
+    }
     try {
       await started
     } catch (err) {
       await this.stop().catch(() => undefined)
       throw err
+    } finally {
+      stopWhileStarting?.removeEventListener('abort', stopNow)
     }
     this.starting = null
+    if (this.stopping !== null) return
     this.log.info({ url: this.url, workers: this.slots.length }, `gateway listening at ${this.url} with ${this.slots.length} workers`)
   }
 
@@ -206,6 +222,8 @@ class Primary {
 
   private stop(): Promise<void> {
     this.stopping ??= (async () => {
+      // A start still waiting for its workers ends here.
+      this.starting?.resolve()
       const live: Worker[] = []
       for (const slot of this.slots) {
         if (slot.restartTimer !== null) clearTimeout(slot.restartTimer)
@@ -253,6 +271,8 @@ class Primary {
   }
 
   private ready(slot: Slot, url: string, adminUrl: string | null): void {
+    // Told to stop already: neither a start to complete nor a replacement to bring up to date.
+    if (this.stopping !== null) return
     slot.ready = true
     slot.failure = null
     if (this.url === '') {
@@ -423,7 +443,7 @@ export async function applyEverywhere(targets: ApplyTarget[], next: Config, curr
 /** Starts the workers; resolves once every one listens, rejects (everything stopped) if one cannot start. */
 export async function startPrimary(options: PrimaryOptions): Promise<RunningPrimary> {
   const primary = new Primary(options)
-  await primary.start()
+  await primary.start(options.stopWhileStarting)
   return {
     url: primary.url,
     adminUrl: primary.adminUrl,

@@ -9,8 +9,12 @@ import { type RunningGateway, startGateway } from '../main.js'
 import { type PrimaryOps, WORKER_ID_ENV, type WorkerOps } from './ops.js'
 import { notice, Rpc } from './rpc.js'
 
-/** Runs this process as worker `LLMPROXY_WORKER_ID` of a primary (node:cluster); exits when the gateway stops. */
-export async function runWorker(): Promise<void> {
+/**
+ * Runs this process as worker `LLMPROXY_WORKER_ID` of a primary (node:cluster); exits when the gateway stops.
+ * `stopOnSignals` (the CLI's) installs the stop on SIGTERM and SIGINT once the gateway serves, and says whether one
+ * came while it started.
+ */
+export async function runWorker(stopOnSignals: (stop: (reason: string) => void) => boolean): Promise<void> {
   const id = Number(process.env[WORKER_ID_ENV])
   // The primary reloads every worker (SIGHUP goes to it; a terminal's hangup reaches the whole group).
   process.on('SIGHUP', () => undefined)
@@ -59,16 +63,14 @@ export async function runWorker(): Promise<void> {
     return
   }
   app = running.app
-  const stop = (signal: string): void => {
-    running.shutdown(signal).then(
+  const stop = (reason: string): void => {
+    running.shutdown(reason).then(
       () => process.exit(0),
       () => process.exit(1),
     )
   }
-  // Not once: a signal to the whole process group (systemd's default KillMode) reaches a worker twice, from the
-  // service manager and from the primary; the second must not kill a worker that is draining.
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
+  // The primary's stop (its SIGTERM) came while this worker started: it stops now, and does not say it is ready.
+  if (stopOnSignals(stop)) return
   // node:cluster exits a worker at once (no drain) when the primary's channel closes, i.e. the primary died (kill -9):
   // it listens after this, so this line is the only trace of the requests it cuts.
   process.prependListener('disconnect', () => {
