@@ -209,6 +209,19 @@ function singleProcessScope(app: FastifyInstance, former: () => FormerSpools | n
   }
 }
 
+/**
+ * Standard output as the gateway's log destination: one per process, whichever loggers write there, so that the
+ * CLI's exits can wait for it (stdoutWritten).
+ */
+let stdout: ReturnType<typeof pino.destination> | null = null
+
+function stdoutDestination(): ReturnType<typeof pino.destination> {
+  // minLength 1, not sonic-boom's 0: with 0 its flush(cb) calls back at once, with 1 it waits for the write in
+  // flight (written). Each line is still written as soon as it is logged: a line is longer than one byte.
+  stdout ??= pino.destination({ dest: 1, minLength: 1 })
+  return stdout
+}
+
 /** The gateway's pino logger (JSON lines, secrets redacted); `bindings` are added to every line (a worker's id). */
 export function gatewayLogger(level: string, destination?: DestinationStream, bindings: Record<string, unknown> = {}): pino.Logger {
   return pino(
@@ -218,30 +231,50 @@ export function gatewayLogger(level: string, destination?: DestinationStream, bi
       serializers: logSerializers,
       base: { pid: process.pid, hostname: hostname(), ...bindings },
     },
-    // minLength 1, not sonic-boom's 0: with 0 its flush(cb) calls back at once, with 1 it waits for the write in
-    // flight (logWritten). Each line is still written as soon as it is logged: a line is longer than one byte.
-    destination ?? pino.destination({ dest: 1, minLength: 1 }),
+    destination ?? stdoutDestination(),
   )
 }
 
-/** How long a stopping gateway waits at most for its log lines to be written (a reader of stdout may be stuck). */
+/** How long an exiting gateway waits at most for its log lines to be written (a reader of stdout may be stuck). */
 const LOG_WRITE_WAIT_MS = 2000
 
+/** What of a log destination written() uses: sonic-boom's (pino.destination), and not every destination has. */
+interface Flushable {
+  flush?: (done: (err?: Error) => void) => void
+  flushSync?: () => void
+}
+
 /**
- * Resolves once the logger's destination has written the lines it holds, or failed to; after LOG_WRITE_WAIT_MS at
- * the latest. Awaited before the process exits: pino's exit hook writes what is left with sonic-boom's flushSync,
- * which retries a failing write every 100 ms for ever, so that a gateway whose stdout has no reader any more (EPIPE:
- * a `| tee` or log shipper that died) never exited, a second SIGTERM included. A failed asynchronous write instead
- * makes pino drop the destination's writes, flushSync's too.
+ * Resolves once `destination` has written the lines it holds, or failed to; after LOG_WRITE_WAIT_MS at the latest,
+ * when the lines still held are dropped. Awaited before the process exits: pino's exit hook writes what is left with
+ * sonic-boom's flushSync, which retries a failing write every 100 ms for ever, so that a gateway whose stdout has no
+ * reader any more (EPIPE: a `| tee` or log shipper that died, maybe after it stopped reading) never exited, a second
+ * SIGTERM included. A failed asynchronous write makes pino drop the destination's writes, flushSync's too; a reader
+ * that took nothing for the whole wait has them dropped the same way.
  */
-export function logWritten(log: pino.Logger): Promise<void> {
+function written(destination: Flushable | null): Promise<void> {
+  const flush = destination?.flush?.bind(destination)
+  if (destination === null || flush === undefined) return Promise.resolve()
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, LOG_WRITE_WAIT_MS)
-    log.flush(() => {
+    const timer = setTimeout(() => {
+      if (destination.flushSync !== undefined) destination.flushSync = () => undefined
+      resolve()
+    }, LOG_WRITE_WAIT_MS)
+    flush(() => {
       clearTimeout(timer)
       resolve()
     })
   })
+}
+
+/** The logger's lines written or dropped (see written): the last step of a stop. */
+export function logWritten(log: pino.Logger): Promise<void> {
+  return written((log as unknown as Record<symbol, Flushable>)[pino.symbols.streamSym] ?? null)
+}
+
+/** What gateway loggers wrote to stdout in this process, written or dropped (see written): awaited by exits that are not a stop. */
+export function stdoutWritten(): Promise<void> {
+  return written(stdout)
 }
 
 /**

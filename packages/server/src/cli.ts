@@ -77,6 +77,12 @@ function stopOnSignals(stop: (reason: string) => void): boolean {
   return stopping
 }
 
+/**
+ * The log lines gateway loggers wrote to stdout in this process, written or dropped within a bound (see written in
+ * app.ts); set once the gateway's modules are loaded. An exit that is not a stop waits for it.
+ */
+let stdoutWritten: (() => Promise<void>) | null = null
+
 function parseCommandLine(args: string[]) {
   return parseArgs({
     args,
@@ -126,6 +132,7 @@ async function main(): Promise<number> {
   // A worker of `server.workers`: the primary forked it with the same command line, and sends it the config.
   if (cluster.isWorker && process.env[WORKER_ID_ENV] !== undefined) {
     const { runWorker } = await import('./workers/worker.js')
+    ;({ stdoutWritten } = await import('./app.js'))
     // A worker ignores SIGHUP (the primary reloads them all): runWorker says so before it first waits.
     process.off('SIGHUP', holdSighup)
     await runWorker(stopOnSignals)
@@ -195,6 +202,7 @@ async function main(): Promise<number> {
     options.configFile = file
     options.adjustConfig = adjustConfig
   }
+  ;({ stdoutWritten } = await import('./app.js'))
   const count = workerCount(config.server.workers)
   if (count > 1) {
     const { startPrimary } = await import('./workers/primary.js')
@@ -259,7 +267,13 @@ main().then(
     // By name: @llmproxy/core may not be loaded (a failed import).
     const plain = err instanceof Error && (err.name === 'ConfigError' || err.name === 'WorkerStartError')
     const message = plain ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)
-    writeSync(2, `llmproxy: ${message}\n`)
-    process.exit(1)
+    try {
+      writeSync(2, `llmproxy: ${message}\n`)
+    } catch {
+      // stderr without a reader (EPIPE): the exit code says it.
+    }
+    // What the gateway logged before it failed, written first: pino's exit hook would retry it for ever on a stdout
+    // without a reader.
+    void (stdoutWritten?.() ?? Promise.resolve()).then(() => process.exit(1))
   },
 )

@@ -1,9 +1,21 @@
 // How the CLI process ends, as a service manager sees it: a SIGTERM or SIGINT at any moment of the start (and a second
-// one while stopping) stops it gracefully with exit 0.
+// one while stopping) stops it gracefully with exit 0; and an exit still comes when stdout's reader stalls, then leaves.
 import assert from 'node:assert/strict'
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  closeSync,
+  constants,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs'
 import { open } from 'node:fs/promises'
+import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
@@ -32,7 +44,7 @@ after(() => {
 
 interface Cli {
   child: ChildProcess
-  /** stdout, then stderr. */
+  /** stdout (unless it is given), then stderr. */
   output(): string
   /** The JSON log lines so far. */
   lines(): Record<string, unknown>[]
@@ -40,13 +52,13 @@ interface Cli {
   exited: Promise<string>
 }
 
-/** The CLI from source with `args`. */
-function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Cli {
+/** The CLI from source with `args`; its stdout is `stdout` when given (not read here). */
+function startCli(args: string[], { env = {}, stdout }: { env?: NodeJS.ProcessEnv; stdout?: number } = {}): Cli {
   const childEnv = { ...process.env, ...env }
   delete childEnv.NODE_TEST_CONTEXT
   const child = spawn(process.execPath, ['--conditions=llmproxy-source', '--import', 'tsx', cli, ...args], {
     env: childEnv,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', stdout ?? 'pipe', 'pipe'],
   })
   processes.push(child)
   let out = ''
@@ -149,7 +161,7 @@ test('workers: 2: SIGTERM, twice, while a worker still starts: no worker left wa
 }
 `,
   )
-  const gateway = startCli(['--config', file], { NODE_OPTIONS: `--require ${slowListen}` })
+  const gateway = startCli(['--config', file], { env: { NODE_OPTIONS: `--require ${slowListen}` } })
   await eventually(
     () => gateway.lines().some((line) => line.worker === 1 && String(line.msg).startsWith('Server listening')),
     60_000,
@@ -214,3 +226,50 @@ healthChecks: { enabled: false }
     await mock.close()
   }
 })
+
+for (const workers of [1, 2]) {
+  test(`workers: ${workers}: a start that fails, with stdout a full pipe whose reader then goes away, exits 1`, async (t) => {
+    const taken = createServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    t.after(() => taken.close())
+    const adminPort = (taken.address() as { port: number }).port
+    const files = mkdtempSync(join(dir, 'full-pipe-'))
+    const file = join(files, 'config.yaml')
+    // The gateway listens, logs, then fails on the admin port; shutdownGraceMs 0: the primary kills a worker that
+    // does not exit within 10 s.
+    writeFileSync(
+      file,
+      `server: { host: 127.0.0.1, port: 0, workers: ${workers}, shutdownGraceMs: 0 }
+upstreams: [{ name: a, url: "http://127.0.0.1:9", protocol: openai }]
+models: [{ name: m, upstreams: [a] }]
+healthChecks: { enabled: false }
+admin: { host: 127.0.0.1, port: ${adminPort}, token: admin-token-0123456789abcdef-exit }
+`,
+    )
+    // stdout: a FIFO already full (a log reader that stopped reading), blocking as a shell's pipe is.
+    const fifo = join(files, 'stdout')
+    execFileSync('mkfifo', [fifo])
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK)
+    const writer = openSync(fifo, constants.O_WRONLY)
+    const filler = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK)
+    try {
+      for (;;) writeSync(filler, Buffer.alloc(4096, 0x20))
+    } catch {
+      // EAGAIN: full.
+    } finally {
+      closeSync(filler)
+    }
+    const gateway = startCli(['--config', file], { stdout: writer })
+    closeSync(writer)
+    let readerOpen = true
+    t.after(() => {
+      if (readerOpen) closeSync(reader)
+    })
+    // The error is printed on the way out: the log lines are still held then. Then the reader goes away (EPIPE).
+    await eventually(() => gateway.output().includes('already in use') || gateway.child.exitCode !== null, 60_000, 'the start to fail')
+    closeSync(reader)
+    readerOpen = false
+    assert.equal(await exitWithin(gateway, 15_000), 'exit 1 null', gateway.output())
+    assert.match(gateway.output(), /llmproxy: Invalid listen address:\n {2}- \/admin\/port: \d+ is already in use on 127\.0\.0\.1\n/)
+  })
+}

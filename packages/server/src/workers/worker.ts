@@ -4,7 +4,7 @@
 import type { Serializable } from 'node:child_process'
 import { useCountersOfPrimary } from '@llmproxy/rate-limit'
 import type { FastifyInstance } from 'fastify'
-import type { WorkerLink } from '../app.js'
+import { stdoutWritten, type WorkerLink } from '../app.js'
 import { type RunningGateway, startGateway } from '../main.js'
 import { type PrimaryOps, WORKER_ID_ENV, type WorkerOps } from './ops.js'
 import { notice, Rpc } from './rpc.js'
@@ -57,9 +57,12 @@ export async function runWorker(stopOnSignals: (stop: (reason: string) => void) 
   try {
     running = await startGateway(config, { worker: link })
   } catch (err) {
-    // The primary reports it (once for all workers) and stops.
+    // The primary reports it (once for all workers) and stops. This worker's log lines are written (or dropped) first,
+    // as at a stop: pino's exit hook would retry them for ever on a stdout without a reader.
     const message = notice('failed', { message: err instanceof Error ? err.message : String(err) })
-    process.send?.(message, undefined, {}, () => process.exit(1))
+    process.send?.(message, undefined, {}, () => {
+      void stdoutWritten().then(() => process.exit(1))
+    })
     return
   }
   app = running.app
