@@ -193,7 +193,7 @@ export const CATALOGUE = {
   llmproxy_upstream_timeout: {
     status: 504,
     type: 'upstream_error',
-    when: 'No answer (or no first token) within the timeouts, or the retry budget ran out. When the attempts timed out, sent with `x-should-retry: false`: the gateway retried already, and an SDK’s retry would send the prompt again, to wait as long.',
+    when: 'No answer (or no first token) within the timeouts, or the retry budget ran out. When the attempts timed out, sent with `x-should-retry: false`: the gateway retried what its retry settings allow, and an SDK’s retry would send the prompt again, to wait as long.',
   },
   llmproxy_setup: {
     status: 500,

@@ -39,9 +39,9 @@ const PROMPT_TOO_LONG =
 const PROMPT_TOO_LONG_STATUSES: ReadonlySet<number> = new Set([400, 422])
 const UTF8 = new TextEncoder()
 /**
- * The gateway's timeouts retried what they could, and each attempt sent the prompt upstream (a slow answer, a long
- * prompt's prefill, a reasoning run): the OpenAI and Anthropic SDKs, which retry a 5xx unless this header says no,
- * would send it again as many times more, to wait as long. (An in-band error after the commit point has no headers.)
+ * The gateway's own timeouts, retried as far as `retry` allows: the OpenAI and Anthropic SDKs, which retry a 5xx
+ * unless this header says no, would wait as long again, each time, and (past a connect timeout) send the prompt again:
+ * another prefill or reasoning run. (An in-band error after the commit point has no headers.)
  */
 const NOT_RETRIED = { 'x-should-retry': 'false' }
 
@@ -359,11 +359,6 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     this.call.onAttemptFailed(this, kind, error, status, retryAfter)
   }
 
-  /** Its upstream went silent before anything of its answer reached the client: another attempt may answer. */
-  stalled(message: string): void {
-    this.fail('stall', timedOut(message))
-  }
-
   onFirstByteTimeout(): void {
     this.timer = null
     if (this.done) return
@@ -374,7 +369,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       return
     }
     // Headers came, the first token did not: a stall before the commit point can still move on.
-    if (this.body !== null) this.stalled('The upstream stalled before the first token.')
+    if (this.body !== null) this.fail('stall', timedOut('The upstream stalled before the first token.'))
     // No headers: given up here, not through reply-from, which would log our own abort as its `response errored`.
     else this.fail('timeout', timedOut('The upstream did not answer in time.'))
   }

@@ -34,8 +34,6 @@ export interface AttemptView {
   /** Commits and sends an answer held whole (a converted JSON answer). */
   answerWhole(body: Buffer | string): void
   failBeforeAnswer(error: LlmProxyError, status?: number): void
-  /** Its upstream went silent before anything of its answer reached the client: a stall, retried as such. */
-  stalled(message: string): void
   failedAtStart(event: UpstreamErrorEvent): void
 }
 

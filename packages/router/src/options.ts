@@ -44,14 +44,14 @@ export const TimeoutsSchema = Type.Object(
       maximum: MAX_TIMER_MS,
       default: 300000,
       description:
-        'Streamed requests: the first body byte (a keep-alive comment or ping too) must arrive within this time of the attempt start. Reasoning models and long prompts on a busy server send nothing for minutes before it; lower it for fast models only, to fail over sooner.',
+        'Streamed requests: the first bytes the client gets (a keep-alive comment the client is sent too; one a conversion drops does not count) must arrive within this time of the attempt start. Reasoning models and long prompts on a busy server send nothing for minutes before it; lower it for fast models only, to fail over sooner.',
     }),
     idleMs: Type.Integer({
       minimum: 1,
       maximum: MAX_TIMER_MS,
       default: 300000,
       description:
-        'Longest silence of the upstream between two chunks of an answer, from its first body byte (a stream, or a JSON body once it started); before anything reached the client, a stall as with no first byte. Reasoning pauses last minutes and Anthropic pings come every ~30 s: lower it to find a hang sooner, not below those.',
+        'Longest silence of the upstream between two chunks of an answer: a stream once its first bytes reached the client, a JSON body once it started. Reasoning pauses last minutes and Anthropic pings come every ~30 s: lower it to find a hang sooner, not below those.',
     }),
     responseMs: Type.Integer({
       minimum: 1,

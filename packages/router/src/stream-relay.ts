@@ -79,22 +79,16 @@ export class StreamRelay {
     const attempt = this.attempt
     this.lastChunkAt = now
     this.relay(chunk)
+    // Nothing went out yet (an incomplete first event, held; or an error event the attempt failed on).
+    if (!attempt.delivering) return
     const call = this.call
-    // (Nothing went out yet when its first event is incomplete, held, or is nothing the client sees: a comment, a
-    // ping, reasoning it did not ask for.)
-    if (attempt.delivering) {
-      if (call.ctx.firstTokenAt === 0) call.ctx.firstTokenAt = now
-      // (Unless the stream already ended in this chunk and the call moved on to a continuation.)
-      if (call.attempt === attempt) call.onCommitted()
-    }
-    // The upstream's first bytes, whether the client got any of them or not: the first-byte deadline is met, and from
-    // now on the idle bound takes over (the same for a same-format client, whose first comment commits, and a
-    // converted one, whose converter drops it). The first chunk arms it; the next ones move lastChunkAt.
+    if (call.ctx.firstTokenAt === 0) call.ctx.firstTokenAt = now
+    // (Unless the stream already ended in this chunk and the call moved on to a continuation.)
+    if (call.attempt === attempt) call.onCommitted()
     attempt.clearDeadline()
-    // (Nor when it ended or failed in this chunk: another attempt takes over, or its usage is being read under
-    // USAGE_GRACE_MS.)
+    // (Nor when it failed in this chunk: its usage is being read, under USAGE_GRACE_MS.)
     // (Nor when its terminator came in this chunk: its own timer is set.)
-    if (this.timer !== null || this.ended || this.failing !== null || this.afterTerminator) return
+    if (this.ended || this.failing !== null || this.afterTerminator) return
     this.timer = setTimeout(idleTimeout, call.settings.timeouts.idleMs, this)
   }
 
@@ -365,9 +359,7 @@ export class StreamRelay {
       this.endAtTerminator()
       return
     }
-    // Nothing reached the client yet: a stall before the first token, as when no byte came (another attempt may answer).
-    if (!this.attempt.delivering) this.attempt.stalled(`The upstream stalled before the first token (nothing for ${idleMs} ms).`)
-    else this.body.destroy(errors.upstreamTimeout(`The upstream sent nothing for ${idleMs} ms.`))
+    this.body.destroy(errors.upstreamTimeout(`The upstream sent nothing for ${idleMs} ms.`))
   }
 
   private clearTimer(): void {

@@ -7,7 +7,7 @@ import type { ServerResponse } from 'node:http'
 import { test } from 'node:test'
 import Anthropic from '@anthropic-ai/sdk'
 import OpenAI from 'openai'
-import { DONE, finish, role, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
+import { DONE, role, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
 
 /** How long the upstream streams nothing the client sees: longer than the gateway's heartbeat interval (5 s). */
 const HIDDEN_MS = 6500
@@ -124,104 +124,6 @@ test('hidden upstream output: each converted client gets its heartbeat within th
       // Silent for HIDDEN_MS without the heartbeat; with it, a beat 5 s after the last bytes (at the next upstream chunk).
       assert.ok(longestGap(seen) < 5000 + 4 * EVERY_MS, `longest silence ${Math.round(longestGap(seen))} ms`)
     }
-  } finally {
-    await g.close()
-  }
-})
-
-/** An OpenAI-format upstream that sends `: keep-alive` comments every 100 ms for `forMs`, then its answer (or, null, nothing more). */
-function keepAliveFirst(forMs: number, answer: string | null) {
-  return async (res: ServerResponse): Promise<void> => {
-    sse(res)
-    for (let waited = 0; waited < forMs; waited += 100) {
-      res.write(': keep-alive\n\n')
-      await sleep(100)
-    }
-    if (answer !== null) res.end(role + text(answer) + finish() + usageChunk(5, 1) + DONE)
-  }
-}
-
-/** A streamed Messages request's text, as the Anthropic SDK reads it. */
-async function anthropicAnswer(client: Anthropic, model: string): Promise<string> {
-  const message = await client.messages.stream({ model, max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] }).finalMessage()
-  return message.content.map((block) => (block.type === 'text' ? block.text : `<${block.type}>`)).join('')
-}
-
-const answering = upstream('answering', 'openai', (res) => {
-  sse(res)
-  res.end(role + text('Here.') + finish() + usageChunk(5, 1) + DONE)
-})
-
-// The upstream's bytes before its first token (TGI's keep-alive comments while a request queues, Anthropic's pings)
-// are proof of life: they meet firstTokenMs whatever the client's API, and idleMs bounds the silence after them.
-const bounds = { timeouts: { firstTokenMs: 300, idleMs: 500 }, retry: { attempts: 2 } }
-
-test('keep-alive comments for 800 ms, then the first token, with firstTokenMs 300: the answer, to a converted client as to a same-format one', async () => {
-  const g = await scripted(
-    [upstream('queued', 'openai', keepAliveFirst(800, 'Awake.'))],
-    [{ name: 'queued', upstreams: ['queued'] }],
-    bounds,
-  )
-  try {
-    const anthropic = new Anthropic({ baseURL: g.url, apiKey: 'k', maxRetries: 0 })
-    assert.equal(await anthropicAnswer(anthropic, 'queued'), 'Awake.')
-    const openai = new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'k', maxRetries: 0 })
-    let answer = ''
-    const stream = await openai.chat.completions.create({ model: 'queued', stream: true, messages: [{ role: 'user', content: 'hi' }] })
-    for await (const part of stream) answer += part.choices[0]?.delta.content ?? ''
-    assert.equal(answer, 'Awake.')
-    assert.deepEqual(
-      g.attempts.map((a) => a.result),
-      ['ok', 'ok'],
-    )
-  } finally {
-    await g.close()
-  }
-})
-
-test('keep-alive comments for 800 ms, then nothing: a stall idleMs after the last one, answered by the next upstream if there is one', async () => {
-  const silent = upstream('silent', 'openai', keepAliveFirst(800, null))
-  const g = await scripted(
-    [silent, answering],
-    [
-      { name: 'alone', upstreams: ['silent'] },
-      { name: 'pool', upstreams: ['silent', 'answering'], strategy: 'ordered' },
-    ],
-    { ...bounds, retry: { attempts: 2 } },
-  )
-  try {
-    const anthropic = new Anthropic({ baseURL: g.url, apiKey: 'k', maxRetries: 0 })
-    assert.equal(await anthropicAnswer(anthropic, 'pool'), 'Here.')
-    const [stalled, answered] = g.attempts
-    assert.equal(stalled?.upstream, 'silent')
-    assert.equal(stalled?.result, 'stall')
-    // Alive past firstTokenMs, then idleMs of silence after the last comment (at 700 ms).
-    assert.ok((stalled?.durationMs ?? 0) >= 1150, `the stall after ${stalled?.durationMs} ms`)
-    assert.equal(answered?.upstream, 'answering')
-    assert.equal(answered?.result, 'ok')
-
-    g.attempts.length = 0
-    const err = await anthropic.messages
-      .create({ model: 'alone', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'hi' }] })
-      .then(
-        () => assert.fail('answered'),
-        (e: unknown) => e as { status: number; headers: Headers; error: { error: Record<string, string> } },
-      )
-    assert.equal(err.status, 504)
-    assert.deepEqual(err.error.error, {
-      type: 'timeout_error',
-      code: 'llmproxy_upstream_timeout',
-      message: 'The upstream stalled before the first token (nothing for 500 ms).',
-    })
-    assert.equal(err.headers.get('x-should-retry'), 'false')
-    assert.deepEqual(
-      g.attempts.map((a) => [a.upstream, a.result]),
-      [
-        ['silent', 'stall'],
-        ['silent', 'stall'],
-      ],
-    )
-    assert.equal(silent.bodies.length, 3)
   } finally {
     await g.close()
   }
