@@ -193,6 +193,24 @@ function recordOf(protocol: Protocol, text: string): Usage | null {
   return extractor.result()
 }
 
+/** An OpenAI-compatible final usage report (OpenRouter's: cache writes in the details), streamed and in the body alike. */
+const OPENAI_USAGE = {
+  prompt_tokens: 170,
+  completion_tokens: 42,
+  total_tokens: 212,
+  prompt_tokens_details: { cached_tokens: 100, cache_write_tokens: 50 },
+  completion_tokens_details: { reasoning_tokens: 12 },
+}
+/** Gemini's final usageMetadata (a tool-use prompt and thoughts), streamed and in the body alike. */
+const GEMINI_USAGE = {
+  promptTokenCount: 160,
+  toolUsePromptTokenCount: 10,
+  cachedContentTokenCount: 100,
+  candidatesTokenCount: 30,
+  thoughtsTokenCount: 12,
+  totalTokenCount: 212,
+}
+
 /** Each format's every usage field: all prompt tokens 170 (100 cache reads), 42 output tokens of which 12 reasoning. */
 const REPORTS: [string, ApiFamily, string[], object][] = [
   [
@@ -207,13 +225,7 @@ const REPORTS: [string, ApiFamily, string[], object][] = [
           id: 'c',
           object: 'chat.completion.chunk',
           choices: [],
-          usage: {
-            prompt_tokens: 170,
-            completion_tokens: 42,
-            total_tokens: 212,
-            prompt_tokens_details: { cached_tokens: 100, cache_write_tokens: 50 },
-            completion_tokens_details: { reasoning_tokens: 12 },
-          },
+          usage: OPENAI_USAGE,
         },
       ]),
       'data: [DONE]\n\n',
@@ -222,13 +234,7 @@ const REPORTS: [string, ApiFamily, string[], object][] = [
       id: 'c',
       object: 'chat.completion',
       choices: [{ index: 0, message: { role: 'assistant', content: 'Hi' }, finish_reason: 'stop' }],
-      usage: {
-        prompt_tokens: 170,
-        completion_tokens: 42,
-        total_tokens: 212,
-        prompt_tokens_details: { cached_tokens: 100, cache_write_tokens: 50 },
-        completion_tokens_details: { reasoning_tokens: 12 },
-      },
+      usage: OPENAI_USAGE,
     },
   ],
   [
@@ -309,27 +315,13 @@ const REPORTS: [string, ApiFamily, string[], object][] = [
       sse([
         {
           candidates: [{ content: { parts: [{ text: '!' }], role: 'model' }, finishReason: 'STOP', index: 0 }],
-          usageMetadata: {
-            promptTokenCount: 160,
-            toolUsePromptTokenCount: 10,
-            cachedContentTokenCount: 100,
-            candidatesTokenCount: 30,
-            thoughtsTokenCount: 12,
-            totalTokenCount: 212,
-          },
+          usageMetadata: GEMINI_USAGE,
         },
       ]),
     ],
     {
       candidates: [{ content: { parts: [{ text: 'Hi!' }], role: 'model' }, finishReason: 'STOP', index: 0 }],
-      usageMetadata: {
-        promptTokenCount: 160,
-        toolUsePromptTokenCount: 10,
-        cachedContentTokenCount: 100,
-        candidatesTokenCount: 30,
-        thoughtsTokenCount: 12,
-        totalTokenCount: 212,
-      },
+      usageMetadata: GEMINI_USAGE,
     },
   ],
 ]
