@@ -82,7 +82,6 @@ export class StreamRelay {
     // Nothing went out yet (an incomplete first event, held; or an error event the attempt failed on).
     if (!attempt.delivering) return
     const call = this.call
-    if (call.ctx.firstTokenAt === 0) call.ctx.firstTokenAt = now
     // (Unless the stream already ended in this chunk and the call moved on to a continuation.)
     if (call.attempt === attempt) call.onCommitted()
     attempt.clearDeadline()
@@ -234,11 +233,7 @@ export class StreamRelay {
     this.deliver(out)
     if (ended) this.scanner.endLine()
     this.scanner.checkEnd(out)
-    if (committing) {
-      const ctx = this.call.ctx
-      if (ctx.firstTokenAt === 0) ctx.firstTokenAt = performance.now()
-      this.call.onCommitted()
-    }
+    if (committing) this.call.onCommitted()
   }
 
   /**
@@ -259,9 +254,13 @@ export class StreamRelay {
 
   /** The attempt's first bytes go to the client: the commit point, unless a continuation joins a committed stream. */
   private commit(): void {
-    const client = this.call.client
+    const call = this.call
+    const client = call.client
     if (!client.committed) client.commitStream(this.attempt.status, this.headers)
     this.attempt.delivering = true
+    // The request's first token, when its chunk came (set here: a stream may end in its first chunk, recorded before
+    // the chunk's handling returns).
+    if (call.ctx.firstTokenAt === 0) call.ctx.firstTokenAt = this.lastChunkAt
   }
 
   /**

@@ -54,7 +54,9 @@ const EXPECTED = { promptTokens: 110, completionTokens: 300, totalTokens: 410, c
 
 async function record(): Promise<Pick<UsageRecord, keyof typeof EXPECTED>> {
   await eventually(() => gateway.records.length === 1, 5000, 'the usage record')
-  const { promptTokens, completionTokens, totalTokens, cachedTokens, reasoningTokens } = gateway.records.pop() as UsageRecord
+  const { promptTokens, completionTokens, totalTokens, cachedTokens, reasoningTokens, ttftMs } = gateway.records.pop() as UsageRecord
+  // Every answer here comes in one upstream chunk: its first token's time is recorded all the same.
+  assert.equal(typeof ttftMs, 'number')
   return { promptTokens, completionTokens, totalTokens, cachedTokens, reasoningTokens }
 }
 
