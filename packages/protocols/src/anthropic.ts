@@ -1,4 +1,5 @@
 import { ByteNeedle, type LlmProxyError } from '@llmproxy/core'
+import { ANTHROPIC_PING } from './convert/sse.js'
 import { anthropicErrorType } from './convert/upstream-error.js'
 import { count, type Endpoint, noQuery, samePath, type WireFormat } from './wire.js'
 
@@ -72,4 +73,5 @@ export const anthropic: WireFormat = {
   outputCap: (body, route) => ({ tokens: route.endsWith('/count_tokens') ? 0 : count(body.max_tokens), choices: 1 }),
   errorBody: anthropicError,
   streamErrorEvent: (error) => `event: error\ndata: ${JSON.stringify(anthropicError(error))}\n\n`,
+  streamKeepAlive: ANTHROPIC_PING,
 }

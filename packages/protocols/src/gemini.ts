@@ -1,5 +1,6 @@
 import { ByteNeedle, type LlmProxyError } from '@llmproxy/core'
 import { field, protobufInteger } from './convert/gemini-fields.js'
+import { SSE_KEEP_ALIVE } from './convert/sse.js'
 import { geminiCode, geminiStatus } from './convert/upstream-error.js'
 import { choices, count, type Endpoint, type WireFormat } from './wire.js'
 
@@ -86,4 +87,5 @@ export const gemini: WireFormat = {
   },
   errorBody: geminiError,
   streamErrorEvent: (error) => `data: ${JSON.stringify(geminiError(error))}\n\n`,
+  streamKeepAlive: SSE_KEEP_ALIVE,
 }

@@ -1,4 +1,5 @@
 import { ByteNeedle, type LlmProxyError, type Protocol } from '@llmproxy/core'
+import { SSE_KEEP_ALIVE } from './convert/sse.js'
 import { choices, count, type Endpoint, noQuery, type OutputCap, samePath, type WireFormat } from './wire.js'
 
 const DONE = [new ByteNeedle('data: [DONE]')]
@@ -99,4 +100,5 @@ export const openai: WireFormat = {
   },
   errorBody: (error: LlmProxyError) => error.toJSON(),
   streamErrorEvent: (error: LlmProxyError) => `event: error\ndata: ${JSON.stringify(error.toJSON())}\n\n`,
+  streamKeepAlive: SSE_KEEP_ALIVE,
 }

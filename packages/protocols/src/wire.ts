@@ -77,6 +77,8 @@ export interface WireFormat {
   errorBody(error: LlmProxyError): unknown
   /** The in-band error event that ends a stream after the commit point, in this API's shape. */
   streamErrorEvent(error: LlmProxyError): string
+  /** The heartbeat of this API's SSE stream: bytes its clients skip, which keep an idle connection open. */
+  readonly streamKeepAlive: string
 }
 
 /** vLLM and TGI serve the OpenAI-compatible API; Anthropic and Gemini their own. */

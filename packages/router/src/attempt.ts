@@ -89,8 +89,13 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   readonly prefill: boolean
   private readonly call: CallHost
   private readonly signal = new AttemptSignal()
-  /** The first-byte deadline; once a JSON body flows, its idle bound (JsonRelay.onIdle). */
+  /**
+   * The first-byte deadline (a stream's fires sooner while nothing reached the client, to hold it open: holdOpen);
+   * once a JSON body flows, its idle bound (JsonRelay.onIdle).
+   */
   private timer: NodeJS.Timeout | null = null
+  /** When the wait for the first byte ends (performance.now()). */
+  private firstByteBy = 0
   /** Its JSON answer's relay (null before it, for SSE answers and for error answers read whole). */
   private json: JsonRelay | null = null
   private body: UpstreamBody | null = null
@@ -135,7 +140,13 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       dispatcher.disarm()
     }
     // Armed once the request is on its way (nothing can answer it before this tick ends).
-    if (!this.done && call.attempt === this) this.armDeadline(firstByteMs)
+    if (this.done || call.attempt !== this) return
+    this.firstByteBy = this.startedAt + firstByteMs
+    // A stream's client that has nothing yet is looked at when its heartbeat is due (from its request's arrival), in
+    // whole ms: Node keeps one timer list per duration.
+    const beatMs = call.settings.timeouts.heartbeatMs
+    const beatIn = Math.floor(call.ctx.startedAt + beatMs - this.startedAt)
+    this.armDeadline(call.ctx.stream && !call.client.committed && beatMs > 0 && beatIn < firstByteMs ? Math.max(beatIn, 0) : firstByteMs)
   }
 
   /**
@@ -368,10 +379,27 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       json.onIdle()
       return
     }
+    // (A timer may fire up to a millisecond early by this clock.)
+    const left = this.firstByteBy - performance.now()
+    if (left > 1) {
+      this.holdOpen(left)
+      return
+    }
     // Headers came, the first token did not: a stall before the commit point can still move on.
     if (this.body !== null) this.fail('stall', timedOut('The upstream stalled before the first token.'))
     // No headers: given up here, not through reply-from, which would log our own abort as its `response errored`.
     else this.fail('timeout', timedOut('The upstream did not answer in time.'))
+  }
+
+  /**
+   * A stream's client is due its heartbeat, `left` ms before the first-byte deadline: once the upstream's stream has
+   * opened, the client's opens too, with its heartbeat (StreamRelay.holdOpen); until then, this looks again a heartbeat
+   * later. Held open, the client's heartbeat runs on its own: the deadline alone is left.
+   */
+  private holdOpen(left: number): void {
+    const client = this.call.client
+    if (!client.committed && this.stream !== null) this.stream.holdOpen()
+    this.armDeadline(Math.ceil(client.committed ? left : Math.min(left, this.call.settings.timeouts.heartbeatMs)))
   }
 
   // ── the answer (the commit point is the first body chunk) ──────

@@ -278,7 +278,12 @@ export class ProxyCall implements CallHost {
 
   /** The attempt reached the commit point: no other attempt will answer (unless a continuation takes over). */
   onCommitted(): void {
-    this.continuation?.stopWaiting()
+    this.client.stopHeartbeat()
+  }
+
+  /** A continuation has the client's stream: it joins a stream already under way, not one held open for it. */
+  get continuing(): boolean {
+    return this.continuation !== null
   }
 
   /** A committed stream is over: complete (error null), or failed after the commit point. */
@@ -321,11 +326,9 @@ export class ProxyCall implements CallHost {
   }
 
   private endStreamWithError(error: LlmProxyError, transform: ResponseTransform | null, tail: Buffer | string | null): void {
-    this.continuation?.stopWaiting()
     this.streamError = error
     // SSE clients get the client API's own error event; a Gemini JSON array needs its encoder's framing.
-    const framed =
-      this.clientStreamType === SSE_TYPE ? null : (transform?.errorEvent(error) ?? this.continuation?.encoder.error(error) ?? null)
+    const framed = this.clientStreamType === SSE_TYPE ? null : (transform?.errorEvent(error) ?? this.encoder?.error(error) ?? null)
     const client = this.client
     if (client.endsAfterRecord) this.record(client.status)
     client.endWithError(framed, error, tail)
@@ -371,7 +374,8 @@ export class ProxyCall implements CallHost {
     this.ctx.resumes++
     if (this.continuation === null) this.continuation = new Continuation(error, text, events, this.encoder as StreamEncoder)
     else this.continuation.extend(text, events)
-    this.continuation.waitWith(this.client)
+    // While the next upstream is reached, the client's connection is kept alive (its format's heartbeat).
+    this.client.startHeartbeat(this.continuation.encoder.keepAlive(), this.settings.timeouts.heartbeatMs)
     this.planner.failed(error)
     this.run(this.planner.next())
     return true
@@ -399,9 +403,9 @@ export class ProxyCall implements CallHost {
   private fail(error: LlmProxyError): void {
     if (this.finished) return
     if (this.client.committed) {
-      // Nothing could continue a cut stream: it ends with the failure that cut it.
-      const continuation = this.continuation
-      if (continuation !== null && !this.client.ended) this.endStreamWithError(continuation.failure, null, null)
+      // Nothing could continue a cut stream: it ends with the failure that cut it. A stream held open for its first
+      // token (StreamRelay.holdOpen) ends with this one.
+      if (!this.client.ended) this.endStreamWithError(this.continuation?.failure ?? error, this.attempt?.transform ?? null, null)
       return
     }
     this.clearWait()
@@ -427,7 +431,7 @@ export class ProxyCall implements CallHost {
     if (this.finished) return
     this.finished = true
     this.clearWait()
-    this.continuation?.stopWaiting()
+    this.client.stopHeartbeat()
     setCall(this.request, null)
     this.settings.calls.remove(this)
     const ctx = this.ctx

@@ -18,8 +18,8 @@ export class ClientStream {
   committed = false
   private readonly reply: FastifyReply
   private readonly raw: ServerResponse
-  /** The client's API: the shape of an in-band error. */
-  private readonly wire: WireFormat
+  /** The client's API: the shape of an in-band error, its heartbeat. */
+  readonly wire: WireFormat
   /** Bytes written in this turn, not sent yet, and the upstream body they came from (paused if the client is slow). */
   private readonly queued: (Buffer | string)[] = []
   private source: UpstreamBody | null = null
@@ -50,6 +50,8 @@ export class ClientStream {
   private inFlightAtCheck = 0
   /** When the client was last seen taking bytes (or the watch was armed: until then it kept up). */
   private progressAt = 0
+  /** Its heartbeat while it waits for the answer's next bytes (null: none). */
+  private heartbeat: NodeJS.Timeout | null = null
 
   constructor(reply: FastifyReply, wire: WireFormat, endsAfterRecord: boolean, stallMs: number) {
     this.reply = reply
@@ -107,6 +109,25 @@ export class ClientStream {
     queued.push(bytes)
     if (source !== null) this.source = source
     if (this.unwritten > 0) this.unwritten -= typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length
+  }
+
+  /**
+   * The client's stream is open and waits for an answer still to come (a first token, an upstream being reached): it
+   * gets `beat`, now and every `everyMs`, until `stopHeartbeat` or its end (0: never).
+   */
+  startHeartbeat(beat: string, everyMs: number): void {
+    this.stopHeartbeat()
+    if (everyMs === 0) return
+    this.write(beat, null)
+    this.heartbeat = setInterval(beatOnce, everyMs, this, beat)
+    this.heartbeat.unref()
+  }
+
+  stopHeartbeat(): void {
+    if (this.heartbeat !== null) {
+      clearInterval(this.heartbeat)
+      this.heartbeat = null
+    }
   }
 
   /** Sends what this turn wrote, at its end (unless it completes the answer: then the end sends it). */
@@ -208,6 +229,7 @@ export class ClientStream {
 
   /** Ends the response with `held` then `last`: now, or after the usage record is kept (endsAfterRecord). */
   private endWith(held: Buffer | string | null, last: Buffer | string | null): void {
+    this.stopHeartbeat()
     if (this.endsAfterRecord) {
       this.unwritten = 0
       setImmediate(endResponse, this, held, last)
@@ -231,6 +253,7 @@ export class ClientStream {
 
   /** A JSON body cannot carry an error once started: the connection is cut, so it cannot look complete. */
   cut(): void {
+    this.stopHeartbeat()
     this.queued.length = 0
     this.raw.destroy()
   }
@@ -284,6 +307,10 @@ export class ClientStream {
 // Tick and immediate callbacks shared by every response (no per-response closures).
 function sendQueued(client: ClientStream): void {
   client.sendQueued()
+}
+
+function beatOnce(client: ClientStream, beat: string): void {
+  client.write(beat, null)
 }
 
 function endResponse(client: ClientStream, held: Buffer | string | null, last: Buffer | string | null): void {

@@ -1,14 +1,7 @@
 import type { LlmProxyError } from '@llmproxy/core'
 import { type Endpoint, familyOf, type StreamEncoder, wireOf, withAssistantPrefill } from '@llmproxy/protocols'
 import type { Upstream } from '@llmproxy/upstreams'
-import type { ClientStream } from './client-stream.js'
 import { convertedRequest, type Splice, StreamConverter } from './convert.js'
-
-/**
- * How often a client whose stream is alive but gives it nothing (a continuation being reached, an upstream's output
- * it does not see) gets its format's heartbeat: well within the idle timeouts of proxies and load balancers (30–60 s).
- */
-export const KEEP_ALIVE_MS = 5000
 
 /** One continuation attempt: what to send, where, and the converter that splices its answer in. */
 export interface ContinuationRequest {
@@ -35,7 +28,6 @@ export class Continuation {
   private events: number
   /** Upstreams that refused a prefill in this request: they get the request replayed. */
   private readonly noPrefill = new Set<string>()
-  private keepAlive: NodeJS.Timeout | null = null
 
   constructor(failure: LlmProxyError, text: string, events: number, encoder: StreamEncoder) {
     this.failure = failure
@@ -94,24 +86,4 @@ export class Continuation {
       prefill,
     }
   }
-
-  /** Keeps the client's connection alive while the next upstream is reached (its format's heartbeat, nothing of the answer). */
-  waitWith(client: ClientStream): void {
-    this.stopWaiting()
-    const beat = this.encoder.keepAlive()
-    client.write(beat, null)
-    this.keepAlive = setInterval(keepAlive, KEEP_ALIVE_MS, client, beat)
-    this.keepAlive.unref()
-  }
-
-  stopWaiting(): void {
-    if (this.keepAlive !== null) {
-      clearInterval(this.keepAlive)
-      this.keepAlive = null
-    }
-  }
-}
-
-function keepAlive(client: ClientStream, beat: string): void {
-  client.write(beat, null)
 }

@@ -53,6 +53,8 @@ export interface CallHost {
   readonly clientStreamType: string
   /** The attempt in progress, or the last one. */
   readonly attempt: AttemptView | null
+  /** A continuation has the client's stream (a stream cut after its first byte is being finished elsewhere). */
+  readonly continuing: boolean
   onAttemptFailed(attempt: AttemptView, kind: FailureKind, error: LlmProxyError, status?: number, retryAfter?: number): void
   onAttemptRefused(attempt: AttemptView, error: LlmProxyError): void
   onCommitted(): void

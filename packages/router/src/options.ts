@@ -44,7 +44,7 @@ export const TimeoutsSchema = Type.Object(
       maximum: MAX_TIMER_MS,
       default: 300000,
       description:
-        'Streamed requests: the first bytes the client gets (a keep-alive comment the client is sent too; one a conversion drops does not count) must arrive within this time of the attempt start. Reasoning models and long prompts on a busy server send nothing for minutes before it; lower it for fast models only, to fail over sooner.',
+        "Streamed requests: the first bytes of the answer the client gets (an upstream's keep-alive comment the client is sent too; one a conversion drops, or the gateway's own heartbeat, does not count) must arrive within this time of the attempt start. Reasoning models and long prompts on a busy server send nothing for minutes before it; lower it for fast models only, to fail over sooner.",
     }),
     idleMs: Type.Integer({
       minimum: 1,
@@ -52,6 +52,13 @@ export const TimeoutsSchema = Type.Object(
       default: 300000,
       description:
         'Longest silence of the upstream between two chunks of an answer: a stream once its first bytes reached the client, a JSON body once it started. Reasoning pauses last minutes and Anthropic pings come every ~30 s: lower it to find a hang sooner, not below those.',
+    }),
+    heartbeatMs: Type.Integer({
+      minimum: 0,
+      maximum: MAX_TIMER_MS,
+      default: 5000,
+      description:
+        "Streamed requests: the longest a client waits with nothing received while its answer is under way, before it gets its API's heartbeat (an SSE comment, Anthropic's ping), so that a proxy or load balancer in front (nginx: 60 s idle) does not cut it. Before the first token, once an upstream has answered with its stream's headers, the client's stream starts then: a failure after that reaches the client as an in-band error event, not a status (retries and failover go on as before). 0: never.",
     }),
     responseMs: Type.Integer({
       minimum: 1,

@@ -1,7 +1,6 @@
 import type { OutgoingHttpHeaders } from 'node:http'
 import { errors, type LlmProxyError } from '@llmproxy/core'
 import type { UsageExtractor } from '@llmproxy/protocols'
-import { KEEP_ALIVE_MS } from './continuation.js'
 import { StreamConverter } from './convert.js'
 import type { AttemptView, CallHost } from './host.js'
 import { LineEnds } from './line-ends.js'
@@ -188,14 +187,29 @@ export class StreamRelay {
   }
 
   /**
-   * The client has had nothing of this converted stream for KEEP_ALIVE_MS while its upstream streams what the client
-   * does not see: it gets its format's heartbeat, so that a proxy's idle timeout (nginx: 60 s) does not cut a stream
-   * that is alive, as a same-format client gets the upstream's own bytes. Checked per such chunk: no timer.
+   * The client has had nothing of this converted stream for `timeouts.heartbeatMs` while its upstream streams what the
+   * client does not see: it gets its format's heartbeat, so that a proxy's idle timeout (nginx: 60 s) does not cut a
+   * stream that is alive, as a same-format client gets the upstream's own bytes. Checked per such chunk: no timer.
    */
   private keepAwake(converter: StreamConverter): void {
-    if (this.lastChunkAt - this.lastOutputAt < KEEP_ALIVE_MS) return
+    const everyMs = this.call.settings.timeouts.heartbeatMs
+    if (everyMs === 0 || this.lastChunkAt - this.lastOutputAt < everyMs) return
     this.lastOutputAt = this.lastChunkAt
     this.call.client.write(converter.keepAlive(), this.body)
+  }
+
+  /**
+   * The upstream's stream has opened and nothing of its answer has come for `timeouts.heartbeatMs`: the client's
+   * stream opens now, with its format's heartbeat until the first token, so that a proxy in front does not cut a
+   * prefill or a reasoning model's silence. Another attempt may still answer (its first token joins this stream); a
+   * failure no attempt recovers from ends it with an in-band error.
+   */
+  holdOpen(): void {
+    const call = this.call
+    const transform = this.attempt.transform
+    call.client.commitStream(this.attempt.status, this.headers)
+    const beat = transform instanceof StreamConverter ? transform.keepAlive() : call.client.wire.streamKeepAlive
+    call.client.startHeartbeat(beat, call.settings.timeouts.heartbeatMs)
   }
 
   /**
@@ -238,12 +252,12 @@ export class StreamRelay {
 
   /**
    * The stream ends before any of it reached the client: an empty answer commits now (true), a continuation's (the
-   * client has its stream already) failed to give anything, and another attempt may take over (false).
+   * client has part of the answer already) failed to give anything, and another attempt may take over (false).
    */
   private commitAtEnd(): boolean {
     const attempt = this.attempt
     if (attempt.delivering) return true
-    if (this.call.client.committed) {
+    if (this.call.continuing) {
       attempt.failBeforeAnswer(errors.upstreamFailed('The upstream ended its stream before the first token.'))
       return false
     }
@@ -252,7 +266,10 @@ export class StreamRelay {
     return true
   }
 
-  /** The attempt's first bytes go to the client: the commit point, unless a continuation joins a committed stream. */
+  /**
+   * The attempt's first bytes go to the client: the commit point, unless its stream is open already (a continuation
+   * joins it, or it was held open for the first token).
+   */
   private commit(): void {
     const call = this.call
     const client = call.client

@@ -1,7 +1,8 @@
 // The timeouts a gateway has when its config sets none. Reasoning models and long prompts on a busy server send
 // nothing for minutes, before their first token and between two events: a default bound of 30 s failed them where a
-// direct connection answers. Real sockets; the clock (timers and performance.now) is moved by hand, so that minutes
-// pass in milliseconds.
+// direct connection answers. Meanwhile the client gets its heartbeat (every 5 s by default), so that a proxy in front
+// does not cut the wait. Real sockets; the clock (timers and performance.now) is moved by hand, so that minutes pass in
+// milliseconds.
 import assert from 'node:assert/strict'
 import { type TestContext, test } from 'node:test'
 import { DONE, finish, role, scripted, sse, text, upstream } from './scripted.js'
@@ -15,6 +16,10 @@ function gate(): { opened: Promise<void>; open(): void } {
   return { opened, open }
 }
 
+/** Real time, while the clock is under the test's hand: for the sockets to carry what was sent. */
+const realSetTimeout = setTimeout
+const settle = () => new Promise((resolve) => realSetTimeout(resolve, 100))
+
 /** Timers and performance.now() under the test's hand: the function returned moves both. */
 function handClock(t: TestContext): (ms: number) => void {
   const now = performance.now.bind(performance)
@@ -27,7 +32,7 @@ function handClock(t: TestContext): (ms: number) => void {
   }
 }
 
-test('no timeouts configured: a first token 31 s after the headers, then 31 s of silence, are waited for; 300 s without a first token is a stall', async (t) => {
+test('no timeouts configured: a first token 31 s after the headers, then 31 s of silence, are waited for with heartbeats; 300 s without a first token is a stall', async (t) => {
   const asked = gate()
   const firstToken = gate()
   const rest = gate()
@@ -65,6 +70,7 @@ test('no timeouts configured: a first token 31 s after the headers, then 31 s of
   try {
     const response = streamed('thinking')
     await asked.opened
+    await settle()
     advance(31_000)
     firstToken.open()
     const res = await response
@@ -72,6 +78,8 @@ test('no timeouts configured: a first token 31 s after the headers, then 31 s of
     const reader = (res.body as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream()).getReader()
     let answer = ''
     while (!answer.includes('Thought')) answer += (await reader.read()).value ?? ''
+    // Its stream opened 5 s after the request, with a heartbeat (the clock moved once: one beat).
+    assert.ok(answer.startsWith(': keep-alive\n\ndata: '), answer)
     advance(31_000)
     rest.open()
     for (let part = await reader.read(); !part.done; part = await reader.read()) answer += part.value
@@ -81,11 +89,17 @@ test('no timeouts configured: a first token 31 s after the headers, then 31 s of
     // The bound is still there: 300 s.
     const stalled = streamed('silent')
     await silentAsked.opened
+    await settle()
     advance(299_000)
-    // (A stall's usage record goes out as the timer fires, before its 504 is sent.)
+    await settle()
     assert.equal(g.records.length, 1, 'no stall before 300 s')
     advance(1_000)
-    assert.equal((await stalled).status, 504)
+    // Held open since 5 s: the stall is an in-band error.
+    const failed = await stalled
+    assert.equal(failed.status, 200)
+    const body = await failed.text()
+    assert.ok(body.startsWith(': keep-alive\n\n') && body.endsWith('\n\n'), body)
+    assert.match(body, /event: error\ndata: \{"error":\{[^\n]*"code":"llmproxy_upstream_timeout"/)
     assert.equal(g.records[1]?.error?.code, 'llmproxy_upstream_timeout')
   } finally {
     t.mock.timers.reset()

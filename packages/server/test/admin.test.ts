@@ -376,7 +376,14 @@ admin: { token: "${TOKEN}" }
     assert.equal(config.admin.token, '[redacted]')
     assert.equal(config.models[0]?.name, 'gpt-test')
     // The file sets no timeouts: the defaults in force, long enough for a reasoning model's or a long prompt's silence.
-    assert.deepEqual(config.timeouts, { connectMs: 5000, firstTokenMs: 300000, idleMs: 300000, responseMs: 600000, clientStallMs: 60000 })
+    assert.deepEqual(config.timeouts, {
+      connectMs: 5000,
+      firstTokenMs: 300000,
+      idleMs: 300000,
+      heartbeatMs: 5000,
+      responseMs: 600000,
+      clientStallMs: 60000,
+    })
     // Nothing else is lost on the way: the answer is the config in force, redacted.
     assert.deepEqual(config, JSON.parse(JSON.stringify(redactConfig(h.gateway.app.llmConfig.current()))))
   })

@@ -25,7 +25,14 @@ function problemsOf(text: string, env: NodeJS.ProcessEnv = {}): { path: string; 
 test('a minimal YAML config is accepted with defaults filled in', () => {
   const config = parseConfig(minimal, 'test.yaml', {})
   assert.equal(config.server.port, 8080)
-  assert.deepEqual(config.timeouts, { connectMs: 5000, firstTokenMs: 300000, idleMs: 300000, responseMs: 600000, clientStallMs: 60000 })
+  assert.deepEqual(config.timeouts, {
+    connectMs: 5000,
+    firstTokenMs: 300000,
+    idleMs: 300000,
+    heartbeatMs: 5000,
+    responseMs: 600000,
+    clientStallMs: 60000,
+  })
   assert.equal(config.retry.attempts, 3)
   assert.equal(config.models[0]?.upstreamModel, 'Qwen/Qwen2.5-7B-Instruct')
 })

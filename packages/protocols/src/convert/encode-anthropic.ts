@@ -1,6 +1,7 @@
 import { type Answer, cutByCap, parseToolArgs, randomHex } from './answer.js'
 import { ANTHROPIC_STOP } from './finish.js'
 import { JsonEnd } from './json-end.js'
+import { ANTHROPIC_PING } from './sse.js'
 import {
   type EncoderOptions,
   type EncoderResume,
@@ -21,7 +22,6 @@ const TEXT_BLOCK = '{"type":"text","text":""}'
 const THINKING_BLOCK = '{"type":"thinking","thinking":"","signature":""}'
 const MESSAGE_STOP = 'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 /** Anthropic's own heartbeat (its SDKs skip it): what its API sends while a model produces nothing to stream. */
-const PING = 'event: ping\ndata: {"type":"ping"}\n\n'
 
 /**
  * Events → Anthropic Messages events: `message_start`, one content block at a time (text, thinking with its
@@ -113,7 +113,7 @@ export class AnthropicEncoder implements StreamEncoder {
   }
 
   keepAlive(): string {
-    return PING
+    return ANTHROPIC_PING
   }
 
   private opening(): string {

@@ -2,11 +2,11 @@ import { flatText } from '@llmproxy/core'
 import { type Answer, cutByCap, hasRedactedReasoning, parseToolArgs, randomHex } from './answer.js'
 import { GEMINI_FINISH } from './finish.js'
 import { JsonEnd } from './json-end.js'
+import { SSE_KEEP_ALIVE } from './sse.js'
 import type { EncoderOptions, EncoderResume, FinishReason, StreamEncoder, StreamEvent } from './types.js'
 import { type ClientError, geminiCode, geminiStatus } from './upstream-error.js'
 import { toGeminiUsage, UsageTally } from './usage.js'
 
-const KEEP_ALIVE = ': keep-alive\n\n'
 /** A JSON array's only filler: whitespace between its elements (Google's own array streams put line ends there). */
 const ARRAY_KEEP_ALIVE = '\n'
 /** The last chunk's parts when it carries nothing else: the SDK's chat history refuses a chunk without parts. */
@@ -161,7 +161,7 @@ export class GeminiEncoder implements StreamEncoder {
   }
 
   keepAlive(): string {
-    return this.sse ? KEEP_ALIVE : ARRAY_KEEP_ALIVE
+    return this.sse ? SSE_KEEP_ALIVE : ARRAY_KEEP_ALIVE
   }
 
   /** The held reasoning, with its signatures unless a redacted block came. */

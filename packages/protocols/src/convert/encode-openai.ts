@@ -1,6 +1,7 @@
 import { flatText } from '@llmproxy/core'
 import { type Answer, hasRedactedReasoning, randomHex } from './answer.js'
 import { OPENAI_FINISH } from './finish.js'
+import { SSE_KEEP_ALIVE } from './sse.js'
 import {
   type EncoderOptions,
   type EncoderResume,
@@ -16,7 +17,6 @@ import { toOpenAiUsage, UsageTally } from './usage.js'
 const CHOICE_START = '[{"index":0,"delta":'
 const CHOICE_END = ',"logprobs":null,"finish_reason":null}]}\n\n'
 const DONE = 'data: [DONE]\n\n'
-const KEEP_ALIVE = ': keep-alive\n\n'
 
 /**
  * Events → OpenAI `chat.completion.chunk`s: one role chunk, deltas (`content`, `reasoning_content`, `tool_calls`
@@ -130,7 +130,7 @@ export class OpenAiEncoder implements StreamEncoder {
   }
 
   keepAlive(): string {
-    return KEEP_ALIVE
+    return SSE_KEEP_ALIVE
   }
 
   private opening(): string {

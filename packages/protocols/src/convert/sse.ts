@@ -15,6 +15,11 @@ const QUOTE_CHARS = 200
  */
 export const MAX_EVENT_CHARS = 16 * 1024 * 1024
 
+/** The heartbeat of an OpenAI or Gemini SSE stream: a comment, which every SSE reader skips. */
+export const SSE_KEEP_ALIVE = ': keep-alive\n\n'
+/** The heartbeat of an Anthropic stream: its own ping event (Anthropic sends one every ~30 s; the SDKs skip it). */
+export const ANTHROPIC_PING = 'event: ping\ndata: {"type":"ping"}\n\n'
+
 /**
  * The SSE framing every upstream decoder shares (WHATWG event-stream rules): lines end with LF, CRLF or
  * a lone CR, anywhere across chunks; `:` lines are comments; `data:` lines of one event join with LF;
