@@ -5,12 +5,11 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { test } from 'node:test'
-import Anthropic from '@anthropic-ai/sdk'
 import { GoogleGenAI } from '@google/genai'
 import { MAX_EVENT_CHARS } from '@llmproxy/protocols'
-import OpenAI from 'openai'
 import { eventually } from './helpers.js'
 import { DONE, role, type Script, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
+import { anthropicStream, openaiStream } from './sdk-streams.js'
 
 const one = { retry: { attempts: 1 } }
 const question = [{ role: 'user' as const, content: 'hi' }]
@@ -24,35 +23,6 @@ const gemini = (fields: Record<string, unknown>) => `data: ${JSON.stringify({ mo
 /** The usage figures of a record, as a row. */
 const usageOf = (g: { records: { promptTokens: number; completionTokens: number; estimated: boolean }[] }) =>
   g.records.map((r) => [r.promptTokens, r.completionTokens, r.estimated])
-
-/** An OpenAI client's streamed answer: its text, or what it threw. */
-async function openaiStream(url: string, model: string): Promise<string> {
-  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'k', maxRetries: 0 })
-  let out = ''
-  try {
-    const stream = await client.chat.completions.create({ model, stream: true, messages: question })
-    for await (const part of stream) out += part.choices[0]?.delta.content ?? ''
-  } catch (err) {
-    return `${out}<<${(err as Error).message}>>`
-  }
-  return out
-}
-
-/** An Anthropic client's streamed answer (no thinking asked for): its text, or what it threw. */
-async function anthropicStream(url: string, model: string): Promise<string> {
-  const client = new Anthropic({ baseURL: url, apiKey: 'k', maxRetries: 0 })
-  let out = ''
-  try {
-    const stream = client.messages.stream({ model, max_tokens: 100, messages: question })
-    stream.on('text', (delta) => {
-      out += delta
-    })
-    await stream.finalMessage()
-  } catch (err) {
-    return `${out}<<${(err as Error).message}>>`
-  }
-  return out
-}
 
 test('a Gemini MALFORMED_FUNCTION_CALL to an OpenAI client: the usage in the failing chunk is metered, not 0 output tokens', async () => {
   const usage = { promptTokenCount: 1000, candidatesTokenCount: 500, thoughtsTokenCount: 2000, totalTokenCount: 3500 }

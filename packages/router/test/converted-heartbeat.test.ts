@@ -8,25 +8,11 @@ import { test } from 'node:test'
 import Anthropic from '@anthropic-ai/sdk'
 import OpenAI from 'openai'
 import { DONE, role, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
+import { type Seen, timedFetch } from './sdk-streams.js'
 
 /** How long the upstream streams nothing the client sees: longer than the gateway's heartbeat interval (5 s). */
 const HIDDEN_MS = 6500
 const EVERY_MS = 200
-
-/** A fetch that notes when each chunk of the answer arrives, and its bytes, while the SDK reads it. */
-function timedFetch(seen: { at: number; bytes: string }[]): typeof fetch {
-  return async (input, init) => {
-    const res = await fetch(input, init)
-    const decoder = new TextDecoder()
-    const timed = new TransformStream<Uint8Array, Uint8Array>({
-      transform(part, controller) {
-        seen.push({ at: performance.now(), bytes: decoder.decode(part, { stream: true }) })
-        controller.enqueue(part)
-      },
-    })
-    return new Response(res.body?.pipeThrough(timed) ?? null, { status: res.status, headers: res.headers })
-  }
-}
 
 /** The longest time between two chunks the client got. */
 function longestGap(seen: { at: number }[]): number {
@@ -88,7 +74,7 @@ test('hidden upstream output: each converted client gets its heartbeat within th
   )
   try {
     const toOpenai = async () => {
-      const seen: { at: number; bytes: string }[] = []
+      const seen: Seen[] = []
       const client = new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'k', maxRetries: 0, fetch: timedFetch(seen) })
       let answer = ''
       const stream = await client.chat.completions.create({ model: 'pings', stream: true, messages: [{ role: 'user', content: 'hi' }] })
@@ -96,7 +82,7 @@ test('hidden upstream output: each converted client gets its heartbeat within th
       return { answer, seen }
     }
     const toAnthropic = async () => {
-      const seen: { at: number; bytes: string }[] = []
+      const seen: Seen[] = []
       const client = new Anthropic({ baseURL: g.url, apiKey: 'k', maxRetries: 0, fetch: timedFetch(seen) })
       const message = await client.messages
         .stream({ model: 'thinks', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] })
@@ -104,7 +90,7 @@ test('hidden upstream output: each converted client gets its heartbeat within th
       return { answer: message.content.map((block) => (block.type === 'text' ? block.text : `<${block.type}>`)).join(''), seen }
     }
     const toGeminiArray = async () => {
-      const seen: { at: number; bytes: string }[] = []
+      const seen: Seen[] = []
       const res = await timedFetch(seen)(`${g.url}/v1beta/models/pings:streamGenerateContent`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },

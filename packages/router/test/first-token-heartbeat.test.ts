@@ -10,32 +10,11 @@ import Anthropic from '@anthropic-ai/sdk'
 import { GoogleGenAI } from '@google/genai'
 import OpenAI from 'openai'
 import { DONE, finish, role, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
+import { anthropicStream, openaiStream, type Seen, timedFetch } from './sdk-streams.js'
 
 const HEARTBEAT_MS = 300
 /** How long the upstream is silent after its headers: several heartbeats. */
 const PREFILL_MS = 1500
-
-interface Seen {
-  at: number
-  bytes: string
-}
-
-/** A fetch that notes when each chunk of the answer arrives, and its bytes, while the SDK reads it. */
-function timedFetch(seen: Seen[]): typeof fetch {
-  return async (input, init) => {
-    const sent = performance.now()
-    const res = await fetch(input, init)
-    const decoder = new TextDecoder()
-    seen.push({ at: sent, bytes: '' })
-    const timed = new TransformStream<Uint8Array, Uint8Array>({
-      transform(part, controller) {
-        seen.push({ at: performance.now(), bytes: decoder.decode(part, { stream: true }) })
-        controller.enqueue(part)
-      },
-    })
-    return new Response(res.body?.pipeThrough(timed) ?? null, { status: res.status, headers: res.headers })
-  }
-}
 
 /** The longest time the client waited for bytes, from its request to the chunk that brought `until`. */
 function longestWait(seen: Seen[], until: string): number {
@@ -167,35 +146,6 @@ async function chat(url: string, model: string): Promise<{ status: number; body:
   return { status: res.status, body: await res.text() }
 }
 
-/** An OpenAI client's streamed answer: its text, or what it threw. */
-async function openaiStream(url: string, model = 'm'): Promise<string> {
-  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'k', maxRetries: 0 })
-  let out = ''
-  try {
-    const stream = await client.chat.completions.create({ model, stream: true, messages: [{ role: 'user', content: 'hi' }] })
-    for await (const part of stream) out += part.choices[0]?.delta.content ?? ''
-  } catch (err) {
-    return `${out}<<${(err as Error).message}>>`
-  }
-  return out
-}
-
-/** An Anthropic client's streamed answer: its text, or what it threw. */
-async function anthropicStream(url: string, model = 'm'): Promise<string> {
-  const client = new Anthropic({ baseURL: url, apiKey: 'k', maxRetries: 0 })
-  let out = ''
-  try {
-    const stream = client.messages.stream({ model, max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] })
-    stream.on('text', (delta) => {
-      out += delta
-    })
-    await stream.finalMessage()
-  } catch (err) {
-    return `${out}<<${(err as Error).message}>>`
-  }
-  return out
-}
-
 test('held open, its upstream cut before the first token: the next upstream answers in the same stream, once', async () => {
   const g = await scripted(
     [
@@ -212,7 +162,7 @@ test('held open, its upstream cut before the first token: the next upstream answ
     { timeouts: { heartbeatMs: HEARTBEAT_MS } },
   )
   try {
-    const [openai, anthropic, raw] = await Promise.all([openaiStream(g.url), anthropicStream(g.url, 'm2'), chat(g.url, 'm3')])
+    const [openai, anthropic, raw] = await Promise.all([openaiStream(g.url, 'm'), anthropicStream(g.url, 'm2'), chat(g.url, 'm3')])
     assert.deepEqual([openai, anthropic], ['Ready.', 'Ready.'])
     // The stream was open before the cut: one heartbeat stream, then one whole answer, one role chunk, one [DONE].
     assert.equal(raw.status, 200)
@@ -255,8 +205,8 @@ test('held open, and nothing answers: the stall, or the upstream error event, en
   )
   try {
     const [openai, anthropic, raw, array, refusedOpenai, refusedAnthropic] = await Promise.all([
-      openaiStream(g.url),
-      anthropicStream(g.url),
+      openaiStream(g.url, 'm'),
+      anthropicStream(g.url, 'm'),
       chat(g.url, 'm'),
       fetch(`${g.url}/v1beta/models/m:streamGenerateContent`, {
         method: 'POST',
