@@ -142,11 +142,17 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     // Armed once the request is on its way (nothing can answer it before this tick ends).
     if (this.done || call.attempt !== this) return
     this.firstByteBy = this.startedAt + firstByteMs
-    // A stream's client that has nothing yet is looked at when its heartbeat is due (from its request's arrival), in
-    // whole ms: Node keeps one timer list per duration.
-    const beatMs = call.settings.timeouts.heartbeatMs
-    const beatIn = Math.floor(call.ctx.startedAt + beatMs - this.startedAt)
-    this.armDeadline(call.ctx.stream && !call.client.committed && beatMs > 0 && beatIn < firstByteMs ? Math.max(beatIn, 0) : firstByteMs)
+    this.armDeadline(call.ctx.stream && !call.client.committed ? this.heartbeatDue(firstByteMs) : firstByteMs)
+  }
+
+  /**
+   * When a stream's client, which has nothing yet, is looked at (holdOpen): when its heartbeat is due, counted from its
+   * request's arrival, in whole ms (Node keeps a timer list per duration); else at the deadline.
+   */
+  private heartbeatDue(firstByteMs: number): number {
+    const beatMs = this.call.settings.timeouts.heartbeatMs
+    const beatIn = Math.floor(this.call.ctx.startedAt + beatMs - this.startedAt)
+    return beatMs > 0 && beatIn < firstByteMs ? Math.max(beatIn, 0) : firstByteMs
   }
 
   /**
