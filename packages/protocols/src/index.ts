@@ -19,7 +19,7 @@ export {
   splitToolCallId,
   toolCallIdWithSignature,
 } from './convert/types.js'
-export { type ClientError, convertUpstreamError, statusOfUpstreamError } from './convert/upstream-error.js'
+export { type ClientError, convertUpstreamError, statusOfUpstreamError, upstreamErrorMessage } from './convert/upstream-error.js'
 export { fromRecordUsage } from './convert/usage.js'
 export { clientApiOf, defaultHealthCheckPath, pathOf, sendError, setUpstreamCredential, wireOf, wireOfProtocol } from './formats.js'
 export { GEMINI_ACTIONS, GEMINI_COUNT_TOKENS, GEMINI_GENERATE, GEMINI_V1_GENERATE_PATH, gemini } from './gemini.js'

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import '@fastify/reply-from'
 import { errors, type LlmProxyError } from '@llmproxy/core'
-import { type ApiFamily, type Endpoint, familyOf, OPENAI_RESPONSES } from '@llmproxy/protocols'
+import { type ApiFamily, type Endpoint, familyOf, OPENAI_RESPONSES, upstreamErrorMessage } from '@llmproxy/protocols'
 import { type AttemptResult, holdsBack, type Lease } from '@llmproxy/upstreams'
 import { convertedError } from './convert.js'
 import { decodedBody } from './encoding.js'
@@ -96,6 +96,8 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   private timer: NodeJS.Timeout | null = null
   /** When the wait for the first byte ends (performance.now()). */
   private firstByteBy = 0
+  /** The client's heartbeat came due before the upstream's headers: its stream is held open when they come. */
+  private heartbeatDue = false
   /** Its JSON answer's relay (null before it, for SSE answers and for error answers read whole). */
   private json: JsonRelay | null = null
   private body: UpstreamBody | null = null
@@ -142,14 +144,16 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     // Armed once the request is on its way (nothing can answer it before this tick ends).
     if (this.done || call.attempt !== this) return
     this.firstByteBy = this.startedAt + firstByteMs
-    this.armDeadline(call.ctx.stream && !call.client.committed ? this.heartbeatDue(firstByteMs) : firstByteMs)
+    // (A Gemini JSON array, no SSE, is not held open: another upstream's answer could not join it.)
+    const holds = call.ctx.stream && !call.client.committed && call.clientStreamType === SSE
+    this.armDeadline(holds ? this.heartbeatIn(firstByteMs) : firstByteMs)
   }
 
   /**
    * When a stream's client, which has nothing yet, is looked at (holdOpen): when its heartbeat is due, counted from its
    * request's arrival, in whole ms (Node keeps a timer list per duration); else at the deadline.
    */
-  private heartbeatDue(firstByteMs: number): number {
+  private heartbeatIn(firstByteMs: number): number {
     const beatMs = this.call.settings.timeouts.heartbeatMs
     const beatIn = Math.floor(this.call.ctx.startedAt + beatMs - this.startedAt)
     return beatMs > 0 && beatIn < firstByteMs ? Math.max(beatIn, 0) : firstByteMs
@@ -256,7 +260,9 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       return
     }
     if (this.movedOnFrom(status, null)) return
-    if ((PROMPT_TOO_LONG_STATUSES.has(status) && call.planner.hasFallbackLeft()) || this.converted !== null) this.readErrorAnswer(body)
+    // (A stream held open for its first token gets the error in band: read whole too.)
+    if ((PROMPT_TOO_LONG_STATUSES.has(status) && call.planner.hasFallbackLeft()) || this.converted !== null || call.client.committed)
+      this.readErrorAnswer(body)
     else this.relay(body)
   }
 
@@ -275,13 +281,13 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     } else if (status === 401 || status === 403) {
       // The upstream refuses the gateway's own credential: passed on, it would tell the client its key is wrong.
       this.fail('error', errors.upstreamFailed(`The upstream refused the gateway's credential for it (${status}).`), status)
-    } else if (notServedBy(this.endpoint, status) && ((planner.retryable('error') && planner.canMoveOn()) || call.client.committed)) {
+    } else if (notServedBy(this.endpoint, status) && ((planner.retryable('error') && planner.canMoveOn()) || call.continuing)) {
       // Another upstream or fallback may serve it (else a fast 404 would draw the traffic of load-aware strategies).
       // No failure of the upstream's: the client's route may cause it, as it may any 4xx (the call keeps it neutral
       // for passive health and tries the same pool no more). With nowhere left, its 404 is the client's answer.
       this.fail('status', errors.upstreamFailed(`The upstream does not serve the model on this route (${status}).`), status)
-    } else if ((planner.retryable('status', status) && planner.canRetry()) || call.client.committed) {
-      // (A continuation's error answer can never reach the client, whose stream is under way: it only fails.)
+    } else if ((planner.retryable('status', status) && planner.canRetry()) || call.continuing) {
+      // (A continuation's error answer can never reach the client, whose answer is under way: it only fails.)
       const retryAfter = this.retryAfterMs
       const wait = { 'retry-after': String(Math.ceil((retryAfter ?? 1000) / 1000)) }
       const error =
@@ -317,11 +323,22 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     return true
   }
 
-  /** An upstream error body to the client, as is or (the upstream speaks another API) in the client's shape. */
+  /**
+   * An upstream error body to the client, as is or (the upstream speaks another API) in the client's shape; to a
+   * stream held open for its first token (StreamRelay.holdOpen), in band, with the upstream's message and status.
+   */
   private answerError(body: Buffer | string, json: boolean): void {
+    const call = this.call
+    if (call.client.committed) {
+      const text = typeof body === 'string' ? body : body.toString('utf8')
+      const message = upstreamErrorMessage(this.converted ?? call.endpoint.family, this.status, text)
+      this.settle()
+      call.endHeldOpen(errors.upstreamFailedInBand(this.status, message))
+      return
+    }
     const converted = this.converted
     const text = typeof body === 'string' ? Buffer.from(body) : body
-    this.answerWhole(converted === null ? body : convertedError(converted, this.call.endpoint.family, this.status, text), json)
+    this.answerWhole(converted === null ? body : convertedError(converted, call.endpoint.family, this.status, text), json)
   }
 
   /**
@@ -404,6 +421,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
    */
   private holdOpen(left: number): void {
     const client = this.call.client
+    this.heartbeatDue = true
     if (!client.committed && this.stream !== null) this.stream.holdOpen()
     this.armDeadline(Math.ceil(client.committed ? left : Math.min(left, this.call.settings.timeouts.heartbeatMs)))
   }
@@ -420,8 +438,11 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       this.fail('error', errors.upstreamFailed('The upstream did not answer in the expected shape.'))
       return
     }
-    if (sse) this.stream = new StreamRelay(this, call, body, reader, call.resumeTapFor(this))
-    else this.json = new JsonRelay(this, call, body, reader)
+    if (!sse) this.json = new JsonRelay(this, call, body, reader)
+    else {
+      this.stream = new StreamRelay(this, call, body, reader, call.resumeTapFor(this))
+      if (this.heartbeatDue && !call.client.committed) this.stream.holdOpen()
+    }
   }
 
   private onBodyError(err: Error): void {

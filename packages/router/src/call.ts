@@ -327,6 +327,19 @@ export class ProxyCall implements CallHost {
 
   private endStreamWithError(error: LlmProxyError, transform: ResponseTransform | null, tail: Buffer | string | null): void {
     this.streamError = error
+    this.endInBand(error, transform, tail)
+  }
+
+  /**
+   * The upstream's error answer to a stream held open for its first token (StreamRelay.holdOpen), the status the
+   * client would have had: in band. It is the upstream's answer, as that status is (passive health reads its status).
+   */
+  endHeldOpen(error: LlmProxyError): void {
+    this.answerFailed = error
+    this.endInBand(error, null, null)
+  }
+
+  private endInBand(error: LlmProxyError, transform: ResponseTransform | null, tail: Buffer | string | null): void {
     // SSE clients get the client API's own error event; a Gemini JSON array needs its encoder's framing.
     const framed = this.clientStreamType === SSE_TYPE ? null : (transform?.errorEvent(error) ?? this.encoder?.error(error) ?? null)
     const client = this.client
@@ -443,26 +456,28 @@ export class ProxyCall implements CallHost {
       // is neutral for passive checks. A 5xx passed on to the client (nowhere left to retry) is still the upstream failing;
       // a 429 passed on, or a 503 with a Retry-After, holds it back as when it is retried (failedResult).
       // A Responses answer ended by `response.failed` is the upstream's answer, often to the client's own input (an
-      // image it cannot fetch, a refused prompt), as a 400 is: recorded as a failure, neutral for health.
+      // image it cannot fetch, a refused prompt), as a 400 is: recorded as a failure, neutral for health. An error
+      // answer sent in band (a stream held open) counts by the upstream's status, as when it is the client's.
+      const answered = attempt.status >= 400 ? attempt.status : status
       const result: AttemptResult =
         this.streamError !== null
           ? { ok: false, kind: 'error', request: this }
           : ctx.clientAborted
             ? { ok: false, kind: 'aborted' }
-            : status >= 500 || status === 429
-              ? this.failedResult('status', status, attempt.retryAfterMs)
+            : answered >= 500 || answered === 429
+              ? this.failedResult('status', answered, attempt.retryAfterMs)
               : ctx.firstTokenAt < attempt.startedAt
                 ? { ok: true }
                 : { ok: true, ttftMs: ctx.firstTokenAt - attempt.startedAt }
       // Reported when the attempt is over, as it ended: an answer cut after its first byte is no `ok`, nor is an
       // upstream's 5xx or 429 passed on to the client. A failed one has its warn line as every other failed attempt.
       if (attempt.release(result)) {
-        const outcome = attemptOutcome(result, this.streamError, status)
-        this.reportAttempt(attempt, outcome, status)
+        const outcome = attemptOutcome(result, this.streamError, answered)
+        this.reportAttempt(attempt, outcome, answered)
         if (outcome !== 'ok' && outcome !== 'aborted') {
           const failure = this.attemptFailure ?? this.streamError
           if (failure !== null) this.logFailedAttempt(attempt, 'cut', failure, undefined)
-          else this.logFailedAttempt(attempt, 'status', null, status)
+          else this.logFailedAttempt(attempt, 'status', null, answered)
         }
       }
     }

@@ -60,6 +60,8 @@ export interface CallHost {
   onCommitted(): void
   onStreamEnd(attempt: AttemptView, error: LlmProxyError | null): void
   onJsonFailed(error: LlmProxyError): void
+  /** An upstream's error answer to a stream held open for its first token: in band, as the upstream's answer. */
+  endHeldOpen(error: LlmProxyError): void
   endAnswer(tail?: Buffer | string | null): void
   resumeTapFor(attempt: AttemptView): ResumeTap | null
 }

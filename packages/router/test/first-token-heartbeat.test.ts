@@ -35,7 +35,7 @@ async function prefilling(res: ServerResponse): Promise<void> {
   res.end(role + text('Ready.') + finish() + usageChunk(50_000, 2) + DONE)
 }
 
-test('a long silence before the first token: each client gets its heartbeat within the interval, then the whole answer', async () => {
+test('a long silence before the first token: each SSE client gets its heartbeat within the interval, then the whole answer', async () => {
   const g = await scripted([upstream('vllm', 'vllm', prefilling)], [{ name: 'm', upstreams: ['vllm'] }], {
     timeouts: { heartbeatMs: HEARTBEAT_MS },
   })
@@ -93,7 +93,8 @@ test('a long silence before the first token: each client gets its heartbeat with
         answer,
         stop: chunks.at(-1)?.candidates[0]?.finishReason,
         seen,
-        beat: query === '' ? '\n' : ': keep-alive\n\n',
+        // A Gemini JSON array (no SSE) is not held open: another upstream's array could not join it.
+        beat: query === '' ? null : ': keep-alive\n\n',
         first: 'Ready.',
       }
     }
@@ -110,9 +111,13 @@ test('a long silence before the first token: each client gets its heartbeat with
     )
     for (const { seen, beat, first } of results) {
       const received = seen.map((s) => s.bytes).join('')
+      const wait = longestWait(seen, first)
+      if (beat === null) {
+        assert.ok(received.startsWith('[') && wait >= PREFILL_MS - 100, `${Math.round(wait)} ms: ${received.slice(0, 80)}`)
+        continue
+      }
       assert.ok(received.startsWith(beat), `${results.findIndex((r) => r.seen === seen)}: ${JSON.stringify(received.slice(0, 80))}`)
       // Silent for PREFILL_MS without the heartbeat; with it, a beat every HEARTBEAT_MS from the request on.
-      const wait = longestWait(seen, first)
       assert.ok(wait < 3 * HEARTBEAT_MS, `longest wait ${Math.round(wait)} ms: ${JSON.stringify(received.slice(0, 200))}`)
     }
     // The heartbeat is no token: the first token's time is the upstream's, and every answer is metered.
@@ -183,28 +188,19 @@ test('held open, its upstream cut before the first token: the next upstream answ
   }
 })
 
-test('held open, and nothing answers: the stall, or the upstream error event, ends the stream in band, in each API', async () => {
+test('held open, and nothing answers: the stall ends the stream in band, in each API; a Gemini JSON array is not held open', async () => {
   const g = await scripted(
     [
       upstream('silent', 'vllm', (res) => {
         sse(res)
         res.flushHeaders()
       }),
-      upstream('refusing', 'vllm', async (res) => {
-        sse(res)
-        res.flushHeaders()
-        await sleep(PREFILL_MS / 2)
-        res.end(`data: ${JSON.stringify({ error: { message: 'The model is out of KV cache.', type: 'BadRequestError', code: 400 } })}\n\n`)
-      }),
     ],
-    [
-      { name: 'm', upstreams: ['silent'] },
-      { name: 'refused', upstreams: ['refusing'] },
-    ],
+    [{ name: 'm', upstreams: ['silent'] }],
     { timeouts: { heartbeatMs: HEARTBEAT_MS, firstTokenMs: PREFILL_MS }, retry: { attempts: 1 } },
   )
   try {
-    const [openai, anthropic, raw, array, refusedOpenai, refusedAnthropic] = await Promise.all([
+    const [openai, anthropic, raw, array] = await Promise.all([
       openaiStream(g.url, 'm'),
       anthropicStream(g.url, 'm'),
       chat(g.url, 'm'),
@@ -212,9 +208,7 @@ test('held open, and nothing answers: the stall, or the upstream error event, en
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }),
-      }).then((res) => res.text()),
-      openaiStream(g.url, 'refused'),
-      anthropicStream(g.url, 'refused'),
+      }).then(async (res) => ({ status: res.status, body: await res.text() })),
     ])
     assert.equal(openai, '<<The upstream stalled before the first token.>>')
     assert.match(anthropic, /^<<.*The upstream stalled before the first token\./)
@@ -222,22 +216,67 @@ test('held open, and nothing answers: the stall, or the upstream error event, en
     assert.ok(raw.body.startsWith(': keep-alive\n\n'), raw.body)
     assert.ok(!raw.body.includes('[DONE]'), raw.body)
     assert.match(raw.body, /\n\nevent: error\ndata: \{"error":\{[^\n]*"code":"llmproxy_upstream_timeout"[^\n]*\}\}\n\n$/)
-    // A Gemini JSON array: its filler, then the error as the array's element, and no closing bracket (not complete).
-    assert.match(
-      array,
-      /^\n+\[\{"error":\{"code":504,"message":"The upstream stalled before the first token\.","status":"DEADLINE_EXCEEDED"\}\}$/,
-    )
-    // The upstream's own error, as it said it (a 400: not retried).
-    assert.match(refusedOpenai, /^<<.*The model is out of KV cache\./)
-    assert.match(refusedAnthropic, /^<<.*The model is out of KV cache\./)
+    // A Gemini JSON array (no SSE) is not held open (another upstream's array could not join it): its error is a status.
+    assert.equal(array.status, 504)
+    assert.match(array.body, /^\{"error":\{"code":504,"message":"The upstream stalled before the first token\."/)
     await sleep(50)
     assert.deepEqual(g.records.map((r) => [r.status, r.error?.code]).sort(), [
-      [200, 'llmproxy_upstream_error'],
-      [200, 'llmproxy_upstream_error'],
       [200, 'llmproxy_upstream_timeout'],
       [200, 'llmproxy_upstream_timeout'],
       [200, 'llmproxy_upstream_timeout'],
-      [200, 'llmproxy_upstream_timeout'],
+      [504, 'llmproxy_upstream_timeout'],
+    ])
+  } finally {
+    await g.close()
+  }
+})
+
+test('held open, then an error the client would have had as its status: in band at once, with its message, not retried', async () => {
+  const vllmError = (message: string) => JSON.stringify({ error: { message, type: 'BadRequestError', code: 400 } })
+  // A 200 stream whose first event, after the hold, is vLLM's 400.
+  const refusing = upstream('refusing', 'vllm', async (res) => {
+    sse(res)
+    res.flushHeaders()
+    await sleep(PREFILL_MS / 2)
+    res.end(`data: ${vllmError('The model is out of KV cache.')}\n\n`)
+  })
+  // A 400 answer, to the attempt after the cut.
+  const invalid = upstream('invalid', 'vllm', (res) => {
+    res.writeHead(400, { 'content-type': 'application/json' })
+    res.end(vllmError('"tools": unsupported JSON schema keyword.'))
+  })
+  const fallback = upstream('fallback', 'vllm', prefilling)
+  const g = await scripted(
+    [refusing, upstream('cut', 'vllm', cutInPrefill), upstream('cut2', 'vllm', cutInPrefill), invalid, fallback],
+    [
+      { name: 'refused', upstreams: ['refusing'], fallbacks: ['spare'] },
+      { name: 'invalid', upstreams: ['cut', 'invalid'], fallbacks: ['spare'] },
+      { name: 'invalid2', upstreams: ['cut2', 'invalid'], fallbacks: ['spare'] },
+      { name: 'spare', upstreams: ['fallback'] },
+    ],
+    { timeouts: { heartbeatMs: HEARTBEAT_MS } },
+  )
+  try {
+    const answers = await Promise.all([
+      openaiStream(g.url, 'refused'),
+      anthropicStream(g.url, 'refused'),
+      openaiStream(g.url, 'invalid'),
+      chat(g.url, 'invalid2'),
+    ])
+    assert.match(answers[0] as string, /^<<.*The model is out of KV cache\./)
+    assert.match(answers[1] as string, /^<<.*The model is out of KV cache\./)
+    assert.match(answers[2] as string, /^<<.*"tools": unsupported JSON schema keyword\./)
+    const raw = answers[3] as { status: number; body: string }
+    assert.equal(raw.status, 200)
+    assert.match(raw.body, /^(: keep-alive\n\n)+event: error\ndata: \{"error":\{"message":"\\"tools\\": unsupported JSON schema keyword\."/)
+    // Once each: no retry, no fallback (a 400 is the client's answer).
+    assert.deepEqual([refusing.bodies.length, invalid.bodies.length, fallback.bodies.length], [2, 2, 0])
+    await sleep(50)
+    assert.deepEqual(g.records.map((r) => [r.model, r.status, r.attempts, r.error?.code]).sort(), [
+      ['invalid', 200, 2, 'llmproxy_upstream_error'],
+      ['invalid2', 200, 2, 'llmproxy_upstream_error'],
+      ['refused', 200, 1, 'llmproxy_upstream_error'],
+      ['refused', 200, 1, 'llmproxy_upstream_error'],
     ])
   } finally {
     await g.close()
@@ -303,6 +342,40 @@ test('a client that leaves while held open: the upstream request is closed at on
       g.records.map((r) => [r.status, r.clientAborted]),
       [[200, true]],
     )
+  } finally {
+    await g.close()
+  }
+})
+
+test('headers that come after the heartbeat was due: the client is held open at once, not a heartbeat later', async () => {
+  let headersAt = 0
+  const g = await scripted(
+    [
+      upstream('late', 'vllm', async (res) => {
+        // Past the heartbeat point, short of the next look.
+        await sleep(HEARTBEAT_MS * 1.3)
+        sse(res)
+        res.flushHeaders()
+        headersAt = performance.now()
+        await sleep(PREFILL_MS)
+        res.end(role + text('Ready.') + finish() + DONE)
+      }),
+    ],
+    [{ name: 'm', upstreams: ['late'] }],
+    { timeouts: { heartbeatMs: HEARTBEAT_MS } },
+  )
+  try {
+    const res = await fetch(`${g.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+    })
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+    assert.equal(new TextDecoder().decode((await reader.read()).value), ': keep-alive\n\n')
+    // A heartbeat later would be HEARTBEAT_MS * 0.7 after the headers.
+    const after = performance.now() - headersAt
+    assert.ok(after < HEARTBEAT_MS * 0.5, `the first heartbeat ${Math.round(after)} ms after the upstream's headers`)
+    await reader.cancel()
   } finally {
     await g.close()
   }

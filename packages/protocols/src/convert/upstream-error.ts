@@ -127,6 +127,11 @@ export function convertUpstreamError(upstream: ApiFamily, client: ApiFamily, sta
   return clientErrorBody(client, status, message, known?.name)
 }
 
+/** What an upstream's error answer says: its own message, or the body quoted when it has none the gateway reads. */
+export function upstreamErrorMessage(upstream: ApiFamily, status: number, body: string): string {
+  return readUpstreamError(upstream, body)?.message ?? quoteBody(status, body)
+}
+
 function readUpstreamError(upstream: ApiFamily, body: string): { message: string; name?: string } | undefined {
   let parsed: unknown
   try {
