@@ -144,7 +144,8 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     // Armed once the request is on its way (nothing can answer it before this tick ends).
     if (this.done || call.attempt !== this) return
     this.firstByteBy = this.startedAt + firstByteMs
-    // (A Gemini JSON array, no SSE, is not held open: another upstream's answer could not join it.)
+    // (A Gemini JSON array, no SSE, is not held open: another upstream's answer could not join it, and its API's SSE
+    // heartbeat, WireFormat.streamKeepAlive, is no array filler.)
     const holds = call.ctx.stream && !call.client.committed && call.clientStreamType === SSE
     this.armDeadline(holds ? this.heartbeatIn(firstByteMs) : firstByteMs)
   }

@@ -336,6 +336,8 @@ export class ProxyCall implements CallHost {
    */
   endHeldOpen(error: LlmProxyError): void {
     this.answerFailed = error
+    // No answer: what the upstream reported counts, nothing is estimated (as for an error status).
+    this.meter.endAnswer(false, this.attempt?.stream?.scanner ?? null)
     this.endInBand(error, null, null)
   }
 

@@ -58,7 +58,7 @@ export const TimeoutsSchema = Type.Object(
       maximum: MAX_TIMER_MS,
       default: 5000,
       description:
-        "Streamed requests: the longest a client waits with nothing received while its answer is under way, before it gets its API's heartbeat (an SSE comment, Anthropic's ping), so that a proxy or load balancer in front (nginx: 60 s idle) does not cut it. Before the first token, once an upstream has answered with its stream's headers, the client's SSE stream starts then: an error after that reaches the client as an in-band error event, not a status (retries and failover go on as before). 0: never.",
+        "Streamed requests: how long a client waiting on the gateway gets nothing before its API's heartbeat (an SSE comment, Anthropic's ping), so that a proxy or load balancer in front (nginx: 60 s idle) does not cut it: before the first token once an upstream has answered with its headers (the client's SSE stream starts then, and an error after that reaches it in band, not as a status; retries and failover go on as before), while a cut stream is continued, and while a converted upstream streams what the client does not see. An upstream silent mid-answer gets none (a same-format client gets the upstream's own bytes). 0: never.",
     }),
     responseMs: Type.Integer({
       minimum: 1,

@@ -321,3 +321,44 @@ test('a Gemini stream cut after a chunk of several text parts is continued from 
     await g.close()
   }
 })
+
+test('while a continuation is reached, the client gets its heartbeat every timeouts.heartbeatMs; 0 sends none', async () => {
+  const streamed = async (heartbeatMs: number) => {
+    const g = await scripted(
+      [
+        upstream('a', 'vllm', async (res) => {
+          sse(res)
+          res.write(role + text('Hello'))
+          await sleep(100)
+          res.destroy()
+        }),
+        // The continuation's upstream answers 1.5 s later.
+        upstream(
+          'b',
+          'vllm',
+          async (res) => {
+            await sleep(1500)
+            sse(res)
+            res.end(role + text(' world.') + finish() + DONE)
+          },
+          true,
+        ),
+      ],
+      [{ name: 'm', upstreams: ['a', 'b'] }],
+      { timeouts: { heartbeatMs } },
+    )
+    try {
+      const body = await streamChat(g.url, 'm')
+      await sleep(50)
+      return { beats: body.split(': keep-alive\n\n').length - 1, whole: body.endsWith(DONE), resumed: g.records[0]?.resumed }
+    } finally {
+      await g.close()
+    }
+  }
+  // One at the cut, then one every 300 ms of the 1.5 s wait.
+  const frequent = await streamed(300)
+  assert.ok(frequent.beats >= 4 && frequent.beats <= 7, JSON.stringify(frequent))
+  assert.deepEqual(await streamed(0), { beats: 0, whole: true, resumed: true })
+  assert.deepEqual(await streamed(5000), { beats: 1, whole: true, resumed: true })
+  assert.deepEqual([frequent.whole, frequent.resumed], [true, true])
+})

@@ -10,8 +10,9 @@ import OpenAI from 'openai'
 import { DONE, role, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
 import { type Seen, timedFetch } from './sdk-streams.js'
 
-/** How long the upstream streams nothing the client sees: longer than the gateway's heartbeat interval (5 s). */
-const HIDDEN_MS = 6500
+/** The gateway's heartbeat interval (timeouts.heartbeatMs), and how long the upstream streams nothing the client sees. */
+const HEARTBEAT_MS = 1000
+const HIDDEN_MS = 2500
 const EVERY_MS = 200
 
 /** The longest time between two chunks the client got. */
@@ -26,8 +27,8 @@ const event = (name: string, data: Record<string, unknown>) => `event: ${name}\n
 const textDelta = (t: string) => event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: t } })
 
 /**
- * An Anthropic upstream: the answer's first word, pings for HIDDEN_MS, then the rest. (Before its first token a
- * stream is not committed, so that another upstream can still answer: a Gemini client gets nothing before it.)
+ * An Anthropic upstream: the answer's first word, pings for HIDDEN_MS, then the rest. (The first word first: this is
+ * a stream under way; one held open before its first token is first-token-heartbeat.test.ts's.)
  */
 async function pinging(res: ServerResponse): Promise<void> {
   sse(res)
@@ -70,7 +71,7 @@ test('hidden upstream output: each converted client gets its heartbeat within th
       { name: 'pings', upstreams: ['anthropic'] },
       { name: 'thinks', upstreams: ['vllm'] },
     ],
-    { timeouts: { idleMs: 30_000 } },
+    { timeouts: { idleMs: 30_000, heartbeatMs: HEARTBEAT_MS } },
   )
   try {
     const toOpenai = async () => {
@@ -107,8 +108,9 @@ test('hidden upstream output: each converted client gets its heartbeat within th
     assert.ok(anthropic.seen.some((part) => part.bytes.includes('event: ping\ndata: {"type":"ping"}\n\n')))
     assert.ok(array.seen.some((part) => part.bytes === '\n'))
     for (const { seen } of [openai, anthropic, array]) {
-      // Silent for HIDDEN_MS without the heartbeat; with it, a beat 5 s after the last bytes (at the next upstream chunk).
-      assert.ok(longestGap(seen) < 5000 + 4 * EVERY_MS, `longest silence ${Math.round(longestGap(seen))} ms`)
+      // Silent for HIDDEN_MS without the heartbeat; with it, a beat HEARTBEAT_MS after the last bytes (at the next
+      // upstream chunk).
+      assert.ok(longestGap(seen) < HEARTBEAT_MS + 4 * EVERY_MS, `longest silence ${Math.round(longestGap(seen))} ms`)
     }
   } finally {
     await g.close()

@@ -231,15 +231,18 @@ test('held open, and nothing answers: the stall ends the stream in band, in each
   }
 })
 
-test('held open, then an error the client would have had as its status: in band at once, with its message, not retried', async () => {
-  const vllmError = (message: string) => JSON.stringify({ error: { message, type: 'BadRequestError', code: 400 } })
-  // A 200 stream whose first event, after the hold, is vLLM's 400.
-  const refusing = upstream('refusing', 'vllm', async (res) => {
-    sse(res)
-    res.flushHeaders()
-    await sleep(PREFILL_MS / 2)
-    res.end(`data: ${vllmError('The model is out of KV cache.')}\n\n`)
-  })
+test('held open, then an error the client would have had as its status: in band, with its message, retried as that status, never billed', async () => {
+  const vllmError = (message: string, code = 400) => JSON.stringify({ error: { message, type: 'BadRequestError', code } })
+  /** A 200 stream whose first event, after the hold, is vLLM's error. */
+  const failingAfterHold = (name: string, error: string) =>
+    upstream(name, 'vllm', async (res) => {
+      sse(res)
+      res.flushHeaders()
+      await sleep(PREFILL_MS / 2)
+      res.end(`data: ${error}\n\n`)
+    })
+  const refusing = failingAfterHold('refusing', vllmError('The model is out of KV cache.'))
+  const overloaded = failingAfterHold('overloaded', vllmError('The server is overloaded.', 503))
   // A 400 answer, to the attempt after the cut.
   const invalid = upstream('invalid', 'vllm', (res) => {
     res.writeHead(400, { 'content-type': 'application/json' })
@@ -247,9 +250,10 @@ test('held open, then an error the client would have had as its status: in band 
   })
   const fallback = upstream('fallback', 'vllm', prefilling)
   const g = await scripted(
-    [refusing, upstream('cut', 'vllm', cutInPrefill), upstream('cut2', 'vllm', cutInPrefill), invalid, fallback],
+    [refusing, overloaded, upstream('cut', 'vllm', cutInPrefill), upstream('cut2', 'vllm', cutInPrefill), invalid, fallback],
     [
       { name: 'refused', upstreams: ['refusing'], fallbacks: ['spare'] },
+      { name: 'busy', upstreams: ['overloaded'] },
       { name: 'invalid', upstreams: ['cut', 'invalid'], fallbacks: ['spare'] },
       { name: 'invalid2', upstreams: ['cut2', 'invalid'], fallbacks: ['spare'] },
       { name: 'spare', upstreams: ['fallback'] },
@@ -262,6 +266,7 @@ test('held open, then an error the client would have had as its status: in band 
       anthropicStream(g.url, 'refused'),
       openaiStream(g.url, 'invalid'),
       chat(g.url, 'invalid2'),
+      openaiStream(g.url, 'busy'),
     ])
     assert.match(answers[0] as string, /^<<.*The model is out of KV cache\./)
     assert.match(answers[1] as string, /^<<.*The model is out of KV cache\./)
@@ -269,14 +274,29 @@ test('held open, then an error the client would have had as its status: in band 
     const raw = answers[3] as { status: number; body: string }
     assert.equal(raw.status, 200)
     assert.match(raw.body, /^(: keep-alive\n\n)+event: error\ndata: \{"error":\{"message":"\\"tools\\": unsupported JSON schema keyword\."/)
-    // Once each: no retry, no fallback (a 400 is the client's answer).
-    assert.deepEqual([refusing.bodies.length, invalid.bodies.length, fallback.bodies.length], [2, 2, 0])
+    // A 503 is retried (retry.attempts: 3), then the last one is the client's, in band.
+    assert.match(answers[4] as string, /^<<.*The server is overloaded\./)
+    // A 400 once each: no retry, no fallback (it is the client's answer).
+    assert.deepEqual([refusing.bodies.length, invalid.bodies.length, fallback.bodies.length, overloaded.bodies.length], [2, 2, 0, 3])
     await sleep(50)
-    assert.deepEqual(g.records.map((r) => [r.model, r.status, r.attempts, r.error?.code]).sort(), [
-      ['invalid', 200, 2, 'llmproxy_upstream_error'],
-      ['invalid2', 200, 2, 'llmproxy_upstream_error'],
-      ['refused', 200, 1, 'llmproxy_upstream_error'],
-      ['refused', 200, 1, 'llmproxy_upstream_error'],
+    // No answer, nothing reported: no tokens (none estimated from the prompt), as for an error status.
+    assert.deepEqual(g.records.map((r) => [r.model, r.status, r.attempts, r.error?.code, r.promptTokens, r.completionTokens]).sort(), [
+      ['busy', 200, 3, 'llmproxy_upstream_error', 0, 0],
+      ['invalid', 200, 2, 'llmproxy_upstream_error', 0, 0],
+      ['invalid2', 200, 2, 'llmproxy_upstream_error', 0, 0],
+      ['refused', 200, 1, 'llmproxy_upstream_error', 0, 0],
+      ['refused', 200, 1, 'llmproxy_upstream_error', 0, 0],
+    ])
+    // Passive health and onAttempt count every 503, the last one (answered in band) too; a 400 is the upstream's answer.
+    const reported = (name: string) => g.attempts.filter((a) => a.upstream === name).map((a) => [a.result, a.status])
+    assert.deepEqual(reported('overloaded'), [
+      ['status', 503],
+      ['status', 503],
+      ['status', 503],
+    ])
+    assert.deepEqual(reported('refusing'), [
+      ['ok', 400],
+      ['ok', 400],
     ])
   } finally {
     await g.close()

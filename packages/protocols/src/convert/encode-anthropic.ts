@@ -21,7 +21,6 @@ const DELTA_HEAD = 'event: content_block_delta\ndata: {"type":"content_block_del
 const TEXT_BLOCK = '{"type":"text","text":""}'
 const THINKING_BLOCK = '{"type":"thinking","thinking":"","signature":""}'
 const MESSAGE_STOP = 'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-/** Anthropic's own heartbeat (its SDKs skip it): what its API sends while a model produces nothing to stream. */
 
 /**
  * Events → Anthropic Messages events: `message_start`, one content block at a time (text, thinking with its
