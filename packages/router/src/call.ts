@@ -336,8 +336,6 @@ export class ProxyCall implements CallHost {
    */
   endHeldOpen(error: LlmProxyError): void {
     this.answerFailed = error
-    // No answer: what the upstream reported counts, nothing is estimated (as for an error status).
-    this.meter.endAnswer(false, this.attempt?.stream?.scanner ?? null)
     this.endInBand(error, null, null)
   }
 
@@ -499,7 +497,9 @@ export class ProxyCall implements CallHost {
     ctx.endedAt = performance.now()
     const attempt = this.attempt
     if (attempt !== null) {
-      const ok = status >= 200 && status < 300
+      // An answer that began (a stream held open for its first token has a 200 and no answer yet; a continuation's
+      // replay may be generating the part the client has, which is dropped).
+      const ok = status >= 200 && status < 300 && (attempt.delivering || this.continuation !== null)
       this.meter.endAnswer(
         ok && this.endpoint.metered,
         attempt.stream?.scanner ?? null,

@@ -8,6 +8,7 @@ import type { ServerResponse } from 'node:http'
 import { test } from 'node:test'
 import Anthropic from '@anthropic-ai/sdk'
 import { GoogleGenAI } from '@google/genai'
+import { errors } from '@llmproxy/core'
 import OpenAI from 'openai'
 import { DONE, finish, role, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
 import { anthropicStream, openaiStream, type Seen, timedFetch } from './sdk-streams.js'
@@ -327,7 +328,7 @@ test('heartbeatMs: 0 holds nothing open: the stall is a 504 the SDKs do not retr
   }
 })
 
-test('a client that leaves while held open: the upstream request is closed at once, and the record says so', async () => {
+test('a client that leaves while held open, a gateway that stops: the upstream request is closed at once, nothing is billed', async () => {
   let upstreamClosed = (_: unknown) => {}
   const closed = new Promise((resolve) => {
     upstreamClosed = resolve
@@ -357,10 +358,19 @@ test('a client that leaves while held open: the upstream request is closed at on
     abort.abort()
     const closedAt = (await closed) as number
     assert.ok(closedAt - left < 1000, `upstream closed ${Math.round(closedAt - left)} ms after the client left`)
+    // The gateway stops while another is held.
+    const stopped = chat(g.url, 'm')
+    await sleep(HEARTBEAT_MS * 2)
+    assert.equal(g.app.llmRouter.abortInFlight(errors.shuttingDown()), 1)
+    assert.match((await stopped).body, /^(: keep-alive\n\n)+event: error\ndata: \{"error":\{[^\n]*"code":"llmproxy_shutting_down"/)
     await sleep(50)
+    // No answer began: no tokens, none estimated from the prompt (as without the hold).
     assert.deepEqual(
-      g.records.map((r) => [r.status, r.clientAborted]),
-      [[200, true]],
+      g.records.map((r) => [r.status, r.clientAborted, r.promptTokens, r.estimated, r.error?.code]),
+      [
+        [200, true, 0, false, undefined],
+        [200, false, 0, false, 'llmproxy_shutting_down'],
+      ],
     )
   } finally {
     await g.close()
