@@ -5,7 +5,7 @@ import { StreamConverter } from './convert.js'
 import type { AttemptView, CallHost } from './host.js'
 import { LineEnds } from './line-ends.js'
 import type { ResumeTap } from './resume.js'
-import { StreamScanner } from './scanner.js'
+import { StreamScanner, type UpstreamErrorEvent } from './scanner.js'
 import { EventAligner } from './tap.js'
 import type { UpstreamBody } from './upstream-response.js'
 
@@ -42,6 +42,8 @@ export class StreamRelay {
   private lastOutputAt = 0
   /** The in-band failure the stream ends with once the upstream's usage after it is read (null: none). */
   private failing: LlmProxyError | null = null
+  /** The error event the stream opened with, acted on once the usage after it is read (null: none). */
+  private failedFirst: UpstreamErrorEvent | null = null
   private ended = false
   /**
    * A terminator that does not end the stream came (Gemini's finishReason), and the upstream's output count with or
@@ -112,9 +114,11 @@ export class StreamRelay {
       meter.reader?.write(chunk, scanner.errorAt)
       meter.responseBytes += chunk.length - scanner.errorAt
       if (!this.attempt.delivering) {
-        // Nothing reached the client before it (at most comments, or an event still incomplete): another attempt can answer.
-        this.ended = true
-        this.attempt.failedAtStart(scanner.errorEvent(chunk))
+        // Nothing reached the client before it (at most comments, or an event still incomplete): another attempt can
+        // answer, once the usage the upstream sends after its error is read (vLLM writes its usage chunk apart).
+        const event = scanner.errorEvent(chunk)
+        this.failedFirst = event
+        this.endAfterUsage(event.error)
         return
       }
       // The in-band error says what the upstream reported (an Anthropic client reads overloaded_error as it was sent).
@@ -335,7 +339,10 @@ export class StreamRelay {
     this.clearTimer()
     if (this.failing !== null) error = this.failing
     if (error !== null && !this.attempt.delivering) {
-      this.attempt.failBeforeAnswer(error)
+      const event = this.failedFirst
+      // An error event first is the error the upstream would have answered before its stream (its status kept).
+      if (event !== null) this.attempt.failedAtStart(event)
+      else this.attempt.failBeforeAnswer(error)
       return
     }
     this.flushHeld(false)
@@ -348,9 +355,12 @@ export class StreamRelay {
     this.call.onStreamEnd(this.attempt, error)
   }
 
-  /** The in-band failure the stream ends with, while the upstream's usage after it is read (null: none). */
+  /**
+   * The in-band failure the stream ends with, while the upstream's usage after it is read (null: none, or an error
+   * event first: an answer the upstream gave, a 400 as well as a 503, judged when it is acted on).
+   */
   get failure(): LlmProxyError | null {
-    return this.failing
+    return this.failedFirst === null ? this.failing : null
   }
 
   /** The attempt was abandoned (the client left): nothing more is relayed. */

@@ -425,3 +425,46 @@ test('a too-long prompt goes to the fallback model as each server words it; othe
     await g.close()
   }
 })
+
+test('the usage an upstream writes apart after a failed first event is read and counted, whether the request is then retried or answered', async () => {
+  /** vLLM: headers, then the failing event and its usage chunk as two writes (each of its SSE chunks is its own). */
+  const failing = (name: string, first: string) =>
+    upstream(name, 'vllm', async (res) => {
+      sse(res)
+      res.write(first)
+      await sleep(20)
+      res.end(usageChunk(1005, 0) + DONE)
+    })
+  const refusing = failing('refusing', VLLM_FIRST_ERROR('temperature must be non-negative, got -1.0.'))
+  const aborting = failing('aborting', finish('abort'))
+  const healthy = upstream('healthy', 'vllm', (res) => {
+    sse(res)
+    res.end(role + text('Fine') + finish() + usageChunk(7, 1) + DONE)
+  })
+  const g = await scripted(
+    [refusing, aborting, healthy],
+    [
+      { name: 'refused', upstreams: ['refusing'] },
+      { name: 'retried', upstreams: ['aborting', 'healthy'], strategy: 'ordered' },
+    ],
+    { retry: { attempts: 2, backoffMs: 10 } },
+  )
+  try {
+    const refused = await post(g, '/v1/chat/completions', chat('refused'))
+    assert.equal(refused.status, 400)
+    const retried = await post(g, '/v1/chat/completions', chat('retried'))
+    assert.equal(retried.status, 200)
+    assert.match(retried.text, /"content":"Fine"/)
+    await eventually(() => g.records.length === 2, 3000, 'usage records')
+    // The refused prefill was spent upstream: its reported prompt counts (0 before: only the failing chunk was read).
+    assert.deepEqual(
+      g.records.map((r) => [r.status, r.attempts, r.promptTokens, r.completionTokens, r.estimated]),
+      [
+        [400, 1, 1005, 0, false],
+        [200, 2, 1012, 1, false],
+      ],
+    )
+  } finally {
+    await g.close()
+  }
+})
