@@ -448,6 +448,11 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
 
   private onBodyError(err: Error): void {
     if (this.done) return
+    // A stream that failed in band, its usage being read: the failure it reported ends it, not the lost connection.
+    if (this.stream?.readingUsage === true) {
+      this.stream.end(null)
+      return
+    }
     if (!this.delivering) {
       this.fail('error', errors.upstreamFailed('The upstream connection failed before the first token.', { cause: err }))
       return

@@ -118,6 +118,8 @@ export class StreamRelay {
         // answer, once the usage the upstream sends after its error is read (vLLM writes its usage chunk apart).
         const event = scanner.errorEvent(chunk)
         this.failedFirst = event
+        // (Its own bound, USAGE_GRACE_MS, replaces the first-byte deadline and the heartbeat's look: the error is in.)
+        this.attempt.clearDeadline()
         this.endAfterUsage(event.error)
         return
       }
@@ -361,6 +363,11 @@ export class StreamRelay {
    */
   get failure(): LlmProxyError | null {
     return this.failedFirst === null ? this.failing : null
+  }
+
+  /** It failed in band and reads on for the usage after the failure (endAfterUsage). */
+  get readingUsage(): boolean {
+    return this.failing !== null && !this.ended
   }
 
   /** The attempt was abandoned (the client left): nothing more is relayed. */

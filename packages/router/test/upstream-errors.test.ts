@@ -468,3 +468,46 @@ test('the usage an upstream writes apart after a failed first event is read and 
     await g.close()
   }
 })
+
+test('while the usage after a failed first event is read, a reset or the first-byte deadline does not change the answer', async () => {
+  // The error, its usage, then the connection reset (vLLM's engine dying).
+  const resetting = upstream('resetting', 'vllm', async (res) => {
+    sse(res)
+    res.write(VLLM_FIRST_ERROR('temperature must be non-negative, got -1.0.'))
+    await sleep(20)
+    res.write(usageChunk(1005, 0))
+    await sleep(20)
+    res.destroy()
+  })
+  // The error 300 ms in, then the response kept open past the first-byte deadline (500 ms).
+  const lingering = upstream('lingering', 'vllm', async (res) => {
+    sse(res)
+    res.flushHeaders()
+    await sleep(300)
+    res.write(VLLM_FIRST_ERROR('max_tokens must be at least 1, got 0.'))
+  })
+  const g = await scripted(
+    [resetting, lingering],
+    [
+      { name: 'reset', upstreams: ['resetting'] },
+      { name: 'lingers', upstreams: ['lingering'] },
+    ],
+    { retry: { attempts: 3, backoffMs: 10 }, timeouts: { firstTokenMs: 500 } },
+  )
+  try {
+    const [reset, lingers] = await Promise.all([
+      post(g, '/v1/chat/completions', chat('reset')),
+      post(g, '/v1/chat/completions', chat('lingers')),
+    ])
+    assert.deepEqual([reset.status, JSON.parse(reset.text).error.message], [400, 'temperature must be non-negative, got -1.0.'])
+    assert.deepEqual([lingers.status, JSON.parse(lingers.text).error.message], [400, 'max_tokens must be at least 1, got 0.'])
+    assert.deepEqual([resetting.bodies.length, lingering.bodies.length], [1, 1], 'not retried')
+    await eventually(() => g.records.length === 2, 3000, 'usage records')
+    assert.deepEqual(g.records.map((r) => [r.model, r.status, r.attempts, r.promptTokens]).sort(), [
+      ['lingers', 400, 1, 0],
+      ['reset', 400, 1, 1005],
+    ])
+  } finally {
+    await g.close()
+  }
+})
