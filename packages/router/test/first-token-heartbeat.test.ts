@@ -144,12 +144,18 @@ async function cutInPrefill(res: ServerResponse): Promise<void> {
 
 /** A streamed chat request by plain fetch: its status and the bytes the client received. */
 async function chat(url: string, model: string): Promise<{ status: number; body: string }> {
-  const res = await fetch(`${url}/v1/chat/completions`, {
+  const res = await open(url, model)
+  return { status: res.status, body: await res.text() }
+}
+
+/** A streamed chat request by plain fetch: the response, its body still to read. */
+function open(url: string, model: string, signal?: AbortSignal): Promise<Response> {
+  return fetch(`${url}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+    ...(signal === undefined ? {} : { signal }),
   })
-  return { status: res.status, body: await res.text() }
 }
 
 test('held open, its upstream cut before the first token: the next upstream answers in the same stream, once', async () => {
@@ -316,11 +322,7 @@ test('heartbeatMs: 0 holds nothing open: the stall is a 504 the SDKs do not retr
     { timeouts: { heartbeatMs: 0, firstTokenMs: PREFILL_MS }, retry: { attempts: 1 } },
   )
   try {
-    const res = await fetch(`${g.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
-    })
+    const res = await open(g.url, 'm')
     assert.deepEqual([res.status, res.headers.get('x-should-retry')], [504, 'false'])
     assert.match(await res.text(), /"code":"llmproxy_upstream_timeout"/)
   } finally {
@@ -346,12 +348,7 @@ test('a client that leaves while held open, a gateway that stops: the upstream r
   )
   try {
     const abort = new AbortController()
-    const res = await fetch(`${g.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
-      signal: abort.signal,
-    })
+    const res = await open(g.url, 'm', abort.signal)
     const reader = (res.body as ReadableStream<Uint8Array>).getReader()
     assert.equal(new TextDecoder().decode((await reader.read()).value), ': keep-alive\n\n')
     const left = performance.now()
@@ -395,11 +392,7 @@ test('headers that come after the heartbeat was due: the client is held open at 
     { timeouts: { heartbeatMs: HEARTBEAT_MS } },
   )
   try {
-    const res = await fetch(`${g.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
-    })
+    const res = await open(g.url, 'm')
     const reader = (res.body as ReadableStream<Uint8Array>).getReader()
     assert.equal(new TextDecoder().decode((await reader.read()).value), ': keep-alive\n\n')
     // A heartbeat later would be HEARTBEAT_MS * 0.7 after the headers.
