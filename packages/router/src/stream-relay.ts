@@ -118,13 +118,13 @@ export class StreamRelay {
         // answer, once the usage the upstream sends after its error is read (vLLM writes its usage chunk apart).
         const event = scanner.errorEvent(chunk)
         this.failedFirst = event
-        // (Its own bound, USAGE_GRACE_MS, replaces the first-byte deadline and the heartbeat's look: the error is in.)
-        this.attempt.clearDeadline()
         this.endAfterUsage(event.error)
         return
       }
       // The in-band error says what the upstream reported (an Anthropic client reads overloaded_error as it was sent).
-      this.endAfterUsage(scanner.upstreamError(chunk))
+      // Before any data event (only comments went out: OpenRouter's processing comments) it is the error the upstream
+      // would have answered before its stream, its status kept: a refused request (a 4xx) is not continued.
+      this.endAfterUsage(scanner.dataEvents === 0 ? scanner.errorEvent(chunk).error : scanner.upstreamError(chunk))
       return
     }
     this.pass(chunk)
@@ -225,6 +225,8 @@ export class StreamRelay {
   private endAfterUsage(failure: LlmProxyError): void {
     this.failing = failure
     this.clearTimer()
+    // (Before the first byte, its own bound replaces the first-byte deadline and the heartbeat's look: the failure is in.)
+    this.attempt.clearDeadline()
     const body = this.body
     body.removeAllListeners('data')
     body.on('data', (chunk: Buffer) => this.readUsage(chunk))

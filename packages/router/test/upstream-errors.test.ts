@@ -511,3 +511,51 @@ test('while the usage after a failed first event is read, a reset or the first-b
     await g.close()
   }
 })
+
+test("a 400 event after the upstream's processing comments is not continued elsewhere: in band once, billed once", async () => {
+  // OpenRouter's comments come first: the client's stream is under way when the 400 comes.
+  const commenting = upstream('commenting', 'openai', async (res) => {
+    sse(res)
+    res.write(': OPENROUTER PROCESSING\n\n')
+    await sleep(30)
+    res.end(VLLM_FIRST_ERROR('temperature must be non-negative, got -1.0.') + usageChunk(1005, 0) + DONE)
+  })
+  const g = await scripted([commenting], [{ name: 'm', upstreams: ['commenting'] }])
+  try {
+    const answer = await post(g, '/v1/chat/completions', chat('m'))
+    assert.equal(answer.status, 200)
+    assert.match(
+      answer.text,
+      /^: OPENROUTER PROCESSING\n\nevent: error\ndata: \{"error":\{"message":"[^"]*temperature must be non-negative/,
+    )
+    assert.equal(commenting.bodies.length, 1, 'not continued on another attempt')
+    await eventually(() => g.records.length === 1, 3000, 'usage record')
+    assert.deepEqual(
+      g.records.map((r) => [r.attempts, r.resumed, r.promptTokens]),
+      [[1, false, 1005]],
+    )
+  } finally {
+    await g.close()
+  }
+})
+
+test('a converted stream whose first chunk fails the conversion keeps its failure while its usage is read', async () => {
+  const malformed = upstream('malformed', 'vllm', async (res) => {
+    sse(res)
+    res.flushHeaders()
+    await sleep(300)
+    // Malformed, then its usage; the response stays open past firstTokenMs.
+    res.write(`data: {not json}\n\n${usageChunk(1005, 0)}`)
+  })
+  const g = await scripted([malformed], [{ name: 'm', upstreams: ['malformed'] }], {
+    retry: { attempts: 1 },
+    timeouts: { firstTokenMs: 500 },
+  })
+  try {
+    const answer = await post(g, '/v1/messages', messages('m'))
+    assert.equal(answer.status, 502)
+    assert.match(answer.text, /The upstream sent malformed data/)
+  } finally {
+    await g.close()
+  }
+})
