@@ -422,7 +422,7 @@ export class ProxyCall implements CallHost {
     if (this.client.committed) {
       // Nothing could continue a cut stream: it ends with the failure that cut it. A stream held open for its first
       // token (StreamRelay.holdOpen) ends with this one.
-      if (!this.client.ended) this.endStreamWithError(this.continuation?.failure ?? error, this.attempt?.transform ?? null, null)
+      if (!this.client.ended) this.endStreamWithError(this.continuation?.failure ?? error, null, null)
       return
     }
     this.clearWait()
@@ -503,7 +503,7 @@ export class ProxyCall implements CallHost {
     if (attempt !== null) {
       // An answer that began (a stream held open for its first token has a 200 and no answer yet; a continuation's
       // replay may be generating the part the client has, which is dropped).
-      const ok = status >= 200 && status < 300 && (attempt.delivering || this.continuation !== null)
+      const ok = status >= 200 && status < 300 && (attempt.delivering || this.continuing)
       this.meter.endAnswer(
         ok && this.endpoint.metered,
         attempt.stream?.scanner ?? null,
