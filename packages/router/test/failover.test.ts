@@ -526,27 +526,39 @@ describe('bounds: attempts, total budget, backoff with jitter, Retry-After', () 
     const c = await startCluster({
       mocks: { a: {} },
       models: [{ name: 'm', upstreams: ['a'], upstreamModel: 'pool-model' }],
-      // Ten 429s shared by ten clients: one client may meet several of them in a row.
       router: { retry: { attempts: 5, backoffMs: 50 } },
     })
     try {
-      firstN(c.mock('a'), 10, { status: 429, retryAfter: 1 })
+      // The upstream's limit is a window, as a rate limiter's is: every request in the second after its first gets a
+      // 429 with Retry-After: 1. (A count of 429s instead made the test depend on how the ten clients interleave: on a
+      // busy machine the herd after each hold went out a few at a time, each renewing the hold, and one client waited
+      // out five holds, 5 s, which is right for an upstream that keeps refusing but not what this test asks.)
+      let windowEnds = 0
+      let refused = 0
+      c.mock('a').program(() => {
+        const now = performance.now()
+        if (windowEnds === 0) windowEnds = now + 1000
+        if (now >= windowEnds) return undefined
+        refused++
+        return { status: 429, retryAfter: 1 }
+      })
       const results = await Promise.all(Array.from({ length: 10 }, () => send(c.url, chatBody('m'))))
       for (const [i, res] of results.entries()) {
         assertComplete(res, 'pool-model', `client ${i}`)
         assert.ok(res.ms >= 950, `client ${i}: Retry-After: 1 honoured, answered after ${Math.round(res.ms)} ms`)
-        assert.ok(res.ms < 4500, `client ${i}: took ${Math.round(res.ms)} ms`)
+        assert.ok(res.ms < 3000, `client ${i}: took ${Math.round(res.ms)} ms`)
       }
-      // While the upstream is held back nobody sends it anything: ten 429s, ten answers, nothing more.
+      // While the upstream is held back nobody sends it anything: the 429s of the first burst, then ten answers.
       const seen = generations(c.mock('a'))
-      assert.equal(seen.length, 20)
+      assert.ok(refused >= 1 && refused <= 10, `${refused} refused`)
+      assert.equal(seen.length, refused + 10)
       const sorted = seen.map((r) => r.receivedAt).sort((x, y) => x - y)
       for (let i = 1; i < sorted.length; i++) {
         const gap = (sorted[i] as number) - (sorted[i - 1] as number)
         assert.ok(gap < 100 || gap >= 900, `a request ${Math.round(gap)} ms after another, inside a Retry-After hold`)
       }
       await eventually(() => c.records.length === 10, 2000, 'usage records')
-      assert.ok(c.records.every((r) => r.attempts >= 1 && r.attempts <= 5 && r.status === 200))
+      assert.ok(c.records.every((r) => r.attempts >= 1 && r.attempts <= 2 && r.status === 200))
     } finally {
       await c.close()
     }
