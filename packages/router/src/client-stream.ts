@@ -113,12 +113,13 @@ export class ClientStream {
 
   /**
    * The client's stream is open and waits for an answer still to come (a first token, an upstream being reached): it
-   * gets `beat`, now and every `everyMs`, until `stopHeartbeat` or its end (0: never).
+   * gets `beat`, now (unless `beatNow` is false: it just had the upstream's own) and every `everyMs`, until
+   * `stopHeartbeat` or its end (0: never).
    */
-  startHeartbeat(beat: string, everyMs: number): void {
+  startHeartbeat(beat: string, everyMs: number, beatNow = true): void {
     this.stopHeartbeat()
     if (everyMs === 0) return
-    this.write(beat, null)
+    if (beatNow) this.write(beat, null)
     this.heartbeat = setInterval(beatOnce, everyMs, this, beat)
     this.heartbeat.unref()
   }

@@ -44,7 +44,7 @@ export const TimeoutsSchema = Type.Object(
       maximum: MAX_TIMER_MS,
       default: 300000,
       description:
-        "Streamed requests: the first bytes of the answer the client gets (an upstream's keep-alive comment the client is sent too; one a conversion drops, or the gateway's own heartbeat, does not count) must arrive within this time of the attempt start. Reasoning models and long prompts on a busy server send nothing for minutes before it; lower it for fast models only, to fail over sooner.",
+        "Streamed requests: the answer's first event must arrive within this time of the attempt start (an upstream's comments before it, such as TGI's keep-alives, reach the client but do not count; nor does the gateway's own heartbeat). Reasoning models and long prompts on a busy server send nothing for minutes before it; lower it for fast models only, to fail over sooner.",
     }),
     idleMs: Type.Integer({
       minimum: 1,

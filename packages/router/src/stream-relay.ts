@@ -122,8 +122,9 @@ export class StreamRelay {
         return
       }
       // The in-band error says what the upstream reported (an Anthropic client reads overloaded_error as it was sent).
-      // Before any data event (only comments went out: OpenRouter's processing comments) it is the error the upstream
-      // would have answered before its stream, its status kept: a refused request (a 4xx) is not continued.
+      // Before any data event (only comments went out, one of them cut across reads: whole ones hold the stream
+      // instead, see deliver) it is the error the upstream would have answered before its stream, its status kept: a
+      // refused request (a 4xx) is not continued.
       this.endAfterUsage(scanner.dataEvents === 0 ? scanner.errorEvent(chunk).error : scanner.upstreamError(chunk))
       return
     }
@@ -184,9 +185,21 @@ export class StreamRelay {
     this.timer = setTimeout(idleTimeout, TERMINATOR_GRACE_MS, this)
   }
 
-  /** Bytes to the client (the first of them commit), and to the resume tap, which reads what the client got. */
+  /**
+   * Bytes to the client (the first of the answer commit), and to the resume tap, which reads what the client got.
+   * The upstream's comments before its first event (OpenRouter's `: OPENROUTER PROCESSING`) are no part of the
+   * answer: they go out and hold the client's stream open, as the gateway's heartbeat does (holdOpen), and until the
+   * first event a failure is one before the answer (retried, or its error in band with its status), not a cut.
+   */
   private deliver(out: Buffer | string): void {
-    if (!this.attempt.delivering) this.commit()
+    if (!this.attempt.delivering) {
+      if (typeof out !== 'string' && !this.call.continuing && onlyComments(out)) {
+        if (!this.call.client.committed) this.holdOpen(false)
+        this.call.client.write(out, this.body)
+        return
+      }
+      this.commit()
+    }
     this.lastOutputAt = this.lastChunkAt
     this.call.client.write(out, this.body)
     if (this.tap !== null && typeof out !== 'string') this.tap.push(out)
@@ -208,14 +221,15 @@ export class StreamRelay {
    * The upstream's stream has opened and nothing of its answer has come for `timeouts.heartbeatMs`: the client's
    * stream opens now, with its format's heartbeat until the first token, so that a proxy in front does not cut a
    * prefill or a reasoning model's silence. Another attempt may still answer (its first token joins this stream); a
-   * failure no attempt recovers from ends it with an in-band error.
+   * failure no attempt recovers from ends it with an in-band error. `beatNow` false: the upstream's own comment opens
+   * it.
    */
-  holdOpen(): void {
+  holdOpen(beatNow = true): void {
     const call = this.call
     const transform = this.attempt.transform
     call.client.commitStream(this.attempt.status, this.headers)
     const beat = transform instanceof StreamConverter ? transform.keepAlive() : call.client.wire.streamKeepAlive
-    call.client.startHeartbeat(beat, call.settings.timeouts.heartbeatMs)
+    call.client.startHeartbeat(beat, call.settings.timeouts.heartbeatMs, beatNow)
   }
 
   /**
@@ -255,7 +269,7 @@ export class StreamRelay {
     this.deliver(out)
     if (ended) this.scanner.endLine()
     this.scanner.checkEnd(out)
-    if (committing) this.call.onCommitted()
+    if (committing && this.attempt.delivering) this.call.onCommitted()
   }
 
   /**
@@ -419,3 +433,19 @@ function usageGraceOver(relay: StreamRelay): void {
 }
 
 function noop(): void {}
+
+const NEWLINE = 0x0a
+const CR = 0x0d
+const COLON = 0x3a
+
+/** Whether `bytes` are whole SSE comment lines (`:` first) and blank lines only, as they start a line. */
+function onlyComments(bytes: Buffer): boolean {
+  const length = bytes.length
+  if (length === 0 || bytes[length - 1] !== NEWLINE) return false
+  for (let pos = 0; pos < length; pos = bytes.indexOf(NEWLINE, pos) + 1) {
+    const first = bytes[pos]
+    // (Line ends are LF or CRLF here: lone CRs were made LFs.)
+    if (first !== COLON && first !== NEWLINE && first !== CR) return false
+  }
+  return true
+}

@@ -539,6 +539,110 @@ test("a 400 event after the upstream's processing comments is not continued else
   }
 })
 
+const PROCESSING = ': OPENROUTER PROCESSING\n\n'
+
+test("the upstream's comments hold the stream open: a 503 event or a lost connection after them is retried, not continued, and the first token is the first event's", async () => {
+  const overloaded = upstream('overloaded', 'openai', async (res) => {
+    sse(res)
+    res.write(PROCESSING)
+    await sleep(30)
+    res.end('data: {"error":{"message":"Provider overloaded","code":503}}\n\n')
+  })
+  const lost = upstream('lost', 'openai', async (res) => {
+    sse(res)
+    res.write(PROCESSING)
+    await sleep(30)
+    res.destroy()
+  })
+  const healthy = upstream('healthy', 'openai', async (res) => {
+    sse(res)
+    res.write(PROCESSING)
+    await sleep(200)
+    res.end(role + text('Hi from healthy.') + finish() + usageChunk(9, 3) + DONE)
+  })
+  const g = await scripted(
+    [overloaded, lost, healthy],
+    [
+      { name: 'after-503', upstreams: ['overloaded', 'healthy'] },
+      { name: 'after-reset', upstreams: ['lost', 'healthy'] },
+    ],
+    { retry: { attempts: 2, backoffMs: 10 } },
+  )
+  try {
+    for (const model of ['after-503', 'after-reset']) {
+      const answer = await post(g, '/v1/chat/completions', chat(model))
+      assert.equal(answer.status, 200, model)
+      // The comments of both attempts, then the healthy upstream's answer as it sent it (not re-encoded).
+      assert.ok(answer.text.startsWith(PROCESSING + PROCESSING + role), `${model}: ${answer.text}`)
+      assert.deepEqual(openAiAnswer(answer.text), { content: 'Hi from healthy.', done: true, error: null }, model)
+    }
+    await eventually(() => g.records.length === 2, 3000, 'usage records')
+    assert.deepEqual(
+      g.records.map((r) => [r.model, r.upstream, r.attempts, r.resumed, r.promptTokens, r.completionTokens]),
+      [
+        ['after-503', 'healthy', 2, false, 9, 3],
+        ['after-reset', 'healthy', 2, false, 9, 3],
+      ],
+    )
+    // Timed to the first event, 200 ms into the healthy attempt, not to the first comment.
+    for (const record of g.records) assert.ok((record.ttftMs ?? 0) >= 200, `${record.model}: ttftMs ${record.ttftMs}`)
+  } finally {
+    await g.close()
+  }
+})
+
+test('comments and no token are a stall at firstTokenMs: the next upstream answers, or the stall ends the stream in band', async () => {
+  const commentsOnly = (name: string) =>
+    upstream(name, 'openai', (res) => {
+      sse(res)
+      const beat = setInterval(() => res.write(PROCESSING), 100)
+      res.on('close', () => clearInterval(beat))
+    })
+  const first = commentsOnly('first')
+  const only = commentsOnly('only')
+  const healthy = upstream('healthy', 'openai', (res) => {
+    sse(res)
+    res.end(role + text('Hi.') + finish() + DONE)
+  })
+  const g = await scripted(
+    [first, only, healthy],
+    [
+      { name: 'pool', upstreams: ['first', 'healthy'] },
+      { name: 'alone', upstreams: ['only'] },
+    ],
+    { retry: { attempts: 2, backoffMs: 10 }, timeouts: { firstTokenMs: 600 } },
+  )
+  try {
+    const [pool, alone] = await Promise.all(
+      ['pool', 'alone'].map(async (model) => {
+        const started = performance.now()
+        const res = await fetch(`${g.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(chat(model)),
+          // (Before comments were a hold, they kept such a stream open for good.)
+          signal: AbortSignal.timeout(5000),
+        })
+        return { status: res.status, text: await res.text(), ms: performance.now() - started }
+      }),
+    )
+    assert.equal(pool?.status, 200)
+    assert.deepEqual(openAiAnswer(pool?.text ?? ''), { content: 'Hi.', done: true, error: null })
+    assert.ok((pool?.ms ?? 0) >= 590, `pool: ${pool?.ms} ms`)
+    assert.equal(alone?.status, 200)
+    assert.ok(alone?.text.startsWith(PROCESSING), alone?.text)
+    assert.match(openAiAnswer(alone?.text ?? '').error ?? '', /stalled before the first token/)
+    await eventually(() => g.records.length === 2, 3000, 'usage records')
+    // The stalled stream had no answer: nothing billed (the answered one is estimated, its upstream reported none).
+    assert.deepEqual(g.records.map((r) => [r.model, r.attempts, r.promptTokens, r.estimated]).sort(), [
+      ['alone', 2, 0, false],
+      ['pool', 2, 29, true],
+    ])
+  } finally {
+    await g.close()
+  }
+})
+
 test('a converted stream whose first chunk fails the conversion keeps its failure while its usage is read', async () => {
   const malformed = upstream('malformed', 'vllm', async (res) => {
     sse(res)
