@@ -37,6 +37,7 @@ export class StreamRelay {
   /** The client's response headers, prepared while the upstream generates its first token. */
   private readonly headers: OutgoingHttpHeaders
   private timer: NodeJS.Timeout | null = null
+  /** When the last chunk of the answer came (comments alone are none: see onChunk). */
   private lastChunkAt = 0
   /** When the client last got bytes of this stream (the time of the upstream chunk they came from). */
   private lastOutputAt = 0
@@ -67,8 +68,9 @@ export class StreamRelay {
   private onChunk(upstreamChunk: Buffer): void {
     const chunk = this.lineEnds.normalize(upstreamChunk)
     if (this.attempt.delivering) {
-      // A timestamp per chunk, not a timer update: the idle timer checks it when it fires.
-      this.lastChunkAt = performance.now()
+      // A timestamp per chunk, not a timer update: the idle timer checks it when it fires. Comments are no sign of
+      // progress: an upstream's keep-alives (TGI's every 15 s) go on whatever its generation does.
+      if (chunk[0] !== COLON || !this.scanner.atLineStart || !onlyComments(chunk)) this.lastChunkAt = performance.now()
       this.relay(chunk)
       return
     }
@@ -212,8 +214,10 @@ export class StreamRelay {
    */
   private keepAwake(converter: StreamConverter): void {
     const everyMs = this.call.settings.timeouts.heartbeatMs
-    if (everyMs === 0 || this.lastChunkAt - this.lastOutputAt < everyMs) return
-    this.lastOutputAt = this.lastChunkAt
+    // (The time now: a chunk of the upstream's comments sets no lastChunkAt.)
+    const now = performance.now()
+    if (everyMs === 0 || now - this.lastOutputAt < everyMs) return
+    this.lastOutputAt = now
     this.call.client.write(converter.keepAlive(), this.body)
   }
 

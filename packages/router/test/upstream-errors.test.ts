@@ -643,6 +643,51 @@ test('comments and no token are a stall at firstTokenMs: the next upstream answe
   }
 })
 
+test('keep-alive comments mid-answer are no progress: at idleMs the answer is continued elsewhere, or ends in band', async () => {
+  // A generation stuck behind an SSE server's own keep-alives (TGI's axum sends one after every 15 s without an event).
+  const stuck = (name: string) =>
+    upstream(name, 'openai', (res) => {
+      sse(res)
+      res.write(role + text('Partial'))
+      const beat = setInterval(() => res.write(':\n\n'), 100)
+      res.on('close', () => clearInterval(beat))
+    })
+  const first = stuck('first')
+  const only = stuck('only')
+  const healthy = upstream('healthy', 'vllm', (res) => {
+    sse(res)
+    res.end(role + text(' and more.') + finish() + DONE)
+  })
+  const g = await scripted(
+    [first, only, healthy],
+    [
+      { name: 'pool', upstreams: ['first', 'healthy'] },
+      { name: 'alone', upstreams: ['only'], resume: false },
+    ],
+    { retry: { attempts: 2, backoffMs: 10 }, timeouts: { idleMs: 500 } },
+  )
+  try {
+    const [pool, alone] = await Promise.all(
+      ['pool', 'alone'].map(async (model) => {
+        const res = await fetch(`${g.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(chat(model)),
+          // (Before, each keep-alive reset the idle bound: such a stream stayed open for good.)
+          signal: AbortSignal.timeout(5000),
+        })
+        return res.text()
+      }),
+    )
+    assert.deepEqual(openAiAnswer(pool ?? ''), { content: 'Partial and more.', done: true, error: null })
+    const cut = openAiAnswer(alone ?? '')
+    assert.equal(cut.content, 'Partial')
+    assert.match(cut.error ?? '', /sent nothing for 500 ms/)
+  } finally {
+    await g.close()
+  }
+})
+
 test('a converted stream whose first chunk fails the conversion keeps its failure while its usage is read', async () => {
   const malformed = upstream('malformed', 'vllm', async (res) => {
     sse(res)
