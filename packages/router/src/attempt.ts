@@ -1,10 +1,11 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import '@fastify/reply-from'
 import { errors, type LlmProxyError } from '@llmproxy/core'
-import { type ApiFamily, type Endpoint, familyOf, OPENAI_RESPONSES, upstreamErrorMessage } from '@llmproxy/protocols'
-import { type AttemptResult, holdsBack, type Lease } from '@llmproxy/upstreams'
+import { type ApiFamily, type Endpoint, familyOf, upstreamErrorMessage } from '@llmproxy/protocols'
+import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import { convertedError } from './convert.js'
 import { decodedBody } from './encoding.js'
+import { isPromptTooLong, mayBePromptTooLong, notServedBy, retryAfterMs, statusError } from './error-answers.js'
 import { upstreamRequestHeaders } from './headers.js'
 import type { AttemptView, CallHost } from './host.js'
 import { JsonRelay, readWhole } from './json-relay.js'
@@ -21,22 +22,6 @@ const JSON_TYPE = 'application/json'
 const MAX_ERROR_BODY_BYTES = 64 * 1024
 /** A web page's content type (media types are case-insensitive). */
 const WEB_PAGE = /^\s*text\/html/i
-/**
- * A prompt longer than the model's context, as each server says it (a fallback model with a larger context may
- * take it); the statuses it comes with are PROMPT_TOO_LONG_STATUSES.
- * - OpenAI: the code `context_length_exceeded`.
- * - vLLM (400, `{"error":{…}}` or the older `{"object":"error",…}`): "This model's maximum context length is N
- *   tokens. However, your request has M input tokens." (vllm/entrypoints/renderer.py `_create_tokens_prompt`), or
- *   "… However, you requested M tokens (…)" (vllm/entrypoints/openai/serving_engine.py `_validate_prompt_and_tokenize`).
- * - TGI (422, router/src/validation.rs `ValidationError`): "`inputs` tokens + `max_new_tokens` must be <= N. Given:
- *   …" (MaxTotalTokens), "`inputs` must have less than N tokens. Given: …" (InputLength).
- * - Anthropic (400): "prompt is too long: N tokens > M maximum".
- * - Gemini (400 INVALID_ARGUMENT): "The input token count (N) exceeds the maximum number of tokens allowed (M)."
- */
-const PROMPT_TOO_LONG =
-  /context_length_exceeded|maximum context length is \d+ tokens|`inputs` tokens \+ `max_new_tokens` must be <=|`inputs` must have less than \d+ tokens|prompt is too long: \d+ tokens|input token count \(\d+\) exceeds the maximum number of tokens/
-/** The statuses of a too-long prompt: 400, and TGI's 422 for every validation error. */
-const PROMPT_TOO_LONG_STATUSES: ReadonlySet<number> = new Set([400, 422])
 const UTF8 = new TextEncoder()
 /**
  * The gateway's own timeouts, retried as far as `retry` allows: the OpenAI and Anthropic SDKs, which retry a 5xx
@@ -44,17 +29,6 @@ const UTF8 = new TextEncoder()
  * another prefill or reasoning run. (An in-band error after the commit point has no headers.)
  */
 const NOT_RETRIED = { 'x-should-retry': 'false' }
-
-/**
- * An upstream's 404 another upstream may not answer: on a generation route the upstream does not serve the model
- * there, by the gateway's mapping (a vLLM restarted with another `--served-model-name`) or the client's choice of
- * route (OpenAI's 404 for a chat model on /v1/completions; TGI has no /v1/embeddings). Token counting is no
- * generation (a server may lack it, and serve the rest), and a Responses 404 may name the client's own stored
- * response (`previous_response_id`).
- */
-function notServedBy(endpoint: Endpoint, status: number): boolean {
-  return status === 404 && endpoint.metered && endpoint !== OPENAI_RESPONSES
-}
 
 /**
  * One try of one upstream: the reply-from call with its abort signal, its deadline, the classification of a
@@ -262,7 +236,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     }
     if (this.movedOnFrom(status, null)) return
     // (A stream held open for its first token gets the error in band: read whole too.)
-    if ((PROMPT_TOO_LONG_STATUSES.has(status) && call.planner.hasFallbackLeft()) || this.converted !== null || call.client.committed)
+    if ((mayBePromptTooLong(status) && call.planner.hasFallbackLeft()) || this.converted !== null || call.client.committed)
       this.readErrorAnswer(body)
     else this.relay(body)
   }
@@ -290,15 +264,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     } else if ((planner.retryable('status', status) && planner.canRetry()) || call.continuing) {
       // (A continuation's error answer can never reach the client, whose answer is under way: it only fails.)
       const retryAfter = this.retryAfterMs
-      const wait = { 'retry-after': String(Math.ceil((retryAfter ?? 1000) / 1000)) }
-      const error =
-        reported ??
-        (status === 429
-          ? errors.rateLimited('The upstream is rate limiting requests.', 'llmproxy_upstream_rate_limited', wait)
-          : holdsBack(status, retryAfter)
-            ? errors.upstreamUnavailable('The upstream is unavailable for now.', { headers: wait })
-            : errors.upstreamFailed(`The upstream answered ${status}.`))
-      this.fail('status', error, status, retryAfter)
+      this.fail('status', reported ?? statusError(status, retryAfter), status, retryAfter)
     } else return false
     return true
   }
@@ -317,8 +283,8 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
 
   /** The error says the prompt is too long for this model, and a fallback model is left: it goes there (true). */
   private tooLongForModel(text: Buffer | string): boolean {
-    if (!PROMPT_TOO_LONG_STATUSES.has(this.status) || !this.call.planner.hasFallbackLeft()) return false
-    if (!PROMPT_TOO_LONG.test(typeof text === 'string' ? text : text.toString('utf8'))) return false
+    if (!mayBePromptTooLong(this.status) || !this.call.planner.hasFallbackLeft()) return false
+    if (!isPromptTooLong(typeof text === 'string' ? text : text.toString('utf8'))) return false
     // (As a 400 whatever the upstream's status: the call sends a 400 `status` failure to the next fallback.)
     this.fail('status', errors.invalidRequest('The prompt is too long for this model.'), 400)
     return true
@@ -492,11 +458,3 @@ function timedOut(message: string, cause?: unknown): LlmProxyError {
 }
 
 function noop(): void {}
-
-function retryAfterMs(header: string | string[] | undefined): number | undefined {
-  if (typeof header !== 'string') return undefined
-  const seconds = Number(header)
-  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000)
-  const date = Date.parse(header)
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now())
-}
