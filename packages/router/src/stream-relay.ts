@@ -1,11 +1,11 @@
 import type { OutgoingHttpHeaders } from 'node:http'
-import { errors, type LlmProxyError } from '@llmproxy/core'
+import { ByteNeedle, errors, type LlmProxyError } from '@llmproxy/core'
 import type { UsageExtractor } from '@llmproxy/protocols'
 import { StreamConverter } from './convert.js'
 import type { AttemptView, CallHost } from './host.js'
 import { LineEnds } from './line-ends.js'
 import type { ResumeTap } from './resume.js'
-import { StreamScanner, type UpstreamErrorEvent } from './scanner.js'
+import { DATA_FIELD, StreamScanner, type UpstreamErrorEvent } from './scanner.js'
 import { EventAligner } from './tap.js'
 import type { UpstreamBody } from './upstream-response.js'
 
@@ -70,7 +70,7 @@ export class StreamRelay {
     if (this.attempt.delivering) {
       // A timestamp per chunk, not a timer update: the idle timer checks it when it fires. Comments are no sign of
       // progress: an upstream's keep-alives (TGI's every 15 s) go on whatever its generation does.
-      if (chunk[0] !== COLON || !this.scanner.atLineStart || !onlyComments(chunk)) this.lastChunkAt = performance.now()
+      if (chunk[0] !== COLON || !this.scanner.atLineStart || !keepAlivesOnly(chunk)) this.lastChunkAt = performance.now()
       this.relay(chunk)
       return
     }
@@ -189,13 +189,14 @@ export class StreamRelay {
 
   /**
    * Bytes to the client (the first of the answer commit), and to the resume tap, which reads what the client got.
-   * The upstream's comments before its first event (OpenRouter's `: OPENROUTER PROCESSING`) are no part of the
-   * answer: they go out and hold the client's stream open, as the gateway's heartbeat does (holdOpen), and until the
-   * first event a failure is one before the answer (retried, or its error in band with its status), not a cut.
+   * The upstream's keep-alives before its first event (OpenRouter's `: OPENROUTER PROCESSING`, a gateway's pings in
+   * front of it) are no part of the answer: they go out and hold the client's stream open, as the gateway's heartbeat
+   * does (holdOpen), and until the first event a failure is one before the answer (retried, or its error in band with
+   * its status), not a cut.
    */
   private deliver(out: Buffer | string): void {
     if (!this.attempt.delivering) {
-      if (typeof out !== 'string' && !this.call.continuing && onlyComments(out)) {
+      if (typeof out !== 'string' && !this.call.continuing && keepAlivesOnly(out)) {
         if (!this.call.client.committed) this.holdOpen(false)
         this.call.client.write(out, this.body)
         return
@@ -343,10 +344,15 @@ export class StreamRelay {
       return
     }
     this.flushHeld(true)
-    // An empty stream (or one whose only event never ended) commits at its end; a continuation's gave no answer.
-    if (!this.commitAtEnd()) return
     const attempt = this.attempt
     const complete = this.scanner.complete || attempt.endpoint.terminators.length === 0 || attempt.status !== 200
+    // Nothing of an answer came (at most keep-alives, held): a failure before the first token, not a cut answer.
+    if (!complete && !attempt.delivering) {
+      attempt.failBeforeAnswer(errors.upstreamFailed('The upstream ended its stream before the first token.'))
+      return
+    }
+    // An empty answer (a converted stream that gave the client nothing) commits at its end; a continuation's gave none.
+    if (!this.commitAtEnd()) return
     this.end(complete ? null : errors.upstreamFailed('The upstream ended the stream before it was complete.'))
   }
 
@@ -441,15 +447,38 @@ function noop(): void {}
 const NEWLINE = 0x0a
 const CR = 0x0d
 const COLON = 0x3a
+const PING_EVENT = new ByteNeedle('event: ping')
+const BARE_PING_EVENT = new ByteNeedle('event:ping')
+/** What the block being read holds (keepAlivesOnly): comments at most, fields that dispatch nothing, a ping. */
+const NOTHING = 0
+const FIELDS = 1
+const PING = 2
 
-/** Whether `bytes` are whole SSE comment lines (`:` first) and blank lines only, as they start a line. */
-function onlyComments(bytes: Buffer): boolean {
+/**
+ * Whether `bytes`, from a line start, carry nothing of an answer: comment lines, and whole blocks whose only event is
+ * a ping (Anthropic's keep-alive, what a gateway in front of this one holds its stream with) or that dispatch no
+ * event at all (`retry:`, `id:`, an event name without data).
+ */
+function keepAlivesOnly(bytes: Buffer): boolean {
   const length = bytes.length
   if (length === 0 || bytes[length - 1] !== NEWLINE) return false
+  let block = NOTHING
   for (let pos = 0; pos < length; pos = bytes.indexOf(NEWLINE, pos) + 1) {
     const first = bytes[pos]
     // (Line ends are LF or CRLF here: lone CRs were made LFs.)
-    if (first !== COLON && first !== NEWLINE && first !== CR) return false
+    if (first === NEWLINE || first === CR) block = NOTHING
+    else if (first === COLON) continue
+    else if (DATA_FIELD.isAt(bytes, pos)) {
+      if (block !== PING) return false
+    } else if (block !== PING) block = isPingEvent(bytes, pos) ? PING : FIELDS
   }
-  return true
+  // A block of fields not ended yet may still get its data.
+  return block === NOTHING
+}
+
+function isPingEvent(bytes: Buffer, pos: number): boolean {
+  const needle = PING_EVENT.isAt(bytes, pos) ? PING_EVENT : BARE_PING_EVENT.isAt(bytes, pos) ? BARE_PING_EVENT : null
+  if (needle === null) return false
+  const after = bytes[pos + needle.length]
+  return after === NEWLINE || after === CR
 }

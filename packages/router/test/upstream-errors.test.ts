@@ -6,6 +6,7 @@ import { test } from 'node:test'
 import type { RouterOptions } from '../src/index.js'
 import { eventually, parseSse } from './helpers.js'
 import { DONE, finish, role, type Scripted, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
+import { anthropicStream } from './sdk-streams.js'
 
 /** OpenRouter's report of a provider failing mid-generation: a chunk with a top-level `error` and finish_reason error. */
 const OPENROUTER_CHUNK = (message: string) =>
@@ -586,6 +587,121 @@ test("the upstream's comments hold the stream open: a 503 event or a lost connec
     )
     // Timed to the first event, 200 ms into the healthy attempt, not to the first comment.
     for (const record of g.records) assert.ok((record.ttftMs ?? 0) >= 200, `${record.model}: ttftMs ${record.ttftMs}`)
+  } finally {
+    await g.close()
+  }
+})
+
+test('keep-alives then a clean end, a retry: field then a 503, or an empty stream: no answer began, the next upstream answers', async () => {
+  const thenEnd = upstream('then-end', 'openai', async (res) => {
+    sse(res)
+    res.write(PROCESSING)
+    await sleep(30)
+    res.end()
+  })
+  const retryField = upstream('retry-field', 'openai', async (res) => {
+    sse(res)
+    res.write('retry: 3000\n\n')
+    await sleep(30)
+    res.end('data: {"error":{"message":"Provider overloaded","code":503}}\n\n')
+  })
+  const empty = upstream('empty', 'openai', (res) => {
+    sse(res)
+    res.end()
+  })
+  const healthy = upstream('healthy', 'openai', (res) => {
+    sse(res)
+    res.end(role + text('Hi from healthy.') + finish() + usageChunk(9, 3) + DONE)
+  })
+  const g = await scripted(
+    [thenEnd, retryField, empty, healthy],
+    [
+      { name: 'after-end', upstreams: ['then-end', 'healthy'] },
+      { name: 'after-retry-field', upstreams: ['retry-field', 'healthy'] },
+      { name: 'ends-alone', upstreams: ['then-end'] },
+      { name: 'empty-alone', upstreams: ['empty'] },
+    ],
+    { retry: { attempts: 2, backoffMs: 10 } },
+  )
+  try {
+    for (const model of ['after-end', 'after-retry-field']) {
+      const answer = await post(g, '/v1/chat/completions', chat(model))
+      assert.equal(answer.status, 200, model)
+      // The healthy upstream's answer as it sent it: joined, not continued (re-encoded under a new id).
+      assert.match(answer.text, /"id":"up1"/, model)
+      assert.deepEqual(openAiAnswer(answer.text), { content: 'Hi from healthy.', done: true, error: null }, model)
+    }
+    // Held open by the comments: the failure in band. Nothing held: the status.
+    const endsAlone = await post(g, '/v1/chat/completions', chat('ends-alone'))
+    assert.equal(endsAlone.status, 200)
+    assert.match(openAiAnswer(endsAlone.text).error ?? '', /ended its stream before the first token/)
+    const emptyAlone = await post(g, '/v1/chat/completions', chat('empty-alone'))
+    assert.equal(emptyAlone.status, 502, emptyAlone.text)
+    assert.match(emptyAlone.text, /ended its stream before the first token/)
+    await eventually(() => g.records.length === 4, 3000, 'usage records')
+    assert.deepEqual(
+      g.records.map((r) => [r.model, r.attempts, r.resumed, r.promptTokens, r.completionTokens, r.estimated]),
+      [
+        ['after-end', 2, false, 9, 3, false],
+        ['after-retry-field', 2, false, 9, 3, false],
+        ['ends-alone', 2, false, 0, 0, false],
+        ['empty-alone', 2, false, 0, 0, false],
+      ],
+    )
+  } finally {
+    await g.close()
+  }
+})
+
+test("an Anthropic upstream's pings before its message_start hold the stream: a gateway in front of a gateway fails over whole", async () => {
+  // What an LLMProxy in front of a busy upstream sends an Anthropic client: its heartbeat, then the in-band error.
+  const inner = upstream('inner', 'anthropic', async (res) => {
+    sse(res)
+    res.write('event: ping\ndata: {"type": "ping"}\n\n')
+    await sleep(30)
+    res.end('event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n')
+  })
+  const answering = upstream('answering', 'anthropic', (res) => {
+    sse(res)
+    res.end(
+      [
+        [
+          'message_start',
+          {
+            type: 'message_start',
+            message: {
+              id: 'msg_1',
+              type: 'message',
+              role: 'assistant',
+              model: 'c',
+              content: [],
+              stop_reason: null,
+              usage: { input_tokens: 5, output_tokens: 1 },
+            },
+          },
+        ],
+        ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }],
+        ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Hi ant.' } }],
+        ['content_block_stop', { type: 'content_block_stop', index: 0 }],
+        ['message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 3 } }],
+        ['message_stop', { type: 'message_stop' }],
+      ]
+        .map(([name, data]) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`)
+        .join(''),
+    )
+  })
+  const g = await scripted([inner, answering], [{ name: 'claude', upstreams: ['inner', 'answering'] }], {
+    retry: { attempts: 2, backoffMs: 10 },
+  })
+  try {
+    // (Before, the ping committed the stream and the overloaded_error was continued without a message_start: the
+    // SDK's stream helper failed with "request ended without sending any chunks".)
+    assert.equal(await anthropicStream(g.url, 'claude'), 'Hi ant.')
+    await eventually(() => g.records.length === 1, 3000, 'usage record')
+    assert.deepEqual(
+      g.records.map((r) => [r.upstream, r.attempts, r.resumed, r.promptTokens, r.completionTokens, r.estimated]),
+      [['answering', 2, false, 5, 3, false]],
+    )
   } finally {
     await g.close()
   }
