@@ -51,7 +51,7 @@ export const TimeoutsSchema = Type.Object(
       maximum: MAX_TIMER_MS,
       default: 300000,
       description:
-        'Longest silence of the upstream between two chunks of an answer: a stream once its first event reached the client (its comments, such as keep-alives, break no silence), a JSON body once it started. Reasoning pauses last minutes and Anthropic pings come every ~30 s: lower it to find a hang sooner, not below those.',
+        'Longest silence of the upstream between two chunks of an answer: a stream once its first event reached the client, a JSON body once it started. Reasoning pauses last minutes and Anthropic pings come every ~30 s: lower it to find a hang sooner, not below those.',
     }),
     heartbeatMs: Type.Integer({
       minimum: 0,

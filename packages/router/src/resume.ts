@@ -54,6 +54,7 @@ const CLOSE_BRACE = 0x7d
 const OPEN_BRACKET = 0x5b
 const CLOSE_BRACKET = 0x5d
 const BLOCK_START = new ByteNeedle('"content_block_start"')
+const MESSAGE_START = new ByteNeedle('"message_start"')
 const BLOCK_STOP = new ByteNeedle('"content_block_stop"')
 
 /**
@@ -141,7 +142,9 @@ export class ResumeTap {
   }
 
   private line(data: Buffer, start: number, end: number): void {
-    if (this.first) {
+    // (An Anthropic stream's head is its message_start: a ping before it, a gateway's keep-alive its hold did not
+    // recognise, starts nothing, and a continuation then opens the message.)
+    if (this.first && (this.family !== 'anthropic' || MESSAGE_START.indexIn(data, start, end) !== -1)) {
       this.first = false
       this.head = data.toString('utf8', start, end)
     }

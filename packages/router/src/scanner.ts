@@ -117,7 +117,7 @@ export class StreamScanner {
   private searched: Buffer | null = null
   private noFinishMarker = false
   /** The chunks so far end with a line end. */
-  atLineStart = true
+  private atLineStart = true
 
   constructor(endpoint: Endpoint, extractor: UsageExtractor) {
     this.endpoint = endpoint

@@ -37,7 +37,6 @@ export class StreamRelay {
   /** The client's response headers, prepared while the upstream generates its first token. */
   private readonly headers: OutgoingHttpHeaders
   private timer: NodeJS.Timeout | null = null
-  /** When the last chunk of the answer came (comments alone are none: see onChunk). */
   private lastChunkAt = 0
   /** When the client last got bytes of this stream (the time of the upstream chunk they came from). */
   private lastOutputAt = 0
@@ -68,9 +67,8 @@ export class StreamRelay {
   private onChunk(upstreamChunk: Buffer): void {
     const chunk = this.lineEnds.normalize(upstreamChunk)
     if (this.attempt.delivering) {
-      // A timestamp per chunk, not a timer update: the idle timer checks it when it fires. Comments are no sign of
-      // progress: an upstream's keep-alives (TGI's every 15 s) go on whatever its generation does.
-      if (chunk[0] !== COLON || !this.scanner.atLineStart || !keepAlivesOnly(chunk)) this.lastChunkAt = performance.now()
+      // A timestamp per chunk, not a timer update: the idle timer checks it when it fires.
+      this.lastChunkAt = performance.now()
       this.relay(chunk)
       return
     }
@@ -215,10 +213,8 @@ export class StreamRelay {
    */
   private keepAwake(converter: StreamConverter): void {
     const everyMs = this.call.settings.timeouts.heartbeatMs
-    // (The time now: a chunk of the upstream's comments sets no lastChunkAt.)
-    const now = performance.now()
-    if (everyMs === 0 || now - this.lastOutputAt < everyMs) return
-    this.lastOutputAt = now
+    if (everyMs === 0 || this.lastChunkAt - this.lastOutputAt < everyMs) return
+    this.lastOutputAt = this.lastChunkAt
     this.call.client.write(converter.keepAlive(), this.body)
   }
 
@@ -449,6 +445,9 @@ const CR = 0x0d
 const COLON = 0x3a
 const PING_EVENT = new ByteNeedle('event: ping')
 const BARE_PING_EVENT = new ByteNeedle('event:ping')
+const EVENT_FIELD = new ByteNeedle('event:')
+const ID_FIELD = new ByteNeedle('id:')
+const RETRY_FIELD = new ByteNeedle('retry:')
 /** What the block being read holds (keepAlivesOnly): comments at most, fields that dispatch nothing, a ping. */
 const NOTHING = 0
 const FIELDS = 1
@@ -457,7 +456,7 @@ const PING = 2
 /**
  * Whether `bytes`, from a line start, carry nothing of an answer: comment lines, and whole blocks whose only event is
  * a ping (Anthropic's keep-alive, what a gateway in front of this one holds its stream with) or that dispatch no
- * event at all (`retry:`, `id:`, an event name without data).
+ * event at all (`retry:`, `id:`, an event name without data). Anything else, SSE or not, is no keep-alive.
  */
 function keepAlivesOnly(bytes: Buffer): boolean {
   const length = bytes.length
@@ -470,7 +469,10 @@ function keepAlivesOnly(bytes: Buffer): boolean {
     else if (first === COLON) continue
     else if (DATA_FIELD.isAt(bytes, pos)) {
       if (block !== PING) return false
-    } else if (block !== PING) block = isPingEvent(bytes, pos) ? PING : FIELDS
+    } else if (EVENT_FIELD.isAt(bytes, pos)) block = isPingEvent(bytes, pos) ? PING : FIELDS
+    else if (ID_FIELD.isAt(bytes, pos) || RETRY_FIELD.isAt(bytes, pos)) {
+      if (block === NOTHING) block = FIELDS
+    } else return false
   }
   // A block of fields not ended yet may still get its data.
   return block === NOTHING
