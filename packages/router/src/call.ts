@@ -355,8 +355,8 @@ export class ProxyCall implements CallHost {
   private continueAfter(attempt: UpstreamAttempt, error: LlmProxyError): boolean {
     const stream = attempt.stream
     if (!this.planner.primaryResumes || this.ctx.clientAborted || stream === null || !this.planner.canRetry()) return false
-    // The upstream reported the request itself refused (a 4xx but 429, in its error event: after OpenRouter's
-    // processing comments, say): another upstream would refuse it too, and bill its prompt again.
+    // The upstream reported the request itself refused (a 4xx but 429, in its error event): another upstream would
+    // refuse it too, and bill its prompt again.
     const status = error.statusCode
     if (status >= 400 && status < 500 && status !== 429) return false
     const transform = attempt.transform

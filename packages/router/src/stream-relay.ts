@@ -20,8 +20,9 @@ const TERMINATOR_GRACE_MS = 1000
 const USAGE_GRACE_MS = 1000
 
 /**
- * One attempt's SSE answer on its way to the client, chunk by chunk, never held: the first chunk commits (unless a
- * continuation joins a stream already committed), the scanner and the usage tap read each chunk beside it, the
+ * One attempt's SSE answer on its way to the client, chunk by chunk, never held: the first chunk of the answer
+ * commits (keep-alives before it hold the stream open instead; a continuation joins a stream already committed), the
+ * scanner and the usage tap read each chunk beside it, the
  * transform slot converts or filters it, the idle deadline watches the gaps. It ends at the terminator, at a clean
  * end after a finish, or with a failure the call decides about (an in-band error, or a continuation).
  */
@@ -80,7 +81,7 @@ export class StreamRelay {
     const attempt = this.attempt
     this.lastChunkAt = now
     this.relay(chunk)
-    // Nothing went out yet (an incomplete first event, held; or an error event the attempt failed on).
+    // No answer went out yet (keep-alives, or an incomplete first event, held; or an error event the attempt failed on).
     if (!attempt.delivering) return
     const call = this.call
     // (Unless the stream already ended in this chunk and the call moved on to a continuation.)
@@ -122,9 +123,9 @@ export class StreamRelay {
         return
       }
       // The in-band error says what the upstream reported (an Anthropic client reads overloaded_error as it was sent).
-      // Before any data event (only comments went out, one of them cut across reads: whole ones hold the stream
-      // instead, see deliver) it is the error the upstream would have answered before its stream, its status kept: a
-      // refused request (a 4xx) is not continued.
+      // Before any data event (what went out was no whole keep-alive, which would hold the stream instead: a comment
+      // cut across reads where no aligner joins it) it is the error the upstream would have answered before its
+      // stream, its status kept: a refused request (a 4xx) is not continued.
       this.endAfterUsage(scanner.dataEvents === 0 ? scanner.errorEvent(chunk).error : scanner.upstreamError(chunk))
       return
     }
@@ -445,9 +446,6 @@ const CR = 0x0d
 const COLON = 0x3a
 const PING_EVENT = new ByteNeedle('event: ping')
 const BARE_PING_EVENT = new ByteNeedle('event:ping')
-const EVENT_FIELD = new ByteNeedle('event:')
-const ID_FIELD = new ByteNeedle('id:')
-const RETRY_FIELD = new ByteNeedle('retry:')
 /** What the block being read holds (keepAlivesOnly): comments at most, fields that dispatch nothing, a ping. */
 const NOTHING = 0
 const FIELDS = 1
@@ -456,7 +454,8 @@ const PING = 2
 /**
  * Whether `bytes`, from a line start, carry nothing of an answer: comment lines, and whole blocks whose only event is
  * a ping (Anthropic's keep-alive, what a gateway in front of this one holds its stream with) or that dispatch no
- * event at all (`retry:`, `id:`, an event name without data). Anything else, SSE or not, is no keep-alive.
+ * event at all (`retry:`, `id:`, an event name without data; a line that is no SSE field, which an SSE parser
+ * ignores, as an upstream's stray error text: the attempt then fails before its answer and is retried whole).
  */
 function keepAlivesOnly(bytes: Buffer): boolean {
   const length = bytes.length
@@ -469,10 +468,7 @@ function keepAlivesOnly(bytes: Buffer): boolean {
     else if (first === COLON) continue
     else if (DATA_FIELD.isAt(bytes, pos)) {
       if (block !== PING) return false
-    } else if (EVENT_FIELD.isAt(bytes, pos)) block = isPingEvent(bytes, pos) ? PING : FIELDS
-    else if (ID_FIELD.isAt(bytes, pos) || RETRY_FIELD.isAt(bytes, pos)) {
-      if (block === NOTHING) block = FIELDS
-    } else return false
+    } else if (block !== PING) block = isPingEvent(bytes, pos) ? PING : FIELDS
   }
   // A block of fields not ended yet may still get its data.
   return block === NOTHING

@@ -592,7 +592,7 @@ test("the upstream's comments hold the stream open: a 503 event or a lost connec
   }
 })
 
-test('keep-alives then a clean end, a retry: field then a 503, or an empty stream: no answer began, the next upstream answers', async () => {
+test('keep-alives then a clean end, a retry: field then a 503, stray text, or an empty stream: no answer began, the next upstream answers', async () => {
   const thenEnd = upstream('then-end', 'openai', async (res) => {
     sse(res)
     res.write(PROCESSING)
@@ -609,22 +609,28 @@ test('keep-alives then a clean end, a retry: field then a 503, or an empty strea
     sse(res)
     res.end()
   })
+  // A proxy's error page in a 200 SSE body: no SSE field (a parser ignores it), no answer.
+  const stray = upstream('stray', 'openai', (res) => {
+    sse(res)
+    res.end('<html><body>502 Bad Gateway</body></html>\n\n')
+  })
   const healthy = upstream('healthy', 'openai', (res) => {
     sse(res)
     res.end(role + text('Hi from healthy.') + finish() + usageChunk(9, 3) + DONE)
   })
   const g = await scripted(
-    [thenEnd, retryField, empty, healthy],
+    [thenEnd, retryField, empty, stray, healthy],
     [
       { name: 'after-end', upstreams: ['then-end', 'healthy'] },
       { name: 'after-retry-field', upstreams: ['retry-field', 'healthy'] },
+      { name: 'after-stray-text', upstreams: ['stray', 'healthy'] },
       { name: 'ends-alone', upstreams: ['then-end'] },
       { name: 'empty-alone', upstreams: ['empty'] },
     ],
     { retry: { attempts: 2, backoffMs: 10 } },
   )
   try {
-    for (const model of ['after-end', 'after-retry-field']) {
+    for (const model of ['after-end', 'after-retry-field', 'after-stray-text']) {
       const answer = await post(g, '/v1/chat/completions', chat(model))
       assert.equal(answer.status, 200, model)
       // The healthy upstream's answer as it sent it: joined, not continued (re-encoded under a new id).
@@ -638,12 +644,13 @@ test('keep-alives then a clean end, a retry: field then a 503, or an empty strea
     const emptyAlone = await post(g, '/v1/chat/completions', chat('empty-alone'))
     assert.equal(emptyAlone.status, 502, emptyAlone.text)
     assert.match(emptyAlone.text, /ended its stream before the first token/)
-    await eventually(() => g.records.length === 4, 3000, 'usage records')
+    await eventually(() => g.records.length === 5, 3000, 'usage records')
     assert.deepEqual(
       g.records.map((r) => [r.model, r.attempts, r.resumed, r.promptTokens, r.completionTokens, r.estimated]),
       [
         ['after-end', 2, false, 9, 3, false],
         ['after-retry-field', 2, false, 9, 3, false],
+        ['after-stray-text', 2, false, 9, 3, false],
         ['ends-alone', 2, false, 0, 0, false],
         ['empty-alone', 2, false, 0, 0, false],
       ],
