@@ -95,6 +95,16 @@ export async function scripted(
   }
 }
 
+/** An upstream whose SSE answer comes in two reads: `first`, then `rest` `gapMs` later, and its end. */
+export function twoReads(name: string, protocol: UpstreamConfig['protocol'], first: string, rest: string, gapMs = 30): ScriptedUpstream {
+  return upstream(name, protocol, async (res) => {
+    sse(res)
+    res.write(first)
+    await sleep(gapMs)
+    res.end(rest)
+  })
+}
+
 export function sse(res: ServerResponse): void {
   res.writeHead(200, { 'content-type': 'text/event-stream' })
 }

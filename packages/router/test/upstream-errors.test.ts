@@ -5,7 +5,7 @@ import type { ServerResponse } from 'node:http'
 import { test } from 'node:test'
 import type { RouterOptions } from '../src/index.js'
 import { eventually, parseSse } from './helpers.js'
-import { DONE, finish, role, type Scripted, scripted, sleep, sse, text, upstream, usageChunk } from './scripted.js'
+import { DONE, finish, role, type Scripted, scripted, sleep, sse, text, twoReads, upstream, usageChunk } from './scripted.js'
 import { anthropicStream } from './sdk-streams.js'
 
 /** OpenRouter's report of a provider failing mid-generation: a chunk with a top-level `error` and finish_reason error. */
@@ -150,12 +150,7 @@ test('a failed finish or an error event split across two upstream reads is the f
     ['vLLM error event, its line end in the next read', engineError, engineError.length - 2, engineFailed],
   ]
   for (const [name, failed, cut, error] of cases) {
-    const a = upstream('a', 'vllm', async (res) => {
-      sse(res)
-      res.write(role + text('Partial') + failed.slice(0, cut))
-      await sleep(50)
-      res.end(failed.slice(cut) + usageChunk(20, 1) + DONE)
-    })
+    const a = twoReads('a', 'vllm', role + text('Partial') + failed.slice(0, cut), failed.slice(cut) + usageChunk(20, 1) + DONE, 50)
     const g = await scripted([a], [{ name: 'm', upstreams: ['a'], resume: false }])
     try {
       const res = await post(g, '/v1/chat/completions', chat('m'))
@@ -237,12 +232,7 @@ test("Anthropic's and Gemini's error events split across two upstream reads are 
       for (const midStream of [true, false]) {
         const name = `${format.protocol}, cut ${where}, ${midStream ? 'after text' : 'as the first event'}`
         const before = midStream ? format.head + format.text('Partial') : ''
-        const a = upstream('a', format.protocol, async (res) => {
-          sse(res)
-          res.write(before + format.failed.slice(0, cut))
-          await sleep(50)
-          res.end(format.failed.slice(cut))
-        })
+        const a = twoReads('a', format.protocol, before + format.failed.slice(0, cut), format.failed.slice(cut), 50)
         const b = upstream('b', format.protocol, (res) => {
           sse(res)
           res.end(format.head + format.text(' and more.') + format.tail)
@@ -429,13 +419,7 @@ test('a too-long prompt goes to the fallback model as each server words it; othe
 
 test('the usage an upstream writes apart after a failed first event is read and counted, whether the request is then retried or answered', async () => {
   /** vLLM: headers, then the failing event and its usage chunk as two writes (each of its SSE chunks is its own). */
-  const failing = (name: string, first: string) =>
-    upstream(name, 'vllm', async (res) => {
-      sse(res)
-      res.write(first)
-      await sleep(20)
-      res.end(usageChunk(1005, 0) + DONE)
-    })
+  const failing = (name: string, first: string) => twoReads(name, 'vllm', first, usageChunk(1005, 0) + DONE, 20)
   const refusing = failing('refusing', VLLM_FIRST_ERROR('temperature must be non-negative, got -1.0.'))
   const aborting = failing('aborting', finish('abort'))
   const healthy = upstream('healthy', 'vllm', (res) => {
@@ -515,12 +499,12 @@ test('while the usage after a failed first event is read, a reset or the first-b
 
 test("a 400 event after the upstream's processing comments is not continued elsewhere: in band once, billed once", async () => {
   // OpenRouter's comments come first: the client's stream is under way when the 400 comes.
-  const commenting = upstream('commenting', 'openai', async (res) => {
-    sse(res)
-    res.write(': OPENROUTER PROCESSING\n\n')
-    await sleep(30)
-    res.end(VLLM_FIRST_ERROR('temperature must be non-negative, got -1.0.') + usageChunk(1005, 0) + DONE)
-  })
+  const commenting = twoReads(
+    'commenting',
+    'openai',
+    ': OPENROUTER PROCESSING\n\n',
+    VLLM_FIRST_ERROR('temperature must be non-negative, got -1.0.') + usageChunk(1005, 0) + DONE,
+  )
   const g = await scripted([commenting], [{ name: 'm', upstreams: ['commenting'] }])
   try {
     const answer = await post(g, '/v1/chat/completions', chat('m'))
@@ -541,26 +525,18 @@ test("a 400 event after the upstream's processing comments is not continued else
 })
 
 const PROCESSING = ': OPENROUTER PROCESSING\n\n'
+/** An OpenAI-compatible provider's error event with a status (OpenRouter's shape). */
+const OVERLOADED_EVENT = 'data: {"error":{"message":"Provider overloaded","code":503}}\n\n'
 
 test("the upstream's comments hold the stream open: a 503 event or a lost connection after them is retried, not continued, and the first token is the first event's", async () => {
-  const overloaded = upstream('overloaded', 'openai', async (res) => {
-    sse(res)
-    res.write(PROCESSING)
-    await sleep(30)
-    res.end('data: {"error":{"message":"Provider overloaded","code":503}}\n\n')
-  })
+  const overloaded = twoReads('overloaded', 'openai', PROCESSING, OVERLOADED_EVENT)
   const lost = upstream('lost', 'openai', async (res) => {
     sse(res)
     res.write(PROCESSING)
     await sleep(30)
     res.destroy()
   })
-  const healthy = upstream('healthy', 'openai', async (res) => {
-    sse(res)
-    res.write(PROCESSING)
-    await sleep(200)
-    res.end(role + text('Hi from healthy.') + finish() + usageChunk(9, 3) + DONE)
-  })
+  const healthy = twoReads('healthy', 'openai', PROCESSING, role + text('Hi from healthy.') + finish() + usageChunk(9, 3) + DONE, 200)
   const g = await scripted(
     [overloaded, lost, healthy],
     [
@@ -593,18 +569,8 @@ test("the upstream's comments hold the stream open: a 503 event or a lost connec
 })
 
 test('keep-alives then a clean end, a retry: field then a 503, stray text, or an empty stream: no answer began, the next upstream answers', async () => {
-  const thenEnd = upstream('then-end', 'openai', async (res) => {
-    sse(res)
-    res.write(PROCESSING)
-    await sleep(30)
-    res.end()
-  })
-  const retryField = upstream('retry-field', 'openai', async (res) => {
-    sse(res)
-    res.write('retry: 3000\n\n')
-    await sleep(30)
-    res.end('data: {"error":{"message":"Provider overloaded","code":503}}\n\n')
-  })
+  const thenEnd = twoReads('then-end', 'openai', PROCESSING, '')
+  const retryField = twoReads('retry-field', 'openai', 'retry: 3000\n\n', OVERLOADED_EVENT)
   const empty = upstream('empty', 'openai', (res) => {
     sse(res)
     res.end()
@@ -663,12 +629,7 @@ test('keep-alives then a clean end, a retry: field then a 503, stray text, or an
 test("an Anthropic upstream's pings before its message_start hold the stream: a gateway in front of a gateway fails over whole", async () => {
   // What an LLMProxy in front of a busy upstream sends an Anthropic client: its heartbeat, then the in-band error.
   const pingThenOverloaded = (name: string, ping: string) =>
-    upstream(name, 'anthropic', async (res) => {
-      sse(res)
-      res.write(ping)
-      await sleep(30)
-      res.end('event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n')
-    })
+    twoReads(name, 'anthropic', ping, 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n')
   const inner = pingThenOverloaded('inner', 'event: ping\ndata: {"type": "ping"}\n\n')
   // Its fields the other way round (SSE allows any order): not recognised as a keep-alive, it commits the stream.
   const reordered = pingThenOverloaded('reordered', 'data: {"type": "ping"}\nevent: ping\n\n')
