@@ -22,9 +22,9 @@ const USAGE_GRACE_MS = 1000
 /**
  * One attempt's SSE answer on its way to the client, chunk by chunk, never held: the first chunk of the answer
  * commits (keep-alives before it hold the stream open instead; a continuation joins a stream already committed), the
- * scanner and the usage tap read each chunk beside it, the
- * transform slot converts or filters it, the idle deadline watches the gaps. It ends at the terminator, at a clean
- * end after a finish, or with a failure the call decides about (an in-band error, or a continuation).
+ * scanner and the usage tap read each chunk beside it, the transform slot converts or filters it, the idle deadline
+ * watches the gaps. It ends at the terminator, at a clean end after a finish, or with a failure the call decides
+ * about (an in-band error, or a continuation).
  */
 export class StreamRelay {
   readonly scanner: StreamScanner
@@ -123,10 +123,7 @@ export class StreamRelay {
         return
       }
       // The in-band error says what the upstream reported (an Anthropic client reads overloaded_error as it was sent).
-      // Before any data event (what went out was no whole keep-alive, which would hold the stream instead: a comment
-      // cut across reads where no aligner joins it) it is the error the upstream would have answered before its
-      // stream, its status kept: a refused request (a 4xx) is not continued.
-      this.endAfterUsage(scanner.dataEvents === 0 ? scanner.errorEvent(chunk).error : scanner.upstreamError(chunk))
+      this.endAfterUsage(scanner.upstreamError(chunk))
       return
     }
     this.pass(chunk)
