@@ -73,6 +73,7 @@ const UNIT = [
   'packages/protocols/test/stream-sdk.test.ts',
   'packages/protocols/test/usage-extract.test.ts',
   'packages/rate-limit/test/units.test.ts',
+  'packages/router/test/keep-alives.test.ts',
   'packages/router/test/meter.test.ts',
   'packages/router/test/planner.test.ts',
   'packages/router/test/scanner.test.ts',

@@ -1,0 +1,27 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { keepAlivesOnly } from '../src/keep-alives.js'
+
+const held = (text: string) => keepAlivesOnly(Buffer.from(text))
+
+test('comments, pings and blocks that dispatch no event are keep-alives', () => {
+  assert.equal(held(': OPENROUTER PROCESSING\n\n'), true)
+  assert.equal(held(':\n\n: another\n'), true)
+  assert.equal(held('event: ping\ndata: {"type": "ping"}\n\n'), true)
+  assert.equal(held('event:ping\r\ndata:{"type":"ping"}\r\n\r\n'), true)
+  assert.equal(held('retry: 3000\n\nid: 7\n\n'), true)
+  // Stray text (a proxy's error page) is no SSE field: an SSE parser ignores it.
+  assert.equal(held('<html><body>502 Bad Gateway</body></html>\n\n'), true)
+})
+
+test('an event with data, a block not ended, or a line cut are not', () => {
+  assert.equal(held('data: {"choices":[]}\n\n'), false)
+  assert.equal(held(': processing\n\ndata: {"choices":[]}\n\n'), false)
+  assert.equal(held('event: message_start\n'), false)
+  assert.equal(held('event: ping\ndata: {"type": "ping"}\n'), false)
+  assert.equal(held(': processi'), false)
+  assert.equal(held(''), false)
+  // Only a ping's own event name: another event's data is part of the answer, in whatever order its fields come.
+  assert.equal(held('event: pings\ndata: {"type": "pings"}\n\n'), false)
+  assert.equal(held('data: {"type": "ping"}\nevent: ping\n\n'), false)
+})
