@@ -1,5 +1,5 @@
 // What an upstream may send before its answer's first event that is no part of the answer: the keep-alives that
-// hold a client's stream open (StreamRelay.deliver).
+// hold a client's stream open, and a terminator that ends a stream with no answer (StreamRelay.deliver).
 import { ByteNeedle } from '@llmproxy/core'
 import { DATA_FIELD } from './scanner.js'
 
@@ -34,6 +34,20 @@ export function keepAlivesOnly(bytes: Buffer): boolean {
   }
   // A block of fields not ended yet may still get its data.
   return block === NOTHING
+}
+
+/**
+ * Whether the first event in `bytes` (whole events from a line start), after keep-alives, is one of `terminators`
+ * (`data: [DONE]`, `event: message_stop`): the stream ends with no answer, which the client must not take for an empty
+ * one.
+ */
+export function terminatorFirst(bytes: Buffer, terminators: readonly ByteNeedle[]): boolean {
+  let first = -1
+  for (const needle of terminators) {
+    const at = bytes.indexOf(needle.bytes)
+    if (at !== -1 && (first === -1 || at < first)) first = at
+  }
+  return first === 0 || (first > 0 && keepAlivesOnly(bytes.subarray(0, first)))
 }
 
 function isPingEvent(bytes: Buffer, pos: number): boolean {

@@ -3,7 +3,7 @@ import { errors, type LlmProxyError } from '@llmproxy/core'
 import type { UsageExtractor } from '@llmproxy/protocols'
 import { StreamConverter } from './convert.js'
 import type { AttemptView, CallHost } from './host.js'
-import { keepAlivesOnly } from './keep-alives.js'
+import { keepAlivesOnly, terminatorFirst } from './keep-alives.js'
 import { LineEnds } from './line-ends.js'
 import type { ResumeTap } from './resume.js'
 import { StreamScanner, type UpstreamErrorEvent } from './scanner.js'
@@ -19,6 +19,9 @@ const TERMINATOR_GRACE_MS = 1000
  * way may still be generating).
  */
 const USAGE_GRACE_MS = 1000
+
+/** A stream that ended with no answer event: its terminator alone, or a converted one's without a finish. */
+const noAnswer = () => errors.upstreamFailed('The upstream ended its stream without an answer.')
 
 /**
  * One attempt's SSE answer on its way to the client, chunk by chunk, never held: the first chunk of the answer
@@ -137,7 +140,11 @@ export class StreamRelay {
     // The chunk goes out first; the taps read it after (the usage filter finds the usage-only event by its shape).
     const transform = this.attempt.transform
     const out = transform === null ? chunk : transform.push(chunk, scanner.tapFrom)
-    if (out !== null) this.deliver(out)
+    if (out !== null) {
+      this.deliver(out)
+      // (Its terminator first: no answer, the attempt failed.)
+      if (this.ended) return
+    }
     const meter = call.meter
     const reader = meter.reader
     // (Whether this chunk brings a usage report: see UsageMeter.reportedAtTerminator.)
@@ -189,14 +196,21 @@ export class StreamRelay {
    * The upstream's keep-alives before its first event (OpenRouter's `: OPENROUTER PROCESSING`, a gateway's pings in
    * front of it) are no part of the answer: they go out and hold the client's stream open, as the gateway's heartbeat
    * does (holdOpen), and until the first event a failure is one before the answer (retried, or its error in band with
-   * its status), not a cut.
+   * its status), not a cut. A terminator as the first event ends a stream that had no answer: a failure too.
    */
   private deliver(out: Buffer | string): void {
     if (!this.attempt.delivering) {
-      if (typeof out !== 'string' && !this.call.continuing && keepAlivesOnly(out)) {
-        if (!this.call.client.committed) this.holdOpen(false)
-        this.call.client.write(out, this.body)
-        return
+      const endpoint = this.attempt.endpoint
+      if (typeof out !== 'string' && !this.call.continuing) {
+        if (keepAlivesOnly(out)) {
+          if (!this.call.client.committed) this.holdOpen(false)
+          this.call.client.write(out, this.body)
+          return
+        }
+        if (endpoint.endsAtTerminator && terminatorFirst(out, endpoint.terminators)) {
+          this.end(noAnswer())
+          return
+        }
       }
       this.commit()
     }
@@ -273,14 +287,20 @@ export class StreamRelay {
   }
 
   /**
-   * The stream ends before any of it reached the client: an empty answer commits now (true), a continuation's (the
-   * client has part of the answer already) failed to give anything, and another attempt may take over (false).
+   * The stream ends before any of it reached the client: an empty answer commits now (true). A continuation's (the
+   * client has part of the answer already) failed to give anything, and a converted stream that ended without its
+   * finish (`[DONE]` alone) had no answer: another attempt may take over (false).
    */
   private commitAtEnd(): boolean {
     const attempt = this.attempt
     if (attempt.delivering) return true
     if (this.call.continuing) {
       attempt.failBeforeAnswer(errors.upstreamFailed('The upstream ended its stream before the first token.'))
+      return false
+    }
+    const transform = attempt.transform
+    if (transform instanceof StreamConverter && transform.failure === null && !transform.finishedAtEnd()) {
+      attempt.failBeforeAnswer(noAnswer())
       return false
     }
     this.commit()
@@ -339,6 +359,7 @@ export class StreamRelay {
       return
     }
     this.flushHeld(true)
+    if (this.ended) return
     const attempt = this.attempt
     const complete = this.scanner.complete || attempt.endpoint.terminators.length === 0 || attempt.status !== 200
     // Nothing of an answer came (at most keep-alives, held): a failure before the first token, not a cut answer.

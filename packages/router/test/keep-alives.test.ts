@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { keepAlivesOnly } from '../src/keep-alives.js'
+import { ANTHROPIC_MESSAGES, OPENAI_CHAT } from '@llmproxy/protocols'
+import { keepAlivesOnly, terminatorFirst } from '../src/keep-alives.js'
 
 const held = (text: string) => keepAlivesOnly(Buffer.from(text))
 
@@ -24,4 +25,21 @@ test('an event with data, a block not ended, or a line cut are not', () => {
   // Only a ping's own event name: another event's data is part of the answer, in whatever order its fields come.
   assert.equal(held('event: pings\ndata: {"type": "pings"}\n\n'), false)
   assert.equal(held('data: {"type": "ping"}\nevent: ping\n\n'), false)
+})
+
+test('a terminator first, after keep-alives at most, ends a stream that had no answer', () => {
+  const first = (text: string) => terminatorFirst(Buffer.from(text), OPENAI_CHAT.terminators)
+  assert.equal(first('data: [DONE]\n\n'), true)
+  assert.equal(first(': OPENROUTER PROCESSING\n\ndata: [DONE]\n\n'), true)
+  assert.equal(first(': processing\ndata: [DONE]\n\n'), true)
+  // An answer first, however short, is one.
+  assert.equal(first('data: {"choices":[{"delta":{"role":"assistant"}}]}\n\ndata: [DONE]\n\n'), false)
+  assert.equal(first('data: {"choices":[]}\n\n'), false)
+  // `[DONE]` inside an answer's text is no terminator.
+  assert.equal(first('data: {"choices":[{"delta":{"content":"data: [DONE]"}}]}\n\n'), false)
+  const stop = 'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+  const anthropicFirst = (text: string) => terminatorFirst(Buffer.from(text), ANTHROPIC_MESSAGES.terminators)
+  assert.equal(anthropicFirst(stop), true)
+  assert.equal(anthropicFirst(`event: ping\ndata: {"type": "ping"}\n\n${stop}`), true)
+  assert.equal(anthropicFirst(`event: message_start\ndata: {"type":"message_start","message":{}}\n\n${stop}`), false)
 })

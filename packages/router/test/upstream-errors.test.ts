@@ -6,7 +6,7 @@ import { test } from 'node:test'
 import type { RouterOptions } from '../src/index.js'
 import { eventually, parseSse } from './helpers.js'
 import { DONE, finish, role, type Scripted, scripted, sleep, sse, text, twoReads, upstream, usageChunk } from './scripted.js'
-import { anthropicStream } from './sdk-streams.js'
+import { anthropicStream, openaiStream } from './sdk-streams.js'
 
 /** OpenRouter's report of a provider failing mid-generation: a chunk with a top-level `error` and finish_reason error. */
 const OPENROUTER_CHUNK = (message: string) =>
@@ -783,6 +783,88 @@ test('a converted stream whose first chunk fails the conversion keeps its failur
     const answer = await post(g, '/v1/messages', messages('m'))
     assert.equal(answer.status, 502)
     assert.match(answer.text, /The upstream sent malformed data/)
+  } finally {
+    await g.close()
+  }
+})
+
+test('a stream whose first event is its terminator carries no answer: the next upstream answers, or the client gets the error', async () => {
+  // One failing upstream per model: each request's first attempt is on one that has not failed yet.
+  const doneOnly = (name: string, done = DONE) =>
+    upstream(name, 'openai', (res) => {
+      sse(res)
+      res.end(done)
+    })
+  const stopOnly = (name: string) =>
+    upstream(name, 'anthropic', (res) => {
+      sse(res)
+      // After a ping: still no answer.
+      res.end(`event: ping\ndata: {"type": "ping"}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n`)
+    })
+  const healthy = upstream('healthy', 'openai', (res) => {
+    sse(res)
+    res.end(role + text('Hi from healthy.') + finish() + usageChunk(9, 3) + DONE)
+  })
+  const g = await scripted(
+    [
+      doneOnly('done-only'),
+      // Keep-alives first, then the terminator: still no answer.
+      twoReads('comments-done', 'openai', PROCESSING, DONE),
+      doneOnly('done-only-2'),
+      stopOnly('stop-only'),
+      stopOnly('stop-only-2'),
+      doneOnly('done-only-3', 'data: [DONE]'),
+      twoReads('comments-done-2', 'openai', PROCESSING, DONE),
+      // Its body ends without the event's blank line.
+      doneOnly('done-unended', 'data: [DONE]'),
+      healthy,
+    ],
+    [
+      { name: 'done', upstreams: ['done-only', 'healthy'] },
+      { name: 'comments-done', upstreams: ['comments-done', 'healthy'] },
+      { name: 'done-converted', upstreams: ['done-only-2', 'healthy'] },
+      { name: 'stop-converted', upstreams: ['stop-only', 'healthy'] },
+      { name: 'stop', upstreams: ['stop-only-2', 'healthy'] },
+      { name: 'done-unended', upstreams: ['done-unended', 'healthy'] },
+      { name: 'done-alone', upstreams: ['done-only-3'] },
+      { name: 'comments-done-alone', upstreams: ['comments-done-2'] },
+    ],
+    { retry: { attempts: 2, backoffMs: 10 } },
+  )
+  try {
+    // Same format, then converted both ways: the SDKs read the healthy upstream's answer.
+    assert.equal(await openaiStream(g.url, 'done'), 'Hi from healthy.')
+    assert.equal(await openaiStream(g.url, 'comments-done'), 'Hi from healthy.')
+    assert.equal(await openaiStream(g.url, 'done-unended'), 'Hi from healthy.')
+    assert.equal(await anthropicStream(g.url, 'done-converted'), 'Hi from healthy.')
+    assert.equal(await openaiStream(g.url, 'stop-converted'), 'Hi from healthy.')
+    assert.equal(await anthropicStream(g.url, 'stop'), 'Hi from healthy.')
+    // Nothing else answers: a 502, or the error in band when comments held the stream open. Never an empty answer.
+    const alone = await post(g, '/v1/chat/completions', chat('done-alone'))
+    assert.equal(alone.status, 502, alone.text)
+    assert.match(alone.text, /ended its stream without an answer/)
+    // (Converted, the unended [DONE] is no terminator at all: the stream ended before its first token.)
+    assert.match(await anthropicStream(g.url, 'done-alone'), /^<<502 The upstream ended its stream before the first token/)
+    const held = await post(g, '/v1/chat/completions', chat('comments-done-alone'))
+    assert.equal(held.status, 200)
+    const { content, done, error } = openAiAnswer(held.text)
+    assert.deepEqual([content, done], ['', false])
+    assert.match(error ?? '', /ended its stream without an answer/)
+    await eventually(() => g.records.length === 9, 3000, 'usage records')
+    assert.deepEqual(
+      g.records.map((r) => [r.model, r.upstream, r.attempts, r.resumed, r.promptTokens, r.completionTokens]),
+      [
+        ['done', 'healthy', 2, false, 9, 3],
+        ['comments-done', 'healthy', 2, false, 9, 3],
+        ['done-unended', 'healthy', 2, false, 9, 3],
+        ['done-converted', 'healthy', 2, false, 9, 3],
+        ['stop-converted', 'healthy', 2, false, 9, 3],
+        ['stop', 'healthy', 2, false, 9, 3],
+        ['done-alone', 'done-only-3', 2, false, 0, 0],
+        ['done-alone', 'done-only-3', 2, false, 0, 0],
+        ['comments-done-alone', 'comments-done-2', 2, false, 0, 0],
+      ],
+    )
   } finally {
     await g.close()
   }
