@@ -1,6 +1,6 @@
 export { ANTHROPIC_COUNT_TOKENS, ANTHROPIC_MESSAGES, ANTHROPIC_VERSION, anthropic } from './anthropic.js'
 export { convertRequest, withAssistantPrefill } from './convert/request.js'
-export { convertResponse } from './convert/response.js'
+export { convertResponse, streamResponse } from './convert/response.js'
 export { MAX_EVENT_CHARS } from './convert/sse.js'
 export { createDecoder, createEncoder } from './convert/stream.js'
 export {

@@ -8,9 +8,11 @@ import {
   type ApiFamily,
   convertResponse,
   convertUpstreamError,
+  createEncoder,
   fromRecordUsage,
   MalformedStreamError,
   splitToolCallId,
+  streamResponse,
 } from '../src/index.js'
 import { fetchReturning } from './stream-fixtures.js'
 
@@ -468,4 +470,56 @@ test('fromRecordUsage: the record fields back to neutral, cache reads out of the
     cacheReadTokens: 100,
   })
   assert.deepEqual(fromRecordUsage({ promptTokens: 5, completionTokens: 0, totalTokens: 5 }), { inputTokens: 5, outputTokens: 0 })
+})
+
+test('a whole answer streamed (an upstream that does not stream) reads in the SDK stream helpers as the answer converted whole', async () => {
+  // Gemini's calls have no ids: each conversion makes its own.
+  const ids = (value: unknown) => JSON.parse(JSON.stringify(value).replace(/call_[0-9a-f]{24}/g, 'call_(generated)'))
+  for (const upstream of ['openai', 'anthropic', 'gemini'] as const) {
+    const anthropicStream = streamResponse(upstream, BODIES[upstream], createEncoder('anthropic', { model: 'claude-sonnet-4-5' }))
+    const anthropic = new Anthropic({
+      apiKey: 'k',
+      baseURL: 'http://gateway.test',
+      fetch: fetchReturning([anthropicStream]),
+      maxRetries: 0,
+    })
+    const streamed = await anthropic.messages
+      .stream({ model: 'claude-sonnet-4-5', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] })
+      .finalMessage()
+    const whole = await anthropicReads(upstream)
+    assert.deepEqual(
+      [ids(streamed.content), streamed.stop_reason, streamed.usage.input_tokens, streamed.usage.output_tokens],
+      [ids(whole.content), whole.stop_reason, whole.usage.input_tokens, whole.usage.output_tokens],
+      upstream,
+    )
+    const openaiStream = streamResponse(upstream, BODIES[upstream], createEncoder('openai', { model: 'gpt-4o', includeUsage: true }))
+    const openai = new OpenAI({ apiKey: 'k', baseURL: 'http://gateway.test/v1', fetch: fetchReturning([openaiStream]), maxRetries: 0 })
+    const completion = await openai.chat.completions
+      .stream({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], stream_options: { include_usage: true } })
+      .finalChatCompletion()
+    const wholeCompletion = await openAiReads(upstream)
+    const message = completion.choices[0]?.message
+    const wholeMessage = wholeCompletion.choices[0]?.message
+    assert.deepEqual(
+      [
+        message?.content,
+        ids(message?.tool_calls),
+        completion.choices[0]?.finish_reason,
+        completion.usage?.prompt_tokens,
+        completion.usage?.completion_tokens,
+      ],
+      [
+        wholeMessage?.content,
+        ids(wholeMessage?.tool_calls),
+        wholeCompletion.choices[0]?.finish_reason,
+        wholeCompletion.usage?.prompt_tokens,
+        wholeCompletion.usage?.completion_tokens,
+      ],
+      upstream,
+    )
+  }
+  assert.throws(
+    () => streamResponse('openai', { object: 'chat.completion', choices: [] }, createEncoder('openai', { model: 'm' })),
+    MalformedStreamError,
+  )
 })

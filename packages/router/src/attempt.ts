@@ -73,7 +73,7 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   /** The client's heartbeat came due before the upstream's headers: its stream is held open when they come. */
   private heartbeatDue = false
   /** Its JSON answer's relay (null before it, for SSE answers and for error answers read whole). */
-  private json: JsonRelay | null = null
+  json: JsonRelay | null = null
   private body: UpstreamBody | null = null
   private released = false
 
@@ -327,6 +327,25 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
   }
 
   /**
+   * Commits (unless a held stream is open already) and sends a whole answer as the client's stream: `events` are all
+   * of it, its terminator included.
+   */
+  answerStreamWhole(events: string): void {
+    this.settle()
+    this.delivering = true
+    const call = this.call
+    const client = call.client
+    if (!client.committed) {
+      const headers = client.streamHeaders(this.headers)
+      headers['content-type'] = call.clientStreamType
+      client.commitStream(this.status, headers)
+    }
+    call.ctx.firstTokenAt = performance.now()
+    call.onCommitted()
+    call.endAnswer(events)
+  }
+
+  /**
    * Its answer failed before its first byte reached the client (a continuation's stream ended, a JSON body is no
    * answer): another attempt may take over.
    */
@@ -400,8 +419,21 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     const type = this.headers?.['content-type']
     const sse = typeof type === 'string' && type.startsWith(SSE)
     const reader = call.meter.startAnswer(call.ctx.protocol)
+    // A whole JSON answer to a streamed request (an upstream that does not stream): the client gets it as its stream.
+    // (Not a Gemini JSON array from a Gemini upstream asked for one, relayed as it is.)
+    const wholeAnswerToStream =
+      !sse &&
+      call.ctx.stream &&
+      this.status < 300 &&
+      call.endpoint.convertible &&
+      (this.converted !== null || call.clientStreamType === SSE)
+    if (wholeAnswerToStream && !call.continuing) {
+      this.json = new JsonRelay(this, call, body, reader, true)
+      return
+    }
     if ((this.converted !== null || call.client.committed) && sse !== call.ctx.stream) {
-      // Answered in another shape than asked (a JSON body to a stream request): it cannot be converted or spliced.
+      // Answered in another shape than asked (an SSE stream to a JSON request, a JSON body to a continuation): it
+      // cannot be converted or spliced.
       this.fail('error', errors.upstreamFailed('The upstream did not answer in the expected shape.'))
       return
     }

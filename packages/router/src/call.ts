@@ -46,7 +46,10 @@ export class ProxyCall implements CallHost {
   attempt: UpstreamAttempt | null = null
   private readonly body: Record<string, unknown>
   private readonly shape: RequestShape
-  /** The client's stream encoder, made by the first attempt on an upstream of another API; it outlives attempts. */
+  /**
+   * The client's stream encoder, made by the first attempt on an upstream of another API (or that answered a stream
+   * request whole); it outlives attempts.
+   */
   private encoder: StreamEncoder | null = null
   /** A stream cut after its first byte, being finished on another upstream (null: none). */
   private continuation: Continuation | null = null
@@ -196,10 +199,9 @@ export class ProxyCall implements CallHost {
     ctx.protocol = upstream.protocol
     let next: UpstreamRequest
     try {
-      next = upstreamRequest(this.shape, this.body, upstream, route.upstreamModel, ctx.stream, this.settings, this.continuation, () => {
-        this.encoder ??= createEncoder(this.endpoint.family, this.encoderOptions)
-        return this.encoder
-      })
+      next = upstreamRequest(this.shape, this.body, upstream, route.upstreamModel, ctx.stream, this.settings, this.continuation, () =>
+        this.streamEncoder(),
+      )
     } catch (err) {
       // The client's request cannot be said in this upstream's API: no upstream was asked anything. Anything else
       // thrown there is a bug (a converter's, a hook's change to the body): the client gets the internal error, not
@@ -232,6 +234,8 @@ export class ProxyCall implements CallHost {
     // continuation's estimate (a replay cut before it got past the prefix the client has, which is dropped).
     const stream = attempt.stream
     if (stream !== null) this.meter.endAnswer(this.continuation !== null && stream.scanner.dataEvents > 0, stream.scanner)
+    // So was a JSON answer refused whole (a failed generation, an answer the client's API cannot carry).
+    else if (attempt.json !== null) this.meter.endAnswer(false, null)
     if (kind === 'prefill') {
       // Not the upstream failing: it takes no prefill. The next try there is a replay of the request.
       attempt.release({ ok: false, kind: 'aborted' })
@@ -520,6 +524,11 @@ export class ProxyCall implements CallHost {
   }
 
   /** A whole answer ends (a JSON body relayed to its end, or an answer the gateway held), and is recorded. */
+  streamEncoder(): StreamEncoder {
+    this.encoder ??= createEncoder(this.endpoint.family, this.encoderOptions)
+    return this.encoder
+  }
+
   endAnswer(tail: Buffer | string | null = null): void {
     const client = this.client
     if (client.endsAfterRecord) this.record(client.status)

@@ -14,6 +14,7 @@ import {
   type StreamDecoder,
   type StreamEncoder,
   type StreamEvent,
+  streamResponse,
   wireOf,
 } from '@llmproxy/protocols'
 import type { Upstream } from '@llmproxy/upstreams'
@@ -259,6 +260,15 @@ export class StreamConverter implements ResponseTransform {
  * be one: not JSON, not its API's answer, or a failed generation (the upstream's reason kept).
  */
 export function convertedAnswer(upstream: ApiFamily, client: ApiFamily, body: Buffer, opts: EncoderOptions): string | LlmProxyError {
+  return wholeAnswer(body, (parsed) => JSON.stringify(convertResponse(upstream, client, parsed, opts)))
+}
+
+/** A non-streamed upstream answer as the client's whole stream (`encoder`'s), or the error that says why it cannot be. */
+export function streamedAnswer(upstream: ApiFamily, body: Buffer, encoder: StreamEncoder): string | LlmProxyError {
+  return wholeAnswer(body, (parsed) => streamResponse(upstream, parsed, encoder))
+}
+
+function wholeAnswer(body: Buffer, write: (parsed: unknown) => string): string | LlmProxyError {
   let parsed: unknown
   try {
     parsed = JSON.parse(body.toString('utf8'))
@@ -266,7 +276,7 @@ export function convertedAnswer(upstream: ApiFamily, client: ApiFamily, body: Bu
     return errors.upstreamFailed('The upstream answer could not be read as its API’s answer (not JSON).')
   }
   try {
-    return JSON.stringify(convertResponse(upstream, client, parsed, opts))
+    return write(parsed)
   } catch (err) {
     if (!(err instanceof MalformedStreamError)) throw err
     return errors.upstreamFailed(`The upstream answer could not be given: ${err.message}`)

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { LlmContext, LlmProxyError } from '@llmproxy/core'
-import type { ApiFamily, EncoderOptions, Endpoint } from '@llmproxy/protocols'
+import type { ApiFamily, EncoderOptions, Endpoint, StreamEncoder } from '@llmproxy/protocols'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { FastifyReply } from 'fastify'
 import type { ClientStream } from './client-stream.js'
@@ -33,6 +33,8 @@ export interface AttemptView {
   armDeadline(ms: number): void
   /** Commits and sends an answer held whole (a converted JSON answer). */
   answerWhole(body: Buffer | string): void
+  /** Sends a whole answer as the client's stream, its terminator included (a JSON answer to a streamed request). */
+  answerStreamWhole(events: string): void
   failBeforeAnswer(error: LlmProxyError, status?: number): void
   failedAtStart(event: UpstreamErrorEvent): void
 }
@@ -63,5 +65,7 @@ export interface CallHost {
   /** An upstream's error answer to a stream held open for its first token: in band, as the upstream's answer. */
   endHeldOpen(error: LlmProxyError): void
   endAnswer(tail?: Buffer | string | null): void
+  /** The client's stream encoder: one per request, made when an answer is first converted. */
+  streamEncoder(): StreamEncoder
   resumeTapFor(attempt: AttemptView): ResumeTap | null
 }

@@ -1,6 +1,6 @@
 import { errors, type LlmProxyError } from '@llmproxy/core'
 import type { UsageExtractor } from '@llmproxy/protocols'
-import { convertedAnswer } from './convert.js'
+import { convertedAnswer, streamedAnswer } from './convert.js'
 import type { AttemptView, CallHost } from './host.js'
 import type { UsageMeter } from './meter.js'
 import type { UpstreamBody } from './upstream-response.js'
@@ -26,23 +26,28 @@ export class JsonRelay {
   /** When the last chunk of its body came. */
   private lastChunkAt = 0
 
-  constructor(attempt: AttemptView, call: CallHost, body: UpstreamBody, reader: UsageExtractor) {
+  /** `toStream`: the answer to a streamed request, sent as the client's stream (an upstream that does not stream). */
+  constructor(attempt: AttemptView, call: CallHost, body: UpstreamBody, reader: UsageExtractor, toStream = false) {
     this.attempt = attempt
     this.call = call
     this.body = body
     const converted = attempt.converted
-    if (converted !== null) {
+    if (converted !== null || toStream) {
       // Converted whole (a JSON document cannot be converted piecewise); the commit comes with it.
+      const upstream = converted ?? call.endpoint.family
       readWhole(
         body,
         MAX_ANSWER_BYTES,
         (json, complete) => {
           if (attempt.done) return
-          const answer = complete
-            ? convertedAnswer(converted, call.endpoint.family, json, call.encoderOptions)
-            : errors.upstreamFailed(`The upstream answer is larger than the ${MAX_ANSWER_BYTES} bytes a conversion holds.`)
-          if (typeof answer === 'string') attempt.answerWhole(answer)
-          else attempt.failBeforeAnswer(answer)
+          const answer = !complete
+            ? errors.upstreamFailed(`The upstream answer is larger than the ${MAX_ANSWER_BYTES} bytes a conversion holds.`)
+            : toStream
+              ? streamedAnswer(upstream, json, call.streamEncoder())
+              : convertedAnswer(upstream, call.endpoint.family, json, call.encoderOptions)
+          if (typeof answer !== 'string') attempt.failBeforeAnswer(answer)
+          else if (toStream) attempt.answerStreamWhole(answer)
+          else attempt.answerWhole(answer)
         },
         reader,
         call.meter,
