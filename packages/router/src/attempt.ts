@@ -452,7 +452,9 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
       return
     }
     if (!this.delivering) {
-      this.fail('error', errors.upstreamFailed('The upstream connection failed before the first token.', { cause: err }))
+      // A body read whole (converted, or a whole answer to a stream) that went silent for idleMs: a stall, said so.
+      if ((err as Partial<LlmProxyError>).code === 'llmproxy_upstream_timeout') this.fail('stall', timedOut(err.message))
+      else this.fail('error', errors.upstreamFailed('The upstream connection failed before the first token.', { cause: err }))
       return
     }
     const error =

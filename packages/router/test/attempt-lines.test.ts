@@ -167,9 +167,15 @@ describe('TTFT is the answer the client got, for a request that produced one', (
   }
 
   test('a converted answer refused once read (malformed, cut, stalled) has none', async () => {
-    for (const fault of [{ fault: 'malformed' }, { fault: 'cut', faultAfter: 2 }, { fault: 'stall', faultAfter: 2 }]) {
+    // (A stall is the timeout it is: a 504 saying how long the upstream was silent, not a lost connection.)
+    for (const [fault, expected] of [
+      [{ fault: 'malformed' }, 502],
+      [{ fault: 'cut', faultAfter: 2 }, 502],
+      [{ fault: 'stall', faultAfter: 2 }, 504],
+    ] as const) {
       const [status, record] = await recordOf('converted', [fault, fault])
-      assert.deepEqual([status, record.ttftMs], [502, null], JSON.stringify(fault))
+      assert.deepEqual([status, record.ttftMs], [expected, null], JSON.stringify(fault))
+      if (fault.fault === 'stall') assert.match(record.error?.message ?? '', /sent nothing for \d+ ms/)
     }
     const [status, record] = await recordOf('converted', [])
     assert.equal(status, 200)
