@@ -420,13 +420,15 @@ export class UpstreamAttempt implements UpstreamCallbacks, AttemptView {
     const sse = typeof type === 'string' && type.startsWith(SSE)
     const reader = call.meter.startAnswer(call.ctx.protocol)
     // A whole JSON answer to a streamed request (an upstream that does not stream): the client gets it as its stream.
-    // (Not a Gemini JSON array from a Gemini upstream asked for one, relayed as it is.)
+    // (Not a Gemini JSON array from a Gemini upstream asked for one, nor several choices, which the encoders do not
+    // carry: relayed as they are.)
     const wholeAnswerToStream =
       !sse &&
       call.ctx.stream &&
       this.status < 300 &&
       call.endpoint.convertible &&
-      (this.converted !== null || call.clientStreamType === SSE)
+      (this.converted !== null || call.clientStreamType === SSE) &&
+      !call.severalChoices
     if (wholeAnswerToStream && !call.continuing) {
       this.json = new JsonRelay(this, call, body, reader, true)
       return

@@ -46,10 +46,7 @@ export class ProxyCall implements CallHost {
   attempt: UpstreamAttempt | null = null
   private readonly body: Record<string, unknown>
   private readonly shape: RequestShape
-  /**
-   * The client's stream encoder, made by the first attempt on an upstream of another API (or that answered a stream
-   * request whole); it outlives attempts.
-   */
+  /** The client's stream encoder, made by the first attempt on an upstream of another API; it outlives attempts. */
   private encoder: StreamEncoder | null = null
   /** A stream cut after its first byte, being finished on another upstream (null: none). */
   private continuation: Continuation | null = null
@@ -199,9 +196,10 @@ export class ProxyCall implements CallHost {
     ctx.protocol = upstream.protocol
     let next: UpstreamRequest
     try {
-      next = upstreamRequest(this.shape, this.body, upstream, route.upstreamModel, ctx.stream, this.settings, this.continuation, () =>
-        this.streamEncoder(),
-      )
+      next = upstreamRequest(this.shape, this.body, upstream, route.upstreamModel, ctx.stream, this.settings, this.continuation, () => {
+        this.encoder ??= createEncoder(this.endpoint.family, this.encoderOptions)
+        return this.encoder
+      })
     } catch (err) {
       // The client's request cannot be said in this upstream's API: no upstream was asked anything. Anything else
       // thrown there is a bug (a converter's, a hook's change to the body): the client gets the internal error, not
@@ -408,8 +406,13 @@ export class ProxyCall implements CallHost {
     if (!(attempt.transform instanceof EventAligner)) return null
     // Several choices (`n`, `candidateCount`) interleave in one stream: a continuation goes on with one answer, from one
     // text. Such a stream cut ends with the in-band error.
-    if (wireOf(this.endpoint.family).outputCap(this.body, this.endpoint.path).choices > 1) return null
+    if (this.severalChoices) return null
     return new ResumeTap(this.endpoint.family)
+  }
+
+  /** The request asks for several choices (`n`, `candidateCount`): the encoders, the splice and the resume tap carry one. */
+  get severalChoices(): boolean {
+    return wireOf(this.endpoint.family).outputCap(this.body, this.endpoint.path).choices > 1
   }
 
   /** A committed JSON body failed: the connection is cut, so the answer cannot look complete. */
@@ -506,8 +509,10 @@ export class ProxyCall implements CallHost {
     const attempt = this.attempt
     if (attempt !== null) {
       // An answer that began (a stream held open for its first token has a 200 and no answer yet; a continuation's
-      // replay may be generating the part the client has, which is dropped).
-      const ok = status >= 200 && status < 300 && (attempt.delivering || this.continuing)
+      // replay may be generating the part the client has, which is dropped), or one being read whole when the client
+      // left (generated before its headers came).
+      const readingWhole = attempt.json !== null && !attempt.delivering && attempt.status >= 200 && attempt.status < 300
+      const ok = (status >= 200 && status < 300 && (attempt.delivering || this.continuing)) || readingWhole
       this.meter.endAnswer(
         ok && this.endpoint.metered,
         attempt.stream?.scanner ?? null,
@@ -524,11 +529,6 @@ export class ProxyCall implements CallHost {
   }
 
   /** A whole answer ends (a JSON body relayed to its end, or an answer the gateway held), and is recorded. */
-  streamEncoder(): StreamEncoder {
-    this.encoder ??= createEncoder(this.endpoint.family, this.encoderOptions)
-    return this.encoder
-  }
-
   endAnswer(tail: Buffer | string | null = null): void {
     const client = this.client
     if (client.endsAfterRecord) this.record(client.status)

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { LlmContext, LlmProxyError } from '@llmproxy/core'
-import type { ApiFamily, EncoderOptions, Endpoint, StreamEncoder } from '@llmproxy/protocols'
+import type { ApiFamily, EncoderOptions, Endpoint } from '@llmproxy/protocols'
 import type { AttemptResult, Lease } from '@llmproxy/upstreams'
 import type { FastifyReply } from 'fastify'
 import type { ClientStream } from './client-stream.js'
@@ -65,7 +65,7 @@ export interface CallHost {
   /** An upstream's error answer to a stream held open for its first token: in band, as the upstream's answer. */
   endHeldOpen(error: LlmProxyError): void
   endAnswer(tail?: Buffer | string | null): void
-  /** The client's stream encoder: one per request, made when an answer is first converted. */
-  streamEncoder(): StreamEncoder
+  /** The request asks for several choices (`n`, `candidateCount`). */
+  readonly severalChoices: boolean
   resumeTapFor(attempt: AttemptView): ResumeTap | null
 }

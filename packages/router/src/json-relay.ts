@@ -1,5 +1,5 @@
 import { errors, type LlmProxyError } from '@llmproxy/core'
-import type { UsageExtractor } from '@llmproxy/protocols'
+import { createEncoder, type UsageExtractor } from '@llmproxy/protocols'
 import { convertedAnswer, streamedAnswer } from './convert.js'
 import type { AttemptView, CallHost } from './host.js'
 import type { UsageMeter } from './meter.js'
@@ -43,7 +43,8 @@ export class JsonRelay {
           const answer = !complete
             ? errors.upstreamFailed(`The upstream answer is larger than the ${MAX_ANSWER_BYTES} bytes a conversion holds.`)
             : toStream
-              ? streamedAnswer(upstream, json, call.streamEncoder())
+              ? // An encoder of its own: one an answer refused half-way leaves open is no use to the next answer.
+                streamedAnswer(upstream, json, createEncoder(call.endpoint.family, call.encoderOptions))
               : convertedAnswer(upstream, call.endpoint.family, json, call.encoderOptions)
           if (typeof answer !== 'string') attempt.failBeforeAnswer(answer)
           else if (toStream) attempt.answerStreamWhole(answer)

@@ -1,6 +1,7 @@
 // What an upstream may send before its answer's first event that is no part of the answer: the keep-alives that
 // hold a client's stream open, and a terminator that ends a stream with no answer (StreamRelay.deliver).
 import { ByteNeedle } from '@llmproxy/core'
+import type { Endpoint } from '@llmproxy/protocols'
 import { DATA_FIELD } from './scanner.js'
 
 const NEWLINE = 0x0a
@@ -36,14 +37,19 @@ export function keepAlivesOnly(bytes: Buffer): boolean {
   return block === NOTHING
 }
 
+/** `[DONE]`, with or without the space SSE allows after the field name. */
+const DONE_FORMS = [new ByteNeedle('data: [DONE]'), new ByteNeedle('data:[DONE]')]
+const NO_NEEDLES: readonly ByteNeedle[] = []
+
 /**
- * Whether the first event in `bytes` (whole events from a line start), after keep-alives, is one of `terminators`
- * (`data: [DONE]`, `event: message_stop`): the stream ends with no answer, which the client must not take for an empty
- * one.
+ * Whether the first event in `bytes` (whole events from a line start), after keep-alives, is a terminator that carries
+ * nothing (`data: [DONE]`, Anthropic's `message_stop`): the stream ends with no answer, which the client must not take
+ * for an empty one. (Not a Responses end event: it carries the response, or the upstream's reason for none.)
  */
-export function terminatorFirst(bytes: Buffer, terminators: readonly ByteNeedle[]): boolean {
+export function terminatorFirst(bytes: Buffer, endpoint: Endpoint): boolean {
+  const needles = endpoint.endsWithDone ? DONE_FORMS : endpoint.family === 'anthropic' ? endpoint.terminators : NO_NEEDLES
   let first = -1
-  for (const needle of terminators) {
+  for (const needle of needles) {
     const at = bytes.indexOf(needle.bytes)
     if (at !== -1 && (first === -1 || at < first)) first = at
   }

@@ -21,7 +21,7 @@ const TERMINATOR_GRACE_MS = 1000
 const USAGE_GRACE_MS = 1000
 
 /** A stream that ended with no answer event: its terminator alone, or a converted one's without a finish. */
-const noAnswer = () => errors.upstreamFailed('The upstream ended its stream without an answer.')
+const noAnswerError = () => errors.upstreamFailed('The upstream ended its stream without an answer.')
 
 /**
  * One attempt's SSE answer on its way to the client, chunk by chunk, never held: the first chunk of the answer
@@ -140,11 +140,8 @@ export class StreamRelay {
     // The chunk goes out first; the taps read it after (the usage filter finds the usage-only event by its shape).
     const transform = this.attempt.transform
     const out = transform === null ? chunk : transform.push(chunk, scanner.tapFrom)
-    if (out !== null) {
-      this.deliver(out)
-      // (Its terminator first: no answer, the attempt failed.)
-      if (this.ended) return
-    }
+    const noAnswer = out !== null && !this.attempt.delivering && this.endsWithoutAnswer(out)
+    if (out !== null && !noAnswer) this.deliver(out)
     const meter = call.meter
     const reader = meter.reader
     // (Whether this chunk brings a usage report: see UsageMeter.reportedAtTerminator.)
@@ -153,6 +150,11 @@ export class StreamRelay {
     // MALFORMED_FUNCTION_CALL does).
     if (scanner.tapFrom < chunk.length) reader?.write(chunk, scanner.tapFrom)
     meter.responseBytes += chunk.length
+    if (noAnswer) {
+      // (Its usage read: a usage-only event before the terminator, which a filter kept from the client.)
+      this.end(noAnswerError())
+      return
+    }
     if (transform?.failure != null) {
       // The upstream reported a failure inside its stream (an error event, a malformed function call). It ends the
       // generation as a terminator does: a count reported with it (Gemini's MALFORMED_FUNCTION_CALL is a finishReason
@@ -196,27 +198,28 @@ export class StreamRelay {
    * The upstream's keep-alives before its first event (OpenRouter's `: OPENROUTER PROCESSING`, a gateway's pings in
    * front of it) are no part of the answer: they go out and hold the client's stream open, as the gateway's heartbeat
    * does (holdOpen), and until the first event a failure is one before the answer (retried, or its error in band with
-   * its status), not a cut. A terminator as the first event ends a stream that had no answer: a failure too.
+   * its status), not a cut.
    */
   private deliver(out: Buffer | string): void {
     if (!this.attempt.delivering) {
-      const endpoint = this.attempt.endpoint
-      if (typeof out !== 'string' && !this.call.continuing) {
-        if (keepAlivesOnly(out)) {
-          if (!this.call.client.committed) this.holdOpen(false)
-          this.call.client.write(out, this.body)
-          return
-        }
-        if (endpoint.endsAtTerminator && terminatorFirst(out, endpoint.terminators)) {
-          this.end(noAnswer())
-          return
-        }
+      if (typeof out !== 'string' && !this.call.continuing && keepAlivesOnly(out)) {
+        if (!this.call.client.committed) this.holdOpen(false)
+        this.call.client.write(out, this.body)
+        return
       }
       this.commit()
     }
     this.lastOutputAt = this.lastChunkAt
     this.call.client.write(out, this.body)
     if (this.tap !== null && typeof out !== 'string') this.tap.push(out)
+  }
+
+  /**
+   * What would go out first is a terminator that carries nothing (`[DONE]` after keep-alives at most): the stream had
+   * no answer, a failure before the first token (another attempt may answer), not an empty answer to relay.
+   */
+  private endsWithoutAnswer(out: Buffer | string): boolean {
+    return typeof out !== 'string' && !this.attempt.delivering && !this.call.continuing && terminatorFirst(out, this.attempt.endpoint)
   }
 
   /**
@@ -279,6 +282,10 @@ export class StreamRelay {
     if (!(transform instanceof EventAligner)) return
     const out = transform.flush(ended)
     if (out === null) return
+    if (this.endsWithoutAnswer(out)) {
+      this.end(noAnswerError())
+      return
+    }
     const committing = !this.attempt.delivering
     this.deliver(out)
     if (ended) this.scanner.endLine()
@@ -300,7 +307,7 @@ export class StreamRelay {
     }
     const transform = attempt.transform
     if (transform instanceof StreamConverter && transform.failure === null && !transform.finishedAtEnd()) {
-      attempt.failBeforeAnswer(noAnswer())
+      attempt.failBeforeAnswer(noAnswerError())
       return false
     }
     this.commit()

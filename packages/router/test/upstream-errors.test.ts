@@ -817,6 +817,10 @@ test('a stream whose first event is its terminator carries no answer: the next u
       twoReads('comments-done-2', 'openai', PROCESSING, DONE),
       // Its body ends without the event's blank line.
       doneOnly('done-unended', 'data: [DONE]'),
+      // Without the space SSE allows after the field name.
+      doneOnly('done-no-space', 'data:[DONE]\n\n'),
+      // Its usage, then [DONE]: billed with the answer that follows (the client did not ask for usage).
+      doneOnly('usage-done', usageChunk(4, 0) + DONE),
       healthy,
     ],
     [
@@ -826,6 +830,8 @@ test('a stream whose first event is its terminator carries no answer: the next u
       { name: 'stop-converted', upstreams: ['stop-only', 'healthy'] },
       { name: 'stop', upstreams: ['stop-only-2', 'healthy'] },
       { name: 'done-unended', upstreams: ['done-unended', 'healthy'] },
+      { name: 'done-no-space', upstreams: ['done-no-space', 'healthy'] },
+      { name: 'usage-done', upstreams: ['usage-done', 'healthy'] },
       { name: 'done-alone', upstreams: ['done-only-3'] },
       { name: 'comments-done-alone', upstreams: ['comments-done-2'] },
     ],
@@ -836,6 +842,8 @@ test('a stream whose first event is its terminator carries no answer: the next u
     assert.equal(await openaiStream(g.url, 'done'), 'Hi from healthy.')
     assert.equal(await openaiStream(g.url, 'comments-done'), 'Hi from healthy.')
     assert.equal(await openaiStream(g.url, 'done-unended'), 'Hi from healthy.')
+    assert.equal(await openaiStream(g.url, 'done-no-space'), 'Hi from healthy.')
+    assert.equal(await openaiStream(g.url, 'usage-done'), 'Hi from healthy.')
     assert.equal(await anthropicStream(g.url, 'done-converted'), 'Hi from healthy.')
     assert.equal(await openaiStream(g.url, 'stop-converted'), 'Hi from healthy.')
     assert.equal(await anthropicStream(g.url, 'stop'), 'Hi from healthy.')
@@ -850,13 +858,15 @@ test('a stream whose first event is its terminator carries no answer: the next u
     const { content, done, error } = openAiAnswer(held.text)
     assert.deepEqual([content, done], ['', false])
     assert.match(error ?? '', /ended its stream without an answer/)
-    await eventually(() => g.records.length === 9, 3000, 'usage records')
+    await eventually(() => g.records.length === 11, 3000, 'usage records')
     assert.deepEqual(
       g.records.map((r) => [r.model, r.upstream, r.attempts, r.resumed, r.promptTokens, r.completionTokens]),
       [
         ['done', 'healthy', 2, false, 9, 3],
         ['comments-done', 'healthy', 2, false, 9, 3],
         ['done-unended', 'healthy', 2, false, 9, 3],
+        ['done-no-space', 'healthy', 2, false, 9, 3],
+        ['usage-done', 'healthy', 2, false, 13, 3],
         ['done-converted', 'healthy', 2, false, 9, 3],
         ['stop-converted', 'healthy', 2, false, 9, 3],
         ['stop', 'healthy', 2, false, 9, 3],
@@ -865,6 +875,24 @@ test('a stream whose first event is its terminator carries no answer: the next u
         ['comments-done-alone', 'comments-done-2', 2, false, 0, 0],
       ],
     )
+  } finally {
+    await g.close()
+  }
+})
+
+test("a Responses stream whose first event is response.failed is the upstream's answer: relayed, not retried as none", async () => {
+  const failed = upstream('failed', 'openai', (res) => {
+    sse(res)
+    res.end(
+      'event: response.failed\ndata: {"type":"response.failed","response":{"id":"resp_1","status":"failed","error":{"code":"invalid_image_url","message":"Error while downloading https://x/img.png."},"output":[],"usage":{"input_tokens":5,"output_tokens":0,"total_tokens":5}}}\n\n',
+    )
+  })
+  const g = await scripted([failed], [{ name: 'r', upstreams: ['failed'] }], { retry: { attempts: 3, backoffMs: 10 } })
+  try {
+    const answer = await post(g, '/v1/responses', { model: 'r', stream: true, input: 'hi' })
+    assert.equal(answer.status, 200)
+    assert.match(answer.text, /invalid_image_url/)
+    assert.equal(failed.bodies.length, 1)
   } finally {
     await g.close()
   }

@@ -241,3 +241,85 @@ test('a continuation answered whole is refused, not spliced: the client never ge
     await g.close()
   }
 })
+
+test('an answer refused half-way through its encoding leaves nothing behind: the next upstream answers whole', async () => {
+  // Arguments that are no JSON object: an Anthropic client's encoder refuses the tool call after opening the message.
+  const badTool = upstream('bad-tool', 'vllm', (res) =>
+    json(
+      res,
+      completion(
+        { content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '"Paris"' } }] },
+        'tool_calls',
+      ),
+    ),
+  )
+  const healthy = upstream('healthy', 'vllm', (res) => json(res, answered))
+  const g = await scripted([badTool, healthy], [{ name: 'm', upstreams: ['bad-tool', 'healthy'] }], {
+    retry: { attempts: 2, backoffMs: 10 },
+  })
+  try {
+    // (Before, the encoder the refused answer had opened served the next one: no message_start, the SDK threw.)
+    assert.equal(await anthropicStream(g.url, 'm'), 'Hi whole.')
+    assert.deepEqual(await records(g, 1), [['m', 'healthy', 200, 2, 22, 14, false]])
+  } finally {
+    await g.close()
+  }
+})
+
+test('a whole answer has its time to first token; one the client left while it was read is billed as generated', async () => {
+  const slowBody = upstream('slow-body', 'vllm', async (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.flushHeaders()
+    await sleep(300)
+    res.end(JSON.stringify(answered))
+  })
+  const g = await scripted([slowBody], [{ name: 'm', upstreams: ['slow-body'] }])
+  try {
+    assert.equal(await openaiStream(g.url, 'm'), 'Hi whole.')
+    // The client leaves once the upstream's headers came, before its body.
+    const left = new AbortController()
+    const leaving = fetch(`${g.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+      signal: left.signal,
+    })
+    await sleep(100)
+    left.abort()
+    await assert.rejects(leaving)
+    await records(g, 2)
+    const [answered_, abandoned] = g.records
+    assert.ok((answered_?.ttftMs ?? 0) >= 290, String(answered_?.ttftMs))
+    // (Before, nothing: the upstream generated its answer before its headers.)
+    assert.deepEqual([abandoned?.clientAborted, abandoned?.estimated, (abandoned?.promptTokens ?? 0) > 0], [true, true, true])
+  } finally {
+    await g.close()
+  }
+})
+
+test('several choices are not carried by the encoders: a whole answer with them comes as the upstream sent it', async () => {
+  const two = upstream('two', 'vllm', (res) =>
+    json(res, {
+      ...answered,
+      choices: [
+        { index: 0, message: { role: 'assistant', content: 'One.' }, finish_reason: 'stop' },
+        { index: 1, message: { role: 'assistant', content: 'Two.' }, finish_reason: 'stop' },
+      ],
+    }),
+  )
+  const g = await scripted([two], [{ name: 'm', upstreams: ['two'] }])
+  try {
+    const res = await fetch(`${g.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', stream: true, n: 2, messages: [{ role: 'user', content: 'hi' }] }),
+    })
+    const body = (await res.json()) as { choices: { message: { content: string } }[] }
+    assert.deepEqual(
+      body.choices.map((choice) => choice.message.content),
+      ['One.', 'Two.'],
+    )
+  } finally {
+    await g.close()
+  }
+})
