@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { ConfigError, makeDirectory } from '@llmproxy/core'
 import { Type, Value } from '@llmproxy/core/typebox'
@@ -116,7 +116,8 @@ export class QuotaStateFile {
     const version = this.store.quotaVersion
     if (version === this.savedVersion) return
     const body = this.body()
-    await mkdir(dirname(this.path), { recursive: true })
+    // (Not Node's recursive mkdir: see makeDirectory.)
+    makeDirectory(dirname(this.path))
     await this.replace(body)
     this.savedVersion = version
   }

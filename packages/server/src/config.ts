@@ -151,9 +151,15 @@ function badReference(text: string, offset: number): string {
 /**
  * Replaces `${NAME}` and `${NAME:-default}` in every string of the parsed config (never in the raw
  * text, so a value cannot inject YAML). A missing variable without default, and a `${` that starts no reference, are
- * problems at their path.
+ * problems at their path. `emptied`: the paths whose variable is set but empty, and its name (a problem there names it).
  */
-export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, path: string, problems: ConfigProblem[]): unknown {
+export function interpolateEnv(
+  value: unknown,
+  env: NodeJS.ProcessEnv,
+  path: string,
+  problems: ConfigProblem[],
+  emptied: Map<string, string> = new Map(),
+): unknown {
   if (typeof value === 'string') {
     return value.replace(ENV_REFERENCE, (match: string, name: string | undefined, fallback: string | undefined, offset: number) => {
       if (name === undefined) {
@@ -161,16 +167,17 @@ export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, path: str
         return ''
       }
       const found = env[name]
+      if (found === '') emptied.set(path, name)
       if (found !== undefined) return found
       if (fallback !== undefined) return fallback
       problems.push({ path, message: `environment variable ${name} is not set` })
       return ''
     })
   }
-  if (Array.isArray(value)) return value.map((item, i) => interpolateEnv(item, env, `${path}/${i}`, problems))
+  if (Array.isArray(value)) return value.map((item, i) => interpolateEnv(item, env, `${path}/${i}`, problems, emptied))
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {}
-    for (const [key, item] of Object.entries(value)) out[key] = interpolateEnv(item, env, `${path}/${key}`, problems)
+    for (const [key, item] of Object.entries(value)) out[key] = interpolateEnv(item, env, `${path}/${key}`, problems, emptied)
     return out
   }
   return value
@@ -305,14 +312,23 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
     throw new ConfigError(`config ${source}`, [{ path: '', message: 'must be a mapping (an object) of settings' }])
   }
   const problems: ConfigProblem[] = []
-  const interpolated = interpolateEnv(raw, env, '', problems) as Record<string, unknown>
+  const emptied = new Map<string, string>()
+  const interpolated = interpolateEnv(raw, env, '', problems, emptied) as Record<string, unknown>
+  // A value refused because its variable is set but empty: the problem says which variable.
+  const refuse = () => {
+    for (const problem of problems) {
+      const name = emptied.get(problem.path)
+      if (name !== undefined) problem.message += ` (it comes from \${${name}}, which is set but empty)`
+    }
+    return new ConfigError(`config ${source}`, problems)
+  }
   const written = structuredClone(interpolated) // Value.Default fills defaults in place
   const config = Value.Default(ConfigSchema, interpolated) as unknown
   // A setting whose environment variable is missing (or whose reference is none) is reported once, not again for the
   // empty value it got (a misspelt key holding one is still reported as unknown).
   const unset = new Set(problems.map((p) => p.path))
   problems.push(...checkSchema(ConfigSchema, config).filter((p) => !unset.has(p.path) || p.message === 'unknown key'))
-  if (problems.length > 0) throw new ConfigError(`config ${source}`, problems)
+  if (problems.length > 0) throw refuse()
   const valid = config as Config
   // What the plugins check when they register, checked here too so that `llmproxy check` and reload catch it.
   try {
@@ -385,7 +401,7 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   if (admin?.port !== undefined && admin.port !== 0 && admin.port === valid.server.port) {
     problems.push({ path: '/admin/port', message: 'must differ from server.port (or leave it out to mount the admin API under /admin)' })
   }
-  if (problems.length > 0) throw new ConfigError(`config ${source}`, problems)
+  if (problems.length > 0) throw refuse()
   return valid
 }
 

@@ -61,6 +61,12 @@ export class ReloadOutcomes {
     const { applied, restartRequired } = result
     this.log.info({ file: this.file, applied, restartRequired, ...logFields }, 'config reloaded')
     if (restartRequired.length > 0) this.log.warn({ restartRequired }, 'config reload: these changes take effect after a restart')
+    // Access control the file asks for and the gateway does not enforce (keys added to an open gateway, an IP list):
+    // an error, not a note, so that it is not read as done.
+    const accessControl = restartRequired.filter(isAccessControl)
+    if (accessControl.length > 0) {
+      this.log.error({ restartRequired: accessControl }, 'config reload: the access control in the file is not in force until a restart')
+    }
     this.keep({ at: new Date().toISOString(), reloaded: true, applied, restartRequired, problems: [] })
     return result
   }
@@ -168,6 +174,10 @@ export async function readConfigForReload(
   const next = parseConfig(text, file, env)
   adjust?.(next)
   return next
+}
+
+function isAccessControl(section: string): boolean {
+  return section === 'auth' || section.startsWith('auth.ip') || section.startsWith('rateLimit')
 }
 
 /** Sections no plugin can change while running: a change is reported in `restartRequired`, not applied. */

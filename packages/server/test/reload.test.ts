@@ -718,3 +718,26 @@ describe('SIGHUP', () => {
     })
   }
 })
+
+test('keys added to a gateway started without auth need a restart: reported, and logged as an error, not read as done', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmproxy-reload-auth-'))
+  const file = join(dir, 'llmproxy.yaml')
+  const a = await startMockUpstream({ defaults: { tokens: 2 } })
+  const models = '  - { name: m, upstreams: [a] }'
+  writeFileSync(file, configText({ a }, models))
+  const lines: string[] = []
+  const gateway = await startGateway(loadConfigFile(file, {}), { configFile: file, logDestination: logSink(lines) })
+  t.after(async () => {
+    await gateway.shutdown('test over')
+    await a.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  writeFileSync(file, configText({ a }, models, 'auth: { keys: [{ id: k1, key: sk-key-one-0001 }] }'))
+  const res = await reload(gateway.url)
+  assert.deepEqual(res.body, { reloaded: true, applied: [], restartRequired: ['auth'] })
+  // Still open until the restart, as the answer says.
+  assert.equal((await chat(gateway.url, 'm')).status, 200)
+  const logged = lines.map((line) => JSON.parse(line) as { level: number; msg: string; restartRequired?: string[] })
+  const error = logged.find((line) => line.level === 50 && /access control/.test(line.msg))
+  assert.deepEqual(error?.restartRequired, ['auth'], JSON.stringify(logged.filter((line) => line.level >= 40)))
+})
