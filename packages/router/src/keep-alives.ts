@@ -40,6 +40,8 @@ export function keepAlivesOnly(bytes: Buffer): boolean {
 /** `[DONE]`, with or without the space SSE allows after the field name. */
 const DONE_FORMS = [new ByteNeedle('data: [DONE]'), new ByteNeedle('data:[DONE]')]
 const NO_NEEDLES: readonly ByteNeedle[] = []
+/** Keep-alives in front of a terminator of nothing take a few dozen bytes: past this, the first event is another. */
+const FIRST_EVENT_WITHIN = 4096
 
 /**
  * Whether the first event in `bytes` (whole events from a line start), after keep-alives, is a terminator that carries
@@ -48,10 +50,12 @@ const NO_NEEDLES: readonly ByteNeedle[] = []
  */
 export function terminatorFirst(bytes: Buffer, endpoint: Endpoint): boolean {
   const needles = endpoint.endsWithDone ? DONE_FORMS : endpoint.family === 'anthropic' ? endpoint.terminators : NO_NEEDLES
+  // Looked for where a first event can be, not through a whole first read (a short answer's whole stream).
+  let before = Math.min(bytes.length, FIRST_EVENT_WITHIN)
   let first = -1
   for (const needle of needles) {
-    const at = bytes.indexOf(needle.bytes)
-    if (at !== -1 && (first === -1 || at < first)) first = at
+    const at = bytes.subarray(0, before).indexOf(needle.bytes)
+    if (at !== -1) before = first = at
   }
   return first === 0 || (first > 0 && keepAlivesOnly(bytes.subarray(0, first)))
 }

@@ -136,7 +136,8 @@ describe('credentials and headers', () => {
 describe('timeouts and failures', () => {
   let h: Harness
   before(async () => {
-    h = await startHarness({ router: { timeouts: { connectMs: 1000, firstTokenMs: 150, idleMs: 150, responseMs: 300 } } })
+    // (Short, yet with room for a loaded machine: the healthy requests here must not meet them.)
+    h = await startHarness({ router: { timeouts: { connectMs: 1000, firstTokenMs: 500, idleMs: 300, responseMs: 300 } } })
   })
   after(() => h.close())
 
