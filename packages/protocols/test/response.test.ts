@@ -523,3 +523,28 @@ test('a whole answer streamed (an upstream that does not stream) reads in the SD
     MalformedStreamError,
   )
 })
+
+test('a whole answer streamed keeps each of several tool calls apart, and the stop sequence that ended it', async () => {
+  const calls = structuredClone(OPENAI_BODY)
+  const message = calls.choices[0]?.message as { tool_calls: unknown[] }
+  message.tool_calls.push({ id: 'call_b', type: 'function', function: { name: 'get_time', arguments: '{"zone":"CET"}' } })
+  const stream = streamResponse('openai', calls, createEncoder('openai', { model: 'gpt-4o' }))
+  const openai = new OpenAI({ apiKey: 'k', baseURL: 'http://gateway.test/v1', fetch: fetchReturning([stream]), maxRetries: 0 })
+  const completion = await openai.chat.completions
+    .stream({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] })
+    .finalChatCompletion()
+  assert.deepEqual(
+    completion.choices[0]?.message.tool_calls?.map((call) => [call.function.name, call.function.arguments]),
+    [
+      ['get_weather', '{"city":"Paris"}'],
+      ['get_time', '{"zone":"CET"}'],
+    ],
+  )
+  const stopped = { ...ANTHROPIC_BODY, content: [{ type: 'text', text: 'Hello' }], stop_reason: 'stop_sequence', stop_sequence: 'END' }
+  const anthropicStream = streamResponse('anthropic', stopped, createEncoder('anthropic', { model: 'claude-sonnet-4-5' }))
+  const anthropic = new Anthropic({ apiKey: 'k', baseURL: 'http://gateway.test', fetch: fetchReturning([anthropicStream]), maxRetries: 0 })
+  const final = await anthropic.messages
+    .stream({ model: 'claude-sonnet-4-5', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] })
+    .finalMessage()
+  assert.deepEqual([final.stop_reason, final.stop_sequence], ['stop_sequence', 'END'])
+})

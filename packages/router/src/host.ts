@@ -31,7 +31,7 @@ export interface AttemptView {
   clearDeadline(): void
   /** (Re)arms the attempt's one timer: a JSON body's idle bound once it flows. */
   armDeadline(ms: number): void
-  /** Commits and sends an answer held whole (a converted JSON answer). */
+  /** Commits and sends an answer held whole (a converted JSON answer to a JSON request). */
   answerWhole(body: Buffer | string): void
   /** Sends a whole answer as the client's stream, its terminator included (a JSON answer to a streamed request). */
   answerStreamWhole(events: string): void

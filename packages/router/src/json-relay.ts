@@ -5,13 +5,14 @@ import type { AttemptView, CallHost } from './host.js'
 import type { UsageMeter } from './meter.js'
 import type { UpstreamBody } from './upstream-response.js'
 
-/** A non-streamed answer converted to another API is held whole; one larger than this is refused. */
+/** A non-streamed answer converted to another API, or to a stream, is held whole; one larger than this is refused. */
 const MAX_ANSWER_BYTES = 32 * 1024 * 1024
 
 /**
  * One attempt's JSON (non-SSE) answer on its way to the client. A JSON answer is ready when its headers come
  * (generation happened before them): it is relayed as it arrives, committed at its first byte; responseMs bounds its
- * start, idleMs each silence after it (bodyFlowing). An answer converted to another API is held whole instead.
+ * start, idleMs each silence after it (bodyFlowing). An answer converted to another API, or to the client's stream (a
+ * whole answer to a streamed request), is held whole instead.
  *
  * The deadline stays the attempt's one timer (settle and abort clear it, whoever armed it): once the body flows the
  * relay has it re-armed as its idle bound (armDeadline) and the attempt hands its expiry here (onIdle). So an answer
@@ -41,7 +42,9 @@ export class JsonRelay {
         (json, complete) => {
           if (attempt.done) return
           const answer = !complete
-            ? errors.upstreamFailed(`The upstream answer is larger than the ${MAX_ANSWER_BYTES} bytes a conversion holds.`)
+            ? errors.upstreamFailed(
+                `The upstream answer is larger than the ${MAX_ANSWER_BYTES} bytes a conversion or a whole answer to a stream holds.`,
+              )
             : toStream
               ? // An encoder of its own: one an answer refused half-way leaves open is no use to the next answer.
                 streamedAnswer(upstream, json, createEncoder(call.endpoint.family, call.encoderOptions))
@@ -52,7 +55,12 @@ export class JsonRelay {
         },
         reader,
         call.meter,
-        (chunkLength) => this.bodyFlowing(chunkLength),
+        (chunkLength) => {
+          // A body that opens no JSON document (an SSE stream labelled otherwise) is no answer: said at its first byte,
+          // not once the whole generation was read.
+          if (reader.opensJson === false && !attempt.done) attempt.failBeforeAnswer(notJson(attempt.status), attempt.status)
+          else this.bodyFlowing(chunkLength)
+        },
       )
       return
     }
@@ -185,8 +193,8 @@ export function readWhole(
   const parts: Buffer[] = []
   let size = 0
   body.on('data', (chunk: Buffer) => {
-    onChunk?.(chunk.length)
     reader?.write(chunk)
+    onChunk?.(chunk.length)
     if (meter !== undefined) meter.responseBytes += chunk.length
     size += chunk.length
     if (size <= limit) parts.push(chunk)

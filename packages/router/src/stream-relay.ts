@@ -219,7 +219,8 @@ export class StreamRelay {
    * no answer, a failure before the first token (another attempt may answer), not an empty answer to relay.
    */
   private endsWithoutAnswer(out: Buffer | string): boolean {
-    return typeof out !== 'string' && !this.attempt.delivering && !this.call.continuing && terminatorFirst(out, this.attempt.endpoint)
+    // (A continuation's transform is a converter, whose output is a string: it never gets here.)
+    return typeof out !== 'string' && !this.attempt.delivering && terminatorFirst(out, this.attempt.endpoint)
   }
 
   /**

@@ -9,7 +9,7 @@ import Anthropic from '@anthropic-ai/sdk'
 import { GoogleGenAI } from '@google/genai'
 import OpenAI from 'openai'
 import { parseSse } from './helpers.js'
-import { role, type Scripted, scripted, sleep, sse, text, upstream } from './scripted.js'
+import { DONE, role, type Scripted, scripted, sleep, sse, text, upstream } from './scripted.js'
 import { anthropicStream, openaiStream } from './sdk-streams.js'
 
 function json(res: ServerResponse, body: unknown): void {
@@ -319,6 +319,27 @@ test('several choices are not carried by the encoders: a whole answer with them 
       body.choices.map((choice) => choice.message.content),
       ['One.', 'Two.'],
     )
+  } finally {
+    await g.close()
+  }
+})
+
+test('a stream labelled as no event stream is refused at its first byte, not once it was all read', async () => {
+  const mislabelled = upstream('mislabelled', 'vllm', async (res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.write(`${role}${text('Hi')}`)
+    await sleep(2000)
+    res.end(DONE)
+  })
+  const healthy = upstream('healthy', 'vllm', (res) => json(res, answered))
+  const g = await scripted([mislabelled, healthy], [{ name: 'm', upstreams: ['mislabelled', 'healthy'] }], {
+    retry: { attempts: 2, backoffMs: 10 },
+  })
+  try {
+    const started = performance.now()
+    assert.equal(await openaiStream(g.url, 'm'), 'Hi whole.')
+    // (Before, the whole 2 s generation was read, then refused as not JSON.)
+    assert.ok(performance.now() - started < 1500, `${performance.now() - started} ms`)
   } finally {
     await g.close()
   }

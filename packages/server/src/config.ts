@@ -318,7 +318,10 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   const refuse = () => {
     for (const problem of problems) {
       const name = emptied.get(problem.path)
-      if (name !== undefined) problem.message += ` (it comes from \${${name}}, which is set but empty)`
+      // (Not on a problem that is no value's: a key unknown, another variable not set.)
+      if (name !== undefined && problem.message !== 'unknown key' && !problem.message.startsWith('environment variable')) {
+        problem.message += ` (it comes from \${${name}}, which is set but empty)`
+      }
     }
     return new ConfigError(`config ${source}`, problems)
   }

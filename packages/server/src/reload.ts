@@ -57,15 +57,14 @@ export class ReloadOutcomes {
     this.counted = counted
   }
 
-  applied(result: ReloadResult, logFields: Record<string, unknown> = {}): ReloadResult {
+  /** `notInForce`: access control the new file asks for that the gateway does not enforce until a restart. */
+  applied(result: ReloadResult, logFields: Record<string, unknown> = {}, notInForce: readonly string[] = []): ReloadResult {
     const { applied, restartRequired } = result
     this.log.info({ file: this.file, applied, restartRequired, ...logFields }, 'config reloaded')
     if (restartRequired.length > 0) this.log.warn({ restartRequired }, 'config reload: these changes take effect after a restart')
-    // Access control the file asks for and the gateway does not enforce (keys added to an open gateway, an IP list):
-    // an error, not a note, so that it is not read as done.
-    const accessControl = restartRequired.filter(isAccessControl)
-    if (accessControl.length > 0) {
-      this.log.error({ restartRequired: accessControl }, 'config reload: the access control in the file is not in force until a restart')
+    // An error, not a note, so that it is not read as done.
+    if (notInForce.length > 0) {
+      this.log.error({ restartRequired: notInForce }, 'config reload: the access control in the file is not in force until a restart')
     }
     this.keep({ at: new Date().toISOString(), reloaded: true, applied, restartRequired, problems: [] })
     return result
@@ -176,8 +175,20 @@ export async function readConfigForReload(
   return next
 }
 
-function isAccessControl(section: string): boolean {
-  return section === 'auth' || section.startsWith('auth.ip') || section.startsWith('rateLimit')
+/**
+ * Access control `next` asks for that a reload from `current` cannot put in force: auth added to an open gateway, an
+ * IP list changed, rate limiting turned on. (Auth or limits removed stay enforced until a restart: stricter, not looser.)
+ */
+export function accessNotInForce(current: Config, next: Config): string[] {
+  const sections: string[] = []
+  if (current.auth === undefined && next.auth !== undefined) sections.push('auth')
+  if (current.auth !== undefined && next.auth !== undefined) {
+    for (const key of ['ipAllowlist', 'ipDenylist'] as const) {
+      if (!isDeepStrictEqual(current.auth[key], next.auth[key])) sections.push(`auth.${key}`)
+    }
+  }
+  if (current.rateLimit === undefined && next.rateLimit !== undefined) sections.push('rateLimit')
+  return sections
 }
 
 /** Sections no plugin can change while running: a change is reported in `restartRequired`, not applied. */
@@ -336,8 +347,9 @@ class Reloader implements ConfigReloader {
   }
 
   apply(next: Config): ReloadResult {
+    const current = this.config
     try {
-      return this.outcomes.applied(this.applyLive(next))
+      return this.outcomes.applied(this.applyLive(next), {}, accessNotInForce(current, next))
     } catch (err) {
       throw this.outcomes.failed(err)
     }

@@ -7,7 +7,8 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { expectedContent, type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
-import { loadConfigFile, type ReloadHistory, type RunningGateway, startGateway } from '../src/index.js'
+import { loadConfigFile, parseConfig, type ReloadHistory, type RunningGateway, startGateway } from '../src/index.js'
+import { accessNotInForce } from '../src/reload.js'
 import { logSink } from './helpers.js'
 
 const TOKEN = 'reload-admin-token-0123456789'
@@ -737,7 +738,28 @@ test('keys added to a gateway started without auth need a restart: reported, and
   assert.deepEqual(res.body, { reloaded: true, applied: [], restartRequired: ['auth'] })
   // Still open until the restart, as the answer says.
   assert.equal((await chat(gateway.url, 'm')).status, 200)
-  const logged = lines.map((line) => JSON.parse(line) as { level: number; msg: string; restartRequired?: string[] })
-  const error = logged.find((line) => line.level === 50 && /access control/.test(line.msg))
-  assert.deepEqual(error?.restartRequired, ['auth'], JSON.stringify(logged.filter((line) => line.level >= 40)))
+  const logged = () => lines.map((line) => JSON.parse(line) as { level: number; msg: string; restartRequired?: string[] })
+  const errors = () => logged().filter((line) => line.level === 50 && /access control/.test(line.msg))
+  assert.deepEqual(
+    errors().map((line) => line.restartRequired),
+    [['auth']],
+  )
+  // What is no access control, or stricter than the file, is no error: a quota state file, auth taken out again.
+  writeFileSync(file, configText({ a }, models, `rateLimit: { global: { rps: 100 }, quotaStateFile: ${join(dir, 'quota.json')} }`))
+  assert.deepEqual((await reload(gateway.url)).body.restartRequired, ['rateLimit'])
+  assert.deepEqual(
+    errors().map((line) => line.restartRequired),
+    [['auth'], ['rateLimit']],
+  )
+})
+
+test('access control a reload cannot put in force is that which loosens the gateway: added, not removed', () => {
+  const parsed = (extra: string) =>
+    parseConfig(`upstreams: [{ name: a, url: "http://x", protocol: openai }]\nmodels: [{ name: m, upstreams: [a] }]\n${extra}`, 't')
+  const open = parsed('')
+  const listed = (cidr: string) => parsed(`auth: { keys: [{ id: k, key: sk-key-0001 }], ipAllowlist: ["${cidr}"] }\n`)
+  assert.deepEqual(accessNotInForce(open, listed('10.0.0.0/8')), ['auth'])
+  assert.deepEqual(accessNotInForce(listed('10.0.0.0/8'), open), [])
+  assert.deepEqual(accessNotInForce(listed('10.0.0.0/8'), listed('10.0.0.0/16')), ['auth.ipAllowlist'])
+  assert.deepEqual(accessNotInForce(open, parsed('rateLimit: { global: { rps: 10 } }\n')), ['rateLimit'])
 })
