@@ -175,22 +175,6 @@ export async function readConfigForReload(
   return next
 }
 
-/**
- * Access control `next` asks for that a reload from `current` cannot put in force: auth added to an open gateway, an
- * IP list changed, rate limiting turned on. (Auth or limits removed stay enforced until a restart: stricter, not looser.)
- */
-export function accessNotInForce(current: Config, next: Config): string[] {
-  const sections: string[] = []
-  if (current.auth === undefined && next.auth !== undefined) sections.push('auth')
-  if (current.auth !== undefined && next.auth !== undefined) {
-    for (const key of ['ipAllowlist', 'ipDenylist'] as const) {
-      if (!isDeepStrictEqual(current.auth[key], next.auth[key])) sections.push(`auth.${key}`)
-    }
-  }
-  if (current.rateLimit === undefined && next.rateLimit !== undefined) sections.push('rateLimit')
-  return sections
-}
-
 /** Sections no plugin can change while running: a change is reported in `restartRequired`, not applied. */
 const RESTART_ONLY = [
   'server',
@@ -219,6 +203,12 @@ export interface ReloadPlan {
   inForce: Config
   applied: string[]
   restartRequired: string[]
+  /**
+   * Of those, the access control the new file asks for and the gateway does not enforce until a restart: auth added
+   * to an open gateway, an IP list changed, rate limiting turned on. (Auth or limits removed stay enforced until a
+   * restart: stricter, not looser.)
+   */
+  notInForce: string[]
   upstreams: boolean
   models: boolean
   authKeys: boolean
@@ -229,6 +219,7 @@ export interface ReloadPlan {
 export function planReload(current: Config, next: Config): ReloadPlan {
   const applied: string[] = []
   const restartRequired: string[] = []
+  const notInForce: string[] = []
   const inForce: Config = { ...current }
   for (const key of RESTART_ONLY) if (!isDeepStrictEqual(current[key], next[key])) restartRequired.push(key)
 
@@ -242,9 +233,12 @@ export function planReload(current: Config, next: Config): ReloadPlan {
   let authKeys = false
   if ((current.auth === undefined) !== (next.auth === undefined)) {
     restartRequired.push('auth')
+    if (current.auth === undefined) notInForce.push('auth')
   } else if (current.auth !== undefined && next.auth !== undefined) {
     for (const key of AUTH_RESTART_ONLY) {
-      if (!isDeepStrictEqual(current.auth[key], next.auth[key])) restartRequired.push(`auth.${key}`)
+      if (isDeepStrictEqual(current.auth[key], next.auth[key])) continue
+      restartRequired.push(`auth.${key}`)
+      if (key === 'ipAllowlist' || key === 'ipDenylist') notInForce.push(`auth.${key}`)
     }
     // Rate limiting starts with the process: keys' limits given while it is off are not in force (not in the key
     // table, /admin/keys or /admin/config, nor in what a replacement worker starts from) until a restart.
@@ -261,6 +255,7 @@ export function planReload(current: Config, next: Config): ReloadPlan {
   if ((current.rateLimit === undefined) !== (next.rateLimit === undefined)) {
     // A key's limits turn rate limiting on (enableKeyLimits): the file may have no rateLimit section, so say why.
     const turnedOn = current.rateLimit === undefined
+    if (turnedOn) notInForce.push('rateLimit')
     restartRequired.push(
       turnedOn && keysDeclareLimits(next)
         ? 'rateLimit (the keys’ limits turn it on; it was off at start)'
@@ -285,7 +280,7 @@ export function planReload(current: Config, next: Config): ReloadPlan {
       reserveTokens: next.rateLimit.reserveTokens,
     }
   }
-  return { inForce, applied, restartRequired, upstreams, models, authKeys, rateLimit }
+  return { inForce, applied, restartRequired, notInForce, upstreams, models, authKeys, rateLimit }
 }
 
 function withoutLimits(key: KeyConfig): KeyConfig {
@@ -347,19 +342,18 @@ class Reloader implements ConfigReloader {
   }
 
   apply(next: Config): ReloadResult {
-    const current = this.config
     try {
-      return this.outcomes.applied(this.applyLive(next), {}, accessNotInForce(current, next))
+      const plan = planReload(this.config, next)
+      return this.outcomes.applied(this.applyLive(next, plan), {}, plan.notInForce)
     } catch (err) {
       throw this.outcomes.failed(err)
     }
   }
 
   /** Applies the live sections of `next`, each atomically, putting back the earlier ones when a later one refuses. */
-  private applyLive(next: Config): ReloadResult {
+  private applyLive(next: Config, plan: ReloadPlan): ReloadResult {
     const app = this.app
     const current = this.config
-    const plan = planReload(current, next)
     const hasAuth = app.hasDecorator('llmAuth')
     const hasRateLimit = app.hasDecorator('rateLimits')
 

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test'
 import { expectedContent, type MockUpstream, startMockUpstream } from '@llmproxy/mock-upstream'
 import { request } from 'undici'
 import { loadConfigFile, parseConfig, type ReloadHistory, type RunningGateway, startGateway } from '../src/index.js'
-import { accessNotInForce } from '../src/reload.js'
+import { planReload } from '../src/reload.js'
 import { logSink } from './helpers.js'
 
 const TOKEN = 'reload-admin-token-0123456789'
@@ -758,8 +758,8 @@ test('access control a reload cannot put in force is that which loosens the gate
     parseConfig(`upstreams: [{ name: a, url: "http://x", protocol: openai }]\nmodels: [{ name: m, upstreams: [a] }]\n${extra}`, 't')
   const open = parsed('')
   const listed = (cidr: string) => parsed(`auth: { keys: [{ id: k, key: sk-key-0001 }], ipAllowlist: ["${cidr}"] }\n`)
-  assert.deepEqual(accessNotInForce(open, listed('10.0.0.0/8')), ['auth'])
-  assert.deepEqual(accessNotInForce(listed('10.0.0.0/8'), open), [])
-  assert.deepEqual(accessNotInForce(listed('10.0.0.0/8'), listed('10.0.0.0/16')), ['auth.ipAllowlist'])
-  assert.deepEqual(accessNotInForce(open, parsed('rateLimit: { global: { rps: 10 } }\n')), ['rateLimit'])
+  assert.deepEqual(planReload(open, listed('10.0.0.0/8')).notInForce, ['auth'])
+  assert.deepEqual(planReload(listed('10.0.0.0/8'), open).notInForce, [])
+  assert.deepEqual(planReload(listed('10.0.0.0/8'), listed('10.0.0.0/16')).notInForce, ['auth.ipAllowlist'])
+  assert.deepEqual(planReload(open, parsed('rateLimit: { global: { rps: 10 } }\n')).notInForce, ['rateLimit'])
 })

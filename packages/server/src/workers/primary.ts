@@ -11,7 +11,7 @@ import type pino from 'pino'
 import type { DestinationStream } from 'pino'
 import { asConfigSection, gatewayLogger, logWritten } from '../app.js'
 import type { Config } from '../config.js'
-import { accessNotInForce, planReload, ReloadNotAppliedError, ReloadOutcomes, type ReloadResult, readConfigForReload } from '../reload.js'
+import { planReload, ReloadNotAppliedError, ReloadOutcomes, type ReloadResult, readConfigForReload } from '../reload.js'
 import {
   aggregateMetrics,
   combineSnapshots,
@@ -370,7 +370,6 @@ class Primary {
     try {
       const next = await readConfigForReload(this.file, process.env, this.adjust)
       const plan = planReload(this.config, next)
-      const notInForce = accessNotInForce(this.config, next)
       const slots = this.readySlots()
       await applyEverywhere(
         slots.map((slot) => ({ id: slot.id, rpc: slot.rpc as Rpc<PrimaryOps, WorkerOps> })),
@@ -386,7 +385,7 @@ class Primary {
       return this.reloadOutcomes.applied(
         { reloaded: true, applied: plan.applied, restartRequired: plan.restartRequired },
         { workers: slots.length },
-        notInForce,
+        plan.notInForce,
       )
     } catch (err) {
       throw this.reloadOutcomes.failed(err)
