@@ -509,10 +509,10 @@ export class ProxyCall implements CallHost {
     const attempt = this.attempt
     if (attempt !== null) {
       // An answer that began (a stream held open for its first token has a 200 and no answer yet; a continuation's
-      // replay may be generating the part the client has, which is dropped), or one being read whole when the client
-      // left (generated before its headers came).
-      const readingWhole = attempt.json !== null && !attempt.delivering && attempt.status >= 200 && attempt.status < 300
-      const ok = (status >= 200 && status < 300 && (attempt.delivering || this.continuing)) || readingWhole
+      // replay may be generating the part the client has, which is dropped), or a JSON answer whose headers came and
+      // whose body the client did not get (read whole, or not yet begun when it left): generated before its headers.
+      const jsonNotSent = attempt.json !== null && !attempt.delivering && attempt.status >= 200 && attempt.status < 300
+      const ok = (status >= 200 && status < 300 && (attempt.delivering || this.continuing)) || jsonNotSent
       this.meter.endAnswer(
         ok && this.endpoint.metered,
         attempt.stream?.scanner ?? null,

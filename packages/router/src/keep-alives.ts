@@ -1,7 +1,8 @@
 // What an upstream may send before its answer's first event that is no part of the answer: the keep-alives that
-// hold a client's stream open, and a terminator that ends a stream with no answer (StreamRelay.deliver).
+// hold a client's stream open (StreamRelay.deliver), and a terminator that ends a stream with no answer
+// (StreamRelay.endsWithoutAnswer).
 import { ByteNeedle } from '@llmproxy/core'
-import type { Endpoint } from '@llmproxy/protocols'
+import { type Endpoint, OPENAI_CHAT } from '@llmproxy/protocols'
 import { DATA_FIELD } from './scanner.js'
 
 const NEWLINE = 0x0a
@@ -37,8 +38,8 @@ export function keepAlivesOnly(bytes: Buffer): boolean {
   return block === NOTHING
 }
 
-/** `[DONE]`, with or without the space SSE allows after the field name. */
-const DONE_FORMS = [new ByteNeedle('data: [DONE]'), new ByteNeedle('data:[DONE]')]
+/** `[DONE]` (the chat endpoints' terminator), and without the space SSE allows after the field name. */
+const DONE_FORMS = [...OPENAI_CHAT.terminators, new ByteNeedle('data:[DONE]')]
 const NO_NEEDLES: readonly ByteNeedle[] = []
 /** Keep-alives in front of a terminator of nothing take a few dozen bytes: past this, the first event is another. */
 const FIRST_EVENT_WITHIN = 4096
@@ -54,7 +55,7 @@ export function terminatorFirst(bytes: Buffer, endpoint: Endpoint): boolean {
   let before = Math.min(bytes.length, FIRST_EVENT_WITHIN)
   let first = -1
   for (const needle of needles) {
-    const at = bytes.subarray(0, before).indexOf(needle.bytes)
+    const at = needle.indexIn(bytes, 0, before)
     if (at !== -1) before = first = at
   }
   return first === 0 || (first > 0 && keepAlivesOnly(bytes.subarray(0, first)))

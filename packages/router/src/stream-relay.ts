@@ -140,7 +140,7 @@ export class StreamRelay {
     // The chunk goes out first; the taps read it after (the usage filter finds the usage-only event by its shape).
     const transform = this.attempt.transform
     const out = transform === null ? chunk : transform.push(chunk, scanner.tapFrom)
-    const noAnswer = out !== null && !this.attempt.delivering && this.endsWithoutAnswer(out)
+    const noAnswer = out !== null && this.endsWithoutAnswer(out)
     if (out !== null && !noAnswer) this.deliver(out)
     const meter = call.meter
     const reader = meter.reader
